@@ -1,0 +1,113 @@
+use serde::{Deserialize, Serialize};
+
+/// A latency histogram as stored in a run file: the sparse buckets of an HdrHistogram.
+///
+/// Each bucket is `[value, count]`, where `value` is the highest value equivalent to the
+/// bucket (HdrHistogram's "value iterated to"). Values are nanoseconds unless the field that
+/// holds the histogram says otherwise.
+///
+/// ```
+/// use asyncprof_format::Histogram;
+///
+/// let mut h = hdrhistogram::Histogram::<u64>::new_with_max(60_000_000_000, 2).unwrap();
+/// h.record_n(2_000_000, 5).unwrap();
+/// let stored = Histogram::from_hdr(&h);
+/// assert_eq!(stored.count(), 5);
+/// let back = stored.to_hdr();
+/// assert_eq!(back.len(), 5);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Histogram {
+    /// Significant decimal digits the histogram resolves (1 to 5).
+    pub sigfig: u8,
+    /// The largest value it tracks; larger values were clamped to it when recorded.
+    pub high: u64,
+    /// `[value, count]` pairs in ascending value order, empty buckets left out.
+    pub buckets: Vec<[u64; 2]>,
+}
+
+/// The largest value a stored histogram may declare (about 292 years of nanoseconds).
+const HIGH_LIMIT: u64 = u64::MAX / 2;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            sigfig: 2,
+            high: 3_600_000_000_000,
+            buckets: Vec::new(),
+        }
+    }
+}
+
+impl Histogram {
+    /// Store an HdrHistogram's recorded buckets.
+    pub fn from_hdr(h: &hdrhistogram::Histogram<u64>) -> Self {
+        Histogram {
+            sigfig: h.sigfig(),
+            high: h.high(),
+            buckets: h
+                .iter_recorded()
+                .map(|v| [v.value_iterated_to(), v.count_at_value()])
+                .collect(),
+        }
+    }
+
+    /// Rebuild an HdrHistogram. Damaged fields degrade instead of failing: an out-of-range
+    /// precision or bound is replaced by a valid one and values above the bound are clamped.
+    pub fn to_hdr(&self) -> hdrhistogram::Histogram<u64> {
+        let sigfig = self.sigfig.clamp(1, 5);
+        let high = self.high.clamp(2, HIGH_LIMIT);
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_max(high, sigfig)
+            .or_else(|_| hdrhistogram::Histogram::<u64>::new_with_max(HIGH_LIMIT, 2))
+            .expect("a histogram with sigfig 2 and a bound of u64::MAX / 2 is always valid");
+        for &[value, count] in &self.buckets {
+            h.saturating_record_n(value.min(h.high()), count);
+        }
+        h
+    }
+
+    /// Total number of recorded values.
+    pub fn count(&self) -> u64 {
+        self.buckets
+            .iter()
+            .fold(0u64, |acc, [_, c]| acc.saturating_add(*c))
+    }
+
+    /// The value at `quantile` (0.0 to 1.0), or 0 for an empty histogram.
+    pub fn quantile(&self, quantile: f64) -> u64 {
+        if self.buckets.is_empty() {
+            return 0;
+        }
+        self.to_hdr().value_at_quantile(quantile.clamp(0.0, 1.0))
+    }
+
+    /// The largest recorded value (the top of its bucket), or 0 for an empty histogram.
+    pub fn max(&self) -> u64 {
+        self.buckets.last().map_or(0, |[v, _]| *v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_fields_degrade() {
+        let h = Histogram {
+            sigfig: 200,
+            high: 0,
+            buckets: vec![[u64::MAX, 3], [10, 1]],
+        };
+        let hdr = h.to_hdr();
+        assert_eq!(hdr.len(), 4);
+    }
+
+    #[test]
+    fn quantiles_of_empty_are_zero() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile(0.99), 0);
+        assert_eq!(h.max(), 0);
+        assert_eq!(h.count(), 0);
+    }
+}

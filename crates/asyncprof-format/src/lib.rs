@@ -1,0 +1,80 @@
+//! The asyncprof run-file schema: versioned record types, a writer, and a reader that keeps
+//! everything before a truncated tail.
+//!
+//! A run file is what an instrumented service leaves behind: a header (format version,
+//! program, pid, start time, configuration, capture tier, runtime flavor, worker count)
+//! followed by snapshots that a background thread appends about once a second. A process that
+//! is killed leaves a file that is readable up to its last complete record.
+//!
+//! ```
+//! use asyncprof_format::{read_bytes, Header, RunWriter, Snapshot};
+//!
+//! # fn main() -> Result<(), asyncprof_format::Error> {
+//! let mut bytes = Vec::new();
+//! let mut writer = RunWriter::new(&mut bytes, &Header::new("demo"))?;
+//! writer.write_snapshot(&Snapshot::default())?;
+//! drop(writer);
+//!
+//! // Cut the file in the middle of its last record: the header survives, with a warning.
+//! let run = read_bytes(&bytes[..bytes.len() - 3])?;
+//! assert_eq!(run.header.program, "demo");
+//! assert!(run.truncated);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! ```text
+//! file   = magic "APROFRUN" | format version (u32 LE) | frame*
+//! frame  = 0xA7 | kind (u8) | payload length (u32 LE) | payload CRC-32 (u32 LE)
+//!        | CRC-32 of the 10 bytes before it (u32 LE) | payload (JSON)
+//! ```
+//!
+//! The first frame is always the header record. Every frame carries two checksums, so a
+//! flipped byte anywhere is reported as damage at a byte offset, and a frame whose declared
+//! length runs past the end of the file is a truncated tail (a warning), never an allocation.
+//!
+//! # Feature flags
+//!
+//! None.
+//!
+//! # Limitations
+//!
+//! - A frame's payload is at most [`MAX_FRAME_LEN`] bytes; the writer refuses larger records.
+//! - The reader keeps the last snapshot whole and a small time series point of every other one,
+//!   so memory is bounded by the largest record, not the length of the run.
+#![forbid(unsafe_code)]
+
+mod error;
+mod hist;
+mod read;
+mod types;
+mod write;
+
+pub use error::{Error, Result};
+pub use hist::Histogram;
+pub use read::{read_bytes, read_path, RunFile, SeriesPoint};
+pub use types::{
+    Config, Flavor, Header, LocationStats, LossCounters, RuntimeStats, ScheduleSource, Snapshot,
+    SourceLocation, StageStats, TaskStats, Tier, WorkerStats,
+};
+pub use write::{encode_frame, RecordKind, RunWriter};
+
+/// The format version this crate writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The eight bytes every run file starts with.
+pub const MAGIC: &[u8; 8] = b"APROFRUN";
+
+/// The largest payload one frame may carry (64 MiB). A longer length field is damage.
+pub const MAX_FRAME_LEN: u32 = 64 << 20;
+
+/// The byte that opens every frame.
+pub(crate) const FRAME_MARKER: u8 = 0xA7;
+
+/// Bytes of a frame before its payload.
+pub(crate) const FRAME_HEADER_LEN: usize = 14;
+
+/// Bytes of the file preamble: magic and format version.
+pub(crate) const PREAMBLE_LEN: usize = 12;

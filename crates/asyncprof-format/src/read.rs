@@ -1,0 +1,242 @@
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::write::RecordKind;
+use crate::{
+    Error, Header, Result, Snapshot, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MARKER, MAGIC,
+    MAX_FRAME_LEN, PREAMBLE_LEN,
+};
+
+/// One point of a run's time series, taken from every snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SeriesPoint {
+    /// Time since the run started.
+    pub elapsed_ns: u64,
+    /// Polls so far.
+    pub polls: u64,
+    /// Tasks spawned so far.
+    pub tasks_spawned: u64,
+    /// Tasks alive at that moment.
+    pub tasks_alive: u64,
+    /// Tasks completed so far.
+    pub tasks_completed: u64,
+}
+
+/// Everything read from a run file.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunFile {
+    /// The header record.
+    pub header: Header,
+    /// The newest snapshot (cumulative, so it holds the whole run up to its moment).
+    pub snapshot: Option<Snapshot>,
+    /// A point of every snapshot, in order.
+    pub series: Vec<SeriesPoint>,
+    /// True when the file ends in the middle of a record: the process was killed or is
+    /// still writing. Everything before the cut is kept.
+    pub truncated: bool,
+    /// True when the run's end record was written (the recorder stopped normally).
+    pub ended: bool,
+    /// Things a reader should know: a truncated tail, records of unknown kinds skipped.
+    pub warnings: Vec<String>,
+}
+
+/// Read a run file from disk.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the file cannot be read, and every error of [`read_bytes`].
+pub fn read_path(path: impl AsRef<Path>) -> Result<RunFile> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_bytes(&bytes)
+}
+
+/// Read a run file from its bytes.
+///
+/// A file that ends in the middle of a record is read up to that record and marked
+/// [`RunFile::truncated`]. Damage anywhere else is an error naming its byte offset.
+///
+/// # Errors
+///
+/// [`Error::NotARunFile`], [`Error::TruncatedHeader`], [`Error::UnsupportedVersion`],
+/// [`Error::Corrupt`] or [`Error::Decode`].
+pub fn read_bytes(bytes: &[u8]) -> Result<RunFile> {
+    let len = bytes.len() as u64;
+    let magic_present = bytes.len().min(MAGIC.len());
+    if bytes[..magic_present] != MAGIC[..magic_present] {
+        return Err(Error::NotARunFile);
+    }
+    if bytes.len() < PREAMBLE_LEN {
+        return Err(Error::TruncatedHeader { len });
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version == 0 {
+        return Err(Error::Corrupt {
+            offset: 8,
+            expected: "a format version of at least 1".into(),
+        });
+    }
+    if version > FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+
+    let mut frames = Frames {
+        bytes,
+        pos: PREAMBLE_LEN,
+    };
+    let header = match frames.next_frame()? {
+        Next::Frame {
+            offset,
+            kind: Some(RecordKind::Header),
+            payload,
+        } => decode::<Header>(offset, RecordKind::Header, payload)?,
+        Next::Frame { offset, .. } => {
+            return Err(Error::Corrupt {
+                offset: offset as u64,
+                expected: "the header record as the first frame".into(),
+            })
+        }
+        Next::End | Next::Truncated { .. } => return Err(Error::TruncatedHeader { len }),
+    };
+
+    let mut run = RunFile {
+        header,
+        snapshot: None,
+        series: Vec::new(),
+        truncated: false,
+        ended: false,
+        warnings: Vec::new(),
+    };
+    loop {
+        match frames.next_frame()? {
+            Next::End => break,
+            Next::Truncated { offset, missing } => {
+                run.truncated = true;
+                run.warnings.push(format!(
+                    "run file is truncated at byte {offset}: its last record is missing {missing} bytes \
+                     (the process was killed or is still running); everything before it is kept"
+                ));
+                break;
+            }
+            Next::Frame {
+                offset,
+                kind,
+                payload,
+            } => match kind {
+                Some(RecordKind::Snapshot) => {
+                    let snap = decode::<Snapshot>(offset, RecordKind::Snapshot, payload)?;
+                    run.series.push(SeriesPoint {
+                        elapsed_ns: snap.elapsed_ns,
+                        polls: snap.runtime.polls,
+                        tasks_spawned: snap.runtime.tasks_spawned,
+                        tasks_alive: snap.runtime.tasks_alive,
+                        tasks_completed: snap.runtime.tasks_completed,
+                    });
+                    run.snapshot = Some(snap);
+                }
+                Some(RecordKind::End) => run.ended = true,
+                Some(RecordKind::Header) => {
+                    return Err(Error::Corrupt {
+                        offset: offset as u64,
+                        expected: "one header record only, at the start".into(),
+                    })
+                }
+                None => run.warnings.push(format!(
+                    "skipped a record of unknown kind {} at byte {offset}",
+                    bytes[offset + 1]
+                )),
+            },
+        }
+    }
+    Ok(run)
+}
+
+fn decode<'a, T: Deserialize<'a>>(offset: usize, kind: RecordKind, payload: &'a [u8]) -> Result<T> {
+    serde_json::from_slice(payload).map_err(|source| Error::Decode {
+        offset: offset as u64,
+        kind: kind.name(),
+        source,
+    })
+}
+
+struct Frames<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+enum Next<'a> {
+    Frame {
+        offset: usize,
+        kind: Option<RecordKind>,
+        payload: &'a [u8],
+    },
+    Truncated {
+        offset: usize,
+        missing: u64,
+    },
+    End,
+}
+
+impl<'a> Frames<'a> {
+    fn next_frame(&mut self) -> Result<Next<'a>> {
+        let offset = self.pos;
+        let rest = &self.bytes[offset..];
+        if rest.is_empty() {
+            return Ok(Next::End);
+        }
+        let corrupt = |at: usize, expected: &str| Error::Corrupt {
+            offset: at as u64,
+            expected: expected.to_string(),
+        };
+        if rest[0] != FRAME_MARKER {
+            return Err(corrupt(offset, "a frame marker (0xa7)"));
+        }
+        if rest.len() < FRAME_HEADER_LEN {
+            return Ok(Next::Truncated {
+                offset,
+                missing: (FRAME_HEADER_LEN - rest.len()) as u64,
+            });
+        }
+        let word = |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
+        if crc32fast::hash(&rest[..10]) != word(10) {
+            return Err(corrupt(offset, "a frame header matching its checksum"));
+        }
+        let len = word(2);
+        if len > MAX_FRAME_LEN {
+            return Err(corrupt(
+                offset + 2,
+                &format!("a frame length of at most {MAX_FRAME_LEN} bytes, found {len}"),
+            ));
+        }
+        let len = len as usize;
+        let body = &rest[FRAME_HEADER_LEN..];
+        if body.len() < len {
+            return Ok(Next::Truncated {
+                offset,
+                missing: (len - body.len()) as u64,
+            });
+        }
+        let payload = &body[..len];
+        if crc32fast::hash(payload) != word(6) {
+            return Err(corrupt(
+                offset + FRAME_HEADER_LEN,
+                "a record payload matching its checksum",
+            ));
+        }
+        self.pos = offset + FRAME_HEADER_LEN + len;
+        Ok(Next::Frame {
+            offset,
+            kind: RecordKind::from_code(rest[1]),
+            payload,
+        })
+    }
+}

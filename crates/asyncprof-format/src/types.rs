@@ -1,0 +1,315 @@
+use serde::{Deserialize, Serialize};
+
+use crate::Histogram;
+
+/// How the run was captured. The report names it, because what a tier sees differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Tier {
+    /// Runtime hooks installed on a `tokio::runtime::Builder`: every poll, cheapest.
+    #[default]
+    Hooks,
+    /// The `tracing_subscriber` layer reading tokio's task spans.
+    Layer,
+    /// No task-level hooks: worker busy and parked periods only.
+    Stable,
+}
+
+/// The tokio runtime flavor that was profiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Flavor {
+    /// `Builder::new_current_thread`: one worker, the thread that calls `block_on`.
+    CurrentThread,
+    /// `Builder::new_multi_thread`: a pool of workers.
+    MultiThread,
+    /// Not known (the layer tier cannot see the runtime's builder).
+    #[default]
+    Unknown,
+}
+
+/// What a run's scheduling-delay histograms measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ScheduleSource {
+    /// Only the delay from spawn to first poll (hooks tier without tokio's `schedule-latency`).
+    #[default]
+    SpawnToFirstPoll,
+    /// Every wake to the poll that follows it.
+    EveryWake,
+}
+
+/// The configuration a run was recorded with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Config {
+    /// How often the background thread appends a snapshot.
+    pub flush_interval_ms: u64,
+    /// A poll running longer than this is a stall.
+    pub stall_threshold_us: u64,
+    /// Period of the coarse clock that times polls (resolution of long polls).
+    pub clock_tick_ns: u64,
+    /// One poll in this many is timed exactly; the others are timed by the coarse clock.
+    pub sample_every: u32,
+    /// Live tasks tracked one by one; more are counted in `untracked_tasks`.
+    pub task_capacity: u32,
+    /// Distinct spawn locations tracked.
+    pub location_capacity: u32,
+    /// What the scheduling-delay histograms cover.
+    pub schedule_source: ScheduleSource,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            flush_interval_ms: 1000,
+            stall_threshold_us: 10_000,
+            clock_tick_ns: 250_000,
+            sample_every: 64,
+            task_capacity: 16_384,
+            location_capacity: 4096,
+            schedule_source: ScheduleSource::SpawnToFirstPoll,
+        }
+    }
+}
+
+/// The first record of every run file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Header {
+    /// The format version the writer used.
+    pub format_version: u32,
+    /// The program's name (its executable's file name).
+    pub program: String,
+    /// The program's arguments, without the executable.
+    pub args: Vec<String>,
+    /// Process id.
+    pub pid: u32,
+    /// Wall-clock start, milliseconds since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// How the run was captured.
+    pub tier: Tier,
+    /// The runtime flavor.
+    pub flavor: Flavor,
+    /// Worker threads the runtime was built with (0 when unknown).
+    pub workers: u32,
+    /// The recording configuration.
+    pub config: Config,
+}
+
+impl Default for Header {
+    fn default() -> Self {
+        Header {
+            format_version: crate::FORMAT_VERSION,
+            program: String::new(),
+            args: Vec::new(),
+            pid: 0,
+            start_unix_ms: 0,
+            tier: Tier::default(),
+            flavor: Flavor::default(),
+            workers: 0,
+            config: Config::default(),
+        }
+    }
+}
+
+impl Header {
+    /// A header for `program` with every other field at its default.
+    pub fn new(program: impl Into<String>) -> Self {
+        Header {
+            program: program.into(),
+            ..Header::default()
+        }
+    }
+}
+
+/// Counters of everything asyncprof dropped or clamped. They head every report: data may be
+/// lost, but a loss is never hidden.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct LossCounters {
+    /// Records the writer could not write (it fell behind, or the disk refused them).
+    pub dropped_records: u64,
+    /// Values above a histogram's bound, recorded as the bound.
+    pub histogram_outliers: u64,
+    /// Tasks spawned while the task table was full: counted, not tracked one by one.
+    pub untracked_tasks: u64,
+    /// Spawn locations beyond the location table, folded into one "other" entry.
+    pub untracked_locations: u64,
+    /// Stall stack samples that could not be taken.
+    pub missed_samples: u64,
+    /// Stack samples refused because the sampler slot was still busy.
+    pub sampler_busy: u64,
+}
+
+impl LossCounters {
+    /// True when nothing was lost.
+    pub fn is_zero(&self) -> bool {
+        *self == LossCounters::default()
+    }
+}
+
+/// A place in source code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SourceLocation {
+    /// File path as the compiler saw it.
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub col: u32,
+}
+
+impl SourceLocation {
+    /// A location.
+    pub fn new(file: impl Into<String>, line: u32, col: u32) -> Self {
+        SourceLocation {
+            file: file.into(),
+            line,
+            col,
+        }
+    }
+}
+
+impl std::fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+/// Runtime-wide statistics, cumulative since the start of the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct RuntimeStats {
+    /// Polls of every task.
+    pub polls: u64,
+    /// Tasks spawned.
+    pub tasks_spawned: u64,
+    /// Tasks that completed or were cancelled.
+    pub tasks_completed: u64,
+    /// Tasks alive at the snapshot.
+    pub tasks_alive: u64,
+    /// Poll durations of every task.
+    pub poll_ns: Histogram,
+    /// Scheduling delays of every task (see [`Config::schedule_source`]).
+    pub scheduled_ns: Histogram,
+}
+
+/// One worker thread, cumulative.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Order in which asyncprof first saw the thread.
+    pub index: u32,
+    /// The thread's name.
+    pub thread_name: String,
+    /// The kernel's thread id.
+    pub tid: i32,
+    /// Polls this thread ran.
+    pub polls: u64,
+    /// Time spent inside polls, estimated from the coarse clock and exact samples.
+    pub busy_ns: u64,
+    /// Time parked (idle), measured at every park and unpark.
+    pub parked_ns: u64,
+    /// Times the worker parked.
+    pub parks: u64,
+}
+
+/// All tasks spawned at one source location, cumulative; completed tasks fold in here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct LocationStats {
+    /// The `tokio::spawn` call site.
+    pub location: SourceLocation,
+    /// Tasks spawned here.
+    pub tasks_spawned: u64,
+    /// Of those, completed.
+    pub tasks_completed: u64,
+    /// Polls of those tasks.
+    pub polls: u64,
+    /// Time inside those polls.
+    pub busy_ns: u64,
+    /// The longest of those polls.
+    pub max_poll_ns: u64,
+    /// Poll durations.
+    pub poll_ns: Histogram,
+    /// Scheduling delays.
+    pub scheduled_ns: Histogram,
+}
+
+/// One live task (the busiest ones are written to each snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct TaskStats {
+    /// tokio's task id.
+    pub id: u64,
+    /// The task's name, when it was given one.
+    pub name: Option<String>,
+    /// Where it was spawned.
+    pub location: SourceLocation,
+    /// Polls.
+    pub polls: u64,
+    /// Time inside polls.
+    pub busy_ns: u64,
+    /// Time alive but not being polled.
+    pub idle_ns: u64,
+    /// The longest poll.
+    pub max_poll_ns: u64,
+    /// Poll durations.
+    pub poll_ns: Histogram,
+    /// Scheduling delays.
+    pub scheduled_ns: Histogram,
+}
+
+/// A user span (`#[instrument]`, `info_span!`) as a pipeline stage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct StageStats {
+    /// The span's name.
+    pub name: String,
+    /// The span's target (module path by default).
+    pub target: String,
+    /// Where the span was declared, when known.
+    pub location: Option<SourceLocation>,
+    /// Spans closed.
+    pub count: u64,
+    /// Time spent entered, summed.
+    pub busy_ns: u64,
+    /// Span lifetimes, creation to close.
+    pub duration_ns: Histogram,
+}
+
+/// The state of the profiled program at one moment, cumulative since the start of the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Time since the run started.
+    pub elapsed_ns: u64,
+    /// True for the snapshot written when recording stopped.
+    pub is_final: bool,
+    /// Everything that was dropped or clamped.
+    pub loss: LossCounters,
+    /// Runtime-wide statistics.
+    pub runtime: RuntimeStats,
+    /// Per worker thread.
+    pub workers: Vec<WorkerStats>,
+    /// Per spawn location.
+    pub locations: Vec<LocationStats>,
+    /// The busiest live tasks.
+    pub tasks: Vec<TaskStats>,
+    /// User spans as stages.
+    pub stages: Vec<StageStats>,
+}

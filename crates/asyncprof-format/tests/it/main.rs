@@ -1,0 +1,141 @@
+//! Integration tests of the run-file format: round trips, truncation and damage.
+
+use asyncprof_format::{
+    read_bytes, Error, Header, Histogram, LocationStats, RunWriter, Snapshot, SourceLocation,
+    TaskStats, FORMAT_VERSION,
+};
+
+fn sample_snapshot(elapsed_ns: u64) -> Snapshot {
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_max(3_600_000_000_000, 2).unwrap();
+    h.record_n(2_000_000, 5).unwrap();
+    h.record_n(150, 1000).unwrap();
+    let mut snap = Snapshot::default();
+    snap.elapsed_ns = elapsed_ns;
+    snap.runtime.polls = 1005;
+    snap.runtime.tasks_spawned = 3;
+    snap.runtime.tasks_alive = 1;
+    snap.runtime.poll_ns = Histogram::from_hdr(&h);
+    let mut loc = LocationStats::default();
+    loc.location = SourceLocation::new("src/main.rs", 10, 5);
+    loc.polls = 1005;
+    loc.poll_ns = Histogram::from_hdr(&h);
+    snap.locations.push(loc);
+    let mut task = TaskStats::default();
+    task.id = 7;
+    task.name = Some("worker <one>".into());
+    task.polls = 5;
+    snap.tasks.push(task);
+    snap
+}
+
+fn sample_file() -> Vec<u8> {
+    let mut header = Header::new("demo");
+    header.pid = 42;
+    header.workers = 2;
+    let mut out = Vec::new();
+    let mut w = RunWriter::new(&mut out, &header).unwrap();
+    w.write_snapshot(&sample_snapshot(1_000_000_000)).unwrap();
+    w.write_snapshot(&sample_snapshot(2_000_000_000)).unwrap();
+    w.write_end().unwrap();
+    out
+}
+
+#[test]
+fn round_trip() {
+    let bytes = sample_file();
+    let run = read_bytes(&bytes).unwrap();
+    assert_eq!(run.header.program, "demo");
+    assert_eq!(run.header.pid, 42);
+    assert_eq!(run.header.format_version, FORMAT_VERSION);
+    assert!(run.ended);
+    assert!(!run.truncated);
+    assert!(run.warnings.is_empty());
+    assert_eq!(run.series.len(), 2);
+    assert_eq!(run.snapshot.unwrap(), sample_snapshot(2_000_000_000));
+}
+
+#[test]
+fn truncation_at_every_offset_keeps_what_came_before() {
+    let bytes = sample_file();
+    let full = read_bytes(&bytes).unwrap();
+    let mut partial_reads = 0;
+    for cut in 0..bytes.len() {
+        match read_bytes(&bytes[..cut]) {
+            Ok(run) => {
+                partial_reads += 1;
+                assert_eq!(run.header, full.header, "cut at {cut}");
+                assert!(!run.ended, "cut at {cut} cannot contain the end record");
+                assert!(run.series.len() <= 2);
+                if let Some(snap) = &run.snapshot {
+                    assert_eq!(snap.runtime.polls, 1005);
+                }
+            }
+            Err(Error::TruncatedHeader { .. }) => {}
+            Err(Error::NotARunFile) if cut == 0 => {}
+            Err(other) => panic!("cut at {cut}: unexpected error {other}"),
+        }
+    }
+    assert!(partial_reads > bytes.len() / 2);
+    // A cut inside the second snapshot keeps the first one and says so.
+    let second_start = bytes.len() - 200;
+    let run = read_bytes(&bytes[..second_start]).unwrap();
+    assert!(run.truncated);
+    assert_eq!(run.series.len(), 1);
+    assert!(run.warnings[0].contains("truncated at byte"));
+}
+
+#[test]
+fn every_flipped_byte_is_a_clear_error() {
+    let bytes = sample_file();
+    for i in 0..bytes.len() {
+        for mask in [0x01u8, 0x80, 0xff] {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= mask;
+            let err = read_bytes(&damaged).expect_err(&format!("flip {mask:#x} at byte {i}"));
+            let msg = err.to_string();
+            match err {
+                Error::Corrupt { offset, .. } => {
+                    assert!(offset as usize <= i, "byte {i}: reported at {offset}");
+                    assert!(msg.contains("damaged at byte"), "{msg}");
+                }
+                Error::NotARunFile => assert!(i < 8),
+                Error::UnsupportedVersion { found, supported } => {
+                    assert!((8..12).contains(&i));
+                    assert!(found > supported);
+                    assert!(msg.contains(&found.to_string()));
+                }
+                other => panic!("flip at byte {i}: unexpected {other}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn huge_length_field_does_not_allocate_or_panic() {
+    let mut bytes = sample_file();
+    // Rewrite the second frame's length to 2^31 and fix its header checksum, as a writer bug
+    // or a deliberately hostile file would.
+    let first_frame_len =
+        u32::from_le_bytes(bytes[14..18].try_into().unwrap()) as usize + 14;
+    let off = 12 + first_frame_len;
+    bytes[off + 2..off + 6].copy_from_slice(&(1u32 << 31).to_le_bytes());
+    let crc = crc32fast::hash(&bytes[off..off + 10]);
+    bytes[off + 10..off + 14].copy_from_slice(&crc.to_le_bytes());
+    let err = read_bytes(&bytes).unwrap_err();
+    assert!(err.to_string().contains("frame length of at most"), "{err}");
+}
+
+#[test]
+fn newer_version_is_refused_naming_both() {
+    let mut bytes = sample_file();
+    bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    let err = read_bytes(&bytes).unwrap_err().to_string();
+    assert!(err.contains(&format!("version {}", FORMAT_VERSION + 1)), "{err}");
+    assert!(err.contains(&format!("(version {FORMAT_VERSION})")), "{err}");
+}
+
+#[test]
+fn not_a_run_file() {
+    let err = read_bytes(b"{\"hello\": 1}").unwrap_err();
+    assert!(matches!(err, Error::NotARunFile));
+}
