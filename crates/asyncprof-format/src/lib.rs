@@ -59,7 +59,7 @@ pub use types::{
     Config, Flavor, Header, LocationStats, LossCounters, RuntimeStats, ScheduleSource, Snapshot,
     SourceLocation, StageStats, TaskStats, Tier, WorkerStats,
 };
-pub use write::{encode_frame, RecordKind, RunWriter};
+pub use write::{encode_frame, end_frame, preamble, RecordKind, RunWriter};
 
 /// The format version this crate writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;

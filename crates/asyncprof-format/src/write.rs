@@ -77,8 +77,15 @@ pub fn encode_frame<T: Serialize>(kind: RecordKind, record: &T) -> Result<Vec<u8
     Ok(frame)
 }
 
-/// The file preamble: magic and format version.
-pub(crate) fn preamble() -> [u8; crate::PREAMBLE_LEN] {
+/// The frame that marks a run as ended normally.
+pub fn end_frame() -> Vec<u8> {
+    encode_frame(RecordKind::End, &serde_json::json!({}))
+        .expect("an empty JSON object always encodes within the frame limit")
+}
+
+/// The file preamble: magic and format version. A writer that encodes frames itself
+/// ([`encode_frame`]) starts the file with these bytes, then the header frame.
+pub fn preamble() -> [u8; crate::PREAMBLE_LEN] {
     let mut p = [0u8; crate::PREAMBLE_LEN];
     p[..8].copy_from_slice(MAGIC);
     p[8..].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -142,8 +149,7 @@ impl<W: Write> RunWriter<W> {
     ///
     /// [`Error::Write`] when `out` refuses the bytes.
     pub fn write_end(&mut self) -> Result<()> {
-        let frame = encode_frame(RecordKind::End, &serde_json::json!({}))?;
-        self.write_frame(&frame)
+        self.write_frame(&end_frame())
     }
 
     /// The underlying writer.

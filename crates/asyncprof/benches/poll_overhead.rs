@@ -1,1 +1,175 @@
-fn main() {}
+//! Per-poll overhead of asyncprof on a yield-heavy workload.
+//!
+//! Runs 1,000 tasks × 2,000 `yield_now` on a 2-worker runtime, alternating configurations
+//! round by round, and prints the median time, the throughput ratio to plain tokio and the
+//! CPU nanoseconds added per poll.
+//!
+//! ```text
+//! cargo bench -p asyncprof --bench poll_overhead                           # hooks tier
+//! cargo bench -p asyncprof --bench poll_overhead --features tokio-tracing  # + layer tier
+//! cargo bench -p asyncprof --bench poll_overhead -- --tasks 50 --yields 50 --rounds 1  # smoke
+//! ```
+//!
+//! With `tokio-tracing` every configuration, plain included, runs on a tokio compiled with
+//! its `tracing` feature, so the ratios compare like with like.
+
+use std::time::{Duration, Instant};
+
+const WORKERS: usize = 2;
+
+struct Args {
+    tasks: usize,
+    yields: usize,
+    rounds: usize,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        tasks: 1000,
+        yields: 2000,
+        rounds: 7,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut num = |name: &str| -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} takes a whole number"))
+        };
+        match flag.as_str() {
+            "--tasks" => a.tasks = num("--tasks"),
+            "--yields" => a.yields = num("--yields"),
+            "--rounds" => a.rounds = num("--rounds"),
+            "--bench" => {}
+            other => panic!("unknown flag {other}; flags: --tasks N --yields N --rounds N"),
+        }
+    }
+    a
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Config {
+    Plain,
+    EmptyHooks,
+    Hooks,
+    #[cfg(feature = "tokio-tracing")]
+    Layer,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::Plain => "plain tokio",
+            Config::EmptyHooks => "empty poll hooks",
+            Config::Hooks => "asyncprof hooks tier",
+            #[cfg(feature = "tokio-tracing")]
+            Config::Layer => "asyncprof layer tier",
+        }
+    }
+}
+
+fn workload(rt: &tokio::runtime::Runtime, args: &Args) -> Duration {
+    let (tasks, yields) = (args.tasks, args.yields);
+    rt.block_on(async move {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                tokio::spawn(async move {
+                    for _ in 0..yields {
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        start.elapsed()
+    })
+}
+
+fn runtime(cfg: Config, guard: &asyncprof::Guard) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(WORKERS);
+    match cfg {
+        Config::Plain => {}
+        Config::EmptyHooks => {
+            b.on_before_task_poll(|m| {
+                std::hint::black_box(m.id());
+            });
+            b.on_after_task_poll(|m| {
+                std::hint::black_box(m.id());
+            });
+        }
+        Config::Hooks => {
+            guard.instrument(&mut b);
+        }
+        #[cfg(feature = "tokio-tracing")]
+        Config::Layer => {
+            use tracing_subscriber::layer::SubscriberExt;
+            let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(guard.layer()));
+            b.on_thread_start(move || {
+                // The worker keeps the subscriber for its whole life.
+                std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+            });
+        }
+    }
+    b.build().unwrap()
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args = parse_args();
+    let path = std::env::temp_dir().join(format!("asyncprof-bench-{}.run", std::process::id()));
+    let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
+    let mut configs = vec![Config::Plain, Config::EmptyHooks, Config::Hooks];
+    #[cfg(feature = "tokio-tracing")]
+    configs.push(Config::Layer);
+    let polls = (args.tasks * (args.yields + 1)) as f64;
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); configs.len()];
+    // Warm up once, then alternate configurations round by round.
+    for &cfg in &configs {
+        let rt = runtime(cfg, &guard);
+        workload(&rt, &args);
+    }
+    for _ in 0..args.rounds.max(1) {
+        for (i, &cfg) in configs.iter().enumerate() {
+            let rt = runtime(cfg, &guard);
+            times[i].push(workload(&rt, &args));
+        }
+    }
+    println!(
+        "workload: {} tasks x {} yield_now, {WORKERS} workers, {} rounds (median)",
+        args.tasks, args.yields, args.rounds
+    );
+    println!("{:<24} {:>10} {:>8} {:>12} {:>12}", "configuration", "median", "ratio", "polls/s", "ns/poll +");
+    let base = median(&mut times[0].clone());
+    for (i, cfg) in configs.iter().enumerate() {
+        let m = median(&mut times[i]);
+        let ratio = base.as_secs_f64() / m.as_secs_f64();
+        // CPU time added per poll: wall time difference times the workers that ran it.
+        let added = (m.as_secs_f64() - base.as_secs_f64()) * 1e9 * WORKERS as f64 / polls;
+        println!(
+            "{:<24} {:>8.1}ms {:>7.2}x {:>12.0} {:>12.1}",
+            cfg.name(),
+            m.as_secs_f64() * 1e3,
+            ratio,
+            polls / m.as_secs_f64(),
+            added
+        );
+    }
+    drop(guard);
+    let run = asyncprof_format::read_path(&path).unwrap();
+    let snap = run.snapshot.unwrap();
+    println!(
+        "run file: {} bytes, {} polls recorded, loss {:?}",
+        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+        snap.runtime.polls,
+        snap.loss
+    );
+    std::fs::remove_file(&path).ok();
+}

@@ -1,0 +1,450 @@
+//! Starting and stopping a recording: configuration, the background threads, the guard.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use asyncprof_format::{self as format, RecordKind};
+
+use crate::clock;
+use crate::hist::lock;
+use crate::recorder::{source, Recorder, Settings};
+use crate::{Error, Result};
+
+/// The default stall threshold: a poll holding its worker longer than this is a stall.
+pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(10);
+/// The smallest stall threshold accepted.
+pub const MIN_STALL_THRESHOLD: Duration = Duration::from_millis(1);
+/// How often a snapshot is appended to the run file by default.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// The default period of the coarse clock that times polls.
+pub const DEFAULT_CLOCK_TICK: Duration = Duration::from_micros(250);
+/// By default one poll in this many is timed exactly.
+pub const DEFAULT_SAMPLE_EVERY: u32 = 64;
+/// Live tasks tracked one by one by default.
+pub const DEFAULT_TASK_CAPACITY: usize = 16_384;
+
+/// Encoded frames waiting for the writer; more are dropped and counted.
+const WRITER_QUEUE: usize = 8;
+
+/// Configures and starts a recording.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// # fn main() -> Result<(), asyncprof::Error> {
+/// let guard = asyncprof::Profiler::builder()
+///     .from_env()?                                  // ASYNCPROF_OUT and friends
+///     .stall_threshold(Duration::from_millis(5))    // explicit settings win over the environment
+///     .start()?;
+/// let mut rt = tokio::runtime::Builder::new_multi_thread();
+/// guard.instrument(&mut rt);
+/// let rt = rt.enable_all().build().unwrap();
+/// rt.block_on(async { /* the service */ });
+/// drop(rt);
+/// drop(guard); // writes the final snapshot
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    out: Option<PathBuf>,
+    config: format::Config,
+}
+
+/// Entry point: `Profiler::builder()`.
+#[derive(Debug)]
+pub struct Profiler(());
+
+impl Profiler {
+    /// A builder with the default settings.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        let mut config = format::Config::default();
+        config.flush_interval_ms = DEFAULT_FLUSH_INTERVAL.as_millis() as u64;
+        config.stall_threshold_us = DEFAULT_STALL_THRESHOLD.as_micros() as u64;
+        config.clock_tick_ns = DEFAULT_CLOCK_TICK.as_nanos() as u64;
+        config.sample_every = DEFAULT_SAMPLE_EVERY;
+        config.task_capacity = DEFAULT_TASK_CAPACITY as u32;
+        Builder { out: None, config }
+    }
+}
+
+fn env_u64(var: &'static str, reason: &'static str, min: u64, max: u64) -> Result<Option<u64>> {
+    let Ok(value) = std::env::var(var) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
+        _ => Err(Error::Env { var, value, reason }),
+    }
+}
+
+impl Builder {
+    /// Apply the `ASYNCPROF_*` environment variables:
+    ///
+    /// | variable | meaning | default |
+    /// | --- | --- | --- |
+    /// | `ASYNCPROF_OUT` | run file path | `asyncprof-<pid>.run` |
+    /// | `ASYNCPROF_STALL_THRESHOLD_MS` | stall threshold, 1 to 60000 | 10 |
+    /// | `ASYNCPROF_FLUSH_INTERVAL_MS` | snapshot period, 50 to 60000 | 1000 |
+    /// | `ASYNCPROF_CLOCK_TICK_US` | coarse clock period, 10 to 10000 | 250 |
+    /// | `ASYNCPROF_SAMPLE_EVERY` | one poll in N timed exactly, 1 to 65536 | 64 |
+    /// | `ASYNCPROF_TASK_CAPACITY` | live tasks tracked one by one, 16 to 16777216 | 16384 |
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Env`] naming the variable whose value is out of range or not a number.
+    pub fn from_env(mut self) -> Result<Self> {
+        if let Some(out) = std::env::var_os("ASYNCPROF_OUT").filter(|v| !v.is_empty()) {
+            self.out = Some(out.into());
+        }
+        if let Some(ms) = env_u64("ASYNCPROF_STALL_THRESHOLD_MS", "a whole number of milliseconds from 1 to 60000", 1, 60_000)? {
+            self.config.stall_threshold_us = ms * 1000;
+        }
+        if let Some(ms) = env_u64("ASYNCPROF_FLUSH_INTERVAL_MS", "a whole number of milliseconds from 50 to 60000", 50, 60_000)? {
+            self.config.flush_interval_ms = ms;
+        }
+        if let Some(us) = env_u64("ASYNCPROF_CLOCK_TICK_US", "a whole number of microseconds from 10 to 10000", 10, 10_000)? {
+            self.config.clock_tick_ns = us * 1000;
+        }
+        if let Some(n) = env_u64("ASYNCPROF_SAMPLE_EVERY", "a whole number from 1 to 65536", 1, 65_536)? {
+            self.config.sample_every = n as u32;
+        }
+        if let Some(n) = env_u64("ASYNCPROF_TASK_CAPACITY", "a whole number from 16 to 16777216", 16, 1 << 24)? {
+            self.config.task_capacity = n as u32;
+        }
+        Ok(self)
+    }
+
+    /// Where to write the run file (default `asyncprof-<pid>.run` in the working directory).
+    pub fn out(mut self, path: impl Into<PathBuf>) -> Self {
+        self.out = Some(path.into());
+        self
+    }
+
+    /// A poll that holds its worker longer than this is a stall (default 10 ms, at least 1 ms).
+    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
+        self.config.stall_threshold_us = threshold.as_micros().min(u64::MAX as u128) as u64;
+        self
+    }
+
+    /// How often a snapshot is appended to the run file (default 1 s, at least 50 ms).
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.config.flush_interval_ms = interval.as_millis().min(u64::MAX as u128) as u64;
+        self
+    }
+
+    /// Period of the coarse clock (default 250 µs, 10 µs to 10 ms). Shorter ticks resolve
+    /// shorter long polls and cost the watchdog thread more wakeups.
+    pub fn clock_tick(mut self, tick: Duration) -> Self {
+        self.config.clock_tick_ns = tick.as_nanos().min(u64::MAX as u128) as u64;
+        self
+    }
+
+    /// Time one poll in `n` exactly (default 64). 1 times every poll, at two clock reads each.
+    pub fn sample_every(mut self, n: u32) -> Self {
+        self.config.sample_every = n;
+        self
+    }
+
+    /// How many live tasks are tracked one by one (default 16384, rounded up to a power of
+    /// two). Each costs about 200 bytes, allocated at start.
+    pub fn task_capacity(mut self, n: usize) -> Self {
+        self.config.task_capacity = n.min(u32::MAX as usize) as u32;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let c = &self.config;
+        let checks: [(bool, &'static str, &'static str); 5] = [
+            (c.stall_threshold_us >= 1000, "stall_threshold", "must be at least 1 ms"),
+            (c.flush_interval_ms >= 50, "flush_interval", "must be at least 50 ms"),
+            ((10_000..=10_000_000).contains(&c.clock_tick_ns), "clock_tick", "must be from 10 µs to 10 ms"),
+            ((1..=65_536).contains(&c.sample_every), "sample_every", "must be from 1 to 65536"),
+            ((16..=1 << 24).contains(&c.task_capacity), "task_capacity", "must be from 16 to 16777216"),
+        ];
+        for (ok, setting, reason) in checks {
+            if !ok {
+                return Err(Error::Setting { setting, reason });
+            }
+        }
+        Ok(())
+    }
+
+    /// Start recording: create the run file and the background threads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Setting`] for an out-of-range setting, [`Error::Output`] when the run file
+    /// cannot be created, [`Error::AlreadyRunning`] when this process is already recording,
+    /// [`Error::Thread`] when a thread cannot be started.
+    pub fn start(self) -> Result<Guard> {
+        self.validate()?;
+        let path = self
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("asyncprof-{}.run", std::process::id())));
+        let mut active = lock(&ACTIVE);
+        if let Some(running) = active.as_ref() {
+            return Err(Error::AlreadyRunning {
+                path: running.clone(),
+            });
+        }
+        let file = File::create(&path).map_err(|source| Error::Output {
+            path: path.clone(),
+            source,
+        })?;
+        let mut args = std::env::args();
+        let program = args
+            .next()
+            .map(|a| {
+                Path::new(&a)
+                    .file_name()
+                    .map_or(a.clone(), |f| f.to_string_lossy().into_owned())
+            })
+            .unwrap_or_default();
+        let settings = Settings {
+            config: self.config.clone(),
+            program,
+            args: args.collect(),
+        };
+        clock::publish();
+        let recorder: &'static Recorder = Box::leak(Box::new(Recorder::new(settings)));
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            wake: Mutex::new(false),
+            cond: Condvar::new(),
+        });
+        let start_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let started = Instant::now();
+
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(WRITER_QUEUE);
+        let writer = spawn_thread("asyncprof-writer", {
+            let path = path.clone();
+            move || writer_loop(file, rx, recorder, &path)
+        })?;
+        let tick = Duration::from_nanos(self.config.clock_tick_ns);
+        let watchdog = spawn_thread("asyncprof-watchdog", {
+            let shared = shared.clone();
+            move || {
+                while !shared.stop.load(Relaxed) {
+                    clock::publish();
+                    std::thread::sleep(tick);
+                }
+            }
+        })?;
+        let aggregator = spawn_thread("asyncprof-aggregator", {
+            let shared = shared.clone();
+            let interval = Duration::from_millis(self.config.flush_interval_ms);
+            move || aggregator_loop(recorder, &shared, tx, interval, started, start_unix_ms)
+        })?;
+        *active = Some(path.clone());
+        Ok(Guard {
+            recorder,
+            shared,
+            threads: vec![aggregator, watchdog, writer],
+            path,
+        })
+    }
+}
+
+/// The run file of the recording in progress, if any.
+static ACTIVE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+#[derive(Debug)]
+struct Shared {
+    stop: AtomicBool,
+    wake: Mutex<bool>,
+    cond: Condvar,
+}
+
+fn spawn_thread(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            // asyncprof never profiles itself: its threads emit to no subscriber.
+            let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+            f()
+        })
+        .map_err(|source| Error::Thread { name, source })
+}
+
+fn header(recorder: &Recorder, start_unix_ms: u64) -> format::Header {
+    let mut h = format::Header::new(recorder.settings.program.clone());
+    h.args = recorder.settings.args.clone();
+    h.pid = std::process::id();
+    h.start_unix_ms = start_unix_ms;
+    h.tier = match recorder.source.load(Relaxed) {
+        source::LAYER => format::Tier::Layer,
+        source::STABLE => format::Tier::Stable,
+        _ => format::Tier::Hooks,
+    };
+    h.flavor = match recorder.flavor.load(Relaxed) {
+        1 => format::Flavor::CurrentThread,
+        2 => format::Flavor::MultiThread,
+        _ => format::Flavor::Unknown,
+    };
+    h.workers = recorder.worker_count.load(Relaxed);
+    h.config = recorder.settings.config.clone();
+    if recorder.schedule_source.load(Relaxed) == 1 {
+        h.config.schedule_source = format::ScheduleSource::EveryWake;
+    }
+    h
+}
+
+fn aggregator_loop(
+    recorder: &'static Recorder,
+    shared: &Shared,
+    tx: SyncSender<Vec<u8>>,
+    interval: Duration,
+    started: Instant,
+    start_unix_ms: u64,
+) {
+    let mut header_sent = false;
+    loop {
+        let stopping = {
+            let woken = lock(&shared.wake);
+            let (mut woken, _) = shared
+                .cond
+                .wait_timeout_while(woken, interval, |w| !*w)
+                .unwrap_or_else(|p| p.into_inner());
+            *woken = false;
+            shared.stop.load(Relaxed)
+        };
+        let elapsed = started.elapsed().as_nanos() as u64;
+        let mut frames = Vec::new();
+        if !header_sent {
+            let mut bytes = format::preamble().to_vec();
+            match format::encode_frame(RecordKind::Header, &header(recorder, start_unix_ms)) {
+                Ok(f) => bytes.extend_from_slice(&f),
+                Err(_) => bytes.clear(),
+            }
+            frames.push(bytes);
+            header_sent = true;
+        }
+        let snapshot = recorder.snapshot(elapsed, stopping);
+        if let Ok(f) = format::encode_frame(RecordKind::Snapshot, &snapshot) {
+            frames.push(f);
+        }
+        if stopping {
+            frames.push(format::end_frame());
+            // The last records wait for the writer: losing them would lose the run's end.
+            for f in frames {
+                let _ = tx.send(f);
+            }
+            return;
+        }
+        for f in frames {
+            match tx.try_send(f) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    recorder.loss.dropped_records.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+}
+
+fn writer_loop(file: File, rx: mpsc::Receiver<Vec<u8>>, recorder: &Recorder, path: &Path) {
+    let mut out = std::io::BufWriter::new(file);
+    let mut warned = false;
+    for frame in rx {
+        let res = std::io::Write::write_all(&mut out, &frame).and_then(|()| std::io::Write::flush(&mut out));
+        if let Err(err) = res {
+            recorder.loss.dropped_records.fetch_add(1, Relaxed);
+            if !warned {
+                warned = true;
+                eprintln!(
+                    "asyncprof: cannot write run file {}: {err}; the service keeps running and \
+                     further records are dropped and counted",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// A running recording. Dropping it writes the final snapshot and stops asyncprof's threads.
+///
+/// Keep it alive for as long as the service runs: bind it to a named variable
+/// (`let _guard = ...`), never to `_`, which drops it at once.
+#[must_use = "dropping the guard stops recording; bind it to a named variable"]
+#[derive(Debug)]
+pub struct Guard {
+    pub(crate) recorder: &'static Recorder,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+/// How much memory asyncprof's task state holds, for checking that it stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Footprint {
+    /// Slots of the live-task table (fixed at start).
+    pub task_slots: usize,
+    /// Slots in use now.
+    pub tasks_tracked: usize,
+    /// Spawn locations interned.
+    pub locations: usize,
+    /// Bytes of the task and location tables (fixed at start).
+    pub table_bytes: usize,
+}
+
+impl Guard {
+    /// The run file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append a snapshot now instead of at the next interval. Returns at once.
+    pub fn flush(&self) {
+        *lock(&self.shared.wake) = true;
+        self.shared.cond.notify_all();
+    }
+
+    /// The size of asyncprof's task state now.
+    pub fn footprint(&self) -> Footprint {
+        let r = self.recorder;
+        Footprint {
+            task_slots: r.tasks.capacity(),
+            tasks_tracked: r
+                .tasks
+                .slots()
+                .iter()
+                .filter(|s| s.id.load(Relaxed) != 0)
+                .count(),
+            locations: r
+                .locations
+                .slots()
+                .iter()
+                .filter(|l| l.info.get().is_some())
+                .count(),
+            table_bytes: r.tasks.capacity() * std::mem::size_of::<crate::tables::TaskSlot>()
+                + r.locations.slots().len() * std::mem::size_of::<crate::tables::LocationSlot>(),
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Relaxed);
+        self.flush();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        *lock(&ACTIVE) = None;
+    }
+}

@@ -1,0 +1,535 @@
+//! The recorder: per-worker state, the hot-path entry points every tier calls, and the
+//! snapshot the aggregator builds from them.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
+use std::sync::{Mutex, OnceLock};
+
+use asyncprof_format as format;
+use hdrhistogram::Histogram;
+
+use crate::clock;
+use crate::hist::{self, lock};
+use crate::stages::StageTable;
+use crate::tables::{LocKey, LocationHists, LocationTable, TaskHists, TaskSlot, TaskTable};
+
+/// The most worker threads one recorder tells apart; later threads share nothing and are
+/// not timed (counted in `untracked_tasks` terms as lost polls would be).
+pub(crate) const MAX_WORKERS: usize = 256;
+
+/// Per-task histograms alive at once: bounds memory when many tasks have long polls.
+pub(crate) const MAX_TASK_HISTS: u32 = 4096;
+
+/// How many live tasks each snapshot lists one by one (the busiest).
+pub(crate) const SNAPSHOT_TASKS: usize = 100;
+
+/// Settings fixed when recording starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) config: format::Config,
+    pub(crate) program: String,
+    pub(crate) args: Vec<String>,
+}
+
+/// One thread that polls tasks.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) index: u32,
+    /// Claimed by a live thread.
+    pub(crate) active: AtomicBool,
+    pub(crate) tid: AtomicI32,
+    pub(crate) name: Mutex<String>,
+    /// Twice the polls started, plus one while a poll runs: odd means "inside a poll".
+    pub(crate) state: AtomicU64,
+    /// The task being polled, valid while `state` is odd.
+    pub(crate) task_id: AtomicU64,
+    /// Coarse start of the current poll, valid while `state` is odd.
+    pub(crate) poll_start_ns: AtomicU64,
+    pub(crate) long_polls: AtomicU64,
+    pub(crate) sampled_polls: AtomicU64,
+    pub(crate) sampled_ns: AtomicU64,
+    pub(crate) long_ns: AtomicU64,
+    pub(crate) parks: AtomicU64,
+    pub(crate) parked_ns: AtomicU64,
+    /// When the current park began (0: not parked).
+    pub(crate) park_since_ns: AtomicU64,
+    pub(crate) registered_ns: AtomicU64,
+    pub(crate) stopped_ns: AtomicU64,
+    pub(crate) hists: Mutex<WorkerHists>,
+}
+
+/// A worker's histograms, written on rare branches only (long polls, samples, delays).
+#[derive(Debug)]
+pub(crate) struct WorkerHists {
+    pub(crate) long: Histogram<u64>,
+    pub(crate) sampled: Histogram<u64>,
+    pub(crate) sched: Histogram<u64>,
+}
+
+impl Worker {
+    fn new(index: u32) -> Self {
+        Worker {
+            index,
+            active: AtomicBool::new(false),
+            tid: AtomicI32::new(0),
+            name: Mutex::new(String::new()),
+            state: AtomicU64::new(0),
+            task_id: AtomicU64::new(0),
+            poll_start_ns: AtomicU64::new(0),
+            long_polls: AtomicU64::new(0),
+            sampled_polls: AtomicU64::new(0),
+            sampled_ns: AtomicU64::new(0),
+            long_ns: AtomicU64::new(0),
+            parks: AtomicU64::new(0),
+            parked_ns: AtomicU64::new(0),
+            park_since_ns: AtomicU64::new(0),
+            registered_ns: AtomicU64::new(0),
+            stopped_ns: AtomicU64::new(0),
+            hists: Mutex::new(WorkerHists {
+                long: hist::new_fine(),
+                sampled: hist::new_fine(),
+                sched: hist::new_fine(),
+            }),
+        }
+    }
+}
+
+/// Where events came from, for the header's tier.
+pub(crate) mod source {
+    pub(crate) const NONE: u8 = 0;
+    pub(crate) const HOOKS: u8 = 1;
+    pub(crate) const LAYER: u8 = 2;
+    pub(crate) const STABLE: u8 = 3;
+}
+
+/// Loss counters, updated wherever a loss happens.
+#[derive(Debug, Default)]
+pub(crate) struct Loss {
+    pub(crate) dropped_records: AtomicU64,
+    pub(crate) histogram_outliers: AtomicU64,
+    pub(crate) untracked_tasks: AtomicU64,
+    pub(crate) untracked_locations: AtomicU64,
+    pub(crate) untracked_threads: AtomicU64,
+}
+
+/// All state of one recording. Leaked when recording starts (`&'static`), so hooks and
+/// thread-locals can hold plain references; a process starts few recordings.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    /// Distinguishes recordings, so a thread-local from an earlier one is not reused.
+    pub(crate) generation: u64,
+    pub(crate) settings: Settings,
+    /// Polls at least this long are recorded one by one (two clock ticks).
+    pub(crate) long_ns: u64,
+    sample_every: u32,
+    pub(crate) tasks: TaskTable,
+    pub(crate) locations: LocationTable,
+    workers: Box<[OnceLock<Worker>]>,
+    pub(crate) loss: Loss,
+    pub(crate) tasks_spawned: AtomicU64,
+    pub(crate) tasks_completed: AtomicU64,
+    task_hists: AtomicU32,
+    pub(crate) source: AtomicU8,
+    /// Hooks are installed: the layer leaves tokio's task spans alone.
+    pub(crate) hooks_installed: AtomicBool,
+    pub(crate) flavor: AtomicU8,
+    pub(crate) worker_count: AtomicU32,
+    pub(crate) schedule_source: AtomicU8,
+    pub(crate) stages: StageTable,
+}
+
+thread_local! {
+    static LOCAL: Local = const { Local::new() };
+}
+
+/// A thread's private view of its worker: plain cells, no atomics.
+struct Local {
+    generation: Cell<u64>,
+    worker: Cell<Option<&'static Worker>>,
+    seq: Cell<u64>,
+    start_ns: Cell<u64>,
+    countdown: Cell<u32>,
+    /// Exact start of a sampled poll (0: this poll is not sampled).
+    exact_start_ns: Cell<u64>,
+    slot: Cell<Option<&'static TaskSlot>>,
+}
+
+impl Local {
+    const fn new() -> Self {
+        Local {
+            generation: Cell::new(0),
+            worker: Cell::new(None),
+            seq: Cell::new(0),
+            start_ns: Cell::new(0),
+            countdown: Cell::new(1),
+            exact_start_ns: Cell::new(0),
+            slot: Cell::new(None),
+        }
+    }
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+impl Recorder {
+    pub(crate) fn new(settings: Settings) -> Self {
+        let c = &settings.config;
+        let tick = c.clock_tick_ns.max(1_000);
+        Recorder {
+            generation: GENERATION.fetch_add(1, Relaxed),
+            long_ns: tick * 2,
+            sample_every: c.sample_every.max(1),
+            tasks: TaskTable::new(c.task_capacity as usize),
+            locations: LocationTable::new(c.location_capacity as usize),
+            workers: (0..MAX_WORKERS).map(|_| OnceLock::new()).collect(),
+            loss: Loss::default(),
+            tasks_spawned: AtomicU64::new(0),
+            tasks_completed: AtomicU64::new(0),
+            task_hists: AtomicU32::new(0),
+            source: AtomicU8::new(source::NONE),
+            hooks_installed: AtomicBool::new(false),
+            flavor: AtomicU8::new(0),
+            worker_count: AtomicU32::new(0),
+            schedule_source: AtomicU8::new(0),
+            stages: StageTable::default(),
+            settings,
+        }
+    }
+
+    /// Note where events come from; the first source wins.
+    pub(crate) fn note_source(&self, s: u8) {
+        let _ = self.source.compare_exchange(source::NONE, s, Relaxed, Relaxed);
+    }
+
+    /// The workers registered so far.
+    pub(crate) fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.iter().map_while(|w| w.get())
+    }
+
+    // === hot path ===
+
+    /// Hot path: a poll of task `id` begins on this thread. `sched_ns` is tokio's measured
+    /// scheduling latency, when the runtime tracks it.
+    #[inline]
+    pub(crate) fn poll_start(&'static self, id: u64, sched_ns: Option<u64>) {
+        LOCAL.with(|l| {
+            let w = match l.worker.get() {
+                Some(w) if l.generation.get() == self.generation => w,
+                _ => match self.register_thread(l) {
+                    Some(w) => w,
+                    None => return,
+                },
+            };
+            let seq = l.seq.get();
+            if seq & 1 == 1 {
+                // A poll inside a poll (a nested `block_on`): the outer one keeps the worker.
+                return;
+            }
+            let now = clock::coarse_ns();
+            l.start_ns.set(now);
+            w.poll_start_ns.store(now, Relaxed);
+            w.task_id.store(id, Relaxed);
+            l.seq.set(seq + 1);
+            // Release: a watchdog that reads this odd state also sees the start and task above.
+            w.state.store(seq + 1, Release);
+            let slot = self.tasks.find(id);
+            l.slot.set(slot);
+            if let Some(s) = slot {
+                s.counts.polls.store(s.counts.polls.load(Relaxed) + 1, Relaxed);
+                if s.ready_since_ns.load(Relaxed) != 0 {
+                    self.first_poll_after_ready(w, s, now);
+                }
+            }
+            let countdown = l.countdown.get();
+            if countdown <= 1 {
+                l.countdown.set(self.sample_every);
+                self.start_sample(l, w, slot, sched_ns);
+            } else {
+                l.countdown.set(countdown - 1);
+            }
+        })
+    }
+
+    /// Hot path: the poll begun by [`Recorder::poll_start`] on this thread ends.
+    #[inline]
+    pub(crate) fn poll_end(&'static self) {
+        LOCAL.with(|l| {
+            let Some(w) = l.worker.get() else { return };
+            let seq = l.seq.get();
+            if seq & 1 == 0 || l.generation.get() != self.generation {
+                return;
+            }
+            let now = clock::coarse_ns();
+            l.seq.set(seq + 1);
+            // Release: pairs with the watchdog's acquire load, like `poll_start`.
+            w.state.store(seq + 1, Release);
+            let coarse = now.saturating_sub(l.start_ns.get());
+            if coarse >= self.long_ns || l.exact_start_ns.get() != 0 {
+                self.finish_timed_poll(l, w, coarse);
+            }
+        })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start_sample(&self, l: &Local, w: &Worker, slot: Option<&TaskSlot>, sched_ns: Option<u64>) {
+        l.exact_start_ns.set(clock::exact_ns().max(1));
+        if let Some(ns) = sched_ns {
+            self.record_sched(w, slot, ns);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_poll_after_ready(&self, w: &Worker, s: &TaskSlot, now: u64) {
+        let since = s.ready_since_ns.swap(0, Relaxed);
+        if since != 0 {
+            self.record_sched(w, Some(s), now.saturating_sub(since));
+        }
+    }
+
+    fn record_sched(&self, w: &Worker, slot: Option<&TaskSlot>, ns: u64) {
+        let outliers = &self.loss.histogram_outliers;
+        hist::record(&mut lock(&w.hists).sched, ns, outliers);
+        let Some(s) = slot else { return };
+        let long = ns >= self.long_ns;
+        s.counts.add_sched(ns, long);
+        if !long {
+            return;
+        }
+        let mut g = self.task_hists(s);
+        match g.as_mut() {
+            Some(h) => hist::record(&mut h.sched, ns, outliers),
+            None => {
+                drop(g);
+                let loc = self.locations.get(s.location.load(Relaxed));
+                with_location_hists(loc, |lh| hist::record(&mut lh.sched, ns, outliers));
+            }
+        }
+    }
+
+    /// The task's histograms, allocated on first use while fewer than [`MAX_TASK_HISTS`]
+    /// exist. Once per task at most, on a rare branch.
+    fn task_hists<'s>(&self, s: &'s TaskSlot) -> std::sync::MutexGuard<'s, Option<Box<TaskHists>>> {
+        let mut g = lock(&s.hists);
+        if g.is_none() && self.task_hists.fetch_add(1, Relaxed) < MAX_TASK_HISTS {
+            *g = Some(Box::new(TaskHists {
+                poll: hist::new_coarse(),
+                sched: hist::new_coarse(),
+            }));
+        } else if g.is_none() {
+            self.task_hists.fetch_sub(1, Relaxed);
+        }
+        g
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn finish_timed_poll(&self, l: &Local, w: &Worker, coarse: u64) {
+        let exact_start = l.exact_start_ns.replace(0);
+        let ns = if exact_start != 0 {
+            clock::exact_ns().saturating_sub(exact_start)
+        } else {
+            coarse
+        };
+        let long = coarse >= self.long_ns || ns >= self.long_ns;
+        let outliers = &self.loss.histogram_outliers;
+        {
+            let mut h = lock(&w.hists);
+            if long {
+                hist::record(&mut h.long, ns, outliers);
+            } else {
+                hist::record(&mut h.sampled, ns, outliers);
+            }
+        }
+        if long {
+            w.long_polls.fetch_add(1, Relaxed);
+            w.long_ns.fetch_add(ns, Relaxed);
+        } else {
+            w.sampled_polls.fetch_add(1, Relaxed);
+            w.sampled_ns.fetch_add(ns, Relaxed);
+        }
+        let Some(s) = l.slot.get() else { return };
+        s.counts.add_poll(ns, long);
+        if long {
+            let mut g = self.task_hists(s);
+            match g.as_mut() {
+                Some(h) => hist::record(&mut h.poll, ns, outliers),
+                None => {
+                    drop(g);
+                    let loc = self.locations.get(s.location.load(Relaxed));
+                    with_location_hists(loc, |lh| hist::record(&mut lh.poll, ns, outliers));
+                }
+            }
+        }
+    }
+
+    // === task lifecycle (once per task) ===
+
+    /// A task was spawned at `loc`. `ready` marks it as scheduled now, so that its first
+    /// poll measures the spawn-to-first-poll delay.
+    pub(crate) fn task_spawned(&self, id: u64, loc: LocKey<'_>, name: Option<&str>) {
+        self.tasks_spawned.fetch_add(1, Relaxed);
+        let (li, known) = self.locations.intern(loc);
+        if !known {
+            self.loss.untracked_locations.fetch_add(1, Relaxed);
+        }
+        self.locations.get(li).tasks_spawned.fetch_add(1, Relaxed);
+        let Some(slot) = self.tasks.claim(id) else {
+            self.loss.untracked_tasks.fetch_add(1, Relaxed);
+            return;
+        };
+        slot.location.store(li, Relaxed);
+        let now = clock::coarse_ns();
+        slot.spawned_ns.store(now, Relaxed);
+        slot.ready_since_ns.store(now.max(1), Relaxed);
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            *lock(&slot.name) = Some(name.into());
+        }
+    }
+
+    /// Task `id` completed (or was cancelled): fold its numbers into its location.
+    pub(crate) fn task_terminated(&self, id: u64) {
+        self.tasks_completed.fetch_add(1, Relaxed);
+        let Some(slot) = self.tasks.find(id) else {
+            return;
+        };
+        let loc = self.locations.get(slot.location.load(Relaxed));
+        loc.folded.fold(&slot.counts.load());
+        loc.tasks_completed.fetch_add(1, Relaxed);
+        if let Some(h) = lock(&slot.hists).take() {
+            self.task_hists.fetch_sub(1, Relaxed);
+            with_location_hists(loc, |lh| {
+                hist::merge(&mut lh.poll, &h.poll);
+                hist::merge(&mut lh.sched, &h.sched);
+            });
+        }
+        self.tasks.release(slot);
+    }
+
+    /// Task `id` was woken: its next poll measures the delay from now.
+    pub(crate) fn task_woken(&self, id: u64) {
+        if let Some(slot) = self.tasks.find(id) {
+            // Only the first wake counts: waking a task that is already scheduled does not
+            // reset its delay.
+            let _ = slot.ready_since_ns.compare_exchange(
+                0,
+                clock::coarse_ns().max(1),
+                Relaxed,
+                Relaxed,
+            );
+        }
+    }
+
+    // === worker lifecycle ===
+
+    /// The calling thread parks (idles).
+    pub(crate) fn park(&'static self) {
+        if let Some(w) = self.current_worker() {
+            w.parks.fetch_add(1, Relaxed);
+            w.park_since_ns.store(clock::exact_ns().max(1), Relaxed);
+        }
+    }
+
+    /// The calling thread unparks.
+    pub(crate) fn unpark(&'static self) {
+        let now = clock::publish();
+        if let Some(w) = self.current_worker() {
+            let since = w.park_since_ns.swap(0, Relaxed);
+            if since != 0 {
+                w.parked_ns.fetch_add(now.saturating_sub(since), Relaxed);
+            }
+        }
+    }
+
+    /// The calling thread stops: free its worker entry for a later thread.
+    pub(crate) fn thread_stop(&'static self) {
+        LOCAL.with(|l| {
+            if l.generation.get() != self.generation {
+                return;
+            }
+            if let Some(w) = l.worker.take() {
+                w.stopped_ns.store(clock::exact_ns(), Relaxed);
+                w.active.store(false, Release);
+            }
+        })
+    }
+
+    fn current_worker(&'static self) -> Option<&'static Worker> {
+        LOCAL.with(|l| match l.worker.get() {
+            Some(w) if l.generation.get() == self.generation => Some(w),
+            _ => self.register_thread(l),
+        })
+    }
+
+    /// First event on this thread: claim a worker entry (reusing one a stopped thread freed).
+    #[cold]
+    #[inline(never)]
+    fn register_thread(&'static self, l: &Local) -> Option<&'static Worker> {
+        let mut found = None;
+        for (i, cell) in self.workers.iter().enumerate() {
+            let w = cell.get_or_init(|| Worker::new(i as u32));
+            // Acquire: see the stopped thread's last writes before reusing its entry.
+            if w.active.compare_exchange(false, true, Acquire, Relaxed).is_ok() {
+                found = Some(w);
+                break;
+            }
+        }
+        let Some(w) = found else {
+            self.loss.untracked_threads.fetch_add(1, Relaxed);
+            return None;
+        };
+        w.tid.store(asyncprof_sampler::current_tid(), Relaxed);
+        *lock(&w.name) = std::thread::current()
+            .name()
+            .unwrap_or("<unnamed>")
+            .to_string();
+        w.registered_ns.store(clock::exact_ns(), Relaxed);
+        w.stopped_ns.store(0, Relaxed);
+        w.park_since_ns.store(0, Relaxed);
+        // The entry's poll count continues from where the last thread left it, even.
+        let seq = w.state.load(Relaxed) & !1;
+        w.state.store(seq, Relaxed);
+        l.seq.set(seq);
+        l.generation.set(self.generation);
+        l.worker.set(Some(w));
+        l.slot.set(None);
+        l.exact_start_ns.set(0);
+        l.countdown.set(1);
+        self.note_runtime();
+        Some(w)
+    }
+
+    /// Learn the runtime's flavor and worker count from the runtime this thread runs.
+    fn note_runtime(&self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let flavor = match handle.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => 1,
+            tokio::runtime::RuntimeFlavor::MultiThread => 2,
+            _ => 0,
+        };
+        let _ = self.flavor.compare_exchange(0, flavor, Relaxed, Relaxed);
+        let _ = self.worker_count.compare_exchange(
+            0,
+            handle.metrics().num_workers() as u32,
+            Relaxed,
+            Relaxed,
+        );
+    }
+}
+
+/// Run `f` on a location's histograms, allocating them on first use.
+pub(crate) fn with_location_hists<R>(
+    loc: &crate::tables::LocationSlot,
+    f: impl FnOnce(&mut LocationHists) -> R,
+) -> R {
+    let mut g = lock(&loc.hists);
+    let h = g.get_or_insert_with(|| {
+        Box::new(LocationHists {
+            poll: hist::new_fine(),
+            sched: hist::new_fine(),
+        })
+    });
+    f(h)
+}

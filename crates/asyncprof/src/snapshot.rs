@@ -1,0 +1,228 @@
+//! Building a [`format::Snapshot`] from the recorder's state. Cold path: runs on the
+//! aggregator thread, about once a second.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+
+use asyncprof_format as format;
+use hdrhistogram::Histogram;
+
+use crate::clock;
+use crate::hist::{self, lock};
+use crate::recorder::{Recorder, SNAPSHOT_TASKS};
+use crate::tables::Counts;
+
+/// Per-location numbers of the live tasks, gathered in one scan of the task table.
+#[derive(Default)]
+struct LiveLocation {
+    counts: Counts,
+    alive: u64,
+    poll: Option<Histogram<u64>>,
+    sched: Option<Histogram<u64>>,
+}
+
+struct LiveTask {
+    id: u64,
+    location: u32,
+    name: Option<String>,
+    counts: Counts,
+    age_ns: u64,
+    poll: Option<Histogram<u64>>,
+    sched: Option<Histogram<u64>>,
+}
+
+impl Recorder {
+    /// The state of the recording now, cumulative since it started.
+    pub(crate) fn snapshot(&self, elapsed_ns: u64, is_final: bool) -> format::Snapshot {
+        let now = clock::exact_ns();
+        let mut snap = format::Snapshot::default();
+        snap.elapsed_ns = elapsed_ns;
+        snap.is_final = is_final;
+
+        // Workers, and the runtime-wide histograms from them.
+        let mut long = hist::new_fine();
+        let mut sampled = hist::new_fine();
+        let mut sched = hist::new_fine();
+        let (mut polls, mut long_polls, mut sampled_polls, mut sampled_ns) = (0u64, 0, 0, 0);
+        for w in self.workers() {
+            if w.registered_ns.load(Relaxed) == 0 {
+                continue;
+            }
+            // Acquire: pairs with the worker's release store, so the counters read below are
+            // at least as new as the state.
+            let state = w.state.load(Acquire);
+            let wpolls = state.div_ceil(2);
+            polls += wpolls;
+            long_polls += w.long_polls.load(Relaxed);
+            sampled_polls += w.sampled_polls.load(Relaxed);
+            sampled_ns += w.sampled_ns.load(Relaxed);
+            {
+                let h = lock(&w.hists);
+                hist::merge(&mut long, &h.long);
+                hist::merge(&mut sampled, &h.sampled);
+                hist::merge(&mut sched, &h.sched);
+            }
+            let registered = w.registered_ns.load(Relaxed);
+            let stopped = w.stopped_ns.load(Relaxed);
+            let end = if stopped > registered { stopped } else { now };
+            let park_since = w.park_since_ns.load(Relaxed);
+            let parked = w.parked_ns.load(Relaxed)
+                + if park_since != 0 {
+                    now.saturating_sub(park_since)
+                } else {
+                    0
+                };
+            let mut ws = format::WorkerStats::default();
+            ws.index = w.index;
+            ws.thread_name = lock(&w.name).clone();
+            ws.tid = w.tid.load(Relaxed);
+            ws.polls = wpolls;
+            ws.busy_ns = end.saturating_sub(registered).saturating_sub(parked);
+            ws.parked_ns = parked;
+            ws.parks = w.parks.load(Relaxed);
+            snap.workers.push(ws);
+        }
+        // Short polls: the exactly timed sample stands for all of them.
+        let short = polls.saturating_sub(long_polls);
+        let mut poll_hist = long;
+        if sampled_polls > 0 {
+            let factor = short as f64 / sampled_polls as f64;
+            for v in sampled.iter_recorded() {
+                let n = (v.count_at_value() as f64 * factor).round() as u64;
+                poll_hist.saturating_record_n(v.value_iterated_to(), n);
+            }
+        }
+        let mean_short_ns = sampled_ns.checked_div(sampled_polls).unwrap_or(0);
+
+        // Live tasks, by location.
+        let mut live: HashMap<u32, LiveLocation> = HashMap::new();
+        let mut tasks: Vec<LiveTask> = Vec::new();
+        for slot in self.tasks.slots() {
+            let id = slot.id.load(Acquire);
+            if id == 0 {
+                continue;
+            }
+            let counts = slot.counts.load();
+            let location = slot.location.load(Relaxed);
+            let (poll, sched) = match lock(&slot.hists).as_ref() {
+                Some(h) => {
+                    let mut p = hist::new_fine();
+                    let mut s = hist::new_fine();
+                    hist::merge(&mut p, &h.poll);
+                    hist::merge(&mut s, &h.sched);
+                    (Some(p), Some(s))
+                }
+                None => (None, None),
+            };
+            let entry = live.entry(location).or_default();
+            entry.counts.add(&counts);
+            entry.alive += 1;
+            if let Some(p) = &poll {
+                hist::merge(entry.poll.get_or_insert_with(hist::new_fine), p);
+            }
+            if let Some(s) = &sched {
+                hist::merge(entry.sched.get_or_insert_with(hist::new_fine), s);
+            }
+            tasks.push(LiveTask {
+                id,
+                location,
+                name: lock(&slot.name).as_deref().map(str::to_string),
+                counts,
+                age_ns: now.saturating_sub(slot.spawned_ns.load(Relaxed)),
+                poll,
+                sched,
+            });
+        }
+
+        // Locations: folded (completed) tasks plus live ones.
+        for (index, loc) in self.locations.slots().iter().enumerate() {
+            let Some(info) = loc.info.get() else { continue };
+            let spawned = loc.tasks_spawned.load(Relaxed);
+            if spawned == 0 {
+                continue;
+            }
+            let mut counts = loc.folded.load();
+            let mut poll = hist::new_fine();
+            let mut sched = hist::new_fine();
+            if let Some(h) = lock(&loc.hists).as_ref() {
+                hist::merge(&mut poll, &h.poll);
+                hist::merge(&mut sched, &h.sched);
+            }
+            if let Some(l) = live.get(&(index as u32)) {
+                counts.add(&l.counts);
+                if let Some(p) = &l.poll {
+                    hist::merge(&mut poll, p);
+                }
+                if let Some(s) = &l.sched {
+                    hist::merge(&mut sched, s);
+                }
+            }
+            fill_short(&mut poll, &mut sched, &counts, mean_short_ns);
+            let mut ls = format::LocationStats::default();
+            ls.location = info.clone();
+            ls.tasks_spawned = spawned;
+            ls.tasks_completed = loc.tasks_completed.load(Relaxed);
+            ls.polls = counts.polls;
+            ls.busy_ns = counts.busy_ns(mean_short_ns);
+            ls.max_poll_ns = counts.max_poll_ns;
+            ls.poll_ns = format::Histogram::from_hdr(&poll);
+            ls.scheduled_ns = format::Histogram::from_hdr(&sched);
+            snap.locations.push(ls);
+        }
+
+        // The busiest live tasks.
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.counts.busy_ns(mean_short_ns)));
+        for t in tasks.into_iter().take(SNAPSHOT_TASKS) {
+            let mut poll = t.poll.unwrap_or_else(hist::new_fine);
+            let mut sched = t.sched.unwrap_or_else(hist::new_fine);
+            fill_short(&mut poll, &mut sched, &t.counts, mean_short_ns);
+            let busy = t.counts.busy_ns(mean_short_ns);
+            let mut ts = format::TaskStats::default();
+            ts.id = t.id;
+            ts.name = t.name;
+            ts.location = self
+                .locations
+                .get(t.location)
+                .info
+                .get()
+                .cloned()
+                .unwrap_or_default();
+            ts.polls = t.counts.polls;
+            ts.busy_ns = busy;
+            ts.idle_ns = t.age_ns.saturating_sub(busy);
+            ts.max_poll_ns = t.counts.max_poll_ns;
+            ts.poll_ns = format::Histogram::from_hdr(&poll);
+            ts.scheduled_ns = format::Histogram::from_hdr(&sched);
+            snap.tasks.push(ts);
+        }
+
+        let r = &mut snap.runtime;
+        r.polls = polls;
+        r.tasks_spawned = self.tasks_spawned.load(Relaxed);
+        r.tasks_completed = self.tasks_completed.load(Relaxed);
+        r.tasks_alive = r.tasks_spawned.saturating_sub(r.tasks_completed);
+        r.poll_ns = format::Histogram::from_hdr(&poll_hist);
+        r.scheduled_ns = format::Histogram::from_hdr(&sched);
+
+        snap.stages = self.stages.snapshot();
+        let l = &mut snap.loss;
+        l.histogram_outliers = self.loss.histogram_outliers.load(Relaxed);
+        l.untracked_tasks = self.loss.untracked_tasks.load(Relaxed);
+        l.untracked_locations = self.loss.untracked_locations.load(Relaxed);
+        l.dropped_records = self.loss.dropped_records.load(Relaxed);
+        snap
+    }
+}
+
+/// Short polls and delays were counted, not recorded one by one: add them at their mean, so
+/// a histogram's count equals the number of polls.
+fn fill_short(poll: &mut Histogram<u64>, sched: &mut Histogram<u64>, c: &Counts, mean_ns: u64) {
+    let short = c.polls.saturating_sub(c.long_polls);
+    if short > 0 {
+        poll.saturating_record_n(c.sampled_mean_ns().unwrap_or(mean_ns), short);
+    }
+    let (n, mean) = c.short_sched();
+    if n > 0 {
+        sched.saturating_record_n(mean, n);
+    }
+}

@@ -1,0 +1,352 @@
+//! Fixed-size tables of live tasks and of spawn locations.
+//!
+//! Both are allocated once when recording starts, so the hot path never allocates and the
+//! memory asyncprof keeps is bounded however many tasks a service spawns: a completed task's
+//! numbers fold into its spawn location and its slot is freed. Tasks spawned while the task
+//! table is full are counted in `untracked_tasks`, and still counted by their worker.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::{Mutex, OnceLock};
+
+use asyncprof_format::SourceLocation;
+use hdrhistogram::Histogram;
+
+use crate::hist;
+
+/// How many neighbouring slots a lookup tries before giving up.
+const PROBE: usize = 4;
+
+/// Per-task or per-location duration counters. The poll counters are written only by the
+/// task's current poller (one thread at a time: tokio's task state transitions order them)
+/// and read by the aggregator.
+#[derive(Debug, Default)]
+pub(crate) struct PollCounters {
+    pub(crate) polls: AtomicU64,
+    /// Polls of at least two clock ticks, recorded one by one.
+    pub(crate) long_polls: AtomicU64,
+    pub(crate) long_ns: AtomicU64,
+    /// Short polls that were timed exactly (the sample).
+    pub(crate) sampled_polls: AtomicU64,
+    pub(crate) sampled_ns: AtomicU64,
+    pub(crate) max_poll_ns: AtomicU64,
+    pub(crate) sched_count: AtomicU64,
+    pub(crate) sched_ns: AtomicU64,
+    pub(crate) sched_max_ns: AtomicU64,
+    /// Delays of at least two clock ticks, recorded one by one in a histogram.
+    pub(crate) sched_long: AtomicU64,
+    pub(crate) sched_long_ns: AtomicU64,
+}
+
+/// Plain copy of [`PollCounters`], for arithmetic on the cold path.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counts {
+    pub(crate) polls: u64,
+    pub(crate) long_polls: u64,
+    pub(crate) long_ns: u64,
+    pub(crate) sampled_polls: u64,
+    pub(crate) sampled_ns: u64,
+    pub(crate) max_poll_ns: u64,
+    pub(crate) sched_count: u64,
+    pub(crate) sched_ns: u64,
+    pub(crate) sched_max_ns: u64,
+    pub(crate) sched_long: u64,
+    pub(crate) sched_long_ns: u64,
+}
+
+impl Counts {
+    pub(crate) fn add(&mut self, o: &Counts) {
+        self.polls += o.polls;
+        self.long_polls += o.long_polls;
+        self.long_ns += o.long_ns;
+        self.sampled_polls += o.sampled_polls;
+        self.sampled_ns += o.sampled_ns;
+        self.max_poll_ns = self.max_poll_ns.max(o.max_poll_ns);
+        self.sched_count += o.sched_count;
+        self.sched_ns += o.sched_ns;
+        self.sched_max_ns = self.sched_max_ns.max(o.sched_max_ns);
+        self.sched_long += o.sched_long;
+        self.sched_long_ns += o.sched_long_ns;
+    }
+
+    /// Scheduling delays too short to be recorded one by one, and their mean.
+    pub(crate) fn short_sched(&self) -> (u64, u64) {
+        let n = self.sched_count.saturating_sub(self.sched_long);
+        let ns = self.sched_ns.saturating_sub(self.sched_long_ns);
+        (n, ns.checked_div(n).unwrap_or(0))
+    }
+
+    /// Mean exact duration of the sampled short polls, if any were sampled.
+    pub(crate) fn sampled_mean_ns(&self) -> Option<u64> {
+        self.sampled_ns.checked_div(self.sampled_polls)
+    }
+
+    /// Estimated time inside polls: long polls as measured, short ones at the sampled mean.
+    pub(crate) fn busy_ns(&self, fallback_mean_ns: u64) -> u64 {
+        let short = self.polls.saturating_sub(self.long_polls);
+        let mean = self.sampled_mean_ns().unwrap_or(fallback_mean_ns);
+        self.long_ns.saturating_add(short.saturating_mul(mean))
+    }
+}
+
+impl PollCounters {
+    pub(crate) fn load(&self) -> Counts {
+        Counts {
+            polls: self.polls.load(Relaxed),
+            long_polls: self.long_polls.load(Relaxed),
+            long_ns: self.long_ns.load(Relaxed),
+            sampled_polls: self.sampled_polls.load(Relaxed),
+            sampled_ns: self.sampled_ns.load(Relaxed),
+            max_poll_ns: self.max_poll_ns.load(Relaxed),
+            sched_count: self.sched_count.load(Relaxed),
+            sched_ns: self.sched_ns.load(Relaxed),
+            sched_max_ns: self.sched_max_ns.load(Relaxed),
+            sched_long: self.sched_long.load(Relaxed),
+            sched_long_ns: self.sched_long_ns.load(Relaxed),
+        }
+    }
+
+    /// Add a task's counts into a location's (several tasks may fold at once: atomic adds).
+    pub(crate) fn fold(&self, c: &Counts) {
+        self.polls.fetch_add(c.polls, Relaxed);
+        self.long_polls.fetch_add(c.long_polls, Relaxed);
+        self.long_ns.fetch_add(c.long_ns, Relaxed);
+        self.sampled_polls.fetch_add(c.sampled_polls, Relaxed);
+        self.sampled_ns.fetch_add(c.sampled_ns, Relaxed);
+        self.max_poll_ns.fetch_max(c.max_poll_ns, Relaxed);
+        self.sched_count.fetch_add(c.sched_count, Relaxed);
+        self.sched_ns.fetch_add(c.sched_ns, Relaxed);
+        self.sched_max_ns.fetch_max(c.sched_max_ns, Relaxed);
+        self.sched_long.fetch_add(c.sched_long, Relaxed);
+        self.sched_long_ns.fetch_add(c.sched_long_ns, Relaxed);
+    }
+
+    fn reset(&self) {
+        for a in [
+            &self.polls,
+            &self.long_polls,
+            &self.long_ns,
+            &self.sampled_polls,
+            &self.sampled_ns,
+            &self.max_poll_ns,
+            &self.sched_count,
+            &self.sched_ns,
+            &self.sched_max_ns,
+            &self.sched_long,
+            &self.sched_long_ns,
+        ] {
+            a.store(0, Relaxed);
+        }
+    }
+
+    /// Hot path (rare branch): a long or sampled poll, by its single writer.
+    pub(crate) fn add_poll(&self, ns: u64, long: bool) {
+        if long {
+            self.long_polls.fetch_add(1, Relaxed);
+            self.long_ns.fetch_add(ns, Relaxed);
+        } else {
+            self.sampled_polls.fetch_add(1, Relaxed);
+            self.sampled_ns.fetch_add(ns, Relaxed);
+        }
+        self.max_poll_ns.fetch_max(ns, Relaxed);
+    }
+
+    /// Hot path (rare branch): one scheduling delay.
+    pub(crate) fn add_sched(&self, ns: u64, long: bool) {
+        self.sched_count.fetch_add(1, Relaxed);
+        self.sched_ns.fetch_add(ns, Relaxed);
+        self.sched_max_ns.fetch_max(ns, Relaxed);
+        if long {
+            self.sched_long.fetch_add(1, Relaxed);
+            self.sched_long_ns.fetch_add(ns, Relaxed);
+        }
+    }
+}
+
+/// Histograms of one task, allocated on its first long poll or measured scheduling delay.
+#[derive(Debug)]
+pub(crate) struct TaskHists {
+    pub(crate) poll: Histogram<u32>,
+    pub(crate) sched: Histogram<u32>,
+}
+
+/// One live task.
+#[derive(Debug, Default)]
+pub(crate) struct TaskSlot {
+    /// tokio's task id; 0 when the slot is free.
+    pub(crate) id: AtomicU64,
+    /// Index into the location table.
+    pub(crate) location: AtomicU32,
+    pub(crate) spawned_ns: AtomicU64,
+    /// When the task became ready to run and has not been polled since (0: not pending).
+    pub(crate) ready_since_ns: AtomicU64,
+    pub(crate) counts: PollCounters,
+    pub(crate) hists: Mutex<Option<Box<TaskHists>>>,
+    pub(crate) name: Mutex<Option<Box<str>>>,
+}
+
+/// The live-task table.
+#[derive(Debug)]
+pub(crate) struct TaskTable {
+    slots: Box<[TaskSlot]>,
+    mask: usize,
+}
+
+impl TaskTable {
+    /// A table of at least `capacity` slots (rounded up to a power of two).
+    pub(crate) fn new(capacity: usize) -> Self {
+        let cap = capacity.clamp(PROBE, 1 << 24).next_power_of_two();
+        TaskTable {
+            slots: (0..cap).map(|_| TaskSlot::default()).collect(),
+            mask: cap - 1,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Hot path: the slot of live task `id`, if it is tracked.
+    #[inline]
+    pub(crate) fn find(&self, id: u64) -> Option<&TaskSlot> {
+        let mut i = id as usize & self.mask;
+        for _ in 0..PROBE {
+            let slot = &self.slots[i];
+            if slot.id.load(Relaxed) == id {
+                return Some(slot);
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+
+    /// Claim a slot for a new task; `None` when its neighbourhood is full.
+    pub(crate) fn claim(&self, id: u64) -> Option<&TaskSlot> {
+        if id == 0 {
+            return None;
+        }
+        let mut i = id as usize & self.mask;
+        for _ in 0..PROBE {
+            let slot = &self.slots[i];
+            // Acquire: see the reset that the slot's previous task published when it freed it.
+            if slot.id.compare_exchange(0, id, Acquire, Relaxed).is_ok() {
+                return Some(slot);
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+
+    /// Free a slot after its numbers were folded away.
+    pub(crate) fn release(&self, slot: &TaskSlot) {
+        slot.counts.reset();
+        slot.ready_since_ns.store(0, Relaxed);
+        *hist::lock(&slot.name) = None;
+        // Release: the next claimer sees the reset above.
+        slot.id.store(0, Release);
+    }
+
+    /// Every slot, for the aggregator's scan.
+    pub(crate) fn slots(&self) -> &[TaskSlot] {
+        &self.slots
+    }
+}
+
+/// Numbers of all tasks spawned at one location: completed tasks fold in here.
+#[derive(Debug, Default)]
+pub(crate) struct LocationSlot {
+    /// Hash of the location; 0 when free.
+    key: AtomicU64,
+    pub(crate) info: OnceLock<SourceLocation>,
+    pub(crate) tasks_spawned: AtomicU64,
+    pub(crate) tasks_completed: AtomicU64,
+    /// Counts of completed tasks.
+    pub(crate) folded: PollCounters,
+    /// Long polls and scheduling delays of completed tasks, and of live tasks that had no
+    /// histogram of their own.
+    pub(crate) hists: Mutex<Option<Box<LocationHists>>>,
+}
+
+/// Histograms of one location.
+#[derive(Debug)]
+pub(crate) struct LocationHists {
+    pub(crate) poll: Histogram<u64>,
+    pub(crate) sched: Histogram<u64>,
+}
+
+/// A spawn location as the hot path sees it: a cheap identity plus how to name it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocKey<'a> {
+    pub(crate) file: &'a str,
+    pub(crate) line: u32,
+    pub(crate) col: u32,
+}
+
+impl LocKey<'_> {
+    /// Identity of a location: the file string's address and length (call sites in one crate
+    /// share the string) with line and column. Two keys for one place are merged by the report.
+    fn hash(&self) -> u64 {
+        let mut h = (self.file.as_ptr() as u64) ^ ((self.file.len() as u64) << 48);
+        h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(self.line);
+        h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(self.col);
+        h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h | 1
+    }
+}
+
+/// The spawn-location table. Slot 0 stands for "other": locations beyond the capacity.
+#[derive(Debug)]
+pub(crate) struct LocationTable {
+    slots: Box<[LocationSlot]>,
+    mask: usize,
+}
+
+impl LocationTable {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let cap = capacity.clamp(16, 1 << 20).next_power_of_two();
+        let slots: Box<[LocationSlot]> = (0..cap).map(|_| LocationSlot::default()).collect();
+        slots[0].key.store(u64::MAX, Relaxed);
+        let _ = slots[0].info.set(SourceLocation::new("<other locations>", 0, 0));
+        LocationTable {
+            slots,
+            mask: cap - 1,
+        }
+    }
+
+    /// The index of `loc`, interning it on first sight; 0 ("other") when the table is full.
+    /// Called once per spawned task.
+    pub(crate) fn intern(&self, loc: LocKey<'_>) -> (u32, bool) {
+        let key = loc.hash();
+        let mut i = (key as usize) & self.mask;
+        for _ in 0..self.slots.len().min(64) {
+            if i != 0 {
+                let slot = &self.slots[i];
+                let cur = slot.key.load(Acquire);
+                if cur == key {
+                    return (i as u32, true);
+                }
+                if cur == 0 {
+                    match slot.key.compare_exchange(0, key, AcqRel, Acquire) {
+                        Ok(_) => {
+                            let _ =
+                                slot.info
+                                    .set(SourceLocation::new(loc.file, loc.line, loc.col));
+                            return (i as u32, true);
+                        }
+                        Err(other) if other == key => return (i as u32, true),
+                        Err(_) => {}
+                    }
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+        (0, false)
+    }
+
+    pub(crate) fn get(&self, index: u32) -> &LocationSlot {
+        &self.slots[index as usize & self.mask]
+    }
+
+    pub(crate) fn slots(&self) -> &[LocationSlot] {
+        &self.slots
+    }
+}
