@@ -33,6 +33,8 @@ pub(crate) struct Settings {
 
 /// One thread that polls tasks.
 #[derive(Debug)]
+// Own cache lines: two workers never write the same line (no false sharing).
+#[repr(align(128))]
 pub(crate) struct Worker {
     pub(crate) index: u32,
     /// Claimed by a live thread.

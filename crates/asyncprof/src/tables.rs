@@ -171,6 +171,8 @@ pub(crate) struct TaskHists {
 
 /// One live task.
 #[derive(Debug, Default)]
+// Tasks polled at once by different workers do not share a cache line.
+#[repr(align(64))]
 pub(crate) struct TaskSlot {
     /// tokio's task id; 0 when the slot is free.
     pub(crate) id: AtomicU64,
