@@ -1,1 +1,6 @@
-//! Integration tests.
+//! Integration tests of the hooks tier: known-truth workloads, read back from the run file.
+
+mod footprint;
+mod polls;
+mod sched;
+mod support;

@@ -1,0 +1,85 @@
+//! Test harness: record a workload on an instrumented runtime and read the run file back.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use asyncprof_format::{LocationStats, RunFile};
+
+/// One recording per process at a time: tests that record take this lock.
+static RECORDING: Mutex<()> = Mutex::new(());
+
+/// Which runtime to build.
+#[derive(Debug, Clone, Copy)]
+pub enum Flavor {
+    CurrentThread,
+    MultiThread(usize),
+}
+
+pub fn temp_run_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("asyncprof-it-{name}-{}.run", std::process::id()))
+}
+
+/// Run `f` inside an instrumented runtime of `flavor`, stop recording, and return the run file
+/// with the guard's footprint taken just before it stopped.
+pub fn record<F, Fut>(name: &str, flavor: Flavor, f: F) -> (RunFile, asyncprof::Footprint)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _one = RECORDING.lock().unwrap_or_else(|p| p.into_inner());
+    let path = temp_run_path(name);
+    let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
+    let mut builder = match flavor {
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Flavor::MultiThread(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    let rt = guard.instrument(&mut builder).enable_all().build().unwrap();
+    rt.block_on(f());
+    drop(rt);
+    let footprint = guard.footprint();
+    drop(guard);
+    let run = asyncprof_format::read_path(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert!(run.ended, "the guard's drop writes the end record");
+    (run, footprint)
+}
+
+/// The spawn location whose line is `line` in a file ending with `file`.
+pub fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStats {
+    let snap = run.snapshot.as_ref().expect("a snapshot");
+    snap.locations
+        .iter()
+        .find(|l| l.location.file.ends_with(file) && l.location.line == line)
+        .unwrap_or_else(|| {
+            panic!(
+                "no location {file}:{line} among {:?}",
+                snap.locations.iter().map(|l| l.location.to_string()).collect::<Vec<_>>()
+            )
+        })
+}
+
+/// Keep the CPU busy for `d` without yielding (a CPU-bound poll of known length).
+pub fn spin(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// Assert `actual` is within `tolerance` (a fraction) of `expected`.
+pub fn assert_near(what: &str, actual: u64, expected: Duration, tolerance: f64) {
+    let e = expected.as_nanos() as f64;
+    let a = actual as f64;
+    assert!(
+        (a - e).abs() <= e * tolerance,
+        "{what}: {:.3} ms, expected {:.3} ms ± {:.0}%",
+        a / 1e6,
+        e / 1e6,
+        tolerance * 100.0
+    );
+}
