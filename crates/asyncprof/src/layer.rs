@@ -217,7 +217,7 @@ where
         let Some(span) = ctx.span(&id) else { return };
         let ext = span.extensions();
         if let Some(t) = ext.get::<TaskSpan>() {
-            self.rec.task_terminated(t.id);
+            self.rec.task_closed_by_layer(t.id);
         } else if let Some(s) = ext.get::<StageSpan>() {
             let duration = clock::exact_ns().saturating_sub(s.created_ns);
             self.rec

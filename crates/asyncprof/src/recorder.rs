@@ -57,6 +57,8 @@ pub(crate) struct Worker {
     pub(crate) park_since_ns: AtomicU64,
     pub(crate) registered_ns: AtomicU64,
     pub(crate) stopped_ns: AtomicU64,
+    /// Enter/exit pairs that were not polls (the layer tier's drop of a task's future).
+    pub(crate) uncounted: AtomicU64,
     pub(crate) hists: Mutex<WorkerHists>,
 }
 
@@ -87,6 +89,7 @@ impl Worker {
             park_since_ns: AtomicU64::new(0),
             registered_ns: AtomicU64::new(0),
             stopped_ns: AtomicU64::new(0),
+            uncounted: AtomicU64::new(0),
             hists: Mutex::new(WorkerHists {
                 long: hist::new_fine(),
                 sampled: hist::new_fine(),
@@ -406,6 +409,19 @@ impl Recorder {
             });
         }
         self.tasks.release(slot);
+    }
+
+    /// Task `id`'s span closed (layer tier). tracing enters a task's span once more to drop
+    /// its future, after its last poll; that enter was counted as a poll, so take it back.
+    pub(crate) fn task_closed_by_layer(&'static self, id: u64) {
+        if let Some(slot) = self.tasks.find(id) {
+            let polls = &slot.counts.polls;
+            polls.store(polls.load(Relaxed).saturating_sub(1), Relaxed);
+        }
+        if let Some(w) = self.current_worker() {
+            w.uncounted.fetch_add(1, Relaxed);
+        }
+        self.task_terminated(id);
     }
 
     /// Task `id` was woken: its next poll measures the delay from now.

@@ -51,7 +51,7 @@ impl Recorder {
             // Acquire: pairs with the worker's release store, so the counters read below are
             // at least as new as the state.
             let state = w.state.load(Acquire);
-            let wpolls = state.div_ceil(2);
+            let wpolls = state.div_ceil(2).saturating_sub(w.uncounted.load(Relaxed));
             polls += wpolls;
             long_polls += w.long_polls.load(Relaxed);
             sampled_polls += w.sampled_polls.load(Relaxed);

@@ -1,7 +1,7 @@
 //! Memory stays bounded however many tasks a service spawns: completed tasks fold into their
 //! spawn location.
 
-use crate::support::{location, record, Flavor};
+use crate::support::{marked_line, location, record, Flavor};
 
 const TASKS: u64 = 1_000_000;
 const BATCH: u64 = 1_000;
@@ -19,11 +19,11 @@ fn rss_bytes() -> u64 {
 #[test]
 fn a_million_short_tasks_fold_into_their_location() {
     let before = rss_bytes();
-    let line = line!() + 4;
+    let line = marked_line(file!(), "million");
     let (run, footprint) = record("million", Flavor::MultiThread(2), || async {
         for _ in 0..TASKS / BATCH {
             let handles: Vec<_> = (0..BATCH)
-                .map(|i| tokio::spawn(async move { std::hint::black_box(i) }))
+                .map(|i| tokio::spawn(async move { std::hint::black_box(i) })) // spawn: million
                 .collect();
             for h in handles {
                 h.await.unwrap();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{assert_near, location, record, spin, Flavor};
+use crate::support::{marked_line, assert_near, location, record, spin, Flavor};
 
 const POLL: Duration = Duration::from_millis(2);
 
@@ -17,9 +17,9 @@ async fn five_busy_polls() {
 }
 
 fn check_five_polls(flavor: Flavor, name: &str) {
-    let line = line!() + 2;
+    let line = marked_line(file!(), "five");
     let (run, _) = record(name, flavor, || async {
-        tokio::spawn(five_busy_polls()).await.unwrap();
+        tokio::spawn(five_busy_polls()).await.unwrap(); // spawn: five
     });
     let loc = location(&run, file!(), line);
     assert_eq!(loc.tasks_spawned, 1);
@@ -48,11 +48,11 @@ fn five_polls_of_2ms_multi_thread() {
 
 #[test]
 fn short_polls_are_counted_exactly_and_sampled() {
-    let line = line!() + 4;
+    let line = marked_line(file!(), "short");
     let (run, _) = record("short", Flavor::MultiThread(2), || async {
         let handles: Vec<_> = (0..100)
             .map(|_| {
-                tokio::spawn(async {
+                tokio::spawn(async { // spawn: short
                     for _ in 0..99 {
                         tokio::task::yield_now().await;
                     }

@@ -2,17 +2,17 @@
 
 use std::time::Duration;
 
-use crate::support::{location, record, spin, Flavor};
+use crate::support::{marked_line, location, record, spin, Flavor};
 
 const BUSY: Duration = Duration::from_millis(20);
 
 fn check_delay(flavor: Flavor, name: &str) {
-    let line = line!() + 5;
+    let line = marked_line(file!(), "child");
     let (run, _) = record(name, flavor, || async {
         tokio::spawn(async {
             // The spawned task is ready at once, but this poll holds the only worker for
             // 20 ms: its first poll waits that long.
-            let child = tokio::spawn(async {});
+            let child = tokio::spawn(async {}); // spawn: child
             spin(BUSY);
             child
         })

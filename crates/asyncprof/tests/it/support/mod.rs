@@ -83,3 +83,15 @@ pub fn assert_near(what: &str, actual: u64, expected: Duration, tolerance: f64) 
         tolerance * 100.0
     );
 }
+
+/// The 1-based line of `file` (as `file!()` names it) that holds `// spawn: {marker}`.
+pub fn marked_line(file: &str, marker: &str) -> u32 {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join(file)).unwrap();
+    let needle = format!("// spawn: {marker}");
+    let idx = text
+        .lines()
+        .position(|l| l.contains(&needle) && !l.contains("needle"))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in {file}"));
+    idx as u32 + 1
+}

@@ -1,0 +1,87 @@
+//! Record a workload with the layer (or the hooks) installed and read the run file back.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use asyncprof_format::{LocationStats, RunFile};
+use tracing_subscriber::layer::SubscriberExt;
+
+/// One recording per process at a time: tests that record take this lock.
+pub static RECORDING_LOCK: Mutex<()> = Mutex::new(());
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tier {
+    Hooks,
+    Layer,
+}
+
+/// Run `f` on a runtime with `workers` workers (0: current-thread) under `tier`.
+pub fn record<F, Fut>(name: &str, tier: Tier, workers: usize, f: F) -> RunFile
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _one = RECORDING_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let path = std::env::temp_dir().join(format!("asyncprof-compat-{name}-{}.run", std::process::id()));
+    let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
+    let mut builder = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let dispatch = match tier {
+        Tier::Hooks => {
+            guard.instrument(&mut builder);
+            tracing::Dispatch::none()
+        }
+        Tier::Layer => tracing::Dispatch::new(tracing_subscriber::registry().with(guard.layer())),
+    };
+    let thread_dispatch = dispatch.clone();
+    builder.on_thread_start(move || {
+        // Workers keep the subscriber for their whole life.
+        std::mem::forget(tracing::dispatcher::set_default(&thread_dispatch));
+    });
+    let rt = builder.enable_all().build().unwrap();
+    tracing::dispatcher::with_default(&dispatch, || rt.block_on(f()));
+    // Stop recording while the runtime still holds its live tasks, so that the final
+    // snapshot lists them.
+    drop(guard);
+    drop(rt);
+    let run = asyncprof_format::read_path(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    run
+}
+
+pub fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStats {
+    let snap = run.snapshot.as_ref().expect("a snapshot");
+    snap.locations
+        .iter()
+        .find(|l| l.location.file.ends_with(file) && l.location.line == line)
+        .unwrap_or_else(|| {
+            panic!(
+                "no location {file}:{line} among {:?}",
+                snap.locations.iter().map(|l| l.location.to_string()).collect::<Vec<_>>()
+            )
+        })
+}
+
+pub fn spin(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// The 1-based line of `file` (as `file!()` names it) that holds `// spawn: {marker}`.
+pub fn marked_line(file: &str, marker: &str) -> u32 {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join(file)).unwrap();
+    let needle = format!("// spawn: {marker}");
+    let idx = text
+        .lines()
+        .position(|l| l.contains(&needle) && !l.contains("needle"))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in {file}"));
+    idx as u32 + 1
+}
