@@ -1,1 +1,36 @@
-//! stub
+//! Diagnosis and rendering of asyncprof run files: bytes in, bytes out.
+//!
+//! ```
+//! use asyncprof_format::{Header, RunWriter, Snapshot};
+//!
+//! let mut bytes = Vec::new();
+//! let mut w = RunWriter::new(&mut bytes, &Header::new("svc")).unwrap();
+//! w.write_snapshot(&Snapshot::default()).unwrap();
+//! let run = asyncprof_format::read_bytes(&bytes).unwrap();
+//! let summary = asyncprof_report::Summary::of(&run);
+//! let json = asyncprof_report::render_json(&summary);
+//! assert!(std::str::from_utf8(&json).unwrap().contains("\"program\": \"svc\""));
+//! ```
+//!
+//! # Feature flags
+//!
+//! None.
+//!
+//! # Limitations
+//!
+//! Summaries are computed from the last snapshot in the file: a truncated file is summarized
+//! up to its last complete snapshot.
+#![forbid(unsafe_code)]
+
+mod summary;
+mod text;
+
+pub use summary::{Latency, LocationSummary, Summary, TaskSummary, StageSummary, RuntimeSummary, WorkerSummary};
+pub use text::render_text;
+
+/// The summary as pretty-printed JSON.
+pub fn render_json(summary: &Summary) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(summary).expect("a summary is plain data and always serializes");
+    out.push(b'\n');
+    out
+}

@@ -1,0 +1,310 @@
+//! The machine-readable summary of a run: what `asyncprof report --json` prints.
+
+use std::collections::BTreeMap;
+
+use asyncprof_format::{self as format, Histogram, RunFile};
+use serde::Serialize;
+
+/// Quantiles of one latency histogram, in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Latency {
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile (quantile 0.99).
+    pub p99_ns: u64,
+    /// Largest.
+    pub max_ns: u64,
+}
+
+impl Latency {
+    /// Quantiles of `h`.
+    pub fn of(h: &Histogram) -> Self {
+        if h.buckets.is_empty() {
+            return Latency::default();
+        }
+        let hdr = h.to_hdr();
+        Latency {
+            count: hdr.len(),
+            p50_ns: hdr.value_at_quantile(0.5),
+            p99_ns: hdr.value_at_quantile(0.99),
+            max_ns: hdr.max(),
+        }
+    }
+}
+
+/// Runtime-wide numbers.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct RuntimeSummary {
+    /// Polls of every task.
+    pub polls: u64,
+    /// Tasks spawned.
+    pub tasks_spawned: u64,
+    /// Tasks alive at the end.
+    pub tasks_alive: u64,
+    /// Tasks completed.
+    pub tasks_completed: u64,
+    /// Poll durations.
+    pub poll: Latency,
+    /// Scheduling delays.
+    pub scheduled: Latency,
+}
+
+/// One worker thread.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct WorkerSummary {
+    /// The thread's name.
+    pub thread_name: String,
+    /// Polls it ran.
+    pub polls: u64,
+    /// Time busy, ms.
+    pub busy_ms: f64,
+    /// Time parked, ms.
+    pub parked_ms: f64,
+}
+
+/// All tasks spawned at one location.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct LocationSummary {
+    /// `file:line:col`.
+    pub location: String,
+    /// The file.
+    pub file: String,
+    /// The line.
+    pub line: u32,
+    /// The column.
+    pub col: u32,
+    /// Tasks spawned here.
+    pub tasks_spawned: u64,
+    /// Tasks completed.
+    pub tasks_completed: u64,
+    /// Polls.
+    pub polls: u64,
+    /// Time inside polls, ms.
+    pub busy_ms: f64,
+    /// Poll durations.
+    pub poll: Latency,
+    /// Scheduling delays.
+    pub scheduled: Latency,
+}
+
+/// One live task at the end of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct TaskSummary {
+    /// tokio's task id.
+    pub id: u64,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    /// Where it was spawned.
+    pub location: String,
+    /// Polls.
+    pub polls: u64,
+    /// Time inside polls, ms.
+    pub busy_ms: f64,
+    /// Time alive but not polled, ms.
+    pub idle_ms: f64,
+    /// Poll durations.
+    pub poll: Latency,
+    /// Scheduling delays.
+    pub scheduled: Latency,
+}
+
+/// One user span as a stage.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct StageSummary {
+    /// The span's name.
+    pub name: String,
+    /// Its target.
+    pub target: String,
+    /// Spans closed.
+    pub count: u64,
+    /// Span lifetimes.
+    pub duration: Latency,
+}
+
+/// Everything `asyncprof report --json` prints about a run.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct Summary {
+    /// The profiled program.
+    pub program: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Capture tier.
+    pub tier: format::Tier,
+    /// Runtime flavor.
+    pub flavor: format::Flavor,
+    /// Worker threads.
+    pub workers: u32,
+    /// Run length up to the last snapshot, ms.
+    pub duration_ms: f64,
+    /// The file ends in the middle of a record (killed, or still running).
+    pub truncated: bool,
+    /// The recorder stopped normally.
+    pub ended: bool,
+    /// Reader warnings.
+    pub warnings: Vec<String>,
+    /// The recording configuration (clock tick, sampling, thresholds).
+    pub config: format::Config,
+    /// Everything dropped or clamped.
+    pub loss: format::LossCounters,
+    /// Runtime-wide numbers.
+    pub runtime: RuntimeSummary,
+    /// Per worker.
+    pub worker_threads: Vec<WorkerSummary>,
+    /// Per spawn location, busiest first.
+    pub locations: Vec<LocationSummary>,
+    /// The busiest live tasks at the end.
+    pub tasks: Vec<TaskSummary>,
+    /// User spans as stages.
+    pub stages: Vec<StageSummary>,
+}
+
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1e4).round() / 100.0
+}
+
+impl Summary {
+    /// Summarize a run from its last snapshot.
+    pub fn of(run: &RunFile) -> Self {
+        let h = &run.header;
+        let mut s = Summary {
+            program: h.program.clone(),
+            pid: h.pid,
+            tier: h.tier,
+            flavor: h.flavor,
+            workers: h.workers,
+            truncated: run.truncated,
+            ended: run.ended,
+            warnings: run.warnings.clone(),
+            config: h.config.clone(),
+            ..Summary::default()
+        };
+        if !run.ended && !run.truncated {
+            s.warnings.push(
+                "the run has no end record: the process was killed or is still running; \
+                 numbers are as of its last snapshot"
+                    .into(),
+            );
+        }
+        let Some(snap) = &run.snapshot else {
+            s.warnings.push("the run file holds no snapshot yet".into());
+            return s;
+        };
+        s.duration_ms = ms(snap.elapsed_ns);
+        s.loss = snap.loss.clone();
+        let r = &snap.runtime;
+        s.runtime = RuntimeSummary {
+            polls: r.polls,
+            tasks_spawned: r.tasks_spawned,
+            tasks_alive: r.tasks_alive,
+            tasks_completed: r.tasks_completed,
+            poll: Latency::of(&r.poll_ns),
+            scheduled: Latency::of(&r.scheduled_ns),
+        };
+        s.worker_threads = snap
+            .workers
+            .iter()
+            .map(|w| WorkerSummary {
+                thread_name: w.thread_name.clone(),
+                polls: w.polls,
+                busy_ms: ms(w.busy_ns),
+                parked_ms: ms(w.parked_ns),
+            })
+            .collect();
+        s.locations = merge_locations(&snap.locations);
+        s.tasks = snap
+            .tasks
+            .iter()
+            .map(|t| TaskSummary {
+                id: t.id,
+                name: t.name.clone(),
+                location: t.location.to_string(),
+                polls: t.polls,
+                busy_ms: ms(t.busy_ns),
+                idle_ms: ms(t.idle_ns),
+                poll: Latency::of(&t.poll_ns),
+                scheduled: Latency::of(&t.scheduled_ns),
+            })
+            .collect();
+        s.stages = snap
+            .stages
+            .iter()
+            .map(|st| StageSummary {
+                name: st.name.clone(),
+                target: st.target.clone(),
+                count: st.count,
+                duration: Latency::of(&st.duration_ns),
+            })
+            .collect();
+        s
+    }
+}
+
+/// One entry per source location (the recorder may hold two for one place), busiest first.
+fn merge_locations(locs: &[format::LocationStats]) -> Vec<LocationSummary> {
+    struct Acc {
+        stats: format::LocationStats,
+        poll: hdrhistogram::Histogram<u64>,
+        sched: hdrhistogram::Histogram<u64>,
+    }
+    let mut by: BTreeMap<format::SourceLocation, Acc> = BTreeMap::new();
+    for l in locs {
+        let poll = l.poll_ns.to_hdr();
+        let sched = l.scheduled_ns.to_hdr();
+        match by.get_mut(&l.location) {
+            Some(acc) => {
+                let s = &mut acc.stats;
+                s.tasks_spawned += l.tasks_spawned;
+                s.tasks_completed += l.tasks_completed;
+                s.polls += l.polls;
+                s.busy_ns += l.busy_ns;
+                s.max_poll_ns = s.max_poll_ns.max(l.max_poll_ns);
+                let _ = acc.poll.add(&poll);
+                let _ = acc.sched.add(&sched);
+            }
+            None => {
+                by.insert(
+                    l.location.clone(),
+                    Acc {
+                        stats: l.clone(),
+                        poll,
+                        sched,
+                    },
+                );
+            }
+        }
+    }
+    let mut out: Vec<LocationSummary> = by
+        .into_values()
+        .map(|a| {
+            let s = a.stats;
+            let mut poll = Latency::of(&Histogram::from_hdr(&a.poll));
+            if poll.count > 0 {
+                // The exact maximum, not its histogram bucket's upper edge.
+                poll.max_ns = s.max_poll_ns.max(1);
+            }
+            LocationSummary {
+                location: s.location.to_string(),
+                file: s.location.file.clone(),
+                line: s.location.line,
+                col: s.location.col,
+                tasks_spawned: s.tasks_spawned,
+                tasks_completed: s.tasks_completed,
+                polls: s.polls,
+                busy_ms: ms(s.busy_ns),
+                poll,
+                scheduled: Latency::of(&Histogram::from_hdr(&a.sched)),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.busy_ms.total_cmp(&a.busy_ms).then(a.location.cmp(&b.location)));
+    out
+}

@@ -1,0 +1,72 @@
+//! The human-readable summary `asyncprof report` prints without `--json`.
+
+use std::fmt::Write as _;
+
+use crate::{Latency, Summary};
+
+fn dur(ns: u64) -> String {
+    match ns {
+        0..=9_999 => format!("{ns}ns"),
+        10_000..=9_999_999 => format!("{:.1}µs", ns as f64 / 1e3),
+        _ => format!("{:.1}ms", ns as f64 / 1e6),
+    }
+}
+
+fn lat(l: &Latency) -> String {
+    format!("p50 {} p99 {} max {}", dur(l.p50_ns), dur(l.p99_ns), dur(l.max_ns))
+}
+
+/// Render the summary as text for a terminal.
+pub fn render_text(s: &Summary) -> Vec<u8> {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} (pid {}): {:.1}s, {:?} tier, {:?} runtime, {} workers",
+        s.program,
+        s.pid,
+        s.duration_ms / 1e3,
+        s.tier,
+        s.flavor,
+        s.workers
+    );
+    for w in &s.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    let l = &s.loss;
+    let _ = writeln!(
+        o,
+        "loss: {} dropped records, {} histogram outliers, {} untracked tasks, {} untracked locations",
+        l.dropped_records, l.histogram_outliers, l.untracked_tasks, l.untracked_locations
+    );
+    let r = &s.runtime;
+    let _ = writeln!(
+        o,
+        "runtime: {} polls, {} tasks spawned, {} alive; poll {}; scheduling delay {}",
+        r.polls,
+        r.tasks_spawned,
+        r.tasks_alive,
+        lat(&r.poll),
+        lat(&r.scheduled)
+    );
+    let _ = writeln!(o, "\nspawn locations (busiest first):");
+    for loc in s.locations.iter().take(20) {
+        let _ = writeln!(
+            o,
+            "  {}\n    {} tasks, {} polls, busy {:.1}ms; poll {}; delay p50 {} p99 {}",
+            loc.location,
+            loc.tasks_spawned,
+            loc.polls,
+            loc.busy_ms,
+            lat(&loc.poll),
+            dur(loc.scheduled.p50_ns),
+            dur(loc.scheduled.p99_ns)
+        );
+    }
+    if !s.stages.is_empty() {
+        let _ = writeln!(o, "\nstages:");
+        for st in &s.stages {
+            let _ = writeln!(o, "  {} ({}): {} spans; {}", st.name, st.target, st.count, lat(&st.duration));
+        }
+    }
+    o.into_bytes()
+}
