@@ -78,7 +78,11 @@ fn bench(requested: &[String]) -> Result<ExitCode> {
     if let Some(unknown) = requested.iter().find(|p| !PIPELINES.contains(&p.as_str())) {
         anyhow::bail!(
             "unknown pipeline {unknown:?}; known pipelines: {}",
-            if PIPELINES.is_empty() { "none yet".to_string() } else { PIPELINES.join(", ") }
+            if PIPELINES.is_empty() {
+                "none yet".to_string()
+            } else {
+                PIPELINES.join(", ")
+            }
         );
     }
     eprintln!(
@@ -87,9 +91,13 @@ fn bench(requested: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(path: &std::path::Path, json: bool, output: Option<&std::path::Path>) -> Result<ExitCode> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read run file {}", path.display()))?;
+fn report(
+    path: &std::path::Path,
+    json: bool,
+    output: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read run file {}", path.display()))?;
     let run = asyncprof_format::read_bytes(&bytes)
         .with_context(|| format!("cannot read run file {}", path.display()))?;
     for w in &run.warnings {
@@ -106,7 +114,9 @@ fn report(path: &std::path::Path, json: bool, output: Option<&std::path::Path>) 
             .with_context(|| format!("cannot write report to {}", out.display()))?,
         None => {
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(&bytes).context("cannot write to standard output")?;
+            stdout
+                .write_all(&bytes)
+                .context("cannot write to standard output")?;
             stdout.flush().context("cannot write to standard output")?;
         }
     }

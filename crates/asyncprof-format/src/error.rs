@@ -28,7 +28,9 @@ pub enum Error {
         len: u64,
     },
     /// The file was written by a newer asyncprof. Upgrade the `asyncprof` command.
-    #[error("run file format version {found} is newer than this asyncprof reads (version {supported})")]
+    #[error(
+        "run file format version {found} is newer than this asyncprof reads (version {supported})"
+    )]
     UnsupportedVersion {
         /// The version in the file.
         found: u32,

@@ -25,12 +25,15 @@
 mod summary;
 mod text;
 
-pub use summary::{Latency, LocationSummary, Summary, TaskSummary, StageSummary, RuntimeSummary, WorkerSummary};
+pub use summary::{
+    Latency, LocationSummary, RuntimeSummary, StageSummary, Summary, TaskSummary, WorkerSummary,
+};
 pub use text::render_text;
 
 /// The summary as pretty-printed JSON.
 pub fn render_json(summary: &Summary) -> Vec<u8> {
-    let mut out = serde_json::to_vec_pretty(summary).expect("a summary is plain data and always serializes");
+    let mut out =
+        serde_json::to_vec_pretty(summary).expect("a summary is plain data and always serializes");
     out.push(b'\n');
     out
 }

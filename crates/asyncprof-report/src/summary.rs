@@ -287,9 +287,12 @@ fn merge_locations(locs: &[format::LocationStats]) -> Vec<LocationSummary> {
         .map(|a| {
             let s = a.stats;
             let mut poll = Latency::of(&Histogram::from_hdr(&a.poll));
-            if poll.count > 0 {
-                // The exact maximum, not its histogram bucket's upper edge.
-                poll.max_ns = s.max_poll_ns.max(1);
+            if poll.count > 0 && s.max_poll_ns > 0 {
+                // The exact maximum, not its histogram bucket's upper edge; no quantile
+                // above it.
+                poll.max_ns = s.max_poll_ns;
+                poll.p50_ns = poll.p50_ns.min(poll.max_ns);
+                poll.p99_ns = poll.p99_ns.min(poll.max_ns);
             }
             LocationSummary {
                 location: s.location.to_string(),
@@ -305,6 +308,10 @@ fn merge_locations(locs: &[format::LocationStats]) -> Vec<LocationSummary> {
             }
         })
         .collect();
-    out.sort_by(|a, b| b.busy_ms.total_cmp(&a.busy_ms).then(a.location.cmp(&b.location)));
+    out.sort_by(|a, b| {
+        b.busy_ms
+            .total_cmp(&a.busy_ms)
+            .then(a.location.cmp(&b.location))
+    });
     out
 }

@@ -6,14 +6,19 @@ use crate::{Latency, Summary};
 
 fn dur(ns: u64) -> String {
     match ns {
-        0..=9_999 => format!("{ns}ns"),
-        10_000..=9_999_999 => format!("{:.1}µs", ns as f64 / 1e3),
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
         _ => format!("{:.1}ms", ns as f64 / 1e6),
     }
 }
 
 fn lat(l: &Latency) -> String {
-    format!("p50 {} p99 {} max {}", dur(l.p50_ns), dur(l.p99_ns), dur(l.max_ns))
+    format!(
+        "p50 {} p99 {} max {}",
+        dur(l.p50_ns),
+        dur(l.p99_ns),
+        dur(l.max_ns)
+    )
 }
 
 /// Render the summary as text for a terminal.
@@ -52,7 +57,7 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
     for loc in s.locations.iter().take(20) {
         let _ = writeln!(
             o,
-            "  {}\n    {} tasks, {} polls, busy {:.1}ms; poll {}; delay p50 {} p99 {}",
+            "  {}\n    tasks {}, polls {}, busy {:.1}ms; poll {}; delay p50 {} p99 {}",
             loc.location,
             loc.tasks_spawned,
             loc.polls,
@@ -65,7 +70,14 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
     if !s.stages.is_empty() {
         let _ = writeln!(o, "\nstages:");
         for st in &s.stages {
-            let _ = writeln!(o, "  {} ({}): {} spans; {}", st.name, st.target, st.count, lat(&st.duration));
+            let _ = writeln!(
+                o,
+                "  {} ({}): {} spans; {}",
+                st.name,
+                st.target,
+                st.count,
+                lat(&st.duration)
+            );
         }
     }
     o.into_bytes()

@@ -88,7 +88,9 @@ fn workload(rt: &tokio::runtime::Runtime, args: &Args) -> Duration {
     })
 }
 
-fn runtime(cfg: Config, guard: &asyncprof::Guard) -> tokio::runtime::Runtime {
+/// The runtime for `cfg`, and the subscriber its spawning thread runs under.
+fn runtime(cfg: Config, guard: &asyncprof::Guard) -> (tokio::runtime::Runtime, tracing::Dispatch) {
+    let mut dispatch = tracing::Dispatch::none();
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(WORKERS);
     match cfg {
@@ -107,14 +109,20 @@ fn runtime(cfg: Config, guard: &asyncprof::Guard) -> tokio::runtime::Runtime {
         #[cfg(feature = "tokio-tracing")]
         Config::Layer => {
             use tracing_subscriber::layer::SubscriberExt;
-            let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(guard.layer()));
+            dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(guard.layer()));
+            let workers = dispatch.clone();
             b.on_thread_start(move || {
                 // The worker keeps the subscriber for its whole life.
-                std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+                std::mem::forget(tracing::dispatcher::set_default(&workers));
             });
         }
     }
-    b.build().unwrap()
+    (b.build().unwrap(), dispatch)
+}
+
+fn run(cfg: Config, guard: &asyncprof::Guard, args: &Args) -> Duration {
+    let (rt, dispatch) = runtime(cfg, guard);
+    tracing::dispatcher::with_default(&dispatch, || workload(&rt, args))
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -133,20 +141,21 @@ fn main() {
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); configs.len()];
     // Warm up once, then alternate configurations round by round.
     for &cfg in &configs {
-        let rt = runtime(cfg, &guard);
-        workload(&rt, &args);
+        run(cfg, &guard, &args);
     }
     for _ in 0..args.rounds.max(1) {
         for (i, &cfg) in configs.iter().enumerate() {
-            let rt = runtime(cfg, &guard);
-            times[i].push(workload(&rt, &args));
+            times[i].push(run(cfg, &guard, &args));
         }
     }
     println!(
         "workload: {} tasks x {} yield_now, {WORKERS} workers, {} rounds (median)",
         args.tasks, args.yields, args.rounds
     );
-    println!("{:<24} {:>10} {:>8} {:>12} {:>12}", "configuration", "median", "ratio", "polls/s", "ns/poll +");
+    println!(
+        "{:<24} {:>10} {:>8} {:>12} {:>12}",
+        "configuration", "median", "ratio", "polls/s", "ns/poll +"
+    );
     let base = median(&mut times[0].clone());
     for (i, cfg) in configs.iter().enumerate() {
         let m = median(&mut times[i]);

@@ -286,7 +286,9 @@ fn install<'b>(rec: &'static Recorder, b: &'b mut Builder, user: Hooks) -> &'b m
 mod tests {
     #[test]
     fn task_id_matches_tokio_display() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let handle = tokio::spawn(async {});
             let id = handle.id();

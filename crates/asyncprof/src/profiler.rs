@@ -108,19 +108,44 @@ impl Builder {
         if let Some(out) = std::env::var_os("ASYNCPROF_OUT").filter(|v| !v.is_empty()) {
             self.out = Some(out.into());
         }
-        if let Some(ms) = env_u64("ASYNCPROF_STALL_THRESHOLD_MS", "a whole number of milliseconds from 1 to 60000", 1, 60_000)? {
+        if let Some(ms) = env_u64(
+            "ASYNCPROF_STALL_THRESHOLD_MS",
+            "a whole number of milliseconds from 1 to 60000",
+            1,
+            60_000,
+        )? {
             self.config.stall_threshold_us = ms * 1000;
         }
-        if let Some(ms) = env_u64("ASYNCPROF_FLUSH_INTERVAL_MS", "a whole number of milliseconds from 50 to 60000", 50, 60_000)? {
+        if let Some(ms) = env_u64(
+            "ASYNCPROF_FLUSH_INTERVAL_MS",
+            "a whole number of milliseconds from 50 to 60000",
+            50,
+            60_000,
+        )? {
             self.config.flush_interval_ms = ms;
         }
-        if let Some(us) = env_u64("ASYNCPROF_CLOCK_TICK_US", "a whole number of microseconds from 10 to 10000", 10, 10_000)? {
+        if let Some(us) = env_u64(
+            "ASYNCPROF_CLOCK_TICK_US",
+            "a whole number of microseconds from 10 to 10000",
+            10,
+            10_000,
+        )? {
             self.config.clock_tick_ns = us * 1000;
         }
-        if let Some(n) = env_u64("ASYNCPROF_SAMPLE_EVERY", "a whole number from 1 to 65536", 1, 65_536)? {
+        if let Some(n) = env_u64(
+            "ASYNCPROF_SAMPLE_EVERY",
+            "a whole number from 1 to 65536",
+            1,
+            65_536,
+        )? {
             self.config.sample_every = n as u32;
         }
-        if let Some(n) = env_u64("ASYNCPROF_TASK_CAPACITY", "a whole number from 16 to 16777216", 16, 1 << 24)? {
+        if let Some(n) = env_u64(
+            "ASYNCPROF_TASK_CAPACITY",
+            "a whole number from 16 to 16777216",
+            16,
+            1 << 24,
+        )? {
             self.config.task_capacity = n as u32;
         }
         Ok(self)
@@ -167,11 +192,31 @@ impl Builder {
     fn validate(&self) -> Result<()> {
         let c = &self.config;
         let checks: [(bool, &'static str, &'static str); 5] = [
-            (c.stall_threshold_us >= 1000, "stall_threshold", "must be at least 1 ms"),
-            (c.flush_interval_ms >= 50, "flush_interval", "must be at least 50 ms"),
-            ((10_000..=10_000_000).contains(&c.clock_tick_ns), "clock_tick", "must be from 10 µs to 10 ms"),
-            ((1..=65_536).contains(&c.sample_every), "sample_every", "must be from 1 to 65536"),
-            ((16..=1 << 24).contains(&c.task_capacity), "task_capacity", "must be from 16 to 16777216"),
+            (
+                c.stall_threshold_us >= 1000,
+                "stall_threshold",
+                "must be at least 1 ms",
+            ),
+            (
+                c.flush_interval_ms >= 50,
+                "flush_interval",
+                "must be at least 50 ms",
+            ),
+            (
+                (10_000..=10_000_000).contains(&c.clock_tick_ns),
+                "clock_tick",
+                "must be from 10 µs to 10 ms",
+            ),
+            (
+                (1..=65_536).contains(&c.sample_every),
+                "sample_every",
+                "must be from 1 to 65536",
+            ),
+            (
+                (16..=1 << 24).contains(&c.task_capacity),
+                "task_capacity",
+                "must be from 16 to 16777216",
+            ),
         ];
         for (ok, setting, reason) in checks {
             if !ok {
@@ -275,7 +320,8 @@ fn spawn_thread(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result
         .name(name.into())
         .spawn(move || {
             // asyncprof never profiles itself: its threads emit to no subscriber.
-            let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+            let _quiet =
+                tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
             f()
         })
         .map_err(|source| Error::Thread { name, source })
@@ -361,7 +407,8 @@ fn writer_loop(file: File, rx: mpsc::Receiver<Vec<u8>>, recorder: &Recorder, pat
     let mut out = std::io::BufWriter::new(file);
     let mut warned = false;
     for frame in rx {
-        let res = std::io::Write::write_all(&mut out, &frame).and_then(|()| std::io::Write::flush(&mut out));
+        let res = std::io::Write::write_all(&mut out, &frame)
+            .and_then(|()| std::io::Write::flush(&mut out));
         if let Err(err) = res {
             recorder.loss.dropped_records.fetch_add(1, Relaxed);
             if !warned {
@@ -433,7 +480,7 @@ impl Guard {
                 .filter(|l| l.info.get().is_some())
                 .count(),
             table_bytes: r.tasks.capacity() * std::mem::size_of::<crate::tables::TaskSlot>()
-                + r.locations.slots().len() * std::mem::size_of::<crate::tables::LocationSlot>(),
+                + std::mem::size_of_val(r.locations.slots()),
         }
     }
 }

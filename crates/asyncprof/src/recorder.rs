@@ -202,7 +202,9 @@ impl Recorder {
 
     /// Note where events come from; the first source wins.
     pub(crate) fn note_source(&self, s: u8) {
-        let _ = self.source.compare_exchange(source::NONE, s, Relaxed, Relaxed);
+        let _ = self
+            .source
+            .compare_exchange(source::NONE, s, Relaxed, Relaxed);
     }
 
     /// The workers registered so far.
@@ -239,7 +241,9 @@ impl Recorder {
             let slot = self.tasks.find(id);
             l.slot.set(slot);
             if let Some(s) = slot {
-                s.counts.polls.store(s.counts.polls.load(Relaxed) + 1, Relaxed);
+                s.counts
+                    .polls
+                    .store(s.counts.polls.load(Relaxed) + 1, Relaxed);
                 if s.ready_since_ns.load(Relaxed) != 0 {
                     self.first_poll_after_ready(w, s, now);
                 }
@@ -487,7 +491,10 @@ impl Recorder {
         for (i, cell) in self.workers.iter().enumerate() {
             let w = cell.get_or_init(|| Worker::new(i as u32));
             // Acquire: see the stopped thread's last writes before reusing its entry.
-            if w.active.compare_exchange(false, true, Acquire, Relaxed).is_ok() {
+            if w.active
+                .compare_exchange(false, true, Acquire, Relaxed)
+                .is_ok()
+            {
                 found = Some(w);
                 break;
             }

@@ -32,7 +32,12 @@ pub(crate) struct StageTable {
 
 impl StageTable {
     /// A span of `meta` closed after `duration_ns`, `busy_ns` of it entered. Once per span.
-    pub(crate) fn record(&self, meta: &'static tracing_core::Metadata<'static>, duration_ns: u64, busy_ns: u64) {
+    pub(crate) fn record(
+        &self,
+        meta: &'static tracing_core::Metadata<'static>,
+        duration_ns: u64,
+        busy_ns: u64,
+    ) {
         let key = meta as *const _ as usize;
         let mut stages = lock(&self.stages);
         let len = stages.len();
@@ -45,9 +50,9 @@ impl StageTable {
             None => stages.entry(key).or_insert_with(|| Stage {
                 name: meta.name(),
                 target: meta.target(),
-                location: meta.file().map(|f| {
-                    format::SourceLocation::new(f, meta.line().unwrap_or(0), 0)
-                }),
+                location: meta
+                    .file()
+                    .map(|f| format::SourceLocation::new(f, meta.line().unwrap_or(0), 0)),
                 count: 0,
                 busy_ns: 0,
                 duration: hist::new_fine(),

@@ -307,7 +307,9 @@ impl LocationTable {
         let cap = capacity.clamp(16, 1 << 20).next_power_of_two();
         let slots: Box<[LocationSlot]> = (0..cap).map(|_| LocationSlot::default()).collect();
         slots[0].key.store(u64::MAX, Relaxed);
-        let _ = slots[0].info.set(SourceLocation::new("<other locations>", 0, 0));
+        let _ = slots[0]
+            .info
+            .set(SourceLocation::new("<other locations>", 0, 0));
         LocationTable {
             slots,
             mask: cap - 1,
@@ -329,9 +331,9 @@ impl LocationTable {
                 if cur == 0 {
                     match slot.key.compare_exchange(0, key, AcqRel, Acquire) {
                         Ok(_) => {
-                            let _ =
-                                slot.info
-                                    .set(SourceLocation::new(loc.file, loc.line, loc.col));
+                            let _ = slot
+                                .info
+                                .set(SourceLocation::new(loc.file, loc.line, loc.col));
                             return (i as u32, true);
                         }
                         Err(other) if other == key => return (i as u32, true),

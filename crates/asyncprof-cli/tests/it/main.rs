@@ -43,7 +43,11 @@ fn report_json_lists_locations_with_quantiles_and_loss() {
     let path = temp("json");
     record(&path);
     let out = asyncprof(&["report", path.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["tier"], "hooks");
     assert_eq!(v["flavor"], "multi-thread");
@@ -102,7 +106,10 @@ fn missing_file_and_bad_flags_exit_2() {
     let out = asyncprof(&["report", "/nonexistent/asyncprof.run"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read run file /nonexistent/asyncprof.run"), "{err}");
+    assert!(
+        err.contains("cannot read run file /nonexistent/asyncprof.run"),
+        "{err}"
+    );
     let out = asyncprof(&["report", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
     let out = asyncprof(&["bench", "no-such-pipeline"]);
@@ -114,10 +121,18 @@ fn missing_file_and_bad_flags_exit_2() {
 fn unwritable_output_is_one_clear_error() {
     let path = temp("unwritable");
     record(&path);
-    let out = asyncprof(&["report", path.to_str().unwrap(), "-o", "/nonexistent/dir/out.txt"]);
+    let out = asyncprof(&[
+        "report",
+        path.to_str().unwrap(),
+        "-o",
+        "/nonexistent/dir/out.txt",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot write report to /nonexistent/dir/out.txt"), "{err}");
+    assert!(
+        err.contains("cannot write report to /nonexistent/dir/out.txt"),
+        "{err}"
+    );
     std::fs::remove_file(&path).ok();
 }
 

@@ -34,7 +34,10 @@ fn free_port() -> u16 {
 /// Ask the console server for updates until one lists a task whose fields mention `name`.
 fn console_sees_task(addr: SocketAddr, name: &str, deadline: Instant) -> bool {
     use console_api::instrument::{instrument_client::InstrumentClient, InstrumentRequest};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let client = loop {
             match InstrumentClient::connect(format!("http://{addr}")).await {
@@ -78,7 +81,10 @@ fn composes_with_env_filter_fmt_and_console() {
         .publish_interval(Duration::from_millis(50))
         .build();
     let server_thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             // The test ends the process; the server runs until then.
             let _ = server.serve().await;
@@ -86,12 +92,19 @@ fn composes_with_env_filter_fmt_and_console() {
     });
     drop(server_thread);
 
-    let path = std::env::temp_dir().join(format!("asyncprof-compat-console-{}.run", std::process::id()));
-    let _one = crate::support::RECORDING_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let path = std::env::temp_dir().join(format!(
+        "asyncprof-compat-console-{}.run",
+        std::process::id()
+    ));
+    let _one = crate::support::RECORDING_LOCK
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
     let captured = Captured::default();
     let subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new("info,tokio=trace,runtime=trace"))
+        .with(tracing_subscriber::EnvFilter::new(
+            "info,tokio=trace,runtime=trace",
+        ))
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer({
@@ -114,7 +127,8 @@ fn composes_with_env_filter_fmt_and_console() {
             tracing::info!("probe event for fmt");
             let probe = tokio::task::Builder::new()
                 .name("console-probe")
-                .spawn(async { // spawn: probe
+                .spawn(async {
+                    // spawn: probe
                     for _ in 0..3 {
                         tokio::task::yield_now().await;
                     }
@@ -131,7 +145,10 @@ fn composes_with_env_filter_fmt_and_console() {
         })
     });
     drop(guard);
-    assert!(seen, "tokio-console's server lists the task spawned beside asyncprof's layer");
+    assert!(
+        seen,
+        "tokio-console's server lists the task spawned beside asyncprof's layer"
+    );
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(text.contains("probe event for fmt"), "fmt output: {text}");
     let run = asyncprof_format::read_path(&path).unwrap();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{marked_line, location, record, spin, Tier};
+use crate::support::{location, marked_line, record, spin, Tier};
 
 async fn yields(n: usize) {
     for _ in 0..n {
@@ -42,7 +42,8 @@ fn layer_times_busy_polls_and_names_tasks() {
     let run = record("busy", Tier::Layer, 0, || async {
         tokio::task::Builder::new()
             .name("busy <worker>")
-            .spawn(async { // spawn: busy
+            .spawn(async {
+                // spawn: busy
                 for i in 0..5 {
                     spin(Duration::from_millis(2));
                     if i < 4 {
@@ -76,7 +77,8 @@ fn layer_measures_every_wake_to_poll_delay() {
     let run = record("wake", Tier::Layer, 0, || async {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-        let waiter = tokio::spawn(async move { // spawn: waiter
+        let waiter = tokio::spawn(async move {
+            // spawn: waiter
             ready_tx.send(()).unwrap();
             rx.await.unwrap();
         });

@@ -7,22 +7,25 @@ use asyncprof_format::{LocationStats, RunFile};
 use tracing_subscriber::layer::SubscriberExt;
 
 /// One recording per process at a time: tests that record take this lock.
-pub static RECORDING_LOCK: Mutex<()> = Mutex::new(());
+pub(crate) static RECORDING_LOCK: Mutex<()> = Mutex::new(());
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Tier {
+pub(crate) enum Tier {
     Hooks,
     Layer,
 }
 
 /// Run `f` on a runtime with `workers` workers (0: current-thread) under `tier`.
-pub fn record<F, Fut>(name: &str, tier: Tier, workers: usize, f: F) -> RunFile
+pub(crate) fn record<F, Fut>(name: &str, tier: Tier, workers: usize, f: F) -> RunFile
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let _one = RECORDING_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let path = std::env::temp_dir().join(format!("asyncprof-compat-{name}-{}.run", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "asyncprof-compat-{name}-{}.run",
+        std::process::id()
+    ));
     let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
     let mut builder = if workers == 0 {
         tokio::runtime::Builder::new_current_thread()
@@ -54,7 +57,7 @@ where
     run
 }
 
-pub fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStats {
+pub(crate) fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStats {
     let snap = run.snapshot.as_ref().expect("a snapshot");
     snap.locations
         .iter()
@@ -62,12 +65,15 @@ pub fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStat
         .unwrap_or_else(|| {
             panic!(
                 "no location {file}:{line} among {:?}",
-                snap.locations.iter().map(|l| l.location.to_string()).collect::<Vec<_>>()
+                snap.locations
+                    .iter()
+                    .map(|l| l.location.to_string())
+                    .collect::<Vec<_>>()
             )
         })
 }
 
-pub fn spin(d: Duration) {
+pub(crate) fn spin(d: Duration) {
     let start = Instant::now();
     while start.elapsed() < d {
         std::hint::spin_loop();
@@ -75,7 +81,7 @@ pub fn spin(d: Duration) {
 }
 
 /// The 1-based line of `file` (as `file!()` names it) that holds `// spawn: {marker}`.
-pub fn marked_line(file: &str, marker: &str) -> u32 {
+pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let text = std::fs::read_to_string(root.join(file)).unwrap();
     let needle = format!("// spawn: {marker}");

@@ -115,8 +115,7 @@ fn huge_length_field_does_not_allocate_or_panic() {
     let mut bytes = sample_file();
     // Rewrite the second frame's length to 2^31 and fix its header checksum, as a writer bug
     // or a deliberately hostile file would.
-    let first_frame_len =
-        u32::from_le_bytes(bytes[14..18].try_into().unwrap()) as usize + 14;
+    let first_frame_len = u32::from_le_bytes(bytes[14..18].try_into().unwrap()) as usize + 14;
     let off = 12 + first_frame_len;
     bytes[off + 2..off + 6].copy_from_slice(&(1u32 << 31).to_le_bytes());
     let crc = crc32fast::hash(&bytes[off..off + 10]);
@@ -130,8 +129,14 @@ fn newer_version_is_refused_naming_both() {
     let mut bytes = sample_file();
     bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let err = read_bytes(&bytes).unwrap_err().to_string();
-    assert!(err.contains(&format!("version {}", FORMAT_VERSION + 1)), "{err}");
-    assert!(err.contains(&format!("(version {FORMAT_VERSION})")), "{err}");
+    assert!(
+        err.contains(&format!("version {}", FORMAT_VERSION + 1)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("(version {FORMAT_VERSION})")),
+        "{err}"
+    );
 }
 
 #[test]

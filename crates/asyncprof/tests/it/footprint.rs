@@ -1,7 +1,7 @@
 //! Memory stays bounded however many tasks a service spawns: completed tasks fold into their
 //! spawn location.
 
-use crate::support::{marked_line, location, record, Flavor};
+use crate::support::{location, marked_line, record, Flavor};
 
 const TASKS: u64 = 1_000_000;
 const BATCH: u64 = 1_000;

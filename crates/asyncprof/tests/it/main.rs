@@ -1,6 +1,7 @@
 //! Integration tests of the hooks tier: known-truth workloads, read back from the run file.
 
 mod footprint;
+mod killed;
 mod polls;
 mod sched;
 mod support;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{marked_line, assert_near, location, record, spin, Flavor};
+use crate::support::{assert_near, location, marked_line, record, spin, Flavor};
 
 const POLL: Duration = Duration::from_millis(2);
 
@@ -52,7 +52,8 @@ fn short_polls_are_counted_exactly_and_sampled() {
     let (run, _) = record("short", Flavor::MultiThread(2), || async {
         let handles: Vec<_> = (0..100)
             .map(|_| {
-                tokio::spawn(async { // spawn: short
+                tokio::spawn(async {
+                    // spawn: short
                     for _ in 0..99 {
                         tokio::task::yield_now().await;
                     }
@@ -68,14 +69,24 @@ fn short_polls_are_counted_exactly_and_sampled() {
     assert_eq!(loc.polls, 100 * 100);
     assert_eq!(loc.poll_ns.count(), 100 * 100);
     // yield_now polls take nanoseconds to microseconds, never a millisecond.
-    assert!(loc.poll_ns.quantile(0.5) < 1_000_000, "{}", loc.poll_ns.quantile(0.5));
+    assert!(
+        loc.poll_ns.quantile(0.5) < 1_000_000,
+        "{}",
+        loc.poll_ns.quantile(0.5)
+    );
     let snap = run.snapshot.unwrap();
     let total = snap.runtime.poll_ns.count() as f64;
     let polls = snap.runtime.polls as f64;
     assert!(polls >= 10_000.0);
-    assert!((total - polls).abs() / polls < 0.1, "histogram {total} vs polls {polls}");
+    assert!(
+        (total - polls).abs() / polls < 0.1,
+        "histogram {total} vs polls {polls}"
+    );
     assert_eq!(snap.workers.len(), 2);
-    assert_eq!(snap.workers.iter().map(|w| w.polls).sum::<u64>(), snap.runtime.polls);
+    assert_eq!(
+        snap.workers.iter().map(|w| w.polls).sum::<u64>(),
+        snap.runtime.polls
+    );
     assert_eq!(run.header.workers, 2);
     assert_eq!(run.header.flavor, asyncprof_format::Flavor::MultiThread);
 }

@@ -2,24 +2,24 @@
 
 use std::time::Duration;
 
-use crate::support::{marked_line, location, record, spin, Flavor};
+use crate::support::{location, marked_line, record, spin, Flavor};
 
 const BUSY: Duration = Duration::from_millis(20);
 
 fn check_delay(flavor: Flavor, name: &str) {
     let line = marked_line(file!(), "child");
     let (run, _) = record(name, flavor, || async {
-        tokio::spawn(async {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
             // The spawned task is ready at once, but this poll holds the only worker for
             // 20 ms: its first poll waits that long.
             let child = tokio::spawn(async {}); // spawn: child
             spin(BUSY);
-            child
+            tx.send(child).ok();
         })
         .await
-        .unwrap()
-        .await
         .unwrap();
+        rx.await.unwrap().await.unwrap();
     });
     let loc = location(&run, file!(), line);
     assert_eq!(loc.scheduled_ns.count(), 1);

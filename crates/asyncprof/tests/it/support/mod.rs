@@ -11,18 +11,18 @@ static RECORDING: Mutex<()> = Mutex::new(());
 
 /// Which runtime to build.
 #[derive(Debug, Clone, Copy)]
-pub enum Flavor {
+pub(crate) enum Flavor {
     CurrentThread,
     MultiThread(usize),
 }
 
-pub fn temp_run_path(name: &str) -> PathBuf {
+pub(crate) fn temp_run_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("asyncprof-it-{name}-{}.run", std::process::id()))
 }
 
 /// Run `f` inside an instrumented runtime of `flavor`, stop recording, and return the run file
 /// with the guard's footprint taken just before it stopped.
-pub fn record<F, Fut>(name: &str, flavor: Flavor, f: F) -> (RunFile, asyncprof::Footprint)
+pub(crate) fn record<F, Fut>(name: &str, flavor: Flavor, f: F) -> (RunFile, asyncprof::Footprint)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -50,7 +50,7 @@ where
 }
 
 /// The spawn location whose line is `line` in a file ending with `file`.
-pub fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStats {
+pub(crate) fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStats {
     let snap = run.snapshot.as_ref().expect("a snapshot");
     snap.locations
         .iter()
@@ -58,13 +58,16 @@ pub fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStat
         .unwrap_or_else(|| {
             panic!(
                 "no location {file}:{line} among {:?}",
-                snap.locations.iter().map(|l| l.location.to_string()).collect::<Vec<_>>()
+                snap.locations
+                    .iter()
+                    .map(|l| l.location.to_string())
+                    .collect::<Vec<_>>()
             )
         })
 }
 
 /// Keep the CPU busy for `d` without yielding (a CPU-bound poll of known length).
-pub fn spin(d: Duration) {
+pub(crate) fn spin(d: Duration) {
     let start = Instant::now();
     while start.elapsed() < d {
         std::hint::spin_loop();
@@ -72,7 +75,7 @@ pub fn spin(d: Duration) {
 }
 
 /// Assert `actual` is within `tolerance` (a fraction) of `expected`.
-pub fn assert_near(what: &str, actual: u64, expected: Duration, tolerance: f64) {
+pub(crate) fn assert_near(what: &str, actual: u64, expected: Duration, tolerance: f64) {
     let e = expected.as_nanos() as f64;
     let a = actual as f64;
     assert!(
@@ -85,7 +88,7 @@ pub fn assert_near(what: &str, actual: u64, expected: Duration, tolerance: f64) 
 }
 
 /// The 1-based line of `file` (as `file!()` names it) that holds `// spawn: {marker}`.
-pub fn marked_line(file: &str, marker: &str) -> u32 {
+pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let text = std::fs::read_to_string(root.join(file)).unwrap();
     let needle = format!("// spawn: {marker}");

@@ -1,0 +1,75 @@
+//! A process killed with SIGKILL leaves a run file readable up to its last flush.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHILD_ENV: &str = "ASYNCPROF_IT_KILLED_CHILD";
+
+/// Runs only as the child process of `sigkill_leaves_a_readable_run_file`: records a busy
+/// service that never ends.
+#[test]
+fn child_service_that_never_ends() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let guard = asyncprof::Profiler::builder()
+        .out(path)
+        .flush_interval(Duration::from_millis(100))
+        .start()
+        .unwrap();
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2);
+    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    rt.block_on(async {
+        loop {
+            tokio::spawn(async { crate::support::spin(Duration::from_millis(1)) })
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+    });
+}
+
+#[test]
+fn sigkill_leaves_a_readable_run_file() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let path = crate::support::temp_run_path("killed");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "killed::child_service_that_never_ends",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the child's recorder to have flushed a few snapshots.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let flushed = loop {
+        if let Ok(run) = asyncprof_format::read_path(&path) {
+            if run.series.len() >= 3 {
+                break true;
+            }
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap(); // SIGKILL: no destructor, no final flush
+    child.wait().unwrap();
+    assert!(flushed, "the child flushed snapshots while running");
+    let run = asyncprof_format::read_path(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert!(!run.ended, "a killed process writes no end record");
+    let snap = run
+        .snapshot
+        .expect("snapshots written before the kill survive");
+    assert!(snap.runtime.polls > 0);
+    assert!(snap.runtime.tasks_spawned > 0);
+    assert_eq!(run.header.workers, 2);
+}
