@@ -146,6 +146,9 @@ pub struct LossCounters {
     pub missed_samples: u64,
     /// Stack samples refused because the sampler slot was still busy.
     pub sampler_busy: u64,
+    /// Times the coarse clock's thread woke more than four ticks late (it was descheduled).
+    /// A poll that fell entirely inside such a gap was timed as short.
+    pub clock_gaps: u64,
 }
 
 impl LossCounters {

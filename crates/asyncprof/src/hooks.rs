@@ -259,7 +259,15 @@ fn install<'b>(rec: &'static Recorder, b: &'b mut Builder, user: Hooks) -> &'b m
             }
         });
         b.on_task_terminate(move |meta| {
-            rec.task_terminated(task_id(meta.id()));
+            let loc = meta.spawned_at();
+            rec.task_terminated(
+                task_id(meta.id()),
+                Some(crate::tables::LocKey {
+                    file: loc.file(),
+                    line: loc.line(),
+                    col: loc.column(),
+                }),
+            );
             if let Some(f) = &task_terminate {
                 f(meta);
             }

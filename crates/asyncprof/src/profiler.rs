@@ -284,9 +284,15 @@ impl Builder {
         let watchdog = spawn_thread("asyncprof-watchdog", {
             let shared = shared.clone();
             move || {
+                let gap = tick.as_nanos() as u64 * 4;
+                let mut last = clock::publish();
                 while !shared.stop.load(Relaxed) {
-                    clock::publish();
                     std::thread::sleep(tick);
+                    let now = clock::publish();
+                    if now.saturating_sub(last) > gap {
+                        recorder.loss.clock_gaps.fetch_add(1, Relaxed);
+                    }
+                    last = now;
                 }
             }
         })?;

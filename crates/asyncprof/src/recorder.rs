@@ -115,6 +115,7 @@ pub(crate) struct Loss {
     pub(crate) untracked_tasks: AtomicU64,
     pub(crate) untracked_locations: AtomicU64,
     pub(crate) untracked_threads: AtomicU64,
+    pub(crate) clock_gaps: AtomicU64,
 }
 
 /// All state of one recording. Leaked when recording starts (`&'static`), so hooks and
@@ -397,11 +398,28 @@ impl Recorder {
     }
 
     /// Task `id` completed (or was cancelled): fold its numbers into its location.
-    pub(crate) fn task_terminated(&self, id: u64) {
-        self.tasks_completed.fetch_add(1, Relaxed);
+    ///
+    /// A task that is not in the table was either spawned while the table was full (it is
+    /// counted at its location when `loc` names one that has such tasks alive) or never seen
+    /// spawning at all (tokio runs its workers as blocking tasks that report only their end):
+    /// those are ignored.
+    pub(crate) fn task_terminated(&self, id: u64, loc: Option<LocKey<'_>>) {
         let Some(slot) = self.tasks.find(id) else {
+            let Some(l) = loc.and_then(|l| self.locations.find(l)) else {
+                return;
+            };
+            let l = self.locations.get(l);
+            let done = l.tasks_completed.load(Relaxed);
+            if done < l.tasks_spawned.load(Relaxed)
+                && l.tasks_completed
+                    .compare_exchange(done, done + 1, Relaxed, Relaxed)
+                    .is_ok()
+            {
+                self.tasks_completed.fetch_add(1, Relaxed);
+            }
             return;
         };
+        self.tasks_completed.fetch_add(1, Relaxed);
         let loc = self.locations.get(slot.location.load(Relaxed));
         loc.folded.fold(&slot.counts.load());
         loc.tasks_completed.fetch_add(1, Relaxed);
@@ -425,7 +443,7 @@ impl Recorder {
         if let Some(w) = self.current_worker() {
             w.uncounted.fetch_add(1, Relaxed);
         }
-        self.task_terminated(id);
+        self.task_terminated(id, None);
     }
 
     /// Task `id` was woken: its next poll measures the delay from now.

@@ -210,6 +210,7 @@ impl Recorder {
         l.untracked_tasks = self.loss.untracked_tasks.load(Relaxed);
         l.untracked_locations = self.loss.untracked_locations.load(Relaxed);
         l.dropped_records = self.loss.dropped_records.load(Relaxed);
+        l.clock_gaps = self.loss.clock_gaps.load(Relaxed);
         snap
     }
 }

@@ -346,6 +346,23 @@ impl LocationTable {
         (0, false)
     }
 
+    /// The index of `loc` if it was interned, without interning it.
+    pub(crate) fn find(&self, loc: LocKey<'_>) -> Option<u32> {
+        let key = loc.hash();
+        let mut i = (key as usize) & self.mask;
+        for _ in 0..self.slots.len().min(64) {
+            if i != 0 {
+                match self.slots[i].key.load(Acquire) {
+                    0 => return None,
+                    k if k == key => return Some(i as u32),
+                    _ => {}
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+        None
+    }
+
     pub(crate) fn get(&self, index: u32) -> &LocationSlot {
         &self.slots[index as usize & self.mask]
     }

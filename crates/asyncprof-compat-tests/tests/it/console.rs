@@ -127,8 +127,8 @@ fn composes_with_env_filter_fmt_and_console() {
             tracing::info!("probe event for fmt");
             let probe = tokio::task::Builder::new()
                 .name("console-probe")
+                // spawn: probe
                 .spawn(async {
-                    // spawn: probe
                     for _ in 0..3 {
                         tokio::task::yield_now().await;
                     }

@@ -14,7 +14,8 @@ fn poll_counts(tier: Tier, workers: usize) -> (u64, u64) {
     let line = marked_line(file!(), "counts");
     let run = record("counts", tier, workers, || async {
         let handles: Vec<_> = (0..20)
-            .map(|i| tokio::spawn(yields(10 + i))) // spawn: counts
+            // spawn: counts
+            .map(|i| tokio::spawn(yields(10 + i)))
             .collect();
         for h in handles {
             h.await.unwrap();
@@ -42,8 +43,8 @@ fn layer_times_busy_polls_and_names_tasks() {
     let run = record("busy", Tier::Layer, 0, || async {
         tokio::task::Builder::new()
             .name("busy <worker>")
+            // spawn: busy
             .spawn(async {
-                // spawn: busy
                 for i in 0..5 {
                     spin(Duration::from_millis(2));
                     if i < 4 {
@@ -77,8 +78,8 @@ fn layer_measures_every_wake_to_poll_delay() {
     let run = record("wake", Tier::Layer, 0, || async {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        // spawn: waiter
         let waiter = tokio::spawn(async move {
-            // spawn: waiter
             ready_tx.send(()).unwrap();
             rx.await.unwrap();
         });

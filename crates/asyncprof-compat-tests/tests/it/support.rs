@@ -80,7 +80,8 @@ pub(crate) fn spin(d: Duration) {
     }
 }
 
-/// The 1-based line of `file` (as `file!()` names it) that holds `// spawn: {marker}`.
+/// The 1-based line of the spawn call that follows the comment `// spawn: {marker}` in `file`
+/// (as `file!()` names it).
 pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let text = std::fs::read_to_string(root.join(file)).unwrap();
@@ -89,5 +90,5 @@ pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
         .lines()
         .position(|l| l.contains(&needle) && !l.contains("needle"))
         .unwrap_or_else(|| panic!("no line with {needle:?} in {file}"));
-    idx as u32 + 1
+    idx as u32 + 2
 }

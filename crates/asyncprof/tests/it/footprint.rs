@@ -23,7 +23,8 @@ fn a_million_short_tasks_fold_into_their_location() {
     let (run, footprint) = record("million", Flavor::MultiThread(2), || async {
         for _ in 0..TASKS / BATCH {
             let handles: Vec<_> = (0..BATCH)
-                .map(|i| tokio::spawn(async move { std::hint::black_box(i) })) // spawn: million
+                // spawn: million
+                .map(|i| tokio::spawn(async move { std::hint::black_box(i) }))
                 .collect();
             for h in handles {
                 h.await.unwrap();

@@ -13,7 +13,8 @@ fn check_delay(flavor: Flavor, name: &str) {
         tokio::spawn(async move {
             // The spawned task is ready at once, but this poll holds the only worker for
             // 20 ms: its first poll waits that long.
-            let child = tokio::spawn(async {}); // spawn: child
+            // spawn: child
+            let child = tokio::spawn(async {});
             spin(BUSY);
             tx.send(child).ok();
         })

@@ -27,9 +27,25 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    record_with(name, flavor, |b| b, f)
+}
+
+/// [`record`] with the profiler's settings adjusted by `configure`.
+pub(crate) fn record_with<F, Fut>(
+    name: &str,
+    flavor: Flavor,
+    configure: impl FnOnce(asyncprof::Builder) -> asyncprof::Builder,
+    f: F,
+) -> (RunFile, asyncprof::Footprint)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let _one = RECORDING.lock().unwrap_or_else(|p| p.into_inner());
     let path = temp_run_path(name);
-    let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
+    let guard = configure(asyncprof::Profiler::builder().out(&path))
+        .start()
+        .unwrap();
     let mut builder = match flavor {
         Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
         Flavor::MultiThread(n) => {
@@ -87,7 +103,8 @@ pub(crate) fn assert_near(what: &str, actual: u64, expected: Duration, tolerance
     );
 }
 
-/// The 1-based line of `file` (as `file!()` names it) that holds `// spawn: {marker}`.
+/// The 1-based line of the spawn call that follows the comment `// spawn: {marker}` in `file`
+/// (as `file!()` names it).
 pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let text = std::fs::read_to_string(root.join(file)).unwrap();
@@ -96,5 +113,5 @@ pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
         .lines()
         .position(|l| l.contains(&needle) && !l.contains("needle"))
         .unwrap_or_else(|| panic!("no line with {needle:?} in {file}"));
-    idx as u32 + 1
+    idx as u32 + 2
 }
