@@ -88,6 +88,61 @@ pub use profiler::{
     DEFAULT_SAMPLE_EVERY, DEFAULT_STALL_THRESHOLD, DEFAULT_TASK_CAPACITY, MIN_STALL_THRESHOLD,
 };
 
+/// Use in place of `#[tokio::main]`: runs the `async fn` on a tokio runtime with
+/// asyncprof's hooks installed, recording with the settings from the environment
+/// (`ASYNCPROF_OUT` and friends), and writes the final snapshot when it returns.
+///
+/// Takes tokio's arguments `flavor = "current_thread"` (default `"multi_thread"`) and
+/// `worker_threads = N`. If the environment holds a bad setting, the error is printed and the
+/// program runs without profiling: asyncprof never stops a service from starting.
+///
+/// ```no_run
+/// #[asyncprof::main(flavor = "current_thread")]
+/// async fn main() {
+///     tokio::spawn(async { /* the service */ }).await.unwrap();
+/// }
+/// ```
+pub use asyncprof_macros::main;
+
+#[doc(hidden)]
+pub mod __private {
+    /// What `#[asyncprof::main]` expands to.
+    pub fn run_main<F: std::future::Future>(
+        multi_thread: bool,
+        workers: usize,
+        fut: F,
+    ) -> F::Output {
+        let guard = match crate::Profiler::builder()
+            .from_env()
+            .and_then(|b| b.start())
+        {
+            Ok(g) => Some(g),
+            Err(err) => {
+                eprintln!("asyncprof: {err}; running without profiling");
+                None
+            }
+        };
+        let mut builder = if multi_thread {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if workers > 0 {
+                b.worker_threads(workers);
+            }
+            b
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        builder.enable_all();
+        if let Some(g) = &guard {
+            g.instrument(&mut builder);
+        }
+        let rt = builder.build().expect("failed building the tokio runtime");
+        let out = rt.block_on(fut);
+        drop(rt);
+        drop(guard);
+        out
+    }
+}
+
 /// Start recording with the settings from the environment, and install the subscriber layer
 /// as the global default when no global subscriber is set yet.
 ///

@@ -2,6 +2,7 @@
 
 mod footprint;
 mod killed;
+mod macro_main;
 mod polls;
 mod sched;
 mod support;

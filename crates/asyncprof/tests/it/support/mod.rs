@@ -16,6 +16,11 @@ pub(crate) enum Flavor {
     MultiThread(usize),
 }
 
+/// Hold while recording: one recording per process at a time.
+pub(crate) fn lock_recording() -> std::sync::MutexGuard<'static, ()> {
+    RECORDING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub(crate) fn temp_run_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("asyncprof-it-{name}-{}.run", std::process::id()))
 }
@@ -41,7 +46,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let _one = RECORDING.lock().unwrap_or_else(|p| p.into_inner());
+    let _one = lock_recording();
     let path = temp_run_path(name);
     let guard = configure(asyncprof::Profiler::builder().out(&path))
         .start()
