@@ -46,6 +46,7 @@
 //!   so memory is bounded by the largest record, not the length of the run.
 #![forbid(unsafe_code)]
 
+pub mod culprit;
 mod error;
 mod hist;
 mod read;
@@ -56,8 +57,9 @@ pub use error::{Error, Result};
 pub use hist::Histogram;
 pub use read::{read_bytes, read_path, RunFile, SeriesPoint};
 pub use types::{
-    Config, Flavor, Header, LocationStats, LossCounters, RuntimeStats, ScheduleSource, Snapshot,
-    SourceLocation, StageStats, TaskStats, Tier, WorkerStats,
+    Config, Flavor, Frame, Header, LocationStats, LossCounters, RuntimeStats, ScheduleSource,
+    Snapshot, SourceLocation, StackSample, StageStats, StallClass, StallRecord, TaskStats, Tier,
+    WorkerStats,
 };
 pub use write::{encode_frame, end_frame, preamble, RecordKind, RunWriter};
 

@@ -41,6 +41,8 @@ pub struct RunFile {
     pub ended: bool,
     /// Things a reader should know: a truncated tail, records of unknown kinds skipped.
     pub warnings: Vec<String>,
+    /// Every stall, in order of id, each as of its latest record.
+    pub stalls: Vec<crate::StallRecord>,
 }
 
 /// Read a run file from disk.
@@ -115,7 +117,9 @@ pub fn read_bytes(bytes: &[u8]) -> Result<RunFile> {
         truncated: false,
         ended: false,
         warnings: Vec::new(),
+        stalls: Vec::new(),
     };
+    let mut stalls = std::collections::BTreeMap::new();
     loop {
         match frames.next_frame()? {
             Next::End => break,
@@ -144,6 +148,10 @@ pub fn read_bytes(bytes: &[u8]) -> Result<RunFile> {
                     run.snapshot = Some(snap);
                 }
                 Some(RecordKind::End) => run.ended = true,
+                Some(RecordKind::Stall) => {
+                    let stall = decode::<crate::StallRecord>(offset, RecordKind::Stall, payload)?;
+                    stalls.insert(stall.id, stall);
+                }
                 Some(RecordKind::Header) => {
                     return Err(Error::Corrupt {
                         offset: offset as u64,
@@ -157,6 +165,7 @@ pub fn read_bytes(bytes: &[u8]) -> Result<RunFile> {
             },
         }
     }
+    run.stalls = stalls.into_values().collect();
     Ok(run)
 }
 

@@ -316,3 +316,104 @@ pub struct Snapshot {
     /// User spans as stages.
     pub stages: Vec<StageStats>,
 }
+
+/// One frame of a symbolized stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Frame {
+    /// The function, demangled, without its hash.
+    pub function: String,
+    /// The source file, when line tables are present.
+    pub file: Option<String>,
+    /// The line, when line tables are present.
+    pub line: Option<u32>,
+}
+
+impl Frame {
+    /// A frame.
+    pub fn new(function: impl Into<String>, file: Option<String>, line: Option<u32>) -> Self {
+        Frame {
+            function: function.into(),
+            file,
+            line,
+        }
+    }
+}
+
+impl std::fmt::Display for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{} ({file}:{line})", self.function),
+            (Some(file), None) => write!(f, "{} ({file})", self.function),
+            _ => write!(f, "{}", self.function),
+        }
+    }
+}
+
+/// One distinct stack seen during a stall, innermost frame first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct StackSample {
+    /// Times this stack was sampled.
+    pub count: u32,
+    /// The frames, innermost first (the signal handler's own frames removed).
+    pub frames: Vec<Frame>,
+}
+
+/// What a stalled thread was doing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum StallClass {
+    /// On CPU in most samples: computing.
+    CpuBound,
+    /// Asleep in a system call in most samples: waiting.
+    Blocking,
+    /// No sample could be classified.
+    #[default]
+    Unknown,
+}
+
+/// A poll that held its worker longer than the stall threshold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct StallRecord {
+    /// Identifies the stall; a later record with the same id supersedes an earlier one.
+    pub id: u64,
+    /// The worker (index in the snapshot's workers).
+    pub worker: u32,
+    /// The worker thread's name.
+    pub thread_name: String,
+    /// Its kernel thread id.
+    pub tid: i32,
+    /// The task being polled.
+    pub task_id: u64,
+    /// Where that task was spawned.
+    pub task_location: Option<SourceLocation>,
+    /// When the poll began, ns since the run started (at the coarse clock's resolution).
+    pub start_ns: u64,
+    /// How long the poll ran; for an ongoing stall, until the last look.
+    pub duration_ns: u64,
+    /// The poll had not returned at the last look: for the final record of a run, it never
+    /// returned.
+    pub ongoing: bool,
+    /// From the poll's start to the watchdog recording the stall.
+    pub detection_latency_ns: u64,
+    /// On CPU or asleep.
+    pub class: StallClass,
+    /// The system call the thread slept in most often, by name (or number).
+    pub syscall: Option<String>,
+    /// The share of samples that found the thread on CPU.
+    pub on_cpu_ratio: f64,
+    /// Stacks sampled during the stall, with their counts.
+    pub stacks: Vec<StackSample>,
+    /// The blocking primitive (the call the user's code made), when one was found.
+    pub primitive: Option<Frame>,
+    /// The first frame in the user's own code.
+    pub culprit: Option<Frame>,
+    /// The most tasks seen queued (ready, waiting for a worker) while the stall lasted.
+    pub max_ready_tasks: u64,
+}

@@ -17,6 +17,8 @@ pub enum RecordKind {
     Snapshot,
     /// The run ended normally; no payload fields yet.
     End,
+    /// [`crate::StallRecord`].
+    Stall,
 }
 
 impl RecordKind {
@@ -25,6 +27,7 @@ impl RecordKind {
             RecordKind::Header => 1,
             RecordKind::Snapshot => 2,
             RecordKind::End => 3,
+            RecordKind::Stall => 4,
         }
     }
 
@@ -33,6 +36,7 @@ impl RecordKind {
             1 => Some(RecordKind::Header),
             2 => Some(RecordKind::Snapshot),
             3 => Some(RecordKind::End),
+            4 => Some(RecordKind::Stall),
             _ => None,
         }
     }
@@ -42,6 +46,7 @@ impl RecordKind {
             RecordKind::Header => "header",
             RecordKind::Snapshot => "snapshot",
             RecordKind::End => "end",
+            RecordKind::Stall => "stall",
         }
     }
 }
@@ -141,6 +146,16 @@ impl<W: Write> RunWriter<W> {
     pub fn write_frame(&mut self, frame: &[u8]) -> Result<()> {
         self.out.write_all(frame).map_err(Error::Write)?;
         self.out.flush().map_err(Error::Write)
+    }
+
+    /// Append a stall record and flush it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Write`] when `out` refuses the bytes.
+    pub fn write_stall(&mut self, stall: &crate::StallRecord) -> Result<()> {
+        let frame = encode_frame(RecordKind::Stall, stall)?;
+        self.write_frame(&frame)
     }
 
     /// Mark the run as ended normally.

@@ -112,12 +112,14 @@ fn parse_args(attr: TokenStream) -> Result<(bool, usize), Failure> {
                             )
                         })?;
                     }
-                    other => return Err((
-                        key.span(),
-                        format!(
+                    other => {
+                        return Err((
+                            key.span(),
+                            format!(
                             "unknown argument `{other}`: flavor and worker_threads are accepted"
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
             other => {

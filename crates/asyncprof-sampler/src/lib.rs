@@ -1,4 +1,5 @@
-//! Thread identity and per-thread kernel state for the asyncprof watchdog.
+//! Stack capture of one stuck thread, and that thread's kernel state, for the asyncprof
+//! stall watchdog.
 //!
 //! This is the only asyncprof crate with `unsafe` code, and all of it lives in `src/signal/`.
 //! It knows nothing of tokio or tasks: it names threads by their kernel thread id.
@@ -6,6 +7,8 @@
 //! ```
 //! let tid = asyncprof_sampler::current_tid();
 //! assert!(tid > 0);
+//! let state = asyncprof_sampler::thread_state(tid).unwrap();
+//! assert_eq!(state.state, 'R'); // this thread is running: it is reading its own state
 //! ```
 //!
 //! # Feature flags
@@ -14,9 +17,18 @@
 //!
 //! # Limitations
 //!
-//! Linux only: thread ids come from `gettid(2)`; elsewhere [`current_tid`] returns 0.
+//! - Linux only: thread ids come from `gettid(2)`, states from `/proc/self/task/<tid>/`.
+//! - One [`StackSampler`] per process; samples are taken one at a time.
+//! - Stacks are walked with DWARF call-frame information (`_Unwind_Backtrace`): a release
+//!   build needs no frame pointers, and without debug line tables the stack still names
+//!   functions (from the symbol table) but not files and lines.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod signal;
+mod syscalls;
 
-pub use signal::current_tid;
+pub use signal::{
+    current_tid, in_handler, thread_state, InstallError, SampleError, StackSampler, ThreadState,
+    MAX_FRAMES,
+};
+pub use syscalls::syscall_name;

@@ -39,7 +39,10 @@ fn a_million_short_tasks_fold_into_their_location() {
     // Nothing is kept per completed task: the table holds no task, its size is fixed.
     assert_eq!(footprint.tasks_tracked, 0);
     assert_eq!(footprint.task_slots, asyncprof::DEFAULT_TASK_CAPACITY);
-    eprintln!("{footprint:?}, RSS grew {} KiB", rss_bytes().saturating_sub(before) >> 10);
+    eprintln!(
+        "{footprint:?}, RSS grew {} KiB",
+        rss_bytes().saturating_sub(before) >> 10
+    );
     assert!(footprint.table_bytes < 8 << 20, "{footprint:?}");
     let snap = run.snapshot.unwrap();
     assert_eq!(snap.loss.untracked_tasks, 0);

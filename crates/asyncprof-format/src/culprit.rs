@@ -1,0 +1,206 @@
+//! Reading a stall's stack: which frame is the user's own code, and which call it made.
+
+use crate::Frame;
+
+/// Function-name prefixes of code that is not the user's: the standard library, the runtime,
+/// common executors, the unwinder and asyncprof itself.
+const FOREIGN_PREFIXES: &[&str] = &[
+    "std::",
+    "core::",
+    "alloc::",
+    "tokio::",
+    "futures",
+    "backtrace::",
+    "asyncprof",
+    "libc::",
+    "__",
+    "<std::",
+    "<core::",
+    "<alloc::",
+    "<tokio::",
+    "<futures",
+];
+
+/// True when `frame` is in the user's own code: it has a source file, and neither the file
+/// (the toolchain's sources, downloaded crates) nor the function (std, core, alloc, tokio,
+/// futures, libc, asyncprof) belongs to someone else.
+pub fn is_user_frame(frame: &Frame) -> bool {
+    let Some(file) = frame.file.as_deref() else {
+        return false;
+    };
+    let foreign_file = file.starts_with("/rustc/")
+        || file.contains("/.cargo/registry/")
+        || file.contains("/.cargo/git/")
+        || file.contains("/rustlib/")
+        || file.starts_with("library/");
+    let f = frame.function.as_str();
+    !foreign_file && !FOREIGN_PREFIXES.iter().any(|p| f.starts_with(p))
+}
+
+/// The first frame of the user's code (the culprit) and the call it made (the blocking
+/// primitive), innermost first. The primitive is `None` when the user's own code was running
+/// (a CPU-bound loop).
+pub fn primitive_and_culprit(frames: &[Frame]) -> (Option<Frame>, Option<Frame>) {
+    let Some(at) = frames.iter().position(is_user_frame) else {
+        return (None, None);
+    };
+    let culprit = frames[at].clone();
+    let primitive = at
+        .checked_sub(1)
+        .map(|i| &frames[i])
+        .map(|f| Frame::new(primitive_name(&f.function), f.file.clone(), f.line));
+    (primitive, Some(culprit))
+}
+
+/// The public name of a blocking call from its implementation's symbol: the path a user
+/// writes (`std::sync::Mutex::lock`), not the one inside std (`std::sync::poison::mutex::
+/// Mutex<T>::lock`).
+pub fn primitive_name(function: &str) -> String {
+    let f = function.trim_end_matches("::{{closure}}");
+    let known: &[(&[&str], &str)] = &[
+        (&["thread::sleep"], "std::thread::sleep"),
+        (&["Mutex", "::lock"], "std::sync::Mutex::lock"),
+        (&["RwLock", "::read"], "std::sync::RwLock::read"),
+        (&["RwLock", "::write"], "std::sync::RwLock::write"),
+        (&["Condvar", "::wait"], "std::sync::Condvar::wait"),
+        (
+            &["futures_executor", "block_on"],
+            "futures::executor::block_on",
+        ),
+        (&["thread::park"], "std::thread::park"),
+        (&["JoinHandle", "::join"], "std::thread::JoinHandle::join"),
+        (&["TcpStream", "Read", "read"], "std::net::TcpStream::read"),
+        (&["TcpStream", "connect"], "std::net::TcpStream::connect"),
+        (
+            &["TcpStream", "Write", "write"],
+            "std::net::TcpStream::write",
+        ),
+        (&["UdpSocket", "recv"], "std::net::UdpSocket::recv"),
+        (&["std::fs::read_to_string"], "std::fs::read_to_string"),
+        (&["std::fs::read"], "std::fs::read"),
+        (&["std::fs::write"], "std::fs::write"),
+        (&["File", "sync_all"], "std::fs::File::sync_all"),
+        (&["mpsc", "recv"], "std::sync::mpsc::Receiver::recv"),
+    ];
+    for (needles, name) in known {
+        if needles.iter().all(|n| f.contains(n)) {
+            return (*name).to_string();
+        }
+    }
+    strip_generics(f)
+}
+
+/// `a::B<T>::c` → `a::B::c`; `<a::B as c::D>::e` → `a::B::e`.
+fn strip_generics(f: &str) -> String {
+    // A qualified path: keep the type, drop the trait.
+    let f = match (f.strip_prefix('<'), f.find(" as ")) {
+        (Some(_), Some(as_at)) => {
+            let close = matching_close(f).unwrap_or(f.len());
+            let rest = f.get(close + 1..).unwrap_or("");
+            format!("{}{}", &f[1..as_at], rest)
+        }
+        _ => f.to_string(),
+    };
+    let mut out = String::with_capacity(f.len());
+    let mut depth = 0usize;
+    for c in f.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The index of the `>` that closes the `<` at the start of `f`.
+fn matching_close(f: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in f.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fr(function: &str, file: Option<&str>, line: u32) -> Frame {
+        Frame::new(function, file.map(str::to_string), Some(line))
+    }
+
+    #[test]
+    fn finds_the_user_frame_and_the_call_it_made() {
+        let frames = [
+            fr("clock_nanosleep", None, 0),
+            fr(
+                "std::sys::pal::unix::thread::Thread::sleep",
+                Some("/rustc/abc/library/std/src/sys/pal/unix/thread.rs"),
+                1,
+            ),
+            fr(
+                "std::thread::sleep",
+                Some("/rustc/abc/library/std/src/thread/mod.rs"),
+                2,
+            ),
+            fr(
+                "scraper::fetch_page::{{closure}}",
+                Some("src/scraper.rs"),
+                42,
+            ),
+            fr(
+                "tokio::runtime::task::core::Core<T,S>::poll",
+                Some("/home/u/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task/core.rs"),
+                3,
+            ),
+        ];
+        let (p, c) = primitive_and_culprit(&frames);
+        assert_eq!(p.unwrap().function, "std::thread::sleep");
+        let c = c.unwrap();
+        assert_eq!(c.file.as_deref(), Some("src/scraper.rs"));
+        assert_eq!(c.line, Some(42));
+    }
+
+    #[test]
+    fn a_cpu_loop_has_no_primitive() {
+        let frames = [
+            fr("app::hash_all", Some("/work/app/src/lib.rs"), 7),
+            fr("app::main", Some("/work/app/src/main.rs"), 3),
+        ];
+        let (p, c) = primitive_and_culprit(&frames);
+        assert!(p.is_none());
+        assert_eq!(c.unwrap().line, Some(7));
+    }
+
+    #[test]
+    fn primitive_names_are_public_paths() {
+        assert_eq!(
+            primitive_name("std::sync::poison::mutex::Mutex<T>::lock"),
+            "std::sync::Mutex::lock"
+        );
+        assert_eq!(
+            primitive_name("<std::net::tcp::TcpStream as std::io::Read>::read"),
+            "std::net::TcpStream::read"
+        );
+        assert_eq!(
+            primitive_name("futures_executor::local_pool::block_on"),
+            "futures::executor::block_on"
+        );
+        assert_eq!(
+            primitive_name("rusqlite::Statement::execute"),
+            "rusqlite::Statement::execute"
+        );
+        assert_eq!(primitive_name("ureq::Agent<T>::run"), "ureq::Agent::run");
+    }
+}
