@@ -21,14 +21,15 @@ const FOREIGN_PREFIXES: &[&str] = &[
     "<futures",
 ];
 
-/// True when `frame` is in the user's own code: it has a source file, and neither the file
-/// (the toolchain's sources, downloaded crates) nor the function (std, core, alloc, tokio,
-/// futures, libc, asyncprof) belongs to someone else.
+/// True when `frame` is in the user's own code: it has a Rust source file, and neither the
+/// file (the toolchain's sources, downloaded crates, the C library) nor the function (std,
+/// core, alloc, tokio, futures, libc, asyncprof) belongs to someone else.
 pub fn is_user_frame(frame: &Frame) -> bool {
     let Some(file) = frame.file.as_deref() else {
         return false;
     };
-    let foreign_file = file.starts_with("/rustc/")
+    let foreign_file = !file.ends_with(".rs")
+        || file.starts_with("/rustc/")
         || file.contains("/.cargo/registry/")
         || file.contains("/.cargo/git/")
         || file.contains("/rustlib/")
@@ -55,10 +56,14 @@ pub fn primitive_and_culprit(frames: &[Frame]) -> (Option<Frame>, Option<Frame>)
 /// The public name of a blocking call from its implementation's symbol: the path a user
 /// writes (`std::sync::Mutex::lock`), not the one inside std (`std::sync::poison::mutex::
 /// Mutex<T>::lock`).
+///
+/// Functions with identical machine code may be merged by the compiler, and the stack then
+/// names the twin: a `TcpStream::read` can show as `UdpSocket::recv`. The system call the
+/// thread slept in tells which kind of I/O it was.
 pub fn primitive_name(function: &str) -> String {
     let f = function.trim_end_matches("::{{closure}}");
     let known: &[(&[&str], &str)] = &[
-        (&["thread::sleep"], "std::thread::sleep"),
+        (&["std::thread", "sleep"], "std::thread::sleep"),
         (&["Mutex", "::lock"], "std::sync::Mutex::lock"),
         (&["RwLock", "::read"], "std::sync::RwLock::read"),
         (&["RwLock", "::write"], "std::sync::RwLock::write"),
@@ -181,6 +186,20 @@ mod tests {
         let (p, c) = primitive_and_culprit(&frames);
         assert!(p.is_none());
         assert_eq!(c.unwrap().line, Some(7));
+    }
+
+    #[test]
+    fn c_library_frames_are_not_user_code() {
+        let f = fr(
+            "syscall",
+            Some("./misc/../sysdeps/unix/sysv/linux/x86_64/syscall.S"),
+            36,
+        );
+        assert!(!is_user_frame(&f));
+        assert_eq!(
+            primitive_name("std::thread::functions::sleep"),
+            "std::thread::sleep"
+        );
     }
 
     #[test]

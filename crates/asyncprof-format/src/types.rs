@@ -61,6 +61,8 @@ pub struct Config {
     pub location_capacity: u32,
     /// What the scheduling-delay histograms cover.
     pub schedule_source: ScheduleSource,
+    /// The signal that samples a stalled thread's stack (0: stacks off).
+    pub stall_signal: i32,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             task_capacity: 16_384,
             location_capacity: 4096,
             schedule_source: ScheduleSource::SpawnToFirstPoll,
+            stall_signal: 0,
         }
     }
 }

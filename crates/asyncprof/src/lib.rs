@@ -78,7 +78,9 @@ mod profiler;
 mod recorder;
 mod snapshot;
 mod stages;
+mod symbolize;
 mod tables;
+mod watchdog;
 
 pub use error::{Error, Result};
 pub use hooks::Hooks;

@@ -75,6 +75,7 @@ impl Default for Builder {
         config.clock_tick_ns = DEFAULT_CLOCK_TICK.as_nanos() as u64;
         config.sample_every = DEFAULT_SAMPLE_EVERY;
         config.task_capacity = DEFAULT_TASK_CAPACITY as u32;
+        config.stall_signal = asyncprof_sampler::default_signal();
         Builder { out: None, config }
     }
 }
@@ -100,6 +101,7 @@ impl Builder {
     /// | `ASYNCPROF_CLOCK_TICK_US` | coarse clock period, 10 to 10000 | 250 |
     /// | `ASYNCPROF_SAMPLE_EVERY` | one poll in N timed exactly, 1 to 65536 | 64 |
     /// | `ASYNCPROF_TASK_CAPACITY` | live tasks tracked one by one, 16 to 16777216 | 16384 |
+    /// | `ASYNCPROF_SIGNAL` | signal that samples stalled stacks; 0 turns stacks off | SIGRTMIN+5 |
     ///
     /// # Errors
     ///
@@ -189,6 +191,15 @@ impl Builder {
         self
     }
 
+    /// The signal that samples a stalled worker's stack (default SIGRTMIN+5, a real-time
+    /// signal no common library uses); 0 records stalls without stacks. If your service uses
+    /// that signal, pick another: asyncprof passes signals it did not send on to the handler
+    /// that was installed before it.
+    pub fn stall_signal(mut self, signal: i32) -> Self {
+        self.config.stall_signal = signal;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         let c = &self.config;
         let checks: [(bool, &'static str, &'static str); 5] = [
@@ -267,6 +278,7 @@ impl Builder {
         let recorder: &'static Recorder = Box::leak(Box::new(Recorder::new(settings)));
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
+            stop_watchdog: AtomicBool::new(false),
             wake: Mutex::new(false),
             cond: Condvar::new(),
         });
@@ -281,19 +293,32 @@ impl Builder {
             move || writer_loop(file, rx, recorder, &path)
         })?;
         let tick = Duration::from_nanos(self.config.clock_tick_ns);
+        let sampler = match self.config.stall_signal {
+            0 => None,
+            sig => match asyncprof_sampler::StackSampler::install(sig) {
+                Ok(s) => Some(s),
+                Err(err) => {
+                    eprintln!("asyncprof: {err}; stalls are recorded without stacks");
+                    None
+                }
+            },
+        };
         let watchdog = spawn_thread("asyncprof-watchdog", {
             let shared = shared.clone();
             move || {
+                let mut dog = crate::watchdog::Watchdog::new(recorder, sampler);
                 let gap = tick.as_nanos() as u64 * 4;
                 let mut last = clock::publish();
-                while !shared.stop.load(Relaxed) {
+                while !shared.stop_watchdog.load(Relaxed) {
                     std::thread::sleep(tick);
                     let now = clock::publish();
                     if now.saturating_sub(last) > gap {
                         recorder.loss.clock_gaps.fetch_add(1, Relaxed);
                     }
                     last = now;
+                    dog.look(now);
                 }
+                dog.shutdown();
             }
         })?;
         let aggregator = spawn_thread("asyncprof-aggregator", {
@@ -305,7 +330,8 @@ impl Builder {
         Ok(Guard {
             recorder,
             shared,
-            threads: vec![aggregator, watchdog, writer],
+            watchdog: Some(watchdog),
+            threads: vec![aggregator, writer],
             path,
         })
     }
@@ -317,6 +343,7 @@ static ACTIVE: Mutex<Option<PathBuf>> = Mutex::new(None);
 #[derive(Debug)]
 struct Shared {
     stop: AtomicBool,
+    stop_watchdog: AtomicBool,
     wake: Mutex<bool>,
     cond: Condvar,
 }
@@ -356,6 +383,9 @@ fn header(recorder: &Recorder, start_unix_ms: u64) -> format::Header {
     h
 }
 
+/// How often the aggregator hands new stall records to the writer.
+const STALL_PERIOD: Duration = Duration::from_millis(100);
+
 fn aggregator_loop(
     recorder: &'static Recorder,
     shared: &Shared,
@@ -365,17 +395,24 @@ fn aggregator_loop(
     start_unix_ms: u64,
 ) {
     let mut header_sent = false;
+    let mut symbolizer = crate::symbolize::Symbolizer::default();
+    let mut next_snapshot = Instant::now() + interval;
     loop {
-        let stopping = {
+        let (stopping, asked) = {
             let woken = lock(&shared.wake);
             let (mut woken, _) = shared
                 .cond
-                .wait_timeout_while(woken, interval, |w| !*w)
+                .wait_timeout_while(woken, STALL_PERIOD.min(interval), |w| !*w)
                 .unwrap_or_else(|p| p.into_inner());
-            *woken = false;
-            shared.stop.load(Relaxed)
+            let asked = std::mem::replace(&mut *woken, false);
+            (shared.stop.load(Relaxed), asked)
         };
-        let elapsed = started.elapsed().as_nanos() as u64;
+        let now = Instant::now();
+        let snapshot_due = stopping || asked || now >= next_snapshot;
+        let pending = std::mem::take(&mut lock(&recorder.stalls).pending);
+        if pending.is_empty() && !snapshot_due {
+            continue;
+        }
         let mut frames = Vec::new();
         if !header_sent {
             let mut bytes = format::preamble().to_vec();
@@ -386,9 +423,19 @@ fn aggregator_loop(
             frames.push(bytes);
             header_sent = true;
         }
-        let snapshot = recorder.snapshot(elapsed, stopping);
-        if let Ok(f) = format::encode_frame(RecordKind::Snapshot, &snapshot) {
-            frames.push(f);
+        for raw in pending.values() {
+            let record = symbolizer.record(raw, recorder.run_start_ns);
+            if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
+                frames.push(f);
+            }
+        }
+        if snapshot_due {
+            next_snapshot = now + interval;
+            let elapsed = started.elapsed().as_nanos() as u64;
+            let snapshot = recorder.snapshot(elapsed, stopping);
+            if let Ok(f) = format::encode_frame(RecordKind::Snapshot, &snapshot) {
+                frames.push(f);
+            }
         }
         if stopping {
             frames.push(format::end_frame());
@@ -438,6 +485,7 @@ fn writer_loop(file: File, rx: mpsc::Receiver<Vec<u8>>, recorder: &Recorder, pat
 pub struct Guard {
     pub(crate) recorder: &'static Recorder,
     shared: Arc<Shared>,
+    watchdog: Option<JoinHandle<()>>,
     threads: Vec<JoinHandle<()>>,
     path: PathBuf,
 }
@@ -493,6 +541,11 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        // The watchdog first: it hands over the stalls still running, marked ongoing.
+        self.shared.stop_watchdog.store(true, Relaxed);
+        if let Some(w) = self.watchdog.take() {
+            let _ = w.join();
+        }
         self.shared.stop.store(true, Relaxed);
         self.flush();
         for t in self.threads.drain(..) {

@@ -116,6 +116,8 @@ pub(crate) struct Loss {
     pub(crate) untracked_locations: AtomicU64,
     pub(crate) untracked_threads: AtomicU64,
     pub(crate) clock_gaps: AtomicU64,
+    pub(crate) missed_samples: AtomicU64,
+    pub(crate) sampler_busy: AtomicU64,
 }
 
 /// All state of one recording. Leaked when recording starts (`&'static`), so hooks and
@@ -142,6 +144,10 @@ pub(crate) struct Recorder {
     pub(crate) worker_count: AtomicU32,
     pub(crate) schedule_source: AtomicU8,
     pub(crate) stages: StageTable,
+    /// Stall records from the watchdog, waiting for the aggregator.
+    pub(crate) stalls: Mutex<crate::watchdog::StallBoard>,
+    /// When the run began, on the coarse clock's scale.
+    pub(crate) run_start_ns: u64,
 }
 
 thread_local! {
@@ -197,6 +203,8 @@ impl Recorder {
             worker_count: AtomicU32::new(0),
             schedule_source: AtomicU8::new(0),
             stages: StageTable::default(),
+            stalls: Mutex::new(crate::watchdog::StallBoard::default()),
+            run_start_ns: clock::exact_ns(),
             settings,
         }
     }

@@ -211,6 +211,8 @@ impl Recorder {
         l.untracked_locations = self.loss.untracked_locations.load(Relaxed);
         l.dropped_records = self.loss.dropped_records.load(Relaxed);
         l.clock_gaps = self.loss.clock_gaps.load(Relaxed);
+        l.missed_samples = self.loss.missed_samples.load(Relaxed);
+        l.sampler_busy = self.loss.sampler_busy.load(Relaxed);
         snap
     }
 }

@@ -238,6 +238,15 @@ impl TaskTable {
         None
     }
 
+    /// Live tasks that are ready to run and not yet polled (spawned, or woken in the layer
+    /// tier). Cold path: scans the table.
+    pub(crate) fn ready_count(&self) -> u64 {
+        self.slots
+            .iter()
+            .filter(|s| s.id.load(Relaxed) != 0 && s.ready_since_ns.load(Relaxed) != 0)
+            .count() as u64
+    }
+
     /// Free a slot after its numbers were folded away.
     pub(crate) fn release(&self, slot: &TaskSlot) {
         slot.counts.reset();

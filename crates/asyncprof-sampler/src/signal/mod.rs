@@ -79,6 +79,12 @@ pub fn in_handler() -> bool {
     IN_HANDLER.with(|f| f.get())
 }
 
+/// The signal asyncprof samples stacks with unless told otherwise: a real-time signal, so
+/// that a service's own SIGPROF users (pprof, setitimer) are not disturbed.
+pub fn default_signal() -> i32 {
+    libc::SIGRTMIN() + 5
+}
+
 /// Why a sample could not be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -5,4 +5,5 @@ mod killed;
 mod macro_main;
 mod polls;
 mod sched;
+mod stalls;
 mod support;

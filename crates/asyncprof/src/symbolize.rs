@@ -1,0 +1,144 @@
+//! Turning a stall's raw stacks into named frames, and naming its culprit. Cold path: runs on
+//! the aggregator thread.
+
+use std::collections::HashMap;
+
+use asyncprof_format::{culprit, Frame, StackSample, StallClass, StallRecord};
+
+use crate::watchdog::RawStall;
+
+/// Frames per address, cached for the life of the recording (code does not move).
+#[derive(Debug, Default)]
+pub(crate) struct Symbolizer {
+    cache: HashMap<(usize, bool), Vec<Frame>>,
+}
+
+/// The sigreturn trampoline: every frame above it belongs to the signal handler.
+const TRAMPOLINES: &[&str] = &["__restore_rt", "__kernel_rt_sigreturn"];
+
+impl Symbolizer {
+    /// The frames at `ip`, innermost (inlined) first. `exact` is true for the interrupted
+    /// instruction itself; other addresses are return addresses, looked up one byte back so
+    /// that they name the call, not the line after it.
+    fn frames_at(&mut self, ip: usize, exact: bool) -> &[Frame] {
+        self.cache.entry((ip, exact)).or_insert_with(|| {
+            let lookup = if exact { ip } else { ip.saturating_sub(1) };
+            let mut frames = Vec::new();
+            backtrace::resolve(lookup as *mut std::ffi::c_void, |sym| {
+                let function = sym
+                    .name()
+                    .map(|n| format!("{n:#}"))
+                    .unwrap_or_else(|| format!("{ip:#x}"));
+                let file = sym.filename().map(|p| p.display().to_string());
+                frames.push(Frame::new(function, file, sym.lineno()));
+            });
+            if frames.is_empty() {
+                frames.push(Frame::new(format!("{ip:#x}"), None, None));
+            }
+            frames
+        })
+    }
+
+    /// A captured stack as named frames, innermost first, without the handler's own frames.
+    pub(crate) fn stack(&mut self, ips: &[usize]) -> Vec<Frame> {
+        // Find the trampoline; the frame after it is the interrupted instruction.
+        let mut start = None;
+        for (i, &ip) in ips.iter().enumerate() {
+            let frames = self.frames_at(ip, false);
+            if frames
+                .iter()
+                .any(|f| TRAMPOLINES.iter().any(|t| f.function.contains(t)))
+            {
+                start = Some(i + 1);
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        match start {
+            Some(first) => {
+                for (k, &ip) in ips.iter().enumerate().skip(first) {
+                    out.extend_from_slice(self.frames_at(ip, k == first));
+                }
+            }
+            None => {
+                for &ip in ips {
+                    out.extend(
+                        self.frames_at(ip, false)
+                            .iter()
+                            .filter(|f| !is_capture_frame(&f.function))
+                            .cloned(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// The stall record for the run file.
+    /// `run_start_ns` is when the run began on the coarse clock's scale.
+    pub(crate) fn record(&mut self, raw: &RawStall, run_start_ns: u64) -> StallRecord {
+        let mut stacks: Vec<StackSample> = raw
+            .stacks
+            .iter()
+            .map(|(ips, &count)| {
+                let mut s = StackSample::default();
+                s.count = count;
+                s.frames = self.stack(ips);
+                s
+            })
+            .collect();
+        stacks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
+        // The culprit comes from the most sampled stack that reaches the user's code.
+        let (primitive, culprit) = stacks
+            .iter()
+            .map(|s| culprit::primitive_and_culprit(&s.frames))
+            .find(|(_, c)| c.is_some())
+            .unwrap_or((None, None));
+        let classified = raw.on_cpu + raw.asleep;
+        let on_cpu_ratio = if classified == 0 {
+            0.0
+        } else {
+            f64::from(raw.on_cpu) / f64::from(classified)
+        };
+        let class = match classified {
+            0 => StallClass::Unknown,
+            _ if on_cpu_ratio >= 0.5 => StallClass::CpuBound,
+            _ => StallClass::Blocking,
+        };
+        let syscall = raw.syscalls.iter().max_by_key(|(_, n)| **n).map(|(nr, _)| {
+            asyncprof_sampler::syscall_name(*nr)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("syscall {nr}"))
+        });
+        let mut r = StallRecord::default();
+        r.id = raw.id;
+        r.worker = raw.worker;
+        r.thread_name = raw.thread_name.clone();
+        r.tid = raw.tid;
+        r.task_id = raw.task_id;
+        r.task_location = raw.task_location.clone();
+        r.start_ns = raw.start_ns.saturating_sub(run_start_ns);
+        r.duration_ns = raw.last_seen_ns.saturating_sub(raw.start_ns);
+        r.ongoing = raw.ongoing;
+        r.detection_latency_ns = raw.detected_ns.saturating_sub(raw.start_ns);
+        r.class = class;
+        r.syscall = if class == StallClass::Blocking {
+            syscall
+        } else {
+            None
+        };
+        r.on_cpu_ratio = on_cpu_ratio;
+        r.stacks = stacks;
+        r.primitive = primitive;
+        r.culprit = culprit;
+        r.max_ready_tasks = raw.max_ready;
+        r
+    }
+}
+
+/// Frames of the capture machinery, dropped when no trampoline marks where they end.
+fn is_capture_frame(function: &str) -> bool {
+    function.starts_with("backtrace::")
+        || function.starts_with("asyncprof_sampler::")
+        || function.contains("_Unwind_")
+}

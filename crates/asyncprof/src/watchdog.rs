@@ -1,0 +1,269 @@
+//! The stall watchdog: a background thread that publishes the coarse clock every tick and
+//! looks at every worker. A poll that has run past the stall threshold is recorded while it
+//! is still running: its thread's stack is sampled (the signal goes to that thread only), its
+//! kernel state read, and the record handed to the aggregator, which symbolizes and writes it.
+//!
+//! Nothing here runs on the service's threads except the signal handler, which only copies
+//! return addresses (see `asyncprof-sampler`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::time::Duration;
+
+use asyncprof_format::SourceLocation;
+use asyncprof_sampler::{SampleError, StackSampler};
+
+use crate::clock;
+use crate::hist::lock;
+use crate::recorder::{Recorder, Worker};
+
+/// The first re-sample comes this long after detection; the gap doubles up to the cap.
+const FIRST_BACKOFF_NS: u64 = 1_000_000;
+const MAX_BACKOFF_NS: u64 = 128_000_000;
+/// Stack samples kept per stall (later samples still classify, without a stack).
+const MAX_SAMPLES: u32 = 64;
+/// Stalls per minute that get stack samples; further stalls are recorded without stacks.
+const MAX_SAMPLED_STALLS_PER_MINUTE: u32 = 120;
+/// How long the watchdog waits for a thread to run the sampling handler.
+const SAMPLE_TIMEOUT: Duration = Duration::from_millis(5);
+/// An ongoing stall's record is refreshed at least this often, so the run file shows it.
+const REFRESH_NS: u64 = 250_000_000;
+
+/// A stall as the watchdog sees it: raw stacks, not yet symbolized.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawStall {
+    pub(crate) id: u64,
+    pub(crate) worker: u32,
+    pub(crate) thread_name: String,
+    pub(crate) tid: i32,
+    pub(crate) task_id: u64,
+    pub(crate) task_location: Option<SourceLocation>,
+    pub(crate) start_ns: u64,
+    pub(crate) last_seen_ns: u64,
+    pub(crate) detected_ns: u64,
+    pub(crate) ongoing: bool,
+    pub(crate) stacks: HashMap<Vec<usize>, u32>,
+    pub(crate) on_cpu: u32,
+    pub(crate) asleep: u32,
+    pub(crate) syscalls: BTreeMap<u64, u32>,
+    pub(crate) max_ready: u64,
+}
+
+/// Stall records waiting for the aggregator, the latest state of each by id.
+#[derive(Debug, Default)]
+pub(crate) struct StallBoard {
+    pub(crate) pending: BTreeMap<u64, RawStall>,
+}
+
+/// Stall records pending at most; beyond, updates are dropped and counted.
+const MAX_PENDING: usize = 4096;
+
+struct Active {
+    raw: RawStall,
+    next_sample_ns: u64,
+    backoff_ns: u64,
+    samples: u32,
+    last_push_ns: u64,
+}
+
+#[derive(Default)]
+struct Track {
+    seq: u64,
+    /// The poll began no earlier than this (the later of its coarse start and the previous
+    /// look that saw another poll), so a late watchdog never inflates a poll.
+    lower_ns: u64,
+    stall: Option<Active>,
+}
+
+/// The watchdog's own state, on its thread.
+pub(crate) struct Watchdog {
+    rec: &'static Recorder,
+    sampler: Option<StackSampler>,
+    threshold_ns: u64,
+    tracks: Vec<Track>,
+    prev_look_ns: u64,
+    next_id: u64,
+    minute_start_ns: u64,
+    sampled_this_minute: u32,
+}
+
+impl Watchdog {
+    pub(crate) fn new(rec: &'static Recorder, sampler: Option<StackSampler>) -> Self {
+        Watchdog {
+            rec,
+            sampler,
+            threshold_ns: rec.settings.config.stall_threshold_us.saturating_mul(1000),
+            tracks: Vec::new(),
+            prev_look_ns: 0,
+            next_id: 1,
+            minute_start_ns: 0,
+            sampled_this_minute: 0,
+        }
+    }
+
+    /// Look at every worker once. `now` is the time just published.
+    pub(crate) fn look(&mut self, now: u64) {
+        let rec = self.rec;
+        for w in rec.workers() {
+            let i = w.index as usize;
+            if self.tracks.len() <= i {
+                self.tracks.resize_with(i + 1, Track::default);
+            }
+            let observed = observe(w);
+            let track = &mut self.tracks[i];
+            let Some((seq, start, task)) = observed else {
+                if let Some(active) = track.stall.take() {
+                    self.finish(active, now);
+                }
+                continue;
+            };
+            if track.seq != seq {
+                if let Some(active) = track.stall.take() {
+                    self.finish(active, now);
+                }
+                let track = &mut self.tracks[i];
+                track.seq = seq;
+                track.lower_ns = start.max(self.prev_look_ns);
+            }
+            let track = &mut self.tracks[i];
+            let running = now.saturating_sub(track.lower_ns);
+            if track.stall.is_none() && running >= self.threshold_ns {
+                let active = self.begin(w, task, start, now);
+                self.tracks[i].stall = Some(active);
+            }
+            let track = &mut self.tracks[i];
+            if let Some(mut active) = track.stall.take() {
+                active.raw.last_seen_ns = now;
+                if now >= active.next_sample_ns {
+                    self.sample(&mut active, now);
+                }
+                if now.saturating_sub(active.last_push_ns) >= REFRESH_NS {
+                    self.push(&mut active, now);
+                }
+                self.tracks[i].stall = Some(active);
+            }
+        }
+        self.prev_look_ns = now;
+    }
+
+    fn begin(&mut self, w: &Worker, task: u64, start: u64, now: u64) -> Active {
+        let id = self.next_id;
+        self.next_id += 1;
+        if now.saturating_sub(self.minute_start_ns) >= 60_000_000_000 {
+            self.minute_start_ns = now;
+            self.sampled_this_minute = 0;
+        }
+        let sampled = self.sampled_this_minute < MAX_SAMPLED_STALLS_PER_MINUTE;
+        if sampled {
+            self.sampled_this_minute += 1;
+        } else {
+            self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+        }
+        let task_location = self.rec.tasks.find(task).and_then(|s| {
+            self.rec
+                .locations
+                .get(s.location.load(Relaxed))
+                .info
+                .get()
+                .cloned()
+        });
+        Active {
+            raw: RawStall {
+                id,
+                worker: w.index,
+                thread_name: lock(&w.name).clone(),
+                tid: w.tid.load(Relaxed),
+                task_id: task,
+                task_location,
+                start_ns: start,
+                last_seen_ns: now,
+                detected_ns: now,
+                ongoing: true,
+                ..RawStall::default()
+            },
+            next_sample_ns: if sampled { now } else { u64::MAX },
+            backoff_ns: FIRST_BACKOFF_NS,
+            samples: 0,
+            last_push_ns: 0,
+        }
+    }
+
+    /// Take one sample of a stalled worker: its kernel state, then its stack.
+    fn sample(&mut self, active: &mut Active, now: u64) {
+        let tid = active.raw.tid;
+        if let Some(state) = asyncprof_sampler::thread_state(tid) {
+            if state.state == 'R' {
+                active.raw.on_cpu += 1;
+            } else {
+                active.raw.asleep += 1;
+                if let Some(nr) = state.syscall {
+                    *active.raw.syscalls.entry(nr).or_default() += 1;
+                }
+            }
+        }
+        let ready = self.rec.tasks.ready_count();
+        active.raw.max_ready = active.raw.max_ready.max(ready);
+        if active.samples < MAX_SAMPLES {
+            match self.sampler.as_ref().map(|s| s.sample(tid, SAMPLE_TIMEOUT)) {
+                Some(Ok(ips)) => {
+                    active.samples += 1;
+                    *active.raw.stacks.entry(ips).or_default() += 1;
+                }
+                Some(Err(SampleError::Busy)) => {
+                    self.rec.loss.sampler_busy.fetch_add(1, Relaxed);
+                }
+                Some(Err(_)) | None => {
+                    self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        active.next_sample_ns = now.saturating_add(active.backoff_ns);
+        active.backoff_ns = (active.backoff_ns * 2).min(MAX_BACKOFF_NS);
+        self.push(active, now);
+    }
+
+    fn push(&self, active: &mut Active, now: u64) {
+        active.last_push_ns = now;
+        let mut board = lock(&self.rec.stalls);
+        if board.pending.len() >= MAX_PENDING && !board.pending.contains_key(&active.raw.id) {
+            self.rec.loss.dropped_records.fetch_add(1, Relaxed);
+            return;
+        }
+        board.pending.insert(active.raw.id, active.raw.clone());
+    }
+
+    fn finish(&self, mut active: Active, now: u64) {
+        active.raw.ongoing = false;
+        active.raw.last_seen_ns = now;
+        self.push(&mut active, now);
+    }
+
+    /// Recording stops: hand over every stall still running, marked as ongoing.
+    pub(crate) fn shutdown(&mut self) {
+        let now = clock::exact_ns();
+        let tracks = std::mem::take(&mut self.tracks);
+        for mut t in tracks {
+            if let Some(mut active) = t.stall.take() {
+                active.raw.last_seen_ns = now;
+                self.push(&mut active, now);
+            }
+        }
+    }
+}
+
+/// A consistent view of a worker inside a poll: (state, coarse start, task id).
+fn observe(w: &Worker) -> Option<(u64, u64, u64)> {
+    if !w.active.load(Acquire) {
+        return None;
+    }
+    // Acquire: pairs with the worker's release store of its state, so the start and task
+    // read after it belong to this poll; a second read checks the poll did not change.
+    let s1 = w.state.load(Acquire);
+    if s1 & 1 == 0 {
+        return None;
+    }
+    let start = w.poll_start_ns.load(Relaxed);
+    let task = w.task_id.load(Relaxed);
+    let s2 = w.state.load(Acquire);
+    (s1 == s2).then_some((s1, start, task))
+}

@@ -1,0 +1,179 @@
+//! The stall watchdog against known truth: each blocking line carries a `// stall: NAME`
+//! marker, and the recorded culprit must name exactly that line.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use asyncprof_format::{RunFile, StallClass, StallRecord};
+
+use crate::support::{record_with, Flavor};
+
+/// The 1-based line of `file` that carries `// stall: {marker}`.
+fn stall_line(marker: &str) -> u32 {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join(file!())).unwrap();
+    let needle = format!("// stall: {marker}");
+    text.lines()
+        .position(|l| l.trim_end().ends_with(&needle))
+        .map(|i| i as u32 + 1)
+        .unwrap_or_else(|| panic!("no line ends with {needle:?}"))
+}
+
+fn the_stall(run: &RunFile) -> &StallRecord {
+    let stalls: Vec<_> = run.stalls.iter().filter(|s| s.culprit.is_some()).collect();
+    assert!(
+        !stalls.is_empty(),
+        "no stall with a culprit among {:#?}",
+        run.stalls
+    );
+    stalls[0]
+}
+
+fn assert_culprit(stall: &StallRecord, marker: &str) {
+    let line = stall_line(marker);
+    let culprit = stall.culprit.as_ref().unwrap();
+    assert!(
+        culprit
+            .file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("tests/it/stalls.rs")),
+        "culprit {culprit}"
+    );
+    assert_eq!(
+        culprit.line,
+        Some(line),
+        "culprit {culprit}, stacks {:#?}",
+        stall.stacks
+    );
+}
+
+fn record_stall<F, Fut>(name: &str, flavor: Flavor, f: F) -> RunFile
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    record_with(
+        name,
+        flavor,
+        |b| b.stall_threshold(Duration::from_millis(10)),
+        f,
+    )
+    .0
+}
+
+#[test]
+fn thread_sleep_is_a_blocking_call_at_its_line() {
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread(2)] {
+        let run = record_stall("sleep", flavor, || async {
+            tokio::spawn(async {
+                std::thread::sleep(Duration::from_millis(50)); // stall: sleep
+            })
+            .await
+            .unwrap();
+        });
+        let stall = the_stall(&run);
+        assert_culprit(stall, "sleep");
+        assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
+        let syscall = stall.syscall.as_deref().unwrap_or("");
+        assert!(
+            syscall == "nanosleep" || syscall == "clock_nanosleep",
+            "{syscall}"
+        );
+        assert_eq!(
+            stall.primitive.as_ref().unwrap().function,
+            "std::thread::sleep"
+        );
+        assert!(!stall.ongoing);
+        let ms = stall.duration_ns as f64 / 1e6;
+        assert!((40.0..200.0).contains(&ms), "duration {ms} ms");
+        assert!(stall.task_location.is_some());
+    }
+}
+
+#[test]
+fn cpu_spin_is_cpu_bound_at_its_line() {
+    let run = record_stall("spin", Flavor::MultiThread(2), || async {
+        tokio::spawn(async {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(50) {} // stall: spin
+        })
+        .await
+        .unwrap();
+    });
+    let stall = the_stall(&run);
+    assert_culprit(stall, "spin");
+    assert_eq!(stall.class, StallClass::CpuBound, "{stall:#?}");
+    assert!(stall.on_cpu_ratio > 0.5);
+}
+
+#[test]
+fn contended_std_mutex_blocks_in_futex() {
+    let run = record_stall("mutex", Flavor::MultiThread(2), || async {
+        let m = Arc::new(Mutex::new(0u32));
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        // Another thread holds the lock for 100 ms.
+        let holder = {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let _g = m.lock().unwrap();
+                held_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            })
+        };
+        held_rx.recv().unwrap();
+        tokio::spawn(async move {
+            let mut g = m.lock().unwrap(); // stall: mutex
+            *g += 1;
+        })
+        .await
+        .unwrap();
+        holder.join().unwrap();
+    });
+    let stall = the_stall(&run);
+    assert_culprit(stall, "mutex");
+    assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
+    assert_eq!(stall.syscall.as_deref(), Some("futex"));
+    assert_eq!(
+        stall.primitive.as_ref().unwrap().function,
+        "std::sync::Mutex::lock"
+    );
+}
+
+#[test]
+fn blocking_read_from_a_slow_peer() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        s.write_all(b"late").unwrap();
+    });
+    let run = record_stall("read", Flavor::MultiThread(2), move || async move {
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let mut buf = [0u8; 4];
+            let n = stream.read(&mut buf).unwrap(); // stall: read
+            assert_eq!(n, 4);
+        })
+        .await
+        .unwrap();
+    });
+    peer.join().unwrap();
+    let stall = the_stall(&run);
+    assert_culprit(stall, "read");
+    assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
+    let syscall = stall.syscall.as_deref().unwrap_or("");
+    assert!(
+        ["read", "recvfrom", "recvmsg"].contains(&syscall),
+        "{syscall}"
+    );
+    // std's TcpStream::read and UdpSocket::recv compile to one function, which the stack
+    // may name after either.
+    let primitive = &stall.primitive.as_ref().unwrap().function;
+    assert!(
+        primitive == "std::net::TcpStream::read" || primitive == "std::net::UdpSocket::recv",
+        "{primitive}"
+    );
+}
