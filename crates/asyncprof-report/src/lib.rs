@@ -22,9 +22,11 @@
 //! up to its last complete snapshot.
 #![forbid(unsafe_code)]
 
+mod findings;
 mod summary;
 mod text;
 
+pub use findings::{diagnose, stall_kind, Finding, FindingLocation, Severity};
 pub use summary::{
     Latency, LocationSummary, RuntimeSummary, StageSummary, Summary, TaskSummary, WorkerSummary,
 };

@@ -165,6 +165,10 @@ pub struct Summary {
     pub tasks: Vec<TaskSummary>,
     /// User spans as stages.
     pub stages: Vec<StageSummary>,
+    /// Stalls recorded (polls past the threshold), all kinds.
+    pub stalls: u64,
+    /// What is wrong, where, and what to change: most severe first.
+    pub findings: Vec<crate::Finding>,
 }
 
 fn ms(ns: u64) -> f64 {
@@ -187,6 +191,8 @@ impl Summary {
             config: h.config.clone(),
             ..Summary::default()
         };
+        s.stalls = run.stalls.len() as u64;
+        s.findings = crate::diagnose(run);
         if !run.ended && !run.truncated {
             s.warnings.push(
                 "the run has no end record: the process was killed or is still running; \

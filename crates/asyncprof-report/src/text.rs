@@ -53,6 +53,28 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
         lat(&r.poll),
         lat(&r.scheduled)
     );
+    if s.findings.is_empty() {
+        let _ = writeln!(o, "\nno findings ({} stalls)", s.stalls);
+    } else {
+        let _ = writeln!(o, "\nfindings:");
+    }
+    for f in &s.findings {
+        let _ = writeln!(
+            o,
+            "  {:?} {} at {}:{} in {}\n    {} stalls, {:.1} ms in all, longest {:.1} ms{}{}\n    {}",
+            f.severity,
+            f.kind,
+            f.location.file,
+            f.location.line,
+            f.location.function,
+            f.count,
+            f.total_ms,
+            f.max_ms,
+            f.primitive.as_deref().map_or_else(String::new, |p| format!("; calls {p}")),
+            f.syscall.as_deref().map_or_else(String::new, |p| format!(", asleep in {p}")),
+            f.recommendation
+        );
+    }
     let _ = writeln!(o, "\nspawn locations (busiest first):");
     for loc in s.locations.iter().take(20) {
         let _ = writeln!(

@@ -1,5 +1,6 @@
 //! Integration tests of the hooks tier: known-truth workloads, read back from the run file.
 
+mod blocked;
 mod footprint;
 mod killed;
 mod macro_main;

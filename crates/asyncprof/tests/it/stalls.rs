@@ -10,15 +10,17 @@ use asyncprof_format::{RunFile, StallClass, StallRecord};
 
 use crate::support::{record_with, Flavor};
 
-/// The 1-based line of `file` that carries `// stall: {marker}`.
-fn stall_line(marker: &str) -> u32 {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let text = std::fs::read_to_string(root.join(file!())).unwrap();
+/// The 1-based line of a test file that ends with `// stall: {marker}`.
+pub(crate) fn stall_line(marker: &str) -> u32 {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it");
     let needle = format!("// stall: {marker}");
-    text.lines()
-        .position(|l| l.trim_end().ends_with(&needle))
-        .map(|i| i as u32 + 1)
-        .unwrap_or_else(|| panic!("no line ends with {needle:?}"))
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        if let Some(i) = text.lines().position(|l| l.trim_end().ends_with(&needle)) {
+            return i as u32 + 1;
+        }
+    }
+    panic!("no line ends with {needle:?} in {}", dir.display())
 }
 
 fn the_stall(run: &RunFile) -> &StallRecord {
@@ -29,6 +31,19 @@ fn the_stall(run: &RunFile) -> &StallRecord {
         run.stalls
     );
     stalls[0]
+}
+
+/// The finding the report makes of `run`: exactly one, of `kind`, at the marked line.
+fn assert_finding(run: &RunFile, kind: &str, marker: &str) {
+    let findings = asyncprof_report::diagnose(run);
+    let at_line: Vec<_> = findings
+        .iter()
+        .filter(|f| f.location.line == stall_line(marker))
+        .collect();
+    assert_eq!(at_line.len(), 1, "{findings:#?}");
+    assert_eq!(at_line[0].kind, kind, "{findings:#?}");
+    assert!(at_line[0].location.file.ends_with("tests/it/stalls.rs"));
+    assert!(!at_line[0].recommendation.is_empty());
 }
 
 fn assert_culprit(stall: &StallRecord, marker: &str) {
@@ -75,6 +90,7 @@ fn thread_sleep_is_a_blocking_call_at_its_line() {
         });
         let stall = the_stall(&run);
         assert_culprit(stall, "sleep");
+        assert_finding(&run, "blocking-call", "sleep");
         assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
         let syscall = stall.syscall.as_deref().unwrap_or("");
         assert!(
@@ -104,6 +120,7 @@ fn cpu_spin_is_cpu_bound_at_its_line() {
     });
     let stall = the_stall(&run);
     assert_culprit(stall, "spin");
+    assert_finding(&run, "cpu-bound-poll", "spin");
     assert_eq!(stall.class, StallClass::CpuBound, "{stall:#?}");
     assert!(stall.on_cpu_ratio > 0.5);
 }
@@ -133,6 +150,7 @@ fn contended_std_mutex_blocks_in_futex() {
     });
     let stall = the_stall(&run);
     assert_culprit(stall, "mutex");
+    assert_finding(&run, "lock-contention", "mutex");
     assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
     assert_eq!(stall.syscall.as_deref(), Some("futex"));
     assert_eq!(
@@ -163,6 +181,7 @@ fn blocking_read_from_a_slow_peer() {
     peer.join().unwrap();
     let stall = the_stall(&run);
     assert_culprit(stall, "read");
+    assert_finding(&run, "blocking-call", "read");
     assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
     let syscall = stall.syscall.as_deref().unwrap_or("");
     assert!(

@@ -1,0 +1,196 @@
+//! Findings: what is wrong, where, and what to change. Stalls with the same kind and culprit
+//! line are grouped into one finding.
+//!
+//! Kinds (each a diagnosis):
+//!
+//! - `blocking-call`: a poll slept in a system call past the stall threshold (a sleep, sync
+//!   I/O, a blocking client). The worker could run nothing else meanwhile; every task queued
+//!   on it waited. Use the async API or `spawn_blocking`.
+//! - `cpu-bound-poll`: a poll stayed on CPU past the threshold (hashing, parsing, a tight
+//!   loop). Move the work to `spawn_blocking` or a rayon pool, or chunk it with `yield_now`.
+//! - `lock-contention`: a poll waited on a `std::sync` lock held elsewhere (asleep in
+//!   `futex`). Keep critical sections short and never hold a lock across slow work.
+//! - `runtime-blocked`: a poll that never returned (a `block_on` inside the runtime, a
+//!   deadlock). The worker is gone for good; on a current-thread runtime, the whole runtime.
+
+use std::collections::BTreeMap;
+
+use asyncprof_format::{RunFile, StallClass, StallRecord};
+use serde::Serialize;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Severity {
+    /// Worth a look.
+    Warning,
+    /// Hurts the service now.
+    Error,
+}
+
+/// Where a finding points: the user's line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[non_exhaustive]
+pub struct FindingLocation {
+    /// Source file.
+    pub file: String,
+    /// Line.
+    pub line: u32,
+    /// Function.
+    pub function: String,
+}
+
+/// One diagnosis.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Finding {
+    /// `blocking-call`, `cpu-bound-poll`, `lock-contention` or `runtime-blocked`.
+    pub kind: &'static str,
+    /// How bad it is.
+    pub severity: Severity,
+    /// The line to change.
+    pub location: FindingLocation,
+    /// The blocking call made there, when one was found.
+    pub primitive: Option<String>,
+    /// The system call the thread slept in.
+    pub syscall: Option<String>,
+    /// Stalls grouped here.
+    pub count: u64,
+    /// Their total duration.
+    pub total_ms: f64,
+    /// The longest.
+    pub max_ms: f64,
+    /// What to do.
+    pub recommendation: String,
+    /// Where the stalled task was spawned.
+    pub task_location: Option<String>,
+    /// The most sampled stack of the longest stall, innermost first.
+    pub stack: Vec<String>,
+}
+
+/// The kind of one stall.
+pub fn stall_kind(s: &StallRecord) -> &'static str {
+    let primitive = s.primitive.as_ref().map_or("", |p| p.function.as_str());
+    let lockish = ["Mutex", "RwLock", "Condvar"]
+        .iter()
+        .any(|l| primitive.contains(l));
+    if s.ongoing {
+        "runtime-blocked"
+    } else if s.class == StallClass::Blocking && s.syscall.as_deref() == Some("futex") && lockish {
+        "lock-contention"
+    } else if s.class == StallClass::CpuBound {
+        "cpu-bound-poll"
+    } else if s.class == StallClass::Blocking || s.primitive.is_some() {
+        "blocking-call"
+    } else {
+        "cpu-bound-poll"
+    }
+}
+
+fn recommendation(
+    kind: &str,
+    primitive: Option<&str>,
+    syscall: Option<&str>,
+    max_ms: f64,
+) -> String {
+    let call = primitive.map_or_else(|| "this call".to_string(), |p| format!("`{p}`"));
+    match kind {
+        "runtime-blocked" => format!(
+            "This poll never returned: {call} blocks its worker for good (on a current-thread \
+             runtime, the whole runtime stops). Inside async code, `.await` the future instead \
+             of blocking on it, and check for a deadlock."
+        ),
+        "lock-contention" => format!(
+            "{call} waited up to {max_ms:.1} ms for a std lock held elsewhere, holding the \
+             worker thread. Do not hold the lock across slow work: shorten the critical \
+             section, shard the data, or use tokio::sync::Mutex when it must be held across \
+             an .await."
+        ),
+        "cpu-bound-poll" => format!(
+            "This poll computed on the worker thread for up to {max_ms:.1} ms without \
+             yielding, so no other task ran there. Move the work to \
+             tokio::task::spawn_blocking or a rayon pool, or split it and call \
+             tokio::task::yield_now().await between chunks."
+        ),
+        _ => format!(
+            "{call} blocked the worker thread for up to {max_ms:.1} ms{}. Use the async \
+             equivalent (tokio::time::sleep, tokio::net, tokio::fs, an async client) or move \
+             the call into tokio::task::spawn_blocking.",
+            syscall.map_or_else(String::new, |s| format!(" (asleep in {s})"))
+        ),
+    }
+}
+
+/// Every finding of a run, most severe and costly first.
+pub fn diagnose(run: &RunFile) -> Vec<Finding> {
+    let mut groups: BTreeMap<(&'static str, FindingLocation), Vec<&StallRecord>> = BTreeMap::new();
+    for s in &run.stalls {
+        let location = match (&s.culprit, &s.task_location) {
+            (Some(c), _) => FindingLocation {
+                file: c.file.clone().unwrap_or_default(),
+                line: c.line.unwrap_or(0),
+                function: c.function.clone(),
+            },
+            (None, Some(t)) => FindingLocation {
+                file: t.file.clone(),
+                line: t.line,
+                function: "<the task spawned here>".into(),
+            },
+            (None, None) => FindingLocation {
+                file: "<unknown>".into(),
+                line: 0,
+                function: "<no stack>".into(),
+            },
+        };
+        groups.entry((stall_kind(s), location)).or_default().push(s);
+    }
+    let mut out: Vec<Finding> = groups
+        .into_iter()
+        .map(|((kind, location), stalls)| {
+            let longest = stalls
+                .iter()
+                .max_by_key(|s| s.duration_ns)
+                .expect("a group holds at least one stall");
+            let total_ns: u64 = stalls.iter().map(|s| s.duration_ns).sum();
+            let max_ms = longest.duration_ns as f64 / 1e6;
+            let primitive = stalls
+                .iter()
+                .find_map(|s| s.primitive.as_ref().map(|p| p.function.clone()));
+            let syscall = stalls.iter().find_map(|s| s.syscall.clone());
+            let severity = if kind == "runtime-blocked" || max_ms >= 100.0 {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            Finding {
+                kind,
+                severity,
+                recommendation: recommendation(
+                    kind,
+                    primitive.as_deref(),
+                    syscall.as_deref(),
+                    max_ms,
+                ),
+                location,
+                primitive,
+                syscall,
+                count: stalls.len() as u64,
+                total_ms: (total_ns as f64 / 1e4).round() / 100.0,
+                max_ms: (max_ms * 100.0).round() / 100.0,
+                task_location: longest.task_location.as_ref().map(|l| l.to_string()),
+                stack: longest
+                    .stacks
+                    .first()
+                    .map(|s| s.frames.iter().map(|f| f.to_string()).collect())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.total_ms.total_cmp(&a.total_ms))
+    });
+    out
+}

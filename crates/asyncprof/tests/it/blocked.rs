@@ -1,0 +1,90 @@
+//! A poll that never returns (`block_on` of a future that never completes, inside a task on a
+//! current-thread runtime) is in the run file while the process is still stuck.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHILD_ENV: &str = "ASYNCPROF_IT_BLOCKED_CHILD";
+
+/// Runs only as the child process of `block_on_inside_the_runtime_is_reported_while_stuck`.
+#[test]
+fn child_runtime_stuck_in_block_on() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let guard = asyncprof::Profiler::builder()
+        .out(path)
+        .stall_threshold(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    rt.block_on(async {
+        tokio::spawn(async {
+            futures_executor::block_on(std::future::pending::<()>()); // stall: block_on
+        })
+        .await
+        .unwrap();
+    });
+}
+
+#[test]
+fn block_on_inside_the_runtime_is_reported_while_stuck() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let path = crate::support::temp_run_path("blocked");
+    let started = Instant::now();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "blocked::child_runtime_stuck_in_block_on",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = started + Duration::from_secs(30);
+    let found = loop {
+        let stall = asyncprof_format::read_path(&path).ok().and_then(|run| {
+            run.stalls
+                .into_iter()
+                .find(|s| s.ongoing && s.culprit.is_some())
+        });
+        if let Some(s) = stall {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let seen_after = started.elapsed();
+    let still_running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stall = found.expect("the stuck poll is in the run file while the process runs");
+    assert!(
+        still_running,
+        "the child was still stuck when its stall was read"
+    );
+    eprintln!("ongoing stall visible {seen_after:?} after the child started");
+    let line = crate::stalls::stall_line("block_on");
+    let culprit = stall.culprit.as_ref().unwrap();
+    assert_eq!(culprit.line, Some(line), "{culprit}");
+    assert_eq!(
+        stall.primitive.as_ref().unwrap().function,
+        "futures::executor::block_on"
+    );
+    let run = asyncprof_format::read_path(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let findings = asyncprof_report::diagnose(&run);
+    let f = findings
+        .iter()
+        .find(|f| f.kind == "runtime-blocked")
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    assert_eq!(f.location.line, line);
+    assert!(f.location.file.ends_with("tests/it/blocked.rs"));
+}
