@@ -72,6 +72,10 @@ struct Track {
     /// The poll began no earlier than this (the later of its coarse start and the previous
     /// look that saw another poll), so a late watchdog never inflates a poll.
     lower_ns: u64,
+    /// When the poll passed half the threshold, and the thread's CPU time then. A thread
+    /// that is runnable but got little CPU since was preempted by other threads: that is not
+    /// the poll's doing, and it is not reported as a stall.
+    cpu_base: Option<(u64, u64)>,
     stall: Option<Active>,
 }
 
@@ -124,12 +128,31 @@ impl Watchdog {
                 let track = &mut self.tracks[i];
                 track.seq = seq;
                 track.lower_ns = start.max(self.prev_look_ns);
+                track.cpu_base = None;
             }
             let track = &mut self.tracks[i];
             let running = now.saturating_sub(track.lower_ns);
-            if track.stall.is_none() && running >= self.threshold_ns {
-                let active = self.begin(w, task, start, now);
-                self.tracks[i].stall = Some(active);
+            if track.stall.is_none() && running >= self.threshold_ns / 2 {
+                let tid = w.tid.load(Relaxed);
+                match track.cpu_base {
+                    None => {
+                        track.cpu_base = asyncprof_sampler::thread_state(tid)
+                            .map(|st| (now, st.cpu_ns))
+                            .or(Some((now, u64::MAX)));
+                    }
+                    Some((since, cpu0)) if running >= self.threshold_ns => {
+                        let preempted = cpu0 != u64::MAX
+                            && asyncprof_sampler::thread_state(tid).is_some_and(|st| {
+                                let on_cpu = st.cpu_ns.saturating_sub(cpu0);
+                                st.state == 'R' && on_cpu * 4 < now.saturating_sub(since)
+                            });
+                        if !preempted {
+                            let active = self.begin(w, task, start, now);
+                            self.tracks[i].stall = Some(active);
+                        }
+                    }
+                    Some(_) => {}
+                }
             }
             let track = &mut self.tracks[i];
             if let Some(mut active) = track.stall.take() {
@@ -242,10 +265,20 @@ impl Watchdog {
     pub(crate) fn shutdown(&mut self) {
         let now = clock::exact_ns();
         let tracks = std::mem::take(&mut self.tracks);
-        for mut t in tracks {
-            if let Some(mut active) = t.stall.take() {
+        let workers: Vec<&Worker> = self.rec.workers().collect();
+        for (i, mut t) in tracks.into_iter().enumerate() {
+            let Some(mut active) = t.stall.take() else {
+                continue;
+            };
+            let same_poll = workers
+                .get(i)
+                .and_then(|w| observe(w))
+                .is_some_and(|(seq, _, _)| seq == t.seq);
+            if same_poll {
                 active.raw.last_seen_ns = now;
                 self.push(&mut active, now);
+            } else {
+                self.finish(active, now);
             }
         }
     }

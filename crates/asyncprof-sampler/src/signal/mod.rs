@@ -335,6 +335,13 @@ pub fn thread_state(tid: i32) -> Option<ThreadState> {
     })
 }
 
+/// How long thread `tid` of this process has waited on a run queue (runnable, but another
+/// thread had the CPU), in nanoseconds, from `schedstat`. `None` where it is not available.
+pub fn run_delay_ns(tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    s.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Clock ticks per second of `/proc`'s `stat` times.
 fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf with a valid name has no side effects.

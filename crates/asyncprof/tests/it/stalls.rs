@@ -196,3 +196,84 @@ fn blocking_read_from_a_slow_peer() {
         "{primitive}"
     );
 }
+
+#[test]
+fn no_stall_on_a_healthy_workload_with_the_other_core_busy() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let stop = Arc::new(AtomicBool::new(false));
+    let hog = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread(2)] {
+        let (run, _) = record_with(
+            "healthy",
+            flavor,
+            |b| b.stall_threshold(Duration::from_millis(5)),
+            || async {
+                let tasks: Vec<_> = (0..1000)
+                    .map(|i| {
+                        tokio::spawn(async move {
+                            let mut acc = i as u64;
+                            for j in 0..1000u64 {
+                                acc = acc.wrapping_mul(31).wrapping_add(j);
+                                tokio::task::yield_now().await;
+                            }
+                            acc
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            },
+        );
+        let snap = run.snapshot.as_ref().unwrap();
+        assert!(snap.runtime.polls >= 1_000_000, "{}", snap.runtime.polls);
+        assert!(
+            run.stalls.is_empty(),
+            "{flavor:?}: {} stalls on a healthy workload: {:#?}",
+            run.stalls.len(),
+            run.stalls.first()
+        );
+    }
+    stop.store(true, Relaxed);
+    hog.join().unwrap();
+}
+
+#[test]
+fn detection_latency_is_within_threshold_plus_5ms() {
+    const THRESHOLD: Duration = Duration::from_millis(10);
+    let (run, _) = record_with(
+        "latency",
+        Flavor::MultiThread(2),
+        |b| b.stall_threshold(THRESHOLD),
+        || async {
+            for _ in 0..20 {
+                tokio::spawn(async { std::thread::sleep(Duration::from_millis(30)) })
+                    .await
+                    .unwrap();
+            }
+        },
+    );
+    assert_eq!(run.stalls.len(), 20, "{:#?}", run.stalls);
+    let mut late: Vec<f64> = run
+        .stalls
+        .iter()
+        .map(|s| (s.detection_latency_ns as f64 - THRESHOLD.as_nanos() as f64) / 1e6)
+        .collect();
+    late.sort_by(f64::total_cmp);
+    let (p50, p90, max) = (late[10], late[18], late[19]);
+    eprintln!(
+        "detection after the threshold, 20 stalls: min {:.2} ms, p50 {p50:.2} ms, p90 {p90:.2} ms, max {max:.2} ms",
+        late[0]
+    );
+    assert!(late[0] >= -0.5, "recorded before the threshold: {late:?}");
+    assert!(p50 <= 5.0, "{late:?}");
+    // Generous for a loaded machine; the target is 5 ms.
+    assert!(max <= 25.0, "{late:?}");
+}
