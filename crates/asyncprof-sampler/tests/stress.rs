@@ -87,12 +87,12 @@ fn sampling_busy_threads_never_deadlocks_or_allocates() {
                     let s = format!("{}{}", v.len(), i);
                     std::hint::black_box((&v, &s));
                     drop((v, s));
-                    if i % 64 == 0 {
+                    if i.is_multiple_of(64) {
                         let r = std::panic::catch_unwind(|| recurse_and_panic(40));
                         assert!(r.is_err());
                         panics.fetch_add(1, Relaxed);
                     }
-                    if i % 16 == 0 {
+                    if i.is_multiple_of(16) {
                         std::thread::sleep(Duration::from_micros(50));
                     }
                     work.fetch_add(1, Relaxed);
