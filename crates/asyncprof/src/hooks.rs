@@ -275,9 +275,11 @@ fn install<'b>(rec: &'static Recorder, b: &'b mut Builder, user: Hooks) -> &'b m
         match before_poll {
             Some(f) => b.on_before_task_poll(move |meta| {
                 f(meta);
-                rec.poll_start(task_id(meta.id()), None);
+                rec.poll_start::<false>(task_id(meta.id()), None);
             }),
-            None => b.on_before_task_poll(move |meta| rec.poll_start(task_id(meta.id()), None)),
+            None => {
+                b.on_before_task_poll(move |meta| rec.poll_start::<false>(task_id(meta.id()), None))
+            }
         };
         match after_poll {
             Some(f) => b.on_after_task_poll(move |meta| {

@@ -175,7 +175,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
         if let Some(t) = ext.get::<TaskSpan>() {
-            self.rec.poll_start(t.id, None);
+            self.rec.poll_start::<true>(t.id, None);
         } else if let Some(s) = ext.get::<StageSpan>() {
             s.entered_ns.store(clock::exact_ns(), Relaxed);
         }

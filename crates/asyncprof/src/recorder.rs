@@ -17,6 +17,9 @@ use crate::tables::{LocKey, LocationHists, LocationTable, TaskHists, TaskSlot, T
 /// not timed (counted in `untracked_tasks` terms as lost polls would be).
 pub(crate) const MAX_WORKERS: usize = 256;
 
+/// Entries of each worker's table of per-task poll counts (a power of two).
+pub(crate) const WORKER_COUNTS: usize = 4096;
+
 /// Per-task histograms alive at once: bounds memory when many tasks have long polls.
 pub(crate) const MAX_TASK_HISTS: u32 = 4096;
 
@@ -60,6 +63,18 @@ pub(crate) struct Worker {
     /// Enter/exit pairs that were not polls (the layer tier's drop of a task's future).
     pub(crate) uncounted: AtomicU64,
     pub(crate) hists: Mutex<WorkerHists>,
+    /// Polls of recently polled tasks by this worker, indexed by task id modulo the table
+    /// size and tagged with the id. Only this worker writes it, so counting a poll touches
+    /// no cache line another thread writes. An entry taken over by another task hands its
+    /// count to the task's slot.
+    pub(crate) task_counts: Box<[TaggedCount]>,
+}
+
+/// One entry of a worker's per-task poll counts.
+#[derive(Debug, Default)]
+pub(crate) struct TaggedCount {
+    pub(crate) id: AtomicU64,
+    pub(crate) polls: AtomicU64,
 }
 
 /// A worker's histograms, written on rare branches only (long polls, samples, delays).
@@ -90,6 +105,7 @@ impl Worker {
             registered_ns: AtomicU64::new(0),
             stopped_ns: AtomicU64::new(0),
             uncounted: AtomicU64::new(0),
+            task_counts: (0..WORKER_COUNTS).map(|_| TaggedCount::default()).collect(),
             hists: Mutex::new(WorkerHists {
                 long: hist::new_fine(),
                 sampled: hist::new_fine(),
@@ -107,8 +123,10 @@ pub(crate) mod source {
     pub(crate) const STABLE: u8 = 3;
 }
 
-/// Loss counters, updated wherever a loss happens.
+/// Loss counters, updated wherever a loss happens. On their own cache lines, away from the
+/// settings every poll reads.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub(crate) struct Loss {
     pub(crate) dropped_records: AtomicU64,
     pub(crate) histogram_outliers: AtomicU64,
@@ -118,6 +136,17 @@ pub(crate) struct Loss {
     pub(crate) clock_gaps: AtomicU64,
     pub(crate) missed_samples: AtomicU64,
     pub(crate) sampler_busy: AtomicU64,
+}
+
+/// Counters written once per task. On their own cache lines: a spawn-heavy service writes them
+/// constantly, and every poll reads the recorder's settings.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct TaskCounters {
+    pub(crate) spawned: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    /// Per-task histograms allocated now.
+    pub(crate) hists: AtomicU32,
 }
 
 /// All state of one recording. Leaked when recording starts (`&'static`), so hooks and
@@ -134,9 +163,7 @@ pub(crate) struct Recorder {
     pub(crate) locations: LocationTable,
     workers: Box<[OnceLock<Worker>]>,
     pub(crate) loss: Loss,
-    pub(crate) tasks_spawned: AtomicU64,
-    pub(crate) tasks_completed: AtomicU64,
-    task_hists: AtomicU32,
+    pub(crate) task_counters: TaskCounters,
     pub(crate) source: AtomicU8,
     /// Hooks are installed: the layer leaves tokio's task spans alone.
     pub(crate) hooks_installed: AtomicBool,
@@ -163,7 +190,8 @@ struct Local {
     countdown: Cell<u32>,
     /// Exact start of a sampled poll (0: this poll is not sampled).
     exact_start_ns: Cell<u64>,
-    slot: Cell<Option<&'static TaskSlot>>,
+    /// The task of the current poll.
+    task_id: Cell<u64>,
 }
 
 impl Local {
@@ -175,7 +203,7 @@ impl Local {
             start_ns: Cell::new(0),
             countdown: Cell::new(1),
             exact_start_ns: Cell::new(0),
-            slot: Cell::new(None),
+            task_id: Cell::new(0),
         }
     }
 }
@@ -194,9 +222,7 @@ impl Recorder {
             locations: LocationTable::new(c.location_capacity as usize),
             workers: (0..MAX_WORKERS).map(|_| OnceLock::new()).collect(),
             loss: Loss::default(),
-            tasks_spawned: AtomicU64::new(0),
-            tasks_completed: AtomicU64::new(0),
-            task_hists: AtomicU32::new(0),
+            task_counters: TaskCounters::default(),
             source: AtomicU8::new(source::NONE),
             hooks_installed: AtomicBool::new(false),
             flavor: AtomicU8::new(0),
@@ -224,9 +250,10 @@ impl Recorder {
     // === hot path ===
 
     /// Hot path: a poll of task `id` begins on this thread. `sched_ns` is tokio's measured
-    /// scheduling latency, when the runtime tracks it.
+    /// scheduling latency, when the runtime tracks it. `WAKES` is true for the layer tier,
+    /// which sees wakes: every poll may then end a wake-to-poll delay.
     #[inline]
-    pub(crate) fn poll_start(&'static self, id: u64, sched_ns: Option<u64>) {
+    pub(crate) fn poll_start<const WAKES: bool>(&'static self, id: u64, sched_ns: Option<u64>) {
         LOCAL.with(|l| {
             let w = match l.worker.get() {
                 Some(w) if l.generation.get() == self.generation => w,
@@ -247,20 +274,21 @@ impl Recorder {
             l.seq.set(seq + 1);
             // Release: a watchdog that reads this odd state also sees the start and task above.
             w.state.store(seq + 1, Release);
-            let slot = self.tasks.find(id);
-            l.slot.set(slot);
-            if let Some(s) = slot {
-                s.counts
-                    .polls
-                    .store(s.counts.polls.load(Relaxed) + 1, Relaxed);
-                if s.ready_since_ns.load(Relaxed) != 0 {
-                    self.first_poll_after_ready(w, s, now);
-                }
+            l.task_id.set(id);
+            let entry = &w.task_counts[id as usize & (WORKER_COUNTS - 1)];
+            if entry.id.load(Relaxed) == id {
+                // Single writer (this worker): a plain increment, no atomic RMW.
+                entry.polls.store(entry.polls.load(Relaxed) + 1, Relaxed);
+            } else {
+                self.first_poll_here(w, entry, id, now);
+            }
+            if WAKES {
+                self.check_ready(w, id, now);
             }
             let countdown = l.countdown.get();
             if countdown <= 1 {
                 l.countdown.set(self.sample_every);
-                self.start_sample(l, w, slot, sched_ns);
+                self.start_sample(l, w, id, sched_ns);
             } else {
                 l.countdown.set(countdown - 1);
             }
@@ -289,19 +317,39 @@ impl Recorder {
 
     #[cold]
     #[inline(never)]
-    fn start_sample(&self, l: &Local, w: &Worker, slot: Option<&TaskSlot>, sched_ns: Option<u64>) {
+    fn start_sample(&self, l: &Local, w: &Worker, id: u64, sched_ns: Option<u64>) {
         l.exact_start_ns.set(clock::exact_ns().max(1));
         if let Some(ns) = sched_ns {
-            self.record_sched(w, slot, ns);
+            self.record_sched(w, self.tasks.find(id), ns);
         }
     }
 
+    /// This worker polls task `id` for the first time lately: take over its count entry
+    /// (handing the previous task's count to that task's slot), and measure the delay since
+    /// the task became ready if it was just spawned.
     #[cold]
     #[inline(never)]
-    fn first_poll_after_ready(&self, w: &Worker, s: &TaskSlot, now: u64) {
-        let since = s.ready_since_ns.swap(0, Relaxed);
-        if since != 0 {
-            self.record_sched(w, Some(s), now.saturating_sub(since));
+    fn first_poll_here(&self, w: &Worker, entry: &TaggedCount, id: u64, now: u64) {
+        let old = entry.id.load(Relaxed);
+        let polls = entry.polls.load(Relaxed);
+        if old != 0 && polls != 0 {
+            if let Some(s) = self.tasks.find(old) {
+                s.counts.polls.fetch_add(polls, Relaxed);
+            }
+        }
+        entry.polls.store(1, Relaxed);
+        entry.id.store(id, Relaxed);
+        self.check_ready(w, id, now);
+    }
+
+    /// End task `id`'s wait to be polled, if it was waiting.
+    fn check_ready(&self, w: &Worker, id: u64, now: u64) {
+        let Some(s) = self.tasks.find(id) else { return };
+        if s.ready_since_ns.load(Relaxed) != 0 {
+            let since = s.ready_since_ns.swap(0, Relaxed);
+            if since != 0 {
+                self.record_sched(w, Some(s), now.saturating_sub(since));
+            }
         }
     }
 
@@ -329,13 +377,13 @@ impl Recorder {
     /// exist. Once per task at most, on a rare branch.
     fn task_hists<'s>(&self, s: &'s TaskSlot) -> std::sync::MutexGuard<'s, Option<Box<TaskHists>>> {
         let mut g = lock(&s.hists);
-        if g.is_none() && self.task_hists.fetch_add(1, Relaxed) < MAX_TASK_HISTS {
+        if g.is_none() && self.task_counters.hists.fetch_add(1, Relaxed) < MAX_TASK_HISTS {
             *g = Some(Box::new(TaskHists {
                 poll: hist::new_coarse(),
                 sched: hist::new_coarse(),
             }));
         } else if g.is_none() {
-            self.task_hists.fetch_sub(1, Relaxed);
+            self.task_counters.hists.fetch_sub(1, Relaxed);
         }
         g
     }
@@ -366,7 +414,9 @@ impl Recorder {
             w.sampled_polls.fetch_add(1, Relaxed);
             w.sampled_ns.fetch_add(ns, Relaxed);
         }
-        let Some(s) = l.slot.get() else { return };
+        let Some(s) = self.tasks.find(l.task_id.get()) else {
+            return;
+        };
         s.counts.add_poll(ns, long);
         if long {
             let mut g = self.task_hists(s);
@@ -386,7 +436,7 @@ impl Recorder {
     /// A task was spawned at `loc`. `ready` marks it as scheduled now, so that its first
     /// poll measures the spawn-to-first-poll delay.
     pub(crate) fn task_spawned(&self, id: u64, loc: LocKey<'_>, name: Option<&str>) {
-        self.tasks_spawned.fetch_add(1, Relaxed);
+        self.task_counters.spawned.fetch_add(1, Relaxed);
         let (li, known) = self.locations.intern(loc);
         if !known {
             self.loss.untracked_locations.fetch_add(1, Relaxed);
@@ -423,16 +473,18 @@ impl Recorder {
                     .compare_exchange(done, done + 1, Relaxed, Relaxed)
                     .is_ok()
             {
-                self.tasks_completed.fetch_add(1, Relaxed);
+                self.task_counters.completed.fetch_add(1, Relaxed);
             }
             return;
         };
-        self.tasks_completed.fetch_add(1, Relaxed);
+        self.task_counters.completed.fetch_add(1, Relaxed);
         let loc = self.locations.get(slot.location.load(Relaxed));
-        loc.folded.fold(&slot.counts.load());
+        let mut counts = slot.counts.load();
+        counts.polls = self.task_polls(slot, id);
+        loc.folded.fold(&counts);
         loc.tasks_completed.fetch_add(1, Relaxed);
         if let Some(h) = lock(&slot.hists).take() {
-            self.task_hists.fetch_sub(1, Relaxed);
+            self.task_counters.hists.fetch_sub(1, Relaxed);
             with_location_hists(loc, |lh| {
                 hist::merge(&mut lh.poll, &h.poll);
                 hist::merge(&mut lh.sched, &h.sched);
@@ -444,14 +496,38 @@ impl Recorder {
     /// Task `id`'s span closed (layer tier). tracing enters a task's span once more to drop
     /// its future, after its last poll; that enter was counted as a poll, so take it back.
     pub(crate) fn task_closed_by_layer(&'static self, id: u64) {
-        if let Some(slot) = self.tasks.find(id) {
-            let polls = &slot.counts.polls;
-            polls.store(polls.load(Relaxed).saturating_sub(1), Relaxed);
-        }
         if let Some(w) = self.current_worker() {
             w.uncounted.fetch_add(1, Relaxed);
+            // The drop's enter was counted on this thread, in its entry for the task.
+            let entry = &w.task_counts[id as usize & (WORKER_COUNTS - 1)];
+            let polls = entry.polls.load(Relaxed);
+            if entry.id.load(Relaxed) == id && polls > 0 {
+                entry.polls.store(polls - 1, Relaxed);
+            } else if let Some(slot) = self.tasks.find(id) {
+                let _ = slot
+                    .counts
+                    .polls
+                    .fetch_update(Relaxed, Relaxed, |p| p.checked_sub(1));
+            }
         }
         self.task_terminated(id, None);
+    }
+
+    /// Polls of live task `id` (in `slot`) so far: what workers handed to its slot, plus what
+    /// their count tables still hold for it. Cold path.
+    pub(crate) fn task_polls(&self, slot: &TaskSlot, id: u64) -> u64 {
+        let held: u64 = self
+            .workers()
+            .map(|w| {
+                let e = &w.task_counts[id as usize & (WORKER_COUNTS - 1)];
+                if e.id.load(Relaxed) == id {
+                    e.polls.load(Relaxed)
+                } else {
+                    0
+                }
+            })
+            .sum();
+        slot.counts.polls.load(Relaxed) + held
     }
 
     /// Task `id` was woken: its next poll measures the delay from now.
@@ -543,7 +619,7 @@ impl Recorder {
         l.seq.set(seq);
         l.generation.set(self.generation);
         l.worker.set(Some(w));
-        l.slot.set(None);
+        l.task_id.set(0);
         l.exact_start_ns.set(0);
         l.countdown.set(1);
         self.note_runtime();

@@ -102,7 +102,8 @@ impl Recorder {
             if id == 0 {
                 continue;
             }
-            let counts = slot.counts.load();
+            let mut counts = slot.counts.load();
+            counts.polls = self.task_polls(slot, id);
             let location = slot.location.load(Relaxed);
             let (poll, sched) = match lock(&slot.hists).as_ref() {
                 Some(h) => {
@@ -198,8 +199,8 @@ impl Recorder {
 
         let r = &mut snap.runtime;
         r.polls = polls;
-        r.tasks_spawned = self.tasks_spawned.load(Relaxed);
-        r.tasks_completed = self.tasks_completed.load(Relaxed);
+        r.tasks_spawned = self.task_counters.spawned.load(Relaxed);
+        r.tasks_completed = self.task_counters.completed.load(Relaxed);
         r.tasks_alive = r.tasks_spawned.saturating_sub(r.tasks_completed);
         r.poll_ns = format::Histogram::from_hdr(&poll_hist);
         r.scheduled_ns = format::Histogram::from_hdr(&sched);
