@@ -115,6 +115,13 @@ impl Worker {
     }
 }
 
+/// Which of a task's histograms a value goes to.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Poll,
+    Sched,
+}
+
 /// Where events came from, for the header's tier.
 pub(crate) mod source {
     pub(crate) const NONE: u8 = 0;
@@ -359,18 +366,33 @@ impl Recorder {
         let Some(s) = slot else { return };
         let long = ns >= self.long_ns;
         s.counts.add_sched(ns, long);
-        if !long {
+        if long {
+            self.record_long(s, ns, Which::Sched);
+        }
+    }
+
+    /// Record a long poll or delay of the task in `s`: in its own histogram when it has or
+    /// can get one, else in its location's (which its own folds into at the end anyway).
+    fn record_long(&self, s: &TaskSlot, ns: u64, which: Which) {
+        let outliers = &self.loss.histogram_outliers;
+        let mut g = self.task_hists(s);
+        if let Some(h) = g.as_mut() {
+            let h = match which {
+                Which::Poll => &mut h.poll,
+                Which::Sched => &mut h.sched,
+            };
+            hist::record(h, ns, outliers);
             return;
         }
-        let mut g = self.task_hists(s);
-        match g.as_mut() {
-            Some(h) => hist::record(&mut h.sched, ns, outliers),
-            None => {
-                drop(g);
-                let loc = self.locations.get(s.location.load(Relaxed));
-                with_location_hists(loc, |lh| hist::record(&mut lh.sched, ns, outliers));
-            }
-        }
+        drop(g);
+        let loc = self.locations.get(s.location.load(Relaxed));
+        with_location_hists(loc, |lh| {
+            let h = match which {
+                Which::Poll => &mut lh.poll,
+                Which::Sched => &mut lh.sched,
+            };
+            hist::record(h, ns, outliers)
+        });
     }
 
     /// The task's histograms, allocated on first use while fewer than [`MAX_TASK_HISTS`]
@@ -419,15 +441,7 @@ impl Recorder {
         };
         s.counts.add_poll(ns, long);
         if long {
-            let mut g = self.task_hists(s);
-            match g.as_mut() {
-                Some(h) => hist::record(&mut h.poll, ns, outliers),
-                None => {
-                    drop(g);
-                    let loc = self.locations.get(s.location.load(Relaxed));
-                    with_location_hists(loc, |lh| hist::record(&mut lh.poll, ns, outliers));
-                }
-            }
+            self.record_long(s, ns, Which::Poll);
         }
     }
 

@@ -1,7 +1,6 @@
 //! A poll that never returns (`block_on` of a future that never completes, inside a task on a
 //! current-thread runtime) is in the run file while the process is still stuck.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "ASYNCPROF_IT_BLOCKED_CHILD";
@@ -35,32 +34,13 @@ fn block_on_inside_the_runtime_is_reported_while_stuck() {
     }
     let path = crate::support::temp_run_path("blocked");
     let started = Instant::now();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "blocked::child_runtime_stuck_in_block_on",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, &path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = started + Duration::from_secs(30);
-    let found = loop {
-        let stall = asyncprof_format::read_path(&path).ok().and_then(|run| {
-            run.stalls
-                .into_iter()
-                .find(|s| s.ongoing && s.culprit.is_some())
-        });
-        if let Some(s) = stall {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut child =
+        crate::support::spawn_child("blocked::child_runtime_stuck_in_block_on", CHILD_ENV, &path);
+    let found = crate::support::wait_for_run(&path, Duration::from_secs(30), |run| {
+        run.stalls
+            .into_iter()
+            .find(|s| s.ongoing && s.culprit.is_some())
+    });
     let seen_after = started.elapsed();
     let still_running = child.try_wait().unwrap().is_none();
     child.kill().unwrap();

@@ -1,7 +1,6 @@
 //! A process killed with SIGKILL leaves a run file readable up to its last flush.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHILD_ENV: &str = "ASYNCPROF_IT_KILLED_CHILD";
 
@@ -36,30 +35,13 @@ fn sigkill_leaves_a_readable_run_file() {
         return;
     }
     let path = crate::support::temp_run_path("killed");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "killed::child_service_that_never_ends",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, &path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        crate::support::spawn_child("killed::child_service_that_never_ends", CHILD_ENV, &path);
     // Wait for the child's recorder to have flushed a few snapshots.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let flushed = loop {
-        if let Ok(run) = asyncprof_format::read_path(&path) {
-            if run.series.len() >= 3 {
-                break true;
-            }
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let flushed = crate::support::wait_for_run(&path, Duration::from_secs(30), |run| {
+        (run.series.len() >= 3).then_some(())
+    })
+    .is_some();
     child.kill().unwrap(); // SIGKILL: no destructor, no final flush
     child.wait().unwrap();
     assert!(flushed, "the child flushed snapshots while running");

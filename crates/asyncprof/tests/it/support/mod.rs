@@ -120,3 +120,33 @@ pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
         .unwrap_or_else(|| panic!("no line with {needle:?} in {file}"));
     idx as u32 + 2
 }
+
+/// Start test `test` of this test binary as a child process, with `env` set to `path`.
+pub(crate) fn spawn_child(test: &str, env: &str, path: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture"])
+        .env(env, path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Read the run file at `path` until `found` picks something from it or `timeout` passes:
+/// waiting on a condition, bounded in time.
+pub(crate) fn wait_for_run<T>(
+    path: &std::path::Path,
+    timeout: Duration,
+    mut found: impl FnMut(RunFile) -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(t) = asyncprof_format::read_path(path).ok().and_then(&mut found) {
+            return Some(t);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
