@@ -163,15 +163,18 @@ pub fn diagnose(run: &RunFile) -> Vec<Finding> {
             } else {
                 Severity::Warning
             };
+            let mut advice = recommendation(kind, primitive.as_deref(), syscall.as_deref(), max_ms);
+            if run.header.tier == asyncprof_format::Tier::Stable {
+                advice.push_str(
+                    " (Stable tier: the worker did not park for this long; one long poll and \
+                     many short ones look alike here, the stack tells them apart. Build with \
+                     --cfg tokio_unstable to time every poll.)",
+                );
+            }
             Finding {
                 kind,
                 severity,
-                recommendation: recommendation(
-                    kind,
-                    primitive.as_deref(),
-                    syscall.as_deref(),
-                    max_ms,
-                ),
+                recommendation: advice,
                 location,
                 primitive,
                 syscall,

@@ -195,11 +195,25 @@ impl Guard {
 
     /// Like [`Guard::instrument`], keeping your own hooks: asyncprof calls them from its own.
     pub fn instrument_with<'b>(&self, builder: &'b mut Builder, user: Hooks) -> &'b mut Builder {
-        install(self.recorder, builder, user)
+        install(self.recorder, builder, user, cfg!(tokio_unstable))
+    }
+
+    /// Install only the hooks of the stable tier (park and unpark), as a build without
+    /// `--cfg tokio_unstable` gets from [`Guard::instrument`]. asyncprof then sees when each
+    /// worker is busy and when it parks, not its polls: a stall is a worker busy past the
+    /// threshold without parking, which a long poll and a run of short ones both look like;
+    /// its stack tells them apart.
+    pub fn instrument_stable<'b>(&self, builder: &'b mut Builder, user: Hooks) -> &'b mut Builder {
+        install(self.recorder, builder, user, false)
     }
 }
 
-fn install<'b>(rec: &'static Recorder, b: &'b mut Builder, user: Hooks) -> &'b mut Builder {
+fn install<'b>(
+    rec: &'static Recorder,
+    b: &'b mut Builder,
+    user: Hooks,
+    task_hooks: bool,
+) -> &'b mut Builder {
     let Hooks {
         thread_start,
         thread_stop,
@@ -226,6 +240,9 @@ fn install<'b>(rec: &'static Recorder, b: &'b mut Builder, user: Hooks) -> &'b m
         }
     });
     b.on_thread_park(move || {
+        if !task_hooks {
+            rec.busy_end();
+        }
         rec.park();
         if let Some(f) = &thread_park {
             f();
@@ -233,12 +250,17 @@ fn install<'b>(rec: &'static Recorder, b: &'b mut Builder, user: Hooks) -> &'b m
     });
     b.on_thread_unpark(move || {
         rec.unpark();
+        if !task_hooks {
+            rec.busy_start();
+        }
         if let Some(f) = &thread_unpark {
             f();
         }
     });
-    #[cfg(not(tokio_unstable))]
-    rec.note_source(source::STABLE);
+    if !task_hooks {
+        rec.note_source(source::STABLE);
+        return b;
+    }
     #[cfg(tokio_unstable)]
     {
         rec.hooks_installed.store(true, Relaxed);

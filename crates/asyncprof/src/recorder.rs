@@ -322,6 +322,49 @@ impl Recorder {
         })
     }
 
+    /// Stable tier: the calling worker unparked and is busy from now on. The watchdog sees a
+    /// busy period as it sees a poll (with no task).
+    pub(crate) fn busy_start(&'static self) {
+        LOCAL.with(|l| {
+            let Some(w) = self.local_worker(l) else {
+                return;
+            };
+            let seq = l.seq.get();
+            if seq & 1 == 1 {
+                return;
+            }
+            let now = clock::coarse_ns();
+            l.start_ns.set(now);
+            w.poll_start_ns.store(now, Relaxed);
+            w.task_id.store(0, Relaxed);
+            l.seq.set(seq + 1);
+            // Release: the watchdog that reads this odd state also sees the start above.
+            w.state.store(seq + 1, Release);
+        })
+    }
+
+    /// Stable tier: the calling worker is about to park.
+    pub(crate) fn busy_end(&'static self) {
+        LOCAL.with(|l| {
+            let Some(w) = self.local_worker(l) else {
+                return;
+            };
+            let seq = l.seq.get();
+            if seq & 1 == 1 {
+                l.seq.set(seq + 1);
+                // Release: pairs with the watchdog's acquire load.
+                w.state.store(seq + 1, Release);
+            }
+        })
+    }
+
+    fn local_worker(&'static self, l: &Local) -> Option<&'static Worker> {
+        match l.worker.get() {
+            Some(w) if l.generation.get() == self.generation => Some(w),
+            _ => self.register_thread(l),
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn start_sample(&self, l: &Local, w: &Worker, id: u64, sched_ns: Option<u64>) {

@@ -51,7 +51,12 @@ impl Recorder {
             // Acquire: pairs with the worker's release store, so the counters read below are
             // at least as new as the state.
             let state = w.state.load(Acquire);
-            let wpolls = state.div_ceil(2).saturating_sub(w.uncounted.load(Relaxed));
+            // The stable tier sees busy periods, not polls.
+            let wpolls = if self.source.load(Relaxed) == crate::recorder::source::STABLE {
+                0
+            } else {
+                state.div_ceil(2).saturating_sub(w.uncounted.load(Relaxed))
+            };
             polls += wpolls;
             long_polls += w.long_polls.load(Relaxed);
             sampled_polls += w.sampled_polls.load(Relaxed);

@@ -210,6 +210,10 @@ impl TaskTable {
     /// Hot path: the slot of live task `id`, if it is tracked.
     #[inline]
     pub(crate) fn find(&self, id: u64) -> Option<&TaskSlot> {
+        if id == 0 {
+            // 0 marks a free slot, never a task.
+            return None;
+        }
         let mut i = id as usize & self.mask;
         for _ in 0..PROBE {
             let slot = &self.slots[i];

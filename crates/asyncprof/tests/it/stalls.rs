@@ -277,3 +277,49 @@ fn detection_latency_is_within_threshold_plus_5ms() {
     // Generous for a loaded machine; the target is 5 ms.
     assert!(max <= 25.0, "{late:?}");
 }
+
+#[test]
+fn stable_tier_sees_a_worker_busy_without_parking() {
+    let _one = crate::support::lock_recording();
+    let path = crate::support::temp_run_path("stable");
+    let guard = asyncprof::Profiler::builder()
+        .out(&path)
+        .stall_threshold(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2);
+    let rt = guard
+        .instrument_stable(&mut b, asyncprof::Hooks::new())
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // The stable tier sees busy periods from the first unpark on: let the workers idle.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::spawn(async {
+            std::thread::sleep(Duration::from_millis(60)); // stall: stable-sleep
+        })
+        .await
+        .unwrap();
+    });
+    drop(rt);
+    drop(guard);
+    let run = asyncprof_format::read_path(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(run.header.tier, asyncprof_format::Tier::Stable);
+    let stall = the_stall(&run);
+    assert_culprit(stall, "stable-sleep");
+    assert_eq!(stall.class, StallClass::Blocking);
+    assert_eq!(
+        stall.task_location, None,
+        "the stable tier does not see tasks"
+    );
+    let findings = asyncprof_report::diagnose(&run);
+    let f = findings
+        .iter()
+        .find(|f| f.location.line == stall_line("stable-sleep"))
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    assert_eq!(f.kind, "blocking-call");
+    assert!(f.recommendation.contains("Stable tier"));
+}
