@@ -408,7 +408,10 @@ fn aggregator_loop(
             (shared.stop.load(Relaxed), asked)
         };
         let now = Instant::now();
-        let snapshot_due = stopping || asked || now >= next_snapshot;
+        // The header goes out as soon as the runtime is known (its first poll), so that a
+        // process killed early still leaves a readable file; with it, a first snapshot.
+        let first = !header_sent && recorder.flavor.load(Relaxed) != 0;
+        let snapshot_due = stopping || asked || first || now >= next_snapshot;
         let pending = std::mem::take(&mut lock(&recorder.stalls).pending);
         if pending.is_empty() && !snapshot_due {
             continue;

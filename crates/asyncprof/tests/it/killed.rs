@@ -55,3 +55,50 @@ fn sigkill_leaves_a_readable_run_file() {
     assert!(snap.runtime.tasks_spawned > 0);
     assert_eq!(run.header.workers, 2);
 }
+
+const EARLY_ENV: &str = "ASYNCPROF_IT_EARLY_CHILD";
+
+/// Runs only as the child of `header_is_written_at_the_first_poll`: default settings.
+#[test]
+fn child_service_with_default_flush() {
+    let Ok(path) = std::env::var(EARLY_ENV) else {
+        return;
+    };
+    let guard = asyncprof::Profiler::builder().out(path).start().unwrap();
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    rt.block_on(async {
+        tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+    });
+}
+
+#[test]
+fn header_is_written_at_the_first_poll() {
+    if std::env::var(EARLY_ENV).is_ok() {
+        return;
+    }
+    let path = crate::support::temp_run_path("early");
+    let started = std::time::Instant::now();
+    let mut child =
+        crate::support::spawn_child("killed::child_service_with_default_flush", EARLY_ENV, &path);
+    let run = crate::support::wait_for_run(&path, Duration::from_secs(30), Some);
+    let readable_after = started.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(&path).ok();
+    let run = run.expect("a readable run file");
+    eprintln!("run file readable {readable_after:?} after the child started");
+    // The flush interval is 1 s; the header and a first snapshot come with the first poll.
+    assert!(
+        readable_after < Duration::from_millis(900),
+        "{readable_after:?}"
+    );
+    assert_eq!(run.header.flavor, asyncprof_format::Flavor::CurrentThread);
+    assert!(run.snapshot.is_some());
+}
