@@ -11,7 +11,9 @@ use hdrhistogram::Histogram;
 use crate::clock;
 use crate::hist::{self, lock};
 use crate::stages::StageTable;
-use crate::tables::{LocKey, LocationHists, LocationTable, TaskHists, TaskSlot, TaskTable};
+use crate::tables::{
+    LocKey, LocationHists, LocationTable, PollCounters, TaskHists, TaskSlot, TaskTable,
+};
 
 /// The most worker threads one recorder tells apart; later threads share nothing and are
 /// not timed (counted in `untracked_tasks` terms as lost polls would be).
@@ -50,10 +52,8 @@ pub(crate) struct Worker {
     pub(crate) task_id: AtomicU64,
     /// Coarse start of the current poll, valid while `state` is odd.
     pub(crate) poll_start_ns: AtomicU64,
-    pub(crate) long_polls: AtomicU64,
-    pub(crate) sampled_polls: AtomicU64,
-    pub(crate) sampled_ns: AtomicU64,
-    pub(crate) long_ns: AtomicU64,
+    /// Long polls and exactly timed samples (its `polls` stays 0: `state` counts polls).
+    pub(crate) counts: PollCounters,
     pub(crate) parks: AtomicU64,
     pub(crate) parked_ns: AtomicU64,
     /// When the current park began (0: not parked).
@@ -95,10 +95,7 @@ impl Worker {
             state: AtomicU64::new(0),
             task_id: AtomicU64::new(0),
             poll_start_ns: AtomicU64::new(0),
-            long_polls: AtomicU64::new(0),
-            sampled_polls: AtomicU64::new(0),
-            sampled_ns: AtomicU64::new(0),
-            long_ns: AtomicU64::new(0),
+            counts: PollCounters::default(),
             parks: AtomicU64::new(0),
             parked_ns: AtomicU64::new(0),
             park_since_ns: AtomicU64::new(0),
@@ -262,25 +259,10 @@ impl Recorder {
     #[inline]
     pub(crate) fn poll_start<const WAKES: bool>(&'static self, id: u64, sched_ns: Option<u64>) {
         LOCAL.with(|l| {
-            let w = match l.worker.get() {
-                Some(w) if l.generation.get() == self.generation => w,
-                _ => match self.register_thread(l) {
-                    Some(w) => w,
-                    None => return,
-                },
-            };
-            let seq = l.seq.get();
-            if seq & 1 == 1 {
-                // A poll inside a poll (a nested `block_on`): the outer one keeps the worker.
+            let Some(w) = self.local_worker(l) else {
                 return;
-            }
-            let now = clock::coarse_ns();
-            l.start_ns.set(now);
-            w.poll_start_ns.store(now, Relaxed);
-            w.task_id.store(id, Relaxed);
-            l.seq.set(seq + 1);
-            // Release: a watchdog that reads this odd state also sees the start and task above.
-            w.state.store(seq + 1, Release);
+            };
+            let Some(now) = open(l, w, id) else { return };
             l.task_id.set(id);
             let entry = &w.task_counts[id as usize & (WORKER_COUNTS - 1)];
             if entry.id.load(Relaxed) == id {
@@ -307,15 +289,10 @@ impl Recorder {
     pub(crate) fn poll_end(&'static self) {
         LOCAL.with(|l| {
             let Some(w) = l.worker.get() else { return };
-            let seq = l.seq.get();
-            if seq & 1 == 0 || l.generation.get() != self.generation {
+            if l.generation.get() != self.generation || !close(l, w) {
                 return;
             }
-            let now = clock::coarse_ns();
-            l.seq.set(seq + 1);
-            // Release: pairs with the watchdog's acquire load, like `poll_start`.
-            w.state.store(seq + 1, Release);
-            let coarse = now.saturating_sub(l.start_ns.get());
+            let coarse = clock::coarse_ns().saturating_sub(l.start_ns.get());
             if coarse >= self.long_ns || l.exact_start_ns.get() != 0 {
                 self.finish_timed_poll(l, w, coarse);
             }
@@ -326,38 +303,23 @@ impl Recorder {
     /// busy period as it sees a poll (with no task).
     pub(crate) fn busy_start(&'static self) {
         LOCAL.with(|l| {
-            let Some(w) = self.local_worker(l) else {
-                return;
-            };
-            let seq = l.seq.get();
-            if seq & 1 == 1 {
-                return;
+            if let Some(w) = self.local_worker(l) {
+                open(l, w, 0);
             }
-            let now = clock::coarse_ns();
-            l.start_ns.set(now);
-            w.poll_start_ns.store(now, Relaxed);
-            w.task_id.store(0, Relaxed);
-            l.seq.set(seq + 1);
-            // Release: the watchdog that reads this odd state also sees the start above.
-            w.state.store(seq + 1, Release);
         })
     }
 
     /// Stable tier: the calling worker is about to park.
     pub(crate) fn busy_end(&'static self) {
         LOCAL.with(|l| {
-            let Some(w) = self.local_worker(l) else {
-                return;
-            };
-            let seq = l.seq.get();
-            if seq & 1 == 1 {
-                l.seq.set(seq + 1);
-                // Release: pairs with the watchdog's acquire load.
-                w.state.store(seq + 1, Release);
+            if let Some(w) = self.local_worker(l) {
+                close(l, w);
             }
         })
     }
 
+    /// Hot path: this thread's worker entry, registering the thread on its first event.
+    #[inline(always)]
     fn local_worker(&'static self, l: &Local) -> Option<&'static Worker> {
         match l.worker.get() {
             Some(w) if l.generation.get() == self.generation => Some(w),
@@ -472,13 +434,7 @@ impl Recorder {
                 hist::record(&mut h.sampled, ns, outliers);
             }
         }
-        if long {
-            w.long_polls.fetch_add(1, Relaxed);
-            w.long_ns.fetch_add(ns, Relaxed);
-        } else {
-            w.sampled_polls.fetch_add(1, Relaxed);
-            w.sampled_ns.fetch_add(ns, Relaxed);
-        }
+        w.counts.add_poll(ns, long);
         let Some(s) = self.tasks.find(l.task_id.get()) else {
             return;
         };
@@ -636,10 +592,7 @@ impl Recorder {
     }
 
     fn current_worker(&'static self) -> Option<&'static Worker> {
-        LOCAL.with(|l| match l.worker.get() {
-            Some(w) if l.generation.get() == self.generation => Some(w),
-            _ => self.register_thread(l),
-        })
+        LOCAL.with(|l| self.local_worker(l))
     }
 
     /// First event on this thread: claim a worker entry (reusing one a stopped thread freed).
@@ -701,6 +654,39 @@ impl Recorder {
             Relaxed,
         );
     }
+}
+
+/// Hot path: begin a poll (or, in the stable tier, a busy period) of task `id` on worker `w`:
+/// publish its start and task to the watchdog. Returns the start, or `None` when the worker
+/// is already inside one (a poll inside a poll, as a nested `block_on` makes: the outer one
+/// keeps the worker).
+#[inline(always)]
+fn open(l: &Local, w: &Worker, id: u64) -> Option<u64> {
+    let seq = l.seq.get();
+    if seq & 1 == 1 {
+        return None;
+    }
+    let now = clock::coarse_ns();
+    l.start_ns.set(now);
+    w.poll_start_ns.store(now, Relaxed);
+    w.task_id.store(id, Relaxed);
+    l.seq.set(seq + 1);
+    // Release: a watchdog that reads this odd state also sees the start and task above.
+    w.state.store(seq + 1, Release);
+    Some(now)
+}
+
+/// Hot path: end the poll or busy period [`open`] began. False when none was open.
+#[inline(always)]
+fn close(l: &Local, w: &Worker) -> bool {
+    let seq = l.seq.get();
+    if seq & 1 == 0 {
+        return false;
+    }
+    l.seq.set(seq + 1);
+    // Release: pairs with the watchdog's acquire load, like `open`.
+    w.state.store(seq + 1, Release);
+    true
 }
 
 /// Run `f` on a location's histograms, allocating them on first use.

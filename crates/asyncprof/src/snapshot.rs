@@ -58,9 +58,10 @@ impl Recorder {
                 state.div_ceil(2).saturating_sub(w.uncounted.load(Relaxed))
             };
             polls += wpolls;
-            long_polls += w.long_polls.load(Relaxed);
-            sampled_polls += w.sampled_polls.load(Relaxed);
-            sampled_ns += w.sampled_ns.load(Relaxed);
+            let c = w.counts.load();
+            long_polls += c.long_polls;
+            sampled_polls += c.sampled_polls;
+            sampled_ns += c.sampled_ns;
             {
                 let h = lock(&w.hists);
                 hist::merge(&mut long, &h.long);
