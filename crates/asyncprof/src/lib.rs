@@ -59,7 +59,8 @@
 //!
 //! Measured by `cargo bench -p asyncprof --bench poll_overhead -- --rounds 11` (1,000 tasks ×
 //! 2,000 `yield_now`, 2 workers, watchdog on) on a 2-core machine: the hooks tier runs at
-//! 0.84–0.89× the throughput of plain tokio (14–22 ns of CPU per poll); the layer tier, with
+//! 0.82–0.86× the throughput of plain tokio (17–24 ns of CPU per poll, median of five runs
+//! 0.85×); the layer tier, with
 //! tokio's `tracing` feature, at 0.21×. See the README's Overhead section.
 //!
 //! # Limitations
