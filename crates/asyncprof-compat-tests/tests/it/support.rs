@@ -1,10 +1,14 @@
 //! Record a workload with the layer (or the hooks) installed and read the run file back.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use asyncprof_format::{LocationStats, RunFile};
+use asyncprof_format::RunFile;
 use tracing_subscriber::layer::SubscriberExt;
+
+#[path = "../../../asyncprof/tests/it/support/known.rs"]
+mod known;
+
+pub(crate) use known::{location, marked_line, spin};
 
 /// One recording per process at a time: tests that record take this lock.
 pub(crate) static RECORDING_LOCK: Mutex<()> = Mutex::new(());
@@ -55,40 +59,4 @@ where
     let run = asyncprof_format::read_path(&path).unwrap();
     std::fs::remove_file(&path).ok();
     run
-}
-
-pub(crate) fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStats {
-    let snap = run.snapshot.as_ref().expect("a snapshot");
-    snap.locations
-        .iter()
-        .find(|l| l.location.file.ends_with(file) && l.location.line == line)
-        .unwrap_or_else(|| {
-            panic!(
-                "no location {file}:{line} among {:?}",
-                snap.locations
-                    .iter()
-                    .map(|l| l.location.to_string())
-                    .collect::<Vec<_>>()
-            )
-        })
-}
-
-pub(crate) fn spin(d: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < d {
-        std::hint::spin_loop();
-    }
-}
-
-/// The 1-based line of the spawn call that follows the comment `// spawn: {marker}` in `file`
-/// (as `file!()` names it).
-pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let text = std::fs::read_to_string(root.join(file)).unwrap();
-    let needle = format!("// spawn: {marker}");
-    let idx = text
-        .lines()
-        .position(|l| l.contains(&needle) && !l.contains("needle"))
-        .unwrap_or_else(|| panic!("no line with {needle:?} in {file}"));
-    idx as u32 + 2
 }

@@ -1,10 +1,14 @@
 //! Test harness: record a workload on an instrumented runtime and read the run file back.
 
+mod known;
+
+pub(crate) use known::{location, marked_line, spin};
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use asyncprof_format::{LocationStats, RunFile};
+use asyncprof_format::RunFile;
 
 /// One recording per process at a time: tests that record take this lock.
 static RECORDING: Mutex<()> = Mutex::new(());
@@ -70,31 +74,6 @@ where
     (run, footprint)
 }
 
-/// The spawn location whose line is `line` in a file ending with `file`.
-pub(crate) fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStats {
-    let snap = run.snapshot.as_ref().expect("a snapshot");
-    snap.locations
-        .iter()
-        .find(|l| l.location.file.ends_with(file) && l.location.line == line)
-        .unwrap_or_else(|| {
-            panic!(
-                "no location {file}:{line} among {:?}",
-                snap.locations
-                    .iter()
-                    .map(|l| l.location.to_string())
-                    .collect::<Vec<_>>()
-            )
-        })
-}
-
-/// Keep the CPU busy for `d` without yielding (a CPU-bound poll of known length).
-pub(crate) fn spin(d: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < d {
-        std::hint::spin_loop();
-    }
-}
-
 /// Assert `actual` is within `tolerance` (a fraction) of `expected`.
 pub(crate) fn assert_near(what: &str, actual: u64, expected: Duration, tolerance: f64) {
     let e = expected.as_nanos() as f64;
@@ -106,19 +85,6 @@ pub(crate) fn assert_near(what: &str, actual: u64, expected: Duration, tolerance
         e / 1e6,
         tolerance * 100.0
     );
-}
-
-/// The 1-based line of the spawn call that follows the comment `// spawn: {marker}` in `file`
-/// (as `file!()` names it).
-pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let text = std::fs::read_to_string(root.join(file)).unwrap();
-    let needle = format!("// spawn: {marker}");
-    let idx = text
-        .lines()
-        .position(|l| l.contains(&needle) && !l.contains("needle"))
-        .unwrap_or_else(|| panic!("no line with {needle:?} in {file}"));
-    idx as u32 + 2
 }
 
 /// Start test `test` of this test binary as a child process, with `env` set to `path`.

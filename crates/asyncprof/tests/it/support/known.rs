@@ -1,0 +1,44 @@
+//! Known-truth helpers shared by the asyncprof and asyncprof-compat-tests test binaries:
+//! finding a spawn location by the marker comment above it, and polls of a known length.
+
+use std::time::{Duration, Instant};
+
+use asyncprof_format::{LocationStats, RunFile};
+
+/// The spawn location whose line is `line` in a file ending with `file`.
+pub(crate) fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStats {
+    let snap = run.snapshot.as_ref().expect("a snapshot");
+    snap.locations
+        .iter()
+        .find(|l| l.location.file.ends_with(file) && l.location.line == line)
+        .unwrap_or_else(|| {
+            panic!(
+                "no location {file}:{line} among {:?}",
+                snap.locations
+                    .iter()
+                    .map(|l| l.location.to_string())
+                    .collect::<Vec<_>>()
+            )
+        })
+}
+
+/// The 1-based line of the spawn call that follows the comment `// spawn: {marker}` in `file`
+/// (as `file!()` names it).
+pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join(file)).unwrap();
+    let needle = format!("// spawn: {marker}");
+    let idx = text
+        .lines()
+        .position(|l| l.contains(&needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in {file}"));
+    idx as u32 + 2
+}
+
+/// Keep the CPU busy for `d` without yielding (a CPU-bound poll of known length).
+pub(crate) fn spin(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
