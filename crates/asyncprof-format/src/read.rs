@@ -1,11 +1,13 @@
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::write::RecordKind;
 use crate::{
-    Error, Header, Result, Snapshot, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MARKER, MAGIC,
-    MAX_FRAME_LEN, PREAMBLE_LEN,
+    DepthPoint, Error, Header, Result, Snapshot, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MARKER,
+    MAGIC, MAX_FRAME_LEN, PREAMBLE_LEN,
 };
 
 /// One point of a run's time series, taken from every snapshot.
@@ -43,6 +45,42 @@ pub struct RunFile {
     pub warnings: Vec<String>,
     /// Every stall, in order of id, each as of its latest record.
     pub stalls: Vec<crate::StallRecord>,
+    /// Every queue's depth over the run, by queue id, joined from all snapshots. Long runs
+    /// keep at most [`MAX_DEPTH_POINTS`] points per queue, evenly thinned.
+    pub queue_depths: BTreeMap<u64, Vec<DepthPoint>>,
+}
+
+/// The most depth points the reader keeps per queue; beyond it every other point is dropped
+/// and the spacing doubles.
+pub const MAX_DEPTH_POINTS: usize = 4096;
+
+/// Which depth points of one queue the reader keeps: one in `stride` of those seen.
+#[derive(Debug, Default)]
+struct Thinning {
+    seen: usize,
+    stride: usize,
+}
+
+impl Thinning {
+    /// Append `new` points to a series, thinning it to stay within [`MAX_DEPTH_POINTS`].
+    fn push(&mut self, series: &mut Vec<DepthPoint>, new: &[DepthPoint]) {
+        self.stride = self.stride.max(1);
+        for p in new {
+            if self.seen.is_multiple_of(self.stride) {
+                series.push(*p);
+                if series.len() >= MAX_DEPTH_POINTS {
+                    // Kept points sit at multiples of the stride; keep every other one.
+                    let mut index = 0usize;
+                    series.retain(|_| {
+                        index += 1;
+                        !index.is_multiple_of(2)
+                    });
+                    self.stride *= 2;
+                }
+            }
+            self.seen += 1;
+        }
+    }
 }
 
 /// Read a run file from disk.
@@ -118,7 +156,9 @@ pub fn read_bytes(bytes: &[u8]) -> Result<RunFile> {
         ended: false,
         warnings: Vec::new(),
         stalls: Vec::new(),
+        queue_depths: BTreeMap::new(),
     };
+    let mut thinning: BTreeMap<u64, Thinning> = BTreeMap::new();
     let mut stalls = std::collections::BTreeMap::new();
     loop {
         match frames.next_frame()? {
@@ -137,7 +177,14 @@ pub fn read_bytes(bytes: &[u8]) -> Result<RunFile> {
                 payload,
             } => match kind {
                 Some(RecordKind::Snapshot) => {
-                    let snap = decode::<Snapshot>(offset, RecordKind::Snapshot, payload)?;
+                    let mut snap = decode::<Snapshot>(offset, RecordKind::Snapshot, payload)?;
+                    for q in &mut snap.queues {
+                        let points = std::mem::take(&mut q.points);
+                        thinning
+                            .entry(q.id)
+                            .or_default()
+                            .push(run.queue_depths.entry(q.id).or_default(), &points);
+                    }
                     run.series.push(SeriesPoint {
                         elapsed_ns: snap.elapsed_ns,
                         polls: snap.runtime.polls,

@@ -152,6 +152,10 @@ pub struct LossCounters {
     /// Times the coarse clock's thread woke more than four ticks late (it was descheduled).
     /// A poll that fell entirely inside such a gap was timed as short.
     pub clock_gaps: u64,
+    /// Queues created while the queue registry was full: they work, but are not reported.
+    pub untracked_queues: u64,
+    /// Queue depth samples dropped because a queue's sample buffer was full.
+    pub dropped_depth_points: u64,
 }
 
 impl LossCounters {
@@ -318,6 +322,91 @@ pub struct Snapshot {
     pub tasks: Vec<TaskStats>,
     /// User spans as stages.
     pub stages: Vec<StageStats>,
+    /// Instrumented channels, semaphores and gauges.
+    pub queues: Vec<QueueStats>,
+}
+
+/// What kind of queue a [`QueueStats`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum QueueKind {
+    /// `asyncprof::sync::mpsc::channel`: senders wait when it is full.
+    #[default]
+    Bounded,
+    /// `asyncprof::sync::mpsc::unbounded_channel`: never full, may grow without bound.
+    Unbounded,
+    /// `asyncprof::sync::Semaphore`: depth is permits held, waits are permit waits.
+    Semaphore,
+    /// A gauge registered for any other queue: depth only, sampled.
+    Gauge,
+}
+
+/// One sample of a queue's depth, taken by the background thread (10 per second).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct DepthPoint {
+    /// Time since the run started.
+    pub elapsed_ns: u64,
+    /// Items queued (permits held, for a semaphore).
+    pub depth: u64,
+    /// Senders (acquirers) waiting at that moment.
+    pub waiting: u64,
+}
+
+/// One named queue, cumulative since it was created. Channels created at the same place with
+/// the same name (one per connection, say) are summed into one entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Stable id within the run.
+    pub id: u64,
+    /// The name given at creation.
+    pub name: String,
+    /// Channel, semaphore or gauge.
+    pub kind: QueueKind,
+    /// Where it was created.
+    pub location: SourceLocation,
+    /// Capacity of one instance (permits, for a semaphore); none when unbounded.
+    pub capacity: Option<u64>,
+    /// Size of one item in bytes (0 when not known).
+    pub item_bytes: u64,
+    /// Instances created with this name and location.
+    pub instances: u64,
+    /// Instances still alive.
+    pub live_instances: u64,
+    /// Items sent (permits acquired).
+    pub enqueued: u64,
+    /// Items received.
+    pub dequeued: u64,
+    /// Sends refused because the queue was full (`try_send`, a `send_timeout` that expired).
+    pub rejected: u64,
+    /// Depth at the last sample.
+    pub depth: u64,
+    /// Largest sampled depth (the capacity when a sender had to wait).
+    pub max_depth: u64,
+    /// Depth samples taken.
+    pub samples: u64,
+    /// Samples that found the queue full or a sender waiting.
+    pub full_samples: u64,
+    /// How long senders (acquirers) waited for room, one value per wait.
+    pub send_wait_ns: Histogram,
+    /// How long receivers waited for an item, one value per wait.
+    pub recv_wait_ns: Histogram,
+    /// Time the receiving tasks spent waiting to send to another queue, after receiving from
+    /// this one: this queue is full because of a queue further down.
+    pub consumer_blocked_ns: u64,
+    /// The queue its consumers waited on most recently, by id.
+    pub downstream: Option<u64>,
+    /// Where items are sent from (the first sending call).
+    pub producer: Option<SourceLocation>,
+    /// Where items are received (the first receiving call): the consuming stage.
+    pub consumer: Option<SourceLocation>,
+    /// Depth samples since the previous snapshot; the reader joins them into
+    /// [`crate::RunFile::queue_depths`].
+    pub points: Vec<DepthPoint>,
 }
 
 /// One frame of a symbolized stack.

@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use asyncprof_format::{RunFile, StallClass, StallRecord};
 use serde::Serialize;
 
+use crate::Thresholds;
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -41,11 +43,12 @@ pub struct FindingLocation {
     pub function: String,
 }
 
-/// One diagnosis.
+/// One diagnosis: its kind, where to change the code, the evidence and what to do.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct Finding {
-    /// `blocking-call`, `cpu-bound-poll`, `lock-contention` or `runtime-blocked`.
+    /// `blocking-call`, `cpu-bound-poll`, `lock-contention`, `runtime-blocked`,
+    /// `queue-backpressure` or `queue-growth`.
     pub kind: &'static str,
     /// How bad it is.
     pub severity: Severity,
@@ -55,18 +58,20 @@ pub struct Finding {
     pub primitive: Option<String>,
     /// The system call the thread slept in.
     pub syscall: Option<String>,
-    /// Stalls grouped here.
+    /// Stalls grouped here (queue findings: sender waits, or items sent for growth).
     pub count: u64,
-    /// Their total duration.
+    /// Their total duration (queue findings: time senders waited).
     pub total_ms: f64,
     /// The longest.
     pub max_ms: f64,
     /// What to do.
     pub recommendation: String,
-    /// Where the stalled task was spawned.
+    /// Where the stalled task was spawned (queue findings: where the consumer receives).
     pub task_location: Option<String>,
     /// The most sampled stack of the longest stall, innermost first.
     pub stack: Vec<String>,
+    /// For queue findings: the queue and what it showed.
+    pub queue: Option<crate::QueueEvidence>,
 }
 
 /// The kind of one stall.
@@ -122,8 +127,13 @@ fn recommendation(
     }
 }
 
-/// Every finding of a run, most severe and costly first.
+/// Every finding of a run with the default thresholds, most severe and costly first.
 pub fn diagnose(run: &RunFile) -> Vec<Finding> {
+    diagnose_with(run, &Thresholds::default())
+}
+
+/// Every finding of a run, most severe and costly first.
+pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
     let mut groups: BTreeMap<(&'static str, FindingLocation), Vec<&StallRecord>> = BTreeMap::new();
     for s in &run.stalls {
         let location = match (&s.culprit, &s.task_location) {
@@ -187,9 +197,18 @@ pub fn diagnose(run: &RunFile) -> Vec<Finding> {
                     .first()
                     .map(|s| s.frames.iter().map(|f| f.to_string()).collect())
                     .unwrap_or_default(),
+                queue: None,
             }
         })
         .collect();
+    if let Some(snap) = &run.snapshot {
+        out.extend(crate::queues::backpressure(
+            &snap.queues,
+            snap.elapsed_ns,
+            thresholds,
+        ));
+        out.extend(crate::queues::growth(run, &snap.queues, thresholds));
+    }
     out.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)

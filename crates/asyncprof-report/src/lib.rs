@@ -23,14 +23,19 @@
 #![forbid(unsafe_code)]
 
 mod findings;
+mod queues;
 mod summary;
 mod text;
+mod thresholds;
 
-pub use findings::{diagnose, stall_kind, Finding, FindingLocation, Severity};
+pub use findings::{diagnose, diagnose_with, stall_kind, Finding, FindingLocation, Severity};
+pub use queues::QueueEvidence;
 pub use summary::{
-    Latency, LocationSummary, RuntimeSummary, StageSummary, Summary, TaskSummary, WorkerSummary,
+    Latency, LocationSummary, QueueSummary, RuntimeSummary, StageSummary, Summary, TaskSummary,
+    WorkerSummary,
 };
 pub use text::render_text;
+pub use thresholds::Thresholds;
 
 /// The summary as pretty-printed JSON.
 pub fn render_json(summary: &Summary) -> Vec<u8> {

@@ -129,6 +129,44 @@ pub struct StageSummary {
     pub duration: Latency,
 }
 
+/// One instrumented queue (channel, semaphore or gauge).
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct QueueSummary {
+    /// Id within the run.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Channel, semaphore or gauge.
+    pub kind: format::QueueKind,
+    /// Where it was created.
+    pub location: String,
+    /// Capacity of one instance, when bounded.
+    pub capacity: Option<u64>,
+    /// Instances created there under that name.
+    pub instances: u64,
+    /// Items sent (permits acquired).
+    pub enqueued: u64,
+    /// Items received.
+    pub dequeued: u64,
+    /// Sends refused because it was full.
+    pub rejected: u64,
+    /// Depth at the end.
+    pub depth: u64,
+    /// Largest depth seen.
+    pub max_depth: u64,
+    /// Share of samples that found it full or a sender waiting (0 to 1).
+    pub full_share: f64,
+    /// Sender (acquirer) waits.
+    pub send_wait: Latency,
+    /// Receiver waits.
+    pub recv_wait: Latency,
+    /// Where items are sent from.
+    pub producer: Option<String>,
+    /// Where items are received.
+    pub consumer: Option<String>,
+}
+
 /// Everything `asyncprof report --json` prints about a run.
 #[derive(Debug, Clone, Default, Serialize)]
 #[non_exhaustive]
@@ -165,6 +203,8 @@ pub struct Summary {
     pub tasks: Vec<TaskSummary>,
     /// User spans as stages.
     pub stages: Vec<StageSummary>,
+    /// Instrumented queues, by id.
+    pub queues: Vec<QueueSummary>,
     /// Stalls recorded (polls past the threshold), all kinds.
     pub stalls: u64,
     /// What is wrong, where, and what to change: most severe first.
@@ -248,6 +288,32 @@ impl Summary {
                 target: st.target.clone(),
                 count: st.count,
                 duration: Latency::of(&st.duration_ns),
+            })
+            .collect();
+        s.queues = snap
+            .queues
+            .iter()
+            .map(|q| QueueSummary {
+                id: q.id,
+                name: q.name.clone(),
+                kind: q.kind,
+                location: q.location.to_string(),
+                capacity: q.capacity,
+                instances: q.instances,
+                enqueued: q.enqueued,
+                dequeued: q.dequeued,
+                rejected: q.rejected,
+                depth: q.depth,
+                max_depth: q.max_depth,
+                full_share: if q.samples == 0 {
+                    0.0
+                } else {
+                    (q.full_samples as f64 / q.samples as f64 * 1000.0).round() / 1000.0
+                },
+                send_wait: Latency::of(&q.send_wait_ns),
+                recv_wait: Latency::of(&q.recv_wait_ns),
+                producer: q.producer.as_ref().map(ToString::to_string),
+                consumer: q.consumer.as_ref().map(ToString::to_string),
             })
             .collect();
         s

@@ -59,19 +59,42 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
         let _ = writeln!(o, "\nfindings:");
     }
     for f in &s.findings {
+        let evidence = match &f.queue {
+            Some(q) if f.kind == "queue-growth" => format!(
+                "{} sent, {} received, depth {} at the end (max {}), +{:.0} items/s",
+                q.enqueued, q.dequeued, q.depth, q.max_depth, q.growth_per_s
+            ),
+            Some(q) => format!(
+                "full {:.0}% of the run; senders waited {} times, {:.1} ms in all, longest {:.1} ms; {} refused{}",
+                q.full_share * 100.0,
+                f.count,
+                f.total_ms,
+                f.max_ms,
+                q.rejected,
+                if q.upstream.is_empty() {
+                    String::new()
+                } else {
+                    format!("; also full because of it: {}", q.upstream.join(", "))
+                }
+            ),
+            None => format!(
+                "{} stalls, {:.1} ms in all, longest {:.1} ms{}{}",
+                f.count,
+                f.total_ms,
+                f.max_ms,
+                f.primitive.as_deref().map_or_else(String::new, |p| format!("; calls {p}")),
+                f.syscall.as_deref().map_or_else(String::new, |p| format!(", asleep in {p}")),
+            ),
+        };
         let _ = writeln!(
             o,
-            "  {:?} {} at {}:{} in {}\n    {} stalls, {:.1} ms in all, longest {:.1} ms{}{}\n    {}",
+            "  {:?} {} at {}:{} in {}\n    {}\n    {}",
             f.severity,
             f.kind,
             f.location.file,
             f.location.line,
             f.location.function,
-            f.count,
-            f.total_ms,
-            f.max_ms,
-            f.primitive.as_deref().map_or_else(String::new, |p| format!("; calls {p}")),
-            f.syscall.as_deref().map_or_else(String::new, |p| format!(", asleep in {p}")),
+            evidence,
             f.recommendation
         );
     }
@@ -88,6 +111,27 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
             dur(loc.scheduled.p50_ns),
             dur(loc.scheduled.p99_ns)
         );
+    }
+    if !s.queues.is_empty() {
+        let _ = writeln!(o, "\nqueues:");
+        for q in &s.queues {
+            let _ = writeln!(
+                o,
+                "  {} ({:?}, capacity {}) at {}\n    {} in, {} out, {} refused; depth {} (max {}); full {:.0}% of samples; send wait {}; receive wait {}",
+                q.name,
+                q.kind,
+                q.capacity.map_or_else(|| "unbounded".to_string(), |c| c.to_string()),
+                q.location,
+                q.enqueued,
+                q.dequeued,
+                q.rejected,
+                q.depth,
+                q.max_depth,
+                q.full_share * 100.0,
+                lat(&q.send_wait),
+                lat(&q.recv_wait)
+            );
+        }
     }
     if !s.stages.is_empty() {
         let _ = writeln!(o, "\nstages:");

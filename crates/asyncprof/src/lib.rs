@@ -74,18 +74,22 @@
 
 mod clock;
 mod error;
+mod gauge;
 mod hist;
 mod hooks;
 mod layer;
 mod profiler;
+mod queues;
 mod recorder;
 mod snapshot;
 mod stages;
 mod symbolize;
+pub mod sync;
 mod tables;
 mod watchdog;
 
 pub use error::{Error, Result};
+pub use gauge::Gauge;
 pub use hooks::Hooks;
 pub use layer::TaskLayer;
 pub use profiler::{

@@ -275,6 +275,7 @@ impl Builder {
             args: args.collect(),
         };
         clock::publish();
+        crate::queues::start_recording();
         let recorder: &'static Recorder = Box::leak(Box::new(Recorder::new(settings)));
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -408,6 +409,7 @@ fn aggregator_loop(
             (shared.stop.load(Relaxed), asked)
         };
         let now = Instant::now();
+        crate::queues::sample(started.elapsed().as_nanos() as u64);
         // The header goes out as soon as the runtime is known (its first poll), so that a
         // process killed early still leaves a readable file; with it, a first snapshot.
         let first = !header_sent && recorder.flavor.load(Relaxed) != 0;

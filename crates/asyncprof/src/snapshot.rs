@@ -212,6 +212,7 @@ impl Recorder {
         r.scheduled_ns = format::Histogram::from_hdr(&sched);
 
         snap.stages = self.stages.snapshot();
+        snap.queues = crate::queues::snapshot(&self.loss.histogram_outliers);
         let l = &mut snap.loss;
         l.histogram_outliers = self.loss.histogram_outliers.load(Relaxed);
         l.untracked_tasks = self.loss.untracked_tasks.load(Relaxed);
@@ -220,6 +221,8 @@ impl Recorder {
         l.clock_gaps = self.loss.clock_gaps.load(Relaxed);
         l.missed_samples = self.loss.missed_samples.load(Relaxed);
         l.sampler_busy = self.loss.sampler_busy.load(Relaxed);
+        l.untracked_queues = crate::queues::untracked();
+        l.dropped_depth_points = crate::queues::dropped_points();
         snap
     }
 }

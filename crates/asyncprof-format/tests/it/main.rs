@@ -144,3 +144,47 @@ fn not_a_run_file() {
     let err = read_bytes(b"{\"hello\": 1}").unwrap_err();
     assert!(matches!(err, Error::NotARunFile));
 }
+
+#[test]
+fn queue_depth_points_are_joined_across_snapshots_and_thinned_evenly() {
+    use asyncprof_format::{DepthPoint, QueueStats, MAX_DEPTH_POINTS};
+    let mut out = Vec::new();
+    let mut w = RunWriter::new(&mut out, &Header::new("queues")).unwrap();
+    // 1,000 snapshots of 10 points each for queue 3; queue 4 appears only in the last one.
+    let snapshots = 1000u64;
+    for s in 0..snapshots {
+        let mut snap = Snapshot::default();
+        snap.elapsed_ns = (s + 1) * 1_000_000_000;
+        let mut q = QueueStats::default();
+        q.id = 3;
+        q.name = "ingest".into();
+        for i in 0..10 {
+            let mut p = DepthPoint::default();
+            p.elapsed_ns = s * 1_000_000_000 + i * 100_000_000;
+            p.depth = s * 10 + i;
+            q.points.push(p);
+        }
+        snap.queues.push(q);
+        if s == snapshots - 1 {
+            let mut other = QueueStats::default();
+            other.id = 4;
+            other.points.push(DepthPoint::default());
+            snap.queues.push(other);
+        }
+        w.write_snapshot(&snap).unwrap();
+    }
+    drop(w);
+    let run = read_bytes(&out).unwrap();
+    let points = &run.queue_depths[&3];
+    assert!(points.len() <= MAX_DEPTH_POINTS, "{}", points.len());
+    assert!(points.len() >= MAX_DEPTH_POINTS / 4, "{}", points.len());
+    // Evenly spaced from the first point, in order.
+    assert_eq!(points[0].depth, 0);
+    let step = points[1].depth - points[0].depth;
+    assert!(step.is_power_of_two() && step > 1, "{step}");
+    assert!(points.windows(2).all(|w| w[1].depth - w[0].depth == step));
+    assert!(points.last().unwrap().depth >= 10_000 - step);
+    assert_eq!(run.queue_depths[&4].len(), 1);
+    // The snapshot hands its points to the series.
+    assert!(run.snapshot.unwrap().queues[0].points.is_empty());
+}

@@ -1,10 +1,12 @@
 //! Integration tests of the hooks tier: known-truth workloads, read back from the run file.
 
 mod blocked;
+mod dropin;
 mod footprint;
 mod killed;
 mod macro_main;
 mod polls;
+mod queues;
 mod sched;
 mod stalls;
 mod support;
