@@ -40,8 +40,14 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
     let l = &s.loss;
     let _ = writeln!(
         o,
-        "loss: {} dropped records, {} histogram outliers, {} untracked tasks, {} untracked locations, {} clock gaps",
-        l.dropped_records, l.histogram_outliers, l.untracked_tasks, l.untracked_locations, l.clock_gaps
+        "loss: {} dropped records, {} histogram outliers, {} untracked tasks, {} untracked locations, {} clock gaps, {} untracked queues, {} dropped depth samples",
+        l.dropped_records,
+        l.histogram_outliers,
+        l.untracked_tasks,
+        l.untracked_locations,
+        l.clock_gaps,
+        l.untracked_queues,
+        l.dropped_depth_points
     );
     let r = &s.runtime;
     let _ = writeln!(

@@ -34,7 +34,9 @@
 //! same histograms, per-worker busy and parked time, tasks spawned, alive and completed.
 //! Completed tasks fold into their spawn location, so memory stays bounded however many
 //! tasks a service spawns. User spans (`#[instrument]`, `info_span!`) become per-stage
-//! latency histograms.
+//! latency histograms. Named queues ([`sync::mpsc`] channels, [`sync::Semaphore`], any
+//! other queue through a [`Gauge`]) record items in and out, sender and receiver waits, and
+//! their depth over time.
 //!
 //! **Timing.** A background thread publishes a coarse clock every 250 µs (configurable);
 //! each poll reads it twice, a relaxed load each. Polls of at least two ticks (500 µs) are
