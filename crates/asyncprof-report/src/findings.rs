@@ -134,8 +134,40 @@ pub fn diagnose(run: &RunFile) -> Vec<Finding> {
 
 /// Every finding of a run, most severe and costly first.
 pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
+    // Stalls past the sampling budget have no stack: they join the culprit most often seen
+    // for the same task location (and kind, when their kind is known).
+    let mut culprits: BTreeMap<String, BTreeMap<(&'static str, FindingLocation), u64>> =
+        BTreeMap::new();
+    for s in &run.stalls {
+        if let (Some(c), Some(t)) = (&s.culprit, &s.task_location) {
+            let loc = FindingLocation {
+                file: c.file.clone().unwrap_or_default(),
+                line: c.line.unwrap_or(0),
+                function: c.function.clone(),
+            };
+            *culprits
+                .entry(t.to_string())
+                .or_default()
+                .entry((stall_kind(s), loc))
+                .or_default() += 1;
+        }
+    }
+    let adopted = |s: &StallRecord| -> Option<(&'static str, FindingLocation)> {
+        let seen = culprits.get(&s.task_location.as_ref()?.to_string())?;
+        let kind = stall_kind(s);
+        seen.iter()
+            .filter(|((k, _), _)| s.class == StallClass::Unknown || *k == kind)
+            .max_by_key(|(_, n)| **n)
+            .map(|((k, loc), _)| (*k, loc.clone()))
+    };
     let mut groups: BTreeMap<(&'static str, FindingLocation), Vec<&StallRecord>> = BTreeMap::new();
     for s in &run.stalls {
+        if s.culprit.is_none() {
+            if let Some(key) = adopted(s) {
+                groups.entry(key).or_default().push(s);
+                continue;
+            }
+        }
         let location = match (&s.culprit, &s.task_location) {
             (Some(c), _) => FindingLocation {
                 file: c.file.clone().unwrap_or_default(),

@@ -79,6 +79,7 @@ mod error;
 mod gauge;
 mod hist;
 mod hooks;
+mod latency;
 mod layer;
 mod profiler;
 mod queues;
@@ -93,6 +94,7 @@ mod watchdog;
 pub use error::{Error, Result};
 pub use gauge::Gauge;
 pub use hooks::Hooks;
+pub use latency::Latency;
 pub use layer::TaskLayer;
 pub use profiler::{
     Builder, Footprint, Guard, Profiler, DEFAULT_CLOCK_TICK, DEFAULT_FLUSH_INTERVAL,

@@ -59,7 +59,7 @@ fn bucket_value(index: usize) -> u64 {
 }
 
 impl WaitHist {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         WaitHist {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -70,7 +70,30 @@ impl WaitHist {
         self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
     }
 
-    fn to_format(&self, outliers: &AtomicU64) -> format::Histogram {
+    /// Values recorded.
+    pub(crate) fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
+    /// The value at quantile `q`, to the resolution of a bucket; 0 when empty.
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return bucket_value(i);
+            }
+        }
+        bucket_value(BUCKETS - 1)
+    }
+
+    pub(crate) fn to_format(&self, outliers: &AtomicU64) -> format::Histogram {
         let mut h = hist::new_fine();
         for (i, b) in self.buckets.iter().enumerate() {
             let n = b.load(Relaxed);

@@ -212,6 +212,8 @@ impl Recorder {
         r.scheduled_ns = format::Histogram::from_hdr(&sched);
 
         snap.stages = self.stages.snapshot();
+        snap.stages
+            .extend(crate::latency::snapshot(&self.loss.histogram_outliers));
         snap.queues = crate::queues::snapshot(&self.loss.histogram_outliers);
         let l = &mut snap.loss;
         l.histogram_outliers = self.loss.histogram_outliers.load(Relaxed);

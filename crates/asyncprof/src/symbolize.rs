@@ -65,7 +65,7 @@ impl Symbolizer {
                     out.extend(
                         self.frames_at(ip, false)
                             .iter()
-                            .filter(|f| !is_capture_frame(&f.function))
+                            .filter(|f| !is_capture_frame(f))
                             .cloned(),
                     );
                 }
@@ -137,8 +137,12 @@ impl Symbolizer {
 }
 
 /// Frames of the capture machinery, dropped when no trampoline marks where they end.
-fn is_capture_frame(function: &str) -> bool {
+fn is_capture_frame(frame: &Frame) -> bool {
+    let function = frame.function.as_str();
+    let file = frame.file.as_deref().unwrap_or("");
     function.starts_with("backtrace::")
         || function.starts_with("asyncprof_sampler::")
         || function.contains("_Unwind_")
+        || file.contains("asyncprof-sampler/src/signal")
+        || file.contains("/backtrace-0.")
 }

@@ -22,8 +22,10 @@ const FIRST_BACKOFF_NS: u64 = 1_000_000;
 const MAX_BACKOFF_NS: u64 = 128_000_000;
 /// Stack samples kept per stall (later samples still classify, without a stack).
 const MAX_SAMPLES: u32 = 64;
-/// Stalls per minute that get stack samples; further stalls are recorded without stacks.
-const MAX_SAMPLED_STALLS_PER_MINUTE: u32 = 120;
+/// Stalls per minute that get stack samples; further stalls are recorded, and classified
+/// from the thread's kernel state, without stacks. A sample costs the stalled thread tens
+/// of microseconds, a fraction of a percent of a stall.
+const MAX_SAMPLED_STALLS_PER_MINUTE: u32 = 600;
 /// How long the watchdog waits for a thread to run the sampling handler.
 const SAMPLE_TIMEOUT: Duration = Duration::from_millis(5);
 /// An ongoing stall's record is refreshed at least this often, so the run file shows it.
@@ -64,6 +66,8 @@ struct Active {
     backoff_ns: u64,
     samples: u32,
     last_push_ns: u64,
+    /// Whether this stall's stack may be sampled (the per-minute budget).
+    stacks: bool,
 }
 
 #[derive(Default)]
@@ -204,10 +208,11 @@ impl Watchdog {
                 ongoing: true,
                 ..RawStall::default()
             },
-            next_sample_ns: if sampled { now } else { u64::MAX },
+            next_sample_ns: now,
             backoff_ns: FIRST_BACKOFF_NS,
             samples: 0,
             last_push_ns: 0,
+            stacks: sampled,
         }
     }
 
@@ -226,7 +231,7 @@ impl Watchdog {
         }
         let ready = self.rec.tasks.ready_count();
         active.raw.max_ready = active.raw.max_ready.max(ready);
-        if active.samples < MAX_SAMPLES {
+        if active.stacks && active.samples < MAX_SAMPLES {
             match self.sampler.as_ref().map(|s| s.sample(tid, SAMPLE_TIMEOUT)) {
                 Some(Ok(ips)) => {
                     active.samples += 1;

@@ -1,12 +1,42 @@
 //! Async pipelines with one real, common defect each and a fixed twin, run by
 //! `asyncprof bench`. They are its demo, its regression suite and its ground truth.
 //!
-//! Each pipeline is a module with a `bad` and a `fixed` variant. The defect's line carries a
-//! marker comment, `// asyncprof-expect: KIND` (for example `blocking-call`), which scoring
-//! reads; fixed twins carry none. The registry below lists the pipelines `bench` can run.
+//! Each pipeline is a module with a `bad` and a `fixed` variant sharing everything but the
+//! defect. The defect's line carries a marker comment, `// asyncprof-expect: KIND` (for
+//! example `blocking-call`), which scoring reads; fixed twins must produce no finding of the
+//! stall and queue kinds under the same load.
+//!
+//! Everything is real and local: HTTP servers (axum) and clients (reqwest, ureq), UDP
+//! sockets, WebSockets (tokio-tungstenite) and SQLite (rusqlite). The fake upstream services
+//! and load generators run on their own runtime and threads, outside the profiled runtime,
+//! so they do not distort what is measured. Every pipeline is seeded, bounded in items and
+//! time, and stops by itself.
+//!
+//! ```no_run
+//! use bad_pipelines::{Load, Variant};
+//!
+//! // In a process of its own: records to $ASYNCPROF_OUT, prints the outcome.
+//! let outcome = bad_pipelines::run_profiled("scraper", Variant::Bad, Load::Quick).unwrap();
+//! println!("{} items, p99 {:.1} ms", outcome.items, outcome.p99_ms);
+//! ```
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+mod pipelines;
+pub mod upstream;
+
+pub use upstream::Upstream;
 
 /// A pipeline variant: the defect, or its fix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Variant {
     /// The pipeline with its defect.
     Bad,
@@ -14,5 +44,342 @@ pub enum Variant {
     Fixed,
 }
 
-/// The registered pipelines' names. The pipelines themselves are added one module each.
-pub const PIPELINES: &[&str] = &[];
+impl Variant {
+    /// `bad` or `fixed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Bad => "bad",
+            Variant::Fixed => "fixed",
+        }
+    }
+
+    /// Parse `bad` or `fixed`.
+    pub fn parse(s: &str) -> Option<Variant> {
+        match s {
+            "bad" => Some(Variant::Bad),
+            "fixed" => Some(Variant::Fixed),
+            _ => None,
+        }
+    }
+}
+
+/// How much work a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Load {
+    /// A smoke run: every variant in under 3 s.
+    Quick,
+    /// The bench's load: every variant in under 10 s.
+    Default,
+    /// Twice the default.
+    Heavy,
+}
+
+impl Load {
+    /// `quick`, `default` or `heavy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Load::Quick => "quick",
+            Load::Default => "default",
+            Load::Heavy => "heavy",
+        }
+    }
+
+    /// Parse `quick`, `default` or `heavy`.
+    pub fn parse(s: &str) -> Option<Load> {
+        match s {
+            "quick" => Some(Load::Quick),
+            "default" => Some(Load::Default),
+            "heavy" => Some(Load::Heavy),
+            _ => None,
+        }
+    }
+
+    /// Pick the value for this load.
+    pub fn pick<T>(self, quick: T, default: T, heavy: T) -> T {
+        match self {
+            Load::Quick => quick,
+            Load::Default => default,
+            Load::Heavy => heavy,
+        }
+    }
+}
+
+/// The runtime a pipeline runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Two worker threads.
+    MultiThread,
+    /// One thread.
+    CurrentThread,
+}
+
+/// What a run did, measured by the pipeline itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// `bad` or `fixed`.
+    pub variant: String,
+    /// Items that made it through the whole pipeline.
+    pub items: u64,
+    /// Items that failed for good.
+    pub errors: u64,
+    /// Items sent to a dead-letter queue.
+    pub dead_letters: u64,
+    /// Wall time of the run, seconds.
+    pub elapsed_s: f64,
+    /// Items per second.
+    pub throughput: f64,
+    /// End-to-end latency of one item, ms.
+    pub p50_ms: f64,
+    /// 99th percentile item latency, ms.
+    pub p99_ms: f64,
+    /// Slowest item, ms.
+    pub max_ms: f64,
+    /// What the pipeline checked about its own result (rows stored, pages parsed, …).
+    pub checks: BTreeMap<String, u64>,
+}
+
+/// What a pipeline gets to run with.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The load to run at.
+    pub load: Load,
+    /// Fake upstream services, on their own runtime.
+    pub upstream: Upstream,
+    /// A directory for the run's files (SQLite databases), removed afterwards.
+    pub dir: std::path::PathBuf,
+    /// End-to-end latency per item.
+    pub latency: asyncprof::Latency,
+}
+
+/// A pipeline's future.
+pub type RunFuture = Pin<Box<dyn Future<Output = anyhow::Result<Outcome>> + Send + 'static>>;
+
+/// One bundled pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Pipeline {
+    /// Its name, as `bench` takes it.
+    pub name: &'static str,
+    /// What it does, in one line.
+    pub about: &'static str,
+    /// The defect of the bad variant, in one line.
+    pub defect: &'static str,
+    /// The source file holding its `asyncprof-expect` markers, relative to the workspace.
+    pub source: &'static str,
+    /// The runtime it runs on.
+    pub flavor: Flavor,
+    /// The longest a variant may run at the default load before it is stopped.
+    pub budget: Duration,
+    /// Run one variant.
+    pub run: fn(Variant, Arc<Ctx>) -> RunFuture,
+}
+
+/// Every bundled pipeline.
+pub fn pipelines() -> &'static [Pipeline] {
+    pipelines::ALL
+}
+
+/// The pipeline named `name`.
+pub fn find(name: &str) -> Option<&'static Pipeline> {
+    pipelines().iter().find(|p| p.name == name)
+}
+
+/// A marker `// asyncprof-expect: KIND` in a pipeline's source: a defect the bad variant must
+/// be diagnosed with, at that line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expected {
+    /// Finding kind.
+    pub kind: String,
+    /// Source file, relative to the workspace.
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+}
+
+/// The markers in `source` (a pipeline's file, as text).
+pub fn markers(file: &str, source: &str) -> Vec<Expected> {
+    const MARK: &str = "// asyncprof-expect: ";
+    source
+        .lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let at = l.find(MARK)?;
+            let kinds = l[at + MARK.len()..].trim();
+            Some(
+                kinds
+                    .split([',', ' '])
+                    .filter(|k| !k.is_empty())
+                    .map(|k| Expected {
+                        kind: k.to_string(),
+                        file: file.to_string(),
+                        line: i as u32 + 1,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect()
+}
+
+/// The markers of a bundled pipeline, read from its source compiled into this crate.
+pub fn expected(p: &Pipeline) -> Vec<Expected> {
+    markers(p.source, pipelines::source_of(p.name))
+}
+
+/// Time one run of `p`: build its runtime (instrumented by `guard` when given), start the
+/// upstream services, run the variant, and measure its outcome. The run is stopped at the
+/// pipeline's budget (scaled by load) when it has not finished.
+///
+/// # Errors
+///
+/// When the upstream services cannot start, the pipeline fails, or it outlives its budget.
+pub fn run_with(
+    p: &Pipeline,
+    variant: Variant,
+    load: Load,
+    guard: Option<&asyncprof::Guard>,
+) -> anyhow::Result<Outcome> {
+    let dir = std::env::temp_dir().join(format!(
+        "bad-pipelines-{}-{}-{}",
+        p.name,
+        variant.name(),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let ctx = Arc::new(Ctx {
+        load,
+        upstream: Upstream::start()?,
+        dir: dir.clone(),
+        latency: asyncprof::Latency::register(&format!("{} item latency", p.name)),
+    });
+    let mut builder = match p.flavor {
+        Flavor::MultiThread => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+    };
+    builder.enable_all().thread_name("pipeline-worker");
+    if let Some(g) = guard {
+        g.instrument(&mut builder);
+    }
+    let rt = builder.build()?;
+    let before = ctx.latency.count();
+    let start = Instant::now();
+    // A task, like the stages of a real service: `block_on`'s own future does not run on a
+    // worker thread.
+    let task = rt.spawn((p.run)(variant, ctx.clone()));
+    let mut outcome = rt.block_on(task)??;
+    let elapsed = start.elapsed();
+    // Tasks the pipeline left behind must not keep the process alive.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    outcome.pipeline = p.name.to_string();
+    outcome.variant = variant.name().to_string();
+    outcome.elapsed_s = elapsed.as_secs_f64();
+    outcome.throughput = outcome.items as f64 / elapsed.as_secs_f64().max(1e-9);
+    if ctx.latency.count() > before {
+        let ms = |q: f64| ctx.latency.quantile(q).as_secs_f64() * 1e3;
+        outcome.p50_ms = ms(0.5);
+        outcome.p99_ms = ms(0.99);
+        outcome.max_ms = ms(1.0);
+    }
+    drop(ctx);
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(outcome)
+}
+
+/// Run one variant in this process with asyncprof recording (settings from the
+/// environment: `ASYNCPROF_OUT` and friends). When it outlives its budget, the run file is
+/// flushed and the process exits with status 124, leaving the stall that held it in the file.
+///
+/// # Errors
+///
+/// An unknown pipeline, a profiler that cannot start, or any error of [`run_with`].
+pub fn run_profiled(name: &str, variant: Variant, load: Load) -> anyhow::Result<Outcome> {
+    let p = find(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown pipeline {name:?}; known: {}",
+            pipelines()
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let guard = std::sync::Arc::new(asyncprof::Profiler::builder().from_env()?.start()?);
+    let budget = budget(p, load);
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watcher = {
+        // The budget: a pipeline whose runtime is stuck cannot stop itself.
+        let guard = guard.clone();
+        std::thread::Builder::new()
+            .name("pipeline-budget".into())
+            .spawn(move || {
+                if finished.recv_timeout(budget) == Err(RecvTimeoutError::Timeout) {
+                    eprintln!(
+                        "bad-pipelines: {} ({}) outlived its budget of {:.1} s; stopping it",
+                        p.name,
+                        variant.name(),
+                        budget.as_secs_f64()
+                    );
+                    guard.flush();
+                    std::thread::sleep(Duration::from_millis(300));
+                    std::process::exit(124);
+                }
+            })?
+    };
+    let outcome = run_with(p, variant, load, Some(&guard));
+    drop(done);
+    let _ = watcher.join();
+    // The watcher is gone: this is the last reference, and dropping it ends the run file.
+    drop(std::sync::Arc::into_inner(guard));
+    outcome
+}
+
+/// The time `p` may run at `load`.
+pub fn budget(p: &Pipeline, load: Load) -> Duration {
+    match load {
+        Load::Quick => p.budget.min(Duration::from_secs(3)),
+        Load::Default => p.budget,
+        Load::Heavy => p.budget * 2,
+    }
+}
+
+/// A small seeded generator (splitmix64): the pipelines' data is the same on every run.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// A float in `0..1`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A deterministic hash of two numbers, for seeded decisions without shared state.
+pub fn mix(a: u64, b: u64) -> u64 {
+    Rng::new(a.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ b).next_u64()
+}

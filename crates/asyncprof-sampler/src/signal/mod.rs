@@ -50,6 +50,8 @@ struct Slot {
     state: AtomicU8,
     target: AtomicI32,
     len: AtomicUsize,
+    /// Index of the interrupted instruction in `ips` (`usize::MAX`: not found).
+    start: AtomicUsize,
     ips: [AtomicUsize; MAX_FRAMES],
 }
 
@@ -57,6 +59,7 @@ static SLOT: Slot = Slot {
     state: AtomicU8::new(IDLE),
     target: AtomicI32::new(0),
     len: AtomicUsize::new(0),
+    start: AtomicUsize::new(usize::MAX),
     ips: [const { AtomicUsize::new(0) }; MAX_FRAMES],
 };
 
@@ -219,7 +222,16 @@ impl StackSampler {
             }
         }
         let len = SLOT.len.load(Acquire).min(MAX_FRAMES);
-        let ips = SLOT.ips[..len].iter().map(|a| a.load(Relaxed)).collect();
+        // From the interrupted instruction outwards when the handler found it: the handler's
+        // own frames are not part of the sampled thread's stack.
+        let start = match SLOT.start.load(Relaxed) {
+            s if s < len => s,
+            _ => 0,
+        };
+        let ips = SLOT.ips[start..len]
+            .iter()
+            .map(|a| a.load(Relaxed))
+            .collect();
         SLOT.state.store(IDLE, Release);
         Ok(ips)
     }
@@ -252,13 +264,19 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             .is_ok();
     if mine {
         IN_HANDLER.with(|f| f.set(true));
+        let pc = interrupted_pc(ctx);
+        let mut start = usize::MAX;
         let mut n = 0usize;
         // SAFETY: trace_unsynchronized walks this thread's own stack; no other thread uses
         // the unwinder on our behalf, and the callback only stores into preallocated atomics.
         unsafe {
             backtrace::trace_unsynchronized(|frame| {
                 if let Some(slot) = SLOT.ips.get(n) {
-                    slot.store(frame.ip() as usize, Relaxed);
+                    let ip = frame.ip() as usize;
+                    if start == usize::MAX && pc != 0 && ip == pc {
+                        start = n;
+                    }
+                    slot.store(ip, Relaxed);
                     n += 1;
                     true
                 } else {
@@ -267,6 +285,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             });
         }
         SLOT.len.store(n, Relaxed);
+        SLOT.start.store(start, Relaxed);
         // Release: the sampler that sees DONE sees the addresses above.
         SLOT.state.store(DONE, Release);
         IN_HANDLER.with(|f| f.set(false));
@@ -275,6 +294,32 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     }
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
+}
+
+/// The instruction the signal interrupted, from the handler's context (0 when unknown).
+fn interrupted_pc(ctx: *mut libc::c_void) -> usize {
+    if ctx.is_null() {
+        return 0;
+    }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        // SAFETY: with SA_SIGINFO the kernel passes a valid ucontext_t as the third argument.
+        let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+        uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize
+    }
+    #[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+    {
+        // SAFETY: as above.
+        let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+        uc.uc_mcontext.pc as usize
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
+    {
+        0
+    }
 }
 
 /// Pass a signal that was not ours to the handler installed before us.

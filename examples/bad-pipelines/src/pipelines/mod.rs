@@ -1,0 +1,39 @@
+//! The bundled pipelines, one module each.
+
+use std::time::Duration;
+
+use crate::{Flavor, Pipeline};
+
+mod scraper;
+mod scraper_blocking_client;
+mod shop;
+
+pub(crate) const ALL: &[Pipeline] = &[
+    Pipeline {
+        name: "scraper",
+        about: "fetch product pages from a local shop over HTTP, rate-limited, and parse them",
+        defect: "the rate limiter waits with std::thread::sleep on the runtime",
+        source: "examples/bad-pipelines/src/pipelines/scraper.rs",
+        flavor: Flavor::MultiThread,
+        budget: Duration::from_secs(10),
+        run: scraper::run,
+    },
+    Pipeline {
+        name: "scraper-blocking-client",
+        about: "fetch product pages from a slow local shop and parse them",
+        defect: "a blocking HTTP client (ureq) called inside async tasks",
+        source: "examples/bad-pipelines/src/pipelines/scraper_blocking_client.rs",
+        flavor: Flavor::MultiThread,
+        budget: Duration::from_secs(10),
+        run: scraper_blocking_client::run,
+    },
+];
+
+/// The source text of a pipeline's module, for its markers.
+pub(crate) fn source_of(name: &str) -> &'static str {
+    match name {
+        "scraper" => include_str!("scraper.rs"),
+        "scraper-blocking-client" => include_str!("scraper_blocking_client.rs"),
+        _ => "",
+    }
+}
