@@ -90,6 +90,8 @@ fn workload(rt: &tokio::runtime::Runtime, args: &Args) -> Duration {
 
 /// The runtime for `cfg`, and the subscriber its spawning thread runs under.
 fn runtime(cfg: Config, guard: &asyncprof::Guard) -> (tokio::runtime::Runtime, tracing::Dispatch) {
+    // Assigned only with the `tokio-tracing` feature.
+    #[cfg_attr(not(feature = "tokio-tracing"), allow(unused_mut))]
     let mut dispatch = tracing::Dispatch::none();
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(WORKERS);
@@ -134,6 +136,7 @@ fn main() {
     let args = parse_args();
     let path = std::env::temp_dir().join(format!("asyncprof-bench-{}.run", std::process::id()));
     let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
+    #[cfg_attr(not(feature = "tokio-tracing"), allow(unused_mut))]
     let mut configs = vec![Config::Plain, Config::EmptyHooks, Config::Hooks];
     #[cfg(feature = "tokio-tracing")]
     configs.push(Config::Layer);
