@@ -187,8 +187,28 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
         };
         groups.entry((stall_kind(s), location)).or_default().push(s);
     }
+    // One finding per kind and function: a function whose stalls land on several of its
+    // lines (an insert loop and its commit) is one place to change, shown at the line that
+    // stalled longest.
+    let mut by_function: BTreeMap<
+        (&'static str, String, String),
+        Vec<(FindingLocation, Vec<&StallRecord>)>,
+    > = BTreeMap::new();
+    for ((kind, location), stalls) in groups {
+        by_function
+            .entry((kind, location.file.clone(), location.function.clone()))
+            .or_default()
+            .push((location, stalls));
+    }
+    let groups = by_function.into_iter().map(|((kind, _, _), mut lines)| {
+        lines.sort_by_key(|(_, stalls)| {
+            std::cmp::Reverse(stalls.iter().map(|s| s.duration_ns).sum::<u64>())
+        });
+        let location = lines[0].0.clone();
+        let stalls: Vec<&StallRecord> = lines.into_iter().flat_map(|(_, s)| s).collect();
+        ((kind, location), stalls)
+    });
     let mut out: Vec<Finding> = groups
-        .into_iter()
         .map(|((kind, location), stalls)| {
             let longest = stalls
                 .iter()

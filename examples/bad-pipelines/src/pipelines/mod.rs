@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use crate::{Flavor, Pipeline};
 
+mod log_aggregator;
+mod logs;
 mod scraper;
 mod scraper_blocking_client;
 mod shop;
@@ -27,6 +29,16 @@ pub(crate) const ALL: &[Pipeline] = &[
         budget: Duration::from_secs(10),
         run: scraper_blocking_client::run,
     },
+    Pipeline {
+        name: "log-aggregator",
+        about:
+            "UDP log lines from 500 services -> parse -> enrich over HTTP -> batches into SQLite",
+        defect: "the SQLite batch insert runs on the runtime",
+        source: "examples/bad-pipelines/src/pipelines/log_aggregator.rs",
+        flavor: Flavor::MultiThread,
+        budget: Duration::from_secs(10),
+        run: log_aggregator::run,
+    },
 ];
 
 /// The source text of a pipeline's module, for its markers.
@@ -34,6 +46,7 @@ pub(crate) fn source_of(name: &str) -> &'static str {
     match name {
         "scraper" => include_str!("scraper.rs"),
         "scraper-blocking-client" => include_str!("scraper_blocking_client.rs"),
+        "log-aggregator" => include_str!("log_aggregator.rs"),
         _ => "",
     }
 }
