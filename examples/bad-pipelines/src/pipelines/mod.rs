@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::{Flavor, Pipeline};
 
 mod log_aggregator;
+mod log_aggregator_backpressure;
 mod logs;
 mod scraper;
 mod scraper_blocking_client;
@@ -39,6 +40,15 @@ pub(crate) const ALL: &[Pipeline] = &[
         budget: Duration::from_secs(10),
         run: log_aggregator::run,
     },
+    Pipeline {
+        name: "log-aggregator-backpressure",
+        about: "UDP log lines -> parse -> per-line lookup over HTTP -> batches into SQLite",
+        defect: "the enrichment stage is slower than ingest: its bounded queue sits full",
+        source: "examples/bad-pipelines/src/pipelines/log_aggregator_backpressure.rs",
+        flavor: Flavor::MultiThread,
+        budget: Duration::from_secs(10),
+        run: log_aggregator_backpressure::run,
+    },
 ];
 
 /// The source text of a pipeline's module, for its markers.
@@ -47,6 +57,7 @@ pub(crate) fn source_of(name: &str) -> &'static str {
         "scraper" => include_str!("scraper.rs"),
         "scraper-blocking-client" => include_str!("scraper_blocking_client.rs"),
         "log-aggregator" => include_str!("log_aggregator.rs"),
+        "log-aggregator-backpressure" => include_str!("log_aggregator_backpressure.rs"),
         _ => "",
     }
 }

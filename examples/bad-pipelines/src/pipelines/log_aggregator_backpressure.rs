@@ -1,0 +1,140 @@
+//! `log-aggregator-backpressure`: UDP log lines → parse → enrich each line from a local
+//! lookup API (2 ms a call, one call per line) → batches into SQLite off the runtime.
+//!
+//! Defect: the enrichment stage handles one line at a time, so it manages about 500 lines a
+//! second while 2,000 arrive: its bounded queue sits full, the ingest task waits to send, and
+//! the socket drops datagrams meanwhile.
+//! Fixed: the enrichment stage fans out with bounded concurrency (64 lookups in flight),
+//! sized to the load.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use asyncprof::sync::mpsc;
+
+use super::log_aggregator::{ingest, start_source, write_batch};
+use super::logs::{self, Enriched, Record};
+use crate::{Ctx, Outcome, RunFuture, Variant};
+
+const LOOKUP_LATENCY: Duration = Duration::from_millis(2);
+const IN_FLIGHT: usize = 64;
+
+async fn lookup(
+    client: &reqwest::Client,
+    base: &str,
+    record: Record,
+    out: &mpsc::Sender<Enriched>,
+) -> anyhow::Result<()> {
+    let meta = logs::fetch_meta(client, base, record.service).await?;
+    let _ = out.send(Enriched { record, meta }).await;
+    Ok(())
+}
+
+/// The defect: one lookup at a time.
+async fn enrich_serial(
+    mut input: mpsc::Receiver<Record>,
+    out: mpsc::Sender<Enriched>,
+    base: String,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    while let Some(record) = input.recv().await {
+        lookup(&client, &base, record, &out).await?;
+    }
+    Ok(())
+}
+
+/// The fix: up to 64 lookups in flight.
+async fn enrich_fan_out(
+    mut input: mpsc::Receiver<Record>,
+    out: mpsc::Sender<Enriched>,
+    base: String,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(IN_FLIGHT)
+        .build()?;
+    let limit = Arc::new(asyncprof::sync::Semaphore::new(
+        "enrich-in-flight",
+        IN_FLIGHT,
+    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(record) = input.recv().await {
+        let permit = limit.clone().acquire_owned().await?;
+        let (client, base, out) = (client.clone(), base.clone(), out.clone());
+        tasks.spawn(async move {
+            let r = lookup(&client, &base, record, &out).await;
+            drop(permit);
+            r
+        });
+        while let Some(done) = tasks.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+async fn store(
+    mut input: mpsc::Receiver<Enriched>,
+    mut conn: rusqlite::Connection,
+    latency: asyncprof::Latency,
+) -> anyhow::Result<rusqlite::Connection> {
+    let mut batch = Vec::new();
+    while input.recv_many(&mut batch, 1000).await > 0 {
+        let full = std::mem::take(&mut batch);
+        let (c, full) = tokio::task::spawn_blocking(move || {
+            write_batch(&mut conn, &full).map(|()| (conn, full))
+        })
+        .await??;
+        conn = c;
+        for e in &full {
+            latency.record_since(e.record.received);
+        }
+    }
+    Ok(conn)
+}
+
+pub(crate) fn run(variant: Variant, ctx: Arc<Ctx>) -> RunFuture {
+    Box::pin(async move {
+        let (lines, rate) = ctx
+            .load
+            .pick((2_000, 2_000), (8_000, 2_000), (16_000, 2_000));
+        let base = format!(
+            "http://{}",
+            logs::serve_meta(&ctx.upstream, LOOKUP_LATENCY)?
+        );
+        let conn = logs::open_store(&ctx.dir)?;
+        let (socket, generator_done) = start_source(lines, rate).await?;
+        let (parsed_tx, parsed_rx) = mpsc::channel("enrich-queue", 1024); // asyncprof-expect: queue-backpressure
+        let (enriched_tx, enriched_rx) = mpsc::channel("store-queue", 4096);
+        let received = Arc::new(AtomicU64::new(0));
+        let ingest = tokio::spawn(ingest(
+            socket,
+            lines,
+            generator_done,
+            parsed_tx,
+            received.clone(),
+        ));
+        let enrich = match variant {
+            Variant::Bad => tokio::spawn(enrich_serial(parsed_rx, enriched_tx, base)),
+            Variant::Fixed => tokio::spawn(enrich_fan_out(parsed_rx, enriched_tx, base)),
+        };
+        let writer = tokio::spawn(store(enriched_rx, conn, ctx.latency.clone()));
+        ingest.await?;
+        enrich.await??;
+        let conn = writer.await??;
+        let rows = tokio::task::spawn_blocking(move || logs::stored(&conn)).await??;
+        let mut out = Outcome {
+            items: rows,
+            errors: lines.saturating_sub(rows),
+            ..Outcome::default()
+        };
+        out.checks.insert("lines_sent".into(), lines);
+        out.checks
+            .insert("lines_received".into(), received.load(Relaxed));
+        out.checks.insert("rows_stored".into(), rows);
+        Ok(out)
+    })
+}
