@@ -7,6 +7,7 @@ use crate::{Flavor, Pipeline};
 mod log_aggregator;
 mod log_aggregator_backpressure;
 mod logs;
+mod price_monitor;
 mod scraper;
 mod scraper_blocking_client;
 mod shop;
@@ -49,6 +50,16 @@ pub(crate) const ALL: &[Pipeline] = &[
         budget: Duration::from_secs(10),
         run: log_aggregator_backpressure::run,
     },
+    Pipeline {
+        name: "price-monitor",
+        about:
+            "prices of 100 products at 3 retailer APIs every 100 ms, alerts, results into SQLite",
+        defect: "an unbounded channel to a store slower than the producers grows without bound",
+        source: "examples/bad-pipelines/src/pipelines/price_monitor.rs",
+        flavor: Flavor::MultiThread,
+        budget: Duration::from_secs(10),
+        run: price_monitor::run,
+    },
 ];
 
 /// The source text of a pipeline's module, for its markers.
@@ -58,6 +69,7 @@ pub(crate) fn source_of(name: &str) -> &'static str {
         "scraper-blocking-client" => include_str!("scraper_blocking_client.rs"),
         "log-aggregator" => include_str!("log_aggregator.rs"),
         "log-aggregator-backpressure" => include_str!("log_aggregator_backpressure.rs"),
+        "price-monitor" => include_str!("price_monitor.rs"),
         _ => "",
     }
 }
