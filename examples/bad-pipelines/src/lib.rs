@@ -343,7 +343,7 @@ pub fn run_profiled(name: &str, variant: Variant, load: Load) -> anyhow::Result<
 /// The time `p` may run at `load`.
 pub fn budget(p: &Pipeline, load: Load) -> Duration {
     match load {
-        Load::Quick => p.budget.min(Duration::from_secs(3)),
+        Load::Quick => (p.budget / 2).min(Duration::from_secs(3)),
         Load::Default => p.budget,
         Load::Heavy => p.budget * 2,
     }

@@ -7,6 +7,7 @@ use crate::{Flavor, Pipeline};
 mod log_aggregator;
 mod log_aggregator_backpressure;
 mod logs;
+mod news_aggregator;
 mod price_monitor;
 mod scraper;
 mod scraper_blocking_client;
@@ -60,6 +61,15 @@ pub(crate) const ALL: &[Pipeline] = &[
         budget: Duration::from_secs(10),
         run: price_monitor::run,
     },
+    Pipeline {
+        name: "news-aggregator",
+        about: "headlines from 3 local APIs, concurrently -> merge -> de-duplicate",
+        defect: "futures::executor::block_on inside a task on a current-thread runtime",
+        source: "examples/bad-pipelines/src/pipelines/news_aggregator.rs",
+        flavor: Flavor::CurrentThread,
+        budget: Duration::from_secs(4),
+        run: news_aggregator::run,
+    },
 ];
 
 /// The source text of a pipeline's module, for its markers.
@@ -70,6 +80,7 @@ pub(crate) fn source_of(name: &str) -> &'static str {
         "log-aggregator" => include_str!("log_aggregator.rs"),
         "log-aggregator-backpressure" => include_str!("log_aggregator_backpressure.rs"),
         "price-monitor" => include_str!("price_monitor.rs"),
+        "news-aggregator" => include_str!("news_aggregator.rs"),
         _ => "",
     }
 }
