@@ -49,8 +49,37 @@ pub fn primitive_and_culprit(frames: &[Frame]) -> (Option<Frame>, Option<Frame>)
     let primitive = at
         .checked_sub(1)
         .map(|i| &frames[i])
-        .map(|f| Frame::new(primitive_name(&f.function), f.file.clone(), f.line));
+        .map(|f| Frame::new(primitive_name(&qualified(f)), f.file.clone(), f.line));
     (primitive, Some(culprit))
+}
+
+/// A frame's function with its crate in front when the debug info gave a bare name (crates
+/// built with `debug = "line-tables-only"` name functions without their path): `call` in
+/// `~/.cargo/registry/src/*/ureq-3.5.1/src/...` becomes `ureq::call`.
+fn qualified(frame: &Frame) -> String {
+    if strip_generics(&frame.function).contains("::") {
+        return frame.function.clone();
+    }
+    let crate_dir = frame.file.as_deref().and_then(|file| {
+        let rest = &file[file.find("/registry/src/")? + "/registry/src/".len()..];
+        // index.crates.io-<hash>/<crate>-<version>/src/...
+        let dir = rest.split('/').nth(1)?;
+        let cut = dir.rfind('-')?;
+        Some(dir[..cut].replace('-', "_"))
+    });
+    // The standard library: /rustc/<hash>/library/std/src/sync/poison/mutex.rs names
+    // std::sync::poison::mutex.
+    let std_module = || {
+        let file = frame.file.as_deref()?;
+        let rest = &file[file.find("/library/")? + "/library/".len()..];
+        let (krate, path) = rest.split_once("/src/")?;
+        let module = path.trim_end_matches(".rs").trim_end_matches("/mod");
+        Some(format!("{krate}::{}", module.replace('/', "::")))
+    };
+    match crate_dir.or_else(std_module) {
+        Some(prefix) => format!("{prefix}::{}", frame.function),
+        None => frame.function.clone(),
+    }
 }
 
 /// The public name of a blocking call from its implementation's symbol: the path a user
@@ -65,6 +94,9 @@ pub fn primitive_name(function: &str) -> String {
     let known: &[(&[&str], &str)] = &[
         (&["std::thread", "sleep"], "std::thread::sleep"),
         (&["Mutex", "::lock"], "std::sync::Mutex::lock"),
+        (&["std::sync::", "mutex::lock"], "std::sync::Mutex::lock"),
+        (&["std::sync::", "rwlock::read"], "std::sync::RwLock::read"),
+        (&["std::sync::", "rwlock::write"], "std::sync::RwLock::write"),
         (&["RwLock", "::read"], "std::sync::RwLock::read"),
         (&["RwLock", "::write"], "std::sync::RwLock::write"),
         (&["Condvar", "::wait"], "std::sync::Condvar::wait"),
@@ -200,6 +232,30 @@ mod tests {
             primitive_name("std::thread::functions::sleep"),
             "std::thread::sleep"
         );
+    }
+
+    #[test]
+    fn bare_names_get_their_crate_from_the_registry_path() {
+        let f = fr(
+            "call",
+            Some(
+                "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/ureq-3.5.1/src/lib.rs",
+            ),
+            10,
+        );
+        assert_eq!(qualified(&f), "ureq::call");
+        let lock = fr(
+            "lock<std::collections::hash::map::HashMap<u64, u64>>",
+            Some("/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/std/src/sync/poison/mutex.rs"),
+            10,
+        );
+        assert_eq!(
+            qualified(&lock),
+            "std::sync::poison::mutex::lock<std::collections::hash::map::HashMap<u64, u64>>"
+        );
+        assert_eq!(primitive_name(&qualified(&lock)), "std::sync::Mutex::lock");
+        let user = fr("handle", Some("src/main.rs"), 3);
+        assert_eq!(qualified(&user), "handle");
     }
 
     #[test]

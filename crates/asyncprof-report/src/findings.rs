@@ -77,9 +77,19 @@ pub struct Finding {
 /// The kind of one stall.
 pub fn stall_kind(s: &StallRecord) -> &'static str {
     let primitive = s.primitive.as_ref().map_or("", |p| p.function.as_str());
+    // By name, or by std's source file when the debug info names functions without a path.
+    let file = s
+        .primitive
+        .as_ref()
+        .and_then(|p| p.file.as_deref())
+        .unwrap_or("");
     let lockish = ["Mutex", "RwLock", "Condvar"]
         .iter()
-        .any(|l| primitive.contains(l));
+        .any(|l| primitive.contains(l))
+        || (file.contains("/sync/")
+            && ["mutex", "rwlock", "condvar"]
+                .iter()
+                .any(|l| file.contains(l)));
     if s.ongoing {
         "runtime-blocked"
     } else if s.class == StallClass::Blocking && s.syscall.as_deref() == Some("futex") && lockish {

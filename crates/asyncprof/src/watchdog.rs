@@ -68,6 +68,9 @@ struct Active {
     last_push_ns: u64,
     /// Whether this stall's stack may be sampled (the per-minute budget).
     stacks: bool,
+    /// The thread's CPU time at the previous look (wall ns, CPU ns), to tell running from
+    /// runnable-but-preempted.
+    cpu_mark: Option<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -151,7 +154,9 @@ impl Watchdog {
                                 st.state == 'R' && on_cpu * 4 < now.saturating_sub(since)
                             });
                         if !preempted {
-                            let active = self.begin(w, task, start, now);
+                            let mark = (cpu0 != u64::MAX).then_some((since, cpu0));
+                            let mut active = self.begin(w, task, start, now);
+                            active.cpu_mark = mark;
                             self.tracks[i].stall = Some(active);
                         }
                     }
@@ -213,6 +218,7 @@ impl Watchdog {
             samples: 0,
             last_push_ns: 0,
             stacks: sampled,
+            cpu_mark: None,
         }
     }
 
@@ -220,8 +226,16 @@ impl Watchdog {
     fn sample(&mut self, active: &mut Active, now: u64) {
         let tid = active.raw.tid;
         if let Some(state) = asyncprof_sampler::thread_state(tid) {
+            // A runnable thread that got less than half the CPU since the last look was
+            // mostly waiting for a core (another thread ran): not evidence of computing.
+            let preempted = active.cpu_mark.is_some_and(|(since, cpu0)| {
+                state.cpu_ns.saturating_sub(cpu0) * 2 < now.saturating_sub(since)
+            });
+            active.cpu_mark = Some((now, state.cpu_ns));
             if state.state == 'R' {
-                active.raw.on_cpu += 1;
+                if !preempted {
+                    active.raw.on_cpu += 1;
+                }
             } else {
                 active.raw.asleep += 1;
                 if let Some(nr) = state.syscall {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::{Flavor, Pipeline};
 
+mod enrichment;
 mod log_aggregator;
 mod log_aggregator_backpressure;
 mod logs;
@@ -70,6 +71,15 @@ pub(crate) const ALL: &[Pipeline] = &[
         budget: Duration::from_secs(4),
         run: news_aggregator::run,
     },
+    Pipeline {
+        name: "enrichment",
+        about: "events enriched by 3 local APIs in parallel, retries with backoff, a DLQ",
+        defect: "a std::sync::Mutex around a shared cache held while re-pricing it",
+        source: "examples/bad-pipelines/src/pipelines/enrichment.rs",
+        flavor: Flavor::MultiThread,
+        budget: Duration::from_secs(10),
+        run: enrichment::run,
+    },
 ];
 
 /// The source text of a pipeline's module, for its markers.
@@ -81,6 +91,7 @@ pub(crate) fn source_of(name: &str) -> &'static str {
         "log-aggregator-backpressure" => include_str!("log_aggregator_backpressure.rs"),
         "price-monitor" => include_str!("price_monitor.rs"),
         "news-aggregator" => include_str!("news_aggregator.rs"),
+        "enrichment" => include_str!("enrichment.rs"),
         _ => "",
     }
 }
