@@ -96,7 +96,10 @@ pub fn primitive_name(function: &str) -> String {
         (&["Mutex", "::lock"], "std::sync::Mutex::lock"),
         (&["std::sync::", "mutex::lock"], "std::sync::Mutex::lock"),
         (&["std::sync::", "rwlock::read"], "std::sync::RwLock::read"),
-        (&["std::sync::", "rwlock::write"], "std::sync::RwLock::write"),
+        (
+            &["std::sync::", "rwlock::write"],
+            "std::sync::RwLock::write",
+        ),
         (&["RwLock", "::read"], "std::sync::RwLock::read"),
         (&["RwLock", "::write"], "std::sync::RwLock::write"),
         (&["Condvar", "::wait"], "std::sync::Condvar::wait"),

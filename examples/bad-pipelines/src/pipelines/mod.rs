@@ -8,6 +8,7 @@ mod enrichment;
 mod log_aggregator;
 mod log_aggregator_backpressure;
 mod logs;
+mod market_data;
 mod news_aggregator;
 mod price_monitor;
 mod scraper;
@@ -80,6 +81,15 @@ pub(crate) const ALL: &[Pipeline] = &[
         budget: Duration::from_secs(10),
         run: enrichment::run,
     },
+    Pipeline {
+        name: "market-data",
+        about: "ticks from 10 WebSocket exchanges -> normalize -> rolling volatility -> publish",
+        defect: "the CPU-heavy volatility computation runs inside the async task",
+        source: "examples/bad-pipelines/src/pipelines/market_data.rs",
+        flavor: Flavor::MultiThread,
+        budget: Duration::from_secs(10),
+        run: market_data::run,
+    },
 ];
 
 /// The source text of a pipeline's module, for its markers.
@@ -92,6 +102,7 @@ pub(crate) fn source_of(name: &str) -> &'static str {
         "price-monitor" => include_str!("price_monitor.rs"),
         "news-aggregator" => include_str!("news_aggregator.rs"),
         "enrichment" => include_str!("enrichment.rs"),
+        "market-data" => include_str!("market_data.rs"),
         _ => "",
     }
 }
