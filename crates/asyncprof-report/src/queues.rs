@@ -247,7 +247,7 @@ pub(crate) fn growth(run: &RunFile, queues: &[QueueStats], t: &Thresholds) -> Ve
         let rate = slope(points);
         let grew = last >= first * t.growth_ratio + 1.0
             && end >= t.growth_min_depth
-            && end as f64 >= 0.5 * max as f64
+            && end as f64 >= t.growth_undrained_share * max as f64
             && rate >= t.growth_min_rate;
         if !grew {
             continue;

@@ -16,7 +16,7 @@ pub struct Thresholds {
     /// Depth samples (ten per second) a queue needs before it is diagnosed. Default 5.
     pub queue_min_samples: u64,
     /// `queue-growth`: the mean depth of the last third of the run must exceed this many
-    /// times that of the first third. Default 2.
+    /// times that of the first third. Default 1.5.
     pub growth_ratio: f64,
     /// `queue-growth`: the depth at the end must be at least this. Default 500 items.
     pub growth_min_depth: u64,
@@ -26,6 +26,9 @@ pub struct Thresholds {
     /// `queue-growth`: bounded queues at least this large are checked for growth too.
     /// Default 10,000.
     pub growth_large_capacity: u64,
+    /// `queue-growth`: the depth at the end must be at least this share of the largest seen
+    /// (a queue that drained is a burst, not growth). Default 0.25.
+    pub growth_undrained_share: f64,
 }
 
 impl Default for Thresholds {
@@ -34,10 +37,11 @@ impl Default for Thresholds {
             backpressure_full_share: 0.25,
             backpressure_upstream_share: 0.5,
             queue_min_samples: 5,
-            growth_ratio: 2.0,
+            growth_ratio: 1.5,
             growth_min_depth: 500,
             growth_min_rate: 10.0,
             growth_large_capacity: 10_000,
+            growth_undrained_share: 0.25,
         }
     }
 }

@@ -253,17 +253,17 @@ fn gauges_are_diagnosed_like_queues_and_a_panicking_one_is_dropped() {
     use std::sync::{Arc, Mutex};
     let (run, _) = record("q-gauge", Flavor::MultiThread(2), || async {
         let backlog = Arc::new(Mutex::new(VecDeque::new()));
-        let _growing = asyncprof::Gauge::register("retry-backlog", None, {
-            // queue: gauge-growth
+        let len = {
             let backlog = backlog.clone();
             move || backlog.lock().unwrap().len()
-        });
+        };
+        let _growing = asyncprof::Gauge::register("retry-backlog", None, len); // queue: gauge-growth
         let pool = Arc::new(Mutex::new(0usize));
-        let _pool = asyncprof::Gauge::register("connection-pool-waiters", Some(8), {
-            // queue: gauge-full
+        let waiting = {
             let pool = pool.clone();
             move || *pool.lock().unwrap()
-        });
+        };
+        let _pool = asyncprof::Gauge::register("connection-pool-waiters", Some(8), waiting); // queue: gauge-full
         let _broken = asyncprof::Gauge::register("broken", None, || panic!("gauge closure bug"));
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         for i in 0..150u64 {

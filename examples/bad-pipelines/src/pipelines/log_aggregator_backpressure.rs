@@ -107,7 +107,7 @@ pub(crate) fn run(variant: Variant, ctx: Arc<Ctx>) -> RunFuture {
         );
         let conn = logs::open_store(&ctx.dir)?;
         let (socket, generator_done) = start_source(lines, rate).await?;
-        let (parsed_tx, parsed_rx) = mpsc::channel("enrich-queue", 1024); // asyncprof-expect: queue-backpressure
+        let (parsed_tx, parsed_rx) = mpsc::channel("enrich-queue", 256); // asyncprof-expect: queue-backpressure
         let (enriched_tx, enriched_rx) = mpsc::channel("store-queue", 4096);
         let received = Arc::new(AtomicU64::new(0));
         let ingest = tokio::spawn(ingest(
