@@ -200,10 +200,8 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
     // One finding per kind and function: a function whose stalls land on several of its
     // lines (an insert loop and its commit) is one place to change, shown at the line that
     // stalled longest.
-    let mut by_function: BTreeMap<
-        (&'static str, String, String),
-        Vec<(FindingLocation, Vec<&StallRecord>)>,
-    > = BTreeMap::new();
+    type Lines<'a> = Vec<(FindingLocation, Vec<&'a StallRecord>)>;
+    let mut by_function: BTreeMap<(&'static str, String, String), Lines<'_>> = BTreeMap::new();
     for ((kind, location), stalls) in groups {
         by_function
             .entry((kind, location.file.clone(), location.function.clone()))

@@ -36,7 +36,9 @@ fn every_pipeline_marks_its_defect_with_a_known_kind() {
         assert_eq!(expected.len(), 1, "{}: {expected:?}", p.name);
         assert!(kinds.contains(&expected[0].kind.as_str()), "{expected:?}");
         let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(p.source),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(p.source),
         )
         .unwrap();
         let line = text.lines().nth(expected[0].line as usize - 1).unwrap();
@@ -88,7 +90,10 @@ fn market_data_dead_letters_hold_exactly_the_malformed_ticks() {
 #[test]
 fn enrichment_sends_exactly_the_always_failing_events_to_the_dlq() {
     let o = run("enrichment", Variant::Fixed, Load::Quick);
-    assert_eq!(check(&o, "dead_letters"), check(&o, "expected_dead_letters"));
+    assert_eq!(
+        check(&o, "dead_letters"),
+        check(&o, "expected_dead_letters")
+    );
     assert_eq!(check(&o, "dead_letters_as_expected"), 1);
     assert_eq!(
         check(&o, "enriched") + check(&o, "dead_letters"),

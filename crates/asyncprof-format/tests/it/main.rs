@@ -173,7 +173,6 @@ fn queue_depth_points_are_joined_across_snapshots_and_thinned_evenly() {
         }
         w.write_snapshot(&snap).unwrap();
     }
-    drop(w);
     let run = read_bytes(&out).unwrap();
     let points = &run.queue_depths[&3];
     assert!(points.len() <= MAX_DEPTH_POINTS, "{}", points.len());

@@ -36,7 +36,7 @@ struct Answer {
 /// Whether `api` fails for `event` at `attempt`: 8% of first attempts, 3% of second ones;
 /// the fraud check fails every attempt for one event in 97 (those end in the DLQ).
 fn fails(api: u64, event: u64, attempt: u64) -> bool {
-    if api == 2 && event % 97 == 0 {
+    if api == 2 && event.is_multiple_of(97) {
         return true;
     }
     let roll = mix(event * 3 + api, attempt) % 100;

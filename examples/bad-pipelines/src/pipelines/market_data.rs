@@ -37,7 +37,7 @@ struct Tick {
 
 /// Whether exchange `ex` sends tick `seq` malformed (one in 100).
 fn malformed(ex: u64, seq: u64) -> bool {
-    mix(ex, seq) % 100 == 0
+    mix(ex, seq).is_multiple_of(100)
 }
 
 fn tick_text(ex: u64, seq: u64) -> String {
@@ -54,6 +54,8 @@ fn tick_text(ex: u64, seq: u64) -> String {
     serde_json::to_string(&t).expect("a tick serializes")
 }
 
+// The handshake callback's error type is tungstenite's own HTTP response.
+#[allow(clippy::result_large_err)]
 /// An exchange: sends ticks `from..total` of its feed, 5 every 10 ms, and drops the
 /// connection once, after a seeded number of ticks.
 async fn exchange(listener: tokio::net::TcpListener, ex: u64, total: u64) {
