@@ -1,20 +1,31 @@
 //! `asyncprof`: run pipelines under load, profile a service, read run files.
 //!
-//! Exit codes: 0 success; 1 a gate failed (`bench --check` or `--fail-on`); 2 an error (bad
-//! flags, unreadable or damaged run file, unwritable output).
+//! Exit codes: 0 success; 1 a gate failed (`bench --check`, `--fail-on`) or the program that
+//! `run` ran failed; 2 an error (bad flags, unreadable or damaged run file, unwritable output).
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod bench;
+mod report;
+mod run;
+mod term;
 
 /// Find what makes a tokio program slow, and the line to change.
+///
+/// Exit codes: 0 success; 1 a gate failed (bench --check or --fail-on) or the program run by
+/// `run` failed; 2 an error (bad flags, unreadable run file, unwritable output).
 #[derive(Debug, Parser)]
-#[command(name = "asyncprof", version, about, long_about = None)]
+#[command(name = "asyncprof", version, about, long_about)]
 struct Cli {
+    /// Print only errors and the final verdict.
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,35 +33,170 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the bundled pipelines under load, diagnose them and score the findings.
-    Bench {
-        /// Pipelines to run (default: all).
-        pipelines: Vec<String>,
-    },
+    ///
+    /// Each pipeline variant runs in a process of its own, recording to OUT/NAME-VARIANT.run;
+    /// one that outlives its time budget is stopped and reported from its run file.
+    Bench(BenchArgs),
+    /// Run your own program (instrumented with asyncprof), optionally under HTTP load, and
+    /// report on it when it exits.
+    Run(RunArgs),
     /// Summarize a run file.
-    Report {
-        /// The run file a profiled service wrote (ASYNCPROF_OUT).
-        run_file: PathBuf,
-        /// Print the machine-readable JSON summary instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Write to this file instead of standard output.
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
+    Report(ReportArgs),
+    /// Run one pipeline variant in this process (what `bench` starts for each run).
+    #[command(name = "__pipeline", hide = true)]
+    Pipeline {
+        name: String,
+        variant: String,
+        load: String,
     },
 }
 
-/// The pipelines `bench` knows. Empty until the bundled pipelines are registered.
-const PIPELINES: &[&str] = &[];
+/// Which variants of each pipeline to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum VariantArg {
+    Bad,
+    Fixed,
+    Both,
+}
+
+/// How much work each pipeline does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LoadArg {
+    /// Under 3 s a variant: a smoke run.
+    Quick,
+    /// Under 10 s a variant: the bench's load.
+    Default,
+    /// Twice the default.
+    Heavy,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Pipelines to run (default: all). `asyncprof bench --list` names them.
+    pipelines: Vec<String>,
+    /// List the pipelines and their defects, and exit.
+    #[arg(long)]
+    list: bool,
+    /// Which variants to run.
+    #[arg(long, value_enum, default_value = "both")]
+    variant: VariantArg,
+    /// How much work each pipeline does.
+    #[arg(long, value_enum, default_value = "default")]
+    load: LoadArg,
+    /// Stop each variant after this long (default: its own budget), e.g. 5s, 1500ms.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Stall threshold in milliseconds (1 to 60000).
+    #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    threshold: u64,
+    /// Where run files and reports go.
+    #[arg(long, value_name = "DIR", default_value = "reports")]
+    out: PathBuf,
+    /// Write the machine-readable results to FILE (`-`: standard output, and the human
+    /// output goes to standard error).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Exit with 1 when a finding of this kind appears (repeatable), e.g. blocking-call.
+    #[arg(long, value_name = "KIND")]
+    fail_on: Vec<String>,
+    /// Exit with 1 unless every marked defect is found and nothing else is (recall and
+    /// precision both 100%).
+    #[arg(long)]
+    check: bool,
+    /// Override a diagnosis threshold, NAME=VALUE (repeatable; also ASYNCPROF_DIAGNOSE).
+    #[arg(long, value_name = "NAME=VALUE")]
+    diagnose: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Where the run file and the report go.
+    #[arg(long, value_name = "DIR", default_value = "reports")]
+    out: PathBuf,
+    /// Stall threshold in milliseconds (1 to 60000).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    threshold: Option<u64>,
+    /// Drive HTTP GET load at this loopback URL while the program runs.
+    #[arg(long, value_name = "URL")]
+    load: Option<String>,
+    /// Requests per second of the load (1 to 10000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    rate: u32,
+    /// How long to drive the load, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Stop the program after this long (SIGTERM, then SIGKILL 2 s later), e.g. 60s.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Override a diagnosis threshold, NAME=VALUE (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    diagnose: Vec<String>,
+    /// The program and its arguments (run directly, never through a shell).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The run file a profiled program wrote (ASYNCPROF_OUT).
+    run_file: PathBuf,
+    /// Print the machine-readable JSON summary instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Write the report to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Also write the stall stacks as folded stacks (for inferno, speedscope, flamegraph.pl).
+    #[arg(long, value_name = "FILE")]
+    folded: Option<PathBuf>,
+    /// Override a diagnosis threshold, NAME=VALUE (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    diagnose: Vec<String>,
+}
+
+/// Parse `500ms`, `10s`, `2m` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{s:?} is out of range (0 to 24 h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Diagnosis thresholds from the environment, then the command line.
+fn thresholds(overrides: &[String]) -> Result<asyncprof_report::Thresholds> {
+    let mut t = asyncprof_report::Thresholds::from_env().map_err(anyhow::Error::msg)?;
+    for o in overrides {
+        t.set(o)
+            .map_err(|e| anyhow::anyhow!("--diagnose {o}: {e}"))?;
+    }
+    Ok(t)
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let quiet = cli.quiet;
+    match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            term::error(&format!("{err:#}"));
+            let _ = quiet;
             ExitCode::from(2)
         }
     }
@@ -63,62 +209,15 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Bench { pipelines } => bench(&pipelines),
-        Command::Report {
-            run_file,
-            json,
-            output,
-        } => report(&run_file, json, output.as_deref()),
+        Command::Bench(args) => bench::bench(&args, cli.quiet),
+        Command::Run(args) => run::run(&args, cli.quiet),
+        Command::Report(args) => report::report(&args),
+        Command::Pipeline {
+            name,
+            variant,
+            load,
+        } => bench::child(&name, &variant, &load),
     }
-}
-
-fn bench(requested: &[String]) -> Result<ExitCode> {
-    if let Some(unknown) = requested.iter().find(|p| !PIPELINES.contains(&p.as_str())) {
-        anyhow::bail!(
-            "unknown pipeline {unknown:?}; known pipelines: {}",
-            if PIPELINES.is_empty() {
-                "none yet".to_string()
-            } else {
-                PIPELINES.join(", ")
-            }
-        );
-    }
-    eprintln!(
-        "asyncprof bench: no pipelines are registered yet (examples/bad-pipelines); nothing to run"
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn report(
-    path: &std::path::Path,
-    json: bool,
-    output: Option<&std::path::Path>,
-) -> Result<ExitCode> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read run file {}", path.display()))?;
-    let run = asyncprof_format::read_bytes(&bytes)
-        .with_context(|| format!("cannot read run file {}", path.display()))?;
-    for w in &run.warnings {
-        eprintln!("warning: {w}");
-    }
-    let summary = asyncprof_report::Summary::of(&run);
-    let bytes = if json {
-        asyncprof_report::render_json(&summary)
-    } else {
-        asyncprof_report::render_text(&summary)
-    };
-    match output {
-        Some(out) => std::fs::write(out, &bytes)
-            .with_context(|| format!("cannot write report to {}", out.display()))?,
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&bytes)
-                .context("cannot write to standard output")?;
-            stdout.flush().context("cannot write to standard output")?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }

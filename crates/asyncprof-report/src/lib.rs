@@ -23,13 +23,17 @@
 #![forbid(unsafe_code)]
 
 mod findings;
+mod folded;
 mod queues;
+mod score;
 mod summary;
 mod text;
 mod thresholds;
 
 pub use findings::{diagnose, diagnose_with, stall_kind, Finding, FindingLocation, Severity};
+pub use folded::folded_stalls;
 pub use queues::QueueEvidence;
+pub use score::{Marker, Score, LINE_WINDOW};
 pub use summary::{
     Latency, LocationSummary, QueueSummary, RuntimeSummary, StageSummary, Summary, TaskSummary,
     WorkerSummary,

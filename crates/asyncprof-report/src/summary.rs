@@ -216,8 +216,13 @@ fn ms(ns: u64) -> f64 {
 }
 
 impl Summary {
-    /// Summarize a run from its last snapshot.
+    /// Summarize a run from its last snapshot, diagnosing with the default thresholds.
     pub fn of(run: &RunFile) -> Self {
+        Self::with_thresholds(run, &crate::Thresholds::default())
+    }
+
+    /// Summarize a run, diagnosing with `thresholds`.
+    pub fn with_thresholds(run: &RunFile, thresholds: &crate::Thresholds) -> Self {
         let h = &run.header;
         let mut s = Summary {
             program: h.program.clone(),
@@ -232,7 +237,7 @@ impl Summary {
             ..Summary::default()
         };
         s.stalls = run.stalls.len() as u64;
-        s.findings = crate::diagnose(run);
+        s.findings = crate::diagnose_with(run, thresholds);
         if !run.ended && !run.truncated {
             s.warnings.push(
                 "the run has no end record: the process was killed or is still running; \

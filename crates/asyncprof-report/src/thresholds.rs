@@ -45,3 +45,91 @@ impl Default for Thresholds {
         }
     }
 }
+
+impl Thresholds {
+    /// The names of the settings, for `set`.
+    pub const NAMES: &'static [&'static str] = &[
+        "backpressure_full_share",
+        "backpressure_upstream_share",
+        "queue_min_samples",
+        "growth_ratio",
+        "growth_min_depth",
+        "growth_min_rate",
+        "growth_large_capacity",
+        "growth_undrained_share",
+    ];
+
+    /// Set one threshold from `name=value`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the unknown setting or the value that is not a number.
+    pub fn set(&mut self, assignment: &str) -> Result<(), String> {
+        let (name, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| format!("{assignment:?} is not NAME=VALUE"))?;
+        let (name, value) = (name.trim(), value.trim());
+        let number = |v: &str| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| format!("{name}: {v:?} is not a number of at least 0"))
+        };
+        let x = number(value)?;
+        match name {
+            "backpressure_full_share" => self.backpressure_full_share = x,
+            "backpressure_upstream_share" => self.backpressure_upstream_share = x,
+            "queue_min_samples" => self.queue_min_samples = x as u64,
+            "growth_ratio" => self.growth_ratio = x,
+            "growth_min_depth" => self.growth_min_depth = x as u64,
+            "growth_min_rate" => self.growth_min_rate = x,
+            "growth_large_capacity" => self.growth_large_capacity = x as u64,
+            "growth_undrained_share" => self.growth_undrained_share = x,
+            _ => {
+                return Err(format!(
+                    "unknown threshold {name:?}; known: {}",
+                    Self::NAMES.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// The defaults with the settings of `ASYNCPROF_DIAGNOSE` (`name=value,name=value`)
+    /// applied.
+    ///
+    /// # Errors
+    ///
+    /// As [`Thresholds::set`], naming the variable.
+    pub fn from_env() -> Result<Self, String> {
+        let mut t = Thresholds::default();
+        if let Ok(v) = std::env::var("ASYNCPROF_DIAGNOSE") {
+            for a in v.split(',').filter(|a| !a.trim().is_empty()) {
+                t.set(a).map_err(|e| format!("ASYNCPROF_DIAGNOSE: {e}"))?;
+            }
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_setting_can_be_set_and_bad_input_is_refused() {
+        let mut t = Thresholds::default();
+        for name in Thresholds::NAMES {
+            t.set(&format!("{name}=7")).unwrap();
+        }
+        assert_eq!(t.queue_min_samples, 7);
+        assert_eq!(t.growth_undrained_share, 7.0);
+        assert!(t.set("nope=1").unwrap_err().contains("unknown threshold"));
+        assert!(t
+            .set("growth_ratio=x")
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(t.set("growth_ratio").unwrap_err().contains("NAME=VALUE"));
+        assert!(t.set("growth_ratio=-1").is_err());
+    }
+}

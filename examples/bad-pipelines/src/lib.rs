@@ -16,7 +16,7 @@
 //! use bad_pipelines::{Load, Variant};
 //!
 //! // In a process of its own: records to $ASYNCPROF_OUT, prints the outcome.
-//! let outcome = bad_pipelines::run_profiled("scraper", Variant::Bad, Load::Quick).unwrap();
+//! let outcome = bad_pipelines::run_profiled("scraper", Variant::Bad, Load::Quick, None).unwrap();
 //! println!("{} items, p99 {:.1} ms", outcome.items, outcome.p99_ms);
 //! ```
 
@@ -293,13 +293,19 @@ pub fn run_with(
 }
 
 /// Run one variant in this process with asyncprof recording (settings from the
-/// environment: `ASYNCPROF_OUT` and friends). When it outlives its budget, the run file is
-/// flushed and the process exits with status 124, leaving the stall that held it in the file.
+/// environment: `ASYNCPROF_OUT` and friends). When it outlives its budget (the pipeline's
+/// own for `load` unless given), the run file is flushed and the process exits with status
+/// 124, leaving the stall that held it in the file.
 ///
 /// # Errors
 ///
 /// An unknown pipeline, a profiler that cannot start, or any error of [`run_with`].
-pub fn run_profiled(name: &str, variant: Variant, load: Load) -> anyhow::Result<Outcome> {
+pub fn run_profiled(
+    name: &str,
+    variant: Variant,
+    load: Load,
+    budget: Option<Duration>,
+) -> anyhow::Result<Outcome> {
     let p = find(name).ok_or_else(|| {
         anyhow::anyhow!(
             "unknown pipeline {name:?}; known: {}",
@@ -311,7 +317,7 @@ pub fn run_profiled(name: &str, variant: Variant, load: Load) -> anyhow::Result<
         )
     })?;
     let guard = std::sync::Arc::new(asyncprof::Profiler::builder().from_env()?.start()?);
-    let budget = budget(p, load);
+    let budget = budget.unwrap_or_else(|| self::budget(p, load));
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let watcher = {
         // The budget: a pipeline whose runtime is stuck cannot stop itself.

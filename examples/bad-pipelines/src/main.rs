@@ -36,7 +36,7 @@ fn main() -> ExitCode {
             let Some(load) = args.get(3).map_or(Some(Load::Default), |l| Load::parse(l)) else {
                 return usage();
             };
-            match bad_pipelines::run_profiled(&args[1], variant, load) {
+            match bad_pipelines::run_profiled(&args[1], variant, load, None) {
                 Ok(outcome) => {
                     println!(
                         "{}",

@@ -397,3 +397,20 @@ fn clock_ticks_per_second() -> u64 {
         100
     }
 }
+
+/// Send `signal` to process `pid` (`kill(2)`), for the CLI to pass Ctrl-C on to the program it
+/// runs and to stop it politely before killing it.
+///
+/// # Errors
+///
+/// The OS error: no such process, or not permitted.
+pub fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: kill takes plain integers; a positive pid names one process.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

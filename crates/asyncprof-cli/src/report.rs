@@ -1,0 +1,54 @@
+//! `asyncprof report`: render any run file.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use crate::{term, ReportArgs};
+
+/// Read a run file, with its path in every error.
+pub(crate) fn read_run(path: &Path) -> Result<asyncprof_format::RunFile> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read run file {}", path.display()))?;
+    asyncprof_format::read_bytes(&bytes)
+        .with_context(|| format!("cannot read run file {}", path.display()))
+}
+
+/// Write `bytes` to `path`, creating its folder.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
+    let thresholds = crate::thresholds(&args.diagnose)?;
+    let run = read_run(&args.run_file)?;
+    for w in &run.warnings {
+        term::warn(w);
+    }
+    let summary = asyncprof_report::Summary::with_thresholds(&run, &thresholds);
+    let bytes = if args.json {
+        asyncprof_report::render_json(&summary)
+    } else {
+        asyncprof_report::render_text(&summary)
+    };
+    if let Some(folded) = &args.folded {
+        write_file(folded, asyncprof_report::folded_stalls(&run).as_bytes())?;
+    }
+    match &args.output {
+        Some(out) => write_file(out, &bytes)?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&bytes)
+                .context("cannot write to standard output")?;
+            stdout.flush().context("cannot write to standard output")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

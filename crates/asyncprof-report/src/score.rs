@@ -1,0 +1,116 @@
+//! Scoring findings against known defects: the markers `// asyncprof-expect: KIND` that a
+//! program's source carries on its defect lines.
+
+use serde::Serialize;
+
+use crate::Finding;
+
+/// A finding matches a marker when their kinds agree, the files agree (one path ends with
+/// the other) and the lines are at most this far apart.
+pub const LINE_WINDOW: u32 = 5;
+
+/// A known defect: a marker in the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Marker {
+    /// The finding kind expected there.
+    pub kind: String,
+    /// Source file, as written in the marker's program (relative or absolute).
+    pub file: String,
+    /// 1-based line of the marker.
+    pub line: u32,
+}
+
+impl Marker {
+    /// A marker.
+    pub fn new(kind: impl Into<String>, file: impl Into<String>, line: u32) -> Self {
+        Marker {
+            kind: kind.into(),
+            file: file.into(),
+            line,
+        }
+    }
+
+    /// Whether `f` is the finding this marker expects.
+    pub fn matches(&self, f: &Finding) -> bool {
+        let (a, b) = (f.location.file.as_str(), self.file.as_str());
+        f.kind == self.kind
+            && (a.ends_with(b) || b.ends_with(a))
+            && f.location.line.abs_diff(self.line) <= LINE_WINDOW
+    }
+}
+
+/// How a run's findings compare with its markers.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct Score {
+    /// Markers (known defects).
+    pub expected: usize,
+    /// Findings of the scored kinds.
+    pub found: usize,
+    /// Markers that a finding matched.
+    pub matched_markers: usize,
+    /// Findings that matched a marker.
+    pub matched_findings: usize,
+    /// Markers no finding matched.
+    pub missed: Vec<Marker>,
+    /// Findings that match no marker, as `kind at file:line`.
+    pub unexpected: Vec<String>,
+}
+
+impl Score {
+    /// Score `findings` against `markers`.
+    pub fn of(findings: &[Finding], markers: &[Marker]) -> Score {
+        let missed: Vec<Marker> = markers
+            .iter()
+            .filter(|m| !findings.iter().any(|f| m.matches(f)))
+            .cloned()
+            .collect();
+        let unexpected: Vec<String> = findings
+            .iter()
+            .filter(|f| !markers.iter().any(|m| m.matches(f)))
+            .map(|f| format!("{} at {}:{}", f.kind, f.location.file, f.location.line))
+            .collect();
+        Score {
+            expected: markers.len(),
+            found: findings.len(),
+            matched_markers: markers.len() - missed.len(),
+            matched_findings: findings.len() - unexpected.len(),
+            missed,
+            unexpected,
+        }
+    }
+
+    /// Add another run's score.
+    pub fn add(&mut self, other: &Score) {
+        self.expected += other.expected;
+        self.found += other.found;
+        self.matched_markers += other.matched_markers;
+        self.matched_findings += other.matched_findings;
+        self.missed.extend(other.missed.iter().cloned());
+        self.unexpected.extend(other.unexpected.iter().cloned());
+    }
+
+    /// Share of markers found (1 when there are none).
+    pub fn recall(&self) -> f64 {
+        if self.expected == 0 {
+            1.0
+        } else {
+            self.matched_markers as f64 / self.expected as f64
+        }
+    }
+
+    /// Share of findings that match a marker (1 when there are none).
+    pub fn precision(&self) -> f64 {
+        if self.found == 0 {
+            1.0
+        } else {
+            self.matched_findings as f64 / self.found as f64
+        }
+    }
+
+    /// Every marker found and every finding expected.
+    pub fn perfect(&self) -> bool {
+        self.missed.is_empty() && self.unexpected.is_empty()
+    }
+}
