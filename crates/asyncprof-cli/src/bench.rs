@@ -11,7 +11,7 @@ use asyncprof_report::{Finding, Marker, Score, Summary, Thresholds};
 use bad_pipelines::{Load, Outcome, Pipeline, Variant};
 use serde::Serialize;
 
-use crate::report::{read_run, write_file};
+use crate::report::{read_run, writable_dir, write_file};
 use crate::{term, BenchArgs, LoadArg, VariantArg};
 
 /// Time a stopped child gets past its budget before it is killed.
@@ -105,17 +105,6 @@ fn list() {
             kinds.join(", ")
         );
     }
-}
-
-/// Make sure `dir` exists and takes files, with one clear error if not.
-fn writable_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
-    let probe = dir.join(".asyncprof-write-test");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("cannot write to output folder {}", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
 }
 
 pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {

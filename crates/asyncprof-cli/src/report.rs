@@ -25,6 +25,17 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Make sure `dir` exists and takes files, with one clear error if not.
+pub(crate) fn writable_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    let probe = dir.join(".asyncprof-write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("cannot write to output folder {}", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
 pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
     let thresholds = crate::thresholds(&args.diagnose)?;
     let run = read_run(&args.run_file)?;

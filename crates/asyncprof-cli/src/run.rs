@@ -1,4 +1,249 @@
-//! `asyncprof run -- CMD`: run a user's program with recording switched on.
-pub(crate) fn run(_args: &crate::RunArgs, _quiet: bool) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("not yet")
+//! `asyncprof run -- CMD ARGS...`: run a user's program (instrumented with asyncprof) with
+//! `ASYNCPROF_OUT` set, optionally drive HTTP load at it, pass Ctrl-C on to it, stop it at
+//! `--timeout`, and report on it when it exits. CMD is started directly, never through a
+//! shell.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::report::{read_run, writable_dir, write_file};
+use crate::{term, RunArgs};
+
+/// The child's pid, for the Ctrl-C handler (0: none).
+static CHILD: AtomicU32 = AtomicU32::new(0);
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// What the load generator did.
+#[derive(Debug, Default)]
+struct LoadStats {
+    sent: u64,
+    errors: u64,
+    latencies_us: Vec<u64>,
+}
+
+/// The URL must point at this machine: the load generator never leaves loopback.
+fn check_loopback(url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("--load {url}: only http:// URLs are supported"))?;
+    let host_port = rest.split('/').next().unwrap_or("");
+    let host = match host_port.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') || h.starts_with('[') => h,
+        _ => host_port,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!("--load {url}: the load generator only targets loopback (127.0.0.1, ::1, localhost)");
+    }
+    Ok(())
+}
+
+/// Send GET requests to `url` at `rate` per second for `duration` (at most rate × duration
+/// requests), from a few threads with keep-alive connections. Waits up to 10 s for the
+/// program to start listening.
+fn drive_load(url: String, rate: u32, duration: Duration, stop: Arc<AtomicBool>) -> LoadStats {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    // Wait for the program to listen.
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while agent.get(&url).call().is_err() {
+        if Instant::now() > ready_by || stop.load(Relaxed) {
+            return LoadStats {
+                errors: 1,
+                ..LoadStats::default()
+            };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let threads = (rate / 20).clamp(1, 16);
+    let per_thread = f64::from(rate) / f64::from(threads);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (agent, url, stop) = (agent.clone(), url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut stats = LoadStats::default();
+                let spacing = Duration::from_secs_f64(1.0 / per_thread);
+                let mut next = start;
+                while start.elapsed() < duration && !stop.load(Relaxed) {
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                    next += spacing;
+                    let t = Instant::now();
+                    stats.sent += 1;
+                    match agent.get(&url).call() {
+                        Ok(mut r) if r.status().is_success() => {
+                            let _ = r.body_mut().read_to_vec();
+                            stats.latencies_us.push(t.elapsed().as_micros() as u64);
+                        }
+                        _ => stats.errors += 1,
+                    }
+                }
+                stats
+            })
+        })
+        .collect();
+    let mut all = LoadStats::default();
+    for h in handles {
+        if let Ok(s) = h.join() {
+            all.sent += s.sent;
+            all.errors += s.errors;
+            all.latencies_us.extend(s.latencies_us);
+        }
+    }
+    all
+}
+
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
+    let thresholds = crate::thresholds(&args.diagnose)?;
+    if let Some(url) = &args.load {
+        check_loopback(url)?;
+    }
+    writable_dir(&args.out)?;
+    let program = &args.command[0];
+    let name = Path::new(program)
+        .file_name()
+        .map_or_else(|| "program".into(), |n| n.to_string_lossy().into_owned());
+    let run_file = args.out.join(format!("{name}.run"));
+    let _ = std::fs::remove_file(&run_file);
+
+    let mut cmd = Command::new(program);
+    cmd.args(&args.command[1..]).env("ASYNCPROF_OUT", &run_file);
+    if let Some(ms) = args.threshold {
+        cmd.env("ASYNCPROF_STALL_THRESHOLD_MS", ms.to_string());
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {program}"))?;
+    CHILD.store(child.id(), Relaxed);
+    // Ctrl-C stops the program, not asyncprof: it still writes the report afterwards.
+    let _ = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, Relaxed);
+        let pid = CHILD.load(Relaxed);
+        if pid != 0 {
+            let _ = asyncprof_sampler::send_signal(pid, 2);
+        }
+    });
+
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let load = args.load.clone().map(|url| {
+        let (rate, duration, stop) = (args.rate, args.duration, stop_load.clone());
+        std::thread::spawn(move || drive_load(url, rate, duration, stop))
+    });
+
+    let started = Instant::now();
+    let mut terminated_at: Option<Instant> = None;
+    let status = loop {
+        if let Some(s) = child.try_wait().context("cannot wait for the program")? {
+            break s;
+        }
+        if let Some(t) = args.timeout {
+            if started.elapsed() > t && terminated_at.is_none() {
+                term::warn(&format!(
+                    "{name} ran past --timeout {:.1} s: stopping it",
+                    t.as_secs_f64()
+                ));
+                let _ = asyncprof_sampler::send_signal(child.id(), 15);
+                terminated_at = Some(Instant::now());
+            }
+        }
+        if terminated_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    CHILD.store(0, Relaxed);
+    stop_load.store(true, Relaxed);
+    if let Some(h) = load {
+        if let Ok(mut s) = h.join() {
+            s.latencies_us.sort_unstable();
+            if !quiet {
+                eprintln!(
+                    "load: {} requests, {} errors, latency p50 {:.1} ms p99 {:.1} ms",
+                    s.sent,
+                    s.errors,
+                    percentile(&s.latencies_us, 0.5) as f64 / 1e3,
+                    percentile(&s.latencies_us, 0.99) as f64 / 1e3
+                );
+            }
+        }
+    }
+
+    let run = read_run(&run_file).with_context(|| {
+        format!(
+            "{name} left no readable run file (is it instrumented with asyncprof? it exited with {status})"
+        )
+    })?;
+    for w in &run.warnings {
+        term::warn(w);
+    }
+    let summary = asyncprof_report::Summary::with_thresholds(&run, &thresholds);
+    let text = asyncprof_report::render_text(&summary);
+    write_file(&run_file.with_extension("txt"), &text)?;
+    write_file(
+        &run_file.with_extension("json"),
+        &asyncprof_report::render_json(&summary),
+    )?;
+    if !quiet {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&text)
+            .context("cannot write to standard output")?;
+    }
+    eprintln!(
+        "{} findings; run file {}, reports {} and {}",
+        summary.findings.len(),
+        run_file.display(),
+        run_file.with_extension("txt").display(),
+        run_file.with_extension("json").display()
+    );
+    let stopped_by_us = terminated_at.is_some() || INTERRUPTED.load(Relaxed);
+    Ok(if status.success() || stopped_by_us {
+        ExitCode::SUCCESS
+    } else {
+        term::warn(&format!("{name} exited with {status}"));
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_loopback;
+
+    #[test]
+    fn load_only_targets_loopback() {
+        for ok in [
+            "http://127.0.0.1:8080/x",
+            "http://localhost:3000",
+            "http://[::1]:80/a",
+        ] {
+            assert!(check_loopback(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.1:80/",
+            "http://example.com/",
+            "https://127.0.0.1/",
+            "ftp://localhost/",
+        ] {
+            assert!(check_loopback(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -29,7 +29,7 @@ pub const DEFAULT_SAMPLE_EVERY: u32 = 64;
 pub const DEFAULT_TASK_CAPACITY: usize = 16_384;
 
 /// Encoded frames waiting for the writer; more are dropped and counted.
-const WRITER_QUEUE: usize = 8;
+const WRITER_QUEUE: usize = 64;
 
 /// Configures and starts a recording.
 ///

@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn asyncprof(args: &[&str]) -> Output {
+pub(crate) fn asyncprof(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_asyncprof"))
         .args(args)
         .output()
         .expect("the asyncprof binary runs")
 }
 
-fn temp(name: &str) -> PathBuf {
+pub(crate) fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("asyncprof-cli-{name}-{}.run", std::process::id()))
 }
 
@@ -121,23 +121,24 @@ fn missing_file_and_bad_flags_exit_2() {
 fn unwritable_output_is_one_clear_error() {
     let path = temp("unwritable");
     record(&path);
+    // A folder inside a regular file cannot be created, not even by root.
+    let blocker = temp("unwritable-blocker");
+    std::fs::write(&blocker, b"a file").unwrap();
+    let target = blocker.join("dir/out.txt");
     let out = asyncprof(&[
         "report",
         path.to_str().unwrap(),
         "-o",
-        "/nonexistent/dir/out.txt",
+        target.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot write report to /nonexistent/dir/out.txt"),
-        "{err}"
-    );
+    assert!(err.contains("cannot create folder"), "{err}");
+    assert!(err.contains(blocker.to_str().unwrap()), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    std::fs::remove_file(&blocker).ok();
     std::fs::remove_file(&path).ok();
 }
 
-#[test]
-fn bench_runs() {
-    let out = asyncprof(&["bench"]);
-    assert!(out.status.success());
-}
+mod bench;
+mod run;

@@ -1,0 +1,116 @@
+//! `asyncprof run` end to end against a small instrumented HTTP service with a known defect
+//! (`examples/demo_service.rs`), under its built-in load generator.
+
+use std::path::PathBuf;
+
+use crate::{asyncprof, temp};
+
+fn demo_service() -> PathBuf {
+    // Examples are built beside the test's binaries.
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_asyncprof"));
+    bin.parent().unwrap().join("examples/demo_service")
+}
+
+fn marker_line() -> u32 {
+    let src = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo_service.rs"),
+    )
+    .unwrap();
+    src.lines()
+        .position(|l| l.contains("// asyncprof-expect: blocking-call"))
+        .unwrap() as u32
+        + 1
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn run_drives_load_and_finds_the_blocking_line() {
+    let dir = temp("run-demo");
+    let port = free_port().to_string();
+    let url = format!("http://127.0.0.1:{port}/report");
+    let service = demo_service();
+    let out = asyncprof(&[
+        "run",
+        "--out",
+        dir.to_str().unwrap(),
+        "--load",
+        &url,
+        "--rate",
+        "40",
+        "--duration",
+        "2s",
+        "--timeout",
+        "30s",
+        "--",
+        service.to_str().unwrap(),
+        "--port",
+        &port,
+        "--serve-for",
+        "3",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("load: "), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("demo_service.json")).unwrap()).unwrap();
+    let findings = json["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0]["kind"], "blocking-call");
+    assert_eq!(findings[0]["location"]["line"], marker_line());
+    assert!(findings[0]["location"]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("examples/demo_service.rs"));
+    assert!(findings[0]["count"].as_u64().unwrap() > 10);
+    // The same run file renders folded stacks for a flamegraph.
+    let folded = dir.join("stalls.folded");
+    let rf = dir.join("demo_service.run");
+    let out = asyncprof(&[
+        "report",
+        rf.to_str().unwrap(),
+        "--folded",
+        folded.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&folded).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("demo_service.rs"))
+        .expect("a stack through the demo service");
+    let (stack, weight) = line.rsplit_once(' ').unwrap();
+    assert!(weight.parse::<u64>().unwrap() > 0);
+    assert!(stack.contains(';') && stack.contains("sleep"), "{stack}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_program_that_cannot_start_or_load_off_loopback_is_one_clear_error() {
+    let out = asyncprof(&["run", "--", "/nonexistent/program"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot start /nonexistent/program"), "{err}");
+    let out = asyncprof(&["run", "--load", "http://192.0.2.1/", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only targets loopback"), "{err}");
+    let out = asyncprof(&["run"]);
+    assert_eq!(out.status.code(), Some(2), "CMD is required");
+}
+
+#[test]
+fn a_program_without_asyncprof_says_so() {
+    let dir = temp("run-plain");
+    let out = asyncprof(&["run", "--out", dir.to_str().unwrap(), "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("left no readable run file"), "{err}");
+    assert!(err.contains("instrumented with asyncprof"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
