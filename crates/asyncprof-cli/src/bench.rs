@@ -292,7 +292,7 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
         let hits: usize = results
             .runs
             .iter()
-            .map(|r| r.findings.iter().filter(|f| &f.kind == kind).count())
+            .map(|r| r.findings.iter().filter(|f| f.kind == kind).count())
             .sum();
         if hits > 0 {
             term::error(&format!("--fail-on {kind}: {hits} finding(s) of that kind"));
