@@ -72,6 +72,9 @@ pub struct Finding {
     pub stack: Vec<String>,
     /// For queue findings: the queue and what it showed.
     pub queue: Option<crate::QueueEvidence>,
+    /// Other lines whose stalls were folded into this finding (same function, or same
+    /// task), as `file:line in function (N stalls)`.
+    pub also: Vec<String>,
 }
 
 /// The kind of one stall.
@@ -137,6 +140,41 @@ fn recommendation(
     }
 }
 
+type Key = (&'static str, FindingLocation);
+
+/// Merge groups that share `key` into one at the location that stalled longest; the other
+/// locations are kept, with their stall counts, in `also`.
+fn merge<'a, K: Ord>(
+    groups: Vec<(Key, Vec<&'a StallRecord>, Vec<String>)>,
+    key: impl Fn(&Key, &[&'a StallRecord]) -> K,
+) -> Vec<(Key, Vec<&'a StallRecord>, Vec<String>)> {
+    let mut by: BTreeMap<K, Vec<(Key, Vec<&'a StallRecord>, Vec<String>)>> = BTreeMap::new();
+    for g in groups {
+        by.entry(key(&g.0, &g.1)).or_default().push(g);
+    }
+    by.into_values()
+        .map(|mut parts| {
+            parts.sort_by_key(|(_, stalls, _)| {
+                std::cmp::Reverse(stalls.iter().map(|s| s.duration_ns).sum::<u64>())
+            });
+            let mut parts = parts.into_iter();
+            let (top, mut stalls, mut also) = parts.next().expect("a group has one part");
+            for ((_, loc), more, more_also) in parts {
+                also.push(format!(
+                    "{}:{} in {} ({} stalls)",
+                    loc.file,
+                    loc.line,
+                    loc.function,
+                    more.len()
+                ));
+                also.extend(more_also);
+                stalls.extend(more);
+            }
+            (top, stalls, also)
+        })
+        .collect()
+}
+
 /// Every finding of a run with the default thresholds, most severe and costly first.
 pub fn diagnose(run: &RunFile) -> Vec<Finding> {
     diagnose_with(run, &Thresholds::default())
@@ -200,28 +238,39 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
     // One finding per kind and function: a function whose stalls land on several of its
     // lines (an insert loop and its commit) is one place to change, shown at the line that
     // stalled longest.
-    type Lines<'a> = Vec<(FindingLocation, Vec<&'a StallRecord>)>;
-    let mut by_function: BTreeMap<(&'static str, String, String), Lines<'_>> = BTreeMap::new();
-    for ((kind, location), stalls) in groups {
-        by_function
-            .entry((kind, location.file.clone(), location.function.clone()))
-            .or_default()
-            .push((location, stalls));
-    }
-    let groups = by_function.into_iter().map(|((kind, _, _), mut lines)| {
-        lines.sort_by_key(|(_, stalls)| {
-            std::cmp::Reverse(stalls.iter().map(|s| s.duration_ns).sum::<u64>())
-        });
-        let location = lines[0].0.clone();
-        let stalls: Vec<&StallRecord> = lines.into_iter().flat_map(|(_, s)| s).collect();
-        ((kind, location), stalls)
+    let groups: Vec<(Key, Vec<&StallRecord>, Vec<String>)> = groups
+        .into_iter()
+        .map(|(k, v)| (k, v, Vec::new()))
+        .collect();
+    let groups = merge(groups, |(kind, location), _| {
+        (*kind, format!("{}\n{}", location.file, location.function))
+    });
+    // Then one per kind and task: a long poll is sampled at some moment of it, and a stall
+    // that ends just past the threshold can be sampled after the slow part (dropping what it
+    // built); the task's other stalls say where its time went.
+    let groups = merge(groups, |(kind, location), stalls| {
+        let task = stalls
+            .iter()
+            .find_map(|s| s.task_location.as_ref())
+            .map_or_else(
+                || format!("{}:{}", location.file, location.line),
+                ToString::to_string,
+            );
+        (*kind, task)
     });
     let mut out: Vec<Finding> = groups
-        .map(|((kind, location), stalls)| {
+        .into_iter()
+        .map(|((kind, location), stalls, also)| {
             let longest = stalls
                 .iter()
                 .max_by_key(|s| s.duration_ns)
                 .expect("a group holds at least one stall");
+            // The stack shown is one of a stall at the finding's own line.
+            let shown = stalls
+                .iter()
+                .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(location.line))
+                .max_by_key(|s| s.duration_ns)
+                .unwrap_or(longest);
             let total_ns: u64 = stalls.iter().map(|s| s.duration_ns).sum();
             let max_ms = longest.duration_ns as f64 / 1e6;
             let primitive = stalls
@@ -251,13 +300,14 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
                 count: stalls.len() as u64,
                 total_ms: (total_ns as f64 / 1e4).round() / 100.0,
                 max_ms: (max_ms * 100.0).round() / 100.0,
-                task_location: longest.task_location.as_ref().map(|l| l.to_string()),
-                stack: longest
+                task_location: shown.task_location.as_ref().map(|l| l.to_string()),
+                stack: shown
                     .stacks
                     .first()
                     .map(|s| s.frames.iter().map(|f| f.to_string()).collect())
                     .unwrap_or_default(),
                 queue: None,
+                also,
             }
         })
         .collect();

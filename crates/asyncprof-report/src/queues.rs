@@ -190,6 +190,7 @@ pub(crate) fn backpressure(queues: &[QueueStats], elapsed_ns: u64, t: &Threshold
                 task_location: ev.consumer.clone(),
                 stack: Vec::new(),
                 queue: Some(ev),
+                also: Vec::new(),
             }
         })
         .collect()
@@ -293,6 +294,7 @@ pub(crate) fn growth(run: &RunFile, queues: &[QueueStats], t: &Thresholds) -> Ve
             task_location: ev.consumer.clone(),
             stack: Vec::new(),
             queue: Some(ev),
+            also: Vec::new(),
         });
     }
     out

@@ -103,6 +103,9 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
             evidence,
             f.recommendation
         );
+        for a in &f.also {
+            let _ = writeln!(o, "    also: {a}");
+        }
     }
     let _ = writeln!(o, "\nspawn locations (busiest first):");
     for loc in s.locations.iter().take(20) {
