@@ -142,13 +142,16 @@ fn recommendation(
 
 type Key = (&'static str, FindingLocation);
 
+/// Stalls grouped under one key, with the other lines folded into them.
+type Group<'a> = (Key, Vec<&'a StallRecord>, Vec<String>);
+
 /// Merge groups that share `key` into one at the location that stalled longest; the other
 /// locations are kept, with their stall counts, in `also`.
 fn merge<'a, K: Ord>(
-    groups: Vec<(Key, Vec<&'a StallRecord>, Vec<String>)>,
+    groups: Vec<Group<'a>>,
     key: impl Fn(&Key, &[&'a StallRecord]) -> K,
-) -> Vec<(Key, Vec<&'a StallRecord>, Vec<String>)> {
-    let mut by: BTreeMap<K, Vec<(Key, Vec<&'a StallRecord>, Vec<String>)>> = BTreeMap::new();
+) -> Vec<Group<'a>> {
+    let mut by: BTreeMap<K, Vec<Group<'a>>> = BTreeMap::new();
     for g in groups {
         by.entry(key(&g.0, &g.1)).or_default().push(g);
     }
