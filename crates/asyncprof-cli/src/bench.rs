@@ -185,6 +185,10 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
                     &stem.with_extension("json"),
                     &asyncprof_report::render_json(&summary),
                 )?;
+                write_file(
+                    &stem.with_extension("html"),
+                    &crate::report::html(&run, &summary),
+                )?;
             }
         }
     }
@@ -238,7 +242,7 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
             say(&format!("unexpected: {} {} {u}", r.pipeline, r.variant));
         }
     }
-    let verdict = format!(
+    let verdict_line = format!(
         "recall {:.0}% ({}/{} defects found), precision {:.0}% ({}/{} findings expected); \
          {} runs in {:.1} s; reports in {}",
         total.recall() * 100.0,
@@ -252,11 +256,29 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
         args.out.display()
     );
     if json_stdout {
-        eprintln!("\n{verdict}");
+        eprintln!("\n{verdict_line}");
     } else {
-        println!("\n{verdict}");
+        println!("\n{verdict_line}");
     }
 
+    let rows: Vec<asyncprof_report::IndexRow> = runs
+        .iter()
+        .map(|r| {
+            let mut row = asyncprof_report::IndexRow::new(r.pipeline.clone(), r.variant.clone());
+            row.throughput = r.outcome.as_ref().map(|o| o.throughput);
+            row.p99_ms = r.outcome.as_ref().map(|o| o.p99_ms);
+            row.stalls = r.stalls;
+            row.findings = r.findings.iter().map(|f| f.kind.to_string()).collect();
+            row.expected = r.expected.len();
+            row.verdict = verdict(r).to_string();
+            row.report = format!("{}-{}.html", r.pipeline, r.variant);
+            row
+        })
+        .collect();
+    write_file(
+        &args.out.join("index.html"),
+        asyncprof_report::render_index("asyncprof bench", &verdict_line, &rows).as_bytes(),
+    )?;
     let results = Results {
         load: load.name().to_string(),
         threshold_ms: args.threshold,
@@ -462,6 +484,21 @@ fn run_variant(
     })
 }
 
+/// One word on how a run scored.
+fn verdict(r: &RunResult) -> &'static str {
+    match (
+        r.score.perfect(),
+        r.variant == "fixed",
+        r.score.missed.is_empty(),
+    ) {
+        (true, true, _) => "clean",
+        (true, false, _) => "found",
+        (false, true, _) => "false positive",
+        (false, false, true) => "extra finding",
+        (false, false, false) => "missed",
+    }
+}
+
 fn table(runs: &[RunResult]) -> String {
     let mut out = format!(
         "{:<28} {:<6} {:>8} {:>10} {:>11} {:>7} {:>9} {:>9}  {}\n",
@@ -487,19 +524,8 @@ fn table(runs: &[RunResult]) -> String {
             Status::StoppedAtBudget | Status::Killed => format!("{:.1} s*", r.elapsed_s),
             _ => format!("{:.1} s", r.elapsed_s),
         };
-        let verdict = if !r.score.perfect() {
-            if r.variant == "fixed" {
-                term::paint("false positive", "31")
-            } else if r.score.missed.is_empty() {
-                term::paint("extra finding", "31")
-            } else {
-                term::paint("missed", "31")
-            }
-        } else if r.variant == "fixed" {
-            term::paint("clean", "32")
-        } else {
-            term::paint("found", "32")
-        };
+        let v = verdict(r);
+        let verdict = term::paint(v, if r.score.perfect() { "32" } else { "31" });
         let kinds: Vec<&str> = r.findings.iter().map(|f| f.kind).collect();
         out.push_str(&format!(
             "{:<28} {:<6} {:>8} {:>10} {:>11} {:>7} {:>9} {:>9}  {}{}\n",

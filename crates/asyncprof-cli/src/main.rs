@@ -143,7 +143,7 @@ struct ReportArgs {
     /// Print the machine-readable JSON summary instead of text.
     #[arg(long)]
     json: bool,
-    /// Write the report to FILE instead of standard output.
+    /// Write the report to FILE instead of standard output: HTML when FILE ends in .html.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Also write the stall stacks as folded stacks (for inferno, speedscope, flamegraph.pl).

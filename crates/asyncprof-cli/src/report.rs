@@ -36,6 +36,28 @@ pub(crate) fn writable_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A source file's text for the report's excerpts, when readable (and under 4 MB).
+pub(crate) fn source(file: &str) -> Option<String> {
+    let meta = std::fs::metadata(file).ok()?;
+    if !meta.is_file() || meta.len() > 4 << 20 {
+        return None;
+    }
+    std::fs::read_to_string(file).ok()
+}
+
+/// The run as an HTML page.
+pub(crate) fn html(
+    run: &asyncprof_format::RunFile,
+    summary: &asyncprof_report::Summary,
+) -> Vec<u8> {
+    asyncprof_report::render_html(run, summary, &source).into_bytes()
+}
+
+fn is_html(p: &Path) -> bool {
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
+}
+
 pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
     let thresholds = crate::thresholds(&args.diagnose)?;
     let run = read_run(&args.run_file)?;
@@ -45,6 +67,8 @@ pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
     let summary = asyncprof_report::Summary::with_thresholds(&run, &thresholds);
     let bytes = if args.json {
         asyncprof_report::render_json(&summary)
+    } else if args.output.as_deref().is_some_and(is_html) {
+        html(&run, &summary)
     } else {
         asyncprof_report::render_text(&summary)
     };

@@ -202,6 +202,10 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
         &run_file.with_extension("json"),
         &asyncprof_report::render_json(&summary),
     )?;
+    write_file(
+        &run_file.with_extension("html"),
+        &crate::report::html(&run, &summary),
+    )?;
     if !quiet {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -209,11 +213,10 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
             .context("cannot write to standard output")?;
     }
     eprintln!(
-        "{} findings; run file {}, reports {} and {}",
+        "{} findings; run file {}, report {} (also .txt, .json)",
         summary.findings.len(),
         run_file.display(),
-        run_file.with_extension("txt").display(),
-        run_file.with_extension("json").display()
+        run_file.with_extension("html").display(),
     );
     let stopped_by_us = terminated_at.is_some() || INTERRUPTED.load(Relaxed);
     Ok(if status.success() || stopped_by_us {

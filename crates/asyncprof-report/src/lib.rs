@@ -22,8 +22,10 @@
 //! up to its last complete snapshot.
 #![forbid(unsafe_code)]
 
+pub mod charts;
 mod findings;
 mod folded;
+mod html;
 mod queues;
 mod score;
 mod summary;
@@ -32,6 +34,7 @@ mod thresholds;
 
 pub use findings::{diagnose, diagnose_with, stall_kind, Finding, FindingLocation, Severity};
 pub use folded::folded_stalls;
+pub use html::{render_html, render_index, IndexRow};
 pub use queues::QueueEvidence;
 pub use score::{Marker, Score, LINE_WINDOW};
 pub use summary::{
