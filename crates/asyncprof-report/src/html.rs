@@ -48,7 +48,7 @@ if (location.hash === '#selftest') {
   var problems = [];
   var f = document.getElementById('findings');
   if (!f || f.getBoundingClientRect().height <= 0) problems.push('findings not visible');
-  var charts = document.querySelectorAll('svg.chart');
+  var charts = document.querySelectorAll('main svg');
   charts.forEach(function(s, i){
     var r = s.getBoundingClientRect();
     if (!(r.width > 0 && r.height > 0)) problems.push('chart ' + i + ' has no size');
