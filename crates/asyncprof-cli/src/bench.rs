@@ -351,6 +351,7 @@ fn run_variant(
         .args(["__pipeline", p.name, variant.name(), load.name()])
         .env("ASYNCPROF_OUT", &run_file)
         .env("ASYNCPROF_STALL_THRESHOLD_MS", args.threshold.to_string())
+        .env("ASYNCPROF_CPU_HZ", "99")
         .env("ASYNCPROF_BENCH_BUDGET_MS", budget.as_millis().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

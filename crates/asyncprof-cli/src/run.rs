@@ -126,7 +126,9 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     let _ = std::fs::remove_file(&run_file);
 
     let mut cmd = Command::new(program);
-    cmd.args(&args.command[1..]).env("ASYNCPROF_OUT", &run_file);
+    cmd.args(&args.command[1..])
+        .env("ASYNCPROF_OUT", &run_file)
+        .env("ASYNCPROF_CPU_HZ", "99");
     if let Some(ms) = args.threshold {
         cmd.env("ASYNCPROF_STALL_THRESHOLD_MS", ms.to_string());
     }

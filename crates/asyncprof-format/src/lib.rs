@@ -57,9 +57,9 @@ pub use error::{Error, Result};
 pub use hist::Histogram;
 pub use read::{read_bytes, read_path, RunFile, SeriesPoint, MAX_DEPTH_POINTS};
 pub use types::{
-    Config, DepthPoint, Flavor, Frame, Header, LocationStats, LossCounters, QueueKind, QueueStats,
-    RuntimeStats, ScheduleSource, Snapshot, SourceLocation, StackSample, StageStats, StallClass,
-    StallRecord, TaskStats, Tier, WorkerStats,
+    Config, CpuProfile, DepthPoint, Flavor, Frame, Header, LocationStats, LossCounters, QueueKind,
+    QueueStats, RuntimeStats, ScheduleSource, Snapshot, SourceLocation, StackSample, StageStats,
+    StallClass, StallRecord, TaskStats, Tier, WorkerStats,
 };
 pub use write::{encode_frame, end_frame, preamble, RecordKind, RunWriter};
 

@@ -48,6 +48,8 @@ pub struct RunFile {
     /// Every queue's depth over the run, by queue id, joined from all snapshots. Long runs
     /// keep at most [`MAX_DEPTH_POINTS`] points per queue, evenly thinned.
     pub queue_depths: BTreeMap<u64, Vec<DepthPoint>>,
+    /// The whole run's CPU profile, when one was recorded (written when recording stops).
+    pub cpu_profile: Option<crate::CpuProfile>,
 }
 
 /// The most depth points the reader keeps per queue; beyond it every other point is dropped
@@ -157,6 +159,7 @@ pub fn read_bytes(bytes: &[u8]) -> Result<RunFile> {
         warnings: Vec::new(),
         stalls: Vec::new(),
         queue_depths: BTreeMap::new(),
+        cpu_profile: None,
     };
     let mut thinning: BTreeMap<u64, Thinning> = BTreeMap::new();
     let mut stalls = std::collections::BTreeMap::new();
@@ -195,6 +198,13 @@ pub fn read_bytes(bytes: &[u8]) -> Result<RunFile> {
                     run.snapshot = Some(snap);
                 }
                 Some(RecordKind::End) => run.ended = true,
+                Some(RecordKind::CpuProfile) => {
+                    run.cpu_profile = Some(decode::<crate::CpuProfile>(
+                        offset,
+                        RecordKind::CpuProfile,
+                        payload,
+                    )?);
+                }
                 Some(RecordKind::Stall) => {
                     let stall = decode::<crate::StallRecord>(offset, RecordKind::Stall, payload)?;
                     stalls.insert(stall.id, stall);

@@ -63,6 +63,8 @@ pub struct Config {
     pub schedule_source: ScheduleSource,
     /// The signal that samples a stalled thread's stack (0: stacks off).
     pub stall_signal: i32,
+    /// CPU profile samples per second (0: no CPU profile).
+    pub cpu_hz: u32,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             location_capacity: 4096,
             schedule_source: ScheduleSource::SpawnToFirstPoll,
             stall_signal: 0,
+            cpu_hz: 0,
         }
     }
 }
@@ -508,4 +511,19 @@ pub struct StallRecord {
     pub culprit: Option<Frame>,
     /// The most tasks seen queued (ready, waiting for a worker) while the stall lasted.
     pub max_ready_tasks: u64,
+}
+
+/// A CPU profile of the whole run: stacks sampled on a timer (SIGPROF) across every thread.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct CpuProfile {
+    /// Samples per second per thread on CPU.
+    pub hz: u32,
+    /// Samples taken.
+    pub samples: u64,
+    /// Folded stacks: `thread;outermost;…;innermost count` per line.
+    pub folded: String,
+    /// Stacks left out to keep the record small (the least sampled).
+    pub dropped_stacks: u64,
 }

@@ -19,6 +19,8 @@ pub enum RecordKind {
     End,
     /// [`crate::StallRecord`].
     Stall,
+    /// [`crate::CpuProfile`]: written once, when recording stops.
+    CpuProfile,
 }
 
 impl RecordKind {
@@ -28,6 +30,7 @@ impl RecordKind {
             RecordKind::Snapshot => 2,
             RecordKind::End => 3,
             RecordKind::Stall => 4,
+            RecordKind::CpuProfile => 5,
         }
     }
 
@@ -37,6 +40,7 @@ impl RecordKind {
             2 => Some(RecordKind::Snapshot),
             3 => Some(RecordKind::End),
             4 => Some(RecordKind::Stall),
+            5 => Some(RecordKind::CpuProfile),
             _ => None,
         }
     }
@@ -47,6 +51,7 @@ impl RecordKind {
             RecordKind::Snapshot => "snapshot",
             RecordKind::End => "end",
             RecordKind::Stall => "stall",
+            RecordKind::CpuProfile => "cpu profile",
         }
     }
 }

@@ -206,6 +206,10 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
     let timeline = charts::worker_timeline(&workers, &run.stalls, duration_ns, stall_kind);
     let folded = crate::folded_stalls(run);
     let flame = charts::flamegraph(&folded, "µs");
+    let cpu_flame = run
+        .cpu_profile
+        .as_ref()
+        .map(|p| (p, charts::flamegraph(&p.folded, "samples")));
     let queues: Vec<(String, String, String)> = snap
         .map(|snap| {
             snap.queues
@@ -325,6 +329,23 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                         } @else {
                             p.muted { "Stacks sampled while workers were stalled, weighted by stall time; hover a box for its share." }
                             div.card { (flame) }
+                        }
+                    }
+                    section #cpu-flamegraph {
+                        h2 { "CPU flamegraph" }
+                        @match &cpu_flame {
+                            Some((p, svg)) => {
+                                p.muted {
+                                    "Every thread's stacks, sampled " (p.hz) " times a second while on CPU ("
+                                    (p.samples) " samples"
+                                    @if p.dropped_stacks > 0 { ", " (p.dropped_stacks) " rare stacks left out" }
+                                    "); the first level is the thread."
+                                }
+                                div.card { (svg) }
+                            }
+                            None => {
+                                p.muted { "No CPU profile in this run (set ASYNCPROF_CPU_HZ=99, as asyncprof bench and asyncprof run do)." }
+                            }
                         }
                     }
                     section #locations {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use asyncprof_format::{
     read_bytes, DepthPoint, Frame, Header, Histogram, LocationStats, QueueKind, QueueStats,
-    RunFile, RunWriter, Snapshot, SourceLocation, StackSample, StageStats, StallClass,
-    StallRecord, TaskStats, WorkerStats,
+    RunFile, RunWriter, Snapshot, SourceLocation, StackSample, StageStats, StallClass, StallRecord,
+    TaskStats, WorkerStats,
 };
 use asyncprof_report::{render_html, render_json, render_text, Summary};
 
@@ -109,8 +109,16 @@ fn fixture(task_name: &str, file: &str) -> RunFile {
     stall.on_cpu_ratio = 0.0;
     let frames = vec![
         Frame::new("clock_nanosleep", None, None),
-        Frame::new("std::thread::sleep", Some("/rustc/x/library/std/src/thread/mod.rs".into()), Some(10)),
-        Frame::new(format!("handle<{task_name}>"), Some(file.to_string()), Some(44)),
+        Frame::new(
+            "std::thread::sleep",
+            Some("/rustc/x/library/std/src/thread/mod.rs".into()),
+            Some(10),
+        ),
+        Frame::new(
+            format!("handle<{task_name}>"),
+            Some(file.to_string()),
+            Some(44),
+        ),
         Frame::new("tokio::runtime::task::harness::poll", None, None),
     ];
     let mut sample = StackSample::default();
@@ -125,13 +133,19 @@ fn fixture(task_name: &str, file: &str) -> RunFile {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("ASYNCPROF_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (ASYNCPROF_UPDATE_GOLDEN=1 writes it)", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (ASYNCPROF_UPDATE_GOLDEN=1 writes it)",
+            path.display()
+        )
+    });
     if expected != actual {
         let line = expected
             .lines()
@@ -155,8 +169,14 @@ fn renderers_match_their_golden_files() {
     let summary = Summary::of(&run);
     assert_eq!(summary.findings.len(), 2, "{:#?}", summary.findings);
     let no_source = |_: &str| None;
-    golden("fixture.txt", &String::from_utf8(render_text(&summary)).unwrap());
-    golden("fixture.json", &String::from_utf8(render_json(&summary)).unwrap());
+    golden(
+        "fixture.txt",
+        &String::from_utf8(render_text(&summary)).unwrap(),
+    );
+    golden(
+        "fixture.json",
+        &String::from_utf8(render_json(&summary)).unwrap(),
+    );
     golden("fixture.html", &render_html(&run, &summary, &no_source));
     // Deterministic: the same input renders the same bytes.
     assert_eq!(
@@ -171,9 +191,13 @@ fn every_user_string_is_escaped_in_html() {
     let file = "src/we\"ird<dir>/svc.rs";
     let run = fixture(name, file);
     let summary = Summary::of(&run);
-    let source = |f: &str| (f == file).then(|| "fn main() {}\n".repeat(60) + "</pre><script>x()</script>\n");
+    let source =
+        |f: &str| (f == file).then(|| "fn main() {}\n".repeat(60) + "</pre><script>x()</script>\n");
     let html = render_html(&run, &summary, &source);
-    assert!(!html.contains("<script>alert(1)"), "a task name became markup");
+    assert!(
+        !html.contains("<script>alert(1)"),
+        "a task name became markup"
+    );
     assert!(!html.contains("<script>x()"), "source text became markup");
     assert!(!html.contains("we\"ird<dir>"), "a path became markup");
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -183,7 +207,11 @@ fn every_user_string_is_escaped_in_html() {
 }
 
 fn chromium() -> PathBuf {
-    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"] {
+    for c in [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ] {
         if Path::new(c).exists() {
             return PathBuf::from(c);
         }
@@ -242,6 +270,10 @@ fn the_report_renders_in_headless_chromium_without_errors() {
         .arg(url.trim_end_matches("#selftest"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 }

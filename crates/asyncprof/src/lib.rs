@@ -75,6 +75,7 @@
 #![forbid(unsafe_code)]
 
 mod clock;
+mod cpu;
 mod error;
 mod gauge;
 mod hist;

@@ -102,6 +102,7 @@ impl Builder {
     /// | `ASYNCPROF_SAMPLE_EVERY` | one poll in N timed exactly, 1 to 65536 | 64 |
     /// | `ASYNCPROF_TASK_CAPACITY` | live tasks tracked one by one, 16 to 16777216 | 16384 |
     /// | `ASYNCPROF_SIGNAL` | signal that samples stalled stacks; 0 turns stacks off | SIGRTMIN+5 |
+    /// | `ASYNCPROF_CPU_HZ` | whole-run CPU profile, samples per second, 0 to 1000 | 0 (off) |
     ///
     /// # Errors
     ///
@@ -150,6 +151,14 @@ impl Builder {
         )? {
             self.config.task_capacity = n as u32;
         }
+        if let Some(hz) = env_u64(
+            "ASYNCPROF_CPU_HZ",
+            "a whole number of samples per second from 0 to 1000",
+            0,
+            1000,
+        )? {
+            self.config.cpu_hz = hz as u32;
+        }
         Ok(self)
     }
 
@@ -188,6 +197,14 @@ impl Builder {
     /// two). Each costs about 200 bytes, allocated at start.
     pub fn task_capacity(mut self, n: usize) -> Self {
         self.config.task_capacity = n.min(u32::MAX as usize) as u32;
+        self
+    }
+
+    /// Record a CPU profile of the whole run at `hz` samples per second (0, the default: no
+    /// CPU profile). It costs the profiled program a timer signal per sample; 99 Hz is about
+    /// a percent. Written into the run file when recording stops.
+    pub fn cpu_profile(mut self, hz: u32) -> Self {
+        self.config.cpu_hz = hz.min(1000);
         self
     }
 
@@ -282,6 +299,7 @@ impl Builder {
             stop_watchdog: AtomicBool::new(false),
             wake: Mutex::new(false),
             cond: Condvar::new(),
+            cpu_frame: Mutex::new(None),
         });
         let start_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -327,6 +345,10 @@ impl Builder {
             let interval = Duration::from_millis(self.config.flush_interval_ms);
             move || aggregator_loop(recorder, &shared, tx, interval, started, start_unix_ms)
         })?;
+        let cpu = match self.config.cpu_hz {
+            0 => None,
+            hz => crate::cpu::CpuProfiler::start(hz),
+        };
         *active = Some(path.clone());
         Ok(Guard {
             recorder,
@@ -334,6 +356,7 @@ impl Builder {
             watchdog: Some(watchdog),
             threads: vec![aggregator, writer],
             path,
+            cpu,
         })
     }
 }
@@ -347,6 +370,8 @@ struct Shared {
     stop_watchdog: AtomicBool,
     wake: Mutex<bool>,
     cond: Condvar,
+    /// The CPU profile's frame, handed to the aggregator at stop.
+    cpu_frame: Mutex<Option<Vec<u8>>>,
 }
 
 fn spawn_thread(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
@@ -443,6 +468,9 @@ fn aggregator_loop(
             }
         }
         if stopping {
+            if let Some(f) = lock(&shared.cpu_frame).take() {
+                frames.push(f);
+            }
             frames.push(format::end_frame());
             // The last records wait for the writer: losing them would lose the run's end.
             for f in frames {
@@ -493,6 +521,7 @@ pub struct Guard {
     watchdog: Option<JoinHandle<()>>,
     threads: Vec<JoinHandle<()>>,
     path: PathBuf,
+    cpu: Option<crate::cpu::CpuProfiler>,
 }
 
 /// How much memory asyncprof's task state holds, for checking that it stays bounded.
@@ -550,6 +579,11 @@ impl Drop for Guard {
         self.shared.stop_watchdog.store(true, Relaxed);
         if let Some(w) = self.watchdog.take() {
             let _ = w.join();
+        }
+        if let Some(profile) = self.cpu.take().and_then(|c| c.finish()) {
+            if let Ok(f) = format::encode_frame(RecordKind::CpuProfile, &profile) {
+                *lock(&self.shared.cpu_frame) = Some(f);
+            }
         }
         self.shared.stop.store(true, Relaxed);
         self.flush();

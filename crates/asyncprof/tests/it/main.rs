@@ -1,6 +1,7 @@
 //! Integration tests of the hooks tier: known-truth workloads, read back from the run file.
 
 mod blocked;
+mod cpu;
 mod dropin;
 mod footprint;
 mod killed;

@@ -1,0 +1,98 @@
+//! The whole-run CPU profile: pprof's timer-signal sampler (SIGPROF) across every thread,
+//! folded into stacks when recording stops. Switched on by `ASYNCPROF_CPU_HZ` (or
+//! [`crate::Builder::cpu_profile`]); `asyncprof bench` and `asyncprof run` set 99 Hz.
+
+use asyncprof_format as format;
+
+/// Stacks kept in the run file; the least sampled beyond it are dropped and counted.
+const MAX_STACKS: usize = 20_000;
+/// Bytes of folded text kept in the run file.
+const MAX_FOLDED: usize = 8 << 20;
+
+/// A CPU profile being recorded.
+pub(crate) struct CpuProfiler {
+    #[cfg(feature = "cpu-profile")]
+    guard: pprof::ProfilerGuard<'static>,
+    hz: u32,
+}
+
+impl std::fmt::Debug for CpuProfiler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuProfiler").field("hz", &self.hz).finish()
+    }
+}
+
+impl CpuProfiler {
+    /// Start sampling at `hz`; `None` (with one line on stderr) when it cannot start, for
+    /// example because the program runs its own pprof profiler.
+    pub(crate) fn start(hz: u32) -> Option<CpuProfiler> {
+        #[cfg(feature = "cpu-profile")]
+        {
+            match pprof::ProfilerGuardBuilder::default()
+                .frequency(hz as i32)
+                // Unwinding through these from a signal handler can deadlock.
+                .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+                .build()
+            {
+                Ok(guard) => Some(CpuProfiler { guard, hz }),
+                Err(err) => {
+                    eprintln!("asyncprof: no CPU profile: {err}");
+                    None
+                }
+            }
+        }
+        #[cfg(not(feature = "cpu-profile"))]
+        {
+            eprintln!(
+                "asyncprof: no CPU profile at {hz} Hz: built without the cpu-profile feature"
+            );
+            None
+        }
+    }
+
+    /// Stop sampling and fold the stacks.
+    pub(crate) fn finish(self) -> Option<format::CpuProfile> {
+        #[cfg(feature = "cpu-profile")]
+        {
+            let report = self.guard.report().build().ok()?;
+            drop(self.guard);
+            let mut stacks: Vec<(String, u64)> = report
+                .data
+                .iter()
+                .filter(|(_, &n)| n > 0)
+                .map(|(frames, &n)| {
+                    let mut parts = vec![frames.thread_name.replace([';', ' '], "_")];
+                    for inlined in frames.frames.iter().rev() {
+                        for sym in inlined.iter().rev() {
+                            parts.push(sym.name().replace(';', ":"));
+                        }
+                    }
+                    (parts.join(";"), n as u64)
+                })
+                .collect();
+            stacks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut profile = format::CpuProfile::default();
+            profile.hz = self.hz;
+            profile.samples = stacks.iter().map(|s| s.1).sum();
+            let total = stacks.len();
+            stacks.truncate(MAX_STACKS);
+            let mut kept = 0;
+            for (stack, n) in stacks {
+                if profile.folded.len() + stack.len() > MAX_FOLDED {
+                    break;
+                }
+                kept += 1;
+                profile.folded.push_str(&stack);
+                profile.folded.push(' ');
+                profile.folded.push_str(&n.to_string());
+                profile.folded.push('\n');
+            }
+            profile.dropped_stacks = (total - kept) as u64;
+            Some(profile)
+        }
+        #[cfg(not(feature = "cpu-profile"))]
+        {
+            None
+        }
+    }
+}
