@@ -1,17 +1,6 @@
-//! Findings: what is wrong, where, and what to change. Stalls with the same kind and culprit
-//! line are grouped into one finding.
-//!
-//! Kinds (each a diagnosis):
-//!
-//! - `blocking-call`: a poll slept in a system call past the stall threshold (a sleep, sync
-//!   I/O, a blocking client). The worker could run nothing else meanwhile; every task queued
-//!   on it waited. Use the async API or `spawn_blocking`.
-//! - `cpu-bound-poll`: a poll stayed on CPU past the threshold (hashing, parsing, a tight
-//!   loop). Move the work to `spawn_blocking` or a rayon pool, or chunk it with `yield_now`.
-//! - `lock-contention`: a poll waited on a `std::sync` lock held elsewhere (asleep in
-//!   `futex`). Keep critical sections short and never hold a lock across slow work.
-//! - `runtime-blocked`: a poll that never returned (a `block_on` inside the runtime, a
-//!   deadlock). The worker is gone for good; on a current-thread runtime, the whole runtime.
+//! Findings: what is wrong, where, and what to change. Each kind is a diagnosis in
+//! [`crate::diagnoses`]. Stalls of one kind are grouped by culprit function and by task into
+//! one finding, at the line where most stall time went.
 
 use std::collections::BTreeMap;
 
@@ -79,30 +68,17 @@ pub struct Finding {
 
 /// The kind of one stall.
 pub fn stall_kind(s: &StallRecord) -> &'static str {
-    let primitive = s.primitive.as_ref().map_or("", |p| p.function.as_str());
-    // By name, or by std's source file when the debug info names functions without a path.
-    let file = s
-        .primitive
-        .as_ref()
-        .and_then(|p| p.file.as_deref())
-        .unwrap_or("");
-    let lockish = ["Mutex", "RwLock", "Condvar"]
-        .iter()
-        .any(|l| primitive.contains(l))
-        || (file.contains("/sync/")
-            && ["mutex", "rwlock", "condvar"]
-                .iter()
-                .any(|l| file.contains(l)));
-    if s.ongoing {
-        "runtime-blocked"
-    } else if s.class == StallClass::Blocking && s.syscall.as_deref() == Some("futex") && lockish {
-        "lock-contention"
-    } else if s.class == StallClass::CpuBound {
-        "cpu-bound-poll"
-    } else if s.class == StallClass::Blocking || s.primitive.is_some() {
-        "blocking-call"
+    use crate::diagnoses::{blocking_call, cpu_bound_poll, lock_contention, runtime_blocked};
+    if runtime_blocked::applies(s) {
+        runtime_blocked::KIND
+    } else if lock_contention::applies(s) {
+        lock_contention::KIND
+    } else if cpu_bound_poll::applies(s) {
+        cpu_bound_poll::KIND
+    } else if blocking_call::applies(s) {
+        blocking_call::KIND
     } else {
-        "cpu-bound-poll"
+        cpu_bound_poll::KIND
     }
 }
 
@@ -112,31 +88,12 @@ fn recommendation(
     syscall: Option<&str>,
     max_ms: f64,
 ) -> String {
-    let call = primitive.map_or_else(|| "this call".to_string(), |p| format!("`{p}`"));
+    use crate::diagnoses::{blocking_call, cpu_bound_poll, lock_contention, runtime_blocked};
     match kind {
-        "runtime-blocked" => format!(
-            "This poll never returned: {call} blocks its worker for good (on a current-thread \
-             runtime, the whole runtime stops). Inside async code, `.await` the future instead \
-             of blocking on it, and check for a deadlock."
-        ),
-        "lock-contention" => format!(
-            "{call} waited up to {max_ms:.1} ms for a std lock held elsewhere, holding the \
-             worker thread. Do not hold the lock across slow work: shorten the critical \
-             section, shard the data, or use tokio::sync::Mutex when it must be held across \
-             an .await."
-        ),
-        "cpu-bound-poll" => format!(
-            "This poll computed on the worker thread for up to {max_ms:.1} ms without \
-             yielding, so no other task ran there. Move the work to \
-             tokio::task::spawn_blocking or a rayon pool, or split it and call \
-             tokio::task::yield_now().await between chunks."
-        ),
-        _ => format!(
-            "{call} blocked the worker thread for up to {max_ms:.1} ms{}. Use the async \
-             equivalent (tokio::time::sleep, tokio::net, tokio::fs, an async client) or move \
-             the call into tokio::task::spawn_blocking.",
-            syscall.map_or_else(String::new, |s| format!(" (asleep in {s})"))
-        ),
+        runtime_blocked::KIND => runtime_blocked::recommendation(primitive),
+        lock_contention::KIND => lock_contention::recommendation(primitive, max_ms),
+        cpu_bound_poll::KIND => cpu_bound_poll::recommendation(max_ms),
+        _ => blocking_call::recommendation(primitive, syscall, max_ms),
     }
 }
 
@@ -315,12 +272,16 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
         })
         .collect();
     if let Some(snap) = &run.snapshot {
-        out.extend(crate::queues::backpressure(
+        out.extend(crate::diagnoses::queue_backpressure::findings(
             &snap.queues,
             snap.elapsed_ns,
             thresholds,
         ));
-        out.extend(crate::queues::growth(run, &snap.queues, thresholds));
+        out.extend(crate::diagnoses::queue_growth::findings(
+            run,
+            &snap.queues,
+            thresholds,
+        ));
     }
     out.sort_by(|a, b| {
         b.severity

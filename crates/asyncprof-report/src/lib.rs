@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod charts;
+pub mod diagnoses;
 mod findings;
 mod folded;
 mod html;

@@ -1,0 +1,30 @@
+//! `blocking-call`: a poll slept in a system call past the threshold.
+//!
+//! **Measures**: a stall whose thread was asleep in most samples, outside a std lock: a
+//! `std::thread::sleep`, synchronous file or socket I/O, a blocking HTTP or database client.
+//! The primitive is the call the user's code made; the system call says which kind of wait.
+//! **Why it hurts**: the worker does nothing and runs nothing else for as long as the call
+//! takes; every task queued on it waits.
+//! **What to do**: use the async equivalent (`tokio::time::sleep`, `tokio::net`,
+//! `tokio::fs`, an async client) or move the call into `tokio::task::spawn_blocking`.
+
+use asyncprof_format::{StallClass, StallRecord};
+
+/// The kind's name.
+pub const KIND: &str = "blocking-call";
+
+/// Whether `s` is of this kind (checked last among the stall kinds).
+pub fn applies(s: &StallRecord) -> bool {
+    s.class == StallClass::Blocking || s.primitive.is_some()
+}
+
+/// What to do.
+pub fn recommendation(primitive: Option<&str>, syscall: Option<&str>, max_ms: f64) -> String {
+    format!(
+        "{} blocked the worker thread for up to {max_ms:.1} ms{}. Use the async equivalent \
+         (tokio::time::sleep, tokio::net, tokio::fs, an async client) or move the call into \
+         tokio::task::spawn_blocking.",
+        super::call(primitive),
+        syscall.map_or_else(String::new, |s| format!(" (asleep in {s})"))
+    )
+}

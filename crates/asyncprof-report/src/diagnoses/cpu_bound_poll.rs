@@ -1,0 +1,28 @@
+//! `cpu-bound-poll`: a poll computed on the worker past the threshold.
+//!
+//! **Measures**: a stall whose thread was on CPU in most samples (hashing, parsing,
+//! compressing, indexing, a tight loop). A thread that was runnable but got little CPU is not
+//! counted as computing.
+//! **Why it hurts**: no other task runs on that worker meanwhile; their latency grows by the
+//! length of the poll.
+//! **What to do**: move the work to `tokio::task::spawn_blocking` or a rayon pool, or split it
+//! and `tokio::task::yield_now().await` between chunks.
+
+use asyncprof_format::{StallClass, StallRecord};
+
+/// The kind's name.
+pub const KIND: &str = "cpu-bound-poll";
+
+/// Whether `s` is of this kind (checked after runtime-blocked and lock-contention).
+pub fn applies(s: &StallRecord) -> bool {
+    s.class == StallClass::CpuBound
+}
+
+/// What to do.
+pub fn recommendation(max_ms: f64) -> String {
+    format!(
+        "This poll computed on the worker thread for up to {max_ms:.1} ms without yielding, \
+         so no other task ran there. Move the work to tokio::task::spawn_blocking or a rayon \
+         pool, or split it and call tokio::task::yield_now().await between chunks."
+    )
+}

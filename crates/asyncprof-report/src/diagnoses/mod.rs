@@ -1,0 +1,18 @@
+//! The diagnoses, one module per finding kind. Each says what it measures, why it hurts and
+//! what to do; its thresholds live in [`crate::Thresholds`].
+//!
+//! Stall kinds (a poll that held its worker past the stall threshold), checked in this order:
+//! [`runtime_blocked`], [`lock_contention`], [`cpu_bound_poll`], [`blocking_call`].
+//! Queue kinds: [`queue_backpressure`], [`queue_growth`].
+
+pub mod blocking_call;
+pub mod cpu_bound_poll;
+pub mod lock_contention;
+pub mod queue_backpressure;
+pub mod queue_growth;
+pub mod runtime_blocked;
+
+/// The blocking call a finding names, for its recommendation.
+pub(crate) fn call(primitive: Option<&str>) -> String {
+    primitive.map_or_else(|| "this call".to_string(), |p| format!("`{p}`"))
+}

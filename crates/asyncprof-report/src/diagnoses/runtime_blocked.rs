@@ -1,0 +1,27 @@
+//! `runtime-blocked`: a poll that never returned.
+//!
+//! **Measures**: a stall still running when the run ended (the process stopped, was killed, or
+//! is stuck): a `futures::executor::block_on` inside the runtime, a deadlock, an endless loop.
+//! **Why it hurts**: the worker is gone for good; on a current-thread runtime the whole runtime
+//! stops, and every timer, socket and task with it.
+//! **What to do**: `.await` the future instead of blocking on it; look for a lock cycle.
+
+use asyncprof_format::StallRecord;
+
+/// The kind's name.
+pub const KIND: &str = "runtime-blocked";
+
+/// Whether `s` is of this kind.
+pub fn applies(s: &StallRecord) -> bool {
+    s.ongoing
+}
+
+/// What to do.
+pub fn recommendation(primitive: Option<&str>) -> String {
+    format!(
+        "This poll never returned: {} blocks its worker for good (on a current-thread \
+         runtime, the whole runtime stops). Inside async code, `.await` the future instead \
+         of blocking on it, and check for a deadlock.",
+        super::call(primitive)
+    )
+}
