@@ -257,15 +257,23 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                 }
                 main {
                     @for w in &s.warnings { p.loss { "Warning: " (w) } }
-                    @if !s.loss.is_zero() {
+                    @if s.loss.dropped_records + s.loss.histogram_outliers + s.loss.untracked_tasks
+                        + s.loss.untracked_locations + s.loss.missed_samples + s.loss.untracked_queues
+                        + s.loss.dropped_depth_points > 0 {
                         p.loss {
                             "Lost or clamped: " (s.loss.dropped_records) " records, "
                             (s.loss.histogram_outliers) " histogram outliers, "
                             (s.loss.untracked_tasks) " untracked tasks, "
                             (s.loss.untracked_locations) " untracked locations, "
                             (s.loss.missed_samples) " missed stack samples, "
-                            (s.loss.clock_gaps) " clock gaps, "
-                            (s.loss.untracked_queues) " untracked queues."
+                            (s.loss.untracked_queues) " untracked queues, "
+                            (s.loss.dropped_depth_points) " dropped depth samples."
+                        }
+                    }
+                    @if s.loss.clock_gaps > 0 {
+                        p.muted {
+                            "The coarse clock's thread woke late " (s.loss.clock_gaps)
+                            " times (the machine was busy): a poll that fell entirely inside such a gap was timed as short."
                         }
                     }
                     section #findings {
