@@ -178,6 +178,22 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
             "Poll duration, busiest spawn locations",
             &top,
         ));
+        let tasks: Vec<(String, &Histogram)> = snap
+            .tasks
+            .iter()
+            .take(5)
+            .map(|t| {
+                let label = match &t.name {
+                    Some(n) => format!("task {} {n}", t.id),
+                    None => format!("task {} ({})", t.id, short(&t.location.to_string())),
+                };
+                (label, &t.poll_ns)
+            })
+            .collect();
+        latency_charts.push(charts::percentile_plot(
+            "Poll duration, busiest live tasks",
+            &tasks,
+        ));
         let stages: Vec<(String, &Histogram)> = snap
             .stages
             .iter()
