@@ -126,14 +126,7 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
     if chosen.is_empty() {
         chosen = all.iter().collect();
     }
-    let kinds = [
-        "blocking-call",
-        "cpu-bound-poll",
-        "lock-contention",
-        "runtime-blocked",
-        "queue-backpressure",
-        "queue-growth",
-    ];
+    let kinds = asyncprof_report::diagnoses::KINDS;
     if let Some(k) = args.fail_on.iter().find(|k| !kinds.contains(&k.as_str())) {
         bail!(
             "--fail-on {k:?}: unknown finding kind; kinds: {}",

@@ -12,6 +12,16 @@ pub mod queue_backpressure;
 pub mod queue_growth;
 pub mod runtime_blocked;
 
+/// Every finding kind, in the order of the list above.
+pub const KINDS: &[&str] = &[
+    runtime_blocked::KIND,
+    lock_contention::KIND,
+    cpu_bound_poll::KIND,
+    blocking_call::KIND,
+    queue_backpressure::KIND,
+    queue_growth::KIND,
+];
+
 /// The blocking call a finding names, for its recommendation.
 pub(crate) fn call(primitive: Option<&str>) -> String {
     primitive.map_or_else(|| "this call".to_string(), |p| format!("`{p}`"))

@@ -180,16 +180,24 @@ pub(crate) fn run(variant: Variant, ctx: Arc<Ctx>) -> RunFuture {
         ingest.await?;
         enrich.await??;
         let conn = writer.await??;
-        let rows = tokio::task::spawn_blocking(move || logs::stored(&conn)).await??;
-        let mut out = Outcome {
-            items: rows,
-            errors: lines.saturating_sub(rows),
-            ..Outcome::default()
-        };
-        out.checks.insert("lines_sent".into(), lines);
-        out.checks
-            .insert("lines_received".into(), received.load(Relaxed));
-        out.checks.insert("rows_stored".into(), rows);
-        Ok(out)
+        outcome(conn, lines, received.load(Relaxed)).await
     })
+}
+
+/// What a log aggregator did: lines sent, received, and rows the store holds at the end.
+pub(crate) async fn outcome(
+    conn: rusqlite::Connection,
+    lines: u64,
+    received: u64,
+) -> anyhow::Result<Outcome> {
+    let rows = tokio::task::spawn_blocking(move || logs::stored(&conn)).await??;
+    let mut out = Outcome {
+        items: rows,
+        errors: lines.saturating_sub(rows),
+        ..Outcome::default()
+    };
+    out.checks.insert("lines_sent".into(), lines);
+    out.checks.insert("lines_received".into(), received);
+    out.checks.insert("rows_stored".into(), rows);
+    Ok(out)
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use asyncprof::sync::mpsc;
 
-use super::log_aggregator::{ingest, start_source, write_batch};
+use super::log_aggregator::{ingest, outcome, start_source, write_batch};
 use super::logs::{self, Enriched, Record};
-use crate::{Ctx, Outcome, RunFuture, Variant};
+use crate::{Ctx, RunFuture, Variant};
 
 const LOOKUP_LATENCY: Duration = Duration::from_millis(2);
 const IN_FLIGHT: usize = 64;
@@ -125,16 +125,6 @@ pub(crate) fn run(variant: Variant, ctx: Arc<Ctx>) -> RunFuture {
         ingest.await?;
         enrich.await??;
         let conn = writer.await??;
-        let rows = tokio::task::spawn_blocking(move || logs::stored(&conn)).await??;
-        let mut out = Outcome {
-            items: rows,
-            errors: lines.saturating_sub(rows),
-            ..Outcome::default()
-        };
-        out.checks.insert("lines_sent".into(), lines);
-        out.checks
-            .insert("lines_received".into(), received.load(Relaxed));
-        out.checks.insert("rows_stored".into(), rows);
-        Ok(out)
+        outcome(conn, lines, received.load(Relaxed)).await
     })
 }
