@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Histogram {
-    /// Significant decimal digits the histogram resolves (1 to 5).
+    /// Significant decimal digits the histogram resolves (asyncprof writes 1 or 2; readers
+    /// use at most 3, so that a damaged file cannot make them allocate tens of megabytes).
     pub sigfig: u8,
     /// The largest value it tracks; larger values were clamped to it when recorded.
     pub high: u64,
@@ -29,6 +30,9 @@ pub struct Histogram {
 
 /// The largest value a stored histogram may declare (about 292 years of nanoseconds).
 const HIGH_LIMIT: u64 = u64::MAX / 2;
+
+/// The most values a rebuilt histogram holds.
+const COUNT_LIMIT: u64 = u64::MAX / 4;
 
 impl Default for Histogram {
     fn default() -> Self {
@@ -56,12 +60,17 @@ impl Histogram {
     /// Rebuild an HdrHistogram. Damaged fields degrade instead of failing: an out-of-range
     /// precision or bound is replaced by a valid one and values above the bound are clamped.
     pub fn to_hdr(&self) -> hdrhistogram::Histogram<u64> {
-        let sigfig = self.sigfig.clamp(1, 5);
+        let sigfig = self.sigfig.clamp(1, 3);
         let high = self.high.clamp(2, HIGH_LIMIT);
         let mut h = hdrhistogram::Histogram::<u64>::new_with_max(high, sigfig)
             .or_else(|_| hdrhistogram::Histogram::<u64>::new_with_max(HIGH_LIMIT, 2))
             .expect("a histogram with sigfig 2 and a bound of u64::MAX / 2 is always valid");
+        // A damaged file may claim counts whose sum overflows: the total is capped, so that
+        // HdrHistogram's own sums never do.
+        let mut total = 0u64;
         for &[value, count] in &self.buckets {
+            let count = count.min(COUNT_LIMIT - total);
+            total += count;
             h.saturating_record_n(value.min(h.high()), count);
         }
         h

@@ -187,7 +187,7 @@ pub fn worker_timeline(
         .filter_map(|s| {
             let i = *index.get(s.thread_name.as_str())?;
             let y = 6.0 + row * i as f64;
-            let (x0, x1) = (x(s.start_ns), x(s.start_ns + s.duration_ns));
+            let (x0, x1) = (x(s.start_ns), x(s.start_ns.saturating_add(s.duration_ns)));
             Some((x0, (x1 - x0).max(1.0), y, kind_of(s), s))
         })
         .collect();
@@ -276,11 +276,11 @@ pub fn flamegraph(folded: &str, unit: &str) -> Markup {
             continue;
         };
         let Ok(w) = w.parse::<u64>() else { continue };
-        root.weight += w;
+        root.weight = root.weight.saturating_add(w);
         let mut node = &mut root;
         for frame in stack.split(';') {
             node = node.children.entry(frame.to_string()).or_default();
-            node.weight += w;
+            node.weight = node.weight.saturating_add(w);
         }
     }
     if root.weight == 0 {

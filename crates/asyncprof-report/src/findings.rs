@@ -99,6 +99,13 @@ fn recommendation(
 
 type Key = (&'static str, FindingLocation);
 
+/// The stalls' summed duration (saturating: a damaged file may claim anything).
+fn total_duration(stalls: &[&StallRecord]) -> u64 {
+    stalls
+        .iter()
+        .fold(0u64, |a, s| a.saturating_add(s.duration_ns))
+}
+
 /// Stalls grouped under one key, with the other lines folded into them.
 type Group<'a> = (Key, Vec<&'a StallRecord>, Vec<String>);
 
@@ -114,9 +121,7 @@ fn merge<'a, K: Ord>(
     }
     by.into_values()
         .map(|mut parts| {
-            parts.sort_by_key(|(_, stalls, _)| {
-                std::cmp::Reverse(stalls.iter().map(|s| s.duration_ns).sum::<u64>())
-            });
+            parts.sort_by_key(|(_, stalls, _)| std::cmp::Reverse(total_duration(stalls)));
             let mut parts = parts.into_iter();
             let (top, mut stalls, mut also) = parts.next().expect("a group has one part");
             for ((_, loc), more, more_also) in parts {
@@ -231,7 +236,7 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
                 .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(location.line))
                 .max_by_key(|s| s.duration_ns)
                 .unwrap_or(longest);
-            let total_ns: u64 = stalls.iter().map(|s| s.duration_ns).sum();
+            let total_ns: u64 = total_duration(&stalls);
             let max_ms = longest.duration_ns as f64 / 1e6;
             let primitive = stalls
                 .iter()

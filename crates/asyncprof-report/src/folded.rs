@@ -32,8 +32,10 @@ pub fn folded_stalls(run: &RunFile) -> String {
                 .map(label)
                 .collect::<Vec<_>>()
                 .join(";");
-            let us = stall.duration_ns / 1000 * u64::from(stack.count) / samples;
-            *weights.entry(line).or_default() += us.max(1);
+            let us = (u128::from(stall.duration_ns / 1000) * u128::from(stack.count)
+                / u128::from(samples)) as u64;
+            let w = weights.entry(line).or_default();
+            *w = w.saturating_add(us.max(1));
         }
     }
     let mut out = String::new();

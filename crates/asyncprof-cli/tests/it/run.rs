@@ -114,3 +114,47 @@ fn a_program_without_asyncprof_says_so() {
     assert!(err.contains("instrumented with asyncprof"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_program_stuck_for_good_is_stopped_at_the_timeout_and_its_stall_reported() {
+    let dir = temp("run-hang");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_asyncprof"));
+    let service = bin.parent().unwrap().join("examples/hang_service");
+    let out = asyncprof(&[
+        "run",
+        "--out",
+        dir.to_str().unwrap(),
+        "--timeout",
+        "2s",
+        "--",
+        service.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Stopped by asyncprof: not the program's failure.
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("ran past --timeout"), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("hang_service.json")).unwrap()).unwrap();
+    let f = &json["findings"][0];
+    assert_eq!(f["kind"], "runtime-blocked", "{json:#}");
+    assert!(f["location"]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("examples/hang_service.rs"));
+    let src = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hang_service.rs"),
+    )
+    .unwrap();
+    let line = src
+        .lines()
+        .position(|l| l.contains("asyncprof-expect: runtime-blocked"))
+        .unwrap()
+        + 1;
+    assert_eq!(f["location"]["line"], line as u64);
+    assert!(
+        f["stack"].as_array().unwrap().len() > 3,
+        "the stack is in the report"
+    );
+    assert_eq!(f["primitive"], "std::thread::sleep");
+    std::fs::remove_dir_all(&dir).ok();
+}
