@@ -192,11 +192,9 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
                 line: t.line,
                 function: "<the task spawned here>".into(),
             },
-            (None, None) => FindingLocation {
-                file: "<unknown>".into(),
-                line: 0,
-                function: "<no stack>".into(),
-            },
+            // No stack and an untracked task: no place to change. Counted in the summary
+            // (`unattributed_stalls`) and drawn on the worker timeline, not a finding.
+            (None, None) => continue,
         };
         groups.entry((stall_kind(s), location)).or_default().push(s);
     }

@@ -207,6 +207,8 @@ pub struct Summary {
     pub queues: Vec<QueueSummary>,
     /// Stalls recorded (polls past the threshold), all kinds.
     pub stalls: u64,
+    /// Stalls with no stack sample and no tracked task: no line to blame, so in no finding.
+    pub unattributed_stalls: u64,
     /// What is wrong, where, and what to change: most severe first.
     pub findings: Vec<crate::Finding>,
 }
@@ -237,6 +239,11 @@ impl Summary {
             ..Summary::default()
         };
         s.stalls = run.stalls.len() as u64;
+        s.unattributed_stalls = run
+            .stalls
+            .iter()
+            .filter(|st| st.culprit.is_none() && st.task_location.is_none())
+            .count() as u64;
         s.findings = crate::diagnose_with(run, thresholds);
         if !run.ended && !run.truncated {
             s.warnings.push(

@@ -64,6 +64,13 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
     } else {
         let _ = writeln!(o, "\nfindings:");
     }
+    if s.unattributed_stalls > 0 {
+        let _ = writeln!(
+            o,
+            "  ({} stalls had no stack sample and no tracked task: no line to blame)",
+            s.unattributed_stalls
+        );
+    }
     for f in &s.findings {
         let evidence = match &f.queue {
             Some(q) if f.kind == "queue-growth" => format!(

@@ -167,7 +167,7 @@ impl Watchdog {
             if let Some(mut active) = track.stall.take() {
                 active.raw.last_seen_ns = now;
                 if now >= active.next_sample_ns {
-                    self.sample(&mut active, now);
+                    self.sample(&mut active, now, w, seq);
                 }
                 if now.saturating_sub(active.last_push_ns) >= REFRESH_NS {
                     self.push(&mut active, now);
@@ -223,9 +223,15 @@ impl Watchdog {
     }
 
     /// Take one sample of a stalled worker: its kernel state, then its stack.
-    fn sample(&mut self, active: &mut Active, now: u64) {
+    /// `seq` is the stalled poll's state: a stack taken after the poll ended (the worker
+    /// moved on while the signal was on its way) is not kept.
+    fn sample(&mut self, active: &mut Active, now: u64, w: &Worker, seq: u64) {
         let tid = active.raw.tid;
-        if let Some(state) = asyncprof_sampler::thread_state(tid) {
+        let state = asyncprof_sampler::thread_state(tid);
+        // Acquire: pairs with the worker's release store when the poll ends. A state read
+        // after the poll ended describes the worker's next doings, not the stall.
+        let same_poll = || w.state.load(Acquire) == seq;
+        if let Some(state) = state.filter(|_| same_poll()) {
             // A runnable thread that got less than half the CPU since the last look was
             // mostly waiting for a core (another thread ran): not evidence of computing.
             let preempted = active.cpu_mark.is_some_and(|(since, cpu0)| {
@@ -247,6 +253,9 @@ impl Watchdog {
         active.raw.max_ready = active.raw.max_ready.max(ready);
         if active.stacks && active.samples < MAX_SAMPLES {
             match self.sampler.as_ref().map(|s| s.sample(tid, SAMPLE_TIMEOUT)) {
+                Some(Ok(_)) if !same_poll() => {
+                    self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+                }
                 Some(Ok(ips)) => {
                     active.samples += 1;
                     *active.raw.stacks.entry(ips).or_default() += 1;
