@@ -124,14 +124,18 @@ fn merge<'a, K: Ord>(
             parts.sort_by_key(|(_, stalls, _)| std::cmp::Reverse(total_duration(stalls)));
             let mut parts = parts.into_iter();
             let (top, mut stalls, mut also) = parts.next().expect("a group has one part");
-            for ((_, loc), more, more_also) in parts {
-                also.push(format!(
-                    "{}:{} in {} ({} stalls)",
-                    loc.file,
-                    loc.line,
-                    loc.function,
-                    more.len()
-                ));
+            for ((kind, loc), more, more_also) in parts {
+                also.push(if loc == top.1 {
+                    format!("{} more stalls at this line were {kind}", more.len())
+                } else {
+                    format!(
+                        "{}:{} in {} ({} stalls)",
+                        loc.file,
+                        loc.line,
+                        loc.function,
+                        more.len()
+                    )
+                });
                 also.extend(more_also);
                 stalls.extend(more);
             }
@@ -220,6 +224,13 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
                 ToString::to_string,
             );
         (*kind, task)
+    });
+    // Last, one per line: a line whose stalls were sometimes on CPU and sometimes asleep in
+    // I/O (a database call doing both) is one place to change, of the kind that took longest.
+    // A poll that never returned stays apart.
+    let groups = merge(groups, |(kind, location), _| {
+        let never_returned = *kind == crate::diagnoses::runtime_blocked::KIND;
+        (never_returned, location.file.clone(), location.line)
     });
     let mut out: Vec<Finding> = groups
         .into_iter()
