@@ -273,7 +273,7 @@ impl Builder {
                 path: running.clone(),
             });
         }
-        let file = File::create(&path).map_err(|source| Error::Output {
+        let file = create_run_file(&path).map_err(|source| Error::Output {
             path: path.clone(),
             source,
         })?;
@@ -359,6 +359,19 @@ impl Builder {
             cpu,
         })
     }
+}
+
+/// Create (or truncate) the run file with the user's umask, never through a symbolic link: a
+/// link planted at the path cannot make asyncprof overwrite the file it points to.
+fn create_run_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o666)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// The run file of the recording in progress, if any.

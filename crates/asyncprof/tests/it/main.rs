@@ -9,5 +9,6 @@ mod macro_main;
 mod polls;
 mod queues;
 mod sched;
+mod security;
 mod stalls;
 mod support;
