@@ -2,6 +2,7 @@
 
 mod blocked;
 mod cpu;
+mod diskfull;
 mod dropin;
 mod footprint;
 mod killed;
