@@ -4,6 +4,7 @@ mod blocked;
 mod cpu;
 mod diskfull;
 mod dropin;
+mod eintr;
 mod footprint;
 mod killed;
 mod macro_main;
