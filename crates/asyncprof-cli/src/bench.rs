@@ -11,7 +11,7 @@ use asyncprof_report::{Finding, Marker, Score, Summary, Thresholds};
 use bad_pipelines::{Load, Outcome, Pipeline, Variant};
 use serde::Serialize;
 
-use crate::report::{read_run, writable_dir, write_file};
+use crate::report::{read_run, writable_dir, write_file, write_reports};
 use crate::{term, BenchArgs, LoadArg, VariantArg};
 
 /// Time a stopped child gets past its budget before it is killed.
@@ -163,28 +163,6 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
         }
     }
     let elapsed = started.elapsed();
-
-    // Reports, one per run.
-    for r in &runs {
-        if r.run_file_error.is_none() {
-            if let Ok(run) = read_run(&r.run_file) {
-                let summary = Summary::with_thresholds(&run, &thresholds);
-                let stem = r.run_file.with_extension("");
-                write_file(
-                    &stem.with_extension("txt"),
-                    &asyncprof_report::render_text(&summary),
-                )?;
-                write_file(
-                    &stem.with_extension("json"),
-                    &asyncprof_report::render_json(&summary),
-                )?;
-                write_file(
-                    &stem.with_extension("html"),
-                    &crate::report::html(&run, &summary),
-                )?;
-            }
-        }
-    }
 
     // Scores.
     let mut total = Score::default();
@@ -433,12 +411,13 @@ fn run_variant(
             .collect(),
         Variant::Fixed => Vec::new(),
     };
+    // One read and one diagnosis per run: the reports and the score share them.
     let (findings, stalls, run_file_error) = match read_run(&run_file) {
-        Ok(run) => (
-            asyncprof_report::diagnose_with(&run, thresholds),
-            run.stalls.len() as u64,
-            None,
-        ),
+        Ok(run) => {
+            let summary = Summary::with_thresholds(&run, thresholds);
+            write_reports(&run_file, &run, &summary)?;
+            (summary.findings, run.stalls.len() as u64, None)
+        }
         Err(e) => (Vec::new(), 0, Some(format!("{e:#}"))),
     };
     if let Status::Failed { code, stderr } = &status {

@@ -53,6 +53,23 @@ pub(crate) fn html(
     asyncprof_report::render_html(run, summary, &source).into_bytes()
 }
 
+/// The reports of one run beside its run file: `.html`, `.txt` and `.json`.
+pub(crate) fn write_reports(
+    run_file: &Path,
+    run: &asyncprof_format::RunFile,
+    summary: &asyncprof_report::Summary,
+) -> Result<()> {
+    write_file(&run_file.with_extension("html"), &html(run, summary))?;
+    write_file(
+        &run_file.with_extension("txt"),
+        &asyncprof_report::render_text(summary),
+    )?;
+    write_file(
+        &run_file.with_extension("json"),
+        &asyncprof_report::render_json(summary),
+    )
+}
+
 fn is_html(p: &Path) -> bool {
     p.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))

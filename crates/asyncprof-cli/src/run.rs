@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::report::{read_run, writable_dir, write_file};
+use crate::report::{read_run, writable_dir, write_reports};
 use crate::{term, RunArgs};
 
 /// The child's pid, for the Ctrl-C handler (0: none).
@@ -198,16 +198,8 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
         term::warn(w);
     }
     let summary = asyncprof_report::Summary::with_thresholds(&run, &thresholds);
+    write_reports(&run_file, &run, &summary)?;
     let text = asyncprof_report::render_text(&summary);
-    write_file(&run_file.with_extension("txt"), &text)?;
-    write_file(
-        &run_file.with_extension("json"),
-        &asyncprof_report::render_json(&summary),
-    )?;
-    write_file(
-        &run_file.with_extension("html"),
-        &crate::report::html(&run, &summary),
-    )?;
     if !quiet {
         use std::io::Write;
         let mut out = std::io::stdout().lock();

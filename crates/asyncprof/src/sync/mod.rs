@@ -111,11 +111,6 @@ async fn wait_for_room<F: Future>(q: &QueueStats, full: impl Fn() -> bool, fut: 
 
 /// Time a blocking call that only happens once the non-blocking attempt found no room.
 fn blocking_wait<R>(q: &QueueStats, f: impl FnOnce() -> R) -> R {
-    let _wait = SendWait {
-        q,
-        start: Instant::now(),
-        upstream: None,
-    };
-    q.senders_waiting.fetch_add(1, Relaxed);
+    let _wait = SendWait::start(q);
     f()
 }

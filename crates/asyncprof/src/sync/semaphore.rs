@@ -184,13 +184,22 @@ impl Semaphore {
     /// Add `n` permits.
     pub fn add_permits(&self, n: usize) {
         self.inner.add_permits(n);
-        self.total.fetch_add(n as u64, Relaxed);
+        let total = self.total.fetch_add(n as u64, Relaxed) + n as u64;
+        self.report_capacity(total);
+    }
+
+    /// The capacity the report shows follows the permits added and forgotten.
+    fn report_capacity(&self, total: u64) {
+        if let Some(c) = &self.q.capacity {
+            c.store(total, Relaxed);
+        }
     }
 
     /// Remove up to `n` free permits; returns how many were removed.
     pub fn forget_permits(&self, n: usize) -> usize {
         let removed = self.inner.forget_permits(n);
-        self.total.fetch_sub(removed as u64, Relaxed);
+        let total = self.total.fetch_sub(removed as u64, Relaxed) - removed as u64;
+        self.report_capacity(total);
         removed
     }
 
