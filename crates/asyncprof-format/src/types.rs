@@ -503,6 +503,10 @@ pub struct StallRecord {
     pub syscall: Option<String>,
     /// The share of samples that found the thread on CPU.
     pub on_cpu_ratio: f64,
+    /// The share of the stall's wall time the thread spent on CPU (its schedstat), from half
+    /// the threshold to the end; `None` while it lasts or when unknown. Well under 1 without
+    /// sleeping: the thread was runnable but preempted.
+    pub cpu_share: Option<f64>,
     /// Stacks sampled during the stall, with their counts.
     pub stacks: Vec<StackSample>,
     /// The blocking primitive (the call the user's code made), when one was found.

@@ -155,7 +155,11 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
     // for the same task location (and kind, when their kind is known).
     let mut culprits: BTreeMap<String, BTreeMap<(&'static str, FindingLocation), u64>> =
         BTreeMap::new();
-    for s in &run.stalls {
+    for s in run
+        .stalls
+        .iter()
+        .filter(|s| !crate::diagnoses::preempted(s))
+    {
         if let (Some(c), Some(t)) = (&s.culprit, &s.task_location) {
             let loc = FindingLocation {
                 file: c.file.clone().unwrap_or_default(),
@@ -178,7 +182,11 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
             .map(|((k, loc), _)| (*k, loc.clone()))
     };
     let mut groups: BTreeMap<(&'static str, FindingLocation), Vec<&StallRecord>> = BTreeMap::new();
-    for s in &run.stalls {
+    for s in run
+        .stalls
+        .iter()
+        .filter(|s| !crate::diagnoses::preempted(s))
+    {
         if s.culprit.is_none() {
             if let Some(key) = adopted(s) {
                 groups.entry(key).or_default().push(s);

@@ -302,6 +302,11 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                             }
                         }
                         @for f in &s.findings { (finding(f, source)) }
+                        @if s.preempted_stalls > 0 {
+                            p.muted {
+                                (s.preempted_stalls) " stalls were a worker thread waiting for a core (runnable, preempted), not its poll's code: the machine was overloaded."
+                            }
+                        }
                         @if s.unattributed_stalls > 0 {
                             p.muted {
                                 (s.unattributed_stalls) " stalls had no stack sample and no tracked task, so no line to blame; they are on the worker timeline."

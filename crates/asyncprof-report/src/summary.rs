@@ -209,6 +209,9 @@ pub struct Summary {
     pub stalls: u64,
     /// Stalls with no stack sample and no tracked task: no line to blame, so in no finding.
     pub unattributed_stalls: u64,
+    /// Stalls whose thread was runnable but preempted most of the time (an overloaded
+    /// machine), so in no finding.
+    pub preempted_stalls: u64,
     /// What is wrong, where, and what to change: most severe first.
     pub findings: Vec<crate::Finding>,
 }
@@ -242,7 +245,16 @@ impl Summary {
         s.unattributed_stalls = run
             .stalls
             .iter()
-            .filter(|st| st.culprit.is_none() && st.task_location.is_none())
+            .filter(|st| {
+                st.culprit.is_none()
+                    && st.task_location.is_none()
+                    && !crate::diagnoses::preempted(st)
+            })
+            .count() as u64;
+        s.preempted_stalls = run
+            .stalls
+            .iter()
+            .filter(|st| crate::diagnoses::preempted(st))
             .count() as u64;
         s.findings = crate::diagnose_with(run, thresholds);
         if !run.ended && !run.truncated {

@@ -71,6 +71,13 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
             s.unattributed_stalls
         );
     }
+    if s.preempted_stalls > 0 {
+        let _ = writeln!(
+            o,
+            "  ({} stalls were a thread waiting for a core, not its poll's code: the machine was overloaded)",
+            s.preempted_stalls
+        );
+    }
     for f in &s.findings {
         let evidence = match &f.queue {
             Some(q) if f.kind == "queue-growth" => format!(

@@ -128,6 +128,7 @@ impl Symbolizer {
             None
         };
         r.on_cpu_ratio = on_cpu_ratio;
+        r.cpu_share = raw.cpu_share;
         r.stacks = stacks;
         r.primitive = primitive;
         r.culprit = culprit;

@@ -49,6 +49,9 @@ pub(crate) struct RawStall {
     pub(crate) asleep: u32,
     pub(crate) syscalls: BTreeMap<u64, u32>,
     pub(crate) max_ready: u64,
+    /// Share of the stall's wall time the thread spent on CPU, from its schedstat, measured
+    /// from half the threshold to the end (`None` when unknown).
+    pub(crate) cpu_share: Option<f64>,
 }
 
 /// Stall records waiting for the aggregator, the latest state of each by id.
@@ -71,6 +74,8 @@ struct Active {
     /// The thread's CPU time at the previous look (wall ns, CPU ns), to tell running from
     /// runnable-but-preempted.
     cpu_mark: Option<(u64, u64)>,
+    /// The same at half the threshold, for the whole stall's CPU share at its end.
+    cpu_start: Option<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -157,6 +162,7 @@ impl Watchdog {
                             let mark = (cpu0 != u64::MAX).then_some((since, cpu0));
                             let mut active = self.begin(w, task, start, now);
                             active.cpu_mark = mark;
+                            active.cpu_start = mark;
                             self.tracks[i].stall = Some(active);
                         }
                     }
@@ -219,6 +225,7 @@ impl Watchdog {
             last_push_ns: 0,
             stacks: sampled,
             cpu_mark: None,
+            cpu_start: None,
         }
     }
 
@@ -286,6 +293,15 @@ impl Watchdog {
     fn finish(&self, mut active: Active, now: u64) {
         active.raw.ongoing = false;
         active.raw.last_seen_ns = now;
+        // The poll just ended: the CPU the thread used since half the threshold says whether
+        // it computed or waited for a core (an overloaded machine preempting it).
+        if let (Some((since, cpu0)), Some(st)) = (
+            active.cpu_start,
+            asyncprof_sampler::thread_state(active.raw.tid),
+        ) {
+            let wall = now.saturating_sub(since).max(1);
+            active.raw.cpu_share = Some(st.cpu_ns.saturating_sub(cpu0) as f64 / wall as f64);
+        }
         self.push(&mut active, now);
     }
 

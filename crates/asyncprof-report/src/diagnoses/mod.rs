@@ -22,7 +22,42 @@ pub const KINDS: &[&str] = &[
     queue_growth::KIND,
 ];
 
+/// A stall whose thread was neither asleep nor computing most of the time: runnable but
+/// preempted (the machine had more runnable threads than cores). Not the poll's code: counted in
+/// the summary (`preempted_stalls`), not a finding.
+pub fn preempted(s: &asyncprof_format::StallRecord) -> bool {
+    !s.ongoing
+        && s.class != asyncprof_format::StallClass::Blocking
+        && s.cpu_share.is_some_and(|c| c < PREEMPTED_CPU_SHARE)
+}
+
+/// Below this share of its wall time on CPU, a stall that did not sleep was preempted.
+pub const PREEMPTED_CPU_SHARE: f64 = 0.35;
+
 /// The blocking call a finding names, for its recommendation.
 pub(crate) fn call(primitive: Option<&str>) -> String {
     primitive.map_or_else(|| "this call".to_string(), |p| format!("`{p}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use asyncprof_format::{StallClass, StallRecord};
+
+    fn stall(class: StallClass, cpu_share: Option<f64>, ongoing: bool) -> StallRecord {
+        let mut s = StallRecord::default();
+        s.class = class;
+        s.cpu_share = cpu_share;
+        s.ongoing = ongoing;
+        s
+    }
+
+    #[test]
+    fn only_a_stall_that_neither_slept_nor_computed_is_preemption() {
+        assert!(super::preempted(&stall(StallClass::CpuBound, Some(0.1), false)));
+        assert!(super::preempted(&stall(StallClass::Unknown, Some(0.2), false)));
+        assert!(!super::preempted(&stall(StallClass::CpuBound, Some(0.9), false)));
+        assert!(!super::preempted(&stall(StallClass::Blocking, Some(0.0), false)));
+        assert!(!super::preempted(&stall(StallClass::CpuBound, None, false)));
+        assert!(!super::preempted(&stall(StallClass::CpuBound, Some(0.1), true)));
+    }
 }
