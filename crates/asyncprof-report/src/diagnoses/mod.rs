@@ -53,11 +53,31 @@ mod tests {
 
     #[test]
     fn only_a_stall_that_neither_slept_nor_computed_is_preemption() {
-        assert!(super::preempted(&stall(StallClass::CpuBound, Some(0.1), false)));
-        assert!(super::preempted(&stall(StallClass::Unknown, Some(0.2), false)));
-        assert!(!super::preempted(&stall(StallClass::CpuBound, Some(0.9), false)));
-        assert!(!super::preempted(&stall(StallClass::Blocking, Some(0.0), false)));
+        assert!(super::preempted(&stall(
+            StallClass::CpuBound,
+            Some(0.1),
+            false
+        )));
+        assert!(super::preempted(&stall(
+            StallClass::Unknown,
+            Some(0.2),
+            false
+        )));
+        assert!(!super::preempted(&stall(
+            StallClass::CpuBound,
+            Some(0.9),
+            false
+        )));
+        assert!(!super::preempted(&stall(
+            StallClass::Blocking,
+            Some(0.0),
+            false
+        )));
         assert!(!super::preempted(&stall(StallClass::CpuBound, None, false)));
-        assert!(!super::preempted(&stall(StallClass::CpuBound, Some(0.1), true)));
+        assert!(!super::preempted(&stall(
+            StallClass::CpuBound,
+            Some(0.1),
+            true
+        )));
     }
 }
