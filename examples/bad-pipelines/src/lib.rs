@@ -242,6 +242,34 @@ pub fn run_with(
     load: Load,
     guard: Option<&asyncprof::Guard>,
 ) -> anyhow::Result<Outcome> {
+    run_on(
+        p,
+        variant,
+        load,
+        |mut builder| {
+            if let Some(g) = guard {
+                g.instrument(&mut builder);
+            }
+            builder.build()
+        },
+        |run| run,
+    )
+}
+
+/// [`run_with`] on a runtime built by `build` from the pipeline's builder (its flavor, two
+/// workers, every driver enabled), with the pipeline's root future passed through `wrap`:
+/// how a benchmark runs a pipeline under another instrumentation.
+///
+/// # Errors
+///
+/// When the runtime or the upstream services cannot start, or the pipeline fails.
+pub fn run_on(
+    p: &Pipeline,
+    variant: Variant,
+    load: Load,
+    build: impl FnOnce(tokio::runtime::Builder) -> std::io::Result<tokio::runtime::Runtime>,
+    wrap: impl FnOnce(RunFuture) -> RunFuture,
+) -> anyhow::Result<Outcome> {
     let dir = std::env::temp_dir().join(format!(
         "bad-pipelines-{}-{}-{}",
         p.name,
@@ -264,15 +292,12 @@ pub fn run_with(
         Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
     };
     builder.enable_all().thread_name("pipeline-worker");
-    if let Some(g) = guard {
-        g.instrument(&mut builder);
-    }
-    let rt = builder.build()?;
+    let rt = build(builder)?;
     let before = ctx.latency.count();
     let start = Instant::now();
     // A task, like the stages of a real service: `block_on`'s own future does not run on a
     // worker thread.
-    let task = rt.spawn((p.run)(variant, ctx.clone()));
+    let task = rt.spawn(wrap((p.run)(variant, ctx.clone())));
     let mut outcome = rt.block_on(task)??;
     let elapsed = start.elapsed();
     // Tasks the pipeline left behind must not keep the process alive.

@@ -387,6 +387,19 @@ pub fn run_delay_ns(tid: i32) -> Option<u64> {
     s.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time this whole process has used so far, every thread included
+/// (`CLOCK_PROCESS_CPUTIME_ID`), for benchmarks that charge an instrumentation for its own
+/// threads. `None` if the clock cannot be read.
+pub fn process_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
 /// Clock ticks per second of `/proc`'s `stat` times.
 fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf with a valid name has no side effects.

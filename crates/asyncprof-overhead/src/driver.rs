@@ -1,0 +1,680 @@
+//! The driver: runs every (workload, configuration) pair in fresh worker processes, round by
+//! round, and prints and writes the table.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::{Config, Params, Sample, Size, Workload};
+
+/// asyncprof's side-by-side overhead benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "asyncprof-overhead", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a service at constant load with a stall every second, watching its memory, threads,
+    /// file descriptors and run file from outside.
+    Soak(crate::soak::SoakArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Workload sizes: `full` (the published table) or `tiny` (a smoke run).
+    #[arg(long, default_value = "full", value_parser = parse_size)]
+    size: Size,
+    /// Rounds: each configuration runs once per round, in fresh processes, in an order that
+    /// rotates from round to round.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Workloads to run (w1…w5 or their full names); all when not given.
+    #[arg(long, value_delimiter = ',', value_parser = parse_workload)]
+    workloads: Vec<Workload>,
+    /// Configurations to run (plain is always run); all when not given.
+    #[arg(long, value_delimiter = ',', value_parser = parse_config)]
+    configs: Vec<Config>,
+    /// A run still going after this many seconds is stopped and shown as "stopped".
+    #[arg(long, default_value_t = 120.0)]
+    cap_seconds: f64,
+    /// A configuration whose run takes longer than this many seconds runs in 3 rounds at most.
+    #[arg(long, default_value_t = 15.0)]
+    slow_seconds: f64,
+    /// Where to write the table as JSON.
+    #[arg(long, default_value = "target/asyncprof-overhead.json")]
+    json: PathBuf,
+}
+
+fn parse_size(s: &str) -> Result<Size, String> {
+    Size::parse(s).ok_or_else(|| format!("{s:?}: sizes are tiny and full"))
+}
+
+fn parse_workload(s: &str) -> Result<Workload, String> {
+    Workload::parse(s).ok_or_else(|| {
+        let known: Vec<_> = Workload::ALL.iter().map(|w| w.key()).collect();
+        format!("{s:?}: workloads are {}", known.join(", "))
+    })
+}
+
+fn parse_config(s: &str) -> Result<Config, String> {
+    Config::parse(s)
+        .filter(|c| *c != Config::CountPolls)
+        .ok_or_else(|| {
+            let known: Vec<_> = Config::MEASURED.iter().map(|c| c.key()).collect();
+            format!("{s:?}: configurations are {}", known.join(", "))
+        })
+}
+
+/// The driver's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Cmd::Soak(args)) => crate::soak::run(args),
+        None => bench(cli.bench),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("asyncprof-overhead: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The two worker binaries.
+struct Bins {
+    lean: PathBuf,
+    traced: Option<PathBuf>,
+}
+
+impl Bins {
+    fn of(&self, config: Config) -> &Path {
+        if config.traced() {
+            self.traced.as_deref().expect("traced binary resolved when needed")
+        } else {
+            &self.lean
+        }
+    }
+}
+
+/// The traced worker beside this binary, built first when this runs under cargo.
+fn traced_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("this binary has no directory")?;
+    let path = dir.join("asyncprof-overhead-traced");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "asyncprof-overhead-traced"]);
+        match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(profile) => {
+                cmd.args(["--profile", profile]);
+            }
+            None => {}
+        }
+        eprintln!("building the traced worker (tokio's `tracing` feature on): {cmd:?}");
+        let status = cmd.status().context("running cargo")?;
+        anyhow::ensure!(status.success(), "building asyncprof-overhead-traced failed");
+    }
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --release -p asyncprof-overhead-traced`, \
+         or run this benchmark through `cargo run --release -p asyncprof-overhead`",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// How one worker run ended.
+enum Run {
+    Done(Sample),
+    /// Still running at the cap: stopped.
+    Stopped,
+}
+
+fn run_worker(
+    bin: &Path,
+    config: Config,
+    workload: Workload,
+    size: Size,
+    cap: Duration,
+) -> anyhow::Result<Run> {
+    let mut child = Command::new(bin)
+        .args(["--worker", config.key(), workload.key(), size.key()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let mut stderr = child.stderr.take().context("no stderr")?;
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if start.elapsed() > cap {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    let Some(status) = status else {
+        return Ok(Run::Stopped);
+    };
+    let tail: String = {
+        let lines: Vec<_> = err.lines().collect();
+        lines[lines.len().saturating_sub(12)..].join("\n")
+    };
+    anyhow::ensure!(
+        status.success(),
+        "{} on {} failed ({status}):\n{tail}",
+        config.key(),
+        workload.key()
+    );
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("{} on {} printed no result", config.key(), workload.key()))?;
+    Ok(Run::Done(serde_json::from_str(line)?))
+}
+
+/// The measured runs of one configuration on one workload.
+#[derive(Debug, Default)]
+struct Runs {
+    /// Per round: the sample, or `None` when the run was stopped or skipped.
+    by_round: Vec<Option<Sample>>,
+    stopped: bool,
+}
+
+impl Runs {
+    fn samples(&self) -> impl Iterator<Item = &Sample> {
+        self.by_round.iter().flatten()
+    }
+    fn count(&self) -> usize {
+        self.samples().count()
+    }
+}
+
+/// One line of the table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Configuration key.
+    pub config: &'static str,
+    /// Configuration label.
+    pub label: &'static str,
+    /// Runs measured.
+    pub runs: usize,
+    /// Whether a run was stopped at the cap (then the figures are bounds).
+    pub stopped: bool,
+    /// Median wall time, seconds.
+    pub median_s: Option<f64>,
+    /// Median throughput, units per second.
+    pub throughput: Option<f64>,
+    /// Median throughput over plain tokio's.
+    pub ratio: Option<f64>,
+    /// Lowest per-round ratio (each round's run against plain tokio's of the same round).
+    pub ratio_min: Option<f64>,
+    /// Highest per-round ratio.
+    pub ratio_max: Option<f64>,
+    /// CPU nanoseconds added per poll (median CPU time over plain's, divided by the polls).
+    pub ns_per_poll: Option<f64>,
+    /// Median CPU time of the whole process, seconds.
+    pub cpu_s: Option<f64>,
+    /// Median peak RSS, MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// Median peak RSS over plain tokio's, MiB.
+    pub extra_rss_mib: Option<f64>,
+    /// Median bytes the instrumentation wrote.
+    pub output_bytes: Option<u64>,
+}
+
+/// One workload's table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Table {
+    /// Workload key.
+    pub workload: &'static str,
+    /// What it does.
+    pub about: String,
+    /// Its unit.
+    pub unit: &'static str,
+    /// Polls it makes (counted once with a poll-counting hook).
+    pub polls: Option<u64>,
+    /// One row per configuration.
+    pub rows: Vec<Row>,
+}
+
+/// A target of the issue, checked against a table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// What is checked.
+    pub what: String,
+    /// The measured value.
+    pub got: Option<f64>,
+    /// Whether it is met.
+    pub met: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    command: String,
+    size: Size,
+    rounds: usize,
+    cpus: usize,
+    kernel: String,
+    tables: Vec<Table>,
+    targets: Vec<Target>,
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn tput(s: &Sample) -> f64 {
+    s.items as f64 / s.wall_s.max(1e-9)
+}
+
+fn table(workload: Workload, p: &Params, polls: Option<u64>, runs: &[(Config, Runs)]) -> Table {
+    let plain = &runs[0].1;
+    let plain_tput = median(plain.samples().map(tput).collect());
+    let plain_cpu = median(plain.samples().map(|s| s.cpu_s).collect());
+    let plain_rss = median(plain.samples().map(|s| s.peak_rss_kib as f64).collect());
+    let rows = runs
+        .iter()
+        .map(|(config, r)| {
+            let t = median(r.samples().map(tput).collect());
+            let per_round: Vec<f64> = r
+                .by_round
+                .iter()
+                .zip(&plain.by_round)
+                .filter_map(|(c, b)| Some(tput(c.as_ref()?) / tput(b.as_ref()?)))
+                .collect();
+            let cpu = median(r.samples().map(|s| s.cpu_s).collect());
+            let rss = median(r.samples().map(|s| s.peak_rss_kib as f64).collect());
+            let out = median(
+                r.samples()
+                    .filter_map(|s| s.output_bytes.map(|b| b as f64))
+                    .collect(),
+            );
+            Row {
+                config: config.key(),
+                label: config.label(),
+                runs: r.count(),
+                stopped: r.stopped,
+                median_s: median(r.samples().map(|s| s.wall_s).collect()),
+                throughput: t,
+                ratio: t.zip(plain_tput).map(|(t, b)| t / b),
+                ratio_min: per_round.iter().copied().reduce(f64::min),
+                ratio_max: per_round.iter().copied().reduce(f64::max),
+                ns_per_poll: cpu
+                    .zip(plain_cpu)
+                    .zip(polls)
+                    .map(|((c, b), n)| (c - b) * 1e9 / n.max(1) as f64),
+                cpu_s: cpu,
+                peak_rss_mib: rss.map(|k| k / 1024.0),
+                extra_rss_mib: rss.zip(plain_rss).map(|(c, b)| (c - b) / 1024.0),
+                output_bytes: out.map(|b| b as u64),
+            }
+        })
+        .collect();
+    Table {
+        workload: workload.key(),
+        about: workload.describe(p),
+        unit: workload.unit(),
+        polls,
+        rows,
+    }
+}
+
+fn targets(tables: &[Table]) -> Vec<Target> {
+    let ratio = |w: &str, c: &str| -> Option<f64> {
+        tables
+            .iter()
+            .find(|t| t.workload == w)?
+            .rows
+            .iter()
+            .find(|r| r.config == c)
+            .and_then(|r| r.ratio)
+    };
+    let mut out = Vec::new();
+    let mut at_least = |what: String, got: Option<f64>, need: f64| {
+        if let Some(g) = got {
+            out.push(Target {
+                what,
+                got: Some(g),
+                met: g >= need,
+            });
+        }
+    };
+    at_least(
+        "hooks tier >= 0.85x on w1-yield".into(),
+        ratio("w1-yield", "asyncprof-hooks"),
+        0.85,
+    );
+    for w in ["w2-spawn", "w3-channels", "w4-sleep", "w5-pipeline"] {
+        at_least(
+            format!("hooks tier >= 0.98x on {w}"),
+            ratio(w, "asyncprof-hooks"),
+            0.98,
+        );
+    }
+    at_least(
+        "layer tier >= 0.5x on w1-yield".into(),
+        ratio("w1-yield", "asyncprof-layer"),
+        0.5,
+    );
+    for t in tables {
+        let Some(ours) = ratio(t.workload, "asyncprof-hooks") else {
+            continue;
+        };
+        for peer in ["console-subscriber", "tokio-metrics", "dial9"] {
+            // A stopped peer has no ratio: it is behind by construction.
+            let row = t.rows.iter().find(|r| r.config == peer);
+            let Some(row) = row else { continue };
+            let theirs = row.ratio.unwrap_or(0.0);
+            out.push(Target {
+                what: format!("hooks tier ahead of {peer} on {}", t.workload),
+                got: Some(ours - theirs),
+                met: ours > theirs || (row.stopped && row.runs == 0),
+            });
+        }
+    }
+    if let Some(t) = tables.iter().find(|t| t.workload == "w2-spawn") {
+        if let Some(extra) = t
+            .rows
+            .iter()
+            .find(|r| r.config == "asyncprof-hooks")
+            .and_then(|r| r.extra_rss_mib)
+        {
+            out.push(Target {
+                what: "hooks tier extra peak RSS < 32 MiB on w2-spawn".into(),
+                got: Some(extra),
+                met: extra < 32.0,
+            });
+        }
+    }
+    out
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let workloads = if args.workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        args.workloads.clone()
+    };
+    let mut configs = vec![Config::Plain];
+    if args.configs.is_empty() {
+        configs.extend(Config::MEASURED.into_iter().skip(1));
+    } else {
+        configs.extend(args.configs.iter().filter(|c| **c != Config::Plain));
+    }
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    let bins = Bins {
+        lean: std::env::current_exe()?,
+        traced: if configs.iter().any(|c| c.traced()) {
+            Some(traced_binary()?)
+        } else {
+            None
+        },
+    };
+    if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    // Fail on an unwritable path now, not after the runs.
+    std::fs::write(&args.json, b"")
+        .with_context(|| format!("cannot write {}", args.json.display()))?;
+    let params = Params::of(args.size);
+    let cap = Duration::from_secs_f64(args.cap_seconds);
+    let mut tables = Vec::new();
+    for &w in &workloads {
+        eprintln!("{}: {}", w.key(), w.describe(&params));
+        let polls = match run_worker(&bins.lean, Config::CountPolls, w, args.size, cap)? {
+            Run::Done(s) => s.polls,
+            Run::Stopped => None,
+        };
+        let mut runs: Vec<(Config, Runs)> = configs.iter().map(|c| (*c, Runs::default())).collect();
+        for round in 0..args.rounds {
+            let n = runs.len();
+            for k in 0..n {
+                let i = (k + round) % n;
+                let (config, r) = &mut runs[i];
+                let slow = r
+                    .samples()
+                    .any(|s| s.wall_s > args.slow_seconds);
+                if r.stopped || (slow && r.count() >= 3) {
+                    r.by_round.push(None);
+                    continue;
+                }
+                let started = Instant::now();
+                let run = run_worker(bins.of(*config), *config, w, args.size, cap)?;
+                let took = started.elapsed().as_secs_f64();
+                match run {
+                    Run::Done(s) => {
+                        eprintln!(
+                            "  round {}/{} {:<26} {:>8.3} s  {:>12.0} {}/s",
+                            round + 1,
+                            args.rounds,
+                            config.label(),
+                            s.wall_s,
+                            tput(&s),
+                            w.unit()
+                        );
+                        r.by_round.push(Some(s));
+                    }
+                    Run::Stopped => {
+                        eprintln!(
+                            "  round {}/{} {:<26} stopped after {took:.0} s",
+                            round + 1,
+                            args.rounds,
+                            config.label()
+                        );
+                        r.stopped = true;
+                        r.by_round.push(None);
+                    }
+                }
+            }
+        }
+        let t = table(w, &params, polls, &runs);
+        print_table(&t);
+        tables.push(t);
+    }
+    let targets = targets(&tables);
+    print_summary(&tables, &targets, &args);
+    let report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        size: args.size,
+        rounds: args.rounds,
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        tables,
+        targets,
+    };
+    std::fs::write(&args.json, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    println!("table written to {}", args.json.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.prec$}"))
+}
+
+fn print_table(t: &Table) {
+    println!();
+    println!(
+        "{}: {}{}",
+        t.workload,
+        t.about,
+        t.polls.map_or(String::new(), |p| format!(", {p} polls"))
+    );
+    println!(
+        "  {:<26} {:>4} {:>9} {:>13} {:>7} {:>13} {:>9} {:>8} {:>8} {:>10}",
+        "configuration",
+        "runs",
+        "median s",
+        format!("{}/s", t.unit),
+        "ratio",
+        "min-max",
+        "ns/poll+",
+        "RSS MiB",
+        "+RSS",
+        "output"
+    );
+    for r in &t.rows {
+        let ratio = match (r.ratio, r.stopped) {
+            (Some(x), _) => format!("{x:.3}x"),
+            (None, true) => "stopped".into(),
+            (None, false) => "-".into(),
+        };
+        println!(
+            "  {:<26} {:>4} {:>9} {:>13} {:>7} {:>13} {:>9} {:>8} {:>8} {:>10}",
+            r.label,
+            r.runs,
+            opt(r.median_s, 3),
+            opt(r.throughput, 0),
+            ratio,
+            match (r.ratio_min, r.ratio_max) {
+                (Some(a), Some(b)) => format!("{a:.3}-{b:.3}"),
+                _ => "-".into(),
+            },
+            opt(r.ns_per_poll, 1),
+            opt(r.peak_rss_mib, 1),
+            opt(r.extra_rss_mib, 1),
+            r.output_bytes.map_or("-".into(), human_bytes),
+        );
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.0} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// The ratios of every configuration on every workload, as a Markdown table (the README's).
+fn print_summary(tables: &[Table], targets: &[Target], args: &BenchArgs) {
+    println!();
+    println!(
+        "Throughput relative to plain tokio (median of {} rounds, min-max in brackets; \
+         2 workers; `{}`):",
+        args.rounds,
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    println!();
+    let mut header = "| configuration |".to_string();
+    let mut rule = "| --- |".to_string();
+    for t in tables {
+        header.push_str(&format!(" {} |", t.workload));
+        rule.push_str(" --- |");
+    }
+    println!("{header}");
+    println!("{rule}");
+    let mut by_config: Vec<(&str, HashMap<&str, &Row>)> = Vec::new();
+    for t in tables {
+        for r in &t.rows {
+            match by_config.iter_mut().find(|(l, _)| *l == r.label) {
+                Some((_, m)) => {
+                    m.insert(t.workload, r);
+                }
+                None => by_config.push((r.label, HashMap::from([(t.workload, r)]))),
+            }
+        }
+    }
+    for (label, rows) in &by_config {
+        let mut line = format!("| {label} |");
+        for t in tables {
+            let cell = match rows.get(t.workload) {
+                Some(r) if r.config == "plain" => r
+                    .throughput
+                    .map_or("-".into(), |x| format!("{} {}/s", si(x), t.unit)),
+                Some(r) => match (r.ratio, r.ratio_min, r.ratio_max) {
+                    (Some(x), Some(a), Some(b)) if r.runs > 1 => {
+                        format!("{x:.2}× ({a:.2}–{b:.2})")
+                    }
+                    (Some(x), ..) => format!("{x:.3}×"),
+                    (None, ..) if r.stopped => {
+                        format!("stopped at {:.0} s", args.cap_seconds)
+                    }
+                    _ => "-".into(),
+                },
+                None => "-".into(),
+            };
+            line.push_str(&format!(" {cell} |"));
+        }
+        println!("{line}");
+    }
+    println!();
+    for t in tables {
+        let polls = t.polls.map_or(String::new(), |p| format!(", {p} polls"));
+        let rss: Vec<String> = t
+            .rows
+            .iter()
+            .filter_map(|r| Some(format!("{} {:.0}", r.label, r.peak_rss_mib?)))
+            .collect();
+        println!("{}: {}{polls}; peak RSS MiB: {}", t.workload, t.about, rss.join(", "));
+    }
+    println!();
+    for t in targets {
+        println!(
+            "target {:<52} {:>10} {}",
+            t.what,
+            opt(t.got, 3),
+            if t.met { "met" } else { "MISSED" }
+        );
+    }
+}
+
+/// `12.3 M`-style numbers for the summary.
+fn si(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}

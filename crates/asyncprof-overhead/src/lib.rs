@@ -1,0 +1,226 @@
+//! The side-by-side overhead benchmark of asyncprof: the same workloads on plain tokio, under
+//! asyncprof's three tiers, and under console-subscriber, tokio-metrics and dial9, each run in
+//! a fresh process.
+//!
+//! ```text
+//! cargo run --release -p asyncprof-overhead                       # the full table (~15 min)
+//! cargo run --release -p asyncprof-overhead -- --size tiny        # a smoke run (CI)
+//! cargo run --release -p asyncprof-overhead -- soak --minutes 5   # RSS and run-file growth
+//! ```
+//!
+//! Configurations that need tokio's `tracing` feature (asyncprof's layer tier,
+//! console-subscriber, and plain tokio with the feature compiled in) run in a second binary,
+//! `asyncprof-overhead-traced`, built from this crate with the `traced` feature: cargo unifies
+//! features across one build, so a single binary would make every configuration pay for it.
+//!
+//! This library holds the worker side: [`Config`] sets a runtime up, [`Workload`] runs on it,
+//! and [`worker_main`] measures one run and prints it as one JSON line.
+
+#![forbid(unsafe_code)]
+
+pub mod driver;
+pub mod soak;
+mod workloads;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use workloads::{Params, Workload};
+
+/// Worker threads of every multi-thread runtime in the benchmark.
+pub const WORKERS: usize = 2;
+
+/// One way of running tokio: plain, or under one instrumentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Config {
+    /// Plain tokio, no instrumentation.
+    Plain,
+    /// asyncprof's hooks tier (runtime hooks, `tokio_unstable`), watchdog on.
+    Hooks,
+    /// asyncprof's stable tier (park/unpark only), watchdog on.
+    Stable,
+    /// tokio-metrics: every task the workload spawns wrapped in one `TaskMonitor`.
+    TokioMetrics,
+    /// dial9-tokio-telemetry's `TracedRuntime`, writing its trace to a temporary file.
+    Dial9,
+    /// Plain tokio compiled with its `tracing` feature, no subscriber.
+    PlainTracing,
+    /// asyncprof's layer tier: the subscriber layer reading tokio's task spans.
+    Layer,
+    /// console-subscriber's layer with its gRPC server on loopback.
+    Console,
+    /// Not measured: plain tokio with a hook counting polls, run once per workload so the
+    /// table can say how many nanoseconds each configuration adds per poll.
+    CountPolls,
+}
+
+impl Config {
+    /// Every measured configuration, in table order.
+    pub const MEASURED: [Config; 8] = [
+        Config::Plain,
+        Config::Hooks,
+        Config::Stable,
+        Config::Layer,
+        Config::PlainTracing,
+        Config::Console,
+        Config::TokioMetrics,
+        Config::Dial9,
+    ];
+
+    /// Its name on the command line and in the JSON.
+    pub fn key(self) -> &'static str {
+        match self {
+            Config::Plain => "plain",
+            Config::Hooks => "asyncprof-hooks",
+            Config::Stable => "asyncprof-stable",
+            Config::TokioMetrics => "tokio-metrics",
+            Config::Dial9 => "dial9",
+            Config::PlainTracing => "plain-tracing",
+            Config::Layer => "asyncprof-layer",
+            Config::Console => "console-subscriber",
+            Config::CountPolls => "count-polls",
+        }
+    }
+
+    /// Its name in the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Config::Plain => "plain tokio",
+            Config::Hooks => "asyncprof hooks tier",
+            Config::Stable => "asyncprof stable tier",
+            Config::TokioMetrics => "tokio-metrics TaskMonitor",
+            Config::Dial9 => "dial9-tokio-telemetry",
+            Config::PlainTracing => "tokio + tracing feature",
+            Config::Layer => "asyncprof layer tier",
+            Config::Console => "console-subscriber",
+            Config::CountPolls => "poll counter",
+        }
+    }
+
+    /// The configuration named `key`.
+    pub fn parse(key: &str) -> Option<Config> {
+        Config::MEASURED
+            .into_iter()
+            .chain([Config::CountPolls])
+            .find(|c| c.key() == key)
+    }
+
+    /// Whether it runs in the binary built with tokio's `tracing` feature.
+    pub fn traced(self) -> bool {
+        matches!(self, Config::PlainTracing | Config::Layer | Config::Console)
+    }
+
+    /// Whether the workloads use asyncprof's instrumented channels under it.
+    pub fn asyncprof_channels(self) -> bool {
+        matches!(self, Config::Hooks | Config::Stable | Config::Layer)
+    }
+}
+
+/// How big the workloads are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Size {
+    /// A few milliseconds each: shows the benchmark works.
+    Tiny,
+    /// The sizes the published table is measured at.
+    Full,
+}
+
+impl Size {
+    /// Its name on the command line.
+    pub fn key(self) -> &'static str {
+        match self {
+            Size::Tiny => "tiny",
+            Size::Full => "full",
+        }
+    }
+
+    /// The size named `key`.
+    pub fn parse(key: &str) -> Option<Size> {
+        match key {
+            "tiny" => Some(Size::Tiny),
+            "full" => Some(Size::Full),
+            _ => None,
+        }
+    }
+}
+
+/// One measured run of one workload under one configuration, as the worker prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    /// Wall time of the workload, seconds.
+    pub wall_s: f64,
+    /// CPU time of the whole process (every thread, the instrumentation's own included)
+    /// during the workload, seconds.
+    pub cpu_s: f64,
+    /// Units of work done (polls, tasks, items, sleeps, pipeline items).
+    pub items: u64,
+    /// Peak resident set of the process, KiB.
+    pub peak_rss_kib: u64,
+    /// Polls counted (only under [`Config::CountPolls`]).
+    pub polls: Option<u64>,
+    /// Bytes the instrumentation wrote (run file, trace files).
+    pub output_bytes: Option<u64>,
+}
+
+/// A temporary path for this process's output files.
+pub(crate) fn temp_path(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("asyncprof-overhead-{}-{what}", std::process::id()))
+}
+
+/// CPU time of this process so far (user + system, every thread).
+pub fn process_cpu() -> Duration {
+    asyncprof_sampler::process_cpu_time().unwrap_or_default()
+}
+
+/// Peak resident set of this process, KiB.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| proc_status_kib(&s, "VmHWM:"))
+        .unwrap_or(0)
+}
+
+/// A `kB` line of a `/proc/PID/status` text.
+pub fn proc_status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The worker's entry point: `--worker CONFIG WORKLOAD SIZE` runs one workload once and prints
+/// its [`Sample`] as one JSON line on stdout. Any other arguments: an error.
+///
+/// # Errors
+///
+/// Bad arguments, a configuration this binary was not built for, or a failed workload.
+pub fn worker_main(args: &[String]) -> anyhow::Result<()> {
+    let [flag, config, workload, size] = args else {
+        anyhow::bail!("usage: --worker CONFIG WORKLOAD SIZE");
+    };
+    anyhow::ensure!(flag == "--worker", "usage: --worker CONFIG WORKLOAD SIZE");
+    let config =
+        Config::parse(config).ok_or_else(|| anyhow::anyhow!("unknown configuration {config:?}"))?;
+    let workload = Workload::parse(workload)
+        .ok_or_else(|| anyhow::anyhow!("unknown workload {workload:?}"))?;
+    let size = Size::parse(size).ok_or_else(|| anyhow::anyhow!("unknown size {size:?}"))?;
+    anyhow::ensure!(
+        config.traced() == cfg!(feature = "traced"),
+        "{} runs in the {} binary",
+        config.key(),
+        if config.traced() {
+            "asyncprof-overhead-traced"
+        } else {
+            "asyncprof-overhead"
+        }
+    );
+    let sample = workloads::measure(config, workload, Params::of(size))?;
+    println!("{}", serde_json::to_string(&sample)?);
+    Ok(())
+}
