@@ -101,7 +101,9 @@ struct Bins {
 impl Bins {
     fn of(&self, config: Config) -> &Path {
         if config.traced() {
-            self.traced.as_deref().expect("traced binary resolved when needed")
+            self.traced
+                .as_deref()
+                .expect("traced binary resolved when needed")
         } else {
             &self.lean
         }
@@ -128,7 +130,10 @@ fn traced_binary() -> anyhow::Result<PathBuf> {
         }
         eprintln!("building the traced worker (tokio's `tracing` feature on): {cmd:?}");
         let status = cmd.status().context("running cargo")?;
-        anyhow::ensure!(status.success(), "building asyncprof-overhead-traced failed");
+        anyhow::ensure!(
+            status.success(),
+            "building asyncprof-overhead-traced failed"
+        );
     }
     anyhow::ensure!(
         path.exists(),
@@ -401,19 +406,45 @@ fn targets(tables: &[Table]) -> Vec<Target> {
         0.5,
     );
     for t in tables {
-        let Some(ours) = ratio(t.workload, "asyncprof-hooks") else {
+        let Some(us) = t.rows.iter().find(|r| r.config == "asyncprof-hooks") else {
             continue;
         };
+        let Some(ours) = us.ratio else { continue };
         for peer in ["console-subscriber", "tokio-metrics", "dial9"] {
-            // A stopped peer has no ratio: it is behind by construction.
-            let row = t.rows.iter().find(|r| r.config == peer);
-            let Some(row) = row else { continue };
-            let theirs = row.ratio.unwrap_or(0.0);
-            out.push(Target {
-                what: format!("hooks tier ahead of {peer} on {}", t.workload),
-                got: Some(ours - theirs),
-                met: ours > theirs || (row.stopped && row.runs == 0),
-            });
+            let Some(row) = t.rows.iter().find(|r| r.config == peer) else {
+                continue;
+            };
+            match row.ratio {
+                // Both at the offered load (a rate-bound workload): the one that spent less
+                // CPU on it is ahead.
+                Some(theirs) if (ours - theirs).abs() < 0.01 => {
+                    let (Some(a), Some(b)) = (us.cpu_s, row.cpu_s) else {
+                        continue;
+                    };
+                    out.push(Target {
+                        what: format!(
+                            "hooks tier ahead of {peer} on {} (same throughput: CPU s saved)",
+                            t.workload
+                        ),
+                        got: Some(b - a),
+                        met: a < b,
+                    });
+                }
+                Some(theirs) => out.push(Target {
+                    what: format!("hooks tier ahead of {peer} on {}", t.workload),
+                    got: Some(ours - theirs),
+                    met: ours > theirs,
+                }),
+                // Every run of the peer was stopped at the cap.
+                None => out.push(Target {
+                    what: format!(
+                        "hooks tier ahead of {peer} on {} (peer stopped)",
+                        t.workload
+                    ),
+                    got: None,
+                    met: row.stopped,
+                }),
+            }
         }
     }
     if let Some(t) = tables.iter().find(|t| t.workload == "w2-spawn") {
@@ -476,9 +507,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             for k in 0..n {
                 let i = (k + round) % n;
                 let (config, r) = &mut runs[i];
-                let slow = r
-                    .samples()
-                    .any(|s| s.wall_s > args.slow_seconds);
+                let slow = r.samples().any(|s| s.wall_s > args.slow_seconds);
                 if r.stopped || (slow && r.count() >= 3) {
                     r.by_round.push(None);
                     continue;
@@ -655,7 +684,12 @@ fn print_summary(tables: &[Table], targets: &[Target], args: &BenchArgs) {
             .iter()
             .filter_map(|r| Some(format!("{} {:.0}", r.label, r.peak_rss_mib?)))
             .collect();
-        println!("{}: {}{polls}; peak RSS MiB: {}", t.workload, t.about, rss.join(", "));
+        println!(
+            "{}: {}{polls}; peak RSS MiB: {}",
+            t.workload,
+            t.about,
+            rss.join(", ")
+        );
     }
     println!();
     for t in targets {

@@ -163,6 +163,13 @@ pub struct Sample {
     pub polls: Option<u64>,
     /// Bytes the instrumentation wrote (run file, trace files).
     pub output_bytes: Option<u64>,
+    /// asyncprof's task and location tables, KiB: allocated once at start, whatever the
+    /// number of tasks.
+    #[serde(default)]
+    pub asyncprof_tables_kib: Option<u64>,
+    /// Tasks asyncprof still tracks once the workload is over (completed tasks keep nothing).
+    #[serde(default)]
+    pub asyncprof_tasks_tracked: Option<u64>,
 }
 
 /// A temporary path for this process's output files.

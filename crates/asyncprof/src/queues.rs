@@ -95,6 +95,13 @@ impl WaitHist {
 
     pub(crate) fn to_format(&self, outliers: &AtomicU64) -> format::Histogram {
         let mut h = hist::new_fine();
+        self.add_to(&mut h, outliers);
+        format::Histogram::from_hdr(&h)
+    }
+
+    /// Add every value recorded here to `h` (at its bucket's middle), clamping what `h`
+    /// cannot hold and counting it in `outliers`.
+    pub(crate) fn add_to(&self, h: &mut hdrhistogram::Histogram<u64>, outliers: &AtomicU64) {
         for (i, b) in self.buckets.iter().enumerate() {
             let n = b.load(Relaxed);
             if n > 0 {
@@ -108,7 +115,6 @@ impl WaitHist {
                 h.saturating_record_n(v, n);
             }
         }
-        format::Histogram::from_hdr(&h)
     }
 }
 

@@ -115,8 +115,8 @@ impl Worker {
 /// Which of a task's histograms a value goes to.
 #[derive(Debug, Clone, Copy)]
 enum Which {
-    Poll,
-    Sched,
+    Poll = 0,
+    Sched = 1,
 }
 
 /// Where events came from, for the header's tier.
@@ -376,17 +376,29 @@ impl Recorder {
         }
     }
 
-    /// Record a long poll or delay of the task in `s`: in its own histogram when it has or
-    /// can get one, else in its location's (which its own folds into at the end anyway).
+    /// Record a long poll or delay of the task in `s`. The task's first of each kind waits
+    /// in its slot ([`TaskSlot::pending_long`]); a second one moves both into the task's own
+    /// histograms when it has or can get them, else into its location's (which its own fold
+    /// into at the end anyway).
     fn record_long(&self, s: &TaskSlot, ns: u64, which: Which) {
+        let k = which as usize;
+        if s.pending_long[k]
+            .compare_exchange(0, ns.max(1), Relaxed, Relaxed)
+            .is_ok()
+        {
+            return;
+        }
         let outliers = &self.loss.histogram_outliers;
+        let pending = s.pending_long[k].swap(0, Relaxed);
         let mut g = self.task_hists(s);
         if let Some(h) = g.as_mut() {
             let h = match which {
                 Which::Poll => &mut h.poll,
                 Which::Sched => &mut h.sched,
             };
-            hist::record(h, ns, outliers);
+            for v in [pending, ns].into_iter().filter(|v| *v != 0) {
+                hist::record(h, v, outliers);
+            }
             return;
         }
         drop(g);
@@ -396,7 +408,9 @@ impl Recorder {
                 Which::Poll => &mut lh.poll,
                 Which::Sched => &mut lh.sched,
             };
-            hist::record(h, ns, outliers)
+            for v in [pending, ns].into_iter().filter(|v| *v != 0) {
+                hist::record(h, v, outliers);
+            }
         });
     }
 
@@ -502,6 +516,12 @@ impl Recorder {
                 hist::merge(&mut lh.poll, &h.poll);
                 hist::merge(&mut lh.sched, &h.sched);
             });
+        }
+        for (k, pending) in slot.pending_long.iter().enumerate() {
+            let v = pending.load(Relaxed);
+            if v != 0 {
+                loc.record_pending(k, v);
+            }
         }
         self.tasks.release(slot);
     }

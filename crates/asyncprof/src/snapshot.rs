@@ -111,7 +111,7 @@ impl Recorder {
             let mut counts = slot.counts.load();
             counts.polls = self.task_polls(slot, id);
             let location = slot.location.load(Relaxed);
-            let (poll, sched) = match lock(&slot.hists).as_ref() {
+            let (mut poll, mut sched) = match lock(&slot.hists).as_ref() {
                 Some(h) => {
                     let mut p = hist::new_fine();
                     let mut s = hist::new_fine();
@@ -121,6 +121,17 @@ impl Recorder {
                 }
                 None => (None, None),
             };
+            // A first long poll or delay still waiting in the slot.
+            for (h, pending) in [
+                (&mut poll, &slot.pending_long[0]),
+                (&mut sched, &slot.pending_long[1]),
+            ] {
+                let v = pending.load(Relaxed);
+                if v != 0 {
+                    let h = h.get_or_insert_with(hist::new_fine);
+                    hist::record(h, v, &self.loss.histogram_outliers);
+                }
+            }
             let entry = live.entry(location).or_default();
             entry.counts.add(&counts);
             entry.alive += 1;
@@ -154,6 +165,10 @@ impl Recorder {
             if let Some(h) = lock(&loc.hists).as_ref() {
                 hist::merge(&mut poll, &h.poll);
                 hist::merge(&mut sched, &h.sched);
+            }
+            if let Some([p, s]) = loc.pending() {
+                p.add_to(&mut poll, &self.loss.histogram_outliers);
+                s.add_to(&mut sched, &self.loss.histogram_outliers);
             }
             if let Some(l) = live.get(&(index as u32)) {
                 counts.add(&l.counts);

@@ -182,6 +182,10 @@ pub(crate) struct TaskSlot {
     /// When the task became ready to run and has not been polled since (0: not pending).
     pub(crate) ready_since_ns: AtomicU64,
     pub(crate) counts: PollCounters,
+    /// The task's first long poll and first long scheduling delay (ns; 0: none) while they
+    /// are in no histogram yet: most tasks have at most one of each, and keeping it here
+    /// spares them allocating, filling and merging two histograms.
+    pub(crate) pending_long: [AtomicU64; 2],
     pub(crate) hists: Mutex<Option<Box<TaskHists>>>,
     pub(crate) name: Mutex<Option<Box<str>>>,
 }
@@ -254,6 +258,9 @@ impl TaskTable {
     /// Free a slot after its numbers were folded away.
     pub(crate) fn release(&self, slot: &TaskSlot) {
         slot.counts.reset();
+        for p in &slot.pending_long {
+            p.store(0, Relaxed);
+        }
         slot.ready_since_ns.store(0, Relaxed);
         *hist::lock(&slot.name) = None;
         // Release: the next claimer sees the reset above.
@@ -279,6 +286,27 @@ pub(crate) struct LocationSlot {
     /// Long polls and scheduling delays of completed tasks, and of live tasks that had no
     /// histogram of their own.
     pub(crate) hists: Mutex<Option<Box<LocationHists>>>,
+    /// The single long poll ([0]) or delay ([1]) of completed tasks that had no histogram
+    /// of their own: recorded without a lock by the worker the task ended on.
+    pending: OnceLock<Box<[crate::queues::WaitHist; 2]>>,
+}
+
+impl LocationSlot {
+    /// Record a completed task's pending long value (`which`: 0 poll, 1 delay).
+    pub(crate) fn record_pending(&self, which: usize, ns: u64) {
+        let h = self.pending.get_or_init(|| {
+            Box::new([
+                crate::queues::WaitHist::new(),
+                crate::queues::WaitHist::new(),
+            ])
+        });
+        h[which & 1].record(ns);
+    }
+
+    /// The pending values recorded so far, if any.
+    pub(crate) fn pending(&self) -> Option<&[crate::queues::WaitHist; 2]> {
+        self.pending.get().map(|b| &**b)
+    }
 }
 
 /// Histograms of one location.
