@@ -27,8 +27,8 @@ struct LiveTask {
     name: Option<String>,
     counts: Counts,
     age_ns: u64,
-    poll: Option<Histogram<u64>>,
-    sched: Option<Histogram<u64>>,
+    /// Its index in the task table, to read its histograms if it is among the busiest.
+    slot: usize,
 }
 
 impl Recorder {
@@ -103,7 +103,7 @@ impl Recorder {
         // Live tasks, by location.
         let mut live: HashMap<u32, LiveLocation> = HashMap::new();
         let mut tasks: Vec<LiveTask> = Vec::new();
-        for slot in self.tasks.slots() {
+        for (index, slot) in self.tasks.slots().iter().enumerate() {
             let id = slot.id.load(Acquire);
             if id == 0 {
                 continue;
@@ -111,35 +111,24 @@ impl Recorder {
             let mut counts = slot.counts.load();
             counts.polls = self.task_polls(slot, id);
             let location = slot.location.load(Relaxed);
-            let (mut poll, mut sched) = match lock(&slot.hists).as_ref() {
-                Some(h) => {
-                    let mut p = hist::new_fine();
-                    let mut s = hist::new_fine();
-                    hist::merge(&mut p, &h.poll);
-                    hist::merge(&mut s, &h.sched);
-                    (Some(p), Some(s))
-                }
-                None => (None, None),
-            };
-            // A first long poll or delay still waiting in the slot.
-            for (h, pending) in [
-                (&mut poll, &slot.pending_long[0]),
-                (&mut sched, &slot.pending_long[1]),
-            ] {
-                let v = pending.load(Relaxed);
-                if v != 0 {
-                    let h = h.get_or_insert_with(hist::new_fine);
-                    hist::record(h, v, &self.loss.histogram_outliers);
-                }
-            }
             let entry = live.entry(location).or_default();
             entry.counts.add(&counts);
             entry.alive += 1;
-            if let Some(p) = &poll {
-                hist::merge(entry.poll.get_or_insert_with(hist::new_fine), p);
+            // Into the location's histograms directly: one pair per location, however many
+            // tasks are alive (a pair per task would cost ~100 KiB each, every snapshot).
+            let outliers = &self.loss.histogram_outliers;
+            if let Some(h) = lock(&slot.hists).as_ref() {
+                hist::merge(entry.poll.get_or_insert_with(hist::new_fine), &h.poll);
+                hist::merge(entry.sched.get_or_insert_with(hist::new_fine), &h.sched);
             }
-            if let Some(s) = &sched {
-                hist::merge(entry.sched.get_or_insert_with(hist::new_fine), s);
+            for (h, pending) in [
+                (&mut entry.poll, &slot.pending_long[0]),
+                (&mut entry.sched, &slot.pending_long[1]),
+            ] {
+                let v = pending.load(Relaxed);
+                if v != 0 {
+                    hist::record(h.get_or_insert_with(hist::new_fine), v, outliers);
+                }
             }
             tasks.push(LiveTask {
                 id,
@@ -147,8 +136,7 @@ impl Recorder {
                 name: lock(&slot.name).as_deref().map(str::to_string),
                 counts,
                 age_ns: now.saturating_sub(slot.spawned_ns.load(Relaxed)),
-                poll,
-                sched,
+                slot: index,
             });
         }
 
@@ -195,8 +183,25 @@ impl Recorder {
         // The busiest live tasks.
         tasks.sort_by_key(|t| std::cmp::Reverse(t.counts.busy_ns(mean_short_ns)));
         for t in tasks.into_iter().take(SNAPSHOT_TASKS) {
-            let mut poll = t.poll.unwrap_or_else(hist::new_fine);
-            let mut sched = t.sched.unwrap_or_else(hist::new_fine);
+            let mut poll = hist::new_fine();
+            let mut sched = hist::new_fine();
+            let slot = &self.tasks.slots()[t.slot];
+            // The task may have ended since the scan: then its histograms are gone with it.
+            if slot.id.load(Acquire) == t.id {
+                if let Some(h) = lock(&slot.hists).as_ref() {
+                    hist::merge(&mut poll, &h.poll);
+                    hist::merge(&mut sched, &h.sched);
+                }
+                for (h, pending) in [
+                    (&mut poll, &slot.pending_long[0]),
+                    (&mut sched, &slot.pending_long[1]),
+                ] {
+                    let v = pending.load(Relaxed);
+                    if v != 0 {
+                        hist::record(h, v, &self.loss.histogram_outliers);
+                    }
+                }
+            }
             fill_short(&mut poll, &mut sched, &t.counts, mean_short_ns);
             let busy = t.counts.busy_ns(mean_short_ns);
             let mut ts = format::TaskStats::default();

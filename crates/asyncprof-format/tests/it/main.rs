@@ -1,5 +1,7 @@
 //! Integration tests of the run-file format: round trips, truncation and damage.
 
+mod corpus;
+
 use asyncprof_format::{
     read_bytes, Error, Header, Histogram, LocationStats, RunWriter, Snapshot, SourceLocation,
     TaskStats, FORMAT_VERSION,

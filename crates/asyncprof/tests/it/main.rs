@@ -4,6 +4,7 @@ mod blocked;
 mod cpu;
 mod diskfull;
 mod dropin;
+mod edges;
 mod eintr;
 mod footprint;
 mod killed;

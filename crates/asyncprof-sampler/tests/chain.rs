@@ -1,0 +1,138 @@
+//! A service that uses asyncprof's signal for itself keeps working: its handler, installed
+//! before the sampler, still gets every signal the sampler did not send and is back in place
+//! when the sampler is dropped; a handler installed after the sampler (replacing it) makes
+//! samples fail cleanly, never hang, while the service's handler keeps running.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use asyncprof_sampler::{SampleError, StackSampler};
+
+static SERVICE_CALLS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn service_handler(_sig: libc::c_int) {
+    SERVICE_CALLS.fetch_add(1, SeqCst);
+}
+
+/// Install the service's own handler for `sig`, as a service would.
+fn install_service_handler(sig: i32) {
+    // SAFETY: an all-zero sigaction is valid (no handler, empty mask, no flags).
+    let mut a: libc::sigaction = unsafe { std::mem::zeroed() };
+    a.sa_sigaction = service_handler as *const () as usize;
+    a.sa_flags = libc::SA_RESTART;
+    // SAFETY: sa_mask is a valid sigset_t owned by `a`.
+    unsafe { libc::sigemptyset(&mut a.sa_mask) };
+    // SAFETY: valid pointers; `service_handler` has the plain (non-SA_SIGINFO) signature.
+    let rc = unsafe { libc::sigaction(sig, &a, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "sigaction");
+}
+
+/// The handler installed for `sig` now.
+fn current_handler(sig: i32) -> usize {
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`.
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "sigaction");
+    old.sa_sigaction
+}
+
+/// Send `sig` to the calling thread; its handler has run when this returns.
+fn raise(sig: i32) {
+    // SAFETY: raise with a valid signal number whose disposition is a handler.
+    assert_eq!(unsafe { libc::raise(sig) }, 0);
+}
+
+/// A thread that spins until told to stop, and its kernel thread id.
+fn spinning_thread() -> (i32, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tid = Arc::new(AtomicI32::new(0));
+    let handle = {
+        let (stop, tid) = (stop.clone(), tid.clone());
+        std::thread::spawn(move || {
+            tid.store(asyncprof_sampler::current_tid(), SeqCst);
+            let mut x = 0u64;
+            while !stop.load(SeqCst) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        })
+    };
+    while tid.load(SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    (tid.load(SeqCst), stop, handle)
+}
+
+#[test]
+fn a_service_handler_is_chained_restored_and_survives_being_replaced() {
+    let sig = asyncprof_sampler::default_signal();
+    let (tid, stop, spinner) = spinning_thread();
+    let service = service_handler as *const () as usize;
+
+    // The service's handler first, then asyncprof's.
+    install_service_handler(sig);
+    let sampler = StackSampler::install(sig).unwrap();
+    assert_ne!(
+        current_handler(sig),
+        service,
+        "the sampler's handler is in place"
+    );
+    for _ in 0..50 {
+        let stack = sampler.sample(tid, Duration::from_secs(2)).unwrap();
+        assert!(!stack.is_empty());
+    }
+    assert_eq!(
+        SERVICE_CALLS.load(SeqCst),
+        0,
+        "the sampler's own signals are not passed on"
+    );
+    raise(sig);
+    assert_eq!(
+        SERVICE_CALLS.load(SeqCst),
+        1,
+        "a signal the service sent itself reaches its handler through the sampler's"
+    );
+    drop(sampler);
+    assert_eq!(
+        current_handler(sig),
+        service,
+        "the service's handler is restored"
+    );
+    raise(sig);
+    assert_eq!(SERVICE_CALLS.load(SeqCst), 2);
+
+    // The service replaces the sampler's handler after it was installed.
+    let sampler = StackSampler::install(sig).unwrap();
+    install_service_handler(sig);
+    let started = std::time::Instant::now();
+    let r = sampler.sample(tid, Duration::from_millis(200));
+    assert_eq!(
+        r,
+        Err(SampleError::Timeout),
+        "a sample nobody answers fails"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "and does not hang"
+    );
+    assert_eq!(
+        SERVICE_CALLS.load(SeqCst),
+        3,
+        "the service's handler got the signal"
+    );
+    drop(sampler);
+    assert_eq!(current_handler(sig), service);
+
+    // Installed again, the sampler works again.
+    let sampler = StackSampler::install(sig).unwrap();
+    assert!(!sampler
+        .sample(tid, Duration::from_secs(2))
+        .unwrap()
+        .is_empty());
+    drop(sampler);
+    stop.store(true, SeqCst);
+    spinner.join().unwrap();
+    raise(sig);
+    assert_eq!(SERVICE_CALLS.load(SeqCst), 4);
+}
