@@ -63,7 +63,9 @@
 //! 2,000 `yield_now`, 2 workers, watchdog on) on a 2-core machine: the hooks tier runs at
 //! 0.82–0.86× the throughput of plain tokio (17–24 ns of CPU per poll, median of five runs
 //! 0.85×); the layer tier, with
-//! tokio's `tracing` feature, at 0.21×. See the README's Overhead section.
+//! tokio's `tracing` feature, at 0.21×. Side by side with console-subscriber, tokio-metrics
+//! and dial9 on five workloads in fresh processes: `cargo run --release -p
+//! asyncprof-overhead`; the README's Overhead section has the table and what bounds it.
 //!
 //! # Limitations
 //!
