@@ -256,7 +256,7 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
 /// The soak service: `--soak SECONDS RATE RUN_FILE`. A loopback TCP server on an instrumented
 /// runtime passes each request line through a named channel to a stage task and answers it;
 /// a client thread sends `RATE` requests per second over 16 connections; every second a task
-/// blocks its worker for [`STALL`].
+/// blocks its worker for 30 ms.
 pub fn service_main(args: &[String]) -> anyhow::Result<()> {
     let [_, seconds, rate, path] = args else {
         anyhow::bail!("usage: --soak SECONDS RATE RUN_FILE");
