@@ -11,6 +11,7 @@ use crate::clock;
 use crate::hist::{self, lock};
 use crate::recorder::{Recorder, SNAPSHOT_TASKS};
 use crate::tables::Counts;
+use crate::tables::TaskSlot;
 
 /// Per-location numbers of the live tasks, gathered in one scan of the task table.
 #[derive(Default)]
@@ -32,6 +33,30 @@ struct LiveTask {
 }
 
 impl Recorder {
+    /// Add live task `slot`'s long polls and delays (its histograms and the values still
+    /// pending in the slot) to `poll` and `sched`, creating them when there is something to add.
+    fn add_task_hists(
+        &self,
+        slot: &TaskSlot,
+        poll: &mut Option<Histogram<u64>>,
+        sched: &mut Option<Histogram<u64>>,
+    ) {
+        if let Some(h) = lock(&slot.hists).as_ref() {
+            hist::merge(poll.get_or_insert_with(hist::new_fine), &h.poll);
+            hist::merge(sched.get_or_insert_with(hist::new_fine), &h.sched);
+        }
+        for (h, pending) in [
+            (poll, &slot.pending_long[0]),
+            (sched, &slot.pending_long[1]),
+        ] {
+            let v = pending.load(Relaxed);
+            if v != 0 {
+                let h = h.get_or_insert_with(hist::new_fine);
+                hist::record(h, v, &self.loss.histogram_outliers);
+            }
+        }
+    }
+
     /// The state of the recording now, cumulative since it started.
     pub(crate) fn snapshot(&self, elapsed_ns: u64, is_final: bool) -> format::Snapshot {
         let now = clock::exact_ns();
@@ -116,20 +141,7 @@ impl Recorder {
             entry.alive += 1;
             // Into the location's histograms directly: one pair per location, however many
             // tasks are alive (a pair per task would cost ~100 KiB each, every snapshot).
-            let outliers = &self.loss.histogram_outliers;
-            if let Some(h) = lock(&slot.hists).as_ref() {
-                hist::merge(entry.poll.get_or_insert_with(hist::new_fine), &h.poll);
-                hist::merge(entry.sched.get_or_insert_with(hist::new_fine), &h.sched);
-            }
-            for (h, pending) in [
-                (&mut entry.poll, &slot.pending_long[0]),
-                (&mut entry.sched, &slot.pending_long[1]),
-            ] {
-                let v = pending.load(Relaxed);
-                if v != 0 {
-                    hist::record(h.get_or_insert_with(hist::new_fine), v, outliers);
-                }
-            }
+            self.add_task_hists(slot, &mut entry.poll, &mut entry.sched);
             tasks.push(LiveTask {
                 id,
                 location,
@@ -183,25 +195,14 @@ impl Recorder {
         // The busiest live tasks.
         tasks.sort_by_key(|t| std::cmp::Reverse(t.counts.busy_ns(mean_short_ns)));
         for t in tasks.into_iter().take(SNAPSHOT_TASKS) {
-            let mut poll = hist::new_fine();
-            let mut sched = hist::new_fine();
+            let (mut poll, mut sched) = (None, None);
             let slot = &self.tasks.slots()[t.slot];
             // The task may have ended since the scan: then its histograms are gone with it.
             if slot.id.load(Acquire) == t.id {
-                if let Some(h) = lock(&slot.hists).as_ref() {
-                    hist::merge(&mut poll, &h.poll);
-                    hist::merge(&mut sched, &h.sched);
-                }
-                for (h, pending) in [
-                    (&mut poll, &slot.pending_long[0]),
-                    (&mut sched, &slot.pending_long[1]),
-                ] {
-                    let v = pending.load(Relaxed);
-                    if v != 0 {
-                        hist::record(h, v, &self.loss.histogram_outliers);
-                    }
-                }
+                self.add_task_hists(slot, &mut poll, &mut sched);
             }
+            let mut poll = poll.unwrap_or_else(hist::new_fine);
+            let mut sched = sched.unwrap_or_else(hist::new_fine);
             fill_short(&mut poll, &mut sched, &t.counts, mean_short_ns);
             let busy = t.counts.busy_ns(mean_short_ns);
             let mut ts = format::TaskStats::default();
