@@ -3,7 +3,7 @@
 //! a fresh process.
 //!
 //! ```text
-//! cargo run --release -p asyncprof-overhead                       # the full table (~15 min)
+//! cargo run --release -p asyncprof-overhead                       # the full table
 //! cargo run --release -p asyncprof-overhead -- --size tiny        # a smoke run (CI)
 //! cargo run --release -p asyncprof-overhead -- soak --minutes 5   # RSS and run-file growth
 //! ```

@@ -159,7 +159,12 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("reading the finished run file {}", run_file.display()))?;
     std::fs::remove_file(&run_file).ok();
 
-    let warm: Vec<&Look> = looks.iter().filter(|l| l.t_s >= args.warmup).collect();
+    // After the warm-up, and before the service's own end: a look taken while it shuts down
+    // sees its threads and sockets closing, not a leak.
+    let warm: Vec<&Look> = looks
+        .iter()
+        .filter(|l| l.t_s >= args.warmup && l.t_s < seconds - 1.0)
+        .collect();
     anyhow::ensure!(
         warm.len() >= 2,
         "fewer than two samples after the warm-up: run longer than --warmup"
@@ -263,7 +268,12 @@ pub fn service_main(args: &[String]) -> anyhow::Result<()> {
     };
     let seconds: f64 = seconds.parse().context("SECONDS")?;
     let rate: u32 = rate.parse().context("RATE")?;
-    let guard = asyncprof::Profiler::builder().out(path).start()?;
+    // Settings from the environment (ASYNCPROF_STALL_THRESHOLD_MS and friends), as any
+    // profiled service; the run file is the driver's.
+    let guard = asyncprof::Profiler::builder()
+        .from_env()?
+        .out(path)
+        .start()?;
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(crate::WORKERS).enable_all();
     let rt = guard.instrument(&mut b).build()?;

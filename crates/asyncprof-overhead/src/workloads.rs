@@ -191,12 +191,14 @@ impl Instruments {
     fn build(&mut self, config: Config, mut b: Builder) -> std::io::Result<Runtime> {
         match config {
             Config::Hooks => {
-                self.asyncprof.as_ref().map(|g| g.instrument(&mut b));
+                if let Some(g) = &self.asyncprof {
+                    g.instrument(&mut b);
+                }
             }
             Config::Stable => {
-                self.asyncprof
-                    .as_ref()
-                    .map(|g| g.instrument_stable(&mut b, asyncprof::Hooks::new()));
+                if let Some(g) = &self.asyncprof {
+                    g.instrument_stable(&mut b, asyncprof::Hooks::new());
+                }
             }
             Config::CountPolls => {
                 let polls = self.polls.clone().unwrap_or_default();
@@ -303,21 +305,29 @@ pub(crate) fn measure(config: Config, workload: Workload, p: Params) -> anyhow::
     })
 }
 
-/// W1.
-async fn yields(spawner: &Spawner, p: Params) -> u64 {
-    let yields = p.yields;
-    let handles: Vec<_> = (0..p.tasks)
+/// W1 and W4: `tasks` tasks, each awaiting `step()` `times` times, all joined.
+async fn repeat<F, Fut>(spawner: &Spawner, tasks: usize, times: usize, step: F)
+where
+    F: Fn() -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let handles: Vec<_> = (0..tasks)
         .map(|_| {
             spawner.spawn(async move {
-                for _ in 0..yields {
-                    tokio::task::yield_now().await;
+                for _ in 0..times {
+                    step().await;
                 }
             })
         })
         .collect();
     for h in handles {
-        h.await.expect("a yielding task panicked");
+        h.await.expect("a workload task panicked");
     }
+}
+
+/// W1: every `yield_now` is a poll, plus each task's first.
+async fn yields(spawner: &Spawner, p: Params) -> u64 {
+    repeat(spawner, p.tasks, p.yields, tokio::task::yield_now).await;
     (p.tasks * (p.yields + 1)) as u64
 }
 
@@ -399,19 +409,7 @@ async fn channels_asyncprof(spawner: &Spawner, p: Params) -> u64 {
 
 /// W4.
 async fn sleeps(spawner: &Spawner, p: Params) -> u64 {
-    let sleeps = p.sleeps;
-    let handles: Vec<_> = (0..p.sleepers)
-        .map(|_| {
-            spawner.spawn(async move {
-                for _ in 0..sleeps {
-                    tokio::time::sleep(SLEEP).await;
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.await.expect("a sleeping task panicked");
-    }
+    repeat(spawner, p.sleepers, p.sleeps, || tokio::time::sleep(SLEEP)).await;
     (p.sleepers * p.sleeps) as u64
 }
 
