@@ -58,8 +58,8 @@ pub use hist::Histogram;
 pub use read::{read_bytes, read_path, RunFile, SeriesPoint, MAX_DEPTH_POINTS};
 pub use types::{
     Config, CpuProfile, DepthPoint, Flavor, Frame, Header, LocationStats, LossCounters, QueueKind,
-    QueueStats, RuntimeStats, ScheduleSource, Snapshot, SourceLocation, StackSample, StageStats,
-    StallClass, StallRecord, TaskStats, Tier, WorkerStats,
+    QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot, SourceLocation, StackSample,
+    StageStats, StallClass, StallRecord, TaskStats, Tier, WorkerStats,
 };
 pub use write::{encode_frame, end_frame, preamble, RecordKind, RunWriter};
 

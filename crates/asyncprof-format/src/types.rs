@@ -216,6 +216,32 @@ pub struct RuntimeStats {
     pub scheduled_ns: Histogram,
 }
 
+/// One tokio runtime the recording saw. A process may run several (a runtime for requests
+/// and one for a database pool, say); workers and stalls name theirs by [`RuntimeInfo::id`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct RuntimeInfo {
+    /// tokio's runtime id (`Handle::id`), unique among the runtimes alive at one time.
+    pub id: u64,
+    /// The name given with `Builder::name`, when one was.
+    pub name: Option<String>,
+    /// Its flavor.
+    pub flavor: Flavor,
+    /// Its worker threads.
+    pub workers: u32,
+}
+
+impl RuntimeInfo {
+    /// The runtime as people name it: its name, else `runtime <id>`.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("runtime {}", self.id),
+        }
+    }
+}
+
 /// One worker thread, cumulative.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -223,6 +249,8 @@ pub struct RuntimeStats {
 pub struct WorkerStats {
     /// Order in which asyncprof first saw the thread.
     pub index: u32,
+    /// The runtime the thread works for ([`RuntimeInfo::id`]; 0 when not known).
+    pub runtime: u64,
     /// The thread's name.
     pub thread_name: String,
     /// The kernel's thread id.
@@ -317,6 +345,8 @@ pub struct Snapshot {
     pub loss: LossCounters,
     /// Runtime-wide statistics.
     pub runtime: RuntimeStats,
+    /// The runtimes seen, in the order their first worker appeared.
+    pub runtimes: Vec<RuntimeInfo>,
     /// Per worker thread.
     pub workers: Vec<WorkerStats>,
     /// Per spawn location.
@@ -480,6 +510,8 @@ pub struct StallRecord {
     pub id: u64,
     /// The worker (index in the snapshot's workers).
     pub worker: u32,
+    /// The runtime that worker belongs to ([`RuntimeInfo::id`]; 0 when not known).
+    pub runtime: u64,
     /// The worker thread's name.
     pub thread_name: String,
     /// Its kernel thread id.

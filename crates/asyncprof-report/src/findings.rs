@@ -64,6 +64,28 @@ pub struct Finding {
     /// Other lines whose stalls were folded into this finding (same function, or same
     /// task), as `file:line in function (N stalls)`.
     pub also: Vec<String>,
+    /// In a process with several runtimes: the ones whose workers these stalls held, by name
+    /// (or `runtime <id>`). Empty when the run saw one runtime.
+    pub runtimes: Vec<String>,
+}
+
+/// The runtimes of `stalls`, by label, when the run saw more than one runtime.
+fn runtime_labels(run: &RunFile, stalls: &[&StallRecord]) -> Vec<String> {
+    let Some(snap) = run.snapshot.as_ref().filter(|s| s.runtimes.len() > 1) else {
+        return Vec::new();
+    };
+    let mut labels: Vec<String> = stalls
+        .iter()
+        .map(|s| {
+            snap.runtimes
+                .iter()
+                .find(|r| r.id == s.runtime)
+                .map_or_else(|| "an unknown runtime".to_string(), |r| r.label())
+        })
+        .collect();
+    labels.sort();
+    labels.dedup();
+    labels
 }
 
 /// The kind of one stall.
@@ -290,6 +312,7 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
                     .unwrap_or_default(),
                 queue: None,
                 also,
+                runtimes: runtime_labels(run, &stalls),
             }
         })
         .collect();

@@ -129,6 +129,7 @@ fn finding(f: &Finding, source: &dyn Fn(&str) -> Option<String>) -> Markup {
                     (format!("{:.1}", f.max_ms)) " ms."
                     @if let Some(p) = &f.primitive { " Calls " code { (p) } "." }
                     @if let Some(s) = &f.syscall { " Asleep in " code { (s) } "." }
+                    @if !f.runtimes.is_empty() { " On " (f.runtimes.join(", ")) "." }
                 }
                 @if let Some(t) = &f.task_location {
                     span.muted {
@@ -210,8 +211,16 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                 .iter()
                 .map(|w| {
                     let total = (w.busy_ns + w.parked_ns).max(1) as f64;
+                    let runtime = s
+                        .runtimes
+                        .iter()
+                        .find(|r| r.id == w.runtime)
+                        .filter(|_| s.runtimes.len() > 1);
                     (
-                        w.thread_name.clone(),
+                        match runtime {
+                            Some(r) => format!("{} ({})", w.thread_name, r.label()),
+                            None => w.thread_name.clone(),
+                        },
                         w.busy_ns as f64 / total,
                         w.parked_ns as f64 / total,
                     )
@@ -269,6 +278,9 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                         (s.runtime.polls) " polls · " (s.runtime.tasks_spawned) " tasks · "
                         (s.stalls) " stalls"
                         @if s.truncated { " · truncated (the process was killed or is running)" }
+                    }
+                    @if s.runtimes.len() > 1 {
+                        p { "Runtimes: " (crate::text::runtime_list(&s.runtimes)) }
                     }
                 }
                 main {

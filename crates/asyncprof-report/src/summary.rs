@@ -59,6 +59,8 @@ pub struct RuntimeSummary {
 pub struct WorkerSummary {
     /// The thread's name.
     pub thread_name: String,
+    /// Its runtime's id (see [`Summary::runtimes`]; 0 when not known).
+    pub runtime: u64,
     /// Polls it ran.
     pub polls: u64,
     /// Time busy, ms.
@@ -195,6 +197,8 @@ pub struct Summary {
     pub loss: format::LossCounters,
     /// Runtime-wide numbers.
     pub runtime: RuntimeSummary,
+    /// The runtimes the run saw (a process may run several).
+    pub runtimes: Vec<format::RuntimeInfo>,
     /// Per worker.
     pub worker_threads: Vec<WorkerSummary>,
     /// Per spawn location, busiest first.
@@ -284,11 +288,13 @@ impl Summary {
             .iter()
             .map(|w| WorkerSummary {
                 thread_name: w.thread_name.clone(),
+                runtime: w.runtime,
                 polls: w.polls,
                 busy_ms: ms(w.busy_ns),
                 parked_ms: ms(w.parked_ns),
             })
             .collect();
+        s.runtimes = snap.runtimes.clone();
         s.locations = merge_locations(&snap.locations);
         s.tasks = snap
             .tasks

@@ -21,6 +21,23 @@ fn lat(l: &Latency) -> String {
     )
 }
 
+/// `front (multi-thread, 2 workers), db (multi-thread, 1 worker)`.
+pub(crate) fn runtime_list(runtimes: &[asyncprof_format::RuntimeInfo]) -> String {
+    runtimes
+        .iter()
+        .map(|r| {
+            let flavor = match r.flavor {
+                asyncprof_format::Flavor::CurrentThread => "current-thread",
+                asyncprof_format::Flavor::MultiThread => "multi-thread",
+                _ => "unknown flavor",
+            };
+            let s = if r.workers == 1 { "" } else { "s" };
+            format!("{} ({flavor}, {} worker{s})", r.label(), r.workers)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Render the summary as text for a terminal.
 pub fn render_text(s: &Summary) -> Vec<u8> {
     let mut o = String::new();
@@ -34,6 +51,9 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
         s.flavor,
         s.workers
     );
+    if s.runtimes.len() > 1 {
+        let _ = writeln!(o, "runtimes: {}", runtime_list(&s.runtimes));
+    }
     for w in &s.warnings {
         let _ = writeln!(o, "warning: {w}");
     }
@@ -98,12 +118,17 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
                 }
             ),
             None => format!(
-                "{} stalls, {:.1} ms in all, longest {:.1} ms{}{}",
+                "{} stalls, {:.1} ms in all, longest {:.1} ms{}{}{}",
                 f.count,
                 f.total_ms,
                 f.max_ms,
                 f.primitive.as_deref().map_or_else(String::new, |p| format!("; calls {p}")),
                 f.syscall.as_deref().map_or_else(String::new, |p| format!(", asleep in {p}")),
+                if f.runtimes.is_empty() {
+                    String::new()
+                } else {
+                    format!("; on {}", f.runtimes.join(", "))
+                },
             ),
         };
         let _ = writeln!(

@@ -28,6 +28,21 @@ pub(crate) const MAX_TASK_HISTS: u32 = 4096;
 /// How many live tasks each snapshot lists one by one (the busiest).
 pub(crate) const SNAPSHOT_TASKS: usize = 100;
 
+/// Runtimes told apart at most. A process that builds more (one per request, say) reuses the
+/// entries of runtimes whose threads have all stopped.
+pub(crate) const MAX_RUNTIMES: usize = 64;
+
+/// One tokio runtime whose threads asyncprof has seen.
+#[derive(Debug)]
+pub(crate) struct RuntimeEntry {
+    pub(crate) info: format::RuntimeInfo,
+    /// Registered threads of this runtime that have not stopped.
+    live: u32,
+    /// A multi-thread runtime's handle, kept while it has live threads: tokio's metrics say
+    /// which thread holds each worker, and a thread inside `block_in_place` holds none.
+    handle: Option<tokio::runtime::Handle>,
+}
+
 /// Settings fixed when recording starts.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -46,6 +61,10 @@ pub(crate) struct Worker {
     pub(crate) active: AtomicBool,
     pub(crate) tid: AtomicI32,
     pub(crate) name: Mutex<String>,
+    /// The thread's std id, to compare with the ids tokio's metrics give.
+    pub(crate) thread: Mutex<Option<std::thread::ThreadId>>,
+    /// The runtime the thread works for (tokio's runtime id; 0: not known).
+    pub(crate) runtime: AtomicU64,
     /// Twice the polls started, plus one while a poll runs: odd means "inside a poll".
     pub(crate) state: AtomicU64,
     /// The task being polled, valid while `state` is odd.
@@ -92,6 +111,8 @@ impl Worker {
             active: AtomicBool::new(false),
             tid: AtomicI32::new(0),
             name: Mutex::new(String::new()),
+            thread: Mutex::new(None),
+            runtime: AtomicU64::new(0),
             state: AtomicU64::new(0),
             task_id: AtomicU64::new(0),
             poll_start_ns: AtomicU64::new(0),
@@ -179,6 +200,8 @@ pub(crate) struct Recorder {
     pub(crate) stalls: Mutex<crate::watchdog::StallBoard>,
     /// When the run began, on the coarse clock's scale.
     pub(crate) run_start_ns: u64,
+    /// The runtimes seen, in the order their first thread registered.
+    pub(crate) runtimes: Mutex<Vec<RuntimeEntry>>,
 }
 
 thread_local! {
@@ -235,6 +258,7 @@ impl Recorder {
             stages: StageTable::default(),
             stalls: Mutex::new(crate::watchdog::StallBoard::default()),
             run_start_ns: clock::exact_ns(),
+            runtimes: Mutex::new(Vec::new()),
             settings,
         }
     }
@@ -606,6 +630,7 @@ impl Recorder {
             }
             if let Some(w) = l.worker.take() {
                 w.stopped_ns.store(clock::exact_ns(), Relaxed);
+                self.runtime_thread_stopped(w.runtime.load(Relaxed));
                 w.active.store(false, Release);
             }
         })
@@ -636,10 +661,9 @@ impl Recorder {
             return None;
         };
         w.tid.store(asyncprof_sampler::current_tid(), Relaxed);
-        *lock(&w.name) = std::thread::current()
-            .name()
-            .unwrap_or("<unnamed>")
-            .to_string();
+        let me = std::thread::current();
+        *lock(&w.name) = me.name().unwrap_or("<unnamed>").to_string();
+        *lock(&w.thread) = Some(me.id());
         w.registered_ns.store(clock::exact_ns(), Relaxed);
         w.stopped_ns.store(0, Relaxed);
         w.park_since_ns.store(0, Relaxed);
@@ -652,28 +676,107 @@ impl Recorder {
         l.task_id.set(0);
         l.exact_start_ns.set(0);
         l.countdown.set(1);
-        self.note_runtime();
+        self.note_runtime(w);
         Some(w)
     }
 
-    /// Learn the runtime's flavor and worker count from the runtime this thread runs.
-    fn note_runtime(&self) {
+    /// Learn which runtime this thread runs for: its id, name, flavor and worker count (the
+    /// header's flavor and worker count are those of the first runtime seen).
+    fn note_runtime(&self, w: &Worker) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            w.runtime.store(0, Relaxed);
             return;
         };
-        let flavor = match handle.runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::CurrentThread => 1,
-            tokio::runtime::RuntimeFlavor::MultiThread => 2,
-            _ => 0,
+        let (flavor, code) = match handle.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => (format::Flavor::CurrentThread, 1),
+            tokio::runtime::RuntimeFlavor::MultiThread => (format::Flavor::MultiThread, 2),
+            _ => (format::Flavor::Unknown, 0),
         };
-        let _ = self.flavor.compare_exchange(0, flavor, Relaxed, Relaxed);
-        let _ = self.worker_count.compare_exchange(
-            0,
-            handle.metrics().num_workers() as u32,
-            Relaxed,
-            Relaxed,
-        );
+        let workers = handle.metrics().num_workers() as u32;
+        let _ = self.flavor.compare_exchange(0, code, Relaxed, Relaxed);
+        let _ = self
+            .worker_count
+            .compare_exchange(0, workers, Relaxed, Relaxed);
+        let id = runtime_id(handle.id());
+        w.runtime.store(id, Relaxed);
+        let keep = (flavor == format::Flavor::MultiThread).then(|| handle.clone());
+        let mut rts = lock(&self.runtimes);
+        if let Some(e) = rts.iter_mut().find(|e| e.info.id == id) {
+            e.live += 1;
+            e.handle = e.handle.take().or(keep);
+            return;
+        }
+        let mut info = format::RuntimeInfo::default();
+        info.id = id;
+        info.name = handle.name().map(str::to_string);
+        info.flavor = flavor;
+        info.workers = workers;
+        let entry = RuntimeEntry {
+            info,
+            live: 1,
+            handle: keep,
+        };
+        if rts.len() < MAX_RUNTIMES {
+            rts.push(entry);
+        } else if let Some(free) = rts.iter_mut().find(|e| e.live == 0) {
+            *free = entry;
+        }
     }
+
+    /// A registered thread of runtime `id` stopped; with its last, its handle is let go.
+    fn runtime_thread_stopped(&self, id: u64) {
+        let released = {
+            let mut rts = lock(&self.runtimes);
+            rts.iter_mut().find(|e| e.info.id == id).and_then(|e| {
+                e.live = e.live.saturating_sub(1);
+                if e.live == 0 {
+                    e.handle.take()
+                } else {
+                    None
+                }
+            })
+        };
+        // Dropped outside the lock.
+        drop(released);
+    }
+
+    /// The runtimes seen so far.
+    pub(crate) fn runtime_infos(&self) -> Vec<format::RuntimeInfo> {
+        lock(&self.runtimes)
+            .iter()
+            .map(|e| e.info.clone())
+            .collect()
+    }
+
+    /// Whether worker `w`'s thread holds one of its runtime's worker cores now. A thread
+    /// inside `block_in_place` handed its core to another thread: its long poll keeps no
+    /// worker from running tasks, so it is no stall. `None` when not known: a current-thread
+    /// runtime (which has no `block_in_place`), or a build without `tokio_unstable`, where
+    /// tokio does not say which thread holds a worker. Cold: the watchdog asks only about
+    /// polls past the stall threshold.
+    pub(crate) fn holds_core(&self, w: &Worker) -> Option<bool> {
+        #[cfg(tokio_unstable)]
+        {
+            let id = w.runtime.load(Relaxed);
+            let handle = lock(&self.runtimes)
+                .iter()
+                .find(|e| e.info.id == id)
+                .and_then(|e| e.handle.clone())?;
+            let me = (*lock(&w.thread))?;
+            let metrics = handle.metrics();
+            Some((0..metrics.num_workers()).any(|i| metrics.worker_thread_id(i) == Some(me)))
+        }
+        #[cfg(not(tokio_unstable))]
+        {
+            let _ = w;
+            None
+        }
+    }
+}
+
+/// tokio's runtime id as a number (it shows the number it holds).
+fn runtime_id(id: tokio::runtime::Id) -> u64 {
+    id.to_string().parse().unwrap_or(0)
 }
 
 /// Hot path: begin a poll (or, in the stable tier, a busy period) of task `id` on worker `w`:

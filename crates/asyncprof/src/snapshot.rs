@@ -63,6 +63,7 @@ impl Recorder {
         let mut snap = format::Snapshot::default();
         snap.elapsed_ns = elapsed_ns;
         snap.is_final = is_final;
+        snap.runtimes = self.runtime_infos();
 
         // Workers, and the runtime-wide histograms from them.
         let mut long = hist::new_fine();
@@ -105,6 +106,7 @@ impl Recorder {
                 };
             let mut ws = format::WorkerStats::default();
             ws.index = w.index;
+            ws.runtime = w.runtime.load(Relaxed);
             ws.thread_name = lock(&w.name).clone();
             ws.tid = w.tid.load(Relaxed);
             ws.polls = wpolls;

@@ -113,6 +113,7 @@ impl Symbolizer {
         let mut r = StallRecord::default();
         r.id = raw.id;
         r.worker = raw.worker;
+        r.runtime = raw.runtime;
         r.thread_name = raw.thread_name.clone();
         r.tid = raw.tid;
         r.task_id = raw.task_id;

@@ -30,12 +30,15 @@ const MAX_SAMPLED_STALLS_PER_MINUTE: u32 = 600;
 const SAMPLE_TIMEOUT: Duration = Duration::from_millis(5);
 /// An ongoing stall's record is refreshed at least this often, so the run file shows it.
 const REFRESH_NS: u64 = 250_000_000;
+/// How often the watchdog asks whether a thread in a long poll still holds a worker.
+const CORE_CHECK_NS: u64 = 10_000_000;
 
 /// A stall as the watchdog sees it: raw stacks, not yet symbolized.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RawStall {
     pub(crate) id: u64,
     pub(crate) worker: u32,
+    pub(crate) runtime: u64,
     pub(crate) thread_name: String,
     pub(crate) tid: i32,
     pub(crate) task_id: u64,
@@ -89,6 +92,9 @@ struct Track {
     /// the poll's doing, and it is not reported as a stall.
     cpu_base: Option<(u64, u64)>,
     stall: Option<Active>,
+    /// The thread handed its worker to another thread (`block_in_place`) at the last check.
+    handed_off: bool,
+    next_core_check_ns: u64,
 }
 
 /// The watchdog's own state, on its thread.
@@ -141,6 +147,19 @@ impl Watchdog {
                 track.seq = seq;
                 track.lower_ns = start.max(self.prev_look_ns);
                 track.cpu_base = None;
+                track.handed_off = false;
+                track.next_core_check_ns = 0;
+            }
+            let track = &mut self.tracks[i];
+            if now.saturating_sub(track.lower_ns) >= self.threshold_ns / 2
+                && self.handed_off(i, w, now)
+            {
+                // The poll goes on without a worker: whatever it blocks, it is not the
+                // runtime. A stall recorded before the hand-off ends here.
+                if let Some(active) = self.tracks[i].stall.take() {
+                    self.finish(active, now);
+                }
+                continue;
             }
             let track = &mut self.tracks[i];
             let running = now.saturating_sub(track.lower_ns);
@@ -184,6 +203,25 @@ impl Watchdog {
         self.prev_look_ns = now;
     }
 
+    /// Whether worker slot `i`'s thread, in a poll past half the threshold, has handed its
+    /// worker to another thread: tokio's `block_in_place` (nested or not) does that, and the
+    /// poll then blocks its own thread only. Asked at most every [`CORE_CHECK_NS`]; when the
+    /// thread takes a worker back, the rest of its poll is timed from then.
+    fn handed_off(&mut self, i: usize, w: &Worker, now: u64) -> bool {
+        let track = &mut self.tracks[i];
+        if now < track.next_core_check_ns {
+            return track.handed_off;
+        }
+        track.next_core_check_ns = now.saturating_add(CORE_CHECK_NS);
+        let off = self.rec.holds_core(w) == Some(false);
+        if track.handed_off && !off {
+            track.lower_ns = now;
+            track.cpu_base = None;
+        }
+        track.handed_off = off;
+        off
+    }
+
     fn begin(&mut self, w: &Worker, task: u64, start: u64, now: u64) -> Active {
         let id = self.next_id;
         self.next_id += 1;
@@ -209,6 +247,7 @@ impl Watchdog {
             raw: RawStall {
                 id,
                 worker: w.index,
+                runtime: w.runtime.load(Relaxed),
                 thread_name: lock(&w.name).clone(),
                 tid: w.tid.load(Relaxed),
                 task_id: task,

@@ -106,6 +106,7 @@ pub(crate) fn findings(queues: &[QueueStats], elapsed_ns: u64, t: &Thresholds) -
                 stack: Vec::new(),
                 queue: Some(ev),
                 also: Vec::new(),
+                runtimes: Vec::new(),
             }
         })
         .collect()

@@ -117,6 +117,7 @@ pub(crate) fn findings(run: &RunFile, queues: &[QueueStats], t: &Thresholds) -> 
             stack: Vec::new(),
             queue: Some(ev),
             also: Vec::new(),
+            runtimes: Vec::new(),
         });
     }
     out

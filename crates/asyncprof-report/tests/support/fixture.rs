@@ -2,9 +2,9 @@
 //! by record so that every byte is known. Shared by the render and hostile-input tests.
 
 use asyncprof_format::{
-    read_bytes, DepthPoint, Frame, Header, Histogram, LocationStats, QueueKind, QueueStats,
-    RunFile, RunWriter, Snapshot, SourceLocation, StackSample, StageStats, StallClass, StallRecord,
-    TaskStats, WorkerStats,
+    read_bytes, DepthPoint, Flavor, Frame, Header, Histogram, LocationStats, QueueKind, QueueStats,
+    RunFile, RunWriter, RuntimeInfo, Snapshot, SourceLocation, StackSample, StageStats, StallClass,
+    StallRecord, TaskStats, WorkerStats,
 };
 
 fn hist(values: &[(u64, u64)]) -> Histogram {
@@ -37,9 +37,19 @@ pub(crate) fn fixture_bytes(task_name: &str, file: &str) -> Vec<u8> {
     snap.runtime.tasks_alive = 1;
     snap.runtime.poll_ns = hist(&[(20_000, 11_000), (900_000, 950), (25_000_000, 50)]);
     snap.runtime.scheduled_ns = hist(&[(5_000, 11_000), (3_000_000, 1000)]);
+    // Two runtimes, one worker each; the first is named by the user.
+    for (id, name) in [(1, Some(format!("{task_name} api"))), (2, None)] {
+        let mut rt = RuntimeInfo::default();
+        rt.id = id;
+        rt.name = name;
+        rt.flavor = Flavor::MultiThread;
+        rt.workers = 1;
+        snap.runtimes.push(rt);
+    }
     for i in 0..2 {
         let mut ws = WorkerStats::default();
         ws.index = i;
+        ws.runtime = u64::from(i) + 1;
         ws.thread_name = format!("worker-{i}");
         ws.busy_ns = 1_000_000_000 + u64::from(i) * 500_000_000;
         ws.parked_ns = 2_000_000_000 - u64::from(i) * 500_000_000;
@@ -99,6 +109,8 @@ pub(crate) fn fixture_bytes(task_name: &str, file: &str) -> Vec<u8> {
     let mut stall = StallRecord::default();
     stall.id = 1;
     stall.thread_name = "worker-1".into();
+    stall.worker = 1;
+    stall.runtime = 2;
     stall.task_id = 7;
     stall.task_location = Some(SourceLocation::new(file, 42, 5));
     stall.start_ns = 1_200_000_000;

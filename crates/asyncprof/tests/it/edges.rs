@@ -1,6 +1,6 @@
 //! Runtime edge cases: a service that forks and execs while its worker is being sampled, a
-//! task that panics mid-poll, threads of the blocking pool, and a runtime shut down in the
-//! middle of a stall.
+//! task that panics mid-poll, threads of the blocking pool, `block_in_place` (nested too),
+//! several runtimes in one process, and a runtime shut down in the middle of a stall.
 
 use std::time::{Duration, Instant};
 
@@ -157,4 +157,119 @@ fn a_runtime_shut_down_mid_stall_leaves_the_stall_in_the_file() {
         .unwrap_or_else(|| panic!("the stall at line {at} is in the file: {:#?}", run.stalls));
     assert!(stall.ongoing, "it was still running at shutdown");
     assert!(stall.duration_ns >= 150_000_000, "{stall:#?}");
+}
+
+#[test]
+fn block_in_place_hands_the_worker_off_and_is_no_stall() {
+    let (run, _) = record("block-in-place", Flavor::MultiThread(2), || async {
+        let plain = tokio::spawn(async {
+            tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(200)));
+        });
+        let nested = tokio::spawn(async {
+            tokio::task::block_in_place(|| {
+                tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(200)))
+            });
+        });
+        // Both workers' threads are inside block_in_place; tokio gave their workers to other
+        // threads, which keep running short polls.
+        let ticks = tokio::spawn(async {
+            let started = Instant::now();
+            let mut ticks = 0;
+            while started.elapsed() < Duration::from_millis(200) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                ticks += 1;
+            }
+            ticks
+        });
+        plain.await.unwrap();
+        nested.await.unwrap();
+        assert!(ticks.await.unwrap() > 10, "the workers kept running");
+        // A real stall afterwards is still found, at its line.
+        tokio::spawn(async {
+            std::thread::sleep(Duration::from_millis(60)); // stall: after-block-in-place
+        })
+        .await
+        .unwrap();
+    });
+    assert_eq!(
+        run.stalls.len(),
+        1,
+        "only the marked poll blocked a worker: {:#?}",
+        run.stalls
+    );
+    assert_eq!(
+        stalls_at(&run, "after-block-in-place"),
+        1,
+        "{:#?}",
+        run.stalls
+    );
+}
+
+#[test]
+fn several_runtimes_in_one_process_are_told_apart() {
+    let _one = crate::support::lock_recording();
+    let path = crate::support::temp_run_path("several-runtimes");
+    let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
+    let build = |name: &str, workers: usize| {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers).name(name);
+        guard.instrument(&mut b).enable_all().build().unwrap()
+    };
+    let front = build("front", 2);
+    let db = build("db", 1);
+    front.block_on(async {
+        let short: Vec<_> = (0..100)
+            .map(|_| tokio::spawn(tokio::task::yield_now()))
+            .collect();
+        for t in short {
+            t.await.unwrap();
+        }
+    });
+    db.block_on(async {
+        tokio::spawn(async {
+            std::thread::sleep(Duration::from_millis(60)); // stall: on-the-db-runtime
+        })
+        .await
+        .unwrap();
+    });
+    // A current-thread runtime, driven from its own thread.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut b = tokio::runtime::Builder::new_current_thread();
+            b.name("tool");
+            let tool = guard.instrument(&mut b).enable_all().build().unwrap();
+            tool.block_on(async { tokio::spawn(async {}).await.unwrap() });
+        });
+    });
+    drop(front);
+    drop(db);
+    drop(guard);
+    let run = asyncprof_format::read_path(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let snap = run.snapshot.as_ref().unwrap();
+    let named = |name: &str| {
+        snap.runtimes
+            .iter()
+            .find(|r| r.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("runtime {name} is in the file: {:#?}", snap.runtimes))
+    };
+    let (front, db, tool) = (named("front"), named("db"), named("tool"));
+    assert_eq!(snap.runtimes.len(), 3, "{:#?}", snap.runtimes);
+    assert_eq!((front.workers, db.workers, tool.workers), (2, 1, 1));
+    assert_eq!(front.flavor, asyncprof_format::Flavor::MultiThread);
+    assert_eq!(tool.flavor, asyncprof_format::Flavor::CurrentThread);
+    assert!(front.id != db.id && db.id != tool.id && front.id != tool.id);
+    let threads_of = |id: u64| snap.workers.iter().filter(|w| w.runtime == id).count();
+    assert_eq!(
+        (threads_of(front.id), threads_of(db.id), threads_of(tool.id)),
+        (2, 1, 1),
+        "each worker names its runtime: {:#?}",
+        snap.workers
+    );
+    assert_eq!(stalls_at(&run, "on-the-db-runtime"), 1, "{:#?}", run.stalls);
+    assert!(
+        run.stalls.iter().all(|s| s.runtime == db.id),
+        "the stall is the db runtime's: {:#?}",
+        run.stalls
+    );
 }
