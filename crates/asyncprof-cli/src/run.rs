@@ -128,7 +128,7 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     let mut cmd = Command::new(program);
     cmd.args(&args.command[1..])
         .env("ASYNCPROF_OUT", &run_file)
-        .env("ASYNCPROF_CPU_HZ", "99");
+        .env("ASYNCPROF_CPU_HZ", args.cpu_hz.to_string());
     if let Some(ms) = args.threshold {
         cmd.env("ASYNCPROF_STALL_THRESHOLD_MS", ms.to_string());
     }

@@ -35,6 +35,13 @@ impl CpuProfiler {
                 .build()
             {
                 Ok(guard) => Some(CpuProfiler { guard, hz }),
+                Err(pprof::Error::Running) => {
+                    eprintln!(
+                        "asyncprof: no CPU profile: the program runs pprof itself (one SIGPROF \
+                         profiler per process); stall stacks are not affected"
+                    );
+                    None
+                }
                 Err(err) => {
                     eprintln!("asyncprof: no CPU profile: {err}");
                     None

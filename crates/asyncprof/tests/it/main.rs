@@ -1,5 +1,6 @@
 //! Integration tests of the hooks tier: known-truth workloads, read back from the run file.
 
+mod beside_pprof;
 mod blocked;
 mod cpu;
 mod diskfull;
