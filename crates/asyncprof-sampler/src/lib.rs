@@ -28,7 +28,7 @@ mod signal;
 mod syscalls;
 
 pub use signal::{
-    current_tid, default_signal, in_handler, process_cpu_time, run_delay_ns, send_signal,
-    thread_state, InstallError, SampleError, StackSampler, ThreadState, MAX_FRAMES,
+    current_tid, default_signal, in_handler, process_cpu_time, release_free_memory, run_delay_ns,
+    send_signal, thread_state, InstallError, SampleError, StackSampler, ThreadState, MAX_FRAMES,
 };
 pub use syscalls::syscall_name;

@@ -447,6 +447,7 @@ fn aggregator_loop(
             (shared.stop.load(Relaxed), asked)
         };
         let now = Instant::now();
+        symbolizer.release_if_idle(now);
         crate::queues::sample(started.elapsed().as_nanos() as u64);
         // The header goes out as soon as the runtime is known (its first poll), so that a
         // process killed early still leaves a readable file; with it, a first snapshot.

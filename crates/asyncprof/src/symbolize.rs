@@ -2,16 +2,51 @@
 //! the aggregator thread.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use asyncprof_format::{culprit, Frame, StackSample, StallClass, StallRecord};
 
 use crate::watchdog::RawStall;
 
 /// Frames per address, cached for the life of the recording (code does not move).
-#[derive(Debug, Default)]
+///
+/// Looking an address up parses the binary's debug info (its line tables), which the
+/// `backtrace` crate keeps: tens of MiB for a large binary. A service that stalls at the same
+/// lines again needs only this cache, so the parsed debug info is let go once no address has
+/// been looked up for a while ([`RELEASE_AFTER`] at first), and parsed again when a new one
+/// comes. A service whose new stacks keep coming soon after a release would pay the parse
+/// again and again: each such return doubles the wait, up to [`MAX_RELEASE_AFTER`].
+#[derive(Debug)]
 pub(crate) struct Symbolizer {
     cache: HashMap<(usize, bool), Vec<Frame>>,
+    /// The last lookup that parsed debug info, while that is still held.
+    last_lookup: Option<Instant>,
+    /// When the parsed debug info was last let go.
+    released_at: Option<Instant>,
+    /// How long it is kept after the last lookup now.
+    keep_for: Duration,
 }
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Symbolizer {
+            cache: HashMap::new(),
+            last_lookup: None,
+            released_at: None,
+            keep_for: RELEASE_AFTER,
+        }
+    }
+}
+
+/// How long parsed debug info is kept after the last lookup that needed it, at first.
+const RELEASE_AFTER: Duration = Duration::from_secs(5);
+/// The longest it is kept.
+const MAX_RELEASE_AFTER: Duration = Duration::from_secs(600);
+/// A lookup this soon after a release doubles the wait before the next.
+const RETURNED_WITHIN: Duration = Duration::from_secs(120);
+
+/// Addresses cached at most (a few hundred bytes each); past it the cache starts over.
+const MAX_CACHED: usize = 100_000;
 
 /// The sigreturn trampoline: every frame above it belongs to the signal handler.
 const TRAMPOLINES: &[&str] = &["__restore_rt", "__kernel_rt_sigreturn"];
@@ -21,7 +56,19 @@ impl Symbolizer {
     /// instruction itself; other addresses are return addresses, looked up one byte back so
     /// that they name the call, not the line after it.
     fn frames_at(&mut self, ip: usize, exact: bool) -> &[Frame] {
+        if self.cache.len() >= MAX_CACHED && !self.cache.contains_key(&(ip, exact)) {
+            self.cache.clear();
+        }
+        let (last_lookup, released_at, keep_for) =
+            (&mut self.last_lookup, &mut self.released_at, &mut self.keep_for);
         self.cache.entry((ip, exact)).or_insert_with(|| {
+            let now = Instant::now();
+            if let Some(r) = released_at.take() {
+                if now.saturating_duration_since(r) < RETURNED_WITHIN {
+                    *keep_for = (*keep_for * 2).min(MAX_RELEASE_AFTER);
+                }
+            }
+            *last_lookup = Some(now);
             let lookup = if exact { ip } else { ip.saturating_sub(1) };
             let mut frames = Vec::new();
             backtrace::resolve(lookup as *mut std::ffi::c_void, |sym| {
@@ -37,6 +84,19 @@ impl Symbolizer {
             }
             frames
         })
+    }
+
+    /// Let go of the parsed debug info when no lookup has needed it for a while.
+    pub(crate) fn release_if_idle(&mut self, now: Instant) {
+        if self
+            .last_lookup
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.keep_for)
+        {
+            self.last_lookup = None;
+            self.released_at = Some(now);
+            backtrace::clear_symbol_cache();
+            asyncprof_sampler::release_free_memory();
+        }
     }
 
     /// A captured stack as named frames, innermost first, without the handler's own frames.
@@ -147,4 +207,46 @@ fn is_capture_frame(frame: &Frame) -> bool {
         || function.contains("_Unwind_")
         || file.contains("asyncprof-sampler/src/signal")
         || file.contains("/backtrace-0.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_known_function() -> usize {
+        a_known_function as usize
+    }
+
+    #[test]
+    fn parsed_debug_info_is_let_go_when_idle_and_kept_longer_when_needed_again() {
+        let mut s = Symbolizer::default();
+        let ip = a_known_function() + 1;
+        assert!(
+            s.frames_at(ip, true)
+                .iter()
+                .any(|f| f.function.contains("a_known_function")),
+            "{:?}",
+            s.frames_at(ip, true)
+        );
+        let t0 = s.last_lookup.expect("a lookup parsed debug info");
+        s.release_if_idle(t0 + RELEASE_AFTER / 2);
+        assert!(s.last_lookup.is_some(), "kept while recent");
+        s.release_if_idle(t0 + RELEASE_AFTER);
+        assert!(s.last_lookup.is_none(), "let go after {RELEASE_AFTER:?}");
+        // The same address again: from the cache, no new parse.
+        s.frames_at(ip, true);
+        assert!(s.last_lookup.is_none());
+        assert_eq!(s.keep_for, RELEASE_AFTER);
+        // A new address soon after the release: parsed again, and kept twice as long.
+        let named = s.frames_at(ip + 1, true).to_vec();
+        assert!(named.iter().any(|f| f.function.contains("a_known_function")));
+        assert!(s.last_lookup.is_some());
+        assert_eq!(s.keep_for, RELEASE_AFTER * 2);
+        let t1 = s.last_lookup.unwrap();
+        s.release_if_idle(t1 + RELEASE_AFTER);
+        assert!(s.last_lookup.is_some(), "now kept for {:?}", s.keep_for);
+        s.release_if_idle(t1 + RELEASE_AFTER * 2);
+        assert!(s.last_lookup.is_none());
+    }
 }
