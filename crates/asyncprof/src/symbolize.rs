@@ -215,7 +215,7 @@ mod tests {
 
     #[inline(never)]
     fn a_known_function() -> usize {
-        a_known_function as usize
+        a_known_function as fn() -> usize as usize
     }
 
     #[test]
