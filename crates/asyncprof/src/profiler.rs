@@ -2,7 +2,10 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -326,6 +329,7 @@ impl Builder {
             let shared = shared.clone();
             move || {
                 let mut dog = crate::watchdog::Watchdog::new(recorder, sampler);
+                let _ = recorder.watchdog_thread.set(std::thread::current());
                 let gap = tick.as_nanos() as u64 * 4;
                 let mut last = clock::publish();
                 while !shared.stop_watchdog.load(Relaxed) {
@@ -336,6 +340,20 @@ impl Builder {
                     }
                     last = now;
                     dog.look(now);
+                    // Every worker parked for a while: nothing to time or watch until one
+                    // unparks, and that worker wakes this thread (an idle service costs no
+                    // wake-ups 4,000 times a second).
+                    let idle_since = now.saturating_sub(IDLE_AFTER_NS);
+                    if recorder.all_parked_since(idle_since) {
+                        recorder.watchdog_idle.store(true, SeqCst);
+                        if recorder.all_parked_since(idle_since)
+                            && !shared.stop_watchdog.load(Relaxed)
+                        {
+                            std::thread::park_timeout(IDLE_WAKE);
+                        }
+                        recorder.watchdog_idle.store(false, Relaxed);
+                        last = clock::publish();
+                    }
                 }
                 dog.shutdown();
             }
@@ -421,6 +439,13 @@ fn header(recorder: &Recorder, start_unix_ms: u64) -> format::Header {
     }
     h
 }
+
+/// Every worker parked at least this long (one default tick) lets the watchdog sleep until one
+/// unparks. Measured on w4-sleep (workers park between 1 ms timers): 0 made the waking
+/// workers pay 0.81-0.97x; 250 µs gives 0.99x, and w5 the same saving.
+const IDLE_AFTER_NS: u64 = 250_000;
+/// The longest the idle watchdog sleeps without being woken.
+const IDLE_WAKE: Duration = Duration::from_millis(100);
 
 /// How often the aggregator hands new stall records to the writer.
 const STALL_PERIOD: Duration = Duration::from_millis(100);
@@ -592,6 +617,7 @@ impl Drop for Guard {
         // The watchdog first: it hands over the stalls still running, marked ongoing.
         self.shared.stop_watchdog.store(true, Relaxed);
         if let Some(w) = self.watchdog.take() {
+            w.thread().unpark();
             let _ = w.join();
         }
         if let Some(profile) = self.cpu.take().and_then(|c| c.finish()) {

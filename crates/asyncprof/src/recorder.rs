@@ -202,6 +202,11 @@ pub(crate) struct Recorder {
     pub(crate) run_start_ns: u64,
     /// The runtimes seen, in the order their first thread registered.
     pub(crate) runtimes: Mutex<Vec<RuntimeEntry>>,
+    /// The watchdog sleeps until a worker unparks: every worker has been parked a while, so
+    /// there is no poll to time or watch. The coarse clock stands still meanwhile.
+    pub(crate) watchdog_idle: AtomicBool,
+    /// The watchdog's thread, for the worker that unparks first to wake it.
+    pub(crate) watchdog_thread: OnceLock<std::thread::Thread>,
 }
 
 thread_local! {
@@ -259,6 +264,8 @@ impl Recorder {
             stalls: Mutex::new(crate::watchdog::StallBoard::default()),
             run_start_ns: clock::exact_ns(),
             runtimes: Mutex::new(Vec::new()),
+            watchdog_idle: AtomicBool::new(false),
+            watchdog_thread: OnceLock::new(),
             settings,
         }
     }
@@ -498,7 +505,7 @@ impl Recorder {
             return;
         };
         slot.location.store(li, Relaxed);
-        let now = clock::coarse_ns();
+        let now = self.task_time();
         slot.spawned_ns.store(now, Relaxed);
         slot.ready_since_ns.store(now.max(1), Relaxed);
         if let Some(name) = name.filter(|n| !n.is_empty()) {
@@ -592,12 +599,9 @@ impl Recorder {
         if let Some(slot) = self.tasks.find(id) {
             // Only the first wake counts: waking a task that is already scheduled does not
             // reset its delay.
-            let _ = slot.ready_since_ns.compare_exchange(
-                0,
-                clock::coarse_ns().max(1),
-                Relaxed,
-                Relaxed,
-            );
+            let _ =
+                slot.ready_since_ns
+                    .compare_exchange(0, self.task_time().max(1), Relaxed, Relaxed);
         }
     }
 
@@ -611,14 +615,58 @@ impl Recorder {
         }
     }
 
-    /// The calling thread unparks.
+    /// The calling thread unparks. The first worker to unpark while the watchdog sleeps
+    /// wakes it.
     pub(crate) fn unpark(&'static self) {
         let now = clock::publish();
         if let Some(w) = self.current_worker() {
-            let since = w.park_since_ns.swap(0, Relaxed);
+            // SeqCst with the load of `watchdog_idle` below, against the watchdog's store of
+            // it and its reading of the park states: either the watchdog sees this worker
+            // unparked and stays awake, or this worker sees it asleep and wakes it.
+            let since = w.park_since_ns.swap(0, SeqCst);
             if since != 0 {
                 w.parked_ns.fetch_add(now.saturating_sub(since), Relaxed);
             }
+        }
+        if self.watchdog_idle.load(SeqCst) {
+            self.wake_watchdog();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_watchdog(&self) {
+        if self.watchdog_idle.swap(false, Relaxed) {
+            if let Some(t) = self.watchdog_thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Whether every worker has been parked since `since` or earlier (and at least one
+    /// worker is known). Then the watchdog may sleep until one unparks.
+    pub(crate) fn all_parked_since(&self, since: u64) -> bool {
+        let mut any = false;
+        for w in self.workers() {
+            if !w.active.load(Acquire) {
+                continue;
+            }
+            any = true;
+            let parked = w.park_since_ns.load(SeqCst);
+            if parked == 0 || parked > since || w.state.load(Acquire) & 1 == 1 {
+                return false;
+            }
+        }
+        any
+    }
+
+    /// Now, for a task's spawn or wake (once per task event, not per poll): the coarse
+    /// clock, or the exact time while the watchdog sleeps and the coarse clock stands still.
+    fn task_time(&self) -> u64 {
+        if self.watchdog_idle.load(Relaxed) {
+            clock::publish()
+        } else {
+            clock::coarse_ns()
         }
     }
 

@@ -59,8 +59,11 @@ impl Symbolizer {
         if self.cache.len() >= MAX_CACHED && !self.cache.contains_key(&(ip, exact)) {
             self.cache.clear();
         }
-        let (last_lookup, released_at, keep_for) =
-            (&mut self.last_lookup, &mut self.released_at, &mut self.keep_for);
+        let (last_lookup, released_at, keep_for) = (
+            &mut self.last_lookup,
+            &mut self.released_at,
+            &mut self.keep_for,
+        );
         self.cache.entry((ip, exact)).or_insert_with(|| {
             let now = Instant::now();
             if let Some(r) = released_at.take() {
@@ -240,7 +243,9 @@ mod tests {
         assert_eq!(s.keep_for, RELEASE_AFTER);
         // A new address soon after the release: parsed again, and kept twice as long.
         let named = s.frames_at(ip + 1, true).to_vec();
-        assert!(named.iter().any(|f| f.function.contains("a_known_function")));
+        assert!(named
+            .iter()
+            .any(|f| f.function.contains("a_known_function")));
         assert!(s.last_lookup.is_some());
         assert_eq!(s.keep_for, RELEASE_AFTER * 2);
         let t1 = s.last_lookup.unwrap();

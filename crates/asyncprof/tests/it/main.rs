@@ -8,6 +8,7 @@ mod dropin;
 mod edges;
 mod eintr;
 mod footprint;
+mod idle;
 mod killed;
 mod macro_main;
 mod polls;
