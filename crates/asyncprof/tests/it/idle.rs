@@ -7,21 +7,28 @@ use crate::support::{record, Flavor};
 
 /// The watchdog thread's voluntary context switches so far (each sleep and wake is one).
 fn watchdog_switches() -> u64 {
-    for entry in std::fs::read_dir("/proc/self/task").unwrap() {
-        let dir = entry.unwrap().path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim_end() == "asyncprof-watch" || comm.trim_end() == "asyncprof-watchdog" {
-            let status = std::fs::read_to_string(dir.join("status")).unwrap();
-            return status
-                .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
+    let mut seen = Vec::new();
+    // Listing /proc/self/task while other tests start and end threads can skip an entry:
+    // list again (bounded) before concluding.
+    for _ in 0..5 {
+        seen.clear();
+        for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let dir = entry.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim_end() == "asyncprof-watch" {
+                let status = std::fs::read_to_string(dir.join("status")).unwrap();
+                return status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+            }
+            seen.push(comm.trim_end().to_string());
         }
     }
-    panic!("no asyncprof-watchdog thread")
+    panic!("no asyncprof-watchdog thread among {seen:?}")
 }
 
 #[test]
