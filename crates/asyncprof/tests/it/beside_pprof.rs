@@ -74,11 +74,6 @@ fn a_service_running_pprof_itself_keeps_its_profile_and_asyncprof_its_stalls() {
         run.cpu_profile.is_none(),
         "asyncprof left pprof to the service"
     );
-    let line = crate::stalls::stall_line("beside-pprof");
-    let stall = run
-        .stalls
-        .iter()
-        .find(|s| s.culprit.as_ref().is_some_and(|c| c.line == Some(line)))
-        .unwrap_or_else(|| panic!("the stall at line {line}: {:#?}", run.stalls));
+    let stall = crate::stalls::stall_at(&run, "beside-pprof");
     assert!(!stall.stacks.is_empty(), "{stall:#?}");
 }

@@ -149,12 +149,7 @@ fn a_runtime_shut_down_mid_stall_leaves_the_stall_in_the_file() {
     let run = asyncprof_format::read_path(&path).unwrap();
     std::fs::remove_file(&path).ok();
     assert!(run.ended);
-    let at = crate::stalls::stall_line("shutdown");
-    let stall = run
-        .stalls
-        .iter()
-        .find(|s| s.culprit.as_ref().is_some_and(|c| c.line == Some(at)))
-        .unwrap_or_else(|| panic!("the stall at line {at} is in the file: {:#?}", run.stalls));
+    let stall = crate::stalls::stall_at(&run, "shutdown");
     assert!(stall.ongoing, "it was still running at shutdown");
     assert!(stall.duration_ns >= 150_000_000, "{stall:#?}");
 }

@@ -62,12 +62,7 @@ fn an_idle_runtime_lets_the_watchdog_sleep_and_times_what_follows() {
         max_delay < 50_000_000,
         "spawn-to-poll delays after idling are not the idle time: max {max_delay} ns"
     );
-    let line = crate::stalls::stall_line("after-idle");
-    let stall = run
-        .stalls
-        .iter()
-        .find(|s| s.culprit.as_ref().is_some_and(|c| c.line == Some(line)))
-        .unwrap_or_else(|| panic!("the stall at line {line}: {:#?}", run.stalls));
+    let stall = crate::stalls::stall_at(&run, "after-idle");
     assert!(
         stall.detection_latency_ns < 30_000_000,
         "recorded {} ms after it began (threshold 10 ms)",

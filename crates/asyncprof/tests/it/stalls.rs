@@ -23,6 +23,16 @@ pub(crate) fn stall_line(marker: &str) -> u32 {
     panic!("no line ends with {needle:?} in {}", dir.display())
 }
 
+/// The stall whose culprit is the line marked `// stall: {marker}`; panics listing the stalls
+/// when there is none.
+pub(crate) fn stall_at<'r>(run: &'r RunFile, marker: &str) -> &'r StallRecord {
+    let line = stall_line(marker);
+    run.stalls
+        .iter()
+        .find(|s| s.culprit.as_ref().is_some_and(|c| c.line == Some(line)))
+        .unwrap_or_else(|| panic!("no stall at line {line} ({marker}): {:#?}", run.stalls))
+}
+
 fn the_stall(run: &RunFile) -> &StallRecord {
     let stalls: Vec<_> = run.stalls.iter().filter(|s| s.culprit.is_some()).collect();
     assert!(
