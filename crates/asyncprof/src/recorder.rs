@@ -801,7 +801,7 @@ impl Recorder {
     /// worker from running tasks, so it is no stall. `None` when not known: a current-thread
     /// runtime (which has no `block_in_place`), or a build without `tokio_unstable`, where
     /// tokio does not say which thread holds a worker. Cold: the watchdog asks only about
-    /// polls past the stall threshold.
+    /// polls past half the stall threshold, at most every 10 ms each.
     pub(crate) fn holds_core(&self, w: &Worker) -> Option<bool> {
         #[cfg(tokio_unstable)]
         {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{lock_recording, spin, temp_run_path};
+use crate::support::{record_with, spin, Flavor};
 
 #[inline(never)]
 fn the_services_own_work(d: Duration) {
@@ -12,38 +12,38 @@ fn the_services_own_work(d: Duration) {
 
 #[test]
 fn a_service_running_pprof_itself_keeps_its_profile_and_asyncprof_its_stalls() {
-    let _one = lock_recording();
-    // The service profiles itself from its start, as a service with a profiling endpoint
-    // that is on would.
-    let service_profiler = pprof::ProfilerGuardBuilder::default()
-        .frequency(199)
-        .blocklist(&["libc", "libgcc", "pthread", "vdso"])
-        .build()
-        .expect("the service's own pprof starts");
-    let path = temp_run_path("service-pprof");
-    // asyncprof is asked for its CPU profile too: pprof is the service's, so asyncprof goes
-    // without one (and says so once on stderr) instead of taking it.
-    let guard = asyncprof::Profiler::builder()
-        .out(&path)
-        .cpu_profile(99)
-        .start()
-        .unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
-    rt.block_on(async {
-        tokio::spawn(async { the_services_own_work(Duration::from_millis(300)) })
+    let mut service_profiler = None;
+    let (run, _) = record_with(
+        "service-pprof",
+        Flavor::MultiThread(2),
+        |b| {
+            // The service profiles itself from its start, as a service with a profiling
+            // endpoint that is on would; started under the recording lock, so no other test's
+            // CPU profile holds pprof meanwhile.
+            service_profiler = Some(
+                pprof::ProfilerGuardBuilder::default()
+                    .frequency(199)
+                    .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+                    .build()
+                    .expect("the service's own pprof starts"),
+            );
+            // asyncprof is asked for its CPU profile too: pprof is the service's, so asyncprof
+            // goes without one (and says so once on stderr) instead of taking it.
+            b.cpu_profile(99)
+        },
+        || async {
+            tokio::spawn(async { the_services_own_work(Duration::from_millis(300)) })
+                .await
+                .unwrap();
+            tokio::spawn(async {
+                std::thread::sleep(Duration::from_millis(80)); // stall: beside-pprof
+            })
             .await
             .unwrap();
-        tokio::spawn(async {
-            std::thread::sleep(Duration::from_millis(80)); // stall: beside-pprof
-        })
-        .await
-        .unwrap();
-    });
-    drop(rt);
-    drop(guard);
+        },
+    );
 
+    let service_profiler = service_profiler.expect("started before recording");
     let report = service_profiler
         .report()
         .build()
@@ -67,9 +67,6 @@ fn a_service_running_pprof_itself_keeps_its_profile_and_asyncprof_its_stalls() {
         "{own} samples of the service's own work in its own profile"
     );
 
-    let run = asyncprof_format::read_path(&path).unwrap();
-    std::fs::remove_file(&path).ok();
-    assert!(run.ended);
     assert!(
         run.cpu_profile.is_none(),
         "asyncprof left pprof to the service"
