@@ -1,6 +1,7 @@
 //! A service that runs pprof itself, beside asyncprof: its own CPU profile keeps working,
 //! and asyncprof's stall stacks (sampled with their own signal, not SIGPROF) too.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use crate::support::{record_with, spin, Flavor};
@@ -12,15 +13,18 @@ fn the_services_own_work(d: Duration) {
 
 #[test]
 fn a_service_running_pprof_itself_keeps_its_profile_and_asyncprof_its_stalls() {
-    let mut service_profiler = None;
+    // The service's profiler lives only while the recording lock is held (started in the
+    // configure step, reported and dropped at the end of the workload), so no other test's CPU
+    // profile finds pprof taken.
+    let service_profiler = RefCell::new(None);
+    let service_report = RefCell::new(None);
     let (run, _) = record_with(
         "service-pprof",
         Flavor::MultiThread(2),
         |b| {
             // The service profiles itself from its start, as a service with a profiling
-            // endpoint that is on would; started under the recording lock, so no other test's
-            // CPU profile holds pprof meanwhile.
-            service_profiler = Some(
+            // endpoint that is on would.
+            *service_profiler.borrow_mut() = Some(
                 pprof::ProfilerGuardBuilder::default()
                     .frequency(199)
                     .blocklist(&["libc", "libgcc", "pthread", "vdso"])
@@ -40,15 +44,18 @@ fn a_service_running_pprof_itself_keeps_its_profile_and_asyncprof_its_stalls() {
             })
             .await
             .unwrap();
+            let profiler = service_profiler
+                .borrow_mut()
+                .take()
+                .expect("started before recording");
+            *service_report.borrow_mut() =
+                Some(profiler.report().build().expect("the service's report"));
         },
     );
 
-    let service_profiler = service_profiler.expect("started before recording");
-    let report = service_profiler
-        .report()
-        .build()
-        .expect("the service's report");
-    drop(service_profiler);
+    let report = service_report
+        .into_inner()
+        .expect("reported in the workload");
     let own: isize = report
         .data
         .iter()

@@ -35,10 +35,16 @@ pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
     idx as u32 + 2
 }
 
-/// Keep the CPU busy for `d` without yielding (a CPU-bound poll of known length).
+/// Keep the CPU busy for `d` without yielding (a CPU-bound poll of known length). The time
+/// goes to arithmetic in this function, the clock is read every few microseconds: a sampling
+/// profiler lands here, not in the vDSO's clock (which CPU profiles leave out).
 pub(crate) fn spin(d: Duration) {
     let start = Instant::now();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
     while start.elapsed() < d {
-        std::hint::spin_loop();
+        for _ in 0..4096 {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        }
     }
+    std::hint::black_box(x);
 }
