@@ -594,20 +594,14 @@ impl Guard {
         let r = self.recorder;
         Footprint {
             task_slots: r.tasks.capacity(),
-            tasks_tracked: r
-                .tasks
-                .slots()
-                .iter()
-                .filter(|s| s.id.load(Relaxed) != 0)
-                .count(),
+            tasks_tracked: r.tasks.iter().count(),
             locations: r
                 .locations
                 .slots()
                 .iter()
                 .filter(|l| l.info.get().is_some())
                 .count(),
-            table_bytes: r.tasks.capacity() * std::mem::size_of::<crate::tables::TaskSlot>()
-                + std::mem::size_of_val(r.locations.slots()),
+            table_bytes: r.tasks.bytes() + r.locations.bytes(),
         }
     }
 }

@@ -168,8 +168,9 @@ pub(crate) struct Loss {
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(crate) struct TaskCounters {
-    pub(crate) spawned: AtomicU64,
-    pub(crate) completed: AtomicU64,
+    /// Written by the spawning threads; `completed` by the workers: one cache line each.
+    pub(crate) spawned: crate::queues::Padded,
+    pub(crate) completed: crate::queues::Padded,
     /// Per-task histograms allocated now.
     pub(crate) hists: AtomicU32,
 }
@@ -494,12 +495,12 @@ impl Recorder {
     /// A task was spawned at `loc`. `ready` marks it as scheduled now, so that its first
     /// poll measures the spawn-to-first-poll delay.
     pub(crate) fn task_spawned(&self, id: u64, loc: LocKey<'_>, name: Option<&str>) {
-        self.task_counters.spawned.fetch_add(1, Relaxed);
+        self.task_counters.spawned.0.fetch_add(1, Relaxed);
         let (li, known) = self.locations.intern(loc);
         if !known {
             self.loss.untracked_locations.fetch_add(1, Relaxed);
         }
-        self.locations.get(li).tasks_spawned.fetch_add(1, Relaxed);
+        self.locations.spawned(li).fetch_add(1, Relaxed);
         let Some(slot) = self.tasks.claim(id) else {
             self.loss.untracked_tasks.fetch_add(1, Relaxed);
             return;
@@ -521,21 +522,21 @@ impl Recorder {
     /// those are ignored.
     pub(crate) fn task_terminated(&self, id: u64, loc: Option<LocKey<'_>>) {
         let Some(slot) = self.tasks.find(id) else {
-            let Some(l) = loc.and_then(|l| self.locations.find(l)) else {
+            let Some(li) = loc.and_then(|l| self.locations.find(l)) else {
                 return;
             };
-            let l = self.locations.get(l);
+            let l = self.locations.get(li);
             let done = l.tasks_completed.load(Relaxed);
-            if done < l.tasks_spawned.load(Relaxed)
+            if done < self.locations.spawned(li).load(Relaxed)
                 && l.tasks_completed
                     .compare_exchange(done, done + 1, Relaxed, Relaxed)
                     .is_ok()
             {
-                self.task_counters.completed.fetch_add(1, Relaxed);
+                self.task_counters.completed.0.fetch_add(1, Relaxed);
             }
             return;
         };
-        self.task_counters.completed.fetch_add(1, Relaxed);
+        self.task_counters.completed.0.fetch_add(1, Relaxed);
         let loc = self.locations.get(slot.location.load(Relaxed));
         let mut counts = slot.counts.load();
         counts.polls = self.task_polls(slot, id);
@@ -554,7 +555,7 @@ impl Recorder {
                 loc.record_pending(k, v);
             }
         }
-        self.tasks.release(slot);
+        self.tasks.release(id);
     }
 
     /// Task `id`'s span closed (layer tier). tracing enters a task's span once more to drop

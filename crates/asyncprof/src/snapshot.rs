@@ -130,11 +130,7 @@ impl Recorder {
         // Live tasks, by location.
         let mut live: HashMap<u32, LiveLocation> = HashMap::new();
         let mut tasks: Vec<LiveTask> = Vec::new();
-        for (index, slot) in self.tasks.slots().iter().enumerate() {
-            let id = slot.id.load(Acquire);
-            if id == 0 {
-                continue;
-            }
+        for (index, id, slot) in self.tasks.iter() {
             let mut counts = slot.counts.load();
             counts.polls = self.task_polls(slot, id);
             let location = slot.location.load(Relaxed);
@@ -157,7 +153,7 @@ impl Recorder {
         // Locations: folded (completed) tasks plus live ones.
         for (index, loc) in self.locations.slots().iter().enumerate() {
             let Some(info) = loc.info.get() else { continue };
-            let spawned = loc.tasks_spawned.load(Relaxed);
+            let spawned = self.locations.spawned(index as u32).load(Relaxed);
             if spawned == 0 {
                 continue;
             }
@@ -198,9 +194,9 @@ impl Recorder {
         tasks.sort_by_key(|t| std::cmp::Reverse(t.counts.busy_ns(mean_short_ns)));
         for t in tasks.into_iter().take(SNAPSHOT_TASKS) {
             let (mut poll, mut sched) = (None, None);
-            let slot = &self.tasks.slots()[t.slot];
+            let slot = self.tasks.slot(t.slot);
             // The task may have ended since the scan: then its histograms are gone with it.
-            if slot.id.load(Acquire) == t.id {
+            if self.tasks.id_at(t.slot) == t.id {
                 self.add_task_hists(slot, &mut poll, &mut sched);
             }
             let mut poll = poll.unwrap_or_else(hist::new_fine);
@@ -228,8 +224,8 @@ impl Recorder {
 
         let r = &mut snap.runtime;
         r.polls = polls;
-        r.tasks_spawned = self.task_counters.spawned.load(Relaxed);
-        r.tasks_completed = self.task_counters.completed.load(Relaxed);
+        r.tasks_spawned = self.task_counters.spawned.0.load(Relaxed);
+        r.tasks_completed = self.task_counters.completed.0.load(Relaxed);
         r.tasks_alive = r.tasks_spawned.saturating_sub(r.tasks_completed);
         r.poll_ns = format::Histogram::from_hdr(&poll_hist);
         r.scheduled_ns = format::Histogram::from_hdr(&sched);

@@ -169,13 +169,11 @@ pub(crate) struct TaskHists {
     pub(crate) sched: Histogram<u32>,
 }
 
-/// One live task.
+/// One live task. Its id is kept apart, in [`TaskTable`]'s id array.
 #[derive(Debug, Default)]
 // Tasks polled at once by different workers do not share a cache line.
 #[repr(align(64))]
 pub(crate) struct TaskSlot {
-    /// tokio's task id; 0 when the slot is free.
-    pub(crate) id: AtomicU64,
     /// Index into the location table.
     pub(crate) location: AtomicU32,
     pub(crate) spawned_ns: AtomicU64,
@@ -190,9 +188,16 @@ pub(crate) struct TaskSlot {
     pub(crate) name: Mutex<Option<Box<str>>>,
 }
 
-/// The live-task table.
+/// The live-task table: open addressing over tokio's task ids.
+///
+/// The ids sit in an array of their own, eight to a cache line, so that a lookup's probe
+/// of [`PROBE`] neighbours reads one or two cache lines instead of one per slot: a task
+/// that is not tracked (spawned while the table was full) is looked up at each of its first
+/// polls and at its end, and finding it absent then costs one cache miss, not four.
 #[derive(Debug)]
 pub(crate) struct TaskTable {
+    /// tokio's task id per slot; 0 when the slot is free.
+    ids: Box<[AtomicU64]>,
     slots: Box<[TaskSlot]>,
     mask: usize,
 }
@@ -202,6 +207,7 @@ impl TaskTable {
     pub(crate) fn new(capacity: usize) -> Self {
         let cap = capacity.clamp(PROBE, 1 << 24).next_power_of_two();
         TaskTable {
+            ids: (0..cap).map(|_| AtomicU64::new(0)).collect(),
             slots: (0..cap).map(|_| TaskSlot::default()).collect(),
             mask: cap - 1,
         }
@@ -211,22 +217,32 @@ impl TaskTable {
         self.slots.len()
     }
 
-    /// Hot path: the slot of live task `id`, if it is tracked.
+    /// Bytes the table holds (ids and slots).
+    pub(crate) fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.ids) + std::mem::size_of_val(&*self.slots)
+    }
+
+    /// Hot path: the index of live task `id`'s slot, if it is tracked.
     #[inline]
-    pub(crate) fn find(&self, id: u64) -> Option<&TaskSlot> {
+    fn index(&self, id: u64) -> Option<usize> {
         if id == 0 {
             // 0 marks a free slot, never a task.
             return None;
         }
         let mut i = id as usize & self.mask;
         for _ in 0..PROBE {
-            let slot = &self.slots[i];
-            if slot.id.load(Relaxed) == id {
-                return Some(slot);
+            if self.ids[i].load(Relaxed) == id {
+                return Some(i);
             }
             i = (i + 1) & self.mask;
         }
         None
+    }
+
+    /// Hot path: the slot of live task `id`, if it is tracked.
+    #[inline]
+    pub(crate) fn find(&self, id: u64) -> Option<&TaskSlot> {
+        self.index(id).map(|i| &self.slots[i])
     }
 
     /// Claim a slot for a new task; `None` when its neighbourhood is full.
@@ -236,10 +252,15 @@ impl TaskTable {
         }
         let mut i = id as usize & self.mask;
         for _ in 0..PROBE {
-            let slot = &self.slots[i];
-            // Acquire: see the reset that the slot's previous task published when it freed it.
-            if slot.id.compare_exchange(0, id, Acquire, Relaxed).is_ok() {
-                return Some(slot);
+            // A plain load first: a failed compare-exchange still takes the cache line from
+            // the worker that last wrote it. Acquire: see the reset that the slot's previous
+            // task published when it freed it.
+            if self.ids[i].load(Relaxed) == 0
+                && self.ids[i]
+                    .compare_exchange(0, id, Acquire, Relaxed)
+                    .is_ok()
+            {
+                return Some(&self.slots[i]);
             }
             i = (i + 1) & self.mask;
         }
@@ -249,14 +270,15 @@ impl TaskTable {
     /// Live tasks that are ready to run and not yet polled (spawned, or woken in the layer
     /// tier). Cold path: scans the table.
     pub(crate) fn ready_count(&self) -> u64 {
-        self.slots
-            .iter()
-            .filter(|s| s.id.load(Relaxed) != 0 && s.ready_since_ns.load(Relaxed) != 0)
+        self.iter()
+            .filter(|(_, _, s)| s.ready_since_ns.load(Relaxed) != 0)
             .count() as u64
     }
 
-    /// Free a slot after its numbers were folded away.
-    pub(crate) fn release(&self, slot: &TaskSlot) {
+    /// Free task `id`'s slot after its numbers were folded away.
+    pub(crate) fn release(&self, id: u64) {
+        let Some(i) = self.index(id) else { return };
+        let slot = &self.slots[i];
         slot.counts.reset();
         for p in &slot.pending_long {
             p.store(0, Relaxed);
@@ -264,12 +286,26 @@ impl TaskTable {
         slot.ready_since_ns.store(0, Relaxed);
         *hist::lock(&slot.name) = None;
         // Release: the next claimer sees the reset above.
-        slot.id.store(0, Release);
+        self.ids[i].store(0, Release);
     }
 
-    /// Every slot, for the aggregator's scan.
-    pub(crate) fn slots(&self) -> &[TaskSlot] {
-        &self.slots
+    /// Task id in slot `index` now (0: free).
+    pub(crate) fn id_at(&self, index: usize) -> u64 {
+        self.ids[index].load(Acquire)
+    }
+
+    /// The slots in use, with their index and task id, for the aggregator's scan.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, u64, &TaskSlot)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, self.id_at(i), s))
+            .filter(|(_, id, _)| *id != 0)
+    }
+
+    /// Slot `index`.
+    pub(crate) fn slot(&self, index: usize) -> &TaskSlot {
+        &self.slots[index]
     }
 }
 
@@ -279,7 +315,8 @@ pub(crate) struct LocationSlot {
     /// Hash of the location; 0 when free.
     key: AtomicU64,
     pub(crate) info: OnceLock<SourceLocation>,
-    pub(crate) tasks_spawned: AtomicU64,
+    /// (Tasks spawned here are counted in [`LocationTable::spawned`], apart from what the
+    /// workers write.)
     pub(crate) tasks_completed: AtomicU64,
     /// Counts of completed tasks.
     pub(crate) folded: PollCounters,
@@ -340,6 +377,10 @@ impl LocKey<'_> {
 #[derive(Debug)]
 pub(crate) struct LocationTable {
     slots: Box<[LocationSlot]>,
+    /// Tasks spawned per location, apart from the slots: the spawning thread writes these
+    /// while workers write the slots' completion counts and read their keys; on one cache
+    /// line they would bounce between them at every spawn.
+    spawned: Box<[AtomicU64]>,
     mask: usize,
 }
 
@@ -353,6 +394,7 @@ impl LocationTable {
             .set(SourceLocation::new("<other locations>", 0, 0));
         LocationTable {
             slots,
+            spawned: (0..cap).map(|_| AtomicU64::new(0)).collect(),
             mask: cap - 1,
         }
     }
@@ -404,11 +446,68 @@ impl LocationTable {
         None
     }
 
+    /// Bytes the table holds (slots and spawn counts).
+    pub(crate) fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.slots) + std::mem::size_of_val(&*self.spawned)
+    }
+
+    /// Tasks spawned at location `index` so far.
+    pub(crate) fn spawned(&self, index: u32) -> &AtomicU64 {
+        &self.spawned[index as usize & self.mask]
+    }
+
     pub(crate) fn get(&self, index: u32) -> &LocationSlot {
         &self.slots[index as usize & self.mask]
     }
 
     pub(crate) fn slots(&self) -> &[LocationSlot] {
         &self.slots
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_table_claims_finds_and_frees_slots_by_id() {
+        let t = TaskTable::new(16);
+        assert_eq!(t.capacity(), 16);
+        // Ids 1, 17, 33, 49 share a home slot; the probe takes the next three.
+        for id in [1, 17, 33, 49] {
+            t.claim(id).expect("a slot in the neighbourhood");
+        }
+        assert!(t.claim(65).is_none(), "the neighbourhood of slot 1 is full");
+        assert!(t.find(65).is_none());
+        assert!(t.find(0).is_none() && t.claim(0).is_none());
+        t.find(33).unwrap().spawned_ns.store(7, Relaxed);
+        let seen: Vec<u64> = t.iter().map(|(_, id, _)| id).collect();
+        assert_eq!(seen, [1, 17, 33, 49]);
+
+        t.release(17);
+        assert!(t.find(17).is_none());
+        assert_eq!(t.find(33).unwrap().spawned_ns.load(Relaxed), 7);
+        let s = t.claim(65).expect("the freed slot is claimed again");
+        assert_eq!(s.counts.load().polls, 0);
+        assert_eq!(t.iter().count(), 4);
+        let (index, _, _) = t.iter().find(|(_, id, _)| *id == 65).unwrap();
+        assert_eq!(t.id_at(index), 65);
+    }
+
+    #[test]
+    fn location_spawn_counts_sit_beside_their_slots() {
+        let l = LocationTable::new(16);
+        let key = LocKey {
+            file: "src/main.rs",
+            line: 3,
+            col: 5,
+        };
+        let (i, known) = l.intern(key);
+        assert!(known && i != 0);
+        assert_eq!(l.find(key), Some(i));
+        l.spawned(i).fetch_add(2, Relaxed);
+        assert_eq!(l.spawned(i).load(Relaxed), 2);
+        assert_eq!(l.spawned(0).load(Relaxed), 0, "other locations untouched");
+        assert_eq!(l.get(i).info.get().unwrap().line, 3);
     }
 }
