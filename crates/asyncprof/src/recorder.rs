@@ -521,7 +521,7 @@ impl Recorder {
     /// spawning at all (tokio runs its workers as blocking tasks that report only their end):
     /// those are ignored.
     pub(crate) fn task_terminated(&self, id: u64, loc: Option<LocKey<'_>>) {
-        let Some(slot) = self.tasks.find(id) else {
+        let Some(index) = self.tasks.index(id) else {
             let Some(li) = loc.and_then(|l| self.locations.find(l)) else {
                 return;
             };
@@ -537,6 +537,7 @@ impl Recorder {
             return;
         };
         self.task_counters.completed.0.fetch_add(1, Relaxed);
+        let slot = self.tasks.slot(index);
         let loc = self.locations.get(slot.location.load(Relaxed));
         let mut counts = slot.counts.load();
         counts.polls = self.task_polls(slot, id);
@@ -555,7 +556,7 @@ impl Recorder {
                 loc.record_pending(k, v);
             }
         }
-        self.tasks.release(id);
+        self.tasks.release(index);
     }
 
     /// Task `id`'s span closed (layer tier). tracing enters a task's span once more to drop

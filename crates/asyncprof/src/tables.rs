@@ -224,7 +224,7 @@ impl TaskTable {
 
     /// Hot path: the index of live task `id`'s slot, if it is tracked.
     #[inline]
-    fn index(&self, id: u64) -> Option<usize> {
+    pub(crate) fn index(&self, id: u64) -> Option<usize> {
         if id == 0 {
             // 0 marks a free slot, never a task.
             return None;
@@ -275,9 +275,8 @@ impl TaskTable {
             .count() as u64
     }
 
-    /// Free task `id`'s slot after its numbers were folded away.
-    pub(crate) fn release(&self, id: u64) {
-        let Some(i) = self.index(id) else { return };
+    /// Free slot `i` (from [`TaskTable::index`]) after its task's numbers were folded away.
+    pub(crate) fn release(&self, i: usize) {
         let slot = &self.slots[i];
         slot.counts.reset();
         for p in &slot.pending_long {
@@ -484,7 +483,7 @@ mod tests {
         let seen: Vec<u64> = t.iter().map(|(_, id, _)| id).collect();
         assert_eq!(seen, [1, 17, 33, 49]);
 
-        t.release(17);
+        t.release(t.index(17).unwrap());
         assert!(t.find(17).is_none());
         assert_eq!(t.find(33).unwrap().spawned_ns.load(Relaxed), 7);
         let s = t.claim(65).expect("the freed slot is claimed again");
