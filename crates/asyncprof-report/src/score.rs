@@ -54,7 +54,8 @@ pub struct Score {
     pub matched_findings: usize,
     /// Markers no finding matched.
     pub missed: Vec<Marker>,
-    /// Findings that match no marker, as `kind at file:line`.
+    /// Findings that match no marker, as `kind at file:line in function` with their evidence
+    /// (stalls or sender waits, the longest, the total).
     pub unexpected: Vec<String>,
 }
 
@@ -69,7 +70,18 @@ impl Score {
         let unexpected: Vec<String> = findings
             .iter()
             .filter(|f| !markers.iter().any(|m| m.matches(f)))
-            .map(|f| format!("{} at {}:{}", f.kind, f.location.file, f.location.line))
+            .map(|f| {
+                format!(
+                    "{} at {}:{} in {} ({} events, longest {:.1} ms, {:.1} ms in all)",
+                    f.kind,
+                    f.location.file,
+                    f.location.line,
+                    f.location.function,
+                    f.count,
+                    f.max_ms,
+                    f.total_ms
+                )
+            })
             .collect();
         Score {
             expected: markers.len(),

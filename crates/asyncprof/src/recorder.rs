@@ -690,6 +690,16 @@ impl Recorder {
         LOCAL.with(|l| self.local_worker(l))
     }
 
+    /// Worker entry `i`, claimed for thread `tid` as if that thread had registered (for the
+    /// watchdog's tests, which play a worker's part by hand).
+    #[cfg(test)]
+    pub(crate) fn claim_worker_for_test(&self, i: usize, tid: i32) -> &Worker {
+        let w = self.workers[i].get_or_init(|| Worker::new(i as u32));
+        w.tid.store(tid, Relaxed);
+        w.active.store(true, Release);
+        w
+    }
+
     /// First event on this thread: claim a worker entry (reusing one a stopped thread freed).
     #[cold]
     #[inline(never)]

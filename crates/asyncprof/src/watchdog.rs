@@ -87,9 +87,10 @@ struct Track {
     /// The poll began no earlier than this (the later of its coarse start and the previous
     /// look that saw another poll), so a late watchdog never inflates a poll.
     lower_ns: u64,
-    /// When the poll passed half the threshold, and the thread's CPU time then. A thread
-    /// that is runnable but got little CPU since was preempted by other threads: that is not
-    /// the poll's doing, and it is not reported as a stall.
+    /// When the watchdog first saw the poll past half the threshold, and the thread's CPU
+    /// time then. A stall is declared only half a threshold later, once the watchdog has
+    /// watched it that long; a thread that is runnable but got little CPU meanwhile was
+    /// preempted by other threads: that is not the poll's doing, and it is not reported.
     cpu_base: Option<(u64, u64)>,
     stall: Option<Active>,
     /// The thread handed its worker to another thread (`block_in_place`) at the last check.
@@ -171,7 +172,14 @@ impl Watchdog {
                             .map(|st| (now, st.cpu_ns))
                             .or(Some((now, u64::MAX)));
                     }
-                    Some((since, cpu0)) if running >= self.threshold_ns => {
+                    // The watchdog itself must have watched the poll run for half the
+                    // threshold: after a gap in its own looks (the watchdog descheduled, the
+                    // machine paused), the coarse clock that timed the poll's start was stale
+                    // too, and a poll begun in the gap would look as old as the gap.
+                    Some((since, cpu0))
+                        if running >= self.threshold_ns
+                            && now.saturating_sub(since) >= self.threshold_ns / 2 =>
+                    {
                         let preempted = cpu0 != u64::MAX
                             && asyncprof_sampler::thread_state(tid).is_some_and(|st| {
                                 let on_cpu = st.cpu_ns.saturating_sub(cpu0);
@@ -382,4 +390,108 @@ fn observe(w: &Worker) -> Option<(u64, u64, u64)> {
     let task = w.task_id.load(Relaxed);
     let s2 = w.state.load(Acquire);
     (s1 == s2).then_some((s1, start, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::{Relaxed, Release};
+    use std::sync::mpsc;
+
+    use super::Watchdog;
+    use crate::recorder::{Recorder, Settings, Worker};
+
+    const MS: u64 = 1_000_000;
+    const TICK: u64 = 250_000;
+    /// Where the test's clock starts (any time after the recorder's zero).
+    const T0: u64 = 1_000 * MS;
+
+    /// A recorder with a 10 ms threshold, and worker 0 played by a thread that sleeps on a
+    /// channel (kernel state `S`, so no look mistakes it for a preempted thread). Dropping the
+    /// sender ends that thread.
+    fn setup() -> (&'static Recorder, &'static Worker, mpsc::Sender<()>) {
+        let mut config = asyncprof_format::Config::default();
+        config.stall_threshold_us = 10_000;
+        let rec: &'static Recorder = Box::leak(Box::new(Recorder::new(Settings {
+            config,
+            program: "watchdog-test".into(),
+            args: Vec::new(),
+        })));
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            tid_tx.send(asyncprof_sampler::current_tid()).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        // Until it is asleep in recv, the thread is runnable and a look could take it for
+        // preempted.
+        while asyncprof_sampler::thread_state(tid).is_some_and(|st| st.state == 'R') {
+            std::thread::yield_now();
+        }
+        let w = rec.claim_worker_for_test(0, tid);
+        (rec, w, stop_tx)
+    }
+
+    /// Worker `w` begins poll number `n` of task 7 at coarse time `start`.
+    fn begin_poll(w: &Worker, n: u64, start: u64) {
+        w.poll_start_ns.store(start, Relaxed);
+        w.task_id.store(7, Relaxed);
+        w.state.store(2 * n + 1, Release);
+    }
+
+    fn stalls(rec: &Recorder) -> usize {
+        crate::hist::lock(&rec.stalls).pending.len()
+    }
+
+    #[test]
+    fn a_poll_past_the_threshold_is_a_stall_within_a_tick() {
+        let (rec, w, _stop) = setup();
+        let mut dog = Watchdog::new(rec, None);
+        dog.look(T0 - TICK);
+        begin_poll(w, 1, T0);
+        let mut now = T0;
+        while stalls(rec) == 0 && now < T0 + 20 * MS {
+            now += TICK;
+            dog.look(now);
+        }
+        assert_eq!(stalls(rec), 1);
+        assert!(
+            now <= T0 + 10 * MS + TICK,
+            "declared at {} µs",
+            (now - T0) / 1000
+        );
+    }
+
+    #[test]
+    fn a_poll_begun_while_the_watchdog_was_away_needs_half_a_threshold_of_watching() {
+        let (rec, w, _stop) = setup();
+        let mut dog = Watchdog::new(rec, None);
+        dog.look(T0);
+        // The watchdog is away for 30 ms. The coarse clock it publishes stood still, so a poll
+        // that began during the gap carries the time of the last look, and looks 30 ms old.
+        begin_poll(w, 1, T0);
+        dog.look(T0 + 30 * MS);
+        dog.look(T0 + 30 * MS + TICK);
+        dog.look(T0 + 32 * MS);
+        assert_eq!(stalls(rec), 0, "a poll seen for 2 ms is not a stall");
+        // It ends: it never was a stall.
+        w.state.store(4, Release);
+        dog.look(T0 + 33 * MS);
+        assert_eq!(stalls(rec), 0);
+        // The same gap, and a poll that goes on: a stall once watched for half the threshold.
+        begin_poll(w, 2, T0 + 33 * MS);
+        dog.look(T0 + 70 * MS);
+        let mut now = T0 + 70 * MS;
+        while stalls(rec) == 0 && now < T0 + 90 * MS {
+            now += TICK;
+            dog.look(now);
+        }
+        assert_eq!(stalls(rec), 1);
+        let seen = now - (T0 + 70 * MS);
+        assert!(
+            (5 * MS..=5 * MS + TICK).contains(&seen),
+            "declared after {} µs of watching",
+            seen / 1000
+        );
+    }
 }
