@@ -173,8 +173,8 @@ pub fn diagnose(run: &RunFile) -> Vec<Finding> {
 
 /// Every finding of a run, most severe and costly first.
 pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
-    // Stalls past the sampling budget have no stack: they join the culprit most often seen
-    // for the same task location (and kind, when their kind is known).
+    // Stalls with no stack (past the sampling budget, or a sample that timed out) join the
+    // culprit most often seen for the same task location, of a kind their kernel state fits.
     let mut culprits: BTreeMap<String, BTreeMap<(&'static str, FindingLocation), u64>> =
         BTreeMap::new();
     for s in run
@@ -198,8 +198,17 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
     let adopted = |s: &StallRecord| -> Option<(&'static str, FindingLocation)> {
         let seen = culprits.get(&s.task_location.as_ref()?.to_string())?;
         let kind = stall_kind(s);
+        // Without a stack, a thread asleep in a futex looks like a blocking call; in a task
+        // whose sampled stalls waited for a lock, it is one more lock wait.
+        let compatible = |k: &str| {
+            k == kind
+                || s.class == StallClass::Unknown
+                || (kind == crate::diagnoses::blocking_call::KIND
+                    && k == crate::diagnoses::lock_contention::KIND
+                    && s.syscall.as_deref() == Some("futex"))
+        };
         seen.iter()
-            .filter(|((k, _), _)| s.class == StallClass::Unknown || *k == kind)
+            .filter(|((k, _), _)| compatible(k))
             .max_by_key(|(_, n)| **n)
             .map(|((k, loc), _)| (*k, loc.clone()))
     };
@@ -334,4 +343,91 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
             .then(b.total_ms.total_cmp(&a.total_ms))
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use asyncprof_format::{
+        read_bytes, Frame, Header, RunWriter, SourceLocation, StackSample, StallClass, StallRecord,
+    };
+
+    const TASK: &str = "src/enrich.rs";
+    const USER: &str = "src/enrich.rs";
+
+    /// A stall of the task spawned at `TASK:40`, asleep in a futex (`Blocking`) or computing,
+    /// with a stack whose user frame is at `line` calling `primitive`, or with no stack at all.
+    fn stall(id: u64, class: StallClass, sampled: Option<(u32, &str)>) -> StallRecord {
+        let mut s = StallRecord::default();
+        s.id = id;
+        s.class = class;
+        s.duration_ns = 30_000_000;
+        s.cpu_share = Some(if class == StallClass::Blocking {
+            0.0
+        } else {
+            1.0
+        });
+        s.task_location = Some(SourceLocation::new(TASK, 40, 5));
+        if class == StallClass::Blocking {
+            s.syscall = Some("futex".into());
+        }
+        if let Some((line, primitive)) = sampled {
+            let call = Frame::new(
+                primitive,
+                Some("/rustc/x/library/std/src/sync.rs".into()),
+                Some(1),
+            );
+            let user = Frame::new("enrich::lookup", Some(USER.into()), Some(line));
+            let mut sample = StackSample::default();
+            sample.count = 1;
+            sample.frames = vec![call.clone(), user.clone()];
+            s.stacks = vec![sample];
+            s.primitive = (!primitive.is_empty()).then_some(call);
+            s.culprit = Some(user);
+        }
+        s
+    }
+
+    fn findings(stalls: &[StallRecord]) -> Vec<super::Finding> {
+        let mut bytes = Vec::new();
+        let mut w = RunWriter::new(&mut bytes, &Header::new("svc")).unwrap();
+        for s in stalls {
+            w.write_stall(s).unwrap();
+        }
+        w.write_end().unwrap();
+        super::diagnose(&read_bytes(&bytes).unwrap())
+    }
+
+    #[test]
+    fn stalls_without_a_stack_asleep_in_a_task_that_waits_for_a_lock_are_lock_waits() {
+        let lock = "std::sync::poison::mutex::Mutex<T>::lock";
+        let f = findings(&[
+            stall(1, StallClass::Blocking, Some((167, lock))),
+            stall(2, StallClass::Blocking, Some((167, lock))),
+            stall(3, StallClass::Blocking, None),
+            stall(4, StallClass::Blocking, None),
+            stall(5, StallClass::Blocking, None),
+        ]);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].kind, "lock-contention", "{f:#?}");
+        assert_eq!((f[0].location.line, f[0].count), (167, 5));
+    }
+
+    #[test]
+    fn stalls_without_a_stack_asleep_in_a_task_that_computes_stay_apart() {
+        let f = findings(&[
+            stall(1, StallClass::CpuBound, Some((90, ""))),
+            stall(2, StallClass::CpuBound, Some((90, ""))),
+            stall(3, StallClass::Blocking, None),
+        ]);
+        let mut kinds: Vec<_> = f
+            .iter()
+            .map(|f| (f.kind, f.location.line, f.count))
+            .collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [("blocking-call", 40, 1), ("cpu-bound-poll", 90, 2)],
+            "{f:#?}"
+        );
+    }
 }
