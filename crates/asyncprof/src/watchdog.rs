@@ -87,10 +87,12 @@ struct Track {
     /// The poll began no earlier than this (the later of its coarse start and the previous
     /// look that saw another poll), so a late watchdog never inflates a poll.
     lower_ns: u64,
-    /// When the watchdog first saw the poll past half the threshold, and the thread's CPU
-    /// time then. A stall is declared only half a threshold later, once the watchdog has
-    /// watched it that long; a thread that is runnable but got little CPU meanwhile was
-    /// preempted by other threads: that is not the poll's doing, and it is not reported.
+    /// The look that first saw the poll came after a gap in the watchdog's looks: the poll
+    /// began somewhere in the gap, and its coarse start (the clock stood still) says too early.
+    uncertain_start: bool,
+    /// When the poll passed half the threshold, and the thread's CPU time then. A thread
+    /// that is runnable but got little CPU since was preempted by other threads: that is not
+    /// the poll's doing, and it is not reported as a stall.
     cpu_base: Option<(u64, u64)>,
     stall: Option<Active>,
     /// The thread handed its worker to another thread (`block_in_place`) at the last check.
@@ -103,6 +105,8 @@ pub(crate) struct Watchdog {
     rec: &'static Recorder,
     sampler: Option<StackSampler>,
     threshold_ns: u64,
+    /// A longer time between two looks is a gap (the watchdog did not run on time).
+    gap_ns: u64,
     tracks: Vec<Track>,
     prev_look_ns: u64,
     next_id: u64,
@@ -116,6 +120,7 @@ impl Watchdog {
             rec,
             sampler,
             threshold_ns: rec.settings.config.stall_threshold_us.saturating_mul(1000),
+            gap_ns: rec.settings.config.clock_tick_ns.saturating_mul(4),
             tracks: Vec::new(),
             prev_look_ns: 0,
             next_id: 1,
@@ -147,6 +152,7 @@ impl Watchdog {
                 let track = &mut self.tracks[i];
                 track.seq = seq;
                 track.lower_ns = start.max(self.prev_look_ns);
+                track.uncertain_start = now.saturating_sub(self.prev_look_ns) > self.gap_ns;
                 track.cpu_base = None;
                 track.handed_off = false;
                 track.next_core_check_ns = 0;
@@ -172,13 +178,14 @@ impl Watchdog {
                             .map(|st| (now, st.cpu_ns))
                             .or(Some((now, u64::MAX)));
                     }
-                    // The watchdog itself must have watched the poll run for half the
-                    // threshold: after a gap in its own looks (the watchdog descheduled, the
-                    // machine paused), the coarse clock that timed the poll's start was stale
-                    // too, and a poll begun in the gap would look as old as the gap.
+                    // A poll first seen after a gap in the watchdog's looks began at an
+                    // unknown time in the gap: the coarse clock that timed its start stood
+                    // still with the watchdog, so it looks as old as the gap. It is a stall only
+                    // once the watchdog itself has watched it for half the threshold.
                     Some((since, cpu0))
                         if running >= self.threshold_ns
-                            && now.saturating_sub(since) >= self.threshold_ns / 2 =>
+                            && (!track.uncertain_start
+                                || now.saturating_sub(since) >= self.threshold_ns / 2) =>
                     {
                         let preempted = cpu0 != u64::MAX
                             && asyncprof_sampler::thread_state(tid).is_some_and(|st| {
@@ -459,6 +466,24 @@ mod tests {
             now <= T0 + 10 * MS + TICK,
             "declared at {} µs",
             (now - T0) / 1000
+        );
+    }
+
+    #[test]
+    fn a_poll_seen_before_the_watchdog_went_away_is_a_stall_at_its_return() {
+        let (rec, w, _stop) = setup();
+        let mut dog = Watchdog::new(rec, None);
+        dog.look(T0 - TICK);
+        begin_poll(w, 1, T0);
+        dog.look(T0);
+        dog.look(T0 + 3 * MS);
+        // Away for 20 ms: the poll's start was timed while the clock ran, so it is 23 ms old.
+        dog.look(T0 + 23 * MS);
+        dog.look(T0 + 23 * MS + TICK);
+        assert_eq!(
+            stalls(rec),
+            1,
+            "declared the tick after the watchdog came back"
         );
     }
 
