@@ -87,7 +87,22 @@ pub(crate) struct Worker {
     /// no cache line another thread writes. An entry taken over by another task hands its
     /// count to the task's slot.
     pub(crate) task_counts: Box<[TaggedCount]>,
+    /// Completions of untracked tasks counted here and not yet added to their location,
+    /// indexed by location index modulo the table size and tagged with it: only this worker
+    /// writes them, so the workers do not take turns on a location's counter at every task's
+    /// end. Snapshots add them in; see [`Recorder::untracked_done`].
+    pub(crate) done: [DoneCount; WORKER_DONE],
 }
+
+/// Untracked completions a worker holds for one location (`loc` 0: none).
+#[derive(Debug, Default)]
+pub(crate) struct DoneCount {
+    pub(crate) loc: AtomicU32,
+    pub(crate) pending: AtomicU64,
+}
+
+/// Locations a worker holds untracked completions for at once.
+const WORKER_DONE: usize = 8;
 
 /// One entry of a worker's per-task poll counts.
 #[derive(Debug, Default)]
@@ -124,6 +139,7 @@ impl Worker {
             stopped_ns: AtomicU64::new(0),
             uncounted: AtomicU64::new(0),
             task_counts: (0..WORKER_COUNTS).map(|_| TaggedCount::default()).collect(),
+            done: Default::default(),
             hists: Mutex::new(WorkerHists {
                 long: hist::new_fine(),
                 sampled: hist::new_fine(),
@@ -242,6 +258,9 @@ impl Local {
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Untracked completions a worker counts on its own before adding them to their location.
+const DONE_BATCH: u64 = 1024;
 
 impl Recorder {
     pub(crate) fn new(settings: Settings) -> Self {
@@ -525,14 +544,25 @@ impl Recorder {
             let Some(li) = loc.and_then(|l| self.locations.find(l)) else {
                 return;
             };
-            let l = self.locations.get(li);
-            let done = l.tasks_completed.load(Relaxed);
-            if done < self.locations.spawned(li).load(Relaxed)
-                && l.tasks_completed
-                    .compare_exchange(done, done + 1, Relaxed, Relaxed)
-                    .is_ok()
-            {
-                self.task_counters.completed.0.fetch_add(1, Relaxed);
+            // On a worker, counted in the worker's own entry while its tasks end at one
+            // location; added to the location when they move on or the count is large.
+            let worker = LOCAL.with(|l| {
+                l.worker
+                    .get()
+                    .filter(|_| l.generation.get() == self.generation)
+            });
+            let Some(w) = worker else {
+                self.add_untracked_done(li, 1);
+                return;
+            };
+            let d = &w.done[li as usize % WORKER_DONE];
+            let pending = d.pending.load(Relaxed);
+            if d.loc.load(Relaxed) == li && pending < DONE_BATCH {
+                d.pending.store(pending + 1, Relaxed);
+            } else {
+                self.flush_untracked_done(d);
+                d.loc.store(li, Relaxed);
+                d.pending.store(1, Relaxed);
             }
             return;
         };
@@ -557,6 +587,44 @@ impl Recorder {
             }
         }
         self.tasks.release(index);
+    }
+
+    /// Add a worker's pending untracked completions to their location. Called by the worker's
+    /// own thread (the only one that writes them): the count is taken out before it is added,
+    /// so a snapshot in between misses it for a moment rather than counting it twice.
+    fn flush_untracked_done(&self, d: &DoneCount) {
+        let n = d.pending.load(Relaxed);
+        if n == 0 {
+            return;
+        }
+        d.pending.store(0, Relaxed);
+        self.add_untracked_done(d.loc.load(Relaxed), n);
+    }
+
+    /// `n` untracked tasks spawned at location `li` completed. A location never counts more
+    /// completions than spawns: tasks that end without having been seen spawning are not its.
+    fn add_untracked_done(&self, li: u32, n: u64) {
+        if li == 0 {
+            return;
+        }
+        let spawned = self.locations.spawned(li).load(Relaxed);
+        let counter = &self.locations.get(li).tasks_completed;
+        if let Ok(done) = counter.fetch_update(Relaxed, Relaxed, |d| {
+            (d < spawned).then(|| d.saturating_add(n).min(spawned))
+        }) {
+            let added = done.saturating_add(n).min(spawned) - done;
+            self.task_counters.completed.0.fetch_add(added, Relaxed);
+        }
+    }
+
+    /// Untracked completions the workers hold and have not yet added to their locations, as
+    /// (location index, count).
+    pub(crate) fn untracked_done(&self) -> Vec<(u32, u64)> {
+        self.workers()
+            .flat_map(|w| w.done.iter())
+            .map(|d| (d.loc.load(Relaxed), d.pending.load(Relaxed)))
+            .filter(|&(li, n)| li != 0 && n != 0)
+            .collect()
     }
 
     /// Task `id`'s span closed (layer tier). tracing enters a task's span once more to drop
@@ -679,6 +747,9 @@ impl Recorder {
                 return;
             }
             if let Some(w) = l.worker.take() {
+                for d in &w.done {
+                    self.flush_untracked_done(d);
+                }
                 w.stopped_ns.store(clock::exact_ns(), Relaxed);
                 self.runtime_thread_stopped(w.runtime.load(Relaxed));
                 w.active.store(false, Release);

@@ -151,6 +151,8 @@ impl Recorder {
         }
 
         // Locations: folded (completed) tasks plus live ones.
+        // Untracked completions the workers still hold count at their locations.
+        let untracked_done = self.untracked_done();
         for (index, loc) in self.locations.slots().iter().enumerate() {
             let Some(info) = loc.info.get() else { continue };
             let spawned = self.locations.spawned(index as u32).load(Relaxed);
@@ -181,7 +183,12 @@ impl Recorder {
             let mut ls = format::LocationStats::default();
             ls.location = info.clone();
             ls.tasks_spawned = spawned;
-            ls.tasks_completed = loc.tasks_completed.load(Relaxed);
+            let held: u64 = untracked_done
+                .iter()
+                .filter(|&&(li, _)| li as usize == index)
+                .map(|&(_, n)| n)
+                .sum();
+            ls.tasks_completed = with_held(loc.tasks_completed.load(Relaxed), held, spawned);
             ls.polls = counts.polls;
             ls.busy_ns = counts.busy_ns(mean_short_ns);
             ls.max_poll_ns = counts.max_poll_ns;
@@ -225,7 +232,12 @@ impl Recorder {
         let r = &mut snap.runtime;
         r.polls = polls;
         r.tasks_spawned = self.task_counters.spawned.0.load(Relaxed);
-        r.tasks_completed = self.task_counters.completed.0.load(Relaxed);
+        let held: u64 = untracked_done.iter().map(|&(_, n)| n).sum();
+        r.tasks_completed = with_held(
+            self.task_counters.completed.0.load(Relaxed),
+            held,
+            r.tasks_spawned,
+        );
         r.tasks_alive = r.tasks_spawned.saturating_sub(r.tasks_completed);
         r.poll_ns = format::Histogram::from_hdr(&poll_hist);
         r.scheduled_ns = format::Histogram::from_hdr(&sched);
@@ -259,4 +271,9 @@ fn fill_short(poll: &mut Histogram<u64>, sched: &mut Histogram<u64>, c: &Counts,
     if n > 0 {
         sched.saturating_record_n(mean, n);
     }
+}
+
+/// A completion count with the completions workers still hold added, never past the spawns.
+fn with_held(stored: u64, held: u64, spawned: u64) -> u64 {
+    stored.saturating_add(held.min(spawned.saturating_sub(stored)))
 }

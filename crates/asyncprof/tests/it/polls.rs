@@ -145,3 +145,100 @@ fn short_polls_are_counted_exactly_and_sampled() {
     assert_eq!(run.header.workers, 2);
     assert_eq!(run.header.flavor, asyncprof_format::Flavor::MultiThread);
 }
+
+/// (spawned, completed) of the tasks spawned at lines `a` and `b` of this file, then of the
+/// runtime, in `run`'s last snapshot (`None` until it has one with both locations).
+fn untracked_counts(run: &asyncprof_format::RunFile, a: u32, b: u32) -> Option<[(u64, u64); 3]> {
+    let snap = run.snapshot.as_ref()?;
+    let at = |line| {
+        snap.locations
+            .iter()
+            .find(|l| l.location.file.ends_with(file!()) && l.location.line == line)
+            .map(|l| (l.tasks_spawned, l.tasks_completed))
+    };
+    let r = &snap.runtime;
+    Some([at(a)?, at(b)?, (r.tasks_spawned, r.tasks_completed)])
+}
+
+/// Far more tasks alive at once than the task table holds, ending on both workers and
+/// alternating between two spawn locations: every end is counted at its location, exactly,
+/// both in a snapshot taken while the workers still run (they count ends of untracked tasks
+/// on their own before adding them up) and in the last one.
+#[test]
+fn untracked_tasks_are_counted_where_they_were_spawned_exactly() {
+    const N: u64 = 20_000;
+    let (a, b) = (
+        marked_line(file!(), "untracked-a"),
+        marked_line(file!(), "untracked-b"),
+    );
+    let _one = crate::support::lock_recording();
+    let path = crate::support::temp_run_path("untracked");
+    let guard = asyncprof::Profiler::builder()
+        .out(&path)
+        .task_capacity(64)
+        .start()
+        .unwrap();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2);
+    let rt = guard.instrument(&mut builder).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (go, ready) = tokio::sync::watch::channel(false);
+        let mut handles = Vec::new();
+        for _ in 0..N {
+            let mut r = ready.clone();
+            // spawn: untracked-a
+            handles.push(tokio::spawn(async move {
+                let _ = r.wait_for(|go| *go).await;
+            }));
+            let mut r = ready.clone();
+            // spawn: untracked-b
+            handles.push(tokio::spawn(async move {
+                let _ = r.wait_for(|go| *go).await;
+            }));
+        }
+        go.send(true).unwrap();
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    // Every task has ended and the workers are parked, still alive: a snapshot now counts
+    // what they hold. Written on request; read until it shows up (bounded).
+    let expected = [(N, N), (N, N), (2 * N, 2 * N)];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = None;
+    while std::time::Instant::now() < deadline {
+        guard.flush();
+        // Until the writer's first flush the file may not even hold its header.
+        if let Some(counts) = asyncprof_format::read_path(&path)
+            .ok()
+            .and_then(|run| untracked_counts(&run, a, b))
+        {
+            seen = Some(counts);
+            if counts == expected {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        seen,
+        Some(expected),
+        "live snapshot (spawned, completed): a, b, runtime"
+    );
+    drop(rt);
+    drop(guard);
+    let run = asyncprof_format::read_path(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(
+        untracked_counts(&run, a, b),
+        Some(expected),
+        "last snapshot"
+    );
+    let snap = run.snapshot.as_ref().unwrap();
+    assert_eq!(snap.runtime.tasks_alive, 0);
+    assert!(
+        snap.loss.untracked_tasks >= 2 * N - 64,
+        "{} untracked",
+        snap.loss.untracked_tasks
+    );
+}
