@@ -450,17 +450,23 @@ mod tests {
         crate::hist::lock(&rec.stalls).pending.len()
     }
 
+    /// Look every tick after `from` until a stall is recorded or `until`; the last look's time.
+    fn look_until_a_stall(dog: &mut Watchdog, rec: &Recorder, from: u64, until: u64) -> u64 {
+        let mut now = from;
+        while stalls(rec) == 0 && now < until {
+            now += TICK;
+            dog.look(now);
+        }
+        now
+    }
+
     #[test]
     fn a_poll_past_the_threshold_is_a_stall_within_a_tick() {
         let (rec, w, _stop) = setup();
         let mut dog = Watchdog::new(rec, None);
         dog.look(T0 - TICK);
         begin_poll(w, 1, T0);
-        let mut now = T0;
-        while stalls(rec) == 0 && now < T0 + 20 * MS {
-            now += TICK;
-            dog.look(now);
-        }
+        let now = look_until_a_stall(&mut dog, rec, T0, T0 + 20 * MS);
         assert_eq!(stalls(rec), 1);
         assert!(
             now <= T0 + 10 * MS + TICK,
@@ -506,11 +512,7 @@ mod tests {
         // The same gap, and a poll that goes on: a stall once watched for half the threshold.
         begin_poll(w, 2, T0 + 33 * MS);
         dog.look(T0 + 70 * MS);
-        let mut now = T0 + 70 * MS;
-        while stalls(rec) == 0 && now < T0 + 90 * MS {
-            now += TICK;
-            dog.look(now);
-        }
+        let now = look_until_a_stall(&mut dog, rec, T0 + 70 * MS, T0 + 90 * MS);
         assert_eq!(stalls(rec), 1);
         let seen = now - (T0 + 70 * MS);
         assert!(
