@@ -351,10 +351,10 @@ mod tests {
         read_bytes, Frame, Header, RunWriter, SourceLocation, StackSample, StallClass, StallRecord,
     };
 
-    const TASK: &str = "src/enrich.rs";
-    const USER: &str = "src/enrich.rs";
+    /// The user's file: the task is spawned at its line 40, its stalls are at other lines.
+    const FILE: &str = "src/enrich.rs";
 
-    /// A stall of the task spawned at `TASK:40`, asleep in a futex (`Blocking`) or computing,
+    /// A stall of the task spawned at `FILE:40`, asleep in a futex (`Blocking`) or computing,
     /// with a stack whose user frame is at `line` calling `primitive`, or with no stack at all.
     fn stall(id: u64, class: StallClass, sampled: Option<(u32, &str)>) -> StallRecord {
         let mut s = StallRecord::default();
@@ -366,7 +366,7 @@ mod tests {
         } else {
             1.0
         });
-        s.task_location = Some(SourceLocation::new(TASK, 40, 5));
+        s.task_location = Some(SourceLocation::new(FILE, 40, 5));
         if class == StallClass::Blocking {
             s.syscall = Some("futex".into());
         }
@@ -376,7 +376,7 @@ mod tests {
                 Some("/rustc/x/library/std/src/sync.rs".into()),
                 Some(1),
             );
-            let user = Frame::new("enrich::lookup", Some(USER.into()), Some(line));
+            let user = Frame::new("enrich::lookup", Some(FILE.into()), Some(line));
             let mut sample = StackSample::default();
             sample.count = 1;
             sample.frames = vec![call.clone(), user.clone()];

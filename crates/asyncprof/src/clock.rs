@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Instant;
 
+/// Two publications further apart than this many ticks are a gap: the watchdog, which
+/// publishes the clock, did not run on time, and the clock stood still meanwhile.
+pub(crate) const GAP_TICKS: u64 = 4;
+
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 static COARSE_NS: AtomicU64 = AtomicU64::new(0);
 

@@ -330,7 +330,7 @@ impl Builder {
             move || {
                 let mut dog = crate::watchdog::Watchdog::new(recorder, sampler);
                 let _ = recorder.watchdog_thread.set(std::thread::current());
-                let gap = tick.as_nanos() as u64 * 4;
+                let gap = tick.as_nanos() as u64 * clock::GAP_TICKS;
                 let mut last = clock::publish();
                 while !shared.stop_watchdog.load(Relaxed) {
                     std::thread::sleep(tick);

@@ -544,8 +544,9 @@ impl Recorder {
             let Some(li) = loc.and_then(|l| self.locations.find(l)) else {
                 return;
             };
-            // On a worker, counted in the worker's own entry while its tasks end at one
-            // location; added to the location when they move on or the count is large.
+            // On a worker, counted in the worker's own entry for the location; added to the
+            // location when another location takes the entry over, the count is large, or
+            // the thread stops.
             let worker = LOCAL.with(|l| {
                 l.worker
                     .get()

@@ -153,6 +153,8 @@ impl Recorder {
         // Locations: folded (completed) tasks plus live ones.
         // Untracked completions the workers still hold count at their locations.
         let untracked_done = self.untracked_done();
+        // What of them the locations counted (never past their spawns): the runtime's too.
+        let mut held_counted = 0u64;
         for (index, loc) in self.locations.slots().iter().enumerate() {
             let Some(info) = loc.info.get() else { continue };
             let spawned = self.locations.spawned(index as u32).load(Relaxed);
@@ -188,7 +190,9 @@ impl Recorder {
                 .filter(|&&(li, _)| li as usize == index)
                 .map(|&(_, n)| n)
                 .sum();
-            ls.tasks_completed = with_held(loc.tasks_completed.load(Relaxed), held, spawned);
+            let stored = loc.tasks_completed.load(Relaxed);
+            ls.tasks_completed = with_held(stored, held, spawned);
+            held_counted += ls.tasks_completed - stored;
             ls.polls = counts.polls;
             ls.busy_ns = counts.busy_ns(mean_short_ns);
             ls.max_poll_ns = counts.max_poll_ns;
@@ -232,10 +236,9 @@ impl Recorder {
         let r = &mut snap.runtime;
         r.polls = polls;
         r.tasks_spawned = self.task_counters.spawned.0.load(Relaxed);
-        let held: u64 = untracked_done.iter().map(|&(_, n)| n).sum();
         r.tasks_completed = with_held(
             self.task_counters.completed.0.load(Relaxed),
-            held,
+            held_counted,
             r.tasks_spawned,
         );
         r.tasks_alive = r.tasks_spawned.saturating_sub(r.tasks_completed);

@@ -85,7 +85,8 @@ struct Active {
 struct Track {
     seq: u64,
     /// The poll began no earlier than this (the later of its coarse start and the previous
-    /// look that saw another poll), so a late watchdog never inflates a poll.
+    /// look that saw another poll). After a gap in the looks the coarse start is the stale
+    /// clock's, so this may still be early: see `uncertain_start`.
     lower_ns: u64,
     /// The look that first saw the poll came after a gap in the watchdog's looks: the poll
     /// began somewhere in the gap, and its coarse start (the clock stood still) says too early.
@@ -120,7 +121,11 @@ impl Watchdog {
             rec,
             sampler,
             threshold_ns: rec.settings.config.stall_threshold_us.saturating_mul(1000),
-            gap_ns: rec.settings.config.clock_tick_ns.saturating_mul(4),
+            gap_ns: rec
+                .settings
+                .config
+                .clock_tick_ns
+                .saturating_mul(clock::GAP_TICKS),
             tracks: Vec::new(),
             prev_look_ns: 0,
             next_id: 1,
@@ -231,6 +236,7 @@ impl Watchdog {
         let off = self.rec.holds_core(w) == Some(false);
         if track.handed_off && !off {
             track.lower_ns = now;
+            track.uncertain_start = false;
             track.cpu_base = None;
         }
         track.handed_off = off;
