@@ -47,6 +47,9 @@ pub enum Config {
     Dial9,
     /// Plain tokio compiled with its `tracing` feature, no subscriber.
     PlainTracing,
+    /// tokio's `tracing` feature with `tracing_subscriber`'s registry and no layer: what any
+    /// layer on a registry (asyncprof's, console-subscriber's) pays before it does anything.
+    Registry,
     /// asyncprof's layer tier: the subscriber layer reading tokio's task spans.
     Layer,
     /// console-subscriber's layer with its gRPC server on loopback.
@@ -58,12 +61,13 @@ pub enum Config {
 
 impl Config {
     /// Every measured configuration, in table order.
-    pub const MEASURED: [Config; 8] = [
+    pub const MEASURED: [Config; 9] = [
         Config::Plain,
         Config::Hooks,
         Config::Stable,
         Config::Layer,
         Config::PlainTracing,
+        Config::Registry,
         Config::Console,
         Config::TokioMetrics,
         Config::Dial9,
@@ -78,6 +82,7 @@ impl Config {
             Config::TokioMetrics => "tokio-metrics",
             Config::Dial9 => "dial9",
             Config::PlainTracing => "plain-tracing",
+            Config::Registry => "tracing-registry",
             Config::Layer => "asyncprof-layer",
             Config::Console => "console-subscriber",
             Config::CountPolls => "count-polls",
@@ -93,6 +98,7 @@ impl Config {
             Config::TokioMetrics => "tokio-metrics TaskMonitor",
             Config::Dial9 => "dial9-tokio-telemetry",
             Config::PlainTracing => "tokio + tracing feature",
+            Config::Registry => "tokio + tracing registry, no layer",
             Config::Layer => "asyncprof layer tier",
             Config::Console => "console-subscriber",
             Config::CountPolls => "poll counter",
@@ -109,7 +115,10 @@ impl Config {
 
     /// Whether it runs in the binary built with tokio's `tracing` feature.
     pub fn traced(self) -> bool {
-        matches!(self, Config::PlainTracing | Config::Layer | Config::Console)
+        matches!(
+            self,
+            Config::PlainTracing | Config::Registry | Config::Layer | Config::Console
+        )
     }
 
     /// Whether the workloads use asyncprof's instrumented channels under it.

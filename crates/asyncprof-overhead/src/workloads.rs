@@ -180,7 +180,7 @@ impl Instruments {
             Config::TokioMetrics => i.spawner.monitor = Some(tokio_metrics::TaskMonitor::new()),
             Config::CountPolls => i.polls = Some(Arc::new(AtomicU64::new(0))),
             Config::Dial9 => i.outputs.push(crate::temp_path("dial9")),
-            Config::Plain | Config::PlainTracing | Config::Console => {}
+            Config::Plain | Config::PlainTracing | Config::Registry | Config::Console => {}
         }
         #[cfg(feature = "traced")]
         traced::set_subscriber(config, i.asyncprof.as_ref())?;
@@ -217,6 +217,7 @@ impl Instruments {
             }
             Config::Plain
             | Config::PlainTracing
+            | Config::Registry
             | Config::Layer
             | Config::Console
             | Config::TokioMetrics => {}
@@ -451,6 +452,9 @@ mod traced {
                 tracing::subscriber::set_global_default(
                     tracing_subscriber::registry().with(guard.layer()),
                 )?;
+            }
+            Config::Registry => {
+                tracing::subscriber::set_global_default(tracing_subscriber::registry())?;
             }
             Config::Console => {
                 let port = std::net::TcpListener::bind("127.0.0.1:0")?

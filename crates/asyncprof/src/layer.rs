@@ -1,7 +1,10 @@
 //! The subscriber layer: tokio's task spans as polls (with the `tokio-tracing` feature), and
 //! user spans as pipeline stages (always).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    fence, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
+use std::sync::Arc;
 
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id};
@@ -37,12 +40,173 @@ use crate::Guard;
 #[derive(Debug, Clone)]
 pub struct TaskLayer {
     rec: &'static Recorder,
+    open: Arc<OpenTaskSpans>,
 }
 
 impl Guard {
     /// The subscriber layer for this recording (the layer tier, and user spans as stages).
     pub fn layer(&self) -> TaskLayer {
-        TaskLayer { rec: self.recorder }
+        TaskLayer {
+            rec: self.recorder,
+            open: Arc::new(OpenTaskSpans::new()),
+        }
+    }
+}
+
+/// Entries of [`OpenTaskSpans`]: room for this many open task spans.
+const OPEN_SPANS: usize = 1 << 14;
+/// The entries one span may use: two, in one cache line.
+const WAYS: usize = 2;
+
+/// The task spans open now, span id to tokio task id (and tokio's internal spans, to
+/// [`NOT_A_TASK`]), so that a poll's enter and exit and a
+/// wake do not look the span up in the registry (each such lookup takes and drops a reference
+/// count on the span's shared data, takes its extensions' lock and searches a map).
+///
+/// Fixed size: a span that finds both its entries taken is not added and is found through its
+/// extensions instead (which every task span keeps), as is one whose entry is being written. An entry is added when the
+/// span is created and removed when it closes, before its id can be reused.
+///
+/// Each entry is a sequence lock: a writer makes the sequence odd, writes, makes it even
+/// again; a reader that sees the same even sequence before and after its reads has a
+/// consistent entry, and otherwise falls back to the extensions. Readers never wait; a writer
+/// (a span's creation or close, once per task) waits only for another writer of the same
+/// entry, which holds it for two stores.
+struct OpenTaskSpans {
+    groups: Box<[Ways]>,
+}
+
+/// What the table maps a span that is no task's to: tokio's task ids start at 1.
+const NOT_A_TASK: u64 = 0;
+
+/// The entries a span may use, in one cache line.
+#[derive(Default)]
+#[repr(align(64))]
+struct Ways([OpenSpan; WAYS]);
+
+#[derive(Default)]
+struct OpenSpan {
+    seq: AtomicU64,
+    span: AtomicU64,
+    task: AtomicU64,
+}
+
+impl std::fmt::Debug for OpenTaskSpans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenTaskSpans")
+            .field("entries", &(self.groups.len() * WAYS))
+            .finish()
+    }
+}
+
+impl OpenSpan {
+    /// Take the entry for writing; `None` when another writer has it.
+    fn try_lock(&self) -> Option<u64> {
+        let seq = self.seq.load(Relaxed);
+        if seq & 1 == 1 {
+            return None;
+        }
+        self.seq
+            .compare_exchange(seq, seq + 1, Acquire, Relaxed)
+            .ok()?;
+        // Orders the odd sequence before the writes, for a reader that sees a write and then
+        // reads the sequence again.
+        fence(Release);
+        Some(seq)
+    }
+
+    /// Take the entry for writing, waiting for another writer to finish.
+    fn lock(&self) -> u64 {
+        let mut spins = 0u32;
+        loop {
+            if let Some(seq) = self.try_lock() {
+                return seq;
+            }
+            spins += 1;
+            if spins.is_multiple_of(64) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    fn unlock(&self, seq: u64) {
+        self.seq.store(seq + 2, Release);
+    }
+}
+
+impl OpenTaskSpans {
+    fn new() -> Self {
+        OpenTaskSpans {
+            groups: (0..OPEN_SPANS / WAYS).map(|_| Ways::default()).collect(),
+        }
+    }
+
+    /// The entries span `span` may use.
+    #[inline(always)]
+    fn ways(&self, span: u64) -> &[OpenSpan] {
+        let bits = (OPEN_SPANS / WAYS).trailing_zeros();
+        let h = span.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits);
+        &self.groups[h as usize].0
+    }
+
+    /// Add open task span `span` of task `task`; false when its entries are all taken.
+    fn insert(&self, span: u64, task: u64) -> bool {
+        if span == 0 {
+            return false;
+        }
+        for e in self.ways(span) {
+            if e.span.load(Relaxed) != 0 {
+                continue;
+            }
+            let Some(seq) = e.try_lock() else { continue };
+            let free = e.span.load(Relaxed) == 0;
+            if free {
+                e.span.store(span, Relaxed);
+                e.task.store(task, Relaxed);
+            }
+            e.unlock(seq);
+            if free {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Hot path: the task of open task span `span`, when the table holds it.
+    #[inline]
+    fn find(&self, span: u64) -> Option<u64> {
+        for e in self.ways(span) {
+            let seq = e.seq.load(Acquire);
+            if e.span.load(Relaxed) != span {
+                continue;
+            }
+            let task = e.task.load(Relaxed);
+            fence(Acquire);
+            return (seq & 1 == 0 && e.seq.load(Relaxed) == seq).then_some(task);
+        }
+        None
+    }
+
+    /// Remove span `span` (it closed); its task when the table held it.
+    fn remove(&self, span: u64) -> Option<u64> {
+        if span == 0 {
+            return None;
+        }
+        for e in self.ways(span) {
+            if e.span.load(Relaxed) != span {
+                continue;
+            }
+            let seq = e.lock();
+            let task = (e.span.load(Relaxed) == span).then(|| e.task.load(Relaxed));
+            if task.is_some() {
+                e.span.store(0, Relaxed);
+            }
+            e.unlock(seq);
+            return task;
+        }
+        None
     }
 }
 
@@ -62,7 +226,7 @@ struct StageSpan {
 struct SpawnFields {
     id: u64,
     name: Option<String>,
-    file: Option<String>,
+    file: Option<&'static str>,
     line: u32,
     col: u32,
 }
@@ -83,7 +247,7 @@ impl Visit for SpawnFields {
 
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
-            "loc.file" => self.file = Some(value.to_string()),
+            "loc.file" => self.file = Some(intern_file(value)),
             "task.name" => self.name = Some(value.to_string()),
             _ => {}
         }
@@ -141,6 +305,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         if is_task_span(meta) {
             if self.rec.hooks_installed.load(Relaxed) {
+                self.open.insert(id.into_u64(), NOT_A_TASK);
                 return;
             }
             let mut f = SpawnFields::default();
@@ -150,28 +315,40 @@ where
             }
             self.rec.note_source(source::LAYER);
             self.rec.schedule_source.store(1, Relaxed);
-            // The file string is copied: the layer does not get tokio's `&'static Location`.
-            let file = f.file.unwrap_or_default();
+            // The layer does not get tokio's `&'static Location`: the file name is interned.
             self.rec.task_spawned(
                 f.id,
                 LocKey {
-                    file: leak_file(&file),
+                    file: f.file.unwrap_or_default(),
                     line: f.line,
                     col: f.col,
                 },
                 f.name.as_deref(),
             );
+            // The extension stays the truth; the table spares the per-poll lookups of it
+            // (a lookup that races with a write to its entry falls back to it).
             span.extensions_mut().insert(TaskSpan { id: f.id });
+            self.open.insert(id.into_u64(), f.id);
         } else if !is_internal(meta.target()) {
             span.extensions_mut().insert(StageSpan {
                 created_ns: clock::exact_ns(),
                 entered_ns: AtomicU64::new(0),
                 busy_ns: AtomicU64::new(0),
             });
+        } else {
+            // tokio's resource and operation spans, entered on every poll of a timer, a lock,
+            // a channel operation: found in the table, they need no lookup either.
+            self.open.insert(id.into_u64(), NOT_A_TASK);
         }
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(task) = self.open.find(id.into_u64()) {
+            if task != NOT_A_TASK {
+                self.rec.poll_start::<true>(task, None);
+            }
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
         if let Some(t) = ext.get::<TaskSpan>() {
@@ -182,6 +359,12 @@ where
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(task) = self.open.find(id.into_u64()) {
+            if task != NOT_A_TASK {
+                self.rec.poll_end();
+            }
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
         if ext.get::<TaskSpan>().is_some() {
@@ -204,6 +387,12 @@ where
         if !f.op_wakes || f.span_id == 0 {
             return;
         }
+        if let Some(task) = self.open.find(f.span_id) {
+            if task != NOT_A_TASK {
+                self.rec.task_woken(task);
+            }
+            return;
+        }
         let Some(span) = ctx.span(&Id::from_u64(f.span_id)) else {
             return;
         };
@@ -214,6 +403,12 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if let Some(task) = self.open.remove(id.into_u64()) {
+            if task != NOT_A_TASK {
+                self.rec.task_closed_by_layer(task);
+            }
+            return;
+        }
         let Some(span) = ctx.span(&id) else { return };
         let ext = span.extensions();
         if let Some(t) = ext.get::<TaskSpan>() {
@@ -228,8 +423,34 @@ where
 }
 
 /// Spawn-location file names are interned for the life of the process: there are as many as
-/// there are `spawn` call sites, a few hundred at most, and each is copied once.
-fn leak_file(file: &str) -> &'static str {
+/// there are `spawn` call sites, a few hundred at most, and each is copied once. Each thread
+/// remembers the last names it interned, so a spawn usually takes no lock.
+fn intern_file(file: &str) -> &'static str {
+    use std::cell::Cell;
+    const RECENT: usize = 4;
+    thread_local! {
+        static RECENT_FILES: [Cell<&'static str>; RECENT] = const { [const { Cell::new("") }; RECENT] };
+    }
+    let recent = RECENT_FILES.try_with(|r| {
+        r.iter()
+            .map(Cell::get)
+            .find(|f| !f.is_empty() && *f == file)
+    });
+    if let Ok(Some(f)) = recent {
+        return f;
+    }
+    let interned = intern_file_locked(file);
+    let _ = RECENT_FILES.try_with(|r| {
+        // Newest first.
+        for i in (1..RECENT).rev() {
+            r[i].set(r[i - 1].get());
+        }
+        r[0].set(interned);
+    });
+    interned
+}
+
+fn intern_file_locked(file: &str) -> &'static str {
     use std::collections::HashSet;
     use std::sync::Mutex;
     static FILES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
@@ -244,4 +465,107 @@ fn leak_file(file: &str) -> &'static str {
     let leaked: &'static str = Box::leak(file.to_string().into_boxed_str());
     set.insert(leaked);
     leaked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Span ids that share one set of entries, `n` of them.
+    fn colliding(table: &OpenTaskSpans, n: usize) -> Vec<u64> {
+        let first = table.ways(1).as_ptr();
+        (1..)
+            .filter(|&s| std::ptr::eq(table.ways(s).as_ptr(), first))
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn file_names_are_interned_once() {
+        let a = intern_file(&String::from("src/interned_a.rs"));
+        let b = intern_file(&String::from("src/interned_b.rs"));
+        assert_eq!((a, b), ("src/interned_a.rs", "src/interned_b.rs"));
+        // The same name, from another string, from this thread's recent names and from another
+        // thread (the shared set): the same interned copy.
+        assert!(std::ptr::eq(
+            a,
+            intern_file(&String::from("src/interned_a.rs"))
+        ));
+        let other = std::thread::spawn(|| {
+            intern_file(&String::from("src/interned_a.rs")) as *const str as *const u8 as usize
+        })
+        .join()
+        .unwrap();
+        assert_eq!(other, a.as_ptr() as usize);
+    }
+
+    #[test]
+    fn open_spans_are_found_until_they_close() {
+        let t = OpenTaskSpans::new();
+        assert!(t.insert(7, 70));
+        assert!(t.insert(8, 80));
+        assert_eq!(t.find(7), Some(70));
+        assert_eq!(t.find(8), Some(80));
+        assert_eq!(t.find(9), None);
+        assert_eq!(t.remove(7), Some(70));
+        assert_eq!(t.find(7), None);
+        assert_eq!(t.remove(7), None);
+        assert_eq!(t.find(8), Some(80));
+        assert!(!t.insert(0, 1), "span id 0 is the empty entry");
+    }
+
+    #[test]
+    fn a_span_whose_entries_are_taken_is_not_added_and_its_neighbours_stay() {
+        let t = OpenTaskSpans::new();
+        let ids = colliding(&t, WAYS + 1);
+        for &s in &ids[..WAYS] {
+            assert!(t.insert(s, s * 10));
+        }
+        assert!(!t.insert(ids[WAYS], 1), "all its entries are taken");
+        assert_eq!(t.find(ids[WAYS]), None);
+        for &s in &ids[..WAYS] {
+            assert_eq!(t.find(s), Some(s * 10));
+        }
+        // A closed span frees its entry for the next one.
+        assert_eq!(t.remove(ids[1]), Some(ids[1] * 10));
+        assert!(t.insert(ids[WAYS], ids[WAYS] * 10));
+        assert_eq!(t.find(ids[WAYS]), Some(ids[WAYS] * 10));
+    }
+
+    /// One thread keeps closing a span and opening another in the same entry while this one
+    /// looks both up: a lookup finds a span's own task or nothing, never the other's.
+    #[test]
+    fn a_lookup_racing_with_a_close_and_an_open_never_returns_another_spans_task() {
+        let t = Arc::new(OpenTaskSpans::new());
+        let ids = colliding(&t, 2);
+        let (a, b) = (ids[0], ids[1]);
+        assert!(t.insert(a, a * 10));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swaps = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let (t, stop, swaps) = (t.clone(), stop.clone(), swaps.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    for (from, to) in [(a, b), (b, a)] {
+                        t.remove(from);
+                        t.insert(to, to * 10);
+                    }
+                    swaps.fetch_add(1, Relaxed);
+                }
+            })
+        };
+        let (mut found, mut looks) = (0u64, 0u64);
+        // Look while the writer runs, at least 1,000,000 of its swaps.
+        while swaps.load(Relaxed) < 1_000_000 || looks < 1_000_000 {
+            let s = if looks.is_multiple_of(2) { a } else { b };
+            if let Some(task) = t.find(s) {
+                assert_eq!(task, s * 10, "span {s} found with the other span's task");
+                found += 1;
+            }
+            looks += 1;
+        }
+        stop.store(true, Relaxed);
+        writer.join().unwrap();
+        assert!(found > 0, "{looks} lookups found nothing");
+    }
 }
