@@ -518,7 +518,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 match run {
                     Run::Done(s) => {
                         eprintln!(
-                            "  round {}/{} {:<26} {:>8.3} s  {:>12.0} {}/s",
+                            "  round {}/{} {:<30} {:>8.3} s  {:>12.0} {}/s",
                             round + 1,
                             args.rounds,
                             config.label(),
@@ -530,7 +530,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     }
                     Run::Stopped => {
                         eprintln!(
-                            "  round {}/{} {:<26} stopped after {took:.0} s",
+                            "  round {}/{} {:<30} stopped after {took:.0} s",
                             round + 1,
                             args.rounds,
                             config.label()
@@ -578,7 +578,7 @@ fn print_table(t: &Table) {
         t.polls.map_or(String::new(), |p| format!(", {p} polls"))
     );
     println!(
-        "  {:<26} {:>4} {:>9} {:>13} {:>7} {:>13} {:>9} {:>8} {:>8} {:>10}",
+        "  {:<30} {:>4} {:>9} {:>13} {:>7} {:>13} {:>9} {:>8} {:>8} {:>10}",
         "configuration",
         "runs",
         "median s",
@@ -597,7 +597,7 @@ fn print_table(t: &Table) {
             (None, false) => "-".into(),
         };
         println!(
-            "  {:<26} {:>4} {:>9} {:>13} {:>7} {:>13} {:>9} {:>8} {:>8} {:>10}",
+            "  {:<30} {:>4} {:>9} {:>13} {:>7} {:>13} {:>9} {:>8} {:>8} {:>10}",
             r.label,
             r.runs,
             opt(r.median_s, 3),

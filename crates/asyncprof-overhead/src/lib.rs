@@ -47,8 +47,9 @@ pub enum Config {
     Dial9,
     /// Plain tokio compiled with its `tracing` feature, no subscriber.
     PlainTracing,
-    /// tokio's `tracing` feature with `tracing_subscriber`'s registry and no layer: what any
-    /// layer on a registry (asyncprof's, console-subscriber's) pays before it does anything.
+    /// tokio's `tracing` feature with `tracing_subscriber`'s registry and an empty layer: what
+    /// any layer on a registry (asyncprof's, console-subscriber's) pays before it does
+    /// anything. (A registry with no layer at all never frees a closed span's data.)
     Registry,
     /// asyncprof's layer tier: the subscriber layer reading tokio's task spans.
     Layer,
@@ -98,7 +99,7 @@ impl Config {
             Config::TokioMetrics => "tokio-metrics TaskMonitor",
             Config::Dial9 => "dial9-tokio-telemetry",
             Config::PlainTracing => "tokio + tracing feature",
-            Config::Registry => "tokio + tracing registry, no layer",
+            Config::Registry => "registry + an empty layer",
             Config::Layer => "asyncprof layer tier",
             Config::Console => "console-subscriber",
             Config::CountPolls => "poll counter",

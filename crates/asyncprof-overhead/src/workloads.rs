@@ -454,7 +454,10 @@ mod traced {
                 )?;
             }
             Config::Registry => {
-                tracing::subscriber::set_global_default(tracing_subscriber::registry())?;
+                // The empty layer makes the registry free closed spans, as with any layer.
+                tracing::subscriber::set_global_default(
+                    tracing_subscriber::registry().with(tracing_subscriber::layer::Identity::new()),
+                )?;
             }
             Config::Console => {
                 let port = std::net::TcpListener::bind("127.0.0.1:0")?
