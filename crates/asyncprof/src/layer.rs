@@ -302,12 +302,17 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let meta = attrs.metadata();
+        let task = is_task_span(meta);
+        // tokio's resource and operation spans (entered on every poll of a timer, a lock, a
+        // channel operation), and its task spans when the hooks time the polls: nothing to
+        // do, and found in the table, no lookup either.
+        if (!task && is_internal(meta.target())) || (task && self.rec.hooks_installed.load(Relaxed))
+        {
+            self.open.insert(id.into_u64(), NOT_A_TASK);
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
-        if is_task_span(meta) {
-            if self.rec.hooks_installed.load(Relaxed) {
-                self.open.insert(id.into_u64(), NOT_A_TASK);
-                return;
-            }
+        if task {
             let mut f = SpawnFields::default();
             attrs.record(&mut f);
             if f.id == 0 {
@@ -329,16 +334,12 @@ where
             // (a lookup that races with a write to its entry falls back to it).
             span.extensions_mut().insert(TaskSpan { id: f.id });
             self.open.insert(id.into_u64(), f.id);
-        } else if !is_internal(meta.target()) {
+        } else {
             span.extensions_mut().insert(StageSpan {
                 created_ns: clock::exact_ns(),
                 entered_ns: AtomicU64::new(0),
                 busy_ns: AtomicU64::new(0),
             });
-        } else {
-            // tokio's resource and operation spans, entered on every poll of a timer, a lock,
-            // a channel operation: found in the table, they need no lookup either.
-            self.open.insert(id.into_u64(), NOT_A_TASK);
         }
     }
 
