@@ -59,19 +59,20 @@ const OPEN_SPANS: usize = 1 << 14;
 const WAYS: usize = 2;
 
 /// The task spans open now, span id to tokio task id (and tokio's internal spans, to
-/// [`NOT_A_TASK`]), so that a poll's enter and exit and a
-/// wake do not look the span up in the registry (each such lookup takes and drops a reference
-/// count on the span's shared data, takes its extensions' lock and searches a map).
+/// [`NOT_A_TASK`]), so that a poll's enter and exit and a wake do not look the span up in the
+/// registry (each such lookup takes and drops a reference count on the span's shared data,
+/// takes its extensions' lock and searches a map).
 ///
-/// Fixed size: a span that finds both its entries taken is not added and is found through its
-/// extensions instead (which every task span keeps), as is one whose entry is being written. An entry is added when the
-/// span is created and removed when it closes, before its id can be reused.
+/// Fixed size: a span that finds both its entries taken is not added; a task span is then found
+/// through its extension (which every task span keeps), as is one whose entry is being written
+/// while it is looked up. An entry is added when the span is created and removed when it
+/// closes, before its id can be reused.
 ///
 /// Each entry is a sequence lock: a writer makes the sequence odd, writes, makes it even
 /// again; a reader that sees the same even sequence before and after its reads has a
 /// consistent entry, and otherwise falls back to the extensions. Readers never wait; a writer
-/// (a span's creation or close, once per task) waits only for another writer of the same
-/// entry, which holds it for two stores.
+/// (a span's creation or close) waits only for another writer of the same entry, which holds
+/// it for a load and at most two stores.
 struct OpenTaskSpans {
     groups: Box<[Ways]>,
 }

@@ -64,7 +64,8 @@
 //! 0.82–0.86× the throughput of plain tokio (17–24 ns of CPU per poll, median of five runs
 //! 0.85×); the layer tier, with
 //! tokio's `tracing` feature, at 0.38× (193 ns per poll, `--features tokio-tracing -- --rounds
-//! 7`), which is about what `tracing-subscriber`'s registry alone costs. Side by side with console-subscriber, tokio-metrics
+//! 7`); side by side, `tracing-subscriber`'s registry with an empty layer is as slow (0.19×
+//! against the layer tier's 0.20× on `asyncprof-overhead`'s w1). Side by side with console-subscriber, tokio-metrics
 //! and dial9 on five workloads in fresh processes: `cargo run --release -p
 //! asyncprof-overhead`; the README's Overhead section has the table and what bounds it.
 //!
