@@ -325,6 +325,10 @@ impl Builder {
                 }
             },
         };
+        // The coarse clock runs once the watchdog does: until its first tick, a poll would be
+        // timed by the clock as it stood (from an earlier recording, or from just now).
+        let (running_tx, running_rx) = mpsc::sync_channel::<()>(1);
+        let published = clock::publish();
         let watchdog = spawn_thread("asyncprof-watchdog", {
             let shared = shared.clone();
             move || {
@@ -332,6 +336,12 @@ impl Builder {
                 let _ = recorder.watchdog_thread.set(std::thread::current());
                 let gap = tick.as_nanos() as u64 * clock::GAP_TICKS;
                 let mut last = clock::publish();
+                // A thread that first ran long after it was started (a busy machine) left the
+                // clock standing still meanwhile: a gap like any other.
+                if last.saturating_sub(published) > gap {
+                    recorder.loss.clock_gaps.fetch_add(1, Relaxed);
+                }
+                let _ = running_tx.send(());
                 while !shared.stop_watchdog.load(Relaxed) {
                     std::thread::sleep(tick);
                     let now = clock::publish();
@@ -358,6 +368,9 @@ impl Builder {
                 dog.shutdown();
             }
         })?;
+        // Bounded: a machine that does not run the thread within a second gets a recording
+        // whose first gap is counted (above), not a service held up at start.
+        let _ = running_rx.recv_timeout(WATCHDOG_START_WAIT);
         let aggregator = spawn_thread("asyncprof-aggregator", {
             let shared = shared.clone();
             let interval = Duration::from_millis(self.config.flush_interval_ms);
@@ -444,6 +457,8 @@ fn header(recorder: &Recorder, start_unix_ms: u64) -> format::Header {
 /// unparks. Measured on w4-sleep (workers park between 1 ms timers): 0 made the waking
 /// workers pay 0.81-0.97x; 250 µs gives 0.99x, and w5 the same saving.
 const IDLE_AFTER_NS: u64 = 250_000;
+/// The longest `start` waits for the watchdog thread to run its first tick.
+const WATCHDOG_START_WAIT: Duration = Duration::from_secs(1);
 /// The longest the idle watchdog sleeps without being woken.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
 

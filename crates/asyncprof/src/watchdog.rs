@@ -95,6 +95,10 @@ struct Track {
     /// that is runnable but got little CPU since was preempted by other threads: that is not
     /// the poll's doing, and it is not reported as a stall.
     cpu_base: Option<(u64, u64)>,
+    /// The thread was asleep (not runnable) when the poll passed half the threshold: the
+    /// poll blocked, whatever the thread's state when the stall is declared (a thread just
+    /// woken from a long sleep is runnable and has used little CPU, yet was never preempted).
+    asleep_at_base: bool,
     stall: Option<Active>,
     /// The thread handed its worker to another thread (`block_in_place`) at the last check.
     handed_off: bool,
@@ -159,6 +163,7 @@ impl Watchdog {
                 track.lower_ns = start.max(self.prev_look_ns);
                 track.uncertain_start = now.saturating_sub(self.prev_look_ns) > self.gap_ns;
                 track.cpu_base = None;
+                track.asleep_at_base = false;
                 track.handed_off = false;
                 track.next_core_check_ns = 0;
             }
@@ -179,9 +184,9 @@ impl Watchdog {
                 let tid = w.tid.load(Relaxed);
                 match track.cpu_base {
                     None => {
-                        track.cpu_base = asyncprof_sampler::thread_state(tid)
-                            .map(|st| (now, st.cpu_ns))
-                            .or(Some((now, u64::MAX)));
+                        let st = asyncprof_sampler::thread_state(tid);
+                        track.asleep_at_base = st.as_ref().is_some_and(|st| st.state != 'R');
+                        track.cpu_base = st.map(|st| (now, st.cpu_ns)).or(Some((now, u64::MAX)));
                     }
                     // A poll first seen after a gap in the watchdog's looks began at an
                     // unknown time in the gap: the coarse clock that timed its start stood
@@ -193,6 +198,7 @@ impl Watchdog {
                                 || now.saturating_sub(since) >= self.threshold_ns / 2) =>
                     {
                         let preempted = cpu0 != u64::MAX
+                            && !track.asleep_at_base
                             && asyncprof_sampler::thread_state(tid).is_some_and(|st| {
                                 let on_cpu = st.cpu_ns.saturating_sub(cpu0);
                                 st.state == 'R' && on_cpu * 4 < now.saturating_sub(since)
@@ -238,6 +244,7 @@ impl Watchdog {
             track.lower_ns = now;
             track.uncertain_start = false;
             track.cpu_base = None;
+            track.asleep_at_base = false;
         }
         track.handed_off = off;
         off

@@ -8,6 +8,7 @@ const CHILD_ENV: &str = "ASYNCPROF_IT_BLOCKED_CHILD";
 /// Runs only as the child process of `block_on_inside_the_runtime_is_reported_while_stuck`.
 #[test]
 fn child_runtime_stuck_in_block_on() {
+    let _serial = crate::support::serial();
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return;
     };
@@ -29,6 +30,7 @@ fn child_runtime_stuck_in_block_on() {
 
 #[test]
 fn block_on_inside_the_runtime_is_reported_while_stuck() {
+    let _serial = crate::support::serial();
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }

@@ -10,6 +10,7 @@ const CHILD_ENV: &str = "ASYNCPROF_IT_DISKFULL_CHILD";
 /// in the environment; prints its wall time.
 #[test]
 fn child_workload_recorded_to_the_given_path() {
+    let _serial = crate::support::serial();
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return;
     };
@@ -76,6 +77,7 @@ fn run_child(path: &str) -> (u128, String) {
 
 #[test]
 fn a_full_disk_costs_the_service_nothing_and_is_said_once() {
+    let _serial = crate::support::serial();
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }

@@ -284,6 +284,7 @@ macro_rules! same {
     ($name:ident) => {
         #[test]
         fn $name() {
+            let _serial = crate::support::serial();
             let ours = transcript(with_asyncprof::$name);
             let theirs = transcript(with_tokio::$name);
             assert!(

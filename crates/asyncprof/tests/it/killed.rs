@@ -8,6 +8,7 @@ const CHILD_ENV: &str = "ASYNCPROF_IT_KILLED_CHILD";
 /// service that never ends.
 #[test]
 fn child_service_that_never_ends() {
+    let _serial = crate::support::serial();
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return;
     };
@@ -31,6 +32,7 @@ fn child_service_that_never_ends() {
 
 #[test]
 fn sigkill_leaves_a_readable_run_file() {
+    let _serial = crate::support::serial();
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
@@ -61,6 +63,7 @@ const EARLY_ENV: &str = "ASYNCPROF_IT_EARLY_CHILD";
 /// Runs only as the child of `header_is_written_at_the_first_poll`: default settings.
 #[test]
 fn child_service_with_default_flush() {
+    let _serial = crate::support::serial();
     let Ok(path) = std::env::var(EARLY_ENV) else {
         return;
     };
@@ -80,6 +83,7 @@ fn child_service_with_default_flush() {
 
 #[test]
 fn header_is_written_at_the_first_poll() {
+    let _serial = crate::support::serial();
     if std::env::var(EARLY_ENV).is_ok() {
         return;
     }

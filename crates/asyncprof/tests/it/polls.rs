@@ -62,88 +62,103 @@ fn check_five_polls(flavor: Flavor, name: &str, poll: Duration, sample_every: u3
 
 #[test]
 fn five_polls_of_2ms_timed_exactly_current_thread() {
-    check_five_polls(
-        Flavor::CurrentThread,
-        "five-ct",
-        Duration::from_millis(2),
-        1,
-    );
+    let _serial = crate::support::serial();
+    crate::support::retry_if_disturbed(|| {
+        check_five_polls(
+            Flavor::CurrentThread,
+            "five-ct",
+            Duration::from_millis(2),
+            1,
+        );
+    });
 }
 
 #[test]
 fn five_polls_of_2ms_timed_exactly_multi_thread() {
-    check_five_polls(
-        Flavor::MultiThread(2),
-        "five-mt",
-        Duration::from_millis(2),
-        1,
-    );
+    let _serial = crate::support::serial();
+    crate::support::retry_if_disturbed(|| {
+        check_five_polls(
+            Flavor::MultiThread(2),
+            "five-mt",
+            Duration::from_millis(2),
+            1,
+        );
+    });
 }
 
 #[test]
 fn five_polls_of_10ms_by_the_coarse_clock_current_thread() {
-    check_five_polls(
-        Flavor::CurrentThread,
-        "coarse-ct",
-        Duration::from_millis(10),
-        64,
-    );
+    let _serial = crate::support::serial();
+    crate::support::retry_if_disturbed(|| {
+        check_five_polls(
+            Flavor::CurrentThread,
+            "coarse-ct",
+            Duration::from_millis(10),
+            64,
+        );
+    });
 }
 
 #[test]
 fn five_polls_of_10ms_by_the_coarse_clock_multi_thread() {
-    check_five_polls(
-        Flavor::MultiThread(2),
-        "coarse-mt",
-        Duration::from_millis(10),
-        64,
-    );
+    let _serial = crate::support::serial();
+    crate::support::retry_if_disturbed(|| {
+        check_five_polls(
+            Flavor::MultiThread(2),
+            "coarse-mt",
+            Duration::from_millis(10),
+            64,
+        );
+    });
 }
 
 #[test]
 fn short_polls_are_counted_exactly_and_sampled() {
-    let line = marked_line(file!(), "short");
-    let (run, _) = record("short", Flavor::MultiThread(2), || async {
-        let handles: Vec<_> = (0..100)
-            .map(|_| {
-                // spawn: short
-                tokio::spawn(async {
-                    for _ in 0..99 {
-                        tokio::task::yield_now().await;
-                    }
+    let _serial = crate::support::serial();
+    crate::support::retry_if_disturbed(|| {
+        let line = marked_line(file!(), "short");
+        let (run, _) = record("short", Flavor::MultiThread(2), || async {
+            let handles: Vec<_> = (0..100)
+                .map(|_| {
+                    // spawn: short
+                    tokio::spawn(async {
+                        for _ in 0..99 {
+                            tokio::task::yield_now().await;
+                        }
+                    })
                 })
-            })
-            .collect();
-        for h in handles {
-            h.await.unwrap();
-        }
+                .collect();
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+        let loc = location(&run, file!(), line);
+        assert_eq!(loc.tasks_completed, 100);
+        assert_eq!(loc.polls, 100 * 100);
+        assert_eq!(loc.poll_ns.count(), 100 * 100);
+        // yield_now polls take nanoseconds to microseconds, never a millisecond.
+        assert!(
+            loc.poll_ns.quantile(0.5) < 1_000_000,
+            "{}",
+            loc.poll_ns.quantile(0.5)
+        );
+        let snap = run.snapshot.unwrap();
+        let total = snap.runtime.poll_ns.count() as f64;
+        let polls = snap.runtime.polls as f64;
+        assert!(polls >= 10_000.0);
+        assert!(
+            (total - polls).abs() / polls < 0.1,
+            "histogram {total} vs polls {polls}"
+        );
+        // Threads appear once they poll or park; a worker that found no task may be absent.
+        assert!((1..=2).contains(&snap.workers.len()), "{:?}", snap.workers);
+        assert_eq!(
+            snap.workers.iter().map(|w| w.polls).sum::<u64>(),
+            snap.runtime.polls
+        );
+        assert_eq!(run.header.workers, 2);
+        assert_eq!(run.header.flavor, asyncprof_format::Flavor::MultiThread);
     });
-    let loc = location(&run, file!(), line);
-    assert_eq!(loc.tasks_completed, 100);
-    assert_eq!(loc.polls, 100 * 100);
-    assert_eq!(loc.poll_ns.count(), 100 * 100);
-    // yield_now polls take nanoseconds to microseconds, never a millisecond.
-    assert!(
-        loc.poll_ns.quantile(0.5) < 1_000_000,
-        "{}",
-        loc.poll_ns.quantile(0.5)
-    );
-    let snap = run.snapshot.unwrap();
-    let total = snap.runtime.poll_ns.count() as f64;
-    let polls = snap.runtime.polls as f64;
-    assert!(polls >= 10_000.0);
-    assert!(
-        (total - polls).abs() / polls < 0.1,
-        "histogram {total} vs polls {polls}"
-    );
-    // Threads appear once they poll or park; a worker that found no task may be absent.
-    assert!((1..=2).contains(&snap.workers.len()), "{:?}", snap.workers);
-    assert_eq!(
-        snap.workers.iter().map(|w| w.polls).sum::<u64>(),
-        snap.runtime.polls
-    );
-    assert_eq!(run.header.workers, 2);
-    assert_eq!(run.header.flavor, asyncprof_format::Flavor::MultiThread);
 }
 
 /// (spawned, completed) of the tasks spawned at lines `a` and `b` of this file, then of the
@@ -166,79 +181,83 @@ fn untracked_counts(run: &asyncprof_format::RunFile, a: u32, b: u32) -> Option<[
 /// on their own before adding them up) and in the last one.
 #[test]
 fn untracked_tasks_are_counted_where_they_were_spawned_exactly() {
-    const N: u64 = 20_000;
-    let (a, b) = (
-        marked_line(file!(), "untracked-a"),
-        marked_line(file!(), "untracked-b"),
-    );
-    let _one = crate::support::lock_recording();
-    let path = crate::support::temp_run_path("untracked");
-    let guard = asyncprof::Profiler::builder()
-        .out(&path)
-        .task_capacity(64)
-        .start()
-        .unwrap();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(2);
-    let rt = guard.instrument(&mut builder).enable_all().build().unwrap();
-    rt.block_on(async {
-        let (go, ready) = tokio::sync::watch::channel(false);
-        let mut handles = Vec::new();
-        for _ in 0..N {
-            let mut r = ready.clone();
-            // spawn: untracked-a
-            handles.push(tokio::spawn(async move {
-                let _ = r.wait_for(|go| *go).await;
-            }));
-            let mut r = ready.clone();
-            // spawn: untracked-b
-            handles.push(tokio::spawn(async move {
-                let _ = r.wait_for(|go| *go).await;
-            }));
-        }
-        go.send(true).unwrap();
-        for h in handles {
-            h.await.unwrap();
-        }
-    });
-    // Every task has ended and the workers are parked, still alive: a snapshot now counts
-    // what they hold. Written on request; read until it shows up (bounded).
-    let expected = [(N, N), (N, N), (2 * N, 2 * N)];
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut seen = None;
-    while std::time::Instant::now() < deadline {
-        guard.flush();
-        // Until the writer's first flush the file may not even hold its header.
-        if let Some(counts) = asyncprof_format::read_path(&path)
-            .ok()
-            .and_then(|run| untracked_counts(&run, a, b))
-        {
-            seen = Some(counts);
-            if counts == expected {
-                break;
+    let _serial = crate::support::serial();
+    crate::support::retry_if_disturbed(|| {
+        const N: u64 = 20_000;
+        let (a, b) = (
+            marked_line(file!(), "untracked-a"),
+            marked_line(file!(), "untracked-b"),
+        );
+        let _one = crate::support::lock_recording();
+        let path = crate::support::temp_run_path("untracked");
+        let guard = asyncprof::Profiler::builder()
+            .out(&path)
+            .task_capacity(64)
+            .start()
+            .unwrap();
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2);
+        let rt = guard.instrument(&mut builder).enable_all().build().unwrap();
+        rt.block_on(async {
+            let (go, ready) = tokio::sync::watch::channel(false);
+            let mut handles = Vec::new();
+            for _ in 0..N {
+                let mut r = ready.clone();
+                // spawn: untracked-a
+                handles.push(tokio::spawn(async move {
+                    let _ = r.wait_for(|go| *go).await;
+                }));
+                let mut r = ready.clone();
+                // spawn: untracked-b
+                handles.push(tokio::spawn(async move {
+                    let _ = r.wait_for(|go| *go).await;
+                }));
             }
+            go.send(true).unwrap();
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+        // Every task has ended and the workers are parked, still alive: a snapshot now counts
+        // what they hold. Written on request; read until it shows up (bounded).
+        let expected = [(N, N), (N, N), (2 * N, 2 * N)];
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seen = None;
+        while std::time::Instant::now() < deadline {
+            guard.flush();
+            // Until the writer's first flush the file may not even hold its header.
+            if let Some(counts) = asyncprof_format::read_path(&path)
+                .ok()
+                .and_then(|run| untracked_counts(&run, a, b))
+            {
+                seen = Some(counts);
+                if counts == expected {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        seen,
-        Some(expected),
-        "live snapshot (spawned, completed): a, b, runtime"
-    );
-    drop(rt);
-    drop(guard);
-    let run = asyncprof_format::read_path(&path).unwrap();
-    std::fs::remove_file(&path).ok();
-    assert_eq!(
-        untracked_counts(&run, a, b),
-        Some(expected),
-        "last snapshot"
-    );
-    let snap = run.snapshot.as_ref().unwrap();
-    assert_eq!(snap.runtime.tasks_alive, 0);
-    assert!(
-        snap.loss.untracked_tasks >= 2 * N - 64,
-        "{} untracked",
-        snap.loss.untracked_tasks
-    );
+        assert_eq!(
+            seen,
+            Some(expected),
+            "live snapshot (spawned, completed): a, b, runtime"
+        );
+        drop(rt);
+        drop(guard);
+        let run = asyncprof_format::read_path(&path).unwrap();
+        crate::support::note_clock_gaps(&run);
+        std::fs::remove_file(&path).ok();
+        assert_eq!(
+            untracked_counts(&run, a, b),
+            Some(expected),
+            "last snapshot"
+        );
+        let snap = run.snapshot.as_ref().unwrap();
+        assert_eq!(snap.runtime.tasks_alive, 0);
+        assert!(
+            snap.loss.untracked_tasks >= 2 * N - 64,
+            "{} untracked",
+            snap.loss.untracked_tasks
+        );
+    });
 }

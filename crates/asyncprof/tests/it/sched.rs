@@ -38,10 +38,16 @@ fn check_delay(flavor: Flavor, name: &str) {
 
 #[test]
 fn delay_while_worker_busy_current_thread() {
-    check_delay(Flavor::CurrentThread, "sched-ct");
+    let _serial = crate::support::serial();
+    crate::support::retry_if_disturbed(|| {
+        check_delay(Flavor::CurrentThread, "sched-ct");
+    });
 }
 
 #[test]
 fn delay_while_worker_busy_multi_thread() {
-    check_delay(Flavor::MultiThread(1), "sched-mt");
+    let _serial = crate::support::serial();
+    crate::support::retry_if_disturbed(|| {
+        check_delay(Flavor::MultiThread(1), "sched-mt");
+    });
 }
