@@ -13,7 +13,6 @@ fn the_services_own_work(d: Duration) {
 
 #[test]
 fn a_service_running_pprof_itself_keeps_its_profile_and_asyncprof_its_stalls() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         // The service's profiler lives only while the recording lock is held (started in the
         // configure step, reported and dropped at the end of the workload), so no other test's CPU

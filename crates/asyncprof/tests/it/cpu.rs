@@ -11,7 +11,6 @@ fn burn_known_function(d: Duration) {
 
 #[test]
 fn a_cpu_profile_names_the_function_that_burned_cpu() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record_with(
             "cpu-profile",
@@ -45,7 +44,6 @@ fn a_cpu_profile_names_the_function_that_burned_cpu() {
 
 #[test]
 fn no_cpu_profile_unless_asked() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record_with("no-cpu-profile", Flavor::CurrentThread, |b| b, || async {});
         assert!(run.cpu_profile.is_none());

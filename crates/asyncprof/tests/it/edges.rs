@@ -18,7 +18,6 @@ fn stalls_at(run: &RunFile, marker: &str) -> usize {
 
 #[test]
 fn a_service_that_forks_and_execs_while_sampled_keeps_working() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record("fork-exec", Flavor::MultiThread(2), || async {
             tokio::spawn(async {
@@ -54,7 +53,6 @@ fn a_service_that_forks_and_execs_while_sampled_keeps_working() {
 
 #[test]
 fn a_task_that_panics_mid_poll_leaves_the_recording_consistent() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record("panic", Flavor::MultiThread(2), || async {
             for _ in 0..3 {
@@ -105,7 +103,6 @@ fn a_task_that_panics_mid_poll_leaves_the_recording_consistent() {
 
 #[test]
 fn blocking_pool_threads_are_not_stalled_workers() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record("spawn-blocking", Flavor::MultiThread(2), || async {
             let started = Instant::now();
@@ -142,9 +139,7 @@ fn blocking_pool_threads_are_not_stalled_workers() {
 
 #[test]
 fn a_runtime_shut_down_mid_stall_leaves_the_stall_in_the_file() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
-        let _one = crate::support::lock_recording();
         let path = crate::support::temp_run_path("shutdown-mid-stall");
         let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
         let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -172,7 +167,6 @@ fn a_runtime_shut_down_mid_stall_leaves_the_stall_in_the_file() {
 
 #[test]
 fn block_in_place_hands_the_worker_off_and_is_no_stall() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record("block-in-place", Flavor::MultiThread(2), || async {
             let plain = tokio::spawn(async {
@@ -221,9 +215,7 @@ fn block_in_place_hands_the_worker_off_and_is_no_stall() {
 
 #[test]
 fn several_runtimes_in_one_process_are_told_apart() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
-        let _one = crate::support::lock_recording();
         let path = crate::support::temp_run_path("several-runtimes");
         let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
         let build = |name: &str, workers: usize| {

@@ -10,7 +10,6 @@ use crate::support::{record_with, Flavor};
 
 #[test]
 fn sampled_blocking_calls_are_not_interrupted() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record_with(
             "eintr",

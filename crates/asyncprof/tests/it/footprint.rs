@@ -18,7 +18,6 @@ fn rss_bytes() -> u64 {
 
 #[test]
 fn a_million_short_tasks_fold_into_their_location() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let before = rss_bytes();
         let line = marked_line(file!(), "million");

@@ -12,8 +12,7 @@ fn watchdog_switches() -> u64 {
     // milliseconds after the recording started; and listing /proc/self/task while threads
     // start and end can skip an entry. List again, for at most 10 s, before concluding.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while seen.is_empty() || std::time::Instant::now() < deadline {
-        std::thread::yield_now();
+    loop {
         seen.clear();
         for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
             let dir = entry.path();
@@ -30,13 +29,16 @@ fn watchdog_switches() -> u64 {
             }
             seen.push(comm.trim_end().to_string());
         }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::yield_now();
     }
     panic!("no asyncprof-watchdog thread among {seen:?}")
 }
 
 #[test]
 fn an_idle_runtime_lets_the_watchdog_sleep_and_times_what_follows() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record("idle", Flavor::MultiThread(2), || async {
             // Both workers poll once, then park.

@@ -12,7 +12,6 @@ async fn service() -> u64 {
 #[test]
 fn attribute_records_the_service() {
     let _serial = crate::support::serial();
-    let _one = crate::support::lock_recording();
     let path = crate::support::temp_run_path("macro");
     // Only this test reads ASYNCPROF_OUT; the others name their run file explicitly.
     std::env::set_var("ASYNCPROF_OUT", &path);

@@ -62,7 +62,6 @@ fn check_five_polls(flavor: Flavor, name: &str, poll: Duration, sample_every: u3
 
 #[test]
 fn five_polls_of_2ms_timed_exactly_current_thread() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         check_five_polls(
             Flavor::CurrentThread,
@@ -75,7 +74,6 @@ fn five_polls_of_2ms_timed_exactly_current_thread() {
 
 #[test]
 fn five_polls_of_2ms_timed_exactly_multi_thread() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         check_five_polls(
             Flavor::MultiThread(2),
@@ -88,7 +86,6 @@ fn five_polls_of_2ms_timed_exactly_multi_thread() {
 
 #[test]
 fn five_polls_of_10ms_by_the_coarse_clock_current_thread() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         check_five_polls(
             Flavor::CurrentThread,
@@ -101,7 +98,6 @@ fn five_polls_of_10ms_by_the_coarse_clock_current_thread() {
 
 #[test]
 fn five_polls_of_10ms_by_the_coarse_clock_multi_thread() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         check_five_polls(
             Flavor::MultiThread(2),
@@ -114,7 +110,6 @@ fn five_polls_of_10ms_by_the_coarse_clock_multi_thread() {
 
 #[test]
 fn short_polls_are_counted_exactly_and_sampled() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let line = marked_line(file!(), "short");
         let (run, _) = record("short", Flavor::MultiThread(2), || async {
@@ -181,14 +176,12 @@ fn untracked_counts(run: &asyncprof_format::RunFile, a: u32, b: u32) -> Option<[
 /// on their own before adding them up) and in the last one.
 #[test]
 fn untracked_tasks_are_counted_where_they_were_spawned_exactly() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         const N: u64 = 20_000;
         let (a, b) = (
             marked_line(file!(), "untracked-a"),
             marked_line(file!(), "untracked-b"),
         );
-        let _one = crate::support::lock_recording();
         let path = crate::support::temp_run_path("untracked");
         let guard = asyncprof::Profiler::builder()
             .out(&path)

@@ -75,7 +75,6 @@ async fn three_stages(prefix: &str, items: u64, work: Duration) {
 
 #[test]
 fn a_consumer_half_as_fast_as_its_producer_is_named_and_the_other_queues_are_not() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record("q-backpressure", Flavor::MultiThread(2), || {
             three_stages("bp", 1200, Duration::from_millis(2))
@@ -114,7 +113,6 @@ fn a_consumer_half_as_fast_as_its_producer_is_named_and_the_other_queues_are_not
 
 #[test]
 fn balanced_rates_give_no_queue_finding() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record("q-balanced", Flavor::MultiThread(2), || {
             three_stages("bal", 1200, Duration::ZERO)
@@ -131,7 +129,6 @@ fn balanced_rates_give_no_queue_finding() {
 
 #[test]
 fn an_unbounded_queue_fed_faster_than_drained_grows() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record("q-growth", Flavor::MultiThread(2), || async {
             let (tx, mut rx) = mpsc::unbounded_channel::<[u64; 4]>("growth-backlog"); // queue: backlog
@@ -179,7 +176,6 @@ fn an_unbounded_queue_fed_faster_than_drained_grows() {
 
 #[test]
 fn a_burst_that_drains_gives_no_queue_finding() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record("q-burst", Flavor::MultiThread(2), || async {
             let (tx, mut rx) = mpsc::unbounded_channel::<u64>("burst-unbounded");
@@ -228,7 +224,6 @@ fn a_burst_that_drains_gives_no_queue_finding() {
 
 #[test]
 fn semaphore_waits_are_recorded_and_never_diagnosed() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let (run, _) = record("q-semaphore", Flavor::MultiThread(2), || async {
             let limit = std::sync::Arc::new(asyncprof::sync::Semaphore::new("one-at-a-time", 1)); // queue: semaphore
@@ -267,7 +262,6 @@ fn semaphore_waits_are_recorded_and_never_diagnosed() {
 
 #[test]
 fn gauges_are_diagnosed_like_queues_and_a_panicking_one_is_dropped() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         use std::collections::VecDeque;
         use std::sync::{Arc, Mutex};

@@ -38,7 +38,6 @@ fn check_delay(flavor: Flavor, name: &str) {
 
 #[test]
 fn delay_while_worker_busy_current_thread() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         check_delay(Flavor::CurrentThread, "sched-ct");
     });
@@ -46,7 +45,6 @@ fn delay_while_worker_busy_current_thread() {
 
 #[test]
 fn delay_while_worker_busy_multi_thread() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         check_delay(Flavor::MultiThread(1), "sched-mt");
     });

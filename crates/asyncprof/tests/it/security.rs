@@ -1,11 +1,10 @@
 //! The run file is never written through a symbolic link.
 
-use crate::support::{lock_recording, temp_run_path};
+use crate::support::temp_run_path;
 
 #[test]
 fn a_symlink_at_the_run_file_path_is_refused_and_its_target_untouched() {
     let _serial = crate::support::serial();
-    let _one = lock_recording();
     let target = temp_run_path("symlink-target");
     let link = temp_run_path("symlink-link");
     std::fs::write(&target, b"precious").unwrap();

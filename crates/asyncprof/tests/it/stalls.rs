@@ -90,7 +90,6 @@ where
 
 #[test]
 fn thread_sleep_is_a_blocking_call_at_its_line() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         for flavor in [Flavor::CurrentThread, Flavor::MultiThread(2)] {
             let run = record_stall("sleep", flavor, || async {
@@ -123,7 +122,6 @@ fn thread_sleep_is_a_blocking_call_at_its_line() {
 
 #[test]
 fn cpu_spin_is_cpu_bound_at_its_line() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let run = record_stall("spin", Flavor::MultiThread(2), || async {
             tokio::spawn(async {
@@ -143,7 +141,6 @@ fn cpu_spin_is_cpu_bound_at_its_line() {
 
 #[test]
 fn contended_std_mutex_blocks_in_futex() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let run = record_stall("mutex", Flavor::MultiThread(2), || async {
             let m = Arc::new(Mutex::new(0u32));
@@ -180,7 +177,6 @@ fn contended_std_mutex_blocks_in_futex() {
 
 #[test]
 fn blocking_read_from_a_slow_peer() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -221,7 +217,6 @@ fn blocking_read_from_a_slow_peer() {
 
 #[test]
 fn no_stall_on_a_healthy_workload_with_the_other_core_busy() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
         let stop = Arc::new(AtomicBool::new(false));
@@ -272,7 +267,6 @@ fn no_stall_on_a_healthy_workload_with_the_other_core_busy() {
 
 #[test]
 fn detection_latency_is_within_threshold_plus_5ms() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
         const THRESHOLD: Duration = Duration::from_millis(10);
         let (run, _) = record_with(
@@ -322,9 +316,7 @@ fn detection_latency_is_within_threshold_plus_5ms() {
 
 #[test]
 fn stable_tier_sees_a_worker_busy_without_parking() {
-    let _serial = crate::support::serial();
     crate::support::retry_if_disturbed(|| {
-        let _one = crate::support::lock_recording();
         let path = crate::support::temp_run_path("stable");
         let guard = asyncprof::Profiler::builder()
             .out(&path)

@@ -77,7 +77,9 @@ const ATTEMPTS: u32 = 4;
 /// machine's host takes the CPUs for tens of milliseconds. An attempt that fails after such
 /// a gap measured the machine, not asyncprof, and is tried again, [`ATTEMPTS`] in all. An
 /// attempt that fails without a gap fails the test at once, and so does the last one.
+/// The test runs alone ([`serial`]).
 pub(crate) fn retry_if_disturbed(attempt: impl Fn()) {
+    let _serial = serial();
     for n in 1..=ATTEMPTS {
         CLOCK_GAPS.with(|g| g.set(0));
         let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&attempt)) else {
@@ -92,11 +94,6 @@ pub(crate) fn retry_if_disturbed(attempt: impl Fn()) {
              descheduled): trying again"
         );
     }
-}
-
-/// Hold while recording: one recording per process at a time (a test holds it already).
-pub(crate) fn lock_recording() -> Serial {
-    serial()
 }
 
 pub(crate) fn temp_run_path(name: &str) -> PathBuf {
@@ -124,7 +121,8 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let _one = lock_recording();
+    // One recording per process at a time (the test holds the lock already).
+    let _one = serial();
     let path = temp_run_path(name);
     let guard = configure(asyncprof::Profiler::builder().out(&path))
         .start()
