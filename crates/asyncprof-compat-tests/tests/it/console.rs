@@ -96,9 +96,7 @@ fn composes_with_env_filter_fmt_and_console() {
         "asyncprof-compat-console-{}.run",
         std::process::id()
     ));
-    let _one = crate::support::RECORDING_LOCK
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _one = crate::support::serial();
     let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
     let captured = Captured::default();
     let subscriber = tracing_subscriber::registry()

@@ -1,17 +1,15 @@
 //! Record a workload with the layer (or the hooks) installed and read the run file back.
 
-use std::sync::Mutex;
-
 use asyncprof_format::RunFile;
 use tracing_subscriber::layer::SubscriberExt;
 
 #[path = "../../../asyncprof/tests/it/support/known.rs"]
 mod known;
+#[path = "../../../asyncprof/tests/it/support/serial.rs"]
+mod serial;
 
 pub(crate) use known::{location, marked_line, spin};
-
-/// One recording per process at a time: tests that record take this lock.
-pub(crate) static RECORDING_LOCK: Mutex<()> = Mutex::new(());
+pub(crate) use serial::{note_clock_gaps, retry_if_disturbed, serial};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Tier {
@@ -25,7 +23,8 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let _one = RECORDING_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // One recording per process at a time (the test holds the lock already).
+    let _one = serial();
     let path = std::env::temp_dir().join(format!(
         "asyncprof-compat-{name}-{}.run",
         std::process::id()
@@ -58,5 +57,6 @@ where
     drop(rt);
     let run = asyncprof_format::read_path(&path).unwrap();
     std::fs::remove_file(&path).ok();
+    note_clock_gaps(&run);
     run
 }

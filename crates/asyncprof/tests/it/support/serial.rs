@@ -1,0 +1,86 @@
+//! One test at a time, and timing tests tried again when the machine kept the watchdog from
+//! running. Shared by the test binaries that record (`asyncprof`'s and the compatibility
+//! tests').
+
+use std::cell::Cell;
+use std::sync::{Mutex, MutexGuard};
+
+use asyncprof_format::RunFile;
+
+/// One test of this binary at a time. A recording needs the process to itself (one profiler
+/// per process), and the tests that time things (stall detection within 5 ms of the
+/// threshold, a 20 ms scheduling delay, a burst that drains) measure wrong on a machine whose
+/// cores another test keeps busy: on 2 cores, a test's two workers, its watchdog and a
+/// neighbour's spinning threads outnumber the cores, and a preempted watchdog times nothing.
+/// Every test takes this lock first; the whole binary takes as long serial as in parallel.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// Whether this test's thread holds [`SERIAL`] already (a test that holds it and then
+    /// records takes it once).
+    static HELD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Hold for the whole test: see [`SERIAL`]. Taken again on the same thread, it is a no-op.
+pub(crate) struct Serial(Option<MutexGuard<'static, ()>>);
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        if self.0.take().is_some() {
+            HELD.with(|h| h.set(false));
+        }
+    }
+}
+
+/// Run this test alone: see [`SERIAL`].
+pub(crate) fn serial() -> Serial {
+    if HELD.with(Cell::get) {
+        return Serial(None);
+    }
+    // A test that panicked while holding the lock poisons it; the next test still runs.
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    HELD.with(|h| h.set(true));
+    Serial(Some(guard))
+}
+
+thread_local! {
+    /// Clock gaps the recordings of this test's current attempt counted.
+    static CLOCK_GAPS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Count the clock gaps `run` recorded toward this test's current attempt: see
+/// [`retry_if_disturbed`]. [`record_with`] does it for every run it reads back.
+pub(crate) fn note_clock_gaps(run: &RunFile) {
+    let gaps = run.snapshot.as_ref().map_or(0, |s| s.loss.clock_gaps);
+    CLOCK_GAPS.with(|g| g.set(g.get() + gaps));
+}
+
+/// Attempts a timing test gets while the machine keeps descheduling the watchdog.
+const ATTEMPTS: u32 = 4;
+
+/// Run `attempt` (a test's recordings and its assertions on them) until it passes.
+///
+/// Timings and stall detection rest on the watchdog thread running every tick: it publishes
+/// the coarse clock and looks at every worker. A run file counts each time it woke more than
+/// four ticks late (`clock_gaps`): the machine did not give it a CPU, as when a virtual
+/// machine's host takes the CPUs for tens of milliseconds. An attempt that fails after such
+/// a gap measured the machine, not asyncprof, and is tried again, [`ATTEMPTS`] in all. An
+/// attempt that fails without a gap fails the test at once, and so does the last one.
+/// The test runs alone ([`serial`]).
+pub(crate) fn retry_if_disturbed(attempt: impl Fn()) {
+    let _serial = serial();
+    for n in 1..=ATTEMPTS {
+        CLOCK_GAPS.with(|g| g.set(0));
+        let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&attempt)) else {
+            return;
+        };
+        let gaps = CLOCK_GAPS.with(Cell::get);
+        if gaps == 0 || n == ATTEMPTS {
+            std::panic::resume_unwind(panic);
+        }
+        eprintln!(
+            "attempt {n} of {ATTEMPTS} failed after {gaps} clock gaps (the watchdog was \
+             descheduled): trying again"
+        );
+    }
+}
