@@ -50,7 +50,11 @@ where
         std::mem::forget(tracing::dispatcher::set_default(&thread_dispatch));
     });
     let rt = builder.enable_all().build().unwrap();
-    tracing::dispatcher::with_default(&dispatch, || rt.block_on(f()));
+    // A workload that fails an assertion still has its run read, for the clock gaps that
+    // decide whether the attempt is tried again.
+    let workload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tracing::dispatcher::with_default(&dispatch, || rt.block_on(f()))
+    }));
     // Stop recording while the runtime still holds its live tasks, so that the final
     // snapshot lists them.
     drop(guard);
@@ -58,5 +62,8 @@ where
     let run = asyncprof_format::read_path(&path).unwrap();
     std::fs::remove_file(&path).ok();
     note_clock_gaps(&run);
+    if let Err(panic) = workload {
+        std::panic::resume_unwind(panic);
+    }
     run
 }

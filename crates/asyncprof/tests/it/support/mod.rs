@@ -58,13 +58,18 @@ where
         }
     };
     let rt = guard.instrument(&mut builder).enable_all().build().unwrap();
-    rt.block_on(f());
+    // A workload that fails an assertion still has its run read, for the clock gaps that
+    // decide whether the attempt is tried again.
+    let workload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(f())));
     drop(rt);
     let footprint = guard.footprint();
     drop(guard);
     let run = asyncprof_format::read_path(&path).unwrap();
     std::fs::remove_file(&path).ok();
     note_clock_gaps(&run);
+    if let Err(panic) = workload {
+        std::panic::resume_unwind(panic);
+    }
     assert!(run.ended, "the guard's drop writes the end record");
     (run, footprint)
 }
