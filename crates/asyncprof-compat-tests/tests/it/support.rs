@@ -9,7 +9,7 @@ mod known;
 mod serial;
 
 pub(crate) use known::{location, marked_line, spin};
-pub(crate) use serial::{note_clock_gaps, retry_if_disturbed, serial};
+pub(crate) use serial::{read_back, retry_if_disturbed, serial};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Tier {
@@ -59,11 +59,5 @@ where
     // snapshot lists them.
     drop(guard);
     drop(rt);
-    let run = asyncprof_format::read_path(&path).unwrap();
-    std::fs::remove_file(&path).ok();
-    note_clock_gaps(&run);
-    if let Err(panic) = workload {
-        std::panic::resume_unwind(panic);
-    }
-    run
+    read_back(&path, workload).0
 }

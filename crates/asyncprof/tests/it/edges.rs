@@ -155,9 +155,7 @@ fn a_runtime_shut_down_mid_stall_leaves_the_stall_in_the_file() {
         std::thread::sleep(Duration::from_millis(200));
         rt.shutdown_timeout(Duration::from_millis(10));
         drop(guard);
-        let run = asyncprof_format::read_path(&path).unwrap();
-        crate::support::note_clock_gaps(&run);
-        std::fs::remove_file(&path).ok();
+        let (run, ()) = crate::support::read_back(&path, Ok(()));
         assert!(run.ended);
         let stall = crate::stalls::stall_at(&run, "shutdown");
         assert!(stall.ongoing, "it was still running at shutdown");
@@ -252,9 +250,7 @@ fn several_runtimes_in_one_process_are_told_apart() {
         drop(front);
         drop(db);
         drop(guard);
-        let run = asyncprof_format::read_path(&path).unwrap();
-        crate::support::note_clock_gaps(&run);
-        std::fs::remove_file(&path).ok();
+        let (run, ()) = crate::support::read_back(&path, Ok(()));
         let snap = run.snapshot.as_ref().unwrap();
         let named = |name: &str| {
             snap.runtimes

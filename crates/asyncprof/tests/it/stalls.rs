@@ -341,9 +341,7 @@ fn stable_tier_sees_a_worker_busy_without_parking() {
         });
         drop(rt);
         drop(guard);
-        let run = asyncprof_format::read_path(&path).unwrap();
-        crate::support::note_clock_gaps(&run);
-        std::fs::remove_file(&path).ok();
+        let (run, ()) = crate::support::read_back(&path, Ok(()));
         assert_eq!(run.header.tier, asyncprof_format::Tier::Stable);
         let stall = the_stall(&run);
         assert_culprit(stall, "stable-sleep");

@@ -4,7 +4,7 @@ mod known;
 mod serial;
 
 pub(crate) use known::{location, marked_line, spin};
-pub(crate) use serial::{note_clock_gaps, retry_if_disturbed, serial};
+pub(crate) use serial::{read_back, retry_if_disturbed, serial};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -64,12 +64,7 @@ where
     drop(rt);
     let footprint = guard.footprint();
     drop(guard);
-    let run = asyncprof_format::read_path(&path).unwrap();
-    std::fs::remove_file(&path).ok();
-    note_clock_gaps(&run);
-    if let Err(panic) = workload {
-        std::panic::resume_unwind(panic);
-    }
+    let (run, ()) = read_back(&path, workload);
     assert!(run.ended, "the guard's drop writes the end record");
     (run, footprint)
 }

@@ -3,11 +3,12 @@
 //! tests').
 
 use std::cell::Cell;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use asyncprof_format::RunFile;
 
-/// One test of this binary at a time. A recording needs the process to itself (one profiler
+/// One test of the binary at a time. A recording needs the process to itself (one profiler
 /// per process), and the tests that time things (stall detection within 5 ms of the
 /// threshold, a 20 ms scheduling delay, a burst that drains) measure wrong on a machine whose
 /// cores another test keeps busy: on 2 cores, a test's two workers, its watchdog and a
@@ -49,10 +50,23 @@ thread_local! {
 }
 
 /// Count the clock gaps `run` recorded toward this test's current attempt: see
-/// [`retry_if_disturbed`]. [`record_with`] does it for every run it reads back.
-pub(crate) fn note_clock_gaps(run: &RunFile) {
+/// [`retry_if_disturbed`]. [`read_back`] does it for every run it reads.
+fn note_clock_gaps(run: &RunFile) {
     let gaps = run.snapshot.as_ref().map_or(0, |s| s.loss.clock_gaps);
     CLOCK_GAPS.with(|g| g.set(g.get() + gaps));
+}
+
+/// Read back the run a recording wrote to `path` (removing the file) and count its clock gaps
+/// toward this attempt; then re-raise the workload's panic, if it had one, so a workload that
+/// failed an assertion still has its gaps counted.
+pub(crate) fn read_back<T>(path: &Path, workload: std::thread::Result<T>) -> (RunFile, T) {
+    let run = asyncprof_format::read_path(path).unwrap();
+    std::fs::remove_file(path).ok();
+    note_clock_gaps(&run);
+    match workload {
+        Ok(out) => (run, out),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 /// Attempts a timing test gets while the machine keeps descheduling the watchdog.
