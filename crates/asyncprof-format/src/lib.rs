@@ -3,8 +3,11 @@
 //!
 //! A run file is what an instrumented service leaves behind: a header (format version,
 //! program, pid, start time, configuration, capture tier, runtime flavor, worker count)
-//! followed by snapshots that a background thread appends about once a second. A process that
-//! is killed leaves a file that is readable up to its last complete record.
+//! followed by snapshots that a background thread appends about once a second. The header is
+//! written when recording starts, so a process that dies at once still leaves a readable file;
+//! the facts learnt when tasks first run (tier, flavor, workers) follow in a later header,
+//! and the reader keeps the latest. A process that is killed leaves a file that is readable up
+//! to its last complete record.
 //!
 //! ```
 //! use asyncprof_format::{read_bytes, Header, RunWriter, Snapshot};
@@ -31,7 +34,8 @@
 //!        | CRC-32 of the 10 bytes before it (u32 LE) | payload (JSON)
 //! ```
 //!
-//! The first frame is always the header record. Every frame carries two checksums, so a
+//! The first frame is always the header record; a later header record supersedes it (format
+//! version 2 on). Every frame carries two checksums, so a
 //! flipped byte anywhere is reported as damage at a byte offset, and a frame whose declared
 //! length runs past the end of the file is a truncated tail (a warning), never an allocation.
 //!
@@ -63,8 +67,12 @@ pub use types::{
 };
 pub use write::{encode_frame, end_frame, preamble, RecordKind, RunWriter};
 
-/// The format version this crate writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this crate writes and the newest it reads (it reads every older one).
+///
+/// Version 2 writes the header at start, before the tier and the runtime are known
+/// ([`Tier::Unknown`]), and appends the header again when they are; a version 1 reader would
+/// take such a file for damaged, so it is told the file is newer instead.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The eight bytes every run file starts with.
 pub const MAGIC: &[u8; 8] = b"APROFRUN";

@@ -30,7 +30,8 @@ pub struct SeriesPoint {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RunFile {
-    /// The header record.
+    /// The latest header record: the first one, written when recording started, superseded
+    /// by any later one (written when the tier and the runtime became known).
     pub header: Header,
     /// The newest snapshot (cumulative, so it holds the whole run up to its moment).
     pub snapshot: Option<Snapshot>,
@@ -209,11 +210,9 @@ pub fn read_bytes(bytes: &[u8]) -> Result<RunFile> {
                     let stall = decode::<crate::StallRecord>(offset, RecordKind::Stall, payload)?;
                     stalls.insert(stall.id, stall);
                 }
+                // The facts learnt after the start (tier, flavor, workers): the latest wins.
                 Some(RecordKind::Header) => {
-                    return Err(Error::Corrupt {
-                        offset: offset as u64,
-                        expected: "one header record only, at the start".into(),
-                    })
+                    run.header = decode::<Header>(offset, RecordKind::Header, payload)?;
                 }
                 None => run.warnings.push(format!(
                     "skipped a record of unknown kind {} at byte {offset}",

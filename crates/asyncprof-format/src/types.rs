@@ -14,6 +14,9 @@ pub enum Tier {
     Layer,
     /// No task-level hooks: worker busy and parked periods only.
     Stable,
+    /// Not known yet: the header written when recording starts, before any task event
+    /// (a later header names the tier; format version 2 on).
+    Unknown,
 }
 
 /// The tokio runtime flavor that was profiled.
@@ -25,7 +28,8 @@ pub enum Flavor {
     CurrentThread,
     /// `Builder::new_multi_thread`: a pool of workers.
     MultiThread,
-    /// Not known (the layer tier cannot see the runtime's builder).
+    /// Not known: no task was polled yet (the header written at start), or the layer tier
+    /// could not see the runtime's builder.
     #[default]
     Unknown,
 }
@@ -61,7 +65,8 @@ pub struct Config {
     pub location_capacity: u32,
     /// What the scheduling-delay histograms cover.
     pub schedule_source: ScheduleSource,
-    /// The signal that samples a stalled thread's stack (0: stacks off).
+    /// The signal that samples a stalled thread's stack. 0: no signal at all; threads asleep
+    /// in a system call still get stacks, stalls on CPU get none.
     pub stall_signal: i32,
     /// CPU profile samples per second (0: no CPU profile).
     pub cpu_hz: u32,
@@ -83,7 +88,13 @@ impl Default for Config {
     }
 }
 
-/// The first record of every run file.
+/// The first record of every run file, written when recording starts.
+///
+/// Some facts are learnt only once tasks run: the capture tier, the runtime's flavor and
+/// workers, what the scheduling delays cover. The writer then appends the header again with
+/// them, and the reader keeps the latest header ([`crate::RunFile::header`]). A process that
+/// stopped before its first task poll leaves only the first header: tier
+/// [`Tier::Unknown`], flavor [`Flavor::Unknown`], 0 workers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
@@ -148,8 +159,15 @@ pub struct LossCounters {
     pub untracked_tasks: u64,
     /// Spawn locations beyond the location table, folded into one "other" entry.
     pub untracked_locations: u64,
-    /// Stall stack samples that could not be taken.
+    /// Stack samples that were tried and failed: the thread did not answer in time, had
+    /// exited, or had finished the stalled poll when its stack came back.
     pub missed_samples: u64,
+    /// Stack samples not taken, by design rather than failure: a stall that began after the
+    /// per-minute budget of sampled stalls was spent (counted once per stall), or a look at a
+    /// thread on CPU while signals are off ([`Config::stall_signal`] 0). Such stalls are still
+    /// recorded and classified from the thread's kernel state, without stacks. 0 in files
+    /// written before this counter existed (they counted budget skips in `missed_samples`).
+    pub skipped_samples: u64,
     /// Stack samples refused because the sampler slot was still busy.
     pub sampler_busy: u64,
     /// Times the coarse clock's thread woke more than four ticks late (it was descheduled).

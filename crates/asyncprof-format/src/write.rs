@@ -11,7 +11,7 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecordKind {
-    /// [`Header`]: always the first frame.
+    /// [`Header`]: always the first frame; a later one supersedes it.
     Header,
     /// [`Snapshot`].
     Snapshot,
@@ -131,6 +131,17 @@ impl<W: Write> RunWriter<W> {
         out.write_all(&frame).map_err(Error::Write)?;
         out.flush().map_err(Error::Write)?;
         Ok(RunWriter { out })
+    }
+
+    /// Append a header that supersedes the first one, with facts learnt since the start
+    /// (tier, runtime flavor, workers), and flush it. Readers keep the latest header.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Write`] when `out` refuses the bytes.
+    pub fn write_header(&mut self, header: &Header) -> Result<()> {
+        let frame = encode_frame(RecordKind::Header, header)?;
+        self.write_frame(&frame)
     }
 
     /// Append a snapshot and flush it.

@@ -50,7 +50,7 @@ const CASES: &[(&str, Expect)] = &[
         Expect::Fails("a frame length of at most 67108864 bytes"),
     ),
     ("zeroed-block.run", Expect::Fails("damaged at byte")),
-    ("newer-version.run", Expect::Fails("version 2 is newer")),
+    ("newer-version.run", Expect::Fails("version 3 is newer")),
     (
         "not-a-run-file.run",
         Expect::Fails("not an asyncprof run file"),

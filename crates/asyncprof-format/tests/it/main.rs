@@ -189,3 +189,64 @@ fn queue_depth_points_are_joined_across_snapshots_and_thinned_evenly() {
     // The snapshot hands its points to the series.
     assert!(run.snapshot.unwrap().queues[0].points.is_empty());
 }
+
+#[test]
+fn a_later_header_supersedes_the_one_written_at_start() {
+    use asyncprof_format::{Flavor, Tier};
+    // At start nothing is known of the runtime.
+    let mut first = Header::new("svc");
+    first.pid = 7;
+    first.tier = Tier::Unknown;
+    let mut only = Vec::new();
+    RunWriter::new(&mut only, &first).unwrap();
+    let header_only = read_bytes(&only).unwrap();
+    assert_eq!(header_only.header, first);
+    assert!(header_only.snapshot.is_none());
+    assert!(!header_only.truncated && !header_only.ended);
+    assert!(
+        header_only.warnings.is_empty(),
+        "{:?}",
+        header_only.warnings
+    );
+    let mut out = Vec::new();
+    let mut w = RunWriter::new(&mut out, &first).unwrap();
+    // The first poll tells the tier and the runtime.
+    let mut known = first.clone();
+    known.tier = Tier::Hooks;
+    known.flavor = Flavor::MultiThread;
+    known.workers = 4;
+    w.write_snapshot(&sample_snapshot(1_000_000_000)).unwrap();
+    w.write_header(&known).unwrap();
+    w.write_snapshot(&sample_snapshot(2_000_000_000)).unwrap();
+    w.write_end().unwrap();
+    let run = read_bytes(&out).unwrap();
+    assert_eq!(run.header, known, "the latest header wins");
+    assert_eq!(run.series.len(), 2);
+    assert!(run.ended);
+    // Cut inside the second header: the first one stands, with a warning.
+    let cut = out.len() - 40;
+    let run = read_bytes(&out[..cut]).unwrap();
+    assert!(run.truncated);
+    assert_eq!(run.header.pid, 7);
+}
+
+#[test]
+fn version_1_files_still_read_and_old_loss_counters_default_to_zero() {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(asyncprof_format::MAGIC);
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    let header = serde_json::json!({"format_version": 1, "program": "old", "tier": "hooks"});
+    bytes.extend(
+        asyncprof_format::encode_frame(asyncprof_format::RecordKind::Header, &header).unwrap(),
+    );
+    // A snapshot from before `skipped_samples` existed.
+    let snap = serde_json::json!({"elapsed_ns": 5, "loss": {"missed_samples": 3}});
+    bytes.extend(
+        asyncprof_format::encode_frame(asyncprof_format::RecordKind::Snapshot, &snap).unwrap(),
+    );
+    let run = read_bytes(&bytes).unwrap();
+    assert_eq!(run.header.program, "old");
+    assert_eq!(run.header.tier, asyncprof_format::Tier::Hooks);
+    let loss = run.snapshot.unwrap().loss;
+    assert_eq!((loss.missed_samples, loss.skipped_samples), (3, 0));
+}
