@@ -175,7 +175,11 @@ pub(crate) struct Loss {
     pub(crate) untracked_locations: AtomicU64,
     pub(crate) untracked_threads: AtomicU64,
     pub(crate) clock_gaps: AtomicU64,
+    /// Stack samples tried that failed (no answer in time, thread gone, poll over).
     pub(crate) missed_samples: AtomicU64,
+    /// Stack samples not taken: the per-minute budget of sampled stalls was spent (once per
+    /// stall), or signals are off and the thread was on CPU.
+    pub(crate) skipped_samples: AtomicU64,
     pub(crate) sampler_busy: AtomicU64,
 }
 

@@ -256,6 +256,7 @@ impl Recorder {
         l.dropped_records = self.loss.dropped_records.load(Relaxed);
         l.clock_gaps = self.loss.clock_gaps.load(Relaxed);
         l.missed_samples = self.loss.missed_samples.load(Relaxed);
+        l.skipped_samples = self.loss.skipped_samples.load(Relaxed);
         l.sampler_busy = self.loss.sampler_busy.load(Relaxed);
         l.untracked_queues = crate::queues::untracked();
         l.dropped_depth_points = crate::queues::dropped_points();
