@@ -1,6 +1,12 @@
 //! Findings: what is wrong, where, and what to change. Each kind is a diagnosis in
 //! [`crate::diagnoses`]. Stalls of one kind are grouped by culprit function and by task into
 //! one finding, at the line where most stall time went.
+//!
+//! A finding names a line a stack showed. A stall that no stack placed at a line of the
+//! program's own code (no stack was sampled, or none reached the program's code) joins a
+//! finding of its task whose stacks were sampled, when its kind fits; otherwise it is evidence
+//! about its task, listed under the task's spawn location ([`crate::TaskStalls`]), never a
+//! finding at the spawn line.
 
 use std::collections::BTreeMap;
 
@@ -173,6 +179,15 @@ pub fn diagnose(run: &RunFile) -> Vec<Finding> {
 
 /// Every finding of a run, most severe and costly first.
 pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
+    diagnosis(run, thresholds).0
+}
+
+/// Every finding of a run, most severe and costly first, and the stalls of tracked tasks that
+/// no finding holds because no stack placed them at a line (evidence about their task).
+pub(crate) fn diagnosis<'a>(
+    run: &'a RunFile,
+    thresholds: &Thresholds,
+) -> (Vec<Finding>, Vec<&'a StallRecord>) {
     // Stalls with no stack (past the sampling budget, or a sample that timed out) join the
     // culprit most often seen for the same task location, of a kind their kernel state fits.
     let mut culprits: BTreeMap<String, BTreeMap<(&'static str, FindingLocation), u64>> =
@@ -213,6 +228,7 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
             .map(|((k, loc), _)| (*k, loc.clone()))
     };
     let mut groups: BTreeMap<(&'static str, FindingLocation), Vec<&StallRecord>> = BTreeMap::new();
+    let mut unplaced = Vec::new();
     for s in run
         .stalls
         .iter()
@@ -224,20 +240,22 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
                 continue;
             }
         }
-        let location = match (&s.culprit, &s.task_location) {
-            (Some(c), _) => FindingLocation {
+        let location = match &s.culprit {
+            Some(c) => FindingLocation {
                 file: c.file.clone().unwrap_or_default(),
                 line: c.line.unwrap_or(0),
                 function: c.function.clone(),
             },
-            (None, Some(t)) => FindingLocation {
-                file: t.file.clone(),
-                line: t.line,
-                function: "<the task spawned here>".into(),
-            },
-            // No stack and an untracked task: no place to change. Counted in the summary
-            // (`unattributed_stalls`) and drawn on the worker timeline, not a finding.
-            (None, None) => continue,
+            // No stack showed a line, and no sampled stall of its task took it in: evidence
+            // about the task (listed under its spawn location), not a line to change. The
+            // spawn line is not where the time went. A stall of an untracked task is counted
+            // in the summary (`unattributed_stalls`); both are drawn on the worker timeline.
+            None => {
+                if s.task_location.is_some() {
+                    unplaced.push(s);
+                }
+                continue;
+            }
         };
         groups.entry((stall_kind(s), location)).or_default().push(s);
     }
@@ -342,7 +360,7 @@ pub fn diagnose_with(run: &RunFile, thresholds: &Thresholds) -> Vec<Finding> {
             .cmp(&a.severity)
             .then(b.total_ms.total_cmp(&a.total_ms))
     });
-    out
+    (out, unplaced)
 }
 
 #[cfg(test)]
@@ -414,20 +432,108 @@ mod tests {
 
     #[test]
     fn stalls_without_a_stack_asleep_in_a_task_that_computes_stay_apart() {
-        let f = findings(&[
+        let stalls = [
             stall(1, StallClass::CpuBound, Some((90, ""))),
             stall(2, StallClass::CpuBound, Some((90, ""))),
             stall(3, StallClass::Blocking, None),
-        ]);
-        let mut kinds: Vec<_> = f
+        ];
+        let f = findings(&stalls);
+        let kinds: Vec<_> = f
             .iter()
             .map(|f| (f.kind, f.location.line, f.count))
             .collect();
-        kinds.sort();
+        // The asleep stall fits no sampled stall of its task: it is not a finding at the
+        // spawn line (no stack showed that line), but evidence about its task.
+        assert_eq!(kinds, [("cpu-bound-poll", 90, 2)], "{f:#?}");
+        let s = summary(&stalls);
+        assert_eq!(s.stalls_without_culprit.len(), 1, "{s:#?}");
+        let t = &s.stalls_without_culprit[0];
+        assert_eq!(t.task_location, format!("{FILE}:40:5"));
+        assert_eq!((t.stalls, t.asleep, t.on_cpu), (1, 1, 0));
+        assert_eq!(t.syscalls, ["futex"]);
+    }
+
+    fn summary(stalls: &[StallRecord]) -> crate::Summary {
+        crate::Summary::of(&read_bytes(&run_bytes(stalls, Header::new("svc"))).unwrap())
+    }
+
+    fn run_bytes(stalls: &[StallRecord], header: Header) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut w = RunWriter::new(&mut bytes, &header).unwrap();
+        for s in stalls {
+            w.write_stall(s).unwrap();
+        }
+        w.write_end().unwrap();
+        bytes
+    }
+
+    /// Known truth: one task stalled three times, and no stack was sampled (signals off, on
+    /// CPU; the budget spent; a sample that failed). Nothing showed a line: no finding, and
+    /// the report still shows the three stalls under the task's spawn location.
+    #[test]
+    fn a_run_with_only_stack_less_stalls_in_one_task_has_no_finding_and_shows_them_under_the_task()
+    {
+        let mut never_returned = stall(3, StallClass::CpuBound, None);
+        never_returned.ongoing = true;
+        never_returned.duration_ns = 90_000_000;
+        let stalls = [
+            stall(1, StallClass::CpuBound, None),
+            stall(2, StallClass::Blocking, None),
+            never_returned,
+        ];
+        assert!(findings(&stalls).is_empty(), "{:#?}", findings(&stalls));
+        let mut header = Header::new("svc");
+        header.config.stall_signal = 0;
+        let s = crate::Summary::of(&read_bytes(&run_bytes(&stalls, header)).unwrap());
+        assert!(s.findings.is_empty());
+        assert_eq!((s.stalls, s.unattributed_stalls), (3, 0));
+        assert_eq!(s.stalls_without_culprit.len(), 1, "{s:#?}");
+        let t = &s.stalls_without_culprit[0];
+        assert_eq!(t.task_location, format!("{FILE}:40:5"));
         assert_eq!(
-            kinds,
-            [("blocking-call", 40, 1), ("cpu-bound-poll", 90, 2)],
-            "{f:#?}"
+            (t.stalls, t.on_cpu, t.asleep, t.never_returned, t.with_stack),
+            (3, 2, 1, 1, 0)
         );
+        assert_eq!((t.total_ms, t.max_ms), (150.0, 90.0));
+        // Signals were off: the stalls on CPU have no stack by that choice, and say so.
+        assert_eq!(t.note.as_deref(), Some(crate::SIGNALS_OFF));
+
+        let text = String::from_utf8(crate::render_text(&s)).unwrap();
+        assert!(text.contains("no findings (3 stalls)"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "task spawned at {FILE}:40:5: 3 stalls, 150.0 ms in all, longest 90.0 ms; \
+                 2 on CPU (no stack: signals were off), 1 asleep (futex), 1 never returned"
+            )),
+            "{text}"
+        );
+        // Said once, at the top; the stalls on CPU point to it.
+        assert_eq!(text.matches(crate::SIGNALS_OFF).count(), 1, "{text}");
+        assert!(text.lines().nth(1).unwrap().starts_with(crate::SIGNALS_OFF));
+        assert!(!text.contains("spawned here"), "{text}");
+        let html = crate::render_html(
+            &read_bytes(&run_bytes(&stalls, Header::new("svc"))).unwrap(),
+            &s,
+            &|_| None,
+        );
+        assert!(html.contains("Stalls without a line to blame"));
+        assert!(html.contains(&format!("{FILE}:40:5")));
+    }
+
+    #[test]
+    fn a_stall_whose_stacks_never_reach_the_programs_code_is_not_a_finding_either() {
+        let mut foreign = stall(1, StallClass::CpuBound, None);
+        let mut sample = StackSample::default();
+        sample.count = 2;
+        sample.frames = vec![Frame::new(
+            "tokio::runtime::task::harness::poll",
+            None,
+            None,
+        )];
+        foreign.stacks = vec![sample];
+        assert!(findings(std::slice::from_ref(&foreign)).is_empty());
+        let s = summary(&[foreign]);
+        assert_eq!(s.stalls_without_culprit[0].with_stack, 1, "{s:#?}");
+        assert_eq!(s.stalls_without_culprit[0].note, None);
     }
 }

@@ -23,7 +23,7 @@ pre{background:#f1f3f6;padding:8px;overflow:auto;font-size:12px;margin:6px 0}
 pre .hit{background:#ffe08a;display:inline-block;width:100%}
 table{border-collapse:collapse;font-size:13px;background:#fff;width:100%}
 th,td{border:1px solid #d8dce3;padding:4px 8px;text-align:right} th{background:#eef1f5;cursor:pointer}
-td.l,th.l{text-align:left} .loss{color:#c62828;font-weight:600}
+td.l,th.l{text-align:left} .loss{color:#c62828;font-weight:600} .loss ul{margin:4px 0;font-weight:400}
 .grid{display:flex;flex-wrap:wrap;gap:12px} .grid>div{background:#fff;border:1px solid #d8dce3;border-radius:6px}
 details summary{cursor:pointer;color:#36c} .muted{color:#667085}
 "#;
@@ -259,6 +259,10 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
         })
         .unwrap_or_default();
 
+    let lost: Vec<(u64, &str)> = crate::summary::loss_counters(&s.loss)
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .collect();
     let page = html! {
         (DOCTYPE)
         html lang="en" {
@@ -279,29 +283,21 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                         (s.stalls) " stalls"
                         @if s.truncated { " · truncated (the process was killed or is running)" }
                     }
+                    @if s.config.stall_signal == 0 {
+                        p { (capitalized(crate::SIGNALS_OFF)) "." }
+                    }
                     @if s.runtimes.len() > 1 {
                         p { "Runtimes: " (crate::text::runtime_list(&s.runtimes)) }
                     }
                 }
                 main {
                     @for w in &s.warnings { p.loss { "Warning: " (w) } }
-                    @if s.loss.dropped_records + s.loss.histogram_outliers + s.loss.untracked_tasks
-                        + s.loss.untracked_locations + s.loss.missed_samples + s.loss.untracked_queues
-                        + s.loss.dropped_depth_points > 0 {
-                        p.loss {
-                            "Lost or clamped: " (s.loss.dropped_records) " records, "
-                            (s.loss.histogram_outliers) " histogram outliers, "
-                            (s.loss.untracked_tasks) " untracked tasks, "
-                            (s.loss.untracked_locations) " untracked locations, "
-                            (s.loss.missed_samples) " missed stack samples, "
-                            (s.loss.untracked_queues) " untracked queues, "
-                            (s.loss.dropped_depth_points) " dropped depth samples."
-                        }
-                    }
-                    @if s.loss.clock_gaps > 0 {
-                        p.muted {
-                            "The coarse clock's thread woke late " (s.loss.clock_gaps)
-                            " times (the machine was busy): a poll that fell entirely inside such a gap was timed as short."
+                    @if lost.is_empty() {
+                        p.muted { "Loss: none (nothing dropped, clamped, untracked or skipped)." }
+                    } @else {
+                        div.loss {
+                            "Lost, clamped or skipped:"
+                            ul { @for (n, what) in &lost { li { b { (n) } " " (what) "." } } }
                         }
                     }
                     section #findings {
@@ -322,6 +318,31 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                         @if s.unattributed_stalls > 0 {
                             p.muted {
                                 (s.unattributed_stalls) " stalls had no stack sample and no tracked task, so no line to blame; they are on the worker timeline."
+                            }
+                        }
+                        @if !s.stalls_without_culprit.is_empty() {
+                            div.card #stalls-without-culprit {
+                                span.kind { "Stalls without a line to blame" }
+                                p.muted {
+                                    "No stack showed a line of your code for these stalls, and none joined a finding of their task: they are evidence about the task spawned there (its code held a worker this long), not a line to change. They are on the worker timeline."
+                                }
+                                table {
+                                    thead { tr {
+                                        th.l { "task spawned at" } th { "stalls" } th { "ms in all" }
+                                        th { "longest ms" } th.l { "what the threads did" }
+                                    } }
+                                    tbody {
+                                        @for t in &s.stalls_without_culprit {
+                                            tr {
+                                                td.l.loc { (t.task_location) }
+                                                td { (t.stalls) }
+                                                td { (format!("{:.1}", t.total_ms)) }
+                                                td { (format!("{:.1}", t.max_ms)) }
+                                                td.l { (crate::text::task_stall_evidence(t)) }
+                                            }
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
@@ -446,6 +467,14 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
         }
     };
     page.into_string()
+}
+
+/// `text` with its first letter upper-case, to open a sentence.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |c| {
+        c.to_uppercase().chain(chars).collect::<String>()
+    })
 }
 
 fn short(location: &str) -> String {

@@ -39,8 +39,8 @@ pub use html::{render_html, render_index, IndexRow};
 pub use queues::QueueEvidence;
 pub use score::{Marker, Score, LINE_WINDOW};
 pub use summary::{
-    Latency, LocationSummary, QueueSummary, RuntimeSummary, StageSummary, Summary, TaskSummary,
-    WorkerSummary,
+    Latency, LocationSummary, QueueSummary, RuntimeSummary, StageSummary, Summary, TaskStalls,
+    TaskSummary, WorkerSummary, SIGNALS_OFF,
 };
 pub use text::render_text;
 pub use thresholds::Thresholds;

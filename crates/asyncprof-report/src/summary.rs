@@ -169,6 +169,92 @@ pub struct QueueSummary {
     pub consumer: Option<String>,
 }
 
+/// The stalls of the tasks spawned at one place that no stack placed at a line of code (no
+/// stack was sampled, or none reached the program's own code) and that joined no finding of
+/// their task. They are evidence about the task, not a line to change: the task's code held
+/// its worker this long, somewhere.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct TaskStalls {
+    /// Where the tasks were spawned, `file:line:col`.
+    pub task_location: String,
+    /// Stalls.
+    pub stalls: u64,
+    /// Their summed duration, ms.
+    pub total_ms: f64,
+    /// The longest, ms.
+    pub max_ms: f64,
+    /// Of those, on CPU most of the time.
+    pub on_cpu: u64,
+    /// Of those, asleep in a system call most of the time.
+    pub asleep: u64,
+    /// Of those, polls still running when the run ended (they never returned).
+    pub never_returned: u64,
+    /// Of those, stalls whose stacks were sampled but never reached the program's own code
+    /// (every frame in the standard library, tokio, or a dependency).
+    pub with_stack: u64,
+    /// The system calls the asleep ones slept in, most frequent first.
+    pub syscalls: Vec<String>,
+    /// Why the ones on CPU have no stack, when the run says: [`SIGNALS_OFF`] in a run
+    /// recorded without a signal.
+    pub note: Option<String>,
+}
+
+/// Every loss counter with what it counts, in plain words, in the order reports list them.
+pub(crate) fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 10] {
+    [
+        (
+            l.dropped_records,
+            "records dropped: the writer fell behind, or the disk refused them",
+        ),
+        (
+            l.histogram_outliers,
+            "values above a histogram's bound, recorded as the bound",
+        ),
+        (
+            l.untracked_tasks,
+            "tasks spawned while the task table was full: counted, not tracked one by one",
+        ),
+        (
+            l.untracked_locations,
+            "spawn locations beyond the location table, folded into one entry",
+        ),
+        (
+            l.clock_gaps,
+            "times the coarse clock's thread woke late (the machine was busy): a poll that fell \
+             inside such a gap was timed as short",
+        ),
+        (
+            l.missed_samples,
+            "stack samples that failed: the thread did not answer in time, had exited, or had \
+             finished the poll",
+        ),
+        (
+            l.skipped_samples,
+            "stack samples not taken: the per-minute budget of sampled stalls was spent (or \
+             signals are off and the thread was on CPU); those stalls are recorded and \
+             classified without a stack",
+        ),
+        (
+            l.sampler_busy,
+            "stack samples refused because the sampler was still busy with another",
+        ),
+        (
+            l.untracked_queues,
+            "queues created while the queue registry was full: they work, but are not reported",
+        ),
+        (
+            l.dropped_depth_points,
+            "queue depth samples dropped because a queue's sample buffer was full",
+        ),
+    ]
+}
+
+/// Said once in every report of a run recorded without a signal (`stall_signal` 0), and of its
+/// stalls on CPU that have no stack.
+pub const SIGNALS_OFF: &str = "signals off (ASYNCPROF_SIGNAL=0): threads blocked in a system \
+                               call still get stacks; stalls on CPU have none";
+
 /// Everything `asyncprof report --json` prints about a run.
 #[derive(Debug, Clone, Default, Serialize)]
 #[non_exhaustive]
@@ -213,6 +299,9 @@ pub struct Summary {
     pub stalls: u64,
     /// Stalls with no stack sample and no tracked task: no line to blame, so in no finding.
     pub unattributed_stalls: u64,
+    /// Stalls of tracked tasks that no stack placed at a line and that joined no finding, by
+    /// the tasks' spawn location, most stall time first: evidence about those tasks.
+    pub stalls_without_culprit: Vec<TaskStalls>,
     /// Stalls whose thread was runnable but preempted most of the time (an overloaded
     /// machine), so in no finding.
     pub preempted_stalls: u64,
@@ -260,18 +349,42 @@ impl Summary {
             .iter()
             .filter(|st| crate::diagnoses::preempted(st))
             .count() as u64;
-        s.findings = crate::diagnose_with(run, thresholds);
+        let (findings, unplaced) = crate::findings::diagnosis(run, thresholds);
+        s.findings = findings;
+        s.stalls_without_culprit = task_stalls(&unplaced, h.config.stall_signal == 0);
         if !run.ended && !run.truncated {
-            s.warnings.push(
+            s.warnings.push(if run.snapshot.is_some() {
                 "the run has no end record: the process was killed or is still running; \
                  numbers are as of its last snapshot"
+                    .into()
+            } else {
+                "the run has no end record: the process was killed or is still running".into()
+            });
+        }
+        let Some(snap) = &run.snapshot else {
+            // How far the process got: the header is written when recording starts, and
+            // written again when the first task is polled.
+            s.warnings.push(if h.tier == format::Tier::Unknown {
+                "the run file holds only its header: recording started, but the process \
+                 stopped (or is still running) before any task was polled and before the first \
+                 snapshot"
+                    .into()
+            } else {
+                format!(
+                    "the run file holds no snapshot yet: tasks ran ({:?} tier), but the process \
+                     stopped (or is still running) before the first snapshot",
+                    h.tier
+                )
+            });
+            return s;
+        };
+        if h.tier == format::Tier::Unknown && snap.runtime.polls == 0 {
+            s.warnings.push(
+                "asyncprof saw no task run: instrument the runtime's builder \
+                 (guard.instrument) or install the layer before the runtime starts"
                     .into(),
             );
         }
-        let Some(snap) = &run.snapshot else {
-            s.warnings.push("the run file holds no snapshot yet".into());
-            return s;
-        };
         s.duration_ms = ms(snap.elapsed_ns);
         s.loss = snap.loss.clone();
         let r = &snap.runtime;
@@ -348,6 +461,50 @@ impl Summary {
             .collect();
         s
     }
+}
+
+/// The stalls no stack placed at a line, by their task's spawn location, most stall time first.
+fn task_stalls(stalls: &[&format::StallRecord], signals_off: bool) -> Vec<TaskStalls> {
+    let mut by: BTreeMap<String, (TaskStalls, u64, u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    for st in stalls {
+        let Some(loc) = &st.task_location else {
+            continue;
+        };
+        let (t, total_ns, max_ns, syscalls) = by.entry(loc.to_string()).or_default();
+        t.stalls += 1;
+        *total_ns = total_ns.saturating_add(st.duration_ns);
+        *max_ns = (*max_ns).max(st.duration_ns);
+        match st.class {
+            format::StallClass::CpuBound => t.on_cpu += 1,
+            format::StallClass::Blocking => t.asleep += 1,
+            _ => {}
+        }
+        t.never_returned += u64::from(st.ongoing);
+        t.with_stack += u64::from(!st.stacks.is_empty());
+        if let Some(sc) = &st.syscall {
+            *syscalls.entry(sc.clone()).or_default() += 1;
+        }
+        if signals_off && st.class == format::StallClass::CpuBound && st.stacks.is_empty() {
+            t.note = Some(SIGNALS_OFF.to_string());
+        }
+    }
+    let mut out: Vec<(u64, TaskStalls)> = by
+        .into_iter()
+        .map(|(location, (mut t, total_ns, max_ns, syscalls))| {
+            t.task_location = location;
+            t.total_ms = ms(total_ns);
+            t.max_ms = ms(max_ns);
+            let mut syscalls: Vec<(String, u64)> = syscalls.into_iter().collect();
+            syscalls.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            t.syscalls = syscalls.into_iter().map(|(name, _)| name).collect();
+            (total_ns, t)
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then(a.1.task_location.cmp(&b.1.task_location))
+    });
+    out.into_iter().map(|(_, t)| t).collect()
 }
 
 /// One entry per source location (the recorder may hold two for one place), busiest first.

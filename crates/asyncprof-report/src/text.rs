@@ -38,6 +38,42 @@ pub(crate) fn runtime_list(runtimes: &[asyncprof_format::RuntimeInfo]) -> String
         .join(", ")
 }
 
+/// `2 on CPU, 1 asleep (futex), 1 never returned`: what a task's stalls without a line were.
+/// Stalls on CPU without a stack in a run without signals point to [`crate::SIGNALS_OFF`],
+/// which heads the report.
+pub(crate) fn task_stall_evidence(t: &crate::TaskStalls) -> String {
+    let mut parts = Vec::new();
+    if t.on_cpu > 0 {
+        parts.push(if t.note.is_some() {
+            // The note is the signals-off sentence, said once at the top of the report.
+            format!("{} on CPU (no stack: signals were off)", t.on_cpu)
+        } else {
+            format!("{} on CPU", t.on_cpu)
+        });
+    }
+    if t.asleep > 0 {
+        parts.push(if t.syscalls.is_empty() {
+            format!("{} asleep", t.asleep)
+        } else {
+            format!("{} asleep ({})", t.asleep, t.syscalls.join(", "))
+        });
+    }
+    let other = t.stalls.saturating_sub(t.on_cpu.saturating_add(t.asleep));
+    if other > 0 {
+        parts.push(format!("{other} not classified"));
+    }
+    if t.never_returned > 0 {
+        parts.push(format!("{} never returned", t.never_returned));
+    }
+    if t.with_stack > 0 {
+        parts.push(format!(
+            "{} with stacks that never reached your code",
+            t.with_stack
+        ));
+    }
+    parts.join(", ")
+}
+
 /// Render the summary as text for a terminal.
 pub fn render_text(s: &Summary) -> Vec<u8> {
     let mut o = String::new();
@@ -51,24 +87,30 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
         s.flavor,
         s.workers
     );
+    if s.config.stall_signal == 0 {
+        let _ = writeln!(o, "{}", crate::SIGNALS_OFF);
+    }
     if s.runtimes.len() > 1 {
         let _ = writeln!(o, "runtimes: {}", runtime_list(&s.runtimes));
     }
     for w in &s.warnings {
         let _ = writeln!(o, "warning: {w}");
     }
-    let l = &s.loss;
-    let _ = writeln!(
-        o,
-        "loss: {} dropped records, {} histogram outliers, {} untracked tasks, {} untracked locations, {} clock gaps, {} untracked queues, {} dropped depth samples",
-        l.dropped_records,
-        l.histogram_outliers,
-        l.untracked_tasks,
-        l.untracked_locations,
-        l.clock_gaps,
-        l.untracked_queues,
-        l.dropped_depth_points
-    );
+    let lost: Vec<(u64, &str)> = crate::summary::loss_counters(&s.loss)
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .collect();
+    if lost.is_empty() {
+        let _ = writeln!(
+            o,
+            "loss: none (nothing dropped, clamped, untracked or skipped)"
+        );
+    } else {
+        let _ = writeln!(o, "loss:");
+        for (n, what) in lost {
+            let _ = writeln!(o, "  {n} {what}");
+        }
+    }
     let r = &s.runtime;
     let _ = writeln!(
         o,
@@ -144,6 +186,23 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
         );
         for a in &f.also {
             let _ = writeln!(o, "    also: {a}");
+        }
+    }
+    if !s.stalls_without_culprit.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nstalls without a line to blame (no stack showed a line of your code; evidence about their task, not a finding):"
+        );
+        for t in &s.stalls_without_culprit {
+            let _ = writeln!(
+                o,
+                "  task spawned at {}: {} stalls, {:.1} ms in all, longest {:.1} ms; {}",
+                t.task_location,
+                t.stalls,
+                t.total_ms,
+                t.max_ms,
+                task_stall_evidence(t)
+            );
         }
     }
     let _ = writeln!(o, "\nspawn locations (busiest first):");

@@ -11,7 +11,7 @@ use asyncprof_report::{render_html, render_json, render_text, Summary};
 #[path = "support/fixture.rs"]
 mod fixture;
 
-use fixture::fixture;
+use fixture::{fixture, fixture_with_signal};
 
 fn golden(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -63,6 +63,57 @@ fn renderers_match_their_golden_files() {
     assert_eq!(
         render_html(&run, &summary, &no_source),
         render_html(&run, &summary, &no_source)
+    );
+}
+
+#[test]
+fn a_run_without_signals_says_so_once_and_its_stalls_on_cpu_without_a_stack_point_to_it() {
+    let sentence = asyncprof_report::SIGNALS_OFF;
+    let run = fixture_with_signal("ingest", FILE, 0);
+    let summary = Summary::of(&run);
+    let text = String::from_utf8(render_text(&summary)).unwrap();
+    assert_eq!(text.matches(sentence).count(), 1, "{text}");
+    assert_eq!(text.lines().nth(1), Some(sentence), "{text}");
+    assert!(
+        text.contains("src/service.rs:60:9: 1 stalls, 40.0 ms in all, longest 40.0 ms; 1 on CPU (no stack: signals were off)"),
+        "{text}"
+    );
+    let html = render_html(&run, &summary, &|_| None);
+    assert_eq!(html.matches("Signals off (ASYNCPROF_SIGNAL=0)").count(), 1);
+    assert!(html.contains("1 on CPU (no stack: signals were off)"));
+    // Recorded with a signal: not a word of it.
+    let run = fixture("ingest", FILE);
+    let summary = Summary::of(&run);
+    assert!(!String::from_utf8(render_text(&summary))
+        .unwrap()
+        .contains("ASYNCPROF_SIGNAL=0"));
+    assert!(!render_html(&run, &summary, &|_| None).contains("ASYNCPROF_SIGNAL=0"));
+}
+
+#[test]
+fn stalls_no_stack_placed_are_shown_under_their_task_never_at_its_spawn_line() {
+    let run = fixture("ingest", FILE);
+    let summary = Summary::of(&run);
+    assert!(
+        summary
+            .findings
+            .iter()
+            .all(|f| f.location.line != 60 && !f.location.function.contains("spawned")),
+        "{:#?}",
+        summary.findings
+    );
+    assert_eq!(summary.stalls, 2);
+    assert_eq!(summary.stalls_without_culprit.len(), 1);
+    let t = &summary.stalls_without_culprit[0];
+    assert_eq!(t.task_location, "src/service.rs:60:9");
+    assert_eq!((t.stalls, t.on_cpu, t.max_ms), (1, 1, 40.0));
+    assert_eq!(t.note, None, "recorded with a signal");
+    // Each loss counter is stated apart, in plain words.
+    let text = String::from_utf8(render_text(&summary)).unwrap();
+    assert!(text.contains("\n  1 stack samples that failed"), "{text}");
+    assert!(
+        text.contains("\n  4 stack samples not taken: the per-minute budget"),
+        "{text}"
     );
 }
 

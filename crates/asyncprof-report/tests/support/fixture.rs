@@ -1,5 +1,6 @@
-//! A run file with a blocking-call stall, a backed-up queue and chosen strings, built record
-//! by record so that every byte is known. Shared by the render and hostile-input tests.
+//! A run file with a blocking-call stall, a stall no stack placed at a line, a backed-up queue
+//! and chosen strings, built record by record so that every byte is known. Shared by the render
+//! and hostile-input tests.
 
 use asyncprof_format::{
     read_bytes, DepthPoint, Flavor, Frame, Header, Histogram, LocationStats, QueueKind, QueueStats,
@@ -21,11 +22,20 @@ pub(crate) fn fixture(task_name: &str, file: &str) -> RunFile {
     read_bytes(&fixture_bytes(task_name, file)).unwrap()
 }
 
+/// The fixture recorded with `stall_signal` set to `signal` (0: no signal).
+pub(crate) fn fixture_with_signal(task_name: &str, file: &str, signal: i32) -> RunFile {
+    let mut run = fixture(task_name, file);
+    run.header.config.stall_signal = signal;
+    run
+}
+
 /// The fixture's bytes.
 pub(crate) fn fixture_bytes(task_name: &str, file: &str) -> Vec<u8> {
     let mut header = Header::new("fixture-service");
     header.pid = 4242;
     header.workers = 2;
+    // SIGRTMIN+5, the default.
+    header.config.stall_signal = 39;
     let mut bytes = Vec::new();
     let mut w = RunWriter::new(&mut bytes, &header).unwrap();
     let mut snap = Snapshot::default();
@@ -35,6 +45,9 @@ pub(crate) fn fixture_bytes(task_name: &str, file: &str) -> Vec<u8> {
     snap.runtime.tasks_spawned = 40;
     snap.runtime.tasks_completed = 39;
     snap.runtime.tasks_alive = 1;
+    // Stack samples: one failed, four not taken (the per-minute budget was spent).
+    snap.loss.missed_samples = 1;
+    snap.loss.skipped_samples = 4;
     snap.runtime.poll_ns = hist(&[(20_000, 11_000), (900_000, 950), (25_000_000, 50)]);
     snap.runtime.scheduled_ns = hist(&[(5_000, 11_000), (3_000_000, 1000)]);
     // Two runtimes, one worker each; the first is named by the user.
@@ -139,6 +152,21 @@ pub(crate) fn fixture_bytes(task_name: &str, file: &str) -> Vec<u8> {
     stall.primitive = Some(frames[1].clone());
     stall.culprit = Some(frames[2].clone());
     w.write_stall(&stall).unwrap();
+    // A stall of another task on CPU, with no stack (past the sampling budget): evidence about
+    // that task, not a finding.
+    let mut unsampled = StallRecord::default();
+    unsampled.id = 2;
+    unsampled.thread_name = "worker-0".into();
+    unsampled.worker = 0;
+    unsampled.runtime = 1;
+    unsampled.task_id = 9;
+    unsampled.task_location = Some(SourceLocation::new(file, 60, 9));
+    unsampled.start_ns = 2_000_000_000;
+    unsampled.duration_ns = 40_000_000;
+    unsampled.class = StallClass::CpuBound;
+    unsampled.on_cpu_ratio = 1.0;
+    unsampled.cpu_share = Some(0.97);
+    w.write_stall(&unsampled).unwrap();
     w.write_end().unwrap();
     bytes
 }
