@@ -83,13 +83,49 @@ impl Default for Builder {
     }
 }
 
-fn env_u64(var: &'static str, reason: &'static str, min: u64, max: u64) -> Result<Option<u64>> {
-    let Ok(value) = std::env::var(var) else {
+/// Reads one environment variable (or a test's stand-in for the environment).
+type Lookup<'a> = &'a dyn Fn(&'static str) -> Option<std::ffi::OsString>;
+
+fn env_u64(
+    get: Lookup<'_>,
+    var: &'static str,
+    reason: &'static str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>> {
+    let Some(value) = get(var) else {
         return Ok(None);
     };
+    let value = value.to_string_lossy().into_owned();
     match value.trim().parse::<u64>() {
         Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
         _ => Err(Error::Env { var, value, reason }),
+    }
+}
+
+/// Whether `signal` can sample stalled stacks: the signals the sampler accepts.
+fn usable_signal(signal: i32) -> bool {
+    signal == libc::SIGPROF
+        || signal == libc::SIGUSR1
+        || signal == libc::SIGUSR2
+        || (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&signal)
+}
+
+/// `ASYNCPROF_SIGNAL`: 0 (no signal) or a signal [`usable_signal`] accepts.
+fn env_signal(get: Lookup<'_>) -> Result<Option<i32>> {
+    let Some(value) = get("ASYNCPROF_SIGNAL") else {
+        return Ok(None);
+    };
+    let value = value.to_string_lossy().into_owned();
+    match value.trim().parse::<i32>() {
+        Ok(sig) if sig == 0 || usable_signal(sig) => Ok(Some(sig)),
+        _ => Err(Error::Env {
+            var: "ASYNCPROF_SIGNAL",
+            value,
+            reason: "a signal number: 0 (no signal), SIGUSR1 (10), SIGUSR2 (12), SIGPROF (27) \
+                     or a real-time signal from SIGRTMIN to SIGRTMAX (34 to 64 on Linux with \
+                     glibc)",
+        }),
     }
 }
 
@@ -104,17 +140,23 @@ impl Builder {
     /// | `ASYNCPROF_CLOCK_TICK_US` | coarse clock period, 10 to 10000 | 250 |
     /// | `ASYNCPROF_SAMPLE_EVERY` | one poll in N timed exactly, 1 to 65536 | 64 |
     /// | `ASYNCPROF_TASK_CAPACITY` | live tasks tracked one by one, 16 to 16777216 | 16384 |
-    /// | `ASYNCPROF_SIGNAL` | signal that samples stalled stacks; 0 turns stacks off | SIGRTMIN+5 |
+    /// | `ASYNCPROF_SIGNAL` | signal number that samples stalls on CPU: 10, 12, 27 (SIGUSR1, SIGUSR2, SIGPROF) or SIGRTMIN to SIGRTMAX; 0: no signal, only threads asleep in a system call get stacks | SIGRTMIN+5 |
     /// | `ASYNCPROF_CPU_HZ` | whole-run CPU profile, samples per second, 0 to 1000 | 0 (off) |
     ///
     /// # Errors
     ///
     /// [`Error::Env`] naming the variable whose value is out of range or not a number.
-    pub fn from_env(mut self) -> Result<Self> {
-        if let Some(out) = std::env::var_os("ASYNCPROF_OUT").filter(|v| !v.is_empty()) {
+    pub fn from_env(self) -> Result<Self> {
+        self.apply_env(&|var| std::env::var_os(var))
+    }
+
+    /// [`Builder::from_env`] with the variables read by `get`.
+    fn apply_env(mut self, get: Lookup<'_>) -> Result<Self> {
+        if let Some(out) = get("ASYNCPROF_OUT").filter(|v| !v.is_empty()) {
             self.out = Some(out.into());
         }
         if let Some(ms) = env_u64(
+            get,
             "ASYNCPROF_STALL_THRESHOLD_MS",
             "a whole number of milliseconds from 1 to 60000",
             1,
@@ -123,6 +165,7 @@ impl Builder {
             self.config.stall_threshold_us = ms * 1000;
         }
         if let Some(ms) = env_u64(
+            get,
             "ASYNCPROF_FLUSH_INTERVAL_MS",
             "a whole number of milliseconds from 50 to 60000",
             50,
@@ -131,6 +174,7 @@ impl Builder {
             self.config.flush_interval_ms = ms;
         }
         if let Some(us) = env_u64(
+            get,
             "ASYNCPROF_CLOCK_TICK_US",
             "a whole number of microseconds from 10 to 10000",
             10,
@@ -139,6 +183,7 @@ impl Builder {
             self.config.clock_tick_ns = us * 1000;
         }
         if let Some(n) = env_u64(
+            get,
             "ASYNCPROF_SAMPLE_EVERY",
             "a whole number from 1 to 65536",
             1,
@@ -147,6 +192,7 @@ impl Builder {
             self.config.sample_every = n as u32;
         }
         if let Some(n) = env_u64(
+            get,
             "ASYNCPROF_TASK_CAPACITY",
             "a whole number from 16 to 16777216",
             16,
@@ -155,12 +201,16 @@ impl Builder {
             self.config.task_capacity = n as u32;
         }
         if let Some(hz) = env_u64(
+            get,
             "ASYNCPROF_CPU_HZ",
             "a whole number of samples per second from 0 to 1000",
             0,
             1000,
         )? {
             self.config.cpu_hz = hz as u32;
+        }
+        if let Some(sig) = env_signal(get)? {
+            self.config.stall_signal = sig;
         }
         Ok(self)
     }
@@ -211,8 +261,9 @@ impl Builder {
         self
     }
 
-    /// The signal that samples a stalled worker's stack (default SIGRTMIN+5, a real-time
-    /// signal no common library uses); 0 records stalls without stacks. If your service uses
+    /// The signal that samples the stack of a worker stalled on CPU (default SIGRTMIN+5, a
+    /// real-time signal no common library uses); 0 sends no signal at all: threads asleep in
+    /// a system call still get stacks, stalls on CPU get none. If your service uses
     /// that signal, pick another: asyncprof passes signals it did not send on to the handler
     /// that was installed before it.
     pub fn stall_signal(mut self, signal: i32) -> Self {
@@ -310,9 +361,23 @@ impl Builder {
         let started = Instant::now();
 
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(WRITER_QUEUE);
+        // The file gets its header now, before any task runs: a process that dies right after
+        // `start` still leaves a readable file (program, pid, settings). The tier and the
+        // runtime are not known yet; the aggregator writes the header again once they are.
+        let facts = Facts::of(recorder);
+        let mut first = format::preamble().to_vec();
+        match format::encode_frame(RecordKind::Header, &header(recorder, facts, start_unix_ms)) {
+            Ok(f) => first.extend_from_slice(&f),
+            Err(_) => {
+                recorder.loss.dropped_records.fetch_add(1, Relaxed);
+            }
+        }
+        // The channel is empty: this send does not wait.
+        let _ = tx.send(first);
+        let (written_tx, written_rx) = mpsc::sync_channel::<()>(1);
         let writer = spawn_thread("asyncprof-writer", {
             let path = path.clone();
-            move || writer_loop(file, rx, recorder, &path)
+            move || writer_loop(file, rx, recorder, &path, written_tx)
         })?;
         let tick = Duration::from_nanos(self.config.clock_tick_ns);
         let sampler = match self.config.stall_signal {
@@ -374,12 +439,26 @@ impl Builder {
         let aggregator = spawn_thread("asyncprof-aggregator", {
             let shared = shared.clone();
             let interval = Duration::from_millis(self.config.flush_interval_ms);
-            move || aggregator_loop(recorder, &shared, tx, interval, started, start_unix_ms)
+            move || {
+                aggregator_loop(
+                    recorder,
+                    &shared,
+                    tx,
+                    interval,
+                    started,
+                    start_unix_ms,
+                    facts,
+                )
+            }
         })?;
         let cpu = match self.config.cpu_hz {
             0 => None,
             hz => crate::cpu::CpuProfiler::start(hz),
         };
+        // Bounded, as for the watchdog: the header is written and flushed (in the kernel's
+        // hands, so a process that dies next still leaves it) before `start` returns, unless
+        // the disk takes longer than this; then it follows as soon as the disk allows.
+        let _ = written_rx.recv_timeout(WRITER_START_WAIT);
         *active = Some(path.clone());
         Ok(Guard {
             recorder,
@@ -430,24 +509,47 @@ fn spawn_thread(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result
         .map_err(|source| Error::Thread { name, source })
 }
 
-fn header(recorder: &Recorder, start_unix_ms: u64) -> format::Header {
+/// What the header says that is learnt only once tasks run: the tier (from the first task
+/// event), the runtime's flavor and workers (from its first worker), what the scheduling
+/// delays cover. A change is written as a new header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Facts {
+    source: u8,
+    flavor: u8,
+    workers: u32,
+    schedule_source: u8,
+}
+
+impl Facts {
+    fn of(recorder: &Recorder) -> Self {
+        Facts {
+            source: recorder.source.load(Relaxed),
+            flavor: recorder.flavor.load(Relaxed),
+            workers: recorder.worker_count.load(Relaxed),
+            schedule_source: recorder.schedule_source.load(Relaxed),
+        }
+    }
+}
+
+fn header(recorder: &Recorder, facts: Facts, start_unix_ms: u64) -> format::Header {
     let mut h = format::Header::new(recorder.settings.program.clone());
     h.args = recorder.settings.args.clone();
     h.pid = std::process::id();
     h.start_unix_ms = start_unix_ms;
-    h.tier = match recorder.source.load(Relaxed) {
+    h.tier = match facts.source {
+        source::HOOKS => format::Tier::Hooks,
         source::LAYER => format::Tier::Layer,
         source::STABLE => format::Tier::Stable,
-        _ => format::Tier::Hooks,
+        _ => format::Tier::Unknown,
     };
-    h.flavor = match recorder.flavor.load(Relaxed) {
+    h.flavor = match facts.flavor {
         1 => format::Flavor::CurrentThread,
         2 => format::Flavor::MultiThread,
         _ => format::Flavor::Unknown,
     };
-    h.workers = recorder.worker_count.load(Relaxed);
+    h.workers = facts.workers;
     h.config = recorder.settings.config.clone();
-    if recorder.schedule_source.load(Relaxed) == 1 {
+    if facts.schedule_source == 1 {
         h.config.schedule_source = format::ScheduleSource::EveryWake;
     }
     h
@@ -459,6 +561,8 @@ fn header(recorder: &Recorder, start_unix_ms: u64) -> format::Header {
 const IDLE_AFTER_NS: u64 = 250_000;
 /// The longest `start` waits for the watchdog thread to run its first tick.
 const WATCHDOG_START_WAIT: Duration = Duration::from_secs(1);
+/// The longest `start` waits for the writer to put the run file's header on disk.
+const WRITER_START_WAIT: Duration = Duration::from_secs(1);
 /// The longest the idle watchdog sleeps without being woken.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
 
@@ -472,8 +576,8 @@ fn aggregator_loop(
     interval: Duration,
     started: Instant,
     start_unix_ms: u64,
+    mut written: Facts,
 ) {
-    let mut header_sent = false;
     let mut symbolizer = crate::symbolize::Symbolizer::default();
     let mut next_snapshot = Instant::now() + interval;
     loop {
@@ -489,24 +593,29 @@ fn aggregator_loop(
         let now = Instant::now();
         symbolizer.release_if_idle(now);
         crate::queues::sample(started.elapsed().as_nanos() as u64);
-        // The header goes out as soon as the runtime is known (its first poll), so that a
-        // process killed early still leaves a readable file; with it, a first snapshot.
-        let first = !header_sent && recorder.flavor.load(Relaxed) != 0;
-        let snapshot_due = stopping || asked || first || now >= next_snapshot;
+        // The start's header said the tier and the runtime were not known. Once tasks run
+        // (the first poll), the header goes out again with them, and with it a first
+        // snapshot, so that a process killed early still leaves them in its file.
+        let facts = Facts::of(recorder);
+        let learnt = facts != written;
+        let snapshot_due = stopping || asked || learnt || now >= next_snapshot;
         let pending = std::mem::take(&mut lock(&recorder.stalls).pending);
         if pending.is_empty() && !snapshot_due {
             continue;
         }
         let mut frames = Vec::new();
-        if !header_sent {
-            let mut bytes = format::preamble().to_vec();
-            match format::encode_frame(RecordKind::Header, &header(recorder, start_unix_ms)) {
-                Ok(f) => bytes.extend_from_slice(&f),
-                Err(_) => bytes.clear(),
-            }
-            frames.push(bytes);
-            header_sent = true;
+        let header_frame = learnt
+            .then(|| {
+                format::encode_frame(RecordKind::Header, &header(recorder, facts, start_unix_ms))
+                    .ok()
+            })
+            .flatten();
+        if learnt && header_frame.is_none() {
+            // It cannot be encoded (it never grows): not tried again.
+            written = facts;
         }
+        let header_first = header_frame.is_some();
+        frames.extend(header_frame);
         for raw in pending.values() {
             let record = symbolizer.record(raw, recorder.run_start_ns);
             if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
@@ -532,8 +641,10 @@ fn aggregator_loop(
             }
             return;
         }
-        for f in frames {
+        for (i, f) in frames.into_iter().enumerate() {
             match tx.try_send(f) {
+                // A header dropped (the writer fell behind) is sent again next time.
+                Ok(()) if i == 0 && header_first => written = facts,
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                     recorder.loss.dropped_records.fetch_add(1, Relaxed);
@@ -543,12 +654,24 @@ fn aggregator_loop(
     }
 }
 
-fn writer_loop(file: File, rx: mpsc::Receiver<Vec<u8>>, recorder: &Recorder, path: &Path) {
+/// Writes frames as they come, flushing each. `written` hears when the first (the preamble
+/// and the header) has been tried, for `start` to return.
+fn writer_loop(
+    file: File,
+    rx: mpsc::Receiver<Vec<u8>>,
+    recorder: &Recorder,
+    path: &Path,
+    written: SyncSender<()>,
+) {
     let mut out = std::io::BufWriter::new(file);
     let mut warned = false;
+    let mut written = Some(written);
     for frame in rx {
         let res = std::io::Write::write_all(&mut out, &frame)
             .and_then(|()| std::io::Write::flush(&mut out));
+        if let Some(w) = written.take() {
+            let _ = w.send(());
+        }
         if let Err(err) = res {
             recorder.loss.dropped_records.fetch_add(1, Relaxed);
             if !warned {
@@ -640,5 +763,73 @@ impl Drop for Guard {
             let _ = t.join();
         }
         *lock(&ACTIVE) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+
+    use super::Builder;
+    use crate::Error;
+
+    /// The builder after reading `vars` as the environment.
+    fn from(vars: &[(&'static str, &str)]) -> crate::Result<Builder> {
+        let env: HashMap<&str, OsString> = vars.iter().map(|(k, v)| (*k, v.into())).collect();
+        Builder::default().apply_env(&|var| env.get(var).cloned())
+    }
+
+    #[test]
+    fn asyncprof_signal_is_read_and_checked() {
+        let default = Builder::default().config.stall_signal;
+        assert_eq!(from(&[]).unwrap().config.stall_signal, default);
+        assert_eq!(
+            from(&[("ASYNCPROF_SIGNAL", "0")])
+                .unwrap()
+                .config
+                .stall_signal,
+            0
+        );
+        for sig in [
+            libc::SIGPROF,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGRTMIN(),
+            libc::SIGRTMAX(),
+        ] {
+            let b = from(&[("ASYNCPROF_SIGNAL", &format!(" {sig} "))]).unwrap();
+            assert_eq!(b.config.stall_signal, sig);
+        }
+        // Negative, SIGKILL, SIGSEGV, past SIGRTMAX, a name, nothing.
+        for bad in ["-1", "9", "11", "65", "SIGPROF", ""] {
+            match from(&[("ASYNCPROF_SIGNAL", bad)]) {
+                Err(Error::Env { var, value, reason }) => {
+                    assert_eq!((var, value.as_str()), ("ASYNCPROF_SIGNAL", bad));
+                    assert!(reason.contains("0 (no signal)"), "{reason}");
+                }
+                other => panic!("ASYNCPROF_SIGNAL={bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_other_variables_still_apply() {
+        let b = from(&[
+            ("ASYNCPROF_OUT", "/tmp/x.run"),
+            ("ASYNCPROF_STALL_THRESHOLD_MS", "5"),
+            ("ASYNCPROF_CPU_HZ", "99"),
+        ])
+        .unwrap();
+        assert_eq!(b.out.as_deref(), Some(std::path::Path::new("/tmp/x.run")));
+        assert_eq!(b.config.stall_threshold_us, 5000);
+        assert_eq!(b.config.cpu_hz, 99);
+        assert!(matches!(
+            from(&[("ASYNCPROF_FLUSH_INTERVAL_MS", "10")]),
+            Err(Error::Env {
+                var: "ASYNCPROF_FLUSH_INTERVAL_MS",
+                ..
+            })
+        ));
     }
 }

@@ -60,7 +60,7 @@ fn sigkill_leaves_a_readable_run_file() {
 
 const EARLY_ENV: &str = "ASYNCPROF_IT_EARLY_CHILD";
 
-/// Runs only as the child of `header_is_written_at_the_first_poll`: default settings.
+/// Runs only as the child of `runtime_facts_are_written_at_the_first_poll`: default settings.
 #[test]
 fn child_service_with_default_flush() {
     let _serial = crate::support::serial();
@@ -82,7 +82,7 @@ fn child_service_with_default_flush() {
 }
 
 #[test]
-fn header_is_written_at_the_first_poll() {
+fn runtime_facts_are_written_at_the_first_poll() {
     let _serial = crate::support::serial();
     if std::env::var(EARLY_ENV).is_ok() {
         return;
@@ -91,18 +91,46 @@ fn header_is_written_at_the_first_poll() {
     let started = std::time::Instant::now();
     let mut child =
         crate::support::spawn_child("killed::child_service_with_default_flush", EARLY_ENV, &path);
-    let run = crate::support::wait_for_run(&path, Duration::from_secs(30), Some);
+    // The header is there from the start; the runtime's flavor comes with the first poll.
+    let run = crate::support::wait_for_run(&path, Duration::from_secs(30), |run| {
+        (run.header.flavor != asyncprof_format::Flavor::Unknown).then_some(run)
+    });
     let readable_after = started.elapsed();
     child.kill().unwrap();
     child.wait().unwrap();
     std::fs::remove_file(&path).ok();
     let run = run.expect("a readable run file");
     eprintln!("run file readable {readable_after:?} after the child started");
-    // The flush interval is 1 s; the header and a first snapshot come with the first poll.
+    // The flush interval is 1 s; the runtime's facts and a first snapshot come with the first
+    // poll.
     assert!(
         readable_after < Duration::from_millis(900),
         "{readable_after:?}"
     );
     assert_eq!(run.header.flavor, asyncprof_format::Flavor::CurrentThread);
+    assert_eq!(run.header.tier, asyncprof_format::Tier::Hooks);
+    assert_eq!(run.header.workers, 1);
     assert!(run.snapshot.is_some());
+}
+
+/// `start` returns once the run file holds its header: a process that dies at any moment
+/// after it leaves a readable file, before any runtime exists.
+#[test]
+fn the_run_file_is_readable_when_start_returns() {
+    let _serial = crate::support::serial();
+    let path = crate::support::temp_run_path("at-start");
+    let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
+    let run = asyncprof_format::read_path(&path);
+    drop(guard);
+    let final_run = asyncprof_format::read_path(&path);
+    std::fs::remove_file(&path).ok();
+    let run = run.expect("the header is on disk when start returns");
+    assert_eq!(run.header.pid, std::process::id());
+    assert_eq!(run.header.tier, asyncprof_format::Tier::Unknown);
+    assert_eq!(run.header.flavor, asyncprof_format::Flavor::Unknown);
+    assert!(run.snapshot.is_none() && !run.ended && !run.truncated);
+    // No task ever ran: the tier stays unknown, and the run still ends normally.
+    let final_run = final_run.unwrap();
+    assert!(final_run.ended);
+    assert_eq!(final_run.header.tier, asyncprof_format::Tier::Unknown);
 }
