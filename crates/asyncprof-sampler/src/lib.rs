@@ -19,16 +19,27 @@
 //!
 //! - Linux only: thread ids come from `gettid(2)`, states from `/proc/self/task/<tid>/`.
 //! - One [`StackSampler`] per process; samples are taken one at a time.
-//! - Stacks are walked with DWARF call-frame information (`_Unwind_Backtrace`): a release
-//!   build needs no frame pointers, and without debug line tables the stack still names
-//!   functions (from the symbol table) but not files and lines.
+//! - A thread off CPU (asleep in a system call) is never signalled: its stack is copied from
+//!   outside, which needs `/proc/self/task/<tid>/syscall` and `/proc/self/mem` (both in every
+//!   mainstream Linux kernel; where `/proc` is not mounted, stalls have no stacks, counted as
+//!   failed samples). One descriptor of `/proc/self/mem` stays open for the life of the
+//!   process.
+//! - Stacks are walked with DWARF call-frame information (`.eh_frame`, by `framehop`) on the
+//!   watchdog's thread: a release build needs no frame pointers, and without debug line
+//!   tables the stack still names functions (from the symbol table) but not files and lines.
+//! - Each sample copies at most [`STACK_BYTES`] of stack; frames beyond are cut off.
+//! - x86_64 is the tested architecture. On aarch64 a thread asleep in a system call is
+//!   unwound without its link register, which `/proc` does not give: its stack may stop at
+//!   the first frame.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod signal;
 mod syscalls;
+mod unwind;
 
 pub use signal::{
-    current_tid, default_signal, in_handler, process_cpu_time, release_free_memory, run_delay_ns,
-    send_signal, thread_state, InstallError, SampleError, StackSampler, ThreadState, MAX_FRAMES,
+    current_stack, current_tid, default_signal, in_handler, interrupted_syscalls, process_cpu_time,
+    release_free_memory, run_delay_ns, send_signal, thread_state, Capture, InstallError, Sample,
+    SampleError, StackSampler, ThreadState, MAX_FRAMES, MIN_ON_CPU, STACK_BYTES,
 };
 pub use syscalls::syscall_name;

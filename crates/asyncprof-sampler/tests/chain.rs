@@ -44,6 +44,21 @@ fn raise(sig: i32) {
     assert_eq!(unsafe { libc::raise(sig) }, 0);
 }
 
+/// A sample of `tid`, waiting out [`SampleError::NotYet`] (a thread is signalled only after
+/// it stayed on CPU for `MIN_ON_CPU`).
+fn sample(
+    sampler: &mut StackSampler,
+    tid: i32,
+    timeout: Duration,
+) -> Result<asyncprof_sampler::Sample, SampleError> {
+    loop {
+        match sampler.sample(tid, timeout) {
+            Err(SampleError::NotYet) => std::thread::sleep(asyncprof_sampler::MIN_ON_CPU / 4),
+            r => return r,
+        }
+    }
+}
+
 /// A thread that spins until told to stop, and its kernel thread id.
 fn spinning_thread() -> (i32, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
@@ -72,15 +87,15 @@ fn a_service_handler_is_chained_restored_and_survives_being_replaced() {
 
     // The service's handler first, then asyncprof's.
     install_service_handler(sig);
-    let sampler = StackSampler::install(sig).unwrap();
+    let mut sampler = StackSampler::install(sig).unwrap();
     assert_ne!(
         current_handler(sig),
         service,
         "the sampler's handler is in place"
     );
     for _ in 0..50 {
-        let stack = sampler.sample(tid, Duration::from_secs(2)).unwrap();
-        assert!(!stack.is_empty());
+        let stack = sample(&mut sampler, tid, Duration::from_secs(2)).unwrap();
+        assert!(!stack.ips.is_empty());
     }
     assert_eq!(
         SERVICE_CALLS.load(SeqCst),
@@ -103,10 +118,10 @@ fn a_service_handler_is_chained_restored_and_survives_being_replaced() {
     assert_eq!(SERVICE_CALLS.load(SeqCst), 2);
 
     // The service replaces the sampler's handler after it was installed.
-    let sampler = StackSampler::install(sig).unwrap();
+    let mut sampler = StackSampler::install(sig).unwrap();
     install_service_handler(sig);
     let started = std::time::Instant::now();
-    let r = sampler.sample(tid, Duration::from_millis(200));
+    let r = sample(&mut sampler, tid, Duration::from_millis(200));
     assert_eq!(
         r,
         Err(SampleError::Timeout),
@@ -125,10 +140,10 @@ fn a_service_handler_is_chained_restored_and_survives_being_replaced() {
     assert_eq!(current_handler(sig), service);
 
     // Installed again, the sampler works again.
-    let sampler = StackSampler::install(sig).unwrap();
-    assert!(!sampler
-        .sample(tid, Duration::from_secs(2))
+    let mut sampler = StackSampler::install(sig).unwrap();
+    assert!(!sample(&mut sampler, tid, Duration::from_secs(2))
         .unwrap()
+        .ips
         .is_empty());
     drop(sampler);
     stop.store(true, SeqCst);

@@ -380,13 +380,18 @@ impl Builder {
             move || writer_loop(file, rx, recorder, &path, written_tx)
         })?;
         let tick = Duration::from_nanos(self.config.clock_tick_ns);
+        // Threads asleep in a system call get stacks without a signal; the signal is only
+        // for threads on CPU.
         let sampler = match self.config.stall_signal {
-            0 => None,
+            0 => asyncprof_sampler::StackSampler::without_signal(),
             sig => match asyncprof_sampler::StackSampler::install(sig) {
-                Ok(s) => Some(s),
+                Ok(s) => s,
                 Err(err) => {
-                    eprintln!("asyncprof: {err}; stalls are recorded without stacks");
-                    None
+                    eprintln!(
+                        "asyncprof: {err}; stalls on CPU are recorded without stacks (threads \
+                         blocked in a system call still get theirs)"
+                    );
+                    asyncprof_sampler::StackSampler::without_signal()
                 }
             },
         };

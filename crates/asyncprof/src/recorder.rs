@@ -60,6 +60,10 @@ pub(crate) struct Worker {
     /// Claimed by a live thread.
     pub(crate) active: AtomicBool,
     pub(crate) tid: AtomicI32,
+    /// The thread's stack, lowest and highest address (0, 0: not known), so that a stall's
+    /// stack is copied no further than its top.
+    pub(crate) stack_lo: AtomicU64,
+    pub(crate) stack_hi: AtomicU64,
     pub(crate) name: Mutex<String>,
     /// The thread's std id, to compare with the ids tokio's metrics give.
     pub(crate) thread: Mutex<Option<std::thread::ThreadId>>,
@@ -125,6 +129,8 @@ impl Worker {
             index,
             active: AtomicBool::new(false),
             tid: AtomicI32::new(0),
+            stack_lo: AtomicU64::new(0),
+            stack_hi: AtomicU64::new(0),
             name: Mutex::new(String::new()),
             thread: Mutex::new(None),
             runtime: AtomicU64::new(0),
@@ -797,6 +803,9 @@ impl Recorder {
             return None;
         };
         w.tid.store(asyncprof_sampler::current_tid(), Relaxed);
+        let stack = asyncprof_sampler::current_stack().unwrap_or(0..0);
+        w.stack_lo.store(stack.start, Relaxed);
+        w.stack_hi.store(stack.end, Relaxed);
         let me = std::thread::current();
         *lock(&w.name) = me.name().unwrap_or("<unnamed>").to_string();
         *lock(&w.thread) = Some(me.id());

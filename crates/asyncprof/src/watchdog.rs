@@ -1,10 +1,11 @@
 //! The stall watchdog: a background thread that publishes the coarse clock every tick and
 //! looks at every worker. A poll that has run past the stall threshold is recorded while it
-//! is still running: its thread's stack is sampled (the signal goes to that thread only), its
-//! kernel state read, and the record handed to the aggregator, which symbolizes and writes it.
+//! is still running: its thread's stack is sampled (copied from outside while the thread is
+//! asleep in a system call; a signal to that thread only while it is on CPU), its kernel
+//! state read, and the record handed to the aggregator, which symbolizes and writes it.
 //!
 //! Nothing here runs on the service's threads except the signal handler, which only copies
-//! return addresses (see `asyncprof-sampler`).
+//! registers and stack bytes (see `asyncprof-sampler`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
@@ -108,7 +109,7 @@ struct Track {
 /// The watchdog's own state, on its thread.
 pub(crate) struct Watchdog {
     rec: &'static Recorder,
-    sampler: Option<StackSampler>,
+    sampler: StackSampler,
     threshold_ns: u64,
     /// A longer time between two looks is a gap (the watchdog did not run on time).
     gap_ns: u64,
@@ -120,7 +121,7 @@ pub(crate) struct Watchdog {
 }
 
 impl Watchdog {
-    pub(crate) fn new(rec: &'static Recorder, sampler: Option<StackSampler>) -> Self {
+    pub(crate) fn new(rec: &'static Recorder, sampler: StackSampler) -> Self {
         Watchdog {
             rec,
             sampler,
@@ -184,6 +185,10 @@ impl Watchdog {
                 let tid = w.tid.load(Relaxed);
                 match track.cpu_base {
                     None => {
+                        // A thread on CPU is signalled for its stack only once it stayed
+                        // awake for a while: start counting now, so that a stall on CPU can
+                        // be sampled as soon as it is declared.
+                        self.sampler.watch(tid);
                         let st = asyncprof_sampler::thread_state(tid);
                         track.asleep_at_base = st.as_ref().is_some_and(|st| st.state != 'R');
                         track.cpu_base = st.map(|st| (now, st.cpu_ns)).or(Some((now, u64::MAX)));
@@ -261,7 +266,7 @@ impl Watchdog {
         if sampled {
             self.sampled_this_minute += 1;
         } else {
-            self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+            self.rec.loss.skipped_samples.fetch_add(1, Relaxed);
         }
         let task_location = self.rec.tasks.find(task).and_then(|s| {
             self.rec
@@ -326,18 +331,26 @@ impl Watchdog {
         let ready = self.rec.tasks.ready_count();
         active.raw.max_ready = active.raw.max_ready.max(ready);
         if active.stacks && active.samples < MAX_SAMPLES {
-            match self.sampler.as_ref().map(|s| s.sample(tid, SAMPLE_TIMEOUT)) {
-                Some(Ok(_)) if !same_poll() => {
+            let stack = w.stack_lo.load(Relaxed)..w.stack_hi.load(Relaxed);
+            match self.sampler.sample_in(tid, Some(stack), SAMPLE_TIMEOUT) {
+                Ok(_) if !same_poll() => {
                     self.rec.loss.missed_samples.fetch_add(1, Relaxed);
                 }
-                Some(Ok(ips)) => {
+                Ok(sample) => {
                     active.samples += 1;
-                    *active.raw.stacks.entry(ips).or_default() += 1;
+                    *active.raw.stacks.entry(sample.ips).or_default() += 1;
                 }
-                Some(Err(SampleError::Busy)) => {
+                Err(SampleError::Busy) => {
                     self.rec.loss.sampler_busy.fetch_add(1, Relaxed);
                 }
-                Some(Err(_)) | None => {
+                // Signals are off and the thread is on CPU: no sample, by the user's choice.
+                Err(SampleError::NoSignal) => {
+                    self.rec.loss.skipped_samples.fetch_add(1, Relaxed);
+                }
+                // On CPU, but not yet long enough to be signalled safely: the next look
+                // (the back-off below) tries again.
+                Err(SampleError::NotYet) => {}
+                Err(_) => {
                     self.rec.loss.missed_samples.fetch_add(1, Relaxed);
                 }
             }
@@ -476,7 +489,7 @@ mod tests {
     #[test]
     fn a_poll_past_the_threshold_is_a_stall_within_a_tick() {
         let (rec, w, _stop) = setup();
-        let mut dog = Watchdog::new(rec, None);
+        let mut dog = Watchdog::new(rec, asyncprof_sampler::StackSampler::without_signal());
         dog.look(T0 - TICK);
         begin_poll(w, 1, T0);
         let now = look_until_a_stall(&mut dog, rec, T0, T0 + 20 * MS);
@@ -491,7 +504,7 @@ mod tests {
     #[test]
     fn a_poll_seen_before_the_watchdog_went_away_is_a_stall_at_its_return() {
         let (rec, w, _stop) = setup();
-        let mut dog = Watchdog::new(rec, None);
+        let mut dog = Watchdog::new(rec, asyncprof_sampler::StackSampler::without_signal());
         dog.look(T0 - TICK);
         begin_poll(w, 1, T0);
         dog.look(T0);
@@ -509,7 +522,7 @@ mod tests {
     #[test]
     fn a_poll_begun_while_the_watchdog_was_away_needs_half_a_threshold_of_watching() {
         let (rec, w, _stop) = setup();
-        let mut dog = Watchdog::new(rec, None);
+        let mut dog = Watchdog::new(rec, asyncprof_sampler::StackSampler::without_signal());
         dog.look(T0);
         // The watchdog is away for 30 ms. The coarse clock it publishes stood still, so a poll
         // that began during the gap carries the time of the last look, and looks 30 ms old.

@@ -1,9 +1,29 @@
-//! Every `unsafe` block of asyncprof lives below this module: the stack-capture signal
-//! handler, its installation, and thin wrappers over libc.
+//! Every `unsafe` block of asyncprof lives below this module: the stack-copy signal handler,
+//! its installation, the copy of a thread's stack from outside it (`remote`), the module
+//! tables the unwinder reads (`modules`), and thin wrappers over libc.
+//!
+//! How a stalled thread's stack is taken depends on what the thread is doing, and the rule is
+//! that the service must never notice:
+//!
+//! - **Off CPU** (asleep in a system call): no signal. The kernel gives its saved stack
+//!   pointer and program counter in `/proc/self/task/<tid>/syscall`; its stack is copied
+//!   from the watchdog's thread (a read of `/proc/self/mem`) and the copy
+//!   kept only if the thread did not run meanwhile (the same syscall line and the same
+//!   `schedstat` run count before and after). A signal here could make the system call fail
+//!   with `EINTR`: Linux never restarts socket calls with timeouts, `poll`, `epoll_wait`,
+//!   `nanosleep` and others after a handler ran, whatever `SA_RESTART` says.
+//! - **On CPU** (no system call to interrupt): a signal to that thread only, whose handler
+//!   copies its registers and raw stack bytes into a preallocated slot. It does not unwind.
+//!   The thread is signalled only after it stayed awake for [`MIN_ON_CPU`] (no voluntary
+//!   context switch, on CPU at least half the time), so a thread that alternates short bursts of CPU with blocking
+//!   calls is never signalled (it is copied from outside while it sleeps).
+//!
+//! Both copies are unwound on the watchdog's thread with DWARF call-frame information
+//! (`crate::unwind`, `framehop`).
 //!
 //! The handler obeys these invariants (STYLE.md §8):
-//! 1. no allocation and no dropping of heap values: it writes into a slot allocated before
-//!    the handler is installed (a fixed array of addresses);
+//! 1. no allocation and no dropping of heap values: it writes into a static slot (registers
+//!    and a fixed stack buffer);
 //! 2. no blocking locks: the slot is claimed with one compare-and-swap; if the slot is not
 //!    armed for this thread, the handler returns (counted as `sampler_busy` by the caller);
 //! 3. no panics: no indexing without a check, no `unwrap`, no formatting;
@@ -11,21 +31,45 @@
 //! 5. everything the handler reads is initialized before `sigaction` installs it;
 //! 6. a signal on a thread other than the armed target is passed to the previous handler (or
 //!    ignored when there was none);
-//! 7. it stores raw instruction pointers only; symbolization happens later, on the cold path;
+//! 7. it stores raw registers and stack bytes only (one `pread` of `/proc/self/mem`, opened
+//!    before the handler is installed, which stops at an unmapped page instead of faulting;
+//!    the stack's end is not known in the handler); unwinding and symbolization happen later,
+//!    on the cold path;
 //! 8. it is installed with `SA_SIGINFO | SA_RESTART`, the previous action is kept, and it is
 //!    restored when the [`StackSampler`] is dropped.
 //!
-//! Stacks are walked with the system unwinder (`_Unwind_Backtrace` through the `backtrace`
-//! crate), which reads DWARF call-frame information: frame pointers are not needed. With
-//! glibc 2.35 or newer the unwinder finds frame tables without taking a lock
-//! (`_dl_find_object`).
+//! The residual race: a thread that computed for [`MIN_ON_CPU`] may enter a blocking system
+//! call in the microseconds between the last look and the signal's arrival. The handler
+//! detects a system call that returned `EINTR` just before it ran and counts it
+//! ([`interrupted_syscalls`]); `benches/sample_cost.rs` measures the rate.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicI32, AtomicU8, AtomicUsize, Ordering::*};
+pub(crate) mod modules;
+pub(crate) mod remote;
+
+use std::cell::{Cell, UnsafeCell};
+use std::ops::Range;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
+
+use crate::unwind::{Regs, StackWalker};
+use remote::Where;
 
 /// The most return addresses one sample keeps.
 pub const MAX_FRAMES: usize = 128;
+
+/// Bytes of stack one sample copies, from the stack pointer up: deep enough for a tokio
+/// worker's frames from its thread start to the poll and the call that stalls it.
+pub const STACK_BYTES: usize = 256 * 1024;
+
+/// A thread on CPU is signalled only after it stayed awake this long (no voluntary context
+/// switch, and on CPU at least half the time): a thread that alternates short bursts of CPU with blocking
+/// system calls would otherwise be likely to enter one just as the signal arrives, and a
+/// call such as `poll` or a socket read with a timeout then fails with `EINTR`. Such a
+/// thread is off CPU most of the time, and its stack is copied from outside then.
+pub const MIN_ON_CPU: Duration = Duration::from_micros(500);
+
+/// Threads whose time on CPU the sampler follows at once (the oldest is forgotten first).
+const ON_CPU_MARKS: usize = 64;
 
 /// The kernel thread id of the calling thread (`gettid(2)`), or 0 off Linux.
 pub fn current_tid() -> i32 {
@@ -49,19 +93,50 @@ const DONE: u8 = 3;
 struct Slot {
     state: AtomicU8,
     target: AtomicI32,
+    pc: AtomicU64,
+    sp: AtomicU64,
+    fp: AtomicU64,
+    lr: AtomicU64,
+    /// Stack bytes copied into `stack`.
     len: AtomicUsize,
-    /// Index of the interrupted instruction in `ips` (`usize::MAX`: not found).
-    start: AtomicUsize,
-    ips: [AtomicUsize; MAX_FRAMES],
+    /// How long the handler ran.
+    handler_ns: AtomicU64,
+    /// The target thread's stack, when known (0, 0: not known): the handler copies no
+    /// further than its top.
+    stack_lo: AtomicU64,
+    stack_hi: AtomicU64,
+    /// Written only by the handler between ARMED and DONE, read only by the sampler between
+    /// DONE and IDLE: the state machine makes the two exclusive.
+    stack: UnsafeCell<[u8; STACK_BYTES]>,
 }
+
+// SAFETY: `stack` is accessed only under the state machine described on the field; every
+// other field is atomic.
+unsafe impl Sync for Slot {}
 
 static SLOT: Slot = Slot {
     state: AtomicU8::new(IDLE),
     target: AtomicI32::new(0),
+    pc: AtomicU64::new(0),
+    sp: AtomicU64::new(0),
+    fp: AtomicU64::new(0),
+    lr: AtomicU64::new(0),
     len: AtomicUsize::new(0),
-    start: AtomicUsize::new(usize::MAX),
-    ips: [const { AtomicUsize::new(0) }; MAX_FRAMES],
+    handler_ns: AtomicU64::new(0),
+    stack_lo: AtomicU64::new(0),
+    stack_hi: AtomicU64::new(0),
+    stack: UnsafeCell::new([0; STACK_BYTES]),
 };
+
+/// System calls the handler found interrupted with `EINTR` just before it ran.
+static INTERRUPTED_SYSCALLS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times the handler ran just after the sampled thread's system call returned
+/// `EINTR` (the residual race: the thread entered a blocking call after it was seen on CPU
+/// and before the signal arrived). Counted over the life of the process.
+pub fn interrupted_syscalls() -> u64 {
+    INTERRUPTED_SYSCALLS.load(Relaxed)
+}
 
 /// The signal the handler is installed for (0: none).
 static INSTALLED: AtomicI32 = AtomicI32::new(0);
@@ -94,19 +169,74 @@ pub fn default_signal() -> i32 {
 pub enum SampleError {
     /// Another sample is in progress.
     Busy,
-    /// The signal could not be sent (the thread exited).
+    /// The thread is gone.
     NoThread,
     /// The thread did not run the handler in time (it is in uninterruptible sleep, or it
     /// blocks the signal).
     Timeout,
+    /// The thread is on CPU and the sampler has no signal (signals are off).
+    NoSignal,
+    /// The thread is on CPU but has not stayed there for [`MIN_ON_CPU`] without sleeping
+    /// since it was first seen (with [`StackSampler::watch`] or a sample): it is not signalled
+    /// yet. A later sample may take it.
+    NotYet,
+    /// The thread ran while its stack was copied from outside: the copy was discarded.
+    Inconsistent,
+    /// The thread's registers or stack could not be read, or no frame could be unwound.
+    Unreadable,
 }
 
-/// Installs the stack-capture handler for one signal, and restores the previous action
-/// when dropped.
+/// How a sample was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Capture {
+    /// Copied from outside while the thread was off CPU, in system call `syscall` (`None`:
+    /// preempted outside one). No signal was sent.
+    Frozen {
+        /// The system call number.
+        syscall: Option<u64>,
+    },
+    /// Copied by the signal handler while the thread was on CPU.
+    Signal,
+}
+
+/// One stack: the stopped instruction first, then return addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Sample {
+    /// The addresses, innermost first.
+    pub ips: Vec<usize>,
+    /// How the stack was taken.
+    pub capture: Capture,
+    /// Bytes of stack copied.
+    pub stack_bytes: usize,
+    /// How long the signal handler ran on the sampled thread, in nanoseconds (what the
+    /// sample cost that thread); 0 for a stack copied from outside.
+    pub handler_ns: u64,
+}
+
+/// A thread seen on CPU: its CPU time and voluntary context switches then, and when.
+#[derive(Debug, Clone, Copy)]
+struct OnCpu {
+    tid: i32,
+    cpu_ns: u64,
+    switches: u64,
+    since: Instant,
+}
+
+/// Takes the stacks of other threads of this process: from outside while they are off CPU,
+/// with a signal (if one is installed) while they are on CPU. Restores the signal's previous
+/// action when dropped.
 #[derive(Debug)]
 pub struct StackSampler {
-    signal: i32,
-    previous: Box<libc::sigaction>,
+    signal: Option<(i32, Box<libc::sigaction>)>,
+    walker: StackWalker,
+    /// The stack of the thread being sampled, when the caller knows it.
+    stack: Option<Range<u64>>,
+    buf: Vec<u8>,
+    ips: Vec<usize>,
+    /// Threads seen on CPU (at most [`ON_CPU_MARKS`]).
+    on_cpu: Vec<OnCpu>,
 }
 
 /// Why the handler could not be installed.
@@ -131,7 +261,23 @@ pub enum InstallError {
 }
 
 impl StackSampler {
-    /// Install the handler for `signal` (SIGPROF by default in asyncprof; configurable).
+    /// A sampler that never sends a signal: threads off CPU still get stacks, threads on
+    /// CPU get [`SampleError::NoSignal`].
+    pub fn without_signal() -> Self {
+        // Invariant 5: the memory file the handler reads is open before any handler is
+        // installed. Without it, samples fail (counted) and nothing else changes.
+        remote::open_memory();
+        StackSampler {
+            signal: None,
+            walker: StackWalker::default(),
+            stack: None,
+            buf: Vec::new(),
+            ips: Vec::new(),
+            on_cpu: Vec::new(),
+        }
+    }
+
+    /// Install the handler for `signal` (asyncprof's default is [`default_signal`]).
     ///
     /// # Errors
     ///
@@ -148,8 +294,10 @@ impl StackSampler {
         if let Err(current) = INSTALLED.compare_exchange(0, signal, AcqRel, Acquire) {
             return Err(InstallError::AlreadyInstalled(current));
         }
-        // Invariant 5: the slot is static and already initialized; reset it anyway.
+        // Invariant 5: the slot is static and already initialized; reset it anyway. The
+        // memory file the handler reads is opened now, before the handler is installed.
         SLOT.state.store(IDLE, Release);
+        remote::open_memory();
         // SAFETY: an all-zero sigaction is a valid value (no handler, empty mask, no flags).
         let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
         action.sa_sigaction = handler as *const () as usize;
@@ -174,21 +322,180 @@ impl StackSampler {
         } else {
             PREV_HANDLER.store(0, Release);
         }
-        Ok(StackSampler { signal, previous })
+        let mut sampler = StackSampler::without_signal();
+        sampler.signal = Some((signal, previous));
+        Ok(sampler)
     }
 
-    /// The signal this sampler uses.
+    /// The signal this sampler uses (0: none).
     pub fn signal(&self) -> i32 {
-        self.signal
+        self.signal.as_ref().map_or(0, |(s, _)| *s)
     }
 
-    /// Capture the stack of thread `tid` of this process: signal it, wait up to `timeout`
-    /// for its handler, and return the raw return addresses, innermost first.
+    /// Capture the stack of thread `tid` of this process. A thread off CPU is copied from
+    /// outside, without a signal; a thread on CPU is signalled (if this sampler has a signal)
+    /// and its handler waited for up to `timeout`.
     ///
     /// # Errors
     ///
-    /// [`SampleError`] when the slot is busy, the thread is gone, or it did not answer.
-    pub fn sample(&self, tid: i32, timeout: Duration) -> Result<Vec<usize>, SampleError> {
+    /// [`SampleError`] says why no stack was taken.
+    pub fn sample(&mut self, tid: i32, timeout: Duration) -> Result<Sample, SampleError> {
+        self.sample_in(tid, None, timeout)
+    }
+
+    /// [`sample`](Self::sample), knowing the thread's stack (as [`current_stack`] gave it on
+    /// that thread): no copy goes past its top, so a sample copies a few KiB instead of
+    /// [`STACK_BYTES`]. A range that is wrong (stale) costs only a shorter or longer copy.
+    ///
+    /// # Errors
+    ///
+    /// [`SampleError`] says why no stack was taken.
+    pub fn sample_in(
+        &mut self,
+        tid: i32,
+        stack: Option<Range<u64>>,
+        timeout: Duration,
+    ) -> Result<Sample, SampleError> {
+        self.stack = stack.filter(|r| r.start < r.end);
+        match remote::locate(tid) {
+            Where::Frozen { nr, sp, pc, line } => self.sample_frozen(tid, nr, sp, pc, &line),
+            Where::Running if self.signal.is_none() => Err(SampleError::NoSignal),
+            Where::Running => {
+                // Only a thread that stayed awake (on CPU, or runnable and waiting for one)
+                // since it was first seen there, at least MIN_ON_CPU ago, is signalled: it is
+                // computing, not alternating short bursts with blocking calls.
+                let (Some(cpu), Some(switches)) =
+                    (remote::cpu_ns(tid), remote::voluntary_switches(tid))
+                else {
+                    return Err(SampleError::NoThread);
+                };
+                match self.on_cpu_mark(tid, cpu, switches) {
+                    Some(since) if since.elapsed() >= MIN_ON_CPU => {
+                        // One more look, the moment before the signal: a thread that went to
+                        // sleep meanwhile is copied from outside instead.
+                        match remote::locate(tid) {
+                            Where::Running => self.sample_signal(tid, timeout),
+                            Where::Frozen { nr, sp, pc, line } => {
+                                self.sample_frozen(tid, nr, sp, pc, &line)
+                            }
+                            Where::Unknown => Err(SampleError::NoThread),
+                        }
+                    }
+                    _ => Err(SampleError::NotYet),
+                }
+            }
+            // The thread is gone, or the kernel does not say where it is: without knowing it
+            // is outside a system call, it is never signalled.
+            Where::Unknown => match thread_state(tid) {
+                None => Err(SampleError::NoThread),
+                Some(_) => Err(SampleError::Unreadable),
+            },
+        }
+    }
+
+    /// Note that thread `tid` is about to be sampled: if it is on CPU now, the time it then
+    /// stays awake counts towards [`MIN_ON_CPU`]. Cheap: a few small `/proc` reads and a
+    /// clock read; no signal.
+    pub fn watch(&mut self, tid: i32) {
+        if self.signal.is_some() && remote::locate(tid) == Where::Running {
+            if let (Some(cpu), Some(v)) = (remote::cpu_ns(tid), remote::voluntary_switches(tid)) {
+                self.on_cpu_mark(tid, cpu, v);
+            }
+        }
+    }
+
+    /// Since when thread `tid` has stayed awake, given its CPU time and voluntary context
+    /// switches now: `None` when this is the first look at it, or when it slept since the
+    /// mark (a voluntary switch, or less CPU than half the time): the mark starts again.
+    fn on_cpu_mark(&mut self, tid: i32, cpu_ns: u64, switches: u64) -> Option<Instant> {
+        let now = Instant::now();
+        let fresh = OnCpu {
+            tid,
+            cpu_ns,
+            switches,
+            since: now,
+        };
+        if let Some(m) = self.on_cpu.iter_mut().find(|m| m.tid == tid) {
+            let wall = now.saturating_duration_since(m.since).as_nanos() as u64;
+            let computed = cpu_ns.saturating_sub(m.cpu_ns);
+            // A thread preempted by others still computes; one that slept does not. Half the
+            // time on CPU allows two busy threads per core beside it.
+            if m.switches == switches
+                && (wall < MIN_ON_CPU.as_nanos() as u64 || computed * 2 >= wall)
+            {
+                return Some(m.since);
+            }
+            *m = fresh;
+            return None;
+        }
+        if self.on_cpu.len() >= ON_CPU_MARKS {
+            self.on_cpu.remove(0);
+        }
+        self.on_cpu.push(fresh);
+        None
+    }
+
+    /// How many bytes to copy from stack pointer `sp`: to the stack's top when it is known,
+    /// at most [`STACK_BYTES`].
+    fn copy_len(&self, sp: u64) -> usize {
+        match &self.stack {
+            Some(r) if r.contains(&sp) => ((r.end - sp) as usize).min(STACK_BYTES),
+            _ => STACK_BYTES,
+        }
+    }
+
+    /// Copy the stack of a thread that is off CPU, and keep it if the thread did not run
+    /// while it was copied.
+    fn sample_frozen(
+        &mut self,
+        tid: i32,
+        nr: Option<u64>,
+        sp: u64,
+        pc: u64,
+        line: &str,
+    ) -> Result<Sample, SampleError> {
+        let runs = remote::run_count(tid);
+        if self.buf.len() < STACK_BYTES {
+            self.buf.resize(STACK_BYTES, 0);
+        }
+        let want = self.copy_len(sp);
+        let n = remote::copy_own_memory(sp, &mut self.buf[..want]);
+        let still = match remote::locate(tid) {
+            Where::Frozen { line: l, .. } => l == line,
+            _ => false,
+        };
+        if !still || remote::run_count(tid) != runs {
+            return Err(SampleError::Inconsistent);
+        }
+        if n < 16 {
+            return Err(SampleError::Unreadable);
+        }
+        let regs = Regs {
+            pc,
+            sp,
+            fp: None,
+            lr: None,
+        };
+        let mut ips = std::mem::take(&mut self.ips);
+        self.walker.walk(regs, &self.buf[..n], MAX_FRAMES, &mut ips);
+        let out = ips.clone();
+        self.ips = ips;
+        if out.is_empty() {
+            return Err(SampleError::Unreadable);
+        }
+        Ok(Sample {
+            ips: out,
+            capture: Capture::Frozen { syscall: nr },
+            stack_bytes: n,
+            handler_ns: 0,
+        })
+    }
+
+    /// Signal a thread on CPU; its handler copies registers and stack into the slot.
+    fn sample_signal(&mut self, tid: i32, timeout: Duration) -> Result<Sample, SampleError> {
+        let Some((signal, _)) = self.signal.as_ref() else {
+            return Err(SampleError::NoSignal);
+        };
         if SLOT
             .state
             .compare_exchange(IDLE, ARMED, AcqRel, Acquire)
@@ -198,8 +505,14 @@ impl StackSampler {
         }
         SLOT.target.store(tid, Release);
         SLOT.len.store(0, Relaxed);
+        let (lo, hi) = match &self.stack {
+            Some(r) => (r.start, r.end),
+            None => (0, 0),
+        };
+        SLOT.stack_lo.store(lo, Relaxed);
+        SLOT.stack_hi.store(hi, Relaxed);
         // SAFETY: tgkill with our own pid, a thread id and a valid signal number.
-        let rc = unsafe { libc::tgkill(libc::getpid(), tid, self.signal) };
+        let rc = unsafe { libc::tgkill(libc::getpid(), tid, *signal) };
         if rc != 0 {
             SLOT.state.store(IDLE, Release);
             return Err(SampleError::NoThread);
@@ -221,32 +534,50 @@ impl StackSampler {
                 _ => std::thread::yield_now(),
             }
         }
-        let len = SLOT.len.load(Acquire).min(MAX_FRAMES);
-        // From the interrupted instruction outwards when the handler found it: the handler's
-        // own frames are not part of the sampled thread's stack.
-        let start = match SLOT.start.load(Relaxed) {
-            s if s < len => s,
-            _ => 0,
+        let regs = Regs {
+            pc: SLOT.pc.load(Relaxed),
+            sp: SLOT.sp.load(Relaxed),
+            fp: Some(SLOT.fp.load(Relaxed)),
+            lr: Some(SLOT.lr.load(Relaxed)),
         };
-        let ips = SLOT.ips[start..len]
-            .iter()
-            .map(|a| a.load(Relaxed))
-            .collect();
+        let len = SLOT.len.load(Relaxed).min(STACK_BYTES);
+        // SAFETY: the state is DONE: the handler wrote the stack and will not write again
+        // until the state is ARMED, which only this sampler sets (below, IDLE first).
+        let stack: &[u8] = unsafe { &(&*SLOT.stack.get())[..len] };
+        let mut ips = std::mem::take(&mut self.ips);
+        if len >= 16 && regs.pc != 0 {
+            self.walker.walk(regs, stack, MAX_FRAMES, &mut ips);
+        } else {
+            ips.clear();
+        }
         SLOT.state.store(IDLE, Release);
-        Ok(ips)
+        let out = ips.clone();
+        self.ips = ips;
+        if out.is_empty() {
+            return Err(SampleError::Unreadable);
+        }
+        Ok(Sample {
+            ips: out,
+            capture: Capture::Signal,
+            stack_bytes: len,
+            handler_ns: SLOT.handler_ns.load(Relaxed),
+        })
     }
 }
 
 impl Drop for StackSampler {
     fn drop(&mut self) {
-        // Wait for a handler still writing (bounded: a walk is microseconds), then restore.
+        let Some((signal, previous)) = self.signal.take() else {
+            return;
+        };
+        // Wait for a handler still writing (bounded: a copy is microseconds), then restore.
         let deadline = Instant::now() + Duration::from_millis(100);
         while SLOT.state.load(Acquire) == WRITING && Instant::now() < deadline {
             std::thread::yield_now();
         }
         SLOT.state.store(IDLE, Release);
         // SAFETY: `previous` is the action sigaction returned for this signal.
-        unsafe { libc::sigaction(self.signal, &*self.previous, std::ptr::null_mut()) };
+        unsafe { libc::sigaction(signal, &*previous, std::ptr::null_mut()) };
         INSTALLED.store(0, Release);
     }
 }
@@ -263,30 +594,37 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             .compare_exchange(ARMED, WRITING, AcqRel, Acquire)
             .is_ok();
     if mine {
+        let entered = monotonic_ns();
         IN_HANDLER.with(|f| f.set(true));
-        let pc = interrupted_pc(ctx);
-        let mut start = usize::MAX;
-        let mut n = 0usize;
-        // SAFETY: trace_unsynchronized walks this thread's own stack; no other thread uses
-        // the unwinder on our behalf, and the callback only stores into preallocated atomics.
-        unsafe {
-            backtrace::trace_unsynchronized(|frame| {
-                if let Some(slot) = SLOT.ips.get(n) {
-                    let ip = frame.ip() as usize;
-                    if start == usize::MAX && pc != 0 && ip == pc {
-                        start = n;
-                    }
-                    slot.store(ip, Relaxed);
-                    n += 1;
-                    true
-                } else {
-                    false
-                }
-            });
+        let regs = interrupted_regs(ctx);
+        let mut len = 0;
+        if let Some(r) = regs {
+            SLOT.pc.store(r.pc, Relaxed);
+            SLOT.sp.store(r.sp, Relaxed);
+            SLOT.fp.store(r.fp.unwrap_or(0), Relaxed);
+            SLOT.lr.store(r.lr.unwrap_or(0), Relaxed);
+            // SAFETY: the state is WRITING, claimed by this handler: nothing else touches
+            // the buffer until it is DONE.
+            let buf: &mut [u8] = unsafe { &mut *SLOT.stack.get() };
+            // To the top of the thread's stack when the sampler knows it (a few KiB, not
+            // the whole buffer). A read of /proc/self/mem, never a plain copy: a stack range
+            // that turned out stale cannot make the handler fault.
+            let (lo, hi) = (SLOT.stack_lo.load(Relaxed), SLOT.stack_hi.load(Relaxed));
+            let want = if lo <= r.sp && r.sp < hi {
+                ((hi - r.sp) as usize).min(buf.len())
+            } else {
+                buf.len()
+            };
+            // `want <= buf.len()`: checked slicing would be a panic path in the handler.
+            let (head, _) = buf.split_at_mut(want);
+            len = remote::copy_own_memory(r.sp, head);
+        } else {
+            SLOT.pc.store(0, Relaxed);
         }
-        SLOT.len.store(n, Relaxed);
-        SLOT.start.store(start, Relaxed);
-        // Release: the sampler that sees DONE sees the addresses above.
+        SLOT.len.store(len, Relaxed);
+        SLOT.handler_ns
+            .store(monotonic_ns().saturating_sub(entered), Relaxed);
+        // Release: the sampler that sees DONE sees the registers and bytes above.
         SLOT.state.store(DONE, Release);
         IN_HANDLER.with(|f| f.set(false));
     } else {
@@ -296,29 +634,95 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// The instruction the signal interrupted, from the handler's context (0 when unknown).
-fn interrupted_pc(ctx: *mut libc::c_void) -> usize {
+/// The calling thread's stack, lowest to highest address (`pthread_getattr_np`), to pass to
+/// [`StackSampler::sample_in`] when sampling this thread later. `None` where it cannot be
+/// read. Not for signal handlers: it may allocate and read `/proc` (for the main thread).
+pub fn current_stack() -> Option<Range<u64>> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: an all-zero pthread_attr_t is only written by pthread_getattr_np, which
+        // initializes it; it is destroyed after use.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                return None;
+            }
+            let mut addr: *mut libc::c_void = std::ptr::null_mut();
+            let mut size: libc::size_t = 0;
+            let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+            libc::pthread_attr_destroy(&mut attr);
+            if rc != 0 || addr.is_null() || size == 0 {
+                return None;
+            }
+            let lo = addr as u64;
+            Some(lo..lo + size as u64)
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
+/// The monotonic clock in nanoseconds (`clock_gettime` is async-signal-safe).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid, writable timespec and a clock every kernel has.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The interrupted registers, from the handler's context. Counts a system call that the
+/// signal interrupted with `EINTR` (see [`interrupted_syscalls`]).
+fn interrupted_regs(ctx: *mut libc::c_void) -> Option<Regs> {
     if ctx.is_null() {
-        return 0;
+        return None;
     }
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     {
         // SAFETY: with SA_SIGINFO the kernel passes a valid ucontext_t as the third argument.
         let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
-        uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize
+        let g = &uc.uc_mcontext.gregs;
+        let pc = g[libc::REG_RIP as usize] as u64;
+        let rax: i64 = g[libc::REG_RAX as usize];
+        // A system call that returned EINTR leaves -EINTR in rax with the instruction after
+        // `syscall` (0f 05) next. The two bytes before pc are read only when they lie in pc's
+        // own page, which is mapped: it holds the instruction the thread was about to run.
+        if rax == -(libc::EINTR as i64) && pc % remote::PAGE as u64 >= 2 {
+            // SAFETY: pc - 2 and pc - 1 are in the same mapped, executable page as pc.
+            let insn = unsafe { std::ptr::read_unaligned((pc - 2) as usize as *const [u8; 2]) };
+            if insn == [0x0f, 0x05] {
+                INTERRUPTED_SYSCALLS.fetch_add(1, Relaxed);
+            }
+        }
+        Some(Regs {
+            pc,
+            sp: g[libc::REG_RSP as usize] as u64,
+            fp: Some(g[libc::REG_RBP as usize] as u64),
+            lr: None,
+        })
     }
     #[cfg(all(target_os = "linux", target_arch = "aarch64"))]
     {
         // SAFETY: as above.
         let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
-        uc.uc_mcontext.pc as usize
+        let m = &uc.uc_mcontext;
+        Some(Regs {
+            pc: m.pc,
+            sp: m.sp,
+            fp: Some(m.regs[29]),
+            lr: Some(m.regs[30]),
+        })
     }
     #[cfg(not(all(
         target_os = "linux",
         any(target_arch = "x86_64", target_arch = "aarch64")
     )))]
     {
-        0
+        None
     }
 }
 

@@ -17,3 +17,4 @@ mod sched;
 mod security;
 mod stalls;
 mod support;
+mod syscalls;

@@ -1,0 +1,104 @@
+//! Stacks of threads asleep in a system call are copied from outside and unwound to the
+//! thread's start: the user's frames (named functions that must appear) are in them, for a
+//! sleep through std (whose frames use frame pointers) and for direct system calls.
+
+use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use asyncprof_sampler::{Capture, SampleError, StackSampler};
+
+#[inline(never)]
+fn frozen_outer_sleep(d: Duration) {
+    frozen_inner_sleep(d);
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn frozen_inner_sleep(d: Duration) {
+    std::thread::sleep(d);
+    std::hint::black_box(());
+}
+
+#[inline(never)]
+fn frozen_outer_poll(ms: i32) {
+    // SAFETY: no descriptors: poll only waits for its timeout.
+    unsafe { libc::poll(std::ptr::null_mut(), 0, ms) };
+    std::hint::black_box(());
+}
+
+/// The function names of a sample's frames.
+fn names(ips: &[usize]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let at = if i == 0 { *ip } else { ip - 1 };
+        backtrace::resolve(at as *mut std::ffi::c_void, |s| {
+            out.push(s.name().map(|n| format!("{n:#}")).unwrap_or_default());
+        });
+    }
+    out
+}
+
+/// Sample a thread running `f` while it sleeps; returns the frame names of a frozen sample.
+fn frozen_stack(f: fn()) -> Vec<String> {
+    let tid = Arc::new(AtomicI32::new(0));
+    let t = {
+        let tid = tid.clone();
+        std::thread::spawn(move || {
+            tid.store(asyncprof_sampler::current_tid(), SeqCst);
+            f();
+        })
+    };
+    while tid.load(SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    let mut sampler = StackSampler::without_signal();
+    let mut got = None;
+    for _ in 0..2000 {
+        match sampler.sample(tid.load(SeqCst), Duration::from_millis(50)) {
+            Ok(s) => {
+                assert!(matches!(s.capture, Capture::Frozen { syscall: Some(_) }));
+                got = Some(s.ips);
+                break;
+            }
+            Err(SampleError::NoSignal | SampleError::Inconsistent) => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    t.join().unwrap();
+    names(&got.expect("a frozen sample"))
+}
+
+#[test]
+fn a_sleep_through_std_unwinds_to_the_callers() {
+    let names = frozen_stack(|| frozen_outer_sleep(Duration::from_millis(300)));
+    let at = |f: &str| names.iter().position(|n| n.contains(f));
+    assert!(
+        at("clock_nanosleep").is_some() || at("nanosleep").is_some(),
+        "{names:#?}"
+    );
+    assert!(at("frozen_inner_sleep").is_some(), "{names:#?}");
+    assert!(
+        at("frozen_outer_sleep") > at("frozen_inner_sleep"),
+        "{names:#?}"
+    );
+    // The thread's start: the walk reached the end of the stack.
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("start_thread") || n.contains("clone")),
+        "{names:#?}"
+    );
+}
+
+#[test]
+fn a_direct_poll_unwinds_to_the_caller() {
+    let names = frozen_stack(|| frozen_outer_poll(300));
+    assert!(names.iter().any(|n| n.contains("poll")), "{names:#?}");
+    assert!(
+        names.iter().any(|n| n.contains("frozen_outer_poll")),
+        "{names:#?}"
+    );
+}
