@@ -7,12 +7,29 @@
 
 use std::ops::Range;
 
+use std::sync::Arc;
+
 use framehop::{
     CacheNative, ExplicitModuleSectionInfo, MayAllocateDuringUnwind, Module, UnwindRegsNative,
     Unwinder, UnwinderNative,
 };
 
-use crate::signal::modules;
+use crate::signal::{modules, remote};
+
+/// Unwind-table bytes, shared by the unwinder and the function-start lookups.
+type Bytes = Arc<[u8]>;
+
+/// What the walker keeps of one module besides the unwinder's copy: where its code is, and
+/// its tables for finding the function that holds an address.
+#[derive(Debug)]
+struct Tables {
+    code: Range<u64>,
+    bias: u64,
+    hdr_svma: u64,
+    hdr: Bytes,
+    eh_frame_svma: u64,
+    eh_frame: Bytes,
+}
 
 /// The registers a walk starts from.
 #[derive(Debug, Clone, Copy, Default)]
@@ -27,15 +44,16 @@ pub(crate) struct Regs {
     pub(crate) lr: Option<u64>,
 }
 
-/// At most this many frame-pointer guesses are tried for a stack whose walk needed the
-/// frame pointer and did not have it.
-const MAX_FP_GUESSES: usize = 24;
+/// At most this many stack slots followed by a return address are looked at when a walk
+/// needed the frame pointer and did not have it.
+const MAX_FP_GUESSES: usize = 64;
 
 /// A stack walker over this process's modules.
 pub(crate) struct StackWalker {
-    unwinder: UnwinderNative<Vec<u8>, MayAllocateDuringUnwind>,
+    unwinder: UnwinderNative<Bytes, MayAllocateDuringUnwind>,
     cache: CacheNative<MayAllocateDuringUnwind>,
     code: Vec<Range<u64>>,
+    tables: Vec<Tables>,
     generation: Option<(u64, u64)>,
     frames: Vec<u64>,
 }
@@ -55,10 +73,22 @@ impl Default for StackWalker {
             unwinder: UnwinderNative::new(),
             cache: CacheNative::new(),
             code: Vec::new(),
+            tables: Vec::new(),
             generation: None,
             frames: Vec::new(),
         }
     }
+}
+
+/// The instruction before a return address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// A call to this address.
+    To(u64),
+    /// A call through a register or memory operand: its target is not known here.
+    Indirect,
+    /// Not a call.
+    None,
 }
 
 /// How one walk ended.
@@ -80,18 +110,88 @@ impl StackWalker {
         self.unwinder = UnwinderNative::new();
         self.cache = CacheNative::new();
         self.code.clear();
+        self.tables.clear();
         for m in modules::loaded() {
+            let hdr: Bytes = m.eh_frame_hdr.into();
+            let eh_frame: Bytes = m.eh_frame.into();
             self.code.push(m.code.clone());
+            self.tables.push(Tables {
+                code: m.code.clone(),
+                bias: m.bias,
+                hdr_svma: m.eh_frame_hdr_svma.start,
+                hdr: hdr.clone(),
+                eh_frame_svma: m.eh_frame_svma.start,
+                eh_frame: eh_frame.clone(),
+            });
             let info = ExplicitModuleSectionInfo {
                 base_svma: 0,
                 eh_frame_hdr_svma: Some(m.eh_frame_hdr_svma),
-                eh_frame_hdr: Some(m.eh_frame_hdr),
+                eh_frame_hdr: Some(hdr),
                 eh_frame_svma: Some(m.eh_frame_svma),
-                eh_frame: Some(m.eh_frame),
+                eh_frame: Some(eh_frame),
                 ..Default::default()
             };
             self.unwinder
                 .add_module(Module::new(m.name, m.code, m.bias, info));
+        }
+    }
+
+    /// The first address of the function that holds code address `addr`, from its unwind
+    /// table entry (FDE).
+    fn function_start(&self, addr: u64) -> Option<u64> {
+        use gimli::{BaseAddresses, EhFrame, EhFrameHdr, LittleEndian, UnwindSection};
+        let t = self.tables.iter().find(|t| t.code.contains(&addr))?;
+        let bases = BaseAddresses::default()
+            .set_eh_frame_hdr(t.hdr_svma)
+            .set_eh_frame(t.eh_frame_svma);
+        let hdr = EhFrameHdr::new(&t.hdr, LittleEndian)
+            .parse(&bases, 8)
+            .ok()?;
+        let table = hdr.table()?;
+        let eh_frame = EhFrame::new(&t.eh_frame, LittleEndian);
+        let fde = table
+            .fde_for_address(
+                &eh_frame,
+                &bases,
+                addr.wrapping_sub(t.bias),
+                EhFrame::cie_from_offset,
+            )
+            .ok()?;
+        Some(fde.initial_address().wrapping_add(t.bias))
+    }
+
+    /// What the instruction just before `ret` is: a call to a named function (`call rel32`,
+    /// `e8`, or `call [rip+disp32]`, `ff 15`, through a pointer), a call through a register
+    /// or memory operand (`ff /2`), or no call at all (then `ret` is no return address).
+    fn call_before(&self, ret: u64) -> Call {
+        let mut code = [0u8; 6];
+        match ret.checked_sub(6) {
+            Some(at) if remote::copy_own_memory(at, &mut code) == 6 => {}
+            _ => return Call::None,
+        }
+        let rel = i32::from_le_bytes([code[2], code[3], code[4], code[5]]) as i64;
+        if code[1] == 0xe8 {
+            return Call::To(ret.wrapping_add(rel as u64));
+        }
+        if code[0] == 0xff && code[1] == 0x15 {
+            let mut ptr = [0u8; 8];
+            if remote::copy_own_memory(ret.wrapping_add(rel as u64), &mut ptr) == 8 {
+                return Call::To(u64::from_le_bytes(ptr));
+            }
+            return Call::Indirect;
+        }
+        // ff /2 with a register (mod 11: ff d0+r, 2 bytes, after an optional REX prefix),
+        // [reg+disp8] (mod 01: 3 bytes, 4 with a SIB byte), [reg+disp32] (mod 10: 6 bytes).
+        let modrm_call = |b: u8, md: u8| b >> 6 == md && (b >> 3) & 7 == 2;
+        let indirect = (code[4] == 0xff && modrm_call(code[5], 0b11))
+            || (code[3] == 0xff && modrm_call(code[4], 0b01) && code[4] & 7 != 4)
+            || (code[2] == 0xff && modrm_call(code[3], 0b01) && code[3] & 7 == 4)
+            || (code[0] == 0xff && modrm_call(code[1], 0b10) && code[1] & 7 != 4)
+            || (code[4] == 0xff && modrm_call(code[5], 0b00) && !matches!(code[5] & 7, 4 | 5));
+        if indirect {
+            Call::Indirect
+        } else {
+            Call::None
         }
     }
 
@@ -105,38 +205,10 @@ impl StackWalker {
     pub(crate) fn walk(&mut self, regs: Regs, stack: &[u8], max: usize, out: &mut Vec<usize>) {
         self.refresh();
         out.clear();
-        let first = self.walk_once(regs, stack, max);
-        let mut best = (first, regs.fp);
-        let mut guessed = false;
+        self.walk_once(regs, stack, max);
         if regs.fp.is_none() && cfg!(target_arch = "x86_64") {
-            // The system-call file gives sp and pc, not the frame pointer. A frame whose
-            // caller-frame address is computed from rbp (code built with frame pointers, as
-            // the standard library is) ends the walk there, as if the stack ended: try the
-            // stack slots above the last frame found that could be that frame's saved rbp
-            // (followed by a return address into code), and keep the guess that walks
-            // furthest through code to a proper end.
-            let words = stack.len() / 8;
-            let word = |i: usize| {
-                stack
-                    .get(i * 8..i * 8 + 8)
-                    .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-            };
-            let from = match self.frames.as_slice() {
-                [_, .., last] => (0..words).find(|i| word(*i) == *last).map_or(0, |i| i + 1),
-                _ => 0,
-            };
-            let mut guesses = 0;
-            for i in from..words.saturating_sub(1) {
-                if guesses >= MAX_FP_GUESSES {
-                    break;
-                }
-                if !self.is_code(word(i + 1)) {
-                    continue;
-                }
-                guesses += 1;
-                guessed = true;
-                let fp = regs.sp + (i as u64) * 8;
-                let w = self.walk_once(
+            if let Some(fp) = self.find_frame_pointer(regs, stack) {
+                self.walk_once(
                     Regs {
                         fp: Some(fp),
                         ..regs
@@ -144,15 +216,57 @@ impl StackWalker {
                     stack,
                     max,
                 );
-                if (w.complete, w.frames) > (best.0.complete, best.0.frames) {
-                    best = (w, Some(fp));
-                }
             }
         }
-        if guessed {
-            self.walk_once(Regs { fp: best.1, ..regs }, stack, max);
-        }
         out.extend(self.frames.iter().map(|a| *a as usize));
+    }
+
+    /// The frame pointer a walk from `regs` needs, found on the stack.
+    ///
+    /// The system-call file gives sp and pc, not rbp. A frame whose caller-frame address is
+    /// computed from rbp (code built with frame pointers, as the standard library is) ends the
+    /// walk there as if the stack ended. That frame's rbp points at the slot where it saved
+    /// its caller's rbp, followed by its return address. Above the last frame found, the
+    /// first slot followed by a return address whose call instruction called that very
+    /// frame's function is taken. Stale return addresses (of calls that already returned)
+    /// rarely pass, and when no slot does, the walk stays as it was: shorter, never wrong.
+    fn find_frame_pointer(&self, regs: Regs, stack: &[u8]) -> Option<u64> {
+        let (&last, n) = (self.frames.last()?, self.frames.len());
+        // The last frame's function: its address is a return address unless it is the first.
+        let lookup = if n == 1 { last } else { last.wrapping_sub(1) };
+        let start = self.function_start(lookup)?;
+        let words = stack.len() / 8;
+        let word = |i: usize| {
+            stack
+                .get(i * 8..i * 8 + 8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+        };
+        // Past the slot that holds the last frame's return address.
+        let from = if n == 1 {
+            0
+        } else {
+            (0..words).find(|i| word(*i) == last).map_or(0, |i| i + 1)
+        };
+        let mut tried = 0;
+        for i in from..words.saturating_sub(1) {
+            let ret = word(i + 1);
+            if !self.is_code(ret) {
+                continue;
+            }
+            tried += 1;
+            if tried > MAX_FP_GUESSES {
+                break;
+            }
+            // The first slot whose return address follows a call that went to this frame's
+            // function, or through a pointer that could have: a call to another function,
+            // or no call at all, is a stale value.
+            match self.call_before(ret) {
+                Call::To(target) if target == start => return Some(regs.sp + (i as u64) * 8),
+                Call::Indirect => return Some(regs.sp + (i as u64) * 8),
+                Call::To(_) | Call::None => {}
+            }
+        }
+        None
     }
 
     fn walk_once(&mut self, regs: Regs, stack: &[u8], max: usize) -> Walk {

@@ -102,3 +102,19 @@ fn a_direct_poll_unwinds_to_the_caller() {
         "{names:#?}"
     );
 }
+
+#[inline(never)]
+fn frozen_outer_park() {
+    std::thread::park_timeout(Duration::from_millis(300));
+    std::hint::black_box(());
+}
+
+#[test]
+fn a_park_unwinds_to_the_caller() {
+    let names = frozen_stack(frozen_outer_park);
+    assert!(names.iter().any(|n| n.contains("futex")), "{names:#?}");
+    assert!(
+        names.iter().any(|n| n.contains("frozen_outer_park")),
+        "{names:#?}"
+    );
+}
