@@ -361,6 +361,17 @@ impl Summary {
                 "the run has no end record: the process was killed or is still running".into()
             });
         }
+        if h.tier == format::Tier::Stable {
+            s.warnings.push(
+                "recorded in the stable tier (no tokio task hooks: a build without \
+                 `--cfg tokio_unstable`): workers' busy and parked time and stalls with their \
+                 stacks, but no per-task polls, spawn locations or scheduling delays, and a \
+                 stall is a worker busy without parking. For the hooks tier, build with \
+                 RUSTFLAGS=\"--cfg tokio_unstable\" and instrument the runtime's builder \
+                 (guard.instrument or #[asyncprof::main])"
+                    .into(),
+            );
+        }
         let Some(snap) = &run.snapshot else {
             // How far the process got: the header is written when recording starts, and
             // written again when the first task is polled.

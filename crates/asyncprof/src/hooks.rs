@@ -195,6 +195,9 @@ impl Guard {
 
     /// Like [`Guard::instrument`], keeping your own hooks: asyncprof calls them from its own.
     pub fn instrument_with<'b>(&self, builder: &'b mut Builder, user: Hooks) -> &'b mut Builder {
+        if !cfg!(tokio_unstable) {
+            warn_stable_tier();
+        }
         install(self.recorder, builder, user, cfg!(tokio_unstable))
     }
 
@@ -205,6 +208,21 @@ impl Guard {
     /// its stack tells them apart.
     pub fn instrument_stable<'b>(&self, builder: &'b mut Builder, user: Hooks) -> &'b mut Builder {
         install(self.recorder, builder, user, false)
+    }
+}
+
+/// Say once per process, on stderr, that a build without `--cfg tokio_unstable` records in
+/// the stable tier, what that loses and how to get the hooks tier.
+fn warn_stable_tier() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "asyncprof: built without `--cfg tokio_unstable`, so tokio's task hooks are not \
+             available: recording in the stable tier (workers' busy and parked time, stalls with \
+             their stacks; no per-task polls, spawn locations or scheduling delays). For the \
+             hooks tier, build with RUSTFLAGS=\"--cfg tokio_unstable\" (or `rustflags` in \
+             .cargo/config.toml)."
+        );
     }
 }
 

@@ -24,8 +24,9 @@
 //! ```
 //!
 //! A service that keeps `#[tokio::main]` uses the subscriber layer instead (the layer tier):
-//! `asyncprof::init()` installs it when no subscriber is set, or add [`Guard::layer`] to your
-//! own registry beside `fmt`, `EnvFilter` or console-subscriber.
+//! add [`Guard::layer`] to its own registry beside `fmt`, `EnvFilter` or console-subscriber.
+//! asyncprof never installs a global subscriber itself, so the service's own setup works
+//! whatever the order.
 //!
 //! # What is recorded
 //!
@@ -170,8 +171,12 @@ pub mod __private {
     }
 }
 
-/// Start recording with the settings from the environment, and install the subscriber layer
-/// as the global default when no global subscriber is set yet.
+/// Start recording with the settings from the environment (`ASYNCPROF_OUT` and friends).
+///
+/// It installs no global `tracing` subscriber: a service sets its own (`tracing_subscriber::
+/// fmt().init()` and the like) before or after, as it did without asyncprof. Runtimes built
+/// through [`Guard::instrument`] are recorded (the hooks tier); for user spans (per-stage
+/// latency) and the layer tier, add [`Guard::layer`] to the service's subscriber.
 ///
 /// Returns the guard: keep it alive for as long as the service runs (`let _guard = ...`;
 /// binding it to `_` drops it at once). Dropping it writes the final snapshot.
@@ -180,10 +185,5 @@ pub mod __private {
 ///
 /// Every error of [`Builder::from_env`] and [`Builder::start`].
 pub fn init() -> Result<Guard> {
-    use tracing_subscriber::layer::SubscriberExt;
-    let guard = Profiler::builder().from_env()?.start()?;
-    let subscriber = tracing_subscriber::registry().with(guard.layer());
-    // Fails only when the service installed its own subscriber: then it adds the layer.
-    let _ = tracing::subscriber::set_global_default(subscriber);
-    Ok(guard)
+    Profiler::builder().from_env()?.start()
 }

@@ -16,5 +16,6 @@ mod queues;
 mod sched;
 mod security;
 mod stalls;
+mod subscriber;
 mod support;
 mod syscalls;
