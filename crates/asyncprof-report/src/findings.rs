@@ -157,7 +157,7 @@ fn merge<'a, K: Ord>(
                     format!("{} more stalls at this line were {kind}", more.len())
                 } else {
                     format!(
-                        "{}:{} in {} ({} stalls)",
+                        "{}:{} in {} ({} stalls, {kind})",
                         loc.file,
                         loc.line,
                         loc.function,
@@ -282,12 +282,19 @@ pub(crate) fn diagnosis<'a>(
             );
         (*kind, task)
     });
-    // Last, one per line: a line whose stalls were sometimes on CPU and sometimes asleep in
-    // I/O (a database call doing both) is one place to change, of the kind that took longest.
-    // A poll that never returned stays apart.
+    // Last, one per function: a function whose stalls were sometimes on CPU and sometimes
+    // asleep in I/O (a database call doing both, a loop of inserts and its commit) is one
+    // place to change, of the kind that took longest; the other kind's lines are listed with
+    // it. A poll that never returned stays apart. Stalls of a frame with no function name
+    // are kept apart by line.
     let groups = merge(groups, |(kind, location), _| {
         let never_returned = *kind == crate::diagnoses::runtime_blocked::KIND;
-        (never_returned, location.file.clone(), location.line)
+        let place = if location.function.is_empty() {
+            format!("line {}", location.line)
+        } else {
+            location.function.clone()
+        };
+        (never_returned, location.file.clone(), place)
     });
     let mut out: Vec<Finding> = groups
         .into_iter()
@@ -451,6 +458,49 @@ mod tests {
         assert_eq!(t.task_location, format!("{FILE}:40:5"));
         assert_eq!((t.stalls, t.asleep, t.on_cpu), (1, 1, 0));
         assert_eq!(t.syscalls, ["futex"]);
+    }
+
+    /// A function whose stalls were on CPU at one line and asleep in I/O at another (a loop
+    /// of inserts and its commit) is one place to change: one finding, of the kind that took
+    /// longest, naming the other line. A different function stays a finding of its own.
+    #[test]
+    fn one_function_on_cpu_at_one_line_and_asleep_at_another_is_one_finding() {
+        let mut commit = stall(1, StallClass::CpuBound, Some((40, "")));
+        commit.duration_ns = 60_000_000;
+        let mut insert = stall(
+            2,
+            StallClass::Blocking,
+            Some((37, "rusqlite::Statement::execute")),
+        );
+        insert.syscall = Some("pwrite64".into());
+        let f = findings(&[commit.clone(), insert.clone()]);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(
+            (f[0].kind, f[0].location.line, f[0].count),
+            ("cpu-bound-poll", 40, 2)
+        );
+        assert!(
+            f[0].also
+                .iter()
+                .any(|a| a.contains(":37 ") && a.contains("blocking-call")),
+            "{f:#?}"
+        );
+
+        let mut elsewhere = insert;
+        if let Some(c) = elsewhere.culprit.as_mut() {
+            c.function = "enrich::store".into();
+        }
+        for sample in &mut elsewhere.stacks {
+            sample.frames[1].function = "enrich::store".into();
+        }
+        elsewhere.task_location = Some(SourceLocation::new(FILE, 90, 5));
+        let f = findings(&[commit, elsewhere]);
+        let kinds: Vec<_> = f.iter().map(|f| (f.kind, f.location.line)).collect();
+        assert_eq!(
+            kinds,
+            [("cpu-bound-poll", 40), ("blocking-call", 37)],
+            "{f:#?}"
+        );
     }
 
     fn summary(stalls: &[StallRecord]) -> crate::Summary {

@@ -165,7 +165,7 @@ pub(crate) fn run(variant: Variant, ctx: Arc<Ctx>) -> RunFuture {
             "http://{}",
             logs::serve_meta(&ctx.upstream, Duration::ZERO)?
         );
-        let conn = logs::open_store(&ctx.dir)?;
+        let conn = logs::open_store_blocking(&ctx.dir).await?;
         let (socket, generator_done) = start_source(lines, rate).await?;
         let (parsed_tx, parsed_rx) = mpsc::channel("log-parsed", 4096);
         let (enriched_tx, enriched_rx) = mpsc::channel("log-enriched", 4096);

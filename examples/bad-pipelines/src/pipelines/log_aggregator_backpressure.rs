@@ -105,7 +105,7 @@ pub(crate) fn run(variant: Variant, ctx: Arc<Ctx>) -> RunFuture {
             "http://{}",
             logs::serve_meta(&ctx.upstream, LOOKUP_LATENCY)?
         );
-        let conn = logs::open_store(&ctx.dir)?;
+        let conn = logs::open_store_blocking(&ctx.dir).await?;
         let (socket, generator_done) = start_source(lines, rate).await?;
         let (parsed_tx, parsed_rx) = mpsc::channel("enrich-queue", 256); // asyncprof-expect: queue-backpressure
         let (enriched_tx, enriched_rx) = mpsc::channel("store-queue", 4096);

@@ -133,6 +133,13 @@ pub(crate) async fn fetch_meta(
         .await?)
 }
 
+/// Open the log store off the runtime: creating the file, its table and index is file I/O
+/// that may wait on a busy disk, so it runs on the blocking pool in every variant.
+pub(crate) async fn open_store_blocking(dir: &Path) -> anyhow::Result<rusqlite::Connection> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || open_store(&dir)).await?
+}
+
 /// Open the log store: a table and a full-text index of messages.
 pub(crate) fn open_store(dir: &Path) -> anyhow::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(dir.join("logs.sqlite"))?;

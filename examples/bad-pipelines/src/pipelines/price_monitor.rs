@@ -254,7 +254,11 @@ pub(crate) fn run(variant: Variant, ctx: Arc<Ctx>) -> RunFuture {
             });
         }
         let retailers = Arc::new(retailers);
-        let conn = open_store(&ctx.dir)?;
+        // Opening the store creates its table and syncs it to disk (synchronous = FULL): file
+        // I/O that may wait tens of ms on a busy disk, so it runs off the runtime in both
+        // variants, as the batch inserts do.
+        let dir = ctx.dir.clone();
+        let conn = tokio::task::spawn_blocking(move || open_store(&dir)).await??;
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         let (alerts, failures, retries) = (
             Arc::new(AtomicU64::new(0)),
