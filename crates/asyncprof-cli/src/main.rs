@@ -117,8 +117,18 @@ struct RunArgs {
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
     threshold: Option<u64>,
     /// Drive HTTP GET load at this loopback URL while the program runs.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "load_cmd")]
     load: Option<String>,
+    /// Run this client as the load once the program listens (redis-benchmark, wrk, ghz, a
+    /// script), then stop the program and report. One quoted string, split into words as a
+    /// shell would (quotes and backslashes), but started directly, never through a shell;
+    /// its output and exit status are shown. E.g. --load-cmd 'redis-benchmark -p 6379 -q'.
+    #[arg(long, value_name = "CMD", value_parser = parse_command)]
+    load_cmd: Option<CommandLine>,
+    /// With --load-cmd: the address the program listens on (e.g. 127.0.0.1:6379). By default
+    /// the client starts once the program listens on any TCP port.
+    #[arg(long, value_name = "ADDR", requires = "load_cmd")]
+    listen: Option<std::net::SocketAddr>,
     /// Requests per second of the load (1 to 10000).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     rate: u32,
@@ -159,6 +169,21 @@ struct ReportArgs {
 }
 
 /// Parse `500ms`, `10s`, `2m` or a bare number of seconds.
+/// A command line split into words as a shell would (quotes, backslashes), for running it
+/// without a shell: the program, then its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CommandLine(Vec<String>);
+
+fn parse_command(s: &str) -> Result<CommandLine, String> {
+    match shlex::split(s) {
+        Some(words) if !words.is_empty() => Ok(CommandLine(words)),
+        Some(_) => Err("an empty command".into()),
+        None => Err(format!(
+            "{s:?} has an unclosed quote or a trailing backslash"
+        )),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {

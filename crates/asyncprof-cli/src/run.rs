@@ -1,7 +1,8 @@
 //! `asyncprof run -- CMD ARGS...`: run a user's program (instrumented with asyncprof) with
-//! `ASYNCPROF_OUT` set, optionally drive HTTP load at it, pass Ctrl-C on to it, stop it at
-//! `--timeout`, and report on it when it exits. CMD is started directly, never through a
-//! shell.
+//! `ASYNCPROF_OUT` set, optionally drive load at it (HTTP GET with `--load`, or the user's own
+//! client with `--load-cmd`), pass Ctrl-C on to it, stop it at `--timeout` or when the load
+//! client is done, and report on it when it exits. Every command is started directly, never
+//! through a shell.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -150,12 +151,52 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
         let (rate, duration, stop) = (args.rate, args.duration, stop_load.clone());
         std::thread::spawn(move || drive_load(url, rate, duration, stop))
     });
+    let load_cmd = args.load_cmd.clone().map(|c| c.0).unwrap_or_default();
+    let client = (!load_cmd.is_empty()).then(|| {
+        let (cmd, listen, pid) = (load_cmd.clone(), args.listen, child.id());
+        std::thread::spawn(move || run_client(&cmd, listen, pid))
+    });
+    let mut client = client.map(Some);
+    let mut client_failed: Option<String> = None;
 
     let started = Instant::now();
     let mut terminated_at: Option<Instant> = None;
     let status = loop {
         if let Some(s) = child.try_wait().context("cannot wait for the program")? {
             break s;
+        }
+        // The load client is done: the program has served its load, stop it.
+        if let Some(slot) = client.as_mut() {
+            if slot.as_ref().is_some_and(|h| h.is_finished()) {
+                let outcome = slot.take().map(|h| h.join());
+                match outcome {
+                    Some(Ok(Ok(c))) => {
+                        if !quiet {
+                            eprintln!(
+                                "load command {} exited with {} after {:.1} s: stopping {name}",
+                                load_cmd[0],
+                                c.status,
+                                c.elapsed.as_secs_f64()
+                            );
+                        }
+                        if !c.status.success() {
+                            client_failed = Some(format!(
+                                "load command {} exited with {}",
+                                load_cmd[0], c.status
+                            ));
+                        }
+                    }
+                    Some(Ok(Err(err))) => {
+                        term::warn(&format!("{err:#}; stopping {name}"));
+                        client_failed = Some(format!("{err:#}"));
+                    }
+                    _ => client_failed = Some("the load command's thread failed".into()),
+                }
+                if terminated_at.is_none() {
+                    let _ = asyncprof_sampler::send_signal(child.id(), 15);
+                    terminated_at = Some(Instant::now());
+                }
+            }
         }
         if let Some(t) = args.timeout {
             if started.elapsed() > t && terminated_at.is_none() {
@@ -213,6 +254,17 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
         run_file.with_extension("html").display(),
     );
     let stopped_by_us = terminated_at.is_some() || INTERRUPTED.load(Relaxed);
+    if let Some(Some(h)) = client {
+        // The program exited before its load client finished: stop the client too.
+        stop_client(h);
+        client_failed = Some(format!(
+            "{name} exited (with {status}) before the load command finished"
+        ));
+    }
+    if let Some(why) = &client_failed {
+        term::warn(why);
+        return Ok(ExitCode::from(1));
+    }
     Ok(if status.success() || stopped_by_us {
         ExitCode::SUCCESS
     } else {
@@ -221,9 +273,107 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     })
 }
 
+/// What the load client did.
+#[derive(Debug)]
+struct ClientRun {
+    status: std::process::ExitStatus,
+    elapsed: Duration,
+}
+
+/// The client's pid while it runs (0: none), to stop it when the program exits first.
+static CLIENT: AtomicU32 = AtomicU32::new(0);
+
+/// Wait until the program listens (on `listen`, or on any TCP port), for at most
+/// [`LISTEN_WAIT`], then run the load client with its output shown.
+fn run_client(cmd: &[String], listen: Option<std::net::SocketAddr>, pid: u32) -> Result<ClientRun> {
+    let by = Instant::now() + LISTEN_WAIT;
+    loop {
+        let ready = match listen {
+            Some(addr) => {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            }
+            None => listens_on_tcp(pid),
+        };
+        if ready {
+            break;
+        }
+        if Instant::now() > by || !Path::new(&format!("/proc/{pid}")).exists() {
+            let what = listen.map_or_else(|| "any TCP port".to_string(), |a| a.to_string());
+            bail!(
+                "the program did not listen on {what} within {} s: the load command {} was not run",
+                LISTEN_WAIT.as_secs(),
+                cmd[0]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    let mut client = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .spawn()
+        .with_context(|| format!("cannot start the load command {}", cmd[0]))?;
+    CLIENT.store(client.id(), Relaxed);
+    let status = client
+        .wait()
+        .with_context(|| format!("cannot wait for the load command {}", cmd[0]));
+    CLIENT.store(0, Relaxed);
+    Ok(ClientRun {
+        status: status?,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Stop a load client still running (its program is gone), and wait for its thread.
+fn stop_client(h: std::thread::JoinHandle<Result<ClientRun>>) {
+    let pid = CLIENT.load(Relaxed);
+    if pid != 0 {
+        let _ = asyncprof_sampler::send_signal(pid, 15);
+    }
+    let _ = h.join();
+}
+
+/// How long `--load-cmd` waits for the program to listen.
+const LISTEN_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether process `pid` has a TCP socket in the LISTEN state: one of its descriptors is a
+/// socket whose inode `/proc/<pid>/net/tcp` or `tcp6` lists as listening (state 0A).
+fn listens_on_tcp(pid: u32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: std::collections::HashSet<u64> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect();
+    ["tcp", "tcp6"].iter().any(|t| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
+            .is_ok_and(|table| listening_inodes(&table).any(|i| inodes.contains(&i)))
+    })
+}
+
+/// The inodes of the listening sockets in a `/proc/net/tcp` table.
+fn listening_inodes(table: &str) -> impl Iterator<Item = u64> + '_ {
+    table.lines().skip(1).filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(3) == Some(&"0A")).then(|| f.get(9)?.parse().ok())?
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_loopback;
+    use super::{check_loopback, listening_inodes};
+
+    #[test]
+    fn listening_sockets_are_read_from_the_tcp_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:18EB 0100007F:D1C2 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1
+";
+        assert_eq!(listening_inodes(table).collect::<Vec<_>>(), [4242]);
+    }
 
     #[test]
     fn load_only_targets_loopback() {

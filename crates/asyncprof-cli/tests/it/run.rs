@@ -90,6 +90,79 @@ fn run_drives_load_and_finds_the_blocking_line() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// issue 18: the service's load comes from a real client of the user's choosing (curl here),
+/// started once the service listens; the service is stopped when the client is done.
+#[test]
+fn run_with_its_own_load_client_finds_the_blocking_line() {
+    let dir = temp("run-load-cmd");
+    let port = free_port().to_string();
+    let service = demo_service();
+    let client = format!(
+        "curl --silent --show-error --fail --output /dev/null 'http://127.0.0.1:{port}/report?[1-40]'"
+    );
+    let started = std::time::Instant::now();
+    let out = asyncprof(&[
+        "run",
+        "--out",
+        dir.to_str().unwrap(),
+        "--load-cmd",
+        &client,
+        "--timeout",
+        "60s",
+        "--",
+        service.to_str().unwrap(),
+        "--port",
+        &port,
+        // Serves far longer than the client needs: asyncprof stops it when the client is done.
+        "--serve-for",
+        "120",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("load command curl exited with exit status: 0"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(50));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("demo_service.json")).unwrap()).unwrap();
+    let findings = json["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0]["kind"], "blocking-call");
+    assert_eq!(findings[0]["location"]["line"], marker_line());
+    // 40 requests, each a 25 ms sleep on a worker.
+    assert!(
+        findings[0]["count"].as_u64().unwrap() >= 30,
+        "{findings:#?}"
+    );
+
+    // A client that fails: its status is shown, the report is still written, exit 1.
+    let dir2 = temp("run-load-cmd-fails");
+    let port = free_port().to_string();
+    let out = asyncprof(&[
+        "run",
+        "--out",
+        dir2.to_str().unwrap(),
+        "--load-cmd",
+        &format!("curl --silent --fail --output /dev/null http://127.0.0.1:{port}/missing"),
+        "--",
+        service.to_str().unwrap(),
+        "--port",
+        &port,
+        "--serve-for",
+        "120",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("load command curl exited with exit status: 22"),
+        "{err}"
+    );
+    assert!(dir2.join("demo_service.json").exists());
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&dir2).ok();
+}
+
 #[test]
 fn a_program_that_cannot_start_or_load_off_loopback_is_one_clear_error() {
     let out = asyncprof(&["run", "--", "/nonexistent/program"]);
