@@ -28,8 +28,13 @@ pub fn is_user_frame(frame: &Frame) -> bool {
     let Some(file) = frame.file.as_deref() else {
         return false;
     };
+    // Downloaded crates live under cargo's home, wherever CARGO_HOME points (a CI cache, a
+    // container's /usr/local/cargo): `<home>/registry/src/<index>/<crate>-<version>/` and
+    // `<home>/git/checkouts/<repo>-<hash>/<rev>/`.
     let foreign_file = !file.ends_with(".rs")
         || file.starts_with("/rustc/")
+        || file.contains("/registry/src/")
+        || file.contains("/git/checkouts/")
         || file.contains("/.cargo/registry/")
         || file.contains("/.cargo/git/")
         || file.contains("/rustlib/")
@@ -210,6 +215,26 @@ mod tests {
         let c = c.unwrap();
         assert_eq!(c.file.as_deref(), Some("src/scraper.rs"));
         assert_eq!(c.line, Some(42));
+    }
+
+    /// A build with its own CARGO_HOME (a CI cache, a container's /usr/local/cargo) keeps the
+    /// downloaded crates elsewhere than ~/.cargo: they are still not the user's code.
+    #[test]
+    fn crates_under_any_cargo_home_are_not_user_code() {
+        for file in [
+            "/tmp/ci/cargo-home/registry/src/index.crates.io-1949cf8c6b5b557f/ureq-3.5.1/src/lib.rs",
+            "/usr/local/cargo/registry/src/index.crates.io-6f17d22bba15001f/futures-executor-0.3.34/src/local_pool.rs",
+            "/opt/cargo/git/checkouts/hyper-0123456789abcdef/1a2b3c4/src/client.rs",
+        ] {
+            assert!(!is_user_frame(&fr("f", Some(file), 1)), "{file}");
+        }
+        let frames = [
+            fr("read_retrying_interrupts", Some("/usr/local/cargo/registry/src/i/ureq-3.5.1/src/unversioned/transport/tcp/read.rs"), 18),
+            fr("app::fetch", Some("/work/app/src/fetch.rs"), 37),
+        ];
+        let (p, c) = primitive_and_culprit(&frames);
+        assert_eq!(c.unwrap().line, Some(37));
+        assert!(p.unwrap().function.starts_with("ureq::"));
     }
 
     #[test]
