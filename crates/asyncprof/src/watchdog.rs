@@ -27,6 +27,9 @@ const MAX_SAMPLES: u32 = 64;
 /// from the thread's kernel state, without stacks. A sample costs the stalled thread tens
 /// of microseconds, a fraction of a percent of a stall.
 const MAX_SAMPLED_STALLS_PER_MINUTE: u32 = 600;
+/// Looks in a row, one tick apart, that try again for the stack of a thread on CPU that was
+/// not yet signalled (its first 0.5 ms awake); then the back-off applies.
+const MAX_STACK_RETRIES: u32 = 8;
 /// How long the watchdog waits for a thread to run the sampling handler.
 const SAMPLE_TIMEOUT: Duration = Duration::from_millis(5);
 /// An ongoing stall's record is refreshed at least this often, so the run file shows it.
@@ -75,6 +78,11 @@ struct Active {
     last_push_ns: u64,
     /// Whether this stall's stack may be sampled (the per-minute budget).
     stacks: bool,
+    /// The next look only tries the stack again (the thread was on CPU, not yet long enough
+    /// to be signalled): the kernel state was counted at the look before.
+    stack_retry: bool,
+    /// Such tries in a row; after [`MAX_STACK_RETRIES`] the back-off applies again.
+    stack_retries: u32,
     /// The thread's CPU time at the previous look (wall ns, CPU ns), to tell running from
     /// runnable-but-preempted.
     cpu_mark: Option<(u64, u64)>,
@@ -113,6 +121,8 @@ pub(crate) struct Watchdog {
     threshold_ns: u64,
     /// A longer time between two looks is a gap (the watchdog did not run on time).
     gap_ns: u64,
+    /// The watchdog's period.
+    tick_ns: u64,
     tracks: Vec<Track>,
     prev_look_ns: u64,
     next_id: u64,
@@ -131,6 +141,7 @@ impl Watchdog {
                 .config
                 .clock_tick_ns
                 .saturating_mul(clock::GAP_TICKS),
+            tick_ns: rec.settings.config.clock_tick_ns,
             tracks: Vec::new(),
             prev_look_ns: 0,
             next_id: 1,
@@ -296,6 +307,8 @@ impl Watchdog {
             samples: 0,
             last_push_ns: 0,
             stacks: sampled,
+            stack_retry: false,
+            stack_retries: 0,
             cpu_mark: None,
             cpu_start: None,
         }
@@ -306,7 +319,10 @@ impl Watchdog {
     /// moved on while the signal was on its way) is not kept.
     fn sample(&mut self, active: &mut Active, now: u64, w: &Worker, seq: u64) {
         let tid = active.raw.tid;
-        let state = asyncprof_sampler::thread_state(tid);
+        let retry = std::mem::take(&mut active.stack_retry);
+        let state = (!retry)
+            .then(|| asyncprof_sampler::thread_state(tid))
+            .flatten();
         // Acquire: pairs with the worker's release store when the poll ends. A state read
         // after the poll ended describes the worker's next doings, not the stall.
         let same_poll = || w.state.load(Acquire) == seq;
@@ -347,9 +363,15 @@ impl Watchdog {
                 Err(SampleError::NoSignal) => {
                     self.rec.loss.skipped_samples.fetch_add(1, Relaxed);
                 }
-                // On CPU, but not yet long enough to be signalled safely: the next look
-                // (the back-off below) tries again.
-                Err(SampleError::NotYet) => {}
+                // On CPU, but not yet long enough to be signalled safely: try again at the
+                // next tick, not after the back-off (a short stall on CPU may end first).
+                Err(SampleError::NotYet) if active.stack_retries < MAX_STACK_RETRIES => {
+                    active.stack_retries += 1;
+                    active.next_sample_ns = now.saturating_add(self.tick_ns);
+                    active.stack_retry = true;
+                    return;
+                }
+                Err(SampleError::NotYet) => active.stack_retries = 0,
                 Err(_) => {
                     self.rec.loss.missed_samples.fetch_add(1, Relaxed);
                 }
