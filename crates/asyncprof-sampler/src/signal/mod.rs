@@ -234,7 +234,6 @@ pub struct StackSampler {
     /// The stack of the thread being sampled, when the caller knows it.
     stack: Option<Range<u64>>,
     buf: Vec<u8>,
-    ips: Vec<usize>,
     /// Threads seen on CPU (at most [`ON_CPU_MARKS`]).
     on_cpu: Vec<OnCpu>,
 }
@@ -272,7 +271,6 @@ impl StackSampler {
             walker: StackWalker::default(),
             stack: None,
             buf: Vec::new(),
-            ips: Vec::new(),
             on_cpu: Vec::new(),
         }
     }
@@ -476,19 +474,8 @@ impl StackSampler {
             fp: None,
             lr: None,
         };
-        let mut ips = std::mem::take(&mut self.ips);
-        self.walker.walk(regs, &self.buf[..n], MAX_FRAMES, &mut ips);
-        let out = ips.clone();
-        self.ips = ips;
-        if out.is_empty() {
-            return Err(SampleError::Unreadable);
-        }
-        Ok(Sample {
-            ips: out,
-            capture: Capture::Frozen { syscall: nr },
-            stack_bytes: n,
-            handler_ns: 0,
-        })
+        let capture = Capture::Frozen { syscall: nr };
+        walked(&mut self.walker, regs, &self.buf[..n], capture, 0)
     }
 
     /// Signal a thread on CPU; its handler copies registers and stack into the slot.
@@ -544,25 +531,36 @@ impl StackSampler {
         // SAFETY: the state is DONE: the handler wrote the stack and will not write again
         // until the state is ARMED, which only this sampler sets (below, IDLE first).
         let stack: &[u8] = unsafe { &(&*SLOT.stack.get())[..len] };
-        let mut ips = std::mem::take(&mut self.ips);
-        if len >= 16 && regs.pc != 0 {
-            self.walker.walk(regs, stack, MAX_FRAMES, &mut ips);
+        let handler_ns = SLOT.handler_ns.load(Relaxed);
+        let sample = if len >= 16 && regs.pc != 0 {
+            walked(&mut self.walker, regs, stack, Capture::Signal, handler_ns)
         } else {
-            ips.clear();
-        }
+            Err(SampleError::Unreadable)
+        };
         SLOT.state.store(IDLE, Release);
-        let out = ips.clone();
-        self.ips = ips;
-        if out.is_empty() {
-            return Err(SampleError::Unreadable);
-        }
-        Ok(Sample {
-            ips: out,
-            capture: Capture::Signal,
-            stack_bytes: len,
-            handler_ns: SLOT.handler_ns.load(Relaxed),
-        })
+        sample
     }
+}
+
+/// Walk a copied stack into a sample; no frame at all is [`SampleError::Unreadable`].
+fn walked(
+    walker: &mut StackWalker,
+    regs: Regs,
+    stack: &[u8],
+    capture: Capture,
+    handler_ns: u64,
+) -> Result<Sample, SampleError> {
+    let mut ips = Vec::new();
+    walker.walk(regs, stack, MAX_FRAMES, &mut ips);
+    if ips.is_empty() {
+        return Err(SampleError::Unreadable);
+    }
+    Ok(Sample {
+        ips,
+        capture,
+        stack_bytes: stack.len(),
+        handler_ns,
+    })
 }
 
 impl Drop for StackSampler {
