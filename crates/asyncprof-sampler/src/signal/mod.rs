@@ -490,7 +490,6 @@ impl StackSampler {
         {
             return Err(SampleError::Busy);
         }
-        SLOT.target.store(tid, Release);
         SLOT.len.store(0, Relaxed);
         let (lo, hi) = match &self.stack {
             Some(r) => (r.start, r.end),
@@ -498,6 +497,8 @@ impl StackSampler {
         };
         SLOT.stack_lo.store(lo, Relaxed);
         SLOT.stack_hi.store(hi, Relaxed);
+        // Release: the handler that reads this target (Acquire) sees the stack range above.
+        SLOT.target.store(tid, Release);
         // SAFETY: tgkill with our own pid, a thread id and a valid signal number.
         let rc = unsafe { libc::tgkill(libc::getpid(), tid, *signal) };
         if rc != 0 {
