@@ -248,6 +248,7 @@ impl StackWalker {
             (0..words).find(|i| word(*i) == last).map_or(0, |i| i + 1)
         };
         let mut tried = 0;
+        let mut indirect = None;
         for i in from..words.saturating_sub(1) {
             let ret = word(i + 1);
             if !self.is_code(ret) {
@@ -258,13 +259,16 @@ impl StackWalker {
                 break;
             }
             // The first slot whose return address follows a call that went to this frame's
-            // function, or through a pointer that could have: a call to another function,
-            // or no call at all, is a stale value.
+            // function; failing that, the first after a call through a pointer that could
+            // have. A call to another function, or no call at all, is a stale value.
             match self.call_before(ret) {
                 Call::To(target) if target == start => return Some(regs.sp + (i as u64) * 8),
-                Call::Indirect => return Some(regs.sp + (i as u64) * 8),
-                Call::To(_) | Call::None => {}
+                Call::Indirect if indirect.is_none() => indirect = Some(regs.sp + (i as u64) * 8),
+                Call::To(_) | Call::Indirect | Call::None => {}
             }
+        }
+        if indirect.is_some() {
+            return indirect;
         }
         None
     }

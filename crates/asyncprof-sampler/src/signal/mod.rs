@@ -35,8 +35,10 @@
 //!    before the handler is installed, which stops at an unmapped page instead of faulting;
 //!    the stack's end is not known in the handler); unwinding and symbolization happen later,
 //!    on the cold path;
-//! 8. it is installed with `SA_SIGINFO | SA_RESTART`, the previous action is kept, and it is
-//!    restored when the [`StackSampler`] is dropped.
+//! 8. it is installed with `SA_SIGINFO | SA_RESTART | SA_ONSTACK` (on a thread with an
+//!    alternate signal stack its frame does not go on the stalled stack), the previous action
+//!    is kept, and it is restored when the [`StackSampler`] is dropped, unless the service has
+//!    installed its own since; pending signals of ours are discarded first (`SIG_IGN`).
 //!
 //! The residual race: a thread that computed for [`MIN_ON_CPU`] may enter a blocking system
 //! call in the microseconds between the last look and the signal's arrival. The handler
@@ -182,6 +184,9 @@ pub enum SampleError {
     NotYet,
     /// The thread ran while its stack was copied from outside: the copy was discarded.
     Inconsistent,
+    /// The thread on CPU blocks the sampling signal, or one is still pending for it: no
+    /// other is sent.
+    Blocked,
     /// The thread's registers or stack could not be read, or no frame could be unwound.
     Unreadable,
 }
@@ -248,6 +253,10 @@ pub enum InstallError {
     /// The signal number is not a usable real-time or user signal.
     #[error("signal {0} cannot be used for stack sampling: use SIGPROF, SIGUSR1, SIGUSR2 or a real-time signal")]
     BadSignal(i32),
+    /// `/proc/self/mem`, which the handler copies stacks with, cannot be opened (no `/proc`,
+    /// or a sandbox that hides it): no signal is installed, since it could copy nothing.
+    #[error("cannot open /proc/self/mem to copy stacks with")]
+    Memory,
     /// `sigaction` refused.
     #[error("cannot install the stack-sampling handler for signal {signal}")]
     Sigaction {
@@ -293,19 +302,17 @@ impl StackSampler {
             return Err(InstallError::AlreadyInstalled(current));
         }
         // Invariant 5: the slot is static and already initialized; reset it anyway. The
-        // memory file the handler reads is opened now, before the handler is installed.
+        // memory file the handler reads is opened now, before the handler is installed: without
+        // it the handler could copy nothing, and a signal would be a risk for nothing.
         SLOT.state.store(IDLE, Release);
-        remote::open_memory();
-        // SAFETY: an all-zero sigaction is a valid value (no handler, empty mask, no flags).
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = handler as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-        // SAFETY: sa_mask is a valid sigset_t owned by `action`.
-        unsafe { libc::sigemptyset(&mut action.sa_mask) };
+        if !remote::open_memory() {
+            INSTALLED.store(0, Release);
+            return Err(InstallError::Memory);
+        }
         // SAFETY: as above, zeroed is valid; sigaction fills it in.
         let mut previous: Box<libc::sigaction> = Box::new(unsafe { std::mem::zeroed() });
-        // SAFETY: both pointers are valid for the call; `handler` has the SA_SIGINFO signature.
-        let rc = unsafe { libc::sigaction(signal, &action, &mut *previous) };
+        // SAFETY: a null new action only reads the current one into `previous`.
+        let rc = unsafe { libc::sigaction(signal, std::ptr::null(), &mut *previous) };
         if rc != 0 {
             INSTALLED.store(0, Release);
             return Err(InstallError::Sigaction {
@@ -313,12 +320,31 @@ impl StackSampler {
                 source: std::io::Error::last_os_error(),
             });
         }
+        // Invariant 5 again: the action to chain to is known before the handler can run.
         let prev = previous.sa_sigaction;
         if prev != libc::SIG_DFL && prev != libc::SIG_IGN {
-            PREV_HANDLER.store(prev, Release);
             PREV_FLAGS.store(previous.sa_flags, Release);
+            PREV_HANDLER.store(prev, Release);
         } else {
             PREV_HANDLER.store(0, Release);
+        }
+        // SAFETY: an all-zero sigaction is a valid value (no handler, empty mask, no flags).
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = handler as *const () as usize;
+        // SA_ONSTACK: on a thread with an alternate signal stack (std gives its threads one),
+        // the handler's frame does not go on a stack that a deep stall may have nearly filled.
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+        // SAFETY: sa_mask is a valid sigset_t owned by `action`.
+        unsafe { libc::sigemptyset(&mut action.sa_mask) };
+        // SAFETY: a valid action whose handler has the SA_SIGINFO signature.
+        let rc = unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
+        if rc != 0 {
+            PREV_HANDLER.store(0, Release);
+            INSTALLED.store(0, Release);
+            return Err(InstallError::Sigaction {
+                signal,
+                source: std::io::Error::last_os_error(),
+            });
         }
         let mut sampler = StackSampler::without_signal();
         sampler.signal = Some((signal, previous));
@@ -362,17 +388,15 @@ impl StackSampler {
                 // Only a thread that stayed awake (on CPU, or runnable and waiting for one)
                 // since it was first seen there, at least MIN_ON_CPU ago, is signalled: it is
                 // computing, not alternating short bursts with blocking calls.
-                let (Some(cpu), Some(switches)) =
-                    (remote::cpu_ns(tid), remote::voluntary_switches(tid))
-                else {
+                let (Some(cpu), Some(status)) = (remote::cpu_ns(tid), remote::status(tid)) else {
                     return Err(SampleError::NoThread);
                 };
-                match self.on_cpu_mark(tid, cpu, switches) {
+                match self.on_cpu_mark(tid, cpu, status.voluntary_switches) {
                     Some(since) if since.elapsed() >= MIN_ON_CPU => {
                         // One more look, the moment before the signal: a thread that went to
                         // sleep meanwhile is copied from outside instead.
                         match remote::locate(tid) {
-                            Where::Running => self.sample_signal(tid, timeout),
+                            Where::Running => self.sample_signal(tid, status, timeout),
                             Where::Frozen { nr, sp, pc, line } => {
                                 self.sample_frozen(tid, nr, sp, pc, &line)
                             }
@@ -396,8 +420,8 @@ impl StackSampler {
     /// clock read; no signal.
     pub fn watch(&mut self, tid: i32) {
         if self.signal.is_some() && remote::locate(tid) == Where::Running {
-            if let (Some(cpu), Some(v)) = (remote::cpu_ns(tid), remote::voluntary_switches(tid)) {
-                self.on_cpu_mark(tid, cpu, v);
+            if let (Some(cpu), Some(st)) = (remote::cpu_ns(tid), remote::status(tid)) {
+                self.on_cpu_mark(tid, cpu, st.voluntary_switches);
             }
         }
     }
@@ -479,17 +503,28 @@ impl StackSampler {
     }
 
     /// Signal a thread on CPU; its handler copies registers and stack into the slot.
-    fn sample_signal(&mut self, tid: i32, timeout: Duration) -> Result<Sample, SampleError> {
+    fn sample_signal(
+        &mut self,
+        tid: i32,
+        status: remote::Status,
+        timeout: Duration,
+    ) -> Result<Sample, SampleError> {
         let Some((signal, _)) = self.signal.as_ref() else {
             return Err(SampleError::NoSignal);
         };
-        if SLOT
-            .state
-            .compare_exchange(IDLE, ARMED, AcqRel, Acquire)
-            .is_err()
-        {
-            return Err(SampleError::Busy);
+        let signal = *signal;
+        // A thread that blocks the signal, or has one pending already (an earlier sample
+        // timed out before it ran), is not sent another: it would queue up, and reach the
+        // service later through a signalfd, sigwait or a masked ppoll.
+        if status.holds(signal) {
+            return Err(SampleError::Blocked);
         }
+        // The service replaced our handler: a signal would go to its handler instead.
+        if !our_handler_installed(signal) {
+            return Err(SampleError::NoSignal);
+        }
+        // The slot is this sampler's alone while IDLE: set it up, then arm it. Release: the
+        // handler that claims the armed slot (AcqRel) sees the target and range.
         SLOT.len.store(0, Relaxed);
         let (lo, hi) = match &self.stack {
             Some(r) => (r.start, r.end),
@@ -497,15 +532,22 @@ impl StackSampler {
         };
         SLOT.stack_lo.store(lo, Relaxed);
         SLOT.stack_hi.store(hi, Relaxed);
-        // Release: the handler that reads this target (Acquire) sees the stack range above.
-        SLOT.target.store(tid, Release);
+        SLOT.target.store(tid, Relaxed);
+        if SLOT
+            .state
+            .compare_exchange(IDLE, ARMED, AcqRel, Acquire)
+            .is_err()
+        {
+            return Err(SampleError::Busy);
+        }
         // SAFETY: tgkill with our own pid, a thread id and a valid signal number.
-        let rc = unsafe { libc::tgkill(libc::getpid(), tid, *signal) };
+        let rc = unsafe { libc::tgkill(libc::getpid(), tid, signal) };
         if rc != 0 {
             SLOT.state.store(IDLE, Release);
             return Err(SampleError::NoThread);
         }
         let deadline = Instant::now() + timeout;
+        let mut spins = 0u32;
         loop {
             match SLOT.state.load(Acquire) {
                 DONE => break,
@@ -519,7 +561,13 @@ impl StackSampler {
                         return Err(SampleError::Timeout);
                     }
                 }
-                _ => std::thread::yield_now(),
+                // A handler runs within microseconds on a thread that is on CPU; past that,
+                // the thread waits for a CPU, and spinning would take one from it.
+                _ if spins < 200 => {
+                    spins += 1;
+                    std::thread::yield_now();
+                }
+                _ => std::thread::sleep(Duration::from_micros(50)),
             }
         }
         let regs = Regs {
@@ -575,10 +623,32 @@ impl Drop for StackSampler {
             std::thread::yield_now();
         }
         SLOT.state.store(IDLE, Release);
-        // SAFETY: `previous` is the action sigaction returned for this signal.
-        unsafe { libc::sigaction(signal, &*previous, std::ptr::null_mut()) };
+        if our_handler_installed(signal) {
+            // A signal of ours still pending (a sample that timed out on a thread that had not
+            // run yet) would meet the restored action, by default one that ends the process:
+            // ignoring the signal first discards every pending instance of it.
+            // SAFETY: an all-zero sigaction with SIG_IGN (0 is SIG_DFL; set explicitly).
+            let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
+            ignore.sa_sigaction = libc::SIG_IGN;
+            // SAFETY: a valid action; no previous action wanted.
+            unsafe { libc::sigaction(signal, &ignore, std::ptr::null_mut()) };
+            // SAFETY: `previous` is the action that was installed before ours.
+            unsafe { libc::sigaction(signal, &*previous, std::ptr::null_mut()) };
+        }
+        // Otherwise the service installed its own handler since: it stays.
+        PREV_HANDLER.store(0, Release);
         INSTALLED.store(0, Release);
     }
+}
+
+/// Whether asyncprof's handler is still the action for `signal` (the service may have
+/// installed its own since).
+fn our_handler_installed(signal: i32) -> bool {
+    // SAFETY: all-zero is a valid sigaction; a null new action only reads the current one.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::sigaction(signal, std::ptr::null(), &mut current) };
+    rc == 0 && current.sa_sigaction == handler as *const () as usize
 }
 
 /// The signal handler. See the module's invariants.
@@ -587,11 +657,17 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: __errno_location returns a valid pointer to this thread's errno.
     let errno = unsafe { *libc::__errno_location() };
     let me = current_tid();
-    let mine = SLOT.target.load(Acquire) == me
-        && SLOT
-            .state
-            .compare_exchange(ARMED, WRITING, AcqRel, Acquire)
-            .is_ok();
+    // Claim the armed slot, then check it was armed for this thread (AcqRel: the target and
+    // range stored before arming are seen). A late signal of an earlier, timed-out sample
+    // that finds the slot armed for another thread gives it back untouched.
+    let claimed = SLOT
+        .state
+        .compare_exchange(ARMED, WRITING, AcqRel, Acquire)
+        .is_ok();
+    let mine = claimed && SLOT.target.load(Relaxed) == me;
+    if claimed && !mine {
+        SLOT.state.store(ARMED, Release);
+    }
     if mine {
         let entered = monotonic_ns();
         IN_HANDLER.with(|f| f.set(true));
@@ -690,10 +766,10 @@ fn interrupted_regs(ctx: *mut libc::c_void) -> Option<Regs> {
         // A system call that returned EINTR leaves -EINTR in rax with the instruction after
         // `syscall` (0f 05) next. The two bytes before pc are read only when they lie in pc's
         // own page, which is mapped: it holds the instruction the thread was about to run.
-        if rax == -(libc::EINTR as i64) && pc % remote::PAGE as u64 >= 2 {
-            // SAFETY: pc - 2 and pc - 1 are in the same mapped, executable page as pc.
-            let insn = unsafe { std::ptr::read_unaligned((pc - 2) as usize as *const [u8; 2]) };
-            if insn == [0x0f, 0x05] {
+        if rax == -(libc::EINTR as i64) && pc >= 2 {
+            // Read through /proc/self/mem, never a plain load: code pages may be execute-only.
+            let mut insn = [0u8; 2];
+            if remote::copy_own_memory(pc - 2, &mut insn) == 2 && insn == [0x0f, 0x05] {
                 INTERRUPTED_SYSCALLS.fetch_add(1, Relaxed);
             }
         }

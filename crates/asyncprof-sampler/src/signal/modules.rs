@@ -63,6 +63,10 @@ unsafe extern "C" fn generation_cb(
 /// Every loaded module that has unwind tables.
 pub(crate) fn loaded() -> Vec<ModuleImage> {
     let mut out: Vec<ModuleImage> = Vec::new();
+    // The tables are copied through /proc/self/mem.
+    if !super::remote::open_memory() {
+        return out;
+    }
     // SAFETY: as in `generation`; `data` points at `out`, alive for the whole call. The
     // loader holds its lock during the walk, so no module is unloaded while it is read.
     unsafe {
@@ -98,20 +102,15 @@ unsafe extern "C" fn module_cb(
             .to_string_lossy()
             .into_owned()
     };
-    // SAFETY: the segments named by the headers are mapped while the loader lists them.
-    if let Some(m) = unsafe { image(&name, info.dlpi_addr, phdrs) } {
+    if let Some(m) = image(&name, info.dlpi_addr, phdrs) {
         out.push(m);
     }
     0
 }
 
-/// Read one module's unwind tables from its mapped segments.
-///
-/// # Safety
-///
-/// `phdrs` are the program headers of a module loaded at `bias`, and its segments stay
-/// mapped for the duration of the call (the loader's lock is held).
-unsafe fn image(name: &str, bias: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<ModuleImage> {
+/// Copy one module's unwind tables out of its mapped segments (`phdrs`: the program headers
+/// of a module loaded at `bias`).
+fn image(name: &str, bias: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<ModuleImage> {
     let mut code: Option<Range<u64>> = None;
     let mut hdr: Option<Range<u64>> = None;
     for p in phdrs {
@@ -132,7 +131,7 @@ unsafe fn image(name: &str, bias: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<Mod
     let segment_of = |svma: u64| {
         phdrs
             .iter()
-            .filter(|p| p.p_type == libc::PT_LOAD)
+            .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_R != 0)
             .map(|p| p.p_vaddr..p.p_vaddr + p.p_filesz)
             .find(|r| r.contains(&svma))
     };
@@ -140,13 +139,13 @@ unsafe fn image(name: &str, bias: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<Mod
     if hdr.end > hdr_seg.end || hdr.end - hdr.start < 8 {
         return None;
     }
-    // SAFETY: `hdr` lies inside a loaded segment's file bytes, mapped readable.
-    let hdr_bytes = unsafe { mapped(bias, hdr.clone()) }.to_vec();
+    // Copied through /proc/self/mem, never read in place: a file truncated or rewritten on
+    // disk under its mapping would make a plain read fault (SIGBUS); the copy fails instead.
+    let hdr_bytes = copy(bias, hdr.clone())?;
     let eh_frame_start = eh_frame_ptr(&hdr_bytes, hdr.start)?;
     let seg = segment_of(eh_frame_start)?;
-    // SAFETY: from `.eh_frame`'s start to its segment's end is mapped readable.
-    let rest = unsafe { mapped(bias, eh_frame_start..seg.end) };
-    let len = eh_frame_len(rest);
+    let rest = copy(bias, eh_frame_start..seg.end)?;
+    let len = eh_frame_len(&rest);
     Some(ModuleImage {
         name: name.to_owned(),
         bias,
@@ -158,16 +157,12 @@ unsafe fn image(name: &str, bias: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<Mod
     })
 }
 
-/// The bytes at stated addresses `svma` of a module loaded at `bias`.
-///
-/// # Safety
-///
-/// The range, moved by `bias`, is mapped readable for the returned slice's use.
-unsafe fn mapped<'a>(bias: u64, svma: Range<u64>) -> &'a [u8] {
-    let start = svma.start.wrapping_add(bias) as usize as *const u8;
-    let len = (svma.end - svma.start) as usize;
-    // SAFETY: the caller promises the range is mapped and readable.
-    unsafe { std::slice::from_raw_parts(start, len) }
+/// A copy of the bytes at stated addresses `svma` of a module loaded at `bias`; `None` when
+/// they cannot all be read.
+fn copy(bias: u64, svma: Range<u64>) -> Option<Vec<u8>> {
+    let len = usize::try_from(svma.end.checked_sub(svma.start)?).ok()?;
+    let mut out = vec![0u8; len];
+    (super::remote::copy_own_memory(svma.start.wrapping_add(bias), &mut out) == len).then_some(out)
 }
 
 /// The stated address of `.eh_frame`, from `.eh_frame_hdr` (its `eh_frame_ptr` field) at

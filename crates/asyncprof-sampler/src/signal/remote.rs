@@ -83,18 +83,48 @@ pub(crate) fn cpu_ns(tid: i32) -> Option<u64> {
     Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
-/// How many times thread `tid` gave up its CPU to sleep (`voluntary_ctxt_switches` in its
-/// `status`): a blocking system call that waits adds one. `None` when it cannot be read.
-pub(crate) fn voluntary_switches(tid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
-    let line = s
-        .lines()
-        .find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// What `/proc/self/task/<tid>/status` says of a thread's sleeps and signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Status {
+    /// How many times it gave up its CPU to sleep (`voluntary_ctxt_switches`): a blocking
+    /// system call that waits adds one.
+    pub(crate) voluntary_switches: u64,
+    /// Signals it blocks (`SigBlk`), bit `n - 1` for signal `n`.
+    pub(crate) blocked: u64,
+    /// Signals pending for it or for the whole process (`SigPnd` | `ShdPnd`).
+    pub(crate) pending: u64,
 }
 
-/// Bytes of a page, for splitting reads so that a copy stops at the first unmapped page.
-pub(crate) const PAGE: usize = 4096;
+impl Status {
+    /// Whether signal `signal` would wait rather than run a handler now: the thread blocks
+    /// it, or one is already pending.
+    pub(crate) fn holds(&self, signal: i32) -> bool {
+        let bit = 1u64
+            .checked_shl(signal.saturating_sub(1) as u32)
+            .unwrap_or(0);
+        (self.blocked | self.pending) & bit != 0
+    }
+}
+
+/// Read thread `tid`'s [`Status`]. `None` when it cannot be read.
+pub(crate) fn status(tid: i32) -> Option<Status> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    parse_status(&s)
+}
+
+fn parse_status(s: &str) -> Option<Status> {
+    let field = |name: &str| s.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let mask = |name: &str| field(name).and_then(|v| u64::from_str_radix(v, 16).ok());
+    Some(Status {
+        voluntary_switches: field("voluntary_ctxt_switches:")?.parse().ok()?,
+        blocked: mask("SigBlk:")?,
+        pending: mask("SigPnd:").unwrap_or(0) | mask("ShdPnd:").unwrap_or(0),
+    })
+}
+
+/// Bytes of a page (the tests map and unmap pages).
+#[cfg(test)]
+const PAGE: usize = 4096;
 
 /// `/proc/self/mem`, opened once for the life of the process (see [`open_memory`]).
 static MEMORY: AtomicI32 = AtomicI32::new(-1);
@@ -169,6 +199,19 @@ mod tests {
     }
 
     #[test]
+    fn a_status_file_parses_and_says_which_signals_would_wait() {
+        let text = "Name:\tw\nSigQ:\t0/1\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n\
+                    SigBlk:\t0000000800000000\nSigIgn:\t0\nvoluntary_ctxt_switches:\t7\n";
+        let st = parse_status(text).unwrap();
+        assert_eq!(st.voluntary_switches, 7);
+        // Bit 35 is signal 36 (SIGRTMIN+2 with glibc): blocked.
+        assert!(st.holds(36));
+        assert!(!st.holds(39));
+        let me = status(crate::current_tid()).unwrap();
+        assert!(!me.holds(libc::SIGRTMIN() + 5));
+    }
+
+    #[test]
     fn lines_of_the_syscall_file_parse() {
         assert_eq!(parse("running\n".into()), Where::Running);
         let l = "7 0x7f 0x1 0x3e8 0x0 0x0 0x0 0x7ffd1000 0x7f0000123456\n".to_string();
@@ -198,11 +241,11 @@ mod tests {
     #[test]
     fn cpu_time_grows_while_computing_and_sleeps_are_counted() {
         let me = crate::current_tid();
-        let (a, v) = (cpu_ns(me).unwrap(), voluntary_switches(me).unwrap());
+        let (a, v) = (cpu_ns(me).unwrap(), status(me).unwrap().voluntary_switches);
         std::thread::sleep(std::time::Duration::from_millis(20));
         let b = cpu_ns(me).unwrap();
         assert!(b - a < 10_000_000, "slept, yet on CPU for {} ns", b - a);
-        assert!(voluntary_switches(me).unwrap() > v);
+        assert!(status(me).unwrap().voluntary_switches > v);
         let t = std::time::Instant::now();
         while t.elapsed() < std::time::Duration::from_millis(20) {}
         let c = cpu_ns(me).unwrap();
