@@ -35,9 +35,8 @@
 //!    before the handler is installed, which stops at an unmapped page instead of faulting;
 //!    the stack's end is not known in the handler); unwinding and symbolization happen later,
 //!    on the cold path;
-//! 8. it is installed with `SA_SIGINFO | SA_RESTART | SA_ONSTACK` (on a thread with an
-//!    alternate signal stack its frame does not go on the stalled stack), the previous action
-//!    is kept, and it is restored when the [`StackSampler`] is dropped, unless the service has
+//! 8. it is installed with `SA_SIGINFO | SA_RESTART` (not `SA_ONSTACK`: a signal nested in
+//!    it would run on the small alternate stack too), the previous action is kept, and it is restored when the [`StackSampler`] is dropped, unless the service has
 //!    installed its own since; pending signals of ours are discarded first (`SIG_IGN`).
 //!
 //! The residual race: a thread that computed for [`MIN_ON_CPU`] may enter a blocking system
@@ -331,9 +330,10 @@ impl StackSampler {
         // SAFETY: an all-zero sigaction is a valid value (no handler, empty mask, no flags).
         let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
         action.sa_sigaction = handler as *const () as usize;
-        // SA_ONSTACK: on a thread with an alternate signal stack (std gives its threads one),
-        // the handler's frame does not go on a stack that a deep stall may have nearly filled.
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+        // No SA_ONSTACK: on the small alternate stack std gives its threads, another signal
+        // arriving during our handler (a CPU profiler's SIGPROF, whose handler has a frame of
+        // several KiB) would run on that stack too and overflow it.
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         // SAFETY: sa_mask is a valid sigset_t owned by `action`.
         unsafe { libc::sigemptyset(&mut action.sa_mask) };
         // SAFETY: a valid action whose handler has the SA_SIGINFO signature.
