@@ -91,14 +91,6 @@ enum Call {
     None,
 }
 
-/// How one walk ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Walk {
-    frames: usize,
-    /// The walk reached the stack's outermost frame (the thread's start), not an error.
-    complete: bool,
-}
-
 impl StackWalker {
     /// Read the module list again if a library was loaded or unloaded since the last time.
     fn refresh(&mut self) {
@@ -273,7 +265,9 @@ impl StackWalker {
         None
     }
 
-    fn walk_once(&mut self, regs: Regs, stack: &[u8], max: usize) -> Walk {
+    /// One walk from `regs` into `self.frames`, ending at the stack's end, at an address
+    /// outside every module's code, or at `max` frames.
+    fn walk_once(&mut self, regs: Regs, stack: &[u8], max: usize) {
         self.frames.clear();
         let base = regs.sp;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
@@ -285,7 +279,6 @@ impl StackWalker {
         let mut iter = self
             .unwinder
             .iter_frames(regs.pc, start, &mut self.cache, &mut read_stack);
-        let mut complete = false;
         while self.frames.len() < max {
             match iter.next() {
                 // A return address outside every module's code is not a frame: the walk
@@ -293,17 +286,8 @@ impl StackWalker {
                 Ok(Some(f)) if self.frames.is_empty() || in_code(&self.code, f.address()) => {
                     self.frames.push(f.address())
                 }
-                Ok(Some(_)) => break,
-                Ok(None) => {
-                    complete = true;
-                    break;
-                }
-                Err(_) => break,
+                Ok(Some(_)) | Ok(None) | Err(_) => break,
             }
-        }
-        Walk {
-            frames: self.frames.len(),
-            complete,
         }
     }
 }

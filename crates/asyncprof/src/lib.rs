@@ -82,8 +82,9 @@
 //!   blocking system call in the microseconds before the signal arrives, a call that Linux
 //!   does not restart (`poll`, a socket read with a timeout, `nanosleep`, …) returns `EINTR`.
 //!   Measured with `cargo bench -p asyncprof-sampler --bench sample_cost`: a thread that
-//!   alternates 20 µs of CPU with a 1 ms `poll` was never signalled; one that alternates 2 ms
-//!   of CPU with a 1 ms `poll` saw `EINTR` for 0.5–2.3% of the signals (four runs), sampled
+//!   alternates 20 µs of CPU with a 1 ms `poll` was signalled at most once in 3 s, with no
+//!   `EINTR`; one that alternates 2 ms of CPU with a 1 ms `poll` saw `EINTR` for 0.5–2.3% of
+//!   the signals (five runs), sampled
 //!   without pause (the watchdog samples a stall 1, 2, 4, … ms apart). `ASYNCPROF_SIGNAL=0`
 //!   sends no signal at all.
 #![forbid(unsafe_code)]

@@ -90,39 +90,46 @@ fn run_drives_load_and_finds_the_blocking_line() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// issue 18: the service's load comes from a real client of the user's choosing (curl here),
-/// started once the service listens; the service is stopped when the client is done.
-#[test]
-fn run_with_its_own_load_client_finds_the_blocking_line() {
-    let dir = temp("run-load-cmd");
+/// `asyncprof run` of the demo service (serving for 120 s, far longer than any client here
+/// needs) under the load client that `client` names for the service's port.
+fn run_demo_under(dir: &std::path::Path, client: impl Fn(&str) -> String) -> std::process::Output {
     let port = free_port().to_string();
     let service = demo_service();
-    let client = format!(
-        "curl --silent --show-error --fail --output /dev/null 'http://127.0.0.1:{port}/report?[1-40]'"
-    );
-    let started = std::time::Instant::now();
-    let out = asyncprof(&[
+    asyncprof(&[
         "run",
         "--out",
         dir.to_str().unwrap(),
         "--load-cmd",
-        &client,
+        &client(&port),
         "--timeout",
         "60s",
         "--",
         service.to_str().unwrap(),
         "--port",
         &port,
-        // Serves far longer than the client needs: asyncprof stops it when the client is done.
         "--serve-for",
         "120",
-    ]);
+    ])
+}
+
+/// issue 18: the service's load comes from a real client of the user's choosing (curl here),
+/// started once the service listens; the service is stopped when the client is done.
+#[test]
+fn run_with_its_own_load_client_finds_the_blocking_line() {
+    let dir = temp("run-load-cmd");
+    let started = std::time::Instant::now();
+    let out = run_demo_under(&dir, |port| {
+        format!(
+            "curl --silent --show-error --fail --output /dev/null 'http://127.0.0.1:{port}/report?[1-40]'"
+        )
+    });
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
         err.contains("load command curl exited with exit status: 0"),
         "{err}"
     );
+    // Stopped when the client was done, not at its own 120 s.
     assert!(started.elapsed() < std::time::Duration::from_secs(50));
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("demo_service.json")).unwrap()).unwrap();
@@ -138,20 +145,9 @@ fn run_with_its_own_load_client_finds_the_blocking_line() {
 
     // A client that fails: its status is shown, the report is still written, exit 1.
     let dir2 = temp("run-load-cmd-fails");
-    let port = free_port().to_string();
-    let out = asyncprof(&[
-        "run",
-        "--out",
-        dir2.to_str().unwrap(),
-        "--load-cmd",
-        &format!("curl --silent --fail --output /dev/null http://127.0.0.1:{port}/missing"),
-        "--",
-        service.to_str().unwrap(),
-        "--port",
-        &port,
-        "--serve-for",
-        "120",
-    ]);
+    let out = run_demo_under(&dir2, |port| {
+        format!("curl --silent --fail --output /dev/null http://127.0.0.1:{port}/missing")
+    });
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
