@@ -158,6 +158,7 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     });
     let mut client = client.map(Some);
     let mut client_failed: Option<String> = None;
+    let mut stop_at: Option<Instant> = None;
 
     let started = Instant::now();
     let mut terminated_at: Option<Instant> = None;
@@ -192,11 +193,13 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
                     }
                     _ => client_failed = Some("the load command's thread failed".into()),
                 }
-                if terminated_at.is_none() {
-                    let _ = asyncprof_sampler::send_signal(child.id(), 15);
-                    terminated_at = Some(Instant::now());
-                }
+                stop_at.get_or_insert(Instant::now() + RUN_FILE_CATCH_UP);
             }
+        }
+        // The client is done: once the run file has caught up, stop the program.
+        if stop_at.is_some_and(|t| Instant::now() >= t) && terminated_at.is_none() {
+            let _ = asyncprof_sampler::send_signal(child.id(), 15);
+            terminated_at = Some(Instant::now());
         }
         if let Some(t) = args.timeout {
             if started.elapsed() > t && terminated_at.is_none() {
@@ -331,6 +334,11 @@ fn stop_client(h: std::thread::JoinHandle<Result<ClientRun>>) {
     }
     let _ = h.join();
 }
+
+/// How long the program runs on after its load client is done, before it is stopped: stall
+/// records reach the run file within 100 ms, so a stall that ended with the client's last
+/// request is in the file as ended, not as a poll that never returned.
+const RUN_FILE_CATCH_UP: Duration = Duration::from_millis(300);
 
 /// How long `--load-cmd` waits for the program to listen.
 const LISTEN_WAIT: Duration = Duration::from_secs(30);
