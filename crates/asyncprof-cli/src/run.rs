@@ -295,12 +295,12 @@ fn run_client(cmd: &[String], listen: Option<std::net::SocketAddr>, pid: u32) ->
             Some(addr) => {
                 std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
             }
-            None => listens_on_tcp(pid),
+            None => asyncprof_sampler::procfs::listens_on_tcp(pid),
         };
         if ready {
             break;
         }
-        if Instant::now() > by || !Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > by || !asyncprof_sampler::procfs::exists(pid) {
             let what = listen.map_or_else(|| "any TCP port".to_string(), |a| a.to_string());
             bail!(
                 "the program did not listen on {what} within {} s: the load command {} was not run",
@@ -343,45 +343,9 @@ const RUN_FILE_CATCH_UP: Duration = Duration::from_millis(300);
 /// How long `--load-cmd` waits for the program to listen.
 const LISTEN_WAIT: Duration = Duration::from_secs(30);
 
-/// Whether process `pid` has a TCP socket in the LISTEN state: one of its descriptors is a
-/// socket whose inode `/proc/<pid>/net/tcp` or `tcp6` lists as listening (state 0A).
-fn listens_on_tcp(pid: u32) -> bool {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    let inodes: std::collections::HashSet<u64> = fds
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|l| {
-            let l = l.to_string_lossy().into_owned();
-            l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
-        })
-        .collect();
-    ["tcp", "tcp6"].iter().any(|t| {
-        std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
-            .is_ok_and(|table| listening_inodes(&table).any(|i| inodes.contains(&i)))
-    })
-}
-
-/// The inodes of the listening sockets in a `/proc/net/tcp` table.
-fn listening_inodes(table: &str) -> impl Iterator<Item = u64> + '_ {
-    table.lines().skip(1).filter_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(3) == Some(&"0A")).then(|| f.get(9)?.parse().ok())?
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{check_loopback, listening_inodes};
-
-    #[test]
-    fn listening_sockets_are_read_from_the_tcp_table() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:18EB 0100007F:D1C2 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1
-";
-        assert_eq!(listening_inodes(table).collect::<Vec<_>>(), [4242]);
-    }
+    use super::check_loopback;
 
     #[test]
     fn load_only_targets_loopback() {

@@ -177,6 +177,11 @@ pub struct LossCounters {
     pub untracked_queues: u64,
     /// Queue depth samples dropped because a queue's sample buffer was full.
     pub dropped_depth_points: u64,
+    /// Long polls and scheduling delays of a spawn location that its histograms miss: the
+    /// location had none yet and no preallocated ones were left (the recorder allocates them
+    /// off the service's threads, every 100 ms). The runtime-wide histograms and the counts
+    /// still have them. 0 in files written before this counter existed.
+    pub dropped_long_values: u64,
 }
 
 impl LossCounters {

@@ -3,7 +3,7 @@
 use asyncprof_format::{QueueKind, QueueStats};
 use serde::Serialize;
 
-use crate::FindingLocation;
+use crate::{Finding, FindingLocation, Severity};
 
 /// The evidence of a queue finding.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -85,4 +85,40 @@ pub(crate) fn waits(q: &QueueStats) -> (u64, f64, f64) {
     let h = q.send_wait_ns.to_hdr();
     let total = h.mean() * h.len() as f64;
     (h.len(), (total / 1e4).round() / 100.0, ms(h.max()))
+}
+
+/// The name of a queue's consumer for a recommendation: where it receives, if known.
+pub(crate) fn consumer_name(ev: &QueueEvidence) -> String {
+    ev.consumer
+        .clone()
+        .unwrap_or_else(|| "its consumer".to_string())
+}
+
+/// What a queue diagnosis found about queue `q`: how often and how long its senders waited
+/// (`waits`: count, total ms, longest ms), located at the queue's creation and blamed on its
+/// consumer.
+pub(crate) fn queue_finding(
+    kind: &'static str,
+    q: &QueueStats,
+    ev: QueueEvidence,
+    severity: Severity,
+    (count, total_ms, max_ms): (u64, f64, f64),
+    recommendation: String,
+) -> Finding {
+    Finding {
+        kind,
+        severity,
+        location: location(q),
+        primitive: None,
+        syscall: None,
+        count,
+        total_ms,
+        max_ms,
+        recommendation,
+        task_location: ev.consumer.clone(),
+        stack: Vec::new(),
+        queue: Some(ev),
+        also: Vec::new(),
+        runtimes: Vec::new(),
+    }
 }

@@ -201,7 +201,7 @@ pub struct TaskStalls {
 }
 
 /// Every loss counter with what it counts, in plain words, in the order reports list them.
-pub(crate) fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 10] {
+pub(crate) fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 11] {
     [
         (
             l.dropped_records,
@@ -246,6 +246,11 @@ pub(crate) fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 1
         (
             l.dropped_depth_points,
             "queue depth samples dropped because a queue's sample buffer was full",
+        ),
+        (
+            l.dropped_long_values,
+            "long polls and delays missing from their spawn location's histograms (no spare \
+             histograms were left for a new location); the runtime-wide numbers have them",
         ),
     ]
 }

@@ -33,13 +33,15 @@
 //!   the first frame.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod procfs;
 mod signal;
 mod syscalls;
 mod unwind;
 
+pub use procfs::{run_delay_ns, thread_state, ThreadState};
 pub use signal::{
     current_stack, current_tid, default_signal, in_handler, interrupted_syscalls, process_cpu_time,
-    release_free_memory, run_delay_ns, send_signal, thread_state, Capture, InstallError, Sample,
-    SampleError, StackSampler, ThreadState, MAX_FRAMES, MIN_ON_CPU, STACK_BYTES,
+    release_free_memory, send_signal, Capture, InstallError, Sample, SampleError, StackSampler,
+    MAX_FRAMES, MIN_ON_CPU, STACK_BYTES,
 };
 pub use syscalls::syscall_name;

@@ -1,76 +1,75 @@
 //! Names of the system calls a stalled thread is typically blocked in.
 
 /// The name of system call `nr` on this architecture, for the calls a stall classification
-/// cares about; `None` for the others.
+/// cares about; `None` for the others. The numbers are libc's `SYS_*` for the target.
 pub fn syscall_name(nr: u64) -> Option<&'static str> {
-    #[cfg(target_arch = "x86_64")]
-    let name = match nr {
-        0 => "read",
-        1 => "write",
-        7 => "poll",
-        17 => "pread64",
-        18 => "pwrite64",
-        19 => "readv",
-        20 => "writev",
-        23 => "select",
-        24 => "sched_yield",
-        34 => "pause",
-        35 => "nanosleep",
-        42 => "connect",
-        43 => "accept",
-        44 => "sendto",
-        45 => "recvfrom",
-        46 => "sendmsg",
-        47 => "recvmsg",
-        61 => "wait4",
-        74 => "fsync",
-        75 => "fdatasync",
-        202 => "futex",
-        230 => "clock_nanosleep",
-        232 => "epoll_wait",
-        257 => "openat",
-        270 => "pselect6",
-        271 => "ppoll",
-        281 => "epoll_pwait",
-        288 => "accept4",
-        299 => "recvmmsg",
-        307 => "sendmmsg",
-        441 => "epoll_pwait2",
-        449 => "futex_waitv",
-        _ => return None,
-    };
-    #[cfg(target_arch = "aarch64")]
-    let name = match nr {
-        22 => "epoll_pwait",
-        57 => "close",
-        63 => "read",
-        64 => "write",
-        65 => "readv",
-        66 => "writev",
-        67 => "pread64",
-        68 => "pwrite64",
-        72 => "pselect6",
-        73 => "ppoll",
-        82 => "fsync",
-        83 => "fdatasync",
-        98 => "futex",
-        101 => "nanosleep",
-        115 => "clock_nanosleep",
-        124 => "sched_yield",
-        202 => "accept",
-        203 => "connect",
-        206 => "sendto",
-        207 => "recvfrom",
-        211 => "sendmsg",
-        212 => "recvmsg",
-        242 => "accept4",
-        260 => "wait4",
-        _ => return None,
-    };
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let name = {
-        let _ = nr;
+    let Ok(nr) = libc::c_long::try_from(nr) else {
         return None;
     };
+    let name = match nr {
+        libc::SYS_read => "read",
+        libc::SYS_write => "write",
+        libc::SYS_close => "close",
+        libc::SYS_pread64 => "pread64",
+        libc::SYS_pwrite64 => "pwrite64",
+        libc::SYS_readv => "readv",
+        libc::SYS_writev => "writev",
+        libc::SYS_pselect6 => "pselect6",
+        libc::SYS_ppoll => "ppoll",
+        libc::SYS_sched_yield => "sched_yield",
+        libc::SYS_nanosleep => "nanosleep",
+        libc::SYS_clock_nanosleep => "clock_nanosleep",
+        libc::SYS_connect => "connect",
+        libc::SYS_accept => "accept",
+        libc::SYS_accept4 => "accept4",
+        libc::SYS_sendto => "sendto",
+        libc::SYS_recvfrom => "recvfrom",
+        libc::SYS_sendmsg => "sendmsg",
+        libc::SYS_recvmsg => "recvmsg",
+        libc::SYS_recvmmsg => "recvmmsg",
+        libc::SYS_sendmmsg => "sendmmsg",
+        libc::SYS_wait4 => "wait4",
+        libc::SYS_fsync => "fsync",
+        libc::SYS_fdatasync => "fdatasync",
+        libc::SYS_futex => "futex",
+        libc::SYS_futex_waitv => "futex_waitv",
+        libc::SYS_openat => "openat",
+        libc::SYS_epoll_pwait => "epoll_pwait",
+        libc::SYS_epoll_pwait2 => "epoll_pwait2",
+        // Calls that newer architectures (aarch64) have only in their `p`/`at` forms.
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_poll => "poll",
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_select => "select",
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_pause => "pause",
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_epoll_wait => "epoll_wait",
+        _ => return None,
+    };
     Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::syscall_name;
+
+    #[test]
+    fn names_follow_the_targets_numbers() {
+        assert_eq!(syscall_name(libc::SYS_read as u64), Some("read"));
+        assert_eq!(syscall_name(libc::SYS_futex as u64), Some("futex"));
+        assert_eq!(
+            syscall_name(libc::SYS_clock_nanosleep as u64),
+            Some("clock_nanosleep")
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            // The x86_64 numbers the kernel's `/proc/<pid>/syscall` shows.
+            assert_eq!(syscall_name(7), Some("poll"));
+            assert_eq!(syscall_name(202), Some("futex"));
+            assert_eq!(syscall_name(232), Some("epoll_wait"));
+        }
+        assert_eq!(syscall_name(u64::MAX), None);
+        assert_eq!(syscall_name(libc::SYS_getpid as u64), None);
+    }
 }

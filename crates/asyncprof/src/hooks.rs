@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::runtime::Builder;
 
-use crate::recorder::{source, Recorder};
+use crate::recorder::{Recorder, Source};
 use crate::Guard;
 
 type ThreadFn = Arc<dyn Fn() + Send + Sync>;
@@ -140,7 +140,7 @@ impl Hooks {
     );
 }
 
-/// tokio's task id as a number: the same number tokio prints and puts in its task spans.
+/// Hot path: tokio's task id as a number: the same number tokio prints and puts in its task spans.
 /// `Id` hashes exactly its `u64`, so a hasher that keeps the written value recovers it.
 #[cfg(tokio_unstable)]
 #[inline(always)]
@@ -246,17 +246,21 @@ fn install<'b>(
         #[cfg(tokio_unstable)]
         after_poll,
     } = user;
+    // Once per thread: the thread registers at its first event instead, as a thread that
+    // started before recording did.
     b.on_thread_start(move || {
         if let Some(f) = &thread_start {
             f();
         }
     });
+    // Once per thread: free its worker entry.
     b.on_thread_stop(move || {
         rec.thread_stop();
         if let Some(f) = &thread_stop {
             f();
         }
     });
+    // Hot path (per park): see `Recorder::park` and, in the stable tier, `Recorder::busy_end`.
     b.on_thread_park(move || {
         if !task_hooks {
             rec.busy_end();
@@ -266,6 +270,7 @@ fn install<'b>(
             f();
         }
     });
+    // Hot path (per unpark): see `Recorder::unpark` and `Recorder::busy_start`.
     b.on_thread_unpark(move || {
         rec.unpark();
         if !task_hooks {
@@ -276,13 +281,14 @@ fn install<'b>(
         }
     });
     if !task_hooks {
-        rec.note_source(source::STABLE);
+        rec.note_source(Source::Stable);
         return b;
     }
     #[cfg(tokio_unstable)]
     {
         rec.hooks_installed.store(true, Relaxed);
-        rec.note_source(source::HOOKS);
+        rec.note_source(Source::Hooks);
+        // Hot path (per task spawned): see `Recorder::task_spawned`.
         b.on_task_spawn(move |meta| {
             let loc = meta.spawned_at();
             rec.task_spawned(
@@ -298,6 +304,7 @@ fn install<'b>(
                 f(meta);
             }
         });
+        // Hot path (per task end): see `Recorder::task_terminated`.
         b.on_task_terminate(move |meta| {
             let loc = meta.spawned_at();
             rec.task_terminated(
@@ -312,6 +319,8 @@ fn install<'b>(
                 f(meta);
             }
         });
+        // Hot path (per poll): see `Recorder::poll_start`. The user's hook runs first, so that
+        // it is not timed as part of the poll.
         match before_poll {
             Some(f) => b.on_before_task_poll(move |meta| {
                 f(meta);
@@ -321,6 +330,7 @@ fn install<'b>(
                 b.on_before_task_poll(move |meta| rec.poll_start::<false>(task_id(meta.id()), None))
             }
         };
+        // Hot path (per poll): see `Recorder::poll_end`; the user's hook runs after it.
         match after_poll {
             Some(f) => b.on_after_task_poll(move |meta| {
                 rec.poll_end();

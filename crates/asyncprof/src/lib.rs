@@ -28,6 +28,8 @@
 //! asyncprof never installs a global subscriber itself, so the service's own setup works
 //! whatever the order.
 //!
+//! What a report says, finding by finding, and what to change: the [`playbook`].
+//!
 //! # What is recorded
 //!
 //! Per task (tokio's id, its name in the layer tier, its spawn location): polls, busy time,
@@ -89,7 +91,9 @@
 //!   sends no signal at all.
 #![forbid(unsafe_code)]
 
+mod aggregator;
 mod clock;
+mod config;
 mod cpu;
 mod error;
 mod gauge;
@@ -97,25 +101,35 @@ mod hist;
 mod hooks;
 mod latency;
 mod layer;
+mod poll;
 mod profiler;
 mod queues;
 mod recorder;
 mod snapshot;
+mod spares;
 mod stages;
 mod symbolize;
 pub mod sync;
 mod tables;
-mod watchdog;
 
+/// How to read a report: the diagnosis playbook.
+///
+#[doc = include_str!("playbook.md")]
+pub mod playbook {}
+mod watchdog;
+mod workers;
+mod writer;
+
+pub use config::{
+    Builder, DEFAULT_CLOCK_TICK, DEFAULT_FLUSH_INTERVAL, DEFAULT_SAMPLE_EVERY,
+    DEFAULT_STALL_THRESHOLD, DEFAULT_TASK_CAPACITY, MIN_STALL_THRESHOLD,
+};
 pub use error::{Error, Result};
 pub use gauge::Gauge;
 pub use hooks::Hooks;
 pub use latency::Latency;
 pub use layer::TaskLayer;
-pub use profiler::{
-    Builder, Footprint, Guard, Profiler, DEFAULT_CLOCK_TICK, DEFAULT_FLUSH_INTERVAL,
-    DEFAULT_SAMPLE_EVERY, DEFAULT_STALL_THRESHOLD, DEFAULT_TASK_CAPACITY, MIN_STALL_THRESHOLD,
-};
+pub use profiler::{Footprint, Guard, Profiler};
 
 /// Use in place of `#[tokio::main]`: runs the `async fn` on a tokio runtime with
 /// asyncprof's hooks installed, recording with the settings from the environment

@@ -20,13 +20,17 @@ use crate::hist::{self, lock};
 pub(crate) const MAX_QUEUES: usize = 1024;
 
 /// Depth samples a queue buffers between two snapshots; more are dropped and counted.
-const MAX_PENDING_POINTS: usize = 1024;
+const MAX_BUFFERED_POINTS: usize = 1024;
 
 /// Log-linear buckets: values below 8 ns exactly, then 8 sub-buckets per power of two
 /// (12.5% resolution) up to 2^64 ns.
 const BUCKETS: usize = 8 + 61 * 8;
 
 /// A histogram of nanosecond durations that any thread records into without a lock.
+///
+/// Hand-written rather than hdrhistogram's: recording there takes `&mut`, so every sender and
+/// receiver of a queue would take turns on one lock; here a record is one relaxed `fetch_add`.
+/// It is converted to an hdrhistogram ([`WaitHist::add_to`]) on the cold path.
 pub(crate) struct WaitHist {
     buckets: Box<[AtomicU64]>,
 }
@@ -365,7 +369,7 @@ pub(crate) fn sample(elapsed_ns: u64) {
         s.full_samples += u64::from(full);
         s.max_depth = s.max_depth.max(depth);
         s.depth = depth;
-        if s.points.len() < MAX_PENDING_POINTS {
+        if s.points.len() < MAX_BUFFERED_POINTS {
             s.points.push({
                 let mut p = format::DepthPoint::default();
                 p.elapsed_ns = elapsed_ns;

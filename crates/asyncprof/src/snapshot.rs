@@ -34,7 +34,7 @@ struct LiveTask {
 
 impl Recorder {
     /// Add live task `slot`'s long polls and delays (its histograms and the values still
-    /// pending in the slot) to `poll` and `sched`, creating them when there is something to add.
+    /// waiting in the slot) to `poll` and `sched`, creating them when there is something to add.
     fn add_task_hists(
         &self,
         slot: &TaskSlot,
@@ -45,11 +45,8 @@ impl Recorder {
             hist::merge(poll.get_or_insert_with(hist::new_fine), &h.poll);
             hist::merge(sched.get_or_insert_with(hist::new_fine), &h.sched);
         }
-        for (h, pending) in [
-            (poll, &slot.pending_long[0]),
-            (sched, &slot.pending_long[1]),
-        ] {
-            let v = pending.load(Relaxed);
+        for (h, first) in [(poll, &slot.first_long[0]), (sched, &slot.first_long[1])] {
+            let v = first.load(Relaxed);
             if v != 0 {
                 let h = h.get_or_insert_with(hist::new_fine);
                 hist::record(h, v, &self.loss.histogram_outliers);
@@ -78,16 +75,18 @@ impl Recorder {
             // at least as new as the state.
             let state = w.state.load(Acquire);
             // The stable tier sees busy periods, not polls.
-            let wpolls = if self.source.load(Relaxed) == crate::recorder::source::STABLE {
+            let wpolls = if self.source() == crate::recorder::Source::Stable {
                 0
             } else {
-                state.div_ceil(2).saturating_sub(w.uncounted.load(Relaxed))
+                state
+                    .div_ceil(2)
+                    .saturating_sub(w.non_poll_enters.load(Relaxed))
             };
             polls += wpolls;
             let c = w.counts.load();
             long_polls += c.long_polls;
             sampled_polls += c.sampled_polls;
-            sampled_ns += c.sampled_ns;
+            sampled_ns += c.sampled_total_ns;
             {
                 let h = lock(&w.hists);
                 hist::merge(&mut long, &h.long);
@@ -152,7 +151,7 @@ impl Recorder {
 
         // Locations: folded (completed) tasks plus live ones.
         // Untracked completions the workers still hold count at their locations.
-        let untracked_done = self.untracked_done();
+        let held_completions = self.held_completions();
         // What of them the locations counted (never past their spawns): the runtime's too.
         let mut held_counted = 0u64;
         for (index, loc) in self.locations.slots().iter().enumerate() {
@@ -168,7 +167,7 @@ impl Recorder {
                 hist::merge(&mut poll, &h.poll);
                 hist::merge(&mut sched, &h.sched);
             }
-            if let Some([p, s]) = loc.pending() {
+            if let Some([p, s]) = loc.single_long() {
                 p.add_to(&mut poll, &self.loss.histogram_outliers);
                 s.add_to(&mut sched, &self.loss.histogram_outliers);
             }
@@ -185,7 +184,7 @@ impl Recorder {
             let mut ls = format::LocationStats::default();
             ls.location = info.clone();
             ls.tasks_spawned = spawned;
-            let held: u64 = untracked_done
+            let held: u64 = held_completions
                 .iter()
                 .filter(|&&(li, _)| li as usize == index)
                 .map(|&(_, n)| n)
@@ -258,6 +257,7 @@ impl Recorder {
         l.missed_samples = self.loss.missed_samples.load(Relaxed);
         l.skipped_samples = self.loss.skipped_samples.load(Relaxed);
         l.sampler_busy = self.loss.sampler_busy.load(Relaxed);
+        l.dropped_long_values = self.loss.dropped_long_values.load(Relaxed);
         l.untracked_queues = crate::queues::untracked();
         l.dropped_depth_points = crate::queues::dropped_points();
         snap

@@ -24,17 +24,17 @@ pub(crate) struct PollCounters {
     pub(crate) polls: AtomicU64,
     /// Polls of at least two clock ticks, recorded one by one.
     pub(crate) long_polls: AtomicU64,
-    pub(crate) long_ns: AtomicU64,
+    pub(crate) long_total_ns: AtomicU64,
     /// Short polls that were timed exactly (the sample).
     pub(crate) sampled_polls: AtomicU64,
-    pub(crate) sampled_ns: AtomicU64,
+    pub(crate) sampled_total_ns: AtomicU64,
     pub(crate) max_poll_ns: AtomicU64,
     pub(crate) sched_count: AtomicU64,
-    pub(crate) sched_ns: AtomicU64,
+    pub(crate) sched_total_ns: AtomicU64,
     pub(crate) sched_max_ns: AtomicU64,
     /// Delays of at least two clock ticks, recorded one by one in a histogram.
     pub(crate) sched_long: AtomicU64,
-    pub(crate) sched_long_ns: AtomicU64,
+    pub(crate) sched_long_total_ns: AtomicU64,
 }
 
 /// Plain copy of [`PollCounters`], for arithmetic on the cold path.
@@ -42,49 +42,50 @@ pub(crate) struct PollCounters {
 pub(crate) struct Counts {
     pub(crate) polls: u64,
     pub(crate) long_polls: u64,
-    pub(crate) long_ns: u64,
+    pub(crate) long_total_ns: u64,
     pub(crate) sampled_polls: u64,
-    pub(crate) sampled_ns: u64,
+    pub(crate) sampled_total_ns: u64,
     pub(crate) max_poll_ns: u64,
     pub(crate) sched_count: u64,
-    pub(crate) sched_ns: u64,
+    pub(crate) sched_total_ns: u64,
     pub(crate) sched_max_ns: u64,
     pub(crate) sched_long: u64,
-    pub(crate) sched_long_ns: u64,
+    pub(crate) sched_long_total_ns: u64,
 }
 
 impl Counts {
     pub(crate) fn add(&mut self, o: &Counts) {
         self.polls += o.polls;
         self.long_polls += o.long_polls;
-        self.long_ns += o.long_ns;
+        self.long_total_ns += o.long_total_ns;
         self.sampled_polls += o.sampled_polls;
-        self.sampled_ns += o.sampled_ns;
+        self.sampled_total_ns += o.sampled_total_ns;
         self.max_poll_ns = self.max_poll_ns.max(o.max_poll_ns);
         self.sched_count += o.sched_count;
-        self.sched_ns += o.sched_ns;
+        self.sched_total_ns += o.sched_total_ns;
         self.sched_max_ns = self.sched_max_ns.max(o.sched_max_ns);
         self.sched_long += o.sched_long;
-        self.sched_long_ns += o.sched_long_ns;
+        self.sched_long_total_ns += o.sched_long_total_ns;
     }
 
     /// Scheduling delays too short to be recorded one by one, and their mean.
     pub(crate) fn short_sched(&self) -> (u64, u64) {
         let n = self.sched_count.saturating_sub(self.sched_long);
-        let ns = self.sched_ns.saturating_sub(self.sched_long_ns);
+        let ns = self.sched_total_ns.saturating_sub(self.sched_long_total_ns);
         (n, ns.checked_div(n).unwrap_or(0))
     }
 
     /// Mean exact duration of the sampled short polls, if any were sampled.
     pub(crate) fn sampled_mean_ns(&self) -> Option<u64> {
-        self.sampled_ns.checked_div(self.sampled_polls)
+        self.sampled_total_ns.checked_div(self.sampled_polls)
     }
 
     /// Estimated time inside polls: long polls as measured, short ones at the sampled mean.
     pub(crate) fn busy_ns(&self, fallback_mean_ns: u64) -> u64 {
         let short = self.polls.saturating_sub(self.long_polls);
         let mean = self.sampled_mean_ns().unwrap_or(fallback_mean_ns);
-        self.long_ns.saturating_add(short.saturating_mul(mean))
+        self.long_total_ns
+            .saturating_add(short.saturating_mul(mean))
     }
 }
 
@@ -93,15 +94,15 @@ impl PollCounters {
         Counts {
             polls: self.polls.load(Relaxed),
             long_polls: self.long_polls.load(Relaxed),
-            long_ns: self.long_ns.load(Relaxed),
+            long_total_ns: self.long_total_ns.load(Relaxed),
             sampled_polls: self.sampled_polls.load(Relaxed),
-            sampled_ns: self.sampled_ns.load(Relaxed),
+            sampled_total_ns: self.sampled_total_ns.load(Relaxed),
             max_poll_ns: self.max_poll_ns.load(Relaxed),
             sched_count: self.sched_count.load(Relaxed),
-            sched_ns: self.sched_ns.load(Relaxed),
+            sched_total_ns: self.sched_total_ns.load(Relaxed),
             sched_max_ns: self.sched_max_ns.load(Relaxed),
             sched_long: self.sched_long.load(Relaxed),
-            sched_long_ns: self.sched_long_ns.load(Relaxed),
+            sched_long_total_ns: self.sched_long_total_ns.load(Relaxed),
         }
     }
 
@@ -109,30 +110,31 @@ impl PollCounters {
     pub(crate) fn fold(&self, c: &Counts) {
         self.polls.fetch_add(c.polls, Relaxed);
         self.long_polls.fetch_add(c.long_polls, Relaxed);
-        self.long_ns.fetch_add(c.long_ns, Relaxed);
+        self.long_total_ns.fetch_add(c.long_total_ns, Relaxed);
         self.sampled_polls.fetch_add(c.sampled_polls, Relaxed);
-        self.sampled_ns.fetch_add(c.sampled_ns, Relaxed);
+        self.sampled_total_ns.fetch_add(c.sampled_total_ns, Relaxed);
         self.max_poll_ns.fetch_max(c.max_poll_ns, Relaxed);
         self.sched_count.fetch_add(c.sched_count, Relaxed);
-        self.sched_ns.fetch_add(c.sched_ns, Relaxed);
+        self.sched_total_ns.fetch_add(c.sched_total_ns, Relaxed);
         self.sched_max_ns.fetch_max(c.sched_max_ns, Relaxed);
         self.sched_long.fetch_add(c.sched_long, Relaxed);
-        self.sched_long_ns.fetch_add(c.sched_long_ns, Relaxed);
+        self.sched_long_total_ns
+            .fetch_add(c.sched_long_total_ns, Relaxed);
     }
 
     fn reset(&self) {
         for a in [
             &self.polls,
             &self.long_polls,
-            &self.long_ns,
+            &self.long_total_ns,
             &self.sampled_polls,
-            &self.sampled_ns,
+            &self.sampled_total_ns,
             &self.max_poll_ns,
             &self.sched_count,
-            &self.sched_ns,
+            &self.sched_total_ns,
             &self.sched_max_ns,
             &self.sched_long,
-            &self.sched_long_ns,
+            &self.sched_long_total_ns,
         ] {
             a.store(0, Relaxed);
         }
@@ -142,10 +144,10 @@ impl PollCounters {
     pub(crate) fn add_poll(&self, ns: u64, long: bool) {
         if long {
             self.long_polls.fetch_add(1, Relaxed);
-            self.long_ns.fetch_add(ns, Relaxed);
+            self.long_total_ns.fetch_add(ns, Relaxed);
         } else {
             self.sampled_polls.fetch_add(1, Relaxed);
-            self.sampled_ns.fetch_add(ns, Relaxed);
+            self.sampled_total_ns.fetch_add(ns, Relaxed);
         }
         self.max_poll_ns.fetch_max(ns, Relaxed);
     }
@@ -153,11 +155,11 @@ impl PollCounters {
     /// Hot path (rare branch): one scheduling delay.
     pub(crate) fn add_sched(&self, ns: u64, long: bool) {
         self.sched_count.fetch_add(1, Relaxed);
-        self.sched_ns.fetch_add(ns, Relaxed);
+        self.sched_total_ns.fetch_add(ns, Relaxed);
         self.sched_max_ns.fetch_max(ns, Relaxed);
         if long {
             self.sched_long.fetch_add(1, Relaxed);
-            self.sched_long_ns.fetch_add(ns, Relaxed);
+            self.sched_long_total_ns.fetch_add(ns, Relaxed);
         }
     }
 }
@@ -177,13 +179,13 @@ pub(crate) struct TaskSlot {
     /// Index into the location table.
     pub(crate) location: AtomicU32,
     pub(crate) spawned_ns: AtomicU64,
-    /// When the task became ready to run and has not been polled since (0: not pending).
+    /// When the task became ready to run and has not been polled since (0: not waiting).
     pub(crate) ready_since_ns: AtomicU64,
     pub(crate) counts: PollCounters,
     /// The task's first long poll and first long scheduling delay (ns; 0: none) while they
     /// are in no histogram yet: most tasks have at most one of each, and keeping it here
     /// spares them allocating, filling and merging two histograms.
-    pub(crate) pending_long: [AtomicU64; 2],
+    pub(crate) first_long: [AtomicU64; 2],
     pub(crate) hists: Mutex<Option<Box<TaskHists>>>,
     pub(crate) name: Mutex<Option<Box<str>>>,
 }
@@ -194,6 +196,9 @@ pub(crate) struct TaskSlot {
 /// of [`PROBE`] neighbours reads one or two cache lines instead of one per slot: a task
 /// that is not tracked (spawned while the table was full) is looked up at each of its first
 /// polls and at its end, and finding it absent then costs one cache miss, not four.
+///
+/// Hand-written rather than a concurrent map: a lookup is a few relaxed loads with no lock
+/// and no allocation, which the hot path needs at every task's start and end.
 #[derive(Debug)]
 pub(crate) struct TaskTable {
     /// tokio's task id per slot; 0 when the slot is free.
@@ -279,7 +284,7 @@ impl TaskTable {
     pub(crate) fn release(&self, i: usize) {
         let slot = &self.slots[i];
         slot.counts.reset();
-        for p in &slot.pending_long {
+        for p in &slot.first_long {
             p.store(0, Relaxed);
         }
         slot.ready_since_ns.store(0, Relaxed);
@@ -324,24 +329,40 @@ pub(crate) struct LocationSlot {
     pub(crate) hists: Mutex<Option<Box<LocationHists>>>,
     /// The single long poll ([0]) or delay ([1]) of completed tasks that had no histogram
     /// of their own: recorded without a lock by the worker the task ended on.
-    pending: OnceLock<Box<[crate::queues::WaitHist; 2]>>,
+    single_long: OnceLock<Box<[crate::queues::WaitHist; 2]>>,
 }
 
 impl LocationSlot {
-    /// Record a completed task's pending long value (`which`: 0 poll, 1 delay).
-    pub(crate) fn record_pending(&self, which: usize, ns: u64) {
-        let h = self.pending.get_or_init(|| {
-            Box::new([
-                crate::queues::WaitHist::new(),
-                crate::queues::WaitHist::new(),
-            ])
-        });
+    /// Hot path (rare: a completed task's single long value; `which`: 0 poll, 1 delay).
+    /// The location's pair of histograms comes from `spares` the first time; false when it
+    /// had none and none was spare.
+    pub(crate) fn record_single_long(
+        &self,
+        which: usize,
+        ns: u64,
+        spares: &crate::spares::Spares<[crate::queues::WaitHist; 2]>,
+    ) -> bool {
+        let h = match self.single_long.get() {
+            Some(h) => h,
+            None => {
+                let Some(spare) = spares.take() else {
+                    return false;
+                };
+                // Another thread may set it first: then its pair is used, and this one freed.
+                let _ = self.single_long.set(spare);
+                match self.single_long.get() {
+                    Some(h) => h,
+                    None => return false,
+                }
+            }
+        };
         h[which & 1].record(ns);
+        true
     }
 
-    /// The pending values recorded so far, if any.
-    pub(crate) fn pending(&self) -> Option<&[crate::queues::WaitHist; 2]> {
-        self.pending.get().map(|b| &**b)
+    /// The single long values recorded so far, if any.
+    pub(crate) fn single_long(&self) -> Option<&[crate::queues::WaitHist; 2]> {
+        self.single_long.get().map(|b| &**b)
     }
 }
 

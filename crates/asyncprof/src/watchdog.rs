@@ -8,7 +8,8 @@
 //! registers and stack bytes (see `asyncprof-sampler`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use asyncprof_format::SourceLocation;
@@ -16,7 +17,9 @@ use asyncprof_sampler::{SampleError, StackSampler};
 
 use crate::clock;
 use crate::hist::lock;
-use crate::recorder::{Recorder, Worker};
+use crate::profiler::Shared;
+use crate::recorder::Recorder;
+use crate::workers::Worker;
 
 /// The first re-sample comes this long after detection; the gap doubles up to the cap.
 const FIRST_BACKOFF_NS: u64 = 1_000_000;
@@ -36,6 +39,60 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_millis(5);
 const REFRESH_NS: u64 = 250_000_000;
 /// How often the watchdog asks whether a thread in a long poll still holds a worker.
 const CORE_CHECK_NS: u64 = 10_000_000;
+
+/// Every worker parked at least this long (one default tick) lets the watchdog sleep until one
+/// unparks: 0 made the waking workers pay for waking the watchdog on w4-sleep (workers park
+/// between 1 ms timers); 250 µs spares them that.
+const IDLE_AFTER_NS: u64 = 250_000;
+/// The longest the idle watchdog sleeps without being woken.
+const IDLE_WAKE: Duration = Duration::from_millis(100);
+
+/// The watchdog thread: publish the coarse clock every `tick`, look at every worker, sleep
+/// while every worker is parked. `published` is when `start` last published the clock;
+/// `running` hears once the first tick ran.
+pub(crate) fn run(
+    recorder: &'static Recorder,
+    sampler: StackSampler,
+    shared: &Shared,
+    tick: Duration,
+    published: u64,
+    running: mpsc::SyncSender<()>,
+) {
+    let mut dog = Watchdog::new(recorder, sampler);
+    let _ = recorder.watchdog_thread.set(std::thread::current());
+    let gap = tick.as_nanos() as u64 * clock::GAP_TICKS;
+    let mut last = clock::publish();
+    // A thread that first ran long after it was started (a busy machine) left the clock
+    // standing still meanwhile: a gap like any other.
+    if last.saturating_sub(published) > gap {
+        recorder.loss.clock_gaps.fetch_add(1, Relaxed);
+    }
+    let _ = running.send(());
+    while !shared.stop_watchdog.load(Relaxed) {
+        std::thread::sleep(tick);
+        let now = clock::publish();
+        if now.saturating_sub(last) > gap {
+            recorder.loss.clock_gaps.fetch_add(1, Relaxed);
+        }
+        last = now;
+        dog.look(now);
+        // Every worker parked for a while: nothing to time or watch until one unparks, and
+        // that worker wakes this thread (an idle service costs no wake-ups 4,000 times a
+        // second).
+        let idle_since = now.saturating_sub(IDLE_AFTER_NS);
+        if recorder.all_parked_since(idle_since) {
+            // SeqCst: pairs with the unparking worker's SeqCst swap of its park state and
+            // load of this flag (see `Recorder::unpark`).
+            recorder.watchdog_idle.store(true, SeqCst);
+            if recorder.all_parked_since(idle_since) && !shared.stop_watchdog.load(Relaxed) {
+                std::thread::park_timeout(IDLE_WAKE);
+            }
+            recorder.watchdog_idle.store(false, Relaxed);
+            last = clock::publish();
+        }
+    }
+    dog.shutdown();
+}
 
 /// A stall as the watchdog sees it: raw stacks, not yet symbolized.
 #[derive(Debug, Clone, Default)]
@@ -64,11 +121,11 @@ pub(crate) struct RawStall {
 /// Stall records waiting for the aggregator, the latest state of each by id.
 #[derive(Debug, Default)]
 pub(crate) struct StallBoard {
-    pub(crate) pending: BTreeMap<u64, RawStall>,
+    pub(crate) unsent: BTreeMap<u64, RawStall>,
 }
 
-/// Stall records pending at most; beyond, updates are dropped and counted.
-const MAX_PENDING: usize = 4096;
+/// Stall records waiting at most; beyond, updates are dropped and counted.
+const MAX_UNSENT: usize = 4096;
 
 struct Active {
     raw: RawStall,
@@ -385,11 +442,11 @@ impl Watchdog {
     fn push(&self, active: &mut Active, now: u64) {
         active.last_push_ns = now;
         let mut board = lock(&self.rec.stalls);
-        if board.pending.len() >= MAX_PENDING && !board.pending.contains_key(&active.raw.id) {
+        if board.unsent.len() >= MAX_UNSENT && !board.unsent.contains_key(&active.raw.id) {
             self.rec.loss.dropped_records.fetch_add(1, Relaxed);
             return;
         }
-        board.pending.insert(active.raw.id, active.raw.clone());
+        board.unsent.insert(active.raw.id, active.raw.clone());
     }
 
     fn finish(&self, mut active: Active, now: u64) {
@@ -453,7 +510,8 @@ mod tests {
     use std::sync::mpsc;
 
     use super::Watchdog;
-    use crate::recorder::{Recorder, Settings, Worker};
+    use crate::recorder::{Recorder, Settings};
+    use crate::workers::Worker;
 
     const MS: u64 = 1_000_000;
     const TICK: u64 = 250_000;
@@ -495,7 +553,7 @@ mod tests {
     }
 
     fn stalls(rec: &Recorder) -> usize {
-        crate::hist::lock(&rec.stalls).pending.len()
+        crate::hist::lock(&rec.stalls).unsent.len()
     }
 
     /// Look every tick after `from` until a stall is recorded or `until`; the last look's time.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use asyncprof_format::{QueueKind, QueueStats};
 
-use crate::queues::{evidence, location, share, waits};
+use crate::queues::{consumer_name, evidence, queue_finding, share, waits};
 use crate::{Finding, Severity, Thresholds};
 
 /// The kind's name.
@@ -69,11 +69,8 @@ pub(crate) fn findings(queues: &[QueueStats], elapsed_ns: u64, t: &Thresholds) -
         .map(|q| {
             let mut ev = evidence(q);
             ev.upstream = blamed.remove(&q.id).unwrap_or_default();
-            let (count, total_ms, max_ms) = waits(q);
-            let consumer = ev
-                .consumer
-                .clone()
-                .unwrap_or_else(|| "its consumer".to_string());
+            let (count, total_ms, _) = waits(q);
+            let consumer = consumer_name(&ev);
             let refused = if q.rejected > 0 {
                 format!(" {} sends were refused (items lost or retried).", q.rejected)
             } else {
@@ -88,26 +85,12 @@ pub(crate) fn findings(queues: &[QueueStats], elapsed_ns: u64, t: &Thresholds) -
                 q.name,
                 share(q) * 100.0
             );
-            Finding {
-                kind: KIND,
-                severity: if share(q) >= 0.5 || q.rejected > 0 {
-                    Severity::Error
-                } else {
-                    Severity::Warning
-                },
-                location: location(q),
-                primitive: None,
-                syscall: None,
-                count,
-                total_ms,
-                max_ms,
-                recommendation,
-                task_location: ev.consumer.clone(),
-                stack: Vec::new(),
-                queue: Some(ev),
-                also: Vec::new(),
-                runtimes: Vec::new(),
-            }
+            let severity = if share(q) >= 0.5 || q.rejected > 0 {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            queue_finding(KIND, q, ev, severity, waits(q), recommendation)
         })
         .collect()
 }

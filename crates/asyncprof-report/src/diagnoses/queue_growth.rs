@@ -11,8 +11,7 @@
 
 use asyncprof_format::{DepthPoint, QueueKind, QueueStats, RunFile};
 
-use crate::queues::evidence;
-use crate::queues::location;
+use crate::queues::{consumer_name, evidence, queue_finding};
 use crate::{Finding, Severity, Thresholds};
 
 /// The kind's name.
@@ -87,10 +86,7 @@ pub(crate) fn findings(run: &RunFile, queues: &[QueueStats], t: &Thresholds) -> 
         } else {
             String::new()
         };
-        let consumer = ev
-            .consumer
-            .clone()
-            .unwrap_or_else(|| "its consumer".to_string());
+        let consumer = consumer_name(&ev);
         let recommendation = format!(
             "Queue {:?} grew by {:.0} items/s and ended holding {end} items: its consumer at \
              {consumer} is slower than its producers. At this rate it holds {:.0} items in an \
@@ -99,26 +95,21 @@ pub(crate) fn findings(run: &RunFile, queues: &[QueueStats], t: &Thresholds) -> 
              keep up (batch, parallelize, move slow work off it).",
             q.name, rate, projected_items
         );
-        out.push(Finding {
-            kind: KIND,
-            severity: if ev.projected_bytes_1h >= 1 << 30 {
-                Severity::Error
-            } else {
-                Severity::Warning
-            },
-            location: location(q),
-            primitive: None,
-            syscall: None,
-            count: q.enqueued,
-            total_ms: 0.0,
-            max_ms: 0.0,
+        let severity = if ev.projected_bytes_1h >= 1 << 30 {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        // Growth is not waiting: no sender waits, only the items sent.
+        let count = q.enqueued;
+        out.push(queue_finding(
+            KIND,
+            q,
+            ev,
+            severity,
+            (count, 0.0, 0.0),
             recommendation,
-            task_location: ev.consumer.clone(),
-            stack: Vec::new(),
-            queue: Some(ev),
-            also: Vec::new(),
-            runtimes: Vec::new(),
-        });
+        ));
     }
     out
 }

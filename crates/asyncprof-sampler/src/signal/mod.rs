@@ -52,8 +52,8 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 use std::time::{Duration, Instant};
 
+use crate::procfs::{self, thread_state, Where};
 use crate::unwind::{Regs, StackWalker};
-use remote::Where;
 
 /// The most return addresses one sample keeps.
 pub const MAX_FRAMES: usize = 128;
@@ -381,21 +381,21 @@ impl StackSampler {
         timeout: Duration,
     ) -> Result<Sample, SampleError> {
         self.stack = stack.filter(|r| r.start < r.end);
-        match remote::locate(tid) {
+        match procfs::locate(tid) {
             Where::Frozen { nr, sp, pc, line } => self.sample_frozen(tid, nr, sp, pc, &line),
             Where::Running if self.signal.is_none() => Err(SampleError::NoSignal),
             Where::Running => {
                 // Only a thread that stayed awake (on CPU, or runnable and waiting for one)
                 // since it was first seen there, at least MIN_ON_CPU ago, is signalled: it is
                 // computing, not alternating short bursts with blocking calls.
-                let (Some(cpu), Some(status)) = (remote::cpu_ns(tid), remote::status(tid)) else {
+                let (Some(cpu), Some(status)) = (remote::cpu_ns(tid), procfs::status(tid)) else {
                     return Err(SampleError::NoThread);
                 };
                 match self.on_cpu_mark(tid, cpu, status.voluntary_switches) {
                     Some(since) if since.elapsed() >= MIN_ON_CPU => {
                         // One more look, the moment before the signal: a thread that went to
                         // sleep meanwhile is copied from outside instead.
-                        match remote::locate(tid) {
+                        match procfs::locate(tid) {
                             Where::Running => self.sample_signal(tid, status, timeout),
                             Where::Frozen { nr, sp, pc, line } => {
                                 self.sample_frozen(tid, nr, sp, pc, &line)
@@ -419,8 +419,8 @@ impl StackSampler {
     /// stays awake counts towards [`MIN_ON_CPU`]. Cheap: a few small `/proc` reads and a
     /// clock read; no signal.
     pub fn watch(&mut self, tid: i32) {
-        if self.signal.is_some() && remote::locate(tid) == Where::Running {
-            if let (Some(cpu), Some(st)) = (remote::cpu_ns(tid), remote::status(tid)) {
+        if self.signal.is_some() && procfs::locate(tid) == Where::Running {
+            if let (Some(cpu), Some(st)) = (remote::cpu_ns(tid), procfs::status(tid)) {
                 self.on_cpu_mark(tid, cpu, st.voluntary_switches);
             }
         }
@@ -476,17 +476,17 @@ impl StackSampler {
         pc: u64,
         line: &str,
     ) -> Result<Sample, SampleError> {
-        let runs = remote::run_count(tid);
+        let runs = procfs::run_count(tid);
         if self.buf.len() < STACK_BYTES {
             self.buf.resize(STACK_BYTES, 0);
         }
         let want = self.copy_len(sp);
         let n = remote::copy_own_memory(sp, &mut self.buf[..want]);
-        let still = match remote::locate(tid) {
+        let still = match procfs::locate(tid) {
             Where::Frozen { line: l, .. } => l == line,
             _ => false,
         };
-        if !still || remote::run_count(tid) != runs {
+        if !still || procfs::run_count(tid) != runs {
             return Err(SampleError::Inconsistent);
         }
         if n < 16 {
@@ -506,7 +506,7 @@ impl StackSampler {
     fn sample_signal(
         &mut self,
         tid: i32,
-        status: remote::Status,
+        status: procfs::Status,
         timeout: Duration,
     ) -> Result<Sample, SampleError> {
         let Some((signal, _)) = self.signal.as_ref() else {
@@ -819,53 +819,6 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     }
 }
 
-/// Kernel state of one thread of this process, read from `/proc/self/task/<tid>/`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ThreadState {
-    /// The scheduler state letter: `R` running, `S` sleeping, `D` uninterruptible, ….
-    pub state: char,
-    /// CPU time used so far, in nanoseconds (from `schedstat`; from `stat`'s clock ticks,
-    /// 10 ms resolution, where `schedstat` is missing).
-    pub cpu_ns: u64,
-    /// The system call the thread is blocked in, if any.
-    pub syscall: Option<u64>,
-}
-
-/// Read the state of thread `tid` of this process. `None` when the thread is gone.
-pub fn thread_state(tid: i32) -> Option<ThreadState> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    // utime and stime are fields 14 and 15 of stat; after the ')' they are at 11 and 12.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let cpu_ns = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or_else(|| (utime + stime) * 1_000_000_000 / clock_ticks_per_second());
-    let syscall = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
-        .ok()
-        .and_then(|s| {
-            let first = s.split_whitespace().next()?;
-            first.parse::<u64>().ok()
-        });
-    Some(ThreadState {
-        state,
-        cpu_ns,
-        syscall,
-    })
-}
-
-/// How long thread `tid` of this process has waited on a run queue (runnable, but another
-/// thread had the CPU), in nanoseconds, from `schedstat`. `None` where it is not available.
-pub fn run_delay_ns(tid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    s.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// CPU time this whole process has used so far, every thread included
 /// (`CLOCK_PROCESS_CPUTIME_ID`), for benchmarks that charge an instrumentation for its own
 /// threads. `None` if the clock cannot be read.
@@ -892,7 +845,7 @@ pub fn release_free_memory() {
 }
 
 /// Clock ticks per second of `/proc`'s `stat` times.
-fn clock_ticks_per_second() -> u64 {
+pub(crate) fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf with a valid name has no side effects.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {

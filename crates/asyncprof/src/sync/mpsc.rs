@@ -42,6 +42,116 @@ pub mod error {
     pub use tokio::sync::mpsc::error::*;
 }
 
+/// `Clone` and `Debug` for a sender type (`inner`: tokio's, `q`: its statistics).
+macro_rules! clone_and_debug {
+    ($ty:ident) => {
+        impl<T> Clone for $ty<T> {
+            fn clone(&self) -> Self {
+                $ty {
+                    inner: self.inner.clone(),
+                    q: self.q.clone(),
+                }
+            }
+        }
+
+        impl<T> std::fmt::Debug for $ty<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("queue", &self.q)
+                    .field("inner", &self.inner)
+                    .finish()
+            }
+        }
+    };
+}
+
+/// The methods both senders pass straight to tokio's, and `downgrade` to the weak sender
+/// `$weak`.
+macro_rules! sender_methods {
+    ($weak:ident) => {
+        /// Wait until the receiver is dropped or closed; like tokio's `closed`.
+        pub async fn closed(&self) {
+            self.inner.closed().await
+        }
+
+        /// Whether the receiver is gone or closed.
+        pub fn is_closed(&self) -> bool {
+            self.inner.is_closed()
+        }
+
+        /// Whether both send to the same channel.
+        pub fn same_channel(&self, other: &Self) -> bool {
+            self.inner.same_channel(&other.inner)
+        }
+
+        /// A sender that does not keep the channel open.
+        pub fn downgrade(&self) -> $weak<T> {
+            $weak {
+                inner: self.inner.downgrade(),
+                q: self.q.clone(),
+            }
+        }
+
+        /// Senders alive.
+        pub fn strong_count(&self) -> usize {
+            self.inner.strong_count()
+        }
+
+        /// Weak senders alive.
+        pub fn weak_count(&self) -> usize {
+            self.inner.weak_count()
+        }
+    };
+}
+
+/// A weak sender type `$weak` that upgrades to `$strong`, like tokio's.
+macro_rules! weak_sender {
+    ($(#[$doc:meta])* $weak:ident => $strong:ident) => {
+        $(#[$doc])*
+        pub struct $weak<T> {
+            inner: tm::$weak<T>,
+            q: Arc<QueueStats>,
+        }
+
+        impl<T> Clone for $weak<T> {
+            fn clone(&self) -> Self {
+                $weak {
+                    inner: self.inner.clone(),
+                    q: self.q.clone(),
+                }
+            }
+        }
+
+        impl<T> std::fmt::Debug for $weak<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($weak))
+                    .field("queue", &self.q)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl<T> $weak<T> {
+            /// A sender, if the channel still has one.
+            pub fn upgrade(&self) -> Option<$strong<T>> {
+                self.inner.upgrade().map(|inner| $strong {
+                    inner,
+                    q: self.q.clone(),
+                })
+            }
+
+            /// Senders alive.
+            pub fn strong_count(&self) -> usize {
+                self.inner.strong_count()
+            }
+
+            /// Weak senders alive.
+            pub fn weak_count(&self) -> usize {
+                self.inner.weak_count()
+            }
+        }
+    };
+}
+
 /// Create a bounded channel named `name` holding up to `buffer` items, like
 /// `tokio::sync::mpsc::channel(buffer)`.
 ///
@@ -100,23 +210,7 @@ pub struct Sender<T> {
     q: Arc<QueueStats>,
 }
 
-impl<T> Clone for Sender<T> {
-    fn clone(&self) -> Self {
-        Sender {
-            inner: self.inner.clone(),
-            q: self.q.clone(),
-        }
-    }
-}
-
-impl<T> std::fmt::Debug for Sender<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sender")
-            .field("queue", &self.q)
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
+clone_and_debug!(Sender);
 
 impl<T> Sender<T> {
     #[inline]
@@ -209,16 +303,6 @@ impl<T> Sender<T> {
             self.q.sent();
         }
         r
-    }
-
-    /// Wait until the receiver is dropped or closed; like tokio's `closed`.
-    pub async fn closed(&self) {
-        self.inner.closed().await
-    }
-
-    /// Whether the receiver is gone or closed.
-    pub fn is_closed(&self) -> bool {
-        self.inner.is_closed()
     }
 
     /// Wait for room for one item and hold it; like tokio's `reserve`.
@@ -326,11 +410,6 @@ impl<T> Sender<T> {
         e
     }
 
-    /// Whether both send to the same channel.
-    pub fn same_channel(&self, other: &Self) -> bool {
-        self.inner.same_channel(&other.inner)
-    }
-
     /// Room left now.
     pub fn capacity(&self) -> usize {
         self.inner.capacity()
@@ -341,67 +420,13 @@ impl<T> Sender<T> {
         self.inner.max_capacity()
     }
 
-    /// A sender that does not keep the channel open.
-    pub fn downgrade(&self) -> WeakSender<T> {
-        WeakSender {
-            inner: self.inner.downgrade(),
-            q: self.q.clone(),
-        }
-    }
-
-    /// Senders alive.
-    pub fn strong_count(&self) -> usize {
-        self.inner.strong_count()
-    }
-
-    /// Weak senders alive.
-    pub fn weak_count(&self) -> usize {
-        self.inner.weak_count()
-    }
+    sender_methods!(WeakSender);
 }
 
-/// A sender that does not keep the channel open; like tokio's `WeakSender`.
-pub struct WeakSender<T> {
-    inner: tm::WeakSender<T>,
-    q: Arc<QueueStats>,
-}
-
-impl<T> Clone for WeakSender<T> {
-    fn clone(&self) -> Self {
-        WeakSender {
-            inner: self.inner.clone(),
-            q: self.q.clone(),
-        }
-    }
-}
-
-impl<T> std::fmt::Debug for WeakSender<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WeakSender")
-            .field("queue", &self.q)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T> WeakSender<T> {
-    /// A sender, if the channel still has one.
-    pub fn upgrade(&self) -> Option<Sender<T>> {
-        self.inner.upgrade().map(|inner| Sender {
-            inner,
-            q: self.q.clone(),
-        })
-    }
-
-    /// Senders alive.
-    pub fn strong_count(&self) -> usize {
-        self.inner.strong_count()
-    }
-
-    /// Weak senders alive.
-    pub fn weak_count(&self) -> usize {
-        self.inner.weak_count()
-    }
-}
+weak_sender!(
+    /// A sender that does not keep the channel open; like tokio's `WeakSender`.
+    WeakSender => Sender
+);
 
 /// Room for one item, held; like tokio's `Permit`.
 pub struct Permit<'a, T> {
@@ -501,23 +526,7 @@ pub struct UnboundedSender<T> {
     q: Arc<QueueStats>,
 }
 
-impl<T> Clone for UnboundedSender<T> {
-    fn clone(&self) -> Self {
-        UnboundedSender {
-            inner: self.inner.clone(),
-            q: self.q.clone(),
-        }
-    }
-}
-
-impl<T> std::fmt::Debug for UnboundedSender<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UnboundedSender")
-            .field("queue", &self.q)
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
+clone_and_debug!(UnboundedSender);
 
 impl<T> UnboundedSender<T> {
     /// Send `message` without waiting; like tokio's `send`.
@@ -531,82 +540,14 @@ impl<T> UnboundedSender<T> {
         r
     }
 
-    /// Wait until the receiver is dropped or closed.
-    pub async fn closed(&self) {
-        self.inner.closed().await
-    }
-
-    /// Whether the receiver is gone or closed.
-    pub fn is_closed(&self) -> bool {
-        self.inner.is_closed()
-    }
-
-    /// Whether both send to the same channel.
-    pub fn same_channel(&self, other: &Self) -> bool {
-        self.inner.same_channel(&other.inner)
-    }
-
-    /// A sender that does not keep the channel open.
-    pub fn downgrade(&self) -> WeakUnboundedSender<T> {
-        WeakUnboundedSender {
-            inner: self.inner.downgrade(),
-            q: self.q.clone(),
-        }
-    }
-
-    /// Senders alive.
-    pub fn strong_count(&self) -> usize {
-        self.inner.strong_count()
-    }
-
-    /// Weak senders alive.
-    pub fn weak_count(&self) -> usize {
-        self.inner.weak_count()
-    }
+    sender_methods!(WeakUnboundedSender);
 }
 
-/// An unbounded sender that does not keep the channel open.
-pub struct WeakUnboundedSender<T> {
-    inner: tm::WeakUnboundedSender<T>,
-    q: Arc<QueueStats>,
-}
-
-impl<T> Clone for WeakUnboundedSender<T> {
-    fn clone(&self) -> Self {
-        WeakUnboundedSender {
-            inner: self.inner.clone(),
-            q: self.q.clone(),
-        }
-    }
-}
-
-impl<T> std::fmt::Debug for WeakUnboundedSender<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WeakUnboundedSender")
-            .field("queue", &self.q)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T> WeakUnboundedSender<T> {
-    /// A sender, if the channel still has one.
-    pub fn upgrade(&self) -> Option<UnboundedSender<T>> {
-        self.inner.upgrade().map(|inner| UnboundedSender {
-            inner,
-            q: self.q.clone(),
-        })
-    }
-
-    /// Senders alive.
-    pub fn strong_count(&self) -> usize {
-        self.inner.strong_count()
-    }
-
-    /// Weak senders alive.
-    pub fn weak_count(&self) -> usize {
-        self.inner.weak_count()
-    }
-}
+weak_sender!(
+    /// An unbounded sender that does not keep the channel open; like tokio's
+    /// `WeakUnboundedSender`.
+    WeakUnboundedSender => UnboundedSender
+);
 
 /// What the receiver core needs from tokio's two receivers.
 trait RawReceiver {
@@ -679,7 +620,7 @@ impl<R: RawReceiver> RxCore<R> {
     }
 
     #[inline]
-    fn pending(&mut self) {
+    fn not_ready(&mut self) {
         // An empty queue is a wait; a `Pending` with items queued is tokio's cooperative
         // budget asking the task to yield.
         if self.waiting_since.is_none() && self.inner.is_empty() {
@@ -700,7 +641,7 @@ impl<R: RawReceiver> RxCore<R> {
         match &p {
             Poll::Ready(Some(_)) => self.got(1),
             Poll::Ready(None) => self.end_wait(),
-            Poll::Pending => self.pending(),
+            Poll::Pending => self.not_ready(),
         }
         p
     }
@@ -715,7 +656,7 @@ impl<R: RawReceiver> RxCore<R> {
         match p {
             Poll::Ready(0) => self.end_wait(),
             Poll::Ready(n) => self.got(n as u64),
-            Poll::Pending => self.pending(),
+            Poll::Pending => self.not_ready(),
         }
         p
     }

@@ -41,7 +41,7 @@ pub(crate) fn write_batch(
 }
 
 /// Receive datagrams until `lines` arrived, or the generator is done and the socket is quiet.
-pub(crate) async fn ingest(
+async fn ingest(
     socket: tokio::net::UdpSocket,
     lines: u64,
     generator_done: Arc<AtomicBool>,
@@ -69,21 +69,71 @@ pub(crate) async fn ingest(
     }
 }
 
-/// Start the UDP socket and the generator; returns the socket and the flag set when the
-/// generator has sent everything.
-pub(crate) async fn start_source(
+/// What both log aggregators start with: the metadata API (`meta_latency` a call), the
+/// store, and the UDP source whose ingest task parses into `parsed`.
+pub(crate) struct Started {
+    /// The metadata API's base URL.
+    pub(crate) base: String,
+    pub(crate) conn: rusqlite::Connection,
+    pub(crate) ingest: Ingest,
+}
+
+/// The running ingest task, and what it counts.
+pub(crate) struct Ingest {
     lines: u64,
-    per_second: u64,
-) -> anyhow::Result<(tokio::net::UdpSocket, Arc<AtomicBool>)> {
+    received: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Start the metadata API, open the store, start the generator (`lines` at `per_second`)
+/// and the ingest task that parses what arrives into `parsed`.
+pub(crate) async fn start(
+    ctx: &Ctx,
+    (lines, per_second): (u64, u64),
+    meta_latency: Duration,
+    parsed: mpsc::Sender<Record>,
+) -> anyhow::Result<Started> {
+    let base = format!("http://{}", logs::serve_meta(&ctx.upstream, meta_latency)?);
+    let conn = logs::open_store_blocking(&ctx.dir).await?;
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let generator = logs::generate(socket.local_addr()?, lines, per_second)?;
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = done.clone();
+    let generator_done = Arc::new(AtomicBool::new(false));
+    let flag = generator_done.clone();
     tokio::task::spawn_blocking(move || {
         let _ = generator.join();
         flag.store(true, Relaxed);
     });
-    Ok((socket, done))
+    let received = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(ingest(
+        socket,
+        lines,
+        generator_done,
+        parsed,
+        received.clone(),
+    ));
+    Ok(Started {
+        base,
+        conn,
+        ingest: Ingest {
+            lines,
+            received,
+            task,
+        },
+    })
+}
+
+impl Ingest {
+    /// Wait for the ingest task, then the enrichment and writer tasks; what the run did.
+    pub(crate) async fn finish(
+        self,
+        enrich: tokio::task::JoinHandle<anyhow::Result<()>>,
+        writer: tokio::task::JoinHandle<anyhow::Result<rusqlite::Connection>>,
+    ) -> anyhow::Result<Outcome> {
+        self.task.await?;
+        enrich.await??;
+        let conn = writer.await??;
+        outcome(conn, self.lines, self.received.load(Relaxed)).await
+    }
 }
 
 async fn enrich(
@@ -158,40 +208,20 @@ pub(crate) fn run(variant: Variant, ctx: Arc<Ctx>) -> RunFuture {
     Box::pin(async move {
         // The quick load sends at half the rate: on two busy cores a UDP socket's buffer
         // (about 20 ms of datagrams at 10,000/s) can overflow even in the fixed twin.
-        let (lines, rate) = ctx
+        let load = ctx
             .load
             .pick((5_000, 5_000), (30_000, 10_000), (60_000, 10_000));
-        let base = format!(
-            "http://{}",
-            logs::serve_meta(&ctx.upstream, Duration::ZERO)?
-        );
-        let conn = logs::open_store_blocking(&ctx.dir).await?;
-        let (socket, generator_done) = start_source(lines, rate).await?;
         let (parsed_tx, parsed_rx) = mpsc::channel("log-parsed", 4096);
         let (enriched_tx, enriched_rx) = mpsc::channel("log-enriched", 4096);
-        let received = Arc::new(AtomicU64::new(0));
-        let ingest = tokio::spawn(ingest(
-            socket,
-            lines,
-            generator_done,
-            parsed_tx,
-            received.clone(),
-        ));
+        let Started { base, conn, ingest } = start(&ctx, load, Duration::ZERO, parsed_tx).await?;
         let enrich = tokio::spawn(enrich(parsed_rx, enriched_tx, base));
         let writer = tokio::spawn(write(variant, enriched_rx, conn, ctx.latency.clone()));
-        ingest.await?;
-        enrich.await??;
-        let conn = writer.await??;
-        outcome(conn, lines, received.load(Relaxed)).await
+        ingest.finish(enrich, writer).await
     })
 }
 
 /// What a log aggregator did: lines sent, received, and rows the store holds at the end.
-pub(crate) async fn outcome(
-    conn: rusqlite::Connection,
-    lines: u64,
-    received: u64,
-) -> anyhow::Result<Outcome> {
+async fn outcome(conn: rusqlite::Connection, lines: u64, received: u64) -> anyhow::Result<Outcome> {
     let rows = tokio::task::spawn_blocking(move || logs::stored(&conn)).await??;
     let mut out = Outcome {
         items: rows,

@@ -7,13 +7,12 @@
 //! Fixed: the enrichment stage fans out with bounded concurrency (64 lookups in flight),
 //! sized to the load.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use asyncprof::sync::mpsc;
 
-use super::log_aggregator::{ingest, outcome, start_source, write_batch};
+use super::log_aggregator::{start, write_batch, Started};
 use super::logs::{self, Enriched, Record};
 use crate::{Ctx, RunFuture, Variant};
 
@@ -98,33 +97,17 @@ async fn store(
 
 pub(crate) fn run(variant: Variant, ctx: Arc<Ctx>) -> RunFuture {
     Box::pin(async move {
-        let (lines, rate) = ctx
+        let load = ctx
             .load
             .pick((2_000, 2_000), (8_000, 2_000), (16_000, 2_000));
-        let base = format!(
-            "http://{}",
-            logs::serve_meta(&ctx.upstream, LOOKUP_LATENCY)?
-        );
-        let conn = logs::open_store_blocking(&ctx.dir).await?;
-        let (socket, generator_done) = start_source(lines, rate).await?;
         let (parsed_tx, parsed_rx) = mpsc::channel("enrich-queue", 256); // asyncprof-expect: queue-backpressure
         let (enriched_tx, enriched_rx) = mpsc::channel("store-queue", 4096);
-        let received = Arc::new(AtomicU64::new(0));
-        let ingest = tokio::spawn(ingest(
-            socket,
-            lines,
-            generator_done,
-            parsed_tx,
-            received.clone(),
-        ));
+        let Started { base, conn, ingest } = start(&ctx, load, LOOKUP_LATENCY, parsed_tx).await?;
         let enrich = match variant {
             Variant::Bad => tokio::spawn(enrich_serial(parsed_rx, enriched_tx, base)),
             Variant::Fixed => tokio::spawn(enrich_fan_out(parsed_rx, enriched_tx, base)),
         };
         let writer = tokio::spawn(store(enriched_rx, conn, ctx.latency.clone()));
-        ingest.await?;
-        enrich.await??;
-        let conn = writer.await??;
-        outcome(conn, lines, received.load(Relaxed)).await
+        ingest.finish(enrich, writer).await
     })
 }

@@ -1,0 +1,291 @@
+//! Everything asyncprof reads from `/proc`, parsed in one place: a thread's state, CPU time,
+//! system call and signal masks (for the stall sampler), and of any process its memory,
+//! threads, descriptors and listening sockets (for the CLI and the benchmarks).
+//!
+//! Plain file reads and text parsing: nothing here runs in a signal handler.
+
+use std::path::Path;
+
+/// Kernel state of one thread of this process, read from `/proc/self/task/<tid>/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ThreadState {
+    /// The scheduler state letter: `R` running, `S` sleeping, `D` uninterruptible, ….
+    pub state: char,
+    /// CPU time used so far, in nanoseconds (from `schedstat`; from `stat`'s clock ticks,
+    /// 10 ms resolution, where `schedstat` is missing).
+    pub cpu_ns: u64,
+    /// The system call the thread is blocked in, if any.
+    pub syscall: Option<u64>,
+}
+
+/// Read the state of thread `tid` of this process. `None` when the thread is gone.
+pub fn thread_state(tid: i32) -> Option<ThreadState> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // utime and stime are fields 14 and 15 of stat; after the ')' they are at 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let cpu_ns = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            (utime + stime) * 1_000_000_000 / crate::signal::clock_ticks_per_second()
+        });
+    let syscall = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+        .ok()
+        .and_then(|s| {
+            let first = s.split_whitespace().next()?;
+            first.parse::<u64>().ok()
+        });
+    Some(ThreadState {
+        state,
+        cpu_ns,
+        syscall,
+    })
+}
+
+/// How long thread `tid` of this process has waited on a run queue (runnable, but another
+/// thread had the CPU), in nanoseconds, from `schedstat`. `None` where it is not available.
+pub fn run_delay_ns(tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    s.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Where a thread is, as `/proc/self/task/<tid>/syscall` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Where {
+    /// Off CPU with its user registers saved: asleep in system call `nr` (`None`: not in a
+    /// system call, e.g. preempted in user code). Its stack cannot change until it runs.
+    Frozen {
+        nr: Option<u64>,
+        sp: u64,
+        pc: u64,
+        /// The whole line, to check nothing changed while the stack was copied.
+        line: String,
+    },
+    /// On CPU now (the kernel cannot read its registers).
+    Running,
+    /// The file cannot be read (the thread exited, or the kernel does not offer it).
+    Unknown,
+}
+
+/// Read where thread `tid` of this process is.
+pub(crate) fn locate(tid: i32) -> Where {
+    let Ok(line) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return Where::Unknown;
+    };
+    parse_syscall_line(line)
+}
+
+pub(crate) fn parse_syscall_line(line: String) -> Where {
+    let mut fields = line.split_whitespace();
+    let Some(first) = fields.next() else {
+        return Where::Unknown;
+    };
+    if first == "running" {
+        return Where::Running;
+    }
+    let nr = match first.parse::<i64>() {
+        Ok(n) if n >= 0 => Some(n as u64),
+        Ok(_) => None,
+        Err(_) => return Where::Unknown,
+    };
+    // In a system call: the number, six arguments, then sp and pc; else "-1 sp pc".
+    let rest: Vec<&str> = fields.collect();
+    let (sp, pc) = match rest.as_slice() {
+        [.., sp, pc] => (hex(sp), hex(pc)),
+        _ => return Where::Unknown,
+    };
+    match (sp, pc) {
+        (Some(sp), Some(pc)) if sp != 0 && pc != 0 => Where::Frozen { nr, sp, pc, line },
+        _ => Where::Unknown,
+    }
+}
+
+fn hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
+}
+
+/// How many times thread `tid` was put on a CPU (the third field of its `schedstat`), to
+/// check it did not run while its stack was copied. `None` where `schedstat` is missing.
+pub(crate) fn run_count(tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    s.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// What `/proc/self/task/<tid>/status` says of a thread's sleeps and signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Status {
+    /// How many times it gave up its CPU to sleep (`voluntary_ctxt_switches`): a blocking
+    /// system call that waits adds one.
+    pub(crate) voluntary_switches: u64,
+    /// Signals it blocks (`SigBlk`), bit `n - 1` for signal `n`.
+    pub(crate) blocked: u64,
+    /// Signals pending for it or for the whole process (`SigPnd` | `ShdPnd`).
+    pub(crate) pending: u64,
+}
+
+impl Status {
+    /// Whether signal `signal` would wait rather than run a handler now: the thread blocks
+    /// it, or one is already pending.
+    pub(crate) fn holds(&self, signal: i32) -> bool {
+        let bit = 1u64
+            .checked_shl(signal.saturating_sub(1) as u32)
+            .unwrap_or(0);
+        (self.blocked | self.pending) & bit != 0
+    }
+}
+
+/// Read thread `tid`'s [`Status`]. `None` when it cannot be read.
+pub(crate) fn status(tid: i32) -> Option<Status> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    parse_status(&s)
+}
+
+pub(crate) fn parse_status(s: &str) -> Option<Status> {
+    let field = |name: &str| s.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let mask = |name: &str| field(name).and_then(|v| u64::from_str_radix(v, 16).ok());
+    Some(Status {
+        voluntary_switches: field("voluntary_ctxt_switches:")?.parse().ok()?,
+        blocked: mask("SigBlk:")?,
+        pending: mask("SigPnd:").unwrap_or(0) | mask("ShdPnd:").unwrap_or(0),
+    })
+}
+
+/// A `kB` field (`VmRSS:`, `VmHWM:`, `RssAnon:`, …) of process `pid`'s `status`, in KiB.
+/// `None` when the process is gone or the field is missing.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    kib_field(&status, field)
+}
+
+/// A `kB` field of this process's `status`, in KiB.
+pub fn own_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    kib_field(&status, field)
+}
+
+/// A `kB` line of a `status` text.
+fn kib_field(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Whether process `pid` exists (a zombie still does).
+pub fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// How many threads process `pid` has (0 when it is gone).
+pub fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// How many file descriptors process `pid` has open (0 when it is gone or not readable).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The running kernel's release (`uname -r`), if known.
+pub fn kernel_release() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Whether process `pid` has a TCP socket in the LISTEN state: one of its descriptors is a
+/// socket whose inode `/proc/<pid>/net/tcp` or `tcp6` lists as listening (state 0A).
+pub fn listens_on_tcp(pid: u32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: std::collections::HashSet<u64> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect();
+    ["tcp", "tcp6"].iter().any(|t| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
+            .is_ok_and(|table| listening_inodes(&table).any(|i| inodes.contains(&i)))
+    })
+}
+
+/// The inodes of the listening sockets in a `/proc/net/tcp` table.
+fn listening_inodes(table: &str) -> impl Iterator<Item = u64> + '_ {
+    table.lines().skip(1).filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(3) == Some(&"0A")).then(|| f.get(9)?.parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_file_parses_and_says_which_signals_would_wait() {
+        let text = "Name:\tw\nSigQ:\t0/1\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n\
+                    SigBlk:\t0000000800000000\nSigIgn:\t0\nvoluntary_ctxt_switches:\t7\n";
+        let st = parse_status(text).unwrap();
+        assert_eq!(st.voluntary_switches, 7);
+        // Bit 35 is signal 36 (SIGRTMIN+2 with glibc): blocked.
+        assert!(st.holds(36));
+        assert!(!st.holds(39));
+        let me = status(crate::current_tid()).unwrap();
+        assert!(!me.holds(libc::SIGRTMIN() + 5));
+    }
+
+    #[test]
+    fn lines_of_the_syscall_file_parse() {
+        assert_eq!(parse_syscall_line("running\n".into()), Where::Running);
+        let l = "7 0x7f 0x1 0x3e8 0x0 0x0 0x0 0x7ffd1000 0x7f0000123456\n".to_string();
+        assert_eq!(
+            parse_syscall_line(l.clone()),
+            Where::Frozen {
+                nr: Some(7),
+                sp: 0x7ffd1000,
+                pc: 0x7f0000123456,
+                line: l
+            }
+        );
+        let l = "-1 0x7ffd2000 0x5555aaaa\n".to_string();
+        assert!(matches!(
+            parse_syscall_line(l),
+            Where::Frozen {
+                nr: None,
+                sp: 0x7ffd2000,
+                pc: 0x5555aaaa,
+                ..
+            }
+        ));
+        assert_eq!(parse_syscall_line("".into()), Where::Unknown);
+        assert_eq!(parse_syscall_line("0 0x0 0x0".into()), Where::Unknown);
+    }
+
+    #[test]
+    fn listening_sockets_are_read_from_the_tcp_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:18EB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:18EB 0100007F:D1C2 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1
+";
+        assert_eq!(listening_inodes(table).collect::<Vec<_>>(), [4242]);
+    }
+
+    #[test]
+    fn kib_fields_and_counts_of_this_process() {
+        let me = std::process::id();
+        let rss = status_kib(me, "VmRSS:").unwrap();
+        assert!(rss > 100, "{rss} KiB");
+        assert!(own_status_kib("VmHWM:").unwrap() >= rss / 2);
+        assert_eq!(kib_field("VmRSS:\t  1234 kB\n", "VmRSS:"), Some(1234));
+        assert_eq!(kib_field("VmRSS:\t  1234 kB\n", "VmHWM:"), None);
+        assert!(exists(me) && thread_count(me) >= 1 && fd_count(me) >= 3);
+        assert!(!kernel_release().unwrap().is_empty());
+    }
+}

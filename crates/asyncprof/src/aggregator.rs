@@ -1,0 +1,141 @@
+//! The aggregator thread: hands the watchdog's stall records and a snapshot of the recorder
+//! to the writer, batch by batch, on a timer (never per event).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use asyncprof_format::{self as format, RecordKind};
+
+use crate::hist::lock;
+use crate::profiler::Shared;
+use crate::recorder::{FlavorCode, Recorder, Source};
+
+/// What the header says that is learnt only once tasks run: the tier (from the first task
+/// event), the runtime's flavor and workers (from its first worker), what the scheduling
+/// delays cover. A change is written as a new header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Facts {
+    source: Source,
+    flavor: FlavorCode,
+    workers: u32,
+    sees_wakes: bool,
+}
+
+impl Facts {
+    pub(crate) fn of(recorder: &Recorder) -> Self {
+        Facts {
+            source: recorder.source(),
+            flavor: recorder.flavor(),
+            workers: recorder.worker_count.load(Relaxed),
+            sees_wakes: recorder.sees_wakes.load(Relaxed),
+        }
+    }
+}
+
+/// The run file's header, with what is known now.
+pub(crate) fn header(recorder: &Recorder, facts: Facts, start_unix_ms: u64) -> format::Header {
+    let mut h = format::Header::new(recorder.settings.program.clone());
+    h.args = recorder.settings.args.clone();
+    h.pid = std::process::id();
+    h.start_unix_ms = start_unix_ms;
+    h.tier = facts.source.tier();
+    h.flavor = facts.flavor.flavor();
+    h.workers = facts.workers;
+    h.config = recorder.settings.config.clone();
+    if facts.sees_wakes {
+        h.config.schedule_source = format::ScheduleSource::EveryWake;
+    }
+    h
+}
+
+/// How often the aggregator hands new stall records to the writer.
+const STALL_PERIOD: Duration = Duration::from_millis(100);
+
+/// The aggregator thread's loop: until the guard stops it, wakes every stall period (or when
+/// a snapshot is asked for) and sends what is due to the writer.
+pub(crate) fn aggregator_loop(
+    recorder: &'static Recorder,
+    shared: &Shared,
+    tx: SyncSender<Vec<u8>>,
+    interval: Duration,
+    started: Instant,
+    start_unix_ms: u64,
+    mut written: Facts,
+) {
+    let mut symbolizer = crate::symbolize::Symbolizer::default();
+    let mut next_snapshot = Instant::now() + interval;
+    loop {
+        let (stopping, asked) = {
+            let woken = lock(&shared.wake);
+            let (mut woken, _) = shared
+                .cond
+                .wait_timeout_while(woken, STALL_PERIOD.min(interval), |w| !*w)
+                .unwrap_or_else(|p| p.into_inner());
+            let asked = std::mem::replace(&mut *woken, false);
+            (shared.stop.load(Relaxed), asked)
+        };
+        let now = Instant::now();
+        symbolizer.release_if_idle(now);
+        recorder.spares.refill();
+        crate::queues::sample(started.elapsed().as_nanos() as u64);
+        // The start's header said the tier and the runtime were not known. Once tasks run
+        // (the first poll), the header goes out again with them, and with it a first
+        // snapshot, so that a process killed early still leaves them in its file.
+        let facts = Facts::of(recorder);
+        let learnt = facts != written;
+        let snapshot_due = stopping || asked || learnt || now >= next_snapshot;
+        let unsent = std::mem::take(&mut lock(&recorder.stalls).unsent);
+        if unsent.is_empty() && !snapshot_due {
+            continue;
+        }
+        let mut frames = Vec::new();
+        let header_frame = learnt
+            .then(|| {
+                format::encode_frame(RecordKind::Header, &header(recorder, facts, start_unix_ms))
+                    .ok()
+            })
+            .flatten();
+        if learnt && header_frame.is_none() {
+            // It cannot be encoded (it never grows): not tried again.
+            written = facts;
+        }
+        let header_first = header_frame.is_some();
+        frames.extend(header_frame);
+        for raw in unsent.values() {
+            let record = symbolizer.record(raw, recorder.run_start_ns);
+            if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
+                frames.push(f);
+            }
+        }
+        if snapshot_due {
+            next_snapshot = now + interval;
+            let elapsed = started.elapsed().as_nanos() as u64;
+            let snapshot = recorder.snapshot(elapsed, stopping);
+            if let Ok(f) = format::encode_frame(RecordKind::Snapshot, &snapshot) {
+                frames.push(f);
+            }
+        }
+        if stopping {
+            if let Some(f) = lock(&shared.cpu_frame).take() {
+                frames.push(f);
+            }
+            frames.push(format::end_frame());
+            // The last records wait for the writer: losing them would lose the run's end.
+            for f in frames {
+                let _ = tx.send(f);
+            }
+            return;
+        }
+        for (i, f) in frames.into_iter().enumerate() {
+            match tx.try_send(f) {
+                // A header dropped (the writer fell behind) is sent again next time.
+                Ok(()) if i == 0 && header_first => written = facts,
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    recorder.loss.dropped_records.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! Hot path: everything that runs per poll, per wake and per task start and end, in every
+//! tier. The runtime hooks ([`crate::hooks`]) and the subscriber layer ([`crate::layer`]) call
+//! only these functions.
+//!
+//! The rules (STYLE §2): read the clock, update atomics and thread-local cells, take a
+//! per-task or per-worker lock for O(1) work on a rare branch; never block, format, log or
+//! loop without a bound. Rare branches are `#[cold]`.
+//!
+//! A poll costs, on its common path: one thread-local access, two relaxed loads of the coarse
+//! clock, two release stores of the worker's poll state (for the watchdog), and one plain
+//! increment of the worker's own count for the task. One poll in `sample_every` per worker is
+//! timed exactly ([`Recorder::start_exact_timing`]); polls of at least two clock ticks are
+//! recorded one by one ([`Recorder::record_timed_poll`]).
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+use crate::clock;
+use crate::hist::{self, lock};
+use crate::recorder::{Recorder, MAX_TASK_HISTS, WORKER_POLL_COUNTS};
+use crate::tables::{LocKey, LocationHists, LocationSlot, TaskHists, TaskSlot};
+use crate::workers::{HeldCompletions, TaskPollCount, Worker, HELD_COMPLETIONS};
+
+thread_local! {
+    pub(crate) static THREAD: ThreadState = const { ThreadState::new() };
+}
+
+/// A thread's private view of its worker: plain cells, no atomics.
+#[derive(Debug)]
+pub(crate) struct ThreadState {
+    /// The recording the cells below belong to.
+    pub(crate) generation: Cell<u64>,
+    pub(crate) worker: Cell<Option<&'static Worker>>,
+    /// The worker's poll state as this thread last wrote it (see [`Worker::state`]).
+    pub(crate) seq: Cell<u64>,
+    /// Coarse start of the current poll.
+    start_ns: Cell<u64>,
+    /// Polls until the next exactly timed one.
+    pub(crate) countdown: Cell<u32>,
+    /// Exact start of a sampled poll (0: this poll is not timed exactly).
+    pub(crate) exact_start_ns: Cell<u64>,
+    /// The task of the current poll.
+    pub(crate) task_id: Cell<u64>,
+}
+
+impl ThreadState {
+    const fn new() -> Self {
+        ThreadState {
+            generation: Cell::new(0),
+            worker: Cell::new(None),
+            seq: Cell::new(0),
+            start_ns: Cell::new(0),
+            countdown: Cell::new(1),
+            exact_start_ns: Cell::new(0),
+            task_id: Cell::new(0),
+        }
+    }
+}
+
+/// Which of a task's two long-value histograms a value goes to.
+#[derive(Debug, Clone, Copy)]
+enum LongValue {
+    /// A poll of at least two clock ticks.
+    Poll = 0,
+    /// A scheduling delay of at least two clock ticks.
+    SchedDelay = 1,
+}
+
+/// Untracked completions a worker counts on its own before adding them to their location.
+const COMPLETIONS_BATCH: u64 = 1024;
+
+impl Recorder {
+    // === polls ===
+
+    /// Hot path: a poll of task `id` begins on this thread. `sched_ns` is tokio's measured
+    /// scheduling latency, when the runtime tracks it. `WAKES` is true for the layer tier,
+    /// which sees wakes: every poll may then end a wake-to-poll delay.
+    #[inline]
+    pub(crate) fn poll_start<const WAKES: bool>(&'static self, id: u64, sched_ns: Option<u64>) {
+        THREAD.with(|t| {
+            let Some(w) = self.thread_worker(t) else {
+                return;
+            };
+            let Some(now) = publish_poll_start(t, w, id) else {
+                return;
+            };
+            t.task_id.set(id);
+            let entry = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
+            if entry.id.load(Relaxed) == id {
+                // Single writer (this worker): a plain increment, no atomic RMW.
+                entry.polls.store(entry.polls.load(Relaxed) + 1, Relaxed);
+            } else {
+                self.first_poll_here(w, entry, id, now);
+            }
+            if WAKES {
+                self.end_ready_wait(w, id, now);
+            }
+            let countdown = t.countdown.get();
+            if countdown <= 1 {
+                t.countdown.set(self.sample_every);
+                self.start_exact_timing(t, w, id, sched_ns);
+            } else {
+                t.countdown.set(countdown - 1);
+            }
+        })
+    }
+
+    /// Hot path: the poll begun by [`Recorder::poll_start`] on this thread ends.
+    #[inline]
+    pub(crate) fn poll_end(&'static self) {
+        THREAD.with(|t| {
+            let Some(w) = t.worker.get() else { return };
+            if t.generation.get() != self.generation || !publish_poll_end(t, w) {
+                return;
+            }
+            let coarse = clock::coarse_ns().saturating_sub(t.start_ns.get());
+            if coarse >= self.long_threshold_ns || t.exact_start_ns.get() != 0 {
+                self.record_timed_poll(t, w, coarse);
+            }
+        })
+    }
+
+    /// Hot path (stable tier, at every unpark): the calling worker is busy from now on. The
+    /// watchdog sees a busy period as it sees a poll (with no task).
+    #[inline]
+    pub(crate) fn busy_start(&'static self) {
+        THREAD.with(|t| {
+            if let Some(w) = self.thread_worker(t) {
+                publish_poll_start(t, w, 0);
+            }
+        })
+    }
+
+    /// Hot path (stable tier, at every park): the calling worker's busy period ends.
+    #[inline]
+    pub(crate) fn busy_end(&'static self) {
+        THREAD.with(|t| {
+            if let Some(w) = self.thread_worker(t) {
+                publish_poll_end(t, w);
+            }
+        })
+    }
+
+    /// Hot path: this thread's worker entry, registering the thread on its first event.
+    #[inline(always)]
+    pub(crate) fn thread_worker(&'static self, t: &ThreadState) -> Option<&'static Worker> {
+        match t.worker.get() {
+            Some(w) if t.generation.get() == self.generation => Some(w),
+            _ => self.register_thread(t),
+        }
+    }
+
+    /// Hot path (one poll in `sample_every`): time this poll exactly, and record tokio's
+    /// scheduling latency when it measured one.
+    #[cold]
+    #[inline(never)]
+    fn start_exact_timing(&self, t: &ThreadState, w: &Worker, id: u64, sched_ns: Option<u64>) {
+        t.exact_start_ns.set(clock::exact_ns().max(1));
+        if let Some(ns) = sched_ns {
+            self.record_sched_delay(w, self.tasks.find(id), ns);
+        }
+    }
+
+    /// Hot path (rare: a task this worker has not polled lately): take over the task's count
+    /// entry (handing the previous task's count to that task's slot), and end the task's wait
+    /// to be polled if it was just spawned.
+    #[cold]
+    #[inline(never)]
+    fn first_poll_here(&self, w: &Worker, entry: &TaskPollCount, id: u64, now: u64) {
+        let old = entry.id.load(Relaxed);
+        let polls = entry.polls.load(Relaxed);
+        if old != 0 && polls != 0 {
+            if let Some(s) = self.tasks.find(old) {
+                s.counts.polls.fetch_add(polls, Relaxed);
+            }
+        }
+        entry.polls.store(1, Relaxed);
+        entry.id.store(id, Relaxed);
+        self.end_ready_wait(w, id, now);
+    }
+
+    /// Hot path: task `id`'s poll begins at `now`; if the task was waiting to be polled
+    /// (spawned, or woken in the layer tier), that wait ends and is recorded as a scheduling
+    /// delay.
+    #[inline]
+    fn end_ready_wait(&self, w: &Worker, id: u64, now: u64) {
+        let Some(s) = self.tasks.find(id) else { return };
+        if s.ready_since_ns.load(Relaxed) != 0 {
+            let since = s.ready_since_ns.swap(0, Relaxed);
+            if since != 0 {
+                self.record_sched_delay(w, Some(s), now.saturating_sub(since));
+            }
+        }
+    }
+
+    /// Hot path (rare: a measured scheduling delay): into the worker's histogram and the
+    /// task's counters; a long one one by one.
+    fn record_sched_delay(&self, w: &Worker, slot: Option<&TaskSlot>, ns: u64) {
+        let outliers = &self.loss.histogram_outliers;
+        hist::record(&mut lock(&w.hists).sched, ns, outliers);
+        let Some(s) = slot else { return };
+        let long = ns >= self.long_threshold_ns;
+        s.counts.add_sched(ns, long);
+        if long {
+            self.record_long(s, ns, LongValue::SchedDelay);
+        }
+    }
+
+    /// Hot path (rare: a long poll or delay of the task in `s`). The task's first of each kind
+    /// waits in its slot ([`TaskSlot::first_long`]); a second one moves both into the task's
+    /// own histograms when it has or can get them, else into its location's (which its own
+    /// fold into at the end anyway).
+    fn record_long(&self, s: &TaskSlot, ns: u64, which: LongValue) {
+        let k = which as usize;
+        if s.first_long[k]
+            .compare_exchange(0, ns.max(1), Relaxed, Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+        let outliers = &self.loss.histogram_outliers;
+        let first = s.first_long[k].swap(0, Relaxed);
+        let mut g = self.task_hists(s);
+        if let Some(h) = g.as_mut() {
+            let h = match which {
+                LongValue::Poll => &mut h.poll,
+                LongValue::SchedDelay => &mut h.sched,
+            };
+            for v in [first, ns].into_iter().filter(|v| *v != 0) {
+                hist::record(h, v, outliers);
+            }
+            return;
+        }
+        drop(g);
+        let loc = self.locations.get(s.location.load(Relaxed));
+        let kept = self.with_location_hists(loc, |lh| {
+            let h = match which {
+                LongValue::Poll => &mut lh.poll,
+                LongValue::SchedDelay => &mut lh.sched,
+            };
+            for v in [first, ns].into_iter().filter(|v| *v != 0) {
+                hist::record(h, v, outliers);
+            }
+        });
+        if !kept {
+            let n = [first, ns].iter().filter(|v| **v != 0).count() as u64;
+            self.loss.dropped_long_values.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Hot path (rare: a location's long values): run `f` on location `loc`'s histograms,
+    /// giving it spare ones if it has none yet. False when it had none and none were spare.
+    fn with_location_hists(&self, loc: &LocationSlot, f: impl FnOnce(&mut LocationHists)) -> bool {
+        let mut g = lock(&loc.hists);
+        if g.is_none() {
+            *g = self.spares.location_hists.take();
+        }
+        match g.as_mut() {
+            Some(h) => {
+                f(h);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hot path (rare: once per task at most): the task's histograms, spare ones on first use
+    /// while fewer than [`MAX_TASK_HISTS`] exist and one is spare.
+    fn task_hists<'s>(&self, s: &'s TaskSlot) -> std::sync::MutexGuard<'s, Option<Box<TaskHists>>> {
+        let mut g = lock(&s.hists);
+        if g.is_none() && self.task_counters.hists.fetch_add(1, Relaxed) < MAX_TASK_HISTS {
+            *g = self.spares.task_hists.take();
+            if g.is_none() {
+                self.task_counters.hists.fetch_sub(1, Relaxed);
+            }
+        } else if g.is_none() {
+            self.task_counters.hists.fetch_sub(1, Relaxed);
+        }
+        g
+    }
+
+    /// Hot path (rare: a long poll, or one timed exactly): record its duration in the
+    /// worker's histograms and the task's counters.
+    #[cold]
+    #[inline(never)]
+    fn record_timed_poll(&self, t: &ThreadState, w: &Worker, coarse: u64) {
+        let exact_start = t.exact_start_ns.replace(0);
+        let ns = if exact_start != 0 {
+            clock::exact_ns().saturating_sub(exact_start)
+        } else {
+            coarse
+        };
+        let long = coarse >= self.long_threshold_ns || ns >= self.long_threshold_ns;
+        let outliers = &self.loss.histogram_outliers;
+        {
+            let mut h = lock(&w.hists);
+            if long {
+                hist::record(&mut h.long, ns, outliers);
+            } else {
+                hist::record(&mut h.sampled, ns, outliers);
+            }
+        }
+        w.counts.add_poll(ns, long);
+        let Some(s) = self.tasks.find(t.task_id.get()) else {
+            return;
+        };
+        s.counts.add_poll(ns, long);
+        if long {
+            self.record_long(s, ns, LongValue::Poll);
+        }
+    }
+
+    // === wakes ===
+
+    /// Hot path (layer tier, per wake): task `id` was woken; its next poll measures the delay
+    /// from now.
+    #[inline]
+    pub(crate) fn task_woken(&self, id: u64) {
+        if let Some(slot) = self.tasks.find(id) {
+            // Only the first wake counts: waking a task that is already scheduled does not
+            // reset its delay.
+            let _ =
+                slot.ready_since_ns
+                    .compare_exchange(0, self.task_time().max(1), Relaxed, Relaxed);
+        }
+    }
+
+    // === task start and end ===
+
+    /// Hot path (per task spawned): a task was spawned at `loc`. It is ready to run from now,
+    /// so that its first poll measures the spawn-to-first-poll delay.
+    pub(crate) fn task_spawned(&self, id: u64, loc: LocKey<'_>, name: Option<&str>) {
+        self.task_counters.spawned.0.fetch_add(1, Relaxed);
+        let (li, known) = self.locations.intern(loc);
+        if !known {
+            self.loss.untracked_locations.fetch_add(1, Relaxed);
+        }
+        self.locations.spawned(li).fetch_add(1, Relaxed);
+        let Some(slot) = self.tasks.claim(id) else {
+            self.loss.untracked_tasks.fetch_add(1, Relaxed);
+            return;
+        };
+        slot.location.store(li, Relaxed);
+        let now = self.task_time();
+        slot.spawned_ns.store(now, Relaxed);
+        slot.ready_since_ns.store(now.max(1), Relaxed);
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            // Layer tier only, at the task span's creation (once per span).
+            *lock(&slot.name) = Some(name.into());
+        }
+    }
+
+    /// Hot path (per task end): task `id` completed (or was cancelled): fold its numbers into
+    /// its location.
+    ///
+    /// A task that is not in the table was either spawned while the table was full (it is
+    /// counted at its location when `loc` names one that has such tasks alive) or never seen
+    /// spawning at all (tokio runs its workers as blocking tasks that report only their end):
+    /// those are ignored.
+    pub(crate) fn task_terminated(&self, id: u64, loc: Option<LocKey<'_>>) {
+        let Some(index) = self.tasks.index(id) else {
+            if let Some(li) = loc.and_then(|l| self.locations.find(l)) {
+                self.untracked_task_completed(li);
+            }
+            return;
+        };
+        self.task_counters.completed.0.fetch_add(1, Relaxed);
+        let slot = self.tasks.slot(index);
+        let loc = self.locations.get(slot.location.load(Relaxed));
+        let mut counts = slot.counts.load();
+        counts.polls = self.task_polls(slot, id);
+        loc.folded.fold(&counts);
+        loc.tasks_completed.fetch_add(1, Relaxed);
+        let hists = lock(&slot.hists).take();
+        if let Some(mut h) = hists {
+            self.task_counters.hists.fetch_sub(1, Relaxed);
+            let kept = self.with_location_hists(loc, |lh| {
+                hist::merge(&mut lh.poll, &h.poll);
+                hist::merge(&mut lh.sched, &h.sched);
+            });
+            if !kept {
+                let n = h.poll.len() + h.sched.len();
+                self.loss.dropped_long_values.fetch_add(n, Relaxed);
+            }
+            // Emptied for the next task that needs histograms (a reset walks the counts, as
+            // the merge above did).
+            h.poll.reset();
+            h.sched.reset();
+            self.spares.task_hists.give_back(h);
+        }
+        for (k, first) in slot.first_long.iter().enumerate() {
+            let v = first.load(Relaxed);
+            if v != 0 && !loc.record_single_long(k, v, &self.spares.single_long) {
+                self.loss.dropped_long_values.fetch_add(1, Relaxed);
+            }
+        }
+        self.tasks.release(index);
+    }
+
+    /// Hot path (per task end of an untracked task): count the completion at location `li`.
+    /// On a worker, counted in the worker's own entry for the location; added to the location
+    /// when another location takes the entry over, the count is large, or the thread stops.
+    fn untracked_task_completed(&self, li: u32) {
+        let worker = THREAD.with(|t| {
+            t.worker
+                .get()
+                .filter(|_| t.generation.get() == self.generation)
+        });
+        let Some(w) = worker else {
+            self.add_untracked_completions(li, 1);
+            return;
+        };
+        let held = &w.held_completions[li as usize % HELD_COMPLETIONS];
+        let count = held.count.load(Relaxed);
+        if held.location.load(Relaxed) == li && count < COMPLETIONS_BATCH {
+            held.count.store(count + 1, Relaxed);
+        } else {
+            self.release_held_completions(held);
+            held.location.store(li, Relaxed);
+            held.count.store(1, Relaxed);
+        }
+    }
+
+    /// Add a worker's held untracked completions to their location. Called by the worker's
+    /// own thread (the only one that writes them): the count is taken out before it is added,
+    /// so a snapshot in between misses it for a moment rather than counting it twice.
+    pub(crate) fn release_held_completions(&self, held: &HeldCompletions) {
+        let n = held.count.load(Relaxed);
+        if n == 0 {
+            return;
+        }
+        held.count.store(0, Relaxed);
+        self.add_untracked_completions(held.location.load(Relaxed), n);
+    }
+
+    /// `n` untracked tasks spawned at location `li` completed. A location never counts more
+    /// completions than spawns: tasks that end without having been seen spawning are not its.
+    fn add_untracked_completions(&self, li: u32, n: u64) {
+        if li == 0 {
+            return;
+        }
+        let spawned = self.locations.spawned(li).load(Relaxed);
+        let counter = &self.locations.get(li).tasks_completed;
+        if let Ok(done) = counter.fetch_update(Relaxed, Relaxed, |d| {
+            (d < spawned).then(|| d.saturating_add(n).min(spawned))
+        }) {
+            let added = done.saturating_add(n).min(spawned) - done;
+            self.task_counters.completed.0.fetch_add(added, Relaxed);
+        }
+    }
+
+    /// Hot path (layer tier, per task end): task `id`'s span closed. tracing enters a task's
+    /// span once more to drop its future, after its last poll; that enter was counted as a
+    /// poll, so take it back.
+    pub(crate) fn task_closed_by_layer(&'static self, id: u64) {
+        if let Some(w) = THREAD.with(|t| self.thread_worker(t)) {
+            w.non_poll_enters.fetch_add(1, Relaxed);
+            // The drop's enter was counted on this thread, in its entry for the task.
+            let entry = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
+            let polls = entry.polls.load(Relaxed);
+            if entry.id.load(Relaxed) == id && polls > 0 {
+                entry.polls.store(polls - 1, Relaxed);
+            } else if let Some(slot) = self.tasks.find(id) {
+                let _ = slot
+                    .counts
+                    .polls
+                    .fetch_update(Relaxed, Relaxed, |p| p.checked_sub(1));
+            }
+        }
+        self.task_terminated(id, None);
+    }
+}
+
+/// Hot path: publish to the watchdog that a poll (or, in the stable tier, a busy period) of
+/// task `id` begins on worker `w`. Returns the coarse start, or `None` when the worker is
+/// already inside one (a poll inside a poll, as a nested `block_on` makes: the outer one
+/// keeps the worker).
+#[inline(always)]
+fn publish_poll_start(t: &ThreadState, w: &Worker, id: u64) -> Option<u64> {
+    let seq = t.seq.get();
+    if seq & 1 == 1 {
+        return None;
+    }
+    let now = clock::coarse_ns();
+    t.start_ns.set(now);
+    w.poll_start_ns.store(now, Relaxed);
+    w.task_id.store(id, Relaxed);
+    t.seq.set(seq + 1);
+    // Release: a watchdog that reads this odd state also sees the start and task above.
+    w.state.store(seq + 1, Release);
+    Some(now)
+}
+
+/// Hot path: publish that the poll or busy period [`publish_poll_start`] began has ended.
+/// False when none was open.
+#[inline(always)]
+fn publish_poll_end(t: &ThreadState, w: &Worker) -> bool {
+    let seq = t.seq.get();
+    if seq & 1 == 0 {
+        return false;
+    }
+    t.seq.set(seq + 1);
+    // Release: pairs with the watchdog's acquire load, like `publish_poll_start`.
+    w.state.store(seq + 1, Release);
+    true
+}
+
+/// Whether worker `w` is inside a poll now (its state is odd). Acquire: pairs with the
+/// release stores above.
+#[inline]
+pub(crate) fn in_poll(w: &Worker) -> bool {
+    w.state.load(Acquire) & 1 == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::LongValue;
+    use crate::hist::lock;
+    use crate::recorder::{Recorder, Settings};
+    use crate::tables::LocKey;
+
+    fn recorder() -> &'static Recorder {
+        Box::leak(Box::new(Recorder::new(Settings {
+            config: asyncprof_format::Config::default(),
+            program: "poll-test".into(),
+            args: Vec::new(),
+        })))
+    }
+
+    const HERE: LocKey<'static> = LocKey {
+        file: "src/poll_test.rs",
+        line: 3,
+        col: 5,
+    };
+
+    #[test]
+    fn long_values_without_spare_histograms_are_counted_not_allocated() {
+        let rec = recorder();
+        let dropped = || rec.loss.dropped_long_values.load(Relaxed);
+        // Every spare taken: the hot path has nothing to put a task's or a location's long
+        // values in, and must not allocate.
+        while rec.spares.task_hists.take().is_some() {}
+        while rec.spares.location_hists.take().is_some() {}
+        rec.task_spawned(7, HERE, None);
+        let slot = rec.tasks.find(7).unwrap();
+        rec.record_long(slot, 5_000_000, LongValue::Poll);
+        assert_eq!(dropped(), 0, "a task's first long poll waits in its slot");
+        rec.record_long(slot, 6_000_000, LongValue::Poll);
+        assert_eq!(dropped(), 2, "both values counted as dropped");
+        assert!(lock(&slot.hists).is_none());
+
+        // The aggregator's refill: the task gets histograms again.
+        rec.spares.refill();
+        rec.record_long(slot, 7_000_000, LongValue::Poll);
+        rec.record_long(slot, 8_000_000, LongValue::SchedDelay);
+        rec.record_long(slot, 9_000_000, LongValue::Poll);
+        assert_eq!(dropped(), 2);
+        let hists = lock(&slot.hists);
+        let h = hists.as_ref().expect("spare task histograms");
+        assert_eq!((h.poll.len(), h.sched.len()), (2, 0));
+        drop(hists);
+
+        // At its end the task's histograms go to its location's (spare too), and its box
+        // back to the spares, emptied.
+        let spare_before = rec.spares.task_hists.len();
+        rec.task_terminated(7, Some(HERE));
+        assert_eq!(rec.spares.task_hists.len(), spare_before + 1);
+        let li = rec.locations.find(HERE).unwrap();
+        let loc = lock(&rec.locations.get(li).hists);
+        assert_eq!(loc.as_ref().map(|h| h.poll.len()), Some(2));
+        assert_eq!(dropped(), 2);
+    }
+}

@@ -1,0 +1,398 @@
+//! The registries of worker threads and runtimes: a thread claims a worker entry at its first
+//! event and frees it when it stops; parks and unparks; which runtime each thread works for
+//! and whether it holds one of its worker cores.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::Mutex;
+
+use asyncprof_format as format;
+use hdrhistogram::Histogram;
+
+use crate::clock;
+use crate::hist::{self, lock};
+use crate::poll::{in_poll, ThreadState, THREAD};
+use crate::recorder::{FlavorCode, Recorder, MAX_RUNTIMES, WORKER_POLL_COUNTS};
+use crate::tables::{PollCounters, TaskSlot};
+
+/// Locations a worker holds untracked completions for at once.
+pub(crate) const HELD_COMPLETIONS: usize = 8;
+
+/// One tokio runtime whose threads asyncprof has seen.
+#[derive(Debug)]
+pub(crate) struct RuntimeEntry {
+    pub(crate) info: format::RuntimeInfo,
+    /// Registered threads of this runtime that have not stopped.
+    live: u32,
+    /// A multi-thread runtime's handle, kept while it has live threads: tokio's metrics say
+    /// which thread holds each worker, and a thread inside `block_in_place` holds none.
+    handle: Option<tokio::runtime::Handle>,
+}
+
+/// One thread that polls tasks.
+#[derive(Debug)]
+// Own cache lines: two workers never write the same line (no false sharing).
+#[repr(align(128))]
+pub(crate) struct Worker {
+    pub(crate) index: u32,
+    /// Claimed by a live thread.
+    pub(crate) active: AtomicBool,
+    pub(crate) tid: AtomicI32,
+    /// The thread's stack, lowest and highest address (0, 0: not known), so that a stall's
+    /// stack is copied no further than its top.
+    pub(crate) stack_lo: AtomicU64,
+    pub(crate) stack_hi: AtomicU64,
+    pub(crate) name: Mutex<String>,
+    /// The thread's std id, to compare with the ids tokio's metrics give.
+    pub(crate) thread: Mutex<Option<std::thread::ThreadId>>,
+    /// The runtime the thread works for (tokio's runtime id; 0: not known).
+    pub(crate) runtime: AtomicU64,
+    /// Twice the polls started, plus one while a poll runs: odd means "inside a poll".
+    pub(crate) state: AtomicU64,
+    /// The task being polled, valid while `state` is odd.
+    pub(crate) task_id: AtomicU64,
+    /// Coarse start of the current poll, valid while `state` is odd.
+    pub(crate) poll_start_ns: AtomicU64,
+    /// Long polls and exactly timed samples (its `polls` stays 0: `state` counts polls).
+    pub(crate) counts: PollCounters,
+    pub(crate) parks: AtomicU64,
+    pub(crate) parked_ns: AtomicU64,
+    /// When the current park began (0: not parked).
+    pub(crate) park_since_ns: AtomicU64,
+    pub(crate) registered_ns: AtomicU64,
+    pub(crate) stopped_ns: AtomicU64,
+    /// Span enters that `state` counted as polls and were not (the layer tier's enter of a
+    /// task's span to drop its future).
+    pub(crate) non_poll_enters: AtomicU64,
+    pub(crate) hists: Mutex<WorkerHists>,
+    /// Polls of recently polled tasks by this worker, indexed by task id modulo the table
+    /// size and tagged with the id. Only this worker writes it, so counting a poll touches
+    /// no cache line another thread writes. An entry taken over by another task hands its
+    /// count to the task's slot.
+    pub(crate) task_polls: Box<[TaskPollCount]>,
+    /// Completions of untracked tasks counted here and not yet added to their location,
+    /// indexed by location index modulo the table size and tagged with it: only this worker
+    /// writes them, so the workers do not take turns on a location's counter at every task's
+    /// end. Snapshots add them in; see [`Recorder::held_completions`].
+    pub(crate) held_completions: [HeldCompletions; HELD_COMPLETIONS],
+}
+
+/// Untracked completions a worker holds for one location.
+#[derive(Debug, Default)]
+pub(crate) struct HeldCompletions {
+    /// The location's index (0: none).
+    pub(crate) location: AtomicU32,
+    pub(crate) count: AtomicU64,
+}
+
+/// One entry of a worker's per-task poll counts.
+#[derive(Debug, Default)]
+pub(crate) struct TaskPollCount {
+    /// The task (0: none).
+    pub(crate) id: AtomicU64,
+    pub(crate) polls: AtomicU64,
+}
+
+/// A worker's histograms, written on rare branches only (long polls, samples, delays).
+#[derive(Debug)]
+pub(crate) struct WorkerHists {
+    pub(crate) long: Histogram<u64>,
+    pub(crate) sampled: Histogram<u64>,
+    pub(crate) sched: Histogram<u64>,
+}
+
+impl Worker {
+    fn new(index: u32) -> Self {
+        Worker {
+            index,
+            active: AtomicBool::new(false),
+            tid: AtomicI32::new(0),
+            stack_lo: AtomicU64::new(0),
+            stack_hi: AtomicU64::new(0),
+            name: Mutex::new(String::new()),
+            thread: Mutex::new(None),
+            runtime: AtomicU64::new(0),
+            state: AtomicU64::new(0),
+            task_id: AtomicU64::new(0),
+            poll_start_ns: AtomicU64::new(0),
+            counts: PollCounters::default(),
+            parks: AtomicU64::new(0),
+            parked_ns: AtomicU64::new(0),
+            park_since_ns: AtomicU64::new(0),
+            registered_ns: AtomicU64::new(0),
+            stopped_ns: AtomicU64::new(0),
+            non_poll_enters: AtomicU64::new(0),
+            task_polls: (0..WORKER_POLL_COUNTS)
+                .map(|_| TaskPollCount::default())
+                .collect(),
+            held_completions: Default::default(),
+            hists: Mutex::new(WorkerHists {
+                long: hist::new_fine(),
+                sampled: hist::new_fine(),
+                sched: hist::new_fine(),
+            }),
+        }
+    }
+}
+
+impl Recorder {
+    // === park and unpark ===
+
+    /// Hot path (per park): the calling thread parks (idles).
+    pub(crate) fn park(&'static self) {
+        if let Some(w) = self.current_worker() {
+            w.parks.fetch_add(1, Relaxed);
+            w.park_since_ns.store(clock::exact_ns().max(1), Relaxed);
+        }
+    }
+
+    /// Hot path (per unpark): the calling thread unparks. The first worker to unpark while
+    /// the watchdog sleeps wakes it.
+    pub(crate) fn unpark(&'static self) {
+        let now = clock::publish();
+        if let Some(w) = self.current_worker() {
+            // SeqCst with the load of `watchdog_idle` below, against the watchdog's store of
+            // it and its reading of the park states: either the watchdog sees this worker
+            // unparked and stays awake, or this worker sees it asleep and wakes it.
+            let since = w.park_since_ns.swap(0, SeqCst);
+            if since != 0 {
+                w.parked_ns.fetch_add(now.saturating_sub(since), Relaxed);
+            }
+        }
+        if self.watchdog_idle.load(SeqCst) {
+            self.wake_watchdog();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_watchdog(&self) {
+        if self.watchdog_idle.swap(false, Relaxed) {
+            if let Some(t) = self.watchdog_thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Whether every worker has been parked since `since` or earlier (and at least one
+    /// worker is known). Then the watchdog may sleep until one unparks.
+    pub(crate) fn all_parked_since(&self, since: u64) -> bool {
+        let mut any = false;
+        for w in self.workers() {
+            if !w.active.load(Acquire) {
+                continue;
+            }
+            any = true;
+            let parked = w.park_since_ns.load(SeqCst);
+            if parked == 0 || parked > since || in_poll(w) {
+                return false;
+            }
+        }
+        any
+    }
+
+    fn current_worker(&'static self) -> Option<&'static Worker> {
+        THREAD.with(|t| self.thread_worker(t))
+    }
+
+    // === threads coming and going ===
+
+    /// The calling thread stops: free its worker entry for a later thread.
+    pub(crate) fn thread_stop(&'static self) {
+        THREAD.with(|t| {
+            if t.generation.get() != self.generation {
+                return;
+            }
+            if let Some(w) = t.worker.take() {
+                for held in &w.held_completions {
+                    self.release_held_completions(held);
+                }
+                w.stopped_ns.store(clock::exact_ns(), Relaxed);
+                self.runtime_thread_stopped(w.runtime.load(Relaxed));
+                w.active.store(false, Release);
+            }
+        })
+    }
+
+    /// Worker entry `i`, claimed for thread `tid` as if that thread had registered (for the
+    /// watchdog's tests, which play a worker's part by hand).
+    #[cfg(test)]
+    pub(crate) fn claim_worker_for_test(&self, i: usize, tid: i32) -> &Worker {
+        let w = self.workers[i].get_or_init(|| Worker::new(i as u32));
+        w.tid.store(tid, Relaxed);
+        w.active.store(true, Release);
+        w
+    }
+
+    /// First event on this thread: claim a worker entry (reusing one a stopped thread freed).
+    /// Once per thread.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn register_thread(&'static self, t: &ThreadState) -> Option<&'static Worker> {
+        let mut found = None;
+        for (i, cell) in self.workers.iter().enumerate() {
+            let w = cell.get_or_init(|| Worker::new(i as u32));
+            // Acquire: see the stopped thread's last writes before reusing its entry.
+            if w.active
+                .compare_exchange(false, true, Acquire, Relaxed)
+                .is_ok()
+            {
+                found = Some(w);
+                break;
+            }
+        }
+        let Some(w) = found else {
+            self.loss.untracked_threads.fetch_add(1, Relaxed);
+            return None;
+        };
+        w.tid.store(asyncprof_sampler::current_tid(), Relaxed);
+        let stack = asyncprof_sampler::current_stack().unwrap_or(0..0);
+        w.stack_lo.store(stack.start, Relaxed);
+        w.stack_hi.store(stack.end, Relaxed);
+        let me = std::thread::current();
+        *lock(&w.name) = me.name().unwrap_or("<unnamed>").to_string();
+        *lock(&w.thread) = Some(me.id());
+        w.registered_ns.store(clock::exact_ns(), Relaxed);
+        w.stopped_ns.store(0, Relaxed);
+        w.park_since_ns.store(0, Relaxed);
+        // The entry's poll count continues from where the last thread left it, even.
+        let seq = w.state.load(Relaxed) & !1;
+        w.state.store(seq, Relaxed);
+        t.seq.set(seq);
+        t.generation.set(self.generation);
+        t.worker.set(Some(w));
+        t.task_id.set(0);
+        t.exact_start_ns.set(0);
+        t.countdown.set(1);
+        self.note_runtime(w);
+        Some(w)
+    }
+
+    // === runtimes ===
+
+    /// Learn which runtime this thread runs for: its id, name, flavor and worker count (the
+    /// header's flavor and worker count are those of the first runtime seen).
+    fn note_runtime(&self, w: &Worker) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            w.runtime.store(0, Relaxed);
+            return;
+        };
+        let flavor = match handle.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => format::Flavor::CurrentThread,
+            tokio::runtime::RuntimeFlavor::MultiThread => format::Flavor::MultiThread,
+            _ => format::Flavor::Unknown,
+        };
+        let workers = handle.metrics().num_workers() as u32;
+        self.note_flavor(FlavorCode::of(flavor));
+        let _ = self
+            .worker_count
+            .compare_exchange(0, workers, Relaxed, Relaxed);
+        let id = runtime_id(handle.id());
+        w.runtime.store(id, Relaxed);
+        let keep = (flavor == format::Flavor::MultiThread).then(|| handle.clone());
+        let mut rts = lock(&self.runtimes);
+        if let Some(e) = rts.iter_mut().find(|e| e.info.id == id) {
+            e.live += 1;
+            e.handle = e.handle.take().or(keep);
+            return;
+        }
+        let mut info = format::RuntimeInfo::default();
+        info.id = id;
+        info.name = handle.name().map(str::to_string);
+        info.flavor = flavor;
+        info.workers = workers;
+        let entry = RuntimeEntry {
+            info,
+            live: 1,
+            handle: keep,
+        };
+        if rts.len() < MAX_RUNTIMES {
+            rts.push(entry);
+        } else if let Some(free) = rts.iter_mut().find(|e| e.live == 0) {
+            *free = entry;
+        }
+    }
+
+    /// A registered thread of runtime `id` stopped; with its last, its handle is let go.
+    fn runtime_thread_stopped(&self, id: u64) {
+        let released = {
+            let mut rts = lock(&self.runtimes);
+            rts.iter_mut().find(|e| e.info.id == id).and_then(|e| {
+                e.live = e.live.saturating_sub(1);
+                if e.live == 0 {
+                    e.handle.take()
+                } else {
+                    None
+                }
+            })
+        };
+        // Dropped outside the lock.
+        drop(released);
+    }
+
+    /// The runtimes seen so far.
+    pub(crate) fn runtime_infos(&self) -> Vec<format::RuntimeInfo> {
+        lock(&self.runtimes)
+            .iter()
+            .map(|e| e.info.clone())
+            .collect()
+    }
+
+    /// Whether worker `w`'s thread holds one of its runtime's worker cores now. A thread
+    /// inside `block_in_place` handed its core to another thread: its long poll keeps no
+    /// worker from running tasks, so it is no stall. `None` when not known: a current-thread
+    /// runtime (which has no `block_in_place`), or a build without `tokio_unstable`, where
+    /// tokio does not say which thread holds a worker. Cold: the watchdog asks only about
+    /// polls past half the stall threshold, at most every 10 ms each.
+    pub(crate) fn holds_core(&self, w: &Worker) -> Option<bool> {
+        #[cfg(tokio_unstable)]
+        {
+            let id = w.runtime.load(Relaxed);
+            let handle = lock(&self.runtimes)
+                .iter()
+                .find(|e| e.info.id == id)
+                .and_then(|e| e.handle.clone())?;
+            let me = (*lock(&w.thread))?;
+            let metrics = handle.metrics();
+            Some((0..metrics.num_workers()).any(|i| metrics.worker_thread_id(i) == Some(me)))
+        }
+        #[cfg(not(tokio_unstable))]
+        {
+            let _ = w;
+            None
+        }
+    }
+
+    // === counts the workers hold (read by snapshots) ===
+
+    /// Polls of live task `id` (in `slot`) so far: what workers handed to its slot, plus what
+    /// their count tables still hold for it. Also called once at the task's end.
+    pub(crate) fn task_polls(&self, slot: &TaskSlot, id: u64) -> u64 {
+        let held: u64 = self
+            .workers()
+            .map(|w| {
+                let e = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
+                if e.id.load(Relaxed) == id {
+                    e.polls.load(Relaxed)
+                } else {
+                    0
+                }
+            })
+            .sum();
+        slot.counts.polls.load(Relaxed) + held
+    }
+
+    /// Untracked completions the workers hold and have not yet added to their locations, as
+    /// (location index, count).
+    pub(crate) fn held_completions(&self) -> Vec<(u32, u64)> {
+        self.workers()
+            .flat_map(|w| w.held_completions.iter())
+            .map(|d| (d.location.load(Relaxed), d.count.load(Relaxed)))
+            .filter(|&(li, n)| li != 0 && n != 0)
+            .collect()
+    }
+}
+
+/// tokio's runtime id as a number (it shows the number it holds).
+fn runtime_id(id: tokio::runtime::Id) -> u64 {
+    id.to_string().parse().unwrap_or(0)
+}
