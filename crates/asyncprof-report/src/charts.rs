@@ -1,5 +1,5 @@
 //! Charts as SVG strings, drawn with plotters: latency percentile distributions, queue depth
-//! over time, a worker timeline, and flamegraphs of folded stacks.
+//! over time and a worker timeline.
 
 use asyncprof_format::{DepthPoint, Histogram, StallRecord};
 use maud::{html, Markup};
@@ -221,107 +221,6 @@ pub fn worker_timeline(
             text x=(left) y=(format!("{:.1}", h - 6.0)) { "0 s" }
             text x=(format!("{:.1}", w - 10.0)) y=(format!("{:.1}", h - 6.0)) text-anchor="end" {
                 (format!("{:.1} s", span / 1e9))
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-struct Node {
-    weight: u64,
-    children: BTreeMap<String, Node>,
-}
-
-/// One box of a flamegraph.
-struct Box_ {
-    name: String,
-    x: f64,
-    y: f64,
-    width: f64,
-    weight: u64,
-    hue: u32,
-}
-
-fn layout(out: &mut Vec<Box_>, name: &str, n: &Node, x: f64, level: usize, scale: f64, max: usize) {
-    let width = n.weight as f64 * scale;
-    if level >= max || width < 0.5 {
-        return;
-    }
-    let hue = 10
-        + (name
-            .bytes()
-            .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)))
-            % 40);
-    out.push(Box_ {
-        name: name.to_string(),
-        x,
-        y: level as f64 * 17.0,
-        width,
-        weight: n.weight,
-        hue,
-    });
-    let mut cx = x;
-    for (child, c) in &n.children {
-        layout(out, child, c, cx, level + 1, scale, max);
-        cx += c.weight as f64 * scale;
-    }
-}
-
-/// A flamegraph (icicle, outermost frame at the top) of folded stacks `frame;frame;… weight`.
-/// Each box shows its frame; hovering shows the weight and share.
-pub fn flamegraph(folded: &str, unit: &str) -> Markup {
-    let mut root = Node::default();
-    for line in folded.lines() {
-        let Some((stack, w)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(w) = w.parse::<u64>() else { continue };
-        root.weight = root.weight.saturating_add(w);
-        let mut node = &mut root;
-        for frame in stack.split(';') {
-            node = node.children.entry(frame.to_string()).or_default();
-            node.weight = node.weight.saturating_add(w);
-        }
-    }
-    if root.weight == 0 {
-        return html! {};
-    }
-    fn depth(n: &Node) -> usize {
-        1 + n.children.values().map(depth).max().unwrap_or(0)
-    }
-    let rows = depth(&root).min(80);
-    let w = 1200.0;
-    let h = 17.0 * rows as f64 + 4.0;
-    let mut boxes = Vec::new();
-    layout(
-        &mut boxes,
-        "all",
-        &root,
-        0.0,
-        0,
-        w / root.weight as f64,
-        rows,
-    );
-    let total = root.weight as f64;
-    html! {
-        svg xmlns="http://www.w3.org/2000/svg" class="chart flame" width="100%"
-            viewBox=(format!("0 0 {w} {h}")) preserveAspectRatio="xMinYMin meet"
-            font-family="monospace" font-size="11" {
-            @for b in &boxes {
-                g {
-                    title {
-                        (b.name) " — " (b.weight) " " (unit) " ("
-                        (format!("{:.1}", b.weight as f64 * 100.0 / total)) "%)"
-                    }
-                    rect x=(format!("{:.2}", b.x)) y=(format!("{:.1}", b.y))
-                        width=(format!("{:.2}", b.width)) height="16"
-                        fill=(format!("hsl({},85%,62%)", b.hue)) stroke="white" stroke-width="0.5" {}
-                    @if b.width > 40.0 {
-                        text x=(format!("{:.2}", b.x + 3.0)) y=(format!("{:.1}", b.y + 12.0)) {
-                            (b.name.chars().take(((b.width - 6.0) / 6.6) as usize).collect::<String>())
-                        }
-                    }
-                }
             }
         }
     }

@@ -4,39 +4,24 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use asyncprof_format::{Frame, RunFile};
+use asyncprof_format::RunFile;
 
-fn label(f: &Frame) -> String {
-    let mut s = f.function.replace([';', '\n'], ":");
-    if let (Some(file), Some(line)) = (&f.file, f.line) {
-        let name = file.rsplit('/').next().unwrap_or(file);
-        let _ = write!(s, " ({name}:{line})");
-    }
-    s
-}
+use crate::flame::{frame_label, weighted_stall_stacks};
 
 /// Every stall's sampled stacks, weighted by stall time in microseconds: a stall's duration
-/// is shared among its samples.
+/// is shared among its samples. Every frame is kept (the HTML report's flamegraph folds the
+/// runtime's own frames; this text is for other tools).
 pub fn folded_stalls(run: &RunFile) -> String {
     let mut weights: BTreeMap<String, u64> = BTreeMap::new();
-    for stall in &run.stalls {
-        let samples: u64 = stall.stacks.iter().map(|s| u64::from(s.count)).sum();
-        if samples == 0 {
-            continue;
-        }
-        for stack in &stall.stacks {
-            let line = stack
-                .frames
-                .iter()
-                .rev()
-                .map(label)
-                .collect::<Vec<_>>()
-                .join(";");
-            let us = (u128::from(stall.duration_ns / 1000) * u128::from(stack.count)
-                / u128::from(samples)) as u64;
-            let w = weights.entry(line).or_default();
-            *w = w.saturating_add(us.max(1));
-        }
+    for (_, frames, us) in weighted_stall_stacks(run) {
+        let line = frames
+            .iter()
+            .rev()
+            .map(|f| frame_label(f).replace([';', '\n'], ":"))
+            .collect::<Vec<_>>()
+            .join(";");
+        let w = weights.entry(line).or_default();
+        *w = w.saturating_add(us);
     }
     let mut out = String::new();
     for (stack, w) in weights {

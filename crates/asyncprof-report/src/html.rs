@@ -229,12 +229,11 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
         })
         .unwrap_or_default();
     let timeline = charts::worker_timeline(&workers, &run.stalls, duration_ns, stall_kind);
-    let folded = crate::folded_stalls(run);
-    let flame = charts::flamegraph(&folded, "µs");
+    let flame = crate::flame::stall_flame(run);
     let cpu_flame = run
         .cpu_profile
         .as_ref()
-        .map(|p| (p, charts::flamegraph(&p.folded, "samples")));
+        .map(|p| (p, crate::flame::cpu_flame(&p.folded)));
     let queues: Vec<(String, String, String)> = snap
         .map(|snap| {
             snap.queues
@@ -270,7 +269,7 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { "asyncprof — " (s.program) " " (h.args.join(" ")) }
-                style { (PreEscaped(STYLE)) }
+                style { (PreEscaped(STYLE)) (PreEscaped(crate::flame::FLAME_STYLE)) }
             }
             body {
                 header {
@@ -391,11 +390,14 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                     }
                     section #stall-flamegraph {
                         h2 { "Stall flamegraph" }
-                        @if folded.is_empty() {
-                            p.muted { "No stack was sampled during a stall." }
-                        } @else {
-                            p.muted { "Stacks sampled while workers were stalled, weighted by stall time; hover a box for its share." }
-                            div.card { (flame) }
+                        @match &flame {
+                            None => { p.muted { "No stack was sampled during a stall." } }
+                            Some(flame) => {
+                                p.muted {
+                                    "Stacks sampled while workers were stalled, weighted by stall time. Each stack starts at its task: thread start-up and the runtime's frames down to the poll of the task are folded into one frame named after where the task was spawned (\"" (crate::flame::RUNTIME_LABEL) "\" when that is not known); \"show all frames\" draws them."
+                                }
+                                div.card { (flame.markup("stall-flame", "stall")) }
+                            }
                         }
                     }
                     section #cpu-flamegraph {
@@ -406,9 +408,11 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                                     "Every thread's stacks, sampled " (p.hz) " times a second while on CPU ("
                                     (p.samples) " samples"
                                     @if p.dropped_stacks > 0 { ", " (p.dropped_stacks) " rare stacks left out" }
-                                    "); the first level is the thread."
+                                    "); the first level is the thread, then its start-up and runtime frames folded into one."
                                 }
-                                div.card { (svg) }
+                                @if let Some(flame) = svg {
+                                    div.card { (flame.markup("cpu-flame", "CPU")) }
+                                }
                             }
                             None => {
                                 p.muted { "No CPU profile in this run (set ASYNCPROF_CPU_HZ=99, as asyncprof bench and asyncprof run do)." }
@@ -462,7 +466,7 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                         }
                     }
                 }
-                script { (PreEscaped(SCRIPT)) }
+                script { (PreEscaped(crate::flame::FLAME_SCRIPT)) (PreEscaped(SCRIPT)) }
             }
         }
     };

@@ -25,6 +25,7 @@
 pub mod charts;
 pub mod diagnoses;
 mod findings;
+mod flame;
 mod folded;
 mod html;
 mod queues;

@@ -170,3 +170,246 @@ pub(crate) fn fixture_bytes(task_name: &str, file: &str) -> Vec<u8> {
     w.write_end().unwrap();
     bytes
 }
+
+/// The standard library's sources, as the symbolizer names them.
+const STD: &str = "/rustc/5980/library/std/src";
+/// tokio's sources in cargo's registry.
+const TOKIO: &str =
+    "/home/dev/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src";
+
+/// A tokio multi-thread worker's frames from thread start-up to the poll of a task, outermost
+/// first, as a real stack shows them.
+const WORKER: &[(&str, &str)] = &[
+    ("clone3", "./misc/../sysdeps/unix/sysv/linux/x86_64/clone3.S"),
+    ("start_thread", "./nptl/pthread_create.c"),
+    ("<std::sys::thread::unix::Thread>::new::thread_start", "std:sys/thread/unix.rs"),
+    ("<alloc::boxed::Box<dyn core::ops::function::FnOnce<(), Output = ()> + core::marker::Send> as core::ops::function::FnOnce<()>>::call_once", "core:ops/function.rs"),
+    ("std::thread::lifecycle::spawn_unchecked::{{closure}}", "std:thread/lifecycle.rs"),
+    ("std::panic::catch_unwind", "std:panic.rs"),
+    ("__rust_try", ""),
+    ("std::panicking::catch_unwind::do_call", "std:panicking.rs"),
+    ("std::sys::backtrace::__rust_begin_short_backtrace", "std:sys/backtrace.rs"),
+    ("tokio::runtime::blocking::pool::Spawner::spawn_thread::{{closure}}", "tokio:runtime/blocking/pool.rs"),
+    ("tokio::runtime::blocking::pool::Inner::run", "tokio:runtime/blocking/pool.rs"),
+    ("tokio::runtime::task::raw::RawTask::poll", "tokio:runtime/task/raw.rs"),
+    ("tokio::runtime::task::harness::Harness<T,S>::poll", "tokio:runtime/task/harness.rs"),
+    ("<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll", "tokio:runtime/blocking/task.rs"),
+    ("tokio::runtime::scheduler::multi_thread::worker::Launch::launch::{{closure}}", "tokio:runtime/scheduler/multi_thread/worker.rs"),
+    ("tokio::runtime::scheduler::multi_thread::worker::run", "tokio:runtime/scheduler/multi_thread/worker.rs"),
+    ("tokio::runtime::context::runtime::enter_runtime", "tokio:runtime/context/runtime.rs"),
+    ("tokio::runtime::context::set_scheduler", "tokio:runtime/context.rs"),
+    ("std::thread::local::LocalKey<T>::with", "std:thread/local.rs"),
+    ("tokio::runtime::context::scoped::Scoped<T>::set", "tokio:runtime/context/scoped.rs"),
+    ("tokio::runtime::scheduler::multi_thread::worker::Context::run", "tokio:runtime/scheduler/multi_thread/worker.rs"),
+    ("tokio::runtime::scheduler::multi_thread::worker::Context::run_task", "tokio:runtime/scheduler/multi_thread/worker.rs"),
+    ("tokio::task::coop::budget", "tokio:task/coop/mod.rs"),
+    ("tokio::runtime::task::LocalNotified<S>::run", "tokio:runtime/task/mod.rs"),
+    ("tokio::runtime::task::raw::RawTask::poll", "tokio:runtime/task/raw.rs"),
+    ("tokio::runtime::task::harness::Harness<T,S>::poll", "tokio:runtime/task/harness.rs"),
+    ("tokio::runtime::task::harness::poll_future", "tokio:runtime/task/harness.rs"),
+    ("std::panic::catch_unwind", "std:panic.rs"),
+    ("<core::panic::unwind_safe::AssertUnwindSafe<F> as core::ops::function::FnOnce<()>>::call_once", "core:panic/unwind_safe.rs"),
+    ("tokio::runtime::task::core::Core<T,S>::poll", "tokio:runtime/task/core.rs"),
+    ("tokio::loom::std::unsafe_cell::UnsafeCell<T>::with_mut", "tokio:loom/std/unsafe_cell.rs"),
+    ("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}", "tokio:runtime/task/core.rs"),
+];
+
+/// A process's main thread from its entry point to the program's `main`.
+const MAIN: &[(&str, &str)] = &[
+    ("_start", ""),
+    ("__libc_start_main_impl", "./csu/../csu/libc-start.c"),
+    (
+        "__libc_start_call_main",
+        "./csu/../sysdeps/nptl/libc_start_call_main.h",
+    ),
+    ("main", ""),
+    ("std::rt::lang_start_internal", "std:rt.rs"),
+    ("std::rt::lang_start::{{closure}}", "std:rt.rs"),
+    (
+        "std::sys::backtrace::__rust_begin_short_backtrace",
+        "std:sys/backtrace.rs",
+    ),
+    (
+        "core::ops::function::FnOnce::call_once",
+        "core:ops/function.rs",
+    ),
+];
+
+/// A current-thread runtime's frames from `Runtime::block_on` to the poll of a task.
+const BLOCK_ON: &[(&str, &str)] = &[
+    (
+        "tokio::runtime::runtime::Runtime::block_on",
+        "tokio:runtime/runtime.rs",
+    ),
+    (
+        "tokio::runtime::scheduler::current_thread::CurrentThread::block_on",
+        "tokio:runtime/scheduler/current_thread/mod.rs",
+    ),
+    (
+        "tokio::runtime::context::runtime::enter_runtime",
+        "tokio:runtime/context/runtime.rs",
+    ),
+    (
+        "tokio::runtime::scheduler::current_thread::CoreGuard::block_on",
+        "tokio:runtime/scheduler/current_thread/mod.rs",
+    ),
+    (
+        "std::thread::local::LocalKey<T>::try_with",
+        "std:thread/local.rs",
+    ),
+    (
+        "tokio::runtime::scheduler::current_thread::Context::run_task",
+        "tokio:runtime/scheduler/current_thread/mod.rs",
+    ),
+    ("tokio::task::coop::with_budget", "tokio:task/coop/mod.rs"),
+    (
+        "tokio::runtime::task::raw::poll",
+        "tokio:runtime/task/raw.rs",
+    ),
+    (
+        "tokio::runtime::task::harness::poll_future",
+        "tokio:runtime/task/harness.rs",
+    ),
+    (
+        "tokio::runtime::task::core::Core<T,S>::poll::{{closure}}",
+        "tokio:runtime/task/core.rs",
+    ),
+];
+
+/// `(function, file)` pairs as frames, `std:`, `core:` and `tokio:` standing for those
+/// sources; the line is made up.
+fn plumbing(parts: &[(&str, &str)]) -> Vec<Frame> {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, &(function, file))| {
+            let file = if let Some(p) = file.strip_prefix("std:") {
+                format!("{STD}/{p}")
+            } else if let Some(p) = file.strip_prefix("core:") {
+                format!("{}/{p}", STD.replace("/std/", "/core/"))
+            } else if let Some(p) = file.strip_prefix("tokio:") {
+                format!("{TOKIO}/{p}")
+            } else {
+                file.to_string()
+            };
+            match file.is_empty() {
+                true => Frame::new(function, None, None),
+                false => Frame::new(function, Some(file), Some(100 + i as u32)),
+            }
+        })
+        .collect()
+}
+
+/// A frame of the program's code.
+fn own(function: &str, line: u32) -> Vec<Frame> {
+    vec![Frame::new(
+        function,
+        Some("src/service.rs".into()),
+        Some(line),
+    )]
+}
+
+/// A sampled stack from its parts, outermost first.
+fn sample(count: u32, outer_first: Vec<Vec<Frame>>) -> StackSample {
+    let mut s = StackSample::default();
+    s.count = count;
+    s.frames = outer_first.concat();
+    s.frames.reverse();
+    s
+}
+
+/// The fixture with stalls whose stacks are as long as real ones: a task on a multi-thread
+/// worker asleep in `std::thread::sleep` (parsing, in a quarter of its samples), a task on a
+/// current-thread runtime that `main` runs with `block_on`, computing, and a task whose spawn
+/// location is not known, waiting for a lock. `extra` names one more frame of the program's
+/// code in the sleeping task's stack (a hostile name, say). With a CPU profile of a worker,
+/// the main thread and a thread of asyncprof's.
+pub(crate) fn flame_fixture(extra: Option<&str>) -> RunFile {
+    let mut run = fixture("ingest", "src/service.rs");
+    let sleep = plumbing(&[
+        ("std::thread::sleep", "std:thread/functions.rs"),
+        ("std::sys::thread::unix::sleep", "std:sys/thread/unix.rs"),
+        ("clock_nanosleep", ""),
+    ]);
+    let extra = extra.map_or_else(Vec::new, |name| own(name, 81));
+    let mut asleep = run.stalls[0].clone();
+    let handle = || own("service::handle::{{closure}}", 44);
+    asleep.stacks = vec![
+        sample(
+            3,
+            vec![
+                plumbing(WORKER),
+                handle(),
+                own("service::lookup", 80),
+                extra,
+                sleep,
+            ],
+        ),
+        sample(
+            1,
+            vec![plumbing(WORKER), handle(), own("service::parse", 51)],
+        ),
+    ];
+    let mut computing = run.stalls[1].clone();
+    computing.thread_name = "main".into();
+    let main_thread = || {
+        vec![
+            plumbing(MAIN),
+            own("service::main", 9),
+            plumbing(BLOCK_ON),
+            own("service::crunch::{{closure}}", 61),
+            own("service::checksum", 70),
+        ]
+    };
+    computing.stacks = vec![sample(4, main_thread())];
+    let mut waiting = run.stalls[0].clone();
+    waiting.id = 3;
+    waiting.task_id = 11;
+    waiting.task_location = None;
+    waiting.start_ns = 2_500_000_000;
+    waiting.duration_ns = 10_000_000;
+    let lock = plumbing(&[
+        (
+            "std::sync::poison::mutex::Mutex<T>::lock",
+            "std:sync/poison/mutex.rs",
+        ),
+        (
+            "std::sys::sync::mutex::futex::Mutex::lock_contended",
+            "std:sys/sync/mutex/futex.rs",
+        ),
+        ("syscall", ""),
+    ]);
+    waiting.stacks = vec![sample(
+        2,
+        vec![
+            plumbing(WORKER),
+            own("service::serve::{{closure}}", 90),
+            lock,
+        ],
+    )];
+    run.stalls = vec![asleep, computing, waiting];
+    // pprof names functions with their symbol hash and no file.
+    let line = |thread: &str, parts: Vec<Vec<Frame>>, n: u64| {
+        let names = parts
+            .concat()
+            .iter()
+            .map(|f| format!(";{}::h0123456789abcdef", f.function))
+            .collect::<String>();
+        format!("{thread}{names} {n}\n")
+    };
+    let mut cpu = asyncprof_format::CpuProfile::default();
+    cpu.hz = 99;
+    cpu.samples = 70;
+    cpu.folded = line(
+        "tokio-runtime-worker",
+        vec![plumbing(WORKER), handle(), own("service::parse", 51)],
+        40,
+    ) + &line("main", main_thread(), 25)
+        + &line(
+            "asyncprof-aggregator",
+            vec![own("asyncprof::aggregator::run", 1)],
+            5,
+        );
+    run.cpu_profile = Some(cpu);
+    run
+}
