@@ -329,7 +329,7 @@ impl Recorder {
 
     /// Hot path (per task spawned): a task was spawned at `loc`. It is ready to run from now,
     /// so that its first poll measures the spawn-to-first-poll delay.
-    pub(crate) fn task_spawned(&self, id: u64, loc: LocKey<'_>, name: Option<&str>) {
+    pub(crate) fn task_spawned(&self, id: u64, loc: LocKey<'static>, name: Option<&str>) {
         self.task_counters.spawned.0.fetch_add(1, Relaxed);
         let (li, known) = self.locations.intern(loc);
         if !known {

@@ -155,7 +155,9 @@ impl Recorder {
         // What of them the locations counted (never past their spawns): the runtime's too.
         let mut held_counted = 0u64;
         for (index, loc) in self.locations.slots().iter().enumerate() {
-            let Some(info) = loc.info.get() else { continue };
+            let Some(info) = loc.info.get().map(|k| k.source()) else {
+                continue;
+            };
             let spawned = self.locations.spawned(index as u32).load(Relaxed);
             if spawned == 0 {
                 continue;
@@ -221,7 +223,7 @@ impl Recorder {
                 .get(t.location)
                 .info
                 .get()
-                .cloned()
+                .map(|k| k.source())
                 .unwrap_or_default();
             ts.polls = t.counts.polls;
             ts.busy_ns = busy;

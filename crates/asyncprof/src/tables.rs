@@ -318,7 +318,9 @@ impl TaskTable {
 pub(crate) struct LocationSlot {
     /// Hash of the location; 0 when free.
     key: AtomicU64,
-    pub(crate) info: OnceLock<SourceLocation>,
+    /// Where the location is, set once when it is interned (no allocation: the file name is
+    /// the `'static` string tokio or the layer gave).
+    pub(crate) info: OnceLock<LocKey<'static>>,
     /// (Tasks spawned here are counted in [`LocationTable::spawned`], apart from what the
     /// workers write.)
     pub(crate) tasks_completed: AtomicU64,
@@ -382,6 +384,11 @@ pub(crate) struct LocKey<'a> {
 }
 
 impl LocKey<'_> {
+    /// The location as the run file names it. Cold path (it copies the file name).
+    pub(crate) fn source(&self) -> SourceLocation {
+        SourceLocation::new(self.file, self.line, self.col)
+    }
+
     /// Identity of a location: the file string's address and length (call sites in one crate
     /// share the string) with line and column. Two keys for one place are merged by the report.
     fn hash(&self) -> u64 {
@@ -409,9 +416,11 @@ impl LocationTable {
         let cap = capacity.clamp(16, 1 << 20).next_power_of_two();
         let slots: Box<[LocationSlot]> = (0..cap).map(|_| LocationSlot::default()).collect();
         slots[0].key.store(u64::MAX, Relaxed);
-        let _ = slots[0]
-            .info
-            .set(SourceLocation::new("<other locations>", 0, 0));
+        let _ = slots[0].info.set(LocKey {
+            file: "<other locations>",
+            line: 0,
+            col: 0,
+        });
         LocationTable {
             slots,
             spawned: (0..cap).map(|_| AtomicU64::new(0)).collect(),
@@ -421,7 +430,7 @@ impl LocationTable {
 
     /// The index of `loc`, interning it on first sight; 0 ("other") when the table is full.
     /// Called once per spawned task.
-    pub(crate) fn intern(&self, loc: LocKey<'_>) -> (u32, bool) {
+    pub(crate) fn intern(&self, loc: LocKey<'static>) -> (u32, bool) {
         let key = loc.hash();
         let mut i = (key as usize) & self.mask;
         for _ in 0..self.slots.len().min(64) {
@@ -434,9 +443,7 @@ impl LocationTable {
                 if cur == 0 {
                     match slot.key.compare_exchange(0, key, AcqRel, Acquire) {
                         Ok(_) => {
-                            let _ = slot
-                                .info
-                                .set(SourceLocation::new(loc.file, loc.line, loc.col));
+                            let _ = slot.info.set(loc);
                             return (i as u32, true);
                         }
                         Err(other) if other == key => return (i as u32, true),
@@ -528,6 +535,6 @@ mod tests {
         l.spawned(i).fetch_add(2, Relaxed);
         assert_eq!(l.spawned(i).load(Relaxed), 2);
         assert_eq!(l.spawned(0).load(Relaxed), 0, "other locations untouched");
-        assert_eq!(l.get(i).info.get().unwrap().line, 3);
+        assert_eq!(l.get(i).info.get().unwrap().source().line, 3);
     }
 }

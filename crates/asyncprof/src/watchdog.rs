@@ -342,7 +342,7 @@ impl Watchdog {
                 .get(s.location.load(Relaxed))
                 .info
                 .get()
-                .cloned()
+                .map(|k| k.source())
         });
         Active {
             raw: RawStall {
