@@ -74,9 +74,9 @@ const WAYS: usize = 2;
 /// (a span's creation or close) waits only for another writer of the same entry, which holds
 /// it for a load and at most two stores.
 ///
-/// Hand-written for the hot path: the registry's own lookup cost the layer tier 469 ns per
-/// poll where this table costs 193 (`cargo bench -p asyncprof --bench poll_overhead
-/// --features tokio-tracing`).
+/// Hand-written for the hot path: with the registry's own lookup the layer tier cost more than
+/// twice as much per poll (`cargo bench -p asyncprof --bench poll_overhead --features
+/// tokio-tracing`; the README's Overhead section has the figures).
 struct OpenTaskSpans {
     groups: Box<[Ways]>,
 }

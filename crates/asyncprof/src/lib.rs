@@ -62,15 +62,17 @@
 //!
 //! # Overhead
 //!
-//! Measured by `cargo bench -p asyncprof --bench poll_overhead -- --rounds 11` (1,000 tasks ×
-//! 2,000 `yield_now`, 2 workers, watchdog on) on a 2-core machine: the hooks tier runs at
-//! 0.82–0.86× the throughput of plain tokio (17–24 ns of CPU per poll, median of five runs
-//! 0.85×); the layer tier, with
-//! tokio's `tracing` feature, at 0.38× (193 ns per poll, `--features tokio-tracing -- --rounds
-//! 7`); side by side, `tracing-subscriber`'s registry with an empty layer is as slow (0.19×
-//! against the layer tier's 0.20× on `asyncprof-overhead`'s w1). Side by side with console-subscriber, tokio-metrics
-//! and dial9 on five workloads in fresh processes: `cargo run --release -p
-//! asyncprof-overhead`; the README's Overhead section has the table and what bounds it.
+//! Two benchmarks measure it; the README's Overhead section has their tables and what bounds
+//! them. Per poll, in one process (`cargo bench -p asyncprof --bench poll_overhead`, 1,000
+//! tasks × 2,000 `yield_now`, 2 workers): the hooks tier runs at 0.82–0.86× the throughput of
+//! plain tokio, 17–24 ns of CPU per poll; the layer tier, which needs tokio's `tracing`
+//! feature, at 0.38×, 193 ns per poll. Side by side with console-subscriber, tokio-metrics and
+//! dial9 on five workloads, each run in a fresh process (`cargo run --release -p
+//! asyncprof-overhead`): on w1-yield, the same per-poll workload, the hooks tier runs at 0.83×
+//! and the layer tier at 0.20×, where `tracing-subscriber`'s registry with an empty layer is
+//! already 0.19× (the layer tier's floor). The two benchmarks differ in how they count: the
+//! first alternates configurations in one process, the second charges each process's start
+//! and its whole CPU.
 //!
 //! # Limitations
 //!
