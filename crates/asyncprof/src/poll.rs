@@ -421,7 +421,8 @@ impl Recorder {
         }
     }
 
-    /// Add a worker's held untracked completions to their location. Called by the worker's
+    /// Hot path (rare: a held count handed on): add a worker's held untracked completions to
+    /// their location. Called by the worker's
     /// own thread (the only one that writes them): the count is taken out before it is added,
     /// so a snapshot in between misses it for a moment rather than counting it twice.
     pub(crate) fn release_held_completions(&self, held: &HeldCompletions) {
@@ -433,7 +434,8 @@ impl Recorder {
         self.add_untracked_completions(held.location.load(Relaxed), n);
     }
 
-    /// `n` untracked tasks spawned at location `li` completed. A location never counts more
+    /// Hot path (rare): `n` untracked tasks spawned at location `li` completed. A location
+    /// never counts more
     /// completions than spawns: tasks that end without having been seen spawning are not its.
     fn add_untracked_completions(&self, li: u32, n: u64) {
         if li == 0 {
@@ -505,8 +507,8 @@ fn publish_poll_end(t: &ThreadState, w: &Worker) -> bool {
     true
 }
 
-/// Whether worker `w` is inside a poll now (its state is odd). Acquire: pairs with the
-/// release stores above.
+/// Whether worker `w` is inside a poll now (its state is odd); for the watchdog's idle check.
+/// Acquire: pairs with the release stores above.
 #[inline]
 pub(crate) fn in_poll(w: &Worker) -> bool {
     w.state.load(Acquire) & 1 == 1

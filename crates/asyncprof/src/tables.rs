@@ -250,7 +250,8 @@ impl TaskTable {
         self.index(id).map(|i| &self.slots[i])
     }
 
-    /// Claim a slot for a new task; `None` when its neighbourhood is full.
+    /// Hot path (per task spawned): claim a slot for a new task; `None` when its
+    /// neighbourhood is full.
     pub(crate) fn claim(&self, id: u64) -> Option<&TaskSlot> {
         if id == 0 {
             return None;
@@ -280,7 +281,8 @@ impl TaskTable {
             .count() as u64
     }
 
-    /// Free slot `i` (from [`TaskTable::index`]) after its task's numbers were folded away.
+    /// Hot path (per task end): free slot `i` (from [`TaskTable::index`]) after its task's
+    /// numbers were folded away.
     pub(crate) fn release(&self, i: usize) {
         let slot = &self.slots[i];
         slot.counts.reset();
@@ -428,8 +430,8 @@ impl LocationTable {
         }
     }
 
-    /// The index of `loc`, interning it on first sight; 0 ("other") when the table is full.
-    /// Called once per spawned task.
+    /// Hot path (per task spawned): the index of `loc`, interning it on first sight; 0
+    /// ("other") when the table is full. Interning allocates nothing.
     pub(crate) fn intern(&self, loc: LocKey<'static>) -> (u32, bool) {
         let key = loc.hash();
         let mut i = (key as usize) & self.mask;
@@ -456,7 +458,8 @@ impl LocationTable {
         (0, false)
     }
 
-    /// The index of `loc` if it was interned, without interning it.
+    /// Hot path (per untracked task's end): the index of `loc` if it was interned, without
+    /// interning it.
     pub(crate) fn find(&self, loc: LocKey<'_>) -> Option<u32> {
         let key = loc.hash();
         let mut i = (key as usize) & self.mask;
