@@ -23,7 +23,9 @@ thread_local! {
 }
 
 /// Hold for the whole test: see [`SERIAL`]. Taken again on the same thread, it is a no-op.
-pub(crate) struct Serial(Option<MutexGuard<'static, ()>>);
+#[derive(Debug)]
+#[must_use = "the test runs alone only while this is held"]
+pub struct Serial(Option<MutexGuard<'static, ()>>);
 
 impl Drop for Serial {
     fn drop(&mut self) {
@@ -34,7 +36,7 @@ impl Drop for Serial {
 }
 
 /// Run this test alone: see [`SERIAL`].
-pub(crate) fn serial() -> Serial {
+pub fn serial() -> Serial {
     if HELD.with(Cell::get) {
         return Serial(None);
     }
@@ -59,7 +61,7 @@ fn note_clock_gaps(run: &RunFile) {
 /// Read back the run a recording wrote to `path` (removing the file) and count its clock gaps
 /// toward this attempt; then re-raise the workload's panic, if it had one, so a workload that
 /// failed an assertion still has its gaps counted.
-pub(crate) fn read_back<T>(path: &Path, workload: std::thread::Result<T>) -> (RunFile, T) {
+pub fn read_back<T>(path: &Path, workload: std::thread::Result<T>) -> (RunFile, T) {
     let run = asyncprof_format::read_path(path).unwrap();
     std::fs::remove_file(path).ok();
     note_clock_gaps(&run);
@@ -85,7 +87,7 @@ const ATTEMPTS: u32 = 4;
 /// The same holds for an attempt during which the hypervisor took CPU time from this machine
 /// (`steal` in `/proc/stat`): a worker whose CPU was taken mid-poll shows a longer poll, with
 /// the watchdog running on time on the other CPU.
-pub(crate) fn retry_if_disturbed(attempt: impl Fn()) {
+pub fn retry_if_disturbed(attempt: impl Fn()) {
     let _serial = serial();
     for n in 1..=ATTEMPTS {
         CLOCK_GAPS.with(|g| g.set(0));

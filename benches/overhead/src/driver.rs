@@ -116,8 +116,18 @@ fn traced_binary() -> anyhow::Result<PathBuf> {
     let dir = exe.parent().context("this binary has no directory")?;
     let path = dir.join("asyncprof-overhead-traced");
     if let Ok(cargo) = std::env::var("CARGO") {
+        // A cargo invocation of its own: built beside the lean driver, the `traced` feature
+        // would turn tokio's `tracing` on for every configuration.
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "asyncprof-overhead-traced"]);
+        cmd.args([
+            "build",
+            "-p",
+            "asyncprof-overhead",
+            "--bin",
+            "asyncprof-overhead-traced",
+            "--features",
+            "traced",
+        ]);
         match dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") => {}
             Some("release") => {
@@ -137,8 +147,9 @@ fn traced_binary() -> anyhow::Result<PathBuf> {
     }
     anyhow::ensure!(
         path.exists(),
-        "{} is missing: build it with `cargo build --release -p asyncprof-overhead-traced`, \
-         or run this benchmark through `cargo run --release -p asyncprof-overhead`",
+        "{} is missing: build it with `cargo build --release -p asyncprof-overhead \
+         --bin asyncprof-overhead-traced --features traced`, or run this benchmark through \
+         `cargo run --release -p asyncprof-overhead`",
         path.display()
     );
     Ok(path)
