@@ -3,6 +3,7 @@
 //!
 //! ```
 //! #[derive(clap::Parser)]
+//! #[command(name = "poll_overhead")]
 //! struct Args {
 //!     /// Rounds, each configuration once per round.
 //!     #[arg(long, default_value_t = 7)]
@@ -29,18 +30,22 @@ pub fn args<A: clap::Parser>() -> A {
 }
 
 /// Flags parsed into `A` from `argv` (the program's name first). The `--bench` that
-/// `cargo bench` passes is dropped, so that a benchmark declares only its own flags.
+/// `cargo bench` passes is dropped, so that a benchmark declares only its own flags; usage
+/// and errors name the benchmark by its command name (`#[command(name = "...")]`), not by the
+/// hashed file name cargo gives it.
 pub fn args_from<A, I, T>(argv: I) -> A
 where
     A: clap::Parser,
     I: IntoIterator<Item = T>,
     T: Into<OsString>,
 {
-    A::parse_from(
-        argv.into_iter()
-            .map(Into::into)
-            .filter(|a| a != CARGO_BENCH_FLAG),
-    )
+    let name = OsString::from(A::command().get_name());
+    let flags = argv
+        .into_iter()
+        .skip(1)
+        .map(Into::into)
+        .filter(|a| a != CARGO_BENCH_FLAG);
+    A::parse_from(std::iter::once(name).chain(flags))
 }
 
 /// The `q` quantile (0 to 1) of `values`: the value at rank `q × (n − 1)` among the sorted
@@ -79,6 +84,7 @@ mod tests {
     use super::*;
 
     #[derive(Debug, clap::Parser)]
+    #[command(name = "poll_overhead")]
     struct Args {
         #[arg(long, default_value_t = 7)]
         rounds: usize,

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use asyncprof_bench_support::quantile;
 use asyncprof_sampler::{Capture, SampleError, StackSampler};
 
-/// Flags (`cargo bench -p asyncprof-sampler --bench sample_cost -- --help`).
+/// What one stall stack costs, and how often the residual race hits.
 #[derive(clap::Parser)]
+#[command(name = "sample_cost")]
 struct Args {
     /// Samples of each thread, blocked and on CPU.
     #[arg(long, default_value_t = 2000)]

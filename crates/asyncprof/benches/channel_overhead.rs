@@ -15,8 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-/// Flags (`cargo bench -p asyncprof --bench channel_overhead -- --help`).
+/// What asyncprof's mpsc channel adds to tokio's, per send+recv pair.
 #[derive(clap::Parser)]
+#[command(name = "channel_overhead")]
 struct Args {
     /// Send+recv pairs per run.
     #[arg(long, default_value_t = 2_000_000)]

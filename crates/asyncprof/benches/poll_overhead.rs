@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 const WORKERS: usize = 2;
 
-/// Flags (`cargo bench -p asyncprof --bench poll_overhead -- --help`).
+/// Per-poll overhead of asyncprof on a yield-heavy workload.
 #[derive(clap::Parser)]
+#[command(name = "poll_overhead")]
 struct Args {
     /// Tasks spawned per run.
     #[arg(long, default_value_t = 1000)]
