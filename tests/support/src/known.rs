@@ -38,6 +38,11 @@ pub fn marked_line(file: &str, marker: &str) -> u32 {
 /// Keep the CPU busy for `d` without yielding (a CPU-bound poll of known length). The time
 /// goes to arithmetic in this function, the clock is read every few microseconds: a sampling
 /// profiler lands here, not in the vDSO's clock (which CPU profiles leave out).
+///
+/// Always inlined, so "here" is the caller: the tests name the function that burned the CPU
+/// (`burn_known_function`), and a caller whose last act is a call into another crate is left
+/// as a jump, its frame gone from every stack.
+#[inline(always)]
 pub fn spin(d: Duration) {
     let start = Instant::now();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
