@@ -22,7 +22,7 @@ thread_local! {
     static HELD: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Hold for the whole test: see [`SERIAL`]. Taken again on the same thread, it is a no-op.
+/// Hold for the whole test: see [`serial`]. Taken again on the same thread, it is a no-op.
 #[derive(Debug)]
 #[must_use = "the test runs alone only while this is held"]
 pub struct Serial(Option<MutexGuard<'static, ()>>);
@@ -35,7 +35,9 @@ impl Drop for Serial {
     }
 }
 
-/// Run this test alone: see [`SERIAL`].
+/// Run this test alone: one test of the binary at a time, as a recording needs the process
+/// to itself and a timing test measures wrong on cores another test keeps busy (the lock
+/// `SERIAL`, whose comment says more).
 pub fn serial() -> Serial {
     if HELD.with(Cell::get) {
         return Serial(None);
@@ -80,7 +82,7 @@ const ATTEMPTS: u32 = 4;
 /// the coarse clock and looks at every worker. A run file counts each time it woke more than
 /// four ticks late (`clock_gaps`): the machine did not give it a CPU, as when a virtual
 /// machine's host takes the CPUs for tens of milliseconds. An attempt that fails after such
-/// a gap measured the machine, not asyncprof, and is tried again, [`ATTEMPTS`] in all. An
+/// a gap measured the machine, not asyncprof, and is tried again, `ATTEMPTS` times in all. An
 /// attempt that fails without a gap fails the test at once, and so does the last one.
 /// The test runs alone ([`serial`]).
 ///
