@@ -184,25 +184,22 @@ fn parse_command(s: &str) -> Result<CommandLine, String> {
     }
 }
 
+/// A duration as humantime reads it (`500ms`, `10s`, `1.5s`, `2m`, `1m 30s`); a bare number is
+/// seconds. At most 24 h.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
+    // A bare number is seconds, as it always was; humantime wants a unit.
+    let bare = !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let parsed = if bare {
+        humantime::parse_duration(&format!("{s}s"))
+    } else {
+        humantime::parse_duration(s)
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    if !(0.0..=86_400.0).contains(&secs) {
+    let d = parsed.map_err(|e| format!("{s:?} is not a duration (e.g. 500ms, 10s, 2m): {e}"))?;
+    if d > Duration::from_secs(86_400) {
         return Err(format!("{s:?} is out of range (0 to 24 h)"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// Diagnosis thresholds from the environment, then the command line.
@@ -248,5 +245,33 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             variant,
             load,
         } => bench::child(&name, &variant, &load),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_with_units_or_bare_seconds() {
+        let ok = [
+            ("500ms", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("2m", Duration::from_secs(120)),
+            ("1.5m", Duration::from_secs(90)),
+            ("1m 30s", Duration::from_secs(90)),
+            ("10", Duration::from_secs(10)),
+            ("0.25", Duration::from_millis(250)),
+            (" 3s ", Duration::from_secs(3)),
+            ("0s", Duration::ZERO),
+            ("24h", Duration::from_secs(86_400)),
+        ];
+        for (s, d) in ok {
+            assert_eq!(parse_duration(s), Ok(d), "{s:?}");
+        }
+        for s in ["ten", "", "5 parsecs", "-1s", "25h", "1.2.3"] {
+            assert!(parse_duration(s).is_err(), "{s:?} accepted");
+        }
     }
 }

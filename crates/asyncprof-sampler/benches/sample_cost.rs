@@ -16,20 +16,19 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use asyncprof_bench_support::quantile;
 use asyncprof_sampler::{Capture, SampleError, StackSampler};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
+/// What one stall stack costs, and how often the residual race hits.
+#[derive(clap::Parser)]
+#[command(name = "sample_cost")]
+struct Args {
+    /// Samples of each thread, blocked and on CPU.
+    #[arg(long, default_value_t = 2000)]
+    samples: u64,
+    /// Seconds of each residual-race run.
+    #[arg(long, default_value_t = 3)]
+    race_secs: u64,
 }
 
 fn measure(
@@ -63,15 +62,16 @@ fn measure(
         return format!("no sample of {n} ({failed} failed)");
     }
     let ok = us.len();
+    let q = |v: &[f64], q: f64| quantile(v.iter().copied(), q).expect("one value a sample");
     format!(
         "median {:.1} µs, p99 {:.1} µs, {:.1} frames and {:.0} KiB each; on the sampled \
          thread median {:.1} µs, p99 {:.1} µs ({ok} samples, {failed} failed or other)",
-        quantile(&mut us, 0.5),
-        quantile(&mut us, 0.99),
+        q(&us, 0.5),
+        q(&us, 0.99),
         frames as f64 / ok as f64,
         bytes as f64 / ok as f64 / 1024.0,
-        quantile(&mut handler_us, 0.5),
-        quantile(&mut handler_us, 0.99),
+        q(&handler_us, 0.5),
+        q(&handler_us, 0.99),
     )
 }
 
@@ -96,8 +96,8 @@ fn thread_tid(f: impl FnOnce(&AtomicI32) + Send + 'static) -> Started {
 }
 
 fn main() {
-    let n = arg("--samples", 2000);
-    let race_secs = arg("--race-secs", 3);
+    let args: Args = asyncprof_bench_support::args();
+    let (n, race_secs) = (args.samples, args.race_secs);
     let mut sampler = StackSampler::install(asyncprof_sampler::default_signal()).unwrap();
 
     // Blocked in recv_from until the end.

@@ -15,31 +15,16 @@
 
 use std::time::{Duration, Instant};
 
+/// What asyncprof's mpsc channel adds to tokio's, per send+recv pair.
+#[derive(clap::Parser)]
+#[command(name = "channel_overhead")]
 struct Args {
+    /// Send+recv pairs per run.
+    #[arg(long, default_value_t = 2_000_000)]
     items: u64,
+    /// Rounds: each channel runs once per round, which one first alternating.
+    #[arg(long, default_value_t = 9)]
     rounds: usize,
-}
-
-fn parse_args() -> Args {
-    let mut a = Args {
-        items: 2_000_000,
-        rounds: 9,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut num = |name: &str| -> u64 {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} takes a whole number"))
-        };
-        match flag.as_str() {
-            "--items" => a.items = num("--items"),
-            "--rounds" => a.rounds = num("--rounds") as usize,
-            "--bench" => {}
-            other => panic!("unknown flag {other}; flags: --items N --rounds N"),
-        }
-    }
-    a
 }
 
 /// One workload written once for both channel implementations.
@@ -101,13 +86,8 @@ workloads!(
     |n| asyncprof::sync::mpsc::channel::<u64>("bench", n)
 );
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    let args = parse_args();
+    let args: Args = asyncprof_bench_support::args();
     println!(
         "send+recv pairs: {} per round, {} rounds, alternating tokio / asyncprof",
         args.items, args.rounds
@@ -119,7 +99,7 @@ fn main() {
     ];
     for (name, tokio_run, ours_run) in workloads {
         let (mut t, mut o, mut diff) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..args.rounds {
+        for round in 0..args.rounds.max(1) {
             // Alternate which goes first, so warm-up and drift hit both alike.
             let (a, b) = if round % 2 == 0 {
                 let a = tokio_run(args.items);
@@ -133,12 +113,15 @@ fn main() {
             o.push(per(b));
             diff.push(per(b) - per(a));
         }
-        let (mt, mo, md) = (median(&mut t), median(&mut o), median(&mut diff));
+        let median = |v: &[f64]| {
+            asyncprof_bench_support::median(v.iter().copied()).expect("one value a round")
+        };
+        let (mt, mo, md) = (median(&t), median(&o), median(&diff));
+        let (lo, hi) =
+            asyncprof_bench_support::range(diff.iter().copied()).expect("one value a round");
         println!(
             "{name:<10} tokio {mt:7.1} ns/pair   asyncprof {mo:7.1} ns/pair   added {md:+6.1} ns/pair \
-             (median of per-round differences; range {:+.1} to {:+.1})",
-            diff.first().copied().unwrap_or(0.0),
-            diff.last().copied().unwrap_or(0.0)
+             (median of per-round differences; range {lo:+.1} to {hi:+.1})"
         );
     }
 }

@@ -17,34 +17,19 @@ use std::time::{Duration, Instant};
 
 const WORKERS: usize = 2;
 
+/// Per-poll overhead of asyncprof on a yield-heavy workload.
+#[derive(clap::Parser)]
+#[command(name = "poll_overhead")]
 struct Args {
+    /// Tasks spawned per run.
+    #[arg(long, default_value_t = 1000)]
     tasks: usize,
+    /// `yield_now` calls per task.
+    #[arg(long, default_value_t = 2000)]
     yields: usize,
+    /// Rounds: each configuration runs once per round.
+    #[arg(long, default_value_t = 7)]
     rounds: usize,
-}
-
-fn parse_args() -> Args {
-    let mut a = Args {
-        tasks: 1000,
-        yields: 2000,
-        rounds: 7,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut num = |name: &str| -> usize {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} takes a whole number"))
-        };
-        match flag.as_str() {
-            "--tasks" => a.tasks = num("--tasks"),
-            "--yields" => a.yields = num("--yields"),
-            "--rounds" => a.rounds = num("--rounds"),
-            "--bench" => {}
-            other => panic!("unknown flag {other}; flags: --tasks N --yields N --rounds N"),
-        }
-    }
-    a
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -127,13 +112,14 @@ fn run(cfg: Config, guard: &asyncprof::Guard, args: &Args) -> Duration {
     tracing::dispatcher::with_default(&dispatch, || workload(&rt, args))
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+/// The median of `times`, in seconds.
+fn median_s(times: &[Duration]) -> f64 {
+    asyncprof_bench_support::median(times.iter().map(Duration::as_secs_f64))
+        .expect("at least one round")
 }
 
 fn main() {
-    let args = parse_args();
+    let args: Args = asyncprof_bench_support::args();
     let path = std::env::temp_dir().join(format!("asyncprof-bench-{}.run", std::process::id()));
     let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
     #[cfg_attr(not(feature = "tokio-tracing"), allow(unused_mut))]
@@ -159,18 +145,18 @@ fn main() {
         "{:<24} {:>10} {:>8} {:>12} {:>12}",
         "configuration", "median", "ratio", "polls/s", "ns/poll +"
     );
-    let base = median(&mut times[0].clone());
+    let base = median_s(&times[0]);
     for (i, cfg) in configs.iter().enumerate() {
-        let m = median(&mut times[i]);
-        let ratio = base.as_secs_f64() / m.as_secs_f64();
+        let m = median_s(&times[i]);
+        let ratio = base / m;
         // CPU time added per poll: wall time difference times the workers that ran it.
-        let added = (m.as_secs_f64() - base.as_secs_f64()) * 1e9 * WORKERS as f64 / polls;
+        let added = (m - base) * 1e9 * WORKERS as f64 / polls;
         println!(
             "{:<24} {:>8.1}ms {:>7.2}x {:>12.0} {:>12.1}",
             cfg.name(),
-            m.as_secs_f64() * 1e3,
+            m * 1e3,
             ratio,
-            polls / m.as_secs_f64(),
+            polls / m,
             added
         );
     }

@@ -1,10 +1,8 @@
 //! Test harness: record a workload on an instrumented runtime and read the run file back.
 
-mod known;
-mod serial;
-
-pub(crate) use known::{location, marked_line, spin};
-pub(crate) use serial::{read_back, retry_if_disturbed, serial};
+pub(crate) use asyncprof_test_support::{
+    location, marked_line, read_back, retry_if_disturbed, serial, spin,
+};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

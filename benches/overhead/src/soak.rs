@@ -169,13 +169,13 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
         warm.len() >= 2,
         "fewer than two samples after the warm-up: run longer than --warmup"
     );
-    let mut rss: Vec<u64> = warm.iter().map(|l| l.rss_kib).collect();
-    rss.sort_unstable();
-    let rss_median = rss[rss.len() / 2] as f64;
+    let rss: Vec<f64> = warm.iter().map(|l| l.rss_kib as f64).collect();
+    let rss_median =
+        asyncprof_bench_support::median(rss.iter().copied()).expect("two samples or more");
     // The largest departure from the median, either way.
     let spread = rss
         .iter()
-        .map(|&k| (k as f64 - rss_median).abs())
+        .map(|&k| (k - rss_median).abs())
         .fold(0.0, f64::max)
         / rss_median
         * 100.0;

@@ -22,8 +22,10 @@ thread_local! {
     static HELD: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Hold for the whole test: see [`SERIAL`]. Taken again on the same thread, it is a no-op.
-pub(crate) struct Serial(Option<MutexGuard<'static, ()>>);
+/// Hold for the whole test: see [`serial`]. Taken again on the same thread, it is a no-op.
+#[derive(Debug)]
+#[must_use = "the test runs alone only while this is held"]
+pub struct Serial(Option<MutexGuard<'static, ()>>);
 
 impl Drop for Serial {
     fn drop(&mut self) {
@@ -33,8 +35,10 @@ impl Drop for Serial {
     }
 }
 
-/// Run this test alone: see [`SERIAL`].
-pub(crate) fn serial() -> Serial {
+/// Run this test alone: one test of the binary at a time, as a recording needs the process
+/// to itself and a timing test measures wrong on cores another test keeps busy (the lock
+/// `SERIAL`, whose comment says more).
+pub fn serial() -> Serial {
     if HELD.with(Cell::get) {
         return Serial(None);
     }
@@ -59,7 +63,7 @@ fn note_clock_gaps(run: &RunFile) {
 /// Read back the run a recording wrote to `path` (removing the file) and count its clock gaps
 /// toward this attempt; then re-raise the workload's panic, if it had one, so a workload that
 /// failed an assertion still has its gaps counted.
-pub(crate) fn read_back<T>(path: &Path, workload: std::thread::Result<T>) -> (RunFile, T) {
+pub fn read_back<T>(path: &Path, workload: std::thread::Result<T>) -> (RunFile, T) {
     let run = asyncprof_format::read_path(path).unwrap();
     std::fs::remove_file(path).ok();
     note_clock_gaps(&run);
@@ -78,14 +82,14 @@ const ATTEMPTS: u32 = 4;
 /// the coarse clock and looks at every worker. A run file counts each time it woke more than
 /// four ticks late (`clock_gaps`): the machine did not give it a CPU, as when a virtual
 /// machine's host takes the CPUs for tens of milliseconds. An attempt that fails after such
-/// a gap measured the machine, not asyncprof, and is tried again, [`ATTEMPTS`] in all. An
+/// a gap measured the machine, not asyncprof, and is tried again, `ATTEMPTS` times in all. An
 /// attempt that fails without a gap fails the test at once, and so does the last one.
 /// The test runs alone ([`serial`]).
 ///
 /// The same holds for an attempt during which the hypervisor took CPU time from this machine
 /// (`steal` in `/proc/stat`): a worker whose CPU was taken mid-poll shows a longer poll, with
 /// the watchdog running on time on the other CPU.
-pub(crate) fn retry_if_disturbed(attempt: impl Fn()) {
+pub fn retry_if_disturbed(attempt: impl Fn()) {
     let _serial = serial();
     for n in 1..=ATTEMPTS {
         CLOCK_GAPS.with(|g| g.set(0));

@@ -9,9 +9,10 @@
 //! ```
 //!
 //! Configurations that need tokio's `tracing` feature (asyncprof's layer tier,
-//! console-subscriber, and plain tokio with the feature compiled in) run in a second binary,
-//! `asyncprof-overhead-traced`, built from this crate with the `traced` feature: cargo unifies
-//! features across one build, so a single binary would make every configuration pay for it.
+//! console-subscriber, and plain tokio with the feature compiled in) run in a second binary of
+//! this package, `asyncprof-overhead-traced`, which requires the `traced` feature and which the
+//! driver builds in a cargo invocation of its own: cargo unifies features across one build, so
+//! a single binary would make every configuration pay for it.
 //!
 //! This library holds the worker side: [`Config`] sets a runtime up, [`Workload`] runs on it,
 //! and [`worker_main`] measures one run and prints it as one JSON line.

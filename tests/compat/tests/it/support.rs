@@ -3,13 +3,9 @@
 use asyncprof_format::RunFile;
 use tracing_subscriber::layer::SubscriberExt;
 
-#[path = "../../../asyncprof/tests/it/support/known.rs"]
-mod known;
-#[path = "../../../asyncprof/tests/it/support/serial.rs"]
-mod serial;
-
-pub(crate) use known::{location, marked_line, spin};
-pub(crate) use serial::{read_back, retry_if_disturbed, serial};
+pub(crate) use asyncprof_test_support::{
+    location, marked_line, read_back, retry_if_disturbed, serial, spin,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Tier {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use asyncprof_format::{LocationStats, RunFile};
 
 /// The spawn location whose line is `line` in a file ending with `file`.
-pub(crate) fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStats {
+pub fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a LocationStats {
     let snap = run.snapshot.as_ref().expect("a snapshot");
     snap.locations
         .iter()
@@ -23,8 +23,8 @@ pub(crate) fn location<'a>(run: &'a RunFile, file: &str, line: u32) -> &'a Locat
 }
 
 /// The 1-based line of the spawn call that follows the comment `// spawn: {marker}` in `file`
-/// (as `file!()` names it).
-pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
+/// (as `file!()` names it: relative to the workspace root).
+pub fn marked_line(file: &str, marker: &str) -> u32 {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let text = std::fs::read_to_string(root.join(file)).unwrap();
     let needle = format!("// spawn: {marker}");
@@ -38,7 +38,12 @@ pub(crate) fn marked_line(file: &str, marker: &str) -> u32 {
 /// Keep the CPU busy for `d` without yielding (a CPU-bound poll of known length). The time
 /// goes to arithmetic in this function, the clock is read every few microseconds: a sampling
 /// profiler lands here, not in the vDSO's clock (which CPU profiles leave out).
-pub(crate) fn spin(d: Duration) {
+///
+/// Always inlined, so "here" is the caller: the tests name the function that burned the CPU
+/// (`burn_known_function`), and a caller whose last act is a call into another crate is left
+/// as a jump, its frame gone from every stack.
+#[inline(always)]
+pub fn spin(d: Duration) {
     let start = Instant::now();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     while start.elapsed() < d {

@@ -11,6 +11,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use asyncprof_bench_support::{median, range};
+
 use crate::{Config, Params, Sample, Size, Workload};
 
 /// asyncprof's side-by-side overhead benchmark.
@@ -116,8 +118,18 @@ fn traced_binary() -> anyhow::Result<PathBuf> {
     let dir = exe.parent().context("this binary has no directory")?;
     let path = dir.join("asyncprof-overhead-traced");
     if let Ok(cargo) = std::env::var("CARGO") {
+        // A cargo invocation of its own: built beside the lean driver, the `traced` feature
+        // would turn tokio's `tracing` on for every configuration.
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "asyncprof-overhead-traced"]);
+        cmd.args([
+            "build",
+            "-p",
+            "asyncprof-overhead",
+            "--bin",
+            "asyncprof-overhead-traced",
+            "--features",
+            "traced",
+        ]);
         match dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") => {}
             Some("release") => {
@@ -137,8 +149,9 @@ fn traced_binary() -> anyhow::Result<PathBuf> {
     }
     anyhow::ensure!(
         path.exists(),
-        "{} is missing: build it with `cargo build --release -p asyncprof-overhead-traced`, \
-         or run this benchmark through `cargo run --release -p asyncprof-overhead`",
+        "{} is missing: build it with `cargo build --release -p asyncprof-overhead \
+         --bin asyncprof-overhead-traced --features traced`, or run this benchmark through \
+         `cargo run --release -p asyncprof-overhead`",
         path.display()
     );
     Ok(path)
@@ -299,55 +312,38 @@ struct Report {
     targets: Vec<Target>,
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
 fn tput(s: &Sample) -> f64 {
     s.items as f64 / s.wall_s.max(1e-9)
 }
 
 fn table(workload: Workload, p: &Params, polls: Option<u64>, runs: &[(Config, Runs)]) -> Table {
     let plain = &runs[0].1;
-    let plain_tput = median(plain.samples().map(tput).collect());
-    let plain_cpu = median(plain.samples().map(|s| s.cpu_s).collect());
-    let plain_rss = median(plain.samples().map(|s| s.peak_rss_kib as f64).collect());
+    let plain_tput = median(plain.samples().map(tput));
+    let plain_cpu = median(plain.samples().map(|s| s.cpu_s));
+    let plain_rss = median(plain.samples().map(|s| s.peak_rss_kib as f64));
     let rows = runs
         .iter()
         .map(|(config, r)| {
-            let t = median(r.samples().map(tput).collect());
-            let per_round: Vec<f64> = r
-                .by_round
-                .iter()
-                .zip(&plain.by_round)
-                .filter_map(|(c, b)| Some(tput(c.as_ref()?) / tput(b.as_ref()?)))
-                .collect();
-            let cpu = median(r.samples().map(|s| s.cpu_s).collect());
-            let rss = median(r.samples().map(|s| s.peak_rss_kib as f64).collect());
-            let out = median(
-                r.samples()
-                    .filter_map(|s| s.output_bytes.map(|b| b as f64))
-                    .collect(),
+            let t = median(r.samples().map(tput));
+            let per_round = range(
+                r.by_round
+                    .iter()
+                    .zip(&plain.by_round)
+                    .filter_map(|(c, b)| Some(tput(c.as_ref()?) / tput(b.as_ref()?))),
             );
+            let cpu = median(r.samples().map(|s| s.cpu_s));
+            let rss = median(r.samples().map(|s| s.peak_rss_kib as f64));
+            let out = median(r.samples().filter_map(|s| s.output_bytes.map(|b| b as f64)));
             Row {
                 config: config.key(),
                 label: config.label(),
                 runs: r.count(),
                 stopped: r.stopped,
-                median_s: median(r.samples().map(|s| s.wall_s).collect()),
+                median_s: median(r.samples().map(|s| s.wall_s)),
                 throughput: t,
                 ratio: t.zip(plain_tput).map(|(t, b)| t / b),
-                ratio_min: per_round.iter().copied().reduce(f64::min),
-                ratio_max: per_round.iter().copied().reduce(f64::max),
+                ratio_min: per_round.map(|(lo, _)| lo),
+                ratio_max: per_round.map(|(_, hi)| hi),
                 ns_per_poll: cpu
                     .zip(plain_cpu)
                     .zip(polls)

@@ -1,0 +1,132 @@
+//! What asyncprof's benchmarks share: their flags, parsed with clap ([`args`]), and the
+//! medians, quantiles and ranges they report ([`median`], [`quantile`], [`range`]).
+//!
+//! ```
+//! #[derive(clap::Parser)]
+//! #[command(name = "poll_overhead")]
+//! struct Args {
+//!     /// Rounds, each configuration once per round.
+//!     #[arg(long, default_value_t = 7)]
+//!     rounds: usize,
+//! }
+//!
+//! let args: Args = asyncprof_bench_support::args_from(["bench", "--bench", "--rounds", "3"]);
+//! assert_eq!(args.rounds, 3);
+//! assert_eq!(asyncprof_bench_support::median([3.0, 1.0, 2.0, 10.0]), Some(2.5));
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+
+/// The flag `cargo bench` passes to a benchmark built with `harness = false`.
+const CARGO_BENCH_FLAG: &str = "--bench";
+
+/// This benchmark's flags, parsed from the command line into `A`: see [`args_from`].
+///
+/// Bad flags print clap's usage and exit with status 2; `--help` prints the flags.
+pub fn args<A: clap::Parser>() -> A {
+    args_from(std::env::args_os())
+}
+
+/// Flags parsed into `A` from `argv` (the program's name first). The `--bench` that
+/// `cargo bench` passes is dropped, so that a benchmark declares only its own flags; usage
+/// and errors name the benchmark by its command name (`#[command(name = "...")]`), not by the
+/// hashed file name cargo gives it.
+pub fn args_from<A, I, T>(argv: I) -> A
+where
+    A: clap::Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let name = OsString::from(A::command().get_name());
+    let flags = argv
+        .into_iter()
+        .skip(1)
+        .map(Into::into)
+        .filter(|a| a != CARGO_BENCH_FLAG);
+    A::parse_from(std::iter::once(name).chain(flags))
+}
+
+/// The `q` quantile (0 to 1) of `values`: the value at rank `q × (n − 1)` among the sorted
+/// values, interpolated linearly between the two nearest ranks; `None` when there are no
+/// values.
+pub fn quantile(values: impl IntoIterator<Item = f64>, q: f64) -> Option<f64> {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    if lo == hi {
+        return Some(v[lo]);
+    }
+    Some(v[lo] + (v[hi] - v[lo]) * (rank - lo as f64))
+}
+
+/// The median of `values` (the mean of the two middle values when there is an even number of
+/// them); `None` when there are none.
+pub fn median(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    quantile(values, 0.5)
+}
+
+/// The smallest and the largest of `values`; `None` when there are none.
+pub fn range(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
+    values.into_iter().fold(None, |acc, x| match acc {
+        None => Some((x, x)),
+        Some((lo, hi)) => Some((lo.min(x), hi.max(x))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    #[command(name = "poll_overhead")]
+    struct Args {
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        #[arg(long, default_value_t = 1000)]
+        tasks: u64,
+    }
+
+    #[test]
+    fn flags_parse_with_or_without_the_flag_cargo_bench_passes() {
+        let a: Args = args_from(["poll_overhead", "--tasks", "20", "--bench", "--rounds", "1"]);
+        assert_eq!((a.rounds, a.tasks), (1, 20));
+        let a: Args = args_from(["poll_overhead"]);
+        assert_eq!((a.rounds, a.tasks), (7, 1000));
+    }
+
+    #[test]
+    fn unknown_flags_and_bad_numbers_are_errors() {
+        use clap::Parser;
+        assert!(Args::try_parse_from(["b", "--items", "3"]).is_err());
+        assert!(Args::try_parse_from(["b", "--rounds", "three"]).is_err());
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median([5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median([7.0]), Some(7.0));
+        assert_eq!(median([]), None);
+    }
+
+    #[test]
+    fn quantiles_interpolate_between_ranks() {
+        let v: Vec<f64> = (0..=100).map(f64::from).collect();
+        assert_eq!(quantile(v.iter().copied(), 0.99), Some(99.0));
+        assert_eq!(quantile([0.0, 10.0], 0.25), Some(2.5));
+        assert_eq!(quantile([1.0, 2.0], 0.0), Some(1.0));
+        assert_eq!(quantile([1.0, 2.0], 1.0), Some(2.0));
+    }
+
+    #[test]
+    fn range_is_smallest_and_largest() {
+        assert_eq!(range([2.0, -1.0, 5.0]), Some((-1.0, 5.0)));
+        assert_eq!(range([]), None);
+    }
+}
