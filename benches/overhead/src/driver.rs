@@ -548,10 +548,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         size: args.size,
         rounds: args.rounds,
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
+        kernel: asyncprof_sampler::procfs::kernel_release().unwrap_or_default(),
         tables,
         targets,
     };

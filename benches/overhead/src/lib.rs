@@ -195,21 +195,7 @@ pub fn process_cpu() -> Duration {
 
 /// Peak resident set of this process, KiB.
 pub fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| proc_status_kib(&s, "VmHWM:"))
-        .unwrap_or(0)
-}
-
-/// A `kB` line of a `/proc/PID/status` text.
-pub fn proc_status_kib(status: &str, field: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    asyncprof_sampler::procfs::own_status_kib("VmHWM:").unwrap_or(0)
 }
 
 /// The worker's entry point: `--worker CONFIG WORKLOAD SIZE` runs one workload once and prints

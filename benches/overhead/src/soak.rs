@@ -53,17 +53,16 @@ struct Look {
 }
 
 fn look(pid: u32, run: &Path, t0: Instant) -> Option<Look> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let count = |dir: String| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    use asyncprof_sampler::procfs;
     let (snapshots, stalls, read_error) = match asyncprof_format::read_path(run) {
         Ok(r) => (Some(r.series.len()), Some(r.stalls.len()), None),
         Err(e) => (None, None, Some(e.to_string())),
     };
     Some(Look {
         t_s: t0.elapsed().as_secs_f64(),
-        rss_kib: crate::proc_status_kib(&status, "VmRSS:")?,
-        threads: count(format!("/proc/{pid}/task")),
-        fds: count(format!("/proc/{pid}/fd")),
+        rss_kib: procfs::status_kib(pid, "VmRSS:")?,
+        threads: procfs::thread_count(pid),
+        fds: procfs::fd_count(pid),
         run_file_bytes: std::fs::metadata(run).map_or(0, |m| m.len()),
         snapshots,
         stalls,
