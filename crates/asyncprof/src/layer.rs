@@ -306,7 +306,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     /// Hot path (per span created): a task span starts its task (see
-    /// [`Recorder::task_spawned`]); a user span becomes a stage. The one allocation a span may
+    /// `Recorder::task_spawned`); a user span becomes a stage. The one allocation a span may
     /// cost happens here.
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let meta = attrs.metadata();
@@ -352,7 +352,7 @@ where
     }
 
     /// Hot path (per span enter): a task span's enter is a poll's start (see
-    /// [`Recorder::poll_start`]); a stage's, the start of its busy time. Open task spans are
+    /// `Recorder::poll_start`); a stage's, the start of its busy time. Open task spans are
     /// found in a fixed table without touching the registry.
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         if let Some(task) = self.open.find(id.into_u64()) {
@@ -371,7 +371,7 @@ where
     }
 
     /// Hot path (per span exit): a task span's exit ends its poll (see
-    /// [`Recorder::poll_end`]); a stage's adds to its busy time.
+    /// `Recorder::poll_end`); a stage's adds to its busy time.
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         if let Some(task) = self.open.find(id.into_u64()) {
             if task != NOT_A_TASK {
@@ -392,7 +392,7 @@ where
         }
     }
 
-    /// Hot path (per event): tokio's waker events wake a task (see [`Recorder::task_woken`]);
+    /// Hot path (per event): tokio's waker events wake a task (see `Recorder::task_woken`);
     /// every other event is left at the first comparison of its target.
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         if event.metadata().target() != "tokio::task::waker" {
@@ -419,7 +419,7 @@ where
     }
 
     /// Hot path (per span closed): a task span's close ends its task (see
-    /// [`Recorder::task_closed_by_layer`]); a stage's records its latency.
+    /// `Recorder::task_closed_by_layer`); a stage's records its latency.
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         if let Some(task) = self.open.remove(id.into_u64()) {
             if task != NOT_A_TASK {
