@@ -166,9 +166,15 @@ struct ReportArgs {
     /// Override a diagnosis threshold, NAME=VALUE (repeatable).
     #[arg(long, value_name = "NAME=VALUE")]
     diagnose: Vec<String>,
+    /// Score the findings against the defects marked in a program's source, as `bench` does:
+    /// every `// asyncprof-expect: KIND` comment in the .rs files under DIR is a defect that
+    /// must be found at its line with that kind, and every finding must match one. Prints the
+    /// score; exits 1 unless recall and precision are both 100% (a clean twin: no marker, no
+    /// finding).
+    #[arg(long, value_name = "DIR")]
+    expect_markers: Option<PathBuf>,
 }
 
-/// Parse `500ms`, `10s`, `2m` or a bare number of seconds.
 /// A command line split into words as a shell would (quotes, backslashes), for running it
 /// without a shell: the program, then its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -102,5 +102,73 @@ pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
             stdout.flush().context("cannot write to standard output")?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    match &args.expect_markers {
+        Some(dir) => score_against(dir, &summary.findings),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The markers in the Rust sources under `dir`, with paths relative to it (as the compiler
+/// names a crate's files: `src/main.rs`). Skips `target` folders and hidden ones.
+fn markers_under(dir: &Path) -> Result<Vec<asyncprof_report::Marker>> {
+    let mut markers = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    let mut files = 0usize;
+    while let Some(d) = todo.pop() {
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("cannot read folder {}", d.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot read folder {}", d.display()))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if kind.is_dir() && name != "target" && !name.starts_with('.') {
+                todo.push(path);
+            } else if kind.is_file() && name.ends_with(".rs") {
+                files += 1;
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let rel = path.strip_prefix(dir).unwrap_or(&path);
+                markers.extend(asyncprof_report::markers_in(&rel.to_string_lossy(), &text));
+            }
+        }
+    }
+    anyhow::ensure!(
+        files > 0,
+        "no Rust source under {} to read markers from",
+        dir.display()
+    );
+    markers.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    Ok(markers)
+}
+
+/// Print how `findings` score against the markers under `dir`; 1 unless perfect.
+fn score_against(dir: &Path, findings: &[asyncprof_report::Finding]) -> Result<ExitCode> {
+    let markers = markers_under(dir)?;
+    let score = asyncprof_report::Score::of(findings, &markers);
+    eprintln!(
+        "score against {}: recall {:.0}% ({}/{} marked defects found), precision {:.0}% ({}/{} \
+         findings expected)",
+        dir.display(),
+        score.recall() * 100.0,
+        score.matched_markers,
+        score.expected,
+        score.precision() * 100.0,
+        score.matched_findings,
+        score.found
+    );
+    for m in &score.missed {
+        eprintln!("  missed: {} at {}:{}", m.kind, m.file, m.line);
+    }
+    for u in &score.unexpected {
+        eprintln!("  unexpected: {u}");
+    }
+    Ok(if score.perfect() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

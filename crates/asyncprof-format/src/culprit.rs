@@ -33,6 +33,8 @@ pub fn is_user_frame(frame: &Frame) -> bool {
     // `<home>/git/checkouts/<repo>-<hash>/<rev>/`.
     let foreign_file = !file.ends_with(".rs")
         || file.starts_with("/rustc/")
+        // The standard library's own dependencies (hashbrown, …), as the toolchain names them.
+        || file.starts_with("/rust/deps/")
         || file.contains("/registry/src/")
         || file.contains("/git/checkouts/")
         || file.contains("/.cargo/registry/")
@@ -235,6 +237,22 @@ mod tests {
         let (p, c) = primitive_and_culprit(&frames);
         assert_eq!(c.unwrap().line, Some(37));
         assert!(p.unwrap().function.starts_with("ureq::"));
+    }
+
+    /// A stall inside a std collection names the user's line, not std's own hashbrown (whose
+    /// files the toolchain names `/rust/deps/...`).
+    #[test]
+    fn the_standard_librarys_dependencies_are_not_user_code() {
+        let frames = [
+            fr(
+                "make_hash<*const u8, fnv::FnvHasher>",
+                Some("/rust/deps/hashbrown-0.16.1/src/map.rs"),
+                258,
+            ),
+            fr("app::index", Some("/work/app/src/index.rs"), 12),
+        ];
+        let (_, c) = primitive_and_culprit(&frames);
+        assert_eq!(c.unwrap().file.as_deref(), Some("/work/app/src/index.rs"));
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use findings::{diagnose, diagnose_with, stall_kind, Finding, FindingLocation
 pub use folded::folded_stalls;
 pub use html::{render_html, render_index, IndexRow};
 pub use queues::QueueEvidence;
-pub use score::{Marker, Score, LINE_WINDOW};
+pub use score::{markers_in, Marker, Score, LINE_WINDOW, MARK};
 pub use summary::{
     Latency, LocationSummary, QueueSummary, RuntimeSummary, StageSummary, Summary, TaskStalls,
     TaskSummary, WorkerSummary, SIGNALS_OFF,

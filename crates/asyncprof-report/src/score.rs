@@ -40,6 +40,37 @@ impl Marker {
     }
 }
 
+/// What marks a defect's line in a program's source: `// asyncprof-expect: KIND` (several
+/// kinds separated by commas or spaces).
+pub const MARK: &str = "// asyncprof-expect: ";
+
+/// The markers in `source`, the text of the file named `file`.
+///
+/// ```
+/// let src = "fn main() {\n    std::thread::sleep(d); // asyncprof-expect: blocking-call\n}\n";
+/// let m = asyncprof_report::markers_in("src/main.rs", src);
+/// assert_eq!(m, [asyncprof_report::Marker::new("blocking-call", "src/main.rs", 2)]);
+/// ```
+pub fn markers_in(file: &str, source: &str) -> Vec<Marker> {
+    source
+        .lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let at = l.find(MARK)?;
+            let kinds = &l[at + MARK.len()..];
+            Some(
+                kinds
+                    .split([',', ' '])
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| Marker::new(k, file, i as u32 + 1))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect()
+}
+
 /// How a run's findings compare with its markers.
 #[derive(Debug, Clone, Default, Serialize)]
 #[non_exhaustive]

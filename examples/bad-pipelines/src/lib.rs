@@ -201,26 +201,13 @@ pub struct Expected {
 
 /// The markers in `source` (a pipeline's file, as text).
 pub fn markers(file: &str, source: &str) -> Vec<Expected> {
-    const MARK: &str = "// asyncprof-expect: ";
-    source
-        .lines()
-        .enumerate()
-        .filter_map(|(i, l)| {
-            let at = l.find(MARK)?;
-            let kinds = l[at + MARK.len()..].trim();
-            Some(
-                kinds
-                    .split([',', ' '])
-                    .filter(|k| !k.is_empty())
-                    .map(|k| Expected {
-                        kind: k.to_string(),
-                        file: file.to_string(),
-                        line: i as u32 + 1,
-                    })
-                    .collect::<Vec<_>>(),
-            )
+    asyncprof_report::markers_in(file, source)
+        .into_iter()
+        .map(|m| Expected {
+            kind: m.kind,
+            file: m.file,
+            line: m.line,
         })
-        .flatten()
         .collect()
 }
 

@@ -143,6 +143,55 @@ fn run_with_its_own_load_client_finds_the_blocking_line() {
         "{findings:#?}"
     );
 
+    // Scored against the markers of a source tree, as `bench` scores its pipelines: the
+    // demo's own source (its marker on the blocking line) passes; the same source without
+    // the marker (a clean twin that was not clean) and with the marker on another line fail.
+    let run_file = dir.join("demo_service.run");
+    let src = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo_service.rs"),
+    )
+    .unwrap();
+    let score = |name: &str, text: &str| {
+        let tree = dir.join(name);
+        std::fs::create_dir_all(tree.join("examples")).unwrap();
+        std::fs::write(tree.join("examples/demo_service.rs"), text).unwrap();
+        asyncprof(&[
+            "report",
+            run_file.to_str().unwrap(),
+            "--json",
+            "--expect-markers",
+            tree.to_str().unwrap(),
+        ])
+    };
+    let out = score("marked", &src);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("recall 100% (1/1 marked defects found), precision 100% (1/1"),
+        "{err}"
+    );
+    let unmarked = src.replace("// asyncprof-expect: blocking-call", "");
+    let out = score("unmarked", &unmarked);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unexpected: blocking-call at"), "{err}");
+    let moved = format!("{unmarked}\n// asyncprof-expect: blocking-call\n");
+    let out = score("moved", &moved);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("missed: blocking-call at examples/demo_service.rs"),
+        "{err}"
+    );
+    let out = asyncprof(&[
+        "report",
+        run_file.to_str().unwrap(),
+        "--expect-markers",
+        dir.join("no-such-folder").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read folder"));
+
     // A client that fails: its status is shown, the report is still written, exit 1.
     let dir2 = temp("run-load-cmd-fails");
     let out = run_demo_under(&dir2, |port| {
