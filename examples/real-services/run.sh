@@ -80,16 +80,16 @@ prepare() {
         patch --quiet -p1 -d "$dir" <"$HERE/$name/$p.patch"
     done
     # Built from its own folder, so that its .cargo/config.toml (tokio_unstable, from the wrap
-    # patch) applies. One target folder per service: the twins share their dependencies'
-    # builds. `plain` (without asyncprof) is built without tokio_unstable, as the server ships
-    # (an empty RUSTFLAGS overrides every config file's rustflags).
+    # patch) applies. One target folder for every server and twin: they share their
+    # dependencies' builds (tokio, axum, hyper). `plain` (without asyncprof) is built without
+    # tokio_unstable, as the server ships (an empty RUSTFLAGS overrides every config file's).
     if [ "$variant" = plain ]; then
-        (cd "$dir" && RUSTFLAGS="" CARGO_TARGET_DIR="$WORK/$name/target" \
+        (cd "$dir" && RUSTFLAGS="" CARGO_TARGET_DIR="$WORK/target" \
             cargo build --quiet --release) >&2
     else
-        (cd "$dir" && CARGO_TARGET_DIR="$WORK/$name/target" cargo build --quiet --release) >&2
+        (cd "$dir" && CARGO_TARGET_DIR="$WORK/target" cargo build --quiet --release) >&2
     fi
-    cp "$WORK/$name/target/release/$name" "$WORK/$name/$variant.bin"
+    cp "$WORK/target/release/$name" "$WORK/$name/$variant.bin"
     echo "$WORK/$name/$variant.bin"
 }
 
@@ -141,12 +141,12 @@ throughput() {
             echo "   round $round $variant: $r requests/s"
         done
     done
-    python3 - "$name" "${without[*]}" "${with[*]}" <<'EOF'
+    python3 - "$name ${load##* }" "${without[*]}" "${with[*]}" <<'EOF'
 import statistics, sys
 name, without, with_ = sys.argv[1], list(map(float, sys.argv[2].split())), list(map(float, sys.argv[3].split()))
 a, b = statistics.median(without), statistics.median(with_)
-print(f"== {name}: without asyncprof {a:.0f} requests/s (runs {min(without):.0f}-{max(without):.0f}), "
-      f"with {b:.0f} ({min(with_):.0f}-{max(with_):.0f}): ratio {b / a:.2f}")
+print(f"== {name}: without asyncprof {a:.1f} requests/s (runs {min(without):.1f}-{max(without):.1f}), "
+      f"with {b:.1f} ({min(with_):.1f}-{max(with_):.1f}): ratio {b / a:.3f}")
 EOF
 }
 
@@ -178,6 +178,7 @@ for i in range(40):
     parts.append("```\n\n")
 open(sys.argv[1], "w").write("".join(parts))
 EOF
+    echo "<!doctype html><title>ok</title><p>ok</p>" >"$site/small.html"
     prepare $name 0.11.0 bad wrap defect >/dev/null
     prepare $name 0.11.0 fixed wrap fix >/dev/null
     for variant in bad fixed; do
@@ -190,6 +191,9 @@ EOF
         prepare $name 0.11.0 plain fix >/dev/null
         port=$(free_port)
         throughput $name wrk "wrk -t1 -c4 -d4s http://127.0.0.1:$port/doc.md" "$port" -- \
+            @BIN@ -x -a "127.0.0.1:$port" "$site"
+        # Many cheap requests: what asyncprof costs per request, not per rendering.
+        throughput $name wrk "wrk -t1 -c8 -d4s http://127.0.0.1:$port/small.html" "$port" -- \
             @BIN@ -x -a "127.0.0.1:$port" "$site"
     fi
 fi
@@ -210,6 +214,7 @@ with open(sys.argv[1], "w") as f:
     for i in range(60000):
         f.write(f"{i} " + " ".join(random.choice(words) for _ in range(8)) + f" {random.random():.6f}\n")
 EOF
+    echo "<!doctype html><title>ok</title><p>ok</p>" >"$site/small.html"
     prepare $name 0.8.1 bad wrap defect >/dev/null
     prepare $name 0.8.1 fixed wrap >/dev/null
     for variant in bad fixed; do
@@ -222,7 +227,9 @@ EOF
     if [ "$THROUGHPUT" = 1 ]; then
         prepare $name 0.8.1 plain >/dev/null
         port=$(free_port)
-        throughput $name ab "ab -q -n 300 -c 4 -H Accept-Encoding:gzip http://127.0.0.1:$port/log.txt" \
+        throughput $name ab "ab -q -n 120 -c 4 -H Accept-Encoding:gzip http://127.0.0.1:$port/log.txt" \
+            "$port" -- @BIN@ --ip 127.0.0.1 --port "$port" --compress txt --silent --threads 2 "$site"
+        throughput $name wrk "wrk -t1 -c8 -d4s http://127.0.0.1:$port/small.html" \
             "$port" -- @BIN@ --ip 127.0.0.1 --port "$port" --compress txt --silent --threads 2 "$site"
     fi
 fi

@@ -72,7 +72,7 @@ impl Workload {
                 SLEEP.as_millis()
             ),
             Workload::Pipeline => format!(
-                "bad-pipelines log-aggregator (fixed), {} load",
+                "asyncprof-pipelines log-aggregator (fixed), {} load",
                 p.pipeline_load.name()
             ),
         }
@@ -109,7 +109,7 @@ pub struct Params {
     /// W4 sleeps per task.
     pub sleeps: usize,
     /// W5 load.
-    pub pipeline_load: bad_pipelines::Load,
+    pub pipeline_load: asyncprof_pipelines::Load,
 }
 
 impl Params {
@@ -123,7 +123,7 @@ impl Params {
                 items: 2_000_000,
                 sleepers: 10_000,
                 sleeps: 50,
-                pipeline_load: bad_pipelines::Load::Default,
+                pipeline_load: asyncprof_pipelines::Load::Default,
             },
             Size::Tiny => Params {
                 tasks: 20,
@@ -132,7 +132,7 @@ impl Params {
                 items: 20_000,
                 sleepers: 100,
                 sleeps: 5,
-                pipeline_load: bad_pipelines::Load::Quick,
+                pipeline_load: asyncprof_pipelines::Load::Quick,
             },
         }
     }
@@ -416,12 +416,12 @@ async fn sleeps(spawner: &Spawner, p: Params) -> u64 {
 
 /// W5: the pipeline builds its own runtime (two workers); `config` instruments it.
 fn pipeline(config: Config, inst: &mut Instruments, p: Params) -> anyhow::Result<(u64, Duration)> {
-    let pipeline = bad_pipelines::find("log-aggregator")
-        .ok_or_else(|| anyhow::anyhow!("bad-pipelines has no log-aggregator"))?;
+    let pipeline = asyncprof_pipelines::find("log-aggregator")
+        .ok_or_else(|| anyhow::anyhow!("asyncprof-pipelines has no log-aggregator"))?;
     let monitor = inst.spawner.monitor.clone();
-    let outcome = bad_pipelines::run_on(
+    let outcome = asyncprof_pipelines::run_on(
         pipeline,
-        bad_pipelines::Variant::Fixed,
+        asyncprof_pipelines::Variant::Fixed,
         p.pipeline_load,
         |b| inst.build(config, b),
         |run| match monitor {

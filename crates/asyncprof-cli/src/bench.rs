@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use asyncprof_report::{Finding, Marker, Score, Summary, Thresholds};
-use bad_pipelines::{Load, Outcome, Pipeline, Variant};
+use asyncprof_pipelines::{Load, Outcome, Pipeline, Variant};
 use serde::Serialize;
 
 use crate::report::{read_run, writable_dir, write_file, write_reports};
@@ -85,14 +85,14 @@ pub(crate) fn child(name: &str, variant: &str, load: &str) -> Result<ExitCode> {
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis);
-    let outcome = bad_pipelines::run_profiled(name, variant, load, budget)?;
+    let outcome = asyncprof_pipelines::run_profiled(name, variant, load, budget)?;
     println!("{}", serde_json::to_string(&outcome)?);
     Ok(ExitCode::SUCCESS)
 }
 
 fn list() {
-    for p in bad_pipelines::pipelines() {
-        let kinds: Vec<String> = bad_pipelines::expected(p)
+    for p in asyncprof_pipelines::pipelines() {
+        let kinds: Vec<String> = asyncprof_pipelines::expected(p)
             .into_iter()
             .map(|e| e.kind)
             .collect();
@@ -112,10 +112,10 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
         list();
         return Ok(ExitCode::SUCCESS);
     }
-    let all = bad_pipelines::pipelines();
+    let all = asyncprof_pipelines::pipelines();
     let mut chosen: Vec<&'static Pipeline> = Vec::new();
     for name in &args.pipelines {
-        match bad_pipelines::find(name) {
+        match asyncprof_pipelines::find(name) {
             Some(p) => chosen.push(p),
             None => bail!(
                 "unknown pipeline {name:?}; known pipelines: {}",
@@ -316,7 +316,7 @@ fn run_variant(
     let _ = std::fs::remove_file(&run_file);
     let budget = args
         .duration
-        .unwrap_or_else(|| bad_pipelines::budget(p, load));
+        .unwrap_or_else(|| asyncprof_pipelines::budget(p, load));
     let exe = std::env::current_exe().context("cannot find the asyncprof executable")?;
     let mut child = Command::new(exe)
         .args(["__pipeline", p.name, variant.name(), load.name()])
@@ -405,7 +405,7 @@ fn run_variant(
         .rev()
         .find_map(|l| serde_json::from_str(l).ok());
     let expected: Vec<Marker> = match variant {
-        Variant::Bad => bad_pipelines::expected(p)
+        Variant::Bad => asyncprof_pipelines::expected(p)
             .into_iter()
             .map(|e| Marker::new(e.kind, e.file, e.line))
             .collect(),

@@ -13,10 +13,10 @@
 //! time, and stops by itself.
 //!
 //! ```no_run
-//! use bad_pipelines::{Load, Variant};
+//! use asyncprof_pipelines::{Load, Variant};
 //!
 //! // In a process of its own: records to $ASYNCPROF_OUT, prints the outcome.
-//! let outcome = bad_pipelines::run_profiled("scraper", Variant::Bad, Load::Quick, None).unwrap();
+//! let outcome = asyncprof_pipelines::run_profiled("scraper", Variant::Bad, Load::Quick, None).unwrap();
 //! println!("{} items, p99 {:.1} ms", outcome.items, outcome.p99_ms);
 //! ```
 

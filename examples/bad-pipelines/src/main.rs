@@ -1,19 +1,19 @@
-//! `bad-pipelines`: run one pipeline variant in this process, recording with asyncprof
+//! `asyncprof-pipelines`: run one pipeline variant in this process, recording with asyncprof
 //! (`ASYNCPROF_OUT` names the run file), and print its outcome as JSON.
 //!
 //! ```text
-//! bad-pipelines list
-//! bad-pipelines run PIPELINE bad|fixed [quick|default|heavy]
+//! asyncprof-pipelines list
+//! asyncprof-pipelines run PIPELINE bad|fixed [quick|default|heavy]
 //! ```
 //!
 //! Exit status: 0 done; 1 the pipeline failed; 2 bad arguments; 124 it outlived its budget.
 
 use std::process::ExitCode;
 
-use bad_pipelines::{Load, Variant};
+use asyncprof_pipelines::{Load, Variant};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: bad-pipelines list | run PIPELINE bad|fixed [quick|default|heavy]");
+    eprintln!("usage: asyncprof-pipelines list | run PIPELINE bad|fixed [quick|default|heavy]");
     ExitCode::from(2)
 }
 
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("list") => {
-            for p in bad_pipelines::pipelines() {
+            for p in asyncprof_pipelines::pipelines() {
                 println!(
                     "{:<28} {}\n{:<28} defect: {}",
                     p.name, p.about, "", p.defect
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
             let Some(load) = args.get(3).map_or(Some(Load::Default), |l| Load::parse(l)) else {
                 return usage();
             };
-            match bad_pipelines::run_profiled(&args[1], variant, load, None) {
+            match asyncprof_pipelines::run_profiled(&args[1], variant, load, None) {
                 Ok(outcome) => {
                     println!(
                         "{}",

@@ -4,14 +4,14 @@
 
 use std::sync::Mutex;
 
-use bad_pipelines::{find, Load, Outcome, Variant};
+use asyncprof_pipelines::{find, Load, Outcome, Variant};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn run(name: &str, variant: Variant, load: Load) -> Outcome {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let p = find(name).unwrap_or_else(|| panic!("no pipeline {name}"));
-    bad_pipelines::run_with(p, variant, load, None).unwrap()
+    asyncprof_pipelines::run_with(p, variant, load, None).unwrap()
 }
 
 fn check(o: &Outcome, key: &str) -> u64 {
@@ -30,9 +30,9 @@ fn every_pipeline_marks_its_defect_with_a_known_kind() {
         "queue-backpressure",
         "queue-growth",
     ];
-    assert_eq!(bad_pipelines::pipelines().len(), 8);
-    for p in bad_pipelines::pipelines() {
-        let expected = bad_pipelines::expected(p);
+    assert_eq!(asyncprof_pipelines::pipelines().len(), 8);
+    for p in asyncprof_pipelines::pipelines() {
+        let expected = asyncprof_pipelines::expected(p);
         assert_eq!(expected.len(), 1, "{}: {expected:?}", p.name);
         assert!(kinds.contains(&expected[0].kind.as_str()), "{expected:?}");
         let text = std::fs::read_to_string(
