@@ -81,7 +81,8 @@ pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
     for w in &run.warnings {
         term::warn(w);
     }
-    let summary = asyncprof_report::Summary::with_thresholds(&run, &thresholds);
+    let mut summary = asyncprof_report::Summary::with_thresholds(&run, &thresholds);
+    asyncprof_report::name_anonymous(&mut summary.findings, &source);
     let bytes = if args.json {
         asyncprof_report::render_json(&summary)
     } else if args.output.as_deref().is_some_and(is_html) {

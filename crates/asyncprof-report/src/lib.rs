@@ -28,6 +28,7 @@ mod findings;
 mod flame;
 mod folded;
 mod html;
+mod names;
 mod queues;
 mod score;
 mod summary;
@@ -37,6 +38,7 @@ mod thresholds;
 pub use findings::{diagnose, diagnose_with, stall_kind, Finding, FindingLocation, Severity};
 pub use folded::folded_stalls;
 pub use html::{render_html, render_index, IndexRow};
+pub use names::{anonymous_kind, enclosing_fn, name_anonymous};
 pub use queues::QueueEvidence;
 pub use score::{markers_in, Marker, Score, LINE_WINDOW, MARK};
 pub use summary::{

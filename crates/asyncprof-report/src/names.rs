@@ -1,0 +1,194 @@
+//! Names for the bodies the compiler leaves anonymous.
+//!
+//! A release build with `debug = "line-tables-only"` (what asyncprof asks for) names the body
+//! of an `async fn` `{async_fn#0}` and a closure `{closure#0}`, without the path of the
+//! function they belong to. A finding "in {async_fn#0}" has the right file and line but a name
+//! nobody can search for; where the source file is readable, the `fn` that holds the line
+//! names it instead.
+
+use crate::Finding;
+
+/// The kinds of anonymous body, by the compiler's name for them.
+const ANONYMOUS: &[(&str, &str)] = &[
+    ("{async_fn#", "async fn"),
+    ("{async_block#", "async block"),
+    ("{closure#", "closure"),
+    ("{{closure}}", "closure"),
+    ("{async_closure#", "async closure"),
+];
+
+/// What kind of anonymous body `function` is (`async fn`, `closure`, …), or `None` for a
+/// named function. Only bare names count: `app::run::{{closure}}` already says where it is.
+pub fn anonymous_kind(function: &str) -> Option<&'static str> {
+    let f = function.trim();
+    if f.contains("::") {
+        return None;
+    }
+    ANONYMOUS
+        .iter()
+        .find(|(prefix, _)| f.starts_with(prefix))
+        .map(|(_, kind)| *kind)
+}
+
+/// Leading whitespace of a line, in columns (a tab counts 4).
+fn indent(line: &str) -> usize {
+    line.chars()
+        .take_while(|c| c.is_whitespace())
+        .map(|c| if c == '\t' { 4 } else { 1 })
+        .sum()
+}
+
+/// The name a line declares with `fn NAME`, after any `pub`, `pub(...)`, `const`, `async`,
+/// `unsafe` and `extern "ABI"`.
+fn declared_fn(line: &str) -> Option<&str> {
+    let mut rest = line.trim_start();
+    loop {
+        let before = rest;
+        if let Some(r) = rest.strip_prefix("pub(") {
+            rest = r.split_once(')')?.1.trim_start();
+        }
+        for word in ["pub ", "const ", "async ", "unsafe ", "default "] {
+            if let Some(r) = rest.strip_prefix(word) {
+                rest = r.trim_start();
+            }
+        }
+        if let Some(r) = rest.strip_prefix("extern ") {
+            rest = r.trim_start();
+            if let Some(r) = rest.strip_prefix('"') {
+                rest = r.split_once('"')?.1.trim_start();
+            }
+        }
+        if rest == before {
+            break;
+        }
+    }
+    let rest = rest.strip_prefix("fn ")?.trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
+/// The function whose body holds line `line` (1-based) of `source`: the nearest `fn NAME`
+/// above it that is indented less than it (or on the line itself, for a one-line body).
+pub fn enclosing_fn(source: &str, line: u32) -> Option<String> {
+    let lines: Vec<&str> = source.lines().collect();
+    let at = usize::try_from(line).ok()?.checked_sub(1)?;
+    let target = *lines.get(at)?;
+    if let Some(name) = declared_fn(target) {
+        return Some(name.to_string());
+    }
+    let depth = indent(target);
+    lines[..at]
+        .iter()
+        .rev()
+        .filter(|l| !l.trim().is_empty() && indent(l) < depth)
+        .find_map(|l| declared_fn(l))
+        .map(str::to_string)
+}
+
+/// Name the anonymous functions of `findings` after the `fn` that holds their line, where
+/// `source` can read the file: `{async_fn#0}` at a line of `async fn render` becomes
+/// `render (async fn)`, a closure in `fetch` becomes `fetch (closure)`. Other names, and
+/// files `source` cannot read, stay as they are.
+pub fn name_anonymous(findings: &mut [Finding], source: &dyn Fn(&str) -> Option<String>) {
+    for f in findings {
+        let Some(kind) = anonymous_kind(&f.location.function) else {
+            continue;
+        };
+        let Some(text) = source(&f.location.file) else {
+            continue;
+        };
+        if let Some(name) = enclosing_fn(&text, f.location.line) {
+            f.location.function = format!("{name} ({kind})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: &str = r#"use std::io;
+
+pub(crate) async fn render_markdown(path: &str) -> io::Result<String> {
+    let source = tokio::fs::read_to_string(path).await?;
+    let html = markdown_to_html(&source);
+    Ok(html)
+}
+
+fn spawn_all(urls: Vec<String>) {
+    for u in urls {
+        tokio::spawn(async move {
+            fetch(&u).await;
+        });
+    }
+    let f = |x: u64| x * 2;
+}
+"#;
+
+    #[test]
+    fn anonymous_bodies_are_told_from_named_functions() {
+        assert_eq!(anonymous_kind("{async_fn#0}"), Some("async fn"));
+        assert_eq!(anonymous_kind("{closure#2}"), Some("closure"));
+        assert_eq!(anonymous_kind("{async_block#0}"), Some("async block"));
+        assert_eq!(anonymous_kind("{{closure}}"), Some("closure"));
+        assert_eq!(anonymous_kind("compress_file"), None);
+        assert_eq!(anonymous_kind("app::run::{{closure}}"), None);
+    }
+
+    #[test]
+    fn a_line_is_named_after_the_fn_that_holds_it() {
+        assert_eq!(enclosing_fn(SRC, 5).as_deref(), Some("render_markdown"));
+        assert_eq!(enclosing_fn(SRC, 3).as_deref(), Some("render_markdown"));
+        // Inside an async block inside a loop: still spawn_all.
+        assert_eq!(enclosing_fn(SRC, 12).as_deref(), Some("spawn_all"));
+        assert_eq!(enclosing_fn(SRC, 15).as_deref(), Some("spawn_all"));
+        // Outside any fn, and past the end.
+        assert_eq!(enclosing_fn(SRC, 1), None);
+        assert_eq!(enclosing_fn(SRC, 400), None);
+        assert_eq!(enclosing_fn(SRC, 0), None);
+        assert_eq!(
+            declared_fn("    pub(in crate::a) const unsafe extern \"C\" fn go(x: i32)"),
+            Some("go")
+        );
+        assert_eq!(declared_fn("    let fnord = 1;"), None);
+    }
+
+    fn finding(file: &str, line: u32, function: &str) -> Finding {
+        Finding {
+            kind: "cpu-bound-poll",
+            severity: crate::Severity::Warning,
+            location: crate::FindingLocation {
+                file: file.into(),
+                line,
+                function: function.into(),
+            },
+            primitive: None,
+            syscall: None,
+            count: 1,
+            total_ms: 20.0,
+            max_ms: 20.0,
+            recommendation: String::new(),
+            task_location: None,
+            stack: Vec::new(),
+            queue: None,
+            also: Vec::new(),
+            runtimes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn findings_get_the_name_where_the_source_is_readable() {
+        let mut f = finding("src/render.rs", 5, "{async_fn#0}");
+        let mut other = finding("src/gone.rs", 5, "{closure#0}");
+        let source = |file: &str| (file == "src/render.rs").then(|| SRC.to_string());
+        name_anonymous(std::slice::from_mut(&mut f), &source);
+        name_anonymous(std::slice::from_mut(&mut other), &source);
+        assert_eq!(f.location.function, "render_markdown (async fn)");
+        assert_eq!(
+            other.location.function, "{closure#0}",
+            "no source: unchanged"
+        );
+    }
+}
