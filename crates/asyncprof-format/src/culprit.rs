@@ -11,7 +11,13 @@ const FOREIGN_PREFIXES: &[&str] = &[
     "tokio::",
     "futures",
     "backtrace::",
-    "asyncprof",
+    // asyncprof's own crates, by their exact paths: a user's crate may start with the same
+    // word (asyncprof's own pipelines crate does).
+    "asyncprof::",
+    "asyncprof_sampler::",
+    "asyncprof_format::",
+    "asyncprof_report::",
+    "<asyncprof::",
     "libc::",
     "__",
     "<std::",
@@ -237,6 +243,27 @@ mod tests {
         let (p, c) = primitive_and_culprit(&frames);
         assert_eq!(c.unwrap().line, Some(37));
         assert!(p.unwrap().function.starts_with("ureq::"));
+    }
+
+    /// asyncprof's own frames (its channels, its sampler) are not the user's, but a crate whose
+    /// name merely starts with "asyncprof" is.
+    #[test]
+    fn asyncprofs_crates_are_foreign_by_their_exact_paths() {
+        let own = fr(
+            "asyncprof::sync::mpsc::Receiver<T>::recv",
+            Some("/src/asyncprof/src/sync/mpsc.rs"),
+            9,
+        );
+        assert!(!is_user_frame(&own));
+        for user in [
+            "asyncprof_pipelines::pipelines::scraper::fetch_bad::{{closure}}",
+            "asyncprofiler_demo::main",
+        ] {
+            assert!(
+                is_user_frame(&fr(user, Some("/work/app/src/lib.rs"), 3)),
+                "{user}"
+            );
+        }
     }
 
     /// A stall inside a std collection names the user's line, not std's own hashbrown (whose
