@@ -412,6 +412,28 @@ mod tests {
         s
     }
 
+    /// On a busy machine every look found the thread runnable but waiting for a core, so the
+    /// stall has no class; its stack names the library call it was in (not a blocking one).
+    /// Never found asleep, it computed if it still used a fair share of the CPU (just above
+    /// the preempted share); below it, it was preempted (no finding); with no CPU figure at
+    /// all, the stack's call decides as before.
+    #[test]
+    fn an_unclassified_stall_that_used_the_cpu_is_cpu_bound_not_a_blocking_call() {
+        let share = crate::diagnoses::PREEMPTED_CPU_SHARE;
+        let mut busy = stall(1, StallClass::Unknown, Some((77, "rusqlite::commit")));
+        busy.cpu_share = Some(share + 0.01);
+        assert_eq!(super::stall_kind(&busy), "cpu-bound-poll");
+        let mut starved = busy.clone();
+        starved.cpu_share = Some(share - 0.01);
+        assert!(crate::diagnoses::preempted(&starved));
+        let mut unknown = stall(2, StallClass::Unknown, Some((77, "std::thread::sleep")));
+        unknown.cpu_share = None;
+        assert_eq!(super::stall_kind(&unknown), "blocking-call");
+        let mut asleep = stall(3, StallClass::Blocking, Some((77, "std::thread::sleep")));
+        asleep.cpu_share = Some(share + 0.5);
+        assert_eq!(super::stall_kind(&asleep), "blocking-call");
+    }
+
     fn findings(stalls: &[StallRecord]) -> Vec<super::Finding> {
         let mut bytes = Vec::new();
         let mut w = RunWriter::new(&mut bytes, &Header::new("svc")).unwrap();

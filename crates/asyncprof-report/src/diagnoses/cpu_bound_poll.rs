@@ -2,7 +2,9 @@
 //!
 //! **Measures**: a stall whose thread was on CPU in most samples (hashing, parsing,
 //! compressing, indexing, a tight loop). A thread that was runnable but got little CPU is not
-//! counted as computing.
+//! counted as computing. On a busy machine every look may find the thread runnable but
+//! waiting for a core, leaving the stall unclassified: if it was never found asleep and still
+//! used at least `PREEMPTED_CPU_SHARE` (35%) of the stall on CPU, it computed, more slowly.
 //! **Why it hurts**: no other task runs on that worker meanwhile; their latency grows by the
 //! length of the poll.
 //! **What to do**: move the work to `tokio::task::spawn_blocking` or a rayon pool, or split it
@@ -16,6 +18,8 @@ pub const KIND: &str = "cpu-bound-poll";
 /// Whether `s` is of this kind (checked after runtime-blocked and lock-contention).
 pub fn applies(s: &StallRecord) -> bool {
     s.class == StallClass::CpuBound
+        || (s.class == StallClass::Unknown
+            && s.cpu_share.is_some_and(|c| c >= super::PREEMPTED_CPU_SHARE))
 }
 
 /// What to do.
