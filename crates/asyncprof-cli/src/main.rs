@@ -166,6 +166,12 @@ struct ReportArgs {
     /// Override a diagnosis threshold, NAME=VALUE (repeatable).
     #[arg(long, value_name = "NAME=VALUE")]
     diagnose: Vec<String>,
+    /// Also write the stalls as a pprof profile (gzipped protobuf; values: stalls and stall
+    /// time in nanoseconds, each stack weighted by its share of its stall), for `go tool
+    /// pprof` and pprof backends; and, when the run has a CPU profile, that one beside it as
+    /// FILE with `.cpu` before its extension (e.g. stalls.pb.gz and stalls.cpu.pb.gz).
+    #[arg(long, value_name = "FILE")]
+    pprof: Option<PathBuf>,
     /// Score the findings against the defects marked in a program's source, as `bench` does:
     /// every `// asyncprof-expect: KIND` comment in the .rs files under DIR is a defect that
     /// must be found at its line with that kind, and every finding must match one. Prints the

@@ -90,6 +90,9 @@ pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
     } else {
         asyncprof_report::render_text(&summary)
     };
+    if let Some(path) = &args.pprof {
+        write_pprof(path, &run)?;
+    }
     if let Some(folded) = &args.folded {
         write_file(folded, asyncprof_report::folded_stalls(&run).as_bytes())?;
     }
@@ -107,6 +110,32 @@ pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
         Some(dir) => score_against(dir, &summary.findings),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// The stall profile at `path` and, when the run has one, the CPU profile beside it.
+fn write_pprof(path: &Path, run: &asyncprof_format::RunFile) -> Result<()> {
+    let stalls = asyncprof_report::pprof::stall_profile(run, &source).with_context(|| {
+        format!(
+            "no pprof profile written to {}: the run has no stall with a stack",
+            path.display()
+        )
+    })?;
+    write_file(path, &stalls)?;
+    eprintln!("stall profile (pprof): {}", path.display());
+    if let Some(cpu) = asyncprof_report::pprof::cpu_profile(run) {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cpu_name = match name.split_once('.') {
+            Some((stem, ext)) => format!("{stem}.cpu.{ext}"),
+            None => format!("{name}.cpu"),
+        };
+        let cpu_path = path.with_file_name(cpu_name);
+        write_file(&cpu_path, &cpu)?;
+        eprintln!("CPU profile (pprof): {}", cpu_path.display());
+    }
+    Ok(())
 }
 
 /// The markers in the Rust sources under `dir`, with paths relative to it (as the compiler

@@ -68,8 +68,9 @@ pub fn primitive_and_culprit(frames: &[Frame]) -> (Option<Frame>, Option<Frame>)
 
 /// A frame's function with its crate in front when the debug info gave a bare name (crates
 /// built with `debug = "line-tables-only"` name functions without their path): `call` in
-/// `~/.cargo/registry/src/*/ureq-3.5.1/src/...` becomes `ureq::call`.
-fn qualified(frame: &Frame) -> String {
+/// `~/.cargo/registry/src/*/ureq-3.5.1/src/...` becomes `ureq::call`, `lock` in std's
+/// `sync/poison/mutex.rs` `std::sync::poison::mutex::lock`. Other names stay as they are.
+pub fn qualified(frame: &Frame) -> String {
     if strip_generics(&frame.function).contains("::") {
         return frame.function.clone();
     }

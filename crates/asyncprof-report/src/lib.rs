@@ -29,6 +29,7 @@ mod flame;
 mod folded;
 mod html;
 mod names;
+pub mod pprof;
 mod queues;
 mod score;
 mod summary;

@@ -192,6 +192,43 @@ fn run_with_its_own_load_client_finds_the_blocking_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read folder"));
 
+    // The stalls as a pprof profile that Go's own pprof reads: its top entries by cumulative
+    // stall time include the demo's marked line (with -lines, entries are file:line).
+    let profile = dir.join("stalls.pb.gz");
+    let out = asyncprof(&[
+        "report",
+        run_file.to_str().unwrap(),
+        "--pprof",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let go = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-cum", "-lines"])
+        .arg(&profile)
+        .output()
+        .expect("`go` (Debian: golang-go) reads the pprof export; .ci/test installs it");
+    let top = String::from_utf8_lossy(&go.stdout);
+    assert!(
+        go.status.success(),
+        "{}",
+        String::from_utf8_lossy(&go.stderr)
+    );
+    assert!(top.contains("Type: stall_time"), "{top}");
+    let wanted = format!("demo_service.rs:{}", marker_line());
+    let rank = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .position(|l| l.contains(&wanted));
+    assert!(
+        rank.is_some_and(|r| r <= 40),
+        "{wanted} not in the top entries:\n{top}"
+    );
+
     // A client that fails: its status is shown, the report is still written, exit 1.
     let dir2 = temp("run-load-cmd-fails");
     let out = run_demo_under(&dir2, |port| {
