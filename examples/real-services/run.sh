@@ -132,8 +132,9 @@ throughput() {
                 (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
                 sleep 0.1
             done
-            # shellcheck disable=SC2086
             local r
+            # The load command is split into words on purpose.
+            # shellcheck disable=SC2086
             r=$($load 2>/dev/null | rate "$client")
             kill "$pid"
             wait "$pid" 2>/dev/null || true

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use asyncprof_pipelines::{Load, Outcome, Pipeline, Variant};
-use asyncprof_report::{Finding, Marker, Score, Summary, Thresholds};
+use asyncprof_report::{Finding, Marker, Score, Thresholds};
 use serde::Serialize;
 
 use crate::report::{read_run, writable_dir, write_file, write_reports};
@@ -414,8 +414,7 @@ fn run_variant(
     // One read and one diagnosis per run: the reports and the score share them.
     let (findings, stalls, run_file_error) = match read_run(&run_file) {
         Ok(run) => {
-            let mut summary = Summary::with_thresholds(&run, thresholds);
-            asyncprof_report::name_anonymous(&mut summary.findings, &crate::report::source);
+            let summary = crate::report::summarize(&run, thresholds);
             write_reports(&run_file, &run, &summary)?;
             (summary.findings, run.stalls.len() as u64, None)
         }

@@ -45,6 +45,17 @@ pub(crate) fn source(file: &str) -> Option<String> {
     std::fs::read_to_string(file).ok()
 }
 
+/// The run's summary, its findings' anonymous bodies (`{async_fn#0}`) named after the fn that
+/// holds them where the source is readable: what `report`, `run` and `bench` all show.
+pub(crate) fn summarize(
+    run: &asyncprof_format::RunFile,
+    thresholds: &asyncprof_report::Thresholds,
+) -> asyncprof_report::Summary {
+    let mut summary = asyncprof_report::Summary::with_thresholds(run, thresholds);
+    asyncprof_report::name_anonymous(&mut summary.findings, &source);
+    summary
+}
+
 /// The run as an HTML page.
 pub(crate) fn html(
     run: &asyncprof_format::RunFile,
@@ -81,8 +92,7 @@ pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
     for w in &run.warnings {
         term::warn(w);
     }
-    let mut summary = asyncprof_report::Summary::with_thresholds(&run, &thresholds);
-    asyncprof_report::name_anonymous(&mut summary.findings, &source);
+    let summary = summarize(&run, &thresholds);
     let bytes = if args.json {
         asyncprof_report::render_json(&summary)
     } else if args.output.as_deref().is_some_and(is_html) {

@@ -241,8 +241,7 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     for w in &run.warnings {
         term::warn(w);
     }
-    let mut summary = asyncprof_report::Summary::with_thresholds(&run, &thresholds);
-    asyncprof_report::name_anonymous(&mut summary.findings, &crate::report::source);
+    let summary = crate::report::summarize(&run, &thresholds);
     write_reports(&run_file, &run, &summary)?;
     let text = asyncprof_report::render_text(&summary);
     if !quiet {

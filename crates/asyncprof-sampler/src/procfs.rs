@@ -165,8 +165,7 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
 
 /// A `kB` field of this process's `status`, in KiB.
 pub fn own_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    kib_field(&status, field)
+    status_kib(std::process::id(), field)
 }
 
 /// A `kB` line of a `status` text.

@@ -9,15 +9,15 @@ use asyncprof_format::{self as format, RecordKind};
 
 use crate::hist::lock;
 use crate::profiler::Shared;
-use crate::recorder::{FlavorCode, Recorder, Source};
+use crate::recorder::Recorder;
 
 /// What the header says that is learnt only once tasks run: the tier (from the first task
 /// event), the runtime's flavor and workers (from its first worker), what the scheduling
 /// delays cover. A change is written as a new header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Facts {
-    source: Source,
-    flavor: FlavorCode,
+    tier: format::Tier,
+    flavor: format::Flavor,
     workers: u32,
     sees_wakes: bool,
 }
@@ -25,7 +25,7 @@ pub(crate) struct Facts {
 impl Facts {
     pub(crate) fn of(recorder: &Recorder) -> Self {
         Facts {
-            source: recorder.source(),
+            tier: recorder.tier(),
             flavor: recorder.flavor(),
             workers: recorder.worker_count.load(Relaxed),
             sees_wakes: recorder.sees_wakes.load(Relaxed),
@@ -39,8 +39,8 @@ pub(crate) fn header(recorder: &Recorder, facts: Facts, start_unix_ms: u64) -> f
     h.args = recorder.settings.args.clone();
     h.pid = std::process::id();
     h.start_unix_ms = start_unix_ms;
-    h.tier = facts.source.tier();
-    h.flavor = facts.flavor.flavor();
+    h.tier = facts.tier;
+    h.flavor = facts.flavor;
     h.workers = facts.workers;
     h.config = recorder.settings.config.clone();
     if facts.sees_wakes {

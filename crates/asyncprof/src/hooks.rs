@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::runtime::Builder;
 
-use crate::recorder::{Recorder, Source};
+use crate::recorder::Recorder;
 use crate::Guard;
 
 type ThreadFn = Arc<dyn Fn() + Send + Sync>;
@@ -281,13 +281,13 @@ fn install<'b>(
         }
     });
     if !task_hooks {
-        rec.note_source(Source::Stable);
+        rec.note_tier(asyncprof_format::Tier::Stable);
         return b;
     }
     #[cfg(tokio_unstable)]
     {
         rec.hooks_installed.store(true, Relaxed);
-        rec.note_source(Source::Hooks);
+        rec.note_tier(asyncprof_format::Tier::Hooks);
         // Hot path (per task spawned): see `Recorder::task_spawned`.
         b.on_task_spawn(move |meta| {
             let loc = meta.spawned_at();

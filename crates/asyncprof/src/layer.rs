@@ -13,7 +13,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::clock;
-use crate::recorder::{Recorder, Source};
+use crate::recorder::Recorder;
 use crate::tables::LocKey;
 use crate::Guard;
 
@@ -326,7 +326,7 @@ where
             if f.id == 0 {
                 return;
             }
-            self.rec.note_source(Source::Layer);
+            self.rec.note_tier(asyncprof_format::Tier::Layer);
             self.rec.sees_wakes.store(true, Relaxed);
             // The layer does not get tokio's `&'static Location`: the file name is interned.
             self.rec.task_spawned(

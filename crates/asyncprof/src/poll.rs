@@ -268,13 +268,13 @@ impl Recorder {
     /// while fewer than [`MAX_TASK_HISTS`] exist and one is spare.
     fn task_hists<'s>(&self, s: &'s TaskSlot) -> std::sync::MutexGuard<'s, Option<Box<TaskHists>>> {
         let mut g = lock(&s.hists);
-        if g.is_none() && self.task_counters.hists.fetch_add(1, Relaxed) < MAX_TASK_HISTS {
-            *g = self.spares.task_hists.take();
+        if g.is_none() {
+            if self.task_counters.hists.fetch_add(1, Relaxed) < MAX_TASK_HISTS {
+                *g = self.spares.task_hists.take();
+            }
             if g.is_none() {
                 self.task_counters.hists.fetch_sub(1, Relaxed);
             }
-        } else if g.is_none() {
-            self.task_counters.hists.fetch_sub(1, Relaxed);
         }
         g
     }

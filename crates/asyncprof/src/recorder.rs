@@ -5,7 +5,7 @@
 //! runtimes coming and going in [`crate::workers`]; the snapshot the aggregator builds in
 //! [`crate::snapshot`].
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Mutex, OnceLock};
 
 use asyncprof_format as format;
@@ -39,78 +39,6 @@ pub(crate) struct Settings {
     pub(crate) config: format::Config,
     pub(crate) program: String,
     pub(crate) args: Vec<String>,
-}
-
-/// Where the recording's events come from: the header's tier. The first source seen wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum Source {
-    /// No task event yet.
-    None = 0,
-    /// tokio's runtime hooks time every poll.
-    Hooks = 1,
-    /// The subscriber layer times tokio's task spans.
-    Layer = 2,
-    /// Only park and unpark: workers' busy periods, no polls.
-    Stable = 3,
-}
-
-impl Source {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Source::Hooks,
-            2 => Source::Layer,
-            3 => Source::Stable,
-            _ => Source::None,
-        }
-    }
-
-    /// The header's name for it.
-    pub(crate) fn tier(self) -> format::Tier {
-        match self {
-            Source::Hooks => format::Tier::Hooks,
-            Source::Layer => format::Tier::Layer,
-            Source::Stable => format::Tier::Stable,
-            Source::None => format::Tier::Unknown,
-        }
-    }
-}
-
-/// The flavor of the first runtime seen, for the header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum FlavorCode {
-    /// No runtime thread registered yet, or a flavor asyncprof does not know.
-    Unknown = 0,
-    CurrentThread = 1,
-    MultiThread = 2,
-}
-
-impl FlavorCode {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => FlavorCode::CurrentThread,
-            2 => FlavorCode::MultiThread,
-            _ => FlavorCode::Unknown,
-        }
-    }
-
-    pub(crate) fn of(flavor: format::Flavor) -> Self {
-        match flavor {
-            format::Flavor::CurrentThread => FlavorCode::CurrentThread,
-            format::Flavor::MultiThread => FlavorCode::MultiThread,
-            _ => FlavorCode::Unknown,
-        }
-    }
-
-    /// The header's name for it.
-    pub(crate) fn flavor(self) -> format::Flavor {
-        match self {
-            FlavorCode::CurrentThread => format::Flavor::CurrentThread,
-            FlavorCode::MultiThread => format::Flavor::MultiThread,
-            FlavorCode::Unknown => format::Flavor::Unknown,
-        }
-    }
 }
 
 /// Loss counters, updated wherever a loss happens. On their own cache lines, away from the
@@ -164,12 +92,12 @@ pub(crate) struct Recorder {
     pub(crate) workers: Box<[OnceLock<Worker>]>,
     pub(crate) loss: Loss,
     pub(crate) task_counters: TaskCounters,
-    /// A [`Source`].
-    source: AtomicU8,
+    /// Where events come from (the header's tier): set by the first source seen.
+    tier: OnceLock<format::Tier>,
     /// Hooks are installed: the layer leaves tokio's task spans alone.
     pub(crate) hooks_installed: AtomicBool,
-    /// A [`FlavorCode`].
-    flavor: AtomicU8,
+    /// The flavor of the first runtime seen.
+    flavor: OnceLock<format::Flavor>,
     pub(crate) worker_count: AtomicU32,
     /// Scheduling delays cover every wake (the layer tier sees wakes), not only spawn to
     /// first poll.
@@ -205,9 +133,9 @@ impl Recorder {
             workers: (0..MAX_WORKERS).map(|_| OnceLock::new()).collect(),
             loss: Loss::default(),
             task_counters: TaskCounters::default(),
-            source: AtomicU8::new(Source::None as u8),
+            tier: OnceLock::new(),
             hooks_installed: AtomicBool::new(false),
-            flavor: AtomicU8::new(FlavorCode::Unknown as u8),
+            flavor: OnceLock::new(),
             worker_count: AtomicU32::new(0),
             sees_wakes: AtomicBool::new(false),
             stages: StageTable::default(),
@@ -221,28 +149,27 @@ impl Recorder {
         }
     }
 
-    /// Note where events come from; the first source wins.
-    pub(crate) fn note_source(&self, s: Source) {
-        let _ = self
-            .source
-            .compare_exchange(Source::None as u8, s as u8, Relaxed, Relaxed);
+    /// Note where events come from (the tier); the first source wins.
+    pub(crate) fn note_tier(&self, tier: format::Tier) {
+        let _ = self.tier.set(tier);
     }
 
-    /// Where events come from (the tier).
-    pub(crate) fn source(&self) -> Source {
-        Source::from_u8(self.source.load(Relaxed))
+    /// Where events come from (the tier), `Unknown` before the first event.
+    pub(crate) fn tier(&self) -> format::Tier {
+        self.tier.get().copied().unwrap_or(format::Tier::Unknown)
     }
 
     /// Note the flavor of the first runtime seen; the first wins.
-    pub(crate) fn note_flavor(&self, f: FlavorCode) {
-        let _ = self
-            .flavor
-            .compare_exchange(FlavorCode::Unknown as u8, f as u8, Relaxed, Relaxed);
+    pub(crate) fn note_flavor(&self, flavor: format::Flavor) {
+        let _ = self.flavor.set(flavor);
     }
 
-    /// The flavor of the first runtime seen.
-    pub(crate) fn flavor(&self) -> FlavorCode {
-        FlavorCode::from_u8(self.flavor.load(Relaxed))
+    /// The flavor of the first runtime seen, `Unknown` before it.
+    pub(crate) fn flavor(&self) -> format::Flavor {
+        self.flavor
+            .get()
+            .copied()
+            .unwrap_or(format::Flavor::Unknown)
     }
 
     /// The workers registered so far.

@@ -75,7 +75,7 @@ impl Recorder {
             // at least as new as the state.
             let state = w.state.load(Acquire);
             // The stable tier sees busy periods, not polls.
-            let wpolls = if self.source() == crate::recorder::Source::Stable {
+            let wpolls = if self.tier() == format::Tier::Stable {
                 0
             } else {
                 state

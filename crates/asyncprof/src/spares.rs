@@ -88,7 +88,7 @@ pub(crate) struct HotSpares {
 impl Default for HotSpares {
     fn default() -> Self {
         // A few of each: at most this many tasks (locations) get their first histograms within
-        // one aggregator pass before the list is refilled. About 500 KiB in all.
+        // one aggregator pass before the list is refilled.
         HotSpares {
             task_hists: Spares::new(16, || TaskHists {
                 poll: hist::new_coarse(),

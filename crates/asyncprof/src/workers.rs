@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use crate::clock;
 use crate::hist::{self, lock};
 use crate::poll::{in_poll, ThreadState, THREAD};
-use crate::recorder::{FlavorCode, Recorder, MAX_RUNTIMES, WORKER_POLL_COUNTS};
+use crate::recorder::{Recorder, MAX_RUNTIMES, WORKER_POLL_COUNTS};
 use crate::tables::{PollCounters, TaskSlot};
 
 /// Locations a worker holds untracked completions for at once.
@@ -282,7 +282,7 @@ impl Recorder {
             _ => format::Flavor::Unknown,
         };
         let workers = handle.metrics().num_workers() as u32;
-        self.note_flavor(FlavorCode::of(flavor));
+        self.note_flavor(flavor);
         let _ = self
             .worker_count
             .compare_exchange(0, workers, Relaxed, Relaxed);
