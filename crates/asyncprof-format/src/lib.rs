@@ -53,12 +53,14 @@
 pub mod culprit;
 mod error;
 mod hist;
+mod kind;
 mod read;
 mod types;
 mod write;
 
 pub use error::{Error, Result};
 pub use hist::Histogram;
+pub use kind::{preempted, StallKind, PREEMPTED_CPU_SHARE};
 pub use read::{read_bytes, read_path, RunFile, SeriesPoint, MAX_DEPTH_POINTS};
 pub use types::{
     Config, CpuProfile, DepthPoint, Flavor, Frame, Header, LocationStats, LossCounters, QueueKind,

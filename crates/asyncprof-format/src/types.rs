@@ -182,6 +182,10 @@ pub struct LossCounters {
     /// off the service's threads, every 100 ms). The runtime-wide histograms and the counts
     /// still have them. 0 in files written before this counter existed.
     pub dropped_long_values: u64,
+    /// Stall events (`tracing` events asyncprof emits when asked to) not emitted: over the
+    /// rate limit, or the thread that emits them fell behind. The stalls themselves are in
+    /// the run file. 0 in files written before this counter existed.
+    pub dropped_stall_events: u64,
 }
 
 impl LossCounters {

@@ -96,18 +96,7 @@ fn runtime_labels(run: &RunFile, stalls: &[&StallRecord]) -> Vec<String> {
 
 /// The kind of one stall.
 pub fn stall_kind(s: &StallRecord) -> &'static str {
-    use crate::diagnoses::{blocking_call, cpu_bound_poll, lock_contention, runtime_blocked};
-    if runtime_blocked::applies(s) {
-        runtime_blocked::KIND
-    } else if lock_contention::applies(s) {
-        lock_contention::KIND
-    } else if cpu_bound_poll::applies(s) {
-        cpu_bound_poll::KIND
-    } else if blocking_call::applies(s) {
-        blocking_call::KIND
-    } else {
-        cpu_bound_poll::KIND
-    }
+    asyncprof_format::StallKind::of(s).name()
 }
 
 fn recommendation(

@@ -201,7 +201,7 @@ pub struct TaskStalls {
 }
 
 /// Every loss counter with what it counts, in plain words, in the order reports list them.
-pub(crate) fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 11] {
+pub(crate) fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 12] {
     [
         (
             l.dropped_records,
@@ -251,6 +251,11 @@ pub(crate) fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 1
             l.dropped_long_values,
             "long polls and delays missing from their spawn location's histograms (no spare \
              histograms were left for a new location); the runtime-wide numbers have them",
+        ),
+        (
+            l.dropped_stall_events,
+            "stall events (tracing) not emitted: over their rate limit, or their thread fell \
+             behind; the run file has every stall",
         ),
     ]
 }

@@ -49,6 +49,36 @@ pub(crate) fn header(recorder: &Recorder, facts: Facts, start_unix_ms: u64) -> f
     h
 }
 
+/// Where stalls and snapshots go besides the run file, when asked for: stall events, the
+/// metrics endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct Outputs {
+    pub(crate) events: Option<crate::events::StallEvents>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<std::sync::Arc<crate::metrics::State>>,
+}
+
+impl Outputs {
+    fn stall(&mut self, record: &format::StallRecord, recorder: &Recorder) {
+        if let Some(events) = self.events.as_mut() {
+            events.offer(record, recorder);
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = self.metrics.as_ref() {
+            metrics.stall(record);
+        }
+    }
+
+    /// The snapshot just written, for whoever keeps the last one.
+    #[allow(clippy::needless_pass_by_value, unused_variables)]
+    fn snapshot(&self, snapshot: format::Snapshot) {
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = self.metrics.as_ref() {
+            metrics.snapshot(snapshot);
+        }
+    }
+}
+
 /// How often the aggregator hands new stall records to the writer.
 const STALL_PERIOD: Duration = Duration::from_millis(100);
 
@@ -62,6 +92,7 @@ pub(crate) fn aggregator_loop(
     started: Instant,
     start_unix_ms: u64,
     mut written: Facts,
+    mut outputs: Outputs,
 ) {
     let mut symbolizer = crate::symbolize::Symbolizer::default();
     let mut next_snapshot = Instant::now() + interval;
@@ -107,6 +138,7 @@ pub(crate) fn aggregator_loop(
             if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
                 frames.push(f);
             }
+            outputs.stall(&record, recorder);
         }
         if snapshot_due {
             next_snapshot = now + interval;
@@ -115,6 +147,7 @@ pub(crate) fn aggregator_loop(
             if let Ok(f) = format::encode_frame(RecordKind::Snapshot, &snapshot) {
                 frames.push(f);
             }
+            outputs.snapshot(snapshot);
         }
         if stopping {
             if let Some(f) = lock(&shared.cpu_frame).take() {

@@ -44,6 +44,10 @@ pub const DEFAULT_TASK_CAPACITY: usize = 16_384;
 pub struct Builder {
     pub(crate) out: Option<PathBuf>,
     pub(crate) config: format::Config,
+    /// Emit each stall as a `tracing` event ([`Builder::stall_events`]).
+    pub(crate) stall_events: bool,
+    /// Serve metrics here ([`Builder::metrics_addr`]).
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Builder {
@@ -55,7 +59,12 @@ impl Default for Builder {
         config.sample_every = DEFAULT_SAMPLE_EVERY;
         config.task_capacity = DEFAULT_TASK_CAPACITY as u32;
         config.stall_signal = asyncprof_sampler::default_signal();
-        Builder { out: None, config }
+        Builder {
+            out: None,
+            config,
+            stall_events: false,
+            metrics_addr: None,
+        }
     }
 }
 
@@ -105,6 +114,21 @@ fn env_signal(get: Lookup<'_>) -> Result<Option<i32>> {
     }
 }
 
+/// `ASYNCPROF_METRICS_ADDR`: a port alone on loopback, or an address with a port.
+fn env_metrics_addr(value: std::ffi::OsString) -> Result<std::net::SocketAddr> {
+    let value = value.to_string_lossy().into_owned();
+    let value = value.trim();
+    let addr = match value.parse::<u16>() {
+        Ok(port) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => value.parse().ok(),
+    };
+    addr.ok_or_else(|| Error::Env {
+        var: "ASYNCPROF_METRICS_ADDR",
+        value: value.to_string(),
+        reason: "a port (9464, on loopback) or an address with a port (0.0.0.0:9464, [::1]:9464)",
+    })
+}
+
 impl Builder {
     /// Apply the `ASYNCPROF_*` environment variables:
     ///
@@ -118,6 +142,8 @@ impl Builder {
     /// | `ASYNCPROF_TASK_CAPACITY` | live tasks tracked one by one, 16 to 16777216 | 16384 |
     /// | `ASYNCPROF_SIGNAL` | signal number that samples stalls on CPU: 10, 12, 27 (SIGUSR1, SIGUSR2, SIGPROF) or SIGRTMIN to SIGRTMAX; 0: no signal, only threads asleep in a system call get stacks | SIGRTMIN+5 |
     /// | `ASYNCPROF_CPU_HZ` | whole-run CPU profile, samples per second, 0 to 1000 | 0 (off) |
+    /// | `ASYNCPROF_STALL_EVENTS` | `1`: each stall also as a `tracing` event ([`Builder::stall_events`]); `0`: not | 0 |
+    /// | `ASYNCPROF_METRICS_ADDR` | serve Prometheus metrics at `http://ADDR/metrics` (the `metrics` feature): a port alone (`9464`) is on loopback, `HOST:PORT` as given | off |
     ///
     /// # Errors
     ///
@@ -188,6 +214,12 @@ impl Builder {
         if let Some(sig) = env_signal(get)? {
             self.config.stall_signal = sig;
         }
+        if let Some(on) = env_u64(get, "ASYNCPROF_STALL_EVENTS", "0 (off) or 1 (on)", 0, 1)? {
+            self.stall_events = on == 1;
+        }
+        if let Some(value) = get("ASYNCPROF_METRICS_ADDR").filter(|v| !v.is_empty()) {
+            self.metrics_addr = Some(env_metrics_addr(value)?);
+        }
         Ok(self)
     }
 
@@ -244,6 +276,30 @@ impl Builder {
     /// that was installed before it.
     pub fn stall_signal(mut self, signal: i32) -> Self {
         self.config.stall_signal = signal;
+        self
+    }
+
+    /// Also emit each stall as a `tracing` event (default off), so that it reaches the
+    /// service's own logs and, through `tracing-opentelemetry`, its OpenTelemetry pipeline:
+    /// target `asyncprof`, level WARN, fields `kind`, `file`, `line`, `function` (the user's
+    /// line), `primitive`, `syscall`, `duration` and `duration_ms`, `ongoing`,
+    /// `task_location`, `thread`. An event goes out when a stall ends, and once for a stall
+    /// still running after a second. They are emitted from asyncprof's own thread to the
+    /// global subscriber, at most 60 at once and 10 a second after that; the rest are
+    /// counted in the loss counter `dropped_stall_events` (the run file has every stall).
+    pub fn stall_events(mut self, on: bool) -> Self {
+        self.stall_events = on;
+        self
+    }
+
+    /// Serve Prometheus/OpenMetrics metrics at `http://ADDR/metrics` from asyncprof's own
+    /// thread (default off; the `metrics` feature). Bind a loopback address unless the
+    /// endpoint must be reached from another host; port 0 picks a free port
+    /// ([`crate::Guard::metrics_addr`] says which). An address that cannot be bound is
+    /// reported on standard error and the recording goes on without the endpoint.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
         self
     }
 
@@ -351,5 +407,34 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn stall_events_and_the_metrics_address_from_the_environment() {
+        let b = from(&[
+            ("ASYNCPROF_STALL_EVENTS", "1"),
+            ("ASYNCPROF_METRICS_ADDR", "9464"),
+        ])
+        .unwrap();
+        assert!(b.stall_events);
+        // A port alone is on loopback.
+        assert_eq!(b.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        let b = from(&[("ASYNCPROF_METRICS_ADDR", " 0.0.0.0:80 ")]).unwrap();
+        assert_eq!(b.metrics_addr, Some("0.0.0.0:80".parse().unwrap()));
+        let b = from(&[("ASYNCPROF_METRICS_ADDR", "[::1]:9")]).unwrap();
+        assert_eq!(b.metrics_addr, Some("[::1]:9".parse().unwrap()));
+        assert!(!from(&[]).unwrap().stall_events);
+        for (var, bad) in [
+            ("ASYNCPROF_METRICS_ADDR", "localhost"),
+            ("ASYNCPROF_METRICS_ADDR", "99999"),
+            ("ASYNCPROF_STALL_EVENTS", "yes"),
+        ] {
+            match from(&[(var, bad)]) {
+                Err(Error::Env { var: v, value, .. }) => {
+                    assert_eq!((v, value.as_str()), (var, bad))
+                }
+                other => panic!("{var}={bad:?} gave {other:?}"),
+            }
+        }
     }
 }

@@ -98,11 +98,14 @@ mod clock;
 mod config;
 mod cpu;
 mod error;
+mod events;
 mod gauge;
 mod hist;
 mod hooks;
 mod latency;
 mod layer;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod poll;
 mod profiler;
 mod queues;

@@ -127,6 +127,45 @@ impl Builder {
         // Bounded: a machine that does not run the thread within a second gets a recording
         // whose first gap is counted (above), not a service held up at start.
         let _ = running_rx.recv_timeout(WATCHDOG_START_WAIT);
+        let mut outputs = crate::aggregator::Outputs::default();
+        let mut threads = Vec::new();
+        if self.stall_events {
+            let (events, rx) = crate::events::StallEvents::new();
+            // Not `spawn_thread`: this thread emits to the service's global subscriber.
+            let emitter = std::thread::Builder::new()
+                .name("asyncprof-events".into())
+                .spawn(move || crate::events::emit_loop(rx))
+                .map_err(|source| Error::Thread {
+                    name: "asyncprof-events",
+                    source,
+                })?;
+            outputs.events = Some(events);
+            threads.push(emitter);
+        }
+        #[cfg(feature = "metrics")]
+        let metrics = self.metrics_addr.and_then(|addr| {
+            let state = Arc::new(crate::metrics::State::default());
+            match crate::metrics::Endpoint::start(addr, state.clone()) {
+                Ok(endpoint) => {
+                    outputs.metrics = Some(state);
+                    Some(endpoint)
+                }
+                Err(err) => {
+                    eprintln!(
+                        "asyncprof: cannot serve metrics at {addr}: {err}; recording goes on \
+                         without the metrics endpoint"
+                    );
+                    None
+                }
+            }
+        });
+        #[cfg(not(feature = "metrics"))]
+        if let Some(addr) = self.metrics_addr {
+            eprintln!(
+                "asyncprof: ASYNCPROF_METRICS_ADDR={addr} is ignored: this build of asyncprof \
+                 has no `metrics` feature"
+            );
+        }
         let aggregator = spawn_thread("asyncprof-aggregator", {
             let shared = shared.clone();
             let interval = Duration::from_millis(self.config.flush_interval_ms);
@@ -139,6 +178,7 @@ impl Builder {
                     started,
                     start_unix_ms,
                     facts,
+                    outputs,
                 )
             }
         })?;
@@ -155,7 +195,14 @@ impl Builder {
             recorder,
             shared,
             watchdog: Some(watchdog),
-            threads: vec![aggregator, writer],
+            // The aggregator first: the events thread ends when it does, the writer after.
+            threads: [aggregator]
+                .into_iter()
+                .chain(threads)
+                .chain([writer])
+                .collect(),
+            #[cfg(feature = "metrics")]
+            metrics,
             path,
             cpu,
         })
@@ -209,6 +256,8 @@ pub struct Guard {
     threads: Vec<JoinHandle<()>>,
     path: PathBuf,
     cpu: Option<crate::cpu::CpuProfiler>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::Endpoint>,
 }
 
 /// How much memory asyncprof's task state holds, for checking that it stays bounded.
@@ -229,6 +278,13 @@ impl Guard {
     /// The run file being written.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The address the metrics endpoint listens on, when it runs
+    /// ([`crate::Builder::metrics_addr`], `ASYNCPROF_METRICS_ADDR`).
+    #[cfg(feature = "metrics")]
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(crate::metrics::Endpoint::addr)
     }
 
     /// Append a snapshot now instead of at the next interval. Returns at once.
@@ -272,6 +328,8 @@ impl Drop for Guard {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        #[cfg(feature = "metrics")]
+        drop(self.metrics.take());
         *lock(&ACTIVE) = None;
     }
 }

@@ -61,6 +61,8 @@ pub(crate) struct Loss {
     /// Long polls and delays a location could not keep one by one: it had no histograms yet
     /// and no spare ones were left ([`crate::spares`]).
     pub(crate) dropped_long_values: AtomicU64,
+    /// Stall events not emitted: over the rate limit, or their thread fell behind.
+    pub(crate) dropped_stall_events: AtomicU64,
 }
 
 /// Counters written once per task. On their own cache lines: a spawn-heavy service writes them

@@ -142,4 +142,5 @@ fn unwritable_output_is_one_clear_error() {
 
 mod bench;
 mod died;
+mod prometheus;
 mod run;

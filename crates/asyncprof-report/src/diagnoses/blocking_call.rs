@@ -8,15 +8,8 @@
 //! **What to do**: use the async equivalent (`tokio::time::sleep`, `tokio::net`,
 //! `tokio::fs`, an async client) or move the call into `tokio::task::spawn_blocking`.
 
-use asyncprof_format::{StallClass, StallRecord};
-
 /// The kind's name.
-pub const KIND: &str = "blocking-call";
-
-/// Whether `s` is of this kind (checked last among the stall kinds).
-pub fn applies(s: &StallRecord) -> bool {
-    s.class == StallClass::Blocking || s.primitive.is_some()
-}
+pub const KIND: &str = asyncprof_format::StallKind::BlockingCall.name();
 
 /// What to do.
 pub fn recommendation(primitive: Option<&str>, syscall: Option<&str>, max_ms: f64) -> String {

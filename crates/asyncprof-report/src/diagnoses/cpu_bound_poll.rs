@@ -10,17 +10,8 @@
 //! **What to do**: move the work to `tokio::task::spawn_blocking` or a rayon pool, or split it
 //! and `tokio::task::yield_now().await` between chunks.
 
-use asyncprof_format::{StallClass, StallRecord};
-
 /// The kind's name.
-pub const KIND: &str = "cpu-bound-poll";
-
-/// Whether `s` is of this kind (checked after runtime-blocked and lock-contention).
-pub fn applies(s: &StallRecord) -> bool {
-    s.class == StallClass::CpuBound
-        || (s.class == StallClass::Unknown
-            && s.cpu_share.is_some_and(|c| c >= super::PREEMPTED_CPU_SHARE))
-}
+pub const KIND: &str = asyncprof_format::StallKind::CpuBoundPoll.name();
 
 /// What to do.
 pub fn recommendation(max_ms: f64) -> String {

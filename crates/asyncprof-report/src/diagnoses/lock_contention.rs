@@ -7,28 +7,8 @@
 //! **What to do**: never hold a lock across slow work (copy, compute, swap), shorten the
 //! critical section, shard the data, or use `tokio::sync::Mutex` across an `.await`.
 
-use asyncprof_format::{StallClass, StallRecord};
-
 /// The kind's name.
-pub const KIND: &str = "lock-contention";
-
-/// Whether `s` is of this kind.
-pub fn applies(s: &StallRecord) -> bool {
-    let primitive = s.primitive.as_ref().map_or("", |p| p.function.as_str());
-    let file = s
-        .primitive
-        .as_ref()
-        .and_then(|p| p.file.as_deref())
-        .unwrap_or("");
-    let lockish = ["Mutex", "RwLock", "Condvar"]
-        .iter()
-        .any(|l| primitive.contains(l))
-        || (file.contains("/sync/")
-            && ["mutex", "rwlock", "condvar"]
-                .iter()
-                .any(|l| file.contains(l)));
-    s.class == StallClass::Blocking && s.syscall.as_deref() == Some("futex") && lockish
-}
+pub const KIND: &str = asyncprof_format::StallKind::LockContention.name();
 
 /// What to do.
 pub fn recommendation(primitive: Option<&str>, max_ms: f64) -> String {

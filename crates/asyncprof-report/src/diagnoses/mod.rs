@@ -22,17 +22,7 @@ pub const KINDS: &[&str] = &[
     queue_growth::KIND,
 ];
 
-/// A stall whose thread was neither asleep nor computing most of the time: runnable but
-/// preempted (the machine had more runnable threads than cores). Not the poll's code: counted in
-/// the summary (`preempted_stalls`), not a finding.
-pub fn preempted(s: &asyncprof_format::StallRecord) -> bool {
-    !s.ongoing
-        && s.class != asyncprof_format::StallClass::Blocking
-        && s.cpu_share.is_some_and(|c| c < PREEMPTED_CPU_SHARE)
-}
-
-/// Below this share of its wall time on CPU, a stall that did not sleep was preempted.
-pub const PREEMPTED_CPU_SHARE: f64 = 0.35;
+pub use asyncprof_format::{preempted, PREEMPTED_CPU_SHARE};
 
 /// The blocking call a finding names, for its recommendation.
 pub(crate) fn call(primitive: Option<&str>) -> String {

@@ -6,15 +6,8 @@
 //! stops, and every timer, socket and task with it.
 //! **What to do**: `.await` the future instead of blocking on it; look for a lock cycle.
 
-use asyncprof_format::StallRecord;
-
 /// The kind's name.
-pub const KIND: &str = "runtime-blocked";
-
-/// Whether `s` is of this kind.
-pub fn applies(s: &StallRecord) -> bool {
-    s.ongoing
-}
+pub const KIND: &str = asyncprof_format::StallKind::RuntimeBlocked.name();
 
 /// What to do.
 pub fn recommendation(primitive: Option<&str>) -> String {

@@ -1,0 +1,93 @@
+//! The kind of one stall, read from its record alone: what `asyncprof report` names a finding
+//! of stalls, and what the metrics endpoint and the stall events label a stall with, so that
+//! all three say the same.
+//!
+//! Checked in this order: runtime-blocked, lock-contention, cpu-bound-poll, blocking-call.
+//! A stall whose thread was runnable but preempted most of the time ([`preempted`]) is the
+//! machine's doing, not the poll's: the report counts it apart and makes no finding of it.
+
+use crate::{StallClass, StallRecord};
+
+/// What held a worker past the stall threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum StallKind {
+    /// A poll that never returned: the stall was still running when the run ended.
+    RuntimeBlocked,
+    /// Asleep in `futex` inside a `std::sync` lock.
+    LockContention,
+    /// On CPU in most samples, or never found asleep and still on CPU for at least
+    /// [`PREEMPTED_CPU_SHARE`] of the stall.
+    CpuBoundPoll,
+    /// Asleep in a system call, or stopped in a call the stack names.
+    BlockingCall,
+}
+
+/// Below this share of its wall time on CPU, a stall that did not sleep was preempted.
+pub const PREEMPTED_CPU_SHARE: f64 = 0.35;
+
+/// Whether `s`'s thread was neither asleep nor computing most of the time: runnable but
+/// preempted (the machine had more runnable threads than cores).
+pub fn preempted(s: &StallRecord) -> bool {
+    !s.ongoing
+        && s.class != StallClass::Blocking
+        && s.cpu_share.is_some_and(|c| c < PREEMPTED_CPU_SHARE)
+}
+
+impl StallKind {
+    /// Every kind, in the order they are checked.
+    pub const ALL: [StallKind; 4] = [
+        StallKind::RuntimeBlocked,
+        StallKind::LockContention,
+        StallKind::CpuBoundPoll,
+        StallKind::BlockingCall,
+    ];
+
+    /// The kind of `s` (for a [`preempted`] stall too: the kind its record reads as).
+    pub fn of(s: &StallRecord) -> StallKind {
+        if s.ongoing {
+            StallKind::RuntimeBlocked
+        } else if is_lock_wait(s) {
+            StallKind::LockContention
+        } else if s.class == StallClass::CpuBound
+            || (s.class == StallClass::Unknown
+                && s.cpu_share.is_some_and(|c| c >= PREEMPTED_CPU_SHARE))
+        {
+            StallKind::CpuBoundPoll
+        } else if s.class == StallClass::Blocking || s.primitive.is_some() {
+            StallKind::BlockingCall
+        } else {
+            StallKind::CpuBoundPoll
+        }
+    }
+
+    /// Its name in findings, metrics and events (`runtime-blocked`, `lock-contention`,
+    /// `cpu-bound-poll`, `blocking-call`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            StallKind::RuntimeBlocked => "runtime-blocked",
+            StallKind::LockContention => "lock-contention",
+            StallKind::CpuBoundPoll => "cpu-bound-poll",
+            StallKind::BlockingCall => "blocking-call",
+        }
+    }
+}
+
+/// Asleep in `futex` inside `std::sync::Mutex`, `RwLock` or `Condvar` (by name, or by std's
+/// source file when the debug info gives bare names).
+fn is_lock_wait(s: &StallRecord) -> bool {
+    let primitive = s.primitive.as_ref().map_or("", |p| p.function.as_str());
+    let file = s
+        .primitive
+        .as_ref()
+        .and_then(|p| p.file.as_deref())
+        .unwrap_or("");
+    let lockish = ["Mutex", "RwLock", "Condvar"]
+        .iter()
+        .any(|l| primitive.contains(l))
+        || (file.contains("/sync/")
+            && ["mutex", "rwlock", "condvar"]
+                .iter()
+                .any(|l| file.contains(l)));
+    s.class == StallClass::Blocking && s.syscall.as_deref() == Some("futex") && lockish
+}
