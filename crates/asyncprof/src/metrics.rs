@@ -573,11 +573,22 @@ fn answer(mut conn: TcpStream, registry: &Registry) -> std::io::Result<()> {
     let (status, kind, body) = match (method, path) {
         ("GET", "/metrics") => {
             let mut body = String::new();
+            // Prometheus asks for OpenMetrics; other readers (curl, promtool) get Prometheus'
+            // classic text format.
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let openmetrics = head
+                .lines()
+                .any(|l| l.starts_with("accept:") && l.contains("application/openmetrics-text"));
             match prometheus_client::encoding::text::encode(&mut body, registry) {
-                Ok(()) => (
+                Ok(()) if openmetrics => (
                     "200 OK",
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     body,
+                ),
+                Ok(()) => (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    classic_text(&body),
                 ),
                 Err(_) => (
                     "500 Internal Server Error",
@@ -603,6 +614,35 @@ fn answer(mut conn: TcpStream, registry: &Registry) -> std::io::Result<()> {
         body.len()
     )?;
     conn.flush()
+}
+
+/// OpenMetrics text as Prometheus' classic text format (0.0.4): a counter family's HELP and
+/// TYPE name its `_total` samples, and there are no UNIT lines and no EOF marker.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{tag}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -650,6 +690,33 @@ mod tests {
         );
         assert!(text.contains("asyncprof_stall_seconds_total{kind=\"blocking-call\",file=\"src/handler.rs\",line=\"42\",function=\"svc::handler\"} 0.07"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn the_classic_text_names_counter_samples_in_help_and_type() {
+        let state = Arc::new(State::default());
+        state.stall(&stall(1, 42, 30, false));
+        let text = classic_text(&scrape(&state));
+        assert!(
+            text.contains("# HELP asyncprof_stalls_total Polls"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE asyncprof_stalls_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE asyncprof_stall_seconds_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE asyncprof_stalls_running gauge\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -82,14 +82,16 @@ fn query(prometheus: u16, promql: &str) -> Vec<serde_json::Value> {
     v["data"]["result"].as_array().cloned().unwrap_or_default()
 }
 
-/// Poll `check` every 200 ms until it returns `Some`, or panic with `what` after `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+/// Poll `check` every 200 ms until it returns `Some`, or `None` after `limit`.
+fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = check() {
-            return v;
+            return Some(v);
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -171,19 +173,28 @@ fn prometheus_scrapes_the_stall_counter_with_the_marked_line_and_the_fixed_twin_
             .spawn()
             .unwrap(),
     );
-    wait_for(Duration::from_secs(30), "Prometheus to be ready", || {
+    wait_for(Duration::from_secs(30), || {
         get(prom_port, "/-/ready").filter(|(s, _)| *s == 200)
-    });
+    })
+    .expect("Prometheus is ready within 30 s");
+    // Its scrape loops start a few seconds after it is ready (target discovery is throttled):
+    // the pipelines start once both targets have been tried (down: nothing listens yet).
+    wait_for(Duration::from_secs(30), || {
+        let (_, body) = get(prom_port, "/api/v1/targets")?;
+        (body.matches("\"health\":\"down\"").count() == 2).then_some(())
+    })
+    .expect("Prometheus scrapes both targets within 30 s");
 
     // The bad pipeline: its stall counter reaches Prometheus with the marked file and line.
     let line = marked_line();
     let mut bad = pipeline("bad", bad_port, &dir);
     // The endpoint's own text, as promtool checks it.
-    let text = wait_for(Duration::from_secs(20), "a stall on the endpoint", || {
+    let text = wait_for(Duration::from_secs(20), || {
         get(bad_port, "/metrics").and_then(|(status, body)| {
             (status == 200 && body.contains("asyncprof_stalls_total{")).then_some(body)
         })
-    });
+    })
+    .expect("a stall on the endpoint within 20 s");
     let mut check = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -204,19 +215,22 @@ fn prometheus_scrapes_the_stall_counter_with_the_marked_line_and_the_fixed_twin_
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
-    let series = wait_for(
-        Duration::from_secs(20),
-        "Prometheus to have the stall counter at the marked line",
-        || {
-            let found = query(
-                prom_port,
-                "asyncprof_stalls_total{job=\"bad\",kind=\"blocking-call\"}",
-            );
-            found
-                .into_iter()
-                .find(|s| s["metric"]["line"].as_str() == Some(line.as_str()))
-        },
-    );
+    let mut seen = Vec::new();
+    let series = wait_for(Duration::from_secs(20), || {
+        seen = query(prom_port, "asyncprof_stalls_total{job=\"bad\"}");
+        seen.iter()
+            .find(|s| {
+                s["metric"]["line"].as_str() == Some(line.as_str())
+                    && s["metric"]["kind"] == "blocking-call"
+            })
+            .cloned()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no blocking-call stall at line {line} in Prometheus: {seen:#?}; targets: {:?}",
+            get(prom_port, "/api/v1/targets")
+        )
+    });
     let metric = &series["metric"];
     assert!(
         metric["file"]
@@ -245,17 +259,14 @@ fn prometheus_scrapes_the_stall_counter_with_the_marked_line_and_the_fixed_twin_
     // The fixed twin: scraped the same way, its stall counters stay at zero (stalls the
     // machine caused, kind "preempted", are not the pipeline's).
     let mut fixed = pipeline("fixed", fixed_port, &dir);
-    wait_for(
-        Duration::from_secs(20),
-        "Prometheus to scrape the fixed twin",
-        || {
-            let polls = query(
-                prom_port,
-                "sum(max_over_time(asyncprof_polls_total{job=\"fixed\"}[5m])) > 100",
-            );
-            (!polls.is_empty()).then_some(())
-        },
-    );
+    wait_for(Duration::from_secs(20), || {
+        let polls = query(
+            prom_port,
+            "sum(max_over_time(asyncprof_polls_total{job=\"fixed\"}[5m])) > 100",
+        );
+        (!polls.is_empty()).then_some(())
+    })
+    .expect("Prometheus scrapes the fixed twin within 20 s");
     let _ = fixed.0.wait();
     // One more scrape interval for the last samples.
     std::thread::sleep(Duration::from_secs(2));
