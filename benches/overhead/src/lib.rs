@@ -56,6 +56,10 @@ pub enum Config {
     Layer,
     /// console-subscriber's layer with its gRPC server on loopback.
     Console,
+    /// asyncprof's hooks tier with its metrics endpoint on, scraped every second by a thread
+    /// of the benchmark (as Prometheus would): not in the default table, named with
+    /// `--configs`.
+    HooksMetrics,
     /// Not measured: plain tokio with a hook counting polls, run once per workload so the
     /// table can say how many nanoseconds each configuration adds per poll.
     CountPolls,
@@ -80,6 +84,7 @@ impl Config {
         match self {
             Config::Plain => "plain",
             Config::Hooks => "asyncprof-hooks",
+            Config::HooksMetrics => "asyncprof-hooks-metrics",
             Config::Stable => "asyncprof-stable",
             Config::TokioMetrics => "tokio-metrics",
             Config::Dial9 => "dial9",
@@ -96,6 +101,7 @@ impl Config {
         match self {
             Config::Plain => "plain tokio",
             Config::Hooks => "asyncprof hooks tier",
+            Config::HooksMetrics => "asyncprof hooks tier + metrics scraped every 1 s",
             Config::Stable => "asyncprof stable tier",
             Config::TokioMetrics => "tokio-metrics TaskMonitor",
             Config::Dial9 => "dial9-tokio-telemetry",
@@ -111,7 +117,7 @@ impl Config {
     pub fn parse(key: &str) -> Option<Config> {
         Config::MEASURED
             .into_iter()
-            .chain([Config::CountPolls])
+            .chain([Config::CountPolls, Config::HooksMetrics])
             .find(|c| c.key() == key)
     }
 
@@ -125,7 +131,10 @@ impl Config {
 
     /// Whether the workloads use asyncprof's instrumented channels under it.
     pub fn asyncprof_channels(self) -> bool {
-        matches!(self, Config::Hooks | Config::Stable | Config::Layer)
+        matches!(
+            self,
+            Config::Hooks | Config::HooksMetrics | Config::Stable | Config::Layer
+        )
     }
 }
 

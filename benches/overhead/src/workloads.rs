@@ -165,6 +165,44 @@ struct Instruments {
     spawner: Spawner,
     polls: Option<Arc<AtomicU64>>,
     outputs: Vec<std::path::PathBuf>,
+    scraper: Option<Scraper>,
+}
+
+/// A thread that GETs asyncprof's metrics endpoint every second, as Prometheus would.
+struct Scraper {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Scraper {
+    fn start(addr: std::net::SocketAddr) -> std::io::Result<Scraper> {
+        use std::io::{Read, Write};
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::thread::Builder::new().name("scraper".into()).spawn({
+            let stop = stop.clone();
+            move || {
+                while !stop.load(Relaxed) {
+                    if let Ok(mut conn) = std::net::TcpStream::connect(addr) {
+                        let _ = conn.write_all(
+                            b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\
+                              Accept: application/openmetrics-text; version=1.0.0\r\n\r\n",
+                        );
+                        let mut body = Vec::new();
+                        let _ = conn.read_to_end(&mut body);
+                        std::hint::black_box(body);
+                    }
+                    std::thread::park_timeout(std::time::Duration::from_secs(1));
+                }
+            }
+        })?;
+        Ok(Scraper { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Relaxed);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
 }
 
 impl Instruments {
@@ -175,6 +213,19 @@ impl Instruments {
             Config::Hooks | Config::Stable | Config::Layer => {
                 let path = crate::temp_path("asyncprof.run");
                 i.asyncprof = Some(asyncprof::Profiler::builder().out(&path).start()?);
+                i.outputs.push(path);
+            }
+            Config::HooksMetrics => {
+                let path = crate::temp_path("asyncprof.run");
+                let guard = asyncprof::Profiler::builder()
+                    .out(&path)
+                    .metrics_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .start()?;
+                let addr = guard
+                    .metrics_addr()
+                    .ok_or_else(|| anyhow::anyhow!("the metrics endpoint did not start"))?;
+                i.scraper = Some(Scraper::start(addr)?);
+                i.asyncprof = Some(guard);
                 i.outputs.push(path);
             }
             Config::TokioMetrics => i.spawner.monitor = Some(tokio_metrics::TaskMonitor::new()),
@@ -190,7 +241,7 @@ impl Instruments {
     /// Build the runtime from `b` the way `config` instruments it.
     fn build(&mut self, config: Config, mut b: Builder) -> std::io::Result<Runtime> {
         match config {
-            Config::Hooks => {
+            Config::Hooks | Config::HooksMetrics => {
                 if let Some(g) = &self.asyncprof {
                     g.instrument(&mut b);
                 }
@@ -230,6 +281,9 @@ impl Instruments {
         if let Some(m) = &self.spawner.monitor {
             // Read the monitor, as a service exporting its metrics would.
             std::hint::black_box(m.cumulative());
+        }
+        if let Some(s) = self.scraper {
+            s.stop();
         }
         drop(self.asyncprof);
         drop(self.dial9);
