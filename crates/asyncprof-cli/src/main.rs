@@ -1,7 +1,8 @@
 //! `asyncprof`: run pipelines under load, profile a service, read run files.
 //!
-//! Exit codes: 0 success; 1 a gate failed (`bench --check`, `--fail-on`) or the program that
-//! `run` ran failed; 2 an error (bad flags, unreadable or damaged run file, unwritable output).
+//! Exit codes: 0 success; 1 a gate failed (`bench --check`, `--fail-on`,
+//! `diff --fail-on-regression`) or the program that `run` ran failed; 2 an error (bad flags,
+//! unreadable or damaged run file, unwritable output).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -12,14 +13,16 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bench;
+mod diff;
 mod report;
 mod run;
 mod term;
 
 /// Find what makes a tokio program slow, and the line to change.
 ///
-/// Exit codes: 0 success; 1 a gate failed (bench --check or --fail-on) or the program run by
-/// `run` failed; 2 an error (bad flags, unreadable run file, unwritable output).
+/// Exit codes: 0 success; 1 a gate failed (bench --check or --fail-on, diff
+/// --fail-on-regression) or the program run by `run` failed; 2 an error (bad flags, unreadable
+/// run file, unwritable output).
 #[derive(Debug, Parser)]
 #[command(name = "asyncprof", version, about, long_about)]
 struct Cli {
@@ -40,8 +43,26 @@ enum Command {
     /// Run your own program (instrumented with asyncprof), optionally under HTTP load, and
     /// report on it when it exits.
     Run(RunArgs),
-    /// Summarize a run file.
+    /// Summarize a run file, or merge the runs of one service's instances into one report.
+    ///
+    /// With several run files (one per instance of a service), each run is diagnosed on its
+    /// own, then findings of the same kind at the same line are one finding, ranked across
+    /// the instances (severity, then stall time, then instances) and saying on how many it
+    /// appeared ("3 of 3 instances"); its evidence is summed (stalls, stall time) or the worst
+    /// (longest stall, severity). Runs of different programs are merged with a warning.
     Report(ReportArgs),
+    /// Compare two runs: new and vanished findings, stall time, and each spawn location's p99
+    /// poll time and scheduling delay, BASE → NEW.
+    ///
+    /// A finding is the same in both runs when its kind, file and line are. With
+    /// --fail-on-regression, exit 1 when NEW has a finding BASE does not (the gate). Numbers
+    /// gate only when asked, and only when they grow both by a factor and by a floor:
+    /// --stall-factor for the stall time (preempted stalls left out), --p99-factor for a spawn
+    /// location's p99 poll time or scheduling delay (with at least 100 values in both runs).
+    /// Neither is on by default: runs of the same code on a loaded machine differ by more than
+    /// a factor of 2 (measured: a p99 scheduling delay of 5.0 and 13.2 ms in two runs of one
+    /// pipeline), and a healthy run must pass.
+    Diff(DiffArgs),
     /// Run one pipeline variant in this process (what `bench` starts for each run).
     #[command(name = "__pipeline", hide = true)]
     Pipeline {
@@ -152,15 +173,19 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct ReportArgs {
-    /// The run file a profiled program wrote (ASYNCPROF_OUT).
-    run_file: PathBuf,
-    /// Print the machine-readable JSON summary instead of text.
+    /// The run file a profiled program wrote (ASYNCPROF_OUT); several (one per instance of a
+    /// service) to merge them into one report.
+    #[arg(required = true, value_name = "RUN_FILE")]
+    run_files: Vec<PathBuf>,
+    /// Print the machine-readable JSON summary instead of text (several runs: the merged
+    /// findings, the runs and the merged spawn locations).
     #[arg(long)]
     json: bool,
     /// Write the report to FILE instead of standard output: HTML when FILE ends in .html.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Also write the stall stacks as folded stacks (for inferno, speedscope, flamegraph.pl).
+    /// Also write the stall stacks as folded stacks (for inferno, speedscope, flamegraph.pl);
+    /// of several runs, one profile with their weights added.
     #[arg(long, value_name = "FILE")]
     folded: Option<PathBuf>,
     /// Override a diagnosis threshold, NAME=VALUE (repeatable).
@@ -169,16 +194,57 @@ struct ReportArgs {
     /// Also write the stalls as a pprof profile (gzipped protobuf; values: stalls and stall
     /// time in nanoseconds, each stack weighted by its share of its stall), for `go tool
     /// pprof` and pprof backends; and, when the run has a CPU profile, that one beside it as
-    /// FILE with `.cpu` before its extension (e.g. stalls.pb.gz and stalls.cpu.pb.gz).
+    /// FILE with `.cpu` before its extension (e.g. stalls.pb.gz and stalls.cpu.pb.gz). Takes
+    /// one run file.
     #[arg(long, value_name = "FILE")]
     pprof: Option<PathBuf>,
     /// Score the findings against the defects marked in a program's source, as `bench` does:
     /// every `// asyncprof-expect: KIND` comment in the .rs files under DIR is a defect that
     /// must be found at its line with that kind, and every finding must match one. Prints the
     /// score; exits 1 unless recall and precision are both 100% (a clean twin: no marker, no
-    /// finding).
+    /// finding). With several runs, scores the merged findings.
     #[arg(long, value_name = "DIR")]
     expect_markers: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DiffArgs {
+    /// The run to compare against (the known-good run).
+    base: PathBuf,
+    /// The run to check.
+    new: PathBuf,
+    /// Print the comparison as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Exit with 1 when NEW regressed: a finding BASE does not have, or a number past a gate
+    /// set below. A CI gate.
+    #[arg(long)]
+    fail_on_regression: bool,
+    /// Gate on stall time too: it regresses when NEW's is at least X times BASE's and
+    /// --stall-floor-ms more (e.g. 3). Off by default.
+    #[arg(long, value_name = "X", value_parser = parse_factor)]
+    stall_factor: Option<f64>,
+    /// With --stall-factor: how much more, in ms, NEW's stall time must be.
+    #[arg(long, value_name = "MS", default_value_t = asyncprof_report::DEFAULT_STALL_FLOOR_MS)]
+    stall_floor_ms: u64,
+    /// Gate on spawn locations' p99 poll time and scheduling delay too: one regresses when
+    /// NEW's is at least X times BASE's and --p99-floor-ms more (e.g. 3). Off by default.
+    #[arg(long, value_name = "X", value_parser = parse_factor)]
+    p99_factor: Option<f64>,
+    /// With --p99-factor: how much more, in ms, NEW's p99 must be.
+    #[arg(long, value_name = "MS", default_value_t = asyncprof_report::DEFAULT_P99_FLOOR_MS)]
+    p99_floor_ms: u64,
+    /// Override a diagnosis threshold, NAME=VALUE (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    diagnose: Vec<String>,
+}
+
+/// A factor of at least 1 (NEW at least as large as BASE).
+fn parse_factor(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 1.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a factor of 1 or more (e.g. 2, 1.5)")),
+    }
 }
 
 /// A command line split into words as a shell would (quotes, backslashes), for running it
@@ -252,6 +318,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => bench::bench(&args, cli.quiet),
         Command::Run(args) => run::run(&args, cli.quiet),
         Command::Report(args) => report::report(&args),
+        Command::Diff(args) => diff::diff(&args),
         Command::Pipeline {
             name,
             variant,

@@ -1,10 +1,10 @@
-//! `asyncprof report`: render any run file.
+//! `asyncprof report`: render any run file, or several runs of one service merged.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::{term, ReportArgs};
 
@@ -88,11 +88,22 @@ fn is_html(p: &Path) -> bool {
 
 pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
     let thresholds = crate::thresholds(&args.diagnose)?;
-    let run = read_run(&args.run_file)?;
+    match args.run_files.as_slice() {
+        [one] => report_one(one, args, &thresholds),
+        many => report_many(many, args, &thresholds),
+    }
+}
+
+fn report_one(
+    run_file: &Path,
+    args: &ReportArgs,
+    thresholds: &asyncprof_report::Thresholds,
+) -> Result<ExitCode> {
+    let run = read_run(run_file)?;
     for w in &run.warnings {
         term::warn(w);
     }
-    let summary = summarize(&run, &thresholds);
+    let summary = summarize(&run, thresholds);
     let bytes = if args.json {
         asyncprof_report::render_json(&summary)
     } else if args.output.as_deref().is_some_and(is_html) {
@@ -106,19 +117,84 @@ pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
     if let Some(folded) = &args.folded {
         write_file(folded, asyncprof_report::folded_stalls(&run).as_bytes())?;
     }
-    match &args.output {
-        Some(out) => write_file(out, &bytes)?,
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&bytes)
-                .context("cannot write to standard output")?;
-            stdout.flush().context("cannot write to standard output")?;
-        }
-    }
+    emit(args.output.as_deref(), &bytes)?;
     match &args.expect_markers {
         Some(dir) => score_against(dir, &summary.findings),
         None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Several runs (instances of one service), each diagnosed on its own, their findings merged.
+fn report_many(
+    run_files: &[PathBuf],
+    args: &ReportArgs,
+    thresholds: &asyncprof_report::Thresholds,
+) -> Result<ExitCode> {
+    if args.pprof.is_some() {
+        bail!("--pprof takes one run file; {} were given", run_files.len());
+    }
+    let runs = read_runs(run_files)?;
+    let summaries: Vec<asyncprof_report::Summary> = runs
+        .iter()
+        .map(|(_, run)| summarize(run, thresholds))
+        .collect();
+    let instances: Vec<asyncprof_report::Instance<'_>> = runs
+        .iter()
+        .zip(&summaries)
+        .map(|((name, run), summary)| asyncprof_report::Instance::new(name, run, summary))
+        .collect();
+    let merged = asyncprof_report::Merged::of(&instances);
+    if let Some(w) = merged.programs_warning() {
+        term::warn(&w);
+    }
+    let bytes = if args.json {
+        asyncprof_report::render_merged_json(&merged)
+    } else if args.output.as_deref().is_some_and(is_html) {
+        asyncprof_report::render_merged_html(&merged, &source).into_bytes()
+    } else {
+        asyncprof_report::render_merged_text(&merged)
+    };
+    if let Some(folded) = &args.folded {
+        let all: Vec<&asyncprof_format::RunFile> = runs.iter().map(|(_, run)| run).collect();
+        write_file(folded, asyncprof_report::folded_stalls_of(&all).as_bytes())?;
+    }
+    emit(args.output.as_deref(), &bytes)?;
+    match &args.expect_markers {
+        Some(dir) => {
+            let findings: Vec<asyncprof_report::Finding> =
+                merged.findings.iter().map(|f| f.finding.clone()).collect();
+            score_against(dir, &findings)
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Read run files, each named as given; their readers' warnings printed with their names.
+pub(crate) fn read_runs(paths: &[PathBuf]) -> Result<Vec<(String, asyncprof_format::RunFile)>> {
+    paths
+        .iter()
+        .map(|path| {
+            let run = read_run(path)?;
+            let name = path.display().to_string();
+            for w in &run.warnings {
+                term::warn(&format!("{name}: {w}"));
+            }
+            Ok((name, run))
+        })
+        .collect()
+}
+
+/// Write a report to `output`, or to standard output.
+pub(crate) fn emit(output: Option<&Path>, bytes: &[u8]) -> Result<()> {
+    match output {
+        Some(out) => write_file(out, bytes),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(bytes)
+                .context("cannot write to standard output")?;
+            stdout.flush().context("cannot write to standard output")
+        }
     }
 }
 

@@ -12,8 +12,14 @@ use crate::flame::{frame_label, weighted_stall_stacks};
 /// is shared among its samples. Every frame is kept (the HTML report's flamegraph folds the
 /// runtime's own frames; this text is for other tools).
 pub fn folded_stalls(run: &RunFile) -> String {
+    folded_stalls_of(&[run])
+}
+
+/// The stall stacks of several runs (instances of one service) as one folded profile: a
+/// stack seen in several runs is one line, its weights added.
+pub fn folded_stalls_of(runs: &[&RunFile]) -> String {
     let mut weights: BTreeMap<String, u64> = BTreeMap::new();
-    for (_, frames, us) in weighted_stall_stacks(run) {
+    for (_, frames, us) in runs.iter().flat_map(|r| weighted_stall_stacks(r)) {
         let line = frames
             .iter()
             .rev()

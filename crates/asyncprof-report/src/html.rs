@@ -92,7 +92,50 @@ fn excerpt(text: &str, line: u32) -> Option<Markup> {
     })
 }
 
-fn finding(f: &Finding, source: &dyn Fn(&str) -> Option<String>) -> Markup {
+/// The loss counters that are not 0, or a line saying nothing was lost.
+fn loss_block(counters: &[(u64, &str)]) -> Markup {
+    let lost: Vec<&(u64, &str)> = counters.iter().filter(|(n, _)| *n > 0).collect();
+    html! {
+        @if lost.is_empty() {
+            p.muted { "Loss: none (nothing dropped, clamped, untracked or skipped)." }
+        } @else {
+            div.loss {
+                "Lost, clamped or skipped:"
+                ul { @for (n, what) in &lost { li { b { (n) } " " (what) "." } } }
+            }
+        }
+    }
+}
+
+/// The spawn locations as a sortable table, busiest first.
+fn locations_section(locations: &[crate::LocationSummary]) -> Markup {
+    html! {
+        section #locations {
+            h2 { "Spawn locations" }
+            table.sortable {
+                thead { tr {
+                    th.l { "location" } th { "tasks" } th { "polls" } th { "busy ms" }
+                    th { "poll p50 ms" } th { "poll p99 ms" } th { "poll max ms" }
+                    th { "delay p50 ms" } th { "delay p99 ms" } th { "delay max ms" }
+                } }
+                tbody {
+                    @for l in locations {
+                        tr {
+                            td.l.loc { (l.location) }
+                            td data-v=(l.tasks_spawned) { (l.tasks_spawned) }
+                            td data-v=(l.polls) { (l.polls) }
+                            td data-v=(l.busy_ms) { (format!("{:.1}", l.busy_ms)) }
+                            (lat_cells(&l.poll)) (lat_cells(&l.scheduled))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One finding's card; `seen` (`3 of 3 instances`) when several runs were merged.
+fn finding(f: &Finding, seen: Option<&str>, source: &dyn Fn(&str) -> Option<String>) -> Markup {
     let sev = match f.severity {
         crate::Severity::Error => "error",
         crate::Severity::Warning => "warning",
@@ -106,6 +149,7 @@ fn finding(f: &Finding, source: &dyn Fn(&str) -> Option<String>) -> Markup {
             span.loc { (f.location.file) ":" (f.location.line) }
             " in "
             span.loc { (f.location.function) }
+            @if let Some(seen) = seen { ", on " b.seen { (seen) } }
             @if let Some(text) = source(&f.location.file) {
                 @if let Some(x) = excerpt(&text, f.location.line) { (x) }
             }
@@ -258,10 +302,6 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
         })
         .unwrap_or_default();
 
-    let lost: Vec<(u64, &str)> = crate::summary::loss_counters(&s.loss)
-        .into_iter()
-        .filter(|(n, _)| *n > 0)
-        .collect();
     let page = html! {
         (DOCTYPE)
         html lang="en" {
@@ -291,14 +331,7 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                 }
                 main {
                     @for w in &s.warnings { p.loss { "Warning: " (w) } }
-                    @if lost.is_empty() {
-                        p.muted { "Loss: none (nothing dropped, clamped, untracked or skipped)." }
-                    } @else {
-                        div.loss {
-                            "Lost, clamped or skipped:"
-                            ul { @for (n, what) in &lost { li { b { (n) } " " (what) "." } } }
-                        }
-                    }
+                    (loss_block(&crate::summary::loss_counters(&s.loss)))
                     section #findings {
                         h2 { "Findings (" (s.findings.len()) ")" }
                         @if s.findings.is_empty() {
@@ -308,7 +341,7 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                                 " ms, and no queue backed up or kept growing."
                             }
                         }
-                        @for f in &s.findings { (finding(f, source)) }
+                        @for f in &s.findings { (finding(f, None, source)) }
                         @if s.preempted_stalls > 0 {
                             p.muted {
                                 (s.preempted_stalls) " stalls were a worker thread waiting for a core (runnable, preempted), not its poll's code: the machine was overloaded."
@@ -419,27 +452,7 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                             }
                         }
                     }
-                    section #locations {
-                        h2 { "Spawn locations" }
-                        table.sortable {
-                            thead { tr {
-                                th.l { "location" } th { "tasks" } th { "polls" } th { "busy ms" }
-                                th { "poll p50 ms" } th { "poll p99 ms" } th { "poll max ms" }
-                                th { "delay p50 ms" } th { "delay p99 ms" } th { "delay max ms" }
-                            } }
-                            tbody {
-                                @for l in &s.locations {
-                                    tr {
-                                        td.l.loc { (l.location) }
-                                        td data-v=(l.tasks_spawned) { (l.tasks_spawned) }
-                                        td data-v=(l.polls) { (l.polls) }
-                                        td data-v=(l.busy_ms) { (format!("{:.1}", l.busy_ms)) }
-                                        (lat_cells(&l.poll)) (lat_cells(&l.scheduled))
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    (locations_section(&s.locations))
                     @if !s.tasks.is_empty() {
                         section #tasks {
                             h2 { "Busiest live tasks" }
@@ -471,6 +484,73 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
         }
     };
     page.into_string()
+}
+
+/// Several runs merged ([`crate::Merged`]) as a self-contained HTML page: the runs, the
+/// findings ranked across them (each saying on how many instances it appeared) and the spawn
+/// locations merged. `source` is as for [`render_html`].
+pub fn render_merged_html(m: &crate::Merged, source: &dyn Fn(&str) -> Option<String>) -> String {
+    let title = format!(
+        "asyncprof — {} instances of {}",
+        m.instances.len(),
+        m.programs.join(", ")
+    );
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    h1 { (title) }
+                    p { (m.stalls) " stalls in all; findings merged across the runs by kind and line" }
+                }
+                main {
+                    @for w in &m.warnings { p.loss { "Warning: " (w) } }
+                    (loss_block(&m.loss()))
+                    section #instances {
+                        h2 { "Instances (" (m.instances.len()) ")" }
+                        table.sortable {
+                            thead { tr {
+                                th.l { "run file" } th.l { "program" } th { "pid" } th { "seconds" }
+                                th { "stalls" } th { "stall ms" } th { "findings" }
+                            } }
+                            tbody {
+                                @for i in &m.instances {
+                                    tr {
+                                        td.l.loc { (i.name) @if i.truncated { " (truncated)" } }
+                                        td.l { (i.program) }
+                                        td data-v=(i.pid) { (i.pid) }
+                                        td data-v=(i.duration_ms) { (format!("{:.1}", i.duration_ms / 1e3)) }
+                                        td data-v=(i.stalls) { (i.stalls) }
+                                        td data-v=(i.stall_ms) { (format!("{:.1}", i.stall_ms)) }
+                                        td data-v=(i.findings) { (i.findings) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    section #findings {
+                        h2 { "Findings (" (m.findings.len()) ")" }
+                        @if m.findings.is_empty() {
+                            div.card {
+                                span.badge.ok { "ok" }
+                                "No findings in any of the runs."
+                            }
+                        }
+                        @for f in &m.findings { (finding(&f.finding, Some(&f.seen()), source)) }
+                    }
+                    (locations_section(&m.locations))
+                }
+                script { (PreEscaped(SCRIPT)) }
+            }
+        }
+    }
+    .into_string()
 }
 
 /// `text` with its first letter upper-case, to open a sentence.

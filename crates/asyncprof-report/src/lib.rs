@@ -24,10 +24,12 @@
 
 pub mod charts;
 pub mod diagnoses;
+mod diff;
 mod findings;
 mod flame;
 mod folded;
 mod html;
+mod merge;
 mod names;
 pub mod pprof;
 mod queues;
@@ -36,9 +38,14 @@ mod summary;
 mod text;
 mod thresholds;
 
+pub use diff::{
+    Change, Diff, DiffThresholds, FindingChange, LocationChange, DEFAULT_P99_FLOOR_MS,
+    DEFAULT_STALL_FLOOR_MS, MIN_VALUES,
+};
 pub use findings::{diagnose, diagnose_with, stall_kind, Finding, FindingLocation, Severity};
-pub use folded::folded_stalls;
-pub use html::{render_html, render_index, IndexRow};
+pub use folded::{folded_stalls, folded_stalls_of};
+pub use html::{render_html, render_index, render_merged_html, IndexRow};
+pub use merge::{Instance, InstanceSummary, Merged, MergedFinding};
 pub use names::{anonymous_kind, enclosing_fn, name_anonymous};
 pub use queues::QueueEvidence;
 pub use score::{markers_in, Marker, Score, LINE_WINDOW, MARK};
@@ -46,13 +53,29 @@ pub use summary::{
     Latency, LocationSummary, QueueSummary, RuntimeSummary, StageSummary, Summary, TaskStalls,
     TaskSummary, WorkerSummary, SIGNALS_OFF,
 };
-pub use text::render_text;
+pub use text::{render_diff_text, render_merged_text, render_text};
 pub use thresholds::Thresholds;
 
 /// The summary as pretty-printed JSON.
 pub fn render_json(summary: &Summary) -> Vec<u8> {
+    json(summary)
+}
+
+/// Several runs merged ([`Merged`]) as pretty-printed JSON: what `asyncprof report A.run
+/// B.run --json` prints.
+pub fn render_merged_json(merged: &Merged) -> Vec<u8> {
+    json(merged)
+}
+
+/// Two runs compared ([`Diff`]) as pretty-printed JSON: what `asyncprof diff --json` prints.
+pub fn render_diff_json(diff: &Diff) -> Vec<u8> {
+    json(diff)
+}
+
+/// `value` as pretty-printed JSON and a newline.
+fn json(value: &impl serde::Serialize) -> Vec<u8> {
     let mut out =
-        serde_json::to_vec_pretty(summary).expect("a summary is plain data and always serializes");
+        serde_json::to_vec_pretty(value).expect("a report is plain data and always serializes");
     out.push(b'\n');
     out
 }

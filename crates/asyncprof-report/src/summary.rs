@@ -529,7 +529,7 @@ fn task_stalls(stalls: &[&format::StallRecord], signals_off: bool) -> Vec<TaskSt
 }
 
 /// One entry per source location (the recorder may hold two for one place), busiest first.
-fn merge_locations(locs: &[format::LocationStats]) -> Vec<LocationSummary> {
+pub(crate) fn merge_locations(locs: &[format::LocationStats]) -> Vec<LocationSummary> {
     struct Acc {
         stats: format::LocationStats,
         poll: hdrhistogram::Histogram<u64>,

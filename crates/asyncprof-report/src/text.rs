@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use crate::{Latency, Summary};
 
-fn dur(ns: u64) -> String {
+/// A duration in its unit: `870ns`, `12.5µs`, `3.1ms`.
+pub(crate) fn dur(ns: u64) -> String {
     match ns {
         0..=999 => format!("{ns}ns"),
         1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),
@@ -74,6 +75,108 @@ pub(crate) fn task_stall_evidence(t: &crate::TaskStalls) -> String {
     parts.join(", ")
 }
 
+/// One finding: its heading (with `seen`, e.g. `3 of 3 instances`, when several runs were
+/// merged), its evidence, what to do, and the lines folded into it.
+pub(crate) fn write_finding(o: &mut String, f: &crate::Finding, seen: Option<&str>) {
+    let evidence = match &f.queue {
+        Some(q) if f.kind == "queue-growth" => format!(
+            "{} sent, {} received, depth {} at the end (max {}), +{:.0} items/s",
+            q.enqueued, q.dequeued, q.depth, q.max_depth, q.growth_per_s
+        ),
+        Some(q) => format!(
+            "full {:.0}% of the run; senders waited {} times, {:.1} ms in all, longest {:.1} ms; {} refused{}",
+            q.full_share * 100.0,
+            f.count,
+            f.total_ms,
+            f.max_ms,
+            q.rejected,
+            if q.upstream.is_empty() {
+                String::new()
+            } else {
+                format!("; also full because of it: {}", q.upstream.join(", "))
+            }
+        ),
+        None => format!(
+            "{} stalls, {:.1} ms in all, longest {:.1} ms{}{}{}",
+            f.count,
+            f.total_ms,
+            f.max_ms,
+            f.primitive.as_deref().map_or_else(String::new, |p| format!("; calls {p}")),
+            f.syscall.as_deref().map_or_else(String::new, |p| format!(", asleep in {p}")),
+            if f.runtimes.is_empty() {
+                String::new()
+            } else {
+                format!("; on {}", f.runtimes.join(", "))
+            },
+        ),
+    };
+    let _ = writeln!(
+        o,
+        "  {:?} {} at {}:{} in {}{}\n    {}\n    {}",
+        f.severity,
+        f.kind,
+        f.location.file,
+        f.location.line,
+        f.location.function,
+        seen.map_or_else(String::new, |n| format!(", on {n}")),
+        evidence,
+        f.recommendation
+    );
+    for a in &f.also {
+        let _ = writeln!(o, "    also: {a}");
+    }
+}
+
+/// The loss counters, or `loss: none` when every one is 0.
+pub(crate) fn write_loss(o: &mut String, counters: &[(u64, &str)]) {
+    let lost: Vec<&(u64, &str)> = counters.iter().filter(|(n, _)| *n > 0).collect();
+    if lost.is_empty() {
+        let _ = writeln!(
+            o,
+            "loss: none (nothing dropped, clamped, untracked or skipped)"
+        );
+    } else {
+        let _ = writeln!(o, "loss:");
+        for (n, what) in lost {
+            let _ = writeln!(o, "  {n} {what}");
+        }
+    }
+}
+
+/// Up to 20 spawn locations, busiest first, under `title`.
+pub(crate) fn write_locations(o: &mut String, title: &str, locations: &[crate::LocationSummary]) {
+    let _ = writeln!(o, "\n{title}");
+    for loc in locations.iter().take(20) {
+        let _ = writeln!(
+            o,
+            "  {}\n    tasks {}, polls {}, busy {:.1}ms; poll {}; delay p50 {} p99 {}",
+            loc.location,
+            loc.tasks_spawned,
+            loc.polls,
+            loc.busy_ms,
+            lat(&loc.poll),
+            dur(loc.scheduled.p50_ns),
+            dur(loc.scheduled.p99_ns)
+        );
+    }
+}
+
+/// The stalls no finding blames: without a stack or a task, or preempted.
+pub(crate) fn write_unblamed(o: &mut String, unattributed: u64, preempted: u64) {
+    if unattributed > 0 {
+        let _ = writeln!(
+            o,
+            "  ({unattributed} stalls had no stack sample and no tracked task: no line to blame)"
+        );
+    }
+    if preempted > 0 {
+        let _ = writeln!(
+            o,
+            "  ({preempted} stalls were a thread waiting for a core, not its poll's code: the machine was overloaded)"
+        );
+    }
+}
+
 /// Render the summary as text for a terminal.
 pub fn render_text(s: &Summary) -> Vec<u8> {
     let mut o = String::new();
@@ -96,21 +199,7 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
     for w in &s.warnings {
         let _ = writeln!(o, "warning: {w}");
     }
-    let lost: Vec<(u64, &str)> = crate::summary::loss_counters(&s.loss)
-        .into_iter()
-        .filter(|(n, _)| *n > 0)
-        .collect();
-    if lost.is_empty() {
-        let _ = writeln!(
-            o,
-            "loss: none (nothing dropped, clamped, untracked or skipped)"
-        );
-    } else {
-        let _ = writeln!(o, "loss:");
-        for (n, what) in lost {
-            let _ = writeln!(o, "  {n} {what}");
-        }
-    }
+    write_loss(&mut o, &crate::summary::loss_counters(&s.loss));
     let r = &s.runtime;
     let _ = writeln!(
         o,
@@ -126,67 +215,9 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
     } else {
         let _ = writeln!(o, "\nfindings:");
     }
-    if s.unattributed_stalls > 0 {
-        let _ = writeln!(
-            o,
-            "  ({} stalls had no stack sample and no tracked task: no line to blame)",
-            s.unattributed_stalls
-        );
-    }
-    if s.preempted_stalls > 0 {
-        let _ = writeln!(
-            o,
-            "  ({} stalls were a thread waiting for a core, not its poll's code: the machine was overloaded)",
-            s.preempted_stalls
-        );
-    }
+    write_unblamed(&mut o, s.unattributed_stalls, s.preempted_stalls);
     for f in &s.findings {
-        let evidence = match &f.queue {
-            Some(q) if f.kind == "queue-growth" => format!(
-                "{} sent, {} received, depth {} at the end (max {}), +{:.0} items/s",
-                q.enqueued, q.dequeued, q.depth, q.max_depth, q.growth_per_s
-            ),
-            Some(q) => format!(
-                "full {:.0}% of the run; senders waited {} times, {:.1} ms in all, longest {:.1} ms; {} refused{}",
-                q.full_share * 100.0,
-                f.count,
-                f.total_ms,
-                f.max_ms,
-                q.rejected,
-                if q.upstream.is_empty() {
-                    String::new()
-                } else {
-                    format!("; also full because of it: {}", q.upstream.join(", "))
-                }
-            ),
-            None => format!(
-                "{} stalls, {:.1} ms in all, longest {:.1} ms{}{}{}",
-                f.count,
-                f.total_ms,
-                f.max_ms,
-                f.primitive.as_deref().map_or_else(String::new, |p| format!("; calls {p}")),
-                f.syscall.as_deref().map_or_else(String::new, |p| format!(", asleep in {p}")),
-                if f.runtimes.is_empty() {
-                    String::new()
-                } else {
-                    format!("; on {}", f.runtimes.join(", "))
-                },
-            ),
-        };
-        let _ = writeln!(
-            o,
-            "  {:?} {} at {}:{} in {}\n    {}\n    {}",
-            f.severity,
-            f.kind,
-            f.location.file,
-            f.location.line,
-            f.location.function,
-            evidence,
-            f.recommendation
-        );
-        for a in &f.also {
-            let _ = writeln!(o, "    also: {a}");
-        }
+        write_finding(&mut o, f, None);
     }
     if !s.stalls_without_culprit.is_empty() {
         let _ = writeln!(
@@ -205,20 +236,7 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
             );
         }
     }
-    let _ = writeln!(o, "\nspawn locations (busiest first):");
-    for loc in s.locations.iter().take(20) {
-        let _ = writeln!(
-            o,
-            "  {}\n    tasks {}, polls {}, busy {:.1}ms; poll {}; delay p50 {} p99 {}",
-            loc.location,
-            loc.tasks_spawned,
-            loc.polls,
-            loc.busy_ms,
-            lat(&loc.poll),
-            dur(loc.scheduled.p50_ns),
-            dur(loc.scheduled.p99_ns)
-        );
-    }
+    write_locations(&mut o, "spawn locations (busiest first):", &s.locations);
     if !s.queues.is_empty() {
         let _ = writeln!(o, "\nqueues:");
         for q in &s.queues {
@@ -252,6 +270,158 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
                 lat(&st.duration)
             );
         }
+    }
+    o.into_bytes()
+}
+
+/// Several runs merged, as text for a terminal: the runs, the loss summed, the findings
+/// ranked across the runs (each saying on how many instances it appeared), and the spawn
+/// locations merged.
+pub fn render_merged_text(m: &crate::Merged) -> Vec<u8> {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} instances of {}: findings merged across them",
+        m.instances.len(),
+        m.programs.join(", ")
+    );
+    for i in &m.instances {
+        let _ = writeln!(
+            o,
+            "  {} ({} pid {}): {:.1}s, {} stalls ({:.1} ms), {} findings{}",
+            i.name,
+            i.program,
+            i.pid,
+            i.duration_ms / 1e3,
+            i.stalls,
+            i.stall_ms,
+            i.findings,
+            if i.truncated { ", truncated" } else { "" }
+        );
+    }
+    for w in &m.warnings {
+        let _ = writeln!(o, "warning: {w}");
+    }
+    write_loss(&mut o, &m.loss());
+    if m.findings.is_empty() {
+        let _ = writeln!(o, "\nno findings ({} stalls)", m.stalls);
+    } else {
+        let _ = writeln!(
+            o,
+            "\nfindings (ranked across instances: severity, stall time, instances):"
+        );
+    }
+    write_unblamed(&mut o, m.unattributed_stalls, m.preempted_stalls);
+    for f in &m.findings {
+        write_finding(&mut o, &f.finding, Some(&f.seen()));
+    }
+    write_locations(
+        &mut o,
+        "spawn locations (all instances, busiest first):",
+        &m.locations,
+    );
+    o.into_bytes()
+}
+
+/// Two runs compared, as text for a terminal: the runs, stall time, new, vanished and
+/// persisting findings, each spawn location's p99s, and what fails the gate.
+pub fn render_diff_text(d: &crate::Diff) -> Vec<u8> {
+    use crate::diff::change_text;
+    let mut o = String::new();
+    for (label, i) in [("base", &d.base), ("new ", &d.new)] {
+        let _ = writeln!(
+            o,
+            "{label}: {} ({} pid {}): {:.1}s, {} stalls, {} findings{}",
+            i.name,
+            i.program,
+            i.pid,
+            i.duration_ms / 1e3,
+            i.stalls,
+            i.findings,
+            if i.truncated { ", truncated" } else { "" }
+        );
+    }
+    let mark = |c: &crate::Change| if c.regressed { "  REGRESSED" } else { "" };
+    let _ = writeln!(
+        o,
+        "stall time: {}{}",
+        change_text(&d.stall_time),
+        mark(&d.stall_time)
+    );
+    if d.new_findings.is_empty() {
+        let _ = writeln!(o, "\nnew findings: none");
+    } else {
+        let _ = writeln!(o, "\nnew findings ({}):", d.new_findings.len());
+        for f in &d.new_findings {
+            write_finding(&mut o, f, None);
+        }
+    }
+    if d.vanished_findings.is_empty() {
+        let _ = writeln!(o, "\nvanished findings: none");
+    } else {
+        let _ = writeln!(o, "\nvanished findings ({}):", d.vanished_findings.len());
+        for f in &d.vanished_findings {
+            let _ = writeln!(
+                o,
+                "  {} at {}:{} in {} ({} events, {:.1} ms in all)",
+                f.kind, f.location.file, f.location.line, f.location.function, f.count, f.total_ms
+            );
+        }
+    }
+    if !d.persisting_findings.is_empty() {
+        let _ = writeln!(o, "\nfindings in both ({}):", d.persisting_findings.len());
+        for f in &d.persisting_findings {
+            let _ = writeln!(
+                o,
+                "  {} at {}:{} in {}: {} → {} events, {:.1} → {:.1} ms in all",
+                f.kind,
+                f.location.file,
+                f.location.line,
+                f.location.function,
+                f.base_count,
+                f.new_count,
+                f.base_total_ms,
+                f.new_total_ms
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nspawn locations (p99 poll time and scheduling delay, base → new; regressed first):"
+    );
+    for l in d.locations.iter().take(20) {
+        let _ = writeln!(
+            o,
+            "  {} ({} → {} polls)\n    poll p99 {}{}; delay p99 {}{}",
+            l.location,
+            l.base_polls,
+            l.new_polls,
+            change_text(&l.poll_p99),
+            mark(&l.poll_p99),
+            change_text(&l.scheduled_p99),
+            mark(&l.scheduled_p99)
+        );
+    }
+    let t = &d.thresholds;
+    let mut gates = vec!["a new finding".to_string()];
+    if let Some(f) = t.stall_factor {
+        gates.push(format!(
+            "stall time at ×{f} or more and +{} ms or more",
+            t.stall_floor_ms
+        ));
+    }
+    if let Some(f) = t.p99_factor {
+        gates.push(format!(
+            "a p99 of {} values or more at ×{f} or more and +{} ms or more",
+            t.min_values, t.p99_floor_ms
+        ));
+    }
+    let _ = writeln!(o, "\nregressions ({}):", gates.join("; "));
+    if d.regressions.is_empty() {
+        let _ = writeln!(o, "  none");
+    }
+    for r in &d.regressions {
+        let _ = writeln!(o, "  {r}");
     }
     o.into_bytes()
 }

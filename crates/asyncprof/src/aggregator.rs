@@ -79,6 +79,16 @@ impl Outputs {
     }
 }
 
+/// When the recording started, and what its first header said.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Start {
+    pub(crate) started: Instant,
+    /// Wall-clock start, milliseconds since the Unix epoch.
+    pub(crate) unix_ms: u64,
+    /// The facts the first header was written with.
+    pub(crate) facts: Facts,
+}
+
 /// How often the aggregator hands new stall records to the writer.
 const STALL_PERIOD: Duration = Duration::from_millis(100);
 
@@ -89,11 +99,14 @@ pub(crate) fn aggregator_loop(
     shared: &Shared,
     tx: SyncSender<Vec<u8>>,
     interval: Duration,
-    started: Instant,
-    start_unix_ms: u64,
-    mut written: Facts,
+    start: Start,
     mut outputs: Outputs,
 ) {
+    let Start {
+        started,
+        unix_ms: start_unix_ms,
+        facts: mut written,
+    } = start;
     let mut symbolizer = crate::symbolize::Symbolizer::default();
     let mut next_snapshot = Instant::now() + interval;
     loop {

@@ -229,6 +229,23 @@ impl Value {
     }
 }
 
+/// A spawn location's numbers (or the sum of those past the top ones).
+#[derive(Debug, Default)]
+struct LocationSums {
+    polls: u64,
+    busy_ns: u64,
+    poll: Buckets,
+    sched: Buckets,
+}
+
+/// A queue's numbers (or the sum of those past the top ones).
+#[derive(Debug, Default)]
+struct QueueSums {
+    depth: u64,
+    send: Buckets,
+    recv: Buckets,
+}
+
 /// The collector a scrape encodes.
 #[derive(Debug)]
 struct Metrics(Arc<State>);
@@ -247,14 +264,14 @@ impl Collector for Metrics {
             &snap.locations,
             |l| l.busy_ns,
             |l| label(&l.location),
-            |a: &mut (u64, u64, Buckets, Buckets), l| {
-                a.0 = a.0.saturating_add(l.polls);
-                a.1 = a.1.saturating_add(l.busy_ns);
-                a.2.add(&l.poll_ns);
-                a.3.add(&l.scheduled_ns);
+            |a: &mut LocationSums, l| {
+                a.polls = a.polls.saturating_add(l.polls);
+                a.busy_ns = a.busy_ns.saturating_add(l.busy_ns);
+                a.poll.add(&l.poll_ns);
+                a.sched.add(&l.scheduled_ns);
             },
         );
-        let locations: Vec<(Labels, &(u64, u64, Buckets, Buckets))> = top
+        let locations: Vec<(Labels, &LocationSums)> = top
             .iter()
             .map(|(k, a)| (vec![("location", k.clone())], a))
             .chain(
@@ -271,7 +288,7 @@ impl Collector for Metrics {
             MetricType::Counter,
             locations
                 .iter()
-                .map(|(l, a)| (l.clone(), Value::Counter(a.0 as f64))),
+                .map(|(l, a)| (l.clone(), Value::Counter(a.polls as f64))),
         )?;
         family(
             &mut e,
@@ -281,7 +298,7 @@ impl Collector for Metrics {
             MetricType::Counter,
             locations
                 .iter()
-                .map(|(l, a)| (l.clone(), Value::Counter(a.1 as f64 / 1e9))),
+                .map(|(l, a)| (l.clone(), Value::Counter(a.busy_ns as f64 / 1e9))),
         )?;
         family(
             &mut e,
@@ -292,7 +309,7 @@ impl Collector for Metrics {
             MetricType::Histogram,
             locations
                 .iter()
-                .map(|(l, a)| (l.clone(), Value::Histogram(a.2.clone()))),
+                .map(|(l, a)| (l.clone(), Value::Histogram(a.poll.clone()))),
         )?;
         family(
             &mut e,
@@ -302,7 +319,7 @@ impl Collector for Metrics {
             MetricType::Histogram,
             locations
                 .iter()
-                .map(|(l, a)| (l.clone(), Value::Histogram(a.3.clone()))),
+                .map(|(l, a)| (l.clone(), Value::Histogram(a.sched.clone()))),
         )?;
         // Workers.
         family(
@@ -326,13 +343,13 @@ impl Collector for Metrics {
             &snap.queues,
             |q| q.enqueued,
             |q| q.name.clone(),
-            |a: &mut (u64, Buckets, Buckets), q| {
-                a.0 = a.0.saturating_add(q.depth);
-                a.1.add(&q.send_wait_ns);
-                a.2.add(&q.recv_wait_ns);
+            |a: &mut QueueSums, q| {
+                a.depth = a.depth.saturating_add(q.depth);
+                a.send.add(&q.send_wait_ns);
+                a.recv.add(&q.recv_wait_ns);
             },
         );
-        let queues: Vec<(Labels, &(u64, Buckets, Buckets))> = top
+        let queues: Vec<(Labels, &QueueSums)> = top
             .iter()
             .map(|(k, a)| (vec![("queue", k.clone())], a))
             .chain(
@@ -349,7 +366,7 @@ impl Collector for Metrics {
             MetricType::Gauge,
             queues
                 .iter()
-                .map(|(l, a)| (l.clone(), Value::Gauge(a.0 as f64))),
+                .map(|(l, a)| (l.clone(), Value::Gauge(a.depth as f64))),
         )?;
         family(
             &mut e,
@@ -359,7 +376,7 @@ impl Collector for Metrics {
             MetricType::Histogram,
             queues
                 .iter()
-                .map(|(l, a)| (l.clone(), Value::Histogram(a.1.clone()))),
+                .map(|(l, a)| (l.clone(), Value::Histogram(a.send.clone()))),
         )?;
         family(
             &mut e,
@@ -369,7 +386,7 @@ impl Collector for Metrics {
             MetricType::Histogram,
             queues
                 .iter()
-                .map(|(l, a)| (l.clone(), Value::Histogram(a.2.clone()))),
+                .map(|(l, a)| (l.clone(), Value::Histogram(a.recv.clone()))),
         )?;
         // What the recording lost.
         let l = &snap.loss;

@@ -175,9 +175,11 @@ impl Builder {
                     &shared,
                     tx,
                     interval,
-                    started,
-                    start_unix_ms,
-                    facts,
+                    crate::aggregator::Start {
+                        started,
+                        unix_ms: start_unix_ms,
+                        facts,
+                    },
                     outputs,
                 )
             }

@@ -142,5 +142,6 @@ fn unwritable_output_is_one_clear_error() {
 
 mod bench;
 mod died;
+mod many;
 mod prometheus;
 mod run;
