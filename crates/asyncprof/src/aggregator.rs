@@ -10,6 +10,7 @@ use asyncprof_format::{self as format, RecordKind};
 use crate::hist::lock;
 use crate::profiler::Shared;
 use crate::recorder::Recorder;
+use crate::writer::Batch;
 
 /// What the header says that is learnt only once tasks run: the tier (from the first task
 /// event), the runtime's flavor and workers (from its first worker), what the scheduling
@@ -97,7 +98,7 @@ const STALL_PERIOD: Duration = Duration::from_millis(100);
 pub(crate) fn aggregator_loop(
     recorder: &'static Recorder,
     shared: &Shared,
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<Batch>,
     interval: Duration,
     start: Start,
     mut outputs: Outputs,
@@ -168,20 +169,32 @@ pub(crate) fn aggregator_loop(
             }
             frames.push(format::end_frame());
             // The last records wait for the writer: losing them would lose the run's end.
-            for f in frames {
-                let _ = tx.send(f);
-            }
+            let records = frames.len() as u64;
+            let bytes = frames.concat();
+            recorder.writer_backlog.add(bytes.len());
+            let _ = tx.send(Batch { bytes, records });
             return;
         }
-        for (i, f) in frames.into_iter().enumerate() {
-            match tx.try_send(f) {
-                // A header dropped (the writer fell behind) is sent again next time.
-                Ok(()) if i == 0 && header_first => written = facts,
-                Ok(()) => {}
+        // The cycle's frames go to the writer as one batch: a storm of stalls fills one
+        // message, not the writer's queue.
+        let records = frames.len() as u64;
+        let bytes = frames.concat();
+        let len = bytes.len();
+        let sent = recorder.writer_backlog.reserve(len)
+            && match tx.try_send(Batch { bytes, records }) {
+                Ok(()) => true,
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    recorder.loss.dropped_records.fetch_add(1, Relaxed);
+                    recorder.writer_backlog.release(len);
+                    false
                 }
+            };
+        if sent {
+            // A header dropped (the writer fell behind) is sent again next time.
+            if header_first {
+                written = facts;
             }
+        } else {
+            recorder.loss.dropped_records.fetch_add(records, Relaxed);
         }
     }
 }

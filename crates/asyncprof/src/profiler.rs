@@ -81,7 +81,7 @@ impl Builder {
             .map_or(0, |d| d.as_millis() as u64);
         let started = Instant::now();
 
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(WRITER_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<crate::writer::Batch>(WRITER_QUEUE);
         // The file gets its header now, before any task runs: a process that dies right after
         // `start` still leaves a readable file (program, pid, settings). The tier and the
         // runtime are not known yet; the aggregator writes the header again once they are.
@@ -94,7 +94,11 @@ impl Builder {
             }
         }
         // The channel is empty: this send does not wait.
-        let _ = tx.send(first);
+        recorder.writer_backlog.add(first.len());
+        let _ = tx.send(crate::writer::Batch {
+            bytes: first,
+            records: 1,
+        });
         let (written_tx, written_rx) = mpsc::sync_channel::<()>(1);
         let writer = spawn_thread("asyncprof-writer", {
             let path = path.clone();

@@ -7,8 +7,46 @@ use std::sync::mpsc::{self, SyncSender};
 
 use crate::recorder::Recorder;
 
-/// Encoded frames waiting for the writer; more are dropped and counted.
+/// Batches of encoded frames waiting for the writer (one batch per aggregator cycle); more
+/// are dropped and counted.
 pub(crate) const WRITER_QUEUE: usize = 64;
+/// Encoded frames for the writer, and how many records they hold (counted as dropped if
+/// they cannot be written).
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) records: u64,
+}
+
+/// Bytes waiting for the writer at most; a batch that would pass it is dropped and counted.
+pub(crate) const MAX_BACKLOG_BYTES: usize = 16 << 20;
+
+/// The bytes waiting for the writer: reserved by the aggregator before it sends a batch,
+/// released by the writer once written, so a disk that stalls holds at most
+/// [`MAX_BACKLOG_BYTES`] of the service's memory.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog(std::sync::atomic::AtomicUsize);
+
+impl Backlog {
+    /// Reserve `n` bytes; false (nothing reserved) when that would pass the limit.
+    pub(crate) fn reserve(&self, n: usize) -> bool {
+        self.0
+            .fetch_update(Relaxed, Relaxed, |b| {
+                (b.saturating_add(n) <= MAX_BACKLOG_BYTES).then_some(b + n)
+            })
+            .is_ok()
+    }
+
+    /// Count `n` bytes sent whatever the limit (the file's first bytes, the run's end).
+    pub(crate) fn add(&self, n: usize) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    /// Give back `n` reserved bytes.
+    pub(crate) fn release(&self, n: usize) {
+        self.0.fetch_sub(n, Relaxed);
+    }
+}
 
 /// Create (or truncate) the run file with the user's umask, never through a symbolic link: a
 /// link planted at the path cannot make asyncprof overwrite the file it points to.
@@ -23,11 +61,11 @@ pub(crate) fn create_run_file(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Writes frames as they come, flushing each. `written` hears when the first (the preamble
+/// Writes batches of frames as they come, flushing each. `written` hears when the first (the preamble
 /// and the header) has been tried, for `start` to return.
 pub(crate) fn writer_loop(
     file: File,
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Batch>,
     recorder: &Recorder,
     path: &Path,
     written: SyncSender<()>,
@@ -35,14 +73,18 @@ pub(crate) fn writer_loop(
     let mut out = std::io::BufWriter::new(file);
     let mut warned = false;
     let mut written = Some(written);
-    for frame in rx {
-        let res = std::io::Write::write_all(&mut out, &frame)
+    for batch in rx {
+        let res = std::io::Write::write_all(&mut out, &batch.bytes)
             .and_then(|()| std::io::Write::flush(&mut out));
+        recorder.writer_backlog.release(batch.bytes.len());
         if let Some(w) = written.take() {
             let _ = w.send(());
         }
         if let Err(err) = res {
-            recorder.loss.dropped_records.fetch_add(1, Relaxed);
+            recorder
+                .loss
+                .dropped_records
+                .fetch_add(batch.records, Relaxed);
             if !warned {
                 warned = true;
                 eprintln!(
