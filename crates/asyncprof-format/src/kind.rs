@@ -61,6 +61,16 @@ impl StallKind {
         }
     }
 
+    /// What metrics and stall events call `s`: its kind's name, or `preempted` for a
+    /// [`preempted`] stall (the machine's doing, which the report counts apart).
+    pub fn label(s: &StallRecord) -> &'static str {
+        if preempted(s) {
+            "preempted"
+        } else {
+            StallKind::of(s).name()
+        }
+    }
+
     /// Its name in findings, metrics and events (`runtime-blocked`, `lock-contention`,
     /// `cpu-bound-poll`, `blocking-call`).
     pub const fn name(self) -> &'static str {

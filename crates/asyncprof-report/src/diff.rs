@@ -11,11 +11,11 @@
 //! side with two others; two runs of its fixed variant, one after the other, had a p99
 //! scheduling delay of 5.0 and 13.2 ms at one spawn location.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::merge::{same_finding, stall_time_ns};
+use crate::merge::{same_finding, stall_time_ns, SameFinding};
 use crate::{Finding, FindingLocation, Instance, InstanceSummary, Latency};
 
 /// How much more than BASE's NEW's stall time must be, besides the factor, to regress:
@@ -192,38 +192,34 @@ pub(crate) fn change_text(c: &Change) -> String {
     )
 }
 
+/// The findings of `findings` whose key the other run does not have, in their order (most
+/// severe and costly first, as summaries list them).
+fn absent<'a>(findings: &'a [Finding], present: impl Fn(&SameFinding<'a>) -> bool) -> Vec<Finding> {
+    findings
+        .iter()
+        .filter(|f| !present(&same_finding(f)))
+        .cloned()
+        .collect()
+}
+
 impl Diff {
     /// Compare `base` with `new`.
     pub fn of(base: &Instance<'_>, new: &Instance<'_>, t: &DiffThresholds) -> Diff {
-        let key = |f: &Finding| {
-            let (kind, file, line) = same_finding(f);
-            (kind, file.to_string(), line)
-        };
-        let in_base: BTreeMap<_, &Finding> =
-            base.summary.findings.iter().map(|f| (key(f), f)).collect();
-        let in_new: BTreeMap<_, &Finding> =
-            new.summary.findings.iter().map(|f| (key(f), f)).collect();
-        // Summaries list findings most severe and costly first: kept in that order.
-        let new_findings: Vec<Finding> = new
+        let in_base: BTreeMap<_, &Finding> = base
             .summary
             .findings
             .iter()
-            .filter(|f| !in_base.contains_key(&key(f)))
-            .cloned()
+            .map(|f| (same_finding(f), f))
             .collect();
-        let vanished_findings: Vec<Finding> = base
-            .summary
-            .findings
-            .iter()
-            .filter(|f| !in_new.contains_key(&key(f)))
-            .cloned()
-            .collect();
+        let in_new: BTreeSet<_> = new.summary.findings.iter().map(same_finding).collect();
+        let new_findings = absent(&new.summary.findings, |k| in_base.contains_key(k));
+        let vanished_findings = absent(&base.summary.findings, |k| in_new.contains(k));
         let persisting_findings = new
             .summary
             .findings
             .iter()
             .filter_map(|f| {
-                let b = in_base.get(&key(f))?;
+                let b = in_base.get(&same_finding(f))?;
                 Some(FindingChange {
                     kind: f.kind,
                     location: f.location.clone(),

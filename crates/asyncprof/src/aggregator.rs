@@ -71,7 +71,10 @@ impl Outputs {
     }
 
     /// The snapshot just written, for whoever keeps the last one.
-    #[allow(clippy::needless_pass_by_value, unused_variables)]
+    #[cfg_attr(
+        not(feature = "metrics"),
+        allow(clippy::needless_pass_by_value, unused_variables)
+    )]
     fn snapshot(&self, snapshot: format::Snapshot) {
         #[cfg(feature = "metrics")]
         if let Some(metrics) = self.metrics.as_ref() {
@@ -168,23 +171,23 @@ pub(crate) fn aggregator_loop(
                 frames.push(f);
             }
             frames.push(format::end_frame());
-            // The last records wait for the writer: losing them would lose the run's end.
-            let records = frames.len() as u64;
-            let bytes = frames.concat();
-            recorder.writer_backlog.add(bytes.len());
-            let _ = tx.send(Batch { bytes, records });
-            return;
         }
         // The cycle's frames go to the writer as one batch: a storm of stalls fills one
         // message, not the writer's queue.
         let records = frames.len() as u64;
         let bytes = frames.concat();
         let len = bytes.len();
-        let sent = recorder.writer_backlog.reserve(len)
+        if stopping {
+            // The last records wait for the writer: losing them would lose the run's end.
+            shared.writer_backlog.add(len);
+            let _ = tx.send(Batch { bytes, records });
+            return;
+        }
+        let sent = shared.writer_backlog.reserve(len)
             && match tx.try_send(Batch { bytes, records }) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    recorder.writer_backlog.release(len);
+                    shared.writer_backlog.release(len);
                     false
                 }
             };

@@ -33,12 +33,31 @@ const ANNOUNCE_ONGOING_NS: u64 = 1_000_000_000;
 const MAX_ANNOUNCED: usize = 1024;
 
 /// One stall, as the event says it.
+/// What stall events and the metrics endpoint say of a stall: its kind (or `preempted`) and
+/// the user's line it stopped at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Culprit {
+    pub(crate) kind: &'static str,
+    pub(crate) file: String,
+    pub(crate) line: Option<u32>,
+    pub(crate) function: String,
+}
+
+impl Culprit {
+    pub(crate) fn of(s: &format::StallRecord) -> Self {
+        let c = s.culprit.as_ref();
+        Culprit {
+            kind: StallKind::label(s),
+            file: c.and_then(|c| c.file.clone()).unwrap_or_default(),
+            line: c.and_then(|c| c.line),
+            function: c.map(format::culprit::qualified).unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct StallEvent {
-    kind: &'static str,
-    file: String,
-    line: u32,
-    function: String,
+    culprit: Culprit,
     primitive: String,
     syscall: String,
     duration_ns: u64,
@@ -49,12 +68,8 @@ pub(crate) struct StallEvent {
 
 impl StallEvent {
     fn of(s: &format::StallRecord) -> Self {
-        let culprit = s.culprit.as_ref();
         StallEvent {
-            kind: StallKind::of(s).name(),
-            file: culprit.and_then(|c| c.file.clone()).unwrap_or_default(),
-            line: culprit.and_then(|c| c.line).unwrap_or(0),
-            function: culprit.map(format::culprit::qualified).unwrap_or_default(),
+            culprit: Culprit::of(s),
             primitive: s
                 .primitive
                 .as_ref()
@@ -73,19 +88,26 @@ impl StallEvent {
     }
 
     fn emit(&self) {
+        let Culprit {
+            kind,
+            file,
+            line,
+            function,
+        } = &self.culprit;
+        let line = line.unwrap_or(0);
         let duration = Duration::from_nanos(self.duration_ns);
         let duration_ms = self.duration_ns as f64 / 1e6;
-        let at = if self.file.is_empty() {
+        let at = if file.is_empty() {
             "a poll".to_string()
         } else {
-            format!("{}:{} in {}", self.file, self.line, self.function)
+            format!("{}:{} in {}", file, line, function)
         };
         tracing::warn!(
             target: TARGET,
-            kind = self.kind,
-            file = %self.file,
-            line = self.line,
-            function = %self.function,
+            kind = *kind,
+            file = %file,
+            line = line,
+            function = %function,
             primitive = %self.primitive,
             syscall = %self.syscall,
             duration = ?duration,
@@ -95,7 +117,7 @@ impl StallEvent {
             thread = %self.thread,
             "{} {}: {at} held its worker for {duration_ms:.1} ms{}",
             if self.ongoing { "stall (still running)" } else { "stall" },
-            self.kind,
+            kind,
             if self.primitive.is_empty() {
                 String::new()
             } else {

@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use asyncprof_format::{self as format, StallKind};
+use asyncprof_format as format;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::events::Culprit;
 use crate::hist::lock;
 
 /// Spawn locations, stall culprits and queues labelled one by one; the rest are `other`.
@@ -40,38 +41,13 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest request head read.
 const MAX_REQUEST: usize = 8192;
 
-/// Where a stall's time went: its kind and the user's line.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Culprit {
-    kind: &'static str,
-    file: String,
-    line: String,
-    function: String,
-}
-
 impl Culprit {
-    fn of(s: &format::StallRecord) -> Self {
-        let kind = if format::preempted(s) {
-            "preempted"
-        } else {
-            StallKind::of(s).name()
-        };
-        let c = s.culprit.as_ref();
-        Culprit {
-            kind,
-            file: c.and_then(|c| c.file.clone()).unwrap_or_default(),
-            line: c
-                .and_then(|c| c.line)
-                .map_or_else(String::new, |l| l.to_string()),
-            function: c.map(format::culprit::qualified).unwrap_or_default(),
-        }
-    }
-
+    /// The row of the stalls of `kind` past the top culprits.
     fn other(kind: &'static str) -> Self {
         Culprit {
             kind,
             file: OTHER.into(),
-            line: String::new(),
+            line: None,
             function: OTHER.into(),
         }
     }
@@ -158,28 +134,30 @@ impl Buckets {
     }
 }
 
-/// The first [`TOP`] of `items` by `weight` (descending) one by one, the rest summed by
-/// `fold` under [`OTHER`].
-fn top_and_other<T, K: Clone, A: Default>(
-    items: &[T],
+/// The first [`TOP`] of `items` by `weight` (descending) one row each under `key`, the rest
+/// summed by `fold` into rows under `other_key` (the label values of [`OTHER`]).
+fn top_and_other<T, K: Ord, A: Default>(
+    items: impl IntoIterator<Item = T>,
     weight: impl Fn(&T) -> u64,
     key: impl Fn(&T) -> K,
+    other_key: impl Fn(&T) -> K,
     mut fold: impl FnMut(&mut A, &T),
-) -> (Vec<(K, A)>, Option<A>) {
-    let mut order: Vec<&T> = items.iter().collect();
+) -> Vec<(K, A)> {
+    let mut order: Vec<T> = items.into_iter().collect();
     order.sort_by_key(|t| std::cmp::Reverse(weight(t)));
-    let mut top = Vec::new();
-    let mut other: Option<A> = None;
-    for (i, t) in order.into_iter().enumerate() {
+    let mut rows = Vec::new();
+    let mut other: BTreeMap<K, A> = BTreeMap::new();
+    for (i, t) in order.iter().enumerate() {
         if i < TOP {
             let mut a = A::default();
             fold(&mut a, t);
-            top.push((key(t), a));
+            rows.push((key(t), a));
         } else {
-            fold(other.get_or_insert_with(A::default), t);
+            fold(other.entry(other_key(t)).or_default(), t);
         }
     }
-    (top, other)
+    rows.extend(other);
+    rows
 }
 
 fn label(l: &format::SourceLocation) -> String {
@@ -260,10 +238,11 @@ impl Collector for Metrics {
             return Ok(());
         };
         // Spawn locations: polls, poll time and scheduling delay.
-        let (top, other) = top_and_other(
+        let locations = top_and_other(
             &snap.locations,
             |l| l.busy_ns,
-            |l| label(&l.location),
+            |l| vec![("location", label(&l.location))],
+            |_| vec![("location", OTHER.to_string())],
             |a: &mut LocationSums, l| {
                 a.polls = a.polls.saturating_add(l.polls);
                 a.busy_ns = a.busy_ns.saturating_add(l.busy_ns);
@@ -271,15 +250,6 @@ impl Collector for Metrics {
                 a.sched.add(&l.scheduled_ns);
             },
         );
-        let locations: Vec<(Labels, &LocationSums)> = top
-            .iter()
-            .map(|(k, a)| (vec![("location", k.clone())], a))
-            .chain(
-                other
-                    .iter()
-                    .map(|a| (vec![("location", OTHER.to_string())], a)),
-            )
-            .collect();
         family(
             &mut e,
             "asyncprof_polls",
@@ -339,25 +309,17 @@ impl Collector for Metrics {
             }),
         )?;
         // Queues.
-        let (top, other) = top_and_other(
+        let queues = top_and_other(
             &snap.queues,
             |q| q.enqueued,
-            |q| q.name.clone(),
+            |q| vec![("queue", q.name.clone())],
+            |_| vec![("queue", OTHER.to_string())],
             |a: &mut QueueSums, q| {
                 a.depth = a.depth.saturating_add(q.depth);
                 a.send.add(&q.send_wait_ns);
                 a.recv.add(&q.recv_wait_ns);
             },
         );
-        let queues: Vec<(Labels, &QueueSums)> = top
-            .iter()
-            .map(|(k, a)| (vec![("queue", k.clone())], a))
-            .chain(
-                other
-                    .iter()
-                    .map(|a| (vec![("queue", OTHER.to_string())], a)),
-            )
-            .collect();
         family(
             &mut e,
             "asyncprof_queue_depth",
@@ -422,38 +384,22 @@ impl Collector for Metrics {
 
 impl Metrics {
     fn encode_stalls(&self, inner: &Inner, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-        let stalls: Vec<(Culprit, Tally)> =
-            inner.stalls.iter().map(|(k, t)| (k.clone(), *t)).collect();
-        let (top, other) = top_and_other(
-            &stalls,
+        // The rest are summed by kind.
+        let rows = top_and_other(
+            &inner.stalls,
             |(_, t)| t.ns,
-            |(k, _)| k.clone(),
-            |a: &mut Vec<(&'static str, Tally)>, (k, t)| match a
-                .iter_mut()
-                .find(|(kind, _)| *kind == k.kind)
-            {
-                Some((_, sum)) => {
-                    sum.stalls += t.stalls;
-                    sum.ns = sum.ns.saturating_add(t.ns);
-                }
-                None => a.push((k.kind, *t)),
+            |(k, _)| (*k).clone(),
+            |(k, _)| Culprit::other(k.kind),
+            |a: &mut Tally, (_, t)| {
+                a.stalls += t.stalls;
+                a.ns = a.ns.saturating_add(t.ns);
             },
         );
-        let rows: Vec<(Culprit, Tally)> = top
-            .into_iter()
-            .flat_map(|(k, sums)| sums.into_iter().map(move |(_, t)| (k.clone(), t)))
-            .chain(
-                other
-                    .into_iter()
-                    .flatten()
-                    .map(|(kind, t)| (Culprit::other(kind), t)),
-            )
-            .collect();
         let labels = |k: &Culprit| -> Labels {
             vec![
                 ("kind", k.kind.to_string()),
                 ("file", k.file.clone()),
-                ("line", k.line.clone()),
+                ("line", k.line.map_or_else(String::new, |l| l.to_string())),
                 ("function", k.function.clone()),
             ]
         };

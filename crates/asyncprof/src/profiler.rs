@@ -70,6 +70,7 @@ impl Builder {
         crate::queues::start_recording();
         let recorder: &'static Recorder = Box::leak(Box::new(Recorder::new(settings)));
         let shared = Arc::new(Shared {
+            writer_backlog: crate::writer::Backlog::default(),
             stop: AtomicBool::new(false),
             stop_watchdog: AtomicBool::new(false),
             wake: Mutex::new(false),
@@ -94,7 +95,7 @@ impl Builder {
             }
         }
         // The channel is empty: this send does not wait.
-        recorder.writer_backlog.add(first.len());
+        shared.writer_backlog.add(first.len());
         let _ = tx.send(crate::writer::Batch {
             bytes: first,
             records: 1,
@@ -102,7 +103,17 @@ impl Builder {
         let (written_tx, written_rx) = mpsc::sync_channel::<()>(1);
         let writer = spawn_thread("asyncprof-writer", {
             let path = path.clone();
-            move || writer_loop(file, rx, recorder, &path, written_tx)
+            let shared = shared.clone();
+            move || {
+                writer_loop(
+                    file,
+                    rx,
+                    recorder,
+                    &shared.writer_backlog,
+                    &path,
+                    written_tx,
+                )
+            }
         })?;
         let tick = Duration::from_nanos(self.config.clock_tick_ns);
         // Threads asleep in a system call get stacks without a signal; the signal is only
@@ -230,6 +241,8 @@ pub(crate) struct Shared {
     pub(crate) cond: Condvar,
     /// The CPU profile's frame, handed to the aggregator at stop.
     pub(crate) cpu_frame: Mutex<Option<Vec<u8>>>,
+    /// Bytes handed to the writer and not written yet.
+    pub(crate) writer_backlog: crate::writer::Backlog,
 }
 
 fn spawn_thread(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {

@@ -93,8 +93,6 @@ pub(crate) struct Recorder {
     pub(crate) locations: LocationTable,
     pub(crate) workers: Box<[OnceLock<Worker>]>,
     pub(crate) loss: Loss,
-    /// Bytes handed to the writer and not written yet ([`crate::writer::Backlog`]).
-    pub(crate) writer_backlog: crate::writer::Backlog,
     pub(crate) task_counters: TaskCounters,
     /// Where events come from (the header's tier): set by the first source seen.
     tier: OnceLock<format::Tier>,
@@ -136,7 +134,6 @@ impl Recorder {
             locations: LocationTable::new(c.location_capacity as usize),
             workers: (0..MAX_WORKERS).map(|_| OnceLock::new()).collect(),
             loss: Loss::default(),
-            writer_backlog: crate::writer::Backlog::default(),
             task_counters: TaskCounters::default(),
             tier: OnceLock::new(),
             hooks_installed: AtomicBool::new(false),

@@ -67,6 +67,7 @@ pub(crate) fn writer_loop(
     file: File,
     rx: mpsc::Receiver<Batch>,
     recorder: &Recorder,
+    backlog: &Backlog,
     path: &Path,
     written: SyncSender<()>,
 ) {
@@ -76,7 +77,7 @@ pub(crate) fn writer_loop(
     for batch in rx {
         let res = std::io::Write::write_all(&mut out, &batch.bytes)
             .and_then(|()| std::io::Write::flush(&mut out));
-        recorder.writer_backlog.release(batch.bytes.len());
+        backlog.release(batch.bytes.len());
         if let Some(w) = written.take() {
             let _ = w.send(());
         }
