@@ -61,7 +61,7 @@ mod write;
 pub use error::{Error, Result};
 pub use hist::Histogram;
 pub use kind::{preempted, StallKind, PREEMPTED_CPU_SHARE};
-pub use read::{read_bytes, read_path, RunFile, SeriesPoint, MAX_DEPTH_POINTS};
+pub use read::{read_bytes, read_path, Record, RunFile, RunReader, SeriesPoint, MAX_DEPTH_POINTS};
 pub use types::{
     Config, CpuProfile, DepthPoint, Flavor, Frame, Header, LocationStats, LossCounters, QueueKind,
     QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot, SourceLocation, StackSample,

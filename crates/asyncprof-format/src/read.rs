@@ -110,13 +110,300 @@ pub fn read_path(path: impl AsRef<Path>) -> Result<RunFile> {
 /// [`Error::NotARunFile`], [`Error::TruncatedHeader`], [`Error::UnsupportedVersion`],
 /// [`Error::Corrupt`] or [`Error::Decode`].
 pub fn read_bytes(bytes: &[u8]) -> Result<RunFile> {
-    let len = bytes.len() as u64;
+    let mut reader = RunReader::new();
+    reader.push(bytes, |_| {})?;
+    reader.finish()
+}
+
+/// One record of a run file, as [`RunReader::push`] hands it over before folding it in.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Record {
+    /// A header: the first record, or a later one that supersedes it.
+    Header(Header),
+    /// A snapshot, with its queue depth points still in it.
+    Snapshot(Box<Snapshot>),
+    /// A stall, new or updating an earlier record of the same id.
+    Stall(Box<crate::StallRecord>),
+    /// The whole run's CPU profile.
+    CpuProfile(Box<crate::CpuProfile>),
+    /// The run ended normally.
+    End,
+    /// A record of a kind this reader does not know (a newer writer): skipped.
+    Unknown {
+        /// Its kind byte.
+        code: u8,
+        /// Where its frame starts.
+        offset: u64,
+    },
+}
+
+/// Reads a run file while it grows: hand it the bytes appended since the last call.
+///
+/// [`read_bytes`] is one [`RunReader::push`] of the whole file; a viewer that follows a
+/// running service's file pushes each new piece as it appears. A record cut at the end of
+/// the bytes pushed so far waits for the rest; damage is an error, and the reader keeps
+/// what it read before it.
+///
+/// ```
+/// use asyncprof_format::{Header, RunReader, RunWriter, Snapshot};
+///
+/// # fn main() -> Result<(), asyncprof_format::Error> {
+/// let mut bytes = Vec::new();
+/// let mut writer = RunWriter::new(&mut bytes, &Header::new("svc"))?;
+/// writer.write_snapshot(&Snapshot::default())?;
+/// drop(writer);
+///
+/// let mut reader = RunReader::new();
+/// let mut records = 0;
+/// for piece in bytes.chunks(7) {
+///     reader.push(piece, |_| records += 1)?;
+/// }
+/// assert_eq!(records, 2); // the header and the snapshot
+/// assert_eq!(reader.header().map(|h| h.program.as_str()), Some("svc"));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct RunReader {
+    /// Bytes of a record not yet complete (and, at the start, of the preamble).
+    pending: Vec<u8>,
+    /// The file offset of `pending[0]`.
+    offset: u64,
+    /// The run so far, once its header is read (its `stalls` stay empty until `finish`).
+    run: Option<RunFile>,
+    stalls: BTreeMap<u64, crate::StallRecord>,
+    thinning: BTreeMap<u64, Thinning>,
+    /// The error that stopped reading: every later push returns it again.
+    failed: Option<String>,
+}
+
+impl RunReader {
+    /// A reader at the start of a file.
+    pub fn new() -> Self {
+        RunReader::default()
+    }
+
+    /// Decode the records completed by `bytes` (the next bytes of the file), call `seen` with
+    /// each before folding it into the run, and keep an incomplete last record for the next
+    /// push.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotARunFile`], [`Error::UnsupportedVersion`], [`Error::Corrupt`] or
+    /// [`Error::Decode`]; after an error the reader stays stopped at the damage (later pushes
+    /// fail with [`Error::Corrupt`] at the same place), and what it read before stays.
+    pub fn push(&mut self, bytes: &[u8], mut seen: impl FnMut(&Record)) -> Result<()> {
+        if let Some(failed) = &self.failed {
+            return Err(Error::Corrupt {
+                offset: self.offset,
+                expected: format!("nothing more after the damage already found ({failed})"),
+            });
+        }
+        self.pending.extend_from_slice(bytes);
+        let result = self.decode_pending(&mut seen);
+        if let Err(e) = &result {
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    fn decode_pending(&mut self, seen: &mut impl FnMut(&Record)) -> Result<()> {
+        let mut pos = 0usize;
+        if self.offset == 0 {
+            check_preamble(&self.pending)?;
+            if self.pending.len() < PREAMBLE_LEN {
+                return Ok(());
+            }
+            pos = PREAMBLE_LEN;
+        }
+        let mut frames = Frames {
+            bytes: &self.pending,
+            pos,
+        };
+        let mut records = Vec::new();
+        let mut have_header = self.run.is_some();
+        // Decode first, fold after: a record that fails to decode leaves the run as it was
+        // after the last good one.
+        let mut failure = None;
+        loop {
+            let next = match frames.next_frame(self.offset) {
+                Ok(next) => next,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            let Next::Frame {
+                offset,
+                code,
+                payload,
+            } = next
+            else {
+                break;
+            };
+            let offset = self.offset + offset as u64;
+            let record = match RecordKind::from_code(code) {
+                Some(RecordKind::Header) => {
+                    decode(offset, RecordKind::Header, payload).map(Record::Header)
+                }
+                _ if !have_header => Err(Error::Corrupt {
+                    offset,
+                    expected: "the header record as the first frame".into(),
+                }),
+                Some(RecordKind::Snapshot) => decode(offset, RecordKind::Snapshot, payload)
+                    .map(|s| Record::Snapshot(Box::new(s))),
+                Some(RecordKind::Stall) => {
+                    decode(offset, RecordKind::Stall, payload).map(|s| Record::Stall(Box::new(s)))
+                }
+                Some(RecordKind::CpuProfile) => decode(offset, RecordKind::CpuProfile, payload)
+                    .map(|p| Record::CpuProfile(Box::new(p))),
+                Some(RecordKind::End) => Ok(Record::End),
+                None => Ok(Record::Unknown { code, offset }),
+            };
+            match record {
+                Ok(record) => {
+                    have_header |= matches!(record, Record::Header(_));
+                    records.push(record);
+                    pos = frames.pos;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        self.pending.drain(..pos);
+        self.offset += pos as u64;
+        for record in records {
+            seen(&record);
+            self.apply(record);
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Fold one record into the run.
+    fn apply(&mut self, record: Record) {
+        let Some(run) = self.run.as_mut() else {
+            if let Record::Header(header) = record {
+                self.run = Some(RunFile {
+                    header,
+                    snapshot: None,
+                    series: Vec::new(),
+                    truncated: false,
+                    ended: false,
+                    warnings: Vec::new(),
+                    stalls: Vec::new(),
+                    queue_depths: BTreeMap::new(),
+                    cpu_profile: None,
+                });
+            }
+            return;
+        };
+        match record {
+            Record::Header(header) => run.header = header,
+            Record::Snapshot(mut snap) => {
+                for q in &mut snap.queues {
+                    let points = std::mem::take(&mut q.points);
+                    self.thinning
+                        .entry(q.id)
+                        .or_default()
+                        .push(run.queue_depths.entry(q.id).or_default(), &points);
+                }
+                run.series.push(SeriesPoint {
+                    elapsed_ns: snap.elapsed_ns,
+                    polls: snap.runtime.polls,
+                    tasks_spawned: snap.runtime.tasks_spawned,
+                    tasks_alive: snap.runtime.tasks_alive,
+                    tasks_completed: snap.runtime.tasks_completed,
+                });
+                run.snapshot = Some(*snap);
+            }
+            Record::Stall(stall) => {
+                self.stalls.insert(stall.id, *stall);
+            }
+            Record::CpuProfile(profile) => run.cpu_profile = Some(*profile),
+            Record::End => run.ended = true,
+            Record::Unknown { code, offset } => run.warnings.push(format!(
+                "skipped a record of unknown kind {code} at byte {offset}"
+            )),
+        }
+    }
+
+    /// The latest header, once the first is read.
+    pub fn header(&self) -> Option<&Header> {
+        self.run.as_ref().map(|r| &r.header)
+    }
+
+    /// The run as read so far: `None` before its header is complete. Its
+    /// [`RunFile::stalls`] is empty here: see [`RunReader::stalls`].
+    pub fn run(&self) -> Option<&RunFile> {
+        self.run.as_ref()
+    }
+
+    /// Every stall so far, in order of id, each as of its latest record.
+    pub fn stalls(&self) -> impl Iterator<Item = &crate::StallRecord> {
+        self.stalls.values()
+    }
+
+    /// Bytes read so far, up to the last complete record.
+    pub fn complete_bytes(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes of an incomplete last record (or preamble) waiting for the rest.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Bytes still missing from the incomplete last record, as far as its frame says
+    /// (at least the rest of its frame header when that is cut too); 0 when none.
+    fn missing(&self) -> u64 {
+        let rest = &self.pending;
+        if rest.is_empty() {
+            return 0;
+        }
+        if rest.len() < FRAME_HEADER_LEN {
+            return (FRAME_HEADER_LEN - rest.len()) as u64;
+        }
+        let len = u32::from_le_bytes([rest[2], rest[3], rest[4], rest[5]]) as usize;
+        (len + FRAME_HEADER_LEN).saturating_sub(rest.len()) as u64
+    }
+
+    /// The run as read, at the end of the file: a record cut at the end makes it
+    /// [`RunFile::truncated`], with a warning.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TruncatedHeader`] when the header never completed, or the error that stopped
+    /// an earlier push.
+    pub fn finish(self) -> Result<RunFile> {
+        let len = self.offset + self.pending.len() as u64;
+        let missing = self.missing();
+        let Some(mut run) = self.run else {
+            return Err(Error::TruncatedHeader { len });
+        };
+        if !self.pending.is_empty() {
+            run.truncated = true;
+            run.warnings.push(format!(
+                "run file is truncated at byte {}: its last record is missing {missing} bytes \
+                 (the process was killed or is still running); everything before it is kept",
+                self.offset
+            ));
+        }
+        run.stalls = self.stalls.into_values().collect();
+        Ok(run)
+    }
+}
+
+/// Check the magic and version at the start of a file, as far as `bytes` reach.
+fn check_preamble(bytes: &[u8]) -> Result<()> {
     let magic_present = bytes.len().min(MAGIC.len());
     if bytes[..magic_present] != MAGIC[..magic_present] {
         return Err(Error::NotARunFile);
     }
     if bytes.len() < PREAMBLE_LEN {
-        return Err(Error::TruncatedHeader { len });
+        return Ok(());
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if version == 0 {
@@ -131,103 +418,12 @@ pub fn read_bytes(bytes: &[u8]) -> Result<RunFile> {
             supported: FORMAT_VERSION,
         });
     }
-
-    let mut frames = Frames {
-        bytes,
-        pos: PREAMBLE_LEN,
-    };
-    let header = match frames.next_frame()? {
-        Next::Frame {
-            offset,
-            kind: Some(RecordKind::Header),
-            payload,
-        } => decode::<Header>(offset, RecordKind::Header, payload)?,
-        Next::Frame { offset, .. } => {
-            return Err(Error::Corrupt {
-                offset: offset as u64,
-                expected: "the header record as the first frame".into(),
-            })
-        }
-        Next::End | Next::Truncated { .. } => return Err(Error::TruncatedHeader { len }),
-    };
-
-    let mut run = RunFile {
-        header,
-        snapshot: None,
-        series: Vec::new(),
-        truncated: false,
-        ended: false,
-        warnings: Vec::new(),
-        stalls: Vec::new(),
-        queue_depths: BTreeMap::new(),
-        cpu_profile: None,
-    };
-    let mut thinning: BTreeMap<u64, Thinning> = BTreeMap::new();
-    let mut stalls = std::collections::BTreeMap::new();
-    loop {
-        match frames.next_frame()? {
-            Next::End => break,
-            Next::Truncated { offset, missing } => {
-                run.truncated = true;
-                run.warnings.push(format!(
-                    "run file is truncated at byte {offset}: its last record is missing {missing} bytes \
-                     (the process was killed or is still running); everything before it is kept"
-                ));
-                break;
-            }
-            Next::Frame {
-                offset,
-                kind,
-                payload,
-            } => match kind {
-                Some(RecordKind::Snapshot) => {
-                    let mut snap = decode::<Snapshot>(offset, RecordKind::Snapshot, payload)?;
-                    for q in &mut snap.queues {
-                        let points = std::mem::take(&mut q.points);
-                        thinning
-                            .entry(q.id)
-                            .or_default()
-                            .push(run.queue_depths.entry(q.id).or_default(), &points);
-                    }
-                    run.series.push(SeriesPoint {
-                        elapsed_ns: snap.elapsed_ns,
-                        polls: snap.runtime.polls,
-                        tasks_spawned: snap.runtime.tasks_spawned,
-                        tasks_alive: snap.runtime.tasks_alive,
-                        tasks_completed: snap.runtime.tasks_completed,
-                    });
-                    run.snapshot = Some(snap);
-                }
-                Some(RecordKind::End) => run.ended = true,
-                Some(RecordKind::CpuProfile) => {
-                    run.cpu_profile = Some(decode::<crate::CpuProfile>(
-                        offset,
-                        RecordKind::CpuProfile,
-                        payload,
-                    )?);
-                }
-                Some(RecordKind::Stall) => {
-                    let stall = decode::<crate::StallRecord>(offset, RecordKind::Stall, payload)?;
-                    stalls.insert(stall.id, stall);
-                }
-                // The facts learnt after the start (tier, flavor, workers): the latest wins.
-                Some(RecordKind::Header) => {
-                    run.header = decode::<Header>(offset, RecordKind::Header, payload)?;
-                }
-                None => run.warnings.push(format!(
-                    "skipped a record of unknown kind {} at byte {offset}",
-                    bytes[offset + 1]
-                )),
-            },
-        }
-    }
-    run.stalls = stalls.into_values().collect();
-    Ok(run)
+    Ok(())
 }
 
-fn decode<'a, T: Deserialize<'a>>(offset: usize, kind: RecordKind, payload: &'a [u8]) -> Result<T> {
+fn decode<'a, T: Deserialize<'a>>(offset: u64, kind: RecordKind, payload: &'a [u8]) -> Result<T> {
     serde_json::from_slice(payload).map_err(|source| Error::Decode {
-        offset: offset as u64,
+        offset,
         kind: kind.name(),
         source,
     })
@@ -241,35 +437,31 @@ struct Frames<'a> {
 enum Next<'a> {
     Frame {
         offset: usize,
-        kind: Option<RecordKind>,
+        code: u8,
         payload: &'a [u8],
     },
-    Truncated {
-        offset: usize,
-        missing: u64,
-    },
+    /// The bytes end here, at a frame boundary or inside a frame.
     End,
 }
 
 impl<'a> Frames<'a> {
-    fn next_frame(&mut self) -> Result<Next<'a>> {
+    /// The next complete frame at `pos`, or where the bytes end. `base` is the file offset
+    /// of `bytes[0]`, for errors.
+    fn next_frame(&mut self, base: u64) -> Result<Next<'a>> {
         let offset = self.pos;
         let rest = &self.bytes[offset..];
         if rest.is_empty() {
             return Ok(Next::End);
         }
         let corrupt = |at: usize, expected: &str| Error::Corrupt {
-            offset: at as u64,
+            offset: base + at as u64,
             expected: expected.to_string(),
         };
         if rest[0] != FRAME_MARKER {
             return Err(corrupt(offset, "a frame marker (0xa7)"));
         }
         if rest.len() < FRAME_HEADER_LEN {
-            return Ok(Next::Truncated {
-                offset,
-                missing: (FRAME_HEADER_LEN - rest.len()) as u64,
-            });
+            return Ok(Next::End);
         }
         let word = |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
         if crc32fast::hash(&rest[..10]) != word(10) {
@@ -285,10 +477,7 @@ impl<'a> Frames<'a> {
         let len = len as usize;
         let body = &rest[FRAME_HEADER_LEN..];
         if body.len() < len {
-            return Ok(Next::Truncated {
-                offset,
-                missing: (len - body.len()) as u64,
-            });
+            return Ok(Next::End);
         }
         let payload = &body[..len];
         if crc32fast::hash(payload) != word(6) {
@@ -300,7 +489,7 @@ impl<'a> Frames<'a> {
         self.pos = offset + FRAME_HEADER_LEN + len;
         Ok(Next::Frame {
             offset,
-            kind: RecordKind::from_code(rest[1]),
+            code: rest[1],
             payload,
         })
     }

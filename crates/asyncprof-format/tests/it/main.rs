@@ -3,8 +3,8 @@
 mod corpus;
 
 use asyncprof_format::{
-    read_bytes, Error, Header, Histogram, LocationStats, RunWriter, Snapshot, SourceLocation,
-    TaskStats, FORMAT_VERSION,
+    read_bytes, Error, Header, Histogram, LocationStats, Record, RunReader, RunWriter, Snapshot,
+    SourceLocation, StallRecord, TaskStats, FORMAT_VERSION,
 };
 
 fn sample_snapshot(elapsed_ns: u64) -> Snapshot {
@@ -84,6 +84,107 @@ fn truncation_at_every_offset_keeps_what_came_before() {
     assert!(run.truncated);
     assert_eq!(run.series.len(), 1);
     assert!(run.warnings[0].contains("truncated at byte"));
+}
+
+/// A file written with a stall between its snapshots, and a later record of the same stall.
+fn growing_file() -> Vec<u8> {
+    let mut out = sample_file();
+    out.truncate(out.len() - asyncprof_format::end_frame().len());
+    let mut w = RunWriter::new(Vec::new(), &Header::new("unused")).unwrap();
+    let mut stall = StallRecord::default();
+    stall.id = 3;
+    stall.ongoing = true;
+    w.write_stall(&stall).unwrap();
+    stall.ongoing = false;
+    stall.duration_ns = 40_000_000;
+    w.write_stall(&stall).unwrap();
+    w.write_snapshot(&sample_snapshot(3_000_000_000)).unwrap();
+    w.write_end().unwrap();
+    let written = w.into_inner();
+    let first = read_bytes(&written).unwrap();
+    assert_eq!(first.header.program, "unused");
+    // Skip the second file's preamble and header frame: append only its records.
+    let header_len = asyncprof_format::preamble().len()
+        + asyncprof_format::encode_frame(
+            asyncprof_format::RecordKind::Header,
+            &Header::new("unused"),
+        )
+        .unwrap()
+        .len();
+    out.extend_from_slice(&written[header_len..]);
+    out
+}
+
+#[test]
+fn a_file_pushed_in_pieces_of_any_size_reads_as_one_read() {
+    let bytes = growing_file();
+    let whole = read_bytes(&bytes).unwrap();
+    assert_eq!(whole.stalls.len(), 1);
+    assert_eq!(whole.series.len(), 3);
+    for piece in [1, 2, 13, 14, 15, 100, 1000] {
+        let mut reader = RunReader::new();
+        let mut seen = Vec::new();
+        for chunk in bytes.chunks(piece) {
+            reader
+                .push(chunk, |r| {
+                    seen.push(match r {
+                        Record::Header(_) => "header",
+                        Record::Snapshot(_) => "snapshot",
+                        Record::Stall(s) if s.ongoing => "ongoing stall",
+                        Record::Stall(_) => "stall",
+                        Record::End => "end",
+                        _ => "other",
+                    })
+                })
+                .unwrap();
+        }
+        assert_eq!(reader.pending_bytes(), 0, "pieces of {piece}");
+        assert_eq!(reader.complete_bytes(), bytes.len() as u64);
+        assert_eq!(
+            seen,
+            [
+                "header",
+                "snapshot",
+                "snapshot",
+                "ongoing stall",
+                "stall",
+                "snapshot",
+                "end"
+            ],
+            "pieces of {piece}"
+        );
+        // The latest record of a stall wins while reading, not only at the end.
+        let stalls: Vec<_> = reader.stalls().cloned().collect();
+        assert_eq!(stalls, whole.stalls, "pieces of {piece}");
+        let run = reader.finish().unwrap();
+        assert_eq!(run.series, whole.series);
+        assert_eq!(run.snapshot, whole.snapshot);
+        assert!(run.ended && !run.truncated);
+    }
+}
+
+#[test]
+fn a_reader_keeps_what_came_before_damage_and_stays_stopped() {
+    let bytes = growing_file();
+    let whole = read_bytes(&bytes).unwrap();
+    // Damage the payload of the last snapshot.
+    let end = asyncprof_format::end_frame().len();
+    let at = bytes.len() - end - 5;
+    let mut damaged = bytes.clone();
+    damaged[at] ^= 0x20;
+    let mut reader = RunReader::new();
+    let err = reader.push(&damaged, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("damaged at byte"), "{err}");
+    // Everything before the damaged record was folded in.
+    let run = reader.run().unwrap();
+    assert_eq!(run.series.len(), 2);
+    assert_eq!(reader.stalls().count(), 1);
+    assert_eq!(whole.series[..2], run.series[..]);
+    // A later push does not read past the damage.
+    let again = reader
+        .push(b"more", |_| panic!("no record after damage"))
+        .unwrap_err();
+    assert!(again.to_string().contains("damaged at byte"), "{again}");
 }
 
 #[test]
