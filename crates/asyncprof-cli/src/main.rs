@@ -17,6 +17,7 @@ mod diff;
 mod report;
 mod run;
 mod term;
+mod top;
 
 /// Find what makes a tokio program slow, and the line to change.
 ///
@@ -63,6 +64,16 @@ enum Command {
     /// a factor of 2 (measured: a p99 scheduling delay of 5.0 and 13.2 ms in two runs of one
     /// pipeline), and a healthy run must pass.
     Diff(DiffArgs),
+    /// Watch a run file while the service writes it: stalls with their lines as they happen,
+    /// spawn locations, queues, workers and the loss counters, live (or step through a
+    /// finished run).
+    ///
+    /// The service does not know a viewer is there: `top` only reads the run file it already
+    /// writes (ASYNCPROF_OUT). --pid or --name find the file of a running process. On a pipe
+    /// (or with --plain) it prints one line per stall instead, and exits when the run ends or
+    /// its process is gone. Keys: ? help, q quit, 1-4 views, s sort, / filter, Enter stacks,
+    /// space pause, ← → step through time.
+    Top(top::TopArgs),
     /// Run one pipeline variant in this process (what `bench` starts for each run).
     #[command(name = "__pipeline", hide = true)]
     Pipeline {
@@ -319,6 +330,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run(&args, cli.quiet),
         Command::Report(args) => report::report(&args),
         Command::Diff(args) => diff::diff(&args),
+        Command::Top(args) => top::top(&args),
         Command::Pipeline {
             name,
             variant,

@@ -91,6 +91,32 @@ impl Histogram {
         self.to_hdr().value_at_quantile(quantile.clamp(0.0, 1.0))
     }
 
+    /// The values recorded since `earlier`, an earlier state of the same cumulative histogram
+    /// (a snapshot's, say, minus the previous snapshot's): each bucket's count less
+    /// `earlier`'s. When the two do not share their layout (precision or bound), there is no
+    /// difference to take and the whole of `self` is returned.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        if (self.sigfig, self.high) != (earlier.sigfig, earlier.high) {
+            return self.clone();
+        }
+        let mut old = earlier.buckets.iter().peekable();
+        let buckets = self
+            .buckets
+            .iter()
+            .filter_map(|&[value, count]| {
+                while old.next_if(|[v, _]| *v < value).is_some() {}
+                let before = old.next_if(|[v, _]| *v == value).map_or(0, |[_, c]| *c);
+                let count = count.saturating_sub(before);
+                (count > 0).then_some([value, count])
+            })
+            .collect();
+        Histogram {
+            sigfig: self.sigfig,
+            high: self.high,
+            buckets,
+        }
+    }
+
     /// The largest recorded value (the top of its bucket), or 0 for an empty histogram.
     pub fn max(&self) -> u64 {
         self.buckets.last().map_or(0, |[v, _]| *v)
@@ -110,6 +136,31 @@ mod tests {
         };
         let hdr = h.to_hdr();
         assert_eq!(hdr.len(), 4);
+    }
+
+    #[test]
+    fn since_an_earlier_state_keeps_only_the_new_values() {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_max(3_600_000_000_000, 2).unwrap();
+        h.record_n(1_000, 1_000).unwrap();
+        h.record_n(5_000_000, 2).unwrap();
+        let earlier = Histogram::from_hdr(&h);
+        h.record_n(1_000, 10).unwrap();
+        h.record_n(80_000_000, 3).unwrap();
+        let later = Histogram::from_hdr(&h);
+        let window = later.since(&earlier);
+        assert_eq!(window.count(), 13);
+        // 10 short values and 3 long ones: the window's p99 is the long one, where the
+        // cumulative histogram's is not.
+        assert!(window.quantile(0.99) >= 80_000_000, "{window:?}");
+        assert!(later.quantile(0.99) < 80_000_000);
+        assert_eq!(later.since(&later).count(), 0);
+        assert_eq!(later.since(&Histogram::default()), later);
+        // Another layout: no difference to take.
+        let other = Histogram {
+            sigfig: 1,
+            ..Histogram::default()
+        };
+        assert_eq!(later.since(&other), later);
     }
 
     #[test]

@@ -49,11 +49,12 @@ pub use merge::{Instance, InstanceSummary, Merged, MergedFinding};
 pub use names::{anonymous_kind, enclosing_fn, name_anonymous};
 pub use queues::QueueEvidence;
 pub use score::{markers_in, Marker, Score, LINE_WINDOW, MARK};
+pub use summary::loss_counters;
 pub use summary::{
     Latency, LocationSummary, QueueSummary, RuntimeSummary, StageSummary, Summary, TaskStalls,
     TaskSummary, WorkerSummary, SIGNALS_OFF,
 };
-pub use text::{render_diff_text, render_merged_text, render_text};
+pub use text::{dur, render_diff_text, render_merged_text, render_text};
 pub use thresholds::Thresholds;
 
 /// The summary as pretty-printed JSON.

@@ -201,7 +201,7 @@ pub struct TaskStalls {
 }
 
 /// Every loss counter with what it counts, in plain words, in the order reports list them.
-pub(crate) fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 12] {
+pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 12] {
     [
         (
             l.dropped_records,

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use crate::{Latency, Summary};
 
-/// A duration in its unit: `870ns`, `12.5µs`, `3.1ms`.
-pub(crate) fn dur(ns: u64) -> String {
+/// A duration in its unit, as reports print it: `870ns`, `12.5µs`, `3.1ms`.
+pub fn dur(ns: u64) -> String {
     match ns {
         0..=999 => format!("{ns}ns"),
         1_000..=999_999 => format!("{:.1}µs", ns as f64 / 1e3),

@@ -145,3 +145,4 @@ mod died;
 mod many;
 mod prometheus;
 mod run;
+mod top;
