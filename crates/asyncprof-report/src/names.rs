@@ -93,16 +93,25 @@ pub fn enclosing_fn(source: &str, line: u32) -> Option<String> {
 /// files `source` cannot read, stay as they are.
 pub fn name_anonymous(findings: &mut [Finding], source: &dyn Fn(&str) -> Option<String>) {
     for f in findings {
-        let Some(kind) = anonymous_kind(&f.location.function) else {
-            continue;
-        };
-        let Some(text) = source(&f.location.file) else {
-            continue;
-        };
-        if let Some(name) = enclosing_fn(&text, f.location.line) {
-            f.location.function = format!("{name} ({kind})");
+        let l = &mut f.location;
+        if let Some(name) = anonymous_name(&l.function, &l.file, l.line, source) {
+            l.function = name;
         }
     }
+}
+
+/// An anonymous `function` at `file:line` named after the `fn` that holds that line, as
+/// [`name_anonymous`] names findings (`render (async fn)`); `None` when it has a name of its
+/// own, or `source` cannot read the file, or no `fn` holds the line.
+pub fn anonymous_name(
+    function: &str,
+    file: &str,
+    line: u32,
+    source: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let kind = anonymous_kind(function)?;
+    let name = enclosing_fn(&source(file)?, line)?;
+    Some(format!("{name} ({kind})"))
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ fn stall_line(s: &asyncprof_format::StallRecord) -> String {
     let function = s
         .culprit
         .as_ref()
-        .map(|f| format!(" in {}", view::function(&f.function)))
+        .map(|f| format!(" in {}", view::frame_function(f)))
         .unwrap_or_default();
     let call = s
         .primitive

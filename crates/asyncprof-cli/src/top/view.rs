@@ -2,7 +2,10 @@
 //! locations, queues and workers, at one moment of the run, with rates over the interval
 //! since the snapshot before it.
 
-use asyncprof_format::{Histogram, Snapshot, StallKind, StallRecord};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use asyncprof_format::{Frame, Histogram, Snapshot, StallKind, StallRecord};
 use asyncprof_report::dur;
 
 /// The views, in the order of their keys (1 to 4).
@@ -204,7 +207,7 @@ pub(crate) fn path(file: &str) -> &str {
 
 /// A function's name as shown: its last two path segments, the compiler's names of the
 /// closures and async blocks inside it said once (`scraper::bad (closure)`).
-pub(crate) fn function(name: &str) -> String {
+pub(crate) fn function_name(name: &str) -> String {
     let mut name = name;
     let mut anonymous = false;
     while let Some((outer, last)) = name.rsplit_once("::") {
@@ -223,6 +226,34 @@ pub(crate) fn function(name: &str) -> String {
     } else {
         short.to_string()
     }
+}
+
+/// A frame's function as shown: an anonymous body (`{closure#0}`, `{async_fn#0}`) named
+/// after the `fn` whose body holds its line when the source can be read (as reports name
+/// them), else [`function_name`]'s short name. Names are remembered per frame (up to 4096).
+pub(crate) fn frame_function(frame: &Frame) -> String {
+    thread_local! {
+        static NAMES: RefCell<HashMap<Frame, String>> = RefCell::new(HashMap::new());
+    }
+    NAMES.with_borrow_mut(|names| {
+        if let Some(name) = names.get(frame) {
+            return name.clone();
+        }
+        let named = match (&frame.file, frame.line) {
+            (Some(file), Some(line)) => asyncprof_report::anonymous_name(
+                &frame.function,
+                file,
+                line,
+                &crate::report::source,
+            ),
+            _ => None,
+        };
+        let name = named.unwrap_or_else(|| function_name(&frame.function));
+        if names.len() < 4096 {
+            names.insert(frame.clone(), name.clone());
+        }
+        name
+    })
 }
 
 /// `file:line` of a stall's culprit, or what is known instead.
@@ -261,10 +292,7 @@ pub(crate) fn stall_rows<'a>(
     stalls
         .filter(|s| upto_ns.is_none_or(|t| s.start_ns <= t))
         .map(|s| {
-            let function = s
-                .culprit
-                .as_ref()
-                .map_or(String::new(), |f| function(&f.function));
+            let function = s.culprit.as_ref().map_or(String::new(), frame_function);
             let call = match (&s.primitive, &s.syscall) {
                 (Some(p), Some(call)) => format!("{} ({call})", p.function),
                 (Some(p), None) => p.function.clone(),
@@ -444,17 +472,17 @@ mod tests {
     #[test]
     fn function_names_keep_their_last_segments_and_say_closure_once() {
         assert_eq!(
-            function("asyncprof_pipelines::pipelines::scraper::bad::{{closure}}::{{closure}}"),
+            function_name("asyncprof_pipelines::pipelines::scraper::bad::{{closure}}::{{closure}}"),
             "scraper::bad (closure)"
         );
         assert_eq!(
-            function("app::db::query::{async_fn#0}"),
+            function_name("app::db::query::{async_fn#0}"),
             "db::query (closure)"
         );
-        assert_eq!(function("main"), "main");
-        assert_eq!(function("a::b"), "a::b");
+        assert_eq!(function_name("main"), "main");
+        assert_eq!(function_name("a::b"), "a::b");
         assert_eq!(
-            function("<core::pin::Pin<P> as core::future::Future>::poll"),
+            function_name("<core::pin::Pin<P> as core::future::Future>::poll"),
             "<core::pin::Pin<P> as core::future::Future>::poll"
         );
     }
@@ -487,6 +515,13 @@ mod tests {
         assert_eq!(rows[1].cells[3], "stuck in nanosleep");
         assert!(rows[1].hot && !rows[0].hot);
         assert_eq!(rows[0].cells[5], "scraper::fetch");
+        // A bare anonymous name, at a line of this file: named after its fn.
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/src/top/view.rs");
+        let here = Frame::new("{closure#0}", Some(file.into()), Some(line!()));
+        assert_eq!(
+            frame_function(&here),
+            "stalls_show_their_line_and_what_they_were_doing (closure)"
+        );
         // Stepping back in time: only the stalls that had begun.
         assert_eq!(stall_rows(all.iter(), Some(3_000_000_000)).len(), 1);
     }
