@@ -20,6 +20,9 @@ use super::POLL_EVERY;
 /// Redraw at least this often, for the clock and the writer's state.
 const REDRAW_EVERY: Duration = Duration::from_secs(1);
 
+/// Redraw for new data at most this often.
+const REDRAW_AT_MOST: Duration = Duration::from_millis(250);
+
 const HELP: &[(&str, &str)] = &[
     ("1 2 3 4, Tab", "stalls, spawn locations, queues, workers"),
     ("↑ ↓ j k, PgUp PgDn, Home End", "select a row"),
@@ -42,6 +45,10 @@ enum Mode {
     Filter,
 }
 
+/// What a view's rows are made of: the view, the moment (a step back in time, or live), the
+/// bytes of the file read, and how often it was read from its start again.
+type RowsOf = (Tab, Option<usize>, u64, u32);
+
 struct App {
     follower: Follower,
     tab: Tab,
@@ -55,7 +62,7 @@ struct App {
     cursor: Option<usize>,
     stack_scroll: u16,
     /// The rows of the current view, before sorting and filtering, and what they were made of.
-    cache: Option<((Tab, Option<usize>, u64, usize), Vec<view::Row>)>,
+    cache: Option<(RowsOf, Vec<view::Row>)>,
 }
 
 /// Run the UI until the user quits; the terminal is restored however it ends.
@@ -80,16 +87,19 @@ pub(crate) fn run(follower: Follower) -> Result<()> {
 
 impl App {
     fn run(&mut self, terminal: &mut ratatui::DefaultTerminal) -> Result<()> {
-        let mut dirty = true;
+        // New data is drawn at most every REDRAW_AT_MOST (a storm of stalls would otherwise
+        // redraw on every look at the file); a key or a resize is drawn at once.
+        let (mut new_data, mut input) = (true, true);
         let mut last_draw = Instant::now();
         loop {
             if !self.paused && self.follower.poll() {
-                dirty = true;
+                new_data = true;
             }
-            if dirty || last_draw.elapsed() >= REDRAW_EVERY {
+            let since = last_draw.elapsed();
+            if input || (new_data && since >= REDRAW_AT_MOST) || since >= REDRAW_EVERY {
                 terminal.draw(|f| self.draw(f))?;
                 last_draw = Instant::now();
-                dirty = false;
+                (new_data, input) = (false, false);
             }
             if event::poll(POLL_EVERY)? {
                 match event::read()? {
@@ -97,9 +107,9 @@ impl App {
                         if !self.key(key) {
                             return Ok(());
                         }
-                        dirty = true;
+                        input = true;
                     }
-                    Event::Resize(..) => dirty = true,
+                    Event::Resize(..) => input = true,
                     _ => {}
                 }
             }
@@ -212,7 +222,7 @@ impl App {
             self.tab,
             self.cursor,
             self.follower.bytes().0,
-            self.follower.restarts as usize,
+            self.follower.restarts,
         );
         if self.cache.as_ref().is_none_or(|(k, _)| *k != key) {
             let upto = self.cursor.and(self.moment()).map(|m| m.now.elapsed_ns);
@@ -409,7 +419,7 @@ impl App {
                 as f64
                 / 1e9;
             second.push(Span::raw(format!(
-                " · at {:.1}s · polls/s {:.0} · tasks alive {}",
+                " · snapshot at {:.1}s: polls/s {:.0}, tasks alive {}",
                 m.now.elapsed_ns as f64 / 1e9,
                 polls as f64 / secs.max(1e-3),
                 m.now.runtime.tasks_alive

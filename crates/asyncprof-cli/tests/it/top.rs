@@ -222,6 +222,7 @@ fn top_shows_a_live_stall_at_its_line_sorts_shows_stacks_and_restores_the_termin
     let at = format!("{:.3}s", stall.start_ns as f64 / 1e9);
     let screen = tmux.wait_for(&at, Duration::from_secs(5));
     let shown = recorded.elapsed();
+    eprintln!("stall at {at}: on screen {shown:?} after it was in the file");
     assert!(
         shown < Duration::from_secs(1),
         "stall at {at} on screen {shown:?} after it was in the file"
