@@ -176,6 +176,15 @@ impl Moment<'_> {
         (self.now.elapsed_ns.saturating_sub(before) as f64 / 1e9).max(1e-3)
     }
 
+    /// The entry of the earlier snapshot's `list` that is `same` as one of now's.
+    fn earlier<T>(
+        &self,
+        list: impl Fn(&Snapshot) -> &[T],
+        same: impl Fn(&T) -> bool,
+    ) -> Option<&T> {
+        self.before.and_then(|b| list(b).iter().find(|o| same(o)))
+    }
+
     fn per_second(&self, now: u64, before: Option<u64>) -> f64 {
         now.saturating_sub(before.unwrap_or(0)) as f64 / self.seconds()
     }
@@ -325,9 +334,7 @@ pub(crate) fn task_rows(m: &Moment<'_>) -> Vec<Row> {
         .locations
         .iter()
         .map(|l| {
-            let before = m
-                .before
-                .and_then(|b| b.locations.iter().find(|o| o.location == l.location));
+            let before = m.earlier(|b| &b.locations, |o| o.location == l.location);
             let (poll50, poll99) = window_quantiles(&l.poll_ns, before.map(|b| &b.poll_ns));
             let (sched50, sched99) =
                 window_quantiles(&l.scheduled_ns, before.map(|b| &b.scheduled_ns));
@@ -360,9 +367,7 @@ pub(crate) fn queue_rows(m: &Moment<'_>) -> Vec<Row> {
         .queues
         .iter()
         .map(|q| {
-            let before = m
-                .before
-                .and_then(|b| b.queues.iter().find(|o| o.id == q.id));
+            let before = m.earlier(|b| &b.queues, |o| o.id == q.id);
             let (_, send99) = window_quantiles(&q.send_wait_ns, before.map(|b| &b.send_wait_ns));
             let (_, recv99) = window_quantiles(&q.recv_wait_ns, before.map(|b| &b.recv_wait_ns));
             let samples = q.samples.saturating_sub(before.map_or(0, |b| b.samples));
@@ -399,9 +404,7 @@ pub(crate) fn worker_rows(m: &Moment<'_>) -> Vec<Row> {
         .workers
         .iter()
         .map(|w| {
-            let before = m
-                .before
-                .and_then(|b| b.workers.iter().find(|o| o.index == w.index));
+            let before = m.earlier(|b| &b.workers, |o| o.index == w.index);
             let span = m.seconds() * 1e9;
             let busy = w.busy_ns.saturating_sub(before.map_or(0, |b| b.busy_ns)) as f64 / span;
             let parked = w
