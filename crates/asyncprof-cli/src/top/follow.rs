@@ -94,7 +94,16 @@ pub(crate) struct Follower {
     pub(crate) restarts: u32,
     writer: Writer,
     last_writer_check: Option<Instant>,
+    /// When the file last grew (or was opened).
+    last_growth: Instant,
+    /// How long a file without a complete header may stay as it is before the viewer says
+    /// nothing is writing it.
+    header_wait: Duration,
 }
+
+/// How long a file without a complete header may stay unchanged: a recording writes its
+/// header as it starts, so a file still without one this long after is not being written.
+const HEADER_WAIT: Duration = Duration::from_secs(5);
 
 impl Follower {
     /// Open `path` for following.
@@ -117,6 +126,8 @@ impl Follower {
             restarts: 0,
             writer: Writer::Unknown,
             last_writer_check: None,
+            last_growth: Instant::now(),
+            header_wait: HEADER_WAIT,
         })
     }
 
@@ -193,6 +204,7 @@ impl Follower {
         if buf.is_empty() {
             return Ok(());
         }
+        self.last_growth = Instant::now();
         self.read += buf.len() as u64;
         let Follower {
             reader,
@@ -243,6 +255,15 @@ impl Follower {
         }
         self.last_writer_check = Some(Instant::now());
         let Some(pid) = self.reader.header().map(|h| h.pid) else {
+            if self.problem.is_none() && self.last_growth.elapsed() >= self.header_wait {
+                self.problem = Some(format!(
+                    "run file {} holds no complete header ({} bytes) and has not grown for \
+                     {} s: its process stopped as recording started, or nothing writes it",
+                    self.path.display(),
+                    self.read,
+                    self.header_wait.as_secs()
+                ));
+            }
             return;
         };
         self.writer = match holds_file(pid, self.identity) {
@@ -487,6 +508,32 @@ mod tests {
         assert_eq!(f.timeline.kept.len(), 1);
         std::fs::remove_file(&path).ok();
         std::fs::remove_file(&damaged_path).ok();
+    }
+
+    #[test]
+    fn a_file_that_never_gets_its_header_is_a_problem_once_it_stops_growing() {
+        let path = temp("headerless");
+        // The preamble and half a header frame, as a process killed while starting leaves.
+        let mut bytes = Vec::new();
+        RunWriter::new(&mut bytes, &Header::new("svc")).unwrap();
+        std::fs::write(&path, &bytes[..20]).unwrap();
+        let mut f = Follower::open(&path).unwrap();
+        f.header_wait = Duration::from_millis(50);
+        f.poll();
+        assert!(f.problem.is_none() && !f.finished(), "too early to tell");
+        std::thread::sleep(Duration::from_millis(60));
+        f.last_writer_check = None;
+        f.poll();
+        let problem = f
+            .problem
+            .clone()
+            .expect("a problem once it stopped growing");
+        assert!(
+            problem.contains("holds no complete header (20 bytes)"),
+            "{problem}"
+        );
+        assert!(f.finished());
+        std::fs::remove_file(&path).ok();
     }
 
     #[test]
