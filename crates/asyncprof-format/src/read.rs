@@ -200,54 +200,57 @@ impl RunReader {
                 expected: format!("nothing more after the damage already found ({failed})"),
             });
         }
-        self.pending.extend_from_slice(bytes);
-        let result = self.decode_pending(&mut seen);
+        // Decode straight from `bytes` when nothing waits before them (one push of a whole
+        // file copies nothing but its cut tail).
+        let result = if self.pending.is_empty() {
+            let (used, result) = self.decode(bytes, &mut seen);
+            self.pending.extend_from_slice(&bytes[used..]);
+            result
+        } else {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(bytes);
+            let (used, result) = self.decode(&pending, &mut seen);
+            pending.drain(..used);
+            self.pending = pending;
+            result
+        };
         if let Err(e) = &result {
             self.failed = Some(e.to_string());
         }
         result
     }
 
-    fn decode_pending(&mut self, seen: &mut impl FnMut(&Record)) -> Result<()> {
+    /// Decode and fold in, one by one, the complete records at the start of `bytes` (the
+    /// file from [`RunReader::complete_bytes`] on): the bytes used, and the error that
+    /// stopped it.
+    fn decode(&mut self, bytes: &[u8], seen: &mut impl FnMut(&Record)) -> (usize, Result<()>) {
+        let base = self.offset;
         let mut pos = 0usize;
-        if self.offset == 0 {
-            check_preamble(&self.pending)?;
-            if self.pending.len() < PREAMBLE_LEN {
-                return Ok(());
+        if base == 0 {
+            if let Err(e) = check_preamble(bytes) {
+                return (0, Err(e));
+            }
+            if bytes.len() < PREAMBLE_LEN {
+                return (0, Ok(()));
             }
             pos = PREAMBLE_LEN;
         }
-        let mut frames = Frames {
-            bytes: &self.pending,
-            pos,
-        };
-        let mut records = Vec::new();
-        let mut have_header = self.run.is_some();
-        // Decode first, fold after: a record that fails to decode leaves the run as it was
-        // after the last good one.
-        let mut failure = None;
-        loop {
-            let next = match frames.next_frame(self.offset) {
-                Ok(next) => next,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+        let mut frames = Frames { bytes, pos };
+        let result = loop {
+            let (offset, code, payload) = match frames.next_frame(base) {
+                Ok(Next::Frame {
+                    offset,
+                    code,
+                    payload,
+                }) => (base + offset as u64, code, payload),
+                Ok(Next::End) => break Ok(()),
+                Err(e) => break Err(e),
             };
-            let Next::Frame {
-                offset,
-                code,
-                payload,
-            } = next
-            else {
-                break;
-            };
-            let offset = self.offset + offset as u64;
             let record = match RecordKind::from_code(code) {
                 Some(RecordKind::Header) => {
                     decode(offset, RecordKind::Header, payload).map(Record::Header)
                 }
-                _ if !have_header => Err(Error::Corrupt {
+                _ if self.run.is_none() => Err(Error::Corrupt {
                     offset,
                     expected: "the header record as the first frame".into(),
                 }),
@@ -263,23 +266,16 @@ impl RunReader {
             };
             match record {
                 Ok(record) => {
-                    have_header |= matches!(record, Record::Header(_));
-                    records.push(record);
                     pos = frames.pos;
+                    self.offset = base + pos as u64;
+                    seen(&record);
+                    self.apply(record);
                 }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+                Err(e) => break Err(e),
             }
-        }
-        self.pending.drain(..pos);
-        self.offset += pos as u64;
-        for record in records {
-            seen(&record);
-            self.apply(record);
-        }
-        failure.map_or(Ok(()), Err)
+        };
+        self.offset = base + pos as u64;
+        (pos, result)
     }
 
     /// Fold one record into the run.
