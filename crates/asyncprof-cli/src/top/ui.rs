@@ -2,6 +2,8 @@
 //! stack view of the selected stall, help, and the loss counters. Keys follow top, htop and
 //! tokio-console: `q` quits, `?` helps, `s` sorts, `/` filters, space pauses.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -65,8 +67,13 @@ struct App {
     cache: Option<(RowsOf, Vec<view::Row>)>,
 }
 
-/// Run the UI until the user quits; the terminal is restored however it ends.
+/// Run the UI until the user quits, or SIGTERM or SIGHUP arrives; the terminal is restored
+/// however it ends (a panic too: ratatui's hook).
 pub(crate) fn run(follower: Follower) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
     let mut terminal = ratatui::try_init()?;
     let mut app = App {
         follower,
@@ -80,18 +87,21 @@ pub(crate) fn run(follower: Follower) -> Result<()> {
         stack_scroll: 0,
         cache: None,
     };
-    let result = app.run(&mut terminal);
+    let result = app.run(&mut terminal, &stop);
     ratatui::restore();
     result
 }
 
 impl App {
-    fn run(&mut self, terminal: &mut ratatui::DefaultTerminal) -> Result<()> {
+    fn run(&mut self, terminal: &mut ratatui::DefaultTerminal, stop: &AtomicBool) -> Result<()> {
         // New data is drawn at most every REDRAW_AT_MOST (a storm of stalls would otherwise
         // redraw on every look at the file); a key or a resize is drawn at once.
         let (mut new_data, mut input) = (true, true);
         let mut last_draw = Instant::now();
         loop {
+            if stop.load(Relaxed) {
+                return Ok(());
+            }
             if !self.paused && self.follower.poll() {
                 new_data = true;
             }
@@ -346,6 +356,7 @@ impl App {
             }
         });
         let empty = match (self.tab, rows.is_empty()) {
+            (_, true) if !self.filter.is_empty() => " no row matches the filter ",
             (Tab::Stalls, true) => " no stall yet ",
             (_, true) => " nothing recorded yet ",
             _ => "",
@@ -355,9 +366,10 @@ impl App {
             .block(Block::new().title_bottom(empty))
             .row_highlight_style(Style::new().bg(Color::DarkGray))
             .highlight_symbol("▶ ");
-        if !rows.is_empty() && self.table[i].selected().is_none() {
-            self.table[i].select(Some(0));
-        }
+        // Keep a row selected, within the rows shown (a filter may have shortened them).
+        let last = rows.len().checked_sub(1);
+        let selected = self.table[i].selected();
+        self.table[i].select(last.map(|last| selected.unwrap_or(0).min(last)));
         f.render_stateful_widget(table, area, &mut self.table[i]);
     }
 

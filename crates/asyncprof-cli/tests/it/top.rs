@@ -123,18 +123,21 @@ impl Tmux {
         String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
     }
 
-    /// Wait until the screen shows `text`; the screen then.
+    /// Wait until the screen shows `text` and has stopped changing (a frame is written to the
+    /// terminal in pieces: its header can be there before its rows); the screen then.
     fn wait_for(&self, text: &str, limit: Duration) -> String {
         let start = Instant::now();
+        let mut previous = String::new();
         loop {
-            let last = self.screen();
-            if last.contains(text) {
-                return last;
+            let screen = self.screen();
+            if screen.contains(text) && screen == previous {
+                return screen;
             }
             assert!(
                 start.elapsed() < limit,
-                "waited {limit:?} for {text:?} on screen; it shows:\n{last}"
+                "waited {limit:?} for {text:?} on a settled screen; it shows:\n{screen}"
             );
+            previous = screen;
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -220,16 +223,31 @@ fn top_shows_a_live_stall_at_its_line_sorts_shows_stacks_and_restores_the_termin
         },
     );
     let at = format!("{:.3}s", stall.start_ns as f64 / 1e9);
-    let screen = tmux.wait_for(&at, Duration::from_secs(5));
-    let shown = recorded.elapsed();
+    // The first capture that shows it (not a settled screen: that would add its wait).
+    let shown = wait_for(Duration::from_secs(5), "the stall on screen", || {
+        tmux.screen().contains(&at).then(|| recorded.elapsed())
+    });
     eprintln!("stall at {at}: on screen {shown:?} after it was in the file");
     assert!(
         shown < Duration::from_secs(1),
         "stall at {at} on screen {shown:?} after it was in the file"
     );
+    let screen = tmux.wait_for(&at, Duration::from_secs(5));
     let row = screen.lines().find(|l| l.contains(&at)).unwrap();
     assert!(row.contains(MARKED), "{row}");
-    // Stop taking new data while the sort is checked: space pauses.
+    // At least three stalls on screen for the sort to order, then stop taking new data
+    // while the sort is checked: space pauses.
+    wait_for(Duration::from_secs(20), "three stalls on screen", || {
+        let screen = tmux.screen();
+        let count = screen
+            .split("stalls ")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse::<u32>()
+            .ok()?;
+        (count >= 3).then_some(())
+    });
     tmux.keys(&["Space"]);
     tmux.wait_for("PAUSED", Duration::from_secs(5));
 
@@ -257,6 +275,14 @@ fn top_shows_a_live_stall_at_its_line_sorts_shows_stacks_and_restores_the_termin
         "{lasted:?}\n{screen}"
     );
 
+    // A filter keeps the rows that hold its text (here: the stalls at the marked line, whose
+    // stacks name it; a busy machine adds stalls of its own, without a line).
+    tmux.keys(&["/"]);
+    tmux.keys(&["-l", "scraper.rs:88"]);
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("filter: scraper.rs:88", Duration::from_secs(5));
+    assert!(screen.contains(MARKED), "{screen}");
+
     // The stack view of the selected stall: its samples, the culprit frame marked.
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for("Stacks (Esc closes", Duration::from_secs(5));
@@ -274,6 +300,15 @@ fn top_shows_a_live_stall_at_its_line_sorts_shows_stacks_and_restores_the_termin
     tmux.wait_for("Keys (Esc closes)", Duration::from_secs(5));
     tmux.keys(&["Escape"]);
     tmux.wait_gone("Keys (Esc closes)", Duration::from_secs(5));
+
+    // One that matches nothing says so; Esc clears it.
+    tmux.keys(&["/"]);
+    tmux.keys(&["-l", "zz"]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("no row matches the filter", Duration::from_secs(5));
+    tmux.keys(&["/"]);
+    tmux.keys(&["Escape"]);
+    tmux.wait_gone("filter:", Duration::from_secs(5));
 
     // Other views: spawn locations with their rates, and the workers.
     tmux.keys(&["Space", "2"]);
@@ -367,6 +402,26 @@ fn top_on_a_killed_process_a_finished_run_and_a_damaged_file() {
     wait_for(Duration::from_secs(10), "top to quit", || {
         (!tmux.alternate_on()).then_some(())
     });
+
+    // SIGTERM (a closed session, `kill`): it ends, and the terminal is restored.
+    tmux.run(&format!(
+        "{bin} top {}; echo top-exited-$?",
+        finished.display()
+    ));
+    tmux.wait_for("■ ended", Duration::from_secs(10));
+    assert!(tmux.alternate_on());
+    let shell = tmux.cmd(&["display-message", "-p", "-t", "t", "#{pane_pid}"]);
+    let shell = String::from_utf8_lossy(&shell.stdout).trim().to_string();
+    let top = Command::new("pgrep").args(["-P", &shell]).output().unwrap();
+    let top = String::from_utf8_lossy(&top.stdout).trim().to_string();
+    assert!(!top.is_empty(), "no child of the shell {shell}");
+    let killed_top = Command::new("kill").args(["-TERM", &top]).status().unwrap();
+    assert!(killed_top.success());
+    tmux.wait_for("top-exited-0", Duration::from_secs(10));
+    assert!(
+        !tmux.alternate_on(),
+        "still in the alternate screen after SIGTERM"
+    );
 
     // A damaged file: a clear message on screen, what came before shown, no panic.
     let mut bytes = std::fs::read(&finished).unwrap();
