@@ -74,6 +74,7 @@ pub(crate) fn run(follower: Follower) -> Result<()> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
+    watch_terminal(stop.clone());
     let mut terminal = ratatui::try_init()?;
     let mut app = App {
         follower,
@@ -90,6 +91,41 @@ pub(crate) fn run(follower: Follower) -> Result<()> {
     let result = app.run(&mut terminal, &stop);
     ratatui::restore();
     result
+}
+
+/// End the process once its terminal is gone. crossterm's event reader retries a hung-up
+/// terminal's end of file forever, busy, without returning even at its timeout, so the UI's
+/// loop would never see the hang-up (nor SIGHUP's flag) and would burn a core. A thread looks
+/// every 250 ms whether the terminal device still exists (a closed pseudo-terminal's
+/// `/dev/pts` entry goes away; a new one at the same path is another inode), and whether a
+/// SIGTERM or SIGHUP has gone unanswered for a second; either ends the process (there is no
+/// terminal left to restore).
+fn watch_terminal(stop: Arc<AtomicBool>) {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(path), Ok(meta)) = (
+        std::fs::read_link("/proc/self/fd/1"),
+        std::fs::metadata("/proc/self/fd/1"),
+    ) else {
+        return;
+    };
+    let device = (meta.dev(), meta.ino());
+    let watch = move || {
+        let mut stopped: Option<Instant> = None;
+        loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let present = std::fs::metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == device);
+            if stop.load(Relaxed) {
+                stopped.get_or_insert_with(Instant::now);
+            }
+            if !present || stopped.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
+                std::process::exit(0);
+            }
+        }
+    };
+    // Without the thread the UI still works; only a hung-up terminal is not noticed.
+    let _ = std::thread::Builder::new()
+        .name("asyncprof-top-tty".into())
+        .spawn(watch);
 }
 
 impl App {

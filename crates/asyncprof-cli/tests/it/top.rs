@@ -423,6 +423,29 @@ fn top_on_a_killed_process_a_finished_run_and_a_damaged_file() {
         "still in the alternate screen after SIGTERM"
     );
 
+    // The terminal goes away (the tmux server is killed, as a closed ssh session or terminal
+    // window): `top` ends by itself instead of spinning on the dead terminal.
+    let gone = Tmux::new("gone");
+    gone.run(&format!("{bin} top {}", finished.display()));
+    gone.wait_for("■ ended", Duration::from_secs(10));
+    let shell = gone.cmd(&["display-message", "-p", "-t", "t", "#{pane_pid}"]);
+    let shell = String::from_utf8_lossy(&shell.stdout).trim().to_string();
+    let top = Command::new("pgrep").args(["-P", &shell]).output().unwrap();
+    let top = String::from_utf8_lossy(&top.stdout).trim().to_string();
+    assert!(!top.is_empty(), "no child of the shell {shell}");
+    drop(gone);
+    let proc_dir = PathBuf::from(format!("/proc/{top}"));
+    wait_for(
+        Duration::from_secs(5),
+        "top to end with its terminal",
+        || {
+            // Gone, or a zombie its parent has not reaped.
+            let stat = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+            let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+            matches!(state, None | Some('Z')).then_some(())
+        },
+    );
+
     // A damaged file: a clear message on screen, what came before shown, no panic.
     let mut bytes = std::fs::read(&finished).unwrap();
     let mid = bytes.len() / 2;
