@@ -12,7 +12,10 @@ use crate::{StallClass, StallRecord};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum StallKind {
-    /// A poll that never returned: the stall was still running when the run ended.
+    /// A poll that never returned: the stall was still running when the run ended, and had
+    /// held its worker for at least [`NEVER_RETURNED_NS`]. (A shorter one was only cut by the
+    /// end of the recording, a busy service stopped in the middle of a poll: it is the kind
+    /// its record reads as otherwise.)
     RuntimeBlocked,
     /// Asleep in `futex` inside a `std::sync` lock.
     LockContention,
@@ -22,6 +25,11 @@ pub enum StallKind {
     /// Asleep in a system call, or stopped in a call the stack names.
     BlockingCall,
 }
+
+/// How long a poll still running at the end of a run must have held its worker to count as
+/// never returning (1 s): less, and the recording's end (a service stopped while it served a
+/// request) cut an ordinary stall short.
+pub const NEVER_RETURNED_NS: u64 = 1_000_000_000;
 
 /// Below this share of its wall time on CPU, a stall that did not sleep was preempted.
 pub const PREEMPTED_CPU_SHARE: f64 = 0.35;
@@ -45,7 +53,7 @@ impl StallKind {
 
     /// The kind of `s` (for a [`preempted`] stall too: the kind its record reads as).
     pub fn of(s: &StallRecord) -> StallKind {
-        if s.ongoing {
+        if s.ongoing && s.duration_ns >= NEVER_RETURNED_NS {
             StallKind::RuntimeBlocked
         } else if is_lock_wait(s) {
             StallKind::LockContention
@@ -100,4 +108,31 @@ fn is_lock_wait(s: &StallRecord) -> bool {
                 .iter()
                 .any(|l| file.contains(l)));
     s.class == StallClass::Blocking && s.syscall.as_deref() == Some("futex") && lockish
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Known truth: a render on CPU cut by the end of the recording after 150 ms (a service
+    /// stopped while it served a request), and a `block_on` asleep for good for 4 s.
+    #[test]
+    fn a_poll_cut_by_the_end_of_the_run_is_not_one_that_never_returned() {
+        let mut cut = StallRecord::default();
+        cut.ongoing = true;
+        cut.class = StallClass::CpuBound;
+        cut.duration_ns = 150_000_000;
+        assert_eq!(StallKind::of(&cut), StallKind::CpuBoundPoll);
+        cut.duration_ns = NEVER_RETURNED_NS - 1;
+        assert_eq!(StallKind::of(&cut), StallKind::CpuBoundPoll);
+        cut.duration_ns = NEVER_RETURNED_NS;
+        assert_eq!(StallKind::of(&cut), StallKind::RuntimeBlocked);
+        let mut stuck = StallRecord::default();
+        stuck.ongoing = true;
+        stuck.class = StallClass::Blocking;
+        stuck.syscall = Some("futex".into());
+        stuck.duration_ns = 4_136_000_000;
+        assert_eq!(StallKind::of(&stuck), StallKind::RuntimeBlocked);
+        assert_eq!(StallKind::label(&stuck), "runtime-blocked");
+    }
 }

@@ -1,7 +1,10 @@
 //! `runtime-blocked`: a poll that never returned.
 //!
 //! **Measures**: a stall still running when the run ended (the process stopped, was killed, or
-//! is stuck): a `futures::executor::block_on` inside the runtime, a deadlock, an endless loop.
+//! is stuck), after holding its worker for at least a second
+//! (`asyncprof_format::NEVER_RETURNED_NS`): a `futures::executor::block_on` inside the runtime,
+//! a deadlock, an endless loop. A shorter one was cut by the end of the recording (a service
+//! stopped in the middle of a request) and is the kind its record reads as otherwise.
 //! **Why it hurts**: the worker is gone for good; on a current-thread runtime the whole runtime
 //! stops, and every timer, socket and task with it.
 //! **What to do**: `.await` the future instead of blocking on it; look for a lock cycle.
