@@ -118,20 +118,24 @@ mod tests {
     /// stopped while it served a request), and a `block_on` asleep for good for 4 s.
     #[test]
     fn a_poll_cut_by_the_end_of_the_run_is_not_one_that_never_returned() {
-        let mut cut = StallRecord::default();
-        cut.ongoing = true;
-        cut.class = StallClass::CpuBound;
-        cut.duration_ns = 150_000_000;
+        let mut cut = StallRecord {
+            ongoing: true,
+            class: StallClass::CpuBound,
+            duration_ns: 150_000_000,
+            ..StallRecord::default()
+        };
         assert_eq!(StallKind::of(&cut), StallKind::CpuBoundPoll);
         cut.duration_ns = NEVER_RETURNED_NS - 1;
         assert_eq!(StallKind::of(&cut), StallKind::CpuBoundPoll);
         cut.duration_ns = NEVER_RETURNED_NS;
         assert_eq!(StallKind::of(&cut), StallKind::RuntimeBlocked);
-        let mut stuck = StallRecord::default();
-        stuck.ongoing = true;
-        stuck.class = StallClass::Blocking;
-        stuck.syscall = Some("futex".into());
-        stuck.duration_ns = 4_136_000_000;
+        let stuck = StallRecord {
+            ongoing: true,
+            class: StallClass::Blocking,
+            syscall: Some("futex".into()),
+            duration_ns: 4_136_000_000,
+            ..StallRecord::default()
+        };
         assert_eq!(StallKind::of(&stuck), StallKind::RuntimeBlocked);
         assert_eq!(StallKind::label(&stuck), "runtime-blocked");
     }
