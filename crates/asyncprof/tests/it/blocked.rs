@@ -44,6 +44,17 @@ fn block_on_inside_the_runtime_is_reported_while_stuck() {
             .find(|s| s.ongoing && s.culprit.is_some())
     });
     let seen_after = started.elapsed();
+    // The report says a poll never returned once it held its worker for a second while
+    // the run ended: wait for the file to show that much before stopping the child.
+    let lasting = crate::support::wait_for_run(&path, Duration::from_secs(30), |run| {
+        run.stalls
+            .into_iter()
+            .find(|s| s.ongoing && s.duration_ns >= asyncprof_format::NEVER_RETURNED_NS)
+    });
+    assert!(
+        lasting.is_some(),
+        "the stuck poll's record grows while it lasts"
+    );
     let still_running = child.try_wait().unwrap().is_none();
     child.kill().unwrap();
     child.wait().unwrap();
