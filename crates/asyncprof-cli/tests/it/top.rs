@@ -142,6 +142,16 @@ impl Tmux {
         }
     }
 
+    /// The pid of the program the pane's shell runs now.
+    fn child_pid(&self) -> String {
+        let shell = self.cmd(&["display-message", "-p", "-t", "t", "#{pane_pid}"]);
+        let shell = String::from_utf8_lossy(&shell.stdout).trim().to_string();
+        let child = Command::new("pgrep").args(["-P", &shell]).output().unwrap();
+        let child = String::from_utf8_lossy(&child.stdout).trim().to_string();
+        assert!(!child.is_empty(), "no child of the shell {shell}");
+        child
+    }
+
     /// Wait until the screen no longer shows `text`.
     fn wait_gone(&self, text: &str, limit: Duration) {
         wait_for(limit, &format!("{text:?} to leave the screen"), || {
@@ -412,11 +422,7 @@ fn top_on_a_killed_process_a_finished_run_and_a_damaged_file() {
     ));
     tmux.wait_for("■ ended", Duration::from_secs(10));
     assert!(tmux.alternate_on());
-    let shell = tmux.cmd(&["display-message", "-p", "-t", "t", "#{pane_pid}"]);
-    let shell = String::from_utf8_lossy(&shell.stdout).trim().to_string();
-    let top = Command::new("pgrep").args(["-P", &shell]).output().unwrap();
-    let top = String::from_utf8_lossy(&top.stdout).trim().to_string();
-    assert!(!top.is_empty(), "no child of the shell {shell}");
+    let top = tmux.child_pid();
     let killed_top = Command::new("kill").args(["-TERM", &top]).status().unwrap();
     assert!(killed_top.success());
     tmux.wait_for("top-exited-0", Duration::from_secs(10));
@@ -430,11 +436,7 @@ fn top_on_a_killed_process_a_finished_run_and_a_damaged_file() {
     let gone = Tmux::new("gone");
     gone.run(&format!("{bin} top {}", finished.display()));
     gone.wait_for("■ ended", Duration::from_secs(10));
-    let shell = gone.cmd(&["display-message", "-p", "-t", "t", "#{pane_pid}"]);
-    let shell = String::from_utf8_lossy(&shell.stdout).trim().to_string();
-    let top = Command::new("pgrep").args(["-P", &shell]).output().unwrap();
-    let top = String::from_utf8_lossy(&top.stdout).trim().to_string();
-    assert!(!top.is_empty(), "no child of the shell {shell}");
+    let top = gone.child_pid();
     drop(gone);
     let proc_dir = PathBuf::from(format!("/proc/{top}"));
     wait_for(
