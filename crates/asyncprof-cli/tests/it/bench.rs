@@ -85,7 +85,6 @@ fn bad_input_is_one_line_and_exit_2() {
 
 #[test]
 fn a_quick_bench_scores_both_variants_and_writes_json_and_reports() {
-    let _alone = crate::pipelines_alone();
     let dir = temp("bench-quick");
     let out = asyncprof(&[
         "bench",
@@ -126,7 +125,6 @@ fn a_quick_bench_scores_both_variants_and_writes_json_and_reports() {
 
 #[test]
 fn fail_on_a_kind_that_appears_exits_1() {
-    let _alone = crate::pipelines_alone();
     let dir = temp("bench-fail-on");
     let out = asyncprof(&[
         "bench",

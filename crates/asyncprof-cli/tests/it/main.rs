@@ -14,17 +14,6 @@ pub(crate) fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("asyncprof-cli-{name}-{}.run", std::process::id()))
 }
 
-/// One test at a time runs the bundled pipelines in processes of their own (the bench's, the
-/// merged runs', Prometheus' and `top`'s tests): several at once overload a 2-core machine,
-/// and a fixed twin must stay clean (a lock holder descheduled under such load shows as a
-/// blocking call in the twin).
-static PIPELINES: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Run bundled pipelines alone: hold this while they run.
-pub(crate) fn pipelines_alone() -> std::sync::MutexGuard<'static, ()> {
-    PIPELINES.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// One recording per process at a time.
 static RECORDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

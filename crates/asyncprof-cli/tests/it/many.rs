@@ -71,7 +71,6 @@ fn folded_weight(path: &Path) -> u64 {
 /// by side they would load the machine), read by every assertion below.
 #[test]
 fn merged_instances_and_diffs_of_bad_and_fixed_runs() {
-    let _alone = crate::pipelines_alone();
     let dir = temp("many").with_extension("d");
     std::fs::create_dir_all(&dir).unwrap();
     let (src, line) = marker();

@@ -145,7 +145,6 @@ fn marked_line() -> String {
 
 #[test]
 fn prometheus_scrapes_the_stall_counter_with_the_marked_line_and_the_fixed_twin_stays_at_zero() {
-    let _alone = crate::pipelines_alone();
     let prometheus = tool("prometheus");
     let promtool = tool("promtool");
     let dir = std::env::temp_dir().join(format!("asyncprof-prom-{}", std::process::id()));

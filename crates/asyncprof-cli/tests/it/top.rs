@@ -200,7 +200,6 @@ fn parse_dur(s: &str) -> f64 {
 
 #[test]
 fn top_shows_a_live_stall_at_its_line_sorts_shows_stacks_and_restores_the_terminal() {
-    let _alone = crate::pipelines_alone();
     let dir = dir("live");
     let path = dir.join("live.run");
     let bin = env!("CARGO_BIN_EXE_asyncprof");
@@ -346,7 +345,6 @@ fn top_shows_a_live_stall_at_its_line_sorts_shows_stacks_and_restores_the_termin
 
 #[test]
 fn top_on_a_killed_process_a_finished_run_and_a_damaged_file() {
-    let _alone = crate::pipelines_alone();
     let dir = dir("after");
     let bin = env!("CARGO_BIN_EXE_asyncprof");
 
@@ -478,7 +476,6 @@ fn top_on_a_killed_process_a_finished_run_and_a_damaged_file() {
 
 #[test]
 fn top_finds_a_process_by_pid_and_bad_arguments_are_clear() {
-    let _alone = crate::pipelines_alone();
     let dir = dir("bypid");
     let path = dir.join("bypid.run");
     let mut child = pipeline(&path, "default");
