@@ -3,8 +3,10 @@
 //! all three say the same.
 //!
 //! Checked in this order: runtime-blocked, lock-contention, cpu-bound-poll, blocking-call.
-//! A stall whose thread was runnable but preempted most of the time ([`preempted`]) is the
-//! machine's doing, not the poll's: the report counts it apart and makes no finding of it.
+//! A stall whose thread was runnable but preempted most of the time, or asleep on a lock inside
+//! a future it awaited while the machine had more runnable threads than cores ([`preempted`]),
+//! is the machine's doing, not the poll's: the report counts it apart and makes no finding of
+//! it.
 
 use crate::{StallClass, StallRecord};
 
@@ -34,12 +36,55 @@ pub const NEVER_RETURNED_NS: u64 = 1_000_000_000;
 /// Below this share of its wall time on CPU, a stall that did not sleep was preempted.
 pub const PREEMPTED_CPU_SHARE: f64 = 0.35;
 
-/// Whether `s`'s thread was neither asleep nor computing most of the time: runnable but
-/// preempted (the machine had more runnable threads than cores).
+/// At least this share of the looks that found a thread asleep in `futex` must have found the
+/// machine crowded (more runnable threads than CPUs) for the wait to count as a lock holder's
+/// wait for a core.
+pub const CROWDED_SHARE: f64 = 0.5;
+
+/// Whether `s` was the machine's doing, not its poll's:
+///
+/// - its thread was neither asleep nor computing most of the time: runnable but preempted
+///   (the machine had more runnable threads than cores);
+/// - or it slept in `futex` inside a future the user's code awaited (a library's own lock, or
+///   the C library's allocator lock), not in a `std::sync` lock or a blocking call the user's
+///   code made, while the machine was crowded in at least [`CROWDED_SHARE`] of the looks: the
+///   lock's holder, in a short critical section, was waiting for a core. The user's line waited
+///   on nothing of its own.
 pub fn preempted(s: &StallRecord) -> bool {
-    !s.ongoing
-        && s.class != StallClass::Blocking
-        && s.cpu_share.is_some_and(|c| c < PREEMPTED_CPU_SHARE)
+    !s.ongoing && (thread_preempted(s) || holder_preempted(s))
+}
+
+fn thread_preempted(s: &StallRecord) -> bool {
+    s.class != StallClass::Blocking && s.cpu_share.is_some_and(|c| c < PREEMPTED_CPU_SHARE)
+}
+
+fn holder_preempted(s: &StallRecord) -> bool {
+    s.class == StallClass::Blocking
+        && s.syscall.as_deref() == Some("futex")
+        && !is_lock_wait(s)
+        && s.crowded_share.is_some_and(|c| c >= CROWDED_SHARE)
+        && awaited_a_future(s)
+}
+
+/// In the most sampled stack, the call the user's code made (the frame inward of its first
+/// frame) is a future's poll or an async function's body: the user's line was an `.await`,
+/// not a blocking call.
+fn awaited_a_future(s: &StallRecord) -> bool {
+    let Some(stack) = s.stacks.iter().max_by_key(|st| st.count) else {
+        return false;
+    };
+    let Some(at) = stack.frames.iter().position(crate::culprit::is_user_frame) else {
+        return false;
+    };
+    at.checked_sub(1)
+        .is_some_and(|i| is_poll(&stack.frames[i].function))
+}
+
+/// `<Pending as Future>::poll`, `poll_next`, `Response::text::{{closure}}` (an async fn's
+/// body), `{async_block#0}`: names of code that runs when a future is polled.
+fn is_poll(function: &str) -> bool {
+    let last = function.rsplit("::").next().unwrap_or(function);
+    last.starts_with("poll") || last.contains("{closure") || last.contains("{async")
 }
 
 impl StallKind {
@@ -138,5 +183,78 @@ mod tests {
         };
         assert_eq!(StallKind::of(&stuck), StallKind::RuntimeBlocked);
         assert_eq!(StallKind::label(&stuck), "runtime-blocked");
+    }
+
+    fn frame(function: &str, file: &str) -> crate::Frame {
+        crate::Frame::new(function, Some(file.to_string()), Some(1))
+    }
+
+    /// A futex wait, sampled with `call` (a function in `file`) as the frame inward of the
+    /// user's line, the machine crowded in `crowded` of the looks.
+    fn futex_wait(call: &str, file: &str, crowded: Option<f64>) -> StallRecord {
+        StallRecord {
+            class: StallClass::Blocking,
+            syscall: Some("futex".into()),
+            duration_ns: 40_000_000,
+            crowded_share: crowded,
+            stacks: vec![crate::StackSample {
+                count: 3,
+                frames: vec![
+                    frame("__lll_lock_wait_private", "lowlevellock.c"),
+                    frame(call, file),
+                    frame("scraper::fetch::{{closure}}", "src/scraper.rs"),
+                    frame("tokio::runtime::task::raw::poll", "/r/registry/src/i/tokio-1.0/src/x.rs"),
+                ],
+            }],
+            ..StallRecord::default()
+        }
+    }
+
+    /// Known truth: the scraper's fixed twin, on a machine where other processes took the
+    /// cores, slept in futex under reqwest's `Pending::poll` (its pool's lock, glibc's malloc
+    /// lock) at its `.send().await` line. With the machine crowded in most looks that is the
+    /// machine's doing; with it not crowded, or with the wait in a call the user's code made
+    /// (a std lock, `block_on`, a channel's `recv`), it stays the poll's.
+    #[test]
+    fn a_futex_wait_inside_an_awaited_future_on_a_crowded_machine_is_preempted() {
+        let reqwest = "/r/registry/src/index/reqwest-0.12.0/src/async_impl/client.rs";
+        let pending = "<reqwest::async_impl::client::Pending as core::future::future::Future>::poll";
+        let crowded = futex_wait(pending, reqwest, Some(0.8));
+        assert!(preempted(&crowded));
+        assert_eq!(StallKind::label(&crowded), "preempted");
+        let body = futex_wait("reqwest::Response::text::{{closure}}", reqwest, Some(0.5));
+        assert!(preempted(&body));
+        // At the edge and below it, not crowded, not known: the poll's.
+        for share in [Some(0.49), Some(0.0), None] {
+            let s = futex_wait(pending, reqwest, share);
+            assert!(!preempted(&s), "{share:?}");
+            assert_eq!(StallKind::label(&s), "blocking-call");
+        }
+        // Calls the user's code made that wait by design, on a crowded machine.
+        let std_lock = futex_wait(
+            "std::sync::poison::mutex::Mutex<T>::lock",
+            "/rustc/abc/library/std/src/sync/poison/mutex.rs",
+            Some(1.0),
+        );
+        let std_lock = StallRecord {
+            primitive: Some(crate::Frame::new("std::sync::Mutex::lock", None, None)),
+            ..std_lock
+        };
+        assert!(!preempted(&std_lock));
+        assert_eq!(StallKind::label(&std_lock), "lock-contention");
+        for call in [
+            "futures_executor::local_pool::block_on",
+            "std::sync::mpsc::Receiver<T>::recv",
+            "std::thread::park",
+        ] {
+            let s = futex_wait(call, "/r/x.rs", Some(1.0));
+            assert!(!preempted(&s), "{call}");
+        }
+        // Still running at the end of the run: not preempted, whatever the machine.
+        let ongoing = StallRecord {
+            ongoing: true,
+            ..futex_wait(pending, reqwest, Some(1.0))
+        };
+        assert!(!preempted(&ongoing));
     }
 }

@@ -566,6 +566,10 @@ pub struct StallRecord {
     /// the threshold to the end; `None` while it lasts or when unknown. Well under 1 without
     /// sleeping: the thread was runnable but preempted.
     pub cpu_share: Option<f64>,
+    /// The share of the looks that found the thread asleep during which the machine had more
+    /// runnable threads than CPUs (`/proc/loadavg`): a lock's holder may then be waiting for a
+    /// core while this thread waits for the lock. `None` when never asleep or unknown.
+    pub crowded_share: Option<f64>,
     /// Stacks sampled during the stall, with their counts.
     pub stacks: Vec<StackSample>,
     /// The blocking primitive (the call the user's code made), when one was found.

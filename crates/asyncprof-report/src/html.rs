@@ -344,7 +344,7 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                         @for f in &s.findings { (finding(f, None, source)) }
                         @if s.preempted_stalls > 0 {
                             p.muted {
-                                (s.preempted_stalls) " stalls were a worker thread waiting for a core (runnable, preempted), not its poll's code: the machine was overloaded."
+                                (s.preempted_stalls) " stalls were a worker thread, or the holder of a lock it waited for inside an awaited library call, waiting for a core (runnable, preempted), not its poll's code: the machine was overloaded."
                             }
                         }
                         @if s.unattributed_stalls > 0 {

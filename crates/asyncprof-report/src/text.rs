@@ -172,7 +172,7 @@ pub(crate) fn write_unblamed(o: &mut String, unattributed: u64, preempted: u64) 
     if preempted > 0 {
         let _ = writeln!(
             o,
-            "  ({preempted} stalls were a thread waiting for a core, not its poll's code: the machine was overloaded)"
+            "  ({preempted} stalls were a thread, or the holder of a lock it waited for inside an awaited library call, waiting for a core, not its poll's code: the machine was overloaded)"
         );
     }
 }

@@ -38,7 +38,7 @@ mod signal;
 mod syscalls;
 mod unwind;
 
-pub use procfs::{run_delay_ns, thread_state, ThreadState};
+pub use procfs::{machine_crowded, run_delay_ns, thread_state, ThreadState};
 pub use signal::{
     current_stack, current_tid, default_signal, in_handler, interrupted_syscalls, process_cpu_time,
     release_free_memory, send_signal, Capture, InstallError, Sample, SampleError, StackSampler,

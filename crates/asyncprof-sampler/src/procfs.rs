@@ -48,6 +48,37 @@ pub fn thread_state(tid: i32) -> Option<ThreadState> {
     })
 }
 
+/// Whether the machine has more runnable threads than online CPUs right now: some thread is
+/// waiting for a core. From `/proc/loadavg`'s fourth field (`runnable/total`, counted as the
+/// file is read, the reading thread included). `None` where the file cannot be read.
+///
+/// A thread asleep on a lock whose holder was preempted waits for the holder's turn on a CPU:
+/// on a crowded machine a short critical section becomes a long wait.
+pub fn machine_crowded() -> Option<bool> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(crowded(&s, online_cpus()))
+}
+
+/// `/proc/loadavg`'s text says more threads are runnable than there are `cpus`.
+fn crowded(loadavg: &str, cpus: u64) -> bool {
+    loadavg
+        .split_whitespace()
+        .nth(3)
+        .and_then(|f| f.split_once('/'))
+        .and_then(|(running, _)| running.parse::<u64>().ok())
+        .is_some_and(|running| running > cpus)
+}
+
+/// The CPUs online on the machine (the processes in `/proc/loadavg` run on all of them).
+fn online_cpus() -> u64 {
+    static CPUS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| {
+        // SAFETY: sysconf with a valid name has no side effects.
+        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        n.max(1) as u64
+    })
+}
+
 /// How long thread `tid` of this process has waited on a run queue (runnable, but another
 /// thread had the CPU), in nanoseconds, from `schedstat`. `None` where it is not available.
 pub fn run_delay_ns(tid: i32) -> Option<u64> {
@@ -226,6 +257,15 @@ fn listening_inodes(table: &str) -> impl Iterator<Item = u64> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loadavg_says_when_runnable_threads_outnumber_the_cpus() {
+        assert!(crowded("1.93 1.41 0.90 5/312 40211\n", 2));
+        assert!(!crowded("1.93 1.41 0.90 2/312 40211\n", 2));
+        assert!(!crowded("0.01 0.02 0.00 1/98 7\n", 4));
+        assert!(!crowded("garbage", 2));
+        assert!(machine_crowded().is_some());
+    }
 
     #[test]
     fn a_status_file_parses_and_says_which_signals_would_wait() {

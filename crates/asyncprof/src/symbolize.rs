@@ -193,6 +193,8 @@ impl Symbolizer {
         };
         r.on_cpu_ratio = on_cpu_ratio;
         r.cpu_share = raw.cpu_share;
+        r.crowded_share =
+            (raw.crowd_known > 0).then(|| f64::from(raw.crowded) / f64::from(raw.crowd_known));
         r.stacks = stacks;
         r.primitive = primitive;
         r.culprit = culprit;

@@ -116,6 +116,10 @@ pub(crate) struct RawStall {
     /// Share of the stall's wall time the thread spent on CPU, from its schedstat, measured
     /// from half the threshold to the end (`None` when unknown).
     pub(crate) cpu_share: Option<f64>,
+    /// Looks that found the thread asleep while the machine had more runnable threads than
+    /// CPUs (of the `asleep` looks whose machine state could be read: `crowd_known`).
+    pub(crate) crowded: u32,
+    pub(crate) crowd_known: u32,
 }
 
 /// Stall records waiting for the aggregator, the latest state of each by id.
@@ -398,6 +402,12 @@ impl Watchdog {
                 active.raw.asleep += 1;
                 if let Some(nr) = state.syscall {
                     *active.raw.syscalls.entry(nr).or_default() += 1;
+                }
+                // Asleep, maybe on a lock: was the machine short of cores meanwhile (the
+                // lock's holder waiting for one)?
+                if let Some(crowded) = asyncprof_sampler::machine_crowded() {
+                    active.raw.crowd_known += 1;
+                    active.raw.crowded += u32::from(crowded);
                 }
             }
         }
