@@ -203,7 +203,10 @@ mod tests {
                     frame("__lll_lock_wait_private", "lowlevellock.c"),
                     frame(call, file),
                     frame("scraper::fetch::{{closure}}", "src/scraper.rs"),
-                    frame("tokio::runtime::task::raw::poll", "/r/registry/src/i/tokio-1.0/src/x.rs"),
+                    frame(
+                        "tokio::runtime::task::raw::poll",
+                        "/r/registry/src/i/tokio-1.0/src/x.rs",
+                    ),
                 ],
             }],
             ..StallRecord::default()
@@ -218,7 +221,8 @@ mod tests {
     #[test]
     fn a_futex_wait_inside_an_awaited_future_on_a_crowded_machine_is_preempted() {
         let reqwest = "/r/registry/src/index/reqwest-0.12.0/src/async_impl/client.rs";
-        let pending = "<reqwest::async_impl::client::Pending as core::future::future::Future>::poll";
+        let pending =
+            "<reqwest::async_impl::client::Pending as core::future::future::Future>::poll";
         let crowded = futex_wait(pending, reqwest, Some(0.8));
         assert!(preempted(&crowded));
         assert_eq!(StallKind::label(&crowded), "preempted");

@@ -60,9 +60,7 @@ mod write;
 
 pub use error::{Error, Result};
 pub use hist::Histogram;
-pub use kind::{
-    preempted, StallKind, CROWDED_SHARE, NEVER_RETURNED_NS, PREEMPTED_CPU_SHARE,
-};
+pub use kind::{preempted, StallKind, CROWDED_SHARE, NEVER_RETURNED_NS, PREEMPTED_CPU_SHARE};
 pub use read::{read_bytes, read_path, Record, RunFile, RunReader, SeriesPoint, MAX_DEPTH_POINTS};
 pub use types::{
     Config, CpuProfile, DepthPoint, Flavor, Frame, Header, LocationStats, LossCounters, QueueKind,

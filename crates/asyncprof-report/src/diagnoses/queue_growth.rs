@@ -3,7 +3,9 @@
 //! **Measures**: the depth sampled over the run: a fitted growth of at least `growth_min_rate`
 //! items a second, the last third's mean depth `growth_ratio` times the first third's, and an
 //! end depth of at least `growth_min_depth` and `growth_undrained_share` of the peak (a burst
-//! that drains is not growth).
+//! that drains is not growth). A queue that rose so, each third of its rise deeper than the
+//! one before, for at least two thirds of the run and drained only after its peak (its
+//! producers stopped, its consumer had a grace time) grew too.
 //! **Why it hurts**: the consumer is slower than the producers: memory grows until the process
 //! is killed, each item waits longer than the one before, and what is queued at shutdown is lost.
 //! **What to do**: bound the queue, sized to the load, so producers slow down with the
@@ -44,6 +46,35 @@ fn mean_depth(points: &[DepthPoint]) -> f64 {
     points.iter().map(|p| p.depth as f64).sum::<f64>() / points.len() as f64
 }
 
+/// The depth in `points` rose: the last third's mean `growth_ratio` times the first third's, a
+/// fitted growth of at least `growth_min_rate`, ending at `growth_min_depth` or more.
+fn rises(points: &[DepthPoint], t: &Thresholds) -> bool {
+    let third = points.len() / 3;
+    if third == 0 {
+        return false;
+    }
+    let first = mean_depth(&points[..third]);
+    let last = mean_depth(&points[points.len() - third..]);
+    let end = points.last().map_or(0, |p| p.depth);
+    last >= first * t.growth_ratio + 1.0
+        && end >= t.growth_min_depth
+        && slope(points) >= t.growth_min_rate
+}
+
+/// Each third of `points` is deeper on average than the one before: a rise that lasted, not
+/// a burst at the end of a quiet stretch.
+fn steady(points: &[DepthPoint]) -> bool {
+    let third = points.len() / 3;
+    third > 0 && {
+        let (a, b, c) = (
+            mean_depth(&points[..third]),
+            mean_depth(&points[third..points.len() - third]),
+            mean_depth(&points[points.len() - third..]),
+        );
+        a < b && b < c
+    }
+}
+
 /// Growth findings: unbounded or very large queues whose depth kept rising.
 pub(crate) fn findings(run: &RunFile, queues: &[QueueStats], t: &Thresholds) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -61,22 +92,27 @@ pub(crate) fn findings(run: &RunFile, queues: &[QueueStats], t: &Thresholds) -> 
         if !candidate || points.len() < t.queue_min_samples as usize {
             continue;
         }
-        let third = points.len() / 3;
-        let first = mean_depth(&points[..third]);
-        let last = mean_depth(&points[points.len() - third..]);
         let end = points.last().map_or(0, |p| p.depth);
         let max = points.iter().map(|p| p.depth).max().unwrap_or(0);
-        let rate = slope(points);
-        let grew = last >= first * t.growth_ratio + 1.0
-            && end >= t.growth_min_depth
-            && end as f64 >= t.growth_undrained_share * max as f64
-            && rate >= t.growth_min_rate;
-        if !grew {
-            continue;
-        }
+        let peak_at = points.iter().rposition(|p| p.depth == max).unwrap_or(0);
+        // Growth to the end of the run; or growth for at least two thirds of it, to a peak
+        // that drained only once the producers stopped (a run that ends after a grace time
+        // for the consumer): a burst rises and drains within the run.
+        let (rate, drained) =
+            if rises(points, t) && end as f64 >= t.growth_undrained_share * max as f64 {
+                (slope(points), false)
+            } else if peak_at + 1 >= points.len() * 2 / 3
+                && rises(&points[..=peak_at], t)
+                && steady(&points[..=peak_at])
+            {
+                (slope(&points[..=peak_at]), true)
+            } else {
+                continue;
+            };
         let mut ev = evidence(q);
         ev.growth_per_s = (rate * 10.0).round() / 10.0;
-        let projected_items = end as f64 + rate * 3600.0;
+        let held = if drained { max } else { end };
+        let projected_items = held as f64 + rate * 3600.0;
         ev.projected_bytes_1h = (projected_items * q.item_bytes as f64) as u64;
         let memory = if q.item_bytes > 0 {
             format!(
@@ -88,12 +124,19 @@ pub(crate) fn findings(run: &RunFile, queues: &[QueueStats], t: &Thresholds) -> 
         };
         let consumer = consumer_name(&ev);
         let recommendation = format!(
-            "Queue {:?} grew by {:.0} items/s and ended holding {end} items: its consumer at \
-             {consumer} is slower than its producers. At this rate it holds {:.0} items in an \
-             hour{memory}, and every item waits longer than the last. Use a bounded channel \
-             sized to the load so producers slow down with the consumer, or make the consumer \
-             keep up (batch, parallelize, move slow work off it).",
-            q.name, rate, projected_items
+            "Queue {:?} grew by {:.0} items/s and {}: its consumer at {consumer} is slower \
+             than its producers. At this rate it holds {:.0} items in an hour{memory}, and \
+             every item waits longer than the last. Use a bounded channel sized to the load so \
+             producers slow down with the consumer, or make the consumer keep up (batch, \
+             parallelize, move slow work off it).",
+            q.name,
+            rate,
+            if drained {
+                format!("peaked at {max} items, draining only once its producers stopped")
+            } else {
+                format!("ended holding {end} items")
+            },
+            projected_items
         );
         let severity = if ev.projected_bytes_1h >= 1 << 30 {
             Severity::Error
@@ -120,5 +163,72 @@ fn bytes(n: u64) -> String {
         1024..=1_048_575 => format!("{:.1} KiB", n as f64 / 1024.0),
         1_048_576..=1_073_741_823 => format!("{:.1} MiB", n as f64 / 1_048_576.0),
         _ => format!("{:.1} GiB", n as f64 / 1_073_741_824.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unbounded queue sampled ten times a second with `depths`.
+    fn run_with(depths: &[u64]) -> (RunFile, Vec<QueueStats>) {
+        let mut bytes = Vec::new();
+        let header = asyncprof_format::Header::new("svc");
+        asyncprof_format::RunWriter::new(&mut bytes, &header)
+            .unwrap()
+            .write_end()
+            .unwrap();
+        let mut run = asyncprof_format::read_bytes(&bytes).unwrap();
+        let points = depths
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                serde_json::from_value(serde_json::json!({
+                    "elapsed_ns": i as u64 * 100_000_000, "depth": d, "waiting": 0
+                }))
+                .unwrap()
+            })
+            .collect();
+        run.queue_depths.insert(1, points);
+        let q: QueueStats = serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "results", "kind": QueueKind::Unbounded,
+            "enqueued": 9000, "dequeued": 9000, "samples": depths.len(),
+        }))
+        .unwrap();
+        (run, vec![q])
+    }
+
+    /// Known truth: the price monitor's unbounded results queue grows for the three seconds
+    /// its producers run, then drains in the consumer's grace time before the run ends (on a
+    /// machine whose disk syncs fast the store drains it all). That is growth; a burst that
+    /// rises and drains within the run, or a queue that stays flat, is not.
+    #[test]
+    fn growth_that_drains_only_after_the_producers_stopped_is_growth() {
+        let t = Thresholds::default();
+        // 3 s rising by 40 items a tick to 1,200, then 0.8 s draining to nothing.
+        let mut grew: Vec<u64> = (1..=30).map(|i| i * 40).collect();
+        grew.extend((0..8).map(|i| 1_200 - (i + 1) * 150));
+        let (run, qs) = run_with(&grew);
+        let found = findings(&run, &qs, &t);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].recommendation.contains("peaked at 1200 items"));
+        // Still growing at the end: the finding as before.
+        let (run, qs) = run_with(&grew[..30]);
+        let found = findings(&run, &qs, &t);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].recommendation.contains("ended holding 1200 items"));
+        // A burst: up to 2,000 within half a second, drained, then quiet for 3 s.
+        let mut burst = vec![0, 500, 1_000, 2_000, 1_000, 300, 0];
+        burst.extend([0; 30]);
+        let (run, qs) = run_with(&burst);
+        assert!(findings(&run, &qs, &t).is_empty());
+        // A burst late in a run that was quiet until then: it rose for too short a time.
+        let mut late = vec![0; 24];
+        late.extend([600, 1_200, 1_800, 2_400, 1_200, 0]);
+        let (run, qs) = run_with(&late);
+        assert!(findings(&run, &qs, &t).is_empty());
+        // Flat.
+        let (run, qs) = run_with(&[700; 40]);
+        assert!(findings(&run, &qs, &t).is_empty());
     }
 }
