@@ -59,11 +59,19 @@ pub fn primitive_and_culprit(frames: &[Frame]) -> (Option<Frame>, Option<Frame>)
         return (None, None);
     };
     let culprit = frames[at].clone();
-    let primitive = at
-        .checked_sub(1)
-        .map(|i| &frames[i])
+    let primitive = call_of(frames, at)
         .map(|f| Frame::new(primitive_name(&qualified(f)), f.file.clone(), f.line));
     (primitive, Some(culprit))
+}
+
+/// The call the user's code made, as the stack names it (not renamed to its public path): the
+/// frame inward of the first frame of the user's code, innermost first.
+pub fn call_frame(frames: &[Frame]) -> Option<&Frame> {
+    call_of(frames, frames.iter().position(is_user_frame)?)
+}
+
+fn call_of(frames: &[Frame], culprit_at: usize) -> Option<&Frame> {
+    frames.get(culprit_at.checked_sub(1)?)
 }
 
 /// A frame's function with its crate in front when the debug info gave a bare name (crates

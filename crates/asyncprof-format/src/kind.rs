@@ -70,14 +70,11 @@ fn holder_preempted(s: &StallRecord) -> bool {
 /// frame) is a future's poll or an async function's body: the user's line was an `.await`,
 /// not a blocking call.
 fn awaited_a_future(s: &StallRecord) -> bool {
-    let Some(stack) = s.stacks.iter().max_by_key(|st| st.count) else {
-        return false;
-    };
-    let Some(at) = stack.frames.iter().position(crate::culprit::is_user_frame) else {
-        return false;
-    };
-    at.checked_sub(1)
-        .is_some_and(|i| is_poll(&stack.frames[i].function))
+    s.stacks
+        .iter()
+        .max_by_key(|st| st.count)
+        .and_then(|st| crate::culprit::call_frame(&st.frames))
+        .is_some_and(|f| is_poll(&f.function))
 }
 
 /// `<Pending as Future>::poll`, `poll_next`, `Response::text::{{closure}}` (an async fn's

@@ -46,33 +46,33 @@ fn mean_depth(points: &[DepthPoint]) -> f64 {
     points.iter().map(|p| p.depth as f64).sum::<f64>() / points.len() as f64
 }
 
-/// The depth in `points` rose: the last third's mean `growth_ratio` times the first third's, a
-/// fitted growth of at least `growth_min_rate`, ending at `growth_min_depth` or more.
-fn rises(points: &[DepthPoint], t: &Thresholds) -> bool {
+/// The mean depth of each third of `points`, oldest first (`None` under three points).
+fn thirds(points: &[DepthPoint]) -> Option<(f64, f64, f64)> {
     let third = points.len() / 3;
-    if third == 0 {
-        return false;
-    }
-    let first = mean_depth(&points[..third]);
-    let last = mean_depth(&points[points.len() - third..]);
+    (third > 0).then(|| {
+        (
+            mean_depth(&points[..third]),
+            mean_depth(&points[third..points.len() - third]),
+            mean_depth(&points[points.len() - third..]),
+        )
+    })
+}
+
+/// The fitted growth of `points`, items per second, when the depth rose: the last third's
+/// mean `growth_ratio` times the first third's, at least `growth_min_rate`, ending at
+/// `growth_min_depth` or more.
+fn rise_rate(points: &[DepthPoint], t: &Thresholds) -> Option<f64> {
+    let (first, _, last) = thirds(points)?;
     let end = points.last().map_or(0, |p| p.depth);
-    last >= first * t.growth_ratio + 1.0
-        && end >= t.growth_min_depth
-        && slope(points) >= t.growth_min_rate
+    let rate = slope(points);
+    (last >= first * t.growth_ratio + 1.0 && end >= t.growth_min_depth && rate >= t.growth_min_rate)
+        .then_some(rate)
 }
 
 /// Each third of `points` is deeper on average than the one before: a rise that lasted, not
 /// a burst at the end of a quiet stretch.
 fn steady(points: &[DepthPoint]) -> bool {
-    let third = points.len() / 3;
-    third > 0 && {
-        let (a, b, c) = (
-            mean_depth(&points[..third]),
-            mean_depth(&points[third..points.len() - third]),
-            mean_depth(&points[points.len() - third..]),
-        );
-        a < b && b < c
-    }
+    thirds(points).is_some_and(|(a, b, c)| a < b && b < c)
 }
 
 /// Growth findings: unbounded or very large queues whose depth kept rising.
@@ -98,17 +98,18 @@ pub(crate) fn findings(run: &RunFile, queues: &[QueueStats], t: &Thresholds) -> 
         // Growth to the end of the run; or growth for at least two thirds of it, to a peak
         // that drained only once the producers stopped (a run that ends after a grace time
         // for the consumer): a burst rises and drains within the run.
-        let (rate, drained) =
-            if rises(points, t) && end as f64 >= t.growth_undrained_share * max as f64 {
-                (slope(points), false)
-            } else if peak_at + 1 >= points.len() * 2 / 3
-                && rises(&points[..=peak_at], t)
-                && steady(&points[..=peak_at])
-            {
-                (slope(&points[..=peak_at]), true)
-            } else {
-                continue;
-            };
+        let rise = &points[..=peak_at];
+        let undrained = end as f64 >= t.growth_undrained_share * max as f64;
+        let grown = match rise_rate(points, t).filter(|_| undrained) {
+            Some(rate) => Some((rate, false)),
+            None if peak_at + 1 >= points.len() * 2 / 3 && steady(rise) => {
+                rise_rate(rise, t).map(|rate| (rate, true))
+            }
+            None => None,
+        };
+        let Some((rate, drained)) = grown else {
+            continue;
+        };
         let mut ev = evidence(q);
         ev.growth_per_s = (rate * 10.0).round() / 10.0;
         let held = if drained { max } else { end };
