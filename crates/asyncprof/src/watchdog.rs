@@ -189,6 +189,153 @@ pub(crate) struct Watchdog {
     next_id: u64,
     minute_start_ns: u64,
     sampled_this_minute: u32,
+    /// tokio's busy time per worker of each multi-thread runtime with a stable-tier worker
+    /// busy now (see [`BusyTimes`]).
+    busy_times: Vec<BusyTimes>,
+    /// Buffers `read_busy_times` reuses, so that a look allocates nothing.
+    scratch: (Vec<bool>, Vec<ThreadPark>, Vec<bool>),
+}
+
+/// The stable tier sees when a worker is busy (unparked), not its polls: a busy, healthy worker
+/// that never parks holds one busy period for seconds. tokio's stable runtime metrics publish
+/// each worker's busy time at every park and every `event_interval` polls (61 by default),
+/// so a worker inside one long poll is an unparked worker whose busy time stands still. A busy
+/// period past the threshold is a stall only when its thread's worker stands so; the handle is
+/// held only while a worker of the runtime is busy.
+///
+/// tokio's stable metrics do not say which thread runs which worker: the watchdog learns it from
+/// park states, when exactly one worker is parked (or exactly one is not) both in tokio's
+/// counts and in asyncprof's (and from the last one left). Until then a busy period is a stall only when
+/// at least as many workers stand as busy periods are past the threshold (each of them is
+/// one), never a guess between a standing worker and a polling one.
+struct BusyTimes {
+    runtime: u64,
+    metrics: tokio::runtime::RuntimeMetrics,
+    workers: Vec<BusyTime>,
+    /// Which tokio worker each thread runs, as learned.
+    pairs: Vec<Pair>,
+}
+
+#[derive(Clone, Copy)]
+struct BusyTime {
+    busy_ns: u64,
+    parked: bool,
+    /// When the watchdog first saw this value (the first read: when it began reading).
+    since_ns: u64,
+    /// Whether `since_ns` is when the value moved (a look saw it change), not the first read.
+    moved: bool,
+}
+
+/// A thread of a runtime as asyncprof sees it: (worker entry, tid, parked).
+type ThreadPark = (u32, i32, bool);
+
+/// asyncprof's worker entry `worker` (thread `tid`) runs tokio's worker `index`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Pair {
+    worker: u32,
+    tid: i32,
+    index: usize,
+}
+
+impl BusyTimes {
+    fn read(&mut self, now: u64) {
+        for i in 0..self.metrics.num_workers() {
+            let busy_ns = self.metrics.worker_total_busy_duration(i).as_nanos() as u64;
+            // Odd while parked: tokio counts each park and each unpark.
+            let parked = self.metrics.worker_park_unpark_count(i) & 1 == 1;
+            match self.workers.get_mut(i) {
+                Some(w) if w.busy_ns == busy_ns && w.parked == parked => {}
+                Some(w) => {
+                    *w = BusyTime {
+                        busy_ns,
+                        parked,
+                        since_ns: now,
+                        moved: true,
+                    }
+                }
+                None => self.workers.push(BusyTime {
+                    busy_ns,
+                    parked,
+                    since_ns: now,
+                    moved: false,
+                }),
+            }
+        }
+    }
+
+    /// Whether each tokio worker is parked, as published now, into `out`.
+    fn parked(&self, out: &mut Vec<bool>) {
+        out.clear();
+        out.extend(
+            (0..self.metrics.num_workers())
+                .map(|i| self.metrics.worker_park_unpark_count(i) & 1 == 1),
+        );
+    }
+
+    /// Learn pairs from park states: `threads` are this runtime's threads as (worker entry,
+    /// tid, parked), read between `before` and `after`, two reads of tokio's that agree.
+    fn learn(&mut self, before: &[bool], threads: &[ThreadPark], after: &[bool]) {
+        if before != after || threads.len() != after.len() {
+            return;
+        }
+        for parked in [true, false] {
+            let mut ours = threads.iter().filter(|t| t.2 == parked);
+            let mut theirs = (0..after.len()).filter(|&i| after[i] == parked);
+            if let ((Some(&(worker, tid, _)), None), (Some(index), None)) =
+                ((ours.next(), ours.next()), (theirs.next(), theirs.next()))
+            {
+                self.pair(worker, tid, index);
+            }
+        }
+        // Every pair but one known: the last thread runs the last worker.
+        let mut unknown = threads.iter().filter(|t| self.index_of(t.0, t.1).is_none());
+        let mut free = (0..after.len()).filter(|&i| !self.pairs.iter().any(|p| p.index == i));
+        if let ((Some(&(worker, tid, _)), None), (Some(index), None)) =
+            ((unknown.next(), unknown.next()), (free.next(), free.next()))
+        {
+            self.pair(worker, tid, index);
+        }
+    }
+
+    /// Thread `tid` (worker entry `worker`) runs tokio's worker `index`: replaces what was
+    /// believed of either.
+    fn pair(&mut self, worker: u32, tid: i32, index: usize) {
+        self.pairs
+            .retain(|p| p.index != index && p.worker != worker && p.tid != tid);
+        self.pairs.push(Pair { worker, tid, index });
+    }
+
+    /// The tokio worker thread `tid` (asyncprof's worker entry `worker`) runs, once believed.
+    fn index_of(&self, worker: u32, tid: i32) -> Option<usize> {
+        self.pairs
+            .iter()
+            .find(|p| p.worker == worker && p.tid == tid)
+            .map(|p| p.index)
+    }
+
+    /// Whether tokio's worker `index` is unparked with a busy time unmoved for `min_ns`, and
+    /// then the earliest a poll holding it can have begun, when known (the look before the
+    /// value last moved).
+    fn stands(&self, index: usize, now: u64, min_ns: u64, tick_ns: u64) -> Option<Option<u64>> {
+        let w = self.workers.get(index)?;
+        (!w.parked && now.saturating_sub(w.since_ns) >= min_ns)
+            .then(|| w.moved.then(|| w.since_ns.saturating_sub(tick_ns)))
+    }
+
+    /// The standing workers (see [`BusyTimes::stands`]) and the earliest of their begin times.
+    fn standing(&self, now: u64, min_ns: u64, tick_ns: u64) -> (usize, Option<u64>) {
+        let mut n = 0;
+        let mut began: Option<u64> = None;
+        for i in 0..self.workers.len() {
+            if let Some(b) = self.stands(i, now, min_ns, tick_ns) {
+                n += 1;
+                if let Some(b) = b {
+                    began = Some(began.map_or(b, |e| e.min(b)));
+                }
+            }
+        }
+        (n, began)
+    }
 }
 
 impl Watchdog {
@@ -208,12 +355,123 @@ impl Watchdog {
             next_id: 1,
             minute_start_ns: 0,
             sampled_this_minute: 0,
+            busy_times: Vec::new(),
+            scratch: Default::default(),
+        }
+    }
+
+    /// Read tokio's busy times and park states of every multi-thread runtime whose workers
+    /// asyncprof sees in busy periods (the stable tier: a busy period has no task), from the
+    /// first such period until the runtime's last thread stops, and learn which thread runs
+    /// which worker. An idle runtime costs nothing here: the watchdog sleeps with its workers.
+    fn read_busy_times(&mut self, now: u64) {
+        let rec = self.rec;
+        self.busy_times.retain(|b| rec.runtime_live(b.runtime));
+        for w in rec.workers() {
+            if let Some((_, _, 0)) = observe(w) {
+                let r = w.runtime.load(Relaxed);
+                if !self.busy_times.iter().any(|b| b.runtime == r) {
+                    if let Some(handle) = rec.runtime_handle(r) {
+                        self.busy_times.push(BusyTimes {
+                            runtime: r,
+                            metrics: handle.metrics(),
+                            workers: Vec::new(),
+                            pairs: Vec::new(),
+                        });
+                    }
+                }
+            }
+        }
+        let (mut before, mut threads, mut after) = std::mem::take(&mut self.scratch);
+        for b in &mut self.busy_times {
+            b.read(now);
+            b.parked(&mut before);
+            threads.clear();
+            threads.extend(
+                rec.workers()
+                    .filter(|w| w.active.load(Relaxed) && w.runtime.load(Relaxed) == b.runtime)
+                    .map(|w| {
+                        let parked = w.park_since_ns.load(Relaxed) != 0;
+                        (w.index, w.tid.load(Relaxed), parked)
+                    }),
+            );
+            b.parked(&mut after);
+            b.learn(&before, &threads, &after);
+        }
+        self.scratch = (before, threads, after);
+    }
+
+    /// Whether the busy period of worker entry `w` (of runtime `r`), past the threshold, holds
+    /// its worker in one poll, and then the earliest that poll can have begun when known.
+    /// `Some(None)` also when tokio's metrics cannot tell (no handle: a current-thread runtime).
+    fn busy_stall(&self, w: &Worker, now: u64) -> Option<Option<u64>> {
+        let r = w.runtime.load(Relaxed);
+        let Some(b) = self.busy_times.iter().find(|b| b.runtime == r) else {
+            return Some(None);
+        };
+        if let Some(index) = b.index_of(w.index, w.tid.load(Relaxed)) {
+            return b.stands(index, now, self.threshold_ns, self.tick_ns);
+        }
+        // Which worker this thread runs is not known: a stall only if every busy period past
+        // the threshold that is no stall yet has a standing worker of its own.
+        let (standing, began) = b.standing(now, self.threshold_ns, self.tick_ns);
+        let (declared, waiting) = self.busy_periods(r, now);
+        (standing >= declared + waiting.max(1)).then_some(began)
+    }
+
+    /// Busy periods of runtime `r` past the threshold: (declared stalls, not yet declared).
+    fn busy_periods(&self, r: u64, now: u64) -> (usize, usize) {
+        let (mut declared, mut waiting) = (0, 0);
+        for (t, w) in self.tracks.iter().zip(self.rec.workers()) {
+            if let Some(a) = &t.stall {
+                declared += usize::from(a.raw.task_id == 0 && a.raw.runtime == r);
+            } else if w.runtime.load(Relaxed) == r
+                && matches!(observe(w), Some((seq, _, 0)) if seq == t.seq)
+                && now.saturating_sub(t.lower_ns) >= self.threshold_ns
+            {
+                waiting += 1;
+            }
+        }
+        (declared, waiting)
+    }
+
+    /// End the busy-period stalls whose worker went back to polling: a known worker that no
+    /// longer stands, or, where the pairs are not known, every such stall of a runtime with
+    /// fewer standing workers than stalls (those still standing are declared again).
+    fn end_resumed_busy_stalls(&mut self, now: u64) {
+        let mut ended = Vec::new();
+        for (i, (t, w)) in self.tracks.iter().zip(self.rec.workers()).enumerate() {
+            let Some(a) = t.stall.as_ref().filter(|a| a.raw.task_id == 0) else {
+                continue;
+            };
+            let Some(b) = self.busy_times.iter().find(|b| b.runtime == a.raw.runtime) else {
+                continue;
+            };
+            let resumed = match b.index_of(w.index, a.raw.tid) {
+                Some(index) => b
+                    .stands(index, now, self.threshold_ns, self.tick_ns)
+                    .is_none(),
+                None => {
+                    let (standing, _) = b.standing(now, self.threshold_ns, self.tick_ns);
+                    standing < self.busy_periods(a.raw.runtime, now).0
+                }
+            };
+            if resumed {
+                ended.push(i);
+            }
+        }
+        for i in ended {
+            if let Some(active) = self.tracks[i].stall.take() {
+                self.finish(active, now);
+            }
         }
     }
 
     /// Look at every worker once. `now` is the time just published.
     pub(crate) fn look(&mut self, now: u64) {
         let rec = self.rec;
+        self.read_busy_times(now);
+        self.end_resumed_busy_stalls(now);
         for w in rec.workers() {
             let i = w.index as usize;
             if self.tracks.len() <= i {
@@ -251,8 +509,15 @@ impl Watchdog {
                 }
                 continue;
             }
+            let running = now.saturating_sub(self.tracks[i].lower_ns);
+            // A busy period (the stable tier) holds its worker in one poll only while tokio's
+            // busy time for that worker stands still: `None` while it moves.
+            let busy = if task == 0 && running >= self.threshold_ns {
+                self.busy_stall(w, now)
+            } else {
+                Some(None)
+            };
             let track = &mut self.tracks[i];
-            let running = now.saturating_sub(track.lower_ns);
             if track.stall.is_none() && running >= self.threshold_ns / 2 {
                 let tid = w.tid.load(Relaxed);
                 match track.cpu_base {
@@ -271,6 +536,7 @@ impl Watchdog {
                     // once the watchdog itself has watched it for half the threshold.
                     Some((since, cpu0))
                         if running >= self.threshold_ns
+                            && busy.is_some()
                             && (!track.uncertain_start
                                 || now.saturating_sub(since) >= self.threshold_ns / 2) =>
                     {
@@ -282,6 +548,7 @@ impl Watchdog {
                             });
                         if !preempted {
                             let mark = (cpu0 != u64::MAX).then_some((since, cpu0));
+                            let start = busy.flatten().map_or(start, |b| b.max(start));
                             let mut active = self.begin(w, task, start, now);
                             active.cpu_mark = mark;
                             active.cpu_start = mark;

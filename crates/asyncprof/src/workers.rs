@@ -337,6 +337,22 @@ impl Recorder {
             .collect()
     }
 
+    /// The handle of multi-thread runtime `id` while it has live threads. Cold: the watchdog
+    /// asks while a stable-tier worker is busy, and keeps the handle no longer than that.
+    pub(crate) fn runtime_handle(&self, id: u64) -> Option<tokio::runtime::Handle> {
+        lock(&self.runtimes)
+            .iter()
+            .find(|e| e.info.id == id)
+            .and_then(|e| e.handle.clone())
+    }
+
+    /// Whether runtime `id` still has live threads (and asyncprof its handle).
+    pub(crate) fn runtime_live(&self, id: u64) -> bool {
+        lock(&self.runtimes)
+            .iter()
+            .any(|e| e.info.id == id && e.handle.is_some())
+    }
+
     /// Whether worker `w`'s thread holds one of its runtime's worker cores now. A thread
     /// inside `block_in_place` handed its core to another thread: its long poll keeps no
     /// worker from running tasks, so it is no stall. `None` when not known: a current-thread
@@ -346,11 +362,7 @@ impl Recorder {
     pub(crate) fn holds_core(&self, w: &Worker) -> Option<bool> {
         #[cfg(tokio_unstable)]
         {
-            let id = w.runtime.load(Relaxed);
-            let handle = lock(&self.runtimes)
-                .iter()
-                .find(|e| e.info.id == id)
-                .and_then(|e| e.handle.clone())?;
+            let handle = self.runtime_handle(w.runtime.load(Relaxed))?;
             let me = (*lock(&w.thread))?;
             let metrics = handle.metrics();
             Some((0..metrics.num_workers()).any(|i| metrics.worker_thread_id(i) == Some(me)))

@@ -359,3 +359,96 @@ fn stable_tier_sees_a_worker_busy_without_parking() {
         assert!(f.recommendation.contains("Stable tier"));
     });
 }
+
+/// Record `f` on a two-worker runtime in the stable tier (a 10 ms threshold).
+fn record_stable<Fut: std::future::Future<Output = ()>>(
+    name: &str,
+    f: impl FnOnce() -> Fut,
+) -> RunFile {
+    let path = crate::support::temp_run_path(name);
+    let guard = asyncprof::Profiler::builder()
+        .out(&path)
+        .stall_threshold(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2);
+    let rt = guard
+        .instrument_stable(&mut b, asyncprof::Hooks::new())
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(f());
+    drop(rt);
+    drop(guard);
+    let (run, ()) = crate::support::read_back(&path, Ok(()));
+    assert_eq!(run.header.tier, asyncprof_format::Tier::Stable);
+    run
+}
+
+/// Four tasks that poll for `for_ms` without a pause: short polls (a little hashing, then a
+/// yield), so neither worker ever parks and each holds one busy period throughout.
+async fn keep_both_workers_polling(for_ms: u64) {
+    let until = Instant::now() + Duration::from_millis(for_ms);
+    let tasks: Vec<_> = (0..4u64)
+        .map(|seed| {
+            tokio::spawn(async move {
+                let mut x = seed;
+                while Instant::now() < until {
+                    for _ in 0..200 {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[test]
+fn stable_tier_tells_a_busy_worker_from_a_stuck_one() {
+    crate::support::retry_if_disturbed(|| {
+        // Healthy: both workers busy polling for 600 ms, never parked. Busy is not stuck.
+        let run = record_stable("stable-busy", || async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            keep_both_workers_polling(600).await;
+        });
+        assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
+        assert!(
+            asyncprof_report::diagnose(&run).is_empty(),
+            "{:#?}",
+            asyncprof_report::diagnose(&run)
+        );
+
+        // The same, with one poll that spins for 60 ms among them: one stall, at its line.
+        let run = record_stable("stable-busy-spin", || async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let busy = tokio::spawn(keep_both_workers_polling(600));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::spawn(async {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(60) {} // stall: stable-busy-spin
+            })
+            .await
+            .unwrap();
+            busy.await.unwrap();
+        });
+        let stall = stall_at(&run, "stable-busy-spin");
+        assert_eq!(stall.class, StallClass::CpuBound, "{stall:#?}");
+        let ms = stall.duration_ns as f64 / 1e6;
+        assert!((40.0..200.0).contains(&ms), "duration {ms} ms: {stall:#?}");
+        let elsewhere: Vec<_> = run
+            .stalls
+            .iter()
+            .filter(|s| {
+                s.culprit.as_ref().and_then(|c| c.line) != Some(stall_line("stable-busy-spin"))
+            })
+            .collect();
+        assert!(elsewhere.is_empty(), "{elsewhere:#?}");
+    });
+}
