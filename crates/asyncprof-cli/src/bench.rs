@@ -7,12 +7,12 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use asyncprof_pipelines::{Load, Outcome, Pipeline, Variant};
+use asyncprof_pipelines::{Load, Outcome, Pipeline, Tier, Variant};
 use asyncprof_report::{Finding, Marker, Score, Thresholds};
 use serde::Serialize;
 
 use crate::report::{read_run, writable_dir, write_file, write_reports};
-use crate::{term, BenchArgs, LoadArg, VariantArg};
+use crate::{term, BenchArgs, LoadArg, TierArg, VariantArg};
 
 /// Time a stopped child gets past its budget before it is killed.
 const KILL_MARGIN: Duration = Duration::from_secs(3);
@@ -36,6 +36,8 @@ enum Status {
 struct RunResult {
     pipeline: String,
     variant: String,
+    /// The capture tier it recorded in: `hooks` or `stable`.
+    tier: &'static str,
     status: Status,
     elapsed_s: f64,
     run_file: PathBuf,
@@ -51,8 +53,18 @@ struct RunResult {
 #[derive(Debug, Serialize)]
 struct PipelineScore {
     pipeline: String,
+    tier: &'static str,
     recall: f64,
     precision: f64,
+}
+
+/// One capture tier's score over every pipeline it ran.
+#[derive(Debug, Serialize)]
+struct TierScore {
+    tier: &'static str,
+    recall: f64,
+    precision: f64,
+    score: Score,
 }
 
 /// Everything `--json` writes.
@@ -65,6 +77,7 @@ struct Results {
     recall: f64,
     precision: f64,
     score: Score,
+    tiers: Vec<TierScore>,
     pipelines: Vec<PipelineScore>,
     runs: Vec<RunResult>,
 }
@@ -78,14 +91,15 @@ fn load_of(l: LoadArg) -> Load {
 }
 
 /// What `bench` starts in each child process.
-pub(crate) fn child(name: &str, variant: &str, load: &str) -> Result<ExitCode> {
+pub(crate) fn child(name: &str, variant: &str, load: &str, tier: &str) -> Result<ExitCode> {
     let variant = Variant::parse(variant).context("the variant is bad or fixed")?;
     let load = Load::parse(load).context("the load is quick, default or heavy")?;
+    let tier = Tier::parse(tier).context("the tier is hooks or stable")?;
     let budget = std::env::var("ASYNCPROF_BENCH_BUDGET_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis);
-    let outcome = asyncprof_pipelines::run_profiled(name, variant, load, budget)?;
+    let outcome = asyncprof_pipelines::run_profiled(name, variant, load, budget, tier)?;
     println!("{}", serde_json::to_string(&outcome)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -141,6 +155,11 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
         VariantArg::Fixed => &[Variant::Fixed],
         VariantArg::Both => &[Variant::Bad, Variant::Fixed],
     };
+    let tiers: &[Tier] = match args.tier {
+        TierArg::Hooks => &[Tier::Hooks],
+        TierArg::Stable => &[Tier::Stable],
+        TierArg::Both => &[Tier::Hooks, Tier::Stable],
+    };
     let json_stdout = args.json.as_deref() == Some(Path::new("-"));
     // Human output goes to standard error when standard output carries the JSON.
     let say = |s: &str| {
@@ -157,9 +176,11 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
     let started = Instant::now();
     let mut runs = Vec::new();
     for p in &chosen {
-        for &variant in variants {
-            let r = run_variant(p, variant, load, args, &thresholds, quiet)?;
-            runs.push(r);
+        for &tier in tiers {
+            for &variant in variants {
+                let r = run_variant(p, variant, tier, load, args, &thresholds, quiet)?;
+                runs.push(r);
+            }
         }
     }
     let elapsed = started.elapsed();
@@ -167,20 +188,35 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
     // Scores.
     let mut total = Score::default();
     let mut per_pipeline = Vec::new();
-    for p in &chosen {
-        let mut s = Score::default();
-        for r in runs.iter().filter(|r| r.pipeline == p.name) {
-            s.add(&r.score);
+    let mut per_tier = Vec::new();
+    for &tier in tiers {
+        let mut t = Score::default();
+        for p in &chosen {
+            let mut s = Score::default();
+            for r in runs
+                .iter()
+                .filter(|r| r.pipeline == p.name && r.tier == tier.name())
+            {
+                s.add(&r.score);
+            }
+            per_pipeline.push(PipelineScore {
+                pipeline: p.name.to_string(),
+                tier: tier.name(),
+                recall: s.recall(),
+                precision: s.precision(),
+            });
+            t.add(&s);
         }
-        per_pipeline.push(PipelineScore {
-            pipeline: p.name.to_string(),
-            recall: s.recall(),
-            precision: s.precision(),
+        total.add(&t);
+        per_tier.push(TierScore {
+            tier: tier.name(),
+            recall: t.recall(),
+            precision: t.precision(),
+            score: t,
         });
-        total.add(&s);
     }
 
-    say(&table(&runs));
+    say(&table(&runs, tiers.len() > 1));
     let bad_findings: Vec<&RunResult> = runs
         .iter()
         .filter(|r| r.variant == "bad" && !r.findings.is_empty())
@@ -188,10 +224,15 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
     if !bad_findings.is_empty() {
         say("\nfindings of the bad variants:");
         for r in bad_findings {
+            let pipeline = if tiers.len() > 1 {
+                format!("{} ({})", r.pipeline, r.tier)
+            } else {
+                r.pipeline.clone()
+            };
             for f in &r.findings {
                 say(&format!(
                     "  {:<28} {:<18} {}:{} in {}\n  {:<28} {}",
-                    r.pipeline,
+                    pipeline,
                     f.kind,
                     short_path(&f.location.file),
                     f.location.line,
@@ -205,23 +246,42 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
     for r in &runs {
         for m in &r.score.missed {
             say(&format!(
-                "missed: {} {} expected {} at {}:{}",
-                r.pipeline, r.variant, m.kind, m.file, m.line
+                "missed: {} {} ({} tier) expected {} at {}:{}",
+                r.pipeline, r.variant, r.tier, m.kind, m.file, m.line
             ));
         }
         for u in &r.score.unexpected {
-            say(&format!("unexpected: {} {} {u}", r.pipeline, r.variant));
+            say(&format!(
+                "unexpected: {} {} ({} tier) {u}",
+                r.pipeline, r.variant, r.tier
+            ));
         }
     }
+    let scored = |s: &Score| {
+        format!(
+            "recall {:.0}% ({}/{} defects found), precision {:.0}% ({}/{} findings expected)",
+            s.recall() * 100.0,
+            s.matched_markers,
+            s.expected,
+            s.precision() * 100.0,
+            s.matched_findings,
+            s.found,
+        )
+    };
+    let by_tier = if per_tier.len() > 1 {
+        per_tier
+            .iter()
+            .map(|t| format!("{} tier: {}", t.tier, scored(&t.score)))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    } else {
+        String::new()
+    };
     let verdict_line = format!(
-        "recall {:.0}% ({}/{} defects found), precision {:.0}% ({}/{} findings expected); \
-         {} runs in {:.1} s; reports in {}",
-        total.recall() * 100.0,
-        total.matched_markers,
-        total.expected,
-        total.precision() * 100.0,
-        total.matched_findings,
-        total.found,
+        "{by_tier}{}{}; {} runs in {:.1} s; reports in {}",
+        if per_tier.len() > 1 { "both tiers: " } else { "" },
+        scored(&total),
         runs.len(),
         elapsed.as_secs_f64(),
         args.out.display()
@@ -235,14 +295,18 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
     let rows: Vec<asyncprof_report::IndexRow> = runs
         .iter()
         .map(|r| {
-            let mut row = asyncprof_report::IndexRow::new(r.pipeline.clone(), r.variant.clone());
+            let variant = match r.tier {
+                "hooks" => r.variant.clone(),
+                tier => format!("{} ({tier} tier)", r.variant),
+            };
+            let mut row = asyncprof_report::IndexRow::new(r.pipeline.clone(), variant);
             row.throughput = r.outcome.as_ref().map(|o| o.throughput);
             row.p99_ms = r.outcome.as_ref().map(|o| o.p99_ms);
             row.stalls = r.stalls;
             row.findings = r.findings.iter().map(|f| f.kind.to_string()).collect();
             row.expected = r.expected.len();
             row.verdict = verdict(r).to_string();
-            row.report = format!("{}-{}.html", r.pipeline, r.variant);
+            row.report = format!("{}.html", run_name(&r.pipeline, &r.variant, r.tier));
             row
         })
         .collect();
@@ -258,6 +322,7 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
         recall: total.recall(),
         precision: total.precision(),
         score: total.clone(),
+        tiers: per_tier,
         pipelines: per_pipeline,
         runs,
     };
@@ -307,19 +372,22 @@ fn short_path(p: &str) -> &str {
 fn run_variant(
     p: &Pipeline,
     variant: Variant,
+    tier: Tier,
     load: Load,
     args: &BenchArgs,
     thresholds: &Thresholds,
     quiet: bool,
 ) -> Result<RunResult> {
-    let run_file = args.out.join(format!("{}-{}.run", p.name, variant.name()));
+    let run_file = args
+        .out
+        .join(format!("{}.run", run_name(p.name, variant.name(), tier.name())));
     let _ = std::fs::remove_file(&run_file);
     let budget = args
         .duration
         .unwrap_or_else(|| asyncprof_pipelines::budget(p, load));
     let exe = std::env::current_exe().context("cannot find the asyncprof executable")?;
     let mut child = Command::new(exe)
-        .args(["__pipeline", p.name, variant.name(), load.name()])
+        .args(["__pipeline", p.name, variant.name(), load.name(), tier.name()])
         .env("ASYNCPROF_OUT", &run_file)
         .env("ASYNCPROF_STALL_THRESHOLD_MS", args.threshold.to_string())
         .env("ASYNCPROF_CPU_HZ", "99")
@@ -371,9 +439,10 @@ fn run_variant(
                 .and_then(|s| s.stages.into_iter().find(|st| st.name == item_stage))
                 .map_or(0, |st| st.count);
             bar.set_message(format!(
-                "{:<28} {:<5} {:5.1} s  {items} items",
+                "{:<28} {:<5} {:<6} {:5.1} s  {items} items",
                 p.name,
                 variant.name(),
+                tier.name(),
                 elapsed.as_secs_f64()
             ));
         }
@@ -435,9 +504,10 @@ fn run_variant(
     let score = Score::of(&findings, &expected);
     if !quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!(
-            "{} {}: {:.1} s, {} findings",
+            "{} {} ({} tier): {:.1} s, {} findings",
             p.name,
             variant.name(),
+            tier.name(),
             elapsed.as_secs_f64(),
             findings.len()
         );
@@ -445,6 +515,7 @@ fn run_variant(
     Ok(RunResult {
         pipeline: p.name.to_string(),
         variant: variant.name().to_string(),
+        tier: tier.name(),
         status,
         elapsed_s: elapsed.as_secs_f64(),
         run_file,
@@ -455,6 +526,15 @@ fn run_variant(
         score,
         run_file_error,
     })
+}
+
+/// A run's file name without its extension: `scraper-bad`, or `scraper-bad-stable` in the
+/// stable tier.
+fn run_name(pipeline: &str, variant: &str, tier: &str) -> String {
+    match tier {
+        "hooks" => format!("{pipeline}-{variant}"),
+        _ => format!("{pipeline}-{variant}-{tier}"),
+    }
 }
 
 /// One word on how a run scored.
@@ -472,11 +552,19 @@ fn verdict(r: &RunResult) -> &'static str {
     }
 }
 
-fn table(runs: &[RunResult]) -> String {
+fn table(runs: &[RunResult], tiers: bool) -> String {
+    let variant = |r: &RunResult| {
+        if tiers {
+            format!("{} {}", r.variant, r.tier)
+        } else {
+            r.variant.clone()
+        }
+    };
+    let w = if tiers { 12 } else { 6 };
     let mut out = format!(
-        "{:<28} {:<6} {:>8} {:>10} {:>11} {:>7} {:>9} {:>9}  {}\n",
+        "{:<28} {:<w$} {:>8} {:>10} {:>11} {:>7} {:>9} {:>9}  {}\n",
         "pipeline",
-        "variant",
+        if tiers { "variant tier" } else { "variant" },
         "time",
         "items/s",
         "p99 latency",
@@ -501,9 +589,9 @@ fn table(runs: &[RunResult]) -> String {
         let verdict = term::paint(v, if r.score.perfect() { "32" } else { "31" });
         let kinds: Vec<&str> = r.findings.iter().map(|f| f.kind).collect();
         out.push_str(&format!(
-            "{:<28} {:<6} {:>8} {:>10} {:>11} {:>7} {:>9} {:>9}  {}{}\n",
+            "{:<28} {:<w$} {:>8} {:>10} {:>11} {:>7} {:>9} {:>9}  {}{}\n",
             r.pipeline,
-            r.variant,
+            variant(r),
             time,
             thr,
             p99,

@@ -80,6 +80,8 @@ enum Command {
         name: String,
         variant: String,
         load: String,
+        #[arg(default_value = "hooks")]
+        tier: String,
     },
 }
 
@@ -88,6 +90,17 @@ enum Command {
 enum VariantArg {
     Bad,
     Fixed,
+    Both,
+}
+
+/// Which capture tiers `bench` records each variant in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TierArg {
+    /// tokio's task hooks: every poll (the default of a build with `--cfg tokio_unstable`).
+    Hooks,
+    /// Workers' busy and parked periods only, as a service built without `tokio_unstable`.
+    Stable,
+    /// Each variant in both tiers, scored side by side.
     Both,
 }
 
@@ -115,6 +128,9 @@ struct BenchArgs {
     /// How much work each pipeline does.
     #[arg(long, value_enum, default_value = "default")]
     load: LoadArg,
+    /// Which capture tiers to record each variant in.
+    #[arg(long, value_enum, default_value = "hooks")]
+    tier: TierArg,
     /// Stop each variant after this long (default: its own budget), e.g. 5s, 1500ms.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
@@ -335,7 +351,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             name,
             variant,
             load,
-        } => bench::child(&name, &variant, &load),
+            tier,
+        } => bench::child(&name, &variant, &load, &tier),
     }
 }
 

@@ -312,9 +312,9 @@ pub(crate) fn diagnosis<'a>(
             let mut advice = recommendation(kind, primitive.as_deref(), syscall.as_deref(), max_ms);
             if run.header.tier == asyncprof_format::Tier::Stable {
                 advice.push_str(
-                    " (Stable tier: the worker did not park for this long; one long poll and \
-                     many short ones look alike here, the stack tells them apart. Build with \
-                     --cfg tokio_unstable to time every poll.)",
+                    " (Stable tier: the worker neither parked nor moved on to another poll \
+                     for this long, as tokio's busy time for it shows; the task is not known. \
+                     Build with --cfg tokio_unstable to time every poll.)",
                 );
             }
             Finding {

@@ -13,10 +13,12 @@
 //! time, and stops by itself.
 //!
 //! ```no_run
-//! use asyncprof_pipelines::{Load, Variant};
+//! use asyncprof_pipelines::{Load, Tier, Variant};
 //!
 //! // In a process of its own: records to $ASYNCPROF_OUT, prints the outcome.
-//! let outcome = asyncprof_pipelines::run_profiled("scraper", Variant::Bad, Load::Quick, None).unwrap();
+//! let outcome =
+//!     asyncprof_pipelines::run_profiled("scraper", Variant::Bad, Load::Quick, None, Tier::Hooks)
+//!         .unwrap();
 //! println!("{} items, p99 {:.1} ms", outcome.items, outcome.p99_ms);
 //! ```
 
@@ -229,13 +231,63 @@ pub fn run_with(
     load: Load,
     guard: Option<&asyncprof::Guard>,
 ) -> anyhow::Result<Outcome> {
+    run_in_tier(p, variant, load, guard, Tier::Hooks)
+}
+
+/// Which of asyncprof's capture tiers a profiled run records in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Every poll, through tokio's task hooks (a build with `--cfg tokio_unstable`).
+    Hooks,
+    /// Workers' busy and parked periods only, as a service built without `tokio_unstable`
+    /// records.
+    Stable,
+}
+
+impl Tier {
+    /// `hooks` or `stable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Hooks => "hooks",
+            Tier::Stable => "stable",
+        }
+    }
+
+    /// The tier named `s`, if any.
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "hooks" => Some(Tier::Hooks),
+            "stable" => Some(Tier::Stable),
+            _ => None,
+        }
+    }
+}
+
+/// [`run_with`], recording in `tier`.
+///
+/// # Errors
+///
+/// As [`run_with`].
+pub fn run_in_tier(
+    p: &Pipeline,
+    variant: Variant,
+    load: Load,
+    guard: Option<&asyncprof::Guard>,
+    tier: Tier,
+) -> anyhow::Result<Outcome> {
     run_on(
         p,
         variant,
         load,
         |mut builder| {
-            if let Some(g) = guard {
-                g.instrument(&mut builder);
+            match (guard, tier) {
+                (Some(g), Tier::Hooks) => {
+                    g.instrument(&mut builder);
+                }
+                (Some(g), Tier::Stable) => {
+                    g.instrument_stable(&mut builder, asyncprof::Hooks::new());
+                }
+                (None, _) => {}
             }
             builder.build()
         },
@@ -307,7 +359,8 @@ pub fn run_on(
 /// Run one variant in this process with asyncprof recording (settings from the
 /// environment: `ASYNCPROF_OUT` and friends). When it outlives its budget (the pipeline's
 /// own for `load` unless given), the run file is flushed and the process exits with status
-/// 124, leaving the stall that held it in the file.
+/// 124, leaving the stall that held it in the file. `tier` says how the runtime is
+/// instrumented.
 ///
 /// # Errors
 ///
@@ -317,6 +370,7 @@ pub fn run_profiled(
     variant: Variant,
     load: Load,
     budget: Option<Duration>,
+    tier: Tier,
 ) -> anyhow::Result<Outcome> {
     let p = find(name).ok_or_else(|| {
         anyhow::anyhow!(
@@ -350,7 +404,7 @@ pub fn run_profiled(
                 }
             })?
     };
-    let outcome = run_with(p, variant, load, Some(&guard));
+    let outcome = run_in_tier(p, variant, load, Some(&guard), tier);
     drop(done);
     let _ = watcher.join();
     // The watcher is gone: this is the last reference, and dropping it ends the run file.

@@ -10,7 +10,7 @@
 
 use std::process::ExitCode;
 
-use asyncprof_pipelines::{Load, Variant};
+use asyncprof_pipelines::{Load, Tier, Variant};
 
 fn usage() -> ExitCode {
     eprintln!("usage: asyncprof-pipelines list | run PIPELINE bad|fixed [quick|default|heavy]");
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
             let Some(load) = args.get(3).map_or(Some(Load::Default), |l| Load::parse(l)) else {
                 return usage();
             };
-            match asyncprof_pipelines::run_profiled(&args[1], variant, load, None) {
+            match asyncprof_pipelines::run_profiled(&args[1], variant, load, None, Tier::Hooks) {
                 Ok(outcome) => {
                     println!(
                         "{}",
