@@ -280,7 +280,11 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
     };
     let verdict_line = format!(
         "{by_tier}{}{}; {} runs in {:.1} s; reports in {}",
-        if per_tier.len() > 1 { "both tiers: " } else { "" },
+        if per_tier.len() > 1 {
+            "both tiers: "
+        } else {
+            ""
+        },
         scored(&total),
         runs.len(),
         elapsed.as_secs_f64(),
@@ -378,16 +382,23 @@ fn run_variant(
     thresholds: &Thresholds,
     quiet: bool,
 ) -> Result<RunResult> {
-    let run_file = args
-        .out
-        .join(format!("{}.run", run_name(p.name, variant.name(), tier.name())));
+    let run_file = args.out.join(format!(
+        "{}.run",
+        run_name(p.name, variant.name(), tier.name())
+    ));
     let _ = std::fs::remove_file(&run_file);
     let budget = args
         .duration
         .unwrap_or_else(|| asyncprof_pipelines::budget(p, load));
     let exe = std::env::current_exe().context("cannot find the asyncprof executable")?;
     let mut child = Command::new(exe)
-        .args(["__pipeline", p.name, variant.name(), load.name(), tier.name()])
+        .args([
+            "__pipeline",
+            p.name,
+            variant.name(),
+            load.name(),
+            tier.name(),
+        ])
         .env("ASYNCPROF_OUT", &run_file)
         .env("ASYNCPROF_STALL_THRESHOLD_MS", args.threshold.to_string())
         .env("ASYNCPROF_CPU_HZ", "99")

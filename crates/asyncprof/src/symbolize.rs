@@ -48,6 +48,33 @@ const RETURNED_WITHIN: Duration = Duration::from_secs(120);
 /// Addresses cached at most (a few hundred bytes each); past it the cache starts over.
 const MAX_CACHED: usize = 100_000;
 
+/// The user's line the most samples of a stall reach, and the call it made in the most sampled
+/// stack among them. A poll on CPU leaves a different innermost frame in each sample, so its
+/// stacks differ while its line is the same; ties go to the most sampled stack's line.
+/// `stacks` are sorted, most sampled first.
+fn most_sampled_culprit(stacks: &[StackSample]) -> (Option<Frame>, Option<Frame>) {
+    let mut lines: Vec<(Option<Frame>, Frame, u32)> = Vec::new();
+    for s in stacks {
+        let (primitive, Some(culprit)) = culprit::primitive_and_culprit(&s.frames) else {
+            continue;
+        };
+        match lines
+            .iter_mut()
+            .find(|(_, c, _)| c.file == culprit.file && c.line == culprit.line)
+        {
+            Some((_, _, n)) => *n += s.count,
+            None => lines.push((primitive, culprit, s.count)),
+        }
+    }
+    let mut best: Option<(Option<Frame>, Frame, u32)> = None;
+    for l in lines {
+        if best.as_ref().is_none_or(|b| l.2 > b.2) {
+            best = Some(l);
+        }
+    }
+    best.map_or((None, None), |(p, c, _)| (p, Some(c)))
+}
+
 /// The sigreturn trampoline: every frame above it belongs to the signal handler.
 const TRAMPOLINES: &[&str] = &["__restore_rt", "__kernel_rt_sigreturn"];
 
@@ -151,12 +178,7 @@ impl Symbolizer {
             })
             .collect();
         stacks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
-        // The culprit comes from the most sampled stack that reaches the user's code.
-        let (primitive, culprit) = stacks
-            .iter()
-            .map(|s| culprit::primitive_and_culprit(&s.frames))
-            .find(|(_, c)| c.is_some())
-            .unwrap_or((None, None));
+        let (primitive, culprit) = most_sampled_culprit(&stacks);
         let classified = raw.on_cpu + raw.asleep;
         let on_cpu_ratio = if classified == 0 {
             0.0
@@ -221,6 +243,39 @@ mod tests {
     #[inline(never)]
     fn a_known_function() -> usize {
         a_known_function as fn() -> usize as usize
+    }
+
+    fn sample(count: u32, inner: &str, line: u32) -> StackSample {
+        let mut s = StackSample::default();
+        s.count = count;
+        s.frames = vec![
+            Frame::new(
+                inner,
+                Some("/home/u/.cargo/registry/src/index/rusqlite-0.37.0/src/lib.rs".into()),
+                Some(10),
+            ),
+            Frame::new("app::write", Some("/app/src/main.rs".into()), Some(line)),
+        ];
+        s
+    }
+
+    #[test]
+    fn the_culprit_is_the_line_most_samples_reach() {
+        // Sorted most sampled first: one stack at line 197, then three at line 40 whose
+        // innermost frames differ (a poll on CPU), each sampled once.
+        let stacks = [
+            sample(1, "drop_in_place", 197),
+            sample(1, "step", 40),
+            sample(1, "commit", 40),
+            sample(1, "exec", 40),
+        ];
+        let (primitive, culprit) = most_sampled_culprit(&stacks);
+        assert_eq!(culprit.and_then(|c| c.line), Some(40));
+        assert!(primitive.is_some_and(|p| p.function.ends_with("step")));
+        // Even: the most sampled stack's line.
+        let (_, culprit) = most_sampled_culprit(&stacks[..2]);
+        assert_eq!(culprit.and_then(|c| c.line), Some(197));
+        assert_eq!(most_sampled_culprit(&[]), (None, None));
     }
 
     #[test]
