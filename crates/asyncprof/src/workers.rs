@@ -173,6 +173,14 @@ impl Recorder {
         }
     }
 
+    /// Polls (busy periods, in the stable tier) begun on every worker so far. Cold: the
+    /// watchdog's poll rate.
+    pub(crate) fn polls_begun(&self) -> u64 {
+        self.workers()
+            .map(|w| w.state.load(Relaxed).div_ceil(2))
+            .sum()
+    }
+
     /// Whether every worker has been parked since `since` or earlier (and at least one
     /// worker is known). Then the watchdog may sleep until one unparks.
     pub(crate) fn all_parked_since(&self, since: u64) -> bool {
