@@ -33,6 +33,7 @@
 //!   the first frame.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod files;
 pub mod procfs;
 mod signal;
 mod syscalls;

@@ -124,7 +124,7 @@ pub(crate) fn aggregator_loop(
             (shared.stop.load(Relaxed), asked)
         };
         let now = Instant::now();
-        symbolizer.release_if_idle(now);
+        symbolizer.release_if_idle();
         recorder.spares.refill();
         crate::queues::sample(started.elapsed().as_nanos() as u64);
         // The start's header said the tier and the runtime were not known. Once tasks run

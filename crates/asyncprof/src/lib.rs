@@ -110,6 +110,7 @@ mod poll;
 mod profiler;
 mod queues;
 mod recorder;
+mod resolve;
 mod snapshot;
 mod spares;
 mod stages;

@@ -2,7 +2,6 @@
 //! the aggregator thread.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use asyncprof_format::{culprit, Frame, StackSample, StallClass, StallRecord};
 
@@ -10,40 +9,17 @@ use crate::watchdog::RawStall;
 
 /// Frames per address, cached for the life of the recording (code does not move).
 ///
-/// Looking an address up parses the binary's debug info (its line tables), which the
-/// `backtrace` crate keeps: tens of MiB for a large binary. A service that stalls at the same
-/// lines again needs only this cache, so the parsed debug info is let go once no address has
-/// been looked up for a while ([`RELEASE_AFTER`] at first), and parsed again when a new one
-/// comes. A service whose new stacks keep coming soon after a release would pay the parse
-/// again and again: each such return doubles the wait, up to [`MAX_RELEASE_AFTER`].
-#[derive(Debug)]
+/// Addresses not yet cached are looked up in one batch per stack ([`crate::resolve`]): the
+/// module's file is mapped and its debug info read as a stream for that batch only, so
+/// nothing parsed outlives it and a stall costs the service no more than one compilation
+/// unit's entries at a time.
+#[derive(Debug, Default)]
 pub(crate) struct Symbolizer {
     cache: HashMap<(usize, bool), Vec<Frame>>,
-    /// The last lookup that parsed debug info, while that is still held.
-    last_lookup: Option<Instant>,
-    /// When the parsed debug info was last let go.
-    released_at: Option<Instant>,
-    /// How long it is kept after the last lookup now.
-    keep_for: Duration,
+    /// A batch ran since the last [`Symbolizer::release_if_idle`]: give the allocator's free
+    /// memory back.
+    looked_up: bool,
 }
-
-impl Default for Symbolizer {
-    fn default() -> Self {
-        Symbolizer {
-            cache: HashMap::new(),
-            last_lookup: None,
-            released_at: None,
-            keep_for: RELEASE_AFTER,
-        }
-    }
-}
-
-/// How long parsed debug info is kept after the last lookup that needed it, at first.
-const RELEASE_AFTER: Duration = Duration::from_secs(5);
-/// The longest it is kept.
-const MAX_RELEASE_AFTER: Duration = Duration::from_secs(600);
-/// A lookup this soon after a release doubles the wait before the next.
-const RETURNED_WITHIN: Duration = Duration::from_secs(120);
 
 /// Addresses cached at most (a few hundred bytes each); past it the cache starts over.
 const MAX_CACHED: usize = 100_000;
@@ -79,58 +55,54 @@ fn most_sampled_culprit(stacks: &[StackSample]) -> (Option<Frame>, Option<Frame>
 const TRAMPOLINES: &[&str] = &["__restore_rt", "__kernel_rt_sigreturn"];
 
 impl Symbolizer {
-    /// The frames at `ip`, innermost (inlined) first. `exact` is true for the interrupted
-    /// instruction itself; other addresses are return addresses, looked up one byte back so
-    /// that they name the call, not the line after it.
-    fn frames_at(&mut self, ip: usize, exact: bool) -> &[Frame] {
-        if self.cache.len() >= MAX_CACHED && !self.cache.contains_key(&(ip, exact)) {
+    /// Look up every `(ip, exact)` not cached yet, in one batch. `exact` is true for the
+    /// interrupted instruction itself; other addresses are return addresses, looked up one
+    /// byte back so that they name the call, not the line after it.
+    fn look_up(&mut self, keys: impl Iterator<Item = (usize, bool)>) {
+        let mut missing: Vec<(usize, bool)> = keys.filter(|k| !self.cache.contains_key(k)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        if self.cache.len() + missing.len() > MAX_CACHED {
             self.cache.clear();
         }
-        let (last_lookup, released_at, keep_for) = (
-            &mut self.last_lookup,
-            &mut self.released_at,
-            &mut self.keep_for,
-        );
-        self.cache.entry((ip, exact)).or_insert_with(|| {
-            let now = Instant::now();
-            if let Some(r) = released_at.take() {
-                if now.saturating_duration_since(r) < RETURNED_WITHIN {
-                    *keep_for = (*keep_for * 2).min(MAX_RELEASE_AFTER);
+        let lookup = |&(ip, exact): &(usize, bool)| {
+            (if exact { ip } else { ip.saturating_sub(1) }) as u64
+        };
+        let addrs: Vec<u64> = missing.iter().map(lookup).collect();
+        let mut found = crate::resolve::resolve(&addrs);
+        for key in missing {
+            let mut frames = found.remove(&lookup(&key)).unwrap_or_default();
+            for f in &mut frames {
+                if f.function.is_empty() {
+                    f.function = format!("{:#x}", key.0);
                 }
             }
-            *last_lookup = Some(now);
-            let lookup = if exact { ip } else { ip.saturating_sub(1) };
-            let mut frames = Vec::new();
-            backtrace::resolve(lookup as *mut std::ffi::c_void, |sym| {
-                let function = sym
-                    .name()
-                    .map(|n| format!("{n:#}"))
-                    .unwrap_or_else(|| format!("{ip:#x}"));
-                let file = sym.filename().map(|p| p.display().to_string());
-                frames.push(Frame::new(function, file, sym.lineno()));
-            });
             if frames.is_empty() {
-                frames.push(Frame::new(format!("{ip:#x}"), None, None));
+                frames.push(Frame::new(format!("{:#x}", key.0), None, None));
             }
-            frames
-        })
+            self.cache.insert(key, frames);
+        }
+        self.looked_up = true;
     }
 
-    /// Let go of the parsed debug info when no lookup has needed it for a while.
-    pub(crate) fn release_if_idle(&mut self, now: Instant) {
-        if self
-            .last_lookup
-            .is_some_and(|t| now.saturating_duration_since(t) >= self.keep_for)
-        {
-            self.last_lookup = None;
-            self.released_at = Some(now);
-            backtrace::clear_symbol_cache();
+    /// The frames at `ip`, innermost (inlined) first, once looked up.
+    fn frames_at(&self, ip: usize, exact: bool) -> &[Frame] {
+        self.cache.get(&(ip, exact)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Give back what the allocator keeps of the batches' memory, once after they ran.
+    pub(crate) fn release_if_idle(&mut self) {
+        if std::mem::take(&mut self.looked_up) {
             asyncprof_sampler::release_free_memory();
         }
     }
 
     /// A captured stack as named frames, innermost first, without the handler's own frames.
     pub(crate) fn stack(&mut self, ips: &[usize]) -> Vec<Frame> {
+        self.look_up(ips.iter().map(|&ip| (ip, false)));
         // Find the trampoline; the frame after it is the interrupted instruction.
         let mut start = None;
         for (i, &ip) in ips.iter().enumerate() {
@@ -146,6 +118,7 @@ impl Symbolizer {
         let mut out = Vec::new();
         match start {
             Some(first) => {
+                self.look_up(ips.get(first).map(|&ip| (ip, true)).into_iter());
                 for (k, &ip) in ips.iter().enumerate().skip(first) {
                     out.extend_from_slice(self.frames_at(ip, k == first));
                 }
@@ -279,36 +252,22 @@ mod tests {
     }
 
     #[test]
-    fn parsed_debug_info_is_let_go_when_idle_and_kept_longer_when_needed_again() {
+    fn a_stack_is_named_in_one_batch_and_then_from_the_cache() {
         let mut s = Symbolizer::default();
         let ip = a_known_function() + 1;
+        let frames = s.stack(&[ip]);
         assert!(
-            s.frames_at(ip, true)
-                .iter()
-                .any(|f| f.function.contains("a_known_function")),
-            "{:?}",
-            s.frames_at(ip, true)
+            frames.iter().any(|f| f.function.contains("a_known_function")),
+            "{frames:?}"
         );
-        let t0 = s.last_lookup.expect("a lookup parsed debug info");
-        s.release_if_idle(t0 + RELEASE_AFTER / 2);
-        assert!(s.last_lookup.is_some(), "kept while recent");
-        s.release_if_idle(t0 + RELEASE_AFTER);
-        assert!(s.last_lookup.is_none(), "let go after {RELEASE_AFTER:?}");
-        // The same address again: from the cache, no new parse.
-        s.frames_at(ip, true);
-        assert!(s.last_lookup.is_none());
-        assert_eq!(s.keep_for, RELEASE_AFTER);
-        // A new address soon after the release: parsed again, and kept twice as long.
-        let named = s.frames_at(ip + 1, true).to_vec();
-        assert!(named
-            .iter()
-            .any(|f| f.function.contains("a_known_function")));
-        assert!(s.last_lookup.is_some());
-        assert_eq!(s.keep_for, RELEASE_AFTER * 2);
-        let t1 = s.last_lookup.unwrap();
-        s.release_if_idle(t1 + RELEASE_AFTER);
-        assert!(s.last_lookup.is_some(), "now kept for {:?}", s.keep_for);
-        s.release_if_idle(t1 + RELEASE_AFTER * 2);
-        assert!(s.last_lookup.is_none());
+        assert!(s.looked_up);
+        s.release_if_idle();
+        assert!(!s.looked_up);
+        // The same address again: from the cache, no batch.
+        assert_eq!(s.stack(&[ip]), frames);
+        assert!(!s.looked_up);
+        // An address no module holds is named by its value.
+        let nowhere = s.stack(&[0x10]);
+        assert_eq!(nowhere[0].function, "0x10");
     }
 }

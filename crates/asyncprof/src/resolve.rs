@@ -1,0 +1,424 @@
+//! Addresses to source frames, read from the loaded modules' own files, lazily and in bounded
+//! memory. Cold path: the aggregator thread, once per new address of a stall's stacks.
+//!
+//! A general-purpose symbolizer (the `backtrace` crate's) parses every compilation unit's
+//! ranges, abbreviations and line-program headers up front and keeps each unit it visits
+//! fully parsed (all its lines and functions), and it reads a system library's separate debug
+//! file when one is installed: tens of MiB at a service's first stall. Here a batch of
+//! addresses maps its module's file for the batch only, finds each address's unit in
+//! `.debug_aranges`, walks that unit's line program and its tree of functions as a stream,
+//! keeping only the rows and entries that contain the address, and lets go of everything
+//! (the mapping included) when the batch is done. A module without DWARF gets names from its
+//! symbol tables. Names, files and lines come out as `addr2line` gives them: the innermost
+//! inlined frame first, each frame's function as its debug info names it (demangled), each
+//! file as the line program spells it under the unit's directory.
+
+use std::collections::HashMap;
+
+use asyncprof_format::Frame;
+use asyncprof_sampler::files::{module_files, MappedFile, ModuleFile};
+use gimli::{EndianSlice, RunTimeEndian};
+use object::{Object, ObjectSection, ObjectSymbol};
+
+type R<'a> = EndianSlice<'a, RunTimeEndian>;
+
+/// The frames at each of `addrs` (actual addresses, already one byte back for return
+/// addresses), innermost first; an address no module claims, or that nothing names, gets no
+/// frame (the caller names it by its address).
+pub(crate) fn resolve(addrs: &[u64]) -> HashMap<u64, Vec<Frame>> {
+    let modules = module_files();
+    let mut out = HashMap::new();
+    for m in &modules {
+        let mine: Vec<u64> = addrs
+            .iter()
+            .copied()
+            .filter(|a| m.code.iter().any(|r| r.contains(a)))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        for (a, frames) in resolve_in(m, &mine) {
+            out.insert(a, frames);
+        }
+    }
+    out
+}
+
+/// The frames of `addrs` from module `m`'s file. Everything read is let go on return.
+fn resolve_in(m: &ModuleFile, addrs: &[u64]) -> Vec<(u64, Vec<Frame>)> {
+    let Ok(map) = MappedFile::map(&m.path) else {
+        return Vec::new();
+    };
+    let Ok(obj) = object::File::parse(&*map) else {
+        return Vec::new();
+    };
+    let endian = if obj.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    let section = |name: &str| -> &[u8] {
+        obj.section_by_name(name)
+            // Compressed debug sections would have to be inflated whole: not here.
+            .filter(|s| {
+                matches!(
+                    s.compressed_file_range().map(|r| r.format),
+                    Ok(object::CompressionFormat::None)
+                )
+            })
+            .and_then(|s| s.data().ok())
+            .unwrap_or(&[])
+    };
+    let dwarf = gimli::Dwarf::load(|id| -> Result<R<'_>, ()> {
+        Ok(EndianSlice::new(section(id.name()), endian))
+    })
+    .ok();
+    let mut out = Vec::with_capacity(addrs.len());
+    for &a in addrs {
+        let stated = a.wrapping_sub(m.bias);
+        let mut frames = dwarf
+            .as_ref()
+            .and_then(|d| frames_from_dwarf(d, stated).ok().flatten())
+            .unwrap_or_default();
+        if frames.is_empty() {
+            if let Some(name) = symbol_name(&obj, stated) {
+                frames.push(Frame::new(name, None, None));
+            }
+        } else if frames.last().is_some_and(|f| f.function.is_empty()) {
+            // The outermost function unnamed by the debug info: the symbol tables name it.
+            let name = symbol_name(&obj, stated).unwrap_or_default();
+            if let Some(f) = frames.last_mut() {
+                f.function = name;
+            }
+        }
+        frames.retain(|f| !f.function.is_empty() || f.file.is_some());
+        out.push((a, frames));
+    }
+    out
+}
+
+/// The name the symbol tables give stated address `addr`, demangled.
+fn symbol_name(obj: &object::File<'_>, addr: u64) -> Option<String> {
+    let mut best: Option<(u64, &str)> = None;
+    for sym in obj.symbols().chain(obj.dynamic_symbols()) {
+        if sym.kind() != object::SymbolKind::Text {
+            continue;
+        }
+        let start = sym.address();
+        let covers = start <= addr && (addr < start + sym.size().max(1));
+        if covers && best.is_none_or(|(b, _)| start > b) {
+            if let Ok(name) = sym.name() {
+                best = Some((start, name));
+            }
+        }
+    }
+    best.map(|(_, n)| demangle(n))
+}
+
+/// `name` demangled without its hash, as `backtrace` shows it.
+fn demangle(name: &str) -> String {
+    match rustc_demangle::try_demangle(name) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => name.to_string(),
+    }
+}
+
+/// A function entry that contains the address: its name and, for an inlined call, where it
+/// was called from (file index in the unit's line program, line).
+struct Scope {
+    name: String,
+    call: Option<(u64, u32)>,
+}
+
+/// The frames at stated address `addr`, innermost first; `None` when no unit covers it.
+fn frames_from_dwarf(dwarf: &gimli::Dwarf<R<'_>>, addr: u64) -> gimli::Result<Option<Vec<Frame>>> {
+    let Some(offset) = unit_of(dwarf, addr)? else {
+        return Ok(None);
+    };
+    let header = dwarf.debug_info.header_from_offset(offset)?;
+    let unit = dwarf.unit(header)?;
+    let unit = gimli::UnitRef::new(dwarf, &unit);
+    let Some(program) = unit.line_program.clone() else {
+        return Ok(None);
+    };
+    // The line-table row that covers the address.
+    let mut at: Option<(u64, u32)> = None;
+    let mut prev: Option<(u64, u64, u32)> = None;
+    let mut rows = program.rows();
+    while let Some((_, row)) = rows.next_row()? {
+        let line = row.line().map_or(0, |l| l.get() as u32);
+        if let Some((pa, pf, pl)) = prev {
+            if pa <= addr && addr < row.address() {
+                at = Some((pf, pl));
+                break;
+            }
+        }
+        prev = if row.end_sequence() {
+            None
+        } else {
+            Some((row.address(), row.file_index(), line))
+        };
+    }
+    let header = rows.header().clone();
+    let file = |index: u64| -> Option<String> {
+        let entry = header.file(index)?;
+        render_file(unit, entry, &header).ok()
+    };
+    // The functions that contain it, outermost first.
+    let mut scopes = Vec::new();
+    let mut tree = unit.entries_tree(None)?;
+    walk(unit, tree.root()?, addr, &mut scopes)?;
+
+    let (mut file_at, mut line_at) = match at {
+        Some((f, l)) => (file(f), (l != 0).then_some(l)),
+        None => (None, None),
+    };
+    if scopes.is_empty() {
+        return Ok((file_at.is_some()).then(|| vec![Frame::new(String::new(), file_at, line_at)]));
+    }
+    let mut frames = Vec::with_capacity(scopes.len());
+    for s in scopes.iter().rev() {
+        frames.push(Frame::new(s.name.clone(), file_at.take(), line_at.take()));
+        if let Some((f, l)) = s.call {
+            file_at = file(f);
+            line_at = (l != 0).then_some(l);
+        }
+    }
+    Ok(Some(frames))
+}
+
+/// Collect into `scopes` the subprogram and inlined-call entries under `node` that contain
+/// `addr`, outermost first; subtrees that do not contain it are skipped.
+fn walk<'d>(
+    unit: gimli::UnitRef<'_, R<'d>>,
+    node: gimli::EntriesTreeNode<'_, '_, R<'d>>,
+    addr: u64,
+    scopes: &mut Vec<Scope>,
+) -> gimli::Result<()> {
+    let mut children = node.children();
+    while let Some(child) = children.next()? {
+        let entry = child.entry();
+        let tag = entry.tag();
+        let function =
+            tag == gimli::DW_TAG_subprogram || tag == gimli::DW_TAG_inlined_subroutine;
+        if function {
+            if !contains(unit, entry, addr)? {
+                continue;
+            }
+            let call = if tag == gimli::DW_TAG_inlined_subroutine {
+                let file = match entry.attr_value(gimli::DW_AT_call_file) {
+                    Some(gimli::AttributeValue::FileIndex(f)) => f,
+                    Some(v) => v.udata_value().unwrap_or(0),
+                    None => 0,
+                };
+                let line = entry
+                    .attr_value(gimli::DW_AT_call_line)
+                    .and_then(|v| v.udata_value())
+                    .unwrap_or(0);
+                Some((file, line as u32))
+            } else {
+                None
+            };
+            let name = name_of(unit, entry, 4)?.unwrap_or_default();
+            scopes.push(Scope { name, call });
+            return walk(unit, child, addr, scopes);
+        }
+        // Namespaces and lexical blocks hold functions too.
+        if tag == gimli::DW_TAG_namespace
+            || tag == gimli::DW_TAG_lexical_block
+            || tag == gimli::DW_TAG_structure_type
+            || tag == gimli::DW_TAG_enumeration_type
+            || tag == gimli::DW_TAG_union_type
+        {
+            let before = scopes.len();
+            walk(unit, child, addr, scopes)?;
+            if scopes.len() > before {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `entry`'s code ranges contain `addr`.
+fn contains<'d>(
+    unit: gimli::UnitRef<'_, R<'d>>,
+    entry: &gimli::DebuggingInformationEntry<R<'d>>,
+    addr: u64,
+) -> gimli::Result<bool> {
+    let mut ranges = unit.die_ranges(entry)?;
+    while let Some(r) = ranges.next()? {
+        if r.begin <= addr && addr < r.end {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The name of a function entry: its linkage name, else its name, else its origin's
+/// (following at most `depth` abstract origins or specifications), demangled.
+fn name_of<'d>(
+    unit: gimli::UnitRef<'_, R<'d>>,
+    entry: &gimli::DebuggingInformationEntry<R<'d>>,
+    depth: u32,
+) -> gimli::Result<Option<String>> {
+    for at in [
+        gimli::DW_AT_linkage_name,
+        gimli::DW_AT_MIPS_linkage_name,
+        gimli::DW_AT_name,
+    ] {
+        if let Some(v) = entry.attr_value(at) {
+            if let Ok(s) = unit.attr_string(v) {
+                return Ok(Some(demangle(&s.to_string_lossy())));
+            }
+        }
+    }
+    if depth == 0 {
+        return Ok(None);
+    }
+    for at in [gimli::DW_AT_abstract_origin, gimli::DW_AT_specification] {
+        match entry.attr_value(at) {
+            Some(gimli::AttributeValue::UnitRef(offset)) => {
+                let origin = unit.entry(offset)?;
+                return name_of(unit, &origin, depth - 1);
+            }
+            Some(gimli::AttributeValue::DebugInfoRef(offset)) => {
+                // Another unit's entry: look it up there.
+                let Some(uo) = offset.to_unit_offset(&unit.header) else {
+                    return Ok(None);
+                };
+                let origin = unit.entry(uo)?;
+                return name_of(unit, &origin, depth - 1);
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// A line program's file as `addr2line` renders it: under the unit's directory, then the
+/// file's directory, unless either is absolute.
+fn render_file<'d>(
+    unit: gimli::UnitRef<'_, R<'d>>,
+    file: &gimli::FileEntry<R<'d>>,
+    header: &gimli::LineProgramHeader<R<'d>>,
+) -> gimli::Result<String> {
+    let mut path = match unit.comp_dir {
+        Some(dir) => dir.to_string_lossy().into_owned(),
+        None => String::new(),
+    };
+    if file.directory_index() != 0 {
+        if let Some(dir) = file.directory(header) {
+            path_push(&mut path, &unit.attr_string(dir)?.to_string_lossy());
+        }
+    }
+    path_push(&mut path, &unit.attr_string(file.path_name())?.to_string_lossy());
+    Ok(path)
+}
+
+fn path_push(path: &mut String, p: &str) {
+    if p.starts_with('/') {
+        *path = p.to_string();
+    } else {
+        if !path.is_empty() && !path.ends_with('/') {
+            path.push('/');
+        }
+        path.push_str(p);
+    }
+}
+
+/// The unit whose address ranges in `.debug_aranges` hold `addr`; without that section, the
+/// unit whose own ranges do (a streaming pass over every unit's first entry). An address the
+/// section does not hold (code without debug info) is named from the symbol tables, without
+/// reading every unit.
+fn unit_of(
+    dwarf: &gimli::Dwarf<R<'_>>,
+    addr: u64,
+) -> gimli::Result<Option<gimli::DebugInfoOffset>> {
+    let mut headers = dwarf.debug_aranges.headers();
+    let mut any = false;
+    while let Some(h) = headers.next()? {
+        any = true;
+        let mut entries = h.entries();
+        while let Some(e) = entries.next()? {
+            let r = e.range();
+            if r.begin <= addr && addr < r.end {
+                return Ok(Some(h.debug_info_offset()));
+            }
+        }
+    }
+    if any {
+        return Ok(None);
+    }
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let Some(offset) = header.offset().to_debug_info_offset(&header) else {
+            continue;
+        };
+        let unit = dwarf.unit(header)?;
+        let mut ranges = dwarf.unit_ranges(&unit)?;
+        while let Some(r) = ranges.next()? {
+            if r.begin <= addr && addr < r.end {
+                return Ok(Some(offset));
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_known_function() -> u64 {
+        std::hint::black_box(a_known_function as fn() -> u64 as usize as u64)
+    }
+
+    #[test]
+    fn names_this_binarys_functions_as_backtrace_does() {
+        // Addresses across this test binary: a function of this crate, std's, tokio's.
+        let mut addrs = vec![
+            a_known_function() + 4,
+            std::thread::sleep as fn(std::time::Duration) as usize as u64 + 8,
+            tokio::runtime::Builder::new_multi_thread as fn() -> tokio::runtime::Builder
+                as usize as u64
+                + 8,
+        ];
+        // And a real stack: every return address on it.
+        backtrace::trace(|f| {
+            if let Some(a) = (f.ip() as u64).checked_sub(1) {
+                addrs.push(a);
+            }
+            true
+        });
+        // This binary's addresses: a system library's names may come from a separate debug
+        // file, which this resolver does not read.
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let main = module_files().into_iter().find(|m| m.path == exe).unwrap();
+        addrs.retain(|a| main.code.iter().any(|r| r.contains(a)));
+        let ours = resolve(&addrs);
+        let mut compared = 0;
+        for a in &addrs {
+            let mut theirs = Vec::new();
+            backtrace::resolve(*a as *mut std::ffi::c_void, |sym| {
+                theirs.push(Frame::new(
+                    sym.name()
+                        .map(|n| format!("{n:#}"))
+                        .unwrap_or_default(),
+                    sym.filename().map(|p| p.display().to_string()),
+                    sym.lineno(),
+                ));
+            });
+            let mine = ours.get(a).cloned().unwrap_or_default();
+            if theirs.iter().any(|f| f.file.is_some()) {
+                assert_eq!(mine, theirs, "address {a:#x}");
+                compared += 1;
+            }
+        }
+        assert!(compared >= 5, "only {compared} addresses had debug info");
+        assert!(ours[&addrs[0]]
+            .iter()
+            .any(|f| f.function.contains("a_known_function")));
+    }
+}
