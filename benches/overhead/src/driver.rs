@@ -30,6 +30,9 @@ enum Cmd {
     /// Run a service at constant load with a stall every second, watching its memory, threads,
     /// file descriptors and run file from outside.
     Soak(crate::soak::SoakArgs),
+    /// Stall a service once, then 1,000 times at 100 distinct lines, and compare its resident
+    /// memory at each step with the same service without asyncprof.
+    StallMemory(crate::stall_memory::StallMemoryArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +86,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Soak(args)) => crate::soak::run(args),
+        Some(Cmd::StallMemory(args)) => {
+            crate::stall_memory::main(&args).map(|()| ExitCode::SUCCESS)
+        }
         None => bench(cli.bench),
     };
     match result {

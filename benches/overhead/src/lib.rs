@@ -6,6 +6,7 @@
 //! cargo run --release -p asyncprof-overhead                       # the full table
 //! cargo run --release -p asyncprof-overhead -- --size tiny        # a smoke run (CI)
 //! cargo run --release -p asyncprof-overhead -- soak --minutes 5   # RSS and run-file growth
+//! cargo run --release -p asyncprof-overhead -- stall-memory       # RSS at the first stall
 //! ```
 //!
 //! Configurations that need tokio's `tracing` feature (asyncprof's layer tier,
@@ -21,6 +22,8 @@
 
 pub mod driver;
 pub mod soak;
+mod stall_lines;
+pub mod stall_memory;
 mod workloads;
 
 use std::path::PathBuf;

@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let worker = match args.first().map(String::as_str) {
         Some("--worker") => asyncprof_overhead::worker_main(&args),
         Some("--soak") => asyncprof_overhead::soak::service_main(&args),
+        Some("--stall-service") => asyncprof_overhead::stall_memory::service_main(&args),
         _ => return asyncprof_overhead::driver::main(),
     };
     match worker {

@@ -199,8 +199,7 @@ fn walk<'d>(
     while let Some(child) = children.next()? {
         let entry = child.entry();
         let tag = entry.tag();
-        let function =
-            tag == gimli::DW_TAG_subprogram || tag == gimli::DW_TAG_inlined_subroutine;
+        let function = tag == gimli::DW_TAG_subprogram || tag == gimli::DW_TAG_inlined_subroutine;
         if function {
             if !contains(unit, entry, addr)? {
                 continue;
@@ -312,7 +311,10 @@ fn render_file<'d>(
             path_push(&mut path, &unit.attr_string(dir)?.to_string_lossy());
         }
     }
-    path_push(&mut path, &unit.attr_string(file.path_name())?.to_string_lossy());
+    path_push(
+        &mut path,
+        &unit.attr_string(file.path_name())?.to_string_lossy(),
+    );
     Ok(path)
 }
 
@@ -381,8 +383,8 @@ mod tests {
         let mut addrs = vec![
             a_known_function() + 4,
             std::thread::sleep as fn(std::time::Duration) as usize as u64 + 8,
-            tokio::runtime::Builder::new_multi_thread as fn() -> tokio::runtime::Builder
-                as usize as u64
+            tokio::runtime::Builder::new_multi_thread as fn() -> tokio::runtime::Builder as usize
+                as u64
                 + 8,
         ];
         // And a real stack: every return address on it.
@@ -403,9 +405,7 @@ mod tests {
             let mut theirs = Vec::new();
             backtrace::resolve(*a as *mut std::ffi::c_void, |sym| {
                 theirs.push(Frame::new(
-                    sym.name()
-                        .map(|n| format!("{n:#}"))
-                        .unwrap_or_default(),
+                    sym.name().map(|n| format!("{n:#}")).unwrap_or_default(),
                     sym.filename().map(|p| p.display().to_string()),
                     sym.lineno(),
                 ));

@@ -59,7 +59,8 @@ impl Symbolizer {
     /// interrupted instruction itself; other addresses are return addresses, looked up one
     /// byte back so that they name the call, not the line after it.
     fn look_up(&mut self, keys: impl Iterator<Item = (usize, bool)>) {
-        let mut missing: Vec<(usize, bool)> = keys.filter(|k| !self.cache.contains_key(k)).collect();
+        let mut missing: Vec<(usize, bool)> =
+            keys.filter(|k| !self.cache.contains_key(k)).collect();
         if missing.is_empty() {
             return;
         }
@@ -68,9 +69,8 @@ impl Symbolizer {
         if self.cache.len() + missing.len() > MAX_CACHED {
             self.cache.clear();
         }
-        let lookup = |&(ip, exact): &(usize, bool)| {
-            (if exact { ip } else { ip.saturating_sub(1) }) as u64
-        };
+        let lookup =
+            |&(ip, exact): &(usize, bool)| (if exact { ip } else { ip.saturating_sub(1) }) as u64;
         let addrs: Vec<u64> = missing.iter().map(lookup).collect();
         let mut found = crate::resolve::resolve(&addrs);
         for key in missing {
@@ -257,7 +257,9 @@ mod tests {
         let ip = a_known_function() + 1;
         let frames = s.stack(&[ip]);
         assert!(
-            frames.iter().any(|f| f.function.contains("a_known_function")),
+            frames
+                .iter()
+                .any(|f| f.function.contains("a_known_function")),
             "{frames:?}"
         );
         assert!(s.looked_up);
