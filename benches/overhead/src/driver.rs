@@ -11,7 +11,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use asyncprof_bench_support::{median, range};
+use asyncprof_bench_support::{median, median_ci, range};
+
+/// The confidence every comparison is stated at.
+const LEVEL: f64 = 0.95;
 
 use crate::{Config, Params, Sample, Size, Workload};
 
@@ -41,9 +44,13 @@ struct BenchArgs {
     #[arg(long, default_value = "full", value_parser = parse_size)]
     size: Size,
     /// Rounds: each configuration runs once per round, in fresh processes, in an order that
-    /// rotates from round to round.
-    #[arg(long, default_value_t = 5)]
+    /// rotates from round to round. Six is the fewest whose median has a 95% interval.
+    #[arg(long, default_value_t = 6)]
     rounds: usize,
+    /// Keep adding rounds to a workload, up to this many in all, while one of its targets is
+    /// neither met nor missed at 95% confidence (default: no more than --rounds).
+    #[arg(long)]
+    max_rounds: Option<usize>,
     /// Workloads to run (w1…w5 or their full names); all when not given.
     #[arg(long, value_delimiter = ',', value_parser = parse_workload)]
     workloads: Vec<Workload>,
@@ -263,7 +270,8 @@ pub struct Row {
     pub median_s: Option<f64>,
     /// Median throughput, units per second.
     pub throughput: Option<f64>,
-    /// Median throughput over plain tokio's.
+    /// Median of the per-round throughput ratios (each round's run against plain tokio's of
+    /// the same round).
     pub ratio: Option<f64>,
     /// Lowest per-round ratio (each round's run against plain tokio's of the same round).
     pub ratio_min: Option<f64>,
@@ -273,6 +281,21 @@ pub struct Row {
     pub ns_per_poll: Option<f64>,
     /// Median CPU time of the whole process, seconds.
     pub cpu_s: Option<f64>,
+    /// A 95% confidence interval of the median per-round ratio (distribution-free, from the
+    /// order statistics), and its exact coverage (below 95% with fewer than 6 rounds).
+    pub ratio_ci: Option<(f64, f64)>,
+    /// The coverage of `ratio_ci` and `cpu_ratio_ci`.
+    pub ci_coverage: Option<f64>,
+    /// Median per-round CPU ratio: plain tokio's CPU time over this configuration's, for the
+    /// same work (1: no extra CPU).
+    pub cpu_ratio: Option<f64>,
+    /// Its confidence interval, as `ratio_ci`.
+    pub cpu_ratio_ci: Option<(f64, f64)>,
+    /// Throughput and CPU seconds of each round (`None`: no run that round), for comparisons
+    /// paired by round.
+    pub round_tput: Vec<Option<f64>>,
+    /// CPU seconds of each round, as `round_tput`.
+    pub round_cpu: Vec<Option<f64>>,
     /// Median peak RSS, MiB.
     pub peak_rss_mib: Option<f64>,
     /// Median peak RSS over plain tokio's, MiB.
@@ -296,15 +319,59 @@ pub struct Table {
     pub rows: Vec<Row>,
 }
 
-/// A target of the issue, checked against a table.
+/// A target, checked against the tables with a stated confidence.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
     /// What is checked.
     pub what: String,
-    /// The measured value.
+    /// The measured value (a median of per-round values).
     pub got: Option<f64>,
-    /// Whether it is met.
+    /// Its confidence interval.
+    pub ci: Option<(f64, f64)>,
+    /// That interval's coverage (95%, or less with fewer than 6 rounds).
+    pub coverage: Option<f64>,
+    /// `met` (the whole interval on the good side), `missed` (on the bad side) or
+    /// `unresolved` (the interval straddles the bound: more rounds would tell).
+    pub verdict: &'static str,
+    /// Whether it is met at that confidence.
     pub met: bool,
+}
+
+impl Target {
+    /// A target on per-round `values` whose median must be at least `need` (`at_least`) or
+    /// at most `need`.
+    fn check(what: String, values: Vec<f64>, need: f64, at_least: bool) -> Option<Target> {
+        let got = median(values.iter().copied())?;
+        let (lo, hi, coverage) = median_ci(values, LEVEL)?;
+        let (good, bad) = if at_least {
+            (lo >= need, hi < need)
+        } else {
+            (hi <= need, lo > need)
+        };
+        // Too few rounds for the stated confidence: no verdict either way.
+        let sure = coverage >= LEVEL;
+        let verdict = match (good && sure, bad && sure) {
+            (true, _) => "met",
+            (_, true) => "missed",
+            _ => "unresolved",
+        };
+        Some(Target {
+            what,
+            got: Some(got),
+            ci: Some((lo, hi)),
+            coverage: Some(coverage),
+            verdict,
+            met: good && sure,
+        })
+    }
+}
+
+/// Per-round values of `f(a, b)` for the rounds where both rows ran.
+fn paired(a: &[Option<f64>], b: &[Option<f64>], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    a.iter()
+        .zip(b)
+        .filter_map(|(x, y)| Some(f((*x)?, (*y)?)))
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -324,7 +391,6 @@ fn tput(s: &Sample) -> f64 {
 
 fn table(workload: Workload, p: &Params, polls: Option<u64>, runs: &[(Config, Runs)]) -> Table {
     let plain = &runs[0].1;
-    let plain_tput = median(plain.samples().map(tput));
     let plain_cpu = median(plain.samples().map(|s| s.cpu_s));
     let plain_rss = median(plain.samples().map(|s| s.peak_rss_kib as f64));
     let rows = runs
@@ -338,6 +404,27 @@ fn table(workload: Workload, p: &Params, polls: Option<u64>, runs: &[(Config, Ru
                     .filter_map(|(c, b)| Some(tput(c.as_ref()?) / tput(b.as_ref()?))),
             );
             let cpu = median(r.samples().map(|s| s.cpu_s));
+            let round_tput: Vec<Option<f64>> =
+                r.by_round.iter().map(|s| s.as_ref().map(tput)).collect();
+            let round_cpu: Vec<Option<f64>> = r
+                .by_round
+                .iter()
+                .map(|s| s.as_ref().map(|s| s.cpu_s))
+                .collect();
+            let plain_tputs: Vec<Option<f64>> = plain
+                .by_round
+                .iter()
+                .map(|s| s.as_ref().map(tput))
+                .collect();
+            let plain_cpus: Vec<Option<f64>> = plain
+                .by_round
+                .iter()
+                .map(|s| s.as_ref().map(|s| s.cpu_s))
+                .collect();
+            let ratios = paired(&round_tput, &plain_tputs, |c, b| c / b);
+            let cpu_ratios = paired(&plain_cpus, &round_cpu, |b, c| b / c.max(1e-9));
+            let ratio_ci = median_ci(ratios.iter().copied(), LEVEL);
+            let cpu_ci = median_ci(cpu_ratios.iter().copied(), LEVEL);
             let rss = median(r.samples().map(|s| s.peak_rss_kib as f64));
             let out = median(r.samples().filter_map(|s| s.output_bytes.map(|b| b as f64)));
             Row {
@@ -347,7 +434,7 @@ fn table(workload: Workload, p: &Params, polls: Option<u64>, runs: &[(Config, Ru
                 stopped: r.stopped,
                 median_s: median(r.samples().map(|s| s.wall_s)),
                 throughput: t,
-                ratio: t.zip(plain_tput).map(|(t, b)| t / b),
+                ratio: median(ratios.iter().copied()),
                 ratio_min: per_round.map(|(lo, _)| lo),
                 ratio_max: per_round.map(|(_, hi)| hi),
                 ns_per_poll: cpu
@@ -355,6 +442,12 @@ fn table(workload: Workload, p: &Params, polls: Option<u64>, runs: &[(Config, Ru
                     .zip(polls)
                     .map(|((c, b), n)| (c - b) * 1e9 / n.max(1) as f64),
                 cpu_s: cpu,
+                ratio_ci: ratio_ci.map(|(lo, hi, _)| (lo, hi)),
+                ci_coverage: ratio_ci.map(|(_, _, c)| c),
+                cpu_ratio: median(cpu_ratios),
+                cpu_ratio_ci: cpu_ci.map(|(lo, hi, _)| (lo, hi)),
+                round_tput,
+                round_cpu,
                 peak_rss_mib: rss.map(|k| k / 1024.0),
                 extra_rss_mib: rss.zip(plain_rss).map(|(c, b)| (c - b) / 1024.0),
                 output_bytes: out.map(|b| b as u64),
@@ -371,96 +464,109 @@ fn table(workload: Workload, p: &Params, polls: Option<u64>, runs: &[(Config, Ru
 }
 
 fn targets(tables: &[Table]) -> Vec<Target> {
-    let ratio = |w: &str, c: &str| -> Option<f64> {
-        tables
-            .iter()
-            .find(|t| t.workload == w)?
-            .rows
-            .iter()
-            .find(|r| r.config == c)
-            .and_then(|r| r.ratio)
-    };
+    let row = |t: &'_ Table, c: &str| t.rows.iter().find(|r| r.config == c).cloned();
     let mut out = Vec::new();
-    let mut at_least = |what: String, got: Option<f64>, need: f64| {
-        if let Some(g) = got {
-            out.push(Target {
-                what,
-                got: Some(g),
-                met: g >= need,
-            });
-        }
-    };
-    at_least(
-        "hooks tier >= 0.85x on w1-yield".into(),
-        ratio("w1-yield", "asyncprof-hooks"),
-        0.85,
-    );
-    for w in ["w2-spawn", "w3-channels", "w4-sleep", "w5-pipeline"] {
-        at_least(
-            format!("hooks tier >= 0.98x on {w}"),
-            ratio(w, "asyncprof-hooks"),
-            0.98,
-        );
-    }
-    at_least(
-        "layer tier >= 0.5x on w1-yield".into(),
-        ratio("w1-yield", "asyncprof-layer"),
-        0.5,
-    );
     for t in tables {
-        let Some(us) = t.rows.iter().find(|r| r.config == "asyncprof-hooks") else {
+        let (Some(plain), Some(us)) = (row(t, "plain"), row(t, "asyncprof-hooks")) else {
             continue;
         };
-        let Some(ours) = us.ratio else { continue };
+        let ratios = |r: &Row| paired(&r.round_tput, &plain.round_tput, |c, b| c / b);
+        let need = match t.workload {
+            "w1-yield" => Some(0.87),
+            "w2-spawn" | "w4-sleep" => Some(0.95),
+            _ => None,
+        };
+        if let Some(need) = need {
+            out.extend(Target::check(
+                format!("hooks tier >= {need}x on {}", t.workload),
+                ratios(&us),
+                need,
+                true,
+            ));
+        }
+        if t.workload == "w1-yield" {
+            if let Some(layer) = row(t, "asyncprof-layer") {
+                out.extend(Target::check(
+                    "layer tier >= 0.5x on w1-yield".into(),
+                    ratios(&layer),
+                    0.5,
+                    true,
+                ));
+            }
+        }
         for peer in ["console-subscriber", "tokio-metrics", "dial9"] {
-            let Some(row) = t.rows.iter().find(|r| r.config == peer) else {
-                continue;
-            };
-            match row.ratio {
-                // Both at the offered load (a rate-bound workload): the one that spent less
-                // CPU on it is ahead.
-                Some(theirs) if (ours - theirs).abs() < 0.01 => {
-                    let (Some(a), Some(b)) = (us.cpu_s, row.cpu_s) else {
-                        continue;
-                    };
-                    out.push(Target {
-                        what: format!(
-                            "hooks tier ahead of {peer} on {} (same throughput: CPU s saved)",
-                            t.workload
-                        ),
-                        got: Some(b - a),
-                        met: a < b,
-                    });
-                }
-                Some(theirs) => out.push(Target {
-                    what: format!("hooks tier ahead of {peer} on {}", t.workload),
-                    got: Some(ours - theirs),
-                    met: ours > theirs,
-                }),
+            let Some(theirs) = row(t, peer) else { continue };
+            if theirs.runs == 0 {
                 // Every run of the peer was stopped at the cap.
-                None => out.push(Target {
+                out.push(Target {
                     what: format!(
                         "hooks tier ahead of {peer} on {} (peer stopped)",
                         t.workload
                     ),
                     got: None,
-                    met: row.stopped,
-                }),
+                    ci: None,
+                    coverage: None,
+                    verdict: if theirs.stopped { "met" } else { "unresolved" },
+                    met: theirs.stopped,
+                });
+                continue;
+            }
+            let rate_bound = us
+                .ratio
+                .zip(theirs.ratio)
+                .is_some_and(|(a, b)| (a - b).abs() < 0.01);
+            out.extend(if rate_bound {
+                // Both at the offered load: the one that spent less CPU on it is ahead.
+                Target::check(
+                    format!(
+                        "hooks tier ahead of {peer} on {} (same throughput: its CPU over ours)",
+                        t.workload
+                    ),
+                    paired(&theirs.round_cpu, &us.round_cpu, |b, a| b / a.max(1e-9)),
+                    1.0,
+                    true,
+                )
+            } else {
+                Target::check(
+                    format!(
+                        "hooks tier ahead of {peer} on {} (throughput ratio)",
+                        t.workload
+                    ),
+                    paired(&us.round_tput, &theirs.round_tput, |a, b| a / b),
+                    1.0,
+                    true,
+                )
+            });
+        }
+        if t.workload == "w5-pipeline" {
+            if let Some(tm) = row(t, "tokio-metrics") {
+                // Per round: (ours − tokio-metrics') CPU as a share of plain's.
+                let extra: Vec<f64> = us
+                    .round_cpu
+                    .iter()
+                    .zip(&tm.round_cpu)
+                    .zip(&plain.round_cpu)
+                    .filter_map(|((u, m), p)| Some(((*u)? - (*m)?) / (*p)?.max(1e-9)))
+                    .collect();
+                out.extend(Target::check(
+                    "hooks tier CPU on w5 <= tokio-metrics' + 2% of plain's".into(),
+                    extra,
+                    0.02,
+                    false,
+                ));
             }
         }
-    }
-    if let Some(t) = tables.iter().find(|t| t.workload == "w2-spawn") {
-        if let Some(extra) = t
-            .rows
-            .iter()
-            .find(|r| r.config == "asyncprof-hooks")
-            .and_then(|r| r.extra_rss_mib)
-        {
-            out.push(Target {
-                what: "hooks tier extra peak RSS < 32 MiB on w2-spawn".into(),
-                got: Some(extra),
-                met: extra < 32.0,
-            });
+        if t.workload == "w2-spawn" {
+            if let Some(extra) = us.extra_rss_mib {
+                out.push(Target {
+                    what: "hooks tier extra peak RSS < 32 MiB on w2-spawn".into(),
+                    got: Some(extra),
+                    ci: None,
+                    coverage: None,
+                    verdict: if extra < 32.0 { "met" } else { "missed" },
+                    met: extra < 32.0,
+                });
+            }
         }
     }
     out
@@ -504,7 +610,24 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             Run::Stopped => None,
         };
         let mut runs: Vec<(Config, Runs)> = configs.iter().map(|c| (*c, Runs::default())).collect();
-        for round in 0..args.rounds {
+        let max_rounds = args.max_rounds.unwrap_or(args.rounds).max(args.rounds);
+        let mut round = 0;
+        while round < max_rounds {
+            if round >= args.rounds {
+                let open: Vec<Target> = targets(&[table(w, &params, polls, &runs)])
+                    .into_iter()
+                    .filter(|t| t.verdict == "unresolved")
+                    .collect();
+                if open.is_empty() {
+                    break;
+                }
+                eprintln!(
+                    "  round {} for {} unresolved target(s), e.g. {}",
+                    round + 1,
+                    open.len(),
+                    open[0].what
+                );
+            }
             let n = runs.len();
             for k in 0..n {
                 let i = (k + round) % n;
@@ -522,7 +645,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                         eprintln!(
                             "  round {}/{} {:<30} {:>8.3} s  {:>12.0} {}/s",
                             round + 1,
-                            args.rounds,
+                            max_rounds,
                             config.label(),
                             s.wall_s,
                             tput(&s),
@@ -534,7 +657,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                         eprintln!(
                             "  round {}/{} {:<30} stopped after {took:.0} s",
                             round + 1,
-                            args.rounds,
+                            max_rounds,
                             config.label()
                         );
                         r.stopped = true;
@@ -542,6 +665,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            round += 1;
         }
         let t = table(w, &params, polls, &runs);
         print_table(&t);
@@ -577,13 +701,16 @@ fn print_table(t: &Table) {
         t.polls.map_or(String::new(), |p| format!(", {p} polls"))
     );
     println!(
-        "  {:<30} {:>4} {:>9} {:>13} {:>7} {:>13} {:>9} {:>8} {:>8} {:>10}",
+        "  {:<30} {:>4} {:>9} {:>13} {:>7} {:>13} {:>13} {:>7} {:>13} {:>9} {:>8} {:>8} {:>10}",
         "configuration",
         "runs",
         "median s",
         format!("{}/s", t.unit),
         "ratio",
         "min-max",
+        "95% CI",
+        "cpu",
+        "cpu 95% CI",
         "ns/poll+",
         "RSS MiB",
         "+RSS",
@@ -595,8 +722,9 @@ fn print_table(t: &Table) {
             (None, true) => "stopped".into(),
             (None, false) => "-".into(),
         };
+        let ci = |c: Option<(f64, f64)>| c.map_or("-".into(), |(a, b)| format!("{a:.3}-{b:.3}"));
         println!(
-            "  {:<30} {:>4} {:>9} {:>13} {:>7} {:>13} {:>9} {:>8} {:>8} {:>10}",
+            "  {:<30} {:>4} {:>9} {:>13} {:>7} {:>13} {:>13} {:>7} {:>13} {:>9} {:>8} {:>8} {:>10}",
             r.label,
             r.runs,
             opt(r.median_s, 3),
@@ -606,6 +734,9 @@ fn print_table(t: &Table) {
                 (Some(a), Some(b)) => format!("{a:.3}-{b:.3}"),
                 _ => "-".into(),
             },
+            ci(r.ratio_ci),
+            r.cpu_ratio.map_or("-".into(), |x| format!("{x:.3}x")),
+            ci(r.cpu_ratio_ci),
             opt(r.ns_per_poll, 1),
             opt(r.peak_rss_mib, 1),
             opt(r.extra_rss_mib, 1),
@@ -627,9 +758,13 @@ fn human_bytes(b: u64) -> String {
 fn print_summary(tables: &[Table], targets: &[Target], args: &BenchArgs) {
     println!();
     println!(
-        "Throughput relative to plain tokio (median of {} rounds, min-max in brackets; \
-         2 workers; `{}`):",
+        "Throughput relative to plain tokio (median of per-round ratios over {}{} rounds, 95% \
+         confidence interval of that median in brackets; 2 workers; `{}`):",
         args.rounds,
+        match args.max_rounds {
+            Some(m) if m > args.rounds => format!(" to {m}"),
+            _ => String::new(),
+        },
         std::env::args().collect::<Vec<_>>().join(" ")
     );
     println!();
@@ -659,8 +794,8 @@ fn print_summary(tables: &[Table], targets: &[Target], args: &BenchArgs) {
                 Some(r) if r.config == "plain" => r
                     .throughput
                     .map_or("-".into(), |x| format!("{} {}/s", si(x), t.unit)),
-                Some(r) => match (r.ratio, r.ratio_min, r.ratio_max) {
-                    (Some(x), Some(a), Some(b)) if r.runs > 1 => {
+                Some(r) => match (r.ratio, r.ratio_ci) {
+                    (Some(x), Some((a, b))) if r.runs > 1 => {
                         format!("{x:.2}× ({a:.2}–{b:.2})")
                     }
                     (Some(x), ..) => format!("{x:.3}×"),
@@ -692,11 +827,16 @@ fn print_summary(tables: &[Table], targets: &[Target], args: &BenchArgs) {
     }
     println!();
     for t in targets {
+        let ci = match (t.ci, t.coverage) {
+            (Some((a, b)), Some(c)) => format!("[{a:.3}, {b:.3}] at {:.1}%", c * 100.0),
+            _ => String::new(),
+        };
         println!(
-            "target {:<52} {:>10} {}",
+            "target {:<72} {:>8} {:<26} {}",
             t.what,
             opt(t.got, 3),
-            if t.met { "met" } else { "MISSED" }
+            ci,
+            t.verdict
         );
     }
 }
