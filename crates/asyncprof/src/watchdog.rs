@@ -103,9 +103,13 @@ pub(crate) fn run(
         last = now;
         dog.gap_ns = sleep.as_nanos() as u64 * clock::GAP_TICKS;
         dog.look(now);
-        if now.saturating_sub(rate.0) >= RATE_WINDOW_NS {
+        // Quiet after a whole window under QUIET_BELOW; busy again at the first look (5 ms
+        // apart while quiet) that saw more than BUSY_ABOVE, so that a load that starts pays
+        // for the exact clock a few milliseconds at most.
+        if quiet || now.saturating_sub(rate.0) >= RATE_WINDOW_NS {
             let polls = recorder.polls_begun();
-            let per_s = polls.saturating_sub(rate.1) * 1_000_000_000 / (now - rate.0);
+            let per_s =
+                polls.saturating_sub(rate.1) * 1_000_000_000 / now.saturating_sub(rate.0).max(1);
             rate = (now, polls);
             let want = if quiet {
                 per_s <= BUSY_ABOVE
@@ -134,8 +138,9 @@ pub(crate) fn run(
                 std::thread::park_timeout(IDLE_WAKE);
             }
             recorder.watchdog_idle.store(false, Relaxed);
+            // The rate's window goes on: time parked is time with no polls (resetting it
+            // here kept a service that parks every few milliseconds busy for good).
             last = clock::publish();
-            rate = (last, recorder.polls_begun());
         }
     }
     clock::set_quiet(false);
