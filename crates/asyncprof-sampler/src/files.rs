@@ -103,7 +103,20 @@ impl MappedFile {
         // loaded modules, which the loader keeps open and which are replaced, not rewritten,
         // by installers.
         let map = unsafe { memmap2::Mmap::map(&file)? };
+        // Read here and there: no read-ahead.
+        let _ = map.advise(memmap2::Advice::Random);
         Ok(MappedFile(map))
+    }
+}
+
+impl MappedFile {
+    /// Let go of the pages read so far: they leave the process's resident memory, and a later
+    /// read maps them again from the file (the page cache, usually).
+    pub fn release_pages(&self) {
+        // SAFETY: MADV_DONTNEED on a private mapping drops its pages; the next read of one
+        // gets the file's bytes again. This mapping is read-only and never written, so what a
+        // reader sees does not change, and references into it stay valid.
+        let _ = unsafe { self.0.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
     }
 }
 

@@ -93,6 +93,8 @@ fn resolve_in(m: &ModuleFile, addrs: &[u64]) -> Vec<(u64, Vec<Frame>)> {
         }
         frames.retain(|f| !f.function.is_empty() || f.file.is_some());
         out.push((a, frames));
+        // What this address read leaves the service's memory before the next is read.
+        map.release_pages();
     }
     out
 }
@@ -218,7 +220,8 @@ fn walk<'d>(
             } else {
                 None
             };
-            let name = name_of(unit, entry, 4)?.unwrap_or_default();
+            // A name that cannot be read leaves the frame unnamed, not the address.
+            let name = name_of(unit, entry, 4).ok().flatten().unwrap_or_default();
             scopes.push(Scope { name, call });
             return walk(unit, child, addr, scopes);
         }
@@ -304,22 +307,38 @@ fn name_of<'d>(
     Ok(None)
 }
 
-/// The header of the unit that holds `.debug_info` offset `offset` (a pass over the unit
-/// headers, not their entries).
+/// The header of the unit that holds `.debug_info` offset `offset`. Units lie end to end:
+/// from the nearest unit start below it that `.debug_aranges` names (that small section's
+/// headers, not the unit headers spread over `.debug_info`, whose pages would all count in
+/// the service's memory), the headers that follow, to the one that holds it.
 fn unit_at<'d>(
     dwarf: &gimli::Dwarf<R<'d>>,
     offset: gimli::DebugInfoOffset,
 ) -> gimli::Result<Option<gimli::UnitHeader<R<'d>>>> {
-    let mut units = dwarf.units();
-    while let Some(header) = units.next()? {
-        let Some(start) = header.offset().to_debug_info_offset(&header) else {
-            continue;
-        };
-        if offset.0 >= start.0 && offset.0 < start.0 + header.length_including_self() {
-            return Ok(Some(header));
+    let mut pos = 0;
+    let mut headers = dwarf.debug_aranges.headers();
+    while let Some(h) = headers.next()? {
+        let start = h.debug_info_offset().0;
+        if start <= offset.0 && start > pos {
+            pos = start;
         }
     }
-    Ok(None)
+    loop {
+        let Ok(header) = dwarf
+            .debug_info
+            .header_from_offset(gimli::DebugInfoOffset(pos))
+        else {
+            return Ok(None);
+        };
+        let end = pos + header.length_including_self();
+        if offset.0 < end {
+            return Ok(Some(header));
+        }
+        if end <= pos {
+            return Ok(None);
+        }
+        pos = end;
+    }
 }
 
 /// A line program's file as `addr2line` renders it: under the unit's directory, then the
