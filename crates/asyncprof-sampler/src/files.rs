@@ -1,7 +1,6 @@
 //! The files of the code loaded in this process, for symbolizing stall stacks from the files
 //! themselves: where each module's code sits in memory, and a read-only mapping of a file.
 
-use std::ffi::CStr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -19,70 +18,32 @@ pub struct ModuleFile {
 /// The modules loaded now, with executable code and a file on disk.
 pub fn module_files() -> Vec<ModuleFile> {
     let mut out: Vec<ModuleFile> = Vec::new();
-    // SAFETY: the callback has the signature dl_iterate_phdr expects and reads only the
-    // `dl_phdr_info` it is given, for the call's duration; `data` points at `out`, alive for
-    // the whole call.
-    unsafe {
-        libc::dl_iterate_phdr(
-            Some(module_file_cb),
-            (&mut out as *mut Vec<ModuleFile>).cast::<libc::c_void>(),
-        );
-    }
-    out
-}
-
-unsafe extern "C" fn module_file_cb(
-    info: *mut libc::dl_phdr_info,
-    _size: libc::size_t,
-    data: *mut libc::c_void,
-) -> libc::c_int {
-    if info.is_null() || data.is_null() {
-        return 0;
-    }
-    // SAFETY: dl_iterate_phdr passes a valid info for this call; data is the Vec passed by
-    // `module_files`.
-    let (info, out) = unsafe { (&*info, &mut *data.cast::<Vec<ModuleFile>>()) };
-    if info.dlpi_phdr.is_null() || info.dlpi_phnum == 0 {
-        return 0;
-    }
-    // SAFETY: the loader gives `dlpi_phnum` headers at `dlpi_phdr`, mapped for the call.
-    let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-    let name = if info.dlpi_name.is_null() {
-        String::new()
-    } else {
-        // SAFETY: a non-null dlpi_name is a NUL-terminated string owned by the loader.
-        unsafe { CStr::from_ptr(info.dlpi_name) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    let path = if name.is_empty() {
-        match std::fs::read_link("/proc/self/exe") {
-            Ok(p) => p,
-            Err(_) => return 0,
+    crate::signal::modules::for_each_module(|name, bias, phdrs| {
+        let path = if name.is_empty() {
+            match std::fs::read_link("/proc/self/exe") {
+                Ok(p) => p,
+                Err(_) => return,
+            }
+        } else {
+            PathBuf::from(name)
+        };
+        // The vDSO has no file.
+        if !path.is_absolute() {
+            return;
         }
-    } else {
-        PathBuf::from(name)
-    };
-    // The vDSO has no file.
-    if !path.is_absolute() {
-        return 0;
-    }
-    let code: Vec<Range<u64>> = phdrs
-        .iter()
-        .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
-        .map(|p| {
-            let start = info.dlpi_addr.wrapping_add(p.p_vaddr);
-            start..start.wrapping_add(p.p_memsz)
-        })
-        .collect();
-    if !code.is_empty() {
-        out.push(ModuleFile {
-            path,
-            bias: info.dlpi_addr,
-            code,
-        });
-    }
-    0
+        let code: Vec<Range<u64>> = phdrs
+            .iter()
+            .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
+            .map(|p| {
+                let start = bias.wrapping_add(p.p_vaddr);
+                start..start.wrapping_add(p.p_memsz)
+            })
+            .collect();
+        if !code.is_empty() {
+            out.push(ModuleFile { path, bias, code });
+        }
+    });
+    out
 }
 
 /// A file mapped read-only into memory, unmapped when dropped: its pages count in the

@@ -67,15 +67,27 @@ pub(crate) fn loaded() -> Vec<ModuleImage> {
     if !super::remote::open_memory() {
         return out;
     }
-    // SAFETY: as in `generation`; `data` points at `out`, alive for the whole call. The
-    // loader holds its lock during the walk, so no module is unloaded while it is read.
+    // The loader holds its lock during the walk, so no module is unloaded while it is read.
+    for_each_module(|name, bias, phdrs| {
+        if let Some(m) = image(name, bias, phdrs) {
+            out.push(m);
+        }
+    });
+    out
+}
+
+/// Call `f` with each loaded module's name (`""` for the main executable), load bias and
+/// program headers, from `dl_iterate_phdr`.
+pub(crate) fn for_each_module(mut f: impl FnMut(&str, u64, &[libc::Elf64_Phdr])) {
+    let mut f: &mut dyn FnMut(&str, u64, &[libc::Elf64_Phdr]) = &mut f;
+    // SAFETY: the callback has the signature dl_iterate_phdr expects and uses the info it is
+    // given only for the call's duration; `data` points at `f`, alive for the whole call.
     unsafe {
         libc::dl_iterate_phdr(
             Some(module_cb),
-            (&mut out as *mut Vec<ModuleImage>).cast::<libc::c_void>(),
+            (&mut f as *mut &mut dyn FnMut(&str, u64, &[libc::Elf64_Phdr])).cast::<libc::c_void>(),
         );
     }
-    out
 }
 
 unsafe extern "C" fn module_cb(
@@ -87,24 +99,25 @@ unsafe extern "C" fn module_cb(
         return 0;
     }
     // SAFETY: dl_iterate_phdr passes a valid info, whose program headers are mapped for the
-    // duration of the call; data is the Vec passed by `loaded`.
-    let (info, out) = unsafe { (&*info, &mut *data.cast::<Vec<ModuleImage>>()) };
+    // duration of the call; data is the closure passed by `for_each_module`.
+    let (info, f) = unsafe {
+        (
+            &*info,
+            &mut *data.cast::<&mut dyn FnMut(&str, u64, &[libc::Elf64_Phdr])>(),
+        )
+    };
     if info.dlpi_phdr.is_null() || info.dlpi_phnum == 0 {
         return 0;
     }
     // SAFETY: the loader gives `dlpi_phnum` headers at `dlpi_phdr`.
     let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
     let name = if info.dlpi_name.is_null() {
-        String::new()
+        std::borrow::Cow::Borrowed("")
     } else {
         // SAFETY: a non-null dlpi_name is a NUL-terminated string owned by the loader.
-        unsafe { CStr::from_ptr(info.dlpi_name) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy()
     };
-    if let Some(m) = image(&name, info.dlpi_addr, phdrs) {
-        out.push(m);
-    }
+    f(&name, info.dlpi_addr, phdrs);
     0
 }
 

@@ -317,20 +317,7 @@ fn detection_latency_is_within_threshold_plus_5ms() {
 #[test]
 fn stable_tier_sees_a_worker_busy_without_parking() {
     crate::support::retry_if_disturbed(|| {
-        let path = crate::support::temp_run_path("stable");
-        let guard = asyncprof::Profiler::builder()
-            .out(&path)
-            .stall_threshold(Duration::from_millis(10))
-            .start()
-            .unwrap();
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2);
-        let rt = guard
-            .instrument_stable(&mut b, asyncprof::Hooks::new())
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        let run = record_stable("stable", || async {
             // The stable tier sees busy periods from the first unpark on: let the workers idle.
             tokio::time::sleep(Duration::from_millis(20)).await;
             tokio::spawn(async {
@@ -339,10 +326,6 @@ fn stable_tier_sees_a_worker_busy_without_parking() {
             .await
             .unwrap();
         });
-        drop(rt);
-        drop(guard);
-        let (run, ()) = crate::support::read_back(&path, Ok(()));
-        assert_eq!(run.header.tier, asyncprof_format::Tier::Stable);
         let stall = the_stall(&run);
         assert_culprit(stall, "stable-sleep");
         assert_eq!(stall.class, StallClass::Blocking);
