@@ -330,11 +330,31 @@ pub struct Target {
     pub ci: Option<(f64, f64)>,
     /// That interval's coverage (95%, or less with fewer than 6 rounds).
     pub coverage: Option<f64>,
-    /// `met` (the whole interval on the good side), `missed` (on the bad side) or
-    /// `unresolved` (the interval straddles the bound: more rounds would tell).
-    pub verdict: &'static str,
-    /// Whether it is met at that confidence.
-    pub met: bool,
+    /// What the interval says of the bound.
+    pub verdict: Verdict,
+}
+
+/// A target's verdict at the stated confidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The whole interval is on the good side of the bound.
+    Met,
+    /// The whole interval is on the bad side.
+    Missed,
+    /// The interval straddles the bound, or the rounds are too few for the confidence: more
+    /// rounds would tell.
+    Unresolved,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "missed",
+            Verdict::Unresolved => "unresolved",
+        }
+    }
 }
 
 impl Target {
@@ -351,9 +371,9 @@ impl Target {
         // Too few rounds for the stated confidence: no verdict either way.
         let sure = coverage >= LEVEL;
         let verdict = match (good && sure, bad && sure) {
-            (true, _) => "met",
-            (_, true) => "missed",
-            _ => "unresolved",
+            (true, _) => Verdict::Met,
+            (_, true) => Verdict::Missed,
+            _ => Verdict::Unresolved,
         };
         Some(Target {
             what,
@@ -361,7 +381,6 @@ impl Target {
             ci: Some((lo, hi)),
             coverage: Some(coverage),
             verdict,
-            met: good && sure,
         })
     }
 }
@@ -463,8 +482,12 @@ fn table(workload: Workload, p: &Params, polls: Option<u64>, runs: &[(Config, Ru
     }
 }
 
+/// Configuration `config`'s row of `t`.
+fn row<'t>(t: &'t Table, config: &str) -> Option<&'t Row> {
+    t.rows.iter().find(|r| r.config == config)
+}
+
 fn targets(tables: &[Table]) -> Vec<Target> {
-    let row = |t: &'_ Table, c: &str| t.rows.iter().find(|r| r.config == c).cloned();
     let mut out = Vec::new();
     for t in tables {
         let (Some(plain), Some(us)) = (row(t, "plain"), row(t, "asyncprof-hooks")) else {
@@ -479,7 +502,7 @@ fn targets(tables: &[Table]) -> Vec<Target> {
         if let Some(need) = need {
             out.extend(Target::check(
                 format!("hooks tier >= {need}x on {}", t.workload),
-                ratios(&us),
+                ratios(us),
                 need,
                 true,
             ));
@@ -488,7 +511,7 @@ fn targets(tables: &[Table]) -> Vec<Target> {
             if let Some(layer) = row(t, "asyncprof-layer") {
                 out.extend(Target::check(
                     "layer tier >= 0.5x on w1-yield".into(),
-                    ratios(&layer),
+                    ratios(layer),
                     0.5,
                     true,
                 ));
@@ -506,8 +529,11 @@ fn targets(tables: &[Table]) -> Vec<Target> {
                     got: None,
                     ci: None,
                     coverage: None,
-                    verdict: if theirs.stopped { "met" } else { "unresolved" },
-                    met: theirs.stopped,
+                    verdict: if theirs.stopped {
+                        Verdict::Met
+                    } else {
+                        Verdict::Unresolved
+                    },
                 });
                 continue;
             }
@@ -563,8 +589,11 @@ fn targets(tables: &[Table]) -> Vec<Target> {
                     got: Some(extra),
                     ci: None,
                     coverage: None,
-                    verdict: if extra < 32.0 { "met" } else { "missed" },
-                    met: extra < 32.0,
+                    verdict: if extra < 32.0 {
+                        Verdict::Met
+                    } else {
+                        Verdict::Missed
+                    },
                 });
             }
         }
@@ -616,7 +645,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             if round >= args.rounds {
                 let open: Vec<Target> = targets(&[table(w, &params, polls, &runs)])
                     .into_iter()
-                    .filter(|t| t.verdict == "unresolved")
+                    .filter(|t| t.verdict == Verdict::Unresolved)
                     .collect();
                 if open.is_empty() {
                     break;
@@ -836,7 +865,7 @@ fn print_summary(tables: &[Table], targets: &[Target], args: &BenchArgs) {
             t.what,
             opt(t.got, 3),
             ci,
-            t.verdict
+            t.verdict.word()
         );
     }
 }

@@ -176,11 +176,13 @@ fn frames_from_dwarf(dwarf: &gimli::Dwarf<R<'_>>, addr: u64) -> gimli::Result<Op
         None => (None, None),
     };
     if scopes.is_empty() {
-        return Ok((file_at.is_some()).then(|| vec![Frame::new(String::new(), file_at, line_at)]));
+        return Ok(file_at
+            .is_some()
+            .then(|| vec![Frame::new(String::new(), file_at, line_at)]));
     }
     let mut frames = Vec::with_capacity(scopes.len());
-    for s in scopes.iter().rev() {
-        frames.push(Frame::new(s.name.clone(), file_at.take(), line_at.take()));
+    for s in scopes.into_iter().rev() {
+        frames.push(Frame::new(s.name, file_at.take(), line_at.take()));
         if let Some((f, l)) = s.call {
             file_at = file(f);
             line_at = (l != 0).then_some(l);

@@ -52,9 +52,8 @@ const QUIET_IDLE_AFTER_NS: u64 = 100_000_000;
 const IDLE_WAKE: Duration = Duration::from_millis(100);
 
 /// Polls a second below which the service is quiet, and above which it is busy again: a quiet
-/// service's polls read the exact time (tens of nanoseconds a read), so the watchdog need not
-/// publish the coarse clock every tick (4,000 wake-ups a second, each ten microseconds or
-/// more of CPU). At 50,000 polls a second the exact reads cost about 0.3% of a core.
+/// service's polls read the exact time (an `Instant::now()` each), so the watchdog need not
+/// publish the coarse clock every tick (4,000 wake-ups a second, ~17 µs of CPU each on w5).
 const QUIET_BELOW: u64 = 50_000;
 const BUSY_ABOVE: u64 = 100_000;
 /// The poll rate is measured over windows at least this long.
@@ -246,7 +245,7 @@ pub(crate) struct Watchdog {
     /// busy now (see [`BusyTimes`]).
     busy_times: Vec<BusyTimes>,
     /// Buffers `read_busy_times` reuses, so that a look allocates nothing.
-    scratch: (Vec<bool>, Vec<ThreadPark>, Vec<bool>),
+    scratch: (Vec<ThreadPark>, Vec<bool>),
 }
 
 /// The stable tier sees when a worker is busy (unparked), not its polls: a busy, healthy worker
@@ -326,9 +325,13 @@ impl BusyTimes {
     }
 
     /// Learn pairs from park states: `threads` are this runtime's threads as (worker entry,
-    /// tid, parked), read between `before` and `after`, two reads of tokio's that agree.
-    fn learn(&mut self, before: &[bool], threads: &[ThreadPark], after: &[bool]) {
-        if before != after || threads.len() != after.len() {
+    /// tid, parked), read after [`BusyTimes::read`] and before `after`, a second read of
+    /// tokio's: both must agree.
+    fn learn(&mut self, threads: &[ThreadPark], after: &[bool]) {
+        if threads.len() != after.len()
+            || self.workers.len() != after.len()
+            || self.workers.iter().zip(after).any(|(w, &p)| w.parked != p)
+        {
             return;
         }
         for parked in [true, false] {
@@ -420,6 +423,10 @@ impl Watchdog {
     fn read_busy_times(&mut self, now: u64) {
         let rec = self.rec;
         self.busy_times.retain(|b| rec.runtime_live(b.runtime));
+        // Only the stable tier has busy periods (and a look of the hooks tier does no more).
+        if rec.tier() != asyncprof_format::Tier::Stable {
+            return;
+        }
         for w in rec.workers() {
             if let Some((_, _, 0)) = observe(w) {
                 let r = w.runtime.load(Relaxed);
@@ -435,10 +442,9 @@ impl Watchdog {
                 }
             }
         }
-        let (mut before, mut threads, mut after) = std::mem::take(&mut self.scratch);
+        let (mut threads, mut after) = std::mem::take(&mut self.scratch);
         for b in &mut self.busy_times {
             b.read(now);
-            b.parked(&mut before);
             threads.clear();
             threads.extend(
                 rec.workers()
@@ -449,9 +455,9 @@ impl Watchdog {
                     }),
             );
             b.parked(&mut after);
-            b.learn(&before, &threads, &after);
+            b.learn(&threads, &after);
         }
-        self.scratch = (before, threads, after);
+        self.scratch = (threads, after);
     }
 
     /// Whether the busy period of worker entry `w` (of runtime `r`), past the threshold, holds
