@@ -256,6 +256,12 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
                 r.pipeline, r.variant, r.tier
             ));
         }
+        for m in &r.score.machine {
+            say(&format!(
+                "the machine (not scored): {} {} ({} tier) {m}",
+                r.pipeline, r.variant, r.tier
+            ));
+        }
     }
     let scored = |s: &Score| {
         format!(

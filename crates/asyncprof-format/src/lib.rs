@@ -61,11 +61,14 @@ mod write;
 pub use error::{Error, Result};
 pub use hist::Histogram;
 pub use kind::{preempted, StallKind, CROWDED_SHARE, NEVER_RETURNED_NS, PREEMPTED_CPU_SHARE};
-pub use read::{read_bytes, read_path, Record, RunFile, RunReader, SeriesPoint, MAX_DEPTH_POINTS};
+pub use read::{
+    read_bytes, read_path, LocationPoint, Record, RunFile, RunReader, SeriesPoint,
+    MAX_DEPTH_POINTS, SERIES_LOCATIONS,
+};
 pub use types::{
-    Config, CpuProfile, DepthPoint, Flavor, Frame, Header, LocationStats, LossCounters, QueueKind,
-    QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot, SourceLocation, StackSample,
-    StageStats, StallClass, StallRecord, TaskStats, Tier, WorkerStats,
+    Config, CpuProfile, DepthPoint, Flavor, Frame, Header, LoadPoint, LocationStats, LossCounters,
+    QueueKind, QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot, SourceLocation,
+    StackSample, StageStats, StallClass, StallRecord, TaskStats, Tier, WorkerStats,
 };
 pub use write::{encode_frame, end_frame, preamble, RecordKind, RunWriter};
 

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// One point of a run's time series, taken from every snapshot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SeriesPoint {
     /// Time since the run started.
@@ -24,6 +24,31 @@ pub struct SeriesPoint {
     pub tasks_alive: u64,
     /// Tasks completed so far.
     pub tasks_completed: u64,
+    /// The spawn locations with the most live tasks at that moment (at most
+    /// [`SERIES_LOCATIONS`]), with their tasks spawned and completed so far.
+    pub locations: Vec<LocationPoint>,
+}
+
+/// Spawn locations kept per series point: the ones with the most live tasks.
+pub const SERIES_LOCATIONS: usize = 8;
+
+/// One spawn location's tasks at one snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LocationPoint {
+    /// The spawn location.
+    pub location: crate::SourceLocation,
+    /// Tasks spawned there so far.
+    pub spawned: u64,
+    /// Of them, completed so far.
+    pub completed: u64,
+}
+
+impl LocationPoint {
+    /// Tasks spawned there and alive at that moment.
+    pub fn alive(&self) -> u64 {
+        self.spawned.saturating_sub(self.completed)
+    }
 }
 
 /// Everything read from a run file.
@@ -51,6 +76,9 @@ pub struct RunFile {
     pub queue_depths: BTreeMap<u64, Vec<DepthPoint>>,
     /// The whole run's CPU profile, when one was recorded (written when recording stops).
     pub cpu_profile: Option<crate::CpuProfile>,
+    /// The runtimes' load over the run, joined from all snapshots, in order. Long runs keep
+    /// at most [`MAX_DEPTH_POINTS`] points, evenly thinned.
+    pub load: Vec<crate::LoadPoint>,
 }
 
 /// The most depth points the reader keeps per queue; beyond it every other point is dropped
@@ -66,7 +94,7 @@ struct Thinning {
 
 impl Thinning {
     /// Append `new` points to a series, thinning it to stay within [`MAX_DEPTH_POINTS`].
-    fn push(&mut self, series: &mut Vec<DepthPoint>, new: &[DepthPoint]) {
+    fn push<T: Copy>(&mut self, series: &mut Vec<T>, new: &[T]) {
         self.stride = self.stride.max(1);
         for p in new {
             if self.seen.is_multiple_of(self.stride) {
@@ -174,6 +202,7 @@ pub struct RunReader {
     run: Option<RunFile>,
     stalls: BTreeMap<u64, crate::StallRecord>,
     thinning: BTreeMap<u64, Thinning>,
+    load_thinning: Thinning,
     /// The error that stopped reading: every later push returns it again.
     failed: Option<String>,
 }
@@ -292,6 +321,7 @@ impl RunReader {
                     stalls: Vec::new(),
                     queue_depths: BTreeMap::new(),
                     cpu_profile: None,
+                    load: Vec::new(),
                 });
             }
             return;
@@ -306,12 +336,27 @@ impl RunReader {
                         .or_default()
                         .push(run.queue_depths.entry(q.id).or_default(), &points);
                 }
+                let load = std::mem::take(&mut snap.load);
+                self.load_thinning.push(&mut run.load, &load);
+                let mut locations: Vec<LocationPoint> = snap
+                    .locations
+                    .iter()
+                    .filter(|l| l.tasks_spawned > l.tasks_completed)
+                    .map(|l| LocationPoint {
+                        location: l.location.clone(),
+                        spawned: l.tasks_spawned,
+                        completed: l.tasks_completed,
+                    })
+                    .collect();
+                locations.sort_by_key(|l| std::cmp::Reverse(l.alive()));
+                locations.truncate(SERIES_LOCATIONS);
                 run.series.push(SeriesPoint {
                     elapsed_ns: snap.elapsed_ns,
                     polls: snap.runtime.polls,
                     tasks_spawned: snap.runtime.tasks_spawned,
                     tasks_alive: snap.runtime.tasks_alive,
                     tasks_completed: snap.runtime.tasks_completed,
+                    locations,
                 });
                 run.snapshot = Some(*snap);
             }

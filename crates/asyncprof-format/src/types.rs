@@ -175,7 +175,7 @@ pub struct LossCounters {
     pub clock_gaps: u64,
     /// Queues created while the queue registry was full: they work, but are not reported.
     pub untracked_queues: u64,
-    /// Queue depth samples dropped because a queue's sample buffer was full.
+    /// Queue depth and runtime load samples dropped because their buffer was full.
     pub dropped_depth_points: u64,
     /// Long polls and scheduling delays of a spawn location that its histograms miss: the
     /// location had none yet and no preallocated ones were left (the recorder allocates them
@@ -303,6 +303,9 @@ pub struct LocationStats {
     pub tasks_spawned: u64,
     /// Of those, completed.
     pub tasks_completed: u64,
+    /// `spawn_blocking` jobs started here that finished (their spawns are not seen: tokio
+    /// reports only their end).
+    pub blocking_tasks: u64,
     /// Polls of those tasks.
     pub polls: u64,
     /// Time inside those polls.
@@ -384,6 +387,45 @@ pub struct Snapshot {
     pub stages: Vec<StageStats>,
     /// Instrumented channels, semaphores and gauges.
     pub queues: Vec<QueueStats>,
+    /// The runtimes' load sampled since the previous snapshot (10 per second).
+    pub load: Vec<LoadPoint>,
+}
+
+/// One sample of a runtime's load, taken by asyncprof's background thread (10 per second)
+/// from tokio's runtime metrics and the kernel's scheduler statistics; never on the
+/// service's threads. Rates and shares cover the time since the previous point.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct LoadPoint {
+    /// Time since the run started.
+    pub elapsed_ns: u64,
+    /// The runtime (tokio's id).
+    pub runtime: u64,
+    /// Its worker threads.
+    pub workers: u32,
+    /// The workers' time since the previous point: its length times the workers.
+    pub span_ns: u64,
+    /// Of it, the time they were busy (tokio's busy durations). `None` when not known.
+    pub busy_ns: Option<u64>,
+    /// Tasks ready to run and waiting for a worker: the injection queue plus the workers'
+    /// local queues (local queues only in a build with `tokio_unstable`).
+    pub ready: u64,
+    /// `spawn_blocking` jobs waiting for a blocking thread (`tokio_unstable` builds).
+    pub blocking_queue: u64,
+    /// Blocking threads alive (`tokio_unstable` builds).
+    pub blocking_threads: u64,
+    /// Idle blocking threads.
+    pub blocking_idle: u64,
+    /// Tasks alive in the runtime.
+    pub alive_tasks: u64,
+    /// Time the runtime's worker threads spent runnable but waiting for a CPU since the
+    /// previous point, summed over them (the kernel's `schedstat`).
+    pub cpu_wait_ns: u64,
+    /// Time they spent on a CPU since the previous point, summed over them.
+    pub cpu_run_ns: u64,
+    /// The process's resident memory, bytes.
+    pub rss_bytes: u64,
 }
 
 /// What kind of queue a [`QueueStats`] describes.
@@ -593,4 +635,19 @@ pub struct CpuProfile {
     pub folded: String,
     /// Stacks left out to keep the record small (the least sampled).
     pub dropped_stacks: u64,
+}
+
+impl LoadPoint {
+    /// Share of the workers' time they were busy, 0 to 1, when known.
+    pub fn busy_share(&self) -> Option<f64> {
+        let busy = self.busy_ns?;
+        (self.span_ns > 0).then(|| (busy as f64 / self.span_ns as f64).min(1.0))
+    }
+
+    /// Share of the worker threads' runnable time they waited for a CPU, 0 to 1, when they
+    /// were runnable at all.
+    pub fn cpu_wait_share(&self) -> Option<f64> {
+        let total = self.cpu_wait_ns + self.cpu_run_ns;
+        (total > 0).then(|| self.cpu_wait_ns as f64 / total as f64)
+    }
 }

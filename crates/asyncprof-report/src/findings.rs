@@ -42,8 +42,7 @@ pub struct FindingLocation {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct Finding {
-    /// `blocking-call`, `cpu-bound-poll`, `lock-contention`, `runtime-blocked`,
-    /// `queue-backpressure` or `queue-growth`.
+    /// One of [`crate::diagnoses::KINDS`].
     pub kind: &'static str,
     /// How bad it is.
     pub severity: Severity,
@@ -73,6 +72,44 @@ pub struct Finding {
     /// In a process with several runtimes: the ones whose workers these stalls held, by name
     /// (or `runtime <id>`). Empty when the run saw one runtime.
     pub runtimes: Vec<String>,
+    /// For the runtime-wide kinds (saturation, leaks, the blocking pool, CPU contention): the
+    /// measurements behind the finding, one per line.
+    pub evidence: Vec<String>,
+}
+
+impl Finding {
+    /// A finding of a runtime-wide kind: no stall or queue behind it, its evidence in
+    /// `evidence`. `location` is empty (file "") where no line can be named.
+    pub(crate) fn runtime_wide(
+        kind: &'static str,
+        severity: Severity,
+        location: FindingLocation,
+        recommendation: String,
+        evidence: Vec<String>,
+    ) -> Finding {
+        Finding {
+            kind,
+            severity,
+            location,
+            primitive: None,
+            syscall: None,
+            count: 0,
+            total_ms: 0.0,
+            max_ms: 0.0,
+            recommendation,
+            task_location: None,
+            stack: Vec::new(),
+            queue: None,
+            also: Vec::new(),
+            runtimes: Vec::new(),
+            evidence,
+        }
+    }
+
+    /// Whether it blames the machine rather than a line of the program (no location).
+    pub fn blames_the_machine(&self) -> bool {
+        self.kind == crate::diagnoses::cpu_contention::KIND
+    }
 }
 
 /// The runtimes of `stalls`, by label, when the run saw more than one runtime.
@@ -336,6 +373,7 @@ pub(crate) fn diagnosis<'a>(
                 queue: None,
                 also,
                 runtimes: runtime_labels(run, &stalls),
+                evidence: Vec::new(),
             }
         })
         .collect();
@@ -351,6 +389,14 @@ pub(crate) fn diagnosis<'a>(
             thresholds,
         ));
     }
+    out.extend(crate::diagnoses::runtime_saturated::findings(
+        run, thresholds,
+    ));
+    out.extend(crate::diagnoses::blocking_pool_saturated::findings(
+        run, thresholds,
+    ));
+    out.extend(crate::diagnoses::task_leak::findings(run, thresholds));
+    out.extend(crate::diagnoses::cpu_contention::findings(run, thresholds));
     out.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)

@@ -145,10 +145,14 @@ fn finding(f: &Finding, seen: Option<&str>, source: &dyn Fn(&str) -> Option<Stri
         div class=(format!("card finding {sev}")) {
             span class=(format!("badge {sev}")) { (sev) }
             span.kind { (f.kind) }
-            " at "
-            span.loc { (f.location.file) ":" (f.location.line) }
-            " in "
-            span.loc { (f.location.function) }
+            @if f.location.file.is_empty() {
+                " (the machine, not a line)"
+            } @else {
+                " at "
+                span.loc { (f.location.file) ":" (f.location.line) }
+                " in "
+                span.loc { (f.location.function) }
+            }
             @if let Some(seen) = seen { ", on " b.seen { (seen) } }
             @if let Some(text) = source(&f.location.file) {
                 @if let Some(x) = excerpt(&text, f.location.line) { (x) }
@@ -167,6 +171,11 @@ fn finding(f: &Finding, seen: Option<&str>, source: &dyn Fn(&str) -> Option<Stri
                     }
                     @if !q.upstream.is_empty() {
                         " Also full because of it: " (q.upstream.join(", ")) "."
+                    }
+                } @else if !f.evidence.is_empty() {
+                    @for (i, e) in f.evidence.iter().enumerate() {
+                        @if i > 0 { br; }
+                        (e) "."
                     }
                 } @else {
                     (f.count) " stalls, " (format!("{:.1}", f.total_ms)) " ms in all, longest "

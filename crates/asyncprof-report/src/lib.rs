@@ -51,8 +51,8 @@ pub use queues::QueueEvidence;
 pub use score::{markers_in, Marker, Score, LINE_WINDOW, MARK};
 pub use summary::loss_counters;
 pub use summary::{
-    Latency, LocationSummary, QueueSummary, RuntimeSummary, StageSummary, Summary, TaskStalls,
-    TaskSummary, WorkerSummary, SIGNALS_OFF,
+    Latency, LoadSummary, LocationSummary, QueueSummary, RuntimeSummary, StageSummary, Summary,
+    TaskStalls, TaskSummary, WorkerSummary, SIGNALS_OFF,
 };
 pub use text::{dur, render_diff_text, render_merged_text, render_text};
 pub use thresholds::Thresholds;

@@ -96,6 +96,12 @@ pub fn name_anonymous(findings: &mut [Finding], source: &dyn Fn(&str) -> Option<
         let l = &mut f.location;
         if let Some(name) = anonymous_name(&l.function, &l.file, l.line, source) {
             l.function = name;
+        } else if l.function.is_empty() && !l.file.is_empty() {
+            // A spawn or `spawn_blocking` call site (the runtime-wide kinds): no stack named
+            // a function; the `fn` that holds the line does.
+            if let Some(name) = source(&l.file).and_then(|text| enclosing_fn(&text, l.line)) {
+                l.function = name;
+            }
         }
     }
 }
@@ -184,6 +190,7 @@ fn spawn_all(urls: Vec<String>) {
             queue: None,
             also: Vec::new(),
             runtimes: Vec::new(),
+            evidence: Vec::new(),
         }
     }
 

@@ -120,5 +120,6 @@ pub(crate) fn queue_finding(
         queue: Some(ev),
         also: Vec::new(),
         runtimes: Vec::new(),
+        evidence: Vec::new(),
     }
 }

@@ -88,11 +88,24 @@ pub struct Score {
     /// Findings that match no marker, as `kind at file:line in function` with their evidence
     /// (stalls or sender waits, the longest, the total).
     pub unexpected: Vec<String>,
+    /// Findings that blame the machine (`cpu-contention`), with their evidence: not scored.
+    pub machine: Vec<String>,
 }
 
 impl Score {
     /// Score `findings` against `markers`.
     pub fn of(findings: &[Finding], markers: &[Marker]) -> Score {
+        // A finding that blames the machine names no line: it is neither right nor wrong
+        // about the code, and is reported apart (see [`Score::machine`]).
+        let machine: Vec<String> = findings
+            .iter()
+            .filter(|f| f.blames_the_machine())
+            .map(|f| format!("{}: {}", f.kind, f.evidence.join("; ")))
+            .collect();
+        let findings: Vec<&Finding> = findings
+            .iter()
+            .filter(|f| !f.blames_the_machine())
+            .collect();
         let missed: Vec<Marker> = markers
             .iter()
             .filter(|m| !findings.iter().any(|f| m.matches(f)))
@@ -121,6 +134,7 @@ impl Score {
             matched_findings: findings.len() - unexpected.len(),
             missed,
             unexpected,
+            machine,
         }
     }
 
@@ -132,6 +146,7 @@ impl Score {
         self.matched_findings += other.matched_findings;
         self.missed.extend(other.missed.iter().cloned());
         self.unexpected.extend(other.unexpected.iter().cloned());
+        self.machine.extend(other.machine.iter().cloned());
     }
 
     /// Share of markers found (1 when there are none).

@@ -317,6 +317,69 @@ pub struct Summary {
     pub preempted_stalls: u64,
     /// What is wrong, where, and what to change: most severe first.
     pub findings: Vec<crate::Finding>,
+    /// Each runtime's load over the run (ten samples a second).
+    pub load: Vec<LoadSummary>,
+}
+
+/// One runtime's load over the run, from its samples (ten a second).
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct LoadSummary {
+    /// The runtime, by name or `runtime <id>`.
+    pub runtime: String,
+    /// Samples.
+    pub samples: u64,
+    /// Share of the workers' time they were busy, over the run (when known).
+    pub busy_share: Option<f64>,
+    /// Tasks waiting for a worker: mean and most.
+    pub ready_mean: f64,
+    /// The most tasks seen waiting for a worker.
+    pub ready_max: u64,
+    /// The most `spawn_blocking` jobs seen waiting for a thread.
+    pub blocking_queue_max: u64,
+    /// The most blocking threads seen.
+    pub blocking_threads_max: u64,
+    /// Share of the worker threads' runnable time they waited for a CPU.
+    pub cpu_wait_share: Option<f64>,
+    /// The process's resident memory at the first and the last sample, MiB.
+    pub rss_mib: (f64, f64),
+}
+
+impl LoadSummary {
+    fn of(run: &RunFile) -> Vec<LoadSummary> {
+        crate::diagnoses::load_by_runtime(run)
+            .into_iter()
+            .map(|(id, points)| {
+                let n = points.len().max(1) as f64;
+                let span: u64 = points
+                    .iter()
+                    .filter(|p| p.busy_ns.is_some())
+                    .map(|p| p.span_ns)
+                    .sum();
+                let busy: u64 = points.iter().filter_map(|p| p.busy_ns).sum();
+                let wait: u64 = points.iter().map(|p| p.cpu_wait_ns).sum();
+                let ran: u64 = points.iter().map(|p| p.cpu_run_ns).sum();
+                let mib = |p: Option<&&format::LoadPoint>| {
+                    p.map_or(0.0, |p| p.rss_bytes as f64 / 1_048_576.0)
+                };
+                LoadSummary {
+                    runtime: crate::diagnoses::runtime_label(run, id),
+                    samples: points.len() as u64,
+                    busy_share: (span > 0).then(|| (busy as f64 / span as f64).min(1.0)),
+                    ready_mean: points.iter().map(|p| p.ready).sum::<u64>() as f64 / n,
+                    ready_max: points.iter().map(|p| p.ready).max().unwrap_or(0),
+                    blocking_queue_max: points.iter().map(|p| p.blocking_queue).max().unwrap_or(0),
+                    blocking_threads_max: points
+                        .iter()
+                        .map(|p| p.blocking_threads)
+                        .max()
+                        .unwrap_or(0),
+                    cpu_wait_share: (wait + ran > 0).then(|| wait as f64 / (wait + ran) as f64),
+                    rss_mib: (mib(points.first()), mib(points.last())),
+                }
+            })
+            .collect()
+    }
 }
 
 fn ms(ns: u64) -> f64 {
@@ -361,6 +424,7 @@ impl Summary {
             .count() as u64;
         let (findings, unplaced) = crate::findings::diagnosis(run, thresholds);
         s.findings = findings;
+        s.load = LoadSummary::of(run);
         s.stalls_without_culprit = task_stalls(&unplaced, h.config.stall_signal == 0);
         if !run.ended && !run.truncated {
             s.warnings.push(if run.snapshot.is_some() {

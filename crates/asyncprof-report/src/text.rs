@@ -79,6 +79,7 @@ pub(crate) fn task_stall_evidence(t: &crate::TaskStalls) -> String {
 /// merged), its evidence, what to do, and the lines folded into it.
 pub(crate) fn write_finding(o: &mut String, f: &crate::Finding, seen: Option<&str>) {
     let evidence = match &f.queue {
+        None if !f.evidence.is_empty() => f.evidence.join("\n    "),
         Some(q) if f.kind == "queue-growth" => format!(
             "{} sent, {} received, depth {} at the end (max {}), +{:.0} items/s",
             q.enqueued, q.dequeued, q.depth, q.max_depth, q.growth_per_s
@@ -110,14 +111,20 @@ pub(crate) fn write_finding(o: &mut String, f: &crate::Finding, seen: Option<&st
             },
         ),
     };
+    let place = if f.location.file.is_empty() {
+        " (the machine, not a line)".to_string()
+    } else {
+        format!(
+            " at {}:{} in {}",
+            f.location.file, f.location.line, f.location.function
+        )
+    };
     let _ = writeln!(
         o,
-        "  {:?} {} at {}:{} in {}{}\n    {}\n    {}",
+        "  {:?} {}{}{}\n    {}\n    {}",
         f.severity,
         f.kind,
-        f.location.file,
-        f.location.line,
-        f.location.function,
+        place,
         seen.map_or_else(String::new, |n| format!(", on {n}")),
         evidence,
         f.recommendation
@@ -210,6 +217,26 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
         lat(&r.poll),
         lat(&r.scheduled)
     );
+    for l in &s.load {
+        let pct =
+            |x: Option<f64>| x.map_or_else(|| "?".to_string(), |x| format!("{:.0}%", x * 100.0));
+        let _ = writeln!(
+            o,
+            "load of {}: workers busy {}, tasks waiting for a worker {:.1} mean / {} max, \
+             blocking jobs waiting {} max ({} threads), waited for a CPU {}, memory {:.0} -> {:.0} MiB \
+             ({} samples)",
+            l.runtime,
+            pct(l.busy_share),
+            l.ready_mean,
+            l.ready_max,
+            l.blocking_queue_max,
+            l.blocking_threads_max,
+            pct(l.cpu_wait_share),
+            l.rss_mib.0,
+            l.rss_mib.1,
+            l.samples
+        );
+    }
     if s.findings.is_empty() {
         let _ = writeln!(o, "\nno findings ({} stalls)", s.stalls);
     } else {

@@ -29,6 +29,25 @@ pub struct Thresholds {
     /// `queue-growth`: the depth at the end must be at least this share of the largest seen
     /// (a queue that drained is a burst, not growth). Default 0.25.
     pub growth_undrained_share: f64,
+    /// Load samples (ten per second) a runtime needs before the runtime-wide kinds look at
+    /// it. Default 5.
+    pub load_min_points: u64,
+    /// `runtime-saturated`: a sample is saturated when the workers were busy at least this
+    /// share of the time and at least one task per worker waited. Default 0.9.
+    pub saturated_busy_share: f64,
+    /// `runtime-saturated` and `blocking-pool-saturated`: the share of a runtime's samples
+    /// that must be saturated. Default 0.25.
+    pub saturated_min_share: f64,
+    /// `cpu-contention`: the share of the worker threads' runnable time they spent waiting
+    /// for a CPU. Default 0.2. Samples past it do not count as `runtime-saturated`.
+    pub contention_wait_share: f64,
+    /// `cpu-contention`: the waiting must add up to at least this share of the workers'
+    /// time (the run's length times the workers). Default 0.05.
+    pub contention_min_share: f64,
+    /// `task-leak`: tasks alive at one spawn location at the end. Default 100.
+    pub leak_min_alive: u64,
+    /// `task-leak`: the live tasks must grow at least this many per second. Default 10.
+    pub leak_min_rate: f64,
 }
 
 impl Default for Thresholds {
@@ -42,6 +61,13 @@ impl Default for Thresholds {
             growth_min_rate: 10.0,
             growth_large_capacity: 10_000,
             growth_undrained_share: 0.25,
+            load_min_points: 5,
+            saturated_busy_share: 0.9,
+            saturated_min_share: 0.25,
+            contention_wait_share: 0.2,
+            contention_min_share: 0.05,
+            leak_min_alive: 100,
+            leak_min_rate: 10.0,
         }
     }
 }
@@ -57,6 +83,13 @@ impl Thresholds {
         "growth_min_rate",
         "growth_large_capacity",
         "growth_undrained_share",
+        "load_min_points",
+        "saturated_busy_share",
+        "saturated_min_share",
+        "contention_wait_share",
+        "contention_min_share",
+        "leak_min_alive",
+        "leak_min_rate",
     ];
 
     /// Set one threshold from `name=value`.
@@ -85,6 +118,13 @@ impl Thresholds {
             "growth_min_rate" => self.growth_min_rate = x,
             "growth_large_capacity" => self.growth_large_capacity = x as u64,
             "growth_undrained_share" => self.growth_undrained_share = x,
+            "load_min_points" => self.load_min_points = x as u64,
+            "saturated_busy_share" => self.saturated_busy_share = x,
+            "saturated_min_share" => self.saturated_min_share = x,
+            "contention_wait_share" => self.contention_wait_share = x,
+            "contention_min_share" => self.contention_min_share = x,
+            "leak_min_alive" => self.leak_min_alive = x as u64,
+            "leak_min_rate" => self.leak_min_rate = x,
             _ => {
                 return Err(format!(
                     "unknown threshold {name:?}; known: {}",

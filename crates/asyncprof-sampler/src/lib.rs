@@ -39,7 +39,9 @@ mod signal;
 mod syscalls;
 mod unwind;
 
-pub use procfs::{machine_crowded, run_delay_ns, thread_state, ThreadState};
+pub use procfs::{
+    machine_crowded, rss_bytes, run_delay_ns, sched_times, thread_state, ThreadState,
+};
 pub use signal::{
     current_stack, current_tid, default_signal, in_handler, interrupted_syscalls, process_cpu_time,
     release_free_memory, send_signal, Capture, InstallError, Sample, SampleError, StackSampler,

@@ -86,6 +86,25 @@ pub fn run_delay_ns(tid: i32) -> Option<u64> {
     s.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Thread `tid` of this process's time on a CPU and time runnable but waiting for one, in
+/// nanoseconds since it started (the first two fields of its `schedstat`). `None` where it is
+/// not available.
+pub fn sched_times(tid: i32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let mut f = s.split_whitespace().map(str::parse::<u64>);
+    Some((f.next()?.ok()?, f.next()?.ok()?))
+}
+
+/// This process's resident memory in bytes (`/proc/self/statm`). `None` where it is not
+/// available.
+pub fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0)?)
+}
+
 /// Where a thread is, as `/proc/self/task/<tid>/syscall` tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Where {

@@ -112,6 +112,7 @@ pub(crate) fn aggregator_loop(
         facts: mut written,
     } = start;
     let mut symbolizer = crate::symbolize::Symbolizer::default();
+    let mut load = crate::load::LoadSampler::default();
     let mut next_snapshot = Instant::now() + interval;
     loop {
         let (stopping, asked) = {
@@ -127,6 +128,7 @@ pub(crate) fn aggregator_loop(
         symbolizer.release_if_idle();
         recorder.spares.refill();
         crate::queues::sample(started.elapsed().as_nanos() as u64);
+        load.sample(recorder, started.elapsed().as_nanos() as u64);
         // The start's header said the tier and the runtime were not known. Once tasks run
         // (the first poll), the header goes out again with them, and with it a first
         // snapshot, so that a process killed early still leaves them in its file.
@@ -160,7 +162,9 @@ pub(crate) fn aggregator_loop(
         if snapshot_due {
             next_snapshot = now + interval;
             let elapsed = started.elapsed().as_nanos() as u64;
-            let snapshot = recorder.snapshot(elapsed, stopping);
+            let mut snapshot = recorder.snapshot(elapsed, stopping);
+            snapshot.load = load.take();
+            snapshot.loss.dropped_depth_points += load.dropped;
             if let Ok(f) = format::encode_frame(RecordKind::Snapshot, &snapshot) {
                 frames.push(f);
             }

@@ -104,6 +104,7 @@ mod hist;
 mod hooks;
 mod latency;
 mod layer;
+mod load;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod poll;

@@ -357,10 +357,10 @@ impl Recorder {
     /// counted at its location when `loc` names one that has such tasks alive) or never seen
     /// spawning at all (tokio runs its workers as blocking tasks that report only their end):
     /// those are ignored.
-    pub(crate) fn task_terminated(&self, id: u64, loc: Option<LocKey<'_>>) {
+    pub(crate) fn task_terminated(&self, id: u64, loc: Option<LocKey<'static>>) {
         let Some(index) = self.tasks.index(id) else {
-            if let Some(li) = loc.and_then(|l| self.locations.find(l)) {
-                self.untracked_task_completed(li);
+            if let Some(l) = loc {
+                self.untracked_task_terminated(l);
             }
             return;
         };
@@ -400,6 +400,26 @@ impl Recorder {
     /// Hot path (per task end of an untracked task): count the completion at location `li`.
     /// On a worker, counted in the worker's own entry for the location; added to the location
     /// when another location takes the entry over, the count is large, or the thread stops.
+    /// A task not in the table ended: one spawned while the table was full, or a
+    /// `spawn_blocking` job (tokio calls the terminate hook for those, never the spawn
+    /// hook), whose location no spawn interned. Runs on a blocking thread for the latter.
+    fn untracked_task_terminated(&self, l: LocKey<'static>) {
+        match self.locations.find(l) {
+            Some(li) if self.locations.get(li).blocking_completed.load(Relaxed) == 0 => {
+                self.untracked_task_completed(li);
+            }
+            _ => {
+                let (li, _) = self.locations.intern(l);
+                if li != 0 {
+                    self.locations
+                        .get(li)
+                        .blocking_completed
+                        .fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
     fn untracked_task_completed(&self, li: u32) {
         let worker = THREAD.with(|t| {
             t.worker

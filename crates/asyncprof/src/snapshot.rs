@@ -159,7 +159,8 @@ impl Recorder {
                 continue;
             };
             let spawned = self.locations.spawned(index as u32).load(Relaxed);
-            if spawned == 0 {
+            let blocking = loc.blocking_completed.load(Relaxed);
+            if spawned == 0 && blocking == 0 {
                 continue;
             }
             let mut counts = loc.folded.load();
@@ -186,6 +187,7 @@ impl Recorder {
             let mut ls = format::LocationStats::default();
             ls.location = info.clone();
             ls.tasks_spawned = spawned;
+            ls.blocking_tasks = blocking;
             let held: u64 = held_completions
                 .iter()
                 .filter(|&&(li, _)| li as usize == index)

@@ -326,6 +326,9 @@ pub(crate) struct LocationSlot {
     /// (Tasks spawned here are counted in [`LocationTable::spawned`], apart from what the
     /// workers write.)
     pub(crate) tasks_completed: AtomicU64,
+    /// `spawn_blocking` jobs started here that finished: tasks that ended with no spawn seen
+    /// (tokio calls no spawn hook for blocking tasks, only the terminate hook).
+    pub(crate) blocking_completed: AtomicU64,
     /// Counts of completed tasks.
     pub(crate) folded: PollCounters,
     /// Long polls and scheduling delays of completed tasks, and of live tasks that had no

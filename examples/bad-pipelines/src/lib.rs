@@ -173,6 +173,8 @@ pub struct Pipeline {
     pub source: &'static str,
     /// The runtime it runs on.
     pub flavor: Flavor,
+    /// The runtime's `max_blocking_threads` (0: tokio's default, 512).
+    pub blocking_threads: usize,
     /// The longest a variant may run at the default load before it is stopped.
     pub budget: Duration,
     /// Run one variant.
@@ -331,6 +333,9 @@ pub fn run_on(
         Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
     };
     builder.enable_all().thread_name("pipeline-worker");
+    if p.blocking_threads > 0 {
+        builder.max_blocking_threads(p.blocking_threads);
+    }
     let rt = build(builder)?;
     let before = ctx.latency.count();
     let start = Instant::now();

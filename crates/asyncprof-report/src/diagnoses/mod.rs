@@ -4,13 +4,20 @@
 //! Stall kinds (a poll that held its worker past the stall threshold), checked in this order:
 //! [`runtime_blocked`], [`lock_contention`], [`cpu_bound_poll`], [`blocking_call`].
 //! Queue kinds: [`queue_backpressure`], [`queue_growth`].
+//! Runtime-wide kinds, from the runtimes' load sampled ten times a second and the tasks alive
+//! per spawn location: [`runtime_saturated`], [`blocking_pool_saturated`], [`task_leak`], and
+//! [`cpu_contention`] (which blames the machine, not a line).
 
 pub mod blocking_call;
+pub mod blocking_pool_saturated;
 pub mod cpu_bound_poll;
+pub mod cpu_contention;
 pub mod lock_contention;
 pub mod queue_backpressure;
 pub mod queue_growth;
 pub mod runtime_blocked;
+pub mod runtime_saturated;
+pub mod task_leak;
 
 /// Every finding kind, in the order of the list above.
 pub const KINDS: &[&str] = &[
@@ -20,7 +27,32 @@ pub const KINDS: &[&str] = &[
     blocking_call::KIND,
     queue_backpressure::KIND,
     queue_growth::KIND,
+    runtime_saturated::KIND,
+    blocking_pool_saturated::KIND,
+    task_leak::KIND,
+    cpu_contention::KIND,
 ];
+
+/// The load points of each runtime, in order.
+pub(crate) fn load_by_runtime(
+    run: &asyncprof_format::RunFile,
+) -> std::collections::BTreeMap<u64, Vec<&asyncprof_format::LoadPoint>> {
+    let mut by: std::collections::BTreeMap<u64, Vec<&asyncprof_format::LoadPoint>> =
+        std::collections::BTreeMap::new();
+    for p in &run.load {
+        by.entry(p.runtime).or_default().push(p);
+    }
+    by
+}
+
+/// The label of runtime `id` in `run`: its name, or `runtime <id>`.
+pub(crate) fn runtime_label(run: &asyncprof_format::RunFile, id: u64) -> String {
+    run.snapshot
+        .as_ref()
+        .and_then(|s| s.runtimes.iter().find(|r| r.id == id))
+        .and_then(|r| r.name.clone())
+        .unwrap_or_else(|| format!("runtime {id}"))
+}
 
 pub use asyncprof_format::{preempted, PREEMPTED_CPU_SHARE};
 

@@ -5,14 +5,17 @@ use std::time::Duration;
 use crate::{Flavor, Pipeline};
 
 mod enrichment;
+mod enrichment_fraud;
 mod log_aggregator;
 mod log_aggregator_backpressure;
+mod log_aggregator_saturated;
 mod logs;
 mod market_data;
 mod news_aggregator;
 mod price_monitor;
 mod scraper;
 mod scraper_blocking_client;
+mod scraper_retry;
 mod shop;
 
 pub(crate) const ALL: &[Pipeline] = &[
@@ -22,6 +25,7 @@ pub(crate) const ALL: &[Pipeline] = &[
         defect: "the rate limiter waits with std::thread::sleep on the runtime",
         source: "examples/bad-pipelines/src/pipelines/scraper.rs",
         flavor: Flavor::MultiThread,
+        blocking_threads: 0,
         budget: Duration::from_secs(10),
         run: scraper::run,
     },
@@ -31,6 +35,7 @@ pub(crate) const ALL: &[Pipeline] = &[
         defect: "a blocking HTTP client (ureq) called inside async tasks",
         source: "examples/bad-pipelines/src/pipelines/scraper_blocking_client.rs",
         flavor: Flavor::MultiThread,
+        blocking_threads: 0,
         budget: Duration::from_secs(10),
         run: scraper_blocking_client::run,
     },
@@ -41,6 +46,7 @@ pub(crate) const ALL: &[Pipeline] = &[
         defect: "the SQLite batch insert runs on the runtime",
         source: "examples/bad-pipelines/src/pipelines/log_aggregator.rs",
         flavor: Flavor::MultiThread,
+        blocking_threads: 0,
         budget: Duration::from_secs(10),
         run: log_aggregator::run,
     },
@@ -50,6 +56,7 @@ pub(crate) const ALL: &[Pipeline] = &[
         defect: "the enrichment stage is slower than ingest: its bounded queue sits full",
         source: "examples/bad-pipelines/src/pipelines/log_aggregator_backpressure.rs",
         flavor: Flavor::MultiThread,
+        blocking_threads: 0,
         budget: Duration::from_secs(10),
         run: log_aggregator_backpressure::run,
     },
@@ -60,6 +67,7 @@ pub(crate) const ALL: &[Pipeline] = &[
         defect: "an unbounded channel to a store slower than the producers grows without bound",
         source: "examples/bad-pipelines/src/pipelines/price_monitor.rs",
         flavor: Flavor::MultiThread,
+        blocking_threads: 0,
         budget: Duration::from_secs(10),
         run: price_monitor::run,
     },
@@ -69,6 +77,7 @@ pub(crate) const ALL: &[Pipeline] = &[
         defect: "futures::executor::block_on inside a task on a current-thread runtime",
         source: "examples/bad-pipelines/src/pipelines/news_aggregator.rs",
         flavor: Flavor::CurrentThread,
+        blocking_threads: 0,
         budget: Duration::from_secs(4),
         run: news_aggregator::run,
     },
@@ -78,6 +87,7 @@ pub(crate) const ALL: &[Pipeline] = &[
         defect: "a std::sync::Mutex around a shared cache held while re-pricing it",
         source: "examples/bad-pipelines/src/pipelines/enrichment.rs",
         flavor: Flavor::MultiThread,
+        blocking_threads: 0,
         budget: Duration::from_secs(10),
         run: enrichment::run,
     },
@@ -87,8 +97,40 @@ pub(crate) const ALL: &[Pipeline] = &[
         defect: "the CPU-heavy volatility computation runs inside the async task",
         source: "examples/bad-pipelines/src/pipelines/market_data.rs",
         flavor: Flavor::MultiThread,
+        blocking_threads: 0,
         budget: Duration::from_secs(10),
         run: market_data::run,
+    },
+    Pipeline {
+        name: "log-aggregator-saturated",
+        about: "UDP log lines from 500 services -> a task per line: parse, redact, count",
+        defect: "the redaction rules are rebuilt for every line: short polls, saturated workers",
+        source: "examples/bad-pipelines/src/pipelines/log_aggregator_saturated.rs",
+        flavor: Flavor::MultiThread,
+        blocking_threads: 0,
+        budget: Duration::from_secs(10),
+        run: log_aggregator_saturated::run,
+    },
+    Pipeline {
+        name: "enrichment-fraud",
+        about: "payment events -> 16 consumers -> a 10 ms fraud-scoring API -> accept or reject",
+        defect:
+            "a blocking fraud check through spawn_blocking, faster than 4 blocking threads absorb",
+        source: "examples/bad-pipelines/src/pipelines/enrichment_fraud.rs",
+        flavor: Flavor::MultiThread,
+        blocking_threads: enrichment_fraud::BLOCKING_THREADS,
+        budget: Duration::from_secs(10),
+        run: enrichment_fraud::run,
+    },
+    Pipeline {
+        name: "scraper-retry",
+        about: "product pages from a local shop at 200/s; failures retried by a task of their own",
+        defect: "the retry task retries a 404 forever: one more task piles up per missing page",
+        source: "examples/bad-pipelines/src/pipelines/scraper_retry.rs",
+        flavor: Flavor::MultiThread,
+        blocking_threads: 0,
+        budget: Duration::from_secs(10),
+        run: scraper_retry::run,
     },
 ];
 
@@ -103,6 +145,9 @@ pub(crate) fn source_of(name: &str) -> &'static str {
         "news-aggregator" => include_str!("news_aggregator.rs"),
         "enrichment" => include_str!("enrichment.rs"),
         "market-data" => include_str!("market_data.rs"),
+        "log-aggregator-saturated" => include_str!("log_aggregator_saturated.rs"),
+        "enrichment-fraud" => include_str!("enrichment_fraud.rs"),
+        "scraper-retry" => include_str!("scraper_retry.rs"),
         _ => "",
     }
 }

@@ -1,0 +1,105 @@
+//! `blocking-pool-saturated`: `spawn_blocking` jobs queue for a thread of the blocking pool.
+//!
+//! **Measures**: ten times a second, tokio's blocking queue depth and its blocking threads
+//! (busy and idle; a build with `tokio_unstable`). A sample is saturated when jobs waited and
+//! no blocking thread was idle; at least `saturated_min_share` (25%) of at least
+//! `load_min_points` samples must be. The location is the `spawn_blocking` call whose jobs
+//! finished most often (tokio reports a blocking job's location when it ends).
+//! **Why it hurts**: every job waits behind the others, and the task awaiting it with it;
+//! the pool's threads (512 at most by default, fewer if the runtime was built with
+//! `max_blocking_threads`) are all taken by slow jobs.
+//! **What to do**: bound the concurrency of the call (a semaphore sized to what the
+//! dependency can take), make the blocking work faster or async (an async client), batch it,
+//! or give the pool more threads if the jobs wait on I/O rather than CPU.
+
+use asyncprof_format::RunFile;
+
+use crate::findings::FindingLocation;
+use crate::{Finding, Severity, Thresholds};
+
+/// The kind's name.
+pub const KIND: &str = "blocking-pool-saturated";
+
+/// One finding per runtime whose blocking pool was saturated past the thresholds.
+pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (id, points) in super::load_by_runtime(run) {
+        if (points.len() as u64) < t.load_min_points {
+            continue;
+        }
+        let saturated: Vec<_> = points
+            .iter()
+            .filter(|p| p.blocking_queue > 0 && p.blocking_idle == 0)
+            .collect();
+        let share = saturated.len() as f64 / points.len() as f64;
+        if share < t.saturated_min_share {
+            continue;
+        }
+        let mean_queue =
+            saturated.iter().map(|p| p.blocking_queue).sum::<u64>() as f64 / saturated.len() as f64;
+        let max_queue = saturated
+            .iter()
+            .map(|p| p.blocking_queue)
+            .max()
+            .unwrap_or(0);
+        let threads = saturated
+            .iter()
+            .map(|p| p.blocking_threads)
+            .max()
+            .unwrap_or(0);
+        let mut sites: Vec<_> = run
+            .snapshot
+            .iter()
+            .flat_map(|s| s.locations.iter())
+            .filter(|l| l.blocking_tasks > 0)
+            .collect();
+        sites.sort_by_key(|l| std::cmp::Reverse(l.blocking_tasks));
+        let mut evidence = vec![
+            format!(
+                "{} of {} samples (ten a second) found jobs waiting for a blocking thread and \
+                 none idle",
+                saturated.len(),
+                points.len()
+            ),
+            format!(
+                "jobs waiting then: {mean_queue:.1} on average, {max_queue} at most; blocking \
+                 threads: {threads}"
+            ),
+        ];
+        for l in sites.iter().take(3) {
+            evidence.push(format!(
+                "{} spawn_blocking jobs started at {} finished",
+                l.blocking_tasks, l.location
+            ));
+        }
+        let location = sites
+            .first()
+            .map_or_else(FindingLocation::default, |l| FindingLocation {
+                file: l.location.file.clone(),
+                line: l.location.line,
+                function: String::new(),
+            });
+        let site = sites
+            .first()
+            .map(|l| format!(" The jobs started at {} are the most frequent.", l.location))
+            .unwrap_or_default();
+        let recommendation = format!(
+            "The blocking pool of {} was full: {mean_queue:.1} spawn_blocking jobs waited for \
+             one of its {threads} threads in {:.0}% of the run, and each awaiting task waited \
+             with them.{site} Bound the call's concurrency with a semaphore sized to what the \
+             dependency can take, make the blocking work faster or async (an async client), \
+             batch it, or raise max_blocking_threads if the jobs wait on I/O, not CPU.",
+            super::runtime_label(run, id),
+            share * 100.0
+        );
+        let severity = if share >= 0.5 {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        let mut f = Finding::runtime_wide(KIND, severity, location, recommendation, evidence);
+        f.count = saturated.len() as u64;
+        out.push(f);
+    }
+    out
+}

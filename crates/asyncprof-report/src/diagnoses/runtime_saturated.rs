@@ -1,0 +1,130 @@
+//! `runtime-saturated`: every worker busy nearly all the time while ready tasks wait for one.
+//! No poll is long; there is simply more work than workers.
+//!
+//! **Measures**: ten times a second, tokio's busy time of the workers and the tasks waiting in
+//! its run queues. A sample is saturated when the workers were busy at least
+//! `saturated_busy_share` (90%) of it and at least one task per worker waited; at least
+//! `saturated_min_share` (25%) of at least `load_min_points` samples must be. Samples whose
+//! threads waited for a CPU past `contention_wait_share` do not count (that is
+//! `cpu-contention`, the machine), and a runtime whose busy time went mostly to stalls is
+//! left to the stall findings (they name the line).
+//! **Why it hurts**: every wake waits behind the queue; latency grows with load although no
+//! single poll is slow.
+//! **What to do**: more worker threads (if the machine has the cores), less work per item, or
+//! CPU-heavy work moved off the runtime (`spawn_blocking`, a rayon pool). The finding names
+//! the spawn location whose tasks used the most worker time, and lists the next ones.
+
+use asyncprof_format::RunFile;
+
+use crate::findings::FindingLocation;
+use crate::{Finding, Severity, Thresholds};
+
+/// The kind's name.
+pub const KIND: &str = "runtime-saturated";
+
+/// Spawn locations listed in the evidence.
+const LISTED: usize = 3;
+
+/// One finding per runtime whose workers were saturated past the thresholds.
+pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (id, points) in super::load_by_runtime(run) {
+        let known: Vec<_> = points.iter().filter(|p| p.busy_ns.is_some()).collect();
+        if (known.len() as u64) < t.load_min_points {
+            continue;
+        }
+        let saturated: Vec<_> = known
+            .iter()
+            .filter(|p| {
+                p.busy_share().unwrap_or(0.0) >= t.saturated_busy_share
+                    && p.ready >= u64::from(p.workers.max(1))
+                    && !super::cpu_contention::starved(p, t)
+            })
+            .collect();
+        let share = saturated.len() as f64 / known.len() as f64;
+        if share < t.saturated_min_share {
+            continue;
+        }
+        let busy_ns: u64 = saturated.iter().filter_map(|p| p.busy_ns).sum();
+        let stall_ns: u64 = run
+            .stalls
+            .iter()
+            .filter(|s| s.runtime == id && !super::preempted(s))
+            .map(|s| s.duration_ns)
+            .sum();
+        if stall_ns as f64 >= 0.5 * busy_ns as f64 {
+            continue;
+        }
+        let mean_ready =
+            saturated.iter().map(|p| p.ready).sum::<u64>() as f64 / saturated.len() as f64;
+        let max_ready = saturated.iter().map(|p| p.ready).max().unwrap_or(0);
+        let workers = saturated.first().map_or(0, |p| p.workers);
+        // Who used the workers' time: spawn locations by busy time (all runtimes' tasks: a
+        // location is rarely shared between runtimes).
+        let mut locations: Vec<_> = run
+            .snapshot
+            .iter()
+            .flat_map(|s| s.locations.iter())
+            .filter(|l| l.busy_ns > 0)
+            .collect();
+        locations.sort_by_key(|l| std::cmp::Reverse(l.busy_ns));
+        let total_busy: u64 = locations.iter().map(|l| l.busy_ns).sum();
+        let mut evidence = vec![
+            format!(
+                "{} of {} samples (ten a second) saturated: workers busy at least {:.0}% \
+                 while tasks waited for a worker",
+                saturated.len(),
+                known.len(),
+                t.saturated_busy_share * 100.0
+            ),
+            format!(
+                "tasks waiting in the run queues then: {mean_ready:.1} on average, {max_ready} at \
+                 most, for {workers} workers"
+            ),
+        ];
+        for l in locations.iter().take(LISTED) {
+            evidence.push(format!(
+                "tasks spawned at {} used {:.0}% of the polled time ({:.0} ms, {} polls)",
+                l.location,
+                l.busy_ns as f64 * 100.0 / total_busy.max(1) as f64,
+                l.busy_ns as f64 / 1e6,
+                l.polls
+            ));
+        }
+        let (location, who) = match locations.first() {
+            Some(l) => (
+                FindingLocation {
+                    file: l.location.file.clone(),
+                    line: l.location.line,
+                    function: String::new(),
+                },
+                format!(
+                    " The tasks spawned at {} used most of it ({:.0}%).",
+                    l.location,
+                    l.busy_ns as f64 * 100.0 / total_busy.max(1) as f64
+                ),
+            ),
+            // The stable tier does not see tasks.
+            None => (FindingLocation::default(), String::new()),
+        };
+        let recommendation = format!(
+            "All {workers} workers of {} were busy while {mean_ready:.1} ready tasks waited for \
+             one, in {:.0}% of the run: no poll is long, there is more work than workers.{who} \
+             Do less per item there (cache, batch, avoid re-parsing), move CPU-heavy work off \
+             the runtime (spawn_blocking or a rayon pool, with bounded concurrency), or run \
+             more worker threads if the machine has idle cores.",
+            super::runtime_label(run, id),
+            share * 100.0
+        );
+        let severity = if share >= 0.5 {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        let mut f = Finding::runtime_wide(KIND, severity, location, recommendation, evidence);
+        f.count = saturated.len() as u64;
+        f.total_ms = (busy_ns as f64 / 1e4).round() / 100.0;
+        out.push(f);
+    }
+    out
+}
