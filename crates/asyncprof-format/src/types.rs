@@ -426,6 +426,13 @@ pub struct LoadPoint {
     pub cpu_run_ns: u64,
     /// The process's resident memory, bytes.
     pub rss_bytes: u64,
+    /// CPU time used by everything else on the machine since the previous point: the
+    /// machine's busy time (time the hypervisor stole included) less this process's, plus the
+    /// time a CPU quota throttled the process. At clock-tick resolution (10 ms).
+    pub others_cpu_ns: u64,
+    /// What the machine's CPUs could give since the previous point: its length times the
+    /// CPUs online.
+    pub machine_ns: u64,
 }
 
 /// What kind of queue a [`QueueStats`] describes.
@@ -642,6 +649,12 @@ impl LoadPoint {
     pub fn busy_share(&self) -> Option<f64> {
         let busy = self.busy_ns?;
         (self.span_ns > 0).then(|| (busy as f64 / self.span_ns as f64).min(1.0))
+    }
+
+    /// Share of the machine's CPU time that went to other processes (or was stolen or
+    /// throttled), 0 to 1, when known.
+    pub fn others_share(&self) -> Option<f64> {
+        (self.machine_ns > 0).then(|| (self.others_cpu_ns as f64 / self.machine_ns as f64).min(1.0))
     }
 
     /// Share of the worker threads' runnable time they waited for a CPU, 0 to 1, when they

@@ -44,6 +44,10 @@ pub struct Thresholds {
     /// `cpu-contention`: the waiting must add up to at least this share of the workers'
     /// time (the run's length times the workers). Default 0.05.
     pub contention_min_share: f64,
+    /// `cpu-contention`: a sample counts only when everything else on the machine (other
+    /// processes, the hypervisor's steal, a CPU quota's throttling) took at least this share
+    /// of its CPUs; waiting behind the process's own threads is not the machine. Default 0.25.
+    pub contention_others_share: f64,
     /// `task-leak`: tasks alive at one spawn location at the end. Default 100.
     pub leak_min_alive: u64,
     /// `task-leak`: the live tasks must grow at least this many per second. Default 10.
@@ -66,6 +70,7 @@ impl Default for Thresholds {
             saturated_min_share: 0.25,
             contention_wait_share: 0.2,
             contention_min_share: 0.05,
+            contention_others_share: 0.25,
             leak_min_alive: 100,
             leak_min_rate: 10.0,
         }
@@ -88,6 +93,7 @@ impl Thresholds {
         "saturated_min_share",
         "contention_wait_share",
         "contention_min_share",
+        "contention_others_share",
         "leak_min_alive",
         "leak_min_rate",
     ];
@@ -123,6 +129,7 @@ impl Thresholds {
             "saturated_min_share" => self.saturated_min_share = x,
             "contention_wait_share" => self.contention_wait_share = x,
             "contention_min_share" => self.contention_min_share = x,
+            "contention_others_share" => self.contention_others_share = x,
             "leak_min_alive" => self.leak_min_alive = x as u64,
             "leak_min_rate" => self.leak_min_rate = x,
             _ => {

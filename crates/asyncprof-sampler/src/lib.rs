@@ -40,7 +40,8 @@ mod syscalls;
 mod unwind;
 
 pub use procfs::{
-    machine_crowded, rss_bytes, run_delay_ns, sched_times, thread_state, ThreadState,
+    machine_busy_ns, machine_crowded, process_cpu_ns, rss_bytes, run_delay_ns, sched_times,
+    thread_state, throttled_ns, ThreadState,
 };
 pub use signal::{
     current_stack, current_tid, default_signal, in_handler, interrupted_syscalls, process_cpu_time,

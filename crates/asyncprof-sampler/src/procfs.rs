@@ -95,6 +95,66 @@ pub fn sched_times(tid: i32) -> Option<(u64, u64)> {
     Some((f.next()?.ok()?, f.next()?.ok()?))
 }
 
+/// Nanoseconds per clock tick of `/proc/stat` and `/proc/self/stat`.
+fn tick_ns() -> u64 {
+    static TICK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        // SAFETY: sysconf with a valid name has no side effects.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        1_000_000_000 / u64::try_from(hz).ok().filter(|h| *h > 0).unwrap_or(100)
+    })
+}
+
+/// CPU time the whole machine spent busy (user, nice, system, interrupts, and time the
+/// hypervisor stole), and the CPUs online, from `/proc/stat`; nanoseconds at clock-tick
+/// resolution. `None` where it is not available.
+pub fn machine_busy_ns() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    Some((parse_machine_busy(&s)? * tick_ns(), online_cpus()))
+}
+
+/// The busy ticks of `/proc/stat`'s first line: every field but idle and iowait (guest time
+/// is already counted in user).
+fn parse_machine_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    // user nice system idle iowait irq softirq steal
+    Some(
+        f.get(..8)?
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .map(|(_, v)| v)
+            .sum(),
+    )
+}
+
+/// CPU time this process used (all its threads, user and system), nanoseconds at clock-tick
+/// resolution, from `/proc/self/stat`. `None` where it is not available.
+pub fn process_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): state is the first.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * tick_ns())
+}
+
+/// Time this process's cgroup was throttled by its CPU quota (cgroup v2 `cpu.stat`),
+/// nanoseconds. `None` outside a cgroup v2 with a quota's statistics.
+pub fn throttled_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/sys/fs/cgroup/cpu.stat").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("throttled_usec "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|us| us * 1000)
+}
+
 /// This process's resident memory in bytes (`/proc/self/statm`). `None` where it is not
 /// available.
 pub fn rss_bytes() -> Option<u64> {
@@ -276,6 +336,18 @@ fn listening_inodes(table: &str) -> impl Iterator<Item = u64> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machines_busy_time_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 2 30 5000 40 6 7 8 0 0\ncpu0 50 1 15 2500 20 3 3 4 0 0\n";
+        assert_eq!(
+            super::parse_machine_busy(stat),
+            Some(100 + 2 + 30 + 6 + 7 + 8)
+        );
+        assert_eq!(super::parse_machine_busy("intr 1 2 3\n"), None);
+        assert!(super::process_cpu_ns().is_some());
+        assert!(super::machine_busy_ns().is_some_and(|(_, cpus)| cpus >= 1));
+    }
 
     #[test]
     fn loadavg_says_when_runnable_threads_outnumber_the_cpus() {

@@ -22,6 +22,9 @@ pub(crate) struct LoadSampler {
     busy: HashMap<u64, (u64, Duration)>,
     /// Per worker thread: its time on CPU and waiting for one, as of the previous sample.
     sched: HashMap<i32, (u64, u64)>,
+    /// The machine's busy time, this process's CPU time and its throttled time at the
+    /// previous sample, and when it was taken.
+    machine: Option<(u64, u64, u64, u64)>,
     /// Points not yet put in a snapshot.
     pending: Vec<format::LoadPoint>,
     /// Points dropped because the pending list was full.
@@ -32,6 +35,23 @@ impl LoadSampler {
     /// Sample every live multi-thread runtime once, at `elapsed_ns` since the run started.
     pub(crate) fn sample(&mut self, recorder: &Recorder, elapsed_ns: u64) {
         let rss = asyncprof_sampler::rss_bytes().unwrap_or(0);
+        // What everything else on the machine took since the previous sample.
+        let (mut others_cpu_ns, mut machine_ns) = (0, 0);
+        if let (Some((busy, cpus)), Some(own)) = (
+            asyncprof_sampler::machine_busy_ns(),
+            asyncprof_sampler::process_cpu_ns(),
+        ) {
+            let throttled = asyncprof_sampler::throttled_ns().unwrap_or(0);
+            if let Some((busy0, own0, throttled0, then)) =
+                self.machine.replace((busy, own, throttled, elapsed_ns))
+            {
+                others_cpu_ns = busy
+                    .saturating_sub(busy0)
+                    .saturating_sub(own.saturating_sub(own0))
+                    + throttled.saturating_sub(throttled0);
+                machine_ns = elapsed_ns.saturating_sub(then) * cpus;
+            }
+        }
         let mut seen_threads = Vec::new();
         for info in recorder.runtime_infos() {
             let Some(handle) = recorder.runtime_handle(info.id) else {
@@ -57,6 +77,8 @@ impl LoadSampler {
                 p.blocking_idle = m.num_idle_blocking_threads() as u64;
             }
             p.rss_bytes = rss;
+            p.others_cpu_ns = others_cpu_ns;
+            p.machine_ns = machine_ns;
             let first = self.busy.insert(info.id, (elapsed_ns, busy_now));
             if let Some((then, busy_then)) = first {
                 p.span_ns = elapsed_ns.saturating_sub(then) * workers as u64;

@@ -103,3 +103,49 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::synthetic::{at, load_run, location, point};
+    use crate::{Finding, Thresholds};
+
+    /// 20 samples, `waiting` of them with jobs queued for the pool and `idle` idle threads.
+    fn findings(waiting: u64, idle: u64) -> Vec<Finding> {
+        let points = (0..20)
+            .map(|i| {
+                let mut p = point(i, 0.1, 0, 0.0);
+                p.blocking_threads = 4;
+                if i < waiting {
+                    p.blocking_queue = 6;
+                    p.blocking_idle = idle;
+                } else {
+                    p.blocking_idle = 4;
+                }
+                p
+            })
+            .collect();
+        let mut check = at(&location("src/fraud.rs", 88), 0, 0, 0);
+        check.blocking_tasks = 1200;
+        let mut fs = at(&location("src/files.rs", 12), 0, 0, 0);
+        fs.blocking_tasks = 30;
+        super::findings(&load_run(points, vec![fs, check]), &Thresholds::default())
+    }
+
+    #[test]
+    fn jobs_waiting_with_no_idle_thread_in_a_quarter_of_the_samples_is_a_finding() {
+        let f = findings(5, 0);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].kind, super::KIND);
+        assert_eq!(
+            (f[0].location.file.as_str(), f[0].location.line),
+            ("src/fraud.rs", 88)
+        );
+        assert!(f[0].evidence.iter().any(|e| e.contains("src/files.rs:12")));
+        assert!(findings(4, 0).is_empty());
+    }
+
+    #[test]
+    fn jobs_queued_while_a_thread_is_idle_are_only_being_handed_over() {
+        assert!(findings(20, 1).is_empty());
+    }
+}

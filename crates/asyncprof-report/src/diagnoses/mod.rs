@@ -103,3 +103,83 @@ mod tests {
         )));
     }
 }
+
+/// Synthetic runs for the runtime-wide kinds' tests: load samples and snapshots written with
+/// the run-file writer and read back, as `report` reads a real run.
+#[cfg(test)]
+pub(crate) mod synthetic {
+    use asyncprof_format::{
+        read_bytes, Header, LoadPoint, LocationStats, RunFile, RunWriter, Snapshot, SourceLocation,
+    };
+
+    /// The runtime the samples belong to.
+    pub(crate) const RUNTIME: u64 = 1;
+    /// A sample period: 100 ms.
+    pub(crate) const PERIOD_NS: u64 = 100_000_000;
+
+    /// A sample at index `i` of a 2-worker runtime: busy `busy` of the time, `ready` tasks
+    /// waiting, the worker threads waiting `wait` of their runnable time for a CPU.
+    pub(crate) fn point(i: u64, busy: f64, ready: u64, wait: f64) -> LoadPoint {
+        let mut p = LoadPoint::default();
+        p.elapsed_ns = (i + 1) * PERIOD_NS;
+        p.runtime = RUNTIME;
+        p.workers = 2;
+        p.span_ns = 2 * PERIOD_NS;
+        p.busy_ns = Some((busy * p.span_ns as f64) as u64);
+        p.ready = ready;
+        let runnable = p.busy_ns.unwrap_or(0).max(1_000_000);
+        p.cpu_wait_ns = (wait * runnable as f64) as u64;
+        p.cpu_run_ns = runnable - p.cpu_wait_ns;
+        p.rss_bytes = 10 << 20;
+        p.machine_ns = 2 * PERIOD_NS;
+        p
+    }
+
+    /// `p` with the rest of the machine taking `share` of its CPUs.
+    pub(crate) fn crowd(mut p: LoadPoint, share: f64) -> LoadPoint {
+        p.others_cpu_ns = (share * p.machine_ns as f64) as u64;
+        p
+    }
+
+    /// The spawn location `file:line`.
+    pub(crate) fn location(file: &str, line: u32) -> SourceLocation {
+        SourceLocation::new(file, line, 5)
+    }
+
+    /// Location stats of `loc`: `spawned` tasks of which `completed` ended, `busy_ns` polled.
+    pub(crate) fn at(
+        loc: &SourceLocation,
+        spawned: u64,
+        completed: u64,
+        busy_ns: u64,
+    ) -> LocationStats {
+        let mut l = LocationStats::default();
+        l.location = loc.clone();
+        l.tasks_spawned = spawned;
+        l.tasks_completed = completed;
+        l.busy_ns = busy_ns;
+        l.polls = spawned;
+        l
+    }
+
+    /// A run of `snapshots`, each `(elapsed_ns, locations, load points)`.
+    pub(crate) fn run(snapshots: Vec<(u64, Vec<LocationStats>, Vec<LoadPoint>)>) -> RunFile {
+        let mut bytes = Vec::new();
+        let mut w = RunWriter::new(&mut bytes, &Header::new("svc")).unwrap();
+        for (elapsed_ns, locations, load) in snapshots {
+            let mut s = Snapshot::default();
+            s.elapsed_ns = elapsed_ns;
+            s.locations = locations;
+            s.load = load;
+            w.write_snapshot(&s).unwrap();
+        }
+        w.write_end().unwrap();
+        read_bytes(&bytes).unwrap()
+    }
+
+    /// A run of one snapshot holding `points`, and `locations`.
+    pub(crate) fn load_run(points: Vec<LoadPoint>, locations: Vec<LocationStats>) -> RunFile {
+        let end = points.last().map_or(0, |p| p.elapsed_ns);
+        run(vec![(end, locations, points)])
+    }
+}

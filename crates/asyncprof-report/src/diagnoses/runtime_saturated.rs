@@ -5,8 +5,8 @@
 //! its run queues. A sample is saturated when the workers were busy at least
 //! `saturated_busy_share` (90%) of it and at least one task per worker waited; at least
 //! `saturated_min_share` (25%) of at least `load_min_points` samples must be. Samples whose
-//! threads waited for a CPU past `contention_wait_share` do not count (that is
-//! `cpu-contention`, the machine), and a runtime whose busy time went mostly to stalls is
+//! threads waited for a CPU past `contention_wait_share` while other processes held the CPUs
+//! do not count (that is `cpu-contention`, the machine), and a runtime whose busy time went mostly to stalls is
 //! left to the stall findings (they name the line).
 //! **Why it hurts**: every wake waits behind the queue; latency grows with load although no
 //! single poll is slow.
@@ -38,7 +38,8 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
             .filter(|p| {
                 p.busy_share().unwrap_or(0.0) >= t.saturated_busy_share
                     && p.ready >= u64::from(p.workers.max(1))
-                    && !super::cpu_contention::starved(p, t)
+                    && !(super::cpu_contention::starved(p, t)
+                        && super::cpu_contention::crowded(p, t))
             })
             .collect();
         let share = saturated.len() as f64 / known.len() as f64;
@@ -127,4 +128,85 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
         out.push(f);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::synthetic::{at, crowd, load_run, location, point};
+    use crate::Thresholds;
+
+    /// 20 samples, `saturated` of them with the workers busy `busy` and `ready` tasks
+    /// waiting; the others idle. One spawn location used the time.
+    fn kinds(
+        saturated: u64,
+        busy: f64,
+        ready: u64,
+        wait: f64,
+    ) -> Vec<super::super::super::Finding> {
+        let points = (0..20)
+            .map(|i| {
+                if i < saturated {
+                    crowd(point(i, busy, ready, wait), 0.5)
+                } else {
+                    point(i, 0.1, 0, 0.0)
+                }
+            })
+            .collect();
+        let parse = location("src/ingest.rs", 42);
+        let other = location("src/main.rs", 7);
+        super::findings(
+            &load_run(
+                points,
+                vec![
+                    at(&other, 1, 0, 5_000_000),
+                    at(&parse, 900, 890, 800_000_000),
+                ],
+            ),
+            &Thresholds::default(),
+        )
+    }
+
+    #[test]
+    fn a_quarter_of_the_samples_saturated_is_a_finding_at_the_busiest_spawn_location() {
+        let f = kinds(5, 0.95, 4, 0.0);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].kind, super::KIND);
+        assert_eq!(
+            (f[0].location.file.as_str(), f[0].location.line),
+            ("src/ingest.rs", 42)
+        );
+        assert_eq!(f[0].count, 5);
+        assert!(
+            f[0].evidence.iter().any(|e| e.contains("src/ingest.rs:42")),
+            "{:?}",
+            f[0].evidence
+        );
+        // Just below: 4 of 20.
+        assert!(kinds(4, 0.95, 4, 0.0).is_empty());
+    }
+
+    #[test]
+    fn busy_just_below_the_threshold_or_fewer_waiting_than_workers_is_not_saturated() {
+        assert_eq!(kinds(10, 0.9, 2, 0.0).len(), 1);
+        assert!(kinds(10, 0.89, 2, 0.0).is_empty());
+        assert!(kinds(10, 0.99, 1, 0.0).is_empty());
+    }
+
+    #[test]
+    fn samples_whose_threads_waited_for_a_cpu_held_by_others_are_the_machine_not_saturation() {
+        assert_eq!(kinds(10, 0.99, 8, 0.19).len(), 1);
+        assert!(kinds(10, 0.99, 8, 0.2).is_empty());
+    }
+
+    #[test]
+    fn waiting_behind_the_process_own_threads_is_still_saturation() {
+        let points = (0..20)
+            .map(|i| crowd(point(i, 0.99, 8, 0.5), 0.1))
+            .collect();
+        let f = super::findings(
+            &load_run(points, vec![at(&location("src/ingest.rs", 42), 9, 0, 1)]),
+            &Thresholds::default(),
+        );
+        assert_eq!(f.len(), 1);
+    }
 }

@@ -183,3 +183,70 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::synthetic::{at, location, run};
+    use crate::{Finding, Thresholds};
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// Snapshots at 0.5 s, 1.5 s, … of one spawn location: `(spawned, completed)` each.
+    fn findings(counts: &[(u64, u64)]) -> Vec<Finding> {
+        let retry = location("src/retry.rs", 131);
+        let snapshots = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &(s, c))| {
+                (
+                    i as u64 * SEC + SEC / 2,
+                    vec![at(&retry, s, c, 1_000_000)],
+                    Vec::new(),
+                )
+            })
+            .collect();
+        super::findings(&run(snapshots), &Thresholds::default())
+    }
+
+    #[test]
+    fn live_tasks_that_keep_growing_are_a_leak_at_their_spawn_location() {
+        let f = findings(&[(5, 0), (45, 0), (85, 0), (125, 0)]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].kind, super::KIND);
+        assert_eq!(
+            (f[0].location.file.as_str(), f[0].location.line),
+            ("src/retry.rs", 131)
+        );
+        assert_eq!(f[0].count, 125);
+        assert!(
+            f[0].recommendation.contains("40 more pile up every second"),
+            "{}",
+            f[0].recommendation
+        );
+    }
+
+    #[test]
+    fn the_thresholds_hold_just_below_and_at_them() {
+        // 100 alive at the end, growing 10 a second: a leak; 99, or 9 a second: not.
+        assert_eq!(findings(&[(70, 0), (80, 0), (90, 0), (100, 0)]).len(), 1);
+        assert!(findings(&[(69, 0), (79, 0), (89, 0), (99, 0)]).is_empty());
+        assert!(findings(&[(73, 0), (82, 0), (91, 0), (100, 0)]).is_empty());
+    }
+
+    #[test]
+    fn tasks_dropped_when_the_runtime_shuts_down_do_not_hide_the_leak() {
+        let f = findings(&[(5, 0), (45, 0), (85, 0), (125, 0), (125, 120)]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].count, 125);
+    }
+
+    #[test]
+    fn a_burst_that_drained_or_tasks_that_mostly_finish_are_no_leak() {
+        // The peak came early and the tasks finished.
+        assert!(findings(&[(5, 0), (300, 0), (600, 400), (650, 600), (700, 690)]).is_empty());
+        // Many more spawned than stay alive: a busy location, not a leak.
+        assert!(
+            findings(&[(1_000, 995), (2_000, 1_950), (3_000, 2_900), (4_000, 3_850)]).is_empty()
+        );
+    }
+}
