@@ -34,6 +34,13 @@ pub fn is_user_frame(frame: &Frame) -> bool {
     let Some(file) = frame.file.as_deref() else {
         return false;
     };
+    let f = frame.function.as_str();
+    is_user_file(file) && !FOREIGN_PREFIXES.iter().any(|p| f.starts_with(p))
+}
+
+/// True when `file` is a Rust source file of the user's own code: not the toolchain's
+/// sources, a downloaded crate or the C library.
+pub fn is_user_file(file: &str) -> bool {
     // Downloaded crates live under cargo's home, wherever CARGO_HOME points (a CI cache, a
     // container's /usr/local/cargo): `<home>/registry/src/<index>/<crate>-<version>/` and
     // `<home>/git/checkouts/<repo>-<hash>/<rev>/`.
@@ -47,8 +54,7 @@ pub fn is_user_frame(frame: &Frame) -> bool {
         || file.contains("/.cargo/git/")
         || file.contains("/rustlib/")
         || file.starts_with("library/");
-    let f = frame.function.as_str();
-    !foreign_file && !FOREIGN_PREFIXES.iter().any(|p| f.starts_with(p))
+    !foreign_file
 }
 
 /// The first frame of the user's code (the culprit) and the call it made (the blocking

@@ -145,8 +145,10 @@ fn finding(f: &Finding, seen: Option<&str>, source: &dyn Fn(&str) -> Option<Stri
         div class=(format!("card finding {sev}")) {
             span class=(format!("badge {sev}")) { (sev) }
             span.kind { (f.kind) }
-            @if f.location.file.is_empty() {
+            @if f.blames_the_machine() {
                 " (the machine, not a line)"
+            } @else if f.location.file.is_empty() {
+                " (runtime-wide: no line of the program to name)"
             } @else {
                 " at "
                 span.loc { (f.location.file) ":" (f.location.line) }

@@ -111,8 +111,10 @@ pub(crate) fn write_finding(o: &mut String, f: &crate::Finding, seen: Option<&st
             },
         ),
     };
-    let place = if f.location.file.is_empty() {
+    let place = if f.blames_the_machine() {
         " (the machine, not a line)".to_string()
+    } else if f.location.file.is_empty() {
+        " (runtime-wide: no line of the program to name)".to_string()
     } else {
         format!(
             " at {}:{} in {}",

@@ -72,8 +72,11 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
                 l.blocking_tasks, l.location
             ));
         }
+        // The program's own call site, not a library's (tokio's file system calls, a DNS
+        // lookup).
         let location = sites
-            .first()
+            .iter()
+            .find(|l| asyncprof_format::culprit::is_user_file(&l.location.file))
             .map_or_else(FindingLocation::default, |l| FindingLocation {
                 file: l.location.file.clone(),
                 line: l.location.line,

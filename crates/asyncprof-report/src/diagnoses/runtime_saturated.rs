@@ -92,7 +92,13 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
                 l.polls
             ));
         }
-        let (location, who) = match locations.first() {
+        // The line is named only when it is the program's own: tasks spawned by a library (a
+        // server's connection tasks) are listed in the evidence, and the profile says which
+        // of the program's lines they ran.
+        let busiest = locations
+            .first()
+            .filter(|l| asyncprof_format::culprit::is_user_file(&l.location.file));
+        let (location, who) = match busiest {
             Some(l) => (
                 FindingLocation {
                     file: l.location.file.clone(),
@@ -106,7 +112,17 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
                 ),
             ),
             // The stable tier does not see tasks.
-            None => (FindingLocation::default(), String::new()),
+            None => match locations.first() {
+                Some(l) => (
+                    FindingLocation::default(),
+                    format!(
+                        " The tasks spawned at {} (a library's code) used most of it: see the \
+                         CPU profile for the lines of yours they ran.",
+                        l.location
+                    ),
+                ),
+                None => (FindingLocation::default(), String::new()),
+            },
         };
         let recommendation = format!(
             "All {workers} workers of {} were busy while {mean_ready:.1} ready tasks waited for \

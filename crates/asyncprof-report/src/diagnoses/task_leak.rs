@@ -1,7 +1,9 @@
 //! `task-leak`: tasks spawned at one location pile up: spawned faster than they finish,
 //! until the run ends.
 //!
-//! **Measures**: the live tasks of each spawn location at every snapshot (about once a
+//! **Measures**: the live tasks of each spawn location in the program's own code (not a
+//! library's: a connection pool spawns a task per connection at its own line) at every
+//! snapshot (about once a
 //! second), up to their peak: a runtime shut down at the end drops its tasks, so the last
 //! snapshots may show them gone. A location leaks when its peak comes in the last third of
 //! its snapshots, and up to it, over at least three snapshots, its live tasks grow at least
@@ -59,6 +61,9 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
         .series
         .iter()
         .flat_map(|p| p.locations.iter().map(|l| &l.location))
+        // Tasks a library spawns (a connection pool's connections) at its own line: that
+        // line is not the program's to change, and pools grow to their size by design.
+        .filter(|l| asyncprof_format::culprit::is_user_file(&l.file))
         .collect();
     locations.sort();
     locations.dedup();
@@ -193,7 +198,11 @@ mod tests {
 
     /// Snapshots at 0.5 s, 1.5 s, … of one spawn location: `(spawned, completed)` each.
     fn findings(counts: &[(u64, u64)]) -> Vec<Finding> {
-        let retry = location("src/retry.rs", 131);
+        findings_at("src/retry.rs", counts)
+    }
+
+    fn findings_at(file: &str, counts: &[(u64, u64)]) -> Vec<Finding> {
+        let retry = location(file, 131);
         let snapshots = counts
             .iter()
             .enumerate()
@@ -223,6 +232,13 @@ mod tests {
             "{}",
             f[0].recommendation
         );
+    }
+
+    #[test]
+    fn tasks_a_library_spawns_at_its_own_line_are_not_the_programs_leak() {
+        let pool =
+            "/home/u/.cargo/registry/src/index.crates.io-1/hyper-util-0.1.21/src/rt/tokio.rs";
+        assert!(findings_at(pool, &[(5, 0), (45, 0), (85, 0), (125, 0)]).is_empty());
     }
 
     #[test]
