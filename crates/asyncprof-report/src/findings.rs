@@ -110,6 +110,12 @@ impl Finding {
     pub fn blames_the_machine(&self) -> bool {
         self.kind == crate::diagnoses::cpu_contention::KIND
     }
+
+    /// Whether it names no line: the machine's, or a runtime-wide finding whose tasks the
+    /// recording could not place (the stable tier sees no spawn locations).
+    pub fn names_no_line(&self) -> bool {
+        self.blames_the_machine() || self.location.file.is_empty()
+    }
 }
 
 /// The runtimes of `stalls`, by label, when the run saw more than one runtime.

@@ -88,24 +88,23 @@ pub struct Score {
     /// Findings that match no marker, as `kind at file:line in function` with their evidence
     /// (stalls or sender waits, the longest, the total).
     pub unexpected: Vec<String>,
-    /// Findings that blame the machine (`cpu-contention`), with their evidence: not scored.
-    pub machine: Vec<String>,
+    /// Findings that name no line (`cpu-contention`, which blames the machine, and
+    /// runtime-wide findings the recording could not place), with their evidence: not scored.
+    pub unplaced: Vec<String>,
 }
 
 impl Score {
     /// Score `findings` against `markers`.
     pub fn of(findings: &[Finding], markers: &[Marker]) -> Score {
-        // A finding that blames the machine names no line: it is neither right nor wrong
-        // about the code, and is reported apart (see [`Score::machine`]).
-        let machine: Vec<String> = findings
+        // A finding that names no line (the machine's, or a runtime-wide one the recording
+        // could not place) is neither right nor wrong about a line: reported apart (see
+        // [`Score::unplaced`]).
+        let unplaced: Vec<String> = findings
             .iter()
-            .filter(|f| f.blames_the_machine())
+            .filter(|f| f.names_no_line())
             .map(|f| format!("{}: {}", f.kind, f.evidence.join("; ")))
             .collect();
-        let findings: Vec<&Finding> = findings
-            .iter()
-            .filter(|f| !f.blames_the_machine())
-            .collect();
+        let findings: Vec<&Finding> = findings.iter().filter(|f| !f.names_no_line()).collect();
         let missed: Vec<Marker> = markers
             .iter()
             .filter(|m| !findings.iter().any(|f| m.matches(f)))
@@ -134,7 +133,7 @@ impl Score {
             matched_findings: findings.len() - unexpected.len(),
             missed,
             unexpected,
-            machine,
+            unplaced,
         }
     }
 
@@ -146,7 +145,7 @@ impl Score {
         self.matched_findings += other.matched_findings;
         self.missed.extend(other.missed.iter().cloned());
         self.unexpected.extend(other.unexpected.iter().cloned());
-        self.machine.extend(other.machine.iter().cloned());
+        self.unplaced.extend(other.unplaced.iter().cloned());
     }
 
     /// Share of markers found (1 when there are none).

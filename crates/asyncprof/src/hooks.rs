@@ -140,6 +140,22 @@ impl Hooks {
     );
 }
 
+/// Hot path: tokio's wake-to-poll delay of this poll, when the runtime measures it (the
+/// `schedule-latency` feature); `None` otherwise, at no cost.
+#[cfg(tokio_unstable)]
+#[inline(always)]
+#[allow(unused_variables)]
+fn schedule_latency(meta: &tokio::runtime::TaskMeta<'_>) -> Option<u64> {
+    #[cfg(feature = "schedule-latency")]
+    {
+        meta.schedule_latency().map(|d| d.as_nanos() as u64)
+    }
+    #[cfg(not(feature = "schedule-latency"))]
+    {
+        None
+    }
+}
+
 /// Hot path: tokio's task id as a number: the same number tokio prints and puts in its task spans.
 /// `Id` hashes exactly its `u64`, so a hasher that keeps the written value recovers it.
 #[cfg(tokio_unstable)]
@@ -319,16 +335,25 @@ fn install<'b>(
                 f(meta);
             }
         });
+        // With the `schedule-latency` feature, tokio times every wake to its poll (an
+        // `Instant::now()` at each wake and poll, tokio's cost) and hands the delay to the
+        // poll hook; asyncprof records it on the polls it times exactly.
+        #[cfg(feature = "schedule-latency")]
+        {
+            b.track_task_schedule_latency();
+            rec.sees_wakes
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         // Hot path (per poll): see `Recorder::poll_start`. The user's hook runs first, so that
         // it is not timed as part of the poll.
         match before_poll {
             Some(f) => b.on_before_task_poll(move |meta| {
                 f(meta);
-                rec.poll_start::<false>(task_id(meta.id()), None);
+                rec.poll_start::<false>(task_id(meta.id()), schedule_latency(meta));
             }),
-            None => {
-                b.on_before_task_poll(move |meta| rec.poll_start::<false>(task_id(meta.id()), None))
-            }
+            None => b.on_before_task_poll(move |meta| {
+                rec.poll_start::<false>(task_id(meta.id()), schedule_latency(meta))
+            }),
         };
         // Hot path (per poll): see `Recorder::poll_end`; the user's hook runs after it.
         match after_poll {

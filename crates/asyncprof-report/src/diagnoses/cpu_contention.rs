@@ -163,6 +163,6 @@ mod tests {
         let score = Score::of(&f, &[Marker::new("blocking-call", "src/main.rs", 3)]);
         assert_eq!((score.found, score.matched_findings), (0, 0));
         assert!(score.unexpected.is_empty());
-        assert_eq!(score.machine.len(), 1);
+        assert_eq!(score.unplaced.len(), 1);
     }
 }

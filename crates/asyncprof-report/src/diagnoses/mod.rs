@@ -33,6 +33,18 @@ pub const KINDS: &[&str] = &[
     cpu_contention::KIND,
 ];
 
+/// Whether findings of `kind` are placed at a spawn location (a `tokio::spawn` or
+/// `spawn_blocking` call), which only the hooks tier records: in the stable tier they come
+/// without a line.
+pub fn placed_by_spawn_location(kind: &str) -> bool {
+    [
+        runtime_saturated::KIND,
+        blocking_pool_saturated::KIND,
+        task_leak::KIND,
+    ]
+    .contains(&kind)
+}
+
 /// The load points of each runtime, in order.
 pub(crate) fn load_by_runtime(
     run: &asyncprof_format::RunFile,
