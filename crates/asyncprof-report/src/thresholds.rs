@@ -46,7 +46,8 @@ pub struct Thresholds {
     pub contention_min_share: f64,
     /// `cpu-contention`: a sample counts only when everything else on the machine (other
     /// processes, the hypervisor's steal, a CPU quota's throttling) took at least this share
-    /// of its CPUs; waiting behind the process's own threads is not the machine. Default 0.25.
+    /// of its CPUs; waiting behind the process's own threads, or a hypervisor's usual steal, is
+    /// not the machine being oversubscribed. Default 0.5.
     pub contention_others_share: f64,
     /// `task-leak`: tasks alive at one spawn location at the end. Default 100.
     pub leak_min_alive: u64,
@@ -70,7 +71,7 @@ impl Default for Thresholds {
             saturated_min_share: 0.25,
             contention_wait_share: 0.2,
             contention_min_share: 0.05,
-            contention_others_share: 0.25,
+            contention_others_share: 0.5,
             leak_min_alive: 100,
             leak_min_rate: 10.0,
         }

@@ -6,7 +6,7 @@
 //! rest of the machine used meanwhile (`/proc/stat`'s busy time less the process's own, the
 //! hypervisor's steal, a cgroup quota's throttling). A sample counts when the workers waited
 //! at least `contention_wait_share` (20%) of their runnable time while everything else took
-//! at least `contention_others_share` (25%) of the machine's CPUs; the waiting in those
+//! at least `contention_others_share` (half) of the machine's CPUs; the waiting in those
 //! samples must add up to at least `contention_min_share` (5%) of the workers' time over the
 //! run. Waiting behind the process's own threads (too many busy threads for the cores) is not
 //! counted: that is the program, not the machine.
@@ -146,8 +146,8 @@ mod tests {
 
     #[test]
     fn waiting_behind_the_process_own_threads_is_not_the_machine() {
-        assert_eq!(crowded(0.5, 0.25).len(), 1);
-        assert!(crowded(0.5, 0.24).is_empty());
+        assert_eq!(crowded(0.5, 0.5).len(), 1);
+        assert!(crowded(0.5, 0.49).is_empty());
     }
 
     #[test]

@@ -86,6 +86,17 @@ mod tests {
     }
 
     #[test]
+    fn the_playbook_documents_every_kind() {
+        let playbook = include_str!("../../../asyncprof/src/playbook.md");
+        for kind in super::KINDS {
+            assert!(
+                playbook.contains(&format!("## `{kind}`")),
+                "the playbook has no section for {kind}"
+            );
+        }
+    }
+
+    #[test]
     fn only_a_stall_that_neither_slept_nor_computed_is_preemption() {
         assert!(super::preempted(&stall(
             StallClass::CpuBound,

@@ -83,6 +83,24 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
                  most, for {workers} workers"
             ),
         ];
+        // With every wake timed (the hooks tier's `schedule-latency` feature, or the layer
+        // tier), what the waiting cost each wake.
+        if run.header.config.schedule_source == asyncprof_format::ScheduleSource::EveryWake {
+            if let Some(h) = run
+                .snapshot
+                .as_ref()
+                .map(|s| &s.runtime.scheduled_ns)
+                .filter(|h| h.count() > 0)
+            {
+                evidence.push(format!(
+                    "from wake to poll, tasks waited {:.1} ms at the median and {:.1} ms at p99 \
+                     ({} timed wakes)",
+                    h.quantile(0.5) as f64 / 1e6,
+                    h.quantile(0.99) as f64 / 1e6,
+                    h.count()
+                ));
+            }
+        }
         for l in locations.iter().take(LISTED) {
             evidence.push(format!(
                 "tasks spawned at {} used {:.0}% of the polled time ({:.0} ms, {} polls)",
