@@ -76,7 +76,7 @@ impl Recorder {
     /// scheduling latency, when the runtime tracks it. `WAKES` is true for the layer tier,
     /// which sees wakes: every poll may then end a wake-to-poll delay.
     #[inline]
-    pub(crate) fn poll_start<const WAKES: bool>(&'static self, id: u64, sched_ns: Option<u64>) {
+    pub(crate) fn poll_start<const WAKES: bool>(&'static self, id: u64, mut sched_ns: Option<u64>) {
         THREAD.with(|t| {
             let Some(w) = self.thread_worker(t) else {
                 return;
@@ -89,8 +89,9 @@ impl Recorder {
             if entry.id.load(Relaxed) == id {
                 // Single writer (this worker): a plain increment, no atomic RMW.
                 entry.polls.store(entry.polls.load(Relaxed) + 1, Relaxed);
-            } else {
-                self.first_poll_here(w, entry, id, now);
+            } else if self.first_poll_here(w, entry, id, now, sched_ns) {
+                // Its first poll's delay is recorded (tokio's): not again below.
+                sched_ns = None;
             }
             if WAKES {
                 self.end_ready_wait(w, id, now);
@@ -163,10 +164,19 @@ impl Recorder {
 
     /// Hot path (rare: a task this worker has not polled lately): take over the task's count
     /// entry (handing the previous task's count to that task's slot), and end the task's wait
-    /// to be polled if it was just spawned.
+    /// to be polled if it was just spawned. When tokio timed this poll's wait (`tokio_ns`: the
+    /// `schedule-latency` feature), the first poll's delay recorded is tokio's, not ours as
+    /// well; true when it was.
     #[cold]
     #[inline(never)]
-    fn first_poll_here(&self, w: &Worker, entry: &TaskPollCount, id: u64, now: u64) {
+    fn first_poll_here(
+        &self,
+        w: &Worker,
+        entry: &TaskPollCount,
+        id: u64,
+        now: u64,
+        tokio_ns: Option<u64>,
+    ) -> bool {
         let old = entry.id.load(Relaxed);
         let polls = entry.polls.load(Relaxed);
         if old != 0 && polls != 0 {
@@ -176,7 +186,22 @@ impl Recorder {
         }
         entry.polls.store(1, Relaxed);
         entry.id.store(id, Relaxed);
-        self.end_ready_wait(w, id, now);
+        match tokio_ns {
+            Some(ns) => {
+                let Some(s) = self.tasks.find(id) else {
+                    return false;
+                };
+                let first = s.ready_since_ns.swap(0, Relaxed) != 0;
+                if first {
+                    self.record_sched_delay(w, Some(s), ns);
+                }
+                first
+            }
+            None => {
+                self.end_ready_wait(w, id, now);
+                false
+            }
+        }
     }
 
     /// Hot path: task `id`'s poll begins at `now`; if the task was waiting to be polled
