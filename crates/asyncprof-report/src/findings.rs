@@ -403,6 +403,7 @@ pub(crate) fn diagnosis<'a>(
     ));
     out.extend(crate::diagnoses::task_leak::findings(run, thresholds));
     out.extend(crate::diagnoses::cpu_contention::findings(run, thresholds));
+    out.extend(crate::diagnoses::slow_stage::findings(run, thresholds));
     out.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)

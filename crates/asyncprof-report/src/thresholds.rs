@@ -49,6 +49,11 @@ pub struct Thresholds {
     /// of its CPUs; waiting behind the process's own threads, or a hypervisor's usual steal, is
     /// not the machine being oversubscribed. Default 0.5.
     pub contention_others_share: f64,
+    /// `slow-stage`: a stage's mean must be at least this share of an item's end-to-end
+    /// mean. Default 0.5.
+    pub slow_stage_share: f64,
+    /// `slow-stage`: closed spans a stage (and the end-to-end latency) needs. Default 20.
+    pub stage_min_count: u64,
     /// `task-leak`: tasks alive at one spawn location at the end. Default 100.
     pub leak_min_alive: u64,
     /// `task-leak`: the live tasks must grow at least this many per second. Default 10.
@@ -72,6 +77,8 @@ impl Default for Thresholds {
             contention_wait_share: 0.2,
             contention_min_share: 0.05,
             contention_others_share: 0.5,
+            slow_stage_share: 0.5,
+            stage_min_count: 20,
             leak_min_alive: 100,
             leak_min_rate: 10.0,
         }
@@ -95,6 +102,8 @@ impl Thresholds {
         "contention_wait_share",
         "contention_min_share",
         "contention_others_share",
+        "slow_stage_share",
+        "stage_min_count",
         "leak_min_alive",
         "leak_min_rate",
     ];
@@ -131,6 +140,8 @@ impl Thresholds {
             "contention_wait_share" => self.contention_wait_share = x,
             "contention_min_share" => self.contention_min_share = x,
             "contention_others_share" => self.contention_others_share = x,
+            "slow_stage_share" => self.slow_stage_share = x,
+            "stage_min_count" => self.stage_min_count = x as u64,
             "leak_min_alive" => self.leak_min_alive = x as u64,
             "leak_min_rate" => self.leak_min_rate = x,
             _ => {

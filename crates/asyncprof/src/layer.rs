@@ -298,7 +298,14 @@ fn is_task_span(meta: &tracing_core::Metadata<'_>) -> bool {
 
 /// Spans of tokio's own internals and of asyncprof are not stages.
 fn is_internal(target: &str) -> bool {
-    target.starts_with("tokio") || target.starts_with("runtime") || target.starts_with("asyncprof")
+    // By crate, not by prefix: `tokio_postgres` or `asyncprof_pipelines` spans are a
+    // program's stages.
+    let of = |krate: &str| {
+        target
+            .strip_prefix(krate)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    };
+    of("tokio") || of("asyncprof") || target.starts_with("runtime.") || of("runtime")
 }
 
 impl<S> tracing_subscriber::Layer<S> for TaskLayer
@@ -496,6 +503,27 @@ mod tests {
             .filter(|&s| std::ptr::eq(table.ways(s).as_ptr(), first))
             .take(n)
             .collect()
+    }
+
+    #[test]
+    fn only_tokio_and_asyncprof_spans_are_internal_not_crates_named_like_them() {
+        for t in [
+            "tokio",
+            "tokio::task",
+            "runtime::resource",
+            "runtime.spawn",
+            "asyncprof",
+        ] {
+            assert!(is_internal(t), "{t}");
+        }
+        for t in [
+            "asyncprof_pipelines::store",
+            "tokio_postgres::query",
+            "runtimes",
+            "app",
+        ] {
+            assert!(!is_internal(t), "{t}");
+        }
     }
 
     #[test]

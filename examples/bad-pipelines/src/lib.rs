@@ -388,6 +388,14 @@ pub fn run_profiled(
         )
     })?;
     let guard = std::sync::Arc::new(asyncprof::Profiler::builder().from_env()?.start()?);
+    // The pipelines' spans become stages through asyncprof's layer (the process's subscriber:
+    // one pipeline runs per process). Where one is set already, it stays.
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(guard.layer()),
+        );
+    }
     let budget = budget.unwrap_or_else(|| self::budget(p, load));
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let watcher = {

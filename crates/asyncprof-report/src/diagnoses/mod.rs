@@ -6,7 +6,8 @@
 //! Queue kinds: [`queue_backpressure`], [`queue_growth`].
 //! Runtime-wide kinds, from the runtimes' load sampled ten times a second and the tasks alive
 //! per spawn location: [`runtime_saturated`], [`blocking_pool_saturated`], [`task_leak`], and
-//! [`cpu_contention`] (which blames the machine, not a line).
+//! [`cpu_contention`] (which blames the machine, not a line). From the stages (user spans):
+//! [`slow_stage`].
 
 pub mod blocking_call;
 pub mod blocking_pool_saturated;
@@ -17,6 +18,7 @@ pub mod queue_backpressure;
 pub mod queue_growth;
 pub mod runtime_blocked;
 pub mod runtime_saturated;
+pub mod slow_stage;
 pub mod task_leak;
 
 /// Every finding kind, in the order of the list above.
@@ -31,6 +33,7 @@ pub const KINDS: &[&str] = &[
     blocking_pool_saturated::KIND,
     task_leak::KIND,
     cpu_contention::KIND,
+    slow_stage::KIND,
 ];
 
 /// Whether findings of `kind` are placed at a spawn location (a `tokio::spawn` or

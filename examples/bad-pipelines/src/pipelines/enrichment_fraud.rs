@@ -98,7 +98,7 @@ async fn consume(
 pub(crate) fn run(variant: Variant, ctx: Arc<Ctx>) -> RunFuture {
     Box::pin(async move {
         let (events, per_second): (u64, u64) =
-            ctx.load.pick((900, 600), (1_200, 600), (2_400, 600));
+            ctx.load.pick((600, 600), (1_000, 600), (2_000, 600));
         let addr = serve(&ctx.upstream)?;
         let shared = Arc::new(Shared {
             base: format!("http://{addr}"),

@@ -79,7 +79,7 @@ pub(crate) fn run(variant: Variant, ctx: Arc<Ctx>) -> RunFuture {
     Box::pin(async move {
         let (lines, per_second): (u64, u64) =
             ctx.load
-                .pick((6_000, 6_000), (15_000, 6_000), (30_000, 6_000));
+                .pick((6_000, 6_000), (12_000, 6_000), (24_000, 6_000));
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
         let generator = logs::generate(socket.local_addr()?, lines, per_second)?;
         let counts = Arc::new(Counts::default());

@@ -13,6 +13,7 @@ mod logs;
 mod market_data;
 mod news_aggregator;
 mod price_monitor;
+mod price_monitor_store;
 mod scraper;
 mod scraper_blocking_client;
 mod scraper_retry;
@@ -132,6 +133,17 @@ pub(crate) const ALL: &[Pipeline] = &[
         budget: Duration::from_secs(10),
         run: scraper_retry::run,
     },
+    Pipeline {
+        name: "price-monitor-store",
+        about:
+            "prices of 100 products every 100 ms -> a task each: fetch, store to a 30 ms service",
+        defect: "the store stage awaits one 30 ms call per price: most of each item's time",
+        source: "examples/bad-pipelines/src/pipelines/price_monitor_store.rs",
+        flavor: Flavor::MultiThread,
+        blocking_threads: 0,
+        budget: Duration::from_secs(10),
+        run: price_monitor_store::run,
+    },
 ];
 
 /// The source text of a pipeline's module, for its markers.
@@ -148,6 +160,7 @@ pub(crate) fn source_of(name: &str) -> &'static str {
         "log-aggregator-saturated" => include_str!("log_aggregator_saturated.rs"),
         "enrichment-fraud" => include_str!("enrichment_fraud.rs"),
         "scraper-retry" => include_str!("scraper_retry.rs"),
+        "price-monitor-store" => include_str!("price_monitor_store.rs"),
         _ => "",
     }
 }
