@@ -11,6 +11,10 @@ use asyncprof_format as format;
 
 use crate::recorder::Recorder;
 
+/// While no poll began since the last sample (an idle service), samples are this far apart:
+/// there is no load to see, and the reads cost an idle process most of its CPU.
+const IDLE_PERIOD_NS: u64 = 1_000_000_000;
+
 /// The most points held between two snapshots (a snapshot period of a minute at 10 per
 /// second, for a few runtimes); past it, new points are dropped and counted.
 const MAX_PENDING: usize = 4096;
@@ -29,11 +33,20 @@ pub(crate) struct LoadSampler {
     pending: Vec<format::LoadPoint>,
     /// Points dropped because the pending list was full.
     pub(crate) dropped: u64,
+    /// Polls begun on every worker, and when, at the last sample.
+    last: Option<(u64, u64)>,
 }
 
 impl LoadSampler {
     /// Sample every live multi-thread runtime once, at `elapsed_ns` since the run started.
     pub(crate) fn sample(&mut self, recorder: &Recorder, elapsed_ns: u64) {
+        let polls = recorder.polls_begun();
+        if let Some((polls0, then)) = self.last {
+            if polls == polls0 && elapsed_ns.saturating_sub(then) < IDLE_PERIOD_NS {
+                return;
+            }
+        }
+        self.last = Some((polls, elapsed_ns));
         let rss = asyncprof_sampler::rss_bytes().unwrap_or(0);
         // What everything else on the machine took since the previous sample.
         let (mut others_cpu_ns, mut machine_ns) = (0, 0);
