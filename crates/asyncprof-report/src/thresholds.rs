@@ -52,6 +52,9 @@ pub struct Thresholds {
     /// `slow-stage`: a stage's mean must be at least this share of an item's end-to-end
     /// mean. Default 0.5.
     pub slow_stage_share: f64,
+    /// `slow-stage`: a stage's mean must be at least this long, in milliseconds: some stage
+    /// always takes most of a fast item's time. Default 10.
+    pub slow_stage_min_ms: f64,
     /// `slow-stage`: closed spans a stage (and the end-to-end latency) needs. Default 20.
     pub stage_min_count: u64,
     /// `task-leak`: tasks alive at one spawn location at the end. Default 100.
@@ -78,6 +81,7 @@ impl Default for Thresholds {
             contention_min_share: 0.05,
             contention_others_share: 0.5,
             slow_stage_share: 0.5,
+            slow_stage_min_ms: 10.0,
             stage_min_count: 20,
             leak_min_alive: 100,
             leak_min_rate: 10.0,
@@ -103,6 +107,7 @@ impl Thresholds {
         "contention_min_share",
         "contention_others_share",
         "slow_stage_share",
+        "slow_stage_min_ms",
         "stage_min_count",
         "leak_min_alive",
         "leak_min_rate",
@@ -141,6 +146,7 @@ impl Thresholds {
             "contention_min_share" => self.contention_min_share = x,
             "contention_others_share" => self.contention_others_share = x,
             "slow_stage_share" => self.slow_stage_share = x,
+            "slow_stage_min_ms" => self.slow_stage_min_ms = x,
             "stage_min_count" => self.stage_min_count = x as u64,
             "leak_min_alive" => self.leak_min_alive = x as u64,
             "leak_min_rate" => self.leak_min_rate = x,

@@ -5,7 +5,8 @@
 //! span's life, creation to close, and the time it was entered, that is polled), against the
 //! end-to-end latency of an item: an [`asyncprof::Latency`] when the program records one, else
 //! the stage with the longest mean. A stage is slow when, over at least `stage_min_count`
-//! (20) closed spans, its mean is at least `slow_stage_share` (50%) of the end-to-end mean,
+//! (20) closed spans, its mean is at least `slow_stage_share` (50%) of the end-to-end mean and
+//! at least `slow_stage_min_ms` (10 ms; some stage always takes most of a fast item's time),
 //! it ran for at least half as many items, and it was polled less than 20% of its life: the
 //! rest it spent awaiting. A stage that computed or blocked in its polls is left to the stall
 //! findings, which name the line.
@@ -89,6 +90,7 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
             1.0
         };
         if share < t.slow_stage_share
+            || mean < t.slow_stage_min_ms * 1e6
             || (s.count as f64) < 0.5 * end_to_end.count as f64
             || polled >= AWAITING_BUSY_SHARE
         {
@@ -215,6 +217,20 @@ mod tests {
             findings(vec![
                 stage("item latency", "latency", 10, 100, 40, 0.0),
                 stage("store", "svc", 30, 100, 30, 0.19),
+            ])
+            .len(),
+            1
+        );
+        // Most of a fast item's time, under 10 ms: 9 ms of 12 is not slow, 11 ms is.
+        assert!(findings(vec![
+            stage("item latency", "latency", 10, 100, 12, 0.0),
+            stage("fetch", "svc", 30, 100, 9, 0.01),
+        ])
+        .is_empty());
+        assert_eq!(
+            findings(vec![
+                stage("item latency", "latency", 10, 100, 12, 0.0),
+                stage("fetch", "svc", 30, 100, 11, 0.01),
             ])
             .len(),
             1
