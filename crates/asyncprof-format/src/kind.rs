@@ -84,7 +84,8 @@ const ALLOCATOR: &[&str] = &[
     "malloc_consolidate",
 ];
 
-/// In the most sampled stack, the frame just outward of the lock wait is the C library's
+/// In the most sampled stack, the first named frame outward of the lock wait (a static
+/// function of the C library has no symbol: its address is skipped) is the C library's
 /// allocator: the thread waited for its arena lock.
 fn waits_on_the_allocator(s: &StallRecord) -> bool {
     s.stacks
@@ -94,6 +95,7 @@ fn waits_on_the_allocator(s: &StallRecord) -> bool {
             st.frames.iter().find(|f| {
                 let name = f.function.as_str();
                 !(name.starts_with("__lll_lock_wait")
+                    || name.starts_with("0x")
                     || name.contains("futex")
                     || name == "syscall"
                     || name == "__GI___lll_lock_wait")
@@ -322,6 +324,11 @@ mod tests {
             ..StallRecord::default()
         };
         assert!(preempted(&realloc(Some(0.7))));
+        // `free`, with glibc's static `_int_free` unnamed between it and the wait.
+        let mut free = realloc(Some(0.7));
+        free.stacks[0].frames[1] = crate::Frame::new("0x7fb37a94997d", None, None);
+        free.stacks[0].frames[2] = crate::Frame::new("__libc_free", None, None);
+        assert!(preempted(&free));
         assert!(!preempted(&realloc(Some(0.3))));
         assert!(!preempted(&realloc(None)));
     }
