@@ -38,6 +38,18 @@ pub struct FindingLocation {
     pub function: String,
 }
 
+impl FindingLocation {
+    /// A spawn location, span or call site, whose function is not known yet (the report
+    /// names it from the source).
+    pub(crate) fn at(loc: &asyncprof_format::SourceLocation) -> Self {
+        FindingLocation {
+            file: loc.file.clone(),
+            line: loc.line,
+            function: String::new(),
+        }
+    }
+}
+
 /// One diagnosis: its kind, where to change the code, the evidence and what to do.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]

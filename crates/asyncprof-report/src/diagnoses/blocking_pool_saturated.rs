@@ -15,7 +15,7 @@
 use asyncprof_format::RunFile;
 
 use crate::findings::FindingLocation;
-use crate::{Finding, Severity, Thresholds};
+use crate::{Finding, Thresholds};
 
 /// The kind's name.
 pub const KIND: &str = "blocking-pool-saturated";
@@ -77,10 +77,8 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
         let location = sites
             .iter()
             .find(|l| asyncprof_format::culprit::is_user_file(&l.location.file))
-            .map_or_else(FindingLocation::default, |l| FindingLocation {
-                file: l.location.file.clone(),
-                line: l.location.line,
-                function: String::new(),
+            .map_or_else(FindingLocation::default, |l| {
+                FindingLocation::at(&l.location)
             });
         let site = sites
             .first()
@@ -95,11 +93,7 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
             super::runtime_label(run, id),
             share * 100.0
         );
-        let severity = if share >= 0.5 {
-            Severity::Error
-        } else {
-            Severity::Warning
-        };
+        let severity = super::by_share(share);
         let mut f = Finding::runtime_wide(KIND, severity, location, recommendation, evidence);
         f.count = saturated.len() as u64;
         out.push(f);

@@ -19,7 +19,7 @@
 use asyncprof_format::{LoadPoint, RunFile};
 
 use crate::findings::FindingLocation;
-use crate::{Finding, Severity, Thresholds};
+use crate::{Finding, Thresholds};
 
 /// The kind's name.
 pub const KIND: &str = "cpu-contention";
@@ -96,11 +96,7 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
             super::runtime_label(run, id),
             share * 100.0
         );
-        let severity = if share >= 0.5 {
-            Severity::Error
-        } else {
-            Severity::Warning
-        };
+        let severity = super::by_share(share);
         let mut f = Finding::runtime_wide(
             KIND,
             severity,

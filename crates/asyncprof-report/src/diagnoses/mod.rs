@@ -48,6 +48,16 @@ pub fn placed_by_spawn_location(kind: &str) -> bool {
     .contains(&kind)
 }
 
+/// The severity of a runtime-wide finding that held in `share` of the run's samples: an
+/// error from half of them.
+pub(crate) fn by_share(share: f64) -> crate::Severity {
+    if share >= 0.5 {
+        crate::Severity::Error
+    } else {
+        crate::Severity::Warning
+    }
+}
+
 /// The load points of each runtime, in order.
 pub(crate) fn load_by_runtime(
     run: &asyncprof_format::RunFile,

@@ -17,7 +17,7 @@
 use asyncprof_format::RunFile;
 
 use crate::findings::FindingLocation;
-use crate::{Finding, Severity, Thresholds};
+use crate::{Finding, Thresholds};
 
 /// The kind's name.
 pub const KIND: &str = "runtime-saturated";
@@ -118,11 +118,7 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
             .filter(|l| asyncprof_format::culprit::is_user_file(&l.location.file));
         let (location, who) = match busiest {
             Some(l) => (
-                FindingLocation {
-                    file: l.location.file.clone(),
-                    line: l.location.line,
-                    function: String::new(),
-                },
+                FindingLocation::at(&l.location),
                 format!(
                     " The tasks spawned at {} used most of it ({:.0}%).",
                     l.location,
@@ -151,11 +147,7 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
             super::runtime_label(run, id),
             share * 100.0
         );
-        let severity = if share >= 0.5 {
-            Severity::Error
-        } else {
-            Severity::Warning
-        };
+        let severity = super::by_share(share);
         let mut f = Finding::runtime_wide(KIND, severity, location, recommendation, evidence);
         f.count = saturated.len() as u64;
         f.total_ms = (busy_ns as f64 / 1e4).round() / 100.0;

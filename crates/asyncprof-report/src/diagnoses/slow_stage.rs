@@ -129,11 +129,7 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
         let mut f = Finding::runtime_wide(
             KIND,
             Severity::Warning,
-            FindingLocation {
-                file: loc.file.clone(),
-                line: loc.line,
-                function: String::new(),
-            },
+            FindingLocation::at(loc),
             recommendation,
             evidence,
         );

@@ -174,11 +174,7 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
         let mut f = Finding::runtime_wide(
             KIND,
             severity,
-            FindingLocation {
-                file: loc.file.clone(),
-                line: loc.line,
-                function: String::new(),
-            },
+            FindingLocation::at(loc),
             recommendation,
             evidence,
         );
