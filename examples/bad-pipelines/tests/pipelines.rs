@@ -22,15 +22,8 @@ fn check(o: &Outcome, key: &str) -> u64 {
 
 #[test]
 fn every_pipeline_marks_its_defect_with_a_known_kind() {
-    let kinds = [
-        "blocking-call",
-        "cpu-bound-poll",
-        "lock-contention",
-        "runtime-blocked",
-        "queue-backpressure",
-        "queue-growth",
-    ];
-    assert_eq!(asyncprof_pipelines::pipelines().len(), 8);
+    let kinds = asyncprof_report::diagnoses::KINDS;
+    assert_eq!(asyncprof_pipelines::pipelines().len(), 12);
     for p in asyncprof_pipelines::pipelines() {
         let expected = asyncprof_pipelines::expected(p);
         assert_eq!(expected.len(), 1, "{}: {expected:?}", p.name);
@@ -114,4 +107,38 @@ fn price_monitor_fixed_stores_every_price() {
     let o = run("price-monitor", Variant::Fixed, Load::Quick);
     assert_eq!(check(&o, "prices_stored"), check(&o, "prices_expected"));
     assert!(check(&o, "alerts") > 0);
+}
+
+#[test]
+fn log_aggregator_saturated_fixed_handles_every_line() {
+    let o = run("log-aggregator-saturated", Variant::Fixed, Load::Quick);
+    assert_eq!(check(&o, "lines_sent"), 6_000);
+    assert_eq!(o.items, check(&o, "lines_received"));
+    assert_eq!(o.items, 6_000);
+    // 500 services by 4 levels at most.
+    assert!((1..=2_000).contains(&check(&o, "keys")));
+}
+
+#[test]
+fn enrichment_fraud_fixed_scores_every_event() {
+    let o = run("enrichment-fraud", Variant::Fixed, Load::Quick);
+    assert_eq!(o.items, check(&o, "events"));
+    assert_eq!(o.errors, 0);
+    assert!(check(&o, "rejected") > 0 && check(&o, "accepted") > check(&o, "rejected"));
+}
+
+#[test]
+fn scraper_retry_fixed_parses_the_live_pages_and_gives_up_on_the_missing_ones() {
+    let o = run("scraper-retry", Variant::Fixed, Load::Quick);
+    // One product in five is discontinued (404): not retried, given up on.
+    assert_eq!(check(&o, "pages_parsed"), 240);
+    assert_eq!(o.errors, 60);
+    assert_eq!(check(&o, "retries"), 0);
+}
+
+#[test]
+fn price_monitor_store_fixed_stores_every_price() {
+    let o = run("price-monitor-store", Variant::Fixed, Load::Quick);
+    assert_eq!(check(&o, "stored"), check(&o, "prices"));
+    assert_eq!(o.errors, 0);
 }
