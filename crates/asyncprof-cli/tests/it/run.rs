@@ -279,8 +279,10 @@ fn a_program_stuck_for_good_is_stopped_at_the_timeout_and_its_stall_reported() {
         "run",
         "--out",
         dir.to_str().unwrap(),
+        // The stall must have lasted the second that makes it runtime-blocked by the time the
+        // program is stopped, even when a loaded machine starts the program late.
         "--timeout",
-        "2s",
+        "3s",
         "--",
         service.to_str().unwrap(),
     ]);
