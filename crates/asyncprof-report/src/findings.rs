@@ -64,9 +64,13 @@ pub struct Finding {
     pub primitive: Option<String>,
     /// The system call the thread slept in.
     pub syscall: Option<String>,
-    /// Stalls grouped here (queue findings: sender waits, or items sent for growth).
+    /// Stalls grouped here (queue findings: sender waits, or items sent for growth;
+    /// `runtime-saturated`, `blocking-pool-saturated`, `cpu-contention`: the samples that
+    /// showed it; `task-leak`: tasks alive at the peak; `slow-stage`: the stage's spans).
     pub count: u64,
-    /// Their total duration (queue findings: time senders waited).
+    /// Their total duration (queue findings: time senders waited; `runtime-saturated`: busy
+    /// time in the saturated samples; `cpu-contention`: time waited for a CPU; `slow-stage`:
+    /// the stage's spans' life; 0 where no duration applies).
     pub total_ms: f64,
     /// The longest.
     pub max_ms: f64,
