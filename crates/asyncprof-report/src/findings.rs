@@ -130,7 +130,7 @@ impl Finding {
     /// Whether it names no line: the machine's, or a runtime-wide finding whose tasks the
     /// recording could not place (the stable tier sees no spawn locations).
     pub fn names_no_line(&self) -> bool {
-        self.blames_the_machine() || self.location.file.is_empty()
+        self.location.file.is_empty()
     }
 }
 

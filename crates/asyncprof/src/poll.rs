@@ -427,10 +427,10 @@ impl Recorder {
     /// when another location takes the entry over, the count is large, or the thread stops.
     /// A task not in the table ended: one spawned while the table was full, or a
     /// `spawn_blocking` job (tokio calls the terminate hook for those, never the spawn
-    /// hook), whose location no spawn interned. Runs on a blocking thread for the latter.
+    /// hook): a location where no task was spawned. Runs on a blocking thread for the latter.
     fn untracked_task_terminated(&self, l: LocKey<'static>) {
         match self.locations.find(l) {
-            Some(li) if self.locations.get(li).blocking_completed.load(Relaxed) == 0 => {
+            Some(li) if self.locations.spawned(li).load(Relaxed) > 0 => {
                 self.untracked_task_completed(li);
             }
             _ => {
