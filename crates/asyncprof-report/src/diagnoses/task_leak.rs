@@ -17,9 +17,11 @@
 //! sockets they hold wake the runtime for nothing.
 //! **What to do**: give the task an end: a timeout (`tokio::time::timeout`), a bounded retry
 //! count, a cancellation token or a `JoinSet` dropped with its owner; or do not spawn per
-//! event: one long-lived task fed by a channel. The await point that holds them is not shown
-//! (tokio's task dumps, `--cfg tokio_taskdump`, are not read yet): look for the `.await` in
-//! the spawned future that has no deadline.
+//! event: one long-lived task fed by a channel. The await point that holds them is not shown:
+//! tokio's task dumps would name it, but asyncprof does not take them, because taking one
+//! changes what the service does: with tokio 1.54 a dump holds every worker at a barrier (up to
+//! 250 ms) and can leave a multi-thread runtime stuck (tokio issue #7478). Look for the
+//! `.await` in the spawned future that has no deadline.
 
 use asyncprof_format::{RunFile, SourceLocation};
 
@@ -154,8 +156,9 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
             }
         }
         evidence.push(
-            "where they wait is not shown: without tokio's task dumps the `.await` holding \
-             them is not known"
+            "where they wait is not shown: asyncprof takes no tokio task dumps (a dump holds \
+             every worker up to 250 ms and can leave the runtime stuck), so the `.await` \
+             holding them is not known"
                 .to_string(),
         );
         let recommendation = format!(
