@@ -66,11 +66,13 @@ pub struct Finding {
     pub syscall: Option<String>,
     /// Stalls grouped here (queue findings: sender waits, or items sent for growth;
     /// `runtime-saturated`, `blocking-pool-saturated`, `cpu-contention`: the samples that
-    /// showed it; `task-leak`: tasks alive at the peak; `slow-stage`: the stage's spans).
+    /// showed it; `task-leak`: tasks alive at the peak; `slow-stage`: the stage's spans;
+    /// `scheduling-delay`: the culprit location's polls).
     pub count: u64,
     /// Their total duration (queue findings: time senders waited; `runtime-saturated`: busy
     /// time in the saturated samples; `cpu-contention`: time waited for a CPU; `slow-stage`:
-    /// the stage's spans' life; 0 where no duration applies).
+    /// the stage's spans' life; `scheduling-delay`: the culprit's long polls; 0 where no
+    /// duration applies).
     pub total_ms: f64,
     /// The longest.
     pub max_ms: f64,
@@ -420,6 +422,9 @@ pub(crate) fn diagnosis<'a>(
     out.extend(crate::diagnoses::task_leak::findings(run, thresholds));
     out.extend(crate::diagnoses::cpu_contention::findings(run, thresholds));
     out.extend(crate::diagnoses::slow_stage::findings(run, thresholds));
+    out.extend(crate::diagnoses::scheduling_delay::findings(
+        run, thresholds,
+    ));
     out.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)

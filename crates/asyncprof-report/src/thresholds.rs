@@ -61,6 +61,18 @@ pub struct Thresholds {
     pub leak_min_alive: u64,
     /// `task-leak`: the live tasks must grow at least this many per second. Default 10.
     pub leak_min_rate: f64,
+    /// `scheduling-delay`: the 99th percentile of a spawn location's scheduling delays (ms)
+    /// from which its tasks waited too long for a worker. Default 5.
+    pub sched_delay_p99_ms: f64,
+    /// `scheduling-delay`: delays a location needs before its percentile counts. Default 50.
+    pub sched_min_delays: u64,
+    /// `scheduling-delay`: a poll this long (ms) or longer holds its worker long enough to
+    /// delay others; a location whose 99th percentile poll is at least this is a culprit.
+    /// Default 1.
+    pub long_poll_ms: f64,
+    /// `scheduling-delay`: a culprit's long polls must add up to at least this share of the
+    /// workers' busy time. Default 0.05.
+    pub long_poll_share: f64,
 }
 
 impl Default for Thresholds {
@@ -85,6 +97,10 @@ impl Default for Thresholds {
             stage_min_count: 20,
             leak_min_alive: 100,
             leak_min_rate: 10.0,
+            sched_delay_p99_ms: 5.0,
+            sched_min_delays: 50,
+            long_poll_ms: 1.0,
+            long_poll_share: 0.05,
         }
     }
 }
@@ -111,6 +127,10 @@ impl Thresholds {
         "stage_min_count",
         "leak_min_alive",
         "leak_min_rate",
+        "sched_delay_p99_ms",
+        "sched_min_delays",
+        "long_poll_ms",
+        "long_poll_share",
     ];
 
     /// Set one threshold from `name=value`.
@@ -150,6 +170,10 @@ impl Thresholds {
             "stage_min_count" => self.stage_min_count = x as u64,
             "leak_min_alive" => self.leak_min_alive = x as u64,
             "leak_min_rate" => self.leak_min_rate = x,
+            "sched_delay_p99_ms" => self.sched_delay_p99_ms = x,
+            "sched_min_delays" => self.sched_min_delays = x as u64,
+            "long_poll_ms" => self.long_poll_ms = x,
+            "long_poll_share" => self.long_poll_share = x,
             _ => {
                 return Err(format!(
                     "unknown threshold {name:?}; known: {}",

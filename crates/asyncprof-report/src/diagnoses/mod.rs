@@ -7,7 +7,8 @@
 //! Runtime-wide kinds, from the runtimes' load sampled ten times a second and the tasks alive
 //! per spawn location: [`runtime_saturated`], [`blocking_pool_saturated`], [`task_leak`], and
 //! [`cpu_contention`] (which blames the machine, not a line). From the stages (user spans):
-//! [`slow_stage`].
+//! [`slow_stage`]. From the spawn locations' scheduling delays and poll times:
+//! [`scheduling_delay`].
 
 pub mod blocking_call;
 pub mod blocking_pool_saturated;
@@ -18,6 +19,7 @@ pub mod queue_backpressure;
 pub mod queue_growth;
 pub mod runtime_blocked;
 pub mod runtime_saturated;
+pub mod scheduling_delay;
 pub mod slow_stage;
 pub mod task_leak;
 
@@ -34,6 +36,7 @@ pub const KINDS: &[&str] = &[
     task_leak::KIND,
     cpu_contention::KIND,
     slow_stage::KIND,
+    scheduling_delay::KIND,
 ];
 
 /// Whether findings of `kind` are placed at a spawn location (a `tokio::spawn` or
@@ -44,6 +47,7 @@ pub fn placed_by_spawn_location(kind: &str) -> bool {
         runtime_saturated::KIND,
         blocking_pool_saturated::KIND,
         task_leak::KIND,
+        scheduling_delay::KIND,
     ]
     .contains(&kind)
 }

@@ -102,3 +102,72 @@ fn delay_while_worker_busy_multi_thread() {
         check_delay(Flavor::MultiThread(1), "sched-mt");
     });
 }
+
+/// Two tasks whose polls compute for 20 ms (then sleep 10 ms), under a 50 ms stall threshold,
+/// beside a ticker that spawns a short task every millisecond: while both workers compute,
+/// the short tasks wait, no stall says why, the runtime is not saturated (two thirds busy),
+/// and `scheduling-delay` names the computing tasks' spawn line. The fixed twin
+/// does the same computing in 0.5 ms slices with a yield between them, and gets no finding.
+fn long_polls_under_the_threshold(slice: Duration) -> (asyncprof_format::RunFile, u32) {
+    let line = marked_line(file!(), "hog");
+    let (run, _) = crate::support::record_with(
+        "sched-long-polls",
+        Flavor::MultiThread(2),
+        |b| b.stall_threshold(Duration::from_millis(50)),
+        || async move {
+            let end = std::time::Instant::now() + Duration::from_secs(3);
+            let mut hogs = Vec::new();
+            for _ in 0..2 {
+                // spawn: hog
+                hogs.push(tokio::spawn(async move {
+                    while std::time::Instant::now() < end {
+                        let mut left = Duration::from_millis(20);
+                        while !left.is_zero() {
+                            spin(slice.min(left));
+                            left = left.saturating_sub(slice);
+                            if !left.is_zero() {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }));
+            }
+            while std::time::Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::spawn(async {
+                    std::hint::black_box(1 + 1);
+                });
+            }
+            for hog in hogs {
+                hog.await.unwrap();
+            }
+        },
+    );
+    (run, line)
+}
+
+#[test]
+fn polls_just_under_the_stall_threshold_that_delay_others_are_named_at_their_spawn() {
+    crate::support::retry_if_disturbed(|| {
+        let (run, line) = long_polls_under_the_threshold(Duration::from_millis(20));
+        assert!(run.stalls.is_empty(), "{} stalls", run.stalls.len());
+        let findings = asyncprof_report::diagnose(&run);
+        let kinds: Vec<_> = findings.iter().map(|f| (f.kind, f.location.line)).collect();
+        assert_eq!(kinds, vec![("scheduling-delay", line)], "{findings:#?}");
+        assert!(
+            findings[0].evidence[1].starts_with("polls of the tasks spawned here: p99"),
+            "{:?}",
+            findings[0].evidence
+        );
+    });
+}
+
+#[test]
+fn the_same_computing_in_short_slices_delays_nothing() {
+    crate::support::retry_if_disturbed(|| {
+        let (run, _) = long_polls_under_the_threshold(Duration::from_micros(500));
+        let findings = asyncprof_report::diagnose(&run);
+        assert!(findings.is_empty(), "{findings:#?}");
+    });
+}
