@@ -7,10 +7,12 @@
 //! `sched_min_delays` (50) delays, the 99th percentile is at least `sched_delay_p99_ms`
 //! (5 ms). The culprits are the spawn locations of the program's own code whose 99th
 //! percentile poll is at least `long_poll_ms` (1 ms) and whose polls of that length add up to
-//! at least `long_poll_share` (5%) of the workers' busy time, and which had no stall (a stall
-//! finding names their line with a stack). Nothing is found when the runtime was saturated or
-//! the machine short of CPUs (`runtime-saturated`, `cpu-contention` explain the delays), or
-//! when no culprit holds: a delay without a poll to blame names no line.
+//! at least `long_poll_share` (5%) of the workers' busy time (at least ten such polls), and
+//! which had no stall (a stall finding names their line with a stack). Nothing is found when
+//! the runtime was saturated or the machine short of CPUs (`runtime-saturated`,
+//! `cpu-contention` explain the delays), when the run's stalls held the workers at least as
+//! long as the culprit's long polls (the stall findings explain them, with lines), or when no
+//! culprit holds: a delay without a poll to blame names no line.
 //! **Why it hurts**: a worker running one long poll runs nothing else; every task queued
 //! behind it (a request's next step, a timer's wake) waits that long, which shows as p99
 //! latency although the runtime is far from busy.
@@ -27,18 +29,26 @@ use crate::{Finding, Severity, Thresholds};
 /// The kind's name.
 pub const KIND: &str = "scheduling-delay";
 
-/// Time in polls of at least `min_ns`, from a location's poll histogram.
-fn long_poll_ns(l: &LocationStats, min_ns: u64) -> u64 {
+/// The polls of at least `min_ns` and their time, from a location's poll histogram.
+fn long_polls(l: &LocationStats, min_ns: u64) -> (u64, u64) {
     if l.poll_ns.count() == 0 {
-        return 0;
+        return (0, 0);
     }
     l.poll_ns
         .to_hdr()
         .iter_recorded()
         .filter(|v| v.value_iterated_to() >= min_ns)
-        .map(|v| v.value_iterated_to().saturating_mul(v.count_at_value()))
-        .sum()
+        .fold((0, 0), |(n, ns), v| {
+            (
+                n + v.count_at_value(),
+                ns + v.value_iterated_to().saturating_mul(v.count_at_value()),
+            )
+        })
 }
+
+/// Long polls a culprit needs: a single long poll (a task's start, a cache filled once) holds
+/// a worker once, not the run's delays.
+const MIN_LONG_POLLS: u64 = 10;
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
@@ -65,7 +75,19 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
     else {
         return Vec::new();
     };
-    let busy_ns: u64 = snap.locations.iter().map(|l| l.busy_ns).sum();
+    // The workers' busy time (tokio's, per worker), or the tasks' where workers say nothing.
+    let busy_ns: u64 = match snap.workers.iter().map(|w| w.busy_ns).sum::<u64>() {
+        0 => snap.locations.iter().map(|l| l.busy_ns).sum(),
+        workers => workers,
+    };
+    // Stalls hold workers far longer than polls under the threshold, and their findings name
+    // their lines: delays they explain are theirs.
+    let stalled_ns: u64 = run
+        .stalls
+        .iter()
+        .filter(|s| !super::preempted(s))
+        .map(|s| s.duration_ns)
+        .sum();
     let long_ns = (t.long_poll_ms * 1e6) as u64;
     let stall_ns = run.header.config.stall_threshold_us * 1000;
     let source = match run.header.config.schedule_source {
@@ -80,8 +102,12 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
         {
             continue;
         }
-        let held = long_poll_ns(culprit, long_ns);
-        if busy_ns == 0 || (held as f64) < t.long_poll_share * busy_ns as f64 {
+        let (long, held) = long_polls(culprit, long_ns);
+        if long < MIN_LONG_POLLS
+            || busy_ns == 0
+            || (held as f64) < t.long_poll_share * busy_ns as f64
+            || stalled_ns >= held
+        {
             continue;
         }
         // Its long polls that were stalls have a stall finding, which names the line.
@@ -223,13 +249,39 @@ mod tests {
         // of the busy time).
         assert_eq!(findings(case(100, 6 * MS, "src/hog.rs", 60, MS)).len(), 1);
         assert!(findings(case(100, 6 * MS, "src/hog.rs", 60, 900_000)).is_empty());
-        // Its long polls' share of the busy time: 5% (2 polls of 27 ms of 1.054 s) counts,
-        // under it does not.
+        // Its long polls' share of the busy time: 10 polls of 5.4 ms (5.1% of 1.055 s)
+        // count, of 5 ms (4.8%) do not.
         assert_eq!(
-            findings(case(100, 6 * MS, "src/hog.rs", 2, 27 * MS)).len(),
+            findings(case(100, 6 * MS, "src/hog.rs", 10, 5_400_000)).len(),
             1
         );
-        assert!(findings(case(100, 6 * MS, "src/hog.rs", 2, 25 * MS)).is_empty());
+        assert!(findings(case(100, 6 * MS, "src/hog.rs", 10, 5 * MS)).is_empty());
+    }
+
+    #[test]
+    fn a_single_long_poll_or_stalls_elsewhere_that_held_the_workers_longer_name_nothing() {
+        // 9 long polls of 60 ms: under ten; 10 count.
+        assert!(findings(case(100, 6 * MS, "src/hog.rs", 9, 60 * MS)).is_empty());
+        assert_eq!(
+            findings(case(100, 6 * MS, "src/hog.rs", 10, 60 * MS)).len(),
+            1
+        );
+        // A stall of another task at least as long as the culprit's 80 ms of long polls: the
+        // stall explains the delays (its finding names its line); a shorter one does not.
+        let with_stall = |ms: u64| {
+            let mut r = run(vec![(
+                3_000 * MS,
+                case(100, 6 * MS, "src/hog.rs", 10, 8 * MS),
+                Vec::new(),
+            )]);
+            let mut s = StallRecord::default();
+            s.task_location = Some(SourceLocation::new("src/compress.rs", 7, 5));
+            s.duration_ns = ms * MS;
+            r.stalls.push(s);
+            super::findings(&r, &Thresholds::default())
+        };
+        assert!(with_stall(81).is_empty());
+        assert_eq!(with_stall(70).len(), 1);
     }
 
     #[test]
