@@ -103,7 +103,8 @@ fn delay_while_worker_busy_multi_thread() {
     });
 }
 
-/// Two tasks whose polls compute for 20 ms (then sleep 10 ms), under a 50 ms stall threshold,
+/// For 1.5 s, two tasks whose polls compute for 20 ms (then sleep 10 ms), under a 50 ms stall
+/// threshold,
 /// beside a ticker that spawns a short task every millisecond: while both workers compute,
 /// the short tasks wait, no stall says why, the runtime is not saturated (two thirds busy),
 /// and `scheduling-delay` names the computing tasks' spawn line. The fixed twin
@@ -115,7 +116,7 @@ fn long_polls_under_the_threshold(slice: Duration) -> (asyncprof_format::RunFile
         Flavor::MultiThread(2),
         |b| b.stall_threshold(Duration::from_millis(50)),
         || async move {
-            let end = std::time::Instant::now() + Duration::from_secs(3);
+            let end = std::time::Instant::now() + Duration::from_millis(1500);
             let mut hogs = Vec::new();
             for _ in 0..2 {
                 // spawn: hog
