@@ -133,8 +133,11 @@ fn fail_on_a_kind_that_appears_exits_1() {
         "bad",
         "--load",
         "quick",
+        // Long enough for the hung poll to have held its worker past the 1 s that makes it
+        // `runtime-blocked` when the pipeline is stopped, even when its setup is slow (a
+        // loaded machine took 4.6 s for a run budgeted 1.5 s and caught the stall younger).
         "--duration",
-        "1500ms",
+        "3s",
         "--fail-on",
         "runtime-blocked",
         "--out",
