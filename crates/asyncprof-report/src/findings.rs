@@ -422,9 +422,9 @@ pub(crate) fn diagnosis<'a>(
     out.extend(crate::diagnoses::task_leak::findings(run, thresholds));
     out.extend(crate::diagnoses::cpu_contention::findings(run, thresholds));
     out.extend(crate::diagnoses::slow_stage::findings(run, thresholds));
-    out.extend(crate::diagnoses::scheduling_delay::findings(
-        run, thresholds,
-    ));
+    // After the others: a saturated runtime or a crowded machine among them explains delays.
+    let delays = crate::diagnoses::scheduling_delay::findings(run, thresholds, &out);
+    out.extend(delays);
     out.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)

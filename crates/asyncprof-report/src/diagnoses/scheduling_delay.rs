@@ -24,6 +24,7 @@
 use asyncprof_format::{LocationStats, RunFile, ScheduleSource};
 
 use crate::findings::FindingLocation;
+use crate::queues::ms;
 use crate::{Finding, Severity, Thresholds};
 
 /// The kind's name.
@@ -46,22 +47,23 @@ fn long_polls(l: &LocationStats, min_ns: u64) -> (u64, u64) {
         })
 }
 
+/// Polls a culprit needs before its 99th percentile says anything.
+const MIN_POLLS: u64 = 20;
+
 /// Long polls a culprit needs: a single long poll (a task's start, a cache filled once) holds
 /// a worker once, not the run's delays.
 const MIN_LONG_POLLS: u64 = 10;
 
-fn ms(ns: u64) -> f64 {
-    ns as f64 / 1e6
-}
-
 /// One finding per culprit location, when some location's tasks waited past the thresholds.
-pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
+/// `found` are the run's other findings: a saturated runtime or a crowded machine among them
+/// explains the delays.
+pub(crate) fn findings(run: &RunFile, t: &Thresholds, found: &[Finding]) -> Vec<Finding> {
     let Some(snap) = &run.snapshot else {
         return Vec::new();
     };
-    // Delays the load already explains.
-    if !super::runtime_saturated::findings(run, t).is_empty()
-        || !super::cpu_contention::findings(run, t).is_empty()
+    if found
+        .iter()
+        .any(|f| f.kind == super::runtime_saturated::KIND || f.kind == super::cpu_contention::KIND)
     {
         return Vec::new();
     }
@@ -97,7 +99,7 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
     let mut out = Vec::new();
     for culprit in snap.locations.iter() {
         if !asyncprof_format::culprit::is_user_file(&culprit.location.file)
-            || culprit.poll_ns.count() < 20
+            || culprit.poll_ns.count() < MIN_POLLS
             || culprit.poll_ns.quantile(0.99) < long_ns
         {
             continue;
@@ -118,6 +120,7 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
         if stalled {
             continue;
         }
+        let longest = culprit.max_poll_ns.max(culprit.poll_ns.max());
         let evidence = vec![
             format!(
                 "tasks spawned at {}: {} scheduling delays ({source}), p50 {:.2} ms, p99 {:.2} \
@@ -132,7 +135,7 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
                 "polls of the tasks spawned here: p99 {:.2} ms, longest {:.2} ms, under the stall \
                  threshold of {:.0} ms (no stall recorded)",
                 ms(culprit.poll_ns.quantile(0.99)),
-                ms(culprit.max_poll_ns.max(culprit.poll_ns.max())),
+                ms(longest),
                 ms(stall_ns),
             ),
             format!(
@@ -149,7 +152,7 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
              await` in its loop) or move it to `spawn_blocking`; a lower stall threshold \
              (ASYNCPROF_STALL_THRESHOLD_MS) has the line inside the task named by a stack.",
             culprit.location,
-            ms(culprit.max_poll_ns.max(culprit.poll_ns.max())),
+            ms(longest),
             ms(victim.scheduled_ns.quantile(0.99)),
         );
         let mut f = Finding::runtime_wide(
@@ -160,8 +163,8 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
             evidence,
         );
         f.count = culprit.poll_ns.count();
-        f.total_ms = (ms(held) * 100.0).round() / 100.0;
-        f.max_ms = (ms(culprit.max_poll_ns.max(culprit.poll_ns.max())) * 100.0).round() / 100.0;
+        f.total_ms = ms(held);
+        f.max_ms = ms(longest);
         f.task_location = Some(culprit.location.to_string());
         out.push(f);
     }
@@ -205,10 +208,20 @@ mod tests {
     }
 
     fn findings(locations: Vec<LocationStats>) -> Vec<Finding> {
-        super::findings(
-            &run(vec![(3_000 * MS, locations, Vec::new())]),
-            &Thresholds::default(),
-        )
+        with_stall(locations, None)
+    }
+
+    /// The findings of a run of `locations` with, when given, a stall `(file, line, ms)` of a
+    /// task spawned at `file:line`.
+    fn with_stall(locations: Vec<LocationStats>, stall: Option<(&str, u32, u64)>) -> Vec<Finding> {
+        let mut r = run(vec![(3_000 * MS, locations, Vec::new())]);
+        if let Some((file, line, stall_ms)) = stall {
+            let mut s = StallRecord::default();
+            s.task_location = Some(SourceLocation::new(file, line, 5));
+            s.duration_ns = stall_ms * MS;
+            r.stalls.push(s);
+        }
+        super::findings(&r, &Thresholds::default(), &[])
     }
 
     #[test]
@@ -230,6 +243,30 @@ mod tests {
             "{}",
             f[0].recommendation
         );
+    }
+
+    #[test]
+    fn a_saturated_runtime_or_a_crowded_machine_explains_the_delays() {
+        let r = run(vec![(
+            3_000 * MS,
+            case(100, 6 * MS, "src/hog.rs", 10, 8 * MS),
+            Vec::new(),
+        )]);
+        let t = Thresholds::default();
+        assert_eq!(super::findings(&r, &t, &[]).len(), 1);
+        for kind in [
+            super::super::runtime_saturated::KIND,
+            super::super::cpu_contention::KIND,
+        ] {
+            let found = Finding::runtime_wide(
+                kind,
+                crate::Severity::Warning,
+                crate::findings::FindingLocation::at(&location("src/x.rs", 1)),
+                String::new(),
+                Vec::new(),
+            );
+            assert!(super::findings(&r, &t, &[found]).is_empty(), "{kind}");
+        }
     }
 
     #[test]
@@ -268,20 +305,9 @@ mod tests {
         );
         // A stall of another task at least as long as the culprit's 80 ms of long polls: the
         // stall explains the delays (its finding names its line); a shorter one does not.
-        let with_stall = |ms: u64| {
-            let mut r = run(vec![(
-                3_000 * MS,
-                case(100, 6 * MS, "src/hog.rs", 10, 8 * MS),
-                Vec::new(),
-            )]);
-            let mut s = StallRecord::default();
-            s.task_location = Some(SourceLocation::new("src/compress.rs", 7, 5));
-            s.duration_ns = ms * MS;
-            r.stalls.push(s);
-            super::findings(&r, &Thresholds::default())
-        };
-        assert!(with_stall(81).is_empty());
-        assert_eq!(with_stall(70).len(), 1);
+        let hog = || case(100, 6 * MS, "src/hog.rs", 10, 8 * MS);
+        assert!(with_stall(hog(), Some(("src/compress.rs", 7, 81))).is_empty());
+        assert_eq!(with_stall(hog(), Some(("src/compress.rs", 7, 70))).len(), 1);
     }
 
     #[test]
@@ -290,15 +316,7 @@ mod tests {
             "/home/u/.cargo/registry/src/index.crates.io-1/hyper-1.7.0/src/proto/h1/dispatch.rs";
         assert!(findings(case(100, 6 * MS, lib, 10, 8 * MS)).is_empty());
         // Its polls that were stalls have their own finding, with the line.
-        let mut r = run(vec![(
-            3_000 * MS,
-            case(100, 6 * MS, "src/hog.rs", 10, 8 * MS),
-            Vec::new(),
-        )]);
-        let mut s = StallRecord::default();
-        s.task_location = Some(SourceLocation::new("src/hog.rs", 20, 5));
-        s.duration_ns = 12 * MS;
-        r.stalls.push(s);
-        assert!(super::findings(&r, &Thresholds::default()).is_empty());
+        let hog = case(100, 6 * MS, "src/hog.rs", 10, 8 * MS);
+        assert!(with_stall(hog, Some(("src/hog.rs", 20, 12))).is_empty());
     }
 }
