@@ -33,14 +33,10 @@ pub(crate) struct ThreadState {
     pub(crate) worker: Cell<Option<&'static Worker>>,
     /// The worker's poll state as this thread last wrote it (see [`Worker::state`]).
     pub(crate) seq: Cell<u64>,
-    /// Coarse start of the current poll.
-    start_ns: Cell<u64>,
     /// Polls until the next exactly timed one.
     pub(crate) countdown: Cell<u32>,
     /// Exact start of a sampled poll (0: this poll is not timed exactly).
     pub(crate) exact_start_ns: Cell<u64>,
-    /// The task of the current poll.
-    pub(crate) task_id: Cell<u64>,
 }
 
 impl ThreadState {
@@ -49,10 +45,8 @@ impl ThreadState {
             generation: Cell::new(0),
             worker: Cell::new(None),
             seq: Cell::new(0),
-            start_ns: Cell::new(0),
             countdown: Cell::new(1),
             exact_start_ns: Cell::new(0),
-            task_id: Cell::new(0),
         }
     }
 }
@@ -76,49 +70,60 @@ impl Recorder {
     /// scheduling latency, when the runtime tracks it. `WAKES` is true for the layer tier,
     /// which sees wakes: every poll may then end a wake-to-poll delay.
     #[inline]
-    pub(crate) fn poll_start<const WAKES: bool>(&'static self, id: u64, mut sched_ns: Option<u64>) {
-        THREAD.with(|t| {
-            let Some(w) = self.thread_worker(t) else {
-                return;
-            };
-            let Some(now) = publish_poll_start(t, w, id) else {
-                return;
-            };
-            t.task_id.set(id);
-            let entry = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
-            if entry.id.load(Relaxed) == id {
-                // Single writer (this worker): a plain increment, no atomic RMW.
-                entry.polls.store(entry.polls.load(Relaxed) + 1, Relaxed);
-            } else if self.first_poll_here(w, entry, id, now, sched_ns) {
-                // Its first poll's delay is recorded (tokio's): not again below.
-                sched_ns = None;
-            }
-            if WAKES {
-                self.end_ready_wait(w, id, now);
-            }
-            let countdown = t.countdown.get();
-            if countdown <= 1 {
-                t.countdown.set(self.sample_every);
-                self.start_exact_timing(t, w, id, sched_ns);
-            } else {
-                t.countdown.set(countdown - 1);
-            }
-        })
+    pub(crate) fn poll_start<const WAKES: bool>(&'static self, id: u64, sched_ns: Option<u64>) {
+        THREAD.with(|t| self.poll_start_on::<WAKES>(t, id, sched_ns))
+    }
+
+    #[inline(never)]
+    fn poll_start_on<const WAKES: bool>(
+        &'static self,
+        t: &ThreadState,
+        id: u64,
+        mut sched_ns: Option<u64>,
+    ) {
+        let Some(w) = self.thread_worker(t) else {
+            return;
+        };
+        let Some(now) = publish_poll_start(t, w, id) else {
+            return;
+        };
+        let entry = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
+        if entry.id.load(Relaxed) == id {
+            // Single writer (this worker): a plain increment, no atomic RMW.
+            entry.polls.store(entry.polls.load(Relaxed) + 1, Relaxed);
+        } else if self.first_poll_here(w, entry, id, now, sched_ns) {
+            // Its first poll's delay is recorded (tokio's): not again below.
+            sched_ns = None;
+        }
+        if WAKES {
+            self.end_ready_wait(w, id, now);
+        }
+        let countdown = t.countdown.get();
+        if countdown <= 1 {
+            t.countdown.set(self.sample_every);
+            self.start_exact_timing(t, w, id, sched_ns);
+        } else {
+            t.countdown.set(countdown - 1);
+        }
     }
 
     /// Hot path: the poll begun by [`Recorder::poll_start`] on this thread ends.
     #[inline]
     pub(crate) fn poll_end(&'static self) {
-        THREAD.with(|t| {
-            let Some(w) = t.worker.get() else { return };
-            if t.generation.get() != self.generation || !publish_poll_end(t, w) {
-                return;
-            }
-            let coarse = clock::coarse_ns().saturating_sub(t.start_ns.get());
-            if coarse >= self.long_threshold_ns || t.exact_start_ns.get() != 0 {
-                self.record_timed_poll(t, w, coarse);
-            }
-        })
+        THREAD.with(|t| self.poll_end_on(t))
+    }
+
+    #[inline(never)]
+    fn poll_end_on(&'static self, t: &ThreadState) {
+        let Some(w) = t.worker.get() else { return };
+        if t.generation.get() != self.generation || !publish_poll_end(t, w) {
+            return;
+        }
+        // The start this thread published (`publish_poll_start`): only it writes it.
+        let coarse = clock::coarse_ns().saturating_sub(w.poll_start_ns.load(Relaxed));
+        if coarse >= self.long_threshold_ns || t.exact_start_ns.get() != 0 {
+            self.record_timed_poll(t, w, coarse);
+        }
     }
 
     /// Hot path (stable tier, at every unpark): the calling worker is busy from now on. The
@@ -326,7 +331,7 @@ impl Recorder {
             }
         }
         w.counts.add_poll(ns, long);
-        let Some(s) = self.tasks.find(t.task_id.get()) else {
+        let Some(s) = self.tasks.find(w.task_id.load(Relaxed)) else {
             return;
         };
         s.counts.add_poll(ns, long);
@@ -529,7 +534,6 @@ fn publish_poll_start(t: &ThreadState, w: &Worker, id: u64) -> Option<u64> {
         return None;
     }
     let now = clock::coarse_ns();
-    t.start_ns.set(now);
     w.poll_start_ns.store(now, Relaxed);
     w.task_id.store(id, Relaxed);
     t.seq.set(seq + 1);

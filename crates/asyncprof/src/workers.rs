@@ -68,7 +68,8 @@ pub(crate) struct Worker {
     /// size and tagged with the id. Only this worker writes it, so counting a poll touches
     /// no cache line another thread writes. An entry taken over by another task hands its
     /// count to the task's slot.
-    pub(crate) task_polls: Box<[TaskPollCount]>,
+    /// A fixed-size array: indexed by a masked id, with no bounds check on the hot path.
+    pub(crate) task_polls: Box<[TaskPollCount; WORKER_POLL_COUNTS]>,
     /// Completions of untracked tasks counted here and not yet added to their location,
     /// indexed by location index modulo the table size and tagged with it: only this worker
     /// writes them, so the workers do not take turns on a location's counter at every task's
@@ -123,7 +124,9 @@ impl Worker {
             non_poll_enters: AtomicU64::new(0),
             task_polls: (0..WORKER_POLL_COUNTS)
                 .map(|_| TaskPollCount::default())
-                .collect(),
+                .collect::<Box<[_]>>()
+                .try_into()
+                .expect("WORKER_POLL_COUNTS entries"),
             held_completions: Default::default(),
             hists: Mutex::new(WorkerHists {
                 long: hist::new_fine(),
@@ -268,7 +271,7 @@ impl Recorder {
         t.seq.set(seq);
         t.generation.set(self.generation);
         t.worker.set(Some(w));
-        t.task_id.set(0);
+        w.task_id.store(0, Relaxed);
         t.exact_start_ns.set(0);
         t.countdown.set(1);
         self.note_runtime(w);
