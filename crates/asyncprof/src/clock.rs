@@ -43,6 +43,14 @@ pub(crate) fn coarse_ns() -> u64 {
     }
 }
 
+/// Hot path: the published coarse timestamp, or `None` while the service is quiet (when
+/// [`coarse_ns`] reads the exact time instead).
+#[inline(always)]
+pub(crate) fn published_ns() -> Option<u64> {
+    let ns = COARSE_NS.load(Relaxed);
+    (ns != EXACT).then_some(ns)
+}
+
 /// The watchdog's switch between a busy service's clock (published every tick, two loads per
 /// poll) and a quiet one's (every read an exact `Instant::now()`: at a few thousand polls a
 /// second, cheaper than thousands of watchdog wake-ups a second).

@@ -71,9 +71,39 @@ impl Recorder {
     /// which sees wakes: every poll may then end a wake-to-poll delay.
     #[inline]
     pub(crate) fn poll_start<const WAKES: bool>(&'static self, id: u64, sched_ns: Option<u64>) {
-        THREAD.with(|t| self.poll_start_on::<WAKES>(t, id, sched_ns))
+        THREAD.with(|t| self.poll_start_fast::<WAKES>(t, id, sched_ns))
     }
 
+    /// Hot path: the common start of a poll (a registered thread outside any poll, a busy
+    /// service's clock, the task this worker's entry counts, no exact timing due: the hooks
+    /// tier's polls but a few) with no call on the way, so that the hook saves no registers;
+    /// any other goes to [`Recorder::poll_start_on`], which does what this does and more.
+    #[inline(never)]
+    fn poll_start_fast<const WAKES: bool>(
+        &'static self,
+        t: &ThreadState,
+        id: u64,
+        sched_ns: Option<u64>,
+    ) {
+        if let (false, Some(w), Some(now)) = (WAKES, t.worker.get(), clock::published_ns()) {
+            let seq = t.seq.get();
+            let entry = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
+            let countdown = t.countdown.get();
+            if t.generation.get() == self.generation
+                && seq & 1 == 0
+                && entry.id.load(Relaxed) == id
+                && countdown > 1
+            {
+                publish_poll_start_at(t, w, id, seq, now);
+                entry.polls.store(entry.polls.load(Relaxed) + 1, Relaxed);
+                t.countdown.set(countdown - 1);
+                return;
+            }
+        }
+        self.poll_start_on::<WAKES>(t, id, sched_ns)
+    }
+
+    #[cold]
     #[inline(never)]
     fn poll_start_on<const WAKES: bool>(
         &'static self,
@@ -110,9 +140,29 @@ impl Recorder {
     /// Hot path: the poll begun by [`Recorder::poll_start`] on this thread ends.
     #[inline]
     pub(crate) fn poll_end(&'static self) {
-        THREAD.with(|t| self.poll_end_on(t))
+        THREAD.with(|t| self.poll_end_fast(t))
     }
 
+    /// Hot path: the common end of a poll (shorter than two ticks, not timed exactly, on a
+    /// busy service's clock) with no call on the way; any other goes to
+    /// [`Recorder::poll_end_on`].
+    #[inline(never)]
+    fn poll_end_fast(&'static self, t: &ThreadState) {
+        if let (Some(w), Some(now)) = (t.worker.get(), clock::published_ns()) {
+            let seq = t.seq.get();
+            if t.generation.get() == self.generation
+                && seq & 1 == 1
+                && t.exact_start_ns.get() == 0
+                && now.saturating_sub(w.poll_start_ns.load(Relaxed)) < self.long_threshold_ns
+            {
+                publish_poll_end_at(t, w, seq);
+                return;
+            }
+        }
+        self.poll_end_on(t)
+    }
+
+    #[cold]
     #[inline(never)]
     fn poll_end_on(&'static self, t: &ThreadState) {
         let Some(w) = t.worker.get() else { return };
@@ -534,12 +584,18 @@ fn publish_poll_start(t: &ThreadState, w: &Worker, id: u64) -> Option<u64> {
         return None;
     }
     let now = clock::coarse_ns();
+    publish_poll_start_at(t, w, id, seq, now);
+    Some(now)
+}
+
+/// Hot path: [`publish_poll_start`] once its state `seq` (even) and time `now` are known.
+#[inline(always)]
+fn publish_poll_start_at(t: &ThreadState, w: &Worker, id: u64, seq: u64, now: u64) {
     w.poll_start_ns.store(now, Relaxed);
     w.task_id.store(id, Relaxed);
     t.seq.set(seq + 1);
     // Release: a watchdog that reads this odd state also sees the start and task above.
     w.state.store(seq + 1, Release);
-    Some(now)
 }
 
 /// Hot path: publish that the poll or busy period [`publish_poll_start`] began has ended.
@@ -550,10 +606,16 @@ fn publish_poll_end(t: &ThreadState, w: &Worker) -> bool {
     if seq & 1 == 0 {
         return false;
     }
+    publish_poll_end_at(t, w, seq);
+    true
+}
+
+/// Hot path: [`publish_poll_end`] once its state `seq` (odd) is known.
+#[inline(always)]
+fn publish_poll_end_at(t: &ThreadState, w: &Worker, seq: u64) {
     t.seq.set(seq + 1);
     // Release: pairs with the watchdog's acquire load, like `publish_poll_start`.
     w.state.store(seq + 1, Release);
-    true
 }
 
 /// Whether worker `w` is inside a poll now (its state is odd); for the watchdog's idle check.
