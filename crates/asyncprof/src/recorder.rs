@@ -20,8 +20,11 @@ use crate::workers::{RuntimeEntry, Worker};
 /// not timed (counted in `untracked_threads`).
 pub(crate) const MAX_WORKERS: usize = 256;
 
-/// Entries of each worker's table of per-task poll counts (a power of two).
-pub(crate) const WORKER_POLL_COUNTS: usize = 4096;
+/// Entries of each worker's table of per-task poll counts (a power of two): as many as the
+/// task table's default capacity (16 bytes each, 256 KiB a worker), so that as many live tasks
+/// keep an entry each. With 4,096, w4-sleep's 10,000 tasks took each other's entries at
+/// nearly every poll, and the hand-over (`first_poll_here`) was 13.8% of its CPU samples.
+pub(crate) const WORKER_POLL_COUNTS: usize = 16384;
 
 /// Per-task histograms alive at once: bounds memory when many tasks have long polls.
 pub(crate) const MAX_TASK_HISTS: u32 = 4096;
