@@ -76,8 +76,9 @@ impl Recorder {
 
     /// Hot path: the common start of a poll (a registered thread outside any poll, a busy
     /// service's clock, the task this worker's entry counts, no exact timing due: the hooks
-    /// tier's polls but a few) with no call on the way, so that the hook saves no registers;
-    /// any other goes to [`Recorder::poll_start_on`], which does what this does and more.
+    /// tier's polls but a few) with no call on the way, so that it saves two registers on
+    /// entry, not six; any other goes to [`Recorder::poll_start_on`], which does what this
+    /// does and more. The layer tier (`WAKES`) always goes on.
     #[inline(never)]
     fn poll_start_fast<const WAKES: bool>(
         &'static self,
@@ -103,6 +104,9 @@ impl Recorder {
         self.poll_start_on::<WAKES>(t, id, sched_ns)
     }
 
+    /// The full start of a poll: registers the thread on its first event, leaves a poll inside
+    /// a poll alone, hands a count entry over, ends a task's wait to be polled, starts an exact
+    /// timing when one is due.
     #[cold]
     #[inline(never)]
     fn poll_start_on<const WAKES: bool>(
@@ -162,6 +166,7 @@ impl Recorder {
         self.poll_end_on(t)
     }
 
+    /// The full end of a poll: a long one or one timed exactly is recorded.
     #[cold]
     #[inline(never)]
     fn poll_end_on(&'static self, t: &ThreadState) {
