@@ -90,13 +90,13 @@ impl Recorder {
             let seq = t.seq.get();
             let entry = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
             let countdown = t.countdown.get();
+            // The count last: it is the one condition with an effect.
             if t.generation.get() == self.generation
                 && seq & 1 == 0
-                && entry.id.load(Relaxed) == id
                 && countdown > 1
+                && entry.count(id)
             {
                 publish_poll_start_at(t, w, id, seq, now);
-                entry.polls.store(entry.polls.load(Relaxed) + 1, Relaxed);
                 t.countdown.set(countdown - 1);
                 return;
             }
@@ -122,10 +122,7 @@ impl Recorder {
             return;
         };
         let entry = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
-        if entry.id.load(Relaxed) == id {
-            // Single writer (this worker): a plain increment, no atomic RMW.
-            entry.polls.store(entry.polls.load(Relaxed) + 1, Relaxed);
-        } else if self.first_poll_here(w, entry, id, now, sched_ns) {
+        if !entry.count(id) && self.first_poll_here(w, entry, id, now, sched_ns) {
             // Its first poll's delay is recorded (tokio's): not again below.
             sched_ns = None;
         }
@@ -237,15 +234,13 @@ impl Recorder {
         now: u64,
         tokio_ns: Option<u64>,
     ) -> bool {
-        let old = entry.id.load(Relaxed);
-        let polls = entry.polls.load(Relaxed);
+        // The entry's count is full (the same task) or another task's: hand it to its slot.
+        let (old, polls) = entry.take_over(id);
         if old != 0 && polls != 0 {
             if let Some(s) = self.tasks.find(old) {
                 s.counts.polls.fetch_add(polls, Relaxed);
             }
         }
-        entry.polls.store(1, Relaxed);
-        entry.id.store(id, Relaxed);
         match tokio_ns {
             Some(ns) => {
                 let Some(s) = self.tasks.find(id) else {
@@ -564,14 +559,13 @@ impl Recorder {
             w.non_poll_enters.fetch_add(1, Relaxed);
             // The drop's enter was counted on this thread, in its entry for the task.
             let entry = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
-            let polls = entry.polls.load(Relaxed);
-            if entry.id.load(Relaxed) == id && polls > 0 {
-                entry.polls.store(polls - 1, Relaxed);
-            } else if let Some(slot) = self.tasks.find(id) {
-                let _ = slot
-                    .counts
-                    .polls
-                    .fetch_update(Relaxed, Relaxed, |p| p.checked_sub(1));
+            if !entry.uncount(id) {
+                if let Some(slot) = self.tasks.find(id) {
+                    let _ = slot
+                        .counts
+                        .polls
+                        .fetch_update(Relaxed, Relaxed, |p| p.checked_sub(1));
+                }
             }
         }
         self.task_terminated(id, None);

@@ -21,7 +21,7 @@ use crate::workers::{RuntimeEntry, Worker};
 pub(crate) const MAX_WORKERS: usize = 256;
 
 /// Entries of each worker's table of per-task poll counts (a power of two): as many as the
-/// task table's default capacity (16 bytes each, 256 KiB a worker), so that as many live tasks
+/// task table's default capacity (8 bytes each, 128 KiB a worker), so that as many live tasks
 /// keep an entry each. With 4,096, w4-sleep's 10,000 tasks took each other's entries at
 /// nearly every poll, and the hand-over (`first_poll_here`) was 13.8% of its CPU samples.
 pub(crate) const WORKER_POLL_COUNTS: usize = 16384;
