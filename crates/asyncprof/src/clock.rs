@@ -35,12 +35,7 @@ const EXACT: u64 = u64::MAX;
 /// the service is quiet (see [`set_quiet`]).
 #[inline(always)]
 pub(crate) fn coarse_ns() -> u64 {
-    let ns = COARSE_NS.load(Relaxed);
-    if ns != EXACT {
-        ns
-    } else {
-        exact_ns()
-    }
+    published_ns().unwrap_or_else(exact_ns)
 }
 
 /// Hot path: the published coarse timestamp, or `None` while the service is quiet (when

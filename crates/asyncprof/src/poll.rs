@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use crate::clock;
 use crate::hist::{self, lock};
-use crate::recorder::{Recorder, MAX_TASK_HISTS, WORKER_POLL_COUNTS};
+use crate::recorder::{Recorder, MAX_TASK_HISTS};
 use crate::tables::{LocKey, LocationHists, LocationSlot, TaskHists, TaskSlot};
 use crate::workers::{HeldCompletions, TaskPollCount, Worker, HELD_COMPLETIONS};
 
@@ -88,7 +88,7 @@ impl Recorder {
     ) {
         if let (false, Some(w), Some(now)) = (WAKES, t.worker.get(), clock::published_ns()) {
             let seq = t.seq.get();
-            let entry = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
+            let entry = w.poll_count(id);
             let countdown = t.countdown.get();
             // The count last: it is the one condition with an effect.
             if t.generation.get() == self.generation
@@ -121,7 +121,7 @@ impl Recorder {
         let Some(now) = publish_poll_start(t, w, id) else {
             return;
         };
-        let entry = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
+        let entry = w.poll_count(id);
         if !entry.count(id) && self.first_poll_here(w, entry, id, now, sched_ns) {
             // Its first poll's delay is recorded (tokio's): not again below.
             sched_ns = None;
@@ -558,7 +558,7 @@ impl Recorder {
         if let Some(w) = THREAD.with(|t| self.thread_worker(t)) {
             w.non_poll_enters.fetch_add(1, Relaxed);
             // The drop's enter was counted on this thread, in its entry for the task.
-            let entry = &w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)];
+            let entry = w.poll_count(id);
             if !entry.uncount(id) {
                 if let Some(slot) = self.tasks.find(id) {
                     let _ = slot

@@ -69,7 +69,7 @@ pub(crate) struct Worker {
     /// no cache line another thread writes. An entry taken over by another task hands its
     /// count to the task's slot.
     /// A fixed-size array: indexed by a masked id, with no bounds check on the hot path.
-    pub(crate) task_polls: Box<[TaskPollCount; WORKER_POLL_COUNTS]>,
+    task_polls: Box<[TaskPollCount; WORKER_POLL_COUNTS]>,
     /// Completions of untracked tasks counted here and not yet added to their location,
     /// indexed by location index modulo the table size and tagged with it: only this worker
     /// writes them, so the workers do not take turns on a location's counter at every task's
@@ -170,6 +170,12 @@ pub(crate) struct WorkerHists {
 }
 
 impl Worker {
+    /// Hot path: the entry of this worker's per-task poll counts that task `id` maps to.
+    #[inline(always)]
+    pub(crate) fn poll_count(&self, id: u64) -> &TaskPollCount {
+        &self.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)]
+    }
+
     fn new(index: u32) -> Self {
         Worker {
             index,
@@ -458,10 +464,7 @@ impl Recorder {
     /// Polls of live task `id` (in `slot`) so far: what workers handed to its slot, plus what
     /// their count tables still hold for it. Also called once at the task's end.
     pub(crate) fn task_polls(&self, slot: &TaskSlot, id: u64) -> u64 {
-        let held: u64 = self
-            .workers()
-            .map(|w| w.task_polls[id as usize & (WORKER_POLL_COUNTS - 1)].polls_of(id))
-            .sum();
+        let held: u64 = self.workers().map(|w| w.poll_count(id).polls_of(id)).sum();
         slot.counts.polls.load(Relaxed) + held
     }
 

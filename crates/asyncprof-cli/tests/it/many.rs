@@ -20,7 +20,8 @@ fn marker() -> (PathBuf, u32) {
     (src, line)
 }
 
-/// Record one quick run of the scraper pipeline's `variant` into `path`, as `bench` does.
+/// Record one quick run of the scraper pipeline's `variant` into `path`, as `bench` does;
+/// `line` is the marked line.
 ///
 /// The assertions below are about merging and diffing, so their inputs must be clean runs: a
 /// bad run whose one located finding is the marked blocking call, a fixed run with none. A
@@ -28,9 +29,8 @@ fn marker() -> (PathBuf, u32) {
 /// `blocking-call` inside reqwest's `send` in one CI run of the bad variant); such a run is
 /// recorded again, at most `TRIES` times in all, and the test fails if none comes out clean.
 /// How often the detectors find only what is marked is `asyncprof bench --check`'s to gate.
-fn record_pipeline(variant: &str, path: &Path) {
+fn record_pipeline(variant: &str, path: &Path, line: u32) {
     const TRIES: usize = 3;
-    let (_, line) = marker();
     let mut strays = Vec::new();
     for _ in 0..TRIES {
         let out = Command::new(env!("CARGO_BIN_EXE_asyncprof"))
@@ -122,7 +122,7 @@ fn merged_instances_and_diffs_of_bad_and_fixed_runs() {
         ("fixed", &f1),
         ("fixed", &f2),
     ] {
-        record_pipeline(variant, p);
+        record_pipeline(variant, p, line);
     }
     let s = |p: &PathBuf| p.to_str().unwrap().to_string();
     let run = |args: &[String]| asyncprof(&args.iter().map(String::as_str).collect::<Vec<_>>());

@@ -106,8 +106,9 @@ fn delay_while_worker_busy_multi_thread() {
 /// For 1.5 s, two tasks whose polls compute for 20 ms (then sleep 10 ms), under a 50 ms stall
 /// threshold, beside a ticker that spawns a short task every millisecond: while both workers
 /// compute, the short tasks wait, no stall says why, the runtime is not saturated (62.7–64.1%
-/// busy in 3 runs), and `scheduling-delay` names the computing tasks' spawn line. The fixed twin does
-/// the same computing in 0.5 ms slices with a yield between them, and gets no finding.
+/// busy in 3 runs), and `scheduling-delay` names the computing tasks' spawn line. The fixed
+/// twin does the same computing in 0.5 ms slices with a yield between them, and gets no
+/// finding.
 fn long_polls_under_the_threshold(slice: Duration) -> (asyncprof_format::RunFile, u32) {
     let line = marked_line(file!(), "hog");
     let (run, _) = crate::support::record_with(
