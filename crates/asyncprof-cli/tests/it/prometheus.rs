@@ -186,48 +186,75 @@ fn prometheus_scrapes_the_stall_counter_with_the_marked_line_and_the_fixed_twin_
     .expect("Prometheus scrapes both targets within 30 s");
 
     // The bad pipeline: its stall counter reaches Prometheus with the marked file and line.
+    // The pipeline runs a few seconds: on a busy machine it can end before Prometheus's next
+    // scrape after its first stall. Its series are queried over the last minutes (a finished
+    // target's series are stale for an instant query), and a run that ended unscraped is run
+    // again, three runs at most.
     let line = marked_line();
-    let mut bad = pipeline("bad", bad_port, &dir);
-    // The endpoint's own text, as promtool checks it.
-    let text = wait_for(Duration::from_secs(20), || {
-        get(bad_port, "/metrics").and_then(|(status, body)| {
-            (status == 200 && body.contains("asyncprof_stalls_total{")).then_some(body)
-        })
-    })
-    .expect("a stall on the endpoint within 20 s");
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let checked = check.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
-    let mut seen = Vec::new();
-    let series = wait_for(Duration::from_secs(20), || {
-        seen = query(prom_port, "asyncprof_stalls_total{job=\"bad\"}");
+    let promql = "max_over_time(asyncprof_stalls_total{job=\"bad\"}[5m])";
+    let marked = |seen: &[serde_json::Value]| {
         seen.iter()
             .find(|s| {
                 s["metric"]["line"].as_str() == Some(line.as_str())
                     && s["metric"]["kind"] == "blocking-call"
             })
             .cloned()
-    })
-    .unwrap_or_else(|| {
+    };
+    let mut seen = Vec::new();
+    let mut found = None;
+    for _ in 0..3 {
+        let mut bad = pipeline("bad", bad_port, &dir);
+        // The endpoint's own text, as promtool checks it.
+        let text = wait_for(Duration::from_secs(20), || {
+            get(bad_port, "/metrics").and_then(|(status, body)| {
+                (status == 200 && body.contains("asyncprof_stalls_total{")).then_some(body)
+            })
+        })
+        .expect("a stall on the endpoint within 20 s");
+        let mut check = Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let checked = check.wait_with_output().unwrap();
+        assert!(
+            checked.status.success(),
+            "promtool check metrics: {}{}\n{text}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        // While the pipeline runs, and two scrape intervals after it ended.
+        let mut ended: Option<Instant> = None;
+        found = wait_for(Duration::from_secs(30), || {
+            seen = query(prom_port, promql);
+            if let Some(series) = marked(&seen) {
+                return Some(Some(series));
+            }
+            if ended.is_none() && matches!(bad.0.try_wait(), Ok(Some(_))) {
+                ended = Some(Instant::now());
+            }
+            ended
+                .filter(|at| at.elapsed() > Duration::from_secs(2))
+                .map(|_| None)
+        })
+        .flatten();
+        let _ = bad.0.wait();
+        if found.is_some() {
+            break;
+        }
+    }
+    let series = found.unwrap_or_else(|| {
         panic!(
-            "no blocking-call stall at line {line} in Prometheus: {seen:#?}; targets: {:?}",
+            "no blocking-call stall at line {line} in Prometheus after 3 runs: {seen:#?}; \
+             targets: {:?}",
             get(prom_port, "/api/v1/targets")
         )
     });
@@ -249,12 +276,11 @@ fn prometheus_scrapes_the_stall_counter_with_the_marked_line_and_the_fixed_twin_
     assert!(
         !query(
             prom_port,
-            "asyncprof_poll_duration_seconds_count{job=\"bad\"}"
+            "max_over_time(asyncprof_poll_duration_seconds_count{job=\"bad\"}[5m])"
         )
         .is_empty(),
         "no poll histogram"
     );
-    let _ = bad.0.wait();
 
     // The fixed twin: scraped the same way, its stall counters stay at zero (stalls the
     // machine caused, kind "preempted", are not the pipeline's).
