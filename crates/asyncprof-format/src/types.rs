@@ -660,7 +660,15 @@ impl LoadPoint {
     /// Share of the worker threads' runnable time they waited for a CPU, 0 to 1, when they
     /// were runnable at all.
     pub fn cpu_wait_share(&self) -> Option<f64> {
-        let total = self.cpu_wait_ns + self.cpu_run_ns;
-        (total > 0).then(|| self.cpu_wait_ns as f64 / total as f64)
+        Self::cpu_wait_share_of([self])
+    }
+
+    /// [`LoadPoint::cpu_wait_share`] over several samples together (their waits over their
+    /// runnable time, not a mean of shares).
+    pub fn cpu_wait_share_of<'a>(points: impl IntoIterator<Item = &'a LoadPoint>) -> Option<f64> {
+        let (wait, ran) = points.into_iter().fold((0u64, 0u64), |(w, r), p| {
+            (w + p.cpu_wait_ns, r + p.cpu_run_ns)
+        });
+        (wait + ran > 0).then(|| wait as f64 / (wait + ran) as f64)
     }
 }

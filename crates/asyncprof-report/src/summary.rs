@@ -357,8 +357,6 @@ impl LoadSummary {
                     .map(|p| p.span_ns)
                     .sum();
                 let busy: u64 = points.iter().filter_map(|p| p.busy_ns).sum();
-                let wait: u64 = points.iter().map(|p| p.cpu_wait_ns).sum();
-                let ran: u64 = points.iter().map(|p| p.cpu_run_ns).sum();
                 let mib = |p: Option<&&format::LoadPoint>| {
                     p.map_or(0.0, |p| p.rss_bytes as f64 / 1_048_576.0)
                 };
@@ -374,7 +372,7 @@ impl LoadSummary {
                         .map(|p| p.blocking_threads)
                         .max()
                         .unwrap_or(0),
-                    cpu_wait_share: (wait + ran > 0).then(|| wait as f64 / (wait + ran) as f64),
+                    cpu_wait_share: format::LoadPoint::cpu_wait_share_of(points.iter().copied()),
                     rss_mib: (mib(points.first()), mib(points.last())),
                 }
             })

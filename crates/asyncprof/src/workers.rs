@@ -104,12 +104,18 @@ impl TaskPollCount {
         (((id >> INDEX_BITS) + 1) & u64::from(u32::MAX)).max(1)
     }
 
+    /// Whether entry value `e` is task `id`'s.
+    #[inline(always)]
+    fn is_of(e: u64, id: u64) -> bool {
+        e >> 32 == Self::tag(id)
+    }
+
     /// Hot path: count one more poll of task `id` if this entry is its own and not full.
     /// Only the worker's own thread calls this.
     #[inline(always)]
     pub(crate) fn count(&self, id: u64) -> bool {
         let e = self.0.load(Relaxed);
-        if e >> 32 == Self::tag(id) && e as u32 != u32::MAX {
+        if Self::is_of(e, id) && e as u32 != u32::MAX {
             // Single writer: a plain increment, no atomic RMW.
             self.0.store(e + 1, Relaxed);
             true
@@ -133,7 +139,7 @@ impl TaskPollCount {
     /// Task `id`'s polls held here.
     pub(crate) fn polls_of(&self, id: u64) -> u64 {
         let e = self.0.load(Relaxed);
-        if e >> 32 == Self::tag(id) {
+        if Self::is_of(e, id) {
             u64::from(e as u32)
         } else {
             0
@@ -152,7 +158,7 @@ impl TaskPollCount {
     /// Only the worker's own thread calls this.
     pub(crate) fn uncount(&self, id: u64) -> bool {
         let e = self.0.load(Relaxed);
-        if e >> 32 == Self::tag(id) && e as u32 > 0 {
+        if Self::is_of(e, id) && e as u32 > 0 {
             self.0.store(e - 1, Relaxed);
             true
         } else {

@@ -24,7 +24,7 @@
 //! `spawn_blocking` or a rayon pool. Lowering the stall threshold (`ASYNCPROF_STALL_THRESHOLD_MS`)
 //! turns these polls into stalls, whose stacks name the line inside the task.
 
-use asyncprof_format::{LocationStats, RunFile, ScheduleSource};
+use asyncprof_format::{LoadPoint, LocationStats, RunFile, ScheduleSource};
 
 use crate::findings::FindingLocation;
 use crate::queues::ms;
@@ -57,15 +57,6 @@ const MIN_POLLS: u64 = 20;
 /// a worker once, not the run's delays.
 const MIN_LONG_POLLS: u64 = 10;
 
-/// The share of their runnable time the worker threads waited for a CPU, over the run (the
-/// kernel's scheduler statistics in the load samples); `None` when no sample has them.
-fn cpu_wait_share(run: &RunFile) -> Option<f64> {
-    let (wait, ran) = run.load.iter().fold((0u64, 0u64), |(w, r), p| {
-        (w + p.cpu_wait_ns, r + p.cpu_run_ns)
-    });
-    (wait + ran > 0).then(|| wait as f64 / (wait + ran) as f64)
-}
-
 /// One finding per culprit location, when some location's tasks waited past the thresholds.
 /// `found` are the run's other findings: a saturated runtime or a crowded machine among them
 /// explains the delays.
@@ -79,7 +70,9 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds, found: &[Finding]) -> Vec<
     {
         return Vec::new();
     }
-    if cpu_wait_share(run).is_some_and(|share| share >= t.contention_wait_share) {
+    // The worker threads' wait for a CPU over the run (every runtime's load samples).
+    if LoadPoint::cpu_wait_share_of(&run.load).is_some_and(|share| share >= t.contention_wait_share)
+    {
         return Vec::new();
     }
     let delay_floor = (t.sched_delay_p99_ms * 1e6) as u64;
