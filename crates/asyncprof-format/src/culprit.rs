@@ -158,6 +158,64 @@ pub fn primitive_name(function: &str) -> String {
     strip_generics(f)
 }
 
+/// True when a stack shows a thread of tokio's multi-thread scheduler in its worker loop
+/// between two polls: inward of the loop (`Context::run`) there is no task being run
+/// (`Context::run_task`, tokio's task harness polling a future) and none of the user's code,
+/// only the scheduler's own work (parking, the I/O and timer drivers, waking other workers,
+/// maintenance). No poll held the worker when such a stack was taken.
+///
+/// False whenever it cannot tell: no worker loop in the stack (a current-thread runtime, a
+/// `block_on`, a stack cut short), or anything inward of it that could be a poll.
+///
+/// Names come in two forms: full paths (`tokio::runtime::scheduler::multi_thread::worker::
+/// Context::run`), and bare names (`run`) where tokio was built with `debug =
+/// "line-tables-only"`; the file tells those apart.
+pub fn in_scheduler_between_polls(frames: &[Frame]) -> bool {
+    // Innermost first: the first `run` of the worker file is the loop; the one outward of it
+    // is the thread's entry (`worker::run`), which tokio runs as a blocking task.
+    let Some(worker_loop) = frames
+        .iter()
+        .position(|f| tokio_frame(f, WORKER_FILE, WORKER_MODULE, &["run"]))
+    else {
+        return false;
+    };
+    !frames[..worker_loop].iter().any(|f| {
+        is_user_frame(f)
+            || tokio_frame(f, WORKER_FILE, WORKER_MODULE, &["run_task"])
+            || tokio_frame(f, "/runtime/task/raw.rs", "::task::raw::", &["poll"])
+            || tokio_frame(f, "/runtime/task/core.rs", "::task::core::", &["poll"])
+            || tokio_frame(
+                f,
+                "/runtime/task/harness.rs",
+                "::task::harness::",
+                &["poll", "poll_inner", "poll_future"],
+            )
+    })
+}
+
+const WORKER_FILE: &str = "/runtime/scheduler/multi_thread/worker.rs";
+const WORKER_MODULE: &str = "::scheduler::multi_thread::worker::";
+
+/// Whether `frame` is tokio's function named one of `names` in `file` (a path's end): by its
+/// file when the debug info has one, else by its full name, which must then be in `module`.
+/// Closures count as the function they are in.
+fn tokio_frame(frame: &Frame, file: &str, module: &str, names: &[&str]) -> bool {
+    let function = strip_generics(&frame.function);
+    let Some(name) = function
+        .rsplit("::")
+        .find(|s| !(s.starts_with("{{closure") || s.starts_with("{closure")))
+    else {
+        return false;
+    };
+    if !names.contains(&name) {
+        return false;
+    }
+    match frame.file.as_deref() {
+        Some(f) => f.ends_with(file) && f.contains("tokio"),
+        None => function.starts_with("tokio::") && function.contains(module),
+    }
+}
+
 /// `a::B<T>::c` → `a::B::c`; `<a::B as c::D>::e` → `a::B::e`.
 fn strip_generics(f: &str) -> String {
     // A qualified path: keep the type, drop the trait.
@@ -365,5 +423,301 @@ mod tests {
             "rusqlite::Statement::execute"
         );
         assert_eq!(primitive_name("ureq::Agent<T>::run"), "ureq::Agent::run");
+    }
+
+    const TOKIO: &str =
+        "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src";
+    const STD: &str = "/rustc/5980/library";
+
+    /// Frames from `(function, file under tokio's src or std's library, line)`; `t/` is
+    /// tokio's, `s/` std's, anything else as given.
+    fn stack(frames: &[(&str, &str, u32)]) -> Vec<Frame> {
+        frames
+            .iter()
+            .map(|&(function, file, line)| {
+                let file = match (file.strip_prefix("t/"), file.strip_prefix("s/")) {
+                    (Some(rest), _) => Some(format!("{TOKIO}/{rest}")),
+                    (_, Some(rest)) => Some(format!("{STD}/{rest}")),
+                    _ if file.is_empty() => None,
+                    _ => Some(file.to_string()),
+                };
+                Frame::new(function, file, Some(line))
+            })
+            .collect()
+    }
+
+    /// The thread's entry, outward of the worker loop: tokio runs each worker as a blocking
+    /// task, so a task harness polls there too. Bare names, as `line-tables-only` gives them.
+    const ENTRY_BARE: &[(&str, &str, u32)] = &[
+        (
+            "{closure#0}",
+            "t/runtime/scheduler/multi_thread/worker.rs",
+            560,
+        ),
+        ("enter_runtime<()>", "t/runtime/context/runtime.rs", 65),
+        ("run", "t/runtime/scheduler/multi_thread/worker.rs", 549),
+        ("poll<()>", "t/runtime/blocking/task.rs", 42),
+        ("poll<()>", "t/runtime/task/core.rs", 369),
+        ("poll_future<()>", "t/runtime/task/harness.rs", 525),
+        ("poll<()>", "t/runtime/task/harness.rs", 155),
+        ("poll", "t/runtime/task/raw.rs", 267),
+        ("run_worker", "t/runtime/blocking/pool.rs", 660),
+        ("start_thread", "./nptl/pthread_create.c", 442),
+    ];
+
+    /// The same, with full paths (a build with full debug info).
+    const ENTRY_FULL: &[(&str, &str, u32)] = &[
+        (
+            "tokio::runtime::scheduler::multi_thread::worker::run::{{closure}}",
+            "t/runtime/scheduler/multi_thread/worker.rs",
+            560,
+        ),
+        (
+            "tokio::runtime::scheduler::multi_thread::worker::run",
+            "t/runtime/scheduler/multi_thread/worker.rs",
+            549,
+        ),
+        (
+            "tokio::runtime::task::core::Core<T,S>::poll",
+            "t/runtime/task/core.rs",
+            369,
+        ),
+        (
+            "tokio::runtime::task::harness::Harness<T,S>::poll",
+            "t/runtime/task/harness.rs",
+            155,
+        ),
+        (
+            "tokio::runtime::task::raw::poll",
+            "t/runtime/task/raw.rs",
+            267,
+        ),
+        (
+            "tokio::runtime::blocking::pool::Inner::run",
+            "t/runtime/blocking/pool.rs",
+            660,
+        ),
+    ];
+
+    fn with_entry(
+        inner: &[(&'static str, &'static str, u32)],
+        entry: &[(&'static str, &'static str, u32)],
+    ) -> Vec<Frame> {
+        stack(&[inner, entry].concat())
+    }
+
+    #[test]
+    fn a_worker_in_its_scheduler_loop_is_between_polls() {
+        // A stack a stable-tier stall once had: the worker waking a parked one after a
+        // zero-timeout park, with no task being run.
+        let full = with_entry(
+            &[
+                ("core::sync::atomic::atomic_add<usize>", "s/core/src/sync/atomic.rs", 3),
+                (
+                    "tokio::runtime::scheduler::multi_thread::idle::Idle::notify_should_wakeup",
+                    "t/runtime/scheduler/multi_thread/idle.rs",
+                    1,
+                ),
+                (
+                    "tokio::runtime::scheduler::multi_thread::idle::Idle::worker_to_notify",
+                    "t/runtime/scheduler/multi_thread/idle.rs",
+                    2,
+                ),
+                (
+                    "tokio::runtime::scheduler::multi_thread::worker::<impl tokio::runtime::scheduler::multi_thread::handle::Handle>::notify_parked_local",
+                    "t/runtime/scheduler/multi_thread/worker.rs",
+                    1,
+                ),
+                (
+                    "tokio::runtime::scheduler::multi_thread::worker::Context::park_internal",
+                    "t/runtime/scheduler/multi_thread/worker.rs",
+                    2,
+                ),
+                (
+                    "tokio::runtime::scheduler::multi_thread::worker::Context::park_yield",
+                    "t/runtime/scheduler/multi_thread/worker.rs",
+                    3,
+                ),
+                (
+                    "tokio::runtime::scheduler::multi_thread::worker::Context::run",
+                    "t/runtime/scheduler/multi_thread/worker.rs",
+                    4,
+                ),
+            ],
+            ENTRY_FULL,
+        );
+        assert!(in_scheduler_between_polls(&full));
+        let bare = with_entry(
+            &[
+                ("atomic_add<usize>", "s/core/src/sync/atomic.rs", 3),
+                (
+                    "notify_should_wakeup",
+                    "t/runtime/scheduler/multi_thread/idle.rs",
+                    1,
+                ),
+                (
+                    "notify_parked_local",
+                    "t/runtime/scheduler/multi_thread/worker.rs",
+                    1,
+                ),
+                (
+                    "park_internal",
+                    "t/runtime/scheduler/multi_thread/worker.rs",
+                    2,
+                ),
+                (
+                    "maintenance",
+                    "t/runtime/scheduler/multi_thread/worker.rs",
+                    3,
+                ),
+                ("run", "t/runtime/scheduler/multi_thread/worker.rs", 0),
+            ],
+            ENTRY_BARE,
+        );
+        assert!(in_scheduler_between_polls(&bare));
+    }
+
+    #[test]
+    fn a_worker_running_a_task_is_not_between_polls() {
+        // A poll spinning in the user's code, bare names.
+        let user = [
+            ("{async_block#0}", "src/soak.rs", 279),
+            ("poll<F>", "t/runtime/task/core.rs", 369),
+            ("poll_future<F>", "t/runtime/task/harness.rs", 525),
+            ("poll<F>", "t/runtime/task/harness.rs", 155),
+            ("poll", "t/runtime/task/raw.rs", 267),
+            ("run<S>", "t/runtime/task/mod.rs", 523),
+            (
+                "{closure#0}",
+                "t/runtime/scheduler/multi_thread/worker.rs",
+                791,
+            ),
+            ("budget<R>", "t/task/coop/mod.rs", 133),
+            (
+                "run_task",
+                "t/runtime/scheduler/multi_thread/worker.rs",
+                696,
+            ),
+            ("run", "t/runtime/scheduler/multi_thread/worker.rs", 0),
+        ];
+        assert!(!in_scheduler_between_polls(&with_entry(&user, ENTRY_BARE)));
+        // The poll calls into tokio's scheduler (a spawn waking a parked worker): still a poll.
+        let spawning = [
+            &[(
+                "notify_parked_remote",
+                "t/runtime/scheduler/multi_thread/worker.rs",
+                1,
+            )][..],
+            &user,
+        ]
+        .concat();
+        assert!(!in_scheduler_between_polls(&with_entry(
+            &spawning, ENTRY_BARE
+        )));
+        // Any one mark of a poll is enough: the task's harness alone, `run_task` alone, or
+        // the user's code alone.
+        for keep in [2, 4, 8, 0] {
+            let mut one: Vec<_> = user
+                .iter()
+                .enumerate()
+                .filter(|&(i, f)| {
+                    i == keep
+                        || (f.0 != "{async_block#0}"
+                            && !f.1.contains("/task/")
+                            && f.0 != "run_task")
+                })
+                .map(|(_, f)| *f)
+                .collect();
+            one.insert(0, ("spin", "s/core/src/hint.rs", 1));
+            assert!(
+                !in_scheduler_between_polls(&with_entry(&one, ENTRY_BARE)),
+                "{one:?}"
+            );
+        }
+        // Full paths.
+        let full = [
+            ("my_service::handler::{{closure}}", "src/handler.rs", 10),
+            (
+                "tokio::runtime::task::raw::poll",
+                "t/runtime/task/raw.rs",
+                267,
+            ),
+            (
+                "tokio::runtime::scheduler::multi_thread::worker::Context::run_task",
+                "t/runtime/scheduler/multi_thread/worker.rs",
+                696,
+            ),
+            (
+                "tokio::runtime::scheduler::multi_thread::worker::Context::run",
+                "t/runtime/scheduler/multi_thread/worker.rs",
+                600,
+            ),
+        ];
+        assert!(!in_scheduler_between_polls(&with_entry(&full, ENTRY_FULL)));
+        // Symbols only (no debug info): the names tell.
+        let symbols = [
+            ("spin", "", 0),
+            ("tokio::runtime::task::raw::poll", "", 0),
+            (
+                "tokio::runtime::scheduler::multi_thread::worker::Context::run",
+                "",
+                0,
+            ),
+            (
+                "tokio::runtime::scheduler::multi_thread::worker::run",
+                "",
+                0,
+            ),
+        ];
+        assert!(!in_scheduler_between_polls(&stack(&symbols)));
+        let parked = [
+            ("epoll_wait", "", 0),
+            (
+                "tokio::runtime::scheduler::multi_thread::worker::Context::park_internal",
+                "",
+                0,
+            ),
+            (
+                "tokio::runtime::scheduler::multi_thread::worker::Context::run",
+                "",
+                0,
+            ),
+        ];
+        assert!(in_scheduler_between_polls(&stack(&parked)));
+    }
+
+    #[test]
+    fn without_the_worker_loop_it_cannot_tell() {
+        // A current-thread runtime's `block_on`, and a stack cut short above the loop.
+        let current = stack(&[
+            (
+                "park_internal",
+                "t/runtime/scheduler/current_thread/mod.rs",
+                1,
+            ),
+            ("block_on", "t/runtime/scheduler/current_thread/mod.rs", 2),
+            ("main", "src/main.rs", 3),
+        ]);
+        assert!(!in_scheduler_between_polls(&current));
+        let cut = stack(&[
+            (
+                "park_internal",
+                "t/runtime/scheduler/multi_thread/worker.rs",
+                2,
+            ),
+            (
+                "park_yield",
+                "t/runtime/scheduler/multi_thread/worker.rs",
+                3,
+            ),
+        ]);
+        assert!(!in_scheduler_between_polls(&cut));
+        assert!(!in_scheduler_between_polls(&[]));
+        // A `run` of another crate's `worker.rs` is not tokio's loop.
+        let other = stack(&[
+            ("park", "/home/u/.cargo/registry/src/x/rayon-core-1.12.1/src/sleep/mod.rs", 1),
+            ("run", "/home/u/.cargo/registry/src/x/other-1.0.0/src/runtime/scheduler/multi_thread/worker.rs", 2),
+        ]);
+        assert!(!in_scheduler_between_polls(&other));
     }
 }

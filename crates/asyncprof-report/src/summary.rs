@@ -201,7 +201,7 @@ pub struct TaskStalls {
 }
 
 /// Every loss counter with what it counts, in plain words, in the order reports list them.
-pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 12] {
+pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 13] {
     [
         (
             l.dropped_records,
@@ -256,6 +256,11 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 12] {
             l.dropped_stall_events,
             "stall events (tracing) not emitted: over their rate limit, or their thread fell \
              behind; the run file has every stall",
+        ),
+        (
+            l.stalls_between_polls,
+            "stable-tier stalls not recorded: the worker's busy time stood still, but every \
+             stack found it in tokio's scheduler between polls, not in a poll",
         ),
     ]
 }

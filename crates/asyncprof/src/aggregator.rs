@@ -1,7 +1,7 @@
 //! The aggregator thread: hands the watchdog's stall records and a snapshot of the recorder
 //! to the writer, batch by batch, on a timer (never per event).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,48 @@ pub(crate) struct Start {
     pub(crate) facts: Facts,
 }
 
+/// Keeps out the stable tier's stalls whose stacks show no poll.
+///
+/// The stable tier sees busy periods, not polls: a busy period is a stall while tokio's busy
+/// time for its worker stands still ([`crate::watchdog`]). tokio publishes that time only when
+/// the worker parks and every `event_interval` ticks, so it can stand still for a while with
+/// the thread in the scheduler (a zero-timeout park, waking other workers), no poll running.
+/// A busy-period stall is sent once a stack shows a poll, or when it has no stack to tell
+/// (signals off, no sample yet); while every stack it has shows the scheduler between polls
+/// ([`format::culprit::in_scheduler_between_polls`]) it is held back, and one that ends so is
+/// counted in `stalls_between_polls`. Once sent, a stall is sent to its end.
+#[derive(Debug, Default)]
+struct BetweenPolls {
+    /// Busy-period stalls sent and still going on.
+    sent: std::collections::HashSet<u64>,
+}
+
+impl BetweenPolls {
+    /// Whether to send this version of a stall record; counts a busy-period stall that ends
+    /// unsent into `dropped`.
+    fn admit(&mut self, record: &format::StallRecord, dropped: &AtomicU64) -> bool {
+        // Stalls of the hooks and layer tiers are polls.
+        if record.task_id != 0 {
+            return true;
+        }
+        let no_poll = !record.stacks.is_empty()
+            && record
+                .stacks
+                .iter()
+                .all(|s| format::culprit::in_scheduler_between_polls(&s.frames));
+        let admitted = !no_poll || self.sent.contains(&record.id);
+        if !admitted && !record.ongoing {
+            dropped.fetch_add(1, Relaxed);
+        }
+        if admitted && record.ongoing {
+            self.sent.insert(record.id);
+        } else {
+            self.sent.remove(&record.id);
+        }
+        admitted
+    }
+}
+
 /// How often the aggregator hands new stall records to the writer.
 const STALL_PERIOD: Duration = Duration::from_millis(100);
 
@@ -112,6 +154,7 @@ pub(crate) fn aggregator_loop(
         facts: mut written,
     } = start;
     let mut symbolizer = crate::symbolize::Symbolizer::default();
+    let mut between_polls = BetweenPolls::default();
     let mut load = crate::load::LoadSampler::default();
     let mut next_snapshot = Instant::now() + interval;
     loop {
@@ -154,6 +197,9 @@ pub(crate) fn aggregator_loop(
         frames.extend(header_frame);
         for raw in unsent.values() {
             let record = symbolizer.record(raw, recorder.run_start_ns);
+            if !between_polls.admit(&record, &recorder.loss.stalls_between_polls) {
+                continue;
+            }
             if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
                 frames.push(f);
             }
@@ -203,5 +249,62 @@ pub(crate) fn aggregator_loop(
         } else {
             recorder.loss.dropped_records.fetch_add(records, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use format::{Frame, StackSample, StallRecord};
+
+    const WORKER: &str =
+        "/c/registry/src/index.crates.io-1/tokio-1.54.1/src/runtime/scheduler/multi_thread/worker.rs";
+
+    /// A stack of a worker thread: in the scheduler's zero-timeout park, or running a task.
+    fn stack(in_poll: bool) -> StackSample {
+        let mut s = StackSample::default();
+        s.count = 1;
+        let inner = if in_poll { "run_task" } else { "park_yield" };
+        s.frames = vec![
+            Frame::new(inner, Some(WORKER.to_string()), Some(1)),
+            Frame::new("run", Some(WORKER.to_string()), Some(2)),
+        ];
+        s
+    }
+
+    fn stall(id: u64, task_id: u64, ongoing: bool, stacks: &[bool]) -> StallRecord {
+        let mut r = StallRecord::default();
+        r.id = id;
+        r.task_id = task_id;
+        r.ongoing = ongoing;
+        r.stacks = stacks.iter().map(|&p| stack(p)).collect();
+        r
+    }
+
+    #[test]
+    fn busy_period_stalls_without_a_poll_in_their_stacks_are_held_back_and_counted() {
+        let dropped = AtomicU64::new(0);
+        let mut gate = BetweenPolls::default();
+        // Every stack in the scheduler: held back while it lasts, counted once when it ends.
+        assert!(!gate.admit(&stall(1, 0, true, &[false]), &dropped));
+        assert!(!gate.admit(&stall(1, 0, true, &[false, false]), &dropped));
+        assert_eq!(dropped.load(Relaxed), 0);
+        assert!(!gate.admit(&stall(1, 0, false, &[false, false]), &dropped));
+        assert_eq!(dropped.load(Relaxed), 1);
+
+        // A poll in any of its stacks: sent, and sent to its end whatever later stacks show.
+        assert!(gate.admit(&stall(2, 0, true, &[true]), &dropped));
+        assert!(gate.admit(&stall(2, 0, true, &[false, false]), &dropped));
+        assert!(gate.admit(&stall(2, 0, false, &[false, false]), &dropped));
+        assert!(gate.sent.is_empty());
+        // Held back first, then a stack in a poll: sent from then on.
+        assert!(!gate.admit(&stall(3, 0, true, &[false]), &dropped));
+        assert!(gate.admit(&stall(3, 0, false, &[false, true]), &dropped));
+        // No stack to tell (signals off, no sample yet): sent.
+        assert!(gate.admit(&stall(4, 0, false, &[]), &dropped));
+        // A stall of a task (hooks and layer tiers) is a poll: always sent.
+        assert!(gate.admit(&stall(5, 7, false, &[false]), &dropped));
+        assert_eq!(dropped.load(Relaxed), 1);
+        assert!(gate.sent.is_empty());
     }
 }
