@@ -186,11 +186,12 @@ pub struct LossCounters {
     /// rate limit, or the thread that emits them fell behind. The stalls themselves are in
     /// the run file. 0 in files written before this counter existed.
     pub dropped_stall_events: u64,
-    /// Stable-tier stalls not recorded: tokio's busy time for the worker stood still past the
-    /// threshold, but every stack taken found the thread in tokio's scheduler between polls
-    /// (tokio publishes that time only when a worker parks and every `event_interval` ticks),
-    /// so no poll was holding it. 0 in files written before this counter existed.
-    pub stalls_between_polls: u64,
+    /// Stable-tier stalls not recorded because nothing showed a poll holding the worker:
+    /// tokio's busy time for it stood still past the threshold (tokio publishes that time only
+    /// when a worker parks and every `event_interval` turns of its loop), but every stack taken
+    /// found the thread in tokio's scheduler between polls, or none was taken and every look
+    /// found the thread waiting for a CPU. 0 in files written before this counter existed.
+    pub stalls_without_a_poll: u64,
 }
 
 impl LossCounters {

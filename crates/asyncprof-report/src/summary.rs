@@ -258,9 +258,10 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 13] {
              behind; the run file has every stall",
         ),
         (
-            l.stalls_between_polls,
-            "stable-tier stalls not recorded: the worker's busy time stood still, but every \
-             stack found it in tokio's scheduler between polls, not in a poll",
+            l.stalls_without_a_poll,
+            "stable-tier stalls not recorded: the worker's busy time stood still, but nothing \
+             showed a poll holding it (every stack in tokio's scheduler between polls, or no \
+             stack and the thread waiting for a CPU)",
         ),
     ]
 }

@@ -93,23 +93,29 @@ pub(crate) struct Start {
     pub(crate) facts: Facts,
 }
 
-/// Keeps out the stable tier's stalls whose stacks show no poll.
+/// Keeps out the stable tier's stalls that nothing shows to be a poll.
 ///
 /// The stable tier sees busy periods, not polls: a busy period is a stall while tokio's busy
 /// time for its worker stands still ([`crate::watchdog`]). tokio publishes that time only when
-/// the worker parks and every `event_interval` ticks, so it can stand still for a while with
-/// the thread in the scheduler (a zero-timeout park, waking other workers), no poll running.
-/// A busy-period stall is sent once a stack shows a poll, or when it has no stack to tell
-/// (signals off, no sample yet); while every stack it has shows the scheduler between polls
-/// ([`format::culprit::in_scheduler_between_polls`]) it is held back, and one that ends so is
-/// counted in `stalls_between_polls`. Once sent, a stall is sent to its end.
+/// the worker parks and every `event_interval` turns of its loop, so it stands still too while
+/// the thread is in the scheduler (a zero-timeout park, waking other workers) with no poll
+/// running, or waits for a CPU on a crowded machine. A busy-period stall is held back while
+/// every stack it has shows the scheduler between polls
+/// ([`format::culprit::in_scheduler_between_polls`]), or while it has no stack and no look
+/// found its thread running or asleep (class unknown: every look found it waiting for a
+/// CPU); it is sent as soon as a stack shows a poll or a look saw it run or sleep (with
+/// signals off a stall has no stack, and its class alone sends it), and once sent it is sent
+/// to its end. One that ends held back, or is still held when the recording stops, is counted
+/// in `stalls_without_a_poll`.
 #[derive(Debug, Default)]
-struct BetweenPolls {
+struct WithoutAPoll {
     /// Busy-period stalls sent and still going on.
     sent: std::collections::HashSet<u64>,
+    /// Busy-period stalls held back and still going on.
+    held: std::collections::HashSet<u64>,
 }
 
-impl BetweenPolls {
+impl WithoutAPoll {
     /// Whether to send this version of a stall record; counts a busy-period stall that ends
     /// unsent into `dropped`.
     fn admit(&mut self, record: &format::StallRecord, dropped: &AtomicU64) -> bool {
@@ -117,21 +123,36 @@ impl BetweenPolls {
         if record.task_id != 0 {
             return true;
         }
-        let no_poll = !record.stacks.is_empty()
-            && record
+        let no_poll = if record.stacks.is_empty() {
+            record.class == format::StallClass::Unknown
+        } else {
+            record
                 .stacks
                 .iter()
-                .all(|s| format::culprit::in_scheduler_between_polls(&s.frames));
+                .all(|s| format::culprit::in_scheduler_between_polls(&s.frames))
+        };
         let admitted = !no_poll || self.sent.contains(&record.id);
-        if !admitted && !record.ongoing {
-            dropped.fetch_add(1, Relaxed);
-        }
-        if admitted && record.ongoing {
-            self.sent.insert(record.id);
-        } else {
-            self.sent.remove(&record.id);
+        self.held.remove(&record.id);
+        self.sent.remove(&record.id);
+        match (admitted, record.ongoing) {
+            (true, true) => {
+                self.sent.insert(record.id);
+            }
+            (false, true) => {
+                self.held.insert(record.id);
+            }
+            (false, false) => {
+                dropped.fetch_add(1, Relaxed);
+            }
+            (true, false) => {}
         }
         admitted
+    }
+
+    /// The recording stops: the stalls still held back are counted.
+    fn stop(&mut self, dropped: &AtomicU64) {
+        dropped.fetch_add(self.held.len() as u64, Relaxed);
+        self.held.clear();
     }
 }
 
@@ -154,7 +175,7 @@ pub(crate) fn aggregator_loop(
         facts: mut written,
     } = start;
     let mut symbolizer = crate::symbolize::Symbolizer::default();
-    let mut between_polls = BetweenPolls::default();
+    let mut without_a_poll = WithoutAPoll::default();
     let mut load = crate::load::LoadSampler::default();
     let mut next_snapshot = Instant::now() + interval;
     loop {
@@ -197,13 +218,16 @@ pub(crate) fn aggregator_loop(
         frames.extend(header_frame);
         for raw in unsent.values() {
             let record = symbolizer.record(raw, recorder.run_start_ns);
-            if !between_polls.admit(&record, &recorder.loss.stalls_between_polls) {
+            if !without_a_poll.admit(&record, &recorder.loss.stalls_without_a_poll) {
                 continue;
             }
             if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
                 frames.push(f);
             }
             outputs.stall(&record, recorder);
+        }
+        if stopping {
+            without_a_poll.stop(&recorder.loss.stalls_without_a_poll);
         }
         if snapshot_due {
             next_snapshot = now + interval;
@@ -255,7 +279,7 @@ pub(crate) fn aggregator_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use format::{Frame, StackSample, StallRecord};
+    use format::{Frame, StackSample, StallClass, StallRecord};
 
     const WORKER: &str =
         "/c/registry/src/index.crates.io-1/tokio-1.54.1/src/runtime/scheduler/multi_thread/worker.rs";
@@ -284,7 +308,7 @@ mod tests {
     #[test]
     fn busy_period_stalls_without_a_poll_in_their_stacks_are_held_back_and_counted() {
         let dropped = AtomicU64::new(0);
-        let mut gate = BetweenPolls::default();
+        let mut gate = WithoutAPoll::default();
         // Every stack in the scheduler: held back while it lasts, counted once when it ends.
         assert!(!gate.admit(&stall(1, 0, true, &[false]), &dropped));
         assert!(!gate.admit(&stall(1, 0, true, &[false, false]), &dropped));
@@ -296,15 +320,40 @@ mod tests {
         assert!(gate.admit(&stall(2, 0, true, &[true]), &dropped));
         assert!(gate.admit(&stall(2, 0, true, &[false, false]), &dropped));
         assert!(gate.admit(&stall(2, 0, false, &[false, false]), &dropped));
-        assert!(gate.sent.is_empty());
         // Held back first, then a stack in a poll: sent from then on.
         assert!(!gate.admit(&stall(3, 0, true, &[false]), &dropped));
         assert!(gate.admit(&stall(3, 0, false, &[false, true]), &dropped));
-        // No stack to tell (signals off, no sample yet): sent.
-        assert!(gate.admit(&stall(4, 0, false, &[]), &dropped));
         // A stall of a task (hooks and layer tiers) is a poll: always sent.
         assert!(gate.admit(&stall(5, 7, false, &[false]), &dropped));
         assert_eq!(dropped.load(Relaxed), 1);
-        assert!(gate.sent.is_empty());
+        assert!(gate.sent.is_empty() && gate.held.is_empty());
+    }
+
+    #[test]
+    fn busy_period_stalls_without_a_stack_need_a_look_that_saw_their_thread() {
+        let dropped = AtomicU64::new(0);
+        let mut gate = WithoutAPoll::default();
+        // No stack, and every look found the thread waiting for a CPU: held, then counted.
+        assert!(!gate.admit(&stall(1, 0, true, &[]), &dropped));
+        assert!(!gate.admit(&stall(1, 0, false, &[]), &dropped));
+        assert_eq!(dropped.load(Relaxed), 1);
+        // No stack, but seen on CPU or asleep (signals off, or no sample taken): sent.
+        for (id, class) in [(2, StallClass::CpuBound), (3, StallClass::Blocking)] {
+            let mut r = stall(id, 0, false, &[]);
+            r.class = class;
+            assert!(gate.admit(&r, &dropped));
+        }
+        // Unknown at first, then seen running: sent from then on.
+        assert!(!gate.admit(&stall(4, 0, true, &[]), &dropped));
+        let mut r = stall(4, 0, true, &[]);
+        r.class = StallClass::CpuBound;
+        assert!(gate.admit(&r, &dropped));
+        // Still held when the recording stops: counted then.
+        assert!(!gate.admit(&stall(5, 0, true, &[]), &dropped));
+        gate.stop(&dropped);
+        assert_eq!(dropped.load(Relaxed), 2);
+        assert!(gate.held.is_empty());
+        // A task's stall without a stack is a poll all the same.
+        assert!(gate.admit(&stall(6, 7, false, &[]), &dropped));
     }
 }

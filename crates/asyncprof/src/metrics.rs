@@ -365,7 +365,7 @@ impl Collector for Metrics {
             ("dropped_depth_points", l.dropped_depth_points),
             ("dropped_long_values", l.dropped_long_values),
             ("dropped_stall_events", l.dropped_stall_events),
-            ("stalls_between_polls", l.stalls_between_polls),
+            ("stalls_without_a_poll", l.stalls_without_a_poll),
         ];
         family(
             &mut e,

@@ -66,8 +66,8 @@ pub(crate) struct Loss {
     pub(crate) dropped_long_values: AtomicU64,
     /// Stall events not emitted: over the rate limit, or their thread fell behind.
     pub(crate) dropped_stall_events: AtomicU64,
-    /// Stable-tier stalls not recorded: every stack showed the scheduler between polls.
-    pub(crate) stalls_between_polls: AtomicU64,
+    /// Stable-tier stalls not recorded: nothing showed a poll holding the worker.
+    pub(crate) stalls_without_a_poll: AtomicU64,
 }
 
 /// Counters written once per task. On their own cache lines: a spawn-heavy service writes them
