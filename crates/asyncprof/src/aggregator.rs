@@ -132,6 +132,12 @@ impl WithoutAPoll {
                 .all(|s| format::culprit::in_scheduler_between_polls(&s.frames))
         };
         let admitted = !no_poll || self.sent.contains(&record.id);
+        if self.sent.len() + self.held.len() >= MAX_TRACKED {
+            // Only stalls whose last version was lost (the watchdog's board was full) stay
+            // here past their end: start over, counting those held as not recorded.
+            self.stop(dropped);
+            self.sent.clear();
+        }
         self.held.remove(&record.id);
         self.sent.remove(&record.id);
         match (admitted, record.ongoing) {
@@ -155,6 +161,10 @@ impl WithoutAPoll {
         self.held.clear();
     }
 }
+
+/// Stalls [`WithoutAPoll`] keeps track of at most. Going on at once are no more than one per
+/// worker thread.
+const MAX_TRACKED: usize = 4096;
 
 /// How often the aggregator hands new stall records to the writer.
 const STALL_PERIOD: Duration = Duration::from_millis(100);
@@ -355,5 +365,18 @@ mod tests {
         assert!(gate.held.is_empty());
         // A task's stall without a stack is a poll all the same.
         assert!(gate.admit(&stall(6, 7, false, &[]), &dropped));
+    }
+
+    #[test]
+    fn stalls_whose_end_never_came_are_not_kept_for_ever() {
+        let dropped = AtomicU64::new(0);
+        let mut gate = WithoutAPoll::default();
+        // Ongoing versions only, their last ones lost: half sent, half held back.
+        for id in 0..(2 * MAX_TRACKED as u64) {
+            gate.admit(&stall(id, 0, true, &[id % 2 == 0]), &dropped);
+            assert!(gate.sent.len() + gate.held.len() <= MAX_TRACKED);
+        }
+        // Every stall held back when the tracking started over was counted.
+        assert_eq!(dropped.load(Relaxed), (MAX_TRACKED / 2) as u64);
     }
 }
