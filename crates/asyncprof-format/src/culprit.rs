@@ -615,24 +615,24 @@ mod tests {
             &spawning, ENTRY_BARE
         )));
         // Any one mark of a poll is enough: the task's harness alone, `run_task` alone, or
-        // the user's code alone.
-        for keep in [2, 4, 8, 0] {
-            let mut one: Vec<_> = user
-                .iter()
-                .enumerate()
-                .filter(|&(i, f)| {
-                    i == keep
-                        || (f.0 != "{async_block#0}"
-                            && !f.1.contains("/task/")
-                            && f.0 != "run_task")
-                })
-                .map(|(_, f)| *f)
-                .collect();
-            one.insert(0, ("spin", "s/core/src/hint.rs", 1));
-            assert!(
-                !in_scheduler_between_polls(&with_entry(&one, ENTRY_BARE)),
-                "{one:?}"
+        // the user's code alone. Without any, the same stack is the scheduler's.
+        let is_mark = |f: &(&str, &str, u32)| {
+            f.0 == "{async_block#0}" || f.1.contains("/task/") || f.0 == "run_task"
+        };
+        let only = |keep: Option<usize>| {
+            let mut frames = vec![("spin", "s/core/src/hint.rs", 1)];
+            frames.extend(
+                user.iter()
+                    .enumerate()
+                    .filter(|&(i, f)| Some(i) == keep || !is_mark(f))
+                    .map(|(_, f)| *f),
             );
+            with_entry(&frames, ENTRY_BARE)
+        };
+        assert!(in_scheduler_between_polls(&only(None)));
+        for keep in [0, 2, 4, 8] {
+            assert!(is_mark(&user[keep]));
+            assert!(!in_scheduler_between_polls(&only(Some(keep))), "{keep}");
         }
         // Full paths.
         let full = [

@@ -109,10 +109,8 @@ pub(crate) struct Start {
 /// in `stalls_without_a_poll`.
 #[derive(Debug, Default)]
 struct WithoutAPoll {
-    /// Busy-period stalls sent and still going on.
-    sent: std::collections::HashSet<u64>,
-    /// Busy-period stalls held back and still going on.
-    held: std::collections::HashSet<u64>,
+    /// Busy-period stalls going on, and whether each was sent.
+    ongoing: std::collections::HashMap<u64, bool>,
 }
 
 impl WithoutAPoll {
@@ -131,34 +129,26 @@ impl WithoutAPoll {
                 .iter()
                 .all(|s| format::culprit::in_scheduler_between_polls(&s.frames))
         };
-        let admitted = !no_poll || self.sent.contains(&record.id);
-        if self.sent.len() + self.held.len() >= MAX_TRACKED {
+        let admitted = self.ongoing.remove(&record.id).unwrap_or(false) || !no_poll;
+        if self.ongoing.len() >= MAX_TRACKED {
             // Only stalls whose last version was lost (the watchdog's board was full) stay
             // here past their end: start over, counting those held as not recorded.
             self.stop(dropped);
-            self.sent.clear();
         }
-        self.held.remove(&record.id);
-        self.sent.remove(&record.id);
-        match (admitted, record.ongoing) {
-            (true, true) => {
-                self.sent.insert(record.id);
-            }
-            (false, true) => {
-                self.held.insert(record.id);
-            }
-            (false, false) => {
-                dropped.fetch_add(1, Relaxed);
-            }
-            (true, false) => {}
+        if record.ongoing {
+            self.ongoing.insert(record.id, admitted);
+        } else if !admitted {
+            dropped.fetch_add(1, Relaxed);
         }
         admitted
     }
 
-    /// The recording stops: the stalls still held back are counted.
+    /// The recording stops (or the tracking starts over): the stalls still held back are
+    /// counted.
     fn stop(&mut self, dropped: &AtomicU64) {
-        dropped.fetch_add(self.held.len() as u64, Relaxed);
-        self.held.clear();
+        let held = self.ongoing.values().filter(|&&sent| !sent).count();
+        dropped.fetch_add(held as u64, Relaxed);
+        self.ongoing.clear();
     }
 }
 
@@ -336,7 +326,7 @@ mod tests {
         // A stall of a task (hooks and layer tiers) is a poll: always sent.
         assert!(gate.admit(&stall(5, 7, false, &[false]), &dropped));
         assert_eq!(dropped.load(Relaxed), 1);
-        assert!(gate.sent.is_empty() && gate.held.is_empty());
+        assert!(gate.ongoing.is_empty());
     }
 
     #[test]
@@ -362,7 +352,7 @@ mod tests {
         assert!(!gate.admit(&stall(5, 0, true, &[]), &dropped));
         gate.stop(&dropped);
         assert_eq!(dropped.load(Relaxed), 2);
-        assert!(gate.held.is_empty());
+        assert!(gate.ongoing.is_empty());
         // A task's stall without a stack is a poll all the same.
         assert!(gate.admit(&stall(6, 7, false, &[]), &dropped));
     }
@@ -374,7 +364,7 @@ mod tests {
         // Ongoing versions only, their last ones lost: half sent, half held back.
         for id in 0..(2 * MAX_TRACKED as u64) {
             gate.admit(&stall(id, 0, true, &[id % 2 == 0]), &dropped);
-            assert!(gate.sent.len() + gate.held.len() <= MAX_TRACKED);
+            assert!(gate.ongoing.len() <= MAX_TRACKED);
         }
         // Every stall held back when the tracking started over was counted.
         assert_eq!(dropped.load(Relaxed), (MAX_TRACKED / 2) as u64);

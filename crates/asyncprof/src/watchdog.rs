@@ -250,8 +250,9 @@ pub(crate) struct Watchdog {
 
 /// The stable tier sees when a worker is busy (unparked), not its polls: a busy, healthy worker
 /// that never parks holds one busy period for seconds. tokio's stable runtime metrics publish
-/// each worker's busy time at every park and every `event_interval` turns of its loop (61 by default),
-/// so a worker inside one long poll is an unparked worker whose busy time stands still. A busy
+/// each worker's busy time at every park and every `event_interval` turns of its loop (61 by
+/// default), so a worker inside one long poll is an unparked worker whose busy time stands
+/// still (and so does one between polls: see `aggregator::WithoutAPoll`). A busy
 /// period past the threshold is a stall only when its thread's worker stands so; the handle is
 /// held only while a worker of the runtime is busy.
 ///
