@@ -24,9 +24,18 @@ const CARGO_BENCH_FLAG: &str = "--bench";
 
 /// This benchmark's flags, parsed from the command line into `A`: see [`args_from`].
 ///
-/// Bad flags print clap's usage and exit with status 2; `--help` prints the flags.
+/// Bad flags print clap's usage and exit with status 2; `--help` prints the flags. A build
+/// with debug assertions (CI's smoke runs build the benches with the tests) says that its
+/// figures are not measurements.
 pub fn args<A: clap::Parser>() -> A {
-    args_from(std::env::args_os())
+    let args = args_from(std::env::args_os());
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "note: an unoptimized build (a smoke run): its figures are not measurements; \
+             measure with `cargo bench`"
+        );
+    }
+    args
 }
 
 /// Flags parsed into `A` from `argv` (the program's name first). The `--bench` that
