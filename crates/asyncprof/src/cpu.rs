@@ -28,13 +28,17 @@ impl CpuProfiler {
     pub(crate) fn start(hz: u32) -> Option<CpuProfiler> {
         #[cfg(feature = "cpu-profile")]
         {
+            let spill = spill_files();
             match pprof::ProfilerGuardBuilder::default()
                 .frequency(hz as i32)
                 // Unwinding through these from a signal handler can deadlock.
                 .blocklist(&["libc", "libgcc", "pthread", "vdso"])
                 .build()
             {
-                Ok(guard) => Some(CpuProfiler { guard, hz }),
+                Ok(guard) => {
+                    remove_new_spill_file_at_exit(spill);
+                    Some(CpuProfiler { guard, hz })
+                }
                 Err(pprof::Error::Running) => {
                     eprintln!(
                         "asyncprof: no CPU profile: the program runs pprof itself (one SIGPROF \
@@ -61,8 +65,11 @@ impl CpuProfiler {
     pub(crate) fn finish(self) -> Option<format::CpuProfile> {
         #[cfg(feature = "cpu-profile")]
         {
-            let report = self.guard.report().build().ok()?;
+            let report = self.guard.report().build();
+            let spill = spill_files();
             drop(self.guard);
+            remove_new_spill_file_at_exit(spill);
+            let report = report.ok()?;
             let mut stacks: Vec<(String, u64)> = report
                 .data
                 .iter()
@@ -101,5 +108,53 @@ impl CpuProfiler {
         {
             None
         }
+    }
+}
+
+/// The temporary files this process holds open that have the shape of pprof's sample spill
+/// file (`.tmp` and six characters in the temporary folder), by descriptor; none when there
+/// are more than [`MAX_FDS_SCANNED`] descriptors.
+///
+/// pprof spills samples to a named temporary file held by its static profiler, which is never
+/// dropped, and stopping a profile opens the next profile's file at once: without
+/// [`remove_new_spill_file_at_exit`] every profiled process would leave an empty file behind.
+#[cfg(feature = "cpu-profile")]
+fn spill_files() -> Vec<(std::ffi::OsString, std::path::PathBuf)> {
+    let Ok(dir) = std::env::temp_dir().canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let fds: Vec<_> = fds.flatten().take(MAX_FDS_SCANNED + 1).collect();
+    if fds.len() > MAX_FDS_SCANNED {
+        return Vec::new();
+    }
+    fds.into_iter()
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            let name = target.file_name()?.to_str()?;
+            (target.parent() == Some(dir.as_path()) && name.starts_with(".tmp") && name.len() == 10)
+                .then(|| (fd.file_name(), target))
+        })
+        .collect()
+}
+
+/// Descriptors looked at for the spill file: a service with more open (thousands of
+/// connections) keeps the empty file rather than pay for reading every link.
+#[cfg(feature = "cpu-profile")]
+const MAX_FDS_SCANNED: usize = 4096;
+
+/// Remove, when the process exits normally, the spill file pprof opened since `before` was
+/// taken: the one new descriptor of that shape. Two or more new ones (the service opened a
+/// temporary file at the same moment) are all left alone.
+#[cfg(feature = "cpu-profile")]
+fn remove_new_spill_file_at_exit(before: Vec<(std::ffi::OsString, std::path::PathBuf)>) {
+    let new: Vec<_> = spill_files()
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
+    if let [(_, path)] = new.as_slice() {
+        asyncprof_sampler::remove_at_exit(path);
     }
 }

@@ -311,13 +311,10 @@ pub fn run_on(
     build: impl FnOnce(tokio::runtime::Builder) -> std::io::Result<tokio::runtime::Runtime>,
     wrap: impl FnOnce(RunFuture) -> RunFuture,
 ) -> anyhow::Result<Outcome> {
-    let dir = std::env::temp_dir().join(format!(
-        "bad-pipelines-{}-{}-{}",
-        p.name,
-        variant.name(),
-        std::process::id()
-    ));
+    let dir = scratch_dir(p, variant);
     std::fs::create_dir_all(&dir)?;
+    // Removed however the run ends here (an error included).
+    let _scratch = RemoveOnDrop(dir.clone());
     let ctx = Arc::new(Ctx {
         load,
         upstream: Upstream::start()?,
@@ -357,8 +354,27 @@ pub fn run_on(
         outcome.max_ms = ms(1.0);
     }
     drop(ctx);
-    std::fs::remove_dir_all(&dir).ok();
     Ok(outcome)
+}
+
+/// A folder removed with everything in it when this is dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// The folder a run of `p` keeps its files in (its SQLite store, its downloads), removed when
+/// the run ends, and by [`run_profiled`] when the run outlives its budget.
+fn scratch_dir(p: &Pipeline, variant: Variant) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "bad-pipelines-{}-{}-{}",
+        p.name,
+        variant.name(),
+        std::process::id()
+    ))
 }
 
 /// Run one variant in this process with asyncprof recording (settings from the
@@ -413,6 +429,8 @@ pub fn run_profiled(
                     );
                     guard.flush();
                     std::thread::sleep(Duration::from_millis(300));
+                    // The stuck pipeline never reaches its own clean-up.
+                    std::fs::remove_dir_all(scratch_dir(p, variant)).ok();
                     std::process::exit(124);
                 }
             })?

@@ -142,6 +142,7 @@ fn unwritable_output_is_one_clear_error() {
 
 mod bench;
 mod died;
+mod leftovers;
 mod many;
 mod prometheus;
 mod run;

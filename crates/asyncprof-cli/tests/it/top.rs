@@ -20,11 +20,13 @@ fn dir(test: &str) -> PathBuf {
     d
 }
 
-/// The scraper's bad variant, recording to `path`, in a process of its own.
+/// The scraper's bad variant, recording to `path`, in a process of its own. Its temporary
+/// files go beside `path`: a test that kills it removes them with its directory.
 fn pipeline(path: &Path, load: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_asyncprof"))
         .args(["__pipeline", "scraper", "bad", load])
         .env("ASYNCPROF_OUT", path)
+        .env("TMPDIR", path.parent().unwrap())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

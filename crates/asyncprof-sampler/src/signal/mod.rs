@@ -1,6 +1,7 @@
 //! Every `unsafe` block of asyncprof lives below this module: the stack-copy signal handler,
 //! its installation, the copy of a thread's stack from outside it (`remote`), the module
-//! tables the unwinder reads (`modules`), and thin wrappers over libc.
+//! tables the unwinder reads (`modules`), files removed at exit (`exit`), and thin wrappers
+//! over libc.
 //!
 //! How a stalled thread's stack is taken depends on what the thread is doing, and the rule is
 //! that the service must never notice:
@@ -44,6 +45,7 @@
 //! detects a system call that returned `EINTR` just before it ran and counts it
 //! ([`interrupted_syscalls`]); `benches/sample_cost.rs` measures the rate.
 
+pub(crate) mod exit;
 pub(crate) mod modules;
 pub(crate) mod remote;
 
