@@ -10,6 +10,7 @@ use asyncprof_format::{self as format, RecordKind};
 use crate::hist::lock;
 use crate::profiler::Shared;
 use crate::recorder::Recorder;
+use crate::watchdog::PollEvidence;
 use crate::writer::Batch;
 
 /// What the header says that is learnt only once tasks run: the tier (from the first task
@@ -105,8 +106,11 @@ pub(crate) struct Start {
 /// found its thread running or asleep (class unknown: every look found it waiting for a
 /// CPU); it is sent as soon as a stack shows a poll or a look saw it run or sleep (with
 /// signals off a stall has no stack, and its class alone sends it), and once sent it is sent
-/// to its end. One that ends held back, or is still held when the recording stops, is counted
-/// in `stalls_without_a_poll`.
+/// to its end. The signal samples also say which task the thread was polling
+/// ([`PollEvidence`]): a stall whose samples on CPU show one task is held until they confirm
+/// one poll (four samples, half a threshold apart from first to last) and not sent if it ends
+/// before; one whose samples show another poll first is several polls, never sent. One that ends held back, or is still held when the recording
+/// stops, is counted in `stalls_without_a_poll`.
 #[derive(Debug, Default)]
 struct WithoutAPoll {
     /// Busy-period stalls going on, and whether each was sent.
@@ -116,18 +120,28 @@ struct WithoutAPoll {
 impl WithoutAPoll {
     /// Whether to send this version of a stall record; counts a busy-period stall that ends
     /// unsent into `dropped`.
-    fn admit(&mut self, record: &format::StallRecord, dropped: &AtomicU64) -> bool {
+    fn admit(
+        &mut self,
+        record: &format::StallRecord,
+        polls: PollEvidence,
+        asleep: bool,
+        dropped: &AtomicU64,
+    ) -> bool {
         // Stalls of the hooks and layer tiers are polls.
         if record.task_id != 0 {
             return true;
         }
-        let no_poll = if record.stacks.is_empty() {
-            record.class == format::StallClass::Unknown
-        } else {
-            record
-                .stacks
-                .iter()
-                .all(|s| format::culprit::in_scheduler_between_polls(&s.frames))
+        let no_poll = match polls {
+            PollEvidence::Several => true,
+            PollEvidence::Confirmed => false,
+            // A look found the thread asleep in a system call: no poll ran meanwhile, so it
+            // is judged as before any task was seen, by its stacks.
+            PollEvidence::Unconfirmed if asleep => Self::no_poll_in(record),
+            // On CPU, one task in samples that do not confirm one poll yet: not yet, and
+            // never if it ends so (a worker polling a few tasks in turn shows the same task
+            // in a sample now and then).
+            PollEvidence::Unconfirmed => true,
+            PollEvidence::Unknown => Self::no_poll_in(record),
         };
         let admitted = self.ongoing.remove(&record.id).unwrap_or(false) || !no_poll;
         if self.ongoing.len() >= MAX_TRACKED {
@@ -141,6 +155,19 @@ impl WithoutAPoll {
             dropped.fetch_add(1, Relaxed);
         }
         admitted
+    }
+
+    /// Whether nothing in a busy-period stall's stacks (or, without one, its class) shows a
+    /// poll.
+    fn no_poll_in(record: &format::StallRecord) -> bool {
+        if record.stacks.is_empty() {
+            record.class == format::StallClass::Unknown
+        } else {
+            record
+                .stacks
+                .iter()
+                .all(|s| format::culprit::in_scheduler_between_polls(&s.frames))
+        }
     }
 
     /// The recording stops (or the tracking starts over): the stalls still held back are
@@ -218,7 +245,9 @@ pub(crate) fn aggregator_loop(
         frames.extend(header_frame);
         for raw in unsent.values() {
             let record = symbolizer.record(raw, recorder.run_start_ns);
-            if !without_a_poll.admit(&record, &recorder.loss.stalls_without_a_poll) {
+            let asleep = raw.asleep > 0;
+            let dropped = &recorder.loss.stalls_without_a_poll;
+            if !without_a_poll.admit(&record, raw.polls, asleep, dropped) {
                 continue;
             }
             if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
@@ -310,21 +339,66 @@ mod tests {
         let dropped = AtomicU64::new(0);
         let mut gate = WithoutAPoll::default();
         // Every stack in the scheduler: held back while it lasts, counted once when it ends.
-        assert!(!gate.admit(&stall(1, 0, true, &[false]), &dropped));
-        assert!(!gate.admit(&stall(1, 0, true, &[false, false]), &dropped));
+        assert!(!gate.admit(
+            &stall(1, 0, true, &[false]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
+        assert!(!gate.admit(
+            &stall(1, 0, true, &[false, false]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
         assert_eq!(dropped.load(Relaxed), 0);
-        assert!(!gate.admit(&stall(1, 0, false, &[false, false]), &dropped));
+        assert!(!gate.admit(
+            &stall(1, 0, false, &[false, false]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
         assert_eq!(dropped.load(Relaxed), 1);
 
         // A poll in any of its stacks: sent, and sent to its end whatever later stacks show.
-        assert!(gate.admit(&stall(2, 0, true, &[true]), &dropped));
-        assert!(gate.admit(&stall(2, 0, true, &[false, false]), &dropped));
-        assert!(gate.admit(&stall(2, 0, false, &[false, false]), &dropped));
+        assert!(gate.admit(
+            &stall(2, 0, true, &[true]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
+        assert!(gate.admit(
+            &stall(2, 0, true, &[false, false]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
+        assert!(gate.admit(
+            &stall(2, 0, false, &[false, false]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
         // Held back first, then a stack in a poll: sent from then on.
-        assert!(!gate.admit(&stall(3, 0, true, &[false]), &dropped));
-        assert!(gate.admit(&stall(3, 0, false, &[false, true]), &dropped));
+        assert!(!gate.admit(
+            &stall(3, 0, true, &[false]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
+        assert!(gate.admit(
+            &stall(3, 0, false, &[false, true]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
         // A stall of a task (hooks and layer tiers) is a poll: always sent.
-        assert!(gate.admit(&stall(5, 7, false, &[false]), &dropped));
+        assert!(gate.admit(
+            &stall(5, 7, false, &[false]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
         assert_eq!(dropped.load(Relaxed), 1);
         assert!(gate.ongoing.is_empty());
     }
@@ -334,27 +408,98 @@ mod tests {
         let dropped = AtomicU64::new(0);
         let mut gate = WithoutAPoll::default();
         // No stack, and every look found the thread waiting for a CPU: held, then counted.
-        assert!(!gate.admit(&stall(1, 0, true, &[]), &dropped));
-        assert!(!gate.admit(&stall(1, 0, false, &[]), &dropped));
+        assert!(!gate.admit(
+            &stall(1, 0, true, &[]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
+        assert!(!gate.admit(
+            &stall(1, 0, false, &[]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
         assert_eq!(dropped.load(Relaxed), 1);
         // No stack, but seen on CPU or asleep (signals off, or no sample taken): sent.
         for (id, class) in [(2, StallClass::CpuBound), (3, StallClass::Blocking)] {
             let mut r = stall(id, 0, false, &[]);
             r.class = class;
-            assert!(gate.admit(&r, &dropped));
+            assert!(gate.admit(&r, PollEvidence::Unknown, false, &dropped));
         }
         // Unknown at first, then seen running: sent from then on.
-        assert!(!gate.admit(&stall(4, 0, true, &[]), &dropped));
+        assert!(!gate.admit(
+            &stall(4, 0, true, &[]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
         let mut r = stall(4, 0, true, &[]);
         r.class = StallClass::CpuBound;
-        assert!(gate.admit(&r, &dropped));
+        assert!(gate.admit(&r, PollEvidence::Unknown, false, &dropped));
         // Still held when the recording stops: counted then.
-        assert!(!gate.admit(&stall(5, 0, true, &[]), &dropped));
+        assert!(!gate.admit(
+            &stall(5, 0, true, &[]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
         gate.stop(&dropped);
         assert_eq!(dropped.load(Relaxed), 2);
         assert!(gate.ongoing.is_empty());
         // A task's stall without a stack is a poll all the same.
-        assert!(gate.admit(&stall(6, 7, false, &[]), &dropped));
+        assert!(gate.admit(
+            &stall(6, 7, false, &[]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
+    }
+
+    #[test]
+    fn busy_period_stalls_are_judged_by_the_tasks_their_samples_show() {
+        use PollEvidence::{Confirmed, Several, Unconfirmed};
+        let dropped = AtomicU64::new(0);
+        let mut gate = WithoutAPoll::default();
+        // Samples of two polls before one was confirmed: never sent, counted at its end,
+        // although its stacks are in a poll.
+        assert!(!gate.admit(&stall(1, 0, true, &[true]), Unconfirmed, false, &dropped));
+        assert!(!gate.admit(&stall(1, 0, false, &[true]), Several, false, &dropped));
+        assert_eq!(dropped.load(Relaxed), 1);
+        // One task, then confirmed: held, then sent, and sent to its end.
+        assert!(!gate.admit(&stall(2, 0, true, &[true]), Unconfirmed, false, &dropped));
+        assert!(gate.admit(
+            &stall(2, 0, true, &[true, true]),
+            Confirmed,
+            false,
+            &dropped
+        ));
+        assert!(gate.admit(
+            &stall(2, 0, false, &[true, true]),
+            Confirmed,
+            false,
+            &dropped
+        ));
+        // One task on CPU, ended before its samples were half a threshold apart: not sent.
+        assert!(!gate.admit(&stall(3, 0, true, &[true]), Unconfirmed, false, &dropped));
+        assert!(!gate.admit(&stall(3, 0, false, &[true]), Unconfirmed, false, &dropped));
+        assert_eq!(dropped.load(Relaxed), 2);
+        // The same with a look that found the thread asleep: its stacks decide.
+        assert!(gate.admit(&stall(4, 0, false, &[true]), Unconfirmed, true, &dropped));
+        assert!(!gate.admit(&stall(7, 0, false, &[false]), Unconfirmed, true, &dropped));
+        assert_eq!(dropped.load(Relaxed), 3);
+        // Sent before a task showed (its stacks showed a poll), then several: sent to its end.
+        assert!(gate.admit(
+            &stall(5, 0, true, &[true]),
+            PollEvidence::Unknown,
+            false,
+            &dropped
+        ));
+        assert!(gate.admit(&stall(5, 0, false, &[true]), Several, false, &dropped));
+        // A task's stall (hooks and layer tiers) is a poll, whatever the samples say.
+        assert!(gate.admit(&stall(6, 7, false, &[true]), Several, false, &dropped));
+        assert_eq!(dropped.load(Relaxed), 3);
+        assert!(gate.ongoing.is_empty());
     }
 
     #[test]
@@ -363,7 +508,12 @@ mod tests {
         let mut gate = WithoutAPoll::default();
         // Ongoing versions only, their last ones lost: half sent, half held back.
         for id in 0..(2 * MAX_TRACKED as u64) {
-            gate.admit(&stall(id, 0, true, &[id % 2 == 0]), &dropped);
+            gate.admit(
+                &stall(id, 0, true, &[id % 2 == 0]),
+                PollEvidence::Unknown,
+                false,
+                &dropped,
+            );
             assert!(gate.ongoing.len() <= MAX_TRACKED);
         }
         // Every stall held back when the tracking started over was counted.

@@ -158,7 +158,6 @@ fn schedule_latency(meta: &tokio::runtime::TaskMeta<'_>) -> Option<u64> {
 
 /// Hot path: tokio's task id as a number: the same number tokio prints and puts in its task spans.
 /// `Id` hashes exactly its `u64`, so a hasher that keeps the written value recovers it.
-#[cfg(tokio_unstable)]
 #[inline(always)]
 pub(crate) fn task_id(id: tokio::task::Id) -> u64 {
     use std::hash::{Hash, Hasher};

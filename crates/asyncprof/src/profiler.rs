@@ -116,6 +116,9 @@ impl Builder {
             }
         })?;
         let tick = Duration::from_nanos(self.config.clock_tick_ns);
+        // A sample taken by the signal says which task its thread was polling (the stable
+        // tier tells one long poll from many short ones by it). Set once per process.
+        asyncprof_sampler::set_task_probe(polled_task);
         // Threads asleep in a system call get stacks without a signal; the signal is only
         // for threads on CPU.
         let sampler = match self.config.stall_signal {
@@ -351,4 +354,12 @@ impl Drop for Guard {
         drop(self.metrics.take());
         *lock(&ACTIVE) = None;
     }
+}
+
+/// The stack sampler's task probe, run inside its signal handler on a worker thread: the
+/// task that thread is polling (0: none, between polls). tokio keeps it in a thread-local
+/// cell it sets around each poll (`tokio::task::try_id`), initialized on the worker's first
+/// poll: reading it allocates nothing, takes no lock and cannot panic.
+fn polled_task() -> u64 {
+    tokio::task::try_id().map_or(0, crate::hooks::task_id)
 }

@@ -66,7 +66,7 @@ pub(crate) struct Loss {
     pub(crate) dropped_long_values: AtomicU64,
     /// Stall events not emitted: over the rate limit, or their thread fell behind.
     pub(crate) dropped_stall_events: AtomicU64,
-    /// Stable-tier stalls not recorded: nothing showed a poll holding the worker.
+    /// Stable-tier stalls not recorded: nothing showed one poll holding the worker.
     pub(crate) stalls_without_a_poll: AtomicU64,
 }
 

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use asyncprof_format::SourceLocation;
-use asyncprof_sampler::{SampleError, StackSampler};
+use asyncprof_sampler::{Capture, SampleError, StackSampler};
 
 use crate::clock;
 use crate::hist::lock;
@@ -172,6 +172,30 @@ pub(crate) struct RawStall {
     /// CPUs (of the `asleep` looks whose machine state could be read: `crowd_known`).
     pub(crate) crowded: u32,
     pub(crate) crowd_known: u32,
+    /// What the signal samples of a busy-period stall (the stable tier) show of its polls.
+    pub(crate) polls: PollEvidence,
+}
+
+/// What the signal samples of a busy-period stall (the stable tier) show of its polls: the
+/// signal handler asks tokio which task the thread is polling at that instant
+/// (`tokio::task::try_id`, none between polls). A busy period whose samples show two polls
+/// (two tasks, or a task and then the scheduler between polls) is not one poll, however long
+/// tokio's busy time stood still: tokio publishes it only every 61 turns of its loop, so 61
+/// polls of 1 ms in a row stand still for 61 ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum PollEvidence {
+    /// No signal sample showed a task: nothing to tell (stacks copied from outside, signals
+    /// off, a poll that is no task's such as a current-thread runtime's `block_on`).
+    #[default]
+    Unknown,
+    /// One task, in samples not yet enough to confirm one poll.
+    Unconfirmed,
+    /// One task in [`CONFIRM_SAMPLES`] samples at least half a threshold apart from first
+    /// to last, no other poll between: one poll held the worker.
+    Confirmed,
+    /// Another poll seen before any was confirmed: several polls, no stall. The record ends
+    /// there, and the watchdog times the poll running now from the sample that saw it change.
+    Several,
 }
 
 /// Stall records waiting for the aggregator, the latest state of each by id.
@@ -179,6 +203,13 @@ pub(crate) struct RawStall {
 pub(crate) struct StallBoard {
     pub(crate) unsent: BTreeMap<u64, RawStall>,
 }
+
+/// Signal samples of one task, at least half a threshold apart from first to last with no
+/// other poll seen between, that confirm a busy-period stall as one poll (see
+/// [`PollEvidence`]). Fewer let a worker that polls a few tasks in turn pass for one held by
+/// one of them now and then (in step with the watchdog's looks, which a saturated machine
+/// spaces by its scheduler tick).
+const CONFIRM_SAMPLES: u32 = 4;
 
 /// Stall records waiting at most; beyond, updates are dropped and counted.
 const MAX_UNSENT: usize = 4096;
@@ -201,6 +232,15 @@ struct Active {
     cpu_mark: Option<(u64, u64)>,
     /// The same at half the threshold, for the whole stall's CPU share at its end.
     cpu_start: Option<(u64, u64)>,
+    /// Busy-period stalls: the task the signal samples show now (0: none yet), the thread's
+    /// CPU time at the first sample that showed it, when the last did, and how many did.
+    poll_task: u64,
+    poll_first_cpu_ns: u64,
+    poll_last_ns: u64,
+    poll_samples: u32,
+    /// Busy-period stalls: a sample showed another poll than the one before; the poll running
+    /// now began after this time. The stall ends at this look.
+    poll_changed: Option<u64>,
 }
 
 #[derive(Default)]
@@ -225,6 +265,9 @@ struct Track {
     /// The thread handed its worker to another thread (`block_in_place`) at the last check.
     handed_off: bool,
     next_core_check_ns: u64,
+    /// Busy periods: the poll running now began after this time (a sample saw another poll
+    /// then; 0: no such sample in this busy period).
+    poll_floor_ns: u64,
 }
 
 /// The watchdog's own state, on its thread.
@@ -246,6 +289,9 @@ pub(crate) struct Watchdog {
     busy_times: Vec<BusyTimes>,
     /// Buffers `read_busy_times` reuses, so that a look allocates nothing.
     scratch: (Vec<ThreadPark>, Vec<bool>),
+    /// A small generator (xorshift) that spreads a busy period's samples in time, so that
+    /// they do not fall in step with a worker that polls the same few tasks in turn.
+    jitter: u64,
 }
 
 /// The stable tier sees when a worker is busy (unparked), not its polls: a busy, healthy worker
@@ -414,6 +460,7 @@ impl Watchdog {
             sampled_this_minute: 0,
             busy_times: Vec::new(),
             scratch: Default::default(),
+            jitter: clock::exact_ns() | 1,
         }
     }
 
@@ -567,6 +614,7 @@ impl Watchdog {
                 track.asleep_at_base = false;
                 track.handed_off = false;
                 track.next_core_check_ns = 0;
+                track.poll_floor_ns = 0;
             }
             let track = &mut self.tracks[i];
             if now.saturating_sub(track.lower_ns) >= self.threshold_ns / 2
@@ -618,7 +666,10 @@ impl Watchdog {
                             });
                         if !preempted {
                             let mark = (cpu0 != u64::MAX).then_some((since, cpu0));
-                            let start = busy.flatten().map_or(start, |b| b.max(start));
+                            let start = busy
+                                .flatten()
+                                .map_or(start, |b| b.max(start))
+                                .max(self.tracks[i].poll_floor_ns);
                             let mut active = self.begin(w, task, start, now);
                             active.cpu_mark = mark;
                             active.cpu_start = mark;
@@ -633,6 +684,18 @@ impl Watchdog {
                 active.raw.last_seen_ns = now;
                 if now >= active.next_sample_ns {
                     self.sample(&mut active, now, w, seq);
+                }
+                if let Some(floor) = active.poll_changed {
+                    // Several polls in this busy period: the record ends here (kept only if
+                    // one poll of it was confirmed), and the poll running now is timed from
+                    // the sample that saw it change, as a poll of its own.
+                    self.finish(active, now);
+                    let track = &mut self.tracks[i];
+                    track.poll_floor_ns = floor;
+                    track.lower_ns = track.lower_ns.max(floor);
+                    track.cpu_base = None;
+                    track.asleep_at_base = false;
+                    continue;
                 }
                 if now.saturating_sub(active.last_push_ns) >= REFRESH_NS {
                     self.push(&mut active, now);
@@ -701,7 +764,13 @@ impl Watchdog {
                 ..RawStall::default()
             },
             next_sample_ns: now,
-            backoff_ns: FIRST_BACKOFF_NS,
+            // A busy period's samples come closer at first: the sooner two of them show
+            // two polls, the sooner a busy worker is known not to be stuck.
+            backoff_ns: if task == 0 {
+                self.tick_ns.clamp(1, FIRST_BACKOFF_NS)
+            } else {
+                FIRST_BACKOFF_NS
+            },
             samples: 0,
             last_push_ns: 0,
             stacks: sampled,
@@ -709,6 +778,50 @@ impl Watchdog {
             stack_retries: 0,
             cpu_mark: None,
             cpu_start: None,
+            poll_task: 0,
+            poll_first_cpu_ns: 0,
+            poll_last_ns: 0,
+            poll_samples: 0,
+            poll_changed: None,
+        }
+    }
+
+    /// A busy-period stall's signal sample at `now` found the thread polling `task` (0: none,
+    /// between polls), having used `cpu_ns` of CPU so far: follow which polls the stall's
+    /// samples show ([`PollEvidence`]). One task's samples are far apart in the thread's CPU
+    /// time, not in wall time: a thread that waited for a CPU between two samples was still
+    /// in the poll it was in, whether or not that poll is long.
+    fn follow_polls(&self, active: &mut Active, now: u64, task: u64, cpu_ns: u64) {
+        let a = active;
+        if a.poll_task != 0 && task == a.poll_task {
+            a.poll_last_ns = now;
+            a.poll_samples += 1;
+            if a.raw.polls == PollEvidence::Unconfirmed
+                && a.poll_samples >= CONFIRM_SAMPLES
+                && cpu_ns.saturating_sub(a.poll_first_cpu_ns) >= self.threshold_ns / 2
+            {
+                a.raw.polls = PollEvidence::Confirmed;
+            }
+        } else if a.poll_task == 0 {
+            // No task seen yet: between polls (or in a poll that is no task's) says nothing
+            // until a task shows.
+            if task != 0 {
+                a.poll_task = task;
+                a.poll_first_cpu_ns = cpu_ns;
+                a.poll_last_ns = now;
+                a.poll_samples = 1;
+                if a.raw.polls == PollEvidence::Unknown {
+                    a.raw.polls = PollEvidence::Unconfirmed;
+                }
+            }
+        } else {
+            // Another task, or none (the scheduler between polls): the poll seen last ended
+            // after its last sample; the one running now began after it (or after this
+            // sample, when none runs).
+            if a.raw.polls != PollEvidence::Confirmed {
+                a.raw.polls = PollEvidence::Several;
+            }
+            a.poll_changed = Some(if task == 0 { now } else { a.poll_last_ns });
         }
     }
 
@@ -758,6 +871,16 @@ impl Watchdog {
                 }
                 Ok(sample) => {
                     active.samples += 1;
+                    if active.raw.task_id == 0 && sample.capture == Capture::Signal {
+                        // The thread's CPU time after the sample: at most the handler's few
+                        // microseconds later than at it.
+                        let cpu_ns = asyncprof_sampler::thread_state(tid).map_or(0, |s| s.cpu_ns);
+                        self.follow_polls(active, now, sample.task, cpu_ns);
+                        if active.poll_changed.is_some() {
+                            // Another poll's stack, not this stall's: the stall ends.
+                            return;
+                        }
+                    }
                     *active.raw.stacks.entry(sample.ips).or_default() += 1;
                 }
                 Err(SampleError::Busy) => {
@@ -781,8 +904,28 @@ impl Watchdog {
                 }
             }
         }
-        active.next_sample_ns = now.saturating_add(active.backoff_ns);
-        active.backoff_ns = (active.backoff_ns * 2).min(MAX_BACKOFF_NS);
+        let gap = if active.raw.task_id == 0 {
+            // Between half and one and a half times the back-off.
+            self.jitter ^= self.jitter << 13;
+            self.jitter ^= self.jitter >> 7;
+            self.jitter ^= self.jitter << 17;
+            active.backoff_ns / 2 + self.jitter % active.backoff_ns.max(1)
+        } else {
+            active.backoff_ns
+        };
+        active.next_sample_ns = now.saturating_add(gap);
+        let max_backoff = if active.raw.task_id == 0 {
+            // Until one task's poll is confirmed (or the stall ends), a busy period is
+            // sampled at least four times a threshold.
+            if active.raw.polls == PollEvidence::Unconfirmed {
+                (self.threshold_ns / 4).max(self.tick_ns)
+            } else {
+                MAX_BACKOFF_NS
+            }
+        } else {
+            MAX_BACKOFF_NS
+        };
+        active.backoff_ns = (active.backoff_ns * 2).min(max_backoff);
         self.push(active, now);
     }
 

@@ -38,7 +38,10 @@
 //!    on the cold path;
 //! 8. it is installed with `SA_SIGINFO | SA_RESTART` (not `SA_ONSTACK`: a signal nested in
 //!    it would run on the small alternate stack too), the previous action is kept, and it is restored when the [`StackSampler`] is dropped, unless the service has
-//!    installed its own since; pending signals of ours are discarded first (`SIG_IGN`).
+//!    installed its own since; pending signals of ours are discarded first (`SIG_IGN`);
+//! 9. beside the registers and stack it stores one number: what the task probe
+//!    ([`set_task_probe`]), when one is set, returns on the sampled thread; the probe's
+//!    contract is that of this list (read with one atomic load of a `OnceLock`).
 //!
 //! The residual race: a thread that computed for [`MIN_ON_CPU`] may enter a blocking system
 //! call in the microseconds between the last look and the signal's arrival. The handler
@@ -52,6 +55,7 @@ pub(crate) mod remote;
 use std::cell::{Cell, UnsafeCell};
 use std::ops::Range;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::procfs::{self, thread_state, Where};
@@ -104,6 +108,8 @@ struct Slot {
     len: AtomicUsize,
     /// How long the handler ran.
     handler_ns: AtomicU64,
+    /// What the task probe returned (0 without one).
+    task: AtomicU64,
     /// The target thread's stack, when known (0, 0: not known): the handler copies no
     /// further than its top.
     stack_lo: AtomicU64,
@@ -126,10 +132,23 @@ static SLOT: Slot = Slot {
     lr: AtomicU64::new(0),
     len: AtomicUsize::new(0),
     handler_ns: AtomicU64::new(0),
+    task: AtomicU64::new(0),
     stack_lo: AtomicU64::new(0),
     stack_hi: AtomicU64::new(0),
     stack: UnsafeCell::new([0; STACK_BYTES]),
 };
+
+/// Called by the handler on the sampled thread ([`set_task_probe`]).
+static TASK_PROBE: OnceLock<fn() -> u64> = OnceLock::new();
+
+/// Have the signal handler call `probe` on each thread it samples and keep what it returns
+/// in [`Sample::task`]: the id of the task the thread is polling at that instant, say (0:
+/// none). `probe` runs inside the signal handler, so it must be async-signal-safe: no
+/// allocation, no lock, no panic (a read of a thread-local cell the thread has initialized
+/// already). One probe per process: false when one was set already.
+pub fn set_task_probe(probe: fn() -> u64) -> bool {
+    TASK_PROBE.set(probe).is_ok()
+}
 
 /// System calls the handler found interrupted with `EINTR` just before it ran.
 static INTERRUPTED_SYSCALLS: AtomicU64 = AtomicU64::new(0);
@@ -219,6 +238,9 @@ pub struct Sample {
     /// How long the signal handler ran on the sampled thread, in nanoseconds (what the
     /// sample cost that thread); 0 for a stack copied from outside.
     pub handler_ns: u64,
+    /// What the task probe ([`set_task_probe`]) returned on the sampled thread when the
+    /// handler ran; 0 without a probe, and for a stack copied from outside.
+    pub task: u64,
 }
 
 /// A thread seen on CPU: its CPU time and voluntary context switches then, and when.
@@ -584,7 +606,10 @@ impl StackSampler {
         let stack: &[u8] = unsafe { &(&*SLOT.stack.get())[..len] };
         let handler_ns = SLOT.handler_ns.load(Relaxed);
         let sample = if len >= 16 && regs.pc != 0 {
-            walked(&mut self.walker, regs, stack, Capture::Signal, handler_ns)
+            walked(&mut self.walker, regs, stack, Capture::Signal, handler_ns).map(|mut s| {
+                s.task = SLOT.task.load(Relaxed);
+                s
+            })
         } else {
             Err(SampleError::Unreadable)
         };
@@ -611,6 +636,7 @@ fn walked(
         capture,
         stack_bytes: stack.len(),
         handler_ns,
+        task: 0,
     })
 }
 
@@ -673,6 +699,9 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     if mine {
         let entered = monotonic_ns();
         IN_HANDLER.with(|f| f.set(true));
+        // Before the stack copy: the probe's answer is about the instant of the registers.
+        SLOT.task
+            .store(TASK_PROBE.get().map_or(0, |probe| probe()), Relaxed);
         let regs = interrupted_regs(ctx);
         let mut len = 0;
         if let Some(r) = regs {

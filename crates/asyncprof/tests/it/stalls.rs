@@ -448,3 +448,80 @@ fn stable_tier_tells_a_busy_worker_from_a_stuck_one() {
         assert!(elsewhere.is_empty(), "{elsewhere:#?}");
     });
 }
+
+/// `tasks` tasks whose polls compute for 0.5 to 1.5 times `poll_us` each (a seeded
+/// generator per task), then yield, back to back on both workers for `for_ms`: a busy, healthy
+/// service whose requests take a little CPU. Neither worker parks, so tokio publishes their
+/// busy time only every 61 polls.
+async fn back_to_back_polls(tasks: u64, poll_us: u64, for_ms: u64) {
+    let until = Instant::now() + Duration::from_millis(for_ms);
+    let ts: Vec<_> = (0..tasks)
+        .map(|seed| {
+            tokio::spawn(async move {
+                let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                while Instant::now() < until {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let us = poll_us / 2 + x % poll_us.max(1);
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_micros(us) {} // stall: busy-poll
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.await.unwrap();
+    }
+}
+
+#[test]
+fn stable_tier_does_not_take_short_polls_in_a_row_for_one_long_one() {
+    crate::support::retry_if_disturbed(|| {
+        // Healthy: 32 tasks' polls of 0.3, 1 and 3 ms on average, never a stall's length,
+        // back to back on both workers. tokio's busy time stands still for 61 of them (20 to
+        // 180 ms); the samples show other tasks polled meanwhile. (One task alone on its
+        // worker, yielding in a loop, would show no other task: the limit README.md states.)
+        let busy_line = stall_line("busy-poll");
+        for poll_us in [300, 1_000, 3_000] {
+            let run = record_stable("stable-polls", || async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                back_to_back_polls(32, poll_us, 800).await;
+            });
+            let at_busy: Vec<_> = run
+                .stalls
+                .iter()
+                .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(busy_line))
+                .collect();
+            assert!(at_busy.is_empty(), "polls of {poll_us} us: {at_busy:#?}");
+            let findings = asyncprof_report::diagnose(&run);
+            assert!(findings.is_empty(), "polls of {poll_us} us: {findings:#?}");
+        }
+
+        // The same with one poll that computes for 80 ms among them: one stall at its line,
+        // of about its length, and still none at the short polls' line.
+        let run = record_stable("stable-polls-spin", || async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let busy = tokio::spawn(back_to_back_polls(32, 1_000, 800));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::spawn(async {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(80) {} // stall: stable-polls-spin
+            })
+            .await
+            .unwrap();
+            busy.await.unwrap();
+        });
+        let stall = stall_at(&run, "stable-polls-spin");
+        assert_eq!(stall.class, StallClass::CpuBound, "{stall:#?}");
+        let ms = stall.duration_ns as f64 / 1e6;
+        assert!((40.0..250.0).contains(&ms), "duration {ms} ms: {stall:#?}");
+        let at_busy: Vec<_> = run
+            .stalls
+            .iter()
+            .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(busy_line))
+            .collect();
+        assert!(at_busy.is_empty(), "{at_busy:#?}");
+    });
+}
