@@ -17,7 +17,7 @@ static REGISTER: Once = Once::new();
 /// (the same device and inode: a file put in its place since is left alone). Not when the
 /// process is killed by a signal. Files handed over earlier that are gone (or replaced) by now
 /// are forgotten. False when it will not be removed: it does not exist now, at most
-/// [`MAX_FILES`] are kept, or the exit handler could not be registered.
+/// 16 are kept, or the exit handler could not be registered.
 pub fn remove_at_exit(path: &Path) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return false;
