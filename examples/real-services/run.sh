@@ -12,6 +12,8 @@
 #   examples/real-services/run.sh basic-http-server one service
 #   examples/real-services/run.sh --throughput      also the requests per second of the fixed
 #                                                   twin with and without asyncprof, alternating
+#   examples/real-services/run.sh --stable          also both twins built without tokio_unstable
+#                                                   (asyncprof's stable tier), scored the same way
 #
 # Needs curl, patch, wrk and ab (apache2-utils), and static.crates.io. Everything is built
 # and run under target/real-services/.
@@ -21,12 +23,14 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 WORK="$ROOT/target/real-services"
 THROUGHPUT=0
+STABLE=0
 ONLY=()
 for arg in "$@"; do
     case "$arg" in
         --throughput) THROUGHPUT=1 ;;
+        --stable) STABLE=1 ;;
         -h | --help)
-            sed -n '2,21p' "$0"
+            sed -n '2,23p' "$0"
             exit 0
             ;;
         -*)
@@ -68,7 +72,8 @@ fetch() {
 }
 
 # prepare NAME VERSION VARIANT PATCH...: a fresh copy of the source with the patches applied,
-# built in release; prints the binary's path.
+# built in release; prints the binary's path. A variant named stable-* is built without
+# tokio_unstable (so asyncprof records its stable tier), in a target folder of its own.
 prepare() {
     local name=$1 version=$2 variant=$3
     shift 3
@@ -83,13 +88,20 @@ prepare() {
     # patch) applies. One target folder for every server and twin: they share their
     # dependencies' builds (tokio, axum, hyper). `plain` (without asyncprof) is built without
     # tokio_unstable, as the server ships (an empty RUSTFLAGS overrides every config file's).
-    if [ "$variant" = plain ]; then
-        (cd "$dir" && RUSTFLAGS="" CARGO_TARGET_DIR="$WORK/target" \
-            cargo build --quiet --release) >&2
-    else
-        (cd "$dir" && CARGO_TARGET_DIR="$WORK/target" cargo build --quiet --release) >&2
-    fi
-    cp "$WORK/target/release/$name" "$WORK/$name/$variant.bin"
+    local target="$WORK/target"
+    case "$variant" in
+        plain)
+            (cd "$dir" && RUSTFLAGS="" CARGO_TARGET_DIR="$target" \
+                cargo build --quiet --release) >&2
+            ;;
+        stable-*)
+            target="$WORK/target-stable"
+            (cd "$dir" && RUSTFLAGS="" CARGO_TARGET_DIR="$target" \
+                cargo build --quiet --release) >&2
+            ;;
+        *) (cd "$dir" && CARGO_TARGET_DIR="$target" cargo build --quiet --release) >&2 ;;
+    esac
+    cp "$target/release/$name" "$WORK/$name/$variant.bin"
     echo "$WORK/$name/$variant.bin"
 }
 
@@ -182,7 +194,13 @@ EOF
     echo "<!doctype html><title>ok</title><p>ok</p>" >"$site/small.html"
     prepare $name 0.11.0 bad wrap defect >/dev/null
     prepare $name 0.11.0 fixed wrap fix >/dev/null
-    for variant in bad fixed; do
+    variants=(bad fixed)
+    if [ "$STABLE" = 1 ]; then
+        prepare $name 0.11.0 stable-bad wrap defect >/dev/null
+        prepare $name 0.11.0 stable-fixed wrap fix >/dev/null
+        variants+=(stable-bad stable-fixed)
+    fi
+    for variant in "${variants[@]}"; do
         port=$(free_port)
         load="wrk -t1 -c4 -d4s http://127.0.0.1:$port/doc.md"
         profile $name $variant "$load" "$port" -- \
@@ -218,7 +236,13 @@ EOF
     echo "<!doctype html><title>ok</title><p>ok</p>" >"$site/small.html"
     prepare $name 0.8.1 bad wrap defect >/dev/null
     prepare $name 0.8.1 fixed wrap >/dev/null
-    for variant in bad fixed; do
+    variants=(bad fixed)
+    if [ "$STABLE" = 1 ]; then
+        prepare $name 0.8.1 stable-bad wrap defect >/dev/null
+        prepare $name 0.8.1 stable-fixed wrap >/dev/null
+        variants+=(stable-bad stable-fixed)
+    fi
+    for variant in "${variants[@]}"; do
         port=$(free_port)
         load="ab -q -n 120 -c 4 -H Accept-Encoding:gzip http://127.0.0.1:$port/log.txt"
         profile $name $variant "$load" "$port" -- \
