@@ -261,7 +261,7 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 13] {
             l.stalls_without_a_poll,
             "stable-tier stalls not recorded: the worker's busy time stood still, but nothing \
              showed one poll holding it (every stack in tokio's scheduler between polls, no \
-             stack and the thread waiting for a CPU, or samples of several tasks' polls)",
+             stack taken, or samples of several tasks' polls)",
         ),
     ]
 }

@@ -120,28 +120,22 @@ struct WithoutAPoll {
 impl WithoutAPoll {
     /// Whether to send this version of a stall record; counts a busy-period stall that ends
     /// unsent into `dropped`.
-    fn admit(
-        &mut self,
-        record: &format::StallRecord,
-        polls: PollEvidence,
-        asleep: bool,
-        dropped: &AtomicU64,
-    ) -> bool {
+    fn admit(&mut self, record: &format::StallRecord, seen: Seen, dropped: &AtomicU64) -> bool {
         // Stalls of the hooks and layer tiers are polls.
         if record.task_id != 0 {
             return true;
         }
-        let no_poll = match polls {
+        let no_poll = match seen.polls {
             PollEvidence::Several => true,
             PollEvidence::Confirmed => false,
             // A look found the thread asleep in a system call: no poll ran meanwhile, so it
             // is judged as before any task was seen, by its stacks.
-            PollEvidence::Unconfirmed if asleep => Self::no_poll_in(record),
+            PollEvidence::Unconfirmed if seen.asleep => Self::no_poll_in(record, seen),
             // On CPU, one task in samples that do not confirm one poll yet: not yet, and
             // never if it ends so (a worker polling a few tasks in turn shows the same task
             // in a sample now and then).
             PollEvidence::Unconfirmed => true,
-            PollEvidence::Unknown => Self::no_poll_in(record),
+            PollEvidence::Unknown => Self::no_poll_in(record, seen),
         };
         let admitted = self.ongoing.remove(&record.id).unwrap_or(false) || !no_poll;
         if self.ongoing.len() >= MAX_TRACKED {
@@ -158,10 +152,12 @@ impl WithoutAPoll {
     }
 
     /// Whether nothing in a busy-period stall's stacks (or, without one, its class) shows a
-    /// poll.
-    fn no_poll_in(record: &format::StallRecord) -> bool {
+    /// poll. Without a stack its class counts only where no stack was sought (signals off, or
+    /// over the per-minute budget): when every try failed (a thread that kept going to sleep
+    /// for a moment is never signalled), a look that found it running does not show a poll.
+    fn no_poll_in(record: &format::StallRecord, seen: Seen) -> bool {
         if record.stacks.is_empty() {
-            record.class == format::StallClass::Unknown
+            seen.stacks_sought || record.class == format::StallClass::Unknown
         } else {
             record
                 .stacks
@@ -177,6 +173,16 @@ impl WithoutAPoll {
         dropped.fetch_add(held as u64, Relaxed);
         self.ongoing.clear();
     }
+}
+
+/// What the watchdog saw of a busy-period stall besides what its record says.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    polls: PollEvidence,
+    /// A look found its thread asleep.
+    asleep: bool,
+    /// Its stack was sought (see `RawStall::stacks_sought`).
+    stacks_sought: bool,
 }
 
 /// Stalls [`WithoutAPoll`] keeps track of at most. Going on at once are no more than one per
@@ -245,9 +251,12 @@ pub(crate) fn aggregator_loop(
         frames.extend(header_frame);
         for raw in unsent.values() {
             let record = symbolizer.record(raw, recorder.run_start_ns);
-            let asleep = raw.asleep > 0;
-            let dropped = &recorder.loss.stalls_without_a_poll;
-            if !without_a_poll.admit(&record, raw.polls, asleep, dropped) {
+            let seen = Seen {
+                polls: raw.polls,
+                asleep: raw.asleep > 0,
+                stacks_sought: raw.stacks_sought,
+            };
+            if !without_a_poll.admit(&record, seen, &recorder.loss.stalls_without_a_poll) {
                 continue;
             }
             if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
@@ -325,6 +334,16 @@ mod tests {
         s
     }
 
+    /// What the watchdog saw: its samples' polls, and whether a look found the thread asleep
+    /// (no stack sought: as with signals off).
+    fn seen(polls: PollEvidence, asleep: bool) -> Seen {
+        Seen {
+            polls,
+            asleep,
+            stacks_sought: false,
+        }
+    }
+
     fn stall(id: u64, task_id: u64, ongoing: bool, stacks: &[bool]) -> StallRecord {
         let mut r = StallRecord::default();
         r.id = id;
@@ -341,21 +360,18 @@ mod tests {
         // Every stack in the scheduler: held back while it lasts, counted once when it ends.
         assert!(!gate.admit(
             &stall(1, 0, true, &[false]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         assert!(!gate.admit(
             &stall(1, 0, true, &[false, false]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         assert_eq!(dropped.load(Relaxed), 0);
         assert!(!gate.admit(
             &stall(1, 0, false, &[false, false]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         assert_eq!(dropped.load(Relaxed), 1);
@@ -363,40 +379,34 @@ mod tests {
         // A poll in any of its stacks: sent, and sent to its end whatever later stacks show.
         assert!(gate.admit(
             &stall(2, 0, true, &[true]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         assert!(gate.admit(
             &stall(2, 0, true, &[false, false]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         assert!(gate.admit(
             &stall(2, 0, false, &[false, false]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         // Held back first, then a stack in a poll: sent from then on.
         assert!(!gate.admit(
             &stall(3, 0, true, &[false]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         assert!(gate.admit(
             &stall(3, 0, false, &[false, true]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         // A stall of a task (hooks and layer tiers) is a poll: always sent.
         assert!(gate.admit(
             &stall(5, 7, false, &[false]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         assert_eq!(dropped.load(Relaxed), 1);
@@ -410,14 +420,12 @@ mod tests {
         // No stack, and every look found the thread waiting for a CPU: held, then counted.
         assert!(!gate.admit(
             &stall(1, 0, true, &[]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         assert!(!gate.admit(
             &stall(1, 0, false, &[]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         assert_eq!(dropped.load(Relaxed), 1);
@@ -425,33 +433,39 @@ mod tests {
         for (id, class) in [(2, StallClass::CpuBound), (3, StallClass::Blocking)] {
             let mut r = stall(id, 0, false, &[]);
             r.class = class;
-            assert!(gate.admit(&r, PollEvidence::Unknown, false, &dropped));
+            assert!(gate.admit(&r, seen(PollEvidence::Unknown, false), &dropped));
         }
         // Unknown at first, then seen running: sent from then on.
         assert!(!gate.admit(
             &stall(4, 0, true, &[]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         let mut r = stall(4, 0, true, &[]);
         r.class = StallClass::CpuBound;
-        assert!(gate.admit(&r, PollEvidence::Unknown, false, &dropped));
+        assert!(gate.admit(&r, seen(PollEvidence::Unknown, false), &dropped));
+        // No stack although one was sought (every try failed): its class does not send it.
+        let mut r = stall(7, 0, false, &[]);
+        r.class = StallClass::CpuBound;
+        let sought = Seen {
+            stacks_sought: true,
+            ..seen(PollEvidence::Unknown, false)
+        };
+        assert!(!gate.admit(&r, sought, &dropped));
+        assert_eq!(dropped.load(Relaxed), 2);
         // Still held when the recording stops: counted then.
         assert!(!gate.admit(
             &stall(5, 0, true, &[]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
         gate.stop(&dropped);
-        assert_eq!(dropped.load(Relaxed), 2);
+        assert_eq!(dropped.load(Relaxed), 3);
         assert!(gate.ongoing.is_empty());
         // A task's stall without a stack is a poll all the same.
         assert!(gate.admit(
             &stall(6, 7, false, &[]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
     }
@@ -463,41 +477,62 @@ mod tests {
         let mut gate = WithoutAPoll::default();
         // Samples of two polls before one was confirmed: never sent, counted at its end,
         // although its stacks are in a poll.
-        assert!(!gate.admit(&stall(1, 0, true, &[true]), Unconfirmed, false, &dropped));
-        assert!(!gate.admit(&stall(1, 0, false, &[true]), Several, false, &dropped));
+        assert!(!gate.admit(
+            &stall(1, 0, true, &[true]),
+            seen(Unconfirmed, false),
+            &dropped
+        ));
+        assert!(!gate.admit(&stall(1, 0, false, &[true]), seen(Several, false), &dropped));
         assert_eq!(dropped.load(Relaxed), 1);
         // One task, then confirmed: held, then sent, and sent to its end.
-        assert!(!gate.admit(&stall(2, 0, true, &[true]), Unconfirmed, false, &dropped));
+        assert!(!gate.admit(
+            &stall(2, 0, true, &[true]),
+            seen(Unconfirmed, false),
+            &dropped
+        ));
         assert!(gate.admit(
             &stall(2, 0, true, &[true, true]),
-            Confirmed,
-            false,
+            seen(Confirmed, false),
             &dropped
         ));
         assert!(gate.admit(
             &stall(2, 0, false, &[true, true]),
-            Confirmed,
-            false,
+            seen(Confirmed, false),
             &dropped
         ));
         // One task on CPU, ended before its samples were half a threshold apart: not sent.
-        assert!(!gate.admit(&stall(3, 0, true, &[true]), Unconfirmed, false, &dropped));
-        assert!(!gate.admit(&stall(3, 0, false, &[true]), Unconfirmed, false, &dropped));
+        assert!(!gate.admit(
+            &stall(3, 0, true, &[true]),
+            seen(Unconfirmed, false),
+            &dropped
+        ));
+        assert!(!gate.admit(
+            &stall(3, 0, false, &[true]),
+            seen(Unconfirmed, false),
+            &dropped
+        ));
         assert_eq!(dropped.load(Relaxed), 2);
         // The same with a look that found the thread asleep: its stacks decide.
-        assert!(gate.admit(&stall(4, 0, false, &[true]), Unconfirmed, true, &dropped));
-        assert!(!gate.admit(&stall(7, 0, false, &[false]), Unconfirmed, true, &dropped));
+        assert!(gate.admit(
+            &stall(4, 0, false, &[true]),
+            seen(Unconfirmed, true),
+            &dropped
+        ));
+        assert!(!gate.admit(
+            &stall(7, 0, false, &[false]),
+            seen(Unconfirmed, true),
+            &dropped
+        ));
         assert_eq!(dropped.load(Relaxed), 3);
         // Sent before a task showed (its stacks showed a poll), then several: sent to its end.
         assert!(gate.admit(
             &stall(5, 0, true, &[true]),
-            PollEvidence::Unknown,
-            false,
+            seen(PollEvidence::Unknown, false),
             &dropped
         ));
-        assert!(gate.admit(&stall(5, 0, false, &[true]), Several, false, &dropped));
+        assert!(gate.admit(&stall(5, 0, false, &[true]), seen(Several, false), &dropped));
         // A task's stall (hooks and layer tiers) is a poll, whatever the samples say.
-        assert!(gate.admit(&stall(6, 7, false, &[true]), Several, false, &dropped));
+        assert!(gate.admit(&stall(6, 7, false, &[true]), seen(Several, false), &dropped));
         assert_eq!(dropped.load(Relaxed), 3);
         assert!(gate.ongoing.is_empty());
     }
@@ -510,8 +545,7 @@ mod tests {
         for id in 0..(2 * MAX_TRACKED as u64) {
             gate.admit(
                 &stall(id, 0, true, &[id % 2 == 0]),
-                PollEvidence::Unknown,
-                false,
+                seen(PollEvidence::Unknown, false),
                 &dropped,
             );
             assert!(gate.ongoing.len() <= MAX_TRACKED);
