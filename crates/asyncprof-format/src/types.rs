@@ -189,8 +189,8 @@ pub struct LossCounters {
     /// Stable-tier stalls not recorded because nothing showed a poll holding the worker:
     /// tokio's busy time for it stood still past the threshold (tokio publishes that time only
     /// when a worker parks and every `event_interval` turns of its loop), but every stack taken
-    /// found the thread in tokio's scheduler between polls, or none was taken although one was
-    /// sought or every look found the thread waiting for a CPU, or the samples showed two
+    /// found the thread in tokio's scheduler between polls, or none was taken although signals
+    /// were on or every look found the thread waiting for a CPU, or the samples showed two
     /// polls (two tasks) before one poll was confirmed, or too few agreed on one. 0 in files
     /// written before this counter existed.
     pub stalls_without_a_poll: u64,

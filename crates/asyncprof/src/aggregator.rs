@@ -152,9 +152,11 @@ impl WithoutAPoll {
     }
 
     /// Whether nothing in a busy-period stall's stacks (or, without one, its class) shows a
-    /// poll. Without a stack its class counts only where no stack was sought (signals off, or
-    /// over the per-minute budget): when every try failed (a thread that kept going to sleep
-    /// for a moment is never signalled), a look that found it running does not show a poll.
+    /// poll. Without a stack its class counts only with signals off (all such a stall can
+    /// have): when every try failed (a thread that kept going to sleep for a moment is never
+    /// signalled), or the per-minute budget of sampled stalls was spent (a saturated worker's
+    /// busy periods, refuted one after another, can spend it), a look that found the thread
+    /// running does not show a poll.
     fn no_poll_in(record: &format::StallRecord, seen: Seen) -> bool {
         if record.stacks.is_empty() {
             seen.stacks_sought || record.class == format::StallClass::Unknown
@@ -181,7 +183,7 @@ struct Seen {
     polls: PollEvidence,
     /// A look found its thread asleep.
     asleep: bool,
-    /// Its stack was sought (see `RawStall::stacks_sought`).
+    /// A stack could be sought (see `RawStall::stacks_sought`).
     stacks_sought: bool,
 }
 
@@ -444,7 +446,8 @@ mod tests {
         let mut r = stall(4, 0, true, &[]);
         r.class = StallClass::CpuBound;
         assert!(gate.admit(&r, seen(PollEvidence::Unknown, false), &dropped));
-        // No stack although one was sought (every try failed): its class does not send it.
+        // No stack although signals are on (every try failed, or the budget was spent): its
+        // class does not send it.
         let mut r = stall(7, 0, false, &[]);
         r.class = StallClass::CpuBound;
         let sought = Seen {

@@ -174,8 +174,8 @@ pub(crate) struct RawStall {
     pub(crate) crowd_known: u32,
     /// What the signal samples of a busy-period stall (the stable tier) show of its polls.
     pub(crate) polls: PollEvidence,
-    /// Its stack was sought (a signal installed, within the per-minute budget): no stack then
-    /// means every try failed, not that none was taken.
+    /// A stack could be sought (a signal is installed): no stack then means every try failed,
+    /// or the per-minute budget of sampled stalls was spent, not that signals are off.
     pub(crate) stacks_sought: bool,
 }
 
@@ -764,7 +764,7 @@ impl Watchdog {
                 last_seen_ns: now,
                 detected_ns: now,
                 ongoing: true,
-                stacks_sought: sampled && self.sampler.signal() != 0,
+                stacks_sought: self.sampler.signal() != 0,
                 ..RawStall::default()
             },
             next_sample_ns: now,
