@@ -102,15 +102,15 @@ pub(crate) struct Start {
 /// the thread is in the scheduler (a zero-timeout park, waking other workers) with no poll
 /// running, or waits for a CPU on a crowded machine. A busy-period stall is held back while
 /// every stack it has shows the scheduler between polls
-/// ([`format::culprit::in_scheduler_between_polls`]), or while it has no stack and no look
-/// found its thread running or asleep (class unknown: every look found it waiting for a
-/// CPU); it is sent as soon as a stack shows a poll or a look saw it run or sleep (with
-/// signals off a stall has no stack, and its class alone sends it), and once sent it is sent
-/// to its end. The signal samples also say which task the thread was polling
-/// ([`PollEvidence`]): a stall whose samples on CPU show one task is held until they confirm
-/// one poll (four samples, half a threshold apart from first to last) and not sent if it ends
-/// before; one whose samples show another poll first is several polls, never sent. One that ends held back, or is still held when the recording
-/// stops, is counted in `stalls_without_a_poll`.
+/// ([`format::culprit::in_scheduler_between_polls`]), or while it has no stack: with signals
+/// on, a stack is what shows a poll; with signals off a stall has none, and a look that saw its
+/// thread run or sleep sends it (class unknown: every look found it waiting for a CPU). It is
+/// sent as soon as a stack shows a poll, and once sent it is sent to its end. The signal
+/// samples also say which task the thread was polling ([`PollEvidence`]): a stall whose samples
+/// on CPU show one task is held until they confirm one poll (four samples, half a threshold of
+/// the thread's CPU time apart from first to last) and not sent if it ends before; one whose
+/// samples show another poll first is several polls, never sent. One that ends held back, or
+/// is still held when the recording stops, is counted in `stalls_without_a_poll`.
 #[derive(Debug, Default)]
 struct WithoutAPoll {
     /// Busy-period stalls going on, and whether each was sent.
