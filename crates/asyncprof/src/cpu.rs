@@ -28,17 +28,15 @@ impl CpuProfiler {
     pub(crate) fn start(hz: u32) -> Option<CpuProfiler> {
         #[cfg(feature = "cpu-profile")]
         {
-            let spill = spill_files();
-            match pprof::ProfilerGuardBuilder::default()
-                .frequency(hz as i32)
-                // Unwinding through these from a signal handler can deadlock.
-                .blocklist(&["libc", "libgcc", "pthread", "vdso"])
-                .build()
-            {
-                Ok(guard) => {
-                    remove_new_spill_file_at_exit(spill);
-                    Some(CpuProfiler { guard, hz })
-                }
+            let built = removing_new_spill_file_at_exit(|| {
+                pprof::ProfilerGuardBuilder::default()
+                    .frequency(hz as i32)
+                    // Unwinding through these from a signal handler can deadlock.
+                    .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+                    .build()
+            });
+            match built {
+                Ok(guard) => Some(CpuProfiler { guard, hz }),
                 Err(pprof::Error::Running) => {
                     eprintln!(
                         "asyncprof: no CPU profile: the program runs pprof itself (one SIGPROF \
@@ -66,9 +64,7 @@ impl CpuProfiler {
         #[cfg(feature = "cpu-profile")]
         {
             let report = self.guard.report().build();
-            let spill = spill_files();
-            drop(self.guard);
-            remove_new_spill_file_at_exit(spill);
+            removing_new_spill_file_at_exit(|| drop(self.guard));
             let report = report.ok()?;
             let mut stacks: Vec<(String, u64)> = report
                 .data
@@ -117,7 +113,7 @@ impl CpuProfiler {
 ///
 /// pprof spills samples to a named temporary file held by its static profiler, which is never
 /// dropped, and stopping a profile opens the next profile's file at once: without
-/// [`remove_new_spill_file_at_exit`] every profiled process would leave an empty file behind.
+/// [`removing_new_spill_file_at_exit`] every profiled process would leave an empty file behind.
 #[cfg(feature = "cpu-profile")]
 fn spill_files() -> Vec<(std::ffi::OsString, std::path::PathBuf)> {
     let Ok(dir) = std::env::temp_dir().canonicalize() else {
@@ -145,16 +141,19 @@ fn spill_files() -> Vec<(std::ffi::OsString, std::path::PathBuf)> {
 #[cfg(feature = "cpu-profile")]
 const MAX_FDS_SCANNED: usize = 4096;
 
-/// Remove, when the process exits normally, the spill file pprof opened since `before` was
-/// taken: the one new descriptor of that shape. Two or more new ones (the service opened a
-/// temporary file at the same moment) are all left alone.
+/// Run `f` (a start or a stop of pprof's profiler), and remove when the process exits normally
+/// the spill file pprof opened meanwhile: the one new descriptor of that shape. Two or more
+/// new ones (the service opened a temporary file at the same moment) are all left alone.
 #[cfg(feature = "cpu-profile")]
-fn remove_new_spill_file_at_exit(before: Vec<(std::ffi::OsString, std::path::PathBuf)>) {
+fn removing_new_spill_file_at_exit<T>(f: impl FnOnce() -> T) -> T {
+    let before = spill_files();
+    let out = f();
     let new: Vec<_> = spill_files()
         .into_iter()
-        .filter(|f| !before.contains(f))
+        .filter(|fd| !before.contains(fd))
         .collect();
     if let [(_, path)] = new.as_slice() {
         asyncprof_sampler::remove_at_exit(path);
     }
+    out
 }

@@ -238,7 +238,7 @@ struct Active {
     /// Busy-period stalls: the task the signal samples show now (0: none yet), the thread's
     /// CPU time at the first sample that showed it, when the last did, and how many did.
     poll_task: u64,
-    poll_first_cpu_ns: u64,
+    poll_first_cpu_ns: Option<u64>,
     poll_last_ns: u64,
     poll_samples: u32,
     /// Busy-period stalls: a sample showed another poll than the one before; the poll running
@@ -783,7 +783,7 @@ impl Watchdog {
             cpu_mark: None,
             cpu_start: None,
             poll_task: 0,
-            poll_first_cpu_ns: 0,
+            poll_first_cpu_ns: None,
             poll_last_ns: 0,
             poll_samples: 0,
             poll_changed: None,
@@ -794,15 +794,18 @@ impl Watchdog {
     /// between polls), having used `cpu_ns` of CPU so far: follow which polls the stall's
     /// samples show ([`PollEvidence`]). One task's samples are far apart in the thread's CPU
     /// time, not in wall time: a thread that waited for a CPU between two samples was still
-    /// in the poll it was in, whether or not that poll is long.
-    fn follow_polls(&self, active: &mut Active, now: u64, task: u64, cpu_ns: u64) {
-        let a = active;
+    /// in the poll it was in, whether or not that poll is long. An unknown CPU time (the
+    /// thread's `/proc` entry unreadable) confirms nothing.
+    fn follow_polls(&self, a: &mut Active, now: u64, task: u64, cpu_ns: Option<u64>) {
         if a.poll_task != 0 && task == a.poll_task {
             a.poll_last_ns = now;
             a.poll_samples += 1;
+            let cpu_span = cpu_ns
+                .zip(a.poll_first_cpu_ns)
+                .map(|(c, f)| c.saturating_sub(f));
             if a.raw.polls == PollEvidence::Unconfirmed
                 && a.poll_samples >= CONFIRM_SAMPLES
-                && cpu_ns.saturating_sub(a.poll_first_cpu_ns) >= self.threshold_ns / 2
+                && cpu_span.is_some_and(|ns| ns >= self.threshold_ns / 2)
             {
                 a.raw.polls = PollEvidence::Confirmed;
             }
@@ -876,9 +879,12 @@ impl Watchdog {
                 Ok(sample) => {
                     active.samples += 1;
                     if active.raw.task_id == 0 && sample.capture == Capture::Signal {
-                        // The thread's CPU time after the sample: at most the handler's few
-                        // microseconds later than at it.
-                        let cpu_ns = asyncprof_sampler::thread_state(tid).map_or(0, |s| s.cpu_ns);
+                        // The thread's CPU time at this look (read above), or just after the
+                        // sample on a look that only retried the stack.
+                        let cpu_ns = match active.cpu_mark {
+                            Some((at, cpu)) if at == now => Some(cpu),
+                            _ => asyncprof_sampler::thread_state(tid).map(|s| s.cpu_ns),
+                        };
                         self.follow_polls(active, now, sample.task, cpu_ns);
                         if active.poll_changed.is_some() {
                             // Another poll's stack, not this stall's: the stall ends.

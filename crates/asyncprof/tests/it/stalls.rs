@@ -449,6 +449,14 @@ fn stable_tier_tells_a_busy_worker_from_a_stuck_one() {
     });
 }
 
+/// The stalls whose culprit is at `line` of this file.
+fn stalls_at_line(run: &RunFile, line: u32) -> Vec<&StallRecord> {
+    run.stalls
+        .iter()
+        .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(line))
+        .collect()
+}
+
 /// `tasks` tasks whose polls compute for 0.5 to 1.5 times `poll_us` each (a seeded
 /// generator per task), then yield, back to back on both workers for `for_ms`: a busy, healthy
 /// service whose requests take a little CPU. Neither worker parks, so tokio publishes their
@@ -489,11 +497,7 @@ fn stable_tier_does_not_take_short_polls_in_a_row_for_one_long_one() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 back_to_back_polls(32, poll_us, 800).await;
             });
-            let at_busy: Vec<_> = run
-                .stalls
-                .iter()
-                .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(busy_line))
-                .collect();
+            let at_busy = stalls_at_line(&run, busy_line);
             assert!(at_busy.is_empty(), "polls of {poll_us} us: {at_busy:#?}");
             let findings = asyncprof_report::diagnose(&run);
             assert!(findings.is_empty(), "polls of {poll_us} us: {findings:#?}");
@@ -517,11 +521,7 @@ fn stable_tier_does_not_take_short_polls_in_a_row_for_one_long_one() {
         assert_eq!(stall.class, StallClass::CpuBound, "{stall:#?}");
         let ms = stall.duration_ns as f64 / 1e6;
         assert!((40.0..250.0).contains(&ms), "duration {ms} ms: {stall:#?}");
-        let at_busy: Vec<_> = run
-            .stalls
-            .iter()
-            .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(busy_line))
-            .collect();
+        let at_busy = stalls_at_line(&run, busy_line);
         assert!(at_busy.is_empty(), "{at_busy:#?}");
     });
 }
