@@ -212,7 +212,10 @@ impl Instruments {
         match config {
             Config::Hooks | Config::Stable | Config::Layer => {
                 let path = crate::temp_path("asyncprof.run");
-                i.asyncprof = Some(asyncprof::Profiler::builder().out(&path).start()?);
+                // ASYNCPROF_* variables (the clock tick, the sample rate...) apply, so that a
+                // setting's cost can be measured; the run file stays the bench's own.
+                let builder = asyncprof::Profiler::builder().from_env()?;
+                i.asyncprof = Some(builder.out(&path).start()?);
                 i.outputs.push(path);
             }
             Config::HooksMetrics => {

@@ -69,6 +69,7 @@ pub use types::{
     Config, CpuProfile, DepthPoint, Flavor, Frame, Header, LoadPoint, LocationStats, LossCounters,
     QueueKind, QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot, SourceLocation,
     StackSample, StageStats, StallClass, StallRecord, TaskStats, Tier, WorkerStats,
+    DEFAULT_MAX_FILE_BYTES,
 };
 pub use write::{encode_frame, end_frame, preamble, RecordKind, RunWriter};
 

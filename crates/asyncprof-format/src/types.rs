@@ -70,7 +70,17 @@ pub struct Config {
     pub stall_signal: i32,
     /// CPU profile samples per second (0: no CPU profile).
     pub cpu_hz: u32,
+    /// The size the run file stops growing at, in bytes (0: no limit; 0 in files written
+    /// before this setting existed). Past it, stalls and snapshots are counted in
+    /// [`LossCounters::unwritten_at_file_limit`], not written; the final snapshot and CPU
+    /// profile, written when recording stops, go past it.
+    #[serde(default)]
+    pub max_file_bytes: u64,
 }
+
+/// The run file's default size limit ([`Config::max_file_bytes`]): 1 GiB, days of snapshots,
+/// or hours of a stall every second with its stacks.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 30;
 
 impl Default for Config {
     fn default() -> Self {
@@ -84,6 +94,7 @@ impl Default for Config {
             schedule_source: ScheduleSource::SpawnToFirstPoll,
             stall_signal: 0,
             cpu_hz: 0,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
         }
     }
 }
@@ -194,6 +205,10 @@ pub struct LossCounters {
     /// polls (two tasks) before one poll was confirmed, or too few agreed on one. 0 in files
     /// written before this counter existed.
     pub stalls_without_a_poll: u64,
+    /// Records (stalls, snapshots) not written because the run file had reached its size
+    /// limit ([`Config::max_file_bytes`]). The final snapshot, written when recording stops,
+    /// still has the whole run's totals. 0 in files written before this counter existed.
+    pub unwritten_at_file_limit: u64,
 }
 
 impl LossCounters {

@@ -201,7 +201,7 @@ pub struct TaskStalls {
 }
 
 /// Every loss counter with what it counts, in plain words, in the order reports list them.
-pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 13] {
+pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 14] {
     [
         (
             l.dropped_records,
@@ -262,6 +262,11 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 13] {
             "stable-tier stalls not recorded: the worker's busy time stood still, but nothing \
              showed one poll holding it (every stack in tokio's scheduler between polls, no \
              stack taken, or samples of several tasks' polls)",
+        ),
+        (
+            l.unwritten_at_file_limit,
+            "records (stalls, snapshots) not written: the run file had reached its size limit \
+             (ASYNCPROF_MAX_FILE_MB); the final snapshot still has the whole run's totals",
         ),
     ]
 }

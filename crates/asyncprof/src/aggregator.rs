@@ -92,6 +92,49 @@ pub(crate) struct Start {
     pub(crate) unix_ms: u64,
     /// The facts the first header was written with.
     pub(crate) facts: Facts,
+    /// The run file's size limit, and what `start` sent to it (the preamble and first header).
+    pub(crate) file: FileLimit,
+}
+
+/// The run file's size limit ([`format::Config::max_file_bytes`]), kept where every batch after
+/// the first header is made. The file keeps the run's beginning: once a batch does not fit,
+/// nothing more is written but the final batch (the last snapshot, the CPU profile, the end,
+/// without the stalls it would carry), which always is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileLimit {
+    /// Bytes at most; 0: no limit.
+    max: u64,
+    /// Bytes sent to the writer so far.
+    sent: u64,
+    /// A batch did not fit.
+    full: bool,
+}
+
+impl FileLimit {
+    pub(crate) fn new(max: u64, sent: usize) -> Self {
+        FileLimit {
+            max,
+            sent: sent as u64,
+            full: false,
+        }
+    }
+
+    /// Whether a batch of `len` bytes fits in the file. Once one does not, none does.
+    fn fits(&mut self, len: usize) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        if !self.full && self.sent.saturating_add(len as u64) <= self.max {
+            return true;
+        }
+        self.full = true;
+        false
+    }
+
+    /// `len` bytes went to the writer.
+    fn sent(&mut self, len: usize) {
+        self.sent = self.sent.saturating_add(len as u64);
+    }
 }
 
 /// Keeps out the stable tier's stalls that nothing shows to be a poll.
@@ -208,6 +251,7 @@ pub(crate) fn aggregator_loop(
         started,
         unix_ms: start_unix_ms,
         facts: mut written,
+        file: mut limit,
     } = start;
     let mut symbolizer = crate::symbolize::Symbolizer::default();
     let mut without_a_poll = WithoutAPoll::default();
@@ -238,7 +282,11 @@ pub(crate) fn aggregator_loop(
         if unsent.is_empty() && !snapshot_due {
             continue;
         }
+        // The header first, then the stalls, then the snapshot (and at the end the CPU profile
+        // and the end record): apart, so that a final batch past the file's limit can go
+        // without its stalls.
         let mut frames = Vec::new();
+        let mut stall_frames = Vec::new();
         let header_frame = learnt
             .then(|| {
                 format::encode_frame(RecordKind::Header, &header(recorder, facts, start_unix_ms))
@@ -262,7 +310,7 @@ pub(crate) fn aggregator_loop(
                 continue;
             }
             if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
-                frames.push(f);
+                stall_frames.push(f);
             }
             outputs.stall(&record, recorder);
         }
@@ -286,10 +334,36 @@ pub(crate) fn aggregator_loop(
             }
             frames.push(format::end_frame());
         }
+        let len: usize = frames.iter().chain(&stall_frames).map(Vec::len).sum();
+        let was_full = limit.full;
+        if !limit.fits(len) {
+            if !was_full {
+                eprintln!(
+                    "asyncprof: the run file reached its size limit ({:.1} MiB): stalls and \
+                     snapshots from now on are counted, not written, and the final snapshot is \
+                     written when recording stops (ASYNCPROF_MAX_FILE_MB sets the limit)",
+                    limit.max as f64 / (1u64 << 20) as f64
+                );
+            }
+            let unwritten = &recorder.loss.unwritten_at_file_limit;
+            if stopping {
+                // The run's end goes past the limit, without the stalls it would carry.
+                unwritten.fetch_add(stall_frames.len() as u64, Relaxed);
+                stall_frames.clear();
+            } else {
+                unwritten.fetch_add((frames.len() + stall_frames.len()) as u64, Relaxed);
+                // Not tried again: the file takes nothing more.
+                if header_first {
+                    written = facts;
+                }
+                continue;
+            }
+        }
         // The cycle's frames go to the writer as one batch: a storm of stalls fills one
         // message, not the writer's queue.
-        let records = frames.len() as u64;
-        let bytes = frames.concat();
+        let records = (frames.len() + stall_frames.len()) as u64;
+        let tail = frames.split_off(usize::from(header_first));
+        let bytes = [frames, stall_frames, tail].concat().concat();
         let len = bytes.len();
         if stopping {
             // The last records wait for the writer: losing them would lose the run's end.
@@ -306,6 +380,7 @@ pub(crate) fn aggregator_loop(
                 }
             };
         if sent {
+            limit.sent(len);
             // A header dropped (the writer fell behind) is sent again next time.
             if header_first {
                 written = facts;
@@ -353,6 +428,22 @@ mod tests {
         r.ongoing = ongoing;
         r.stacks = stacks.iter().map(|&p| stack(p)).collect();
         r
+    }
+
+    #[test]
+    fn the_file_limit_keeps_the_beginning() {
+        let mut none = super::FileLimit::new(0, 100);
+        assert!(none.fits(usize::MAX), "0: no limit");
+        let mut limit = super::FileLimit::new(1000, 100);
+        assert!(limit.fits(600));
+        limit.sent(600);
+        assert!(limit.fits(300), "up to the limit exactly");
+        limit.sent(300);
+        assert!(!limit.fits(200), "past it");
+        assert!(
+            !limit.fits(10),
+            "and once full, nothing more, however small"
+        );
     }
 
     #[test]

@@ -71,6 +71,9 @@ impl Default for Builder {
 /// Reads one environment variable (or a test's stand-in for the environment).
 type Lookup<'a> = &'a dyn Fn(&'static str) -> Option<std::ffi::OsString>;
 
+/// The smallest run-file size limit: room for the header and a few snapshots.
+const MIN_MAX_FILE_BYTES: u64 = 64 << 10;
+
 fn env_u64(
     get: Lookup<'_>,
     var: &'static str,
@@ -142,6 +145,7 @@ impl Builder {
     /// | `ASYNCPROF_TASK_CAPACITY` | live tasks tracked one by one, 16 to 16777216 | 16384 |
     /// | `ASYNCPROF_SIGNAL` | signal number that samples stalls on CPU: 10, 12, 27 (SIGUSR1, SIGUSR2, SIGPROF) or SIGRTMIN to SIGRTMAX; 0: no signal, only threads asleep in a system call get stacks | SIGRTMIN+5 |
     /// | `ASYNCPROF_CPU_HZ` | whole-run CPU profile, samples per second, 0 to 1000 | 0 (off) |
+    /// | `ASYNCPROF_MAX_FILE_MB` | size the run file stops growing at, MiB, 1 to 1048576; 0: no limit ([`Builder::max_file_size`]) | 1024 |
     /// | `ASYNCPROF_STALL_EVENTS` | `1`: each stall also as a `tracing` event ([`Builder::stall_events`]); `0`: not | 0 |
     /// | `ASYNCPROF_METRICS_ADDR` | serve Prometheus metrics at `http://ADDR/metrics` (the `metrics` feature): a port alone (`9464`) is on loopback, `HOST:PORT` as given | off |
     ///
@@ -214,6 +218,15 @@ impl Builder {
         if let Some(sig) = env_signal(get)? {
             self.config.stall_signal = sig;
         }
+        if let Some(mb) = env_u64(
+            get,
+            "ASYNCPROF_MAX_FILE_MB",
+            "a whole number of MiB from 1 to 1048576, or 0 for no limit",
+            0,
+            1 << 20,
+        )? {
+            self.config.max_file_bytes = mb << 20;
+        }
         if let Some(on) = env_u64(get, "ASYNCPROF_STALL_EVENTS", "0 (off) or 1 (on)", 0, 1)? {
             self.stall_events = on == 1;
         }
@@ -245,6 +258,17 @@ impl Builder {
     /// shorter long polls and cost the watchdog thread more wakeups.
     pub fn clock_tick(mut self, tick: Duration) -> Self {
         self.config.clock_tick_ns = tick.as_nanos().min(u64::MAX as u128) as u64;
+        self
+    }
+
+    /// The size the run file stops growing at (default 1 GiB; 0: no limit; otherwise at least
+    /// 64 KiB), so that a service left recording cannot fill its disk. Past it, stalls and
+    /// snapshots are counted in the loss counter `unwritten_at_file_limit` instead of written;
+    /// the final snapshot (the whole run's totals) and the CPU profile, written when recording
+    /// stops, go past it. The file keeps the run's beginning: each line's first stalls, with
+    /// their stacks.
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.config.max_file_bytes = bytes;
         self
     }
 
@@ -306,7 +330,7 @@ impl Builder {
     /// Check every setting against its limits.
     pub(crate) fn validate(&self) -> Result<()> {
         let c = &self.config;
-        let checks: [(bool, &'static str, &'static str); 5] = [
+        let checks: [(bool, &'static str, &'static str); 6] = [
             (
                 c.stall_threshold_us >= 1000,
                 "stall_threshold",
@@ -331,6 +355,11 @@ impl Builder {
                 (16..=1 << 24).contains(&c.task_capacity),
                 "task_capacity",
                 "must be from 16 to 16777216",
+            ),
+            (
+                c.max_file_bytes == 0 || c.max_file_bytes >= MIN_MAX_FILE_BYTES,
+                "max_file_size",
+                "must be 0 (no limit) or at least 64 KiB",
             ),
         ];
         for (ok, setting, reason) in checks {
@@ -435,6 +464,34 @@ mod tests {
                 }
                 other => panic!("{var}={bad:?} gave {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_run_file_size_limit_from_the_environment_and_the_builder() {
+        let default = from(&[]).unwrap();
+        assert_eq!(default.config.max_file_bytes, 1 << 30);
+        assert!(default.validate().is_ok());
+        let b = from(&[("ASYNCPROF_MAX_FILE_MB", "3")]).unwrap();
+        assert_eq!(b.config.max_file_bytes, 3 << 20);
+        let b = from(&[("ASYNCPROF_MAX_FILE_MB", "0")]).unwrap();
+        assert_eq!(b.config.max_file_bytes, 0, "0: no limit");
+        assert!(b.validate().is_ok());
+        for bad in ["-1", "1.5", "1048577", "1G"] {
+            match from(&[("ASYNCPROF_MAX_FILE_MB", bad)]) {
+                Err(Error::Env { var, value, .. }) => {
+                    assert_eq!((var, value.as_str()), ("ASYNCPROF_MAX_FILE_MB", bad))
+                }
+                other => panic!("ASYNCPROF_MAX_FILE_MB={bad:?} gave {other:?}"),
+            }
+        }
+        assert!(Builder::default()
+            .max_file_size(64 << 10)
+            .validate()
+            .is_ok());
+        match Builder::default().max_file_size(1000).validate() {
+            Err(Error::Setting { setting, .. }) => assert_eq!(setting, "max_file_size"),
+            other => panic!("a 1000-byte limit gave {other:?}"),
         }
     }
 }

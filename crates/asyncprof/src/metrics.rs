@@ -366,6 +366,7 @@ impl Collector for Metrics {
             ("dropped_long_values", l.dropped_long_values),
             ("dropped_stall_events", l.dropped_stall_events),
             ("stalls_without_a_poll", l.stalls_without_a_poll),
+            ("unwritten_at_file_limit", l.unwritten_at_file_limit),
         ];
         family(
             &mut e,

@@ -94,6 +94,7 @@ impl Builder {
                 recorder.loss.dropped_records.fetch_add(1, Relaxed);
             }
         }
+        let file_limit = crate::aggregator::FileLimit::new(self.config.max_file_bytes, first.len());
         // The channel is empty: this send does not wait.
         shared.writer_backlog.add(first.len());
         let _ = tx.send(crate::writer::Batch {
@@ -197,6 +198,7 @@ impl Builder {
                         started,
                         unix_ms: start_unix_ms,
                         facts,
+                        file: file_limit,
                     },
                     outputs,
                 )

@@ -68,6 +68,8 @@ pub(crate) struct Loss {
     pub(crate) dropped_stall_events: AtomicU64,
     /// Stable-tier stalls not recorded: nothing showed one poll holding the worker.
     pub(crate) stalls_without_a_poll: AtomicU64,
+    /// Records not written: the run file had reached its size limit.
+    pub(crate) unwritten_at_file_limit: AtomicU64,
 }
 
 /// Counters written once per task. On their own cache lines: a spawn-heavy service writes them

@@ -7,6 +7,7 @@ mod diskfull;
 mod dropin;
 mod edges;
 mod eintr;
+mod filelimit;
 mod footprint;
 mod idle;
 mod killed;
