@@ -1,6 +1,7 @@
-//! The writer thread: puts encoded frames into the run file as they come, flushing each.
+//! The writer thread: puts encoded frames into the run file as they come, one batch per write.
 
 use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, SyncSender};
@@ -61,38 +62,49 @@ pub(crate) fn create_run_file(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Writes batches of frames as they come, flushing each. `written` hears when the first (the preamble
-/// and the header) has been tried, for `start` to return.
+/// Writes batches of frames as they come. `written` hears when the first (the preamble and
+/// the header) has been tried, for `start` to return.
+///
+/// A batch the disk takes only in part (it filled up) is cut off again, back to the whole
+/// batches before it: once the disk has room again, the next batch follows a whole frame,
+/// and the file reads to its end instead of stopping at a torn frame in its middle.
 pub(crate) fn writer_loop(
-    file: File,
+    mut file: File,
     rx: mpsc::Receiver<Batch>,
     recorder: &Recorder,
     backlog: &Backlog,
     path: &Path,
     written: SyncSender<()>,
 ) {
-    let mut out = std::io::BufWriter::new(file);
     let mut warned = false;
     let mut written = Some(written);
+    // The bytes of the whole batches in the file.
+    let mut whole = 0u64;
     for batch in rx {
-        let res = std::io::Write::write_all(&mut out, &batch.bytes)
-            .and_then(|()| std::io::Write::flush(&mut out));
+        let res = file.write_all(&batch.bytes);
         backlog.release(batch.bytes.len());
         if let Some(w) = written.take() {
             let _ = w.send(());
         }
-        if let Err(err) = res {
-            recorder
-                .loss
-                .dropped_records
-                .fetch_add(batch.records, Relaxed);
-            if !warned {
-                warned = true;
-                eprintln!(
-                    "asyncprof: cannot write run file {}: {err}; the service keeps running and \
-                     further records are dropped and counted",
-                    path.display()
-                );
+        match res {
+            Ok(()) => whole += batch.bytes.len() as u64,
+            Err(err) => {
+                // Best effort (not a regular file, or the disk refuses even this): the next
+                // batch is written from the end of the last whole one all the same.
+                let _ = file.set_len(whole);
+                let _ = file.seek(SeekFrom::Start(whole));
+                recorder
+                    .loss
+                    .dropped_records
+                    .fetch_add(batch.records, Relaxed);
+                if !warned {
+                    warned = true;
+                    eprintln!(
+                        "asyncprof: cannot write run file {}: {err}; the service keeps running, \
+                         and the records the disk refuses are dropped and counted",
+                        path.display()
+                    );
+                }
             }
         }
     }

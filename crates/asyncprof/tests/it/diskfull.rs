@@ -1,6 +1,7 @@
 //! A run file that cannot be written (the disk is full: `/dev/full` refuses every write): the
 //! service runs its work at the same pace, asyncprof says so once on stderr, and it stops
-//! cleanly.
+//! cleanly. A disk that fills up in the middle of a record and has room again later: the
+//! file still reads to its end.
 
 use std::time::{Duration, Instant};
 
@@ -94,5 +95,127 @@ fn a_full_disk_costs_the_service_nothing_and_is_said_once() {
     assert!(
         full_us < ok_us * 2 + 20_000,
         "recording to a full disk took {full_us} µs against {ok_us} µs"
+    );
+}
+
+const FILLS_ENV: &str = "ASYNCPROF_IT_DISK_FILLS_CHILD";
+
+/// Time for the recorder to write what came before.
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// The process's file size limit (soft), as a full disk: writes past it fail (EFBIG), a
+/// write across it is cut short.
+fn limit_file_size(bytes: libc::rlim_t) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim), 0);
+        lim.rlim_cur = bytes.min(lim.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+    }
+}
+
+/// Runs only as a child of the test below: records a few stalls, then the disk "fills up"
+/// (a file size limit a little past the file's end), more stalls are refused, then it has
+/// room again and more stalls are recorded.
+#[test]
+fn child_disk_fills_up_then_has_room_again() {
+    let _serial = crate::support::serial();
+    let Ok(path) = std::env::var(FILLS_ENV) else {
+        return;
+    };
+    // SAFETY: ignoring SIGXFSZ makes a write past the limit fail with EFBIG instead of
+    // killing the process; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let guard = asyncprof::Profiler::builder()
+        .out(&path)
+        .flush_interval(Duration::from_millis(50))
+        .start()
+        .unwrap();
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2);
+    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    let before_room = || async {
+        for _ in 0..3 {
+            tokio::spawn(async {
+                std::thread::sleep(Duration::from_millis(15)); // stall: before-room
+            })
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(SETTLE).await;
+    };
+    rt.block_on(before_room());
+    let len = std::fs::metadata(&path).unwrap().len();
+    // Room for a snapshot or two, not for a stall's record: the first stall below is cut
+    // short across the limit.
+    limit_file_size(len + 3000);
+    rt.block_on(before_room());
+    limit_file_size(libc::RLIM_INFINITY);
+    rt.block_on(async {
+        for _ in 0..3 {
+            tokio::spawn(async {
+                std::thread::sleep(Duration::from_millis(15)); // stall: after-room
+            })
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(SETTLE).await;
+    });
+    drop(rt);
+    drop(guard);
+    println!("done");
+}
+
+#[test]
+fn a_disk_that_fills_up_and_frees_again_leaves_a_file_that_reads_to_its_end() {
+    let _serial = crate::support::serial();
+    if std::env::var(FILLS_ENV).is_ok() {
+        return;
+    }
+    let path = crate::support::temp_run_path("disk-fills");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "diskfull::child_disk_fills_up_then_has_room_again",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FILLS_ENV, &path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    assert_eq!(
+        stderr.matches("cannot write run file").count(),
+        1,
+        "said once: {stderr}"
+    );
+    let run = asyncprof_format::read_path(&path);
+    std::fs::remove_file(&path).ok();
+    let run = run.expect("the whole file reads, past the records the full disk refused");
+    assert!(run.ended, "the end record is there");
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    let loss = &run.snapshot.as_ref().unwrap().loss;
+    assert!(loss.dropped_records > 0, "the refused records are counted");
+    let line = crate::stalls::stall_line("after-room");
+    let after = run
+        .stalls
+        .iter()
+        .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(line))
+        .count();
+    assert!(
+        after >= 2,
+        "{after} of the 3 stalls after the disk had room again (line {line}): {:?}",
+        run.stalls
+            .iter()
+            .map(|s| s.culprit.as_ref().map(|c| c.to_string()))
+            .collect::<Vec<_>>()
     );
 }
