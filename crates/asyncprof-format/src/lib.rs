@@ -66,9 +66,9 @@ pub use read::{
     MAX_DEPTH_POINTS, SERIES_LOCATIONS,
 };
 pub use types::{
-    Config, CpuProfile, DepthPoint, Flavor, Frame, Header, LoadPoint, LocationStats, LossCounters,
-    QueueKind, QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot, SourceLocation,
-    StackSample, StageStats, StallClass, StallRecord, TaskStats, Tier, WorkerStats,
+    Config, Continued, CpuProfile, DepthPoint, Flavor, Frame, Header, LoadPoint, LocationStats,
+    LossCounters, QueueKind, QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot,
+    SourceLocation, StackSample, StageStats, StallClass, StallRecord, TaskStats, Tier, WorkerStats,
     DEFAULT_MAX_FILE_BYTES,
 };
 pub use write::{encode_frame, end_frame, preamble, RecordKind, RunWriter};

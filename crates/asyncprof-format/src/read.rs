@@ -67,6 +67,9 @@ pub struct RunFile {
     pub truncated: bool,
     /// True when the run's end record was written (the recorder stopped normally).
     pub ended: bool,
+    /// Set when this file is a part of the run that ended at the file's size limit: where the
+    /// run goes on ([`RunFile::header`]'s `part` says which part this one is).
+    pub continued: Option<crate::Continued>,
     /// Things a reader should know: a truncated tail, records of unknown kinds skipped.
     pub warnings: Vec<String>,
     /// Every stall, in order of id, each as of its latest record.
@@ -157,6 +160,8 @@ pub enum Record {
     CpuProfile(Box<crate::CpuProfile>),
     /// The run ended normally.
     End,
+    /// This part of the run ended at the file's size limit; the run goes on in another file.
+    Continued(crate::Continued),
     /// A record of a kind this reader does not know (a newer writer): skipped.
     Unknown {
         /// Its kind byte.
@@ -291,6 +296,9 @@ impl RunReader {
                 Some(RecordKind::CpuProfile) => decode(offset, RecordKind::CpuProfile, payload)
                     .map(|p| Record::CpuProfile(Box::new(p))),
                 Some(RecordKind::End) => Ok(Record::End),
+                Some(RecordKind::Continued) => {
+                    decode(offset, RecordKind::Continued, payload).map(Record::Continued)
+                }
                 None => Ok(Record::Unknown { code, offset }),
             };
             match record {
@@ -317,6 +325,7 @@ impl RunReader {
                     series: Vec::new(),
                     truncated: false,
                     ended: false,
+                    continued: None,
                     warnings: Vec::new(),
                     stalls: Vec::new(),
                     queue_depths: BTreeMap::new(),
@@ -365,6 +374,7 @@ impl RunReader {
             }
             Record::CpuProfile(profile) => run.cpu_profile = Some(*profile),
             Record::End => run.ended = true,
+            Record::Continued(c) => run.continued = Some(c),
             Record::Unknown { code, offset } => run.warnings.push(format!(
                 "skipped a record of unknown kind {code} at byte {offset}"
             )),

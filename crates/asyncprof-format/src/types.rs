@@ -70,16 +70,16 @@ pub struct Config {
     pub stall_signal: i32,
     /// CPU profile samples per second (0: no CPU profile).
     pub cpu_hz: u32,
-    /// The size the run file stops growing at, in bytes (0: no limit; 0 in files written
-    /// before this setting existed). Past it, stalls and snapshots are counted in
-    /// [`LossCounters::unwritten_at_file_limit`], not written; the final snapshot and CPU
-    /// profile, written when recording stops, go past it.
+    /// The disk a run's files take at most, in bytes (0: no limit; 0 in files written before
+    /// this setting existed). A file that reaches half of it is renamed (`NAME.old.run`,
+    /// replacing the part before) and the run goes on in a new file at its path, a new
+    /// [`Header::part`]; a part can pass half the limit by the one batch that starts it.
     #[serde(default)]
     pub max_file_bytes: u64,
 }
 
-/// The run file's default size limit ([`Config::max_file_bytes`]): 1 GiB, days of snapshots,
-/// or hours of a stall every second with its stacks.
+/// The default disk limit of a run's files ([`Config::max_file_bytes`]): 1 GiB, two parts of
+/// 512 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 30;
 
 impl Default for Config {
@@ -128,6 +128,40 @@ pub struct Header {
     pub workers: u32,
     /// The recording configuration.
     pub config: Config,
+    /// Which part of the run this file is: 0 for the first; 1 and up for the files that
+    /// went on after the run file reached its size limit ([`Config::max_file_bytes`]), each
+    /// starting with the header again and holding the run from then on. 0 in files written
+    /// before parts existed.
+    #[serde(default)]
+    pub part: u32,
+}
+
+/// The last record of a part of a run: its file reached its size limit, was renamed to
+/// `previous` and the run goes on in a new file at the old path, part `next_part`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Continued {
+    /// The file name this part was renamed to.
+    pub previous: String,
+    /// The file name the run goes on in.
+    pub next: String,
+    /// The part the run goes on in.
+    pub next_part: u32,
+    /// Time since the run started.
+    pub elapsed_ns: u64,
+}
+
+impl Continued {
+    /// The record for a part renamed to `previous`, continued in `next` as part `next_part`.
+    pub fn new(previous: String, next: String, next_part: u32, elapsed_ns: u64) -> Self {
+        Continued {
+            previous,
+            next,
+            next_part,
+            elapsed_ns,
+        }
+    }
 }
 
 impl Default for Header {
@@ -142,6 +176,7 @@ impl Default for Header {
             flavor: Flavor::default(),
             workers: 0,
             config: Config::default(),
+            part: 0,
         }
     }
 }
@@ -206,8 +241,9 @@ pub struct LossCounters {
     /// written before this counter existed.
     pub stalls_without_a_poll: u64,
     /// Records (stalls, snapshots) not written because the run file had reached its size
-    /// limit ([`Config::max_file_bytes`]). The final snapshot, written when recording stops,
-    /// still has the whole run's totals. 0 in files written before this counter existed.
+    /// limit ([`Config::max_file_bytes`]) and the run could not go on in a new file (the
+    /// rename or the new file failed); the final snapshot, written when recording stops,
+    /// still is. 0 in files written before this counter existed.
     pub unwritten_at_file_limit: u64,
 }
 

@@ -21,6 +21,9 @@ pub enum RecordKind {
     Stall,
     /// [`crate::CpuProfile`]: written once, when recording stops.
     CpuProfile,
+    /// [`crate::Continued`]: the last record of a part of a run whose file reached its size
+    /// limit; the run goes on in a new file ([`Header::part`]).
+    Continued,
 }
 
 impl RecordKind {
@@ -31,6 +34,7 @@ impl RecordKind {
             RecordKind::End => 3,
             RecordKind::Stall => 4,
             RecordKind::CpuProfile => 5,
+            RecordKind::Continued => 6,
         }
     }
 
@@ -41,6 +45,7 @@ impl RecordKind {
             3 => Some(RecordKind::End),
             4 => Some(RecordKind::Stall),
             5 => Some(RecordKind::CpuProfile),
+            6 => Some(RecordKind::Continued),
             _ => None,
         }
     }
@@ -52,6 +57,7 @@ impl RecordKind {
             RecordKind::End => "end",
             RecordKind::Stall => "stall",
             RecordKind::CpuProfile => "cpu profile",
+            RecordKind::Continued => "continued",
         }
     }
 }

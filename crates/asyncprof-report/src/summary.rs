@@ -266,7 +266,8 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 14] {
         (
             l.unwritten_at_file_limit,
             "records (stalls, snapshots) not written: the run file had reached its size limit \
-             (ASYNCPROF_MAX_FILE_MB); the final snapshot still has the whole run's totals",
+             (ASYNCPROF_MAX_FILE_MB) and could not go on in a new file; the final snapshot \
+             still has the whole run's totals",
         ),
     ]
 }
@@ -435,7 +436,27 @@ impl Summary {
         s.findings = findings;
         s.load = LoadSummary::of(run);
         s.stalls_without_culprit = task_stalls(&unplaced, h.config.stall_signal == 0);
-        if !run.ended && !run.truncated {
+        if h.part > 0 {
+            s.warnings.push(format!(
+                "part {} of the run: its run file reached its size limit (ASYNCPROF_MAX_FILE_MB) \
+                 and the run went on in a new file, so this one holds the stalls from its \
+                 start on; earlier ones are in the part before (the file renamed to \
+                 NAME.old.run; older parts are removed). Totals and rates cover the whole run",
+                h.part
+            ));
+        }
+        if let Some(c) = &run.continued {
+            s.warnings.push(format!(
+                "the run went on in {} (part {}): this file, part {} of the run, reached its \
+                 size limit (ASYNCPROF_MAX_FILE_MB) {:.1} s into the run and was renamed to {}; \
+                 numbers are as of its last snapshot",
+                c.next,
+                c.next_part,
+                h.part,
+                c.elapsed_ns as f64 / 1e9,
+                c.previous
+            ));
+        } else if !run.ended && !run.truncated {
             s.warnings.push(if run.snapshot.is_some() {
                 "the run has no end record: the process was killed or is still running; \
                  numbers are as of its last snapshot"

@@ -90,6 +90,46 @@ fn a_run_without_signals_says_so_once_and_its_stalls_on_cpu_without_a_stack_poin
 }
 
 #[test]
+fn each_part_of_a_run_split_at_the_file_size_limit_says_where_the_rest_is() {
+    // The fixture as the part that filled its file: no end record, a record saying where
+    // the run went on.
+    let mut run = fixture("ingest", FILE);
+    run.ended = false;
+    run.header.part = 2;
+    run.continued = Some(asyncprof_format::Continued::new(
+        "svc.old.run".into(),
+        "svc.run".into(),
+        3,
+        5_400_000_000_000,
+    ));
+    let text = String::from_utf8(render_text(&Summary::of(&run))).unwrap();
+    assert!(
+        text.contains(
+            "the run went on in svc.run (part 3): this file, part 2 of the run, reached its size \
+             limit (ASYNCPROF_MAX_FILE_MB) 5400.0 s into the run and was renamed to svc.old.run"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("killed"),
+        "not taken for a killed process: {text}"
+    );
+    assert!(text.contains("part 2 of the run: its run file reached its size limit"));
+    // The newest part: it ended, and says where the stalls before it are.
+    let mut run = fixture("ingest", FILE);
+    run.header.part = 3;
+    let summary = Summary::of(&run);
+    let text = String::from_utf8(render_text(&summary)).unwrap();
+    assert!(text.contains("part 3 of the run"), "{text}");
+    assert!(text.contains("NAME.old.run"), "{text}");
+    assert!(!text.contains("was renamed to"), "{text}");
+    assert!(render_html(&run, &summary, &|_| None).contains("part 3 of the run"));
+    // A run in one file: neither.
+    let text = String::from_utf8(render_text(&Summary::of(&fixture("ingest", FILE)))).unwrap();
+    assert!(!text.contains("ASYNCPROF_MAX_FILE_MB"), "{text}");
+}
+
+#[test]
 fn stalls_no_stack_placed_are_shown_under_their_task_never_at_its_spawn_line() {
     let run = fixture("ingest", FILE);
     let summary = Summary::of(&run);

@@ -36,8 +36,14 @@ impl Facts {
 }
 
 /// The run file's header, with what is known now.
-pub(crate) fn header(recorder: &Recorder, facts: Facts, start_unix_ms: u64) -> format::Header {
+pub(crate) fn header(
+    recorder: &Recorder,
+    facts: Facts,
+    start_unix_ms: u64,
+    part: u32,
+) -> format::Header {
     let mut h = format::Header::new(recorder.settings.program.clone());
+    h.part = part;
     h.args = recorder.settings.args.clone();
     h.pid = std::process::id();
     h.start_unix_ms = start_unix_ms;
@@ -85,7 +91,7 @@ impl Outputs {
 }
 
 /// When the recording started, and what its first header said.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Start {
     pub(crate) started: Instant,
     /// Wall-clock start, milliseconds since the Unix epoch.
@@ -97,43 +103,55 @@ pub(crate) struct Start {
 }
 
 /// The run file's size limit ([`format::Config::max_file_bytes`]), kept where every batch after
-/// the first header is made. The file keeps the run's beginning: once a batch does not fit,
-/// nothing more is written but the final batch (the last snapshot, the CPU profile, the end,
-/// without the stalls it would carry), which always is.
-#[derive(Debug, Clone, Copy)]
+/// the first header is made. A part of the run takes at most half the limit (plus the one
+/// batch that starts it): the batch that would pass it starts a new part, which the writer
+/// puts in a new file at the run file's path after renaming the full one (the part before),
+/// whose own part before is then gone. The two parts on disk take at most the limit; the
+/// newest holds the run from its start on, its snapshots the whole run's totals.
+#[derive(Debug, Clone)]
 pub(crate) struct FileLimit {
-    /// Bytes at most; 0: no limit.
-    max: u64,
-    /// Bytes sent to the writer so far.
+    /// A part's bytes at most; 0: no limit.
+    part_max: u64,
+    /// Bytes sent to the writer for the current part.
     sent: u64,
-    /// A batch did not fit.
-    full: bool,
+    /// The current part (0: the first).
+    part: u32,
+    /// The file name a full part is renamed to, and the run file's.
+    previous: String,
+    next: String,
 }
 
 impl FileLimit {
-    pub(crate) fn new(max: u64, sent: usize) -> Self {
+    /// The limit `max` (0: none) for the run file at `path`, whose first part has `sent`
+    /// bytes already (the preamble and the first header).
+    pub(crate) fn new(max: u64, sent: usize, path: &std::path::Path) -> Self {
+        let name = |p: &std::path::Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
         FileLimit {
-            max,
+            part_max: max / 2,
             sent: sent as u64,
-            full: false,
+            part: 0,
+            previous: name(&crate::writer::previous_part_path(path)),
+            next: name(path),
         }
     }
 
-    /// Whether a batch of `len` bytes fits in the file. Once one does not, none does.
-    fn fits(&mut self, len: usize) -> bool {
-        if self.max == 0 {
-            return true;
-        }
-        if !self.full && self.sent.saturating_add(len as u64) <= self.max {
-            return true;
-        }
-        self.full = true;
-        false
+    /// Whether a batch of `len` bytes starts a new part.
+    fn needs_new_part(&self, len: usize) -> bool {
+        self.part_max != 0 && self.sent.saturating_add(len as u64) > self.part_max
     }
 
-    /// `len` bytes went to the writer.
-    fn sent(&mut self, len: usize) {
-        self.sent = self.sent.saturating_add(len as u64);
+    /// A batch of `len` bytes went to the writer, in a new part or not.
+    fn sent(&mut self, len: usize, new_part: bool) {
+        if new_part {
+            self.part += 1;
+            self.sent = len as u64;
+        } else {
+            self.sent = self.sent.saturating_add(len as u64);
+        }
     }
 }
 
@@ -289,8 +307,8 @@ pub(crate) fn aggregator_loop(
         let mut stall_frames = Vec::new();
         let header_frame = learnt
             .then(|| {
-                format::encode_frame(RecordKind::Header, &header(recorder, facts, start_unix_ms))
-                    .ok()
+                let h = header(recorder, facts, start_unix_ms, limit.part);
+                format::encode_frame(RecordKind::Header, &h).ok()
             })
             .flatten();
         if learnt && header_frame.is_none() {
@@ -334,45 +352,68 @@ pub(crate) fn aggregator_loop(
             }
             frames.push(format::end_frame());
         }
-        let len: usize = frames.iter().chain(&stall_frames).map(Vec::len).sum();
-        let was_full = limit.full;
-        if !limit.fits(len) {
-            if !was_full {
-                eprintln!(
-                    "asyncprof: the run file reached its size limit ({:.1} MiB): stalls and \
-                     snapshots from now on are counted, not written, and the final snapshot is \
-                     written when recording stops (ASYNCPROF_MAX_FILE_MB sets the limit)",
-                    limit.max as f64 / (1u64 << 20) as f64
-                );
-            }
-            let unwritten = &recorder.loss.unwritten_at_file_limit;
-            if stopping {
-                // The run's end goes past the limit, without the stalls it would carry.
-                unwritten.fetch_add(stall_frames.len() as u64, Relaxed);
-                stall_frames.clear();
-            } else {
-                unwritten.fetch_add((frames.len() + stall_frames.len()) as u64, Relaxed);
-                // Not tried again: the file takes nothing more.
-                if header_first {
-                    written = facts;
-                }
-                continue;
-            }
-        }
         // The cycle's frames go to the writer as one batch: a storm of stalls fills one
         // message, not the writer's queue.
-        let records = (frames.len() + stall_frames.len()) as u64;
+        let len: usize = frames.iter().chain(&stall_frames).map(Vec::len).sum();
+        let mut records = (frames.len() + stall_frames.len()) as u64;
         let tail = frames.split_off(usize::from(header_first));
-        let bytes = [frames, stall_frames, tail].concat().concat();
+        let mut parts = vec![frames, stall_frames, tail];
+        // The run file's size limit: this batch starts a new part, in a new file, with the
+        // preamble and the header (unless this batch has a header already), and the full part
+        // ends with a record saying where the run goes on.
+        let new_part = limit.needs_new_part(len).then(|| {
+            let next_part = limit.part + 1;
+            let mut prefix = format::preamble().to_vec();
+            if !header_first {
+                let h = header(recorder, facts, start_unix_ms, next_part);
+                if let Ok(f) = format::encode_frame(RecordKind::Header, &h) {
+                    prefix.extend_from_slice(&f);
+                    records += 1;
+                }
+            }
+            let elapsed = started.elapsed().as_nanos() as u64;
+            let continued = format::Continued::new(
+                limit.previous.clone(),
+                limit.next.clone(),
+                next_part,
+                elapsed,
+            );
+            let closing =
+                format::encode_frame(RecordKind::Continued, &continued).unwrap_or_default();
+            (prefix, closing)
+        });
+        let rotate = new_part.map(|(prefix, closing)| {
+            let prefix_len = prefix.len();
+            parts.insert(0, vec![prefix]);
+            crate::writer::NewPart {
+                closing,
+                prefix_len,
+            }
+        });
+        if let (Some(_), true) = (&rotate, header_first) {
+            // The header already in the batch is this part's: its number follows.
+            let h = header(recorder, facts, start_unix_ms, limit.part + 1);
+            if let Ok(f) = format::encode_frame(RecordKind::Header, &h) {
+                parts[1][0] = f;
+            }
+        }
+        let bytes = parts.concat().concat();
         let len = bytes.len();
+        let starts_part = rotate.is_some();
+        let batch = Batch {
+            bytes,
+            records,
+            new_part: rotate,
+            last: stopping,
+        };
         if stopping {
             // The last records wait for the writer: losing them would lose the run's end.
             shared.writer_backlog.add(len);
-            let _ = tx.send(Batch { bytes, records });
+            let _ = tx.send(batch);
             return;
         }
         let sent = shared.writer_backlog.reserve(len)
-            && match tx.try_send(Batch { bytes, records }) {
+            && match tx.try_send(batch) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                     shared.writer_backlog.release(len);
@@ -380,7 +421,7 @@ pub(crate) fn aggregator_loop(
                 }
             };
         if sent {
-            limit.sent(len);
+            limit.sent(len, starts_part);
             // A header dropped (the writer fell behind) is sent again next time.
             if header_first {
                 written = facts;
@@ -431,19 +472,26 @@ mod tests {
     }
 
     #[test]
-    fn the_file_limit_keeps_the_beginning() {
-        let mut none = super::FileLimit::new(0, 100);
-        assert!(none.fits(usize::MAX), "0: no limit");
-        let mut limit = super::FileLimit::new(1000, 100);
-        assert!(limit.fits(600));
-        limit.sent(600);
-        assert!(limit.fits(300), "up to the limit exactly");
-        limit.sent(300);
-        assert!(!limit.fits(200), "past it");
-        assert!(
-            !limit.fits(10),
-            "and once full, nothing more, however small"
+    fn the_file_limit_starts_a_new_part_at_half_the_limit() {
+        let path = std::path::Path::new("/tmp/svc.run");
+        let none = super::FileLimit::new(0, 100, path);
+        assert!(!none.needs_new_part(usize::MAX >> 1), "0: no limit");
+        let mut limit = super::FileLimit::new(2000, 100, path);
+        assert_eq!(
+            (limit.previous.as_str(), limit.next.as_str()),
+            ("svc.old.run", "svc.run")
         );
+        assert!(!limit.needs_new_part(900), "up to half the limit exactly");
+        limit.sent(900, false);
+        assert!(limit.needs_new_part(1));
+        limit.sent(300, true);
+        assert_eq!(
+            (limit.part, limit.sent),
+            (1, 300),
+            "the new part holds its first batch"
+        );
+        assert!(!limit.needs_new_part(700));
+        assert!(limit.needs_new_part(701));
     }
 
     #[test]

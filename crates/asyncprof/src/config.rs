@@ -145,7 +145,7 @@ impl Builder {
     /// | `ASYNCPROF_TASK_CAPACITY` | live tasks tracked one by one, 16 to 16777216 | 16384 |
     /// | `ASYNCPROF_SIGNAL` | signal number that samples stalls on CPU: 10, 12, 27 (SIGUSR1, SIGUSR2, SIGPROF) or SIGRTMIN to SIGRTMAX; 0: no signal, only threads asleep in a system call get stacks | SIGRTMIN+5 |
     /// | `ASYNCPROF_CPU_HZ` | whole-run CPU profile, samples per second, 0 to 1000 | 0 (off) |
-    /// | `ASYNCPROF_MAX_FILE_MB` | size the run file stops growing at, MiB, 1 to 1048576; 0: no limit ([`Builder::max_file_size`]) | 1024 |
+    /// | `ASYNCPROF_MAX_FILE_MB` | disk the run's files take at most, MiB, 1 to 1048576; 0: no limit ([`Builder::max_file_size`]) | 1024 |
     /// | `ASYNCPROF_STALL_EVENTS` | `1`: each stall also as a `tracing` event ([`Builder::stall_events`]); `0`: not | 0 |
     /// | `ASYNCPROF_METRICS_ADDR` | serve Prometheus metrics at `http://ADDR/metrics` (the `metrics` feature): a port alone (`9464`) is on loopback, `HOST:PORT` as given | off |
     ///
@@ -261,12 +261,15 @@ impl Builder {
         self
     }
 
-    /// The size the run file stops growing at (default 1 GiB; 0: no limit; otherwise at least
-    /// 64 KiB), so that a service left recording cannot fill its disk. Past it, stalls and
-    /// snapshots are counted in the loss counter `unwritten_at_file_limit` instead of written;
-    /// the final snapshot (the whole run's totals) and the CPU profile, written when recording
-    /// stops, go past it. The file keeps the run's beginning: each line's first stalls, with
-    /// their stacks.
+    /// The disk the run's files take at most (default 1 GiB; 0: no limit; otherwise at least
+    /// 64 KiB), so that a service left recording cannot fill its disk. When the run file
+    /// reaches half of it, it is renamed to `NAME.old.run` (replacing the part before, which
+    /// is removed) and the run goes on in a new file at the same path: the latest stalls are
+    /// always kept, and every part's snapshots have the whole run's totals. Each part says
+    /// where the rest is (reports say it too). A part passes half the limit by at most the
+    /// batch that starts it (one cycle's records). When the rename or the new file fails,
+    /// stalls and snapshots are counted in the loss counter `unwritten_at_file_limit`, not
+    /// written, until a later part can start.
     pub fn max_file_size(mut self, bytes: u64) -> Self {
         self.config.max_file_bytes = bytes;
         self

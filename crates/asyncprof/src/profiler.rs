@@ -88,18 +88,24 @@ impl Builder {
         // runtime are not known yet; the aggregator writes the header again once they are.
         let facts = Facts::of(recorder);
         let mut first = format::preamble().to_vec();
-        match format::encode_frame(RecordKind::Header, &header(recorder, facts, start_unix_ms)) {
+        match format::encode_frame(
+            RecordKind::Header,
+            &header(recorder, facts, start_unix_ms, 0),
+        ) {
             Ok(f) => first.extend_from_slice(&f),
             Err(_) => {
                 recorder.loss.dropped_records.fetch_add(1, Relaxed);
             }
         }
-        let file_limit = crate::aggregator::FileLimit::new(self.config.max_file_bytes, first.len());
+        let file_limit =
+            crate::aggregator::FileLimit::new(self.config.max_file_bytes, first.len(), &path);
         // The channel is empty: this send does not wait.
         shared.writer_backlog.add(first.len());
         let _ = tx.send(crate::writer::Batch {
             bytes: first,
             records: 1,
+            new_part: None,
+            last: false,
         });
         let (written_tx, written_rx) = mpsc::sync_channel::<()>(1);
         let writer = spawn_thread("asyncprof-writer", {

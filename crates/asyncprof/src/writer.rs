@@ -17,6 +17,43 @@ pub(crate) const WRITER_QUEUE: usize = 64;
 pub(crate) struct Batch {
     pub(crate) bytes: Vec<u8>,
     pub(crate) records: u64,
+    /// Set when the batch starts a new part of the run (the file reached its size limit).
+    pub(crate) new_part: Option<NewPart>,
+    /// The final batch: written even when a new part could not be started.
+    pub(crate) last: bool,
+}
+
+/// How a batch starts a new part: the full file gets `closing` (the record saying where the
+/// run goes on) and is renamed to [`previous_part_path`]; a new file at the run file's path
+/// gets the batch. Its first `prefix_len` bytes (the preamble and the part's header) are
+/// left out when the batch goes to the old file instead.
+#[derive(Debug)]
+pub(crate) struct NewPart {
+    pub(crate) closing: Vec<u8>,
+    pub(crate) prefix_len: usize,
+}
+
+/// Where a run file's full part goes when the next one starts: `NAME.old.run` for
+/// `NAME.run`, `PATH.old` for any other name.
+pub(crate) fn previous_part_path(path: &Path) -> std::path::PathBuf {
+    if path.extension().is_some_and(|e| e == "run") {
+        path.with_extension("old.run")
+    } else {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".old");
+        p.into()
+    }
+}
+
+/// Rename the full part at `path` (open as `file`) to [`previous_part_path`], close it with
+/// `closing`, and open a new file at `path`. The full part's file stays open (and the run's
+/// file) when the rename fails; when only the new file fails, the renamed one.
+fn start_new_part(file: &mut File, path: &Path, closing: &[u8]) -> std::io::Result<()> {
+    std::fs::rename(path, previous_part_path(path))?;
+    // The handle follows the renamed file: the record goes to the end of the full part.
+    let _ = file.write_all(closing);
+    *file = create_run_file(path)?;
+    Ok(())
 }
 
 /// Bytes waiting for the writer at most; a batch that would pass it is dropped and counted.
@@ -80,14 +117,45 @@ pub(crate) fn writer_loop(
     let mut written = Some(written);
     // The bytes of the whole batches in the file.
     let mut whole = 0u64;
+    // A new part could not be started: only the final batch is written, to the old file.
+    let mut stuck = false;
     for batch in rx {
-        let res = file.write_all(&batch.bytes);
+        let mut bytes = &batch.bytes[..];
+        if let Some(part) = &batch.new_part {
+            match start_new_part(&mut file, path, &part.closing) {
+                Ok(()) => {
+                    whole = 0;
+                    stuck = false;
+                }
+                Err(err) => {
+                    bytes = &bytes[part.prefix_len.min(bytes.len())..];
+                    if !stuck {
+                        eprintln!(
+                            "asyncprof: the run file {} reached its size limit and cannot go on \
+                             in a new file: {err}; stalls and snapshots from now on are counted, \
+                             not written (ASYNCPROF_MAX_FILE_MB sets the limit)",
+                            path.display()
+                        );
+                    }
+                    stuck = true;
+                }
+            }
+        }
+        if stuck && !batch.last {
+            backlog.release(batch.bytes.len());
+            recorder
+                .loss
+                .unwritten_at_file_limit
+                .fetch_add(batch.records, Relaxed);
+            continue;
+        }
+        let res = file.write_all(bytes);
         backlog.release(batch.bytes.len());
         if let Some(w) = written.take() {
             let _ = w.send(());
         }
         match res {
-            Ok(()) => whole += batch.bytes.len() as u64,
+            Ok(()) => whole += bytes.len() as u64,
             Err(err) => {
                 // Best effort (not a regular file, or the disk refuses even this): the next
                 // batch is written from the end of the last whole one all the same.

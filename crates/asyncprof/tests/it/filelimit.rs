@@ -1,25 +1,36 @@
 //! The run file's size limit (`Builder::max_file_size`, `ASYNCPROF_MAX_FILE_MB`): a service
-//! that stalls again and again fills its run file up to the limit and no further. The file
-//! keeps the run's beginning (its first stalls, with their stacks), counts what it did not
-//! write, and still ends with the final snapshot, whose totals cover the whole run.
+//! that stalls again and again does not fill its disk. Past half the limit the run goes on in
+//! a new file at the same path, the full one renamed to `NAME.old.run` (the one before it
+//! removed): the two take at most the limit, the newest holds the latest stalls and, in its
+//! final snapshot, the whole run's totals, and each part says where the run went on.
 
+use std::path::Path;
 use std::time::Duration;
 
-use asyncprof_format::{encode_frame, end_frame, RecordKind, RunFile};
+use asyncprof_format::RunFile;
 
 use crate::stalls::stall_line;
 use crate::support::{serial, temp_run_path};
 
 /// Stalls the service makes, one after another.
-const STALLS: u64 = 40;
-/// The limit: room for the header, a few snapshots and a few stalls' records.
-const LIMIT: u64 = 64 << 10;
+const STALLS: u64 = 60;
+/// The limit: room for a few stalls' records in each part.
+const LIMIT: u64 = 256 << 10;
 
-/// Record `STALLS` blocking stalls of 15 ms with the run file limited to `max_file_bytes`;
-/// the file's length and its contents.
-fn record_stalls(name: &str, max_file_bytes: u64) -> (u64, RunFile) {
+/// The run's files after recording `STALLS` blocking stalls of 15 ms with the limit
+/// `max_file_bytes`: the run file and the part before it, when there is one, with their
+/// lengths.
+struct Recorded {
+    len: u64,
+    run: RunFile,
+    previous: Option<(u64, RunFile)>,
+}
+
+fn record_stalls(name: &str, max_file_bytes: u64) -> Recorded {
     let _one = serial();
     let path = temp_run_path(name);
+    let old = path.with_extension("old.run");
+    std::fs::remove_file(&old).ok();
     let guard = asyncprof::Profiler::builder()
         .out(&path)
         .flush_interval(Duration::from_millis(50))
@@ -40,73 +51,110 @@ fn record_stalls(name: &str, max_file_bytes: u64) -> (u64, RunFile) {
     });
     drop(rt);
     drop(guard);
-    let len = std::fs::metadata(&path).unwrap().len();
-    let run = asyncprof_format::read_path(&path).unwrap();
-    std::fs::remove_file(&path).ok();
-    (len, run)
-}
-
-/// The bytes of what recording wrote when it stopped: the final snapshot and the end record.
-fn final_batch_len(run: &RunFile) -> u64 {
-    let snapshot = run.snapshot.as_ref().expect("a final snapshot");
-    assert!(snapshot.is_final, "the last snapshot is the final one");
-    (encode_frame(RecordKind::Snapshot, snapshot).unwrap().len() + end_frame().len()) as u64
+    let read = |p: &Path| {
+        let len = std::fs::metadata(p).ok()?.len();
+        let run = asyncprof_format::read_path(p);
+        std::fs::remove_file(p).ok();
+        Some((len, run.unwrap()))
+    };
+    let (len, run) = read(&path).expect("the run file");
+    Recorded {
+        len,
+        run,
+        previous: read(&old),
+    }
 }
 
 #[test]
-fn the_run_file_stops_at_its_size_limit_and_keeps_the_beginning_and_the_totals() {
+fn past_its_size_limit_the_run_goes_on_in_a_new_file_and_the_two_take_at_most_the_limit() {
     let line = stall_line("limit");
 
-    // Without a limit the same service writes well past it: the limit below is what holds
-    // its file back.
-    let (unlimited_len, unlimited) = record_stalls("nolimit", 0);
+    // Without a limit the same service writes one file well past it: the limit below is
+    // what holds the disk's share back.
+    let unlimited = record_stalls("nolimit", 0);
+    assert!(unlimited.previous.is_none());
     assert!(
-        unlimited_len > LIMIT + final_batch_len(&unlimited) + 4096,
-        "{unlimited_len} bytes with no limit"
+        unlimited.len > LIMIT * 2,
+        "{} bytes with no limit",
+        unlimited.len
     );
-    let loss = &unlimited.snapshot.as_ref().unwrap().loss;
-    assert_eq!(loss.unwritten_at_file_limit, 0);
-    assert!(
-        unlimited.stalls.len() as u64 >= STALLS * 3 / 4,
-        "{} stalls recorded of {STALLS}",
-        unlimited.stalls.len()
-    );
+    assert_eq!(unlimited.run.header.part, 0);
+    assert!(unlimited.run.continued.is_none());
 
-    let (len, run) = record_stalls("limit", LIMIT);
-    // The limit, plus the final batch (1 KiB of slack for a snapshot encoded again here).
-    let most = LIMIT + final_batch_len(&run) + 1024;
-    assert!(len <= most, "{len} bytes, limit {LIMIT}, at most {most}");
-    assert!(run.ended, "the end record is written past the limit");
-    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
-    let last = run.snapshot.as_ref().unwrap();
-    assert!(
-        last.loss.unwritten_at_file_limit > 0,
-        "what was not written is counted: {:?}",
-        last.loss
+    let limited = record_stalls("limit", LIMIT);
+    let (old_len, old) = limited
+        .previous
+        .expect("the part before the run file's, renamed to NAME.old.run");
+    let run = &limited.run;
+    eprintln!(
+        "no limit: {} bytes, {} stalls; limit {LIMIT}: part {} {} bytes ({} stalls), part {} \
+         {old_len} bytes ({} stalls)",
+        unlimited.len,
+        unlimited.run.stalls.len(),
+        run.header.part,
+        limited.len,
+        run.stalls.len(),
+        old.header.part,
+        old.stalls.len()
     );
-    // The final snapshot's totals cover the whole run, after the limit too.
+    // Each part holds at most half the limit plus the one batch that started it (a 100 ms
+    // cycle: a few 15 ms stalls' records), so the two stay well under twice the limit; with
+    // no limit the same run took more than that.
+    assert!(
+        limited.len + old_len <= LIMIT + LIMIT / 2,
+        "{} + {old_len} bytes, limit {LIMIT}",
+        limited.len
+    );
+    assert!(run.header.part >= 2, "part {}", run.header.part);
+    assert!(
+        run.ended && run.continued.is_none(),
+        "the newest part ends the run"
+    );
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    // The part before says where the run went on, and it is the newest part.
+    let continued = old
+        .continued
+        .as_ref()
+        .expect("the old part says it goes on");
+    assert!(!old.ended);
+    assert_eq!(old.header.part + 1, run.header.part);
+    assert_eq!(continued.next_part, run.header.part);
+    assert_eq!(
+        Some(continued.next.as_str()),
+        temp_run_path("limit").file_name().and_then(|n| n.to_str())
+    );
+    assert!(continued.previous.ends_with(".old.run"));
+    // Nothing was lost: the parts hold the latest stalls, in order, the newest the very
+    // last; the final snapshot's totals cover the whole run.
+    let last = run.snapshot.as_ref().unwrap();
+    assert_eq!(last.loss.unwritten_at_file_limit, 0, "{:?}", last.loss);
     assert!(
         last.runtime.tasks_spawned >= STALLS,
         "{} tasks spawned in the final snapshot",
         last.runtime.tasks_spawned
     );
-    // The file holds the first stalls, at their line, and not all of them.
+    // (A stall still going when the part ended is in both: the newest has its end.)
+    let max_old = old.stalls.iter().map(|s| s.id).max().unwrap_or(0);
     assert!(
-        !run.stalls.is_empty() && (run.stalls.len() as u64) < STALLS * 3 / 4,
-        "{} stalls in a file of {len} bytes",
-        run.stalls.len()
+        !run.stalls.is_empty() && run.stalls.iter().all(|s| s.id >= max_old),
+        "the newest part's stalls {:?} follow the old part's {:?}",
+        run.stalls.iter().map(|s| s.id).collect::<Vec<_>>(),
+        old.stalls.iter().map(|s| s.id).collect::<Vec<_>>()
     );
-    let first = &run.stalls[0];
-    let culprit = first
-        .culprit
-        .as_ref()
-        .expect("the first stall has a culprit");
+    let latest = unlimited.run.stalls.len() as u64;
     assert!(
-        culprit
-            .file
-            .as_deref()
-            .is_some_and(|f| f.ends_with("tests/it/filelimit.rs"))
-            && culprit.line == Some(line),
-        "{culprit}, expected filelimit.rs:{line}"
+        run.stalls.iter().map(|s| s.id).max() >= Some(latest.saturating_sub(STALLS / 4)),
+        "the newest part ends near the run's last stall ({latest} in the unlimited run)"
     );
+    for s in run.stalls.iter().chain(&old.stalls) {
+        let culprit = s.culprit.as_ref().expect("a culprit");
+        assert!(
+            culprit
+                .file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("tests/it/filelimit.rs"))
+                && culprit.line == Some(line),
+            "{culprit}, expected filelimit.rs:{line}"
+        );
+    }
 }
