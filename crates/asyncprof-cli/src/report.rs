@@ -89,33 +89,74 @@ fn is_html(p: &Path) -> bool {
 pub(crate) fn report(args: &ReportArgs) -> Result<ExitCode> {
     let thresholds = crate::thresholds(&args.diagnose)?;
     match args.run_files.as_slice() {
-        [one] => report_one(one, args, &thresholds),
-        many => report_many(many, args, &thresholds),
+        [one] => {
+            let run = read_run(one)?;
+            for w in &run.warnings {
+                term::warn(w);
+            }
+            report_one(&run, args, &thresholds)
+        }
+        many => match join_runs(read_runs(many)?).as_slice() {
+            [(_, one)] => report_one(one, args, &thresholds),
+            runs => report_many(runs, args, &thresholds),
+        },
     }
 }
 
+/// Runs read from several files, the parts of one run (a run that went on in a new file at its
+/// size limit) joined into one, named by their files together; in the order first given.
+pub(crate) fn join_runs(
+    runs: Vec<(String, asyncprof_format::RunFile)>,
+) -> Vec<(String, asyncprof_format::RunFile)> {
+    let mut groups: Vec<Vec<(String, asyncprof_format::RunFile)>> = Vec::new();
+    for (name, run) in runs {
+        // Parts of one run, each part once (a file given twice is two instances).
+        let joins = |g: &Vec<(String, asyncprof_format::RunFile)>| {
+            g[0].1.same_run(&run) && g.iter().all(|(_, r)| r.header.part != run.header.part)
+        };
+        match groups.iter_mut().find(|g| joins(g)) {
+            Some(group) => group.push((name, run)),
+            None => groups.push(vec![(name, run)]),
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|group| {
+            if group.len() == 1 {
+                return group.into_iter().next();
+            }
+            let name = group
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" + ");
+            let run = asyncprof_format::join_parts(group.into_iter().map(|(_, r)| r).collect())?;
+            if let Some(w) = run.warnings.last() {
+                term::warn(&format!("{name}: {w}"));
+            }
+            Some((name, run))
+        })
+        .collect()
+}
+
 fn report_one(
-    run_file: &Path,
+    run: &asyncprof_format::RunFile,
     args: &ReportArgs,
     thresholds: &asyncprof_report::Thresholds,
 ) -> Result<ExitCode> {
-    let run = read_run(run_file)?;
-    for w in &run.warnings {
-        term::warn(w);
-    }
-    let summary = summarize(&run, thresholds);
+    let summary = summarize(run, thresholds);
     let bytes = if args.json {
         asyncprof_report::render_json(&summary)
     } else if args.output.as_deref().is_some_and(is_html) {
-        html(&run, &summary)
+        html(run, &summary)
     } else {
         asyncprof_report::render_text(&summary)
     };
     if let Some(path) = &args.pprof {
-        write_pprof(path, &run)?;
+        write_pprof(path, run)?;
     }
     if let Some(folded) = &args.folded {
-        write_file(folded, asyncprof_report::folded_stalls(&run).as_bytes())?;
+        write_file(folded, asyncprof_report::folded_stalls(run).as_bytes())?;
     }
     emit(args.output.as_deref(), &bytes)?;
     match &args.expect_markers {
@@ -126,14 +167,16 @@ fn report_one(
 
 /// Several runs (instances of one service), each diagnosed on its own, their findings merged.
 fn report_many(
-    run_files: &[PathBuf],
+    runs: &[(String, asyncprof_format::RunFile)],
     args: &ReportArgs,
     thresholds: &asyncprof_report::Thresholds,
 ) -> Result<ExitCode> {
     if args.pprof.is_some() {
-        bail!("--pprof takes one run file; {} were given", run_files.len());
+        bail!(
+            "--pprof takes one run file; {} were given",
+            args.run_files.len()
+        );
     }
-    let runs = read_runs(run_files)?;
     let summaries: Vec<asyncprof_report::Summary> = runs
         .iter()
         .map(|(_, run)| summarize(run, thresholds))

@@ -62,7 +62,7 @@ pub use error::{Error, Result};
 pub use hist::Histogram;
 pub use kind::{preempted, StallKind, CROWDED_SHARE, NEVER_RETURNED_NS, PREEMPTED_CPU_SHARE};
 pub use read::{
-    read_bytes, read_path, LocationPoint, Record, RunFile, RunReader, SeriesPoint,
+    join_parts, read_bytes, read_path, LocationPoint, Record, RunFile, RunReader, SeriesPoint,
     MAX_DEPTH_POINTS, SERIES_LOCATIONS,
 };
 pub use types::{

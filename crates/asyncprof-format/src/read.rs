@@ -84,6 +84,71 @@ pub struct RunFile {
     pub load: Vec<crate::LoadPoint>,
 }
 
+impl RunFile {
+    /// Whether `other` is a part of the same run (the same program, process and start): the
+    /// files a run goes on in past its size limit ([`crate::Header::part`]).
+    pub fn same_run(&self, other: &RunFile) -> bool {
+        let (a, b) = (&self.header, &other.header);
+        a.pid == b.pid && a.start_unix_ms == b.start_unix_ms && a.program == b.program
+    }
+}
+
+/// The parts of one run ([`RunFile::same_run`]), in any order, as one run: the newest part's
+/// header and snapshot (snapshots are cumulative), every part's stalls (a stall in two parts
+/// as of its later record), series, load and queue depths in order, and a warning naming the
+/// parts joined and any missing between them. `None` when `parts` is empty.
+pub fn join_parts(mut parts: Vec<RunFile>) -> Option<RunFile> {
+    parts.sort_by_key(|p| p.header.part);
+    let mut parts = parts.into_iter();
+    let mut run = parts.next()?;
+    let first = run.header.part;
+    let mut numbers = vec![first];
+    let mut stalls: BTreeMap<u64, crate::StallRecord> = std::mem::take(&mut run.stalls)
+        .into_iter()
+        .map(|s| (s.id, s))
+        .collect();
+    for part in parts {
+        numbers.push(part.header.part);
+        stalls.extend(part.stalls.into_iter().map(|s| (s.id, s)));
+        let last = run.series.last().map_or(0, |p| p.elapsed_ns);
+        run.series
+            .extend(part.series.into_iter().filter(|p| p.elapsed_ns > last));
+        let last = run.load.last().map_or(0, |p| p.elapsed_ns);
+        run.load
+            .extend(part.load.into_iter().filter(|p| p.elapsed_ns > last));
+        for (id, points) in part.queue_depths {
+            let mine = run.queue_depths.entry(id).or_default();
+            let last = mine.last().map_or(0, |p| p.elapsed_ns);
+            mine.extend(points.into_iter().filter(|p| p.elapsed_ns > last));
+        }
+        run.warnings.extend(part.warnings);
+        run.header = crate::Header {
+            part: first,
+            ..part.header
+        };
+        run.snapshot = part.snapshot.or(run.snapshot);
+        run.cpu_profile = part.cpu_profile.or(run.cpu_profile);
+        run.truncated = part.truncated;
+        run.ended = part.ended;
+        run.continued = part.continued;
+    }
+    run.stalls = stalls.into_values().collect();
+    if numbers.len() > 1 {
+        let list: Vec<String> = numbers.iter().map(u32::to_string).collect();
+        let missing = numbers.windows(2).any(|w| w[1] > w[0] + 1);
+        run.warnings.push(format!(
+            "parts {} of one run read as one{}",
+            list.join(", "),
+            if missing {
+                "; parts between them are missing, and their stalls with them"
+            } else {
+                ""
+            }
+        ));
+    }
+    Some(run)
+}
+
 /// The most depth points the reader keeps per queue; beyond it every other point is dropped
 /// and the spacing doubles.
 pub const MAX_DEPTH_POINTS: usize = 4096;

@@ -15,7 +15,7 @@ pub(crate) fn temp(name: &str) -> PathBuf {
 }
 
 /// One recording per process at a time.
-static RECORDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static RECORDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Record a small workload with a known busy task into `path`.
 fn record(path: &Path) {

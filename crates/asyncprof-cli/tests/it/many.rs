@@ -320,3 +320,88 @@ fn a_damaged_or_missing_run_among_several_is_one_clear_error() {
     std::fs::remove_file(&good).ok();
     std::fs::remove_file(&damaged).ok();
 }
+
+/// Record blocking stalls with a run-file limit small enough that the run goes on in new
+/// files: the run file and the part before it (`.old.run`).
+fn record_in_parts(path: &Path) -> PathBuf {
+    let _one = crate::RECORDING.lock().unwrap_or_else(|p| p.into_inner());
+    let old = path.with_extension("old.run");
+    std::fs::remove_file(&old).ok();
+    let guard = asyncprof::Profiler::builder()
+        .out(path)
+        .flush_interval(std::time::Duration::from_millis(50))
+        .max_file_size(256 << 10)
+        .start()
+        .unwrap();
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2);
+    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    rt.block_on(async {
+        for _ in 0..40 {
+            tokio::spawn(async { std::thread::sleep(std::time::Duration::from_millis(15)) })
+                .await
+                .unwrap();
+        }
+    });
+    drop(rt);
+    drop(guard);
+    old
+}
+
+#[test]
+fn the_parts_of_a_run_that_went_on_in_a_new_file_read_as_one_run() {
+    let path = temp("parts");
+    let old = record_in_parts(&path);
+    let (p, o) = (path.to_str().unwrap(), old.to_str().unwrap());
+    let read = |f: &Path| asyncprof_format::read_path(f).unwrap();
+    let (newest, before) = (read(&path), read(&old));
+    assert!(newest.header.part >= 1, "the run went on in a new file");
+    assert_eq!(before.header.part + 1, newest.header.part);
+    let ids: std::collections::BTreeSet<u64> = newest
+        .stalls
+        .iter()
+        .chain(&before.stalls)
+        .map(|s| s.id)
+        .collect();
+    assert!(ids.len() > newest.stalls.len() && ids.len() > before.stalls.len());
+
+    // Given in either order: one run, every stall of both parts, the newest part's totals.
+    for args in [
+        vec!["report", o, p, "--json"],
+        vec!["report", p, o, "--json"],
+    ] {
+        let out = asyncprof(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            v.get("instances").is_none(),
+            "one run, not merged instances: {v}"
+        );
+        assert_eq!(v["stalls"], ids.len() as u64, "{args:?}");
+        let spawned = newest.snapshot.as_ref().unwrap().runtime.tasks_spawned;
+        assert_eq!(v["runtime"]["tasks_spawned"], spawned, "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "parts {}, {} of one run read as one",
+                before.header.part, newest.header.part
+            )),
+            "{err}"
+        );
+        let warnings = v["warnings"].to_string();
+        assert!(
+            !warnings.contains("was renamed to"),
+            "the joined run ended: {warnings}"
+        );
+    }
+    // Alone, the newest part is part of a run and says so.
+    let out = asyncprof(&["report", p]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("part {} of the run", newest.header.part)),
+        "{text}"
+    );
+    std::fs::remove_file(&path).ok();
+    std::fs::remove_file(&old).ok();
+}

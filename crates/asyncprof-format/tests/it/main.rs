@@ -351,3 +351,71 @@ fn version_1_files_still_read_and_old_loss_counters_default_to_zero() {
     let loss = run.snapshot.unwrap().loss;
     assert_eq!((loss.missed_samples, loss.skipped_samples), (3, 0));
 }
+
+/// A part of run `pid`: its header's part number, snapshots at `elapsed` (ms), stalls `ids`.
+fn part(
+    pid: u32,
+    number: u32,
+    elapsed: &[u64],
+    ids: &[u64],
+    ended: bool,
+) -> asyncprof_format::RunFile {
+    let mut header = Header::new("svc");
+    header.pid = pid;
+    header.start_unix_ms = 1_700_000_000_000;
+    header.part = number;
+    let mut bytes = Vec::new();
+    {
+        let mut w = RunWriter::new(&mut bytes, &header).unwrap();
+        for &ms in elapsed {
+            w.write_snapshot(&sample_snapshot(ms * 1_000_000)).unwrap();
+        }
+        for &id in ids {
+            let mut stall = StallRecord::default();
+            stall.id = id;
+            stall.duration_ns = id;
+            w.write_stall(&stall).unwrap();
+        }
+        if ended {
+            w.write_end().unwrap();
+        }
+    }
+    read_bytes(&bytes).unwrap()
+}
+
+#[test]
+fn the_parts_of_one_run_join_into_one_and_say_what_is_missing() {
+    let (a, b, c) = (
+        part(7, 0, &[100, 200], &[1, 2], false),
+        part(7, 1, &[300], &[2, 3], false),
+        part(7, 3, &[500, 600], &[5], true),
+    );
+    assert!(a.same_run(&c) && !a.same_run(&part(8, 1, &[], &[], false)));
+    // In any order; a stall in two parts as of its later record.
+    let run = asyncprof_format::join_parts(vec![c.clone(), a.clone(), b.clone()]).unwrap();
+    let ids: Vec<u64> = run.stalls.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [1, 2, 3, 5]);
+    let elapsed: Vec<u64> = run
+        .series
+        .iter()
+        .map(|p| p.elapsed_ns / 1_000_000)
+        .collect();
+    assert_eq!(elapsed, [100, 200, 300, 500, 600]);
+    assert_eq!(
+        run.snapshot.as_ref().unwrap().elapsed_ns,
+        600_000_000,
+        "the newest"
+    );
+    assert!(run.ended && run.header.part == 0);
+    let w = run.warnings.last().unwrap();
+    assert!(w.starts_with("parts 0, 1, 3 of one run read as one"), "{w}");
+    assert!(w.contains("missing"), "part 2 is: {w}");
+    // Consecutive parts: no word of anything missing.
+    let run = asyncprof_format::join_parts(vec![b, a]).unwrap();
+    assert_eq!(
+        run.warnings.last().unwrap(),
+        "parts 0, 1 of one run read as one"
+    );
+    assert!(!run.ended);
+    assert!(asyncprof_format::join_parts(Vec::new()).is_none());
+}
