@@ -300,11 +300,7 @@ pub(crate) fn aggregator_loop(
         if unsent.is_empty() && !snapshot_due {
             continue;
         }
-        // The header first, then the stalls, then the snapshot (and at the end the CPU profile
-        // and the end record): apart, so that a final batch past the file's limit can go
-        // without its stalls.
         let mut frames = Vec::new();
-        let mut stall_frames = Vec::new();
         let header_frame = learnt
             .then(|| {
                 let h = header(recorder, facts, start_unix_ms, limit.part);
@@ -328,7 +324,7 @@ pub(crate) fn aggregator_loop(
                 continue;
             }
             if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
-                stall_frames.push(f);
+                frames.push(f);
             }
             outputs.stall(&record, recorder);
         }
@@ -354,50 +350,48 @@ pub(crate) fn aggregator_loop(
         }
         // The cycle's frames go to the writer as one batch: a storm of stalls fills one
         // message, not the writer's queue.
-        let len: usize = frames.iter().chain(&stall_frames).map(Vec::len).sum();
-        let mut records = (frames.len() + stall_frames.len()) as u64;
-        let tail = frames.split_off(usize::from(header_first));
-        let mut parts = vec![frames, stall_frames, tail];
-        // The run file's size limit: this batch starts a new part, in a new file, with the
-        // preamble and the header (unless this batch has a header already), and the full part
-        // ends with a record saying where the run goes on.
-        let new_part = limit.needs_new_part(len).then(|| {
+        let mut records = frames.len() as u64;
+        // The run file's size limit: this batch starts a new part, in a new file, after the
+        // preamble and the part's header (the batch's own header, if it has one, renumbered),
+        // and the full part ends with a record saying where the run goes on.
+        let frames_len: usize = frames.iter().map(Vec::len).sum();
+        let new_part = limit.needs_new_part(frames_len).then(|| {
             let next_part = limit.part + 1;
+            let h = format::encode_frame(
+                RecordKind::Header,
+                &header(recorder, facts, start_unix_ms, next_part),
+            );
             let mut prefix = format::preamble().to_vec();
-            if !header_first {
-                let h = header(recorder, facts, start_unix_ms, next_part);
-                if let Ok(f) = format::encode_frame(RecordKind::Header, &h) {
-                    prefix.extend_from_slice(&f);
+            match h {
+                Ok(h) if header_first => frames[0] = h,
+                Ok(h) => {
+                    prefix.extend_from_slice(&h);
                     records += 1;
                 }
+                Err(_) => {}
             }
-            let elapsed = started.elapsed().as_nanos() as u64;
             let continued = format::Continued::new(
                 limit.previous.clone(),
                 limit.next.clone(),
                 next_part,
-                elapsed,
+                started.elapsed().as_nanos() as u64,
             );
             let closing =
                 format::encode_frame(RecordKind::Continued, &continued).unwrap_or_default();
             (prefix, closing)
         });
-        let rotate = new_part.map(|(prefix, closing)| {
-            let prefix_len = prefix.len();
-            parts.insert(0, vec![prefix]);
-            crate::writer::NewPart {
-                closing,
-                prefix_len,
+        let (prefix, rotate) = match new_part {
+            Some((prefix, closing)) => {
+                let prefix_len = prefix.len();
+                let part = crate::writer::NewPart {
+                    closing,
+                    prefix_len,
+                };
+                (prefix, Some(part))
             }
-        });
-        if let (Some(_), true) = (&rotate, header_first) {
-            // The header already in the batch is this part's: its number follows.
-            let h = header(recorder, facts, start_unix_ms, limit.part + 1);
-            if let Ok(f) = format::encode_frame(RecordKind::Header, &h) {
-                parts[1][0] = f;
-            }
-        }
-        let bytes = parts.concat().concat();
+            None => (Vec::new(), None),
+        };
+        let bytes = [prefix, frames.concat()].concat();
         let len = bytes.len();
         let starts_part = rotate.is_some();
         let batch = Batch {

@@ -97,8 +97,15 @@ impl Builder {
                 recorder.loss.dropped_records.fetch_add(1, Relaxed);
             }
         }
-        let file_limit =
-            crate::aggregator::FileLimit::new(self.config.max_file_bytes, first.len(), &path);
+        // Only a regular file goes on in parts: a run file at `/dev/null` or a pipe has no
+        // limit (it takes no disk), and renaming it would move what is not asyncprof's.
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        let max_file_bytes = if regular {
+            self.config.max_file_bytes
+        } else {
+            0
+        };
+        let file_limit = crate::aggregator::FileLimit::new(max_file_bytes, first.len(), &path);
         // The channel is empty: this send does not wait.
         shared.writer_backlog.add(first.len());
         let _ = tx.send(crate::writer::Batch {

@@ -46,10 +46,28 @@ pub(crate) fn previous_part_path(path: &Path) -> std::path::PathBuf {
 }
 
 /// Rename the full part at `path` (open as `file`) to [`previous_part_path`], close it with
-/// `closing`, and open a new file at `path`. The full part's file stays open (and the run's
-/// file) when the rename fails; when only the new file fails, the renamed one.
+/// `closing`, and open a new file at `path`. Only a regular file that is still the one at
+/// `path` is renamed; one that is gone is not missed (the new part starts at `path`). The full
+/// part's file stays open when nothing was renamed; when only the new file fails, the renamed
+/// one.
 fn start_new_part(file: &mut File, path: &Path, closing: &[u8]) -> std::io::Result<()> {
-    std::fs::rename(path, previous_part_path(path))?;
+    use std::os::unix::fs::MetadataExt;
+    let ours = file.metadata()?;
+    if !ours.is_file() {
+        return Err(std::io::Error::other("the run file is not a regular file"));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if (m.dev(), m.ino()) == (ours.dev(), ours.ino()) => {
+            std::fs::rename(path, previous_part_path(path))?;
+        }
+        Ok(_) => {
+            return Err(std::io::Error::other(
+                "another file is at the run file's path now",
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     // The handle follows the renamed file: the record goes to the end of the full part.
     let _ = file.write_all(closing);
     *file = create_run_file(path)?;
@@ -175,5 +193,62 @@ pub(crate) fn writer_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{previous_part_path, start_new_part};
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("asyncprof-parts-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_new_part_renames_only_the_run_file_it_wrote() {
+        let d = dir("rename");
+        let path = d.join("svc.run");
+        assert_eq!(previous_part_path(&path), d.join("svc.old.run"));
+        assert_eq!(previous_part_path(&d.join("svc")), d.join("svc.old"));
+
+        // The run file: renamed, closed with the record, a new one at its path.
+        std::fs::write(&path, b"part 0").unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        start_new_part(&mut file, &path, b"|closing").unwrap();
+        assert_eq!(
+            std::fs::read(d.join("svc.old.run")).unwrap(),
+            b"part 0|closing"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+
+        // Another file now at the path (not the one being written): left alone.
+        let other = d.join("other");
+        std::fs::write(&other, b"mine").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert!(start_new_part(&mut file, &path, b"x").is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"mine");
+
+        // Not a regular file (here /dev/null open for reading): nothing renamed.
+        let mut null = std::fs::File::open("/dev/null").unwrap();
+        let err = start_new_part(&mut null, &path, b"x").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"mine");
+
+        // The run file removed meanwhile: the new part starts at the path all the same.
+        let gone = d.join("gone.run");
+        std::fs::write(&gone, b"").unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&gone)
+            .unwrap();
+        std::fs::remove_file(&gone).unwrap();
+        start_new_part(&mut file, &gone, b"x").unwrap();
+        assert!(gone.exists() && !d.join("gone.old.run").exists());
+        std::fs::remove_dir_all(&d).ok();
     }
 }
