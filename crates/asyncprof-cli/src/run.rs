@@ -125,6 +125,10 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
         .map_or_else(|| "program".into(), |n| n.to_string_lossy().into_owned());
     let run_file = args.out.join(format!("{name}.run"));
     let _ = std::fs::remove_file(&run_file);
+    // Where the run's part before goes if the run file reaches its size limit
+    // (ASYNCPROF_MAX_FILE_MB): one left by an earlier run is not this run's.
+    let old_part = run_file.with_extension("old.run");
+    let _ = std::fs::remove_file(&old_part);
 
     let mut cmd = Command::new(program);
     cmd.args(&args.command[1..])
@@ -233,11 +237,20 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
         }
     }
 
-    let run = read_run(&run_file).with_context(|| {
+    let newest = read_run(&run_file).with_context(|| {
         format!(
             "{name} left no readable run file (is it instrumented with asyncprof? it exited with {status})"
         )
     })?;
+    // A run that went on in a new file at its size limit: the part before it too.
+    let mut parts = Vec::new();
+    if let Ok(before) = read_run(&old_part) {
+        if before.same_run(&newest) && before.header.part < newest.header.part {
+            parts.push(before);
+        }
+    }
+    parts.push(newest);
+    let run = asyncprof_format::join_parts(parts).context("no run file")?;
     for w in &run.warnings {
         term::warn(w);
     }

@@ -315,3 +315,63 @@ fn a_program_stuck_for_good_is_stopped_at_the_timeout_and_its_stall_reported() {
     assert_eq!(f["primitive"], "std::thread::sleep");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A run whose file reached its size limit (ASYNCPROF_MAX_FILE_MB, here 1 MiB: parts of 512
+/// KiB) and went on in a new one: `run` reports both parts as one run, every stall in them.
+#[test]
+fn run_reports_both_parts_of_a_run_that_went_on_in_a_new_file() {
+    let dir = temp("run-parts");
+    let port = free_port().to_string();
+    let service = demo_service();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_asyncprof"))
+        .args([
+            "run",
+            "--out",
+            dir.to_str().unwrap(),
+            "--load-cmd",
+            &format!(
+                "curl --silent --show-error --fail --output /dev/null 'http://127.0.0.1:{port}/report?[1-45]'"
+            ),
+            "--timeout",
+            "60s",
+            "--",
+            service.to_str().unwrap(),
+            "--port",
+            &port,
+            "--serve-for",
+            "120",
+        ])
+        .env("ASYNCPROF_MAX_FILE_MB", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let read = |name: &str| asyncprof_format::read_path(dir.join(name)).unwrap();
+    let (newest, before) = (read("demo_service.run"), read("demo_service.old.run"));
+    assert_eq!(
+        (before.header.part, newest.header.part),
+        (0, 1),
+        "one new file"
+    );
+    assert!(err.contains("parts 0, 1 of one run read as one"), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("demo_service.json")).unwrap()).unwrap();
+    let findings = json["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0]["location"]["line"], marker_line());
+    // 45 requests, each a 25 ms sleep on a worker: nearly all of them, from both parts (the
+    // newest part alone has fewer).
+    let count = findings[0]["count"].as_u64().unwrap();
+    eprintln!(
+        "stalls at the line: {count} in the report; {} in part 0, {} in part 1",
+        before.stalls.len(),
+        newest.stalls.len()
+    );
+    assert!(count >= 40, "{count} stalls: {findings:#?}");
+    assert!(
+        (newest.stalls.len() as u64) < count,
+        "the newest part alone has {} stalls",
+        newest.stalls.len()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
