@@ -39,6 +39,13 @@
 //! flipped byte anywhere is reported as damage at a byte offset, and a frame whose declared
 //! length runs past the end of the file is a truncated tail (a warning), never an allocation.
 //!
+//! A run whose file reaches its size limit ([`Config::max_file_bytes`]) goes on in a new file:
+//! the full one ends with a [`Continued`] record (kind 6: where the run goes on) and the new one
+//! starts with the magic, the version and a header whose [`Header::part`] counts up. Each part
+//! reads on its own; [`join_parts`] reads the parts of one run as one. Readers that predate
+//! parts skip the `Continued` record with a warning, as they skip any record kind they do not
+//! know.
+//!
 //! # Feature flags
 //!
 //! None.
