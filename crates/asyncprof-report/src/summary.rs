@@ -439,10 +439,10 @@ impl Summary {
         if h.part > 0 {
             s.warnings.push(format!(
                 "part {} of the run: its run file reached its size limit (ASYNCPROF_MAX_FILE_MB) \
-                 and the run went on in a new file, so this one holds the stalls from its \
-                 start on; earlier ones are in the part before (the file renamed to \
-                 NAME.old.run; older parts are removed). Totals and rates cover the whole run",
-                h.part
+                 and the run went on in a new file, so the stalls before part {} are not here \
+                 (each full part is renamed to NAME.old.run when the next begins, and the one \
+                 before it removed). Totals and rates cover the whole run",
+                h.part, h.part
             ));
         }
         if let Some(c) = &run.continued {

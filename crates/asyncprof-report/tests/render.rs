@@ -114,7 +114,10 @@ fn each_part_of_a_run_split_at_the_file_size_limit_says_where_the_rest_is() {
         !text.contains("killed"),
         "not taken for a killed process: {text}"
     );
-    assert!(text.contains("part 2 of the run: its run file reached its size limit"));
+    assert!(text.contains(
+        "part 2 of the run: its run file reached its size limit (ASYNCPROF_MAX_FILE_MB) and the \
+         run went on in a new file, so the stalls before part 2 are not here"
+    ));
     // The newest part: it ended, and says where the stalls before it are.
     let mut run = fixture("ingest", FILE);
     run.header.part = 3;

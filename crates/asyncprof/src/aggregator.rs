@@ -352,8 +352,9 @@ pub(crate) fn aggregator_loop(
         // message, not the writer's queue.
         let mut records = frames.len() as u64;
         // The run file's size limit: this batch starts a new part, in a new file, after the
-        // preamble and the part's header (the batch's own header, if it has one, renumbered),
-        // and the full part ends with a record saying where the run goes on.
+        // preamble and the part's header (which takes the place of the batch's own header, if
+        // it has one: the same facts), and the full part ends with a record saying where the
+        // run goes on. The writer leaves the prefix out if the new file cannot be made.
         let frames_len: usize = frames.iter().map(Vec::len).sum();
         let new_part = limit.needs_new_part(frames_len).then(|| {
             let next_part = limit.part + 1;
@@ -362,13 +363,13 @@ pub(crate) fn aggregator_loop(
                 &header(recorder, facts, start_unix_ms, next_part),
             );
             let mut prefix = format::preamble().to_vec();
-            match h {
-                Ok(h) if header_first => frames[0] = h,
-                Ok(h) => {
-                    prefix.extend_from_slice(&h);
+            if let Ok(h) = h {
+                prefix.extend_from_slice(&h);
+                if header_first {
+                    frames.remove(0);
+                } else {
                     records += 1;
                 }
-                Err(_) => {}
             }
             let continued = format::Continued::new(
                 limit.previous.clone(),

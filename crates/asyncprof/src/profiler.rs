@@ -105,7 +105,11 @@ impl Builder {
         } else {
             0
         };
-        let file_limit = crate::aggregator::FileLimit::new(max_file_bytes, first.len(), &path);
+        // The writer renames and makes files by this path later: absolute, so that a service
+        // that changes its directory meanwhile does not send the run elsewhere.
+        let lasting_path = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+        let file_limit =
+            crate::aggregator::FileLimit::new(max_file_bytes, first.len(), &lasting_path);
         // The channel is empty: this send does not wait.
         shared.writer_backlog.add(first.len());
         let _ = tx.send(crate::writer::Batch {
@@ -116,7 +120,7 @@ impl Builder {
         });
         let (written_tx, written_rx) = mpsc::sync_channel::<()>(1);
         let writer = spawn_thread("asyncprof-writer", {
-            let path = path.clone();
+            let path = lasting_path;
             let shared = shared.clone();
             move || {
                 writer_loop(

@@ -45,32 +45,52 @@ pub(crate) fn previous_part_path(path: &Path) -> std::path::PathBuf {
     }
 }
 
-/// Rename the full part at `path` (open as `file`) to [`previous_part_path`], close it with
-/// `closing`, and open a new file at `path`. Only a regular file that is still the one at
-/// `path` is renamed; one that is gone is not missed (the new part starts at `path`). The full
-/// part's file stays open when nothing was renamed; when only the new file fails, the renamed
-/// one.
+/// Rename the full part at `path` (open as `file`) to [`previous_part_path`], open a new file
+/// at `path`, and close the full part with `closing`. Only a regular file that is still the
+/// one at `path` is renamed, and only over nothing or an earlier part (a file that starts as a
+/// run file does); one that is gone is not missed (the new part starts at `path`). When the new
+/// file cannot be made, the full part is renamed back and stays open, unclosed.
 fn start_new_part(file: &mut File, path: &Path, closing: &[u8]) -> std::io::Result<()> {
+    use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let ours = file.metadata()?;
     if !ours.is_file() {
         return Err(std::io::Error::other("the run file is not a regular file"));
     }
-    match std::fs::symlink_metadata(path) {
+    let previous = previous_part_path(path);
+    let mut magic = [0u8; 8];
+    let earlier_part = File::open(&previous).and_then(|mut f| f.read_exact(&mut magic));
+    if earlier_part.is_ok() && &magic != asyncprof_format::MAGIC {
+        return Err(std::io::Error::other(format!(
+            "{} exists and is not a run file",
+            previous.display()
+        )));
+    }
+    let renamed = match std::fs::symlink_metadata(path) {
         Ok(m) if (m.dev(), m.ino()) == (ours.dev(), ours.ino()) => {
-            std::fs::rename(path, previous_part_path(path))?;
+            std::fs::rename(path, &previous)?;
+            true
         }
         Ok(_) => {
             return Err(std::io::Error::other(
                 "another file is at the run file's path now",
             ))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(e),
-    }
+    };
+    let new = match create_run_file(path) {
+        Ok(new) => new,
+        Err(e) => {
+            if renamed {
+                let _ = std::fs::rename(&previous, path);
+            }
+            return Err(e);
+        }
+    };
     // The handle follows the renamed file: the record goes to the end of the full part.
     let _ = file.write_all(closing);
-    *file = create_run_file(path)?;
+    *file = new;
     Ok(())
 }
 
@@ -137,13 +157,20 @@ pub(crate) fn writer_loop(
     let mut whole = 0u64;
     // A new part could not be started: only the final batch is written, to the old file.
     let mut stuck = false;
+    // What the file must start with and does not yet (the preamble and header, when the write
+    // that carried them failed): it goes before the next batch.
+    let mut head: Option<Vec<u8>> = None;
     for batch in rx {
         let mut bytes = &batch.bytes[..];
+        // The first batch is the file's start (the preamble and the first header).
+        let mut starts_file = written.is_some();
         if let Some(part) = &batch.new_part {
             match start_new_part(&mut file, path, &part.closing) {
                 Ok(()) => {
                     whole = 0;
                     stuck = false;
+                    head = None;
+                    starts_file = true;
                 }
                 Err(err) => {
                     bytes = &bytes[part.prefix_len.min(bytes.len())..];
@@ -167,18 +194,35 @@ pub(crate) fn writer_loop(
                 .fetch_add(batch.records, Relaxed);
             continue;
         }
+        let prefix_len = match (&batch.new_part, starts_file) {
+            (Some(part), true) => part.prefix_len,
+            (None, true) => bytes.len(),
+            _ => 0,
+        };
+        let with_head;
+        if let Some(h) = &head {
+            with_head = [h.as_slice(), bytes].concat();
+            bytes = &with_head;
+        }
         let res = file.write_all(bytes);
         backlog.release(batch.bytes.len());
         if let Some(w) = written.take() {
             let _ = w.send(());
         }
         match res {
-            Ok(()) => whole += bytes.len() as u64,
+            Ok(()) => {
+                whole += bytes.len() as u64;
+                head = None;
+            }
             Err(err) => {
                 // Best effort (not a regular file, or the disk refuses even this): the next
-                // batch is written from the end of the last whole one all the same.
+                // batch is written from the end of the last whole one all the same, after the
+                // file's start if this batch carried it.
                 let _ = file.set_len(whole);
                 let _ = file.seek(SeekFrom::Start(whole));
+                if head.is_none() && starts_file {
+                    head = Some(bytes[..prefix_len.min(bytes.len())].to_vec());
+                }
                 recorder
                     .loss
                     .dropped_records
@@ -225,6 +269,15 @@ mod tests {
             b"part 0|closing"
         );
         assert_eq!(std::fs::read(&path).unwrap(), b"");
+
+        // Something that is not a run file where the part before would go: left alone.
+        let old = d.join("svc.old.run");
+        std::fs::write(&old, b"someone's notes").unwrap();
+        let err = start_new_part(&mut file, &path, b"x").unwrap_err();
+        assert!(err.to_string().contains("is not a run file"), "{err}");
+        assert_eq!(std::fs::read(&old).unwrap(), b"someone's notes");
+        assert!(path.exists(), "the run file stays");
+        std::fs::write(&old, b"APROFRUN an earlier part").unwrap();
 
         // Another file now at the path (not the one being written): left alone.
         let other = d.join("other");

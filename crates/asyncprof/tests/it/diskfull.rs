@@ -219,3 +219,83 @@ fn a_disk_that_fills_up_and_frees_again_leaves_a_file_that_reads_to_its_end() {
             .collect::<Vec<_>>()
     );
 }
+
+const START_ENV: &str = "ASYNCPROF_IT_DISK_FULL_AT_START_CHILD";
+
+/// Runs only as a child of the test below: the disk is full when recording starts (a file
+/// size limit of 10 bytes: the preamble and header are refused), then it has room.
+#[test]
+fn child_disk_full_at_start_then_has_room() {
+    let _serial = crate::support::serial();
+    let Ok(path) = std::env::var(START_ENV) else {
+        return;
+    };
+    // SAFETY: as above, a write past the limit fails with EFBIG instead of killing.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    limit_file_size(10);
+    // `start` returns once the header's write was tried (and refused).
+    let guard = asyncprof::Profiler::builder()
+        .out(&path)
+        .flush_interval(Duration::from_millis(50))
+        .start()
+        .unwrap();
+    limit_file_size(libc::RLIM_INFINITY);
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2);
+    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    rt.block_on(async {
+        for _ in 0..3 {
+            tokio::spawn(async {
+                std::thread::sleep(Duration::from_millis(15)); // stall: room-at-last
+            })
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(SETTLE).await;
+    });
+    drop(rt);
+    drop(guard);
+    println!("done");
+}
+
+#[test]
+fn a_disk_full_when_recording_starts_still_gives_a_file_that_starts_as_a_run_file() {
+    let _serial = crate::support::serial();
+    if std::env::var(START_ENV).is_ok() || std::env::var(FILLS_ENV).is_ok() {
+        return;
+    }
+    let path = crate::support::temp_run_path("disk-full-at-start");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "diskfull::child_disk_full_at_start_then_has_room",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(START_ENV, &path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    assert!(stderr.contains("cannot write run file"), "{stderr}");
+    let run = asyncprof_format::read_path(&path);
+    std::fs::remove_file(&path).ok();
+    // The refused header goes before the first records the disk took.
+    let run = run.expect("the file starts with the preamble and header");
+    assert!(
+        run.header.program.starts_with("it"),
+        "{:?}",
+        run.header.program
+    );
+    assert!(run.ended);
+    let line = crate::stalls::stall_line("room-at-last");
+    let stalls = run
+        .stalls
+        .iter()
+        .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(line))
+        .count();
+    assert!(stalls >= 2, "{stalls} of the 3 stalls");
+}
