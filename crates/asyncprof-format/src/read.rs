@@ -133,6 +133,11 @@ pub fn join_parts(mut parts: Vec<RunFile>) -> Option<RunFile> {
         run.continued = part.continued;
     }
     run.stalls = stalls.into_values().collect();
+    // Each part was thinned to the reader's cap on its own: the joined series are too.
+    for points in run.queue_depths.values_mut() {
+        thin_to_cap(points);
+    }
+    thin_to_cap(&mut run.load);
     if numbers.len() > 1 {
         let list: Vec<String> = numbers.iter().map(u32::to_string).collect();
         let missing = numbers.windows(2).any(|w| w[1] > w[0] + 1);
@@ -147,6 +152,17 @@ pub fn join_parts(mut parts: Vec<RunFile>) -> Option<RunFile> {
         ));
     }
     Some(run)
+}
+
+/// Drop every other point of `points` until at most [`MAX_DEPTH_POINTS`] are left.
+fn thin_to_cap<T>(points: &mut Vec<T>) {
+    while points.len() > MAX_DEPTH_POINTS {
+        let mut index = 0usize;
+        points.retain(|_| {
+            index += 1;
+            !index.is_multiple_of(2)
+        });
+    }
 }
 
 /// The most depth points the reader keeps per queue; beyond it every other point is dropped
@@ -608,5 +624,21 @@ impl<'a> Frames<'a> {
             code: rest[1],
             payload,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn joined_series_are_thinned_to_the_cap() {
+        let cap = super::MAX_DEPTH_POINTS;
+        // Two parts' worth, each at the cap: every other point goes, in order.
+        let mut points: Vec<usize> = (0..2 * cap).collect();
+        super::thin_to_cap(&mut points);
+        assert_eq!(points.len(), cap);
+        assert_eq!(&points[..3], &[0, 2, 4]);
+        let mut few: Vec<usize> = (0..10).collect();
+        super::thin_to_cap(&mut few);
+        assert_eq!(few.len(), 10, "under the cap: untouched");
     }
 }

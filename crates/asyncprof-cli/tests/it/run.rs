@@ -93,23 +93,36 @@ fn run_drives_load_and_finds_the_blocking_line() {
 /// `asyncprof run` of the demo service (serving for 120 s, far longer than any client here
 /// needs) under the load client that `client` names for the service's port.
 fn run_demo_under(dir: &std::path::Path, client: impl Fn(&str) -> String) -> std::process::Output {
+    run_demo_with(dir, client, &[])
+}
+
+/// [`run_demo_under`] with `env` set for `asyncprof run` (and so for the service).
+fn run_demo_with(
+    dir: &std::path::Path,
+    client: impl Fn(&str) -> String,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let port = free_port().to_string();
     let service = demo_service();
-    asyncprof(&[
-        "run",
-        "--out",
-        dir.to_str().unwrap(),
-        "--load-cmd",
-        &client(&port),
-        "--timeout",
-        "60s",
-        "--",
-        service.to_str().unwrap(),
-        "--port",
-        &port,
-        "--serve-for",
-        "120",
-    ])
+    std::process::Command::new(env!("CARGO_BIN_EXE_asyncprof"))
+        .args([
+            "run",
+            "--out",
+            dir.to_str().unwrap(),
+            "--load-cmd",
+            &client(&port),
+            "--timeout",
+            "60s",
+            "--",
+            service.to_str().unwrap(),
+            "--port",
+            &port,
+            "--serve-for",
+            "120",
+        ])
+        .envs(env.iter().copied())
+        .output()
+        .expect("the asyncprof binary runs")
 }
 
 /// issue 18: the service's load comes from a real client of the user's choosing (curl here),
@@ -321,29 +334,15 @@ fn a_program_stuck_for_good_is_stopped_at_the_timeout_and_its_stall_reported() {
 #[test]
 fn run_reports_both_parts_of_a_run_that_went_on_in_a_new_file() {
     let dir = temp("run-parts");
-    let port = free_port().to_string();
-    let service = demo_service();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_asyncprof"))
-        .args([
-            "run",
-            "--out",
-            dir.to_str().unwrap(),
-            "--load-cmd",
-            &format!(
+    let out = run_demo_with(
+        &dir,
+        |port| {
+            format!(
                 "curl --silent --show-error --fail --output /dev/null 'http://127.0.0.1:{port}/report?[1-45]'"
-            ),
-            "--timeout",
-            "60s",
-            "--",
-            service.to_str().unwrap(),
-            "--port",
-            &port,
-            "--serve-for",
-            "120",
-        ])
-        .env("ASYNCPROF_MAX_FILE_MB", "1")
-        .output()
-        .unwrap();
+            )
+        },
+        &[("ASYNCPROF_MAX_FILE_MB", "1")],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let read = |name: &str| asyncprof_format::read_path(dir.join(name)).unwrap();

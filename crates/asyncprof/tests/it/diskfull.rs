@@ -99,6 +99,7 @@ fn a_full_disk_costs_the_service_nothing_and_is_said_once() {
 }
 
 const FILLS_ENV: &str = "ASYNCPROF_IT_DISK_FILLS_CHILD";
+const START_ENV: &str = "ASYNCPROF_IT_DISK_FULL_AT_START_CHILD";
 
 /// Time for the recorder to write what came before.
 const SETTLE: Duration = Duration::from_millis(250);
@@ -118,6 +119,57 @@ fn limit_file_size(bytes: libc::rlim_t) {
     }
 }
 
+/// In a child: a write past the file size limit fails (EFBIG) instead of killing the process.
+fn survive_the_file_size_limit() {
+    // SAFETY: ignoring SIGXFSZ installs no handler; nothing runs on the signal.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// In a child: recording to `path`, snapshots every 50 ms, and a runtime of 2 workers.
+fn recording(path: &str) -> (asyncprof::Guard, tokio::runtime::Runtime) {
+    let guard = asyncprof::Profiler::builder()
+        .out(path)
+        .flush_interval(Duration::from_millis(50))
+        .start()
+        .unwrap();
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2);
+    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    (guard, rt)
+}
+
+/// Run the child test `test` with `env` set to a fresh run file's path; its run file (read,
+/// then removed) and its stderr.
+fn child_run(
+    test: &str,
+    env: &str,
+    name: &str,
+) -> (asyncprof_format::Result<asyncprof_format::RunFile>, String) {
+    let path = crate::support::temp_run_path(name);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, &path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    let run = asyncprof_format::read_path(&path);
+    std::fs::remove_file(&path).ok();
+    (run, stderr)
+}
+
+/// The run's stalls at the line marked `// stall: MARKER`.
+fn stalls_at(run: &asyncprof_format::RunFile, marker: &str) -> usize {
+    let line = crate::stalls::stall_line(marker);
+    run.stalls
+        .iter()
+        .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(line))
+        .count()
+}
+
 /// Runs only as a child of the test below: records a few stalls, then the disk "fills up"
 /// (a file size limit a little past the file's end), more stalls are refused, then it has
 /// room again and more stalls are recorded.
@@ -127,19 +179,8 @@ fn child_disk_fills_up_then_has_room_again() {
     let Ok(path) = std::env::var(FILLS_ENV) else {
         return;
     };
-    // SAFETY: ignoring SIGXFSZ makes a write past the limit fail with EFBIG instead of
-    // killing the process; no handler runs.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-    }
-    let guard = asyncprof::Profiler::builder()
-        .out(&path)
-        .flush_interval(Duration::from_millis(50))
-        .start()
-        .unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    survive_the_file_size_limit();
+    let (guard, rt) = recording(&path);
     let before_room = || async {
         for _ in 0..3 {
             tokio::spawn(async {
@@ -175,52 +216,34 @@ fn child_disk_fills_up_then_has_room_again() {
 #[test]
 fn a_disk_that_fills_up_and_frees_again_leaves_a_file_that_reads_to_its_end() {
     let _serial = crate::support::serial();
-    if std::env::var(FILLS_ENV).is_ok() {
+    if std::env::var(FILLS_ENV).is_ok() || std::env::var(START_ENV).is_ok() {
         return;
     }
-    let path = crate::support::temp_run_path("disk-fills");
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "diskfull::child_disk_fills_up_then_has_room_again",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(FILLS_ENV, &path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    let (run, stderr) = child_run(
+        "diskfull::child_disk_fills_up_then_has_room_again",
+        FILLS_ENV,
+        "disk-fills",
+    );
     assert_eq!(
         stderr.matches("cannot write run file").count(),
         1,
         "said once: {stderr}"
     );
-    let run = asyncprof_format::read_path(&path);
-    std::fs::remove_file(&path).ok();
     let run = run.expect("the whole file reads, past the records the full disk refused");
     assert!(run.ended, "the end record is there");
     assert!(run.warnings.is_empty(), "{:?}", run.warnings);
     let loss = &run.snapshot.as_ref().unwrap().loss;
     assert!(loss.dropped_records > 0, "the refused records are counted");
-    let line = crate::stalls::stall_line("after-room");
-    let after = run
-        .stalls
-        .iter()
-        .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(line))
-        .count();
+    let after = stalls_at(&run, "after-room");
     assert!(
         after >= 2,
-        "{after} of the 3 stalls after the disk had room again (line {line}): {:?}",
+        "{after} of the 3 stalls after the disk had room again: {:?}",
         run.stalls
             .iter()
             .map(|s| s.culprit.as_ref().map(|c| c.to_string()))
             .collect::<Vec<_>>()
     );
 }
-
-const START_ENV: &str = "ASYNCPROF_IT_DISK_FULL_AT_START_CHILD";
 
 /// Runs only as a child of the test below: the disk is full when recording starts (a file
 /// size limit of 10 bytes: the preamble and header are refused), then it has room.
@@ -230,21 +253,11 @@ fn child_disk_full_at_start_then_has_room() {
     let Ok(path) = std::env::var(START_ENV) else {
         return;
     };
-    // SAFETY: as above, a write past the limit fails with EFBIG instead of killing.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-    }
+    survive_the_file_size_limit();
     limit_file_size(10);
     // `start` returns once the header's write was tried (and refused).
-    let guard = asyncprof::Profiler::builder()
-        .out(&path)
-        .flush_interval(Duration::from_millis(50))
-        .start()
-        .unwrap();
+    let (guard, rt) = recording(&path);
     limit_file_size(libc::RLIM_INFINITY);
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
     rt.block_on(async {
         for _ in 0..3 {
             tokio::spawn(async {
@@ -266,23 +279,12 @@ fn a_disk_full_when_recording_starts_still_gives_a_file_that_starts_as_a_run_fil
     if std::env::var(START_ENV).is_ok() || std::env::var(FILLS_ENV).is_ok() {
         return;
     }
-    let path = crate::support::temp_run_path("disk-full-at-start");
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "diskfull::child_disk_full_at_start_then_has_room",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(START_ENV, &path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    let (run, stderr) = child_run(
+        "diskfull::child_disk_full_at_start_then_has_room",
+        START_ENV,
+        "disk-full-at-start",
+    );
     assert!(stderr.contains("cannot write run file"), "{stderr}");
-    let run = asyncprof_format::read_path(&path);
-    std::fs::remove_file(&path).ok();
     // The refused header goes before the first records the disk took.
     let run = run.expect("the file starts with the preamble and header");
     assert!(
@@ -291,11 +293,6 @@ fn a_disk_full_when_recording_starts_still_gives_a_file_that_starts_as_a_run_fil
         run.header.program
     );
     assert!(run.ended);
-    let line = crate::stalls::stall_line("room-at-last");
-    let stalls = run
-        .stalls
-        .iter()
-        .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(line))
-        .count();
+    let stalls = stalls_at(&run, "room-at-last");
     assert!(stalls >= 2, "{stalls} of the 3 stalls");
 }
