@@ -441,7 +441,7 @@ impl Summary {
                 "part {} of the run: its run file reached its size limit (ASYNCPROF_MAX_FILE_MB) \
                  and the run went on in a new file, so the stalls before part {} are not here \
                  (each full part is renamed to NAME.old.run when the next begins, and the one \
-                 before it removed). Totals and rates cover the whole run",
+                 before it removed). Poll and task totals and rates cover the whole run",
                 h.part, h.part
             ));
         }
