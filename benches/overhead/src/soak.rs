@@ -84,7 +84,11 @@ struct Verdicts {
     fds_min: usize,
     fds_max: usize,
     run_file_bytes_per_s: f64,
+    /// The run's own count of its stalls (every part's), from its last snapshot; the records
+    /// in the file when an older file has none.
     stalls_recorded: usize,
+    /// The stall records in the run file (only its newest part's, when it has parts).
+    stalls_in_file: usize,
     unreadable_reads: usize,
     served: u64,
     looks: Vec<Look>,
@@ -193,7 +197,12 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
         fds_min: warm.iter().map(|l| l.fds).min().unwrap_or(0),
         fds_max: warm.iter().map(|l| l.fds).max().unwrap_or(0),
         run_file_bytes_per_s: growth,
-        stalls_recorded: end.stalls.len(),
+        stalls_recorded: end
+            .snapshot
+            .as_ref()
+            .and_then(|n| n.runtime.stalls)
+            .map_or(end.stalls.len(), |t| t.count as usize),
+        stalls_in_file: end.stalls.len(),
         unreadable_reads: looks.iter().filter(|l| l.read_error.is_some()).count(),
         served,
         looks,
@@ -238,8 +247,10 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
         verdict(readable)
     );
     println!(
-        "stalls: {} recorded, ≥ 80% of the {:.0} injected: {}",
+        "stalls: {} recorded ({} of them in the run file's last part), ≥ 80% of the {:.0} \
+         injected: {}",
         v.stalls_recorded,
+        v.stalls_in_file,
         seconds,
         verdict(stalls_seen)
     );

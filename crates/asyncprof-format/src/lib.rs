@@ -74,7 +74,7 @@ pub use read::{
 };
 pub use types::{
     Config, Continued, CpuProfile, DepthPoint, Flavor, Frame, Header, LoadPoint, LocationStats,
-    LossCounters, QueueKind, QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot,
+    LossCounters, QueueKind, QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot, StallTotals,
     SourceLocation, StackSample, StageStats, StallClass, StallRecord, TaskStats, Tier, WorkerStats,
     DEFAULT_MAX_FILE_BYTES,
 };

@@ -300,6 +300,34 @@ pub struct RuntimeStats {
     pub poll_ns: Histogram,
     /// Scheduling delays of every task (see [`Config::schedule_source`]).
     pub scheduled_ns: Histogram,
+    /// The stalls that ended since the run started, counted when their last record went to
+    /// the writer (a stall whose record the writer could not take is counted all the same;
+    /// see [`LossCounters`] for the records lost before that). A part of a
+    /// run ([`Header::part`]) holds only its own stalls' records; this counts them all.
+    /// `None` in files written before it existed.
+    pub stalls: Option<StallTotals>,
+}
+
+/// How many stalls a run has had and how long they held their workers, cumulative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct StallTotals {
+    /// Stalls that ended.
+    pub count: u64,
+    /// Their durations, summed.
+    pub total_ns: u64,
+    /// The longest of them.
+    pub longest_ns: u64,
+}
+
+impl StallTotals {
+    /// Count a stall that ended after `duration_ns`.
+    pub fn add(&mut self, duration_ns: u64) {
+        self.count += 1;
+        self.total_ns = self.total_ns.saturating_add(duration_ns);
+        self.longest_ns = self.longest_ns.max(duration_ns);
+    }
 }
 
 /// One tokio runtime the recording saw. A process may run several (a runtime for requests

@@ -331,6 +331,9 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                         " workers · stall threshold " (threshold_ms) " ms · "
                         (s.runtime.polls) " polls · " (s.runtime.tasks_spawned) " tasks · "
                         (s.stalls) " stalls"
+                        @if let Some(t) = s.runtime.stalls.filter(|t| t.count > s.stalls) {
+                            " (" (t.count) " in the whole run, " (format!("{:.1}", t.total_ms)) " ms)"
+                        }
                         @if s.truncated { " · truncated (the process was killed or is running)" }
                     }
                     @if s.config.stall_signal == 0 {

@@ -51,6 +51,23 @@ pub struct RuntimeSummary {
     pub poll: Latency,
     /// Scheduling delays.
     pub scheduled: Latency,
+    /// The stalls of the whole run as of the last snapshot, including those of earlier parts
+    /// of it whose records are not in this file; `None` for files written before asyncprof
+    /// counted them.
+    pub stalls: Option<RunStalls>,
+}
+
+/// How many stalls the whole run has had, from the run's own count (see
+/// [`format::StallTotals`]).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[non_exhaustive]
+pub struct RunStalls {
+    /// Stalls that ended.
+    pub count: u64,
+    /// Their summed duration, ms.
+    pub total_ms: f64,
+    /// The longest, ms.
+    pub longest_ms: f64,
 }
 
 /// One worker thread.
@@ -437,12 +454,24 @@ impl Summary {
         s.load = LoadSummary::of(run);
         s.stalls_without_culprit = task_stalls(&unplaced, h.config.stall_signal == 0);
         if h.part > 0 {
+            let ended_here = run.stalls.iter().filter(|st| !st.ongoing).count();
+            let counted = match run.snapshot.as_ref().and_then(|n| n.runtime.stalls) {
+                Some(t) => format!(
+                    ": {} of the run's {} stalls that ended are here (the run's own count: \
+                     {:.1} ms stalled in all, the longest {:.1} ms)",
+                    ended_here,
+                    t.count,
+                    t.total_ns as f64 / 1e6,
+                    t.longest_ns as f64 / 1e6
+                ),
+                None => String::new(),
+            };
             s.warnings.push(format!(
                 "part {} of the run: its run file reached its size limit (ASYNCPROF_MAX_FILE_MB) \
-                 and the run went on in a new file, so the stalls before part {} are not here \
+                 and the run went on in a new file, so the stalls before part {} are not here{} \
                  (each full part is renamed to NAME.old.run when the next begins, and the one \
                  before it removed). Poll and task totals and rates cover the whole run",
-                h.part, h.part
+                h.part, h.part, counted
             ));
         }
         if let Some(c) = &run.continued {
@@ -510,6 +539,11 @@ impl Summary {
             tasks_completed: r.tasks_completed,
             poll: Latency::of(&r.poll_ns),
             scheduled: Latency::of(&r.scheduled_ns),
+            stalls: r.stalls.map(|t| RunStalls {
+                count: t.count,
+                total_ms: t.total_ns as f64 / 1e6,
+                longest_ms: t.longest_ns as f64 / 1e6,
+            }),
         };
         s.worker_threads = snap
             .workers

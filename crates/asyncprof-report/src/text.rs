@@ -219,6 +219,14 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
         lat(&r.poll),
         lat(&r.scheduled)
     );
+    if let Some(t) = r.stalls.filter(|t| t.count > s.stalls) {
+        // Earlier parts of the run (or records lost) hold stalls this file does not.
+        let _ = writeln!(
+            o,
+            "stalls in the whole run: {} ({:.1} ms in all, longest {:.1} ms); {} in this file",
+            t.count, t.total_ms, t.longest_ms, s.stalls
+        );
+    }
     for l in &s.load {
         let pct =
             |x: Option<f64>| x.map_or_else(|| "?".to_string(), |x| format!("{:.0}%", x * 100.0));

@@ -118,15 +118,37 @@ fn each_part_of_a_run_split_at_the_file_size_limit_says_where_the_rest_is() {
         "part 2 of the run: its run file reached its size limit (ASYNCPROF_MAX_FILE_MB) and the \
          run went on in a new file, so the stalls before part 2 are not here"
     ));
-    // The newest part: it ended, and says where the stalls before it are.
+    // The newest part: it ended, and says where the stalls before it are and how many the
+    // whole run had (its snapshots count them all: 41 here, 2 of them in this file).
     let mut run = fixture("ingest", FILE);
     run.header.part = 3;
+    let mut totals = asyncprof_format::StallTotals::default();
+    for _ in 0..40 {
+        totals.add(25_000_000);
+    }
+    totals.add(80_000_000);
+    run.snapshot.as_mut().unwrap().runtime.stalls = Some(totals);
     let summary = Summary::of(&run);
     let text = String::from_utf8(render_text(&summary)).unwrap();
     assert!(text.contains("part 3 of the run"), "{text}");
     assert!(text.contains("NAME.old.run"), "{text}");
     assert!(!text.contains("was renamed to"), "{text}");
-    assert!(render_html(&run, &summary, &|_| None).contains("part 3 of the run"));
+    assert!(
+        text.contains(
+            "so the stalls before part 3 are not here: 2 of the run's 41 stalls that ended are \
+             here (the run's own count: 1080.0 ms stalled in all, the longest 80.0 ms)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "stalls in the whole run: 41 (1080.0 ms in all, longest 80.0 ms); 2 in this file"
+        ),
+        "{text}"
+    );
+    let html = render_html(&run, &summary, &|_| None);
+    assert!(html.contains("part 3 of the run"));
+    assert!(html.contains("2 stalls (41 in the whole run, 1080.0 ms)"), "{html}");
     // A run in one file: neither.
     let text = String::from_utf8(render_text(&Summary::of(&fixture("ingest", FILE)))).unwrap();
     assert!(!text.contains("ASYNCPROF_MAX_FILE_MB"), "{text}");

@@ -275,6 +275,8 @@ pub(crate) fn aggregator_loop(
     let mut without_a_poll = WithoutAPoll::default();
     let mut load = crate::load::LoadSampler::default();
     let mut next_snapshot = Instant::now() + interval;
+    // The whole run's stalls, for every snapshot: a part of the run holds only its own.
+    let mut stall_totals = format::StallTotals::default();
     loop {
         let (stopping, asked) = {
             let woken = lock(&shared.wake);
@@ -323,6 +325,9 @@ pub(crate) fn aggregator_loop(
             if !without_a_poll.admit(&record, seen, &recorder.loss.stalls_without_a_poll) {
                 continue;
             }
+            if !record.ongoing {
+                stall_totals.add(record.duration_ns);
+            }
             if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
                 frames.push(f);
             }
@@ -335,6 +340,7 @@ pub(crate) fn aggregator_loop(
             next_snapshot = now + interval;
             let elapsed = started.elapsed().as_nanos() as u64;
             let mut snapshot = recorder.snapshot(elapsed, stopping);
+            snapshot.runtime.stalls = Some(stall_totals);
             snapshot.load = load.take();
             snapshot.loss.dropped_depth_points += load.dropped;
             if let Ok(f) = format::encode_frame(RecordKind::Snapshot, &snapshot) {

@@ -141,6 +141,41 @@ fn past_its_size_limit_the_run_goes_on_in_a_new_file_and_the_two_take_at_most_th
         run.stalls.iter().map(|s| s.id).collect::<Vec<_>>(),
         old.stalls.iter().map(|s| s.id).collect::<Vec<_>>()
     );
+    // The run counts its stalls in every snapshot: the newest part's final one counts the
+    // whole run's, the old part's last one those up to its end, and with no limit the count
+    // is the file's own ended stalls.
+    let totals = |r: &RunFile| {
+        r.snapshot
+            .as_ref()
+            .and_then(|n| n.runtime.stalls)
+            .expect("the run's stall count in its snapshots")
+    };
+    let ended = |r: &RunFile| r.stalls.iter().filter(|s| !s.ongoing).count() as u64;
+    let whole = totals(run);
+    eprintln!(
+        "the run's own stall count: {whole:?}; {} ended stalls in the newest part, {} in the one \
+         before",
+        ended(run),
+        ended(&old)
+    );
+    let (all, lost) = (totals(&unlimited.run), &unlimited.run.snapshot.as_ref().unwrap().loss);
+    assert!(
+        all.count == ended(&unlimited.run) || lost.dropped_records > 0,
+        "the unlimited run counts {} stalls, its file has {} ({lost:?})",
+        all.count,
+        ended(&unlimited.run)
+    );
+    assert!(
+        whole.count >= STALLS * 3 / 4 && whole.count > ended(run),
+        "the whole run's {} stalls, {} in its newest part",
+        whole.count,
+        ended(run)
+    );
+    assert!(totals(&old).count <= whole.count && totals(&old).count >= ended(&old));
+    assert!(
+        whole.longest_ns >= 15_000_000 && whole.total_ns >= whole.count * 15_000_000,
+        "{whole:?}"
+    );
     let latest = unlimited.run.stalls.len() as u64;
     assert!(
         run.stalls.iter().map(|s| s.id).max() >= Some(latest.saturating_sub(STALLS / 4)),
