@@ -46,6 +46,9 @@ struct Look {
     threads: usize,
     fds: usize,
     run_file_bytes: u64,
+    /// Which part of the run the file at the path is (`ASYNCPROF_MAX_FILE_MB`): its size
+    /// starts again at each new part.
+    part: Option<u32>,
     /// The run file read in full: its snapshots and stalls, or why it could not be read.
     snapshots: Option<usize>,
     stalls: Option<usize>,
@@ -54,9 +57,14 @@ struct Look {
 
 fn look(pid: u32, run: &Path, t0: Instant) -> Option<Look> {
     use asyncprof_sampler::procfs;
-    let (snapshots, stalls, read_error) = match asyncprof_format::read_path(run) {
-        Ok(r) => (Some(r.series.len()), Some(r.stalls.len()), None),
-        Err(e) => (None, None, Some(e.to_string())),
+    let (snapshots, stalls, part, read_error) = match asyncprof_format::read_path(run) {
+        Ok(r) => (
+            Some(r.series.len()),
+            Some(r.stalls.len()),
+            Some(r.header.part),
+            None,
+        ),
+        Err(e) => (None, None, None, Some(e.to_string())),
     };
     Some(Look {
         t_s: t0.elapsed().as_secs_f64(),
@@ -64,6 +72,7 @@ fn look(pid: u32, run: &Path, t0: Instant) -> Option<Look> {
         threads: procfs::thread_count(pid),
         fds: procfs::fd_count(pid),
         run_file_bytes: std::fs::metadata(run).map_or(0, |m| m.len()),
+        part,
         snapshots,
         stalls,
         read_error,
@@ -182,9 +191,18 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
         .fold(0.0, f64::max)
         / rss_median
         * 100.0;
-    let (first, last) = (warm[0], warm[warm.len() - 1]);
-    let growth = (last.run_file_bytes as f64 - first.run_file_bytes as f64)
-        / (last.t_s - first.t_s).max(1e-9);
+    // The write rate over the samples' intervals inside one part of the run (a new part
+    // starts its file again).
+    let (grown, over) = warm
+        .windows(2)
+        .filter(|p| p[0].part == p[1].part && p[1].run_file_bytes >= p[0].run_file_bytes)
+        .fold((0.0, 0.0), |(b, t), p| {
+            (
+                b + (p[1].run_file_bytes - p[0].run_file_bytes) as f64,
+                t + (p[1].t_s - p[0].t_s),
+            )
+        });
+    let growth = grown / f64::max(over, 1e-9);
     let v = Verdicts {
         minutes: args.minutes,
         rate: args.rate,
