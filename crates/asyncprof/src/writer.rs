@@ -49,7 +49,8 @@ pub(crate) fn previous_part_path(path: &Path) -> std::path::PathBuf {
 /// at `path`, and close the full part with `closing`. Only a regular file that is still the
 /// one at `path` is renamed, and only over nothing or an earlier part (a file that starts as a
 /// run file does); one that is gone is not missed (the new part starts at `path`). When the new
-/// file cannot be made, the full part is renamed back and stays open, unclosed.
+/// file cannot be made, the full part is renamed back and stays open, unclosed. Where it can,
+/// the path never goes missing meanwhile ([`swap_in_new_part`]).
 fn start_new_part(file: &mut File, path: &Path, closing: &[u8]) -> std::io::Result<()> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
@@ -68,6 +69,11 @@ fn start_new_part(file: &mut File, path: &Path, closing: &[u8]) -> std::io::Resu
     }
     let renamed = match std::fs::symlink_metadata(path) {
         Ok(m) if (m.dev(), m.ino()) == (ours.dev(), ours.ino()) => {
+            if let Some(new) = swap_in_new_part(path, &previous) {
+                let _ = file.write_all(closing);
+                *file = new;
+                return Ok(());
+            }
             std::fs::rename(path, &previous)?;
             true
         }
@@ -92,6 +98,43 @@ fn start_new_part(file: &mut File, path: &Path, closing: &[u8]) -> std::io::Resu
     let _ = file.write_all(closing);
     *file = new;
     Ok(())
+}
+
+/// Start the next part so that `path` always names a run file, for a reader that follows
+/// the path (`asyncprof top`, `tail -F`): the full file gets its second name `previous` (a
+/// hard link, over an earlier part), the new file is made under a temporary name beside it,
+/// then renamed over `path` in one step. `None`, with nothing changed, where that cannot be
+/// done (a file system without hard links, a temporary name taken): the caller renames.
+fn swap_in_new_part(path: &Path, previous: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name()?.to_str()?;
+    let temp = path.with_file_name(format!(".{name}.{}.next", std::process::id()));
+    let new = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .ok()?;
+    // The earlier part goes (the caller checked it is one); the full file takes its name.
+    match std::fs::remove_file(previous) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => {
+            let _ = std::fs::remove_file(&temp);
+            return None;
+        }
+    }
+    if std::fs::hard_link(path, previous).is_err() {
+        let _ = std::fs::remove_file(&temp);
+        return None;
+    }
+    if std::fs::rename(&temp, path).is_err() {
+        let _ = std::fs::remove_file(previous);
+        let _ = std::fs::remove_file(&temp);
+        return None;
+    }
+    Some(new)
 }
 
 /// Bytes waiting for the writer at most; a batch that would pass it is dropped and counted.
@@ -302,6 +345,69 @@ mod tests {
         std::fs::remove_file(&gone).unwrap();
         start_new_part(&mut file, &gone, b"x").unwrap();
         assert!(gone.exists() && !d.join("gone.old.run").exists());
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    /// Rotate `path` `times` times while another thread looks at the path without pause;
+    /// how often it found nothing there.
+    fn rotations_seen_missing(path: &std::path::Path, times: usize) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        use std::io::Write;
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        std::fs::write(path, b"APROFRUN part 0").unwrap();
+        let stop = AtomicBool::new(false);
+        let missing = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Relaxed) {
+                    if std::fs::metadata(path).is_err() {
+                        missing.fetch_add(1, Relaxed);
+                    }
+                }
+            });
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .unwrap();
+            for _ in 0..times {
+                file.write_all(b"APROFRUN a part").unwrap();
+                start_new_part(&mut file, path, b"|closing").unwrap();
+            }
+            stop.store(true, Relaxed);
+        });
+        missing.load(Relaxed)
+    }
+
+    #[test]
+    fn a_reader_following_the_path_never_finds_it_missing_between_parts() {
+        let d = dir("swap");
+        let path = d.join("svc.run");
+        let missing = rotations_seen_missing(&path, 300);
+        assert_eq!(missing, 0, "the path was missing {missing} times");
+        // The last full part is the earlier part's name, closed; the newest is at the path;
+        // no temporary file is left.
+        assert_eq!(
+            std::fs::read(d.join("svc.old.run")).unwrap(),
+            b"APROFRUN a part|closing"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        let names: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+
+        // Its temporary name taken: the full file is renamed as before (the path is missing
+        // for a moment), and the file at the temporary name is left alone.
+        let temp = d.join(format!(".svc.run.{}.next", std::process::id()));
+        std::fs::write(&temp, b"not ours").unwrap();
+        let missing = rotations_seen_missing(&path, 300);
+        eprintln!("renamed without the swap: the path missing {missing} times in 300 parts");
+        assert_eq!(std::fs::read(&temp).unwrap(), b"not ours");
+        assert_eq!(
+            std::fs::read(d.join("svc.old.run")).unwrap(),
+            b"APROFRUN a part|closing"
+        );
         std::fs::remove_dir_all(&d).ok();
     }
 }

@@ -92,6 +92,13 @@ pub(crate) struct Follower {
     pub(crate) problem: Option<String>,
     /// Times the file was found truncated or replaced and read again from its start.
     pub(crate) restarts: u32,
+    /// Parts of the run followed into after the first (`ASYNCPROF_MAX_FILE_MB`: a file
+    /// that ends with a `Continued` record goes on in a new file at its path).
+    pub(crate) parts: u32,
+    /// The open file ended with a `Continued` record: the run goes on at the path.
+    continued: bool,
+    /// Since when nothing is at the path (between a part's rename and the next file).
+    missing_since: Option<Instant>,
     writer: Writer,
     last_writer_check: Option<Instant>,
     /// When the file last grew (or was opened).
@@ -124,6 +131,9 @@ impl Follower {
             changed: Vec::new(),
             problem: None,
             restarts: 0,
+            parts: 0,
+            continued: false,
+            missing_since: None,
             writer: Writer::Unknown,
             last_writer_check: None,
             last_growth: Instant::now(),
@@ -187,22 +197,64 @@ impl Follower {
     }
 
     fn read_more(&mut self) -> Result<()> {
-        let meta = std::fs::metadata(&self.path)
-            .with_context(|| format!("cannot read run file {}", self.path.display()))?;
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(meta) => {
+                self.missing_since = None;
+                meta
+            }
+            // Nothing at the path: a run going on in a new part is between the rename of the
+            // full file and the creation of the next (or the file was removed while its
+            // process still writes it). The open file is still read; a path empty for long
+            // with nothing more to read is a problem.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.file.is_some() => {
+                let since = *self.missing_since.get_or_insert_with(Instant::now);
+                let grew = self.read_open_file()?;
+                if !grew && since.elapsed() >= self.header_wait {
+                    anyhow::bail!(
+                        "run file {} is gone (removed or renamed) and nothing has been \
+                         written to it for {} s",
+                        self.path.display(),
+                        self.header_wait.as_secs()
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read run file {}", self.path.display()))
+            }
+        };
         let replaced = (meta.dev(), meta.ino()) != self.identity;
-        if replaced || meta.len() < self.read {
-            // A new run at the same path, or the file was cut: read it again from the start.
+        if replaced {
+            // What the old file got before it was replaced (its last records, and a
+            // `Continued` record when the run goes on in the new one).
+            while self.read_open_file()? {}
+            if self.continued {
+                self.next_part()?;
+            } else {
+                // A new run at the same path: read it from the start.
+                self.restart()?;
+            }
+        } else if meta.len() < self.read {
+            // The file was cut: read it again from the start.
             self.restart()?;
         }
+        self.read_open_file()?;
+        Ok(())
+    }
+
+    /// Read what was appended to the open file since the last read, up to
+    /// [`MAX_READ_PER_POLL`]. True when anything was read.
+    fn read_open_file(&mut self) -> Result<bool> {
         let Some(file) = self.file.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
         let mut buf = Vec::new();
         file.seek(SeekFrom::Start(self.read))
             .and_then(|_| file.take(MAX_READ_PER_POLL as u64).read_to_end(&mut buf))
             .with_context(|| format!("cannot read run file {}", self.path.display()))?;
         if buf.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         self.last_growth = Instant::now();
         self.read += buf.len() as u64;
@@ -212,6 +264,7 @@ impl Follower {
             stalls,
             changed,
             writer,
+            continued,
             ..
         } = self;
         reader
@@ -222,9 +275,25 @@ impl Follower {
                     stalls.insert(s.id, (**s).clone());
                 }
                 Record::End => *writer = Writer::Ended,
+                Record::Continued(_) => *continued = true,
                 _ => {}
             })
             .with_context(|| format!("cannot read run file {}", self.path.display()))?;
+        Ok(true)
+    }
+
+    /// The file read so far ended with a `Continued` record and a new file is at the path:
+    /// the run's next part. Its stalls and snapshots join those read so far.
+    fn next_part(&mut self) -> Result<()> {
+        let (file, identity) = open(&self.path)?;
+        self.file = Some(file);
+        self.identity = identity;
+        self.reader = RunReader::new();
+        self.read = 0;
+        self.continued = false;
+        self.writer = Writer::Unknown;
+        self.last_writer_check = None;
+        self.parts += 1;
         Ok(())
     }
 
@@ -238,6 +307,7 @@ impl Follower {
         self.stalls.clear();
         self.changed.clear();
         self.writer = Writer::Unknown;
+        self.continued = false;
         self.restarts += 1;
         Ok(())
     }
@@ -266,8 +336,14 @@ impl Follower {
             }
             return;
         };
+        // A file that says the run goes on, or that is no longer the one at its path (the
+        // process may have moved on to a new part), is not a gone process: the next read
+        // follows the path.
+        let moved_on = self.continued
+            || std::fs::metadata(&self.path).map_or(true, |m| (m.dev(), m.ino()) != self.identity);
         self.writer = match holds_file(pid, self.identity) {
             Some(true) => Writer::Recording,
+            Some(false) if moved_on => Writer::Unknown,
             Some(false) => Writer::Gone,
             None => Writer::Unknown,
         };
@@ -476,6 +552,59 @@ mod tests {
         assert!(f.stalls.is_empty());
         assert_eq!(f.writer(), Writer::Ended);
         std::fs::remove_file(&path).ok();
+    }
+
+    #[test]
+    fn follows_a_run_into_its_next_part_keeping_every_stall() {
+        // The run file reaches its size limit (ASYNCPROF_MAX_FILE_MB): the writer renames it
+        // to NAME.old.run, creates a new file at the path, ends the old one with a
+        // `Continued` record and goes on in the new one, starting with the header again.
+        let path = temp("parts");
+        let old = path.with_extension("old.run");
+        let mut header = Header::new("svc");
+        header.pid = std::process::id();
+        let mut w = RunWriter::new(std::fs::File::create(&path).unwrap(), &header).unwrap();
+        w.write_stall(&stall(1, false)).unwrap();
+        let mut f = Follower::open(&path).unwrap();
+        assert!(f.poll());
+        assert_eq!(f.stalls.len(), 1);
+        // Written before the rename, not yet read by the viewer.
+        w.write_stall(&stall(2, false)).unwrap();
+        std::fs::rename(&path, &old).unwrap();
+        // Between the rename and the new file: nothing at the path for a moment.
+        f.poll();
+        assert!(f.problem.is_none(), "{:?}", f.problem);
+        assert!(!f.finished());
+        let mut part = header.clone();
+        part.part = 1;
+        let mut w2 = RunWriter::new(std::fs::File::create(&path).unwrap(), &part).unwrap();
+        let continued = asyncprof_format::encode_frame(
+            asyncprof_format::RecordKind::Continued,
+            &asyncprof_format::Continued::new(
+                old.display().to_string(),
+                path.display().to_string(),
+                1,
+                1_000,
+            ),
+        )
+        .unwrap();
+        w.into_inner().write_all(&continued).unwrap();
+        w2.write_stall(&stall(3, false)).unwrap();
+        f.poll();
+        assert!(f.problem.is_none(), "{:?}", f.problem);
+        assert_eq!(
+            f.stalls.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "the old part's last stall, then the new part's"
+        );
+        assert_eq!((f.restarts, f.parts), (0, 1));
+        assert_eq!(f.header().unwrap().part, 1);
+        assert_eq!(f.writer(), Writer::Recording);
+        let mut changed = f.take_changed();
+        changed.sort_unstable();
+        assert_eq!(changed, vec![1, 2, 3]);
+        std::fs::remove_file(&path).ok();
+        std::fs::remove_file(&old).ok();
     }
 
     #[test]

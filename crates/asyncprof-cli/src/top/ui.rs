@@ -48,8 +48,9 @@ enum Mode {
 }
 
 /// What a view's rows are made of: the view, the moment (a step back in time, or live), the
-/// bytes of the file read, and how often it was read from its start again.
-type RowsOf = (Tab, Option<usize>, u64, u32);
+/// bytes of the file read, how often it was read from its start again, and the parts of the run
+/// followed into.
+type RowsOf = (Tab, Option<usize>, u64, u32, u32);
 
 struct App {
     follower: Follower,
@@ -269,6 +270,7 @@ impl App {
             self.cursor,
             self.follower.bytes().0,
             self.follower.restarts,
+            self.follower.parts,
         );
         if self.cache.as_ref().is_none_or(|(k, _)| *k != key) {
             let upto = self.cursor.and(self.moment()).map(|m| m.now.elapsed_ns);
