@@ -74,9 +74,9 @@ pub use read::{
 };
 pub use types::{
     Config, Continued, CpuProfile, DepthPoint, Flavor, Frame, Header, LoadPoint, LocationStats,
-    LossCounters, QueueKind, QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot, StallTotals,
-    SourceLocation, StackSample, StageStats, StallClass, StallRecord, TaskStats, Tier, WorkerStats,
-    DEFAULT_MAX_FILE_BYTES,
+    LossCounters, QueueKind, QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot,
+    SourceLocation, StackSample, StageStats, StallClass, StallRecord, StallTotals, TaskStats, Tier,
+    WorkerStats, DEFAULT_MAX_FILE_BYTES,
 };
 pub use write::{encode_frame, end_frame, preamble, RecordKind, RunWriter};
 

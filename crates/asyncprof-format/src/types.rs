@@ -729,6 +729,10 @@ pub struct CpuProfile {
     pub folded: String,
     /// Stacks left out to keep the record small (the least sampled).
     pub dropped_stacks: u64,
+    /// Set when the profile stopped before the run did, this long after the run started:
+    /// the sampler's spill file (pprof's, in the temporary folder) reached its limit, a
+    /// quarter of [`Config::max_file_bytes`]. The profile covers the run up to then.
+    pub stopped_at_ns: Option<u64>,
 }
 
 impl LoadPoint {

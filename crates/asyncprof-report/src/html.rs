@@ -456,6 +456,9 @@ pub fn render_html(run: &RunFile, s: &Summary, source: &dyn Fn(&str) -> Option<S
                                     (p.samples) " samples"
                                     @if p.dropped_stacks > 0 { ", " (p.dropped_stacks) " rare stacks left out" }
                                     "); the first level is the thread, then its start-up and runtime frames folded into one."
+                                    @if let Some(at) = p.stopped_at_ns {
+                                        " The profile stopped " (format!("{:.1}", at as f64 / 1e9)) " s into the run (its sample file reached its limit, a quarter of ASYNCPROF_MAX_FILE_MB) and covers the run up to then."
+                                    }
                                 }
                                 @if let Some(flame) = svg {
                                     div.card { (flame.markup("cpu-flame", "CPU")) }

@@ -148,7 +148,10 @@ fn each_part_of_a_run_split_at_the_file_size_limit_says_where_the_rest_is() {
     );
     let html = render_html(&run, &summary, &|_| None);
     assert!(html.contains("part 3 of the run"));
-    assert!(html.contains("2 stalls (41 in the whole run, 1080.0 ms)"), "{html}");
+    assert!(
+        html.contains("2 stalls (41 in the whole run, 1080.0 ms)"),
+        "{html}"
+    );
     // A run in one file: neither.
     let text = String::from_utf8(render_text(&Summary::of(&fixture("ingest", FILE)))).unwrap();
     assert!(!text.contains("ASYNCPROF_MAX_FILE_MB"), "{text}");

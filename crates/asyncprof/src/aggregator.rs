@@ -252,6 +252,37 @@ struct Seen {
 /// worker thread.
 const MAX_TRACKED: usize = 4096;
 
+/// The CPU profile's sampler spills what its table evicts to a file in the temporary folder,
+/// which only grows: past a quarter of the run's file limit (`ASYNCPROF_MAX_FILE_MB`; none
+/// without one) the profile stops, folded now, written at the run's end and marked as covering
+/// the run up to `elapsed_ns`, and its file goes.
+fn stop_cpu_profile_at_spill_limit(recorder: &Recorder, shared: &Shared, elapsed_ns: u64) {
+    let max = recorder.settings.config.max_file_bytes / 4;
+    if max == 0 {
+        return;
+    }
+    let profiler = {
+        let mut cpu = lock(&shared.cpu);
+        match cpu.as_ref().map(crate::cpu::CpuProfiler::spill_bytes) {
+            Some(spill) if spill > max => cpu.take(),
+            _ => return,
+        }
+    };
+    eprintln!(
+        "asyncprof: the CPU profile stopped {:.1} s into the run: its sample file (pprof's, in \
+         the temporary folder) passed {} KiB, a quarter of the run's file limit \
+         (ASYNCPROF_MAX_FILE_MB); the profile covers the run up to now",
+        elapsed_ns as f64 / 1e9,
+        max >> 10
+    );
+    if let Some(mut profile) = profiler.and_then(crate::cpu::CpuProfiler::finish) {
+        profile.stopped_at_ns = Some(elapsed_ns);
+        if let Ok(f) = format::encode_frame(RecordKind::CpuProfile, &profile) {
+            *lock(&shared.cpu_frame) = Some(f);
+        }
+    }
+}
+
 /// How often the aggregator hands new stall records to the writer.
 const STALL_PERIOD: Duration = Duration::from_millis(100);
 
@@ -339,6 +370,9 @@ pub(crate) fn aggregator_loop(
         if snapshot_due {
             next_snapshot = now + interval;
             let elapsed = started.elapsed().as_nanos() as u64;
+            if !stopping {
+                stop_cpu_profile_at_spill_limit(recorder, shared, elapsed);
+            }
             let mut snapshot = recorder.snapshot(elapsed, stopping);
             snapshot.runtime.stalls = Some(stall_totals);
             snapshot.load = load.take();
@@ -437,6 +471,56 @@ pub(crate) fn aggregator_loop(
 mod tests {
     use super::*;
     use format::{Frame, StackSample, StallClass, StallRecord};
+
+    #[cfg(feature = "cpu-profile")]
+    #[test]
+    fn the_cpu_profile_stops_once_its_spill_file_passes_a_quarter_of_the_file_limit() {
+        let spill = std::env::temp_dir().join(format!("asyncprof-spill-{}", std::process::id()));
+        std::fs::write(&spill, vec![0u8; 64 << 10]).unwrap();
+        let recorder = |max_file_bytes| {
+            let mut config = format::Config::default();
+            config.max_file_bytes = max_file_bytes;
+            &*Box::leak(Box::new(Recorder::new(crate::recorder::Settings {
+                config,
+                program: "spill-test".into(),
+                args: Vec::new(),
+            })))
+        };
+        let shared = Shared {
+            stop: Default::default(),
+            stop_watchdog: Default::default(),
+            wake: Default::default(),
+            cond: Default::default(),
+            cpu_frame: Default::default(),
+            cpu: std::sync::Mutex::new(Some(
+                crate::cpu::CpuProfiler::start(99)
+                    .expect("pprof starts")
+                    .with_spill(spill.clone()),
+            )),
+            writer_backlog: Default::default(),
+        };
+        // A 256 KiB limit lets the spill file take 64 KiB: at it, the profile goes on; with
+        // no limit, so does it at any size.
+        let limited = recorder(256 << 10);
+        stop_cpu_profile_at_spill_limit(limited, &shared, 1_000);
+        assert!(lock(&shared.cpu).is_some() && lock(&shared.cpu_frame).is_none());
+        std::fs::write(&spill, vec![0u8; (64 << 10) + 1]).unwrap();
+        stop_cpu_profile_at_spill_limit(recorder(0), &shared, 2_000);
+        assert!(lock(&shared.cpu).is_some() && lock(&shared.cpu_frame).is_none());
+        // Past it: stopped, folded now, marked with where it stopped, kept for the run's end.
+        stop_cpu_profile_at_spill_limit(limited, &shared, 3_000);
+        assert!(lock(&shared.cpu).is_none(), "the profile stopped");
+        let frame = lock(&shared.cpu_frame)
+            .take()
+            .expect("its record, kept for the end");
+        let mut bytes = format::preamble().to_vec();
+        bytes.extend(format::encode_frame(RecordKind::Header, &format::Header::new("t")).unwrap());
+        bytes.extend(frame);
+        let run = format::read_bytes(&bytes).unwrap();
+        let profile = run.cpu_profile.expect("a CPU profile record");
+        assert_eq!((profile.hz, profile.stopped_at_ns), (99, Some(3_000)));
+        std::fs::remove_file(&spill).ok();
+    }
 
     const WORKER: &str =
         "/c/registry/src/index.crates.io-1/tokio-1.54.1/src/runtime/scheduler/multi_thread/worker.rs";

@@ -14,6 +14,9 @@ pub(crate) struct CpuProfiler {
     #[cfg(feature = "cpu-profile")]
     guard: pprof::ProfilerGuard<'static>,
     hz: u32,
+    /// pprof's spill file (stacks its in-memory table evicts go there, without end), when it
+    /// was found.
+    spill: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for CpuProfiler {
@@ -28,7 +31,7 @@ impl CpuProfiler {
     pub(crate) fn start(hz: u32) -> Option<CpuProfiler> {
         #[cfg(feature = "cpu-profile")]
         {
-            let built = removing_new_spill_file_at_exit(|| {
+            let (built, spill) = removing_new_spill_file_at_exit(|| {
                 pprof::ProfilerGuardBuilder::default()
                     .frequency(hz as i32)
                     // Unwinding through these from a signal handler can deadlock.
@@ -36,7 +39,13 @@ impl CpuProfiler {
                     .build()
             });
             match built {
-                Ok(guard) => Some(CpuProfiler { guard, hz }),
+                // pprof opens a profile's spill file when the one before stops: a second
+                // profile in one process writes to the file found at the first one's stop.
+                Ok(guard) => Some(CpuProfiler {
+                    guard,
+                    hz,
+                    spill: spill.or_else(|| LAST_SPILL.lock().ok()?.clone()),
+                }),
                 Err(pprof::Error::Running) => {
                     eprintln!(
                         "asyncprof: no CPU profile: the program runs pprof itself (one SIGPROF \
@@ -59,11 +68,30 @@ impl CpuProfiler {
         }
     }
 
+    /// The same profiler, its spill file taken to be `path` (for tests of the limit).
+    #[cfg(test)]
+    pub(crate) fn with_spill(mut self, path: std::path::PathBuf) -> Self {
+        self.spill = Some(path);
+        self
+    }
+
+    /// The bytes in pprof's spill file now (0 when it was not found). It only grows: pprof
+    /// evicts a stack from its table of 16,384 to make room for a new one, and the same
+    /// stack can come back and be evicted again (every thread has its own stacks, so a
+    /// service whose blocking threads come and go brings new ones for good).
+    pub(crate) fn spill_bytes(&self) -> u64 {
+        self.spill
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    }
+
     /// Stop sampling and fold the stacks.
     pub(crate) fn finish(self) -> Option<format::CpuProfile> {
         #[cfg(feature = "cpu-profile")]
         {
             let report = self.guard.report().build();
+            // Stopping closes (and removes) the spill file; pprof opens the next one at once.
             removing_new_spill_file_at_exit(|| drop(self.guard));
             let report = report.ok()?;
             let mut stacks: Vec<(String, u64)> = report
@@ -142,10 +170,11 @@ fn spill_files() -> Vec<(std::ffi::OsString, std::path::PathBuf)> {
 const MAX_FDS_SCANNED: usize = 4096;
 
 /// Run `f` (a start or a stop of pprof's profiler), and remove when the process exits normally
-/// the spill file pprof opened meanwhile: the one new descriptor of that shape. Two or more
-/// new ones (the service opened a temporary file at the same moment) are all left alone.
+/// the spill file pprof opened meanwhile: the one new descriptor of that shape, whose path is
+/// returned. Two or more new ones (the service opened a temporary file at the same moment) are
+/// all left alone.
 #[cfg(feature = "cpu-profile")]
-fn removing_new_spill_file_at_exit<T>(f: impl FnOnce() -> T) -> T {
+fn removing_new_spill_file_at_exit<T>(f: impl FnOnce() -> T) -> (T, Option<std::path::PathBuf>) {
     let before = spill_files();
     let out = f();
     let new: Vec<_> = spill_files()
@@ -154,6 +183,14 @@ fn removing_new_spill_file_at_exit<T>(f: impl FnOnce() -> T) -> T {
         .collect();
     if let [(_, path)] = new.as_slice() {
         asyncprof_sampler::remove_at_exit(path);
+        if let Ok(mut last) = LAST_SPILL.lock() {
+            *last = Some(path.clone());
+        }
+        return (out, Some(path.clone()));
     }
-    out
+    (out, None)
 }
+
+/// The spill file pprof opened last (at a start, or at a stop for the next profile).
+#[cfg(feature = "cpu-profile")]
+static LAST_SPILL: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);

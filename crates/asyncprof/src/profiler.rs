@@ -76,6 +76,7 @@ impl Builder {
             wake: Mutex::new(false),
             cond: Condvar::new(),
             cpu_frame: Mutex::new(None),
+            cpu: Mutex::new(None),
         });
         let start_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -221,7 +222,7 @@ impl Builder {
                 )
             }
         })?;
-        let cpu = match self.config.cpu_hz {
+        *lock(&shared.cpu) = match self.config.cpu_hz {
             0 => None,
             hz => crate::cpu::CpuProfiler::start(hz),
         };
@@ -243,7 +244,6 @@ impl Builder {
             #[cfg(feature = "metrics")]
             metrics,
             path,
-            cpu,
         })
     }
 }
@@ -261,8 +261,12 @@ pub(crate) struct Shared {
     /// A snapshot was asked for ([`Guard::flush`]); `cond` wakes the aggregator.
     pub(crate) wake: Mutex<bool>,
     pub(crate) cond: Condvar,
-    /// The CPU profile's frame, handed to the aggregator at stop.
+    /// The CPU profile's frame, handed to the aggregator at stop (or made by it, when the
+    /// profile stopped at its spill file's limit).
     pub(crate) cpu_frame: Mutex<Option<Vec<u8>>>,
+    /// The CPU profile being recorded: finished by the guard at stop, or by the aggregator
+    /// when its spill file reaches its limit.
+    pub(crate) cpu: Mutex<Option<crate::cpu::CpuProfiler>>,
     /// Bytes handed to the writer and not written yet.
     pub(crate) writer_backlog: crate::writer::Backlog,
 }
@@ -296,7 +300,6 @@ pub struct Guard {
     watchdog: Option<JoinHandle<()>>,
     threads: Vec<JoinHandle<()>>,
     path: PathBuf,
-    cpu: Option<crate::cpu::CpuProfiler>,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::Endpoint>,
 }
@@ -359,7 +362,8 @@ impl Drop for Guard {
             w.thread().unpark();
             let _ = w.join();
         }
-        if let Some(profile) = self.cpu.take().and_then(|c| c.finish()) {
+        let cpu = lock(&self.shared.cpu).take();
+        if let Some(profile) = cpu.and_then(|c| c.finish()) {
             if let Ok(f) = format::encode_frame(RecordKind::CpuProfile, &profile) {
                 *lock(&self.shared.cpu_frame) = Some(f);
             }

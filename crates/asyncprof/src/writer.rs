@@ -351,8 +351,8 @@ mod tests {
     /// Rotate `path` `times` times while another thread looks at the path without pause;
     /// how often it found nothing there.
     fn rotations_seen_missing(path: &std::path::Path, times: usize) -> usize {
-        use std::sync::atomic::Ordering::Relaxed;
         use std::io::Write;
+        use std::sync::atomic::Ordering::Relaxed;
         use std::sync::atomic::{AtomicBool, AtomicUsize};
         std::fs::write(path, b"APROFRUN part 0").unwrap();
         let stop = AtomicBool::new(false);
@@ -365,10 +365,7 @@ mod tests {
                     }
                 }
             });
-            let mut file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(path)
-                .unwrap();
+            let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
             for _ in 0..times {
                 file.write_all(b"APROFRUN a part").unwrap();
                 start_new_part(&mut file, path, b"|closing").unwrap();

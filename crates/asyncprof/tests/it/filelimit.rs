@@ -158,7 +158,10 @@ fn past_its_size_limit_the_run_goes_on_in_a_new_file_and_the_two_take_at_most_th
         ended(run),
         ended(&old)
     );
-    let (all, lost) = (totals(&unlimited.run), &unlimited.run.snapshot.as_ref().unwrap().loss);
+    let (all, lost) = (
+        totals(&unlimited.run),
+        &unlimited.run.snapshot.as_ref().unwrap().loss,
+    );
     assert!(
         all.count == ended(&unlimited.run) || lost.dropped_records > 0,
         "the unlimited run counts {} stalls, its file has {} ({lost:?})",
