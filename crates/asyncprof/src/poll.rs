@@ -426,7 +426,7 @@ impl Recorder {
         slot.ready_since_ns.store(now.max(1), Relaxed);
         if let Some(name) = name.filter(|n| !n.is_empty()) {
             // Layer tier only, at the task span's creation (once per span).
-            *lock(&slot.name) = Some(name.into());
+            self.tasks.set_name(slot, name);
         }
     }
 
@@ -451,7 +451,14 @@ impl Recorder {
         counts.polls = self.task_polls(slot, id);
         loc.folded.fold(&counts);
         loc.tasks_completed.fetch_add(1, Relaxed);
-        let hists = lock(&slot.hists).take();
+        // Only a task that had a long poll or delay has histograms of its own, and while none
+        // has, none is looked for (the count is raised before a task takes some, on the
+        // thread that polled it, which happens before its end).
+        let hists = if self.task_counters.hists.load(Relaxed) != 0 {
+            lock(&slot.hists).take()
+        } else {
+            None
+        };
         if let Some(mut h) = hists {
             self.task_counters.hists.fetch_sub(1, Relaxed);
             let kept = self.with_location_hists(loc, |lh| {

@@ -106,20 +106,32 @@ impl PollCounters {
         }
     }
 
-    /// Add a task's counts into a location's (several tasks may fold at once: atomic adds).
+    /// Hot path (per task end): add a task's counts into a location's (several tasks may
+    /// fold at once: atomic adds). Only what there is to add: most tasks have no long poll,
+    /// no exactly timed one, and each atomic add holds the location's line exclusively while
+    /// the other workers end tasks of the same location too.
     pub(crate) fn fold(&self, c: &Counts) {
-        self.polls.fetch_add(c.polls, Relaxed);
-        self.long_polls.fetch_add(c.long_polls, Relaxed);
-        self.long_total_ns.fetch_add(c.long_total_ns, Relaxed);
-        self.sampled_polls.fetch_add(c.sampled_polls, Relaxed);
-        self.sampled_total_ns.fetch_add(c.sampled_total_ns, Relaxed);
-        self.max_poll_ns.fetch_max(c.max_poll_ns, Relaxed);
-        self.sched_count.fetch_add(c.sched_count, Relaxed);
-        self.sched_total_ns.fetch_add(c.sched_total_ns, Relaxed);
-        self.sched_max_ns.fetch_max(c.sched_max_ns, Relaxed);
-        self.sched_long.fetch_add(c.sched_long, Relaxed);
-        self.sched_long_total_ns
-            .fetch_add(c.sched_long_total_ns, Relaxed);
+        let add = |to: &AtomicU64, v: u64| {
+            if v != 0 {
+                to.fetch_add(v, Relaxed);
+            }
+        };
+        let max = |to: &AtomicU64, v: u64| {
+            if v > to.load(Relaxed) {
+                to.fetch_max(v, Relaxed);
+            }
+        };
+        add(&self.polls, c.polls);
+        add(&self.long_polls, c.long_polls);
+        add(&self.long_total_ns, c.long_total_ns);
+        add(&self.sampled_polls, c.sampled_polls);
+        add(&self.sampled_total_ns, c.sampled_total_ns);
+        max(&self.max_poll_ns, c.max_poll_ns);
+        add(&self.sched_count, c.sched_count);
+        add(&self.sched_total_ns, c.sched_total_ns);
+        max(&self.sched_max_ns, c.sched_max_ns);
+        add(&self.sched_long, c.sched_long);
+        add(&self.sched_long_total_ns, c.sched_long_total_ns);
     }
 
     fn reset(&self) {
@@ -205,6 +217,9 @@ pub(crate) struct TaskTable {
     ids: Box<[AtomicU64]>,
     slots: Box<[TaskSlot]>,
     mask: usize,
+    /// Whether any task was given a name (the layer tier): only then does freeing a slot
+    /// take its name's lock.
+    named: std::sync::atomic::AtomicBool,
 }
 
 impl TaskTable {
@@ -215,6 +230,7 @@ impl TaskTable {
             ids: (0..cap).map(|_| AtomicU64::new(0)).collect(),
             slots: (0..cap).map(|_| TaskSlot::default()).collect(),
             mask: cap - 1,
+            named: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -290,9 +306,19 @@ impl TaskTable {
             p.store(0, Relaxed);
         }
         slot.ready_since_ns.store(0, Relaxed);
-        *hist::lock(&slot.name) = None;
+        // A name is set at the task's spawn, which happens before its end (tokio's task
+        // state orders them), so this sees the flag a named task set.
+        if self.named.load(Relaxed) {
+            *hist::lock(&slot.name) = None;
+        }
         // Release: the next claimer sees the reset above.
         self.ids[i].store(0, Release);
+    }
+
+    /// Name the task in `slot` (the layer tier, at its span's creation).
+    pub(crate) fn set_name(&self, slot: &TaskSlot, name: &str) {
+        self.named.store(true, Relaxed);
+        *hist::lock(&slot.name) = Some(name.into());
     }
 
     /// Task id in slot `index` now (0: free).
