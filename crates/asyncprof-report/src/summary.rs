@@ -455,12 +455,14 @@ impl Summary {
         s.stalls_without_culprit = task_stalls(&unplaced, h.config.stall_signal == 0);
         if h.part > 0 {
             let ended_here = run.stalls.iter().filter(|st| !st.ongoing).count();
+            // The last snapshot can be a moment older than the last stall records (which go
+            // out every 100 ms): the run has had at least the stalls this file holds.
             let counted = match run.snapshot.as_ref().and_then(|n| n.runtime.stalls) {
                 Some(t) => format!(
                     ": {} of the run's {} stalls that ended are here (the run's own count: \
                      {:.1} ms stalled in all, the longest {:.1} ms)",
                     ended_here,
-                    t.count,
+                    t.count.max(ended_here as u64),
                     t.total_ns as f64 / 1e6,
                     t.longest_ns as f64 / 1e6
                 ),

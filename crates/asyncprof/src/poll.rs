@@ -452,8 +452,10 @@ impl Recorder {
         loc.folded.fold(&counts);
         loc.tasks_completed.fetch_add(1, Relaxed);
         // Only a task that had a long poll or delay has histograms of its own, and while none
-        // has, none is looked for (the count is raised before a task takes some, on the
-        // thread that polled it, which happens before its end).
+        // has, none is looked for (the count is raised, under the slot's lock, before a task
+        // takes some). A task's last after-poll hook can run after its end, as tokio releases
+        // the task before calling it: histograms taken then stay with the slot and go to its
+        // next task, with or without this check.
         let hists = if self.task_counters.hists.load(Relaxed) != 0 {
             lock(&slot.hists).take()
         } else {

@@ -45,94 +45,160 @@ pub(crate) fn previous_part_path(path: &Path) -> std::path::PathBuf {
     }
 }
 
-/// Rename the full part at `path` (open as `file`) to [`previous_part_path`], open a new file
-/// at `path`, and close the full part with `closing`. Only a regular file that is still the
-/// one at `path` is renamed, and only over nothing or an earlier part (a file that starts as a
-/// run file does); one that is gone is not missed (the new part starts at `path`). When the new
-/// file cannot be made, the full part is renamed back and stays open, unclosed. Where it can,
-/// the path never goes missing meanwhile ([`swap_in_new_part`]).
-fn start_new_part(file: &mut File, path: &Path, closing: &[u8]) -> std::io::Result<()> {
-    use std::io::Read;
+/// End the full part at `path` (open as `file`) with `closing`, rename it to
+/// [`previous_part_path`] and go on in a new file at `path` that starts with `prefix` (the
+/// preamble and the part's header). Only a regular file that is still the one at `path` is
+/// renamed, and only over nothing or an earlier part (a regular file that starts as a run
+/// file); one that is gone is not missed (the new part starts at `path`).
+///
+/// A reader following `path` sees, in this order: the full file end with `closing` (where
+/// the run goes on), then the new file at the path, already starting with its header; where
+/// the file system allows ([`swap_in_new_part`]), the path never goes missing meanwhile. When
+/// the new file cannot be made, the full part stays as it was (at its path, without
+/// `closing`) and open.
+fn start_new_part(
+    file: &mut File,
+    path: &Path,
+    closing: &[u8],
+    prefix: &[u8],
+) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let ours = file.metadata()?;
     if !ours.is_file() {
         return Err(std::io::Error::other("the run file is not a regular file"));
     }
     let previous = previous_part_path(path);
-    let mut magic = [0u8; 8];
-    let earlier_part = File::open(&previous).and_then(|mut f| f.read_exact(&mut magic));
-    if earlier_part.is_ok() && &magic != asyncprof_format::MAGIC {
+    if !replaceable(&previous)? {
         return Err(std::io::Error::other(format!(
             "{} exists and is not a run file",
             previous.display()
         )));
     }
-    let renamed = match std::fs::symlink_metadata(path) {
-        Ok(m) if (m.dev(), m.ino()) == (ours.dev(), ours.ino()) => {
-            if let Some(new) = swap_in_new_part(path, &previous) {
-                let _ = file.write_all(closing);
-                *file = new;
-                return Ok(());
-            }
-            std::fs::rename(path, &previous)?;
-            true
-        }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if (m.dev(), m.ino()) == (ours.dev(), ours.ino()) => {}
         Ok(_) => {
             return Err(std::io::Error::other(
                 "another file is at the run file's path now",
             ))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(e),
-    };
-    let new = match create_run_file(path) {
-        Ok(new) => new,
-        Err(e) => {
-            if renamed {
-                let _ = std::fs::rename(&previous, path);
-            }
-            return Err(e);
+        // Removed meanwhile: the new part starts at the path, the full one is left as it is.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let new = create_with(path, prefix, create_run_file)?;
+            let _ = file.write_all(closing);
+            *file = new;
+            return Ok(());
         }
+        Err(e) => return Err(e),
+    }
+    let end = ours.len();
+    file.write_all(closing).inspect_err(|_| {
+        let _ = file.set_len(end);
+    })?;
+    let new = match swap_in_new_part(path, &previous, prefix) {
+        Some(new) => Ok(new),
+        None => rename_then_create(path, &previous, prefix),
     };
-    // The handle follows the renamed file: the record goes to the end of the full part.
-    let _ = file.write_all(closing);
-    *file = new;
-    Ok(())
+    match new {
+        Ok(new) => {
+            *file = new;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = file.set_len(end);
+            let _ = file.seek(SeekFrom::Start(end));
+            Err(e)
+        }
+    }
 }
 
-/// Start the next part so that `path` always names a run file, for a reader that follows
-/// the path (`asyncprof top`, `tail -F`): the full file gets its second name `previous` (a
-/// hard link, over an earlier part), the new file is made under a temporary name beside it,
-/// then renamed over `path` in one step. `None`, with nothing changed, where that cannot be
-/// done (a file system without hard links, a temporary name taken): the caller renames.
-fn swap_in_new_part(path: &Path, previous: &Path) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let name = path.file_name()?.to_str()?;
-    let temp = path.with_file_name(format!(".{name}.{}.next", std::process::id()));
-    let new = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o666)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&temp)
-        .ok()?;
-    // The earlier part goes (the caller checked it is one); the full file takes its name.
-    match std::fs::remove_file(previous) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(_) => {
-            let _ = std::fs::remove_file(&temp);
-            return None;
+/// Whether `previous` may be replaced: nothing is there, or an earlier part (a regular file
+/// that starts as a run file). Anything else there, or a file that cannot be read, is not.
+fn replaceable(previous: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    match std::fs::symlink_metadata(previous) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+        Ok(m) if !m.is_file() => Ok(false),
+        Ok(_) => {
+            let mut magic = [0u8; 8];
+            let read = File::open(previous).and_then(|mut f| f.read_exact(&mut magic));
+            Ok(read.is_ok() && &magic == asyncprof_format::MAGIC)
         }
     }
-    if std::fs::hard_link(path, previous).is_err() {
-        let _ = std::fs::remove_file(&temp);
-        return None;
+}
+
+/// A new file at `at` made by `create`, starting with `prefix`; removed again when `prefix`
+/// cannot be written.
+fn create_with(
+    at: &Path,
+    prefix: &[u8],
+    create: impl FnOnce(&Path) -> std::io::Result<File>,
+) -> std::io::Result<File> {
+    let mut new = create(at)?;
+    if let Err(e) = new.write_all(prefix) {
+        let _ = std::fs::remove_file(at);
+        return Err(e);
     }
-    if std::fs::rename(&temp, path).is_err() {
-        let _ = std::fs::remove_file(previous);
-        let _ = std::fs::remove_file(&temp);
-        return None;
+    Ok(new)
+}
+
+/// The next part the plain way: the full file renamed to `previous`, a new one made at
+/// `path` (nothing is at `path` for a moment). The rename is undone when the new file cannot
+/// be made.
+fn rename_then_create(path: &Path, previous: &Path, prefix: &[u8]) -> std::io::Result<File> {
+    std::fs::rename(path, previous)?;
+    create_with(path, prefix, create_run_file).inspect_err(|_| {
+        let _ = std::fs::rename(previous, path);
+    })
+}
+
+/// The next part so that `path` always names a run file that starts with its header, for a
+/// reader that follows the path (`asyncprof top`, `tail -F`): the new file is made and given
+/// `prefix` under a hidden name beside it, the full file gets a second, hidden name, which
+/// is renamed over `previous`, then the new file is renamed over `path`; each rename one step.
+/// `None` where that cannot be done (a file system without hard links, say), with the full
+/// file still at `path` and nothing else changed (except, should the last rename fail, the
+/// earlier part, which the caller's rename replaces anyway).
+fn swap_in_new_part(path: &Path, previous: &Path, prefix: &[u8]) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name()?.to_str()?;
+    let hidden = |what: &str| path.with_file_name(format!(".{name}.{}.{what}", std::process::id()));
+    let (next, full) = (hidden("next"), hidden("full"));
+    // Left by a process of the same pid that stopped in the middle of this: empty, or a
+    // run file, and never anyone else's.
+    for stale in [&next, &full] {
+        if std::fs::symlink_metadata(stale).is_ok_and(|m| m.is_file())
+            && (std::fs::metadata(stale).is_ok_and(|m| m.len() == 0)
+                || replaceable(stale).unwrap_or(false))
+        {
+            let _ = std::fs::remove_file(stale);
+        }
+    }
+    let new = create_with(&next, prefix, |at| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(at)
+    })
+    .ok()?;
+    let undo = |names: &[&Path]| {
+        for n in names {
+            let _ = std::fs::remove_file(n);
+        }
+        None
+    };
+    if std::fs::hard_link(path, &full).is_err() {
+        return undo(&[&next]);
+    }
+    if std::fs::rename(&full, previous).is_err() {
+        return undo(&[&full, &next]);
+    }
+    if std::fs::rename(&next, path).is_err() {
+        // `previous` and `path` both name the full file: the extra name goes (a rename of
+        // one name of a file over another of the same file does nothing).
+        return undo(&[previous, &next]);
     }
     Some(new)
 }
@@ -206,17 +272,19 @@ pub(crate) fn writer_loop(
     for batch in rx {
         let mut bytes = &batch.bytes[..];
         // The first batch is the file's start (the preamble and the first header).
-        let mut starts_file = written.is_some();
+        let starts_file = written.is_some();
         if let Some(part) = &batch.new_part {
-            match start_new_part(&mut file, path, &part.closing) {
+            // The new part's start (the preamble and its header) goes into its file before the
+            // file is at the path; the rest of the batch follows here.
+            let (prefix, rest) = bytes.split_at(part.prefix_len.min(bytes.len()));
+            bytes = rest;
+            match start_new_part(&mut file, path, &part.closing, prefix) {
                 Ok(()) => {
-                    whole = 0;
+                    whole = prefix.len() as u64;
                     stuck = false;
                     head = None;
-                    starts_file = true;
                 }
                 Err(err) => {
-                    bytes = &bytes[part.prefix_len.min(bytes.len())..];
                     if !stuck {
                         eprintln!(
                             "asyncprof: the run file {} reached its size limit and cannot go on \
@@ -237,11 +305,7 @@ pub(crate) fn writer_loop(
                 .fetch_add(batch.records, Relaxed);
             continue;
         }
-        let prefix_len = match (&batch.new_part, starts_file) {
-            (Some(part), true) => part.prefix_len,
-            (None, true) => bytes.len(),
-            _ => 0,
-        };
+        let prefix_len = if starts_file { bytes.len() } else { 0 };
         let with_head;
         if let Some(h) = &head {
             with_head = [h.as_slice(), bytes].concat();
@@ -300,38 +364,42 @@ mod tests {
         assert_eq!(previous_part_path(&path), d.join("svc.old.run"));
         assert_eq!(previous_part_path(&d.join("svc")), d.join("svc.old"));
 
-        // The run file: renamed, closed with the record, a new one at its path.
+        // The run file: renamed, closed with the record, a new one at its path, with its
+        // start already in it.
         std::fs::write(&path, b"part 0").unwrap();
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap();
-        start_new_part(&mut file, &path, b"|closing").unwrap();
+        start_new_part(&mut file, &path, b"|closing", b"APROFRUN part 1").unwrap();
         assert_eq!(
             std::fs::read(d.join("svc.old.run")).unwrap(),
             b"part 0|closing"
         );
-        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        assert_eq!(std::fs::read(&path).unwrap(), b"APROFRUN part 1");
 
-        // Something that is not a run file where the part before would go: left alone.
+        // Something that is not a run file where the part before would go (a note, a file
+        // too short to tell): left alone, the run file as it was.
         let old = d.join("svc.old.run");
-        std::fs::write(&old, b"someone's notes").unwrap();
-        let err = start_new_part(&mut file, &path, b"x").unwrap_err();
-        assert!(err.to_string().contains("is not a run file"), "{err}");
-        assert_eq!(std::fs::read(&old).unwrap(), b"someone's notes");
-        assert!(path.exists(), "the run file stays");
+        for theirs in [&b"someone's notes"[..], b"APR"] {
+            std::fs::write(&old, theirs).unwrap();
+            let err = start_new_part(&mut file, &path, b"x", b"y").unwrap_err();
+            assert!(err.to_string().contains("is not a run file"), "{err}");
+            assert_eq!(std::fs::read(&old).unwrap(), theirs);
+            assert_eq!(std::fs::read(&path).unwrap(), b"APROFRUN part 1");
+        }
         std::fs::write(&old, b"APROFRUN an earlier part").unwrap();
 
         // Another file now at the path (not the one being written): left alone.
         let other = d.join("other");
         std::fs::write(&other, b"mine").unwrap();
         std::fs::rename(&other, &path).unwrap();
-        assert!(start_new_part(&mut file, &path, b"x").is_err());
+        assert!(start_new_part(&mut file, &path, b"x", b"y").is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"mine");
 
         // Not a regular file (here /dev/null open for reading): nothing renamed.
         let mut null = std::fs::File::open("/dev/null").unwrap();
-        let err = start_new_part(&mut null, &path, b"x").unwrap_err();
+        let err = start_new_part(&mut null, &path, b"x", b"y").unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"mine");
 
@@ -343,68 +411,107 @@ mod tests {
             .open(&gone)
             .unwrap();
         std::fs::remove_file(&gone).unwrap();
-        start_new_part(&mut file, &gone, b"x").unwrap();
+        start_new_part(&mut file, &gone, b"x", b"APROFRUN").unwrap();
         assert!(gone.exists() && !d.join("gone.old.run").exists());
+        assert_eq!(std::fs::read(&gone).unwrap(), b"APROFRUN");
         std::fs::remove_dir_all(&d).ok();
     }
 
-    /// Rotate `path` `times` times while another thread looks at the path without pause;
-    /// how often it found nothing there.
-    fn rotations_seen_missing(path: &std::path::Path, times: usize) -> usize {
-        use std::io::Write;
+    /// What a reader that follows the path saw while it was rotated.
+    #[derive(Debug, Default, PartialEq)]
+    struct Seen {
+        /// Looks that found nothing at the path.
+        missing: usize,
+        /// New files at the path whose full predecessor did not yet end with its closing
+        /// record.
+        unclosed: usize,
+        /// New files at the path seen without their start.
+        headless: usize,
+    }
+
+    /// Rotate `path` `times` times while another thread follows the path without pause, as
+    /// `asyncprof top` does: it holds the file it found open and, at a new one, reads the old
+    /// one to its end and the new one's start.
+    fn rotations_seen(path: &std::path::Path, times: usize) -> Seen {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::atomic::AtomicBool;
         use std::sync::atomic::Ordering::Relaxed;
-        use std::sync::atomic::{AtomicBool, AtomicUsize};
-        std::fs::write(path, b"APROFRUN part 0").unwrap();
+        const START: &[u8] = b"APROFRUN next";
+        std::fs::write(path, START).unwrap();
         let stop = AtomicBool::new(false);
-        let missing = AtomicUsize::new(0);
         std::thread::scope(|s| {
-            s.spawn(|| {
+            let reader = s.spawn(|| {
+                let mut seen = Seen::default();
+                let mut held: Option<(u64, std::fs::File)> = None;
                 while !stop.load(Relaxed) {
-                    if std::fs::metadata(path).is_err() {
-                        missing.fetch_add(1, Relaxed);
+                    let Ok(mut f) = std::fs::File::open(path) else {
+                        seen.missing += 1;
+                        continue;
+                    };
+                    let ino = f.metadata().unwrap().ino();
+                    match &mut held {
+                        Some((i, _)) if *i == ino => continue,
+                        Some((_, old)) => {
+                            let mut all = Vec::new();
+                            old.read_to_end(&mut all).unwrap();
+                            seen.unclosed += usize::from(!all.ends_with(b"|closing"));
+                            let mut start = [0u8; START.len()];
+                            seen.headless += usize::from(f.read_exact(&mut start).is_err());
+                        }
+                        None => {}
                     }
+                    held = Some((ino, f));
                 }
+                seen
             });
             let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
             for _ in 0..times {
                 file.write_all(b"APROFRUN a part").unwrap();
-                start_new_part(&mut file, path, b"|closing").unwrap();
+                start_new_part(&mut file, path, b"|closing", START).unwrap();
             }
             stop.store(true, Relaxed);
-        });
-        missing.load(Relaxed)
+            reader.join().unwrap()
+        })
     }
 
     #[test]
-    fn a_reader_following_the_path_never_finds_it_missing_between_parts() {
+    fn a_reader_following_the_path_always_finds_a_started_file_and_the_full_one_closed() {
         let d = dir("swap");
         let path = d.join("svc.run");
-        let missing = rotations_seen_missing(&path, 300);
-        assert_eq!(missing, 0, "the path was missing {missing} times");
+        let seen = rotations_seen(&path, 300);
+        assert_eq!(seen, Seen::default(), "{seen:?}");
         // The last full part is the earlier part's name, closed; the newest is at the path;
         // no temporary file is left.
         assert_eq!(
             std::fs::read(d.join("svc.old.run")).unwrap(),
-            b"APROFRUN a part|closing"
+            b"APROFRUN nextAPROFRUN a part|closing"
         );
-        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        assert_eq!(std::fs::read(&path).unwrap(), b"APROFRUN next");
         let names: Vec<_> = std::fs::read_dir(&d)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
 
-        // Its temporary name taken: the full file is renamed as before (the path is missing
-        // for a moment), and the file at the temporary name is left alone.
+        // Its temporary name taken by someone else's file: the full file is renamed as
+        // before (the path is missing for a moment, the new file empty for a moment), and the
+        // file at the temporary name is left alone.
         let temp = d.join(format!(".svc.run.{}.next", std::process::id()));
         std::fs::write(&temp, b"not ours").unwrap();
-        let missing = rotations_seen_missing(&path, 300);
-        eprintln!("renamed without the swap: the path missing {missing} times in 300 parts");
+        let seen = rotations_seen(&path, 300);
+        eprintln!("renamed without the swap, 300 parts: {seen:?}");
+        assert_eq!(seen.unclosed, 0, "{seen:?}");
         assert_eq!(std::fs::read(&temp).unwrap(), b"not ours");
         assert_eq!(
             std::fs::read(d.join("svc.old.run")).unwrap(),
-            b"APROFRUN a part|closing"
+            b"APROFRUN nextAPROFRUN a part|closing"
         );
+        // One of its own left by a process of this pid that stopped midway: removed, and
+        // the swap goes on.
+        std::fs::write(&temp, b"").unwrap();
+        assert_eq!(rotations_seen(&path, 50), Seen::default());
+        assert!(!temp.exists());
         std::fs::remove_dir_all(&d).ok();
     }
 }

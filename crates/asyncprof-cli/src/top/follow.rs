@@ -95,8 +95,9 @@ pub(crate) struct Follower {
     /// Parts of the run followed into after the first (`ASYNCPROF_MAX_FILE_MB`: a file
     /// that ends with a `Continued` record goes on in a new file at its path).
     pub(crate) parts: u32,
-    /// The open file ended with a `Continued` record: the run goes on at the path.
-    continued: bool,
+    /// The open file's `Continued` record, when it ended with one: the run goes on at the
+    /// path, in part `next_part`.
+    continued: Option<asyncprof_format::Continued>,
     /// Since when nothing is at the path (between a part's rename and the next file).
     missing_since: Option<Instant>,
     writer: Writer,
@@ -132,7 +133,7 @@ impl Follower {
             problem: None,
             restarts: 0,
             parts: 0,
-            continued: false,
+            continued: None,
             missing_since: None,
             writer: Writer::Unknown,
             last_writer_check: None,
@@ -208,8 +209,10 @@ impl Follower {
             // with nothing more to read is a problem.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.file.is_some() => {
                 let since = *self.missing_since.get_or_insert_with(Instant::now);
-                let grew = self.read_open_file()?;
-                if !grew && since.elapsed() >= self.header_wait {
+                self.read_open_file()?;
+                if since.elapsed() >= self.header_wait
+                    && self.last_growth.elapsed() >= self.header_wait
+                {
                     anyhow::bail!(
                         "run file {} is gone (removed or renamed) and nothing has been \
                          written to it for {} s",
@@ -229,11 +232,15 @@ impl Follower {
             // What the old file got before it was replaced (its last records, and a
             // `Continued` record when the run goes on in the new one).
             while self.read_open_file()? {}
-            if self.continued {
-                self.next_part()?;
-            } else {
+            match self.continued.clone() {
+                Some(c) => {
+                    if !self.next_part(&c)? {
+                        // The new file has no header yet: looked at again at the next poll.
+                        return Ok(());
+                    }
+                }
                 // A new run at the same path: read it from the start.
-                self.restart()?;
+                None => self.restart()?,
             }
         } else if meta.len() < self.read {
             // The file was cut: read it again from the start.
@@ -258,43 +265,70 @@ impl Follower {
         }
         self.last_growth = Instant::now();
         self.read += buf.len() as u64;
-        let Follower {
-            reader,
-            timeline,
-            stalls,
-            changed,
-            writer,
-            continued,
-            ..
-        } = self;
-        reader
-            .push(&buf, |record| match record {
-                Record::Snapshot(s) => timeline.push(s),
-                Record::Stall(s) => {
-                    changed.push(s.id);
-                    stalls.insert(s.id, (**s).clone());
-                }
-                Record::End => *writer = Writer::Ended,
-                Record::Continued(_) => *continued = true,
-                _ => {}
-            })
-            .with_context(|| format!("cannot read run file {}", self.path.display()))?;
+        let mut reader = std::mem::take(&mut self.reader);
+        let pushed = reader.push(&buf, |record| self.take_in(record));
+        self.reader = reader;
+        pushed.with_context(|| format!("cannot read run file {}", self.path.display()))?;
         Ok(true)
     }
 
-    /// The file read so far ended with a `Continued` record and a new file is at the path:
-    /// the run's next part. Its stalls and snapshots join those read so far.
-    fn next_part(&mut self) -> Result<()> {
-        let (file, identity) = open(&self.path)?;
+    /// One record read: into the stalls, the timeline, or what is known of the run's end.
+    fn take_in(&mut self, record: &Record) {
+        match record {
+            Record::Snapshot(s) => self.timeline.push(s),
+            Record::Stall(s) => {
+                self.changed.push(s.id);
+                self.stalls.insert(s.id, (**s).clone());
+            }
+            Record::End => self.writer = Writer::Ended,
+            Record::Continued(c) => self.continued = Some(c.clone()),
+            _ => {}
+        }
+    }
+
+    /// The file read so far ended with `c` (a `Continued` record) and a new file is at the
+    /// path: the run's next part, whose stalls and snapshots join those read so far. A file
+    /// of another run there is read from its start instead; when parts went by between two
+    /// looks, the one in between (now at `c.previous`) is read first, if it is still there.
+    /// False, with nothing changed, while the new file has no header yet.
+    fn next_part(&mut self, c: &asyncprof_format::Continued) -> Result<bool> {
+        let (mut file, identity) = open(&self.path)?;
+        let Some(header) = first_header(&mut file, &self.path)? else {
+            return Ok(false);
+        };
+        if !self.reader.header().is_some_and(|h| same_run(h, &header)) {
+            self.restart()?;
+            return Ok(true);
+        }
+        let mut parts = 1;
+        if header.part > c.next_part {
+            let between = self.path.with_file_name(&c.previous);
+            if let Ok((mut f, _)) = open(&between) {
+                if first_header(&mut f, &between)?
+                    .is_some_and(|h| same_run(&h, &header) && h.part == c.next_part)
+                {
+                    let mut all = Vec::new();
+                    f.seek(SeekFrom::Start(0))
+                        .and_then(|_| f.read_to_end(&mut all))
+                        .with_context(|| format!("cannot read run file {}", between.display()))?;
+                    RunReader::new()
+                        .push(&all, |record| self.take_in(record))
+                        .with_context(|| format!("cannot read run file {}", between.display()))?;
+                    parts += 1;
+                }
+            }
+        }
+        file.seek(SeekFrom::Start(0))
+            .with_context(|| format!("cannot read run file {}", self.path.display()))?;
         self.file = Some(file);
         self.identity = identity;
         self.reader = RunReader::new();
         self.read = 0;
-        self.continued = false;
+        self.continued = None;
         self.writer = Writer::Unknown;
         self.last_writer_check = None;
-        self.parts += 1;
-        Ok(())
+        self.parts += parts;
+        Ok(true)
     }
 
     fn restart(&mut self) -> Result<()> {
@@ -307,7 +341,7 @@ impl Follower {
         self.stalls.clear();
         self.changed.clear();
         self.writer = Writer::Unknown;
-        self.continued = false;
+        self.continued = None;
         self.restarts += 1;
         Ok(())
     }
@@ -339,7 +373,7 @@ impl Follower {
         // A file that says the run goes on, or that is no longer the one at its path (the
         // process may have moved on to a new part), is not a gone process: the next read
         // follows the path.
-        let moved_on = self.continued
+        let moved_on = self.continued.is_some()
             || std::fs::metadata(&self.path).map_or(true, |m| (m.dev(), m.ino()) != self.identity);
         self.writer = match holds_file(pid, self.identity) {
             Some(true) => Writer::Recording,
@@ -348,6 +382,30 @@ impl Follower {
             None => Writer::Unknown,
         };
     }
+}
+
+/// Two headers of one run (the parts of a run split at its file size limit): the same
+/// process, started at the same time.
+fn same_run(a: &Header, b: &Header) -> bool {
+    a.pid == b.pid && a.start_unix_ms == b.start_unix_ms && a.program == b.program
+}
+
+/// The first header in `file` (read from its start, at most 1 MiB), or `None` when none is
+/// complete yet.
+fn first_header(file: &mut File, path: &Path) -> Result<Option<Header>> {
+    let mut buf = Vec::new();
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.take(1 << 20).read_to_end(&mut buf))
+        .with_context(|| format!("cannot read run file {}", path.display()))?;
+    let mut header = None;
+    RunReader::new()
+        .push(&buf, |record| {
+            if let Record::Header(h) = record {
+                header.get_or_insert_with(|| h.clone());
+            }
+        })
+        .with_context(|| format!("cannot read run file {}", path.display()))?;
+    Ok(header)
 }
 
 fn open(path: &Path) -> Result<(File, (u64, u64))> {
@@ -603,6 +661,61 @@ mod tests {
         let mut changed = f.take_changed();
         changed.sort_unstable();
         assert_eq!(changed, vec![1, 2, 3]);
+        std::fs::remove_file(&path).ok();
+        std::fs::remove_file(&old).ok();
+    }
+
+    #[test]
+    fn parts_that_went_by_between_two_looks_are_read_and_another_run_starts_over() {
+        use asyncprof_format::{encode_frame, Continued, RecordKind};
+        let path = temp("skipped");
+        let old = path.with_extension("old.run");
+        let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+        let continued = |next_part| {
+            encode_frame(
+                RecordKind::Continued,
+                &Continued::new(name(&old), name(&path), next_part, 1_000),
+            )
+            .unwrap()
+        };
+        let mut header = Header::new("svc");
+        header.pid = std::process::id();
+        let part = |n: u32| {
+            let mut h = header.clone();
+            h.part = n;
+            h
+        };
+        let mut w0 = RunWriter::new(std::fs::File::create(&path).unwrap(), &header).unwrap();
+        w0.write_stall(&stall(1, false)).unwrap();
+        let mut f = Follower::open(&path).unwrap();
+        f.poll();
+        // Two new parts before the viewer looks again: part 1 is at NAME.old.run by then
+        // (part 0, still open here, was removed), part 2 at the path.
+        w0.into_inner().write_all(&continued(1)).unwrap();
+        std::fs::rename(&path, &old).unwrap();
+        let mut w1 = RunWriter::new(std::fs::File::create(&path).unwrap(), &part(1)).unwrap();
+        w1.write_stall(&stall(2, false)).unwrap();
+        w1.into_inner().write_all(&continued(2)).unwrap();
+        std::fs::rename(&path, &old).unwrap();
+        let mut w2 = RunWriter::new(std::fs::File::create(&path).unwrap(), &part(2)).unwrap();
+        w2.write_stall(&stall(3, false)).unwrap();
+        f.poll();
+        assert!(f.problem.is_none(), "{:?}", f.problem);
+        assert_eq!(f.stalls.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!((f.restarts, f.parts), (0, 2));
+
+        // The run goes on, but another run's file is at the path: read from its start.
+        w2.into_inner().write_all(&continued(3)).unwrap();
+        f.poll();
+        std::fs::rename(&path, &old).unwrap();
+        let mut other = Header::new("svc");
+        other.pid = std::process::id();
+        other.start_unix_ms = header.start_unix_ms + 1;
+        let mut w = RunWriter::new(std::fs::File::create(&path).unwrap(), &other).unwrap();
+        w.write_stall(&stall(9, false)).unwrap();
+        f.poll();
+        assert_eq!(f.stalls.keys().copied().collect::<Vec<_>>(), vec![9]);
+        assert_eq!((f.restarts, f.parts), (1, 2));
         std::fs::remove_file(&path).ok();
         std::fs::remove_file(&old).ok();
     }

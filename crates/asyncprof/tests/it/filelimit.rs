@@ -174,7 +174,8 @@ fn past_its_size_limit_the_run_goes_on_in_a_new_file_and_the_two_take_at_most_th
         whole.count,
         ended(run)
     );
-    assert!(totals(&old).count <= whole.count && totals(&old).count >= ended(&old));
+    // (The old part's last snapshot can precede its last stall records: no lower bound.)
+    assert!(totals(&old).count <= whole.count);
     assert!(
         whole.longest_ns >= 15_000_000 && whole.total_ns >= whole.count * 15_000_000,
         "{whole:?}"
