@@ -437,10 +437,15 @@ impl App {
             1 => ", 1 worker".into(),
             n => format!(", {n} workers"),
         };
+        // A run split at its file size limit (ASYNCPROF_MAX_FILE_MB): which part is read now.
+        let part = match h.part {
+            0 => String::new(),
+            n => format!(" · part {n}"),
+        };
         let first = Line::from(vec![
             Span::styled("asyncprof top", Style::new().bold()),
             Span::raw(format!(
-                " · {} (pid {}) · {} tier, {}{workers} · ",
+                " · {} (pid {}) · {} tier, {}{workers}{part} · ",
                 h.program,
                 h.pid,
                 view::kebab(&h.tier),
@@ -455,8 +460,19 @@ impl App {
             running += usize::from(s.ongoing);
             longest = longest.max(s.duration_ns);
         }
+        // Watching a later part from its start, the parts before it are not read: the run's
+        // own count (in every snapshot) says how many stalls it had in all.
+        let in_run = self
+            .follower
+            .timeline
+            .latest
+            .as_ref()
+            .and_then(|n| n.runtime.stalls)
+            .map(|t| t.count)
+            .filter(|&n| n > count as u64)
+            .map_or(String::new(), |n| format!(", {n} in the whole run"));
         let mut second = vec![Span::raw(format!(
-            "stalls {count} ({running} running, longest {})",
+            "stalls {count} ({running} running, longest {}{in_run})",
             asyncprof_report::dur(longest)
         ))];
         if let Some(m) = self.moment() {
