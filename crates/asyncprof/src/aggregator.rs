@@ -254,18 +254,24 @@ const MAX_TRACKED: usize = 4096;
 
 /// The CPU profile's sampler spills what its table evicts to a file in the temporary folder,
 /// which only grows: past a quarter of the run's file limit (`ASYNCPROF_MAX_FILE_MB`; none
-/// without one) the profile stops, folded now, written at the run's end and marked as covering
-/// the run up to `elapsed_ns`, and its file goes.
-fn stop_cpu_profile_at_spill_limit(recorder: &Recorder, shared: &Shared, elapsed_ns: u64) {
+/// without one) the profile stops, marked as covering the run up to `elapsed_ns`, and its file
+/// goes. Folding it (pprof symbolizes every stack) runs on a thread of its own, so that stall
+/// records and snapshots do not wait meanwhile; the returned thread gives the profile's record
+/// for the run's end (made here when no thread could be started).
+fn stop_cpu_profile_at_spill_limit(
+    recorder: &Recorder,
+    shared: &Shared,
+    elapsed_ns: u64,
+) -> Option<std::thread::JoinHandle<Option<Vec<u8>>>> {
     let max = recorder.settings.config.max_file_bytes / 4;
     if max == 0 {
-        return;
+        return None;
     }
     let profiler = {
         let mut cpu = lock(&shared.cpu);
         match cpu.as_ref().map(crate::cpu::CpuProfiler::spill_bytes) {
-            Some(spill) if spill > max => cpu.take(),
-            _ => return,
+            Some(spill) if spill > max => cpu.take()?,
+            _ => return None,
         }
     };
     eprintln!(
@@ -275,10 +281,26 @@ fn stop_cpu_profile_at_spill_limit(recorder: &Recorder, shared: &Shared, elapsed
         elapsed_ns as f64 / 1e9,
         max >> 10
     );
-    if let Some(mut profile) = profiler.and_then(crate::cpu::CpuProfiler::finish) {
+    let fold = move |profiler: crate::cpu::CpuProfiler| {
+        let mut profile = profiler.finish()?;
         profile.stopped_at_ns = Some(elapsed_ns);
-        if let Ok(f) = format::encode_frame(RecordKind::CpuProfile, &profile) {
-            *lock(&shared.cpu_frame) = Some(f);
+        format::encode_frame(RecordKind::CpuProfile, &profile).ok()
+    };
+    // The profiler goes to the thread through a slot it takes it from: a thread that cannot
+    // start leaves it here, to fold now.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(profiler)));
+    let theirs = slot.clone();
+    let started = crate::profiler::spawn_thread("asyncprof-cpu", move || {
+        let profiler = lock(&theirs).take()?;
+        fold(profiler)
+    });
+    match started {
+        Ok(thread) => Some(thread),
+        Err(_) => {
+            if let Some(frame) = lock(&slot).take().and_then(fold) {
+                *lock(&shared.cpu_frame) = Some(frame);
+            }
+            None
         }
     }
 }
@@ -308,6 +330,8 @@ pub(crate) fn aggregator_loop(
     let mut next_snapshot = Instant::now() + interval;
     // The whole run's stalls, for every snapshot: a part of the run holds only its own.
     let mut stall_totals = format::StallTotals::default();
+    // The CPU profile being folded after it stopped at its spill file's limit.
+    let mut folding = None;
     loop {
         let (stopping, asked) = {
             let woken = lock(&shared.wake);
@@ -370,8 +394,8 @@ pub(crate) fn aggregator_loop(
         if snapshot_due {
             next_snapshot = now + interval;
             let elapsed = started.elapsed().as_nanos() as u64;
-            if !stopping {
-                stop_cpu_profile_at_spill_limit(recorder, shared, elapsed);
+            if !stopping && folding.is_none() {
+                folding = stop_cpu_profile_at_spill_limit(recorder, shared, elapsed);
             }
             let mut snapshot = recorder.snapshot(elapsed, stopping);
             snapshot.runtime.stalls = Some(stall_totals);
@@ -383,6 +407,9 @@ pub(crate) fn aggregator_loop(
             outputs.snapshot(snapshot);
         }
         if stopping {
+            if let Some(Ok(Some(f))) = folding.take().map(std::thread::JoinHandle::join) {
+                *lock(&shared.cpu_frame) = Some(f);
+            }
             if let Some(f) = lock(&shared.cpu_frame).take() {
                 frames.push(f);
             }
@@ -502,17 +529,19 @@ mod tests {
         // A 256 KiB limit lets the spill file take 64 KiB: at it, the profile goes on; with
         // no limit, so does it at any size.
         let limited = recorder(256 << 10);
-        stop_cpu_profile_at_spill_limit(limited, &shared, 1_000);
+        assert!(stop_cpu_profile_at_spill_limit(limited, &shared, 1_000).is_none());
         assert!(lock(&shared.cpu).is_some() && lock(&shared.cpu_frame).is_none());
         std::fs::write(&spill, vec![0u8; (64 << 10) + 1]).unwrap();
-        stop_cpu_profile_at_spill_limit(recorder(0), &shared, 2_000);
+        assert!(stop_cpu_profile_at_spill_limit(recorder(0), &shared, 2_000).is_none());
         assert!(lock(&shared.cpu).is_some() && lock(&shared.cpu_frame).is_none());
-        // Past it: stopped, folded now, marked with where it stopped, kept for the run's end.
-        stop_cpu_profile_at_spill_limit(limited, &shared, 3_000);
+        // Past it: stopped, folded on a thread of its own, marked with where it stopped.
+        let folding = stop_cpu_profile_at_spill_limit(limited, &shared, 3_000)
+            .expect("the profile is being folded");
         assert!(lock(&shared.cpu).is_none(), "the profile stopped");
-        let frame = lock(&shared.cpu_frame)
-            .take()
-            .expect("its record, kept for the end");
+        let frame = folding
+            .join()
+            .unwrap()
+            .expect("its record, for the run's end");
         let mut bytes = format::preamble().to_vec();
         bytes.extend(format::encode_frame(RecordKind::Header, &format::Header::new("t")).unwrap());
         bytes.extend(frame);

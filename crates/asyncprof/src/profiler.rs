@@ -271,7 +271,10 @@ pub(crate) struct Shared {
     pub(crate) writer_backlog: crate::writer::Backlog,
 }
 
-fn spawn_thread(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+pub(crate) fn spawn_thread<T: Send + 'static>(
+    name: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
