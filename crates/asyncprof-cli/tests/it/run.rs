@@ -374,3 +374,77 @@ fn run_reports_both_parts_of_a_run_that_went_on_in_a_new_file() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `asyncprof top` follows a run from part to part (`ASYNCPROF_MAX_FILE_MB`): every stall of
+/// a service whose run file filled and went on in a new one, printed once, and the run's end.
+#[test]
+fn top_follows_a_run_into_its_next_part_and_prints_every_stall() {
+    let dir = std::env::temp_dir().join(format!("asyncprof-cli-top-parts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = dir.join("demo.run");
+    let port = free_port();
+    let mut service = std::process::Command::new(demo_service())
+        .args(["--port", &port.to_string(), "--serve-for", "6"])
+        .env("ASYNCPROF_OUT", &run)
+        .env("ASYNCPROF_MAX_FILE_MB", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let listening = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            listening.elapsed() < std::time::Duration::from_secs(30),
+            "the service never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let top = std::process::Command::new(env!("CARGO_BIN_EXE_asyncprof"))
+        .args(["top", "--plain", run.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 60 requests, each a 25 ms sleep on a worker: about 500 KB of stall records, past half
+    // of the 1 MB limit.
+    let curl = std::process::Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--output",
+            "/dev/null",
+            &format!("http://127.0.0.1:{port}/report?[1-60]"),
+        ])
+        .status()
+        .unwrap();
+    assert!(curl.success());
+    assert!(service.wait().unwrap().success());
+    let out = top.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    let newest = asyncprof_format::read_path(&run).unwrap();
+    let before = asyncprof_format::read_path(dir.join("demo.old.run")).unwrap();
+    assert!(newest.header.part >= 1, "the run went on in a new part");
+    let line = format!("demo_service.rs:{}", marker_line());
+    let printed = text.lines().filter(|l| l.contains(&line)).count();
+    eprintln!(
+        "top printed {printed} stalls at the line; parts {} and {} hold {} and {}",
+        before.header.part,
+        newest.header.part,
+        before.stalls.len(),
+        newest.stalls.len()
+    );
+    assert!(printed >= 55, "{printed} stalls printed:\n{text}");
+    assert!(
+        (newest.stalls.len()) < printed,
+        "more than the newest part holds ({})",
+        newest.stalls.len()
+    );
+    assert!(
+        text.contains(&format!("the run ended: {printed} stalls")),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
