@@ -127,7 +127,7 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     let _ = std::fs::remove_file(&run_file);
     // Where the run's part before goes if the run file reaches its size limit
     // (ASYNCPROF_MAX_FILE_MB): one left by an earlier run is not this run's.
-    let old_part = run_file.with_extension("old.run");
+    let old_part = asyncprof_format::previous_part_path(&run_file);
     let _ = std::fs::remove_file(&old_part);
 
     let mut cmd = Command::new(program);

@@ -72,6 +72,7 @@ pub use read::{
     join_parts, read_bytes, read_path, LocationPoint, Record, RunFile, RunReader, SeriesPoint,
     MAX_DEPTH_POINTS, SERIES_LOCATIONS,
 };
+pub use types::previous_part_path;
 pub use types::{
     Config, Continued, CpuProfile, DepthPoint, Flavor, Frame, Header, LoadPoint, LocationStats,
     LossCounters, QueueKind, QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot,

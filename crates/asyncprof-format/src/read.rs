@@ -88,8 +88,7 @@ impl RunFile {
     /// Whether `other` is a part of the same run (the same program, process and start): the
     /// files a run goes on in past its size limit ([`crate::Header::part`]).
     pub fn same_run(&self, other: &RunFile) -> bool {
-        let (a, b) = (&self.header, &other.header);
-        a.pid == b.pid && a.start_unix_ms == b.start_unix_ms && a.program == b.program
+        self.header.same_run(&other.header)
     }
 }
 
@@ -157,12 +156,17 @@ pub fn join_parts(mut parts: Vec<RunFile>) -> Option<RunFile> {
 /// Drop every other point of `points` until at most [`MAX_DEPTH_POINTS`] are left.
 fn thin_to_cap<T>(points: &mut Vec<T>) {
     while points.len() > MAX_DEPTH_POINTS {
-        let mut index = 0usize;
-        points.retain(|_| {
-            index += 1;
-            !index.is_multiple_of(2)
-        });
+        drop_every_other(points);
     }
+}
+
+/// Keep the first, third, fifth... of `points`.
+fn drop_every_other<T>(points: &mut Vec<T>) {
+    let mut index = 0usize;
+    points.retain(|_| {
+        index += 1;
+        !index.is_multiple_of(2)
+    });
 }
 
 /// The most depth points the reader keeps per queue; beyond it every other point is dropped
@@ -185,11 +189,7 @@ impl Thinning {
                 series.push(*p);
                 if series.len() >= MAX_DEPTH_POINTS {
                     // Kept points sit at multiples of the stride; keep every other one.
-                    let mut index = 0usize;
-                    series.retain(|_| {
-                        index += 1;
-                        !index.is_multiple_of(2)
-                    });
+                    drop_every_other(series);
                     self.stride *= 2;
                 }
             }

@@ -136,6 +136,28 @@ pub struct Header {
     pub part: u32,
 }
 
+impl Header {
+    /// Whether `other` is the header of a part of the same run (the same program, process and
+    /// start): the files a run goes on in past its size limit ([`Header::part`]).
+    pub fn same_run(&self, other: &Header) -> bool {
+        self.pid == other.pid
+            && self.start_unix_ms == other.start_unix_ms
+            && self.program == other.program
+    }
+}
+
+/// Where a run file's full part goes when the next one starts: `NAME.old.run` for `NAME.run`,
+/// `PATH.old` for any other name.
+pub fn previous_part_path(path: &std::path::Path) -> std::path::PathBuf {
+    if path.extension().is_some_and(|e| e == "run") {
+        path.with_extension("old.run")
+    } else {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".old");
+        p.into()
+    }
+}
+
 /// The last record of a part of a run: its file reached its size limit, was renamed to
 /// `previous` and the run goes on in a new file at the old path, part `next_part`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,6 +70,16 @@ pub struct RunStalls {
     pub longest_ms: f64,
 }
 
+impl RunStalls {
+    fn of(t: format::StallTotals) -> Self {
+        RunStalls {
+            count: t.count,
+            total_ms: ms(t.total_ns),
+            longest_ms: ms(t.longest_ns),
+        }
+    }
+}
+
 /// One worker thread.
 #[derive(Debug, Clone, Default, Serialize)]
 #[non_exhaustive]
@@ -457,14 +467,15 @@ impl Summary {
             let ended_here = run.stalls.iter().filter(|st| !st.ongoing).count();
             // The last snapshot can be a moment older than the last stall records (which go
             // out every 100 ms): the run has had at least the stalls this file holds.
-            let counted = match run.snapshot.as_ref().and_then(|n| n.runtime.stalls) {
+            let totals = run.snapshot.as_ref().and_then(|n| n.runtime.stalls);
+            let counted = match totals.map(RunStalls::of) {
                 Some(t) => format!(
                     ": {} of the run's {} stalls that ended are here (the run's own count: \
                      {:.1} ms stalled in all, the longest {:.1} ms)",
                     ended_here,
                     t.count.max(ended_here as u64),
-                    t.total_ns as f64 / 1e6,
-                    t.longest_ns as f64 / 1e6
+                    t.total_ms,
+                    t.longest_ms
                 ),
                 None => String::new(),
             };
@@ -541,11 +552,7 @@ impl Summary {
             tasks_completed: r.tasks_completed,
             poll: Latency::of(&r.poll_ns),
             scheduled: Latency::of(&r.scheduled_ns),
-            stalls: r.stalls.map(|t| RunStalls {
-                count: t.count,
-                total_ms: t.total_ns as f64 / 1e6,
-                longest_ms: t.longest_ns as f64 / 1e6,
-            }),
+            stalls: r.stalls.map(RunStalls::of),
         };
         s.worker_threads = snap
             .workers

@@ -33,17 +33,7 @@ pub(crate) struct NewPart {
     pub(crate) prefix_len: usize,
 }
 
-/// Where a run file's full part goes when the next one starts: `NAME.old.run` for
-/// `NAME.run`, `PATH.old` for any other name.
-pub(crate) fn previous_part_path(path: &Path) -> std::path::PathBuf {
-    if path.extension().is_some_and(|e| e == "run") {
-        path.with_extension("old.run")
-    } else {
-        let mut p = path.as_os_str().to_owned();
-        p.push(".old");
-        p.into()
-    }
-}
+pub(crate) use asyncprof_format::previous_part_path;
 
 /// End the full part at `path` (open as `file`) with `closing`, rename it to
 /// [`previous_part_path`] and go on in a new file at `path` that starts with `prefix` (the
@@ -160,27 +150,19 @@ fn rename_then_create(path: &Path, previous: &Path, prefix: &[u8]) -> std::io::R
 /// file still at `path` and nothing else changed (except, should the last rename fail, the
 /// earlier part, which the caller's rename replaces anyway).
 fn swap_in_new_part(path: &Path, previous: &Path, prefix: &[u8]) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt;
     let name = path.file_name()?.to_str()?;
     let hidden = |what: &str| path.with_file_name(format!(".{name}.{}.{what}", std::process::id()));
     let (next, full) = (hidden("next"), hidden("full"));
     // Left by a process of the same pid that stopped in the middle of this: empty, or a
     // run file, and never anyone else's.
     for stale in [&next, &full] {
-        if std::fs::symlink_metadata(stale).is_ok_and(|m| m.is_file())
-            && (std::fs::metadata(stale).is_ok_and(|m| m.len() == 0)
-                || replaceable(stale).unwrap_or(false))
-        {
+        let empty = std::fs::symlink_metadata(stale).is_ok_and(|m| m.is_file() && m.len() == 0);
+        if empty || replaceable(stale).unwrap_or(false) {
             let _ = std::fs::remove_file(stale);
         }
     }
     let new = create_with(&next, prefix, |at| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o666)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(at)
+        run_file_options().create_new(true).open(at)
     })
     .ok()?;
     let undo = |names: &[&Path]| {
@@ -236,14 +218,19 @@ impl Backlog {
 /// Create (or truncate) the run file with the user's umask, never through a symbolic link: a
 /// link planted at the path cannot make asyncprof overwrite the file it points to.
 pub(crate) fn create_run_file(path: &Path) -> std::io::Result<File> {
+    run_file_options().create(true).truncate(true).open(path)
+}
+
+/// How asyncprof opens the run files it writes: for writing, with the user's umask, never
+/// through a symbolic link.
+fn run_file_options() -> std::fs::OpenOptions {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    let mut options = std::fs::OpenOptions::new();
+    options
         .write(true)
-        .create(true)
-        .truncate(true)
         .mode(0o666)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+        .custom_flags(libc::O_NOFOLLOW);
+    options
 }
 
 /// Writes batches of frames as they come. `written` hears when the first (the preamble and
@@ -305,7 +292,6 @@ pub(crate) fn writer_loop(
                 .fetch_add(batch.records, Relaxed);
             continue;
         }
-        let prefix_len = if starts_file { bytes.len() } else { 0 };
         let with_head;
         if let Some(h) = &head {
             with_head = [h.as_slice(), bytes].concat();
@@ -328,7 +314,8 @@ pub(crate) fn writer_loop(
                 let _ = file.set_len(whole);
                 let _ = file.seek(SeekFrom::Start(whole));
                 if head.is_none() && starts_file {
-                    head = Some(bytes[..prefix_len.min(bytes.len())].to_vec());
+                    // The batch is the file's start, whole.
+                    head = Some(bytes.to_vec());
                 }
                 recorder
                     .loss

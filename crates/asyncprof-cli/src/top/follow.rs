@@ -296,7 +296,7 @@ impl Follower {
         let Some(header) = first_header(&mut file, &self.path)? else {
             return Ok(false);
         };
-        if !self.reader.header().is_some_and(|h| same_run(h, &header)) {
+        if !self.reader.header().is_some_and(|h| h.same_run(&header)) {
             self.restart()?;
             return Ok(true);
         }
@@ -305,7 +305,7 @@ impl Follower {
             let between = self.path.with_file_name(&c.previous);
             if let Ok((mut f, _)) = open(&between) {
                 if first_header(&mut f, &between)?
-                    .is_some_and(|h| same_run(&h, &header) && h.part == c.next_part)
+                    .is_some_and(|h| h.same_run(&header) && h.part == c.next_part)
                 {
                     let mut all = Vec::new();
                     f.seek(SeekFrom::Start(0))
@@ -382,12 +382,6 @@ impl Follower {
             None => Writer::Unknown,
         };
     }
-}
-
-/// Two headers of one run (the parts of a run split at its file size limit): the same
-/// process, started at the same time.
-fn same_run(a: &Header, b: &Header) -> bool {
-    a.pid == b.pid && a.start_unix_ms == b.start_unix_ms && a.program == b.program
 }
 
 /// The first header in `file` (read from its start, at most 1 MiB), or `None` when none is

@@ -170,6 +170,41 @@ fn stalls_at(run: &asyncprof_format::RunFile, marker: &str) -> usize {
         .count()
 }
 
+/// Three blocking stalls of 15 ms, one after another, each in `stall` (whose line is marked
+/// `// stall: MARKER`, never inlined and not ending in a tail call, so that the stall's line is
+/// its own); then time for the recorder to write them.
+async fn three_stalls(stall: fn()) {
+    for _ in 0..3 {
+        tokio::spawn(async move { stall() }).await.unwrap();
+    }
+    tokio::time::sleep(SETTLE).await;
+}
+
+#[inline(never)]
+fn before_room() {
+    std::thread::sleep(Duration::from_millis(15)); // stall: before-room
+    std::hint::black_box(()); // not a tail call: this function keeps its frame
+}
+
+#[inline(never)]
+fn after_room() {
+    std::thread::sleep(Duration::from_millis(15)); // stall: after-room
+    std::hint::black_box(()); // not a tail call: this function keeps its frame
+}
+
+#[inline(never)]
+fn room_at_last() {
+    std::thread::sleep(Duration::from_millis(15)); // stall: room-at-last
+    std::hint::black_box(()); // not a tail call: this function keeps its frame
+}
+
+/// A child's recording ends: the runtime, then the guard (which writes the run's end).
+fn finish(guard: asyncprof::Guard, rt: tokio::runtime::Runtime) {
+    drop(rt);
+    drop(guard);
+    println!("done");
+}
+
 /// Runs only as a child of the test below: records a few stalls, then the disk "fills up"
 /// (a file size limit a little past the file's end), more stalls are refused, then it has
 /// room again and more stalls are recorded.
@@ -181,36 +216,15 @@ fn child_disk_fills_up_then_has_room_again() {
     };
     survive_the_file_size_limit();
     let (guard, rt) = recording(&path);
-    let before_room = || async {
-        for _ in 0..3 {
-            tokio::spawn(async {
-                std::thread::sleep(Duration::from_millis(15)); // stall: before-room
-            })
-            .await
-            .unwrap();
-        }
-        tokio::time::sleep(SETTLE).await;
-    };
-    rt.block_on(before_room());
+    rt.block_on(three_stalls(before_room));
     let len = std::fs::metadata(&path).unwrap().len();
     // Room for a snapshot or two, not for a stall's record: the first stall below is cut
     // short across the limit.
     limit_file_size(len + 3000);
-    rt.block_on(before_room());
+    rt.block_on(three_stalls(before_room));
     limit_file_size(libc::RLIM_INFINITY);
-    rt.block_on(async {
-        for _ in 0..3 {
-            tokio::spawn(async {
-                std::thread::sleep(Duration::from_millis(15)); // stall: after-room
-            })
-            .await
-            .unwrap();
-        }
-        tokio::time::sleep(SETTLE).await;
-    });
-    drop(rt);
-    drop(guard);
-    println!("done");
+    rt.block_on(three_stalls(after_room));
+    finish(guard, rt);
 }
 
 #[test]
@@ -258,19 +272,8 @@ fn child_disk_full_at_start_then_has_room() {
     // `start` returns once the header's write was tried (and refused).
     let (guard, rt) = recording(&path);
     limit_file_size(libc::RLIM_INFINITY);
-    rt.block_on(async {
-        for _ in 0..3 {
-            tokio::spawn(async {
-                std::thread::sleep(Duration::from_millis(15)); // stall: room-at-last
-            })
-            .await
-            .unwrap();
-        }
-        tokio::time::sleep(SETTLE).await;
-    });
-    drop(rt);
-    drop(guard);
-    println!("done");
+    rt.block_on(three_stalls(room_at_last));
+    finish(guard, rt);
 }
 
 #[test]
