@@ -66,6 +66,10 @@ pub enum Config {
     /// Not measured: plain tokio with a hook counting polls, run once per workload so the
     /// table can say how many nanoseconds each configuration adds per poll.
     CountPolls,
+    /// Not in the default table, named with `--configs`: plain tokio with a before-poll and an
+    /// after-poll hook that do nothing. What tokio's per-poll hooks cost by themselves, the
+    /// floor under any tool built on them (asyncprof's hooks tier among them).
+    EmptyHooks,
 }
 
 impl Config {
@@ -96,6 +100,7 @@ impl Config {
             Config::Layer => "asyncprof-layer",
             Config::Console => "console-subscriber",
             Config::CountPolls => "count-polls",
+            Config::EmptyHooks => "empty-hooks",
         }
     }
 
@@ -113,6 +118,7 @@ impl Config {
             Config::Layer => "asyncprof layer tier",
             Config::Console => "console-subscriber",
             Config::CountPolls => "poll counter",
+            Config::EmptyHooks => "tokio's poll hooks, empty",
         }
     }
 
@@ -120,7 +126,7 @@ impl Config {
     pub fn parse(key: &str) -> Option<Config> {
         Config::MEASURED
             .into_iter()
-            .chain([Config::CountPolls, Config::HooksMetrics])
+            .chain([Config::CountPolls, Config::HooksMetrics, Config::EmptyHooks])
             .find(|c| c.key() == key)
     }
 

@@ -234,7 +234,11 @@ impl Instruments {
             Config::TokioMetrics => i.spawner.monitor = Some(tokio_metrics::TaskMonitor::new()),
             Config::CountPolls => i.polls = Some(Arc::new(AtomicU64::new(0))),
             Config::Dial9 => i.outputs.push(crate::temp_path("dial9")),
-            Config::Plain | Config::PlainTracing | Config::Registry | Config::Console => {}
+            Config::Plain
+            | Config::PlainTracing
+            | Config::Registry
+            | Config::Console
+            | Config::EmptyHooks => {}
         }
         #[cfg(feature = "traced")]
         traced::set_subscriber(config, i.asyncprof.as_ref())?;
@@ -259,6 +263,9 @@ impl Instruments {
                 b.on_after_task_poll(move |_| {
                     polls.fetch_add(1, Relaxed);
                 });
+            }
+            Config::EmptyHooks => {
+                b.on_before_task_poll(|_| {}).on_after_task_poll(|_| {});
             }
             Config::Dial9 => {
                 use dial9_tokio_telemetry::telemetry::{RotatingWriter, TracedRuntime};

@@ -330,8 +330,13 @@ pub(crate) fn aggregator_loop(
     let mut next_snapshot = Instant::now() + interval;
     // The whole run's stalls, for every snapshot: a part of the run holds only its own.
     let mut stall_totals = format::StallTotals::default();
-    // The CPU profile being folded after it stopped at its spill file's limit.
+    // The CPU profile being folded after it stopped at its spill file's limit; its record once
+    // folded and not yet handed to the writer; the record handed over, and the part it went
+    // to. It goes out at once (a process killed later keeps it), and again at the run's end
+    // when the run has gone on to a new part since.
     let mut folding = None;
+    let mut cpu_unsent: Option<Vec<u8>> = None;
+    let mut cpu_sent: Option<(Vec<u8>, u32)> = None;
     loop {
         let (stopping, asked) = {
             let woken = lock(&shared.wake);
@@ -406,13 +411,27 @@ pub(crate) fn aggregator_loop(
             }
             outputs.snapshot(snapshot);
         }
-        if stopping {
+        // The stopped CPU profile, as soon as it is folded (at the run's end, the whole run's
+        // profile: the guard leaves it in `cpu_frame`).
+        if stopping
+            || folding
+                .as_ref()
+                .is_some_and(std::thread::JoinHandle::is_finished)
+        {
             if let Some(Ok(Some(f))) = folding.take().map(std::thread::JoinHandle::join) {
-                *lock(&shared.cpu_frame) = Some(f);
+                cpu_unsent = Some(f);
             }
-            if let Some(f) = lock(&shared.cpu_frame).take() {
-                frames.push(f);
-            }
+        }
+        if stopping || cpu_sent.is_none() {
+            cpu_unsent = cpu_unsent.or_else(|| lock(&shared.cpu_frame).take());
+        }
+        let cpu_in_batch = cpu_unsent.is_some();
+        match (&cpu_unsent, &cpu_sent) {
+            (Some(f), _) => frames.push(f.clone()),
+            (None, Some((f, part))) if stopping && *part != limit.part => frames.push(f.clone()),
+            _ => {}
+        }
+        if stopping {
             frames.push(format::end_frame());
         }
         // The cycle's frames go to the writer as one batch: a storm of stalls fills one
@@ -484,6 +503,9 @@ pub(crate) fn aggregator_loop(
             };
         if sent {
             limit.sent(len, starts_part);
+            if cpu_in_batch {
+                cpu_sent = cpu_unsent.take().map(|f| (f, limit.part));
+            }
             // A header dropped (the writer fell behind) is sent again next time.
             if header_first {
                 written = facts;
@@ -499,21 +521,26 @@ mod tests {
     use super::*;
     use format::{Frame, StackSample, StallClass, StallRecord};
 
+    /// pprof's profiler is one per process: the tests that start it take turns.
     #[cfg(feature = "cpu-profile")]
-    #[test]
-    fn the_cpu_profile_stops_once_its_spill_file_passes_a_quarter_of_the_file_limit() {
-        let spill = std::env::temp_dir().join(format!("asyncprof-spill-{}", std::process::id()));
-        std::fs::write(&spill, vec![0u8; 64 << 10]).unwrap();
-        let recorder = |max_file_bytes| {
-            let mut config = format::Config::default();
-            config.max_file_bytes = max_file_bytes;
-            &*Box::leak(Box::new(Recorder::new(crate::recorder::Settings {
-                config,
-                program: "spill-test".into(),
-                args: Vec::new(),
-            })))
-        };
-        let shared = Shared {
+    static PPROF: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// A recorder whose run file limit is `max_file_bytes`.
+    #[cfg(feature = "cpu-profile")]
+    fn limited_recorder(max_file_bytes: u64) -> &'static Recorder {
+        let mut config = format::Config::default();
+        config.max_file_bytes = max_file_bytes;
+        Box::leak(Box::new(Recorder::new(crate::recorder::Settings {
+            config,
+            program: "spill-test".into(),
+            args: Vec::new(),
+        })))
+    }
+
+    /// What the guard shares, with a CPU profile running whose spill file is `spill`.
+    #[cfg(feature = "cpu-profile")]
+    fn profiling(spill: &std::path::Path) -> Shared {
+        Shared {
             stop: Default::default(),
             stop_watchdog: Default::default(),
             wake: Default::default(),
@@ -522,10 +549,28 @@ mod tests {
             cpu: std::sync::Mutex::new(Some(
                 crate::cpu::CpuProfiler::start(99)
                     .expect("pprof starts")
-                    .with_spill(spill.clone()),
+                    .with_spill(spill.to_path_buf()),
             )),
             writer_backlog: Default::default(),
-        };
+        }
+    }
+
+    /// `frames` read as a run file's records.
+    fn read_frames(frames: &[u8]) -> format::RunFile {
+        let mut bytes = format::preamble().to_vec();
+        bytes.extend(format::encode_frame(RecordKind::Header, &format::Header::new("t")).unwrap());
+        bytes.extend_from_slice(frames);
+        format::read_bytes(&bytes).unwrap()
+    }
+
+    #[cfg(feature = "cpu-profile")]
+    #[test]
+    fn the_cpu_profile_stops_once_its_spill_file_passes_a_quarter_of_the_file_limit() {
+        let _turn = lock(&PPROF);
+        let spill = std::env::temp_dir().join(format!("asyncprof-spill-{}", std::process::id()));
+        std::fs::write(&spill, vec![0u8; 64 << 10]).unwrap();
+        let recorder = limited_recorder;
+        let shared = profiling(&spill);
         // A 256 KiB limit lets the spill file take 64 KiB: at it, the profile goes on; with
         // no limit, so does it at any size.
         let limited = recorder(256 << 10);
@@ -542,12 +587,77 @@ mod tests {
             .join()
             .unwrap()
             .expect("its record, for the run's end");
-        let mut bytes = format::preamble().to_vec();
-        bytes.extend(format::encode_frame(RecordKind::Header, &format::Header::new("t")).unwrap());
-        bytes.extend(frame);
-        let run = format::read_bytes(&bytes).unwrap();
-        let profile = run.cpu_profile.expect("a CPU profile record");
+        let profile = read_frames(&frame)
+            .cpu_profile
+            .expect("a CPU profile record");
         assert_eq!((profile.hz, profile.stopped_at_ns), (99, Some(3_000)));
+        std::fs::remove_file(&spill).ok();
+    }
+
+    /// The profile stopped at its spill limit goes to the run file as soon as it is folded, not
+    /// at the run's end: a process killed later keeps it. When the run has gone on to a new
+    /// part since, the run's end writes it again, so that the newest part has it too.
+    #[cfg(feature = "cpu-profile")]
+    #[test]
+    fn a_cpu_profile_stopped_at_its_spill_limit_is_written_at_once() {
+        let _turn = lock(&PPROF);
+        let spill = std::env::temp_dir().join(format!("asyncprof-spill2-{}", std::process::id()));
+        std::fs::write(&spill, vec![0u8; (64 << 10) + 1]).unwrap();
+        let recorder = limited_recorder(256 << 10);
+        let shared = std::sync::Arc::new(profiling(&spill));
+        let (tx, rx) = std::sync::mpsc::sync_channel(1024);
+        let aggregator = std::thread::spawn({
+            let shared = shared.clone();
+            move || {
+                let start = Start {
+                    started: Instant::now(),
+                    unix_ms: 0,
+                    facts: Facts::of(recorder),
+                    file: FileLimit::new(256 << 10, 0, std::path::Path::new("t.run")),
+                };
+                // Snapshots every 10 ms fill a part (128 KiB) in seconds.
+                let interval = Duration::from_millis(10);
+                aggregator_loop(recorder, &shared, tx, interval, start, Outputs::default())
+            }
+        });
+        // Each part's records, without the preamble and header that start a new part.
+        let mut parts = vec![Vec::new()];
+        let take = |batch: crate::writer::Batch, parts: &mut Vec<Vec<u8>>| {
+            let skip = batch.new_part.as_ref().map_or(0, |p| p.prefix_len);
+            if skip > 0 {
+                parts.push(Vec::new());
+            }
+            parts
+                .last_mut()
+                .unwrap()
+                .extend_from_slice(&batch.bytes[skip..]);
+            batch.last
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let next = || rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        let written_in = loop {
+            let batch = next().expect("the stopped profile, while the run goes on");
+            assert!(!take(batch, &mut parts));
+            if let Some(p) = read_frames(parts.last().unwrap()).cpu_profile {
+                assert!(p.stopped_at_ns.is_some(), "marked as stopped");
+                break parts.len();
+            }
+        };
+        while parts.len() == written_in {
+            let batch = next().expect("a new part, the run going on");
+            assert!(!take(batch, &mut parts));
+        }
+        shared.stop.store(true, Relaxed);
+        *lock(&shared.wake) = true;
+        shared.cond.notify_all();
+        while !take(next().expect("the run's end"), &mut parts) {}
+        aggregator.join().unwrap();
+        let newest = read_frames(parts.last().unwrap());
+        assert!(newest.ended, "the run's end came");
+        let profile = newest
+            .cpu_profile
+            .expect("the newest part has the profile too");
+        assert!(profile.stopped_at_ns.is_some());
         std::fs::remove_file(&spill).ok();
     }
 
