@@ -153,12 +153,17 @@ fn swap_in_new_part(path: &Path, previous: &Path, prefix: &[u8]) -> Option<File>
     let name = path.file_name()?.to_str()?;
     let hidden = |what: &str| path.with_file_name(format!(".{name}.{}.{what}", std::process::id()));
     let (next, full) = (hidden("next"), hidden("full"));
-    // Left by a process of the same pid that stopped in the middle of this: empty, or a
-    // run file, and never anyone else's.
-    for stale in [&next, &full] {
-        let empty = std::fs::symlink_metadata(stale).is_ok_and(|m| m.is_file() && m.len() == 0);
-        if empty || replaceable(stale).unwrap_or(false) {
-            let _ = std::fs::remove_file(stale);
+    // Left by a process that stopped in the middle of this (this pid's earlier holder, or
+    // one that is gone): each is redundant (the full file is still at `path` or already at
+    // `previous`; a new part that was never renamed holds only its header). Removed when
+    // empty or a run file: never anyone else's.
+    for stale in [next.clone(), full.clone()]
+        .into_iter()
+        .chain(hidden_left_by_gone_processes(path, name))
+    {
+        let empty = std::fs::symlink_metadata(&stale).is_ok_and(|m| m.is_file() && m.len() == 0);
+        if empty || replaceable(&stale).unwrap_or(false) {
+            let _ = std::fs::remove_file(&stale);
         }
     }
     let new = create_with(&next, prefix, |at| {
@@ -183,6 +188,31 @@ fn swap_in_new_part(path: &Path, previous: &Path, prefix: &[u8]) -> Option<File>
         return undo(&[previous, &next]);
     }
     Some(new)
+}
+
+/// The hidden names beside `path` (named `name`) that [`swap_in_new_part`] gives a new part
+/// and a full one, of processes no longer running (none where `/proc` cannot tell).
+fn hidden_left_by_gone_processes(path: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let (Ok(entries), true) = (std::fs::read_dir(dir), Path::new("/proc/self").exists()) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{name}.");
+    let ours = std::process::id();
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name();
+            let rest = file.to_str()?.strip_prefix(&prefix)?;
+            let (pid, what) = rest.split_once('.')?;
+            let pid: u32 = pid.parse().ok()?;
+            let gone = pid != ours && !Path::new(&format!("/proc/{pid}")).exists();
+            (matches!(what, "next" | "full") && gone).then(|| e.path())
+        })
+        .collect()
 }
 
 /// Bytes waiting for the writer at most; a batch that would pass it is dropped and counted.
@@ -499,6 +529,25 @@ mod tests {
         std::fs::write(&temp, b"").unwrap();
         assert_eq!(rotations_seen(&path, 50), Seen::default());
         assert!(!temp.exists());
+        // Left by processes that are gone (a child that exited: its pid is free), a new part
+        // and a full one: removed at the next part. The same names of a live process (this
+        // test's parent), or a gone process's file that is no run file, stay.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let live = std::os::unix::process::parent_id();
+        let left = |pid: u32, what: &str, bytes: &[u8]| {
+            let p = d.join(format!(".svc.run.{pid}.{what}"));
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let gone_next = left(gone, "next", b"APROFRUN next");
+        let gone_full = left(gone, "full", b"");
+        let live_next = left(live, "next", b"APROFRUN next");
+        let not_ours = left(gone + 1_000_000, "full", b"not ours");
+        assert_eq!(rotations_seen(&path, 1), Seen::default());
+        assert!(!gone_next.exists() && !gone_full.exists());
+        assert!(live_next.exists() && not_ours.exists());
         std::fs::remove_dir_all(&d).ok();
     }
 }
