@@ -84,7 +84,12 @@ fn parse_config(s: &str) -> Result<Config, String> {
         .filter(|c| *c != Config::CountPolls)
         .ok_or_else(|| {
             let known: Vec<_> = Config::MEASURED.iter().map(|c| c.key()).collect();
-            format!("{s:?}: configurations are {}", known.join(", "))
+            let extra: Vec<_> = Config::EXTRA.iter().map(|c| c.key()).collect();
+            format!(
+                "{s:?}: configurations are {} (in the table), and {} (named only)",
+                known.join(", "),
+                extra.join(", ")
+            )
         })
 }
 

@@ -86,6 +86,9 @@ impl Config {
         Config::Dial9,
     ];
 
+    /// Configurations run only when `--configs` names them.
+    pub const EXTRA: [Config; 2] = [Config::HooksMetrics, Config::EmptyHooks];
+
     /// Its name on the command line and in the JSON.
     pub fn key(self) -> &'static str {
         match self {
@@ -126,7 +129,8 @@ impl Config {
     pub fn parse(key: &str) -> Option<Config> {
         Config::MEASURED
             .into_iter()
-            .chain([Config::CountPolls, Config::HooksMetrics, Config::EmptyHooks])
+            .chain(Config::EXTRA)
+            .chain([Config::CountPolls])
             .find(|c| c.key() == key)
     }
 

@@ -77,7 +77,8 @@ pub struct RunFile {
     /// Every queue's depth over the run, by queue id, joined from all snapshots. Long runs
     /// keep at most [`MAX_DEPTH_POINTS`] points per queue, evenly thinned.
     pub queue_depths: BTreeMap<u64, Vec<DepthPoint>>,
-    /// The whole run's CPU profile, when one was recorded (written when recording stops).
+    /// The whole run's CPU profile, when one was recorded: written when recording stops, or,
+    /// stopped at its spill limit, once folded and again at the end (the last one read wins).
     pub cpu_profile: Option<crate::CpuProfile>,
     /// The runtimes' load over the run, joined from all snapshots, in order. Long runs keep
     /// at most [`MAX_DEPTH_POINTS`] points, evenly thinned.

@@ -256,8 +256,9 @@ const MAX_TRACKED: usize = 4096;
 /// which only grows: past a quarter of the run's file limit (`ASYNCPROF_MAX_FILE_MB`; none
 /// without one) the profile stops, marked as covering the run up to `elapsed_ns`, and its file
 /// goes. Folding it (pprof symbolizes every stack) runs on a thread of its own, so that stall
-/// records and snapshots do not wait meanwhile; the returned thread gives the profile's record
-/// for the run's end (made here when no thread could be started).
+/// records and snapshots do not wait meanwhile; the returned thread gives the profile's record,
+/// which the aggregator writes once folded and again at the run's end (made here, for the
+/// run's end only, when no thread could be started).
 fn stop_cpu_profile_at_spill_limit(
     recorder: &Recorder,
     shared: &Shared,
@@ -330,13 +331,14 @@ pub(crate) fn aggregator_loop(
     let mut next_snapshot = Instant::now() + interval;
     // The whole run's stalls, for every snapshot: a part of the run holds only its own.
     let mut stall_totals = format::StallTotals::default();
-    // The CPU profile being folded after it stopped at its spill file's limit; its record once
-    // folded and not yet handed to the writer; the record handed over, and the part it went
-    // to. It goes out at once (a process killed later keeps it), and again at the run's end
-    // when the run has gone on to a new part since.
+    // The CPU profile being folded after it stopped at its spill file's limit, then its
+    // record. The record goes to the writer once as soon as the writer has room for it (a
+    // process killed later keeps it), and again at the run's end whatever happened to the
+    // first (a writer that could not start a new part, or a full disk, drops batches; the
+    // part it went to may be gone by then): the reader keeps the last.
     let mut folding = None;
-    let mut cpu_unsent: Option<Vec<u8>> = None;
-    let mut cpu_sent: Option<(Vec<u8>, u32)> = None;
+    let mut cpu_profile: Option<Vec<u8>> = None;
+    let mut cpu_profile_sent = false;
     loop {
         let (stopping, asked) = {
             let woken = lock(&shared.wake);
@@ -411,28 +413,31 @@ pub(crate) fn aggregator_loop(
             }
             outputs.snapshot(snapshot);
         }
-        // The stopped CPU profile, as soon as it is folded (at the run's end, the whole run's
-        // profile: the guard leaves it in `cpu_frame`).
-        if stopping
-            || folding
-                .as_ref()
-                .is_some_and(std::thread::JoinHandle::is_finished)
-        {
+        let folded = folding
+            .as_ref()
+            .is_some_and(std::thread::JoinHandle::is_finished);
+        if stopping || folded {
             if let Some(Ok(Some(f))) = folding.take().map(std::thread::JoinHandle::join) {
-                cpu_unsent = Some(f);
+                cpu_profile = Some(f);
             }
         }
-        if stopping || cpu_sent.is_none() {
-            cpu_unsent = cpu_unsent.or_else(|| lock(&shared.cpu_frame).take());
-        }
-        let cpu_in_batch = cpu_unsent.is_some();
-        match (&cpu_unsent, &cpu_sent) {
-            (Some(f), _) => frames.push(f.clone()),
-            (None, Some((f, part))) if stopping && *part != limit.part => frames.push(f.clone()),
-            _ => {}
-        }
+        let mut cpu_in_batch = false;
         if stopping {
+            // The stopped profile, or the whole run's (the guard leaves that in `cpu_frame`).
+            if let Some(f) = cpu_profile
+                .take()
+                .or_else(|| lock(&shared.cpu_frame).take())
+            {
+                frames.push(f);
+            }
             frames.push(format::end_frame());
+        } else if let Some(f) = cpu_profile.as_ref().filter(|_| !cpu_profile_sent) {
+            // Not at the price of the cycle's other records: only when the writer has room.
+            let len: usize = frames.iter().map(Vec::len).sum::<usize>() + f.len();
+            if shared.writer_backlog.room() >= len + (64 << 10) {
+                frames.push(f.clone());
+                cpu_in_batch = true;
+            }
         }
         // The cycle's frames go to the writer as one batch: a storm of stalls fills one
         // message, not the writer's queue.
@@ -503,9 +508,7 @@ pub(crate) fn aggregator_loop(
             };
         if sent {
             limit.sent(len, starts_part);
-            if cpu_in_batch {
-                cpu_sent = cpu_unsent.take().map(|f| (f, limit.part));
-            }
+            cpu_profile_sent |= cpu_in_batch;
             // A header dropped (the writer fell behind) is sent again next time.
             if header_first {
                 written = facts;
@@ -583,10 +586,7 @@ mod tests {
         let folding = stop_cpu_profile_at_spill_limit(limited, &shared, 3_000)
             .expect("the profile is being folded");
         assert!(lock(&shared.cpu).is_none(), "the profile stopped");
-        let frame = folding
-            .join()
-            .unwrap()
-            .expect("its record, for the run's end");
+        let frame = folding.join().unwrap().expect("its record");
         let profile = read_frames(&frame)
             .cpu_profile
             .expect("a CPU profile record");
@@ -595,8 +595,8 @@ mod tests {
     }
 
     /// The profile stopped at its spill limit goes to the run file as soon as it is folded, not
-    /// at the run's end: a process killed later keeps it. When the run has gone on to a new
-    /// part since, the run's end writes it again, so that the newest part has it too.
+    /// at the run's end: a process killed later keeps it. Once while the run goes on; again
+    /// at the run's end, so that the newest part has it whatever happened to the first.
     #[cfg(feature = "cpu-profile")]
     #[test]
     fn a_cpu_profile_stopped_at_its_spill_limit_is_written_at_once() {
@@ -605,6 +605,16 @@ mod tests {
         std::fs::write(&spill, vec![0u8; (64 << 10) + 1]).unwrap();
         let recorder = limited_recorder(256 << 10);
         let shared = std::sync::Arc::new(profiling(&spill));
+        /// Stops the aggregator however the test ends.
+        struct Stop(std::sync::Arc<Shared>);
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                self.0.stop.store(true, Relaxed);
+                *lock(&self.0.wake) = true;
+                self.0.cond.notify_all();
+            }
+        }
+        let stop = Stop(shared.clone());
         let (tx, rx) = std::sync::mpsc::sync_channel(1024);
         let aggregator = std::thread::spawn({
             let shared = shared.clone();
@@ -621,7 +631,6 @@ mod tests {
             }
         });
         // Each part's records, without the preamble and header that start a new part.
-        let mut parts = vec![Vec::new()];
         let take = |batch: crate::writer::Batch, parts: &mut Vec<Vec<u8>>| {
             let skip = batch.new_part.as_ref().map_or(0, |p| p.prefix_len);
             if skip > 0 {
@@ -633,31 +642,35 @@ mod tests {
                 .extend_from_slice(&batch.bytes[skip..]);
             batch.last
         };
+        let mut parts = vec![Vec::new()];
         let deadline = Instant::now() + Duration::from_secs(20);
         let next = || rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        let written_in = loop {
+        let (profile, written_in) = loop {
             let batch = next().expect("the stopped profile, while the run goes on");
             assert!(!take(batch, &mut parts));
             if let Some(p) = read_frames(parts.last().unwrap()).cpu_profile {
-                assert!(p.stopped_at_ns.is_some(), "marked as stopped");
-                break parts.len();
+                break (p, parts.len());
             }
         };
-        while parts.len() == written_in {
-            let batch = next().expect("a new part, the run going on");
+        assert!(profile.stopped_at_ns.is_some(), "marked as stopped");
+        // The run goes on to a new part, and further: the profile is not sent again meanwhile.
+        while parts.len() <= written_in + 1 {
+            let batch = next().expect("new parts, the run going on");
             assert!(!take(batch, &mut parts));
         }
-        shared.stop.store(true, Relaxed);
-        *lock(&shared.wake) = true;
-        shared.cond.notify_all();
+        let frame = format::encode_frame(RecordKind::CpuProfile, &profile).unwrap();
+        let copies = |bytes: &[u8]| bytes.windows(frame.len()).filter(|w| *w == frame).count();
+        assert_eq!(parts.iter().map(|p| copies(p)).sum::<usize>(), 1);
+        drop(stop);
         while !take(next().expect("the run's end"), &mut parts) {}
         aggregator.join().unwrap();
         let newest = read_frames(parts.last().unwrap());
         assert!(newest.ended, "the run's end came");
-        let profile = newest
-            .cpu_profile
-            .expect("the newest part has the profile too");
-        assert!(profile.stopped_at_ns.is_some());
+        assert_eq!(
+            newest.cpu_profile,
+            Some(profile),
+            "the newest part has it too"
+        );
         std::fs::remove_file(&spill).ok();
     }
 

@@ -234,6 +234,11 @@ impl Backlog {
             .is_ok()
     }
 
+    /// Bytes that can still be reserved.
+    pub(crate) fn room(&self) -> usize {
+        MAX_BACKLOG_BYTES.saturating_sub(self.0.load(Relaxed))
+    }
+
     /// Count `n` bytes sent whatever the limit (the file's first bytes, the run's end).
     pub(crate) fn add(&self, n: usize) {
         self.0.fetch_add(n, Relaxed);
@@ -529,13 +534,19 @@ mod tests {
         std::fs::write(&temp, b"").unwrap();
         assert_eq!(rotations_seen(&path, 50), Seen::default());
         assert!(!temp.exists());
-        // Left by processes that are gone (a child that exited: its pid is free), a new part
-        // and a full one: removed at the next part. The same names of a live process (this
-        // test's parent), or a gone process's file that is no run file, stay.
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let gone = child.id();
-        child.wait().unwrap();
-        let live = std::os::unix::process::parent_id();
+        // Left by processes that are gone (children that exited: their pids are free), a new
+        // part and a full one: removed at the next part. The same names of a live process (a
+        // child still running), or a gone process's file that is no run file, stay.
+        let exited = || {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            child.wait().unwrap();
+            child.id()
+        };
+        let (gone, gone_too) = (exited(), exited());
+        let mut running = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
         let left = |pid: u32, what: &str, bytes: &[u8]| {
             let p = d.join(format!(".svc.run.{pid}.{what}"));
             std::fs::write(&p, bytes).unwrap();
@@ -543,9 +554,12 @@ mod tests {
         };
         let gone_next = left(gone, "next", b"APROFRUN next");
         let gone_full = left(gone, "full", b"");
-        let live_next = left(live, "next", b"APROFRUN next");
-        let not_ours = left(gone + 1_000_000, "full", b"not ours");
-        assert_eq!(rotations_seen(&path, 1), Seen::default());
+        let live_next = left(running.id(), "next", b"APROFRUN next");
+        let not_ours = left(gone_too, "full", b"not ours");
+        let seen = rotations_seen(&path, 1);
+        let _ = running.kill();
+        let _ = running.wait();
+        assert_eq!(seen, Seen::default());
         assert!(!gone_next.exists() && !gone_full.exists());
         assert!(live_next.exists() && not_ours.exists());
         std::fs::remove_dir_all(&d).ok();
