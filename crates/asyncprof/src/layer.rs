@@ -596,7 +596,14 @@ mod tests {
                         t.remove(from);
                         t.insert(to, to * 10);
                     }
-                    swaps.fetch_add(1, Relaxed);
+                    // Every 16th swap holds a span in place for a moment: swapping without
+                    // pause, on a busy machine, every lookup can land on a swap and find
+                    // nothing, which tests nothing.
+                    if swaps.fetch_add(1, Relaxed) % 16 == 0 {
+                        for _ in 0..500 {
+                            std::hint::spin_loop();
+                        }
+                    }
                 }
             })
         };
