@@ -86,8 +86,8 @@ const ALLOCATOR: &[&str] = &[
 
 /// In the most sampled stack, the first named frame outward of the lock wait (a static
 /// function of the C library has no symbol: its address is skipped) is the C library's
-/// allocator: the thread waited for its arena lock.
-fn waits_on_the_allocator(s: &StallRecord) -> bool {
+/// allocator: the thread waited for its arena lock (held for a few hundred instructions).
+pub fn waits_on_the_allocator(s: &StallRecord) -> bool {
     s.stacks
         .iter()
         .max_by_key(|st| st.count)

@@ -67,7 +67,10 @@ mod write;
 
 pub use error::{Error, Result};
 pub use hist::Histogram;
-pub use kind::{preempted, StallKind, CROWDED_SHARE, NEVER_RETURNED_NS, PREEMPTED_CPU_SHARE};
+pub use kind::{
+    preempted, waits_on_the_allocator, StallKind, CROWDED_SHARE, NEVER_RETURNED_NS,
+    PREEMPTED_CPU_SHARE,
+};
 pub use read::{
     join_parts, read_bytes, read_path, LocationPoint, Record, RunFile, RunReader, SeriesPoint,
     MAX_DEPTH_POINTS, SERIES_LOCATIONS,

@@ -189,9 +189,19 @@ impl WithoutAPoll {
         let no_poll = match seen.polls {
             PollEvidence::Several => true,
             PollEvidence::Confirmed => false,
-            // A look found the thread asleep in a system call: no poll ran meanwhile, so it
-            // is judged as before any task was seen, by its stacks.
-            PollEvidence::Unconfirmed if seen.asleep => Self::no_poll_in(record, seen),
+            // A look found the thread asleep in a system call, and it was mostly off CPU: a
+            // call that blocked, no poll ran meanwhile, so it is judged as before any task was
+            // seen, by its stacks. A thread mostly on CPU that was asleep at a look slept for a
+            // moment, and the C library's allocator lock is held for a moment (a saturated
+            // runtime's short polls wait on it in turn, or its holder waits for a core): no
+            // evidence of one poll, so these need the samples' (below).
+            PollEvidence::Unconfirmed
+                if seen.asleep
+                    && !seen.mostly_on_cpu
+                    && !format::waits_on_the_allocator(record) =>
+            {
+                Self::no_poll_in(record, seen)
+            }
             // On CPU, one task in samples that do not confirm one poll yet: not yet, and
             // never if it ends so (a worker polling a few tasks in turn shows the same task
             // in a sample now and then).
@@ -244,9 +254,17 @@ struct Seen {
     polls: PollEvidence,
     /// A look found its thread asleep.
     asleep: bool,
+    /// The thread spent at least [`MOSTLY_ON_CPU`] of the stall's time on CPU (so far, for an
+    /// ongoing one): its sleeps were short.
+    mostly_on_cpu: bool,
     /// A stack could be sought (see `RawStall::stacks_sought`).
     stacks_sought: bool,
 }
+
+/// A busy-period stall whose thread was on CPU at least this share of its time slept only for
+/// moments (an allocator's or a lock's brief waits, between and within short polls): a look
+/// that found it asleep does not show one blocked call holding one poll.
+const MOSTLY_ON_CPU: f64 = 0.5;
 
 /// Stalls [`WithoutAPoll`] keeps track of at most. Going on at once are no more than one per
 /// worker thread.
@@ -382,6 +400,10 @@ pub(crate) fn aggregator_loop(
             let seen = Seen {
                 polls: raw.polls,
                 asleep: raw.asleep > 0,
+                mostly_on_cpu: raw
+                    .cpu_share
+                    .or(raw.cpu_share_so_far)
+                    .is_some_and(|c| c >= MOSTLY_ON_CPU),
                 stacks_sought: raw.stacks_sought,
             };
             if !without_a_poll.admit(&record, seen, &recorder.loss.stalls_without_a_poll) {
@@ -695,6 +717,7 @@ mod tests {
         Seen {
             polls,
             asleep,
+            mostly_on_cpu: false,
             stacks_sought: false,
         }
     }
@@ -903,6 +926,40 @@ mod tests {
             &dropped
         ));
         assert_eq!(dropped.load(Relaxed), 3);
+        // Asleep at a look but mostly on CPU (short polls waiting in turn on the allocator's
+        // lock): the samples decide, as on CPU; held while ongoing, not sent at its end.
+        let brief_sleeps = Seen {
+            mostly_on_cpu: true,
+            ..seen(Unconfirmed, true)
+        };
+        assert!(!gate.admit(&stall(8, 0, true, &[true]), brief_sleeps, &dropped));
+        assert!(!gate.admit(&stall(8, 0, false, &[true]), brief_sleeps, &dropped));
+        assert_eq!(dropped.load(Relaxed), 4);
+        // Confirmed by its samples, it is sent all the same.
+        let confirmed = Seen {
+            polls: Confirmed,
+            ..brief_sleeps
+        };
+        assert!(gate.admit(&stall(9, 0, false, &[true]), confirmed, &dropped));
+        // Mostly asleep, on the C library's allocator lock (in `realloc`, in a poll): a lock
+        // held for a moment shows no blocked poll either; the same stack waiting on a lock of
+        // the user's own (`std::sync::Mutex`) is judged by its stacks, and sent.
+        let waits_in = |id, function: &str| {
+            let mut r = stall(id, 0, false, &[true]);
+            let mut frames = vec![
+                Frame::new("__lll_lock_wait_private", None, None),
+                Frame::new("0x7ff48f483565", None, None),
+                Frame::new(function, None, None),
+            ];
+            frames.append(&mut r.stacks[0].frames);
+            r.stacks[0].frames = frames;
+            r
+        };
+        let asleep = seen(Unconfirmed, true);
+        assert!(!gate.admit(&waits_in(10, "realloc"), asleep, &dropped));
+        assert_eq!(dropped.load(Relaxed), 5);
+        let lock = "std::sys::sync::mutex::futex::Mutex::lock_contended";
+        assert!(gate.admit(&waits_in(11, lock), asleep, &dropped));
         // Sent before a task showed (its stacks showed a poll), then several: sent to its end.
         assert!(gate.admit(
             &stall(5, 0, true, &[true]),
@@ -912,7 +969,7 @@ mod tests {
         assert!(gate.admit(&stall(5, 0, false, &[true]), seen(Several, false), &dropped));
         // A task's stall (hooks and layer tiers) is a poll, whatever the samples say.
         assert!(gate.admit(&stall(6, 7, false, &[true]), seen(Several, false), &dropped));
-        assert_eq!(dropped.load(Relaxed), 3);
+        assert_eq!(dropped.load(Relaxed), 5);
         assert!(gate.ongoing.is_empty());
     }
 
