@@ -192,14 +192,8 @@ impl WithoutAPoll {
             // A look found the thread asleep in a system call, and it was mostly off CPU: a
             // call that blocked, no poll ran meanwhile, so it is judged as before any task was
             // seen, by its stacks. A thread mostly on CPU that was asleep at a look slept for a
-            // moment, and the C library's allocator lock is held for a moment (a saturated
-            // runtime's short polls wait on it in turn, or its holder waits for a core): no
-            // evidence of one poll, so these need the samples' (below).
-            PollEvidence::Unconfirmed
-                if seen.asleep
-                    && !seen.mostly_on_cpu
-                    && !format::waits_on_the_allocator(record) =>
-            {
+            // moment: no evidence of one poll, so it needs the samples' (below).
+            PollEvidence::Unconfirmed if seen.asleep && !seen.mostly_on_cpu => {
                 Self::no_poll_in(record, seen)
             }
             // On CPU, one task in samples that do not confirm one poll yet: not yet, and
@@ -228,14 +222,20 @@ impl WithoutAPoll {
     /// signalled), or the per-minute budget of sampled stalls was spent (a saturated worker's
     /// busy periods, refuted one after another, can spend it), a look that found the thread
     /// running does not show a poll.
+    ///
+    /// A stall whose most sampled stack waits on the C library's allocator lock shows no poll
+    /// either: that lock is held for a few hundred instructions, so a thread found there again
+    /// and again is short polls of a saturated runtime waiting on it in turn (freeing and
+    /// growing strings that other threads allocated), or its holder waiting for a core.
     fn no_poll_in(record: &format::StallRecord, seen: Seen) -> bool {
         if record.stacks.is_empty() {
             seen.stacks_sought || record.class == format::StallClass::Unknown
         } else {
-            record
-                .stacks
-                .iter()
-                .all(|s| format::culprit::in_scheduler_between_polls(&s.frames))
+            format::waits_on_the_allocator(record)
+                || record
+                    .stacks
+                    .iter()
+                    .all(|s| format::culprit::in_scheduler_between_polls(&s.frames))
         }
     }
 
@@ -957,9 +957,14 @@ mod tests {
         };
         let asleep = seen(Unconfirmed, true);
         assert!(!gate.admit(&waits_in(10, "realloc"), asleep, &dropped));
-        assert_eq!(dropped.load(Relaxed), 5);
         let lock = "std::sys::sync::mutex::futex::Mutex::lock_contended";
         assert!(gate.admit(&waits_in(11, lock), asleep, &dropped));
+        // The same with no task in any sample (stacks copied from outside the sleeping
+        // thread): judged by its stacks, which show the allocator's lock only.
+        let untold = seen(PollEvidence::Unknown, true);
+        assert!(!gate.admit(&waits_in(12, "__libc_free"), untold, &dropped));
+        assert!(gate.admit(&waits_in(13, lock), untold, &dropped));
+        assert_eq!(dropped.load(Relaxed), 6);
         // Sent before a task showed (its stacks showed a poll), then several: sent to its end.
         assert!(gate.admit(
             &stall(5, 0, true, &[true]),
@@ -969,7 +974,7 @@ mod tests {
         assert!(gate.admit(&stall(5, 0, false, &[true]), seen(Several, false), &dropped));
         // A task's stall (hooks and layer tiers) is a poll, whatever the samples say.
         assert!(gate.admit(&stall(6, 7, false, &[true]), seen(Several, false), &dropped));
-        assert_eq!(dropped.load(Relaxed), 5);
+        assert_eq!(dropped.load(Relaxed), 6);
         assert!(gate.ongoing.is_empty());
     }
 
