@@ -288,7 +288,8 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 14] {
             l.stalls_without_a_poll,
             "stable-tier stalls not recorded: the worker's busy time stood still, but nothing \
              showed one poll holding it (every stack in tokio's scheduler between polls, no \
-             stack taken, or samples of several tasks' polls)",
+             stack taken, samples of several tasks' polls, or waits on the C library's \
+             allocator lock)",
         ),
         (
             l.unwritten_at_file_limit,
