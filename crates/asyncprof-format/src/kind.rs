@@ -86,8 +86,8 @@ const ALLOCATOR: &[&str] = &[
 
 /// In the most sampled stack, the first named frame outward of the lock wait (a static
 /// function of the C library has no symbol: its address is skipped) is the C library's
-/// allocator: the thread waited for its arena lock (held for a few hundred instructions).
-pub fn waits_on_the_allocator(s: &StallRecord) -> bool {
+/// allocator: the thread waited for its arena lock.
+fn waits_on_the_allocator(s: &StallRecord) -> bool {
     s.stacks
         .iter()
         .max_by_key(|st| st.count)
@@ -102,6 +102,36 @@ pub fn waits_on_the_allocator(s: &StallRecord) -> bool {
             })
         })
         .is_some_and(|f| ALLOCATOR.contains(&f.function.as_str()))
+}
+
+/// Whether `frames` (innermost first) wait for the C library's allocator lock: a named lock
+/// wait first, then, past the C library's unnamed static functions, one of its allocator's.
+fn frames_wait_on_the_allocator(frames: &[crate::Frame]) -> bool {
+    let mut waited = false;
+    for f in frames {
+        let name = f.function.as_str();
+        if name.starts_with("__lll_lock_wait") || name == "__GI___lll_lock_wait" {
+            waited = true;
+        } else if !name.starts_with("0x") {
+            return waited && ALLOCATOR.contains(&name);
+        }
+    }
+    false
+}
+
+/// Whether at least half of the stall's stack samples waited for the C library's allocator
+/// lock, which it holds for a few hundred instructions: a thread found there again and again
+/// is short polls waiting on it in turn (a saturated runtime freeing and growing memory that
+/// other threads allocated), or the lock's holder waiting for a core; not one poll of its own.
+pub fn mostly_waits_on_the_allocator(s: &StallRecord) -> bool {
+    let total: u64 = s.stacks.iter().map(|st| u64::from(st.count)).sum();
+    let waiting: u64 = s
+        .stacks
+        .iter()
+        .filter(|st| frames_wait_on_the_allocator(&st.frames))
+        .map(|st| u64::from(st.count))
+        .sum();
+    total > 0 && waiting * 2 >= total
 }
 
 /// In the most sampled stack, the call the user's code made (the frame inward of its first

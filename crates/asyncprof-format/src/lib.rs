@@ -68,7 +68,7 @@ mod write;
 pub use error::{Error, Result};
 pub use hist::Histogram;
 pub use kind::{
-    preempted, waits_on_the_allocator, StallKind, CROWDED_SHARE, NEVER_RETURNED_NS,
+    mostly_waits_on_the_allocator, preempted, StallKind, CROWDED_SHARE, NEVER_RETURNED_NS,
     PREEMPTED_CPU_SHARE,
 };
 pub use read::{

@@ -170,8 +170,10 @@ impl FileLimit {
 /// samples also say which task the thread was polling ([`PollEvidence`]): a stall whose samples
 /// on CPU show one task is held until they confirm one poll (four samples, half a threshold of
 /// the thread's CPU time apart from first to last) and not sent if it ends before; one whose
-/// samples show another poll first is several polls, never sent. One that ends held back, or
-/// is still held when the recording stops, is counted in `stalls_without_a_poll`.
+/// samples show another poll first is several polls, never sent. Judged by its stacks, a
+/// stall at least half of whose samples waited for the C library's allocator lock shows no
+/// poll of its own. One that ends held back, or is still held when the recording stops, is
+/// counted in `stalls_without_a_poll`.
 #[derive(Debug, Default)]
 struct WithoutAPoll {
     /// Busy-period stalls going on, and whether each was sent.
@@ -189,13 +191,9 @@ impl WithoutAPoll {
         let no_poll = match seen.polls {
             PollEvidence::Several => true,
             PollEvidence::Confirmed => false,
-            // A look found the thread asleep in a system call, and it was mostly off CPU: a
-            // call that blocked, no poll ran meanwhile, so it is judged as before any task was
-            // seen, by its stacks. A thread mostly on CPU that was asleep at a look slept for a
-            // moment: no evidence of one poll, so it needs the samples' (below).
-            PollEvidence::Unconfirmed if seen.asleep && !seen.mostly_on_cpu => {
-                Self::no_poll_in(record, seen)
-            }
+            // A look found the thread asleep in a system call: no poll ran meanwhile, so it
+            // is judged as before any task was seen, by its stacks.
+            PollEvidence::Unconfirmed if seen.asleep => Self::no_poll_in(record, seen),
             // On CPU, one task in samples that do not confirm one poll yet: not yet, and
             // never if it ends so (a worker polling a few tasks in turn shows the same task
             // in a sample now and then).
@@ -223,15 +221,14 @@ impl WithoutAPoll {
     /// busy periods, refuted one after another, can spend it), a look that found the thread
     /// running does not show a poll.
     ///
-    /// A stall whose most sampled stack waits on the C library's allocator lock shows no poll
-    /// either: that lock is held for a few hundred instructions, so a thread found there again
-    /// and again is short polls of a saturated runtime waiting on it in turn (freeing and
-    /// growing strings that other threads allocated), or its holder waiting for a core.
+    /// Nor does one at least half of whose samples waited for the C library's allocator lock
+    /// ([`format::mostly_waits_on_the_allocator`]): the stable tier cannot tell one poll held
+    /// there from short polls waiting on it in turn, and records neither.
     fn no_poll_in(record: &format::StallRecord, seen: Seen) -> bool {
         if record.stacks.is_empty() {
             seen.stacks_sought || record.class == format::StallClass::Unknown
         } else {
-            format::waits_on_the_allocator(record)
+            format::mostly_waits_on_the_allocator(record)
                 || record
                     .stacks
                     .iter()
@@ -254,17 +251,9 @@ struct Seen {
     polls: PollEvidence,
     /// A look found its thread asleep.
     asleep: bool,
-    /// The thread spent at least [`MOSTLY_ON_CPU`] of the stall's time on CPU (so far, for an
-    /// ongoing one): its sleeps were short.
-    mostly_on_cpu: bool,
     /// A stack could be sought (see `RawStall::stacks_sought`).
     stacks_sought: bool,
 }
-
-/// A busy-period stall whose thread was on CPU at least this share of its time slept only for
-/// moments (an allocator's or a lock's brief waits, between and within short polls): a look
-/// that found it asleep does not show one blocked call holding one poll.
-const MOSTLY_ON_CPU: f64 = 0.5;
 
 /// Stalls [`WithoutAPoll`] keeps track of at most. Going on at once are no more than one per
 /// worker thread.
@@ -400,10 +389,6 @@ pub(crate) fn aggregator_loop(
             let seen = Seen {
                 polls: raw.polls,
                 asleep: raw.asleep > 0,
-                mostly_on_cpu: raw
-                    .cpu_share
-                    .or(raw.cpu_share_so_far)
-                    .is_some_and(|c| c >= MOSTLY_ON_CPU),
                 stacks_sought: raw.stacks_sought,
             };
             if !without_a_poll.admit(&record, seen, &recorder.loss.stalls_without_a_poll) {
@@ -717,7 +702,6 @@ mod tests {
         Seen {
             polls,
             asleep,
-            mostly_on_cpu: false,
             stacks_sought: false,
         }
     }
@@ -926,45 +910,51 @@ mod tests {
             &dropped
         ));
         assert_eq!(dropped.load(Relaxed), 3);
-        // Asleep at a look but mostly on CPU (short polls waiting in turn on the allocator's
-        // lock): the samples decide, as on CPU; held while ongoing, not sent at its end.
-        let brief_sleeps = Seen {
-            mostly_on_cpu: true,
-            ..seen(Unconfirmed, true)
-        };
-        assert!(!gate.admit(&stall(8, 0, true, &[true]), brief_sleeps, &dropped));
-        assert!(!gate.admit(&stall(8, 0, false, &[true]), brief_sleeps, &dropped));
-        assert_eq!(dropped.load(Relaxed), 4);
-        // Confirmed by its samples, it is sent all the same.
-        let confirmed = Seen {
-            polls: Confirmed,
-            ..brief_sleeps
-        };
-        assert!(gate.admit(&stall(9, 0, false, &[true]), confirmed, &dropped));
-        // Mostly asleep, on the C library's allocator lock (in `realloc`, in a poll): a lock
-        // held for a moment shows no blocked poll either; the same stack waiting on a lock of
-        // the user's own (`std::sync::Mutex`) is judged by its stacks, and sent.
-        let waits_in = |id, function: &str| {
-            let mut r = stall(id, 0, false, &[true]);
-            let mut frames = vec![
-                Frame::new("__lll_lock_wait_private", None, None),
-                Frame::new("0x7ff48f483565", None, None),
-                Frame::new(function, None, None),
-            ];
-            frames.append(&mut r.stacks[0].frames);
-            r.stacks[0].frames = frames;
+        // Asleep at a look, judged by its stacks: half or more of its samples waiting for the
+        // C library's allocator lock (in `realloc`, `free`: held for a moment) show no poll of
+        // its own; fewer, or a lock of the user's (`std::sync::Mutex`), or a stack running in
+        // `free` with no wait, do. With no task in any sample (stacks copied from outside the
+        // sleeping thread), the same.
+        let lock = "std::sys::sync::mutex::futex::Mutex::lock_contended";
+        let waits_in = |id, waits: &[(&str, u32)]| {
+            let mut r = stall(id, 0, false, &[]);
+            for &(function, count) in waits {
+                let mut frames = match function {
+                    "" => Vec::new(),
+                    "free running" => vec![Frame::new("__libc_free", None, None)],
+                    f => vec![
+                        Frame::new("__lll_lock_wait_private", None, None),
+                        Frame::new("0x7ff48f483565", None, None),
+                        Frame::new(f, None, None),
+                    ],
+                };
+                frames.append(&mut stack(true).frames);
+                let mut st = stack(true);
+                st.frames = frames;
+                st.count = count;
+                r.stacks.push(st);
+            }
             r
         };
-        let asleep = seen(Unconfirmed, true);
-        assert!(!gate.admit(&waits_in(10, "realloc"), asleep, &dropped));
-        let lock = "std::sys::sync::mutex::futex::Mutex::lock_contended";
-        assert!(gate.admit(&waits_in(11, lock), asleep, &dropped));
-        // The same with no task in any sample (stacks copied from outside the sleeping
-        // thread): judged by its stacks, which show the allocator's lock only.
-        let untold = seen(PollEvidence::Unknown, true);
-        assert!(!gate.admit(&waits_in(12, "__libc_free"), untold, &dropped));
-        assert!(gate.admit(&waits_in(13, lock), untold, &dropped));
-        assert_eq!(dropped.load(Relaxed), 6);
+        for evidence in [seen(Unconfirmed, true), seen(PollEvidence::Unknown, true)] {
+            let held = [
+                vec![("realloc", 1)],
+                vec![("__libc_free", 1), ("", 1)],
+                vec![("realloc", 2), ("", 1), ("__libc_free", 1)],
+            ];
+            for (i, waits) in held.iter().enumerate() {
+                assert!(!gate.admit(&waits_in(10 + i as u64, waits), evidence, &dropped));
+            }
+            let sent = [
+                vec![("realloc", 1), ("", 2)],
+                vec![(lock, 1)],
+                vec![("free running", 1)],
+            ];
+            for (i, waits) in sent.iter().enumerate() {
+                assert!(gate.admit(&waits_in(20 + i as u64, waits), evidence, &dropped));
+            }
+        }
+        assert_eq!(dropped.load(Relaxed), 9);
         // Sent before a task showed (its stacks showed a poll), then several: sent to its end.
         assert!(gate.admit(
             &stall(5, 0, true, &[true]),
@@ -974,7 +964,7 @@ mod tests {
         assert!(gate.admit(&stall(5, 0, false, &[true]), seen(Several, false), &dropped));
         // A task's stall (hooks and layer tiers) is a poll, whatever the samples say.
         assert!(gate.admit(&stall(6, 7, false, &[true]), seen(Several, false), &dropped));
-        assert_eq!(dropped.load(Relaxed), 6);
+        assert_eq!(dropped.load(Relaxed), 9);
         assert!(gate.ongoing.is_empty());
     }
 

@@ -168,9 +168,6 @@ pub(crate) struct RawStall {
     /// Share of the stall's wall time the thread spent on CPU, from its schedstat, measured
     /// from half the threshold to the end (`None` when unknown).
     pub(crate) cpu_share: Option<f64>,
-    /// The same, from half the threshold to the last look that read the thread's state: what
-    /// an ongoing stall's versions go by (`None` when unknown).
-    pub(crate) cpu_share_so_far: Option<f64>,
     /// Looks that found the thread asleep while the machine had more runnable threads than
     /// CPUs (of the `asleep` looks whose machine state could be read: `crowd_known`).
     pub(crate) crowded: u32,
@@ -854,13 +851,6 @@ impl Watchdog {
                 state.cpu_ns.saturating_sub(cpu0) * 2 < now.saturating_sub(since)
             });
             active.cpu_mark = Some((now, state.cpu_ns));
-            if let Some((since, cpu0)) = active.cpu_start {
-                let wall = now.saturating_sub(since);
-                if wall > 0 {
-                    let cpu = state.cpu_ns.saturating_sub(cpu0) as f64;
-                    active.raw.cpu_share_so_far = Some(cpu / wall as f64);
-                }
-            }
             if state.state == 'R' {
                 if !preempted {
                     active.raw.on_cpu += 1;
