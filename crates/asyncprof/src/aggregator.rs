@@ -198,6 +198,11 @@ impl WithoutAPoll {
             // never if it ends so (a worker polling a few tasks in turn shows the same task
             // in a sample now and then).
             PollEvidence::Unconfirmed => true,
+            // Every stack copied while the thread slept, yet no look found it asleep: it slept
+            // for moments between looks that found it running (short polls waiting in turn
+            // on a lock they share), not in one blocking call. A call that blocks for a
+            // threshold is found asleep by the looks, a tick apart.
+            PollEvidence::Unknown if seen.only_copied && !seen.asleep => true,
             PollEvidence::Unknown => Self::no_poll_in(record, seen),
         };
         let admitted = self.ongoing.remove(&record.id).unwrap_or(false) || !no_poll;
@@ -253,6 +258,8 @@ struct Seen {
     asleep: bool,
     /// A stack could be sought (see `RawStall::stacks_sought`).
     stacks_sought: bool,
+    /// Every stack was copied from outside while the thread slept (no signal sample).
+    only_copied: bool,
 }
 
 /// Stalls [`WithoutAPoll`] keeps track of at most. Going on at once are no more than one per
@@ -390,6 +397,7 @@ pub(crate) fn aggregator_loop(
                 polls: raw.polls,
                 asleep: raw.asleep > 0,
                 stacks_sought: raw.stacks_sought,
+                only_copied: !raw.stacks.is_empty() && raw.signal_samples == 0,
             };
             if !without_a_poll.admit(&record, seen, &recorder.loss.stalls_without_a_poll) {
                 continue;
@@ -703,6 +711,7 @@ mod tests {
             polls,
             asleep,
             stacks_sought: false,
+            only_copied: false,
         }
     }
 
@@ -955,6 +964,20 @@ mod tests {
             }
         }
         assert_eq!(dropped.load(Relaxed), 9);
+        // No task in any sample, every stack copied while the thread slept on a lock of the
+        // program's own, but no look found it asleep: moments of sleep, held back. Found
+        // asleep by a look, it is a blocked call, judged by its stacks and sent.
+        let copied = Seen {
+            only_copied: true,
+            ..seen(PollEvidence::Unknown, false)
+        };
+        assert!(!gate.admit(&waits_in(30, &[(lock, 1)]), copied, &dropped));
+        let blocked = Seen {
+            asleep: true,
+            ..copied
+        };
+        assert!(gate.admit(&waits_in(31, &[(lock, 1)]), blocked, &dropped));
+        assert_eq!(dropped.load(Relaxed), 10);
         // Sent before a task showed (its stacks showed a poll), then several: sent to its end.
         assert!(gate.admit(
             &stall(5, 0, true, &[true]),
@@ -964,7 +987,7 @@ mod tests {
         assert!(gate.admit(&stall(5, 0, false, &[true]), seen(Several, false), &dropped));
         // A task's stall (hooks and layer tiers) is a poll, whatever the samples say.
         assert!(gate.admit(&stall(6, 7, false, &[true]), seen(Several, false), &dropped));
-        assert_eq!(dropped.load(Relaxed), 9);
+        assert_eq!(dropped.load(Relaxed), 10);
         assert!(gate.ongoing.is_empty());
     }
 

@@ -177,6 +177,9 @@ pub(crate) struct RawStall {
     /// A stack could be sought (a signal is installed): no stack then means every try failed,
     /// or the per-minute budget of sampled stalls was spent, not that signals are off.
     pub(crate) stacks_sought: bool,
+    /// Stacks taken by the signal handler (the thread on CPU), of those kept in `stacks`; the
+    /// others were copied from outside while it slept.
+    pub(crate) signal_samples: u32,
 }
 
 /// What the signal samples of a busy-period stall (the stable tier) show of its polls: the
@@ -891,6 +894,7 @@ impl Watchdog {
                             return;
                         }
                     }
+                    active.raw.signal_samples += u32::from(sample.capture == Capture::Signal);
                     *active.raw.stacks.entry(sample.ips).or_default() += 1;
                 }
                 Err(SampleError::Busy) => {
