@@ -84,43 +84,34 @@ const ALLOCATOR: &[&str] = &[
     "malloc_consolidate",
 ];
 
-/// In the most sampled stack, the first named frame outward of the lock wait (a static
-/// function of the C library has no symbol: its address is skipped) is the C library's
-/// allocator: the thread waited for its arena lock.
+/// The C library's lock wait at the top of `frames` (innermost first): whether a named lock
+/// wait (`__lll_lock_wait*`) is there, and whether the first frame outward of the wait (its
+/// futex call and the C library's unnamed static functions skipped) is the C library's
+/// allocator.
+fn allocator_under_wait(frames: &[crate::Frame]) -> (bool, bool) {
+    let mut named_wait = false;
+    for f in frames {
+        let name = f.function.as_str();
+        if name.starts_with("__lll_lock_wait") || name == "__GI___lll_lock_wait" {
+            named_wait = true;
+        } else if !(name.starts_with("0x") || name.contains("futex") || name == "syscall") {
+            return (named_wait, ALLOCATOR.contains(&name));
+        }
+    }
+    (named_wait, false)
+}
+
+/// In the most sampled stack, the first named frame outward of the lock wait is the C
+/// library's allocator: the thread waited for its arena lock.
 fn waits_on_the_allocator(s: &StallRecord) -> bool {
     s.stacks
         .iter()
         .max_by_key(|st| st.count)
-        .and_then(|st| {
-            st.frames.iter().find(|f| {
-                let name = f.function.as_str();
-                !(name.starts_with("__lll_lock_wait")
-                    || name.starts_with("0x")
-                    || name.contains("futex")
-                    || name == "syscall"
-                    || name == "__GI___lll_lock_wait")
-            })
-        })
-        .is_some_and(|f| ALLOCATOR.contains(&f.function.as_str()))
+        .is_some_and(|st| allocator_under_wait(&st.frames).1)
 }
 
-/// Whether `frames` (innermost first) wait for the C library's allocator lock: a named lock
-/// wait first, then, past the C library's unnamed static functions, one of its allocator's.
-fn frames_wait_on_the_allocator(frames: &[crate::Frame]) -> bool {
-    let mut waited = false;
-    for f in frames {
-        let name = f.function.as_str();
-        if name.starts_with("__lll_lock_wait") || name == "__GI___lll_lock_wait" {
-            waited = true;
-        } else if !name.starts_with("0x") {
-            return waited && ALLOCATOR.contains(&name);
-        }
-    }
-    false
-}
-
-/// Whether at least half of the stall's stack samples waited for the C library's allocator
-/// lock, which it holds for a few hundred instructions: a thread found there again and again
+/// Whether at least half of the stall's stack samples waited (a named lock wait) for the C
+/// library's allocator lock, which it holds for a few hundred instructions: a thread found there again and again
 /// is short polls waiting on it in turn (a saturated runtime freeing and growing memory that
 /// other threads allocated), or the lock's holder waiting for a core; not one poll of its own.
 pub fn mostly_waits_on_the_allocator(s: &StallRecord) -> bool {
@@ -128,7 +119,7 @@ pub fn mostly_waits_on_the_allocator(s: &StallRecord) -> bool {
     let waiting: u64 = s
         .stacks
         .iter()
-        .filter(|st| frames_wait_on_the_allocator(&st.frames))
+        .filter(|st| allocator_under_wait(&st.frames) == (true, true))
         .map(|st| u64::from(st.count))
         .sum();
     total > 0 && waiting * 2 >= total

@@ -320,6 +320,10 @@ fn stop_cpu_profile_at_spill_limit(
     }
 }
 
+/// Backlog room left beside a stopped CPU profile's record before it goes out during the run,
+/// for the batches that follow while the writer takes it.
+const CPU_PROFILE_ROOM_MARGIN: usize = 64 << 10;
+
 /// How often the aggregator hands new stall records to the writer.
 const STALL_PERIOD: Duration = Duration::from_millis(100);
 
@@ -449,7 +453,7 @@ pub(crate) fn aggregator_loop(
         } else if let Some(f) = cpu_profile.as_ref().filter(|_| !cpu_profile_sent) {
             // Not at the price of the cycle's other records: only when the writer has room.
             let len: usize = frames.iter().map(Vec::len).sum::<usize>() + f.len();
-            if shared.writer_backlog.room() >= len + (64 << 10) {
+            if shared.writer_backlog.room() >= len + CPU_PROFILE_ROOM_MARGIN {
                 frames.push(f.clone());
                 cpu_in_batch = true;
             }
