@@ -17,6 +17,9 @@ pub struct ThreadState {
     pub cpu_ns: u64,
     /// The system call the thread is blocked in, if any.
     pub syscall: Option<u64>,
+    /// Time spent runnable, waiting for a CPU, so far, in nanoseconds (`schedstat`'s second
+    /// field; `None` where `schedstat` is missing).
+    pub wait_ns: Option<u64>,
 }
 
 /// Read the state of thread `tid` of this process. `None` when the thread is gone.
@@ -29,12 +32,16 @@ pub fn thread_state(tid: i32) -> Option<ThreadState> {
     // utime and stime are fields 14 and 15 of stat; after the ')' they are at 11 and 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    let cpu_ns = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            (utime + stime) * 1_000_000_000 / crate::signal::clock_ticks_per_second()
-        });
+    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok();
+    let field = |i: usize| {
+        schedstat
+            .as_deref()
+            .and_then(|s| s.split_whitespace().nth(i)?.parse::<u64>().ok())
+    };
+    let wait_ns = field(1);
+    let cpu_ns = field(0).unwrap_or_else(|| {
+        (utime + stime) * 1_000_000_000 / crate::signal::clock_ticks_per_second()
+    });
     let syscall = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
         .ok()
         .and_then(|s| {
@@ -45,6 +52,7 @@ pub fn thread_state(tid: i32) -> Option<ThreadState> {
         state,
         cpu_ns,
         syscall,
+        wait_ns,
     })
 }
 
@@ -347,6 +355,45 @@ mod tests {
         assert_eq!(super::parse_machine_busy("intr 1 2 3\n"), None);
         assert!(super::process_cpu_ns().is_some());
         assert!(super::machine_busy_ns().is_some_and(|(_, cpus)| cpus >= 1));
+    }
+
+    #[test]
+    fn a_thread_that_waits_for_a_cpu_has_its_wait_counted_apart_from_its_cpu_time() {
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        use std::sync::Arc;
+        // One spinning thread per CPU beside the one measured: it waits for a CPU a good part
+        // of the time, and its CPU time and its wait add up to no more than the time it ran.
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinner = |tid: Option<std::sync::mpsc::Sender<i32>>| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                if let Some(tx) = tid {
+                    tx.send(crate::current_tid()).unwrap();
+                }
+                while !stop.load(Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let mut threads: Vec<_> = (0..online_cpus()).map(|_| spinner(None)).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        threads.push(spinner(Some(tx)));
+        let tid = rx.recv().unwrap();
+        let t0 = std::time::Instant::now();
+        let before = thread_state(tid).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let after = thread_state(tid).unwrap();
+        let wall = t0.elapsed().as_nanos() as u64;
+        stop.store(true, Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let cpu = after.cpu_ns - before.cpu_ns;
+        let wait = after.wait_ns.unwrap() - before.wait_ns.unwrap();
+        assert!(wait * 10 >= wall, "waited {wait} ns of {wall}");
+        assert!(cpu * 10 >= wall, "ran {cpu} ns of {wall}");
+        // A wait in progress at a read is not counted yet: at most one time slice's margin.
+        assert!(cpu + wait <= wall + 20_000_000, "{cpu} + {wait} > {wall}");
     }
 
     #[test]

@@ -170,9 +170,12 @@ impl FileLimit {
 /// samples also say which task the thread was polling ([`PollEvidence`]): a stall whose samples
 /// on CPU show one task is held until they confirm one poll (four samples, half a threshold of
 /// the thread's CPU time apart from first to last) and not sent if it ends before; one whose
-/// samples show another poll first is several polls, never sent. Judged by its stacks, a
-/// stall at least half of whose samples waited for the C library's allocator lock shows no
-/// poll of its own. One that ends held back, or is still held when the recording stops, is
+/// samples show another poll first is several polls, never sent. A stall is judged by its
+/// stacks when a look found its thread asleep through most of the time since the look before
+/// (a thread asleep for moments between computings, short polls waiting in turn on a lock,
+/// is not blocked), or when no sample showed a task; so judged, a stall at least half of
+/// whose samples waited for the C library's allocator lock shows no poll of its own. One that
+/// ends held back, or is still held when the recording stops, is
 /// counted in `stalls_without_a_poll`.
 #[derive(Debug, Default)]
 struct WithoutAPoll {
@@ -191,17 +194,18 @@ impl WithoutAPoll {
         let no_poll = match seen.polls {
             PollEvidence::Several => true,
             PollEvidence::Confirmed => false,
-            // A look found the thread asleep in a system call: no poll ran meanwhile, so it
-            // is judged as before any task was seen, by its stacks.
+            // A look found the thread asleep in a system call, and mostly so since the look
+            // before: no poll ran meanwhile, so it is judged as before any task was seen, by
+            // its stacks.
             PollEvidence::Unconfirmed if seen.asleep => Self::no_poll_in(record, seen),
             // On CPU, one task in samples that do not confirm one poll yet: not yet, and
             // never if it ends so (a worker polling a few tasks in turn shows the same task
             // in a sample now and then).
             PollEvidence::Unconfirmed => true,
-            // Every stack copied while the thread slept, yet no look found it asleep: it slept
-            // for moments between looks that found it running (short polls waiting in turn
-            // on a lock they share), not in one blocking call. A call that blocks for a
-            // threshold is found asleep by the looks, a tick apart.
+            // Every stack copied while the thread slept, yet no look found it asleep through
+            // most of the time since the look before: it slept for moments between
+            // computings (short polls waiting in turn on a lock they share), not in one
+            // blocking call. A call that blocks for a threshold is found so by the looks.
             PollEvidence::Unknown if seen.only_copied && !seen.asleep => true,
             PollEvidence::Unknown => Self::no_poll_in(record, seen),
         };
@@ -254,7 +258,8 @@ impl WithoutAPoll {
 #[derive(Debug, Clone, Copy, Default)]
 struct Seen {
     polls: PollEvidence,
-    /// A look found its thread asleep.
+    /// A look found its thread asleep, having slept through most of the time since the look
+    /// before (`RawStall::slept`), not for a moment between computings.
     asleep: bool,
     /// A stack could be sought (see `RawStall::stacks_sought`).
     stacks_sought: bool,
@@ -395,11 +400,19 @@ pub(crate) fn aggregator_loop(
         }
         let header_first = header_frame.is_some();
         frames.extend(header_frame);
+        // A busy-period stall's thread is taken for asleep in a blocking call once looks in a
+        // row found it asleep for a threshold (`RawStall::slept_ns`). A thread waiting in turn
+        // on a lock whose holder lost its CPU sleeps for a few of the kernel's time slices.
+        let slept_enough_ns = recorder
+            .settings
+            .config
+            .stall_threshold_us
+            .saturating_mul(1000);
         for raw in unsent.values() {
             let record = symbolizer.record(raw, recorder.run_start_ns);
             let seen = Seen {
                 polls: raw.polls,
-                asleep: raw.asleep > 0,
+                asleep: raw.slept_ns >= slept_enough_ns,
                 stacks_sought: raw.stacks_sought,
                 only_copied: !raw.stacks.is_empty() && raw.signal_samples == 0,
             };

@@ -163,6 +163,11 @@ pub(crate) struct RawStall {
     pub(crate) stacks: HashMap<Vec<usize>, u32>,
     pub(crate) on_cpu: u32,
     pub(crate) asleep: u32,
+    /// The longest time the thread slept (neither on CPU nor waiting for one) in looks in a
+    /// row that each found it asleep having slept through more than half the time since the
+    /// look before: a blocking call sleeps so; short polls waiting in turn on a lock sleep
+    /// for moments between computings.
+    pub(crate) slept_ns: u64,
     pub(crate) syscalls: BTreeMap<u64, u32>,
     pub(crate) max_ready: u64,
     /// Share of the stall's wall time the thread spent on CPU, from its schedstat, measured
@@ -236,6 +241,10 @@ struct Active {
     /// The thread's CPU time at the previous look (wall ns, CPU ns), to tell running from
     /// runnable-but-preempted.
     cpu_mark: Option<(u64, u64)>,
+    /// The thread's time waiting for a CPU at the previous look (schedstat's), when known.
+    wait_mark: Option<u64>,
+    /// The time slept in the looks in a row so far (see `RawStall::slept_ns`).
+    asleep_run_ns: u64,
     /// The same at half the threshold, for the whole stall's CPU share at its end.
     cpu_start: Option<(u64, u64)>,
     /// Busy-period stalls: the task the signal samples show now (0: none yet), the thread's
@@ -263,6 +272,8 @@ struct Track {
     /// that is runnable but got little CPU since was preempted by other threads: that is not
     /// the poll's doing, and it is not reported as a stall.
     cpu_base: Option<(u64, u64)>,
+    /// The thread's time waiting for a CPU then, when known.
+    wait_base: Option<u64>,
     /// The thread was asleep (not runnable) when the poll passed half the threshold: the
     /// poll blocked, whatever the thread's state when the stall is declared (a thread just
     /// woken from a long sleep is runnable and has used little CPU, yet was never preempted).
@@ -652,6 +663,7 @@ impl Watchdog {
                         self.sampler.watch(tid);
                         let st = asyncprof_sampler::thread_state(tid);
                         track.asleep_at_base = st.as_ref().is_some_and(|st| st.state != 'R');
+                        track.wait_base = st.as_ref().and_then(|st| st.wait_ns);
                         track.cpu_base = st.map(|st| (now, st.cpu_ns)).or(Some((now, u64::MAX)));
                     }
                     // A poll first seen after a gap in the watchdog's looks began at an
@@ -678,6 +690,7 @@ impl Watchdog {
                                 .max(self.tracks[i].poll_floor_ns);
                             let mut active = self.begin(w, task, start, now);
                             active.cpu_mark = mark;
+                            active.wait_mark = self.tracks[i].wait_base;
                             active.cpu_start = mark;
                             self.tracks[i].stall = Some(active);
                         }
@@ -784,6 +797,8 @@ impl Watchdog {
             stack_retry: false,
             stack_retries: 0,
             cpu_mark: None,
+            wait_mark: None,
+            asleep_run_ns: 0,
             cpu_start: None,
             poll_task: 0,
             poll_first_cpu_ns: None,
@@ -853,7 +868,29 @@ impl Watchdog {
             let preempted = active.cpu_mark.is_some_and(|(since, cpu0)| {
                 state.cpu_ns.saturating_sub(cpu0) * 2 < now.saturating_sub(since)
             });
+            // Looks in a row that found the thread asleep, each after it slept through more
+            // than half the time since the look before, make one stretch asleep: a blocking
+            // call's. A thread that sleeps for moments between computings (short polls
+            // waiting in turn on a lock) makes none as long. (A runnable thread's current
+            // wait for a CPU is not in its schedstat yet: only one asleep now is measured.)
+            let slept = active
+                .cpu_mark
+                .filter(|_| state.state != 'R')
+                .and_then(|(since, cpu0)| {
+                    let wall = now.saturating_sub(since);
+                    let waited = match (active.wait_mark, state.wait_ns) {
+                        (Some(w0), Some(w)) => w.saturating_sub(w0),
+                        _ => 0,
+                    };
+                    let slept = wall
+                        .saturating_sub(state.cpu_ns.saturating_sub(cpu0))
+                        .saturating_sub(waited);
+                    (slept * 2 > wall).then_some(slept)
+                });
+            active.asleep_run_ns = slept.map_or(0, |ns| active.asleep_run_ns.saturating_add(ns));
+            active.raw.slept_ns = active.raw.slept_ns.max(active.asleep_run_ns);
             active.cpu_mark = Some((now, state.cpu_ns));
+            active.wait_mark = state.wait_ns;
             if state.state == 'R' {
                 if !preempted {
                     active.raw.on_cpu += 1;

@@ -484,6 +484,82 @@ async fn back_to_back_polls(tasks: u64, poll_us: u64, for_ms: u64) {
     }
 }
 
+/// Like [`back_to_back_polls`], but each poll computes in steps that take one lock all the
+/// tasks share for a third of each step: the two workers wait on it in turn, asleep on it for
+/// moments, mostly computing. A look at a worker can find its thread asleep on the lock
+/// though its poll is short and the thread on CPU nearly all the time.
+async fn polls_sharing_a_lock(tasks: u64, poll_us: u64, for_ms: u64) {
+    let until = Instant::now() + Duration::from_millis(for_ms);
+    let shared = Arc::new(Mutex::new(0u64));
+    let ts: Vec<_> = (0..tasks)
+        .map(|_| {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                while Instant::now() < until {
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_micros(poll_us) {
+                        let mut n = shared.lock().unwrap(); // stall: shared-lock
+                        let held = Instant::now();
+                        while held.elapsed() < Duration::from_micros(30) {
+                            *n = std::hint::black_box(n.wrapping_add(1));
+                        }
+                        drop(n);
+                        let free = Instant::now();
+                        while free.elapsed() < Duration::from_micros(60) {} // stall: lock-free
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.await.unwrap();
+    }
+}
+
+#[test]
+fn stable_tier_does_not_take_short_polls_waiting_on_a_shared_lock_for_a_blocked_one() {
+    crate::support::retry_if_disturbed(|| {
+        // Healthy: polls of 1 and 3 ms on both workers, each waiting on a lock the other
+        // holds now and then, for moments. A look that finds a thread asleep on the lock is
+        // no sign of a blocked poll when the thread was on CPU most of the time since the
+        // look before.
+        let lines = [stall_line("shared-lock"), stall_line("lock-free")];
+        for poll_us in [1_000, 3_000] {
+            let run = record_stable("stable-lock-polls", || async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                polls_sharing_a_lock(16, poll_us, 1_000).await;
+            });
+            for line in lines {
+                let at = stalls_at_line(&run, line);
+                assert!(at.is_empty(), "polls of {poll_us} us: {at:#?}");
+            }
+            let findings = asyncprof_report::diagnose(&run);
+            assert!(findings.is_empty(), "polls of {poll_us} us: {findings:#?}");
+        }
+
+        // The same with one poll among them blocked in a call for 80 ms: one stall at its
+        // line, a blocking call, and none at the lock's.
+        let run = record_stable("stable-lock-polls-sleep", || async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let busy = tokio::spawn(polls_sharing_a_lock(16, 1_000, 800));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::spawn(async {
+                std::thread::sleep(Duration::from_millis(80)); // stall: stable-lock-sleep
+            })
+            .await
+            .unwrap();
+            busy.await.unwrap();
+        });
+        let stall = stall_at(&run, "stable-lock-sleep");
+        assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
+        for line in lines {
+            let at = stalls_at_line(&run, line);
+            assert!(at.is_empty(), "{at:#?}");
+        }
+    });
+}
+
 #[test]
 fn stable_tier_does_not_take_short_polls_in_a_row_for_one_long_one() {
     crate::support::retry_if_disturbed(|| {
