@@ -171,9 +171,9 @@ impl FileLimit {
 /// on CPU show one task is held until they confirm one poll (four samples, half a threshold of
 /// the thread's CPU time apart from first to last) and not sent if it ends before; one whose
 /// samples show another poll first is several polls, never sent. A stall is judged by its
-/// stacks when a look found its thread asleep through most of the time since the look before
-/// (a thread asleep for moments between computings, short polls waiting in turn on a lock,
-/// is not blocked), or when no sample showed a task; so judged, a stall at least half of
+/// stacks when looks in a row found its thread asleep for a threshold (`RawStall::slept_ns`:
+/// a thread asleep for moments between computings, short polls waiting in turn on a lock, is
+/// not blocked), or when no sample showed a task; so judged, a stall at least half of
 /// whose samples waited for the C library's allocator lock shows no poll of its own. One that
 /// ends held back, or is still held when the recording stops, is
 /// counted in `stalls_without_a_poll`.
@@ -194,18 +194,17 @@ impl WithoutAPoll {
         let no_poll = match seen.polls {
             PollEvidence::Several => true,
             PollEvidence::Confirmed => false,
-            // A look found the thread asleep in a system call, and mostly so since the look
-            // before: no poll ran meanwhile, so it is judged as before any task was seen, by
-            // its stacks.
+            // Looks in a row found the thread asleep in a system call for a threshold: no poll
+            // ran meanwhile, so it is judged as before any task was seen, by its stacks.
             PollEvidence::Unconfirmed if seen.asleep => Self::no_poll_in(record, seen),
             // On CPU, one task in samples that do not confirm one poll yet: not yet, and
             // never if it ends so (a worker polling a few tasks in turn shows the same task
             // in a sample now and then).
             PollEvidence::Unconfirmed => true,
-            // Every stack copied while the thread slept, yet no look found it asleep through
-            // most of the time since the look before: it slept for moments between
-            // computings (short polls waiting in turn on a lock they share), not in one
-            // blocking call. A call that blocks for a threshold is found so by the looks.
+            // Every stack copied while the thread slept, yet looks never found it asleep for a
+            // threshold in a row: it slept for moments between computings (short polls
+            // waiting in turn on a lock they share), not in one blocking call. A call that
+            // blocks for a threshold is found asleep by the looks throughout.
             PollEvidence::Unknown if seen.only_copied && !seen.asleep => true,
             PollEvidence::Unknown => Self::no_poll_in(record, seen),
         };
@@ -258,8 +257,8 @@ impl WithoutAPoll {
 #[derive(Debug, Clone, Copy, Default)]
 struct Seen {
     polls: PollEvidence,
-    /// A look found its thread asleep, having slept through most of the time since the look
-    /// before (`RawStall::slept`), not for a moment between computings.
+    /// Looks in a row found its thread asleep for a threshold (`RawStall::slept_ns`), not for
+    /// moments between computings.
     asleep: bool,
     /// A stack could be sought (see `RawStall::stacks_sought`).
     stacks_sought: bool,
@@ -721,8 +720,8 @@ mod tests {
         s
     }
 
-    /// What the watchdog saw: its samples' polls, and whether a look found the thread asleep
-    /// (no stack sought: as with signals off).
+    /// What the watchdog saw: its samples' polls, and whether looks found the thread asleep for
+    /// a threshold (no stack sought: as with signals off).
     fn seen(polls: PollEvidence, asleep: bool) -> Seen {
         Seen {
             polls,
@@ -924,7 +923,7 @@ mod tests {
             &dropped
         ));
         assert_eq!(dropped.load(Relaxed), 2);
-        // The same with a look that found the thread asleep: its stacks decide.
+        // The same with looks that found the thread asleep for a threshold: its stacks decide.
         assert!(gate.admit(
             &stall(4, 0, false, &[true]),
             seen(Unconfirmed, true),
