@@ -70,6 +70,10 @@ pub enum Config {
     /// after-poll hook that do nothing. What tokio's per-poll hooks cost by themselves, the
     /// floor under any tool built on them (asyncprof's hooks tier among them).
     EmptyHooks,
+    /// Not in the default table, named with `--configs`: as [`Config::EmptyHooks`], with a
+    /// task-spawn and a task-terminate hook that do nothing as well: the floor under a tool
+    /// that also follows tasks (asyncprof's hooks tier does; dial9's default does not).
+    EmptyTaskHooks,
 }
 
 impl Config {
@@ -87,7 +91,11 @@ impl Config {
     ];
 
     /// Configurations run only when `--configs` names them.
-    pub const EXTRA: [Config; 2] = [Config::HooksMetrics, Config::EmptyHooks];
+    pub const EXTRA: [Config; 3] = [
+        Config::HooksMetrics,
+        Config::EmptyHooks,
+        Config::EmptyTaskHooks,
+    ];
 
     /// Its name on the command line and in the JSON.
     pub fn key(self) -> &'static str {
@@ -104,6 +112,7 @@ impl Config {
             Config::Console => "console-subscriber",
             Config::CountPolls => "count-polls",
             Config::EmptyHooks => "empty-hooks",
+            Config::EmptyTaskHooks => "empty-task-hooks",
         }
     }
 
@@ -122,6 +131,7 @@ impl Config {
             Config::Console => "console-subscriber",
             Config::CountPolls => "poll counter",
             Config::EmptyHooks => "tokio's poll hooks, empty",
+            Config::EmptyTaskHooks => "tokio's poll, spawn and terminate hooks, empty",
         }
     }
 

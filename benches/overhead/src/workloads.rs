@@ -238,7 +238,8 @@ impl Instruments {
             | Config::PlainTracing
             | Config::Registry
             | Config::Console
-            | Config::EmptyHooks => {}
+            | Config::EmptyHooks
+            | Config::EmptyTaskHooks => {}
         }
         #[cfg(feature = "traced")]
         traced::set_subscriber(config, i.asyncprof.as_ref())?;
@@ -266,6 +267,12 @@ impl Instruments {
             }
             Config::EmptyHooks => {
                 b.on_before_task_poll(|_| {}).on_after_task_poll(|_| {});
+            }
+            Config::EmptyTaskHooks => {
+                b.on_before_task_poll(|_| {})
+                    .on_after_task_poll(|_| {})
+                    .on_task_spawn(|_| {})
+                    .on_task_terminate(|_| {});
             }
             Config::Dial9 => {
                 use dial9_tokio_telemetry::telemetry::{RotatingWriter, TracedRuntime};
