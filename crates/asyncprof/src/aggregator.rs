@@ -10,7 +10,7 @@ use asyncprof_format::{self as format, RecordKind};
 use crate::hist::lock;
 use crate::profiler::Shared;
 use crate::recorder::Recorder;
-use crate::watchdog::PollEvidence;
+use crate::watchdog::{PollEvidence, RawStall};
 use crate::writer::Batch;
 
 /// What the header says that is learnt only once tasks run: the tier (from the first task
@@ -170,10 +170,13 @@ impl FileLimit {
 /// samples also say which task the thread was polling ([`PollEvidence`]): a stall whose samples
 /// on CPU show one task is held until they confirm one poll (four samples, half a threshold of
 /// the thread's CPU time apart from first to last) and not sent if it ends before; one whose
-/// samples show another poll first is several polls, never sent. A stall is judged by its
-/// stacks when looks in a row found its thread asleep for a threshold (`RawStall::slept_ns`:
-/// a thread asleep for moments between computings, short polls waiting in turn on a lock, is
-/// not blocked), or when no sample showed a task; so judged, a stall at least half of
+/// samples show another poll first is several polls, never sent, unless looks in a row found
+/// its thread asleep for a threshold between them. A stall is judged by its stacks when looks
+/// in a row found its thread asleep for a threshold (`RawStall::slept_ns`: a thread asleep
+/// for moments between computings, short polls waiting in turn on a lock, is not blocked),
+/// and is then recorded as that stretch asleep, with its stacks and its time, not those of
+/// the polls before and after it in the busy period; or when no sample showed a task; so
+/// judged, a stall at least half of
 /// whose samples waited for the C library's allocator lock shows no poll of its own. One that
 /// ends held back, or is still held when the recording stops, is
 /// counted in `stalls_without_a_poll`.
@@ -192,6 +195,11 @@ impl WithoutAPoll {
             return true;
         }
         let no_poll = match seen.polls {
+            // Several polls, one of which slept for a threshold: looks in a row found the
+            // thread asleep so long between the polls its samples showed (a poll blocked
+            // after a short one, its end seen in the next): judged by its stacks, taken
+            // mostly while it slept.
+            PollEvidence::Several if seen.asleep => Self::no_poll_in(record, seen),
             PollEvidence::Several => true,
             PollEvidence::Confirmed => false,
             // Looks in a row found the thread asleep in a system call for a threshold: no poll
@@ -203,8 +211,8 @@ impl WithoutAPoll {
             PollEvidence::Unconfirmed => true,
             // Every stack copied while the thread slept, yet looks never found it asleep for a
             // threshold in a row: it slept for moments between computings (short polls
-            // waiting in turn on a lock they share), not in one blocking call. A call that
-            // blocks for a threshold is found asleep by the looks throughout.
+            // waiting in turn on a lock they share), not in one blocking call, whose looks
+            // find it asleep a threshold in a row a few milliseconds after it slept that long.
             PollEvidence::Unknown if seen.only_copied && !seen.asleep => true,
             PollEvidence::Unknown => Self::no_poll_in(record, seen),
         };
@@ -408,6 +416,28 @@ pub(crate) fn aggregator_loop(
             .stall_threshold_us
             .saturating_mul(1000);
         for raw in unsent.values() {
+            // A busy-period stall whose thread slept a threshold in looks in a row, with no
+            // poll of it confirmed on CPU: the stretch asleep is the stall's poll, its stacks
+            // the evidence (the others were taken in polls before and after it), its span the
+            // stall's (the busy period began with those polls).
+            let stretch;
+            let raw = if raw.task_id == 0
+                && raw.polls != PollEvidence::Confirmed
+                && raw.slept_ns >= slept_enough_ns
+                && !raw.slept_stacks.is_empty()
+            {
+                let (from, to) = raw.slept_span.unwrap_or((raw.start_ns, None));
+                let start_ns = raw.start_ns.max(from);
+                stretch = RawStall {
+                    stacks: raw.slept_stacks.clone(),
+                    start_ns,
+                    last_seen_ns: to.unwrap_or(raw.last_seen_ns).max(start_ns),
+                    ..raw.clone()
+                };
+                &stretch
+            } else {
+                raw
+            };
             let record = symbolizer.record(raw, recorder.run_start_ns);
             let seen = Seen {
                 polls: raw.polls,
@@ -981,8 +1011,8 @@ mod tests {
         }
         assert_eq!(dropped.load(Relaxed), 9);
         // No task in any sample, every stack copied while the thread slept on a lock of the
-        // program's own, but no look found it asleep: moments of sleep, held back. Found
-        // asleep by a look, it is a blocked call, judged by its stacks and sent.
+        // program's own, but looks never found it asleep a threshold in a row: moments of
+        // sleep, held back. So found, it is a blocked call, judged by its stacks and sent.
         let copied = Seen {
             only_copied: true,
             ..seen(PollEvidence::Unknown, false)

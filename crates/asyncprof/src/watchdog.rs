@@ -168,6 +168,12 @@ pub(crate) struct RawStall {
     /// look before: a blocking call sleeps so; short polls waiting in turn on a lock sleep
     /// for moments between computings.
     pub(crate) slept_ns: u64,
+    /// The stacks taken in that stretch: the blocked poll's, where `stacks` also holds those
+    /// of polls before and after it in the same busy period.
+    pub(crate) slept_stacks: HashMap<Vec<usize>, u32>,
+    /// When that stretch began and ended (about: from the time slept in the intervals at
+    /// its ends), `None` for the end while it goes on.
+    pub(crate) slept_span: Option<(u64, Option<u64>)>,
     pub(crate) syscalls: BTreeMap<u64, u32>,
     pub(crate) max_ready: u64,
     /// Share of the stall's wall time the thread spent on CPU, from its schedstat, measured
@@ -241,10 +247,17 @@ struct Active {
     /// The thread's CPU time at the previous look (wall ns, CPU ns), to tell running from
     /// runnable-but-preempted.
     cpu_mark: Option<(u64, u64)>,
-    /// The thread's time waiting for a CPU at the previous look (schedstat's), when known.
-    wait_mark: Option<u64>,
-    /// The time slept in the looks in a row so far (see `RawStall::slept_ns`).
+    /// The thread's times at the previous look that read them, for the time it slept since.
+    sleep_mark: Option<SleepMark>,
+    /// The time slept in the looks in a row so far (see `RawStall::slept_ns`), the stacks
+    /// taken at them, whether this look's state read made the row longer (its stack is the
+    /// row's) and whether the row is the longest so far (its stacks are `slept_stacks`).
     asleep_run_ns: u64,
+    run_stacks: HashMap<Vec<usize>, u32>,
+    /// When the thread fell asleep for the row going on (the clock's ns).
+    run_first_ns: u64,
+    in_run: bool,
+    run_is_longest: bool,
     /// The same at half the threshold, for the whole stall's CPU share at its end.
     cpu_start: Option<(u64, u64)>,
     /// Busy-period stalls: the task the signal samples show now (0: none yet), the thread's
@@ -256,6 +269,47 @@ struct Active {
     /// Busy-period stalls: a sample showed another poll than the one before; the poll running
     /// now began after this time. The stall ends at this look.
     poll_changed: Option<u64>,
+}
+
+/// A thread's CPU time and time waiting for a CPU, read at `at_ns` (the exact clock, when
+/// they were read: a look's own time can be milliseconds earlier, after other workers' stacks).
+#[derive(Debug, Clone, Copy)]
+struct SleepMark {
+    at_ns: u64,
+    cpu_ns: u64,
+    wait_ns: Option<u64>,
+}
+
+impl SleepMark {
+    fn now(state: &asyncprof_sampler::ThreadState) -> SleepMark {
+        SleepMark {
+            at_ns: clock::exact_ns(),
+            cpu_ns: state.cpu_ns,
+            wait_ns: state.wait_ns,
+        }
+    }
+
+    /// The time the thread slept (neither on CPU nor waiting for one) from this mark to
+    /// `later`, when that was more than half of it. Without `schedstat` (no wait, CPU time in
+    /// 10 ms ticks) nearly the whole interval counts: asleep looks in a row then make the
+    /// stretch.
+    fn slept_until(&self, later: &SleepMark) -> Option<u64> {
+        let slept = self.slept_ns_until(later);
+        (slept * 2 > later.at_ns.saturating_sub(self.at_ns)).then_some(slept)
+    }
+
+    /// The time the thread slept from this mark to `later`.
+    fn slept_ns_until(&self, later: &SleepMark) -> u64 {
+        let waited = match (self.wait_ns, later.wait_ns) {
+            (Some(w0), Some(w)) => w.saturating_sub(w0),
+            _ => 0,
+        };
+        later
+            .at_ns
+            .saturating_sub(self.at_ns)
+            .saturating_sub(later.cpu_ns.saturating_sub(self.cpu_ns))
+            .saturating_sub(waited)
+    }
 }
 
 #[derive(Default)]
@@ -272,8 +326,8 @@ struct Track {
     /// that is runnable but got little CPU since was preempted by other threads: that is not
     /// the poll's doing, and it is not reported as a stall.
     cpu_base: Option<(u64, u64)>,
-    /// The thread's time waiting for a CPU then, when known.
-    wait_base: Option<u64>,
+    /// The thread's times then, for the time it slept since (see [`SleepMark`]).
+    sleep_base: Option<SleepMark>,
     /// The thread was asleep (not runnable) when the poll passed half the threshold: the
     /// poll blocked, whatever the thread's state when the stall is declared (a thread just
     /// woken from a long sleep is runnable and has used little CPU, yet was never preempted).
@@ -663,7 +717,7 @@ impl Watchdog {
                         self.sampler.watch(tid);
                         let st = asyncprof_sampler::thread_state(tid);
                         track.asleep_at_base = st.as_ref().is_some_and(|st| st.state != 'R');
-                        track.wait_base = st.as_ref().and_then(|st| st.wait_ns);
+                        track.sleep_base = st.as_ref().map(SleepMark::now);
                         track.cpu_base = st.map(|st| (now, st.cpu_ns)).or(Some((now, u64::MAX)));
                     }
                     // A poll first seen after a gap in the watchdog's looks began at an
@@ -690,7 +744,11 @@ impl Watchdog {
                                 .max(self.tracks[i].poll_floor_ns);
                             let mut active = self.begin(w, task, start, now);
                             active.cpu_mark = mark;
-                            active.wait_mark = self.tracks[i].wait_base;
+                            // Only a mark taken in this stall: one from before it began (a
+                            // busy period whose busy time moved for a while) would count
+                            // what the thread did before as this stall's.
+                            active.sleep_mark =
+                                self.tracks[i].sleep_base.filter(|m| m.at_ns >= start);
                             active.cpu_start = mark;
                             self.tracks[i].stall = Some(active);
                         }
@@ -797,8 +855,12 @@ impl Watchdog {
             stack_retry: false,
             stack_retries: 0,
             cpu_mark: None,
-            wait_mark: None,
+            sleep_mark: None,
             asleep_run_ns: 0,
+            run_stacks: HashMap::new(),
+            run_first_ns: 0,
+            in_run: false,
+            run_is_longest: false,
             cpu_start: None,
             poll_task: 0,
             poll_first_cpu_ns: None,
@@ -855,6 +917,8 @@ impl Watchdog {
     /// moved on while the signal was on its way) is not kept.
     fn sample(&mut self, active: &mut Active, now: u64, w: &Worker, seq: u64) {
         let tid = active.raw.tid;
+        // Set again below when this look reads the thread's state.
+        active.in_run = false;
         let retry = std::mem::take(&mut active.stack_retry);
         let state = (!retry)
             .then(|| asyncprof_sampler::thread_state(tid))
@@ -873,24 +937,44 @@ impl Watchdog {
             // call's. A thread that sleeps for moments between computings (short polls
             // waiting in turn on a lock) makes none as long. (A runnable thread's current
             // wait for a CPU is not in its schedstat yet: only one asleep now is measured.)
+            let mark = SleepMark::now(&state);
             let slept = active
-                .cpu_mark
+                .sleep_mark
                 .filter(|_| state.state != 'R')
-                .and_then(|(since, cpu0)| {
-                    let wall = now.saturating_sub(since);
-                    let waited = match (active.wait_mark, state.wait_ns) {
-                        (Some(w0), Some(w)) => w.saturating_sub(w0),
-                        _ => 0,
-                    };
-                    let slept = wall
-                        .saturating_sub(state.cpu_ns.saturating_sub(cpu0))
-                        .saturating_sub(waited);
-                    (slept * 2 > wall).then_some(slept)
-                });
-            active.asleep_run_ns = slept.map_or(0, |ns| active.asleep_run_ns.saturating_add(ns));
-            active.raw.slept_ns = active.raw.slept_ns.max(active.asleep_run_ns);
+                .and_then(|before| before.slept_until(&mark));
+            match slept {
+                Some(ns) => {
+                    if active.asleep_run_ns == 0 {
+                        // The row begins: the thread fell asleep about `ns` before this look.
+                        active.run_first_ns = mark.at_ns.saturating_sub(ns);
+                    }
+                    active.asleep_run_ns = active.asleep_run_ns.saturating_add(ns);
+                }
+                None => {
+                    if active.run_is_longest {
+                        // The longest row ends: the thread woke about when it had slept
+                        // what it slept since the last look.
+                        let tail = active
+                            .sleep_mark
+                            .map_or(0, |before| before.slept_ns_until(&mark));
+                        let woke = active.sleep_mark.map_or(mark.at_ns, |b| b.at_ns + tail);
+                        active.raw.slept_span = Some((active.run_first_ns, Some(woke)));
+                    }
+                    active.asleep_run_ns = 0;
+                    active.run_stacks.clear();
+                }
+            }
+            active.in_run = slept.is_some();
+            if active.in_run && active.asleep_run_ns >= active.raw.slept_ns {
+                active.raw.slept_ns = active.asleep_run_ns;
+                active.run_is_longest = true;
+                active.raw.slept_stacks.clone_from(&active.run_stacks);
+                active.raw.slept_span = Some((active.run_first_ns, None));
+            } else {
+                active.run_is_longest = false;
+            }
+            active.sleep_mark = Some(mark);
             active.cpu_mark = Some((now, state.cpu_ns));
-            active.wait_mark = state.wait_ns;
             if state.state == 'R' {
                 if !preempted {
                     active.raw.on_cpu += 1;
@@ -932,6 +1016,12 @@ impl Watchdog {
                         }
                     }
                     active.raw.signal_samples += u32::from(sample.capture == Capture::Signal);
+                    if active.in_run {
+                        *active.run_stacks.entry(sample.ips.clone()).or_default() += 1;
+                        if active.run_is_longest {
+                            active.raw.slept_stacks.clone_from(&active.run_stacks);
+                        }
+                    }
                     *active.raw.stacks.entry(sample.ips).or_default() += 1;
                 }
                 Err(SampleError::Busy) => {
@@ -966,9 +1056,14 @@ impl Watchdog {
         };
         active.next_sample_ns = now.saturating_add(gap);
         let max_backoff = if active.raw.task_id == 0 {
-            // Until one task's poll is confirmed (or the stall ends), a busy period is
-            // sampled at least four times a threshold.
-            if active.raw.polls == PollEvidence::Unconfirmed {
+            // Until one task's poll is confirmed, or looks in a row found the thread asleep
+            // for a threshold (or the stall ends), a busy period is sampled at least four
+            // times a threshold: a blocking call is seen asleep a few milliseconds after it
+            // has slept a threshold, not at a look over a hundred milliseconds later.
+            if active.raw.polls == PollEvidence::Unconfirmed
+                || (active.raw.polls != PollEvidence::Confirmed
+                    && active.raw.slept_ns < self.threshold_ns)
+            {
                 (self.threshold_ns / 4).max(self.tick_ns)
             } else {
                 MAX_BACKOFF_NS

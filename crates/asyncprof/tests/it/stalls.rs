@@ -520,15 +520,16 @@ async fn polls_sharing_a_lock(tasks: u64, poll_us: u64, for_ms: u64) {
 #[test]
 fn stable_tier_does_not_take_short_polls_waiting_on_a_shared_lock_for_a_blocked_one() {
     crate::support::retry_if_disturbed(|| {
-        // Healthy: polls of 1 and 3 ms on both workers, each waiting on a lock the other
+        // Healthy: polls of 1 and 2 ms on both workers, each waiting on a lock the other
         // holds now and then, for moments. A look that finds a thread asleep on the lock is
         // no sign of a blocked poll when the thread was on CPU most of the time since the
         // look before.
         let lines = [stall_line("shared-lock"), stall_line("lock-free")];
-        for poll_us in [1_000, 3_000] {
+        let mut held_back = 0;
+        for poll_us in [1_000, 2_000] {
             let run = record_stable("stable-lock-polls", || async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                polls_sharing_a_lock(16, poll_us, 1_000).await;
+                polls_sharing_a_lock(64, poll_us, 1_000).await;
             });
             for line in lines {
                 let at = stalls_at_line(&run, line);
@@ -536,13 +537,17 @@ fn stable_tier_does_not_take_short_polls_waiting_on_a_shared_lock_for_a_blocked_
             }
             let findings = asyncprof_report::diagnose(&run);
             assert!(findings.is_empty(), "polls of {poll_us} us: {findings:#?}");
+            held_back += run.snapshot.as_ref().unwrap().loss.stalls_without_a_poll;
         }
+        // Busy time stood still past the threshold (61 polls of a millisecond or more in a
+        // row): the watchdog declared busy-period stalls, and the gate held them back.
+        assert!(held_back > 0, "no busy-period stall was declared");
 
         // The same with one poll among them blocked in a call for 80 ms: one stall at its
         // line, a blocking call, and none at the lock's.
         let run = record_stable("stable-lock-polls-sleep", || async {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let busy = tokio::spawn(polls_sharing_a_lock(16, 1_000, 800));
+            let busy = tokio::spawn(polls_sharing_a_lock(64, 1_000, 800));
             tokio::time::sleep(Duration::from_millis(300)).await;
             tokio::spawn(async {
                 std::thread::sleep(Duration::from_millis(80)); // stall: stable-lock-sleep
@@ -553,10 +558,26 @@ fn stable_tier_does_not_take_short_polls_waiting_on_a_shared_lock_for_a_blocked_
         });
         let stall = stall_at(&run, "stable-lock-sleep");
         assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
-        for line in lines {
-            let at = stalls_at_line(&run, line);
-            assert!(at.is_empty(), "{at:#?}");
-        }
+        // The busy period began with short polls: the stall is the stretch asleep, its time
+        // and its stacks, not theirs.
+        let ms = stall.duration_ns as f64 / 1e6;
+        assert!((50.0..=115.0).contains(&ms), "duration {ms} ms: {stall:#?}");
+        let sleep_line = stall_line("stable-lock-sleep");
+        assert!(
+            stall
+                .stacks
+                .iter()
+                .all(|st| st.frames.iter().any(|f| f.line == Some(sleep_line))),
+            "a stack of another poll: {stall:#?}"
+        );
+        let elsewhere: Vec<_> = run
+            .stalls
+            .iter()
+            .filter(|s| {
+                s.culprit.as_ref().and_then(|c| c.line) != Some(stall_line("stable-lock-sleep"))
+            })
+            .collect();
+        assert!(elsewhere.is_empty(), "{elsewhere:#?}");
     });
 }
 
