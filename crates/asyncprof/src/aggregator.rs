@@ -172,7 +172,7 @@ impl FileLimit {
 /// the thread's CPU time apart from first to last) and not sent if it ends before; one whose
 /// samples show another poll first is several polls, never sent, unless looks in a row found
 /// its thread asleep for a threshold between them. A stall is judged by its stacks when looks
-/// in a row found its thread asleep for a threshold (`RawStall::slept_ns`: a thread asleep
+/// in a row found its thread asleep for a threshold (`RawStall::stretch`: a thread asleep
 /// for moments between computings, short polls waiting in turn on a lock, is not blocked),
 /// and is then recorded as that stretch asleep, with its stacks and its time, not those of
 /// the polls before and after it in the busy period; or when no sample showed a task; so
@@ -265,7 +265,7 @@ impl WithoutAPoll {
 #[derive(Debug, Clone, Copy, Default)]
 struct Seen {
     polls: PollEvidence,
-    /// Looks in a row found its thread asleep for a threshold (`RawStall::slept_ns`), not for
+    /// Looks in a row found its thread asleep for a threshold (`RawStall::stretch`), not for
     /// moments between computings.
     asleep: bool,
     /// A stack could be sought (see `RawStall::stacks_sought`).
@@ -408,7 +408,7 @@ pub(crate) fn aggregator_loop(
         let header_first = header_frame.is_some();
         frames.extend(header_frame);
         // A busy-period stall's thread is taken for asleep in a blocking call once looks in a
-        // row found it asleep for a threshold (`RawStall::slept_ns`). A thread waiting in turn
+        // row found it asleep for a threshold (`RawStall::stretch`). A thread waiting in turn
         // on a lock whose holder lost its CPU sleeps for a few of the kernel's time slices.
         let slept_enough_ns = recorder
             .settings
@@ -417,21 +417,29 @@ pub(crate) fn aggregator_loop(
             .saturating_mul(1000);
         for raw in unsent.values() {
             // A busy-period stall whose thread slept a threshold in looks in a row, with no
-            // poll of it confirmed on CPU: the stretch asleep is the stall's poll, its stacks
-            // the evidence (the others were taken in polls before and after it), its span the
-            // stall's (the busy period began with those polls).
+            // poll of it confirmed on CPU: the stretch asleep is the stall's poll, recorded as
+            // its looks saw it (its time, stacks, system calls), not as the polls before and
+            // after it in the busy period did.
             let stretch;
+            let s = &raw.stretch;
             let raw = if raw.task_id == 0
                 && raw.polls != PollEvidence::Confirmed
-                && raw.slept_ns >= slept_enough_ns
-                && !raw.slept_stacks.is_empty()
+                && s.slept_ns >= slept_enough_ns
             {
-                let (from, to) = raw.slept_span.unwrap_or((raw.start_ns, None));
-                let start_ns = raw.start_ns.max(from);
+                let start_ns = raw.start_ns.max(s.from_ns);
                 stretch = RawStall {
-                    stacks: raw.slept_stacks.clone(),
+                    stacks: s.stacks.clone(),
                     start_ns,
-                    last_seen_ns: to.unwrap_or(raw.last_seen_ns).max(start_ns),
+                    last_seen_ns: s.to_ns.unwrap_or(raw.last_seen_ns).max(start_ns),
+                    detected_ns: s.detected_ns.unwrap_or(raw.detected_ns).max(start_ns),
+                    on_cpu: 0,
+                    asleep: s.looks,
+                    syscalls: s.syscalls.clone(),
+                    crowded: s.crowded,
+                    crowd_known: s.crowd_known,
+                    // Its share of CPU is what it slept through: the whole stall's would
+                    // count the polls around it.
+                    cpu_share: None,
                     ..raw.clone()
                 };
                 &stretch
@@ -441,7 +449,7 @@ pub(crate) fn aggregator_loop(
             let record = symbolizer.record(raw, recorder.run_start_ns);
             let seen = Seen {
                 polls: raw.polls,
-                asleep: raw.slept_ns >= slept_enough_ns,
+                asleep: raw.stretch.slept_ns >= slept_enough_ns,
                 stacks_sought: raw.stacks_sought,
                 only_copied: !raw.stacks.is_empty() && raw.signal_samples == 0,
             };

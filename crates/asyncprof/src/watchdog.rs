@@ -24,6 +24,9 @@ use crate::workers::Worker;
 /// The first re-sample comes this long after detection; the gap doubles up to the cap.
 const FIRST_BACKOFF_NS: u64 = 1_000_000;
 const MAX_BACKOFF_NS: u64 = 128_000_000;
+/// How long a busy-period stall's stretch asleep is looked at four times a threshold: past
+/// it, its end is known to within the back-off, small beside its length.
+const STRETCH_WATCHED_NS: u64 = 1_000_000_000;
 /// Stack samples kept per stall (later samples still classify, without a stack).
 const MAX_SAMPLES: u32 = 64;
 /// Stalls per minute that get stack samples; further stalls are recorded, and classified
@@ -163,17 +166,9 @@ pub(crate) struct RawStall {
     pub(crate) stacks: HashMap<Vec<usize>, u32>,
     pub(crate) on_cpu: u32,
     pub(crate) asleep: u32,
-    /// The longest time the thread slept (neither on CPU nor waiting for one) in looks in a
-    /// row that each found it asleep having slept through more than half the time since the
-    /// look before: a blocking call sleeps so; short polls waiting in turn on a lock sleep
-    /// for moments between computings.
-    pub(crate) slept_ns: u64,
-    /// The stacks taken in that stretch: the blocked poll's, where `stacks` also holds those
-    /// of polls before and after it in the same busy period.
-    pub(crate) slept_stacks: HashMap<Vec<usize>, u32>,
-    /// When that stretch began and ended (about: from the time slept in the intervals at
-    /// its ends), `None` for the end while it goes on.
-    pub(crate) slept_span: Option<(u64, Option<u64>)>,
+    /// Busy-period stalls: the longest stretch asleep with a stack taken in it (see
+    /// [`Stretch`]).
+    pub(crate) stretch: Stretch,
     pub(crate) syscalls: BTreeMap<u64, u32>,
     pub(crate) max_ready: u64,
     /// Share of the stall's wall time the thread spent on CPU, from its schedstat, measured
@@ -249,15 +244,12 @@ struct Active {
     cpu_mark: Option<(u64, u64)>,
     /// The thread's times at the previous look that read them, for the time it slept since.
     sleep_mark: Option<SleepMark>,
-    /// The time slept in the looks in a row so far (see `RawStall::slept_ns`), the stacks
-    /// taken at them, whether this look's state read made the row longer (its stack is the
-    /// row's) and whether the row is the longest so far (its stacks are `slept_stacks`).
-    asleep_run_ns: u64,
-    run_stacks: HashMap<Vec<usize>, u32>,
-    /// When the thread fell asleep for the row going on (the clock's ns).
-    run_first_ns: u64,
+    /// Busy-period stalls: the stretch asleep going on (empty: none), whether this look's
+    /// state read made it longer (a stack copied at this look is then the stretch's), and
+    /// whether it is the one in `raw.stretch` (whose end is then not known yet).
+    run: Stretch,
     in_run: bool,
-    run_is_longest: bool,
+    run_is_recorded: bool,
     /// The same at half the threshold, for the whole stall's CPU share at its end.
     cpu_start: Option<(u64, u64)>,
     /// Busy-period stalls: the task the signal samples show now (0: none yet), the thread's
@@ -271,6 +263,29 @@ struct Active {
     poll_changed: Option<u64>,
 }
 
+/// A stretch asleep of a busy-period stall: looks in a row that each found its thread asleep
+/// having slept through more than half the time since the read before. One a threshold long
+/// is a blocking call, the stall's poll (`aggregator`), recorded with what the stretch's
+/// looks saw, not what the polls before and after it in the busy period did.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stretch {
+    /// Time slept (neither on CPU nor waiting for one).
+    pub(crate) slept_ns: u64,
+    /// When the thread fell asleep, about (the clock's ns).
+    pub(crate) from_ns: u64,
+    /// When it woke, about; `None` while it sleeps.
+    pub(crate) to_ns: Option<u64>,
+    /// When the time slept reached the threshold.
+    pub(crate) detected_ns: Option<u64>,
+    /// Stacks copied while it slept, its looks, their system calls, and how many found the
+    /// machine crowded (of those that could tell).
+    pub(crate) stacks: HashMap<Vec<usize>, u32>,
+    pub(crate) looks: u32,
+    pub(crate) syscalls: BTreeMap<u64, u32>,
+    pub(crate) crowded: u32,
+    pub(crate) crowd_known: u32,
+}
+
 /// A thread's CPU time and time waiting for a CPU, read at `at_ns` (the exact clock, when
 /// they were read: a look's own time can be milliseconds earlier, after other workers' stacks).
 #[derive(Debug, Clone, Copy)]
@@ -278,24 +293,46 @@ struct SleepMark {
     at_ns: u64,
     cpu_ns: u64,
     wait_ns: Option<u64>,
+    /// The thread was asleep (not runnable) at the read.
+    asleep: bool,
+    /// The time it slept since the mark before, when there was one.
+    slept_before_ns: Option<u64>,
 }
 
 impl SleepMark {
-    fn now(state: &asyncprof_sampler::ThreadState) -> SleepMark {
-        SleepMark {
+    /// A mark of `state`, just read, after `before`.
+    fn read(state: &asyncprof_sampler::ThreadState, before: Option<&SleepMark>) -> SleepMark {
+        let mut mark = SleepMark {
             at_ns: clock::exact_ns(),
             cpu_ns: state.cpu_ns,
             wait_ns: state.wait_ns,
+            asleep: state.state != 'R',
+            slept_before_ns: None,
+        };
+        mark.slept_before_ns = before.map(|b| b.slept_ns_until(&mark));
+        mark
+    }
+
+    /// When the thread fell asleep, about, for a sleep that went on through the interval
+    /// after this mark: if it was asleep at this mark, for what it slept before it (or at
+    /// `stall_start` when nothing was read before); else the interval's sleep before `later`.
+    fn fell_asleep(&self, later: &SleepMark, stall_start: u64) -> u64 {
+        match (self.asleep, self.slept_before_ns) {
+            (true, Some(ns)) => self.at_ns.saturating_sub(ns),
+            (true, None) => stall_start,
+            (false, _) => later
+                .at_ns
+                .saturating_sub(later.slept_before_ns.unwrap_or_default()),
         }
     }
 
     /// The time the thread slept (neither on CPU nor waiting for one) from this mark to
-    /// `later`, when that was more than half of it. Without `schedstat` (no wait, CPU time in
+    /// `later`, when that was more than half of it and it was asleep at `later`. Without `schedstat` (no wait, CPU time in
     /// 10 ms ticks) nearly the whole interval counts: asleep looks in a row then make the
     /// stretch.
     fn slept_until(&self, later: &SleepMark) -> Option<u64> {
         let slept = self.slept_ns_until(later);
-        (slept * 2 > later.at_ns.saturating_sub(self.at_ns)).then_some(slept)
+        (later.asleep && slept * 2 > later.at_ns.saturating_sub(self.at_ns)).then_some(slept)
     }
 
     /// The time the thread slept from this mark to `later`.
@@ -717,7 +754,7 @@ impl Watchdog {
                         self.sampler.watch(tid);
                         let st = asyncprof_sampler::thread_state(tid);
                         track.asleep_at_base = st.as_ref().is_some_and(|st| st.state != 'R');
-                        track.sleep_base = st.as_ref().map(SleepMark::now);
+                        track.sleep_base = st.as_ref().map(|st| SleepMark::read(st, None));
                         track.cpu_base = st.map(|st| (now, st.cpu_ns)).or(Some((now, u64::MAX)));
                     }
                     // A poll first seen after a gap in the watchdog's looks began at an
@@ -856,11 +893,9 @@ impl Watchdog {
             stack_retries: 0,
             cpu_mark: None,
             sleep_mark: None,
-            asleep_run_ns: 0,
-            run_stacks: HashMap::new(),
-            run_first_ns: 0,
+            run: Stretch::default(),
             in_run: false,
-            run_is_longest: false,
+            run_is_recorded: false,
             cpu_start: None,
             poll_task: 0,
             poll_first_cpu_ns: None,
@@ -937,41 +972,9 @@ impl Watchdog {
             // call's. A thread that sleeps for moments between computings (short polls
             // waiting in turn on a lock) makes none as long. (A runnable thread's current
             // wait for a CPU is not in its schedstat yet: only one asleep now is measured.)
-            let mark = SleepMark::now(&state);
-            let slept = active
-                .sleep_mark
-                .filter(|_| state.state != 'R')
-                .and_then(|before| before.slept_until(&mark));
-            match slept {
-                Some(ns) => {
-                    if active.asleep_run_ns == 0 {
-                        // The row begins: the thread fell asleep about `ns` before this look.
-                        active.run_first_ns = mark.at_ns.saturating_sub(ns);
-                    }
-                    active.asleep_run_ns = active.asleep_run_ns.saturating_add(ns);
-                }
-                None => {
-                    if active.run_is_longest {
-                        // The longest row ends: the thread woke about when it had slept
-                        // what it slept since the last look.
-                        let tail = active
-                            .sleep_mark
-                            .map_or(0, |before| before.slept_ns_until(&mark));
-                        let woke = active.sleep_mark.map_or(mark.at_ns, |b| b.at_ns + tail);
-                        active.raw.slept_span = Some((active.run_first_ns, Some(woke)));
-                    }
-                    active.asleep_run_ns = 0;
-                    active.run_stacks.clear();
-                }
-            }
-            active.in_run = slept.is_some();
-            if active.in_run && active.asleep_run_ns >= active.raw.slept_ns {
-                active.raw.slept_ns = active.asleep_run_ns;
-                active.run_is_longest = true;
-                active.raw.slept_stacks.clone_from(&active.run_stacks);
-                active.raw.slept_span = Some((active.run_first_ns, None));
-            } else {
-                active.run_is_longest = false;
+            let mark = SleepMark::read(&state, active.sleep_mark.as_ref());
+            if active.raw.task_id == 0 {
+                self.follow_stretch(active, &mark, state.syscall);
             }
             active.sleep_mark = Some(mark);
             active.cpu_mark = Some((now, state.cpu_ns));
@@ -1016,11 +1019,11 @@ impl Watchdog {
                         }
                     }
                     active.raw.signal_samples += u32::from(sample.capture == Capture::Signal);
-                    if active.in_run {
-                        *active.run_stacks.entry(sample.ips.clone()).or_default() += 1;
-                        if active.run_is_longest {
-                            active.raw.slept_stacks.clone_from(&active.run_stacks);
-                        }
+                    // Copied while the thread slept in the stretch: the blocked poll's stack (a
+                    // signal's means it woke since the state was read).
+                    if active.in_run && matches!(sample.capture, Capture::Frozen { .. }) {
+                        *active.run.stacks.entry(sample.ips.clone()).or_default() += 1;
+                        Self::keep_longest_stretch(active);
                     }
                     *active.raw.stacks.entry(sample.ips).or_default() += 1;
                 }
@@ -1059,10 +1062,15 @@ impl Watchdog {
             // Until one task's poll is confirmed, or looks in a row found the thread asleep
             // for a threshold (or the stall ends), a busy period is sampled at least four
             // times a threshold: a blocking call is seen asleep a few milliseconds after it
-            // has slept a threshold, not at a look over a hundred milliseconds later.
+            // has slept a threshold, not at a look over a hundred milliseconds later. So it
+            // is while a stretch asleep goes on, for its first second: the look after the
+            // call's end, a few milliseconds later, sees the thread awake, where one much
+            // later could find it asleep again in another poll (on a lock, say) and take an
+            // interval mostly spent in the call for more of it.
             if active.raw.polls == PollEvidence::Unconfirmed
                 || (active.raw.polls != PollEvidence::Confirmed
-                    && active.raw.slept_ns < self.threshold_ns)
+                    && active.raw.stretch.slept_ns < self.threshold_ns)
+                || (active.in_run && active.run.slept_ns < STRETCH_WATCHED_NS)
             {
                 (self.threshold_ns / 4).max(self.tick_ns)
             } else {
@@ -1073,6 +1081,67 @@ impl Watchdog {
         };
         active.backoff_ns = (active.backoff_ns * 2).min(max_backoff);
         self.push(active, now);
+    }
+
+    /// Busy-period stalls, at a look that read the thread's state (`mark`, asleep in
+    /// `syscall`): the stretch asleep goes on, begins or ends. Looks in a row that found the
+    /// thread asleep, each after it slept through more than half the time since the read
+    /// before, make one stretch: a blocking call's. A thread that sleeps for moments between
+    /// computings (short polls waiting in turn on a lock) makes none as long. (A runnable
+    /// thread's current wait for a CPU is not in its schedstat yet: only one asleep now is
+    /// measured.)
+    fn follow_stretch(&self, active: &mut Active, mark: &SleepMark, syscall: Option<u64>) {
+        let before = active.sleep_mark;
+        match before.and_then(|b| b.slept_until(mark)) {
+            Some(ns) => {
+                if active.run.looks == 0 {
+                    let start = active.raw.start_ns;
+                    active.run.from_ns = before.map_or(start, |b| b.fell_asleep(mark, start));
+                    // Asleep at the read before, after sleeping the end of the interval
+                    // before it (less than half of it, or it would be in the stretch): the
+                    // same sleep, counted too. (At the first read, nothing says since when.)
+                    active.run.slept_ns = before
+                        .filter(|b| b.asleep)
+                        .and_then(|b| b.slept_before_ns)
+                        .unwrap_or(0);
+                }
+                let run = &mut active.run;
+                run.slept_ns = run.slept_ns.saturating_add(ns);
+                run.looks += 1;
+                if let Some(nr) = syscall {
+                    *run.syscalls.entry(nr).or_default() += 1;
+                }
+                if let Some(crowded) = asyncprof_sampler::machine_crowded() {
+                    run.crowd_known += 1;
+                    run.crowded += u32::from(crowded);
+                }
+                if run.detected_ns.is_none() && run.slept_ns >= self.threshold_ns {
+                    run.detected_ns = Some(mark.at_ns);
+                }
+                active.in_run = true;
+                Self::keep_longest_stretch(active);
+            }
+            None => {
+                if std::mem::take(&mut active.run_is_recorded) {
+                    // The recorded stretch ends: the thread woke about when it had slept
+                    // what it slept since the read before.
+                    let woke = before.map_or(mark.at_ns, |b| {
+                        b.at_ns
+                            .saturating_add(mark.slept_before_ns.unwrap_or_default())
+                    });
+                    active.raw.stretch.to_ns = Some(woke.min(mark.at_ns));
+                }
+                active.run = Stretch::default();
+            }
+        }
+    }
+
+    /// The stretch going on becomes the stall's when it has a stack and is the longest yet.
+    fn keep_longest_stretch(active: &mut Active) {
+        if !active.run.stacks.is_empty() && active.run.slept_ns >= active.raw.stretch.slept_ns {
+            active.raw.stretch.clone_from(&active.run);
+            active.run_is_recorded = true;
+        }
     }
 
     fn push(&self, active: &mut Active, now: u64) {
@@ -1088,6 +1157,20 @@ impl Watchdog {
     fn finish(&self, mut active: Active, now: u64) {
         active.raw.ongoing = false;
         active.raw.last_seen_ns = now;
+        if active.run_is_recorded {
+            // The stall ended in its recorded stretch: the thread woke about when it had
+            // slept what it slept since the last read (it has run other polls since).
+            if let (Some(before), Some(st)) = (
+                active.sleep_mark,
+                asyncprof_sampler::thread_state(active.raw.tid),
+            ) {
+                let end = SleepMark::read(&st, Some(&before));
+                let woke = before
+                    .at_ns
+                    .saturating_add(end.slept_before_ns.unwrap_or_default());
+                active.raw.stretch.to_ns = Some(woke.min(now.max(before.at_ns)));
+            }
+        }
         // The poll just ended: the CPU the thread used since half the threshold says whether
         // it computed or waited for a core (an overloaded machine preempting it).
         if let (Some((since, cpu0)), Some(st)) = (
