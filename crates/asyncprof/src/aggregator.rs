@@ -440,6 +440,8 @@ pub(crate) fn aggregator_loop(
                     // Its share of CPU is what it slept through: the whole stall's would
                     // count the polls around it.
                     cpu_share: None,
+                    // Ended once its stretch did, whatever the busy period does after.
+                    ongoing: raw.ongoing && s.to_ns.is_none(),
                     ..raw.clone()
                 };
                 &stretch

@@ -293,8 +293,9 @@ struct SleepMark {
     at_ns: u64,
     cpu_ns: u64,
     wait_ns: Option<u64>,
-    /// The thread was asleep (not runnable) at the read.
+    /// The thread was asleep (not runnable) at the read, in which system call when known.
     asleep: bool,
+    syscall: Option<u64>,
     /// The time it slept since the mark before, when there was one.
     slept_before_ns: Option<u64>,
 }
@@ -307,6 +308,7 @@ impl SleepMark {
             cpu_ns: state.cpu_ns,
             wait_ns: state.wait_ns,
             asleep: state.state != 'R',
+            syscall: state.syscall,
             slept_before_ns: None,
         };
         mark.slept_before_ns = before.map(|b| b.slept_ns_until(&mark));
@@ -327,12 +329,18 @@ impl SleepMark {
     }
 
     /// The time the thread slept (neither on CPU nor waiting for one) from this mark to
-    /// `later`, when that was more than half of it and it was asleep at `later`. Without `schedstat` (no wait, CPU time in
+    /// `later`, when that was more than half of it and it was asleep at `later`, in the same
+    /// system call as at this mark if it was asleep then too. Without `schedstat` (no wait, CPU time in
     /// 10 ms ticks) nearly the whole interval counts: asleep looks in a row then make the
     /// stretch.
     fn slept_until(&self, later: &SleepMark) -> Option<u64> {
+        // Asleep at both reads in two system calls: it woke in between, and waits on
+        // something else now (a lock in the poll after a blocking call's, say).
+        let other_call =
+            self.asleep && matches!((self.syscall, later.syscall), (Some(a), Some(b)) if a != b);
         let slept = self.slept_ns_until(later);
-        (later.asleep && slept * 2 > later.at_ns.saturating_sub(self.at_ns)).then_some(slept)
+        (later.asleep && !other_call && slept * 2 > later.at_ns.saturating_sub(self.at_ns))
+            .then_some(slept)
     }
 
     /// The time the thread slept from this mark to `later`.
@@ -967,11 +975,7 @@ impl Watchdog {
             let preempted = active.cpu_mark.is_some_and(|(since, cpu0)| {
                 state.cpu_ns.saturating_sub(cpu0) * 2 < now.saturating_sub(since)
             });
-            // Looks in a row that found the thread asleep, each after it slept through more
-            // than half the time since the look before, make one stretch asleep: a blocking
-            // call's. A thread that sleeps for moments between computings (short polls
-            // waiting in turn on a lock) makes none as long. (A runnable thread's current
-            // wait for a CPU is not in its schedstat yet: only one asleep now is measured.)
+            // The stretch asleep (busy-period stalls): see `follow_stretch`.
             let mark = SleepMark::read(&state, active.sleep_mark.as_ref());
             if active.raw.task_id == 0 {
                 self.follow_stretch(active, &mark, state.syscall);
@@ -1048,6 +1052,10 @@ impl Watchdog {
                 }
             }
         }
+        let max_backoff = self.max_backoff(active);
+        // A cap that applies from this look on (a stretch asleep begun) spaces the next look
+        // already.
+        active.backoff_ns = active.backoff_ns.min(max_backoff);
         let gap = if active.raw.task_id == 0 {
             // Between half and one and a half times the back-off.
             self.jitter ^= self.jitter << 13;
@@ -1058,7 +1066,13 @@ impl Watchdog {
             active.backoff_ns
         };
         active.next_sample_ns = now.saturating_add(gap);
-        let max_backoff = if active.raw.task_id == 0 {
+        active.backoff_ns = (active.backoff_ns * 2).min(max_backoff);
+        self.push(active, now);
+    }
+
+    /// The longest gap between two looks at a stall.
+    fn max_backoff(&self, active: &Active) -> u64 {
+        if active.raw.task_id == 0 {
             // Until one task's poll is confirmed, or looks in a row found the thread asleep
             // for a threshold (or the stall ends), a busy period is sampled at least four
             // times a threshold: a blocking call is seen asleep a few milliseconds after it
@@ -1067,10 +1081,13 @@ impl Watchdog {
             // call's end, a few milliseconds later, sees the thread awake, where one much
             // later could find it asleep again in another poll (on a lock, say) and take an
             // interval mostly spent in the call for more of it.
+            // (A stretch counts only with a stack copied in it: not once none can be taken.)
+            let stacks_left = active.stacks && active.samples < MAX_SAMPLES;
             if active.raw.polls == PollEvidence::Unconfirmed
                 || (active.raw.polls != PollEvidence::Confirmed
-                    && active.raw.stretch.slept_ns < self.threshold_ns)
-                || (active.in_run && active.run.slept_ns < STRETCH_WATCHED_NS)
+                    && active.raw.stretch.slept_ns < self.threshold_ns
+                    && stacks_left)
+                || (active.run_is_recorded && active.run.slept_ns < STRETCH_WATCHED_NS)
             {
                 (self.threshold_ns / 4).max(self.tick_ns)
             } else {
@@ -1078,15 +1095,14 @@ impl Watchdog {
             }
         } else {
             MAX_BACKOFF_NS
-        };
-        active.backoff_ns = (active.backoff_ns * 2).min(max_backoff);
-        self.push(active, now);
+        }
     }
 
     /// Busy-period stalls, at a look that read the thread's state (`mark`, asleep in
     /// `syscall`): the stretch asleep goes on, begins or ends. Looks in a row that found the
     /// thread asleep, each after it slept through more than half the time since the read
-    /// before, make one stretch: a blocking call's. A thread that sleeps for moments between
+    /// before (in the same system call as at the read before when asleep then too), make one
+    /// stretch: a blocking call's. A thread that sleeps for moments between
     /// computings (short polls waiting in turn on a lock) makes none as long. (A runnable
     /// thread's current wait for a CPU is not in its schedstat yet: only one asleep now is
     /// measured.)
@@ -1095,15 +1111,10 @@ impl Watchdog {
         match before.and_then(|b| b.slept_until(mark)) {
             Some(ns) => {
                 if active.run.looks == 0 {
+                    // Its time slept counts from this interval only: asleep at the read
+                    // before too, the thread may have woken and run in between.
                     let start = active.raw.start_ns;
                     active.run.from_ns = before.map_or(start, |b| b.fell_asleep(mark, start));
-                    // Asleep at the read before, after sleeping the end of the interval
-                    // before it (less than half of it, or it would be in the stretch): the
-                    // same sleep, counted too. (At the first read, nothing says since when.)
-                    active.run.slept_ns = before
-                        .filter(|b| b.asleep)
-                        .and_then(|b| b.slept_before_ns)
-                        .unwrap_or(0);
                 }
                 let run = &mut active.run;
                 run.slept_ns = run.slept_ns.saturating_add(ns);
@@ -1136,6 +1147,30 @@ impl Watchdog {
         }
     }
 
+    /// The stall's record is handed over for the last time at `now` while its recorded
+    /// stretch goes on: the thread woke about when it had slept what it slept since the last
+    /// read (a stall that ended has run other polls since). At the recording's end
+    /// (`stopping`), a poll still asleep in it leaves it open: the call has not returned.
+    fn close_stretch(active: &mut Active, now: u64, stopping: bool) {
+        if !active.run_is_recorded {
+            return;
+        }
+        if let (Some(before), Some(st)) = (
+            active.sleep_mark,
+            asyncprof_sampler::thread_state(active.raw.tid),
+        ) {
+            let end = SleepMark::read(&st, Some(&before));
+            if stopping && before.slept_until(&end).is_some() {
+                return;
+            }
+            active.run_is_recorded = false;
+            let woke = before
+                .at_ns
+                .saturating_add(end.slept_before_ns.unwrap_or_default());
+            active.raw.stretch.to_ns = Some(woke.min(now.max(before.at_ns)));
+        }
+    }
+
     /// The stretch going on becomes the stall's when it has a stack and is the longest yet.
     fn keep_longest_stretch(active: &mut Active) {
         if !active.run.stacks.is_empty() && active.run.slept_ns >= active.raw.stretch.slept_ns {
@@ -1157,20 +1192,7 @@ impl Watchdog {
     fn finish(&self, mut active: Active, now: u64) {
         active.raw.ongoing = false;
         active.raw.last_seen_ns = now;
-        if active.run_is_recorded {
-            // The stall ended in its recorded stretch: the thread woke about when it had
-            // slept what it slept since the last read (it has run other polls since).
-            if let (Some(before), Some(st)) = (
-                active.sleep_mark,
-                asyncprof_sampler::thread_state(active.raw.tid),
-            ) {
-                let end = SleepMark::read(&st, Some(&before));
-                let woke = before
-                    .at_ns
-                    .saturating_add(end.slept_before_ns.unwrap_or_default());
-                active.raw.stretch.to_ns = Some(woke.min(now.max(before.at_ns)));
-            }
-        }
+        Self::close_stretch(&mut active, now, false);
         // The poll just ended: the CPU the thread used since half the threshold says whether
         // it computed or waited for a core (an overloaded machine preempting it).
         if let (Some((since, cpu0)), Some(st)) = (
@@ -1198,6 +1220,7 @@ impl Watchdog {
                 .is_some_and(|(seq, _, _)| seq == t.seq);
             if same_poll {
                 active.raw.last_seen_ns = now;
+                Self::close_stretch(&mut active, now, true);
                 self.push(&mut active, now);
             } else {
                 self.finish(active, now);
