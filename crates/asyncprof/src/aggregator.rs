@@ -975,6 +975,17 @@ mod tests {
             &dropped
         ));
         assert_eq!(dropped.load(Relaxed), 3);
+        // Samples of another poll before and after a stretch asleep a threshold long (a short
+        // poll, the blocked one, the next): judged by its stacks, the stretch's; without the
+        // stretch, several polls, held.
+        assert!(gate.admit(&stall(8, 0, false, &[true]), seen(Several, true), &dropped));
+        assert!(!gate.admit(&stall(9, 0, false, &[false]), seen(Several, true), &dropped));
+        assert!(!gate.admit(
+            &stall(10, 0, false, &[true]),
+            seen(Several, false),
+            &dropped
+        ));
+        assert_eq!(dropped.load(Relaxed), 5);
         // Asleep at a look, judged by its stacks: half or more of its samples waiting for the
         // C library's allocator lock (in `realloc`, `free`: held for a moment) show no poll of
         // its own; fewer, or a lock of the user's (`std::sync::Mutex`), or a stack running in
@@ -1019,7 +1030,7 @@ mod tests {
                 assert!(gate.admit(&waits_in(20 + i as u64, waits), evidence, &dropped));
             }
         }
-        assert_eq!(dropped.load(Relaxed), 9);
+        assert_eq!(dropped.load(Relaxed), 11);
         // No task in any sample, every stack copied while the thread slept on a lock of the
         // program's own, but looks never found it asleep a threshold in a row: moments of
         // sleep, held back. So found, it is a blocked call, judged by its stacks and sent.
@@ -1033,7 +1044,7 @@ mod tests {
             ..copied
         };
         assert!(gate.admit(&waits_in(31, &[(lock, 1)]), blocked, &dropped));
-        assert_eq!(dropped.load(Relaxed), 10);
+        assert_eq!(dropped.load(Relaxed), 12);
         // Sent before a task showed (its stacks showed a poll), then several: sent to its end.
         assert!(gate.admit(
             &stall(5, 0, true, &[true]),
@@ -1043,7 +1054,7 @@ mod tests {
         assert!(gate.admit(&stall(5, 0, false, &[true]), seen(Several, false), &dropped));
         // A task's stall (hooks and layer tiers) is a poll, whatever the samples say.
         assert!(gate.admit(&stall(6, 7, false, &[true]), seen(Several, false), &dropped));
-        assert_eq!(dropped.load(Relaxed), 10);
+        assert_eq!(dropped.load(Relaxed), 12);
         assert!(gate.ongoing.is_empty());
     }
 
