@@ -10,7 +10,7 @@ use asyncprof_format::{self as format, RecordKind};
 use crate::hist::lock;
 use crate::profiler::Shared;
 use crate::recorder::Recorder;
-use crate::watchdog::{PollEvidence, RawStall};
+use crate::watchdog::PollEvidence;
 use crate::writer::Batch;
 
 /// What the header says that is learnt only once tasks run: the tier (from the first task
@@ -407,51 +407,16 @@ pub(crate) fn aggregator_loop(
         }
         let header_first = header_frame.is_some();
         frames.extend(header_frame);
-        // A busy-period stall's thread is taken for asleep in a blocking call once looks in a
-        // row found it asleep for a threshold (`RawStall::stretch`). A thread waiting in turn
-        // on a lock whose holder lost its CPU sleeps for a few of the kernel's time slices.
-        let slept_enough_ns = recorder
-            .settings
-            .config
-            .stall_threshold_us
-            .saturating_mul(1000);
         for raw in unsent.values() {
-            // A busy-period stall whose thread slept a threshold in looks in a row, with no
-            // poll of it confirmed on CPU: the stretch asleep is the stall's poll, recorded as
-            // its looks saw it (its time, stacks, system calls), not as the polls before and
-            // after it in the busy period did.
-            let stretch;
-            let s = &raw.stretch;
-            let raw = if raw.task_id == 0
-                && raw.polls != PollEvidence::Confirmed
-                && s.slept_ns >= slept_enough_ns
-            {
-                let start_ns = raw.start_ns.max(s.from_ns);
-                stretch = RawStall {
-                    stacks: s.stacks.clone(),
-                    start_ns,
-                    last_seen_ns: s.to_ns.unwrap_or(raw.last_seen_ns).max(start_ns),
-                    detected_ns: s.detected_ns.unwrap_or(raw.detected_ns).max(start_ns),
-                    on_cpu: 0,
-                    asleep: s.looks,
-                    syscalls: s.syscalls.clone(),
-                    crowded: s.crowded,
-                    crowd_known: s.crowd_known,
-                    // Its share of CPU is what it slept through: the whole stall's would
-                    // count the polls around it.
-                    cpu_share: None,
-                    // Ended once its stretch did, whatever the busy period does after.
-                    ongoing: raw.ongoing && s.to_ns.is_none(),
-                    ..raw.clone()
-                };
-                &stretch
-            } else {
-                raw
-            };
+            // A busy-period stall whose thread slept a threshold in looks in a row (a thread
+            // waiting in turn on a lock whose holder lost its CPU sleeps for a few of the
+            // kernel's time slices), with no poll of it confirmed on CPU, is that stretch.
+            let stretch = raw.as_stretch();
+            let raw = stretch.as_ref().unwrap_or(raw);
             let record = symbolizer.record(raw, recorder.run_start_ns);
             let seen = Seen {
                 polls: raw.polls,
-                asleep: raw.stretch.slept_ns >= slept_enough_ns,
+                asleep: raw.stretch.blocked(),
                 stacks_sought: raw.stacks_sought,
                 only_copied: !raw.stacks.is_empty() && raw.signal_samples == 0,
             };
@@ -978,10 +943,14 @@ mod tests {
         // Samples of another poll before and after a stretch asleep a threshold long (a short
         // poll, the blocked one, the next): judged by its stacks, the stretch's; without the
         // stretch, several polls, held.
-        assert!(gate.admit(&stall(8, 0, false, &[true]), seen(Several, true), &dropped));
-        assert!(!gate.admit(&stall(9, 0, false, &[false]), seen(Several, true), &dropped));
+        assert!(gate.admit(&stall(40, 0, false, &[true]), seen(Several, true), &dropped));
         assert!(!gate.admit(
-            &stall(10, 0, false, &[true]),
+            &stall(41, 0, false, &[false]),
+            seen(Several, true),
+            &dropped
+        ));
+        assert!(!gate.admit(
+            &stall(42, 0, false, &[true]),
             seen(Several, false),
             &dropped
         ));

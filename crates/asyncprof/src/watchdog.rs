@@ -275,7 +275,8 @@ pub(crate) struct Stretch {
     pub(crate) from_ns: u64,
     /// When it woke, about; `None` while it sleeps.
     pub(crate) to_ns: Option<u64>,
-    /// When the time slept reached the threshold.
+    /// When the time slept reached the threshold: set, the stretch is a blocking call
+    /// ([`Stretch::blocked`]).
     pub(crate) detected_ns: Option<u64>,
     /// Stacks copied while it slept, its looks, their system calls, and how many found the
     /// machine crowded (of those that could tell).
@@ -284,6 +285,43 @@ pub(crate) struct Stretch {
     pub(crate) syscalls: BTreeMap<u64, u32>,
     pub(crate) crowded: u32,
     pub(crate) crowd_known: u32,
+}
+
+impl Stretch {
+    /// Whether it slept a threshold: a blocking call, the busy-period stall's poll.
+    pub(crate) fn blocked(&self) -> bool {
+        self.detected_ns.is_some()
+    }
+}
+
+impl RawStall {
+    /// This busy-period stall as its blocked stretch saw it (its time, stacks, looks and
+    /// system calls), not as the polls before and after it in the busy period did; `None`
+    /// when no stretch is blocked, or one poll of it was confirmed on CPU.
+    pub(crate) fn as_stretch(&self) -> Option<RawStall> {
+        let s = &self.stretch;
+        if self.task_id != 0 || self.polls == PollEvidence::Confirmed || !s.blocked() {
+            return None;
+        }
+        let start_ns = self.start_ns.max(s.from_ns);
+        Some(RawStall {
+            stacks: s.stacks.clone(),
+            start_ns,
+            last_seen_ns: s.to_ns.unwrap_or(self.last_seen_ns).max(start_ns),
+            detected_ns: s.detected_ns.unwrap_or(self.detected_ns).max(start_ns),
+            on_cpu: 0,
+            asleep: s.looks,
+            syscalls: s.syscalls.clone(),
+            crowded: s.crowded,
+            crowd_known: s.crowd_known,
+            // Its share of CPU is what it slept through: the whole stall's would count the
+            // polls around it.
+            cpu_share: None,
+            // Ended once its stretch did, whatever the busy period does after.
+            ongoing: self.ongoing && s.to_ns.is_none(),
+            ..self.clone()
+        })
+    }
 }
 
 /// A thread's CPU time and time waiting for a CPU, read at `at_ns` (the exact clock, when
@@ -341,6 +379,14 @@ impl SleepMark {
         let slept = self.slept_ns_until(later);
         (later.asleep && !other_call && slept * 2 > later.at_ns.saturating_sub(self.at_ns))
             .then_some(slept)
+    }
+
+    /// When the thread woke, about, between `before` and this mark, for a sleep that went on
+    /// from `before`: once it had slept what it slept in between.
+    fn woke_after(&self, before: &SleepMark) -> u64 {
+        before
+            .at_ns
+            .saturating_add(self.slept_before_ns.unwrap_or_default())
     }
 
     /// The time the thread slept from this mark to `later`.
@@ -975,10 +1021,15 @@ impl Watchdog {
             let preempted = active.cpu_mark.is_some_and(|(since, cpu0)| {
                 state.cpu_ns.saturating_sub(cpu0) * 2 < now.saturating_sub(since)
             });
+            // Asleep, maybe on a lock: was the machine short of cores meanwhile (the lock's
+            // holder waiting for one)?
+            let crowded = (state.state != 'R')
+                .then(asyncprof_sampler::machine_crowded)
+                .flatten();
             // The stretch asleep (busy-period stalls): see `follow_stretch`.
             let mark = SleepMark::read(&state, active.sleep_mark.as_ref());
             if active.raw.task_id == 0 {
-                self.follow_stretch(active, &mark, state.syscall);
+                self.follow_stretch(active, &mark, crowded);
             }
             active.sleep_mark = Some(mark);
             active.cpu_mark = Some((now, state.cpu_ns));
@@ -991,9 +1042,7 @@ impl Watchdog {
                 if let Some(nr) = state.syscall {
                     *active.raw.syscalls.entry(nr).or_default() += 1;
                 }
-                // Asleep, maybe on a lock: was the machine short of cores meanwhile (the
-                // lock's holder waiting for one)?
-                if let Some(crowded) = asyncprof_sampler::machine_crowded() {
+                if let Some(crowded) = crowded {
                     active.raw.crowd_known += 1;
                     active.raw.crowded += u32::from(crowded);
                 }
@@ -1085,7 +1134,7 @@ impl Watchdog {
             let stacks_left = active.stacks && active.samples < MAX_SAMPLES;
             if active.raw.polls == PollEvidence::Unconfirmed
                 || (active.raw.polls != PollEvidence::Confirmed
-                    && active.raw.stretch.slept_ns < self.threshold_ns
+                    && !active.raw.stretch.blocked()
                     && stacks_left)
                 || (active.run_is_recorded && active.run.slept_ns < STRETCH_WATCHED_NS)
             {
@@ -1098,15 +1147,16 @@ impl Watchdog {
         }
     }
 
-    /// Busy-period stalls, at a look that read the thread's state (`mark`, asleep in
-    /// `syscall`): the stretch asleep goes on, begins or ends. Looks in a row that found the
+    /// Busy-period stalls, at a look that read the thread's state (`mark`; whether the machine
+    /// was `crowded`, read when the thread was asleep): the stretch asleep goes on, begins or
+    /// ends. Looks in a row that found the
     /// thread asleep, each after it slept through more than half the time since the read
     /// before (in the same system call as at the read before when asleep then too), make one
     /// stretch: a blocking call's. A thread that sleeps for moments between
     /// computings (short polls waiting in turn on a lock) makes none as long. (A runnable
     /// thread's current wait for a CPU is not in its schedstat yet: only one asleep now is
     /// measured.)
-    fn follow_stretch(&self, active: &mut Active, mark: &SleepMark, syscall: Option<u64>) {
+    fn follow_stretch(&self, active: &mut Active, mark: &SleepMark, crowded: Option<bool>) {
         let before = active.sleep_mark;
         match before.and_then(|b| b.slept_until(mark)) {
             Some(ns) => {
@@ -1119,10 +1169,10 @@ impl Watchdog {
                 let run = &mut active.run;
                 run.slept_ns = run.slept_ns.saturating_add(ns);
                 run.looks += 1;
-                if let Some(nr) = syscall {
+                if let Some(nr) = mark.syscall {
                     *run.syscalls.entry(nr).or_default() += 1;
                 }
-                if let Some(crowded) = asyncprof_sampler::machine_crowded() {
+                if let Some(crowded) = crowded {
                     run.crowd_known += 1;
                     run.crowded += u32::from(crowded);
                 }
@@ -1136,10 +1186,7 @@ impl Watchdog {
                 if std::mem::take(&mut active.run_is_recorded) {
                     // The recorded stretch ends: the thread woke about when it had slept
                     // what it slept since the read before.
-                    let woke = before.map_or(mark.at_ns, |b| {
-                        b.at_ns
-                            .saturating_add(mark.slept_before_ns.unwrap_or_default())
-                    });
+                    let woke = before.map_or(mark.at_ns, |b| mark.woke_after(&b));
                     active.raw.stretch.to_ns = Some(woke.min(mark.at_ns));
                 }
                 active.run = Stretch::default();
@@ -1164,9 +1211,7 @@ impl Watchdog {
                 return;
             }
             active.run_is_recorded = false;
-            let woke = before
-                .at_ns
-                .saturating_add(end.slept_before_ns.unwrap_or_default());
+            let woke = end.woke_after(&before);
             active.raw.stretch.to_ns = Some(woke.min(now.max(before.at_ns)));
         }
     }
