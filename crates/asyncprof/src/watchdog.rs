@@ -336,6 +336,10 @@ struct SleepMark {
     syscall: Option<u64>,
     /// The time it slept since the mark before, when there was one.
     slept_before_ns: Option<u64>,
+    /// Asleep, and not run at all since this time: the earliest of the marks in a row up to
+    /// this one that found it asleep with the same CPU time (from `schedstat`, to the
+    /// nanosecond). This mark's own time when the one before differs.
+    still_since_ns: u64,
 }
 
 impl SleepMark {
@@ -348,9 +352,25 @@ impl SleepMark {
             asleep: state.state != 'R',
             syscall: state.syscall,
             slept_before_ns: None,
+            still_since_ns: 0,
         };
         mark.slept_before_ns = before.map(|b| b.slept_ns_until(&mark));
+        mark.still_since_ns = match before {
+            Some(b) if b.did_not_run_until(&mark) => b.still_since_ns,
+            _ => mark.at_ns,
+        };
         mark
+    }
+
+    /// Whether the thread did not run at all from this mark to `later`: asleep at both, its
+    /// CPU time the same to the nanosecond (`schedstat`'s; without it, CPU time counts in
+    /// 10 ms ticks and says nothing of a moment's run).
+    fn did_not_run_until(&self, later: &SleepMark) -> bool {
+        self.asleep
+            && later.asleep
+            && self.wait_ns.is_some()
+            && later.wait_ns.is_some()
+            && self.cpu_ns == later.cpu_ns
     }
 
     /// When the thread fell asleep, about, for a sleep that went on through the interval
@@ -706,7 +726,10 @@ impl Watchdog {
 
     /// End the busy-period stalls whose worker went back to polling: a known worker that no
     /// longer stands, or, where the pairs are not known, every such stall of a runtime with
-    /// fewer standing workers than stalls (those still standing are declared again).
+    /// fewer standing workers than stalls (those still standing are declared again) but one
+    /// whose thread has not run since the look before (asleep in a call throughout: ending it
+    /// cut one blocking call into two records, its first part and, declared again, the
+    /// whole).
     fn end_resumed_busy_stalls(&mut self, now: u64) {
         let mut ended = Vec::new();
         for (i, (t, w)) in self.tracks.iter().zip(self.rec.workers()).enumerate() {
@@ -723,6 +746,7 @@ impl Watchdog {
                 None => {
                     let (standing, _) = b.standing(now, self.threshold_ns, self.tick_ns);
                     standing < self.busy_periods(a.raw.runtime, now).0
+                        && !Self::not_run_since(a, self.prev_look_ns)
                 }
             };
             if resumed {
@@ -734,6 +758,22 @@ impl Watchdog {
                 self.finish(active, now);
             }
         }
+    }
+
+    /// Whether the thread of stall `a` has not run at all since `since` (the look before this
+    /// one, whose read of tokio's metrics this look's is compared with): asleep at its last
+    /// mark and now, its CPU time the same since a mark no later than `since`. Only a worker's
+    /// own thread publishes its busy time and park state to tokio, so such a thread's worker
+    /// is not one whose busy time moved since: it has not gone back to polling.
+    fn not_run_since(a: &Active, since: u64) -> bool {
+        let Some(mark) = a
+            .sleep_mark
+            .filter(|m| m.asleep && m.still_since_ns <= since)
+        else {
+            return false;
+        };
+        asyncprof_sampler::thread_state(a.raw.tid)
+            .is_some_and(|st| mark.did_not_run_until(&SleepMark::read(&st, Some(&mark))))
     }
 
     /// Whether a poll has run past half the threshold, or a stall is on: the watchdog then
