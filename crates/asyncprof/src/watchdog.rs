@@ -244,6 +244,11 @@ struct Active {
     cpu_mark: Option<(u64, u64)>,
     /// The thread's times at the previous look that read them, for the time it slept since.
     sleep_mark: Option<SleepMark>,
+    /// Busy-period stalls: the times read in the busy period before the stall began, when no
+    /// read was taken in it. Only the stall's first read is measured from it: when that read
+    /// finds the thread asleep, it slept at most what it slept since this one, which bounds
+    /// when it fell asleep more closely than the stall's start can.
+    earlier_mark: Option<SleepMark>,
     /// Busy-period stalls: the stretch asleep going on (empty: none), whether this look's
     /// state read made it longer (a stack copied at this look is then the stretch's), and
     /// whether it is the one in `raw.stretch` (whose end is then not known yet).
@@ -378,7 +383,7 @@ impl SleepMark {
     /// `stall_start` when nothing was read before); else the interval's sleep before `later`.
     fn fell_asleep(&self, later: &SleepMark, stall_start: u64) -> u64 {
         match (self.asleep, self.slept_before_ns) {
-            (true, Some(ns)) => self.at_ns.saturating_sub(ns),
+            (true, Some(ns)) => self.at_ns.saturating_sub(ns).max(stall_start),
             (true, None) => stall_start,
             (false, _) => later
                 .at_ns
@@ -878,8 +883,9 @@ impl Watchdog {
                             // Only a mark taken in this stall: one from before it began (a
                             // busy period whose busy time moved for a while) would count
                             // what the thread did before as this stall's.
-                            active.sleep_mark =
-                                self.tracks[i].sleep_base.filter(|m| m.at_ns >= start);
+                            let base = self.tracks[i].sleep_base;
+                            active.sleep_mark = base.filter(|m| m.at_ns >= start);
+                            active.earlier_mark = base.filter(|m| m.at_ns < start);
                             active.cpu_start = mark;
                             self.tracks[i].stall = Some(active);
                         }
@@ -987,6 +993,7 @@ impl Watchdog {
             stack_retries: 0,
             cpu_mark: None,
             sleep_mark: None,
+            earlier_mark: None,
             run: Stretch::default(),
             in_run: false,
             run_is_recorded: false,
@@ -1067,7 +1074,8 @@ impl Watchdog {
                 .then(asyncprof_sampler::machine_crowded)
                 .flatten();
             // The stretch asleep (busy-period stalls): see `follow_stretch`.
-            let mark = SleepMark::read(&state, active.sleep_mark.as_ref());
+            let before = active.sleep_mark.as_ref();
+            let mark = SleepMark::read(&state, before.or(active.earlier_mark.as_ref()));
             if active.raw.task_id == 0 {
                 self.follow_stretch(active, &mark, crowded);
             }

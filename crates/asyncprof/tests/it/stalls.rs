@@ -640,11 +640,14 @@ fn stable_tier_records_a_blocking_call_once_while_the_other_worker_polls() {
         // call in 7 of 12 runs: its first part, then the whole.)
         let sleep_line = stall_line("stable-call-among-pollers");
         for round in 0..3 {
-            let run = record_stable("stable-call-among-pollers", || async {
+            let called = Arc::new(Mutex::new(None));
+            let called_at = called.clone();
+            let run = record_stable("stable-call-among-pollers", || async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let busy = tokio::spawn(back_to_back_polls(2, 1_000, 700));
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                tokio::spawn(async {
+                tokio::spawn(async move {
+                    *called_at.lock().unwrap() = Some(std::time::SystemTime::now());
                     std::thread::sleep(Duration::from_millis(80)); // stall: stable-call-among-pollers
                 })
                 .await
@@ -667,6 +670,26 @@ fn stable_tier_records_a_blocking_call_once_while_the_other_worker_polls() {
             // polling task (a task alone on its worker: README's limit), that poll's too.
             let ms = stall.duration_ns as f64 / 1e6;
             assert!((50.0..=200.0).contains(&ms), "duration {ms} ms: {stall:#?}");
+            // Recorded as its stretch asleep (only the call's stacks): it begins when the call
+            // did, within 5 ms (the run's start is in whole milliseconds), also when the
+            // stall's first look found the thread already asleep. (Its start was the busy
+            // period's stall's, 8 to 18 ms early in 4 of 8 such records, before the read
+            // taken in the busy period before the stall bounded it.)
+            let call_stacks_only = stall
+                .stacks
+                .iter()
+                .all(|st| st.frames.iter().any(|f| f.line == Some(sleep_line)));
+            if call_stacks_only {
+                let called = called.lock().unwrap().expect("the call ran");
+                let run_start =
+                    std::time::UNIX_EPOCH + Duration::from_millis(run.header.start_unix_ms);
+                let truth = called.duration_since(run_start).unwrap().as_secs_f64() * 1e3;
+                let start = stall.start_ns as f64 / 1e6;
+                assert!(
+                    (start - truth).abs() <= 5.0,
+                    "round {round}: began at {start:.1} ms, the call at {truth:.1} ms: {stall:#?}"
+                );
+            }
         }
     });
 }
