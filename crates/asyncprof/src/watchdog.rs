@@ -247,7 +247,8 @@ struct Active {
     /// Busy-period stalls: the times read in the busy period before the stall began, when no
     /// read was taken in it. Only the stall's first read is measured from it: when that read
     /// finds the thread asleep, it slept at most what it slept since this one, which bounds
-    /// when it fell asleep more closely than the stall's start can.
+    /// when it fell asleep more closely than the stall's start can (and, asleep at both with
+    /// the same CPU time, it has not run since this one: [`SleepMark::still_since_ns`]).
     earlier_mark: Option<SleepMark>,
     /// Busy-period stalls: the stretch asleep going on (empty: none), whether this look's
     /// state read made it longer (a stack copied at this look is then the stretch's), and
@@ -371,16 +372,19 @@ impl SleepMark {
     /// CPU time the same to the nanosecond (`schedstat`'s; without it, CPU time counts in
     /// 10 ms ticks and says nothing of a moment's run).
     fn did_not_run_until(&self, later: &SleepMark) -> bool {
+        // A thread that ever ran has CPU time: zero is a kernel that does not count it.
         self.asleep
             && later.asleep
             && self.wait_ns.is_some()
             && later.wait_ns.is_some()
+            && self.cpu_ns != 0
             && self.cpu_ns == later.cpu_ns
     }
 
     /// When the thread fell asleep, about, for a sleep that went on through the interval
-    /// after this mark: if it was asleep at this mark, for what it slept before it (or at
-    /// `stall_start` when nothing was read before); else the interval's sleep before `later`.
+    /// after this mark: if it was asleep at this mark, for what it slept before it, not before
+    /// `stall_start` (at `stall_start` when nothing was read before); else the interval's sleep
+    /// before `later`.
     fn fell_asleep(&self, later: &SleepMark, stall_start: u64) -> u64 {
         match (self.asleep, self.slept_before_ns) {
             (true, Some(ns)) => self.at_ns.saturating_sub(ns).max(stall_start),
@@ -500,6 +504,10 @@ struct BusyTimes {
     workers: Vec<BusyTime>,
     /// Which tokio worker each thread runs, as learned.
     pairs: Vec<Pair>,
+    /// At the last read, asyncprof counted more live threads of the runtime than tokio has
+    /// workers: a thread inside `block_in_place` handed its worker to another thread, so a
+    /// worker's busy time is not its thread's alone.
+    extra_threads: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -612,6 +620,16 @@ impl BusyTimes {
             .then(|| w.moved.then(|| w.since_ns.saturating_sub(tick_ns)))
     }
 
+    /// The earliest look that saw a change of a worker that does not stand now (parked, or its
+    /// busy time moved within `min_ns`): what made fewer workers stand happened after the look
+    /// before that one.
+    fn earliest_change_unstanding(&self, now: u64, min_ns: u64) -> Option<u64> {
+        (0..self.workers.len())
+            .filter(|&i| self.stands(i, now, min_ns, 0).is_none())
+            .map(|i| self.workers[i].since_ns)
+            .min()
+    }
+
     /// The standing workers (see [`BusyTimes::stands`]) and the earliest of their begin times.
     fn standing(&self, now: u64, min_ns: u64, tick_ns: u64) -> (usize, Option<u64>) {
         let mut n = 0;
@@ -672,6 +690,7 @@ impl Watchdog {
                             metrics: handle.metrics(),
                             workers: Vec::new(),
                             pairs: Vec::new(),
+                            extra_threads: false,
                         });
                     }
                 }
@@ -690,6 +709,7 @@ impl Watchdog {
                     }),
             );
             b.parked(&mut after);
+            b.extra_threads = threads.len() > after.len();
             b.learn(&threads, &after);
         }
         self.scratch = (threads, after);
@@ -750,8 +770,12 @@ impl Watchdog {
                     .is_none(),
                 None => {
                     let (standing, _) = b.standing(now, self.threshold_ns, self.tick_ns);
+                    let changed = b.earliest_change_unstanding(now, self.threshold_ns);
                     standing < self.busy_periods(a.raw.runtime, now).0
-                        && !Self::not_run_since(a, self.prev_look_ns)
+                        && !(!b.extra_threads
+                            && changed.is_some_and(|c| {
+                                Self::not_run_since(a, c.saturating_sub(self.gap_ns))
+                            }))
                 }
             };
             if resumed {
@@ -765,11 +789,13 @@ impl Watchdog {
         }
     }
 
-    /// Whether the thread of stall `a` has not run at all since `since` (the look before this
-    /// one, whose read of tokio's metrics this look's is compared with): asleep at its last
-    /// mark and now, its CPU time the same since a mark no later than `since`. Only a worker's
-    /// own thread publishes its busy time and park state to tokio, so such a thread's worker
-    /// is not one whose busy time moved since: it has not gone back to polling.
+    /// Whether the thread of stall `a` has not run at all since `since` (before the changes
+    /// that made fewer workers stand: the look before the earliest look that saw one, as far as
+    /// looks on time go): asleep at its last read and now, its CPU time the same since a read
+    /// no later than `since`. A worker's busy time and park state are published by the thread
+    /// that holds it, which is its own while the runtime has no more threads than workers
+    /// (none inside `block_in_place`: the caller checks), so such a thread's worker is not
+    /// one whose busy time moved since: it has not gone back to polling.
     fn not_run_since(a: &Active, since: u64) -> bool {
         let Some(mark) = a
             .sleep_mark
