@@ -770,12 +770,8 @@ impl Watchdog {
                     .is_none(),
                 None => {
                     let (standing, _) = b.standing(now, self.threshold_ns, self.tick_ns);
-                    let changed = b.earliest_change_unstanding(now, self.threshold_ns);
                     standing < self.busy_periods(a.raw.runtime, now).0
-                        && !(!b.extra_threads
-                            && changed.is_some_and(|c| {
-                                Self::not_run_since(a, c.saturating_sub(self.gap_ns))
-                            }))
+                        && !self.idle_through_change(b, a, now)
                 }
             };
             if resumed {
@@ -787,6 +783,15 @@ impl Watchdog {
                 self.finish(active, now);
             }
         }
+    }
+
+    /// Whether the thread of stall `a` has not run since before the changes that made fewer of
+    /// `b`'s workers stand: then it is not the worker that went back to polling. Reads the
+    /// thread's state: called only when fewer stand than stalls are declared.
+    fn idle_through_change(&self, b: &BusyTimes, a: &Active, now: u64) -> bool {
+        !b.extra_threads
+            && b.earliest_change_unstanding(now, self.threshold_ns)
+                .is_some_and(|c| Self::not_run_since(a, c.saturating_sub(self.gap_ns)))
     }
 
     /// Whether the thread of stall `a` has not run at all since `since` (before the changes
