@@ -193,50 +193,6 @@ pub fn in_scheduler_between_polls(frames: &[Frame]) -> bool {
     })
 }
 
-/// The frame of the future a task's poll runs, in `frames` (innermost first): the frame just
-/// inward of tokio's `Core::poll`, which polls the task's future. `None` when the stack is not
-/// under a task's poll.
-pub fn task_future_frame(frames: &[Frame]) -> Option<&Frame> {
-    let core = frames
-        .iter()
-        .position(|f| tokio_frame(f, "/runtime/task/core.rs", "::task::core::", &["poll"]))?;
-    frames[..core].last()
-}
-
-/// Whether the stacks `asleep` (a stall's stretch asleep in a call) were taken in another
-/// task's poll than the stacks `around` (the rest of the stall's, taken on CPU around it):
-/// every stack is under a task's poll, those of `asleep` all under one future (by function and
-/// file), and none of `around` under that one. Polls of two tasks that run the same future (two
-/// connections of one server) cannot be told apart so: false.
-pub fn another_tasks_stacks<'a>(
-    asleep: impl IntoIterator<Item = &'a [Frame]>,
-    around: impl IntoIterator<Item = &'a [Frame]>,
-) -> bool {
-    let key = |frames: &'a [Frame]| {
-        task_future_frame(frames).map(|f| (f.function.as_str(), f.file.as_deref()))
-    };
-    let mut theirs = None;
-    for frames in asleep {
-        match (key(frames), theirs) {
-            (None, _) => return false,
-            (Some(k), None) => theirs = Some(k),
-            (Some(k), Some(t)) if k != t => return false,
-            _ => {}
-        }
-    }
-    let Some(theirs) = theirs else {
-        return false;
-    };
-    let mut any = false;
-    for frames in around {
-        match key(frames) {
-            Some(k) if k != theirs => any = true,
-            _ => return false,
-        }
-    }
-    any
-}
-
 const WORKER_FILE: &str = "/runtime/scheduler/multi_thread/worker.rs";
 const WORKER_MODULE: &str = "::scheduler::multi_thread::worker::";
 
@@ -360,78 +316,6 @@ mod tests {
         let (p, c) = primitive_and_culprit(&frames);
         assert_eq!(c.unwrap().line, Some(37));
         assert!(p.unwrap().function.starts_with("ureq::"));
-    }
-
-    /// Stacks of one poll under tokio's `Core::poll` (innermost first): `leaf`, then the task's
-    /// future `future` in `file`, then tokio.
-    fn under_task(leaf: &str, future: &str, file: &str) -> Vec<Frame> {
-        let tokio = "/home/u/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task";
-        vec![
-            fr(leaf, None, 0),
-            fr(future, Some(file), 10),
-            fr(
-                "tokio::runtime::task::core::Core<T,S>::poll::{{closure}}",
-                Some(&format!("{tokio}/core.rs")),
-                331,
-            ),
-            fr(
-                "tokio::runtime::task::harness::poll_future",
-                Some(&format!("{tokio}/harness.rs")),
-                20,
-            ),
-        ]
-    }
-
-    #[test]
-    fn a_call_under_another_tasks_future_is_told_from_the_polls_around_it() {
-        let call = under_task("clock_nanosleep", "app::sleeper::{{closure}}", "src/app.rs");
-        let compute = under_task("app::hash", "app::worker::{{closure}}", "src/app.rs");
-        let compute2 = under_task("app::digest", "app::worker::{{closure}}", "src/app.rs");
-        assert_eq!(
-            task_future_frame(&call).unwrap().function,
-            "app::sleeper::{{closure}}"
-        );
-        fn slices<'a>(v: &[&'a Vec<Frame>]) -> Vec<&'a [Frame]> {
-            v.iter().map(|f| f.as_slice()).collect()
-        }
-        // Another task's future around the call: told apart.
-        assert!(another_tasks_stacks(
-            slices(&[&call]),
-            slices(&[&compute, &compute2])
-        ));
-        // The same future on CPU around it: one poll that computed, then called.
-        let same = under_task("app::hash", "app::sleeper::{{closure}}", "src/app.rs");
-        assert!(!another_tasks_stacks(
-            slices(&[&call]),
-            slices(&[&compute, &same])
-        ));
-        // The same function in another file is another future.
-        let elsewhere = under_task("app::hash", "app::sleeper::{{closure}}", "src/other.rs");
-        assert!(another_tasks_stacks(
-            slices(&[&call]),
-            slices(&[&elsewhere])
-        ));
-        // A stack not under a task's poll (the worker's loop, a current-thread `block_on`)
-        // tells nothing.
-        let outside = vec![fr("epoll_wait", None, 0)];
-        assert!(!another_tasks_stacks(slices(&[&call]), slices(&[&outside])));
-        assert!(!another_tasks_stacks(
-            slices(&[&outside]),
-            slices(&[&compute])
-        ));
-        // Calls under two futures, or nothing around them: no.
-        assert!(!another_tasks_stacks(
-            slices(&[&call, &compute]),
-            slices(&[&compute2])
-        ));
-        assert!(!another_tasks_stacks(slices(&[&call]), slices(&[])));
-        // tokio built with bare names (`debug = "line-tables-only"` and no file): by its module.
-        let bare = vec![
-            fr("clock_nanosleep", None, 0),
-            fr("app::sleeper::{{closure}}", Some("src/app.rs"), 3),
-            fr("tokio::runtime::task::core::Core<T,S>::poll", None, 0),
-        ];
-        assert!(another_tasks_stacks(slices(&[&bare]), slices(&[&compute])));
     }
 
     /// asyncprof's own frames (its channels, its sampler) are not the user's, but a crate whose

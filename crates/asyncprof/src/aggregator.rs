@@ -1,7 +1,6 @@
 //! The aggregator thread: hands the watchdog's stall records and a snapshot of the recorder
 //! to the writer, batch by batch, on a timer (never per event).
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
@@ -154,21 +153,6 @@ impl FileLimit {
             self.sent = self.sent.saturating_add(len as u64);
         }
     }
-}
-
-/// Whether a busy-period stall's stretch asleep (`asleep`, its record as the stretch) was
-/// taken in another task's poll than the rest of its stacks (`whole`, its record as a whole):
-/// the poll confirmed on CPU was another task's, which ended before this call (see
-/// [`format::culprit::another_tasks_stacks`]).
-fn another_tasks_call(asleep: &format::StallRecord, whole: &format::StallRecord) -> bool {
-    let around = whole
-        .stacks
-        .iter()
-        .filter(|s| !asleep.stacks.iter().any(|a| a.frames == s.frames));
-    format::culprit::another_tasks_stacks(
-        asleep.stacks.iter().map(|s| s.frames.as_slice()),
-        around.map(|s| s.frames.as_slice()),
-    )
 }
 
 /// Keeps out the stable tier's stalls that nothing shows to be a poll.
@@ -426,28 +410,10 @@ pub(crate) fn aggregator_loop(
         for raw in unsent.values() {
             // A busy-period stall whose thread slept a threshold in looks in a row (a thread
             // waiting in turn on a lock whose holder lost its CPU sleeps for a few of the
-            // kernel's time slices) is that stretch, unless one poll of it was confirmed on
-            // CPU and the stretch's stacks are that poll's task's (one poll computed, then
-            // blocked: the whole is the stall).
-            let (raw, record) = match raw.as_stretch() {
-                Some(part) if raw.polls != PollEvidence::Confirmed => {
-                    let record = symbolizer.record(&part, recorder.run_start_ns);
-                    (Cow::Owned(part), record)
-                }
-                Some(part) => {
-                    let whole = symbolizer.record(raw, recorder.run_start_ns);
-                    let asleep = symbolizer.record(&part, recorder.run_start_ns);
-                    if another_tasks_call(&asleep, &whole) {
-                        (Cow::Owned(part), asleep)
-                    } else {
-                        (Cow::Borrowed(raw), whole)
-                    }
-                }
-                None => (
-                    Cow::Borrowed(raw),
-                    symbolizer.record(raw, recorder.run_start_ns),
-                ),
-            };
+            // kernel's time slices), with no poll of it confirmed on CPU, is that stretch.
+            let stretch = raw.as_stretch();
+            let raw = stretch.as_ref().unwrap_or(raw);
+            let record = symbolizer.record(raw, recorder.run_start_ns);
             let seen = Seen {
                 polls: raw.polls,
                 asleep: raw.stretch.blocked(),

@@ -303,11 +303,10 @@ impl Stretch {
 impl RawStall {
     /// This busy-period stall as its blocked stretch saw it (its time, stacks, looks and
     /// system calls), not as the polls before and after it in the busy period did; `None`
-    /// when no stretch is blocked. (When one poll of the stall was confirmed on CPU, the stall
-    /// is that poll, unless the stretch's stacks show another task's: the caller tells.)
+    /// when no stretch is blocked, or one poll of it was confirmed on CPU.
     pub(crate) fn as_stretch(&self) -> Option<RawStall> {
         let s = &self.stretch;
-        if self.task_id != 0 || !s.blocked() {
+        if self.task_id != 0 || self.polls == PollEvidence::Confirmed || !s.blocked() {
             return None;
         }
         let start_ns = self.start_ns.max(s.from_ns);
