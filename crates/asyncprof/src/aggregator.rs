@@ -184,6 +184,10 @@ impl FileLimit {
 struct WithoutAPoll {
     /// Busy-period stalls going on, and whether each was sent.
     ongoing: std::collections::HashMap<u64, bool>,
+    /// Busy-period stalls recorded as their stretch asleep, which ended while the stall goes
+    /// on: the stretch's start and length as handed on. The stall's later versions (one at
+    /// every refresh) carry the same ended record, which is handed on once, not counted again.
+    ended: std::collections::HashMap<u64, (u64, u64)>,
 }
 
 impl WithoutAPoll {
@@ -193,6 +197,14 @@ impl WithoutAPoll {
         // Stalls of the hooks and layer tiers are polls.
         if record.task_id != 0 {
             return true;
+        }
+        let time = (record.start_ns, record.duration_ns);
+        if !record.ongoing && self.ended.get(&record.id) == Some(&time) {
+            // Handed on (or held back and counted) already.
+            if !seen.going_on {
+                self.ended.remove(&record.id);
+            }
+            return false;
         }
         let no_poll = match seen.polls {
             // Several polls, one of which slept for a threshold: looks in a row found the
@@ -227,6 +239,13 @@ impl WithoutAPoll {
         } else if !admitted {
             dropped.fetch_add(1, Relaxed);
         }
+        if !record.ongoing && seen.going_on {
+            if self.ended.len() >= MAX_TRACKED {
+                // Only stalls whose last version was lost stay here past their end.
+                self.ended.clear();
+            }
+            self.ended.insert(record.id, time);
+        }
         admitted
     }
 
@@ -258,6 +277,7 @@ impl WithoutAPoll {
         let held = self.ongoing.values().filter(|&&sent| !sent).count();
         dropped.fetch_add(held as u64, Relaxed);
         self.ongoing.clear();
+        self.ended.clear();
     }
 }
 
@@ -272,6 +292,8 @@ struct Seen {
     stacks_sought: bool,
     /// Every stack was copied from outside while the thread slept (no signal sample).
     only_copied: bool,
+    /// The stall goes on (its record may be a part of it that ended: its stretch asleep).
+    going_on: bool,
 }
 
 /// Stalls [`WithoutAPoll`] keeps track of at most. Going on at once are no more than one per
@@ -408,6 +430,7 @@ pub(crate) fn aggregator_loop(
         let header_first = header_frame.is_some();
         frames.extend(header_frame);
         for raw in unsent.values() {
+            let whole_going_on = raw.ongoing;
             // A busy-period stall whose thread slept a threshold in looks in a row (a thread
             // waiting in turn on a lock whose holder lost its CPU sleeps for a few of the
             // kernel's time slices), with no poll of it confirmed on CPU, is that stretch.
@@ -419,6 +442,7 @@ pub(crate) fn aggregator_loop(
                 asleep: raw.stretch.blocked(),
                 stacks_sought: raw.stacks_sought,
                 only_copied: !raw.stacks.is_empty() && raw.signal_samples == 0,
+                going_on: whole_going_on,
             };
             if !without_a_poll.admit(&record, seen, &recorder.loss.stalls_without_a_poll) {
                 continue;
@@ -733,6 +757,7 @@ mod tests {
             asleep,
             stacks_sought: false,
             only_copied: false,
+            going_on: false,
         }
     }
 
@@ -1025,6 +1050,43 @@ mod tests {
         assert!(gate.admit(&stall(6, 7, false, &[true]), seen(Several, false), &dropped));
         assert_eq!(dropped.load(Relaxed), 12);
         assert!(gate.ongoing.is_empty());
+    }
+
+    /// A stall recorded as its stretch asleep, which ended while the busy period's stall goes
+    /// on: the watchdog hands the stall on at every refresh (250 ms), and each version carries
+    /// the same ended record. It was handed on, counted in the run's stall totals, the metrics
+    /// and the tracing events, every time.
+    #[test]
+    fn a_stretch_that_ended_while_its_stall_goes_on_is_handed_on_once() {
+        use PollEvidence::Unconfirmed;
+        let dropped = AtomicU64::new(0);
+        let mut gate = WithoutAPoll::default();
+        let going = Seen {
+            going_on: true,
+            ..seen(Unconfirmed, true)
+        };
+        let mut part = stall(1, 0, false, &[true]);
+        part.start_ns = 100_000_000;
+        part.duration_ns = 80_000_000;
+        assert!(gate.admit(&part, going, &dropped));
+        assert!(!gate.admit(&part, going, &dropped), "a refresh");
+        assert!(!gate.admit(&part, going, &dropped), "another");
+        // A longer stretch later in the same stall is its record from then on.
+        let mut longer = part.clone();
+        longer.duration_ns = 120_000_000;
+        assert!(gate.admit(&longer, going, &dropped));
+        // The stall's last version: not again, and forgotten.
+        assert!(!gate.admit(&longer, seen(Unconfirmed, true), &dropped));
+        assert!(gate.ended.is_empty());
+        // One held back (no poll in its stacks) is counted once.
+        let held = stall(2, 0, false, &[false]);
+        assert!(!gate.admit(&held, going, &dropped));
+        assert!(!gate.admit(&held, going, &dropped));
+        assert!(!gate.admit(&held, seen(Unconfirmed, true), &dropped));
+        assert_eq!(dropped.load(Relaxed), 1);
+        // A stall of the hooks tier is a poll: each version goes on as before.
+        let poll = stall(3, 7, false, &[true]);
+        assert!(gate.admit(&poll, going, &dropped));
     }
 
     #[test]
