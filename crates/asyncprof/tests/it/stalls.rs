@@ -677,9 +677,9 @@ fn stable_tier_records_a_blocking_call_once_while_the_other_worker_polls() {
             assert!((50.0..=200.0).contains(&ms), "duration {ms} ms: {stall:#?}");
             // Recorded as its stretch asleep (only the call's stacks): it begins when the call
             // did, also when the stall's first look found the thread already asleep: up to 5 ms
-            // early (the run's start is in whole milliseconds), up to 10 late (the CPU time
-            // `schedstat` gives of a thread on CPU lags by up to a scheduler tick; one run
-            // found 5.1 ms). Before the read taken in the busy period ahead of the stall
+            // early (the run's start is in whole milliseconds), up to 10 late (`schedstat`
+            // brings a thread's CPU time up to date at the kernel's tick, its wait for a CPU
+            // once it gets one; one run found 5.1 ms). Before the read taken in the busy period ahead of the stall
             // bounded it, it was the busy period's stall's start: 12.8 to 17.9 ms early in 5
             // of 5 failing runs. It ends when the call did.
             let call_stacks_only = stall
