@@ -185,9 +185,20 @@ struct WithoutAPoll {
     /// Busy-period stalls going on, and whether each was sent.
     ongoing: std::collections::HashMap<u64, bool>,
     /// Busy-period stalls recorded as their stretch asleep, which ended while the stall goes
-    /// on: the stretch's start and length as handed on. The stall's later versions (one at
-    /// every refresh) carry the same ended record, which is handed on once, not counted again.
-    ended: std::collections::HashMap<u64, (u64, u64)>,
+    /// on. The stall's later versions (one at every refresh) carry the same ended record,
+    /// which is judged once: handed on and counted, or held back and counted as such. A later
+    /// record of the stall (a longer stretch, or the whole once a poll of it was confirmed)
+    /// replaces it in the file, and is not counted again.
+    ended: std::collections::HashMap<u64, Ended>,
+}
+
+/// A busy-period stall's ended stretch, as [`WithoutAPoll`] judged it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ended {
+    /// Its record's start and length.
+    time: (u64, u64),
+    /// A record of the stall was handed on (and counted).
+    sent: bool,
 }
 
 impl WithoutAPoll {
@@ -199,8 +210,9 @@ impl WithoutAPoll {
             return true;
         }
         let time = (record.start_ns, record.duration_ns);
-        if !record.ongoing && self.ended.get(&record.id) == Some(&time) {
-            // Handed on (or held back and counted) already.
+        let before = self.ended.get(&record.id).copied();
+        if !record.ongoing && before.is_some_and(|b| b.time == time) {
+            // Judged already.
             if !seen.going_on {
                 self.ended.remove(&record.id);
             }
@@ -234,19 +246,38 @@ impl WithoutAPoll {
             // here past their end: start over, counting those held as not recorded.
             self.stop(dropped);
         }
+        // A record of it in the file already (its ended stretch): not held back.
+        let sent_before = before.is_some_and(|b| b.sent);
         if record.ongoing {
             self.ongoing.insert(record.id, admitted);
-        } else if !admitted {
+        } else if !admitted && !sent_before {
             dropped.fetch_add(1, Relaxed);
         }
-        if !record.ongoing && seen.going_on {
+        if admitted && before.is_some_and(|b| !b.sent) {
+            // Its ended stretch was held back and counted so: it is recorded after all.
+            dropped.fetch_sub(1, Relaxed);
+        }
+        if !seen.going_on {
+            self.ended.remove(&record.id);
+        } else if !record.ongoing {
             if self.ended.len() >= MAX_TRACKED {
-                // Only stalls whose last version was lost stay here past their end.
+                // Only stalls whose last version was lost (the watchdog's board was full) stay
+                // here past their end.
                 self.ended.clear();
             }
-            self.ended.insert(record.id, time);
+            let sent = admitted || sent_before;
+            self.ended.insert(record.id, Ended { time, sent });
+        } else if let Some(e) = self.ended.get_mut(&record.id) {
+            e.sent |= admitted;
         }
         admitted
+    }
+
+    /// Whether busy-period stall `id` has a record in the file and counted already (its ended
+    /// stretch, while the stall goes on): a later record of it replaces that one, and is not
+    /// counted again. Asked before [`WithoutAPoll::admit`] judges the later one.
+    fn counted(&self, id: u64) -> bool {
+        self.ended.get(&id).is_some_and(|e| e.sent)
     }
 
     /// Whether nothing in a busy-period stall's stacks (or, without one, its class) shows a
@@ -277,7 +308,6 @@ impl WithoutAPoll {
         let held = self.ongoing.values().filter(|&&sent| !sent).count();
         dropped.fetch_add(held as u64, Relaxed);
         self.ongoing.clear();
-        self.ended.clear();
     }
 }
 
@@ -444,16 +474,21 @@ pub(crate) fn aggregator_loop(
                 only_copied: !raw.stacks.is_empty() && raw.signal_samples == 0,
                 going_on: whole_going_on,
             };
+            // A stall counted already (by its ended stretch) gets a later record in the file,
+            // not another count in the totals, the metrics or the events.
+            let counted = without_a_poll.counted(record.id);
             if !without_a_poll.admit(&record, seen, &recorder.loss.stalls_without_a_poll) {
                 continue;
             }
-            if !record.ongoing {
+            if !record.ongoing && !counted {
                 stall_totals.add(record.duration_ns);
             }
             if let Ok(f) = format::encode_frame(RecordKind::Stall, &record) {
                 frames.push(f);
             }
-            outputs.stall(&record, recorder);
+            if !counted {
+                outputs.stall(&record, recorder);
+            }
         }
         if stopping {
             without_a_poll.stop(&recorder.loss.stalls_without_a_poll);
@@ -1058,35 +1093,63 @@ mod tests {
     /// and the tracing events, every time.
     #[test]
     fn a_stretch_that_ended_while_its_stall_goes_on_is_handed_on_once() {
-        use PollEvidence::Unconfirmed;
+        use PollEvidence::{Confirmed, Unconfirmed};
         let dropped = AtomicU64::new(0);
         let mut gate = WithoutAPoll::default();
-        let going = Seen {
+        let going = |polls| Seen {
             going_on: true,
-            ..seen(Unconfirmed, true)
+            ..seen(polls, true)
         };
-        let mut part = stall(1, 0, false, &[true]);
-        part.start_ns = 100_000_000;
-        part.duration_ns = 80_000_000;
-        assert!(gate.admit(&part, going, &dropped));
-        assert!(!gate.admit(&part, going, &dropped), "a refresh");
-        assert!(!gate.admit(&part, going, &dropped), "another");
-        // A longer stretch later in the same stall is its record from then on.
-        let mut longer = part.clone();
-        longer.duration_ns = 120_000_000;
-        assert!(gate.admit(&longer, going, &dropped));
-        // The stall's last version: not again, and forgotten.
-        assert!(!gate.admit(&longer, seen(Unconfirmed, true), &dropped));
+        let ended = |id, start_ms: u64, ms: u64, in_poll: bool| {
+            let mut r = stall(id, 0, false, &[in_poll]);
+            r.start_ns = start_ms * 1_000_000;
+            r.duration_ns = ms * 1_000_000;
+            r
+        };
+        let part = ended(1, 100, 80, true);
+        assert!(!gate.counted(1));
+        assert!(gate.admit(&part, going(Unconfirmed), &dropped));
+        assert!(
+            !gate.admit(&part, going(Unconfirmed), &dropped),
+            "a refresh"
+        );
+        assert!(!gate.admit(&part, going(Unconfirmed), &dropped), "another");
+        // A longer stretch later in the stall replaces it in the file; counted already.
+        assert!(gate.counted(1));
+        let longer = ended(1, 300, 120, true);
+        assert!(gate.admit(&longer, going(Unconfirmed), &dropped));
+        assert!(!gate.admit(&longer, going(Unconfirmed), &dropped));
+        // The stall's last version, the whole once a poll was confirmed: handed on (the file
+        // keeps it), still counted already, and forgotten.
+        let whole = ended(1, 90, 400, true);
+        assert!(gate.counted(1));
+        assert!(gate.admit(&whole, seen(Confirmed, true), &dropped));
         assert!(gate.ended.is_empty());
-        // One held back (no poll in its stacks) is counted once.
-        let held = stall(2, 0, false, &[false]);
-        assert!(!gate.admit(&held, going, &dropped));
-        assert!(!gate.admit(&held, going, &dropped));
-        assert!(!gate.admit(&held, seen(Unconfirmed, true), &dropped));
+        assert_eq!(dropped.load(Relaxed), 0);
+        // One held back (no poll in its stacks) is counted so once...
+        let held = ended(2, 100, 80, false);
+        assert!(!gate.admit(&held, going(Unconfirmed), &dropped));
+        assert!(!gate.admit(&held, going(Unconfirmed), &dropped));
         assert_eq!(dropped.load(Relaxed), 1);
+        assert!(!gate.counted(2));
+        // ...and not at all once a later record of the stall is handed on.
+        let confirmed = ended(2, 90, 300, true);
+        assert!(gate.admit(&confirmed, seen(Confirmed, true), &dropped));
+        assert_eq!(dropped.load(Relaxed), 0);
+        assert!(gate.ended.is_empty());
+        // One whose later record would be held back keeps the one in the file: not counted as
+        // held back.
+        let kept = ended(3, 100, 80, true);
+        assert!(gate.admit(&kept, going(Unconfirmed), &dropped));
+        let later = ended(3, 100, 300, false);
+        assert!(!gate.admit(&later, seen(Unconfirmed, true), &dropped));
+        assert_eq!(dropped.load(Relaxed), 0);
+        assert!(gate.ended.is_empty());
         // A stall of the hooks tier is a poll: each version goes on as before.
-        let poll = stall(3, 7, false, &[true]);
-        assert!(gate.admit(&poll, going, &dropped));
+        let poll = stall(4, 7, false, &[true]);
+        assert!(gate.admit(&poll, going(Unconfirmed), &dropped));
+        assert!(gate.admit(&poll, going(Unconfirmed), &dropped));
+        assert!(!gate.counted(4));
     }
 
     #[test]

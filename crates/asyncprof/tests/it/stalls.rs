@@ -639,9 +639,10 @@ fn stable_tier_records_a_blocking_call_once_while_the_other_worker_polls() {
         // (Ending its stall there, and declaring it again, left two or three records of the one
         // call in 7 of 12 runs: its first part, then the whole.)
         let sleep_line = stall_line("stable-call-among-pollers");
-        // Rounds until three had a record of the call's stacks only, whose start is checked.
+        // Rounds until three had a record of the call's stacks only, whose start is checked
+        // (about one round in four records the whole stall: see below).
         let mut started_checked = 0;
-        for round in 0..8 {
+        for round in 0..12 {
             if started_checked == 3 {
                 break;
             }
