@@ -382,12 +382,12 @@ impl SleepMark {
     }
 
     /// When the thread fell asleep, about, for a sleep that went on through the interval
-    /// after this mark: if it was asleep at this mark, for what it slept before it, not before
-    /// `stall_start` (at `stall_start` when nothing was read before); else the interval's sleep
-    /// before `later`.
+    /// after this mark: if it was asleep at this mark, for what it slept before it (at
+    /// `stall_start` when nothing was read before); else the interval's sleep before `later`.
+    /// [`RawStall::as_stretch`] keeps it no earlier than the stall.
     fn fell_asleep(&self, later: &SleepMark, stall_start: u64) -> u64 {
         match (self.asleep, self.slept_before_ns) {
-            (true, Some(ns)) => self.at_ns.saturating_sub(ns).max(stall_start),
+            (true, Some(ns)) => self.at_ns.saturating_sub(ns),
             (true, None) => stall_start,
             (false, _) => later
                 .at_ns
@@ -446,12 +446,11 @@ struct Track {
     /// that is runnable but got little CPU since was preempted by other threads: that is not
     /// the poll's doing, and it is not reported as a stall.
     cpu_base: Option<(u64, u64)>,
-    /// The thread's times then, for the time it slept since (see [`SleepMark`]).
+    /// The thread's times then, for the time it slept since (see [`SleepMark`]); whether it
+    /// was asleep then (not runnable: the poll blocked, whatever the thread's state when the
+    /// stall is declared; a thread just woken from a long sleep is runnable and has used
+    /// little CPU, yet was never preempted).
     sleep_base: Option<SleepMark>,
-    /// The thread was asleep (not runnable) when the poll passed half the threshold: the
-    /// poll blocked, whatever the thread's state when the stall is declared (a thread just
-    /// woken from a long sleep is runnable and has used little CPU, yet was never preempted).
-    asleep_at_base: bool,
     stall: Option<Active>,
     /// The thread handed its worker to another thread (`block_in_place`) at the last check.
     handed_off: bool,
@@ -809,7 +808,7 @@ impl Watchdog {
             return false;
         };
         asyncprof_sampler::thread_state(a.raw.tid)
-            .is_some_and(|st| mark.did_not_run_until(&SleepMark::read(&st, Some(&mark))))
+            .is_some_and(|st| SleepMark::read(&st, Some(&mark)).still_since_ns <= since)
     }
 
     /// Whether a poll has run past half the threshold, or a stall is on: the watchdog then
@@ -849,7 +848,7 @@ impl Watchdog {
                 track.lower_ns = start.max(self.prev_look_ns);
                 track.uncertain_start = now.saturating_sub(self.prev_look_ns) > self.gap_ns;
                 track.cpu_base = None;
-                track.asleep_at_base = false;
+                track.sleep_base = None;
                 track.handed_off = false;
                 track.next_core_check_ns = 0;
                 track.poll_floor_ns = 0;
@@ -883,7 +882,6 @@ impl Watchdog {
                         // be sampled as soon as it is declared.
                         self.sampler.watch(tid);
                         let st = asyncprof_sampler::thread_state(tid);
-                        track.asleep_at_base = st.as_ref().is_some_and(|st| st.state != 'R');
                         track.sleep_base = st.as_ref().map(|st| SleepMark::read(st, None));
                         track.cpu_base = st.map(|st| (now, st.cpu_ns)).or(Some((now, u64::MAX)));
                     }
@@ -898,7 +896,7 @@ impl Watchdog {
                                 || now.saturating_sub(since) >= self.threshold_ns / 2) =>
                     {
                         let preempted = cpu0 != u64::MAX
-                            && !track.asleep_at_base
+                            && !track.sleep_base.is_some_and(|m| m.asleep)
                             && asyncprof_sampler::thread_state(tid).is_some_and(|st| {
                                 let on_cpu = st.cpu_ns.saturating_sub(cpu0);
                                 st.state == 'R' && on_cpu * 4 < now.saturating_sub(since)
@@ -939,7 +937,7 @@ impl Watchdog {
                     track.poll_floor_ns = floor;
                     track.lower_ns = track.lower_ns.max(floor);
                     track.cpu_base = None;
-                    track.asleep_at_base = false;
+                    track.sleep_base = None;
                     continue;
                 }
                 if now.saturating_sub(active.last_push_ns) >= REFRESH_NS {
@@ -966,7 +964,7 @@ impl Watchdog {
             track.lower_ns = now;
             track.uncertain_start = false;
             track.cpu_base = None;
-            track.asleep_at_base = false;
+            track.sleep_base = None;
         }
         track.handed_off = off;
         off

@@ -438,13 +438,7 @@ fn stable_tier_tells_a_busy_worker_from_a_stuck_one() {
         assert_eq!(stall.class, StallClass::CpuBound, "{stall:#?}");
         let ms = stall.duration_ns as f64 / 1e6;
         assert!((40.0..200.0).contains(&ms), "duration {ms} ms: {stall:#?}");
-        let elsewhere: Vec<_> = run
-            .stalls
-            .iter()
-            .filter(|s| {
-                s.culprit.as_ref().and_then(|c| c.line) != Some(stall_line("stable-busy-spin"))
-            })
-            .collect();
+        let elsewhere = stalls_elsewhere(&run, stall_line("stable-busy-spin"));
         assert!(elsewhere.is_empty(), "{elsewhere:#?}");
     });
 }
@@ -454,6 +448,14 @@ fn stalls_at_line(run: &RunFile, line: u32) -> Vec<&StallRecord> {
     run.stalls
         .iter()
         .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(line))
+        .collect()
+}
+
+/// The stalls whose culprit is not at `line` (none, or another line).
+fn stalls_elsewhere(run: &RunFile, line: u32) -> Vec<&StallRecord> {
+    run.stalls
+        .iter()
+        .filter(|s| s.culprit.as_ref().and_then(|c| c.line) != Some(line))
         .collect()
 }
 
@@ -576,13 +578,7 @@ fn stable_tier_does_not_take_short_polls_waiting_on_a_shared_lock_for_a_blocked_
                 .all(|st| st.frames.iter().any(|f| f.line == Some(sleep_line))),
             "a stack of another poll: {stall:#?}"
         );
-        let elsewhere: Vec<_> = run
-            .stalls
-            .iter()
-            .filter(|s| {
-                s.culprit.as_ref().and_then(|c| c.line) != Some(stall_line("stable-lock-sleep"))
-            })
-            .collect();
+        let elsewhere = stalls_elsewhere(&run, sleep_line);
         assert!(elsewhere.is_empty(), "{elsewhere:#?}");
     });
 }
