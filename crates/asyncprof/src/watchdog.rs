@@ -226,6 +226,10 @@ const CONFIRM_SAMPLES: u32 = 4;
 /// Stall records waiting at most; beyond, updates are dropped and counted.
 const MAX_UNSENT: usize = 4096;
 
+/// How often a busy-period thread's exact CPU clock is read, at most, to prove it has not run
+/// (see [`Watchdog::held_by_a_still_thread`]): a system call of well under a microsecond.
+const STILL_READ_NS: u64 = 1_000_000;
+
 struct Active {
     raw: RawStall,
     next_sample_ns: u64,
@@ -250,6 +254,13 @@ struct Active {
     /// when it fell asleep more closely than the stall's start can (and, asleep at both with
     /// the same CPU time, it has not run since this one: [`SleepMark::still_since_ns`]).
     earlier_mark: Option<SleepMark>,
+    /// Busy-period stalls: the thread ran after this time (its exact CPU clock moved between
+    /// a read then and the next; 0: not known): a stretch asleep begins no earlier.
+    ran_after_ns: u64,
+    /// Busy-period stalls: the thread was proved asleep all along since this time when the
+    /// stall was declared (see [`Watchdog::held_by_a_still_thread`]): the stretch that begins
+    /// with that read counts its time asleep from then, not only from the read.
+    asleep_since_ns: Option<u64>,
     /// Busy-period stalls: the stretch asleep going on (empty: none), whether this look's
     /// state read made it longer (a stack copied at this look is then the stretch's), and
     /// whether it is the one in `raw.stretch` (whose end is then not known yet).
@@ -451,6 +462,18 @@ struct Track {
     /// stall is declared; a thread just woken from a long sleep is runnable and has used
     /// little CPU, yet was never preempted).
     sleep_base: Option<SleepMark>,
+    /// The last times read of this slot's thread (its tid with them), from its last stall's
+    /// last look or its last base: the next base read is measured from it. A base read
+    /// without one, finding the thread asleep, cannot say since when: a stall whose first
+    /// look came late (the watchdog short of a CPU, or the stall before ended at a look while
+    /// the next poll already blocked) began its stretch at the stall's start, possibly many
+    /// milliseconds before the call.
+    last_mark: Option<(i32, SleepMark)>,
+    /// Busy periods past half the threshold: the thread's exact CPU time as last read (see
+    /// [`Watchdog::read_still`]), and when its state may be read again to prove it holds a
+    /// standing worker ([`Watchdog::held_by_a_still_thread`]).
+    still: Option<Still>,
+    next_still_state_ns: u64,
     stall: Option<Active>,
     /// The thread handed its worker to another thread (`block_in_place`) at the last check.
     handed_off: bool,
@@ -458,6 +481,18 @@ struct Track {
     /// Busy periods: the poll running now began after this time (a sample saw another poll
     /// then; 0: no such sample in this busy period).
     poll_floor_ns: u64,
+}
+
+/// A thread's exact CPU time as last read (at `read_ns`), and since when it has had that
+/// value: the thread has not run since `since_ns` (the first read that found it), and it ran
+/// after `ran_after_ns` (the read before, which found another value; 0 when there was none).
+#[derive(Debug, Clone, Copy)]
+struct Still {
+    tid: i32,
+    cpu_ns: u64,
+    since_ns: u64,
+    ran_after_ns: u64,
+    read_ns: u64,
 }
 
 /// The watchdog's own state, on its thread.
@@ -732,6 +767,82 @@ impl Watchdog {
         (standing >= declared + waiting.max(1)).then_some(began)
     }
 
+    /// Read busy period `i`'s thread's exact CPU clock (thread `tid`), at most every
+    /// [`STILL_READ_NS`] unless `now_too`: a system call of well under a microsecond, no file.
+    /// Two reads with one value prove the thread has not run between them.
+    fn read_still(&mut self, i: usize, tid: i32, now: u64, now_too: bool) {
+        let track = &mut self.tracks[i];
+        let last = track.still.filter(|s| s.tid == tid);
+        if last.is_some_and(|s| !now_too && now < s.read_ns.saturating_add(STILL_READ_NS)) {
+            return;
+        }
+        let Some(cpu_ns) = asyncprof_sampler::thread_cpu_ns(tid) else {
+            track.still = None;
+            return;
+        };
+        let mut still = match last {
+            // A thread that ever ran has CPU time: zero is a clock that does not count.
+            Some(s) if s.cpu_ns == cpu_ns && cpu_ns != 0 => s,
+            _ => Still {
+                tid,
+                cpu_ns,
+                since_ns: now,
+                ran_after_ns: last.map_or(0, |s| s.read_ns),
+                read_ns: now,
+            },
+        };
+        still.read_ns = now;
+        track.still = Some(still);
+    }
+
+    /// Whether busy period `i`'s thread (`tid`), its clock read at this look, has not run
+    /// since an earlier read and is asleep now: then asleep all along since that read (it can
+    /// fall asleep again only by running), its times as a [`SleepMark`] that says so.
+    /// Runnable, it waits for a CPU (an overloaded machine): not blocked.
+    fn asleep_all_along(&self, i: usize, tid: i32, now: u64) -> Option<SleepMark> {
+        let still = self.tracks[i]
+            .still
+            .filter(|s| s.tid == tid && s.read_ns == now && s.since_ns < now)?;
+        let st = asyncprof_sampler::thread_state(tid).filter(|st| st.state != 'R')?;
+        let mut mark = SleepMark::read(&st, None);
+        mark.slept_before_ns = Some(mark.at_ns.saturating_sub(still.since_ns));
+        mark.still_since_ns = still.since_ns;
+        Some(mark)
+    }
+
+    /// A busy period past the threshold that [`Watchdog::busy_stall`] does not take for a
+    /// stall because which thread runs which worker is not known and fewer workers stand than
+    /// busy periods wait (another worker's busy time moves more often than a threshold: it
+    /// polls short polls, and tokio moves it every 61 of them): a stall all the same when its
+    /// thread has not run at all since before every worker that does not stand last changed
+    /// (its busy time moved, or it parked or unparked), and is asleep now. Only the thread
+    /// that holds a worker moves its busy time or parks it, so this one holds none of those
+    /// but one that stands, while it does not run: a poll blocked it. (Not while the runtime
+    /// has more threads than workers: under `block_in_place` another thread moves a worker.)
+    /// Its state is read only once its clock proves that, at most four times a threshold.
+    fn held_by_a_still_thread(&mut self, i: usize, w: &Worker, now: u64) -> Option<Option<u64>> {
+        let r = w.runtime.load(Relaxed);
+        let tid = w.tid.load(Relaxed);
+        let b = self.busy_times.iter().find(|b| b.runtime == r)?;
+        if b.extra_threads || b.index_of(w.index, tid).is_some() {
+            return None;
+        }
+        let (standing, began) = b.standing(now, self.threshold_ns, self.tick_ns);
+        // Each change came after the look before the one that saw it (as far as looks on
+        // time go: a gap's length before).
+        let change = b.earliest_change_unstanding(now, self.threshold_ns)?;
+        let still = self.tracks[i].still.filter(|s| s.tid == tid)?;
+        if standing == 0
+            || still.read_ns != now
+            || still.since_ns.saturating_add(self.gap_ns) > change
+            || now < self.tracks[i].next_still_state_ns
+        {
+            return None;
+        }
+        self.tracks[i].next_still_state_ns = now.saturating_add(self.threshold_ns / 4);
+        self.asleep_all_along(i, tid, now).map(|_| began)
+    }
+
     /// Busy periods of runtime `r` past the threshold: (declared stalls, not yet declared).
     fn busy_periods(&self, r: u64, now: u64) -> (usize, usize) {
         let (mut declared, mut waiting) = (0, 0);
@@ -778,9 +889,7 @@ impl Watchdog {
             }
         }
         for i in ended {
-            if let Some(active) = self.tracks[i].stall.take() {
-                self.finish(active, now);
-            }
+            self.end_stall(i, now);
         }
     }
 
@@ -834,15 +943,11 @@ impl Watchdog {
             let Some((seq, start, task)) = observed else {
                 // Between polls: nothing to watch on this worker until the next.
                 track.cpu_base = None;
-                if let Some(active) = track.stall.take() {
-                    self.finish(active, now);
-                }
+                self.end_stall(i, now);
                 continue;
             };
             if track.seq != seq {
-                if let Some(active) = track.stall.take() {
-                    self.finish(active, now);
-                }
+                self.end_stall(i, now);
                 let track = &mut self.tracks[i];
                 track.seq = seq;
                 track.lower_ns = start.max(self.prev_look_ns);
@@ -859,16 +964,22 @@ impl Watchdog {
             {
                 // The poll goes on without a worker: whatever it blocks, it is not the
                 // runtime. A stall recorded before the hand-off ends here.
-                if let Some(active) = self.tracks[i].stall.take() {
-                    self.finish(active, now);
-                }
+                self.end_stall(i, now);
                 continue;
             }
             let running = now.saturating_sub(self.tracks[i].lower_ns);
             // A busy period (the stable tier) holds its worker in one poll only while tokio's
             // busy time for that worker stands still: `None` while it moves.
+            if task == 0 && running >= self.threshold_ns / 2 && self.tracks[i].stall.is_none() {
+                self.read_still(i, w.tid.load(Relaxed), now, false);
+            }
             let busy = if task == 0 && running >= self.threshold_ns {
-                self.busy_stall(w, now)
+                match self.busy_stall(w, now) {
+                    None if self.tracks[i].stall.is_none() => {
+                        self.held_by_a_still_thread(i, w, now)
+                    }
+                    busy => busy,
+                }
             } else {
                 Some(None)
             };
@@ -882,7 +993,13 @@ impl Watchdog {
                         // be sampled as soon as it is declared.
                         self.sampler.watch(tid);
                         let st = asyncprof_sampler::thread_state(tid);
-                        track.sleep_base = st.as_ref().map(|st| SleepMark::read(st, None));
+                        let last = track.last_mark.filter(|(t, _)| *t == tid);
+                        track.sleep_base = st
+                            .as_ref()
+                            .map(|st| SleepMark::read(st, last.as_ref().map(|(_, m)| m)));
+                        if let Some(base) = track.sleep_base {
+                            track.last_mark = Some((tid, base));
+                        }
                         track.cpu_base = st.map(|st| (now, st.cpu_ns)).or(Some((now, u64::MAX)));
                     }
                     // A poll first seen after a gap in the watchdog's looks began at an
@@ -915,6 +1032,20 @@ impl Watchdog {
                             let base = self.tracks[i].sleep_base;
                             active.sleep_mark = base.filter(|m| m.at_ns >= start);
                             active.earlier_mark = base.filter(|m| m.at_ns < start);
+                            // Its exact CPU clock, read now: asleep all along since it last
+                            // ran, the stretch asleep counts from then; and it fell asleep
+                            // after the read before the clock stood still.
+                            if task == 0 {
+                                self.read_still(i, tid, now, true);
+                                active.ran_after_ns = self.tracks[i]
+                                    .still
+                                    .filter(|s| s.tid == tid)
+                                    .map_or(0, |s| s.ran_after_ns);
+                                if let Some(mark) = self.asleep_all_along(i, tid, now) {
+                                    active.sleep_mark = Some(mark);
+                                    active.asleep_since_ns = Some(mark.still_since_ns);
+                                }
+                            }
                             active.cpu_start = mark;
                             self.tracks[i].stall = Some(active);
                         }
@@ -932,8 +1063,10 @@ impl Watchdog {
                     // Several polls in this busy period: the record ends here (kept only if
                     // one poll of it was confirmed), and the poll running now is timed from
                     // the sample that saw it change, as a poll of its own.
+                    let last = active.sleep_mark.map(|m| (active.raw.tid, m));
                     self.finish(active, now);
                     let track = &mut self.tracks[i];
+                    track.last_mark = last.or(track.last_mark);
                     track.poll_floor_ns = floor;
                     track.lower_ns = track.lower_ns.max(floor);
                     track.cpu_base = None;
@@ -1023,6 +1156,8 @@ impl Watchdog {
             cpu_mark: None,
             sleep_mark: None,
             earlier_mark: None,
+            ran_after_ns: 0,
+            asleep_since_ns: None,
             run: Stretch::default(),
             in_run: false,
             run_is_recorded: false,
@@ -1241,7 +1376,15 @@ impl Watchdog {
                     // Its time slept counts from this interval only: asleep at the read
                     // before too, the thread may have woken and run in between.
                     let start = active.raw.start_ns;
-                    active.run.from_ns = before.map_or(start, |b| b.fell_asleep(mark, start));
+                    active.run.from_ns = before
+                        .map_or(start, |b| b.fell_asleep(mark, start))
+                        .max(active.ran_after_ns);
+                    // Asleep all along before the read that begins it: that time counts.
+                    if let (Some(t), Some(b)) = (active.asleep_since_ns.take(), before) {
+                        if b.still_since_ns <= t {
+                            active.run.slept_ns = b.at_ns.saturating_sub(t);
+                        }
+                    }
                 }
                 let run = &mut active.run;
                 run.slept_ns = run.slept_ns.saturating_add(ns);
@@ -1309,6 +1452,17 @@ impl Watchdog {
             return;
         }
         board.unsent.insert(active.raw.id, active.raw.clone());
+    }
+
+    /// End worker slot `i`'s stall, if one is on, keeping its last read of the thread.
+    fn end_stall(&mut self, i: usize, now: u64) {
+        let track = &mut self.tracks[i];
+        if let Some(active) = track.stall.take() {
+            if let Some(m) = active.sleep_mark {
+                track.last_mark = Some((active.raw.tid, m));
+            }
+            self.finish(active, now);
+        }
     }
 
     fn finish(&self, mut active: Active, now: u64) {

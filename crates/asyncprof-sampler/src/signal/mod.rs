@@ -153,6 +153,13 @@ pub fn set_task_probe(probe: fn() -> u64) -> bool {
 /// System calls the handler found interrupted with `EINTR` just before it ran.
 static INTERRUPTED_SYSCALLS: AtomicU64 = AtomicU64::new(0);
 
+/// Thread `tid`'s CPU time so far, in nanoseconds, exact: its CPU-time clock, one system
+/// call (no file read), brought up to date by the kernel when read. The same value at two
+/// reads means the thread did not run between them. `None` when the thread is gone.
+pub fn thread_cpu_ns(tid: i32) -> Option<u64> {
+    remote::cpu_ns(tid)
+}
+
 /// How many times the handler ran just after the sampled thread's system call returned
 /// `EINTR` (the residual race: the thread entered a blocking call after it was seen on CPU
 /// and before the signal arrived). Counted over the life of the process.
