@@ -193,6 +193,26 @@ pub fn in_scheduler_between_polls(frames: &[Frame]) -> bool {
     })
 }
 
+/// Whether the stack passes through tokio's `block_in_place`: on a multi-thread runtime the
+/// thread gave its worker to another thread there (or, nested, holds none), so it holds up no
+/// worker however long it stays.
+pub fn in_block_in_place(frames: &[Frame]) -> bool {
+    frames.iter().any(|f| {
+        tokio_frame(
+            f,
+            "/task/blocking.rs",
+            "::task::blocking::",
+            &["block_in_place"],
+        ) || tokio_frame(f, WORKER_FILE, WORKER_MODULE, &["block_in_place"])
+            || tokio_frame(
+                f,
+                "/runtime/scheduler/block_in_place.rs",
+                "::scheduler::block_in_place::",
+                &["block_in_place"],
+            )
+    })
+}
+
 const WORKER_FILE: &str = "/runtime/scheduler/multi_thread/worker.rs";
 const WORKER_MODULE: &str = "::scheduler::multi_thread::worker::";
 
@@ -719,5 +739,52 @@ mod tests {
             ("run", "/home/u/.cargo/registry/src/x/other-1.0.0/src/runtime/scheduler/multi_thread/worker.rs", 2),
         ]);
         assert!(!in_scheduler_between_polls(&other));
+    }
+
+    #[test]
+    fn a_stack_in_block_in_place_is_told_by_its_tokio_frames() {
+        const TOKIO: &str = "/root/.cargo/registry/src/x/tokio-1.54.1/src";
+        let sleep = [
+            fr("clock_nanosleep", None, 0),
+            fr(
+                "std::thread::sleep",
+                Some("/rustc/abc/library/std/src/thread/mod.rs"),
+                2,
+            ),
+        ];
+        let user = fr("app::load::{{closure}}", Some("src/app.rs"), 12);
+        let inside = |f: Frame| {
+            let mut frames = sleep.to_vec();
+            frames.push(user.clone());
+            frames.push(f);
+            frames
+        };
+        // With line tables: by file. The public function, the scheduler's, the worker's.
+        for (function, file) in [
+            ("tokio::task::blocking::block_in_place", "/task/blocking.rs"),
+            (
+                "tokio::runtime::scheduler::block_in_place::block_in_place",
+                "/runtime/scheduler/block_in_place.rs",
+            ),
+            (
+                "tokio::runtime::scheduler::multi_thread::worker::block_in_place",
+                "/runtime/scheduler/multi_thread/worker.rs",
+            ),
+        ] {
+            let with_file = inside(fr(function, Some(&format!("{TOKIO}{file}")), 1));
+            assert!(in_block_in_place(&with_file), "{function}");
+            // Without: by its full name.
+            let bare = inside(Frame::new(function, None, None));
+            assert!(in_block_in_place(&bare), "{function} without a file");
+        }
+        // A user's function of that name, or a blocking call outside it, is not.
+        let own = inside(fr("app::block_in_place", Some("src/app.rs"), 3));
+        assert!(!in_block_in_place(&own));
+        let outside = inside(fr(
+            "tokio::runtime::task::core::Core<T,S>::poll",
+            Some(&format!("{TOKIO}/runtime/task/core.rs")),
+            369,
+        ));
+        assert!(!in_block_in_place(&outside));
     }
 }

@@ -125,6 +125,21 @@ pub fn mostly_waits_on_the_allocator(s: &StallRecord) -> bool {
     total > 0 && waiting * 2 >= total
 }
 
+/// Whether at least half of the stall's stack samples were inside tokio's `block_in_place`
+/// ([`crate::culprit::in_block_in_place`]): the thread held no worker then. A worker busy
+/// without parking (the stable tier) whose thread is there is not held up by it; without
+/// `tokio_unstable` asyncprof sees the hand-off only so.
+pub fn mostly_in_block_in_place(s: &StallRecord) -> bool {
+    let total: u64 = s.stacks.iter().map(|st| u64::from(st.count)).sum();
+    let inside: u64 = s
+        .stacks
+        .iter()
+        .filter(|st| crate::culprit::in_block_in_place(&st.frames))
+        .map(|st| u64::from(st.count))
+        .sum();
+    total > 0 && inside * 2 >= total
+}
+
 /// In the most sampled stack, the call the user's code made (the frame inward of its first
 /// frame) is a future's poll or an async function's body: the user's line was an `.await`,
 /// not a blocking call.

@@ -240,6 +240,9 @@ impl WithoutAPoll {
             PollEvidence::Unknown if seen.only_copied && !seen.asleep => true,
             PollEvidence::Unknown => Self::no_poll_in(record, seen),
         };
+        // Inside `block_in_place` the thread gave its worker to another thread: what it waits
+        // on holds up no worker (without `tokio_unstable` asyncprof sees that only so).
+        let no_poll = no_poll || format::mostly_in_block_in_place(record);
         let admitted = self.ongoing.remove(&record.id).unwrap_or(false) || !no_poll;
         if self.ongoing.len() >= MAX_TRACKED {
             // Only stalls whose last version was lost (the watchdog's board was full) stay
@@ -886,6 +889,41 @@ mod tests {
         ));
         assert_eq!(dropped.load(Relaxed), 1);
         assert!(gate.ongoing.is_empty());
+    }
+
+    #[test]
+    fn busy_period_stalls_inside_block_in_place_are_held_back() {
+        let dropped = AtomicU64::new(0);
+        let mut gate = WithoutAPoll::default();
+        // A thread asleep a threshold in a poll's call, seen in looks in a row: sent...
+        let asleep = seen(PollEvidence::Unknown, true);
+        assert!(gate.admit(&stall(1, 0, false, &[true]), asleep, &dropped));
+        // ...but not when the call is inside `block_in_place` (its worker went to another
+        // thread), in at least half of its samples; nor when a poll was confirmed there.
+        let in_place = |id: u64, inside: u32, outside: u32| {
+            let mut r = stall(id, 0, false, &[true, true]);
+            r.stacks[0].frames.insert(
+                0,
+                Frame::new(
+                    "tokio::task::blocking::block_in_place",
+                    Some("/c/registry/src/i/tokio-1.54.1/src/task/blocking.rs".into()),
+                    Some(1),
+                ),
+            );
+            r.stacks[0].count = inside;
+            r.stacks[1].count = outside;
+            r
+        };
+        assert!(!gate.admit(&in_place(2, 3, 3), asleep, &dropped));
+        let confirmed = seen(PollEvidence::Confirmed, false);
+        assert!(!gate.admit(&in_place(3, 1, 0), confirmed, &dropped));
+        assert_eq!(dropped.load(Relaxed), 2);
+        // Mostly outside it: judged as before.
+        assert!(gate.admit(&in_place(4, 1, 3), asleep, &dropped));
+        // A task's stall (the hooks tier sees the hand-off itself) is a poll.
+        let mut task = in_place(5, 1, 0);
+        task.task_id = 7;
+        assert!(gate.admit(&task, asleep, &dropped));
     }
 
     #[test]

@@ -483,16 +483,21 @@ struct Track {
     poll_floor_ns: u64,
 }
 
-/// A thread's exact CPU time as last read (at `read_ns`), and since when it has had that
-/// value: the thread has not run since `since_ns` (the first read that found it), and it ran
-/// after `ran_after_ns` (the read before, which found another value; 0 when there was none).
+/// A thread's exact CPU time as last read (at the look `look_ns`), and since when it has had
+/// that value: the thread has not run since `since_ns` (the exact clock just after the first
+/// read that found it), and it ran after `ran_after_ns` (just after the read before, which
+/// found another value; 0 when there was none).
 #[derive(Debug, Clone, Copy)]
 struct Still {
     tid: i32,
     cpu_ns: u64,
     since_ns: u64,
     ran_after_ns: u64,
-    read_ns: u64,
+    at_ns: u64,
+    look_ns: u64,
+    /// Read at the look `look_ns`: asleep all along since `since_ns` (see
+    /// [`Watchdog::asleep_all_along`]), or not.
+    asleep: Option<Option<SleepMark>>,
 }
 
 /// The watchdog's own state, on its thread.
@@ -542,6 +547,8 @@ struct BusyTimes {
     /// workers: a thread inside `block_in_place` handed its worker to another thread, so a
     /// worker's busy time is not its thread's alone.
     extra_threads: bool,
+    /// The look of the last read (0: none yet).
+    read_ns: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -552,6 +559,9 @@ struct BusyTime {
     since_ns: u64,
     /// Whether `since_ns` is when the value moved (a look saw it change), not the first read.
     moved: bool,
+    /// It changed after this time: the look of the read before the one that saw it change
+    /// (0 for a value seen at the first read: it may be as old as the runtime).
+    changed_after_ns: u64,
 }
 
 /// A thread of a runtime as asyncprof sees it: (worker entry, tid, parked).
@@ -579,6 +589,7 @@ impl BusyTimes {
                         parked,
                         since_ns: now,
                         moved: true,
+                        changed_after_ns: self.read_ns,
                     }
                 }
                 None => self.workers.push(BusyTime {
@@ -586,9 +597,22 @@ impl BusyTimes {
                     parked,
                     since_ns: now,
                     moved: false,
+                    changed_after_ns: 0,
                 }),
             }
         }
+        self.read_ns = now;
+    }
+
+    /// The earliest time after which every worker that is unparked and does not stand (its
+    /// busy time moved within `min_ns`) last changed; `None` when there is no such worker.
+    /// A thread in a busy period holds no parked worker: tokio counts a park after the hook
+    /// that ends asyncprof's busy period, and an unpark before the one that begins it.
+    fn unparked_changed_after(&self, now: u64, min_ns: u64) -> Option<u64> {
+        (0..self.workers.len())
+            .filter(|&i| !self.workers[i].parked && self.stands(i, now, min_ns, 0).is_none())
+            .map(|i| self.workers[i].changed_after_ns)
+            .min()
     }
 
     /// Whether each tokio worker is parked, as published now, into `out`.
@@ -725,6 +749,7 @@ impl Watchdog {
                             workers: Vec::new(),
                             pairs: Vec::new(),
                             extra_threads: false,
+                            read_ns: 0,
                         });
                     }
                 }
@@ -773,41 +798,58 @@ impl Watchdog {
     fn read_still(&mut self, i: usize, tid: i32, now: u64, now_too: bool) {
         let track = &mut self.tracks[i];
         let last = track.still.filter(|s| s.tid == tid);
-        if last.is_some_and(|s| !now_too && now < s.read_ns.saturating_add(STILL_READ_NS)) {
+        if last.is_some_and(|s| s.look_ns == now || (!now_too && now < s.look_ns + STILL_READ_NS)) {
             return;
         }
         let Some(cpu_ns) = asyncprof_sampler::thread_cpu_ns(tid) else {
             track.still = None;
             return;
         };
+        let at_ns = clock::exact_ns();
         let mut still = match last {
             // A thread that ever ran has CPU time: zero is a clock that does not count.
             Some(s) if s.cpu_ns == cpu_ns && cpu_ns != 0 => s,
             _ => Still {
                 tid,
                 cpu_ns,
-                since_ns: now,
-                ran_after_ns: last.map_or(0, |s| s.read_ns),
-                read_ns: now,
+                since_ns: at_ns,
+                ran_after_ns: last.map_or(0, |s| s.at_ns),
+                at_ns,
+                look_ns: now,
+                asleep: None,
             },
         };
-        still.read_ns = now;
+        still.at_ns = at_ns;
+        still.look_ns = now;
+        still.asleep = None;
         track.still = Some(still);
     }
 
     /// Whether busy period `i`'s thread (`tid`), its clock read at this look, has not run
     /// since an earlier read and is asleep now: then asleep all along since that read (it can
-    /// fall asleep again only by running), its times as a [`SleepMark`] that says so.
-    /// Runnable, it waits for a CPU (an overloaded machine): not blocked.
-    fn asleep_all_along(&self, i: usize, tid: i32, now: u64) -> Option<SleepMark> {
-        let still = self.tracks[i]
+    /// fall asleep again only by running; its clock is read again after its state, to be sure
+    /// it did not run between), its times as a [`SleepMark`] that says so. Runnable, it waits
+    /// for a CPU (an overloaded machine): not blocked. Read once a look.
+    fn asleep_all_along(&mut self, i: usize, tid: i32, now: u64) -> Option<SleepMark> {
+        let track = &mut self.tracks[i];
+        let mut still = track
             .still
-            .filter(|s| s.tid == tid && s.read_ns == now && s.since_ns < now)?;
-        let st = asyncprof_sampler::thread_state(tid).filter(|st| st.state != 'R')?;
-        let mut mark = SleepMark::read(&st, None);
-        mark.slept_before_ns = Some(mark.at_ns.saturating_sub(still.since_ns));
-        mark.still_since_ns = still.since_ns;
-        Some(mark)
+            .filter(|s| s.tid == tid && s.look_ns == now && s.since_ns < s.at_ns)?;
+        if let Some(known) = still.asleep {
+            return known;
+        }
+        let mark = asyncprof_sampler::thread_state(tid)
+            .filter(|st| st.state != 'R')
+            .filter(|_| asyncprof_sampler::thread_cpu_ns(tid) == Some(still.cpu_ns))
+            .map(|st| {
+                let mut mark = SleepMark::read(&st, None);
+                mark.slept_before_ns = Some(mark.at_ns.saturating_sub(still.since_ns));
+                mark.still_since_ns = still.since_ns;
+                mark
+            });
+        still.asleep = Some(mark);
+        track.still = Some(still);
+        mark
     }
 
     /// A busy period past the threshold that [`Watchdog::busy_stall`] does not take for a
@@ -828,13 +870,14 @@ impl Watchdog {
             return None;
         }
         let (standing, began) = b.standing(now, self.threshold_ns, self.tick_ns);
-        // Each change came after the look before the one that saw it (as far as looks on
-        // time go: a gap's length before).
-        let change = b.earliest_change_unstanding(now, self.threshold_ns)?;
-        let still = self.tracks[i].still.filter(|s| s.tid == tid)?;
-        if standing == 0
-            || still.read_ns != now
-            || still.since_ns.saturating_add(self.gap_ns) > change
+        let changed_after = b.unparked_changed_after(now, self.threshold_ns);
+        // A standing worker no declared stall holds.
+        let (declared, _) = self.busy_periods(r, now);
+        let still = self.tracks[i]
+            .still
+            .filter(|s| s.tid == tid && s.look_ns == now)?;
+        if standing <= declared
+            || changed_after.is_some_and(|c| still.since_ns > c)
             || now < self.tracks[i].next_still_state_ns
         {
             return None;
@@ -1380,9 +1423,12 @@ impl Watchdog {
                         .map_or(start, |b| b.fell_asleep(mark, start))
                         .max(active.ran_after_ns);
                     // Asleep all along before the read that begins it: that time counts.
+                    // (No earlier than the stall: one declared again while the thread
+                    // still sleeps has the time before in the record before.)
                     if let (Some(t), Some(b)) = (active.asleep_since_ns.take(), before) {
                         if b.still_since_ns <= t {
-                            active.run.slept_ns = b.at_ns.saturating_sub(t);
+                            let from = t.max(active.raw.start_ns);
+                            active.run.slept_ns = b.at_ns.saturating_sub(from);
                         }
                     }
                 }

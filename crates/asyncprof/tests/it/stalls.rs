@@ -672,6 +672,49 @@ fn stable_tier_counts_a_blocking_call_from_its_start_when_declared_late() {
     crate::support::retry_if_disturbed(|| call_among_pollers(100, 30, 60));
 }
 
+#[test]
+fn stable_tier_takes_no_block_in_place_for_a_stall() {
+    crate::support::retry_if_disturbed(|| {
+        // Tasks of 100 µs polls keep both workers busy without parking. One task sleeps 80 ms
+        // inside `block_in_place`, which gives its worker to another thread (that polls the
+        // short polls on, moving the worker's busy time); meanwhile another task blocks its
+        // worker for 150 ms in `std::thread::sleep`, so that worker stands. The first thread,
+        // asleep all along, holds no worker: no stall at its line. The CPU clock's proof
+        // cannot tell it from the blocked one (a thread that has not run since the other
+        // worker moved, while a worker stands); its stacks in `block_in_place` can (the gate's
+        // unit test `busy_period_stalls_inside_block_in_place_are_held_back`). The blocked
+        // worker itself is recorded in about half of the rounds, as before the proof: after a
+        // hand-off the stable tier's count of threads and workers no longer adds up.
+        let in_place_line = stall_line("stable-in-place");
+        for round in 0..3 {
+            let run = record_stable("stable-in-place", || async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let busy = tokio::spawn(back_to_back_polls(4, 100, 700));
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let in_place = tokio::spawn(async {
+                    tokio::task::block_in_place(|| {
+                        std::thread::sleep(Duration::from_millis(80)) // stall: stable-in-place
+                    });
+                });
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let blocked = tokio::spawn(async {
+                    std::thread::sleep(Duration::from_millis(150)); // stall: stable-beside-in-place
+                });
+                in_place.await.unwrap();
+                blocked.await.unwrap();
+                busy.await.unwrap();
+            });
+            let in_place = stalls_at_line(&run, in_place_line);
+            assert!(in_place.is_empty(), "round {round}: {in_place:#?}");
+            let findings = asyncprof_report::diagnose(&run);
+            assert!(
+                findings.iter().all(|f| f.location.line != in_place_line),
+                "round {round}: {findings:#?}"
+            );
+        }
+    });
+}
+
 /// Two tasks polling in a loop, polls of `poll_us` on average, keep both workers busy from
 /// the start, so neither parks and the watchdog never learns which thread runs which of
 /// tokio's workers; then one poll sleeps `call_ms`. Stall threshold `threshold_ms`.
