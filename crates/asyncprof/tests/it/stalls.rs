@@ -657,7 +657,7 @@ fn stable_tier_finds_a_blocking_call_while_the_other_worker_polls_short_polls() 
     // often than a threshold, so it never stands a threshold long. Until the watchdog proved
     // from the sleeping thread's CPU clock that it has not run since the other worker's busy
     // time last moved (so it holds the worker that stands), the call was never found: no
-    // record in 3 of 3 runs, nor with 300 µs polls; with only that proof switched off, 2 of 3
+    // record in 3 of 3 runs, nor with 300 µs polls; with only that proof switched off, 3 of 3
     // runs failed.
     crate::support::retry_if_disturbed(|| call_among_pollers(100, 10, 80));
 }
