@@ -213,6 +213,30 @@ pub fn in_block_in_place(frames: &[Frame]) -> bool {
     })
 }
 
+/// Whether the stack is a thread of tokio's blocking pool that is not running a worker's loop:
+/// idle in the pool, or running a `spawn_blocking` job. A worker's thread passes through both
+/// (tokio runs the worker as a blocking task); a thread whose `block_in_place` returned
+/// without its worker (another thread took it) goes back to the pool so, without a park.
+pub fn in_blocking_pool_outside_a_worker(frames: &[Frame]) -> bool {
+    frames.iter().any(|f| {
+        tokio_frame(
+            f,
+            "/runtime/blocking/pool.rs",
+            "::blocking::pool::",
+            &["run"],
+        )
+    }) && !frames
+        .iter()
+        .any(|f| tokio_frame(f, WORKER_FILE, WORKER_MODULE, &["run"]))
+}
+
+/// Whether the stack shows a thread that holds no tokio worker: inside `block_in_place`
+/// ([`in_block_in_place`]) or in the blocking pool outside a worker's loop
+/// ([`in_blocking_pool_outside_a_worker`]).
+pub fn holds_no_worker(frames: &[Frame]) -> bool {
+    in_block_in_place(frames) || in_blocking_pool_outside_a_worker(frames)
+}
+
 const WORKER_FILE: &str = "/runtime/scheduler/multi_thread/worker.rs";
 const WORKER_MODULE: &str = "::scheduler::multi_thread::worker::";
 
@@ -786,5 +810,36 @@ mod tests {
             369,
         ));
         assert!(!in_block_in_place(&outside));
+        assert!(!holds_no_worker(&outside));
+
+        // Back in the blocking pool without a worker (idle, or a `spawn_blocking` job): holds
+        // none; a worker's thread, run by the pool too, passes through the worker's loop.
+        let pool = fr(
+            "tokio::runtime::blocking::pool::Inner::run",
+            Some(&format!("{TOKIO}/runtime/blocking/pool.rs")),
+            757,
+        );
+        let idle = vec![
+            fr("syscall", None, 0),
+            fr(
+                "std::sync::Condvar::wait_timeout",
+                Some("/rustc/abc/library/std/src/sync/condvar.rs"),
+                1,
+            ),
+            pool.clone(),
+        ];
+        assert!(in_blocking_pool_outside_a_worker(&idle) && holds_no_worker(&idle));
+        let mut worker = sleep.to_vec();
+        worker.push(user.clone());
+        worker.push(fr(
+            "tokio::runtime::scheduler::multi_thread::worker::run",
+            Some(&format!("{TOKIO}/runtime/scheduler/multi_thread/worker.rs")),
+            500,
+        ));
+        worker.push(pool);
+        assert!(!in_blocking_pool_outside_a_worker(&worker) && !holds_no_worker(&worker));
+        // Unsymbolized: no frame to go by, nothing said.
+        let bare = [fr("0x7f00", None, 0), fr("0x7f01", None, 0)];
+        assert!(!holds_no_worker(&bare));
     }
 }

@@ -125,16 +125,16 @@ pub fn mostly_waits_on_the_allocator(s: &StallRecord) -> bool {
     total > 0 && waiting * 2 >= total
 }
 
-/// Whether at least half of the stall's stack samples were inside tokio's `block_in_place`
-/// ([`crate::culprit::in_block_in_place`]): the thread held no worker then. A worker busy
-/// without parking (the stable tier) whose thread is there is not held up by it; without
-/// `tokio_unstable` asyncprof sees the hand-off only so.
-pub fn mostly_in_block_in_place(s: &StallRecord) -> bool {
+/// Whether at least half of the stall's stack samples show a thread that held no worker then
+/// ([`crate::culprit::holds_no_worker`]: inside tokio's `block_in_place`, or back in the
+/// blocking pool after it). A worker busy without parking (the stable tier) is not held up by
+/// such a thread; without `tokio_unstable` asyncprof sees the hand-off only so.
+pub fn mostly_without_a_worker(s: &StallRecord) -> bool {
     let total: u64 = s.stacks.iter().map(|st| u64::from(st.count)).sum();
     let inside: u64 = s
         .stacks
         .iter()
-        .filter(|st| crate::culprit::in_block_in_place(&st.frames))
+        .filter(|st| crate::culprit::holds_no_worker(&st.frames))
         .map(|st| u64::from(st.count))
         .sum();
     total > 0 && inside * 2 >= total

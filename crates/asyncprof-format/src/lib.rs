@@ -68,7 +68,7 @@ mod write;
 pub use error::{Error, Result};
 pub use hist::Histogram;
 pub use kind::{
-    mostly_in_block_in_place, mostly_waits_on_the_allocator, preempted, StallKind, CROWDED_SHARE,
+    mostly_waits_on_the_allocator, mostly_without_a_worker, preempted, StallKind, CROWDED_SHARE,
     NEVER_RETURNED_NS, PREEMPTED_CPU_SHARE,
 };
 pub use read::{

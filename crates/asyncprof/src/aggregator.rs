@@ -240,9 +240,12 @@ impl WithoutAPoll {
             PollEvidence::Unknown if seen.only_copied && !seen.asleep => true,
             PollEvidence::Unknown => Self::no_poll_in(record, seen),
         };
-        // Inside `block_in_place` the thread gave its worker to another thread: what it waits
-        // on holds up no worker (without `tokio_unstable` asyncprof sees that only so).
-        let no_poll = no_poll || format::mostly_in_block_in_place(record);
+        // Inside `block_in_place` the thread gave its worker to another thread, and may be
+        // back in the blocking pool after it (without a park that ends its busy period): what
+        // it waits on holds up no worker (without `tokio_unstable` asyncprof sees that only so).
+        // Not for a current-thread runtime: one driven from a blocking-pool thread shows the
+        // pool in its stacks.
+        let no_poll = no_poll || (seen.multi_thread && format::mostly_without_a_worker(record));
         let admitted = self.ongoing.remove(&record.id).unwrap_or(false) || !no_poll;
         if self.ongoing.len() >= MAX_TRACKED {
             // Only stalls whose last version was lost (the watchdog's board was full) stay
@@ -327,6 +330,8 @@ struct Seen {
     only_copied: bool,
     /// The stall goes on (its record may be a part of it that ended: its stretch asleep).
     going_on: bool,
+    /// Its runtime is a multi-thread runtime.
+    multi_thread: bool,
 }
 
 /// Stalls [`WithoutAPoll`] keeps track of at most. Going on at once are no more than one per
@@ -471,6 +476,7 @@ pub(crate) fn aggregator_loop(
             let raw = stretch.as_ref().unwrap_or(raw);
             let record = symbolizer.record(raw, recorder.run_start_ns);
             let seen = Seen {
+                multi_thread: recorder.is_multi_thread(raw.runtime),
                 polls: raw.polls,
                 asleep: raw.stretch.blocked(),
                 stacks_sought: raw.stacks_sought,
@@ -796,6 +802,7 @@ mod tests {
             stacks_sought: false,
             only_copied: false,
             going_on: false,
+            multi_thread: true,
         }
     }
 
@@ -918,6 +925,22 @@ mod tests {
         let confirmed = seen(PollEvidence::Confirmed, false);
         assert!(!gate.admit(&in_place(3, 1, 0), confirmed, &dropped));
         assert_eq!(dropped.load(Relaxed), 2);
+        // Back in the blocking pool after it (no worker's loop in the stack): the same.
+        let mut pool = stall(6, 0, false, &[true]);
+        pool.stacks[0].frames = vec![Frame::new(
+            "tokio::runtime::blocking::pool::Inner::run",
+            Some("/c/registry/src/i/tokio-1.54.1/src/runtime/blocking/pool.rs".into()),
+            Some(757),
+        )];
+        assert!(!gate.admit(&pool, asleep, &dropped));
+        assert_eq!(dropped.load(Relaxed), 3);
+        // Not for a current-thread runtime, which may be driven from a blocking-pool thread.
+        let current = Seen {
+            multi_thread: false,
+            ..asleep
+        };
+        pool.id = 8;
+        assert!(gate.admit(&pool, current, &dropped));
         // Mostly outside it: judged as before.
         assert!(gate.admit(&in_place(4, 1, 3), asleep, &dropped));
         // A task's stall (the hooks tier sees the hand-off itself) is a poll.

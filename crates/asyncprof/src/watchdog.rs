@@ -876,8 +876,11 @@ impl Watchdog {
         let still = self.tracks[i]
             .still
             .filter(|s| s.tid == tid && s.look_ns == now)?;
+        // Still for half a threshold: a thread that waits a moment (a lock) now and then is
+        // not worth a read of its state.
         if standing <= declared
             || changed_after.is_some_and(|c| still.since_ns > c)
+            || still.at_ns.saturating_sub(still.since_ns) < self.threshold_ns / 2
             || now < self.tracks[i].next_still_state_ns
         {
             return None;
@@ -933,6 +936,9 @@ impl Watchdog {
         }
         for i in ended {
             self.end_stall(i, now);
+            // One declared again (its thread still in the same call, as far as can be told)
+            // begins here, not where this one began: the two records do not overlap.
+            self.tracks[i].poll_floor_ns = self.tracks[i].poll_floor_ns.max(now);
         }
     }
 

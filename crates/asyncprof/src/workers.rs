@@ -420,6 +420,13 @@ impl Recorder {
         drop(released);
     }
 
+    /// Whether runtime `id` is a multi-thread runtime (as far as known).
+    pub(crate) fn is_multi_thread(&self, id: u64) -> bool {
+        lock(&self.runtimes)
+            .iter()
+            .any(|e| e.info.id == id && e.info.flavor == format::Flavor::MultiThread)
+    }
+
     /// The runtimes seen so far.
     pub(crate) fn runtime_infos(&self) -> Vec<format::RuntimeInfo> {
         lock(&self.runtimes)
