@@ -115,14 +115,20 @@ fn waits_on_the_allocator(s: &StallRecord) -> bool {
 /// is short polls waiting on it in turn (a saturated runtime freeing and growing memory that
 /// other threads allocated), or the lock's holder waiting for a core; not one poll of its own.
 pub fn mostly_waits_on_the_allocator(s: &StallRecord) -> bool {
+    at_least_half(s, |frames| allocator_under_wait(frames) == (true, true))
+}
+
+/// Whether at least half of the stall's stack samples (counted with their repeats) have
+/// frames that `is` says so of.
+fn at_least_half(s: &StallRecord, is: impl Fn(&[crate::Frame]) -> bool) -> bool {
     let total: u64 = s.stacks.iter().map(|st| u64::from(st.count)).sum();
-    let waiting: u64 = s
+    let those: u64 = s
         .stacks
         .iter()
-        .filter(|st| allocator_under_wait(&st.frames) == (true, true))
+        .filter(|st| is(&st.frames))
         .map(|st| u64::from(st.count))
         .sum();
-    total > 0 && waiting * 2 >= total
+    total > 0 && those * 2 >= total
 }
 
 /// Whether at least half of the stall's stack samples show a thread that held no worker then
@@ -130,14 +136,7 @@ pub fn mostly_waits_on_the_allocator(s: &StallRecord) -> bool {
 /// blocking pool after it). A worker busy without parking (the stable tier) is not held up by
 /// such a thread; without `tokio_unstable` asyncprof sees the hand-off only so.
 pub fn mostly_without_a_worker(s: &StallRecord) -> bool {
-    let total: u64 = s.stacks.iter().map(|st| u64::from(st.count)).sum();
-    let inside: u64 = s
-        .stacks
-        .iter()
-        .filter(|st| crate::culprit::holds_no_worker(&st.frames))
-        .map(|st| u64::from(st.count))
-        .sum();
-    total > 0 && inside * 2 >= total
+    at_least_half(s, crate::culprit::holds_no_worker)
 }
 
 /// In the most sampled stack, the call the user's code made (the frame inward of its first

@@ -251,15 +251,14 @@ struct Active {
     /// Busy-period stalls: the times read in the busy period before the stall began, when no
     /// read was taken in it. Only the stall's first read is measured from it: when that read
     /// finds the thread asleep, it slept at most what it slept since this one, which bounds
-    /// when it fell asleep more closely than the stall's start can (and, asleep at both with
-    /// the same CPU time, it has not run since this one: [`SleepMark::still_since_ns`]).
+    /// when it fell asleep more closely than the stall's start can.
     earlier_mark: Option<SleepMark>,
     /// Busy-period stalls: the thread ran after this time (its exact CPU clock moved between
     /// a read then and the next; 0: not known): a stretch asleep begins no earlier.
     ran_after_ns: u64,
-    /// Busy-period stalls: the thread was proved asleep all along since this time when the
-    /// stall was declared (see [`Watchdog::held_by_a_still_thread`]): the stretch that begins
-    /// with that read counts its time asleep from then, not only from the read.
+    /// Busy-period stalls: `sleep_mark` is the read at the declaration that proved the thread
+    /// asleep all along since this time ([`Watchdog::asleep_all_along`]): a stretch that begins
+    /// at the look after it counts its time asleep from then, not only from that read.
     asleep_since_ns: Option<u64>,
     /// Busy-period stalls: the stretch asleep going on (empty: none), whether this look's
     /// state read made it longer (a stack copied at this look is then the stretch's), and
@@ -353,10 +352,6 @@ struct SleepMark {
     syscall: Option<u64>,
     /// The time it slept since the mark before, when there was one.
     slept_before_ns: Option<u64>,
-    /// Asleep, and not run at all since this time: the earliest of the marks in a row up to
-    /// this one that found it asleep with the same CPU time (from `schedstat`, to the
-    /// nanosecond). This mark's own time when the one before differs.
-    still_since_ns: u64,
 }
 
 impl SleepMark {
@@ -369,27 +364,9 @@ impl SleepMark {
             asleep: state.state != 'R',
             syscall: state.syscall,
             slept_before_ns: None,
-            still_since_ns: 0,
         };
         mark.slept_before_ns = before.map(|b| b.slept_ns_until(&mark));
-        mark.still_since_ns = match before {
-            Some(b) if b.did_not_run_until(&mark) => b.still_since_ns,
-            _ => mark.at_ns,
-        };
         mark
-    }
-
-    /// Whether the thread did not run at all from this mark to `later`: asleep at both, its
-    /// CPU time the same to the nanosecond (`schedstat`'s; without it, CPU time counts in
-    /// 10 ms ticks and says nothing of a moment's run).
-    fn did_not_run_until(&self, later: &SleepMark) -> bool {
-        // A thread that ever ran has CPU time: zero is a kernel that does not count it.
-        self.asleep
-            && later.asleep
-            && self.wait_ns.is_some()
-            && later.wait_ns.is_some()
-            && self.cpu_ns != 0
-            && self.cpu_ns == later.cpu_ns
     }
 
     /// When the thread fell asleep, about, for a sleep that went on through the interval
@@ -469,7 +446,7 @@ struct Track {
     /// the next poll already blocked) began its stretch at the stall's start, possibly many
     /// milliseconds before the call.
     last_mark: Option<(i32, SleepMark)>,
-    /// Busy periods past half the threshold: the thread's exact CPU time as last read (see
+    /// Busy periods past half the threshold, stalled or not: the thread's exact CPU time as last read (see
     /// [`Watchdog::read_still`]), and when its state may be read again to prove it holds a
     /// standing worker ([`Watchdog::held_by_a_still_thread`]).
     still: Option<Still>,
@@ -498,6 +475,15 @@ struct Still {
     /// Read at the look `look_ns`: asleep all along since `since_ns` (see
     /// [`Watchdog::asleep_all_along`]), or not.
     asleep: Option<Option<SleepMark>>,
+}
+
+impl Still {
+    /// Whether the thread has not run since before each of the changes that happened after
+    /// `changed_after` ([`BusyTimes::unparked_changed_after`]; `None`: none to go by), as
+    /// two reads with one value at least prove.
+    fn through_changes(&self, changed_after: Option<u64>) -> bool {
+        self.since_ns < self.at_ns && changed_after.is_none_or(|c| self.since_ns <= c)
+    }
 }
 
 /// The watchdog's own state, on its thread.
@@ -678,16 +664,6 @@ impl BusyTimes {
             .then(|| w.moved.then(|| w.since_ns.saturating_sub(tick_ns)))
     }
 
-    /// The earliest look that saw a change of a worker that does not stand now (parked, or its
-    /// busy time moved within `min_ns`): what made fewer workers stand happened after the look
-    /// before that one.
-    fn earliest_change_unstanding(&self, now: u64, min_ns: u64) -> Option<u64> {
-        (0..self.workers.len())
-            .filter(|&i| self.stands(i, now, min_ns, 0).is_none())
-            .map(|i| self.workers[i].since_ns)
-            .min()
-    }
-
     /// The standing workers (see [`BusyTimes::stands`]) and the earliest of their begin times.
     fn standing(&self, now: u64, min_ns: u64, tick_ns: u64) -> (usize, Option<u64>) {
         let mut n = 0;
@@ -844,7 +820,6 @@ impl Watchdog {
             .map(|st| {
                 let mut mark = SleepMark::read(&st, None);
                 mark.slept_before_ns = Some(mark.at_ns.saturating_sub(still.since_ns));
-                mark.still_since_ns = still.since_ns;
                 mark
             });
         still.asleep = Some(mark);
@@ -879,7 +854,7 @@ impl Watchdog {
         // Still for half a threshold: a thread that waits a moment (a lock) now and then is
         // not worth a read of its state.
         if standing <= declared
-            || changed_after.is_some_and(|c| still.since_ns > c)
+            || !still.through_changes(changed_after)
             || still.at_ns.saturating_sub(still.since_ns) < self.threshold_ns / 2
             || now < self.tracks[i].next_still_state_ns
         {
@@ -908,9 +883,9 @@ impl Watchdog {
     /// End the busy-period stalls whose worker went back to polling: a known worker that no
     /// longer stands, or, where the pairs are not known, every such stall of a runtime with
     /// fewer standing workers than stalls (those still standing are declared again) but one
-    /// whose thread has not run since the look before (asleep in a call throughout: ending it
-    /// cut one blocking call into two records, its first part and, declared again, the
-    /// whole).
+    /// whose thread has not run since before what made fewer stand (asleep in a call
+    /// throughout: ending it cut one blocking call into two records, its first part and,
+    /// declared again, the whole; see [`Watchdog::idle_through_change`]).
     fn end_resumed_busy_stalls(&mut self, now: u64) {
         let mut ended = Vec::new();
         for (i, (t, w)) in self.tracks.iter().zip(self.rec.workers()).enumerate() {
@@ -920,21 +895,26 @@ impl Watchdog {
             let Some(b) = self.busy_times.iter().find(|b| b.runtime == a.raw.runtime) else {
                 continue;
             };
-            let resumed = match b.index_of(w.index, a.raw.tid) {
-                Some(index) => b
-                    .stands(index, now, self.threshold_ns, self.tick_ns)
-                    .is_none(),
+            match b.index_of(w.index, a.raw.tid) {
+                Some(index) => {
+                    if b.stands(index, now, self.threshold_ns, self.tick_ns)
+                        .is_none()
+                    {
+                        ended.push((i, None));
+                    }
+                }
                 None => {
                     let (standing, _) = b.standing(now, self.threshold_ns, self.tick_ns);
-                    standing < self.busy_periods(a.raw.runtime, now).0
-                        && !self.idle_through_change(b, a, now)
+                    if standing < self.busy_periods(a.raw.runtime, now).0 {
+                        ended.push((i, Some((a.raw.runtime, a.raw.tid))));
+                    }
                 }
-            };
-            if resumed {
-                ended.push(i);
             }
         }
-        for i in ended {
+        ended.retain(|&(i, unpaired)| {
+            unpaired.is_none_or(|(r, tid)| !self.idle_through_change(i, r, tid, now))
+        });
+        for (i, _) in ended {
             self.end_stall(i, now);
             // One declared again (its thread still in the same call, as far as can be told)
             // begins here, not where this one began: the two records do not overlap.
@@ -942,31 +922,24 @@ impl Watchdog {
         }
     }
 
-    /// Whether the thread of stall `a` has not run since before the changes that made fewer of
-    /// `b`'s workers stand: then it is not the worker that went back to polling. Reads the
-    /// thread's state: called only when fewer stand than stalls are declared.
-    fn idle_through_change(&self, b: &BusyTimes, a: &Active, now: u64) -> bool {
-        !b.extra_threads
-            && b.earliest_change_unstanding(now, self.threshold_ns)
-                .is_some_and(|c| Self::not_run_since(a, c.saturating_sub(self.gap_ns)))
-    }
-
-    /// Whether the thread of stall `a` has not run at all since `since` (before the changes
-    /// that made fewer workers stand: the look before the earliest look that saw one, as far as
-    /// looks on time go): asleep at its last read and now, its CPU time the same since a read
-    /// no later than `since`. A worker's busy time and park state are published by the thread
-    /// that holds it, which is its own while the runtime has no more threads than workers
-    /// (none inside `block_in_place`: the caller checks), so such a thread's worker is not
-    /// one whose busy time moved since: it has not gone back to polling.
-    fn not_run_since(a: &Active, since: u64) -> bool {
-        let Some(mark) = a
-            .sleep_mark
-            .filter(|m| m.asleep && m.still_since_ns <= since)
-        else {
+    /// Whether the thread of stall `a` (on worker slot `i`) has not run at all since before
+    /// every unparked worker that does not stand last changed (its exact CPU clock, read now,
+    /// unmoved since then): then it is not the worker that went back to polling. A worker's
+    /// busy time is moved by the thread that holds it, its own while the runtime has no more
+    /// threads than workers (none inside `block_in_place`), and a thread in a busy period holds
+    /// no parked worker (see [`BusyTimes::unparked_changed_after`]).
+    fn idle_through_change(&mut self, i: usize, r: u64, tid: i32, now: u64) -> bool {
+        let Some(b) = self.busy_times.iter().find(|b| b.runtime == r) else {
             return false;
         };
-        asyncprof_sampler::thread_state(a.raw.tid)
-            .is_some_and(|st| SleepMark::read(&st, Some(&mark)).still_since_ns <= since)
+        if b.extra_threads {
+            return false;
+        }
+        let changed_after = b.unparked_changed_after(now, self.threshold_ns);
+        self.read_still(i, tid, now, true);
+        self.tracks[i]
+            .still
+            .is_some_and(|s| s.tid == tid && s.through_changes(changed_after))
     }
 
     /// Whether a poll has run past half the threshold, or a stall is on: the watchdog then
@@ -1019,7 +992,9 @@ impl Watchdog {
             let running = now.saturating_sub(self.tracks[i].lower_ns);
             // A busy period (the stable tier) holds its worker in one poll only while tokio's
             // busy time for that worker stands still: `None` while it moves.
-            if task == 0 && running >= self.threshold_ns / 2 && self.tracks[i].stall.is_none() {
+            // Its thread's exact CPU clock, in a stall too: whether it has not run since
+            // before a change is asked of a declared stall as well (`idle_through_change`).
+            if task == 0 && running >= self.threshold_ns / 2 {
                 self.read_still(i, w.tid.load(Relaxed), now, false);
             }
             let busy = if task == 0 && running >= self.threshold_ns {
@@ -1092,7 +1067,8 @@ impl Watchdog {
                                     .map_or(0, |s| s.ran_after_ns);
                                 if let Some(mark) = self.asleep_all_along(i, tid, now) {
                                     active.sleep_mark = Some(mark);
-                                    active.asleep_since_ns = Some(mark.still_since_ns);
+                                    active.asleep_since_ns =
+                                        self.tracks[i].still.map(|s| s.since_ns);
                                 }
                             }
                             active.cpu_start = mark;
@@ -1419,6 +1395,8 @@ impl Watchdog {
     /// measured.)
     fn follow_stretch(&self, active: &mut Active, mark: &SleepMark, crowded: Option<bool>) {
         let before = active.sleep_mark;
+        // Only at the look right after the declaration is `before` the read that proved it.
+        let proved_since = active.asleep_since_ns.take();
         match before.and_then(|b| b.slept_until(mark)) {
             Some(ns) => {
                 if active.run.looks == 0 {
@@ -1428,14 +1406,12 @@ impl Watchdog {
                     active.run.from_ns = before
                         .map_or(start, |b| b.fell_asleep(mark, start))
                         .max(active.ran_after_ns);
-                    // Asleep all along before the read that begins it: that time counts.
-                    // (No earlier than the stall: one declared again while the thread
-                    // still sleeps has the time before in the record before.)
-                    if let (Some(t), Some(b)) = (active.asleep_since_ns.take(), before) {
-                        if b.still_since_ns <= t {
-                            let from = t.max(active.raw.start_ns);
-                            active.run.slept_ns = b.at_ns.saturating_sub(from);
-                        }
+                    // Asleep all along before the read that begins it (the declaration's):
+                    // that time counts. (No earlier than the stall: one declared again while
+                    // the thread still sleeps has the time before in the record before.)
+                    if let (Some(t), Some(b)) = (proved_since, before) {
+                        let from = t.max(active.raw.start_ns);
+                        active.run.slept_ns = b.at_ns.saturating_sub(from);
                     }
                 }
                 let run = &mut active.run;
