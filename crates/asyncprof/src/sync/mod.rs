@@ -18,11 +18,12 @@
 //!
 //! **Cost.** A send or receive that does not wait adds one relaxed atomic increment to
 //! tokio's own operation; a receive also notes its task in a thread-local (to tell which
-//! stage feeds which queue). Only an operation that has to wait reads the clock. Measured by
-//! `cargo bench -p asyncprof --bench channel_overhead -- --rounds 9` on a 2-core machine,
-//! medians against tokio's channel in the same binary: +2.3 ns per send+recv pair in one task
-//! (102.7 ns with tokio's), +1.6 ns between a producer and a consumer on two workers
-//! (171.8 ns with tokio's).
+//! stage feeds which queue). Only an operation that has to wait reads the clock. A send tries
+//! tokio's `try_send` first, without the reservation future tokio's `send` goes through, so
+//! while the queue has room the channel is faster than tokio's: measured by `cargo bench -p asyncprof
+//! --bench channel_overhead -- --rounds 9` on a 2-core machine, medians against tokio's
+//! channel in the same binary, 11.9 ns less per send+recv pair in one task (47.7 ns with
+//! tokio's) and 9.3 ns less between a producer and a consumer on two workers (69.7 ns).
 
 use std::cell::Cell;
 use std::future::Future;
