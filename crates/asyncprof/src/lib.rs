@@ -64,13 +64,13 @@
 //!
 //! Two benchmarks measure it; the README's Overhead section has their tables and what bounds
 //! them. Per poll, in one process (`cargo bench -p asyncprof --bench poll_overhead`, 1,000
-//! tasks × 2,000 `yield_now`, 2 workers): the hooks tier runs at 0.82–0.86× the throughput of
-//! plain tokio, 17–24 ns of CPU per poll; the layer tier, which needs tokio's `tracing`
+//! tasks × 2,000 `yield_now`, 2 workers): the hooks tier runs at 0.75–0.79× the throughput of
+//! plain tokio, 21–29 ns of CPU per poll; the layer tier, which needs tokio's `tracing`
 //! feature, at 0.38×, 193 ns per poll. Side by side with console-subscriber, tokio-metrics and
 //! dial9 on five workloads, each run in a fresh process (`cargo run --release -p
-//! asyncprof-overhead`): on w1-yield, the same per-poll workload, the hooks tier runs at 0.83×
-//! and the layer tier at 0.20×, where `tracing-subscriber`'s registry with an empty layer is
-//! already 0.19× (the layer tier's floor). The two benchmarks differ in how they count: the
+//! asyncprof-overhead`): on w1-yield, the same per-poll workload, the hooks tier runs at 0.76×
+//! and the layer tier at 0.24×, where `tracing-subscriber`'s registry with an empty layer is
+//! already 0.33× (the layer tier's floor). The two benchmarks differ in how they count: the
 //! first alternates configurations in one process, the second charges each process's start
 //! and its whole CPU.
 //!
