@@ -228,7 +228,7 @@ pub struct TaskStalls {
 }
 
 /// Every loss counter with what it counts, in plain words, in the order reports list them.
-pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 14] {
+pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 15] {
     [
         (
             l.dropped_records,
@@ -296,6 +296,11 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 14] {
             "records (stalls, snapshots) not written: the run file had reached its size limit \
              (ASYNCPROF_MAX_FILE_MB) and could not go on in a new file; the final snapshot \
              still has the whole run's totals",
+        ),
+        (
+            l.untracked_threads,
+            "threads not watched for stalls: they ran while the worker table (256 threads) was \
+             full; their polls are still counted at their tasks",
         ),
     ]
 }

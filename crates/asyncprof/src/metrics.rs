@@ -367,6 +367,7 @@ impl Collector for Metrics {
             ("dropped_stall_events", l.dropped_stall_events),
             ("stalls_without_a_poll", l.stalls_without_a_poll),
             ("unwritten_at_file_limit", l.unwritten_at_file_limit),
+            ("untracked_threads", l.untracked_threads),
         ];
         family(
             &mut e,

@@ -125,6 +125,10 @@ pub(crate) struct Recorder {
     pub(crate) watchdog_idle: AtomicBool,
     /// The watchdog's thread, for the worker that unparks first to wake it.
     pub(crate) watchdog_thread: OnceLock<std::thread::Thread>,
+    /// Threads registered so far: a thread whose first event is a poll (it never parked, so
+    /// no unpark tells) wakes the sleeping watchdog, and the watchdog does not fall asleep
+    /// past a registration it did not see.
+    pub(crate) registrations: AtomicU64,
 }
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -154,6 +158,7 @@ impl Recorder {
             runtimes: Mutex::new(Vec::new()),
             watchdog_idle: AtomicBool::new(false),
             watchdog_thread: OnceLock::new(),
+            registrations: AtomicU64::new(0),
             settings,
         }
     }

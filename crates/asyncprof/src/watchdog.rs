@@ -132,11 +132,16 @@ pub(crate) fn run(
             IDLE_AFTER_NS
         };
         let idle_since = now.saturating_sub(idle_after);
+        let registrations = recorder.registrations.load(SeqCst);
         if recorder.all_parked_since(idle_since) {
             // SeqCst: pairs with the unparking worker's SeqCst swap of its park state and
-            // load of this flag (see `Recorder::unpark`).
+            // load of this flag (see `Recorder::unpark`), and with a new thread's count of
+            // its registration (see `Recorder::register_thread`).
             recorder.watchdog_idle.store(true, SeqCst);
-            if recorder.all_parked_since(idle_since) && !shared.stop_watchdog.load(Relaxed) {
+            if recorder.all_parked_since(idle_since)
+                && recorder.registrations.load(SeqCst) == registrations
+                && !shared.stop_watchdog.load(Relaxed)
+            {
                 std::thread::park_timeout(IDLE_WAKE);
             }
             recorder.watchdog_idle.store(false, Relaxed);

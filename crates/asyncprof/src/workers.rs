@@ -17,6 +17,27 @@ use crate::tables::{PollCounters, TaskSlot};
 /// Locations a worker holds untracked completions for at once.
 pub(crate) const HELD_COMPLETIONS: usize = 8;
 
+thread_local! {
+    /// Frees the thread's worker entry when the thread ends, for threads that no tokio hook
+    /// sees stop: a current-thread runtime's `block_on` thread, or any thread that ran a
+    /// poll, a park or a busy period outside tokio's own threads. Set once, when the thread
+    /// registers (cold); [`THREAD`] itself has no destructor, so that the hot path reaches it
+    /// without a check.
+    static STOP_AT_EXIT: StopAtExit = const { StopAtExit(std::cell::Cell::new(None)) };
+}
+
+/// The recording whose worker entry this thread holds, told at the thread's end.
+struct StopAtExit(std::cell::Cell<Option<&'static Recorder>>);
+
+impl Drop for StopAtExit {
+    fn drop(&mut self) {
+        if let Some(rec) = self.0.take() {
+            // A no-op when tokio's thread-stop hook already freed the entry.
+            rec.thread_stop();
+        }
+    }
+}
+
 /// One tokio runtime whose threads asyncprof has seen.
 #[derive(Debug)]
 pub(crate) struct RuntimeEntry {
@@ -355,6 +376,17 @@ impl Recorder {
         t.exact_start_ns.set(0);
         t.countdown.set(1);
         self.note_runtime(w);
+        // Gone at the thread's end (no destructor runs where thread-locals are already
+        // being torn down: the entry stays claimed then, as before).
+        let _ = STOP_AT_EXIT.try_with(|s| s.0.set(Some(self)));
+        // SeqCst, against the watchdog's store of `watchdog_idle` and its reading of this
+        // count (as in `unpark`): either the watchdog sees this thread and stays awake, or
+        // this thread sees it asleep and wakes it. A first event that is a poll comes with
+        // no unpark to wake it.
+        self.registrations.fetch_add(1, SeqCst);
+        if self.watchdog_idle.load(SeqCst) {
+            self.wake_watchdog();
+        }
         Some(w)
     }
 

@@ -52,3 +52,49 @@ fn a_million_short_tasks_fold_into_their_location() {
         assert!(grown < 96 << 20, "RSS grew {} MiB", grown >> 20);
     });
 }
+
+/// Threads come and go: one that ran an instrumented runtime of its own (a current-thread
+/// runtime's `block_on`, which no tokio hook sees stop) gives its worker entry back when it
+/// ends. 300 such threads one after the other, more than the table's 256 entries: none is
+/// left unwatched, and a stall on the last one is recorded at its line.
+#[test]
+fn threads_that_end_give_their_worker_entry_back() {
+    crate::support::retry_if_disturbed(|| {
+        let _one = crate::support::serial();
+        let path = crate::support::temp_run_path("threads-come-and-go");
+        let guard = asyncprof::Profiler::builder()
+            .out(&path)
+            .stall_threshold(std::time::Duration::from_millis(10))
+            .start()
+            .unwrap();
+        let run_on_a_new_thread = |stall: bool| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut b = tokio::runtime::Builder::new_current_thread();
+                    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+                    rt.block_on(async move {
+                        tokio::spawn(async move {
+                            let ms = std::time::Duration::from_millis(50);
+                            if stall {
+                                std::thread::sleep(ms); // stall: last-thread
+                            }
+                        })
+                        .await
+                        .unwrap();
+                    });
+                });
+            });
+        };
+        let workload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for _ in 0..299 {
+                run_on_a_new_thread(false);
+            }
+            run_on_a_new_thread(true);
+        }));
+        drop(guard);
+        let (run, ()) = crate::support::read_back(&path, workload);
+        let loss = &run.snapshot.as_ref().unwrap().loss;
+        assert_eq!(loss.untracked_threads, 0, "{loss:#?}");
+        crate::stalls::stall_at(&run, "last-thread");
+    });
+}

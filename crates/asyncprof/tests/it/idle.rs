@@ -78,3 +78,77 @@ fn an_idle_runtime_lets_the_watchdog_sleep_and_times_what_follows() {
         assert!(stall.duration_ns >= 50_000_000, "{stall:#?}");
     });
 }
+
+/// A thread whose first event is a poll (a runtime's thread that never parked before its
+/// first task: a current-thread runtime's `block_on` running a task it just spawned, or a
+/// worker that found a task before it ever parked) tells the watchdog nothing by unparking.
+/// While every worker it knows sleeps, the watchdog sleeps too: the thread must wake it as
+/// it registers, or a stall in that first poll goes unseen until the watchdog's next wake
+/// (up to 100 ms later), or at all.
+#[test]
+fn a_stall_in_a_new_threads_first_poll_wakes_an_idle_watchdog() {
+    crate::support::retry_if_disturbed(|| {
+        let _one = crate::support::serial();
+        let path = crate::support::temp_run_path("first-poll");
+        let guard = asyncprof::Profiler::builder()
+            .out(&path)
+            .stall_threshold(Duration::from_millis(10))
+            .start()
+            .unwrap();
+        let workload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // One worker the watchdog knows: it polls once, then parks for good.
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(1);
+            let idle = guard.instrument(&mut b).enable_all().build().unwrap();
+            idle.block_on(async { tokio::spawn(async {}).await.unwrap() });
+            let mut idle_switches = Vec::new();
+            // Idle periods of different lengths, so that the stalls below begin at different
+            // points of the sleeping watchdog's own wake-ups (every 100 ms or so).
+            for idle_ms in [250, 280, 370] {
+                // Every worker parked: the watchdog sleeps.
+                let before = watchdog_switches();
+                std::thread::sleep(Duration::from_millis(idle_ms));
+                idle_switches.push(watchdog_switches() - before);
+                // A new thread, and a runtime whose first poll on it stalls for 150 ms.
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let mut b = tokio::runtime::Builder::new_current_thread();
+                        let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+                        rt.block_on(async {
+                            tokio::spawn(async {
+                                std::thread::sleep(Duration::from_millis(150)); // stall: first-poll
+                            })
+                            .await
+                            .unwrap();
+                        });
+                    });
+                });
+            }
+            drop(idle);
+            idle_switches
+        }));
+        drop(guard);
+        let (run, idle_switches) = crate::support::read_back(&path, workload);
+        // The case is exercised: the watchdog slept through each idle period (awake, it
+        // would wake every 250 µs, or every 5 ms on a quiet service).
+        assert!(
+            idle_switches.iter().all(|n| *n <= 30),
+            "watchdog wake-ups in each idle period: {idle_switches:?}"
+        );
+        let line = crate::stalls::stall_line("first-poll");
+        let stalls: Vec<_> = run
+            .stalls
+            .iter()
+            .filter(|s| s.culprit.as_ref().is_some_and(|c| c.line == Some(line)))
+            .collect();
+        let latencies: Vec<_> = stalls
+            .iter()
+            .map(|s| s.detection_latency_ns / 1_000_000)
+            .collect();
+        assert_eq!(stalls.len(), 3, "detected after (ms): {latencies:?}");
+        assert!(
+            latencies.iter().all(|ms| *ms < 30),
+            "detected after (ms; threshold 10): {latencies:?}"
+        );
+    });
+}
