@@ -268,9 +268,9 @@ pub struct LossCounters {
     /// rename or the new file failed); the final snapshot, written when recording stops,
     /// still is. 0 in files written before this counter existed.
     pub unwritten_at_file_limit: u64,
-    /// Threads that polled, parked or ran while the worker table (256 entries) was full:
-    /// their polls are counted at their tasks, but the watchdog does not watch them, so their
-    /// stalls are not recorded. 0 in files written before this counter existed.
+    /// Threads that polled, parked or ran while the worker table (256 entries) was full,
+    /// once each: their polls are neither counted nor timed, and the watchdog does not watch
+    /// them, so their stalls are not recorded. 0 in files written before this counter existed.
     pub untracked_threads: u64,
 }
 

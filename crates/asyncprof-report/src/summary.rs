@@ -300,7 +300,7 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 15] {
         (
             l.untracked_threads,
             "threads not watched for stalls: they ran while the worker table (256 threads) was \
-             full; their polls are still counted at their tasks",
+             full; their polls are neither counted nor timed",
         ),
     ]
 }

@@ -23,15 +23,25 @@ thread_local! {
     /// poll, a park or a busy period outside tokio's own threads. Set once, when the thread
     /// registers (cold); [`THREAD`] itself has no destructor, so that the hot path reaches it
     /// without a check.
-    static STOP_AT_EXIT: StopAtExit = const { StopAtExit(std::cell::Cell::new(None)) };
+    static STOP_AT_EXIT: StopAtExit = const {
+        StopAtExit {
+            recorder: std::cell::Cell::new(None),
+            untracked: std::cell::Cell::new(0),
+        }
+    };
 }
 
 /// The recording whose worker entry this thread holds, told at the thread's end.
-struct StopAtExit(std::cell::Cell<Option<&'static Recorder>>);
+struct StopAtExit {
+    recorder: std::cell::Cell<Option<&'static Recorder>>,
+    /// The recording (generation) that found no entry free for this thread and counted it
+    /// in `untracked_threads`: such a thread comes back to register at every event.
+    untracked: std::cell::Cell<u64>,
+}
 
 impl Drop for StopAtExit {
     fn drop(&mut self) {
-        if let Some(rec) = self.0.take() {
+        if let Some(rec) = self.recorder.take() {
             // A no-op when tokio's thread-stop hook already freed the entry.
             rec.thread_stop();
         }
@@ -315,6 +325,14 @@ impl Recorder {
                 return;
             }
             if let Some(w) = t.worker.take() {
+                // A poll or busy period the thread ends inside (a `block_on` thread's last
+                // busy period, which no park closes) ends here: the entry's next thread
+                // starts from a closed one. Release, as `publish_poll_end`.
+                let seq = t.seq.get();
+                if seq & 1 == 1 {
+                    t.seq.set(seq + 1);
+                    w.state.store(seq + 1, Release);
+                }
                 for held in &w.held_completions {
                     self.release_held_completions(held);
                 }
@@ -353,7 +371,13 @@ impl Recorder {
             }
         }
         let Some(w) = found else {
-            self.loss.untracked_threads.fetch_add(1, Relaxed);
+            // Once per thread and recording.
+            let first = STOP_AT_EXIT
+                .try_with(|s| s.untracked.replace(self.generation) != self.generation)
+                .unwrap_or(false);
+            if first {
+                self.loss.untracked_threads.fetch_add(1, Relaxed);
+            }
             return None;
         };
         w.tid.store(asyncprof_sampler::current_tid(), Relaxed);
@@ -366,8 +390,10 @@ impl Recorder {
         w.registered_ns.store(clock::exact_ns(), Relaxed);
         w.stopped_ns.store(0, Relaxed);
         w.park_since_ns.store(0, Relaxed);
-        // The entry's poll count continues from where the last thread left it, even.
-        let seq = w.state.load(Relaxed) & !1;
+        // The entry's poll count continues from where the last thread left it, even: past a
+        // poll it left open, so that the watchdog does not take this thread's first poll for
+        // that one (`thread_stop` closes it; a thread that ended without stopping may not).
+        let seq = (w.state.load(Relaxed) + 1) & !1;
         w.state.store(seq, Relaxed);
         t.seq.set(seq);
         t.generation.set(self.generation);
@@ -378,13 +404,15 @@ impl Recorder {
         self.note_runtime(w);
         // Gone at the thread's end (no destructor runs where thread-locals are already
         // being torn down: the entry stays claimed then, as before).
-        let _ = STOP_AT_EXIT.try_with(|s| s.0.set(Some(self)));
+        let _ = STOP_AT_EXIT.try_with(|s| s.recorder.set(Some(self)));
         // SeqCst, against the watchdog's store of `watchdog_idle` and its reading of this
         // count (as in `unpark`): either the watchdog sees this thread and stays awake, or
         // this thread sees it asleep and wakes it. A first event that is a poll comes with
         // no unpark to wake it.
         self.registrations.fetch_add(1, SeqCst);
         if self.watchdog_idle.load(SeqCst) {
+            // As an unpark does: the clock stood still while the watchdog slept.
+            clock::publish();
             self.wake_watchdog();
         }
         Some(w)
