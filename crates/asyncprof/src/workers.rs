@@ -295,21 +295,20 @@ impl Recorder {
             .sum()
     }
 
-    /// Whether every worker has been parked since `since` or earlier (and at least one
-    /// worker is known). Then the watchdog may sleep until one unparks.
+    /// Whether every worker has been parked since `since` or earlier; true with no worker
+    /// at all (none yet, or every thread ended). Then the watchdog may sleep until one
+    /// unparks or a thread registers (both wake it).
     pub(crate) fn all_parked_since(&self, since: u64) -> bool {
-        let mut any = false;
         for w in self.workers() {
             if !w.active.load(Acquire) {
                 continue;
             }
-            any = true;
             let parked = w.park_since_ns.load(SeqCst);
             if parked == 0 || parked > since || in_poll(w) {
                 return false;
             }
         }
-        any
+        true
     }
 
     fn current_worker(&'static self) -> Option<&'static Worker> {

@@ -152,3 +152,60 @@ fn a_stall_in_a_new_threads_first_poll_wakes_an_idle_watchdog() {
         );
     });
 }
+
+/// Once every thread that ran an instrumented runtime has ended, there is nothing to watch:
+/// the watchdog sleeps (a program that ran its runtime and went on without it pays no
+/// wake-ups), and a thread that starts a runtime later wakes it.
+#[test]
+fn the_watchdog_sleeps_once_every_runtime_thread_has_ended() {
+    crate::support::retry_if_disturbed(|| {
+        let _one = crate::support::serial();
+        let path = crate::support::temp_run_path("all-ended");
+        let guard = asyncprof::Profiler::builder()
+            .out(&path)
+            .stall_threshold(Duration::from_millis(10))
+            .start()
+            .unwrap();
+        let run_on_a_new_thread = |stall_ms: u64| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut b = tokio::runtime::Builder::new_current_thread();
+                    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+                    rt.block_on(async move {
+                        tokio::spawn(async move {
+                            let ms = Duration::from_millis(stall_ms);
+                            std::thread::sleep(ms); // stall: after-all-ended
+                        })
+                        .await
+                        .unwrap();
+                    });
+                });
+            });
+        };
+        let workload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_on_a_new_thread(0);
+            // Its thread has ended: no worker is left.
+            std::thread::sleep(Duration::from_millis(50));
+            let before = watchdog_switches();
+            std::thread::sleep(Duration::from_millis(300));
+            let idle = watchdog_switches() - before;
+            // And a new one is watched from its first poll.
+            run_on_a_new_thread(60);
+            idle
+        }));
+        drop(guard);
+        let (run, idle) = crate::support::read_back(&path, workload);
+        // Awake, the watchdog would wake every 5 ms on a quiet service (60 times); asleep,
+        // every 100 ms at most.
+        assert!(
+            idle <= 15,
+            "{idle} watchdog wake-ups in 300 ms with no worker left"
+        );
+        let stall = crate::stalls::stall_at(&run, "after-all-ended");
+        assert!(
+            stall.detection_latency_ns < 30_000_000,
+            "detected {} ms after it began (threshold 10 ms)",
+            stall.detection_latency_ns / 1_000_000
+        );
+    });
+}
