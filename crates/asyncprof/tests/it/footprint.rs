@@ -60,39 +60,14 @@ fn a_million_short_tasks_fold_into_their_location() {
 #[test]
 fn threads_that_end_give_their_worker_entry_back() {
     crate::support::retry_if_disturbed(|| {
-        let _one = crate::support::serial();
-        let path = crate::support::temp_run_path("threads-come-and-go");
-        let guard = asyncprof::Profiler::builder()
-            .out(&path)
-            .stall_threshold(std::time::Duration::from_millis(10))
-            .start()
-            .unwrap();
-        let run_on_a_new_thread = |stall: bool| {
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    let mut b = tokio::runtime::Builder::new_current_thread();
-                    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
-                    rt.block_on(async move {
-                        tokio::spawn(async move {
-                            let ms = std::time::Duration::from_millis(50);
-                            if stall {
-                                std::thread::sleep(ms); // stall: last-thread
-                            }
-                        })
-                        .await
-                        .unwrap();
-                    });
-                });
-            });
-        };
-        let workload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (run, ()) = crate::support::record_guarded("threads-come-and-go", |guard| {
             for _ in 0..299 {
-                run_on_a_new_thread(false);
+                crate::support::task_on_a_new_thread(guard, || {});
             }
-            run_on_a_new_thread(true);
-        }));
-        drop(guard);
-        let (run, ()) = crate::support::read_back(&path, workload);
+            crate::support::task_on_a_new_thread(guard, || {
+                std::thread::sleep(std::time::Duration::from_millis(50)); // stall: last-thread
+            });
+        });
         let loss = &run.snapshot.as_ref().unwrap().loss;
         assert_eq!(loss.untracked_threads, 0, "{loss:#?}");
         crate::stalls::stall_at(&run, "last-thread");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{record, Flavor};
+use crate::support::{record, record_guarded, task_on_a_new_thread, Flavor};
 
 /// The watchdog thread's voluntary context switches so far (each sleep and wake is one).
 fn watchdog_switches() -> u64 {
@@ -35,6 +35,21 @@ fn watchdog_switches() -> u64 {
         std::thread::yield_now();
     }
     panic!("no asyncprof-watchdog thread among {seen:?}")
+}
+
+/// The stall at the line marked `// stall: {marker}`, asserting the watchdog declared it
+/// within 30 ms of its start (the threshold is 10 ms).
+fn detected_soon<'r>(
+    run: &'r asyncprof_format::RunFile,
+    marker: &str,
+) -> &'r asyncprof_format::StallRecord {
+    let stall = crate::stalls::stall_at(run, marker);
+    assert!(
+        stall.detection_latency_ns < 30_000_000,
+        "recorded {} ms after it began (threshold 10 ms)",
+        stall.detection_latency_ns / 1_000_000
+    );
+    stall
 }
 
 #[test]
@@ -69,12 +84,7 @@ fn an_idle_runtime_lets_the_watchdog_sleep_and_times_what_follows() {
             max_delay < 50_000_000,
             "spawn-to-poll delays after idling are not the idle time: max {max_delay} ns"
         );
-        let stall = crate::stalls::stall_at(&run, "after-idle");
-        assert!(
-            stall.detection_latency_ns < 30_000_000,
-            "recorded {} ms after it began (threshold 10 ms)",
-            stall.detection_latency_ns / 1_000_000
-        );
+        let stall = detected_soon(&run, "after-idle");
         assert!(stall.duration_ns >= 50_000_000, "{stall:#?}");
     });
 }
@@ -88,14 +98,7 @@ fn an_idle_runtime_lets_the_watchdog_sleep_and_times_what_follows() {
 #[test]
 fn a_stall_in_a_new_threads_first_poll_wakes_an_idle_watchdog() {
     crate::support::retry_if_disturbed(|| {
-        let _one = crate::support::serial();
-        let path = crate::support::temp_run_path("first-poll");
-        let guard = asyncprof::Profiler::builder()
-            .out(&path)
-            .stall_threshold(Duration::from_millis(10))
-            .start()
-            .unwrap();
-        let workload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (run, idle_switches) = record_guarded("first-poll", |guard| {
             // One worker the watchdog knows: it polls once, then parks for good.
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(1);
@@ -109,26 +112,13 @@ fn a_stall_in_a_new_threads_first_poll_wakes_an_idle_watchdog() {
                 let before = watchdog_switches();
                 std::thread::sleep(Duration::from_millis(idle_ms));
                 idle_switches.push(watchdog_switches() - before);
-                // A new thread, and a runtime whose first poll on it stalls for 150 ms.
-                std::thread::scope(|s| {
-                    s.spawn(|| {
-                        let mut b = tokio::runtime::Builder::new_current_thread();
-                        let rt = guard.instrument(&mut b).enable_all().build().unwrap();
-                        rt.block_on(async {
-                            tokio::spawn(async {
-                                std::thread::sleep(Duration::from_millis(150)); // stall: first-poll
-                            })
-                            .await
-                            .unwrap();
-                        });
-                    });
+                // A new thread whose first poll stalls for 150 ms.
+                task_on_a_new_thread(guard, || {
+                    std::thread::sleep(Duration::from_millis(150)); // stall: first-poll
                 });
             }
-            drop(idle);
             idle_switches
-        }));
-        drop(guard);
-        let (run, idle_switches) = crate::support::read_back(&path, workload);
+        });
         // The case is exercised: the watchdog slept through each idle period (awake, it
         // would wake every 250 µs, or every 5 ms on a quiet service).
         assert!(
@@ -159,53 +149,25 @@ fn a_stall_in_a_new_threads_first_poll_wakes_an_idle_watchdog() {
 #[test]
 fn the_watchdog_sleeps_once_every_runtime_thread_has_ended() {
     crate::support::retry_if_disturbed(|| {
-        let _one = crate::support::serial();
-        let path = crate::support::temp_run_path("all-ended");
-        let guard = asyncprof::Profiler::builder()
-            .out(&path)
-            .stall_threshold(Duration::from_millis(10))
-            .start()
-            .unwrap();
-        let run_on_a_new_thread = |stall_ms: u64| {
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    let mut b = tokio::runtime::Builder::new_current_thread();
-                    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
-                    rt.block_on(async move {
-                        tokio::spawn(async move {
-                            let ms = Duration::from_millis(stall_ms);
-                            std::thread::sleep(ms); // stall: after-all-ended
-                        })
-                        .await
-                        .unwrap();
-                    });
-                });
-            });
-        };
-        let workload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_on_a_new_thread(0);
+        let (run, idle) = record_guarded("all-ended", |guard| {
+            task_on_a_new_thread(guard, || {});
             // Its thread has ended: no worker is left.
             std::thread::sleep(Duration::from_millis(50));
             let before = watchdog_switches();
             std::thread::sleep(Duration::from_millis(300));
             let idle = watchdog_switches() - before;
             // And a new one is watched from its first poll.
-            run_on_a_new_thread(60);
+            task_on_a_new_thread(guard, || {
+                std::thread::sleep(Duration::from_millis(60)); // stall: after-all-ended
+            });
             idle
-        }));
-        drop(guard);
-        let (run, idle) = crate::support::read_back(&path, workload);
+        });
         // Awake, the watchdog would wake every 5 ms on a quiet service (60 times); asleep,
         // every 100 ms at most.
         assert!(
             idle <= 15,
             "{idle} watchdog wake-ups in 300 ms with no worker left"
         );
-        let stall = crate::stalls::stall_at(&run, "after-all-ended");
-        assert!(
-            stall.detection_latency_ns < 30_000_000,
-            "detected {} ms after it began (threshold 10 ms)",
-            stall.detection_latency_ns / 1_000_000
-        );
+        detected_soon(&run, "after-all-ended");
     });
 }

@@ -67,6 +67,38 @@ where
     (run, footprint)
 }
 
+/// Start a recording (stall threshold 10 ms), run `f` with its guard (for tests that build
+/// their runtimes themselves, on threads of their own), stop it, and return the run file with
+/// `f`'s result.
+pub(crate) fn record_guarded<T>(
+    name: &str,
+    f: impl FnOnce(&asyncprof::Guard) -> T,
+) -> (RunFile, T) {
+    let _one = serial();
+    let path = temp_run_path(name);
+    let guard = asyncprof::Profiler::builder()
+        .out(&path)
+        .stall_threshold(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    let workload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&guard)));
+    drop(guard);
+    read_back(&path, workload)
+}
+
+/// On a new thread, a current-thread runtime instrumented by `guard`, whose `block_on`
+/// spawns one task running `work` and waits for it: the thread's first event is that task's
+/// poll (it never parked before), and the thread ends right after.
+pub(crate) fn task_on_a_new_thread(guard: &asyncprof::Guard, work: impl FnOnce() + Send + 'static) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut b = tokio::runtime::Builder::new_current_thread();
+            let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+            rt.block_on(async move { tokio::spawn(async move { work() }).await.unwrap() });
+        });
+    });
+}
+
 /// Assert `actual` is within `tolerance` (a fraction) of `expected`.
 pub(crate) fn assert_near(what: &str, actual: u64, expected: Duration, tolerance: f64) {
     let e = expected.as_nanos() as f64;
