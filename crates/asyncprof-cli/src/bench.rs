@@ -230,15 +230,22 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
                 r.pipeline.clone()
             };
             for f in &r.findings {
+                // A finding that names no line says why, as the report does.
+                let at = if f.blames_the_machine() {
+                    "(the machine, not a line)".to_string()
+                } else if f.location.file.is_empty() {
+                    "(runtime-wide: no line of the program to name)".to_string()
+                } else {
+                    format!(
+                        "{}:{} in {}",
+                        short_path(&f.location.file),
+                        f.location.line,
+                        f.location.function
+                    )
+                };
                 say(&format!(
-                    "  {:<28} {:<18} {}:{} in {}\n  {:<28} {}",
-                    pipeline,
-                    f.kind,
-                    short_path(&f.location.file),
-                    f.location.line,
-                    f.location.function,
-                    "",
-                    f.recommendation
+                    "  {:<28} {:<18} {}\n  {:<28} {}",
+                    pipeline, f.kind, at, "", f.recommendation
                 ));
             }
         }
