@@ -231,17 +231,14 @@ pub(crate) fn bench(args: &BenchArgs, quiet: bool) -> Result<ExitCode> {
             };
             for f in &r.findings {
                 // A finding that names no line says why, as the report does.
-                let at = if f.blames_the_machine() {
-                    "(the machine, not a line)".to_string()
-                } else if f.location.file.is_empty() {
-                    "(runtime-wide: no line of the program to name)".to_string()
-                } else {
-                    format!(
+                let at = match f.no_line_reason() {
+                    Some(why) => why.to_string(),
+                    None => format!(
                         "{}:{} in {}",
                         short_path(&f.location.file),
                         f.location.line,
                         f.location.function
-                    )
+                    ),
                 };
                 say(&format!(
                     "  {:<28} {:<18} {}\n  {:<28} {}",

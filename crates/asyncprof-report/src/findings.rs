@@ -134,6 +134,18 @@ impl Finding {
     pub fn names_no_line(&self) -> bool {
         self.location.file.is_empty()
     }
+
+    /// Why it names no line, as reports print it in place of its location; `None` when it
+    /// names one.
+    pub fn no_line_reason(&self) -> Option<&'static str> {
+        if self.blames_the_machine() {
+            Some("(the machine, not a line)")
+        } else if self.names_no_line() {
+            Some("(runtime-wide: no line of the program to name)")
+        } else {
+            None
+        }
+    }
 }
 
 /// The runtimes of `stalls`, by label, when the run saw more than one runtime.

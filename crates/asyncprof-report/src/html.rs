@@ -145,10 +145,8 @@ fn finding(f: &Finding, seen: Option<&str>, source: &dyn Fn(&str) -> Option<Stri
         div class=(format!("card finding {sev}")) {
             span class=(format!("badge {sev}")) { (sev) }
             span.kind { (f.kind) }
-            @if f.blames_the_machine() {
-                " (the machine, not a line)"
-            } @else if f.location.file.is_empty() {
-                " (runtime-wide: no line of the program to name)"
+            @if let Some(why) = f.no_line_reason() {
+                " " (why)
             } @else {
                 " at "
                 span.loc { (f.location.file) ":" (f.location.line) }

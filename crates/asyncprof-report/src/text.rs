@@ -111,15 +111,12 @@ pub(crate) fn write_finding(o: &mut String, f: &crate::Finding, seen: Option<&st
             },
         ),
     };
-    let place = if f.blames_the_machine() {
-        " (the machine, not a line)".to_string()
-    } else if f.location.file.is_empty() {
-        " (runtime-wide: no line of the program to name)".to_string()
-    } else {
-        format!(
+    let place = match f.no_line_reason() {
+        Some(why) => format!(" {why}"),
+        None => format!(
             " at {}:{} in {}",
             f.location.file, f.location.line, f.location.function
-        )
+        ),
     };
     let _ = writeln!(
         o,
