@@ -191,11 +191,13 @@ struct RunArgs {
     diagnose: Vec<String>,
     /// CPU profile samples per second (0 to 1000; 0: none). Set 0 for a program that runs
     /// pprof itself: one process has one SIGPROF profiler, and asyncprof's would take it.
-    #[arg(long, value_name = "HZ", default_value_t = 99, value_parser = clap::value_parser!(u32).range(0..=1000))]
-    cpu_hz: u32,
-    /// The program and its arguments (run directly, never through a shell).
-    #[arg(last = true, required = true, value_name = "CMD")]
-    command: Vec<String>,
+    /// Default: ASYNCPROF_CPU_HZ when it is set, else 99.
+    #[arg(long, value_name = "HZ", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    cpu_hz: Option<u32>,
+    /// The program and its arguments (run directly, never through a shell; passed exactly,
+    /// in whatever encoding).
+    #[arg(last = true, required = true, value_name = "CMD", value_parser = clap::value_parser!(std::ffi::OsString))]
+    command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,5 @@
 //! `asyncprof report`: render any run file, or several runs of one service merged.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -231,13 +230,7 @@ pub(crate) fn read_runs(paths: &[PathBuf]) -> Result<Vec<(String, asyncprof_form
 pub(crate) fn emit(output: Option<&Path>, bytes: &[u8]) -> Result<()> {
     match output {
         Some(out) => write_file(out, bytes),
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(bytes)
-                .context("cannot write to standard output")?;
-            stdout.flush().context("cannot write to standard output")
-        }
+        None => term::print_stdout(bytes),
     }
 }
 

@@ -33,6 +33,11 @@ fn check_loopback(url: &str) -> Result<()> {
         .strip_prefix("http://")
         .with_context(|| format!("--load {url}: only http:// URLs are supported"))?;
     let host_port = rest.split('/').next().unwrap_or("");
+    if host_port.contains('@') {
+        // `user@host`: the host is what follows the `@`, which a check of the part before
+        // would miss (http://127.0.0.1:80@example.com/ goes to example.com).
+        bail!("--load {url}: a user name in the URL (user@host) is not supported");
+    }
     let host = match host_port.rsplit_once(':') {
         Some((h, _)) if !h.ends_with(']') || h.starts_with('[') => h,
         _ => host_port,
@@ -120,35 +125,48 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     }
     writable_dir(&args.out)?;
     let program = &args.command[0];
+    let shown = program.to_string_lossy();
     let name = Path::new(program)
         .file_name()
         .map_or_else(|| "program".into(), |n| n.to_string_lossy().into_owned());
     let run_file = args.out.join(format!("{name}.run"));
-    let _ = std::fs::remove_file(&run_file);
     // Where the run's part before goes if the run file reaches its size limit
-    // (ASYNCPROF_MAX_FILE_MB): one left by an earlier run is not this run's.
+    // (ASYNCPROF_MAX_FILE_MB).
     let old_part = asyncprof_format::previous_part_path(&run_file);
-    let _ = std::fs::remove_file(&old_part);
+    // An earlier run's files are not this run's: set aside until the program has started,
+    // and put back if it cannot start (its data is not lost to a mistyped command).
+    let earlier = SetAside::new([&run_file, &old_part]);
 
     let mut cmd = Command::new(program);
+    // Absolute: the program may change its working folder before asyncprof starts in it.
     cmd.args(&args.command[1..])
-        .env("ASYNCPROF_OUT", &run_file)
-        .env("ASYNCPROF_CPU_HZ", args.cpu_hz.to_string());
+        .env("ASYNCPROF_OUT", std::path::absolute(&run_file)?);
+    // The user's own ASYNCPROF_CPU_HZ (0 for a program that runs pprof itself) stands unless
+    // --cpu-hz is given.
+    match args.cpu_hz {
+        Some(hz) => {
+            cmd.env("ASYNCPROF_CPU_HZ", hz.to_string());
+        }
+        None if std::env::var_os("ASYNCPROF_CPU_HZ").is_none() => {
+            cmd.env("ASYNCPROF_CPU_HZ", DEFAULT_CPU_HZ.to_string());
+        }
+        None => {}
+    }
     if let Some(ms) = args.threshold {
         cmd.env("ASYNCPROF_STALL_THRESHOLD_MS", ms.to_string());
     }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {program}"))?;
-    CHILD.store(child.id(), Relaxed);
-    // Ctrl-C stops the program, not asyncprof: it still writes the report afterwards.
-    let _ = ctrlc::set_handler(|| {
-        INTERRUPTED.store(true, Relaxed);
-        let pid = CHILD.load(Relaxed);
-        if pid != 0 {
-            let _ = asyncprof_sampler::send_signal(pid, 2);
+    // Caught before the program starts: SIGINT, SIGTERM and SIGHUP stop the program, not
+    // asyncprof, which still reports afterwards.
+    forward_stop_signals()?;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            earlier.put_back();
+            return Err(e).with_context(|| format!("cannot start {shown}"));
         }
-    });
+    };
+    CHILD.store(child.id(), Relaxed);
+    earlier.remove();
 
     let stop_load = Arc::new(AtomicBool::new(false));
     let load = args.load.clone().map(|url| {
@@ -202,7 +220,7 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
         }
         // The client is done: once the run file has caught up, stop the program.
         if stop_at.is_some_and(|t| Instant::now() >= t) && terminated_at.is_none() {
-            let _ = asyncprof_sampler::send_signal(child.id(), 15);
+            let _ = asyncprof_sampler::send_signal(child.id(), libc_sig::TERM);
             terminated_at = Some(Instant::now());
         }
         if let Some(t) = args.timeout {
@@ -211,7 +229,7 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
                     "{name} ran past --timeout {:.1} s: stopping it",
                     t.as_secs_f64()
                 ));
-                let _ = asyncprof_sampler::send_signal(child.id(), 15);
+                let _ = asyncprof_sampler::send_signal(child.id(), libc_sig::TERM);
                 terminated_at = Some(Instant::now());
             }
         }
@@ -221,6 +239,13 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
         std::thread::sleep(Duration::from_millis(50));
     };
     CHILD.store(0, Relaxed);
+    if let Some(Some(h)) = client.take() {
+        // The program exited before its load client finished: stop the client too.
+        stop_client(h);
+        client_failed = Some(format!(
+            "{name} exited (with {status}) before the load command finished"
+        ));
+    }
     stop_load.store(true, Relaxed);
     if let Some(h) = load {
         if let Ok(mut s) = h.join() {
@@ -255,38 +280,122 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
         term::warn(w);
     }
     let summary = crate::report::summarize(&run, &thresholds);
-    write_reports(&run_file, &run, &summary)?;
+    // The findings first: a report file that cannot be written loses none of them.
     let text = asyncprof_report::render_text(&summary);
     if !quiet {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        out.write_all(&text)
-            .context("cannot write to standard output")?;
+        term::print_stdout(&text)?;
     }
-    eprintln!(
-        "{} findings; run file {}, report {} (also .txt, .json)",
-        summary.findings.len(),
-        run_file.display(),
-        run_file.with_extension("html").display(),
-    );
-    let stopped_by_us = terminated_at.is_some() || INTERRUPTED.load(Relaxed);
-    if let Some(Some(h)) = client {
-        // The program exited before its load client finished: stop the client too.
-        stop_client(h);
-        client_failed = Some(format!(
-            "{name} exited (with {status}) before the load command finished"
-        ));
+    let written = write_reports(&run_file, &run, &summary);
+    if written.is_ok() {
+        eprintln!(
+            "{} findings; run file {}, report {} (also .txt, .json)",
+            summary.findings.len(),
+            run_file.display(),
+            run_file.with_extension("html").display(),
+        );
     }
     if let Some(why) = &client_failed {
         term::warn(why);
-        return Ok(ExitCode::from(1));
     }
-    Ok(if status.success() || stopped_by_us {
+    // The program's own status, unless asyncprof (at --timeout, or when the load client was
+    // done) or the user (Ctrl-C, SIGTERM, SIGHUP) stopped it and it ended as stopped: a crash
+    // on the way out is the program's failure all the same.
+    let stopped_by_us = terminated_at.is_some() || INTERRUPTED.load(Relaxed);
+    let ok = status.success() || (stopped_by_us && ended_as_stopped(status));
+    if !ok {
+        term::warn(&format!("{name} exited with {status}"));
+    }
+    written?;
+    Ok(if ok && client_failed.is_none() {
         ExitCode::SUCCESS
     } else {
-        term::warn(&format!("{name} exited with {status}"));
         ExitCode::from(1)
     })
+}
+
+/// CPU profile samples per second when neither --cpu-hz nor ASYNCPROF_CPU_HZ says.
+const DEFAULT_CPU_HZ: u32 = 99;
+
+/// Whether a program that was sent a stop signal ended as one that stops: by such a signal
+/// (or SIGKILL, two seconds after SIGTERM), or with a shell's code for one (128 + signal).
+fn ended_as_stopped(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    const STOPS: [i32; 4] = [libc_sig::HUP, libc_sig::INT, libc_sig::KILL, libc_sig::TERM];
+    status.signal().is_some_and(|s| STOPS.contains(&s))
+        || status
+            .code()
+            .is_some_and(|c| STOPS.iter().any(|s| c == 128 + s))
+}
+
+/// The signal numbers (Linux) `run` sends and passes on.
+mod libc_sig {
+    pub(super) const HUP: i32 = 1;
+    pub(super) const INT: i32 = 2;
+    pub(super) const KILL: i32 = 9;
+    pub(super) const TERM: i32 = 15;
+}
+
+/// Pass SIGINT, SIGTERM and SIGHUP on to the program (once it runs) and remember that the
+/// run was stopped, instead of ending asyncprof: a `kill`, `timeout` or CI cancel stops the
+/// program and still gets its report. One the terminal sent (Ctrl-C, a hang-up) went to its
+/// whole foreground process group, the program with it: passing it on would deliver it twice
+/// (a second Ctrl-C is "quit now" to many programs).
+fn forward_stop_signals() -> Result<()> {
+    use signal_hook::iterator::exfiltrator::WithOrigin;
+    use signal_hook::iterator::SignalsInfo;
+    use signal_hook::low_level::siginfo::Cause;
+    let mut signals =
+        SignalsInfo::<WithOrigin>::new([libc_sig::INT, libc_sig::TERM, libc_sig::HUP])
+            .context("cannot catch SIGINT, SIGTERM and SIGHUP")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for origin in signals.forever() {
+                INTERRUPTED.store(true, Relaxed);
+                if origin.cause == Cause::Kernel {
+                    continue;
+                }
+                let pid = CHILD.load(Relaxed);
+                if pid != 0 {
+                    let _ = asyncprof_sampler::send_signal(pid, origin.signal);
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+/// An earlier run's files, renamed aside (hidden, beside them) until the program starts.
+struct SetAside(Vec<(std::path::PathBuf, std::path::PathBuf)>);
+
+impl SetAside {
+    fn new<'a>(paths: impl IntoIterator<Item = &'a std::path::PathBuf>) -> SetAside {
+        let mut moved = Vec::new();
+        for p in paths {
+            let (Some(dir), Some(file)) = (p.parent(), p.file_name()) else {
+                continue;
+            };
+            let aside = dir.join(format!(".{}.earlier", file.to_string_lossy()));
+            if std::fs::rename(p, &aside).is_ok() {
+                moved.push((p.clone(), aside));
+            }
+        }
+        SetAside(moved)
+    }
+
+    /// The program could not start: the earlier files go back where they were.
+    fn put_back(self) {
+        for (p, aside) in &self.0 {
+            let _ = std::fs::rename(aside, p);
+        }
+    }
+
+    /// The program started: the earlier files are gone.
+    fn remove(self) {
+        for (_, aside) in &self.0 {
+            let _ = std::fs::remove_file(aside);
+        }
+    }
 }
 
 /// What the load client did.
@@ -339,11 +448,26 @@ fn run_client(cmd: &[String], listen: Option<std::net::SocketAddr>, pid: u32) ->
     })
 }
 
-/// Stop a load client still running (its program is gone), and wait for its thread.
+/// Stop a load client still running (its program is gone), and wait for its thread: SIGTERM,
+/// then SIGKILL two seconds later for a client that ignores it. Its pid is looked up until
+/// the thread ends: a client started just as the program exited is stopped too.
 fn stop_client(h: std::thread::JoinHandle<Result<ClientRun>>) {
-    let pid = CLIENT.load(Relaxed);
-    if pid != 0 {
-        let _ = asyncprof_sampler::send_signal(pid, 15);
+    let mut termed: Option<(u32, Instant)> = None;
+    while !h.is_finished() {
+        let pid = CLIENT.load(Relaxed);
+        match termed {
+            Some((p, at)) if p == pid && at.elapsed() > Duration::from_secs(2) => {
+                let _ = asyncprof_sampler::send_signal(pid, libc_sig::KILL);
+                termed = Some((pid, Instant::now()));
+            }
+            Some((p, _)) if p == pid => {}
+            _ if pid != 0 => {
+                let _ = asyncprof_sampler::send_signal(pid, libc_sig::TERM);
+                termed = Some((pid, Instant::now()));
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     let _ = h.join();
 }
@@ -374,6 +498,7 @@ mod tests {
             "http://example.com/",
             "https://127.0.0.1/",
             "ftp://localhost/",
+            "http://127.0.0.1:80@example.com/",
         ] {
             assert!(check_loopback(bad).is_err(), "{bad}");
         }

@@ -26,3 +26,18 @@ pub(crate) fn error(message: &str) {
 pub(crate) fn warn(message: &str) {
     eprintln!("{}: {message}", paint("warning", "1;33"));
 }
+
+/// Write `bytes` to standard output. A reader that closed the pipe early (`| head`) has what
+/// it wanted: that is not an error, and what the command goes on to decide (its exit code, a
+/// gate such as `--fail-on-regression`) stands.
+pub(crate) fn print_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
+}

@@ -25,7 +25,7 @@ pub enum Error {
     },
     /// The run file cannot be created. Check that its folder exists and is writable, or set
     /// `ASYNCPROF_OUT` to another path.
-    #[error("cannot create run file {path}")]
+    #[error("cannot create run file {path}: {source}")]
     Output {
         /// The path.
         path: PathBuf,

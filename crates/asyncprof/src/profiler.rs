@@ -52,19 +52,23 @@ impl Builder {
             path: path.clone(),
             source,
         })?;
-        let mut args = std::env::args();
+        // `args_os`: an argument that is not UTF-8 (a file name in another encoding) is the
+        // service's to take, and `std::env::args` would panic on it here.
+        let mut args = std::env::args_os();
         let program = args
             .next()
             .map(|a| {
-                Path::new(&a)
-                    .file_name()
-                    .map_or(a.clone(), |f| f.to_string_lossy().into_owned())
+                let a = Path::new(&a);
+                a.file_name()
+                    .unwrap_or(a.as_os_str())
+                    .to_string_lossy()
+                    .into_owned()
             })
             .unwrap_or_default();
         let settings = Settings {
             config: self.config.clone(),
             program,
-            args: args.collect(),
+            args: args.map(|a| a.to_string_lossy().into_owned()).collect(),
         };
         clock::publish();
         crate::queues::start_recording();
@@ -244,6 +248,7 @@ impl Builder {
             #[cfg(feature = "metrics")]
             metrics,
             path,
+            pid: std::process::id(),
         })
     }
 }
@@ -303,6 +308,8 @@ pub struct Guard {
     watchdog: Option<JoinHandle<()>>,
     threads: Vec<JoinHandle<()>>,
     path: PathBuf,
+    /// The process that started the recording: a child forked from it has none of its threads.
+    pid: u32,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::Endpoint>,
 }
@@ -359,6 +366,17 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A child forked after the start (a pre-forking server, a daemon): asyncprof's
+            // threads are the parent's only, so joining them would wait forever, and a lock
+            // one of them held at the fork stays held here. The parent's recording is not
+            // the child's to end: leave it all as it is.
+            std::mem::forget(self.watchdog.take());
+            std::mem::forget(std::mem::take(&mut self.threads));
+            #[cfg(feature = "metrics")]
+            std::mem::forget(self.metrics.take());
+            return;
+        }
         // The watchdog first: it hands over the stalls still running, marked ongoing.
         self.shared.stop_watchdog.store(true, Relaxed);
         if let Some(w) = self.watchdog.take() {

@@ -346,6 +346,14 @@ impl Follower {
         Ok(())
     }
 
+    /// Whether the open file holds bytes not read yet.
+    fn unread(&self) -> bool {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.len() > self.read)
+    }
+
     /// Look (at most once a second) whether the header's process still has the file open.
     fn check_writer(&mut self) {
         if self.writer == Writer::Ended {
@@ -378,6 +386,9 @@ impl Follower {
         self.writer = match holds_file(pid, self.identity) {
             Some(true) => Writer::Recording,
             Some(false) if moved_on => Writer::Unknown,
+            // Gone, but what it wrote is not all read yet (a poll reads at most
+            // MAX_READ_PER_POLL): the run is finished only once it is.
+            Some(false) if self.unread() => Writer::Unknown,
             Some(false) => Writer::Gone,
             None => Writer::Unknown,
         };
@@ -744,6 +755,43 @@ mod tests {
         assert_eq!(f.timeline.kept.len(), 1);
         std::fs::remove_file(&path).ok();
         std::fs::remove_file(&damaged_path).ok();
+    }
+
+    #[test]
+    fn a_finished_run_larger_than_one_read_is_read_to_its_end() {
+        // A run whose process is gone, more than one poll's read long: its end is read before
+        // the run counts as finished (a stall near its end was printed "never returned", and
+        // the run "gone without ending").
+        let path = temp("long-gone");
+        let mut header = Header::new("svc");
+        header.pid = u32::MAX;
+        let mut w = RunWriter::new(Vec::new(), &header).unwrap();
+        w.write_stall(&stall(1, true)).unwrap();
+        let one = asyncprof_format::encode_frame(
+            asyncprof_format::RecordKind::Snapshot,
+            &Snapshot::default(),
+        )
+        .unwrap()
+        .len();
+        let snapshots = (MAX_READ_PER_POLL + (1 << 20)) / one + 1;
+        for _ in 0..snapshots {
+            w.write_snapshot(&Snapshot::default()).unwrap();
+        }
+        w.write_stall(&stall(1, false)).unwrap();
+        w.write_end().unwrap();
+        let bytes = w.into_inner();
+        std::fs::write(&path, &bytes).unwrap();
+        let mut f = Follower::open(&path).unwrap();
+        let mut polls = 0;
+        while !f.finished() && polls < 100 {
+            f.poll();
+            polls += 1;
+        }
+        std::fs::remove_file(&path).ok();
+        assert!(polls > 1, "{polls} polls");
+        assert_eq!(f.bytes(), (bytes.len() as u64, 0), "read to the end");
+        assert_eq!(f.writer(), Writer::Ended);
+        assert!(!f.stalls[&1].ongoing, "the stall's last record is read");
     }
 
     #[test]

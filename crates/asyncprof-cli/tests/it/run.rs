@@ -448,3 +448,239 @@ fn top_follows_a_run_into_its_next_part_and_prints_every_stall() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Wait (bounded) until `probe` holds.
+fn wait_until(limit: std::time::Duration, what: &str, mut probe: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !probe() {
+        assert!(start.elapsed() < limit, "waited {limit:?} for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A SIGTERM to `asyncprof run` (a `kill`, `timeout`, a CI cancel) stops the program, which
+/// would otherwise run on orphaned, and asyncprof still reports. It used to end asyncprof at
+/// once, with the program left running and no report.
+#[test]
+fn sigterm_to_run_stops_the_program_and_still_reports() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = temp("run-sigterm");
+    let port = free_port().to_string();
+    let service = demo_service();
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_asyncprof"))
+        .args(["run", "--out", dir.to_str().unwrap(), "--"])
+        .arg(&service)
+        .args(["--port", &port, "--serve-for", "120"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "the service to listen",
+        || std::net::TcpStream::connect(addr).is_ok(),
+    );
+    let run_file = dir.join("demo_service.run");
+    let service_pid = asyncprof_format::read_path(&run_file).unwrap().header.pid;
+    asyncprof_sampler::send_signal(run.id(), 15).unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = run.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let service_left = asyncprof_sampler::procfs::exists(service_pid);
+    if service_left {
+        let _ = asyncprof_sampler::send_signal(service_pid, 9);
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let status = status.expect("asyncprof run ends within 30 s of its SIGTERM");
+    assert!(!service_left, "the service was left running: {err}");
+    assert_eq!(status.signal(), None, "asyncprof itself was killed: {err}");
+    assert_eq!(status.code(), Some(0), "stopped by the user: {err}");
+    assert!(dir.join("demo_service.json").exists(), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+const SIGINT_CHILD_ENV: &str = "ASYNCPROF_CLI_IT_SIGINT_LOG";
+
+/// Runs only as the program of `ctrl_c_in_a_terminal_reaches_the_program_once`: counts every
+/// SIGINT delivered to it for 2 s, then writes the count to the file the variable names.
+#[test]
+fn child_counts_its_sigints() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let Some(log) = std::env::var_os(SIGINT_CHILD_ENV) else {
+        return;
+    };
+    static DELIVERED: AtomicUsize = AtomicUsize::new(0);
+    // SAFETY: the handler only increments an atomic, which is async-signal-safe.
+    unsafe {
+        signal_hook::low_level::register(signal_hook::consts::SIGINT, || {
+            DELIVERED.fetch_add(1, SeqCst);
+        })
+    }
+    .unwrap();
+    std::fs::write(&log, "started\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let n = DELIVERED.load(SeqCst);
+    std::fs::write(&log, format!("started\nsigints={n}\n")).unwrap();
+}
+
+/// Ctrl-C in a real terminal (tmux) goes to the whole foreground process group: the program
+/// gets it from the terminal, and `run` must not send it a second one (which many programs
+/// take as "quit now"). It used to pass every SIGINT on.
+#[test]
+fn ctrl_c_in_a_terminal_reaches_the_program_once() {
+    if std::env::var_os(SIGINT_CHILD_ENV).is_some() {
+        return;
+    }
+    let dir = temp("run-ctrl-c");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("signals.log");
+    let tmux = crate::top::Tmux::new("run-ctrl-c");
+    tmux.run(&format!(
+        // The quotes keep the typed line from showing what the shell prints when run ends.
+        "env {SIGINT_CHILD_ENV}={} {} run --out {} -- {} --exact run::child_counts_its_sigints \
+         --nocapture; echo run''-exited",
+        log.display(),
+        env!("CARGO_BIN_EXE_asyncprof"),
+        dir.display(),
+        std::env::current_exe().unwrap().display(),
+    ));
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the program to start",
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started")),
+    );
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("run-exited", std::time::Duration::from_secs(20));
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(text.contains("sigints=1\n"), "{text}");
+}
+
+/// A report file that cannot be written (here its path is a folder) loses no finding: they
+/// are printed first, then the error.
+#[test]
+fn a_report_that_cannot_be_written_loses_no_finding() {
+    let dir = temp("run-unwritable");
+    std::fs::create_dir_all(dir.join("demo_service.html")).unwrap();
+    let port = free_port().to_string();
+    let url = format!("http://127.0.0.1:{port}/report");
+    let service = demo_service();
+    let out = asyncprof(&[
+        "run",
+        "--out",
+        dir.to_str().unwrap(),
+        "--load",
+        &url,
+        "--rate",
+        "40",
+        "--duration",
+        "1s",
+        "--timeout",
+        "30s",
+        "--",
+        service.to_str().unwrap(),
+        "--port",
+        &port,
+        "--serve-for",
+        "2",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("demo_service.html"), "{err}");
+    assert!(
+        text.contains("blocking-call"),
+        "stdout: {text}\nstderr: {err}"
+    );
+}
+
+/// A program that crashes on its way out after `run` stopped it (here: exits 3 on SIGTERM,
+/// from `--timeout`) is the program's failure: `run` says so and exits 1. It used to exit 0
+/// for any end of a program it had stopped.
+#[test]
+fn a_crash_after_the_stop_is_not_hidden() {
+    let dir = temp("run-crash-on-stop");
+    let port = free_port().to_string();
+    let service = demo_service();
+    let script = format!(
+        "{} --port {port} --serve-for 120 & pid=$!; trap 'kill $pid; wait $pid; exit 3' TERM; wait $pid",
+        service.display()
+    );
+    let out = asyncprof(&[
+        "run",
+        "--out",
+        dir.to_str().unwrap(),
+        "--timeout",
+        "3s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(err.contains("ran past --timeout"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("exited with exit status: 3"), "{err}");
+}
+
+/// The run file an earlier run left is kept until the program has started: a mistyped
+/// command loses no data.
+#[test]
+fn an_earlier_run_file_is_kept_when_the_program_cannot_start() {
+    let dir = temp("run-earlier");
+    std::fs::create_dir_all(&dir).unwrap();
+    let earlier = dir.join("no-such-program.run");
+    std::fs::write(&earlier, b"an earlier run").unwrap();
+    let missing = dir.join("no-such-program");
+    let out = asyncprof(&[
+        "run",
+        "--out",
+        dir.to_str().unwrap(),
+        "--",
+        missing.to_str().unwrap(),
+    ]);
+    let kept = std::fs::read(&earlier);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(kept.unwrap(), b"an earlier run");
+}
+
+/// The program may change its working folder before asyncprof starts in it: the run file's
+/// path it gets is absolute. The user's own ASYNCPROF_CPU_HZ (0 here) stands, and arguments
+/// that are not UTF-8 are passed on (to `sh`, which ignores them).
+#[test]
+fn run_passes_an_absolute_run_file_the_users_cpu_hz_and_any_argument() {
+    use std::os::unix::ffi::OsStrExt;
+    let cwd = temp("run-relative");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let port = free_port().to_string();
+    let service = demo_service();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_asyncprof"))
+        .current_dir(&cwd)
+        .env("ASYNCPROF_CPU_HZ", "0")
+        .args(["run", "--out", "reports", "--", "sh", "-c"])
+        .arg(format!(
+            "cd / && exec {} --port {port} --serve-for 1",
+            service.display()
+        ))
+        .arg(std::ffi::OsStr::from_bytes(b"caf\xe9"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let run = asyncprof_format::read_path(cwd.join("reports/sh.run"));
+    std::fs::remove_dir_all(&cwd).ok();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(run.unwrap().header.config.cpu_hz, 0);
+}

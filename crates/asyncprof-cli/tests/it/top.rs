@@ -64,12 +64,12 @@ fn at_marked_line(s: &StallRecord) -> bool {
 
 /// A tmux server of this test's own (its own socket), with one 200×50 session running a
 /// plain shell; killed when dropped.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn new(name: &str) -> Tmux {
+    pub(crate) fn new(name: &str) -> Tmux {
         let t = Tmux {
             socket: format!("asyncprof-top-{name}-{}", std::process::id()),
         };
@@ -105,14 +105,14 @@ impl Tmux {
     }
 
     /// Type `keys` (tmux key names, e.g. "Enter", "Left", or literal text).
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "t"];
         args.extend_from_slice(keys);
         assert!(self.cmd(&args).status.success());
     }
 
     /// Type a command line and run it.
-    fn run(&self, line: &str) {
+    pub(crate) fn run(&self, line: &str) {
         assert!(self
             .cmd(&["send-keys", "-t", "t", "-l", line])
             .status
@@ -127,7 +127,7 @@ impl Tmux {
 
     /// Wait until the screen shows `text` and has stopped changing (a frame is written to the
     /// terminal in pieces: its header can be there before its rows); the screen then.
-    fn wait_for(&self, text: &str, limit: Duration) -> String {
+    pub(crate) fn wait_for(&self, text: &str, limit: Duration) -> String {
         let start = Instant::now();
         let mut previous = String::new();
         loop {

@@ -13,6 +13,7 @@ mod idle;
 mod killed;
 mod macro_main;
 mod polls;
+mod process;
 mod queues;
 mod sched;
 mod security;
