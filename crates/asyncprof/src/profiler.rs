@@ -48,10 +48,27 @@ impl Builder {
                 path: running.clone(),
             });
         }
-        let file = create_run_file(&path).map_err(|source| Error::Output {
-            path: path.clone(),
-            source,
-        })?;
+        let (path, file) = match create_run_file(&path) {
+            Ok(file) => (path, file),
+            // Another process records there: a child that inherited ASYNCPROF_OUT (a service
+            // that runs copies of itself), a second instance. Its run is left alone; this
+            // process records beside it, under its own pid.
+            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => {
+                let own = own_run_file(&path);
+                let file = create_run_file(&own).map_err(|source| Error::Output {
+                    path: own.clone(),
+                    source,
+                })?;
+                eprintln!(
+                    "asyncprof: another process records to {}; this one (pid {}) records to {}",
+                    path.display(),
+                    std::process::id(),
+                    own.display()
+                );
+                (own, file)
+            }
+            Err(source) => return Err(Error::Output { path, source }),
+        };
         // `args_os`: an argument that is not UTF-8 (a file name in another encoding) is the
         // service's to take, and `std::env::args` would panic on it here.
         let mut args = std::env::args_os();
@@ -398,6 +415,15 @@ impl Drop for Guard {
         drop(self.metrics.take());
         *lock(&ACTIVE) = None;
     }
+}
+
+/// This process's own run file beside `path`, which another process records to:
+/// `svc.run` → `svc.<pid>.run`.
+fn own_run_file(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "asyncprof".into(), |s| s.to_string_lossy().into_owned());
+    path.with_file_name(format!("{stem}.{}.run", std::process::id()))
 }
 
 /// The stack sampler's task probe, run inside its signal handler on a worker thread: the

@@ -251,9 +251,22 @@ impl Backlog {
 }
 
 /// Create (or truncate) the run file with the user's umask, never through a symbolic link: a
-/// link planted at the path cannot make asyncprof overwrite the file it points to.
+/// link planted at the path cannot make asyncprof overwrite the file it points to. The file
+/// is locked (`flock`) for as long as this process writes it: a run file another process
+/// records to (a child that inherited `ASYNCPROF_OUT`, a second copy of the service) is
+/// left as it is, with an error of kind [`std::io::ErrorKind::ResourceBusy`].
 pub(crate) fn create_run_file(path: &Path) -> std::io::Result<File> {
-    run_file_options().create(true).truncate(true).open(path)
+    // Not truncated at the open: only once the lock says no one else writes it.
+    let file = run_file_options().create(true).truncate(false).open(path)?;
+    // A file system without locks (some network ones) records as before, unlocked.
+    if let Ok(false) = asyncprof_sampler::try_lock_exclusive(&file) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ResourceBusy,
+            "another process records to this run file",
+        ));
+    }
+    file.set_len(0)?;
+    Ok(file)
 }
 
 /// How asyncprof opens the run files it writes: for writing, with the user's umask, never

@@ -909,3 +909,24 @@ pub fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Take an exclusive advisory lock on `file` (`flock(2)`) without waiting: true when taken,
+/// false when another open file description holds one (another process records to the same
+/// run file). The lock goes with the file's last descriptor.
+///
+/// # Errors
+///
+/// The OS error, other than the lock being held.
+pub fn try_lock_exclusive(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock takes a descriptor the borrowed file keeps open, and plain flags.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}

@@ -91,3 +91,77 @@ fn a_child_forked_after_the_start_exits_as_it_would_without_asyncprof() {
     assert!(run.ended, "the parent's recording ends as usual");
     assert_eq!(run.snapshot.unwrap().runtime.tasks_spawned, 1);
 }
+
+const SHARED_CHILD_ENV: &str = "ASYNCPROF_IT_SHARED_RUN_FILE";
+
+/// Runs only as the child of `a_child_given_its_parents_run_file_records_beside_it`: records
+/// to the run file its parent records to (as a child that inherited `ASYNCPROF_OUT` does).
+#[test]
+fn child_records_to_its_parents_run_file() {
+    let Some(path) = std::env::var_os(SHARED_CHILD_ENV) else {
+        return;
+    };
+    let guard = asyncprof::Profiler::builder().out(path).start().unwrap();
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    rt.block_on(async { tokio::spawn(async { 1 }).await.unwrap() });
+    drop(rt);
+    drop(guard);
+}
+
+/// A process that records to a run file another one records to (a service that runs copies
+/// of itself, which inherit `ASYNCPROF_OUT`) leaves that run alone and records beside it,
+/// under its own pid. It used to truncate the file under the other's writes.
+#[test]
+fn a_child_given_its_parents_run_file_records_beside_it() {
+    if std::env::var_os(SHARED_CHILD_ENV).is_some() {
+        return;
+    }
+    let _one = crate::support::serial();
+    let path = crate::support::temp_run_path("shared");
+    let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2);
+    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    rt.block_on(async { tokio::spawn(async { 1 }).await.unwrap() });
+    let mut child = crate::support::spawn_child(
+        "process::child_records_to_its_parents_run_file",
+        SHARED_CHILD_ENV,
+        &path,
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    rt.block_on(async { tokio::spawn(async { 2 }).await.unwrap() });
+    drop(rt);
+    drop(guard);
+    let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+    let beside = path.with_file_name(format!("{stem}.{}.run", child.id()));
+    let (ours, theirs) = (
+        asyncprof_format::read_path(&path),
+        asyncprof_format::read_path(&beside),
+    );
+    std::fs::remove_file(&path).ok();
+    std::fs::remove_file(&beside).ok();
+    assert!(status.is_some_and(|s| s.success()), "the child: {status:?}");
+    let ours = ours.unwrap();
+    assert_eq!(
+        ours.header.pid,
+        std::process::id(),
+        "the parent's run is its own"
+    );
+    assert!(ours.ended);
+    assert_eq!(ours.snapshot.unwrap().runtime.tasks_spawned, 2);
+    let theirs = theirs.unwrap();
+    assert_eq!(theirs.header.pid, child.id());
+    assert!(theirs.ended);
+    assert_eq!(theirs.snapshot.unwrap().runtime.tasks_spawned, 1);
+}
