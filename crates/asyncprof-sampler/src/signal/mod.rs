@@ -571,6 +571,16 @@ impl StackSampler {
         {
             return Err(SampleError::Busy);
         }
+        // The last look, the moment before the signal: a thread that slept since `status` was
+        // read (a short blocking call begun meanwhile, perhaps woken and still inside it,
+        // which `locate` reads as running) could see the signal in that call.
+        let still = procfs::status(tid).is_some_and(|now| {
+            now.voluntary_switches == status.voluntary_switches && !now.holds(signal)
+        });
+        if !still {
+            SLOT.state.store(IDLE, Release);
+            return Err(SampleError::NotYet);
+        }
         // SAFETY: tgkill with our own pid, a thread id and a valid signal number.
         let rc = unsafe { libc::tgkill(libc::getpid(), tid, signal) };
         if rc != 0 {
