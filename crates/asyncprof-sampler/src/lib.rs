@@ -43,7 +43,7 @@ pub use procfs::{
     machine_busy_ns, machine_crowded, process_cpu_ns, rss_bytes, run_delay_ns, sched_times,
     thread_state, throttled_ns, ThreadState,
 };
-pub use signal::exit::remove_at_exit;
+pub use signal::exit::{call_at_exit, remove_at_exit};
 pub use signal::{
     current_stack, current_tid, default_signal, in_handler, interrupted_syscalls, process_cpu_time,
     release_free_memory, send_signal, set_task_probe, thread_cpu_ns, try_lock_exclusive, Capture,

@@ -252,16 +252,24 @@ impl Builder {
         // the disk takes longer than this; then it follows as soon as the disk allows.
         let _ = written_rx.recv_timeout(WRITER_START_WAIT);
         *active = Some(path.clone());
-        Ok(Guard {
-            recorder,
-            shared,
-            watchdog: Some(watchdog),
+        GUARD_PID.store(std::process::id(), Relaxed);
+        *lock(&RUNNING) = Some(Running {
+            shared: shared.clone(),
+            watchdog,
             // The aggregator first: the events thread ends when it does, the writer after.
             threads: [aggregator]
                 .into_iter()
                 .chain(threads)
                 .chain([writer])
                 .collect(),
+        });
+        // A process that exits without dropping the guard (`std::process::exit`, a guard
+        // leaked or held in a static) still ends its run: the last snapshot, the stalls going
+        // on, the CPU profile and the end record.
+        asyncprof_sampler::call_at_exit(stop_at_exit);
+        Ok(Guard {
+            recorder,
+            shared,
             #[cfg(feature = "metrics")]
             metrics,
             path,
@@ -272,6 +280,83 @@ impl Builder {
 
 /// The run file of the recording in progress, if any.
 static ACTIVE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// asyncprof's threads of the recording in progress: stopped by the guard's drop, or by the
+/// exit handler when the process exits without dropping it.
+static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
+
+/// The longest the exit handler waits for the run's last records to be written: a process
+/// that calls `exit` is not held up longer by a slow disk.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+struct Running {
+    shared: Arc<Shared>,
+    watchdog: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// End the recording: the watchdog first (it hands over the stalls still running, marked
+    /// ongoing), then the CPU profile, then the aggregator's last records and the writer.
+    /// With `by` (at exit), a thread not done by then is not waited for.
+    fn stop(self, by: Option<Instant>) {
+        let Running {
+            shared,
+            watchdog,
+            threads,
+        } = self;
+        shared.stop_watchdog.store(true, Relaxed);
+        watchdog.thread().unpark();
+        join(watchdog, by);
+        let cpu = lock(&shared.cpu).take();
+        if let Some(profile) = cpu.and_then(|c| c.finish()) {
+            if let Ok(f) = format::encode_frame(RecordKind::CpuProfile, &profile) {
+                *lock(&shared.cpu_frame) = Some(f);
+            }
+        }
+        shared.stop.store(true, Relaxed);
+        *lock(&shared.wake) = true;
+        shared.cond.notify_all();
+        for t in threads {
+            join(t, by);
+        }
+    }
+}
+
+/// Wait for `thread` to end, until `by` at most.
+fn join(thread: JoinHandle<()>, by: Option<Instant>) {
+    if let Some(by) = by {
+        while !thread.is_finished() && Instant::now() < by {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if !thread.is_finished() {
+            // The process is exiting: the thread ends with it.
+            return;
+        }
+    }
+    let _ = thread.join();
+}
+
+/// The exit handler's part: end a recording whose guard was not dropped. Never waits for the
+/// lock (a thread stopping the recording right now holds it); does nothing in a child forked
+/// after the start, which has none of the threads.
+fn stop_at_exit() {
+    let running = match RUNNING.try_lock() {
+        Ok(mut r) => r.take(),
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    };
+    let Some(running) = running else { return };
+    match GUARD_PID.load(Relaxed) {
+        pid if pid == std::process::id() => running.stop(Some(Instant::now() + EXIT_WAIT)),
+        // A forked child: its parent's threads are not here to stop.
+        _ => std::mem::forget(running),
+    }
+}
+
+/// The process that started the recording in progress.
+static GUARD_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// What the guard shares with asyncprof's threads.
 #[derive(Debug)]
@@ -322,8 +407,6 @@ const WRITER_START_WAIT: Duration = Duration::from_secs(1);
 pub struct Guard {
     pub(crate) recorder: &'static Recorder,
     shared: Arc<Shared>,
-    watchdog: Option<JoinHandle<()>>,
-    threads: Vec<JoinHandle<()>>,
     path: PathBuf,
     /// The process that started the recording: a child forked from it has none of its threads.
     pid: u32,
@@ -388,28 +471,13 @@ impl Drop for Guard {
             // threads are the parent's only, so joining them would wait forever, and a lock
             // one of them held at the fork stays held here. The parent's recording is not
             // the child's to end: leave it all as it is.
-            std::mem::forget(self.watchdog.take());
-            std::mem::forget(std::mem::take(&mut self.threads));
             #[cfg(feature = "metrics")]
             std::mem::forget(self.metrics.take());
             return;
         }
-        // The watchdog first: it hands over the stalls still running, marked ongoing.
-        self.shared.stop_watchdog.store(true, Relaxed);
-        if let Some(w) = self.watchdog.take() {
-            w.thread().unpark();
-            let _ = w.join();
-        }
-        let cpu = lock(&self.shared.cpu).take();
-        if let Some(profile) = cpu.and_then(|c| c.finish()) {
-            if let Ok(f) = format::encode_frame(RecordKind::CpuProfile, &profile) {
-                *lock(&self.shared.cpu_frame) = Some(f);
-            }
-        }
-        self.shared.stop.store(true, Relaxed);
-        self.flush();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        let running = lock(&RUNNING).take();
+        if let Some(r) = running {
+            r.stop(None);
         }
         #[cfg(feature = "metrics")]
         drop(self.metrics.take());

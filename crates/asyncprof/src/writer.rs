@@ -258,7 +258,12 @@ impl Backlog {
 pub(crate) fn create_run_file(path: &Path) -> std::io::Result<File> {
     // Not truncated at the open: only once the lock says no one else writes it.
     let file = run_file_options().create(true).truncate(false).open(path)?;
-    // A file system without locks (some network ones) records as before, unlocked.
+    // A device or a pipe (`/dev/null`, a FIFO) is neither locked nor cut: several processes
+    // may write to one, and it has no length to cut.
+    if !file.metadata()?.is_file() {
+        return Ok(file);
+    }
+    // A file system without locks (some network ones) records unlocked, as before.
     if let Ok(false) = asyncprof_sampler::try_lock_exclusive(&file) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::ResourceBusy,

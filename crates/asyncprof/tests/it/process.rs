@@ -165,3 +165,64 @@ fn a_child_given_its_parents_run_file_records_beside_it() {
     assert!(theirs.ended);
     assert_eq!(theirs.snapshot.unwrap().runtime.tasks_spawned, 1);
 }
+
+const EXIT_CHILD_ENV: &str = "ASYNCPROF_IT_EXIT_RUN_FILE";
+
+/// Runs only as the child of `a_process_that_exits_without_dropping_its_guard_ends_its_run`:
+/// records a task that computes for 300 ms with the CPU profile on, then calls
+/// `std::process::exit` with the guard still alive.
+#[test]
+fn child_exits_with_its_guard_alive() {
+    let Some(path) = std::env::var_os(EXIT_CHILD_ENV) else {
+        return;
+    };
+    let guard = asyncprof::Profiler::builder()
+        .out(path)
+        .cpu_profile(99)
+        .start()
+        .unwrap();
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2);
+    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    rt.block_on(async {
+        tokio::spawn(async { crate::support::spin(Duration::from_millis(300)) })
+            .await
+            .unwrap();
+    });
+    std::process::exit(0);
+}
+
+/// A process that exits without dropping its guard (`std::process::exit`, a guard leaked or
+/// held in a static) still ends its run: its last snapshot, its CPU profile and the end
+/// record are written on the way out. They used to be lost (the CPU profile whole).
+#[test]
+fn a_process_that_exits_without_dropping_its_guard_ends_its_run() {
+    if std::env::var_os(EXIT_CHILD_ENV).is_some() {
+        return;
+    }
+    let path = crate::support::temp_run_path("exit-with-guard");
+    let mut child = crate::support::spawn_child(
+        "process::child_exits_with_its_guard_alive",
+        EXIT_CHILD_ENV,
+        &path,
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let run = asyncprof_format::read_path(&path);
+    std::fs::remove_file(&path).ok();
+    assert!(status.is_some_and(|s| s.success()), "the child: {status:?}");
+    let run = run.unwrap();
+    assert!(run.ended, "the end record is written at exit");
+    assert_eq!(run.snapshot.unwrap().runtime.tasks_completed, 1);
+    let cpu = run.cpu_profile.expect("the CPU profile is written at exit");
+    assert!(cpu.samples > 0, "{cpu:?}");
+}
