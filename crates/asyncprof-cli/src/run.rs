@@ -133,14 +133,25 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     // Where the run's part before goes if the run file reaches its size limit
     // (ASYNCPROF_MAX_FILE_MB).
     let old_part = asyncprof_format::previous_part_path(&run_file);
-    // An earlier run's files are not this run's: set aside until the program has started,
-    // and put back if it cannot start (its data is not lost to a mistyped command).
-    let earlier = SetAside::new([&run_file, &old_part]);
+    // A process still records there (another `asyncprof run` of the same program into this
+    // folder, one left running): its run is not this one's to set aside.
+    if let Ok(f) = std::fs::File::open(&run_file) {
+        if let Ok(false) = asyncprof_sampler::try_lock_exclusive(&f) {
+            bail!(
+                "{} is being recorded by a running process: stop it, or give another --out",
+                run_file.display()
+            );
+        }
+    }
+    // Absolute: the program may change its working folder before asyncprof starts in it.
+    let out_env = std::path::absolute(&run_file)
+        .with_context(|| format!("cannot resolve {}", run_file.display()))?;
+    // Caught before the program starts: SIGINT, SIGTERM and SIGHUP stop the program, not
+    // asyncprof, which still reports afterwards.
+    forward_stop_signals()?;
 
     let mut cmd = Command::new(program);
-    // Absolute: the program may change its working folder before asyncprof starts in it.
-    cmd.args(&args.command[1..])
-        .env("ASYNCPROF_OUT", std::path::absolute(&run_file)?);
+    cmd.args(&args.command[1..]).env("ASYNCPROF_OUT", out_env);
     // The user's own ASYNCPROF_CPU_HZ (0 for a program that runs pprof itself) stands unless
     // --cpu-hz is given.
     match args.cpu_hz {
@@ -155,9 +166,9 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     if let Some(ms) = args.threshold {
         cmd.env("ASYNCPROF_STALL_THRESHOLD_MS", ms.to_string());
     }
-    // Caught before the program starts: SIGINT, SIGTERM and SIGHUP stop the program, not
-    // asyncprof, which still reports afterwards.
-    forward_stop_signals()?;
+    // An earlier run's files are not this run's: set aside until the program has started,
+    // and put back if it cannot start (its data is not lost to a mistyped command).
+    let earlier = SetAside::new([&run_file, &old_part]);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -282,9 +293,12 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     let summary = crate::report::summarize(&run, &thresholds);
     // The findings first: a report file that cannot be written loses none of them.
     let text = asyncprof_report::render_text(&summary);
-    if !quiet {
-        term::print_stdout(&text)?;
-    }
+    // Printed, then written: either failing still leaves the other done.
+    let printed = if quiet {
+        Ok(())
+    } else {
+        term::print_stdout(&text)
+    };
     let written = write_reports(&run_file, &run, &summary);
     if written.is_ok() {
         eprintln!(
@@ -305,6 +319,7 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     if !ok {
         term::warn(&format!("{name} exited with {status}"));
     }
+    printed?;
     written?;
     Ok(if ok && client_failed.is_none() {
         ExitCode::SUCCESS
@@ -352,17 +367,27 @@ fn forward_stop_signals() -> Result<()> {
         .spawn(move || {
             for origin in signals.forever() {
                 INTERRUPTED.store(true, Relaxed);
-                if origin.cause == Cause::Kernel {
-                    continue;
-                }
                 let pid = CHILD.load(Relaxed);
-                if pid != 0 {
+                // The terminal's signal reached the program too, unless it runs in a process
+                // group of its own (a `setsid` wrapper): then it gets it from here.
+                let reached = origin.cause == Cause::Kernel
+                    && process_group("self").is_some()
+                    && process_group("self") == process_group(&pid.to_string());
+                if pid != 0 && !reached {
                     let _ = asyncprof_sampler::send_signal(pid, origin.signal);
                 }
             }
         })
         .context("cannot start the signal thread")?;
     Ok(())
+}
+
+/// The process group of process `pid` ("self": this one), from `/proc/PID/stat`.
+fn process_group(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, which may hold spaces): state, ppid, pgrp.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// An earlier run's files, renamed aside (hidden, beside them) until the program starts.

@@ -310,8 +310,27 @@ impl Running {
         watchdog.thread().unpark();
         join(watchdog, by);
         let cpu = lock(&shared.cpu).take();
-        if let Some(profile) = cpu.and_then(|c| c.finish()) {
-            if let Ok(f) = format::encode_frame(RecordKind::CpuProfile, &profile) {
+        if let Some(cpu) = cpu {
+            let fold = move || {
+                cpu.finish()
+                    .and_then(|p| format::encode_frame(RecordKind::CpuProfile, &p).ok())
+            };
+            let frame = match by {
+                None => fold(),
+                // At exit, on a thread of its own and only until the deadline: folding
+                // symbolizes every stack, which can take seconds in a large binary.
+                Some(by) => std::thread::Builder::new()
+                    .name("asyncprof-cpu-fold".into())
+                    .spawn(fold)
+                    .ok()
+                    .and_then(|t| {
+                        while !t.is_finished() && Instant::now() < by {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        t.is_finished().then(|| t.join().ok().flatten()).flatten()
+                    }),
+            };
+            if let Some(f) = frame {
                 *lock(&shared.cpu_frame) = Some(f);
             }
         }
@@ -342,6 +361,15 @@ fn join(thread: JoinHandle<()>, by: Option<Instant>) {
 /// lock (a thread stopping the recording right now holds it); does nothing in a child forked
 /// after the start, which has none of the threads.
 fn stop_at_exit() {
+    // `exit` called on one of asyncprof's own threads (a subscriber of the service's, fed by
+    // the events thread, that exits): that thread cannot wait for itself, and may hold a lock
+    // the stop needs. The run file then reads up to its last flush.
+    if std::thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with("asyncprof-"))
+    {
+        return;
+    }
     let running = match RUNNING.try_lock() {
         Ok(mut r) => r.take(),
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),

@@ -138,7 +138,11 @@ fn create_with(
 fn rename_then_create(path: &Path, previous: &Path, prefix: &[u8]) -> std::io::Result<File> {
     std::fs::rename(path, previous)?;
     create_with(path, prefix, create_run_file).inspect_err(|_| {
-        let _ = std::fs::rename(previous, path);
+        // Undone only over nothing: a file another process made at the path meanwhile (and
+        // locked: the error) stays, and the full part stays at `previous`.
+        if std::fs::symlink_metadata(path).is_err() {
+            let _ = std::fs::rename(previous, path);
+        }
     })
 }
 
@@ -167,7 +171,10 @@ fn swap_in_new_part(path: &Path, previous: &Path, prefix: &[u8]) -> Option<File>
         }
     }
     let new = create_with(&next, prefix, |at| {
-        run_file_options().create_new(true).open(at)
+        let f = run_file_options().create_new(true).open(at)?;
+        // Locked as the first part was ([`create_run_file`]), before it takes the path.
+        let _ = asyncprof_sampler::try_lock_exclusive(&f);
+        Ok(f)
     })
     .ok()?;
     let undo = |names: &[&Path]| {
@@ -389,7 +396,8 @@ pub(crate) fn writer_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::{previous_part_path, start_new_part};
+    use super::{create_run_file, previous_part_path, start_new_part};
+    use std::io::Write;
 
     fn dir(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("asyncprof-parts-{name}-{}", std::process::id()));
@@ -513,6 +521,31 @@ mod tests {
             stop.store(true, Relaxed);
             reader.join().unwrap()
         })
+    }
+
+    #[test]
+    fn every_part_is_locked_while_written() {
+        // Another process opening the path after a part switch must find it locked, as it
+        // finds the first part (an open file description of its own, as here, is refused the
+        // same way).
+        let d = dir("locked-parts");
+        let path = d.join("svc.run");
+        let mut file = create_run_file(&path).unwrap();
+        file.write_all(b"APROFRUN first").unwrap();
+        let locked = |p: &std::path::Path| {
+            let other = std::fs::File::open(p).unwrap();
+            !asyncprof_sampler::try_lock_exclusive(&other).unwrap()
+        };
+        assert!(locked(&path), "the first part");
+        start_new_part(&mut file, &path, b"|closing", b"APROFRUN next").unwrap();
+        assert!(locked(&path), "the second part");
+        assert!(matches!(
+            create_run_file(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy
+        ));
+        drop(file);
+        assert!(!locked(&path), "the lock goes with the file");
+        std::fs::remove_dir_all(&d).ok();
     }
 
     #[test]

@@ -535,35 +535,60 @@ fn child_counts_its_sigints() {
 
 /// Ctrl-C in a real terminal (tmux) goes to the whole foreground process group: the program
 /// gets it from the terminal, and `run` must not send it a second one (which many programs
-/// take as "quit now"). It used to pass every SIGINT on.
+/// take as "quit now"). It used to pass every SIGINT on. A program in a session of its own
+/// (`setsid`) does not get the terminal's: `run` passes it on.
 #[test]
 fn ctrl_c_in_a_terminal_reaches_the_program_once() {
     if std::env::var_os(SIGINT_CHILD_ENV).is_some() {
         return;
     }
-    let dir = temp("run-ctrl-c");
+    for (i, wrapper) in ["", "setsid "].into_iter().enumerate() {
+        // A tmux server and a folder for each: a server just killed may still hold its socket.
+        let dir = temp(&format!("run-ctrl-c-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("signals.log");
+        let tmux = crate::top::Tmux::new(&format!("run-ctrl-c-{i}"));
+        tmux.run(&format!(
+            // The quotes keep the typed line from showing what the shell prints when run ends.
+            "env {SIGINT_CHILD_ENV}={} {} run --out {} -- {wrapper}{} \
+             --exact run::child_counts_its_sigints --nocapture; echo run''-exited",
+            log.display(),
+            env!("CARGO_BIN_EXE_asyncprof"),
+            dir.display(),
+            std::env::current_exe().unwrap().display(),
+        ));
+        wait_until(
+            std::time::Duration::from_secs(20),
+            "the program to start",
+            || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started")),
+        );
+        tmux.keys(&["C-c"]);
+        tmux.wait_for("run-exited", std::time::Duration::from_secs(20));
+        let text = std::fs::read_to_string(&log).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(text.contains("sigints=1\n"), "{wrapper:?}: {text}");
+    }
+}
+
+/// A run file a process still records to (another `asyncprof run` of the same program into
+/// the same folder) is not set aside under it: one clear error, the file as it was.
+#[test]
+fn a_run_file_still_being_recorded_is_left_alone() {
+    let dir = temp("run-busy");
     std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("signals.log");
-    let tmux = crate::top::Tmux::new("run-ctrl-c");
-    tmux.run(&format!(
-        // The quotes keep the typed line from showing what the shell prints when run ends.
-        "env {SIGINT_CHILD_ENV}={} {} run --out {} -- {} --exact run::child_counts_its_sigints \
-         --nocapture; echo run''-exited",
-        log.display(),
-        env!("CARGO_BIN_EXE_asyncprof"),
-        dir.display(),
-        std::env::current_exe().unwrap().display(),
-    ));
-    wait_until(
-        std::time::Duration::from_secs(20),
-        "the program to start",
-        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started")),
-    );
-    tmux.keys(&["C-c"]);
-    tmux.wait_for("run-exited", std::time::Duration::from_secs(20));
-    let text = std::fs::read_to_string(&log).unwrap();
+    let busy = dir.join("true.run");
+    std::fs::write(&busy, b"being recorded").unwrap();
+    // Held as a recording process holds its run file.
+    let held = std::fs::File::open(&busy).unwrap();
+    assert!(asyncprof_sampler::try_lock_exclusive(&held).unwrap());
+    let out = asyncprof(&["run", "--out", dir.to_str().unwrap(), "--", "true"]);
+    let kept = std::fs::read(&busy);
+    drop(held);
     std::fs::remove_dir_all(&dir).ok();
-    assert!(text.contains("sigints=1\n"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("being recorded by a running process"), "{err}");
+    assert_eq!(kept.unwrap(), b"being recorded");
 }
 
 /// A report file that cannot be written (here its path is a folder) loses no finding: they

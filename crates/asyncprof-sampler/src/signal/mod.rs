@@ -578,14 +578,22 @@ impl StackSampler {
             now.voluntary_switches == status.voluntary_switches && !now.holds(signal)
         });
         if !still {
-            SLOT.state.store(IDLE, Release);
-            return Err(SampleError::NotYet);
-        }
-        // SAFETY: tgkill with our own pid, a thread id and a valid signal number.
-        let rc = unsafe { libc::tgkill(libc::getpid(), tid, signal) };
-        if rc != 0 {
-            SLOT.state.store(IDLE, Release);
-            return Err(SampleError::NoThread);
+            // Disarmed unless a handler took the slot meanwhile (a signal of ours that was
+            // late): that sample is then waited for below.
+            if SLOT
+                .state
+                .compare_exchange(ARMED, IDLE, AcqRel, Acquire)
+                .is_ok()
+            {
+                return Err(SampleError::NotYet);
+            }
+        } else {
+            // SAFETY: tgkill with our own pid, a thread id and a valid signal number.
+            let rc = unsafe { libc::tgkill(libc::getpid(), tid, signal) };
+            if rc != 0 {
+                SLOT.state.store(IDLE, Release);
+                return Err(SampleError::NoThread);
+            }
         }
         let deadline = Instant::now() + timeout;
         let mut spins = 0u32;
