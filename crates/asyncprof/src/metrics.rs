@@ -71,6 +71,16 @@ struct Inner {
     stalls: HashMap<Culprit, Tally>,
     /// Stalls running now, by id: how long so far.
     ongoing: BTreeMap<u64, u64>,
+    /// The spawn locations, queues and culprits given series of their own so far (see
+    /// [`top_and_other`]).
+    chosen: Chosen,
+}
+
+#[derive(Debug, Default)]
+struct Chosen {
+    locations: Vec<Labels>,
+    queues: Vec<Labels>,
+    culprits: Vec<Culprit>,
 }
 
 impl State {
@@ -134,24 +144,39 @@ impl Buckets {
     }
 }
 
-/// The first [`TOP`] of `items` by `weight` (descending) one row each under `key`, the rest
-/// summed by `fold` into rows under `other_key` (the label values of [`OTHER`]).
-fn top_and_other<T, K: Ord, A: Default>(
+/// One row each under `key` for the items `chosen` holds, the rest summed by `fold` into rows
+/// under `other_key` (the label values of [`OTHER`]). `chosen` is filled up to [`TOP`] with
+/// the heaviest items by `weight` not in it yet, and never loses one: an item that moved from
+/// its own series into `other` would make `other`'s counters go down, which Prometheus reads
+/// as a reset (a false spike in `rate()`). So the labelled ones are the heaviest of the first
+/// scrapes that had [`TOP`] of them; later ones are counted under `other`.
+fn top_and_other<T, K: Ord + Clone, A: Default>(
     items: impl IntoIterator<Item = T>,
     weight: impl Fn(&T) -> u64,
     key: impl Fn(&T) -> K,
     other_key: impl Fn(&T) -> K,
+    chosen: &mut Vec<K>,
     mut fold: impl FnMut(&mut A, &T),
 ) -> Vec<(K, A)> {
     let mut order: Vec<T> = items.into_iter().collect();
     order.sort_by_key(|t| std::cmp::Reverse(weight(t)));
+    for t in &order {
+        if chosen.len() >= TOP {
+            break;
+        }
+        let k = key(t);
+        if !chosen.contains(&k) {
+            chosen.push(k);
+        }
+    }
     let mut rows = Vec::new();
     let mut other: BTreeMap<K, A> = BTreeMap::new();
-    for (i, t) in order.iter().enumerate() {
-        if i < TOP {
+    for t in &order {
+        let k = key(t);
+        if chosen.contains(&k) {
             let mut a = A::default();
             fold(&mut a, t);
-            rows.push((key(t), a));
+            rows.push((k, a));
         } else {
             fold(other.entry(other_key(t)).or_default(), t);
         }
@@ -232,17 +257,25 @@ type Labels = Vec<(&'static str, String)>;
 
 impl Collector for Metrics {
     fn encode(&self, mut e: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let inner = lock(&self.0.inner);
-        self.encode_stalls(&inner, &mut e)?;
+        let mut guard = lock(&self.0.inner);
+        let inner = &mut *guard;
+        self.encode_stalls(
+            &inner.stalls,
+            &inner.ongoing,
+            &mut inner.chosen.culprits,
+            &mut e,
+        )?;
         let Some(snap) = inner.snapshot.as_ref() else {
             return Ok(());
         };
+        let chosen = &mut inner.chosen;
         // Spawn locations: polls, poll time and scheduling delay.
         let locations = top_and_other(
             &snap.locations,
             |l| l.busy_ns,
             |l| vec![("location", label(&l.location))],
             |_| vec![("location", OTHER.to_string())],
+            &mut chosen.locations,
             |a: &mut LocationSums, l| {
                 a.polls = a.polls.saturating_add(l.polls);
                 a.busy_ns = a.busy_ns.saturating_add(l.busy_ns);
@@ -314,6 +347,7 @@ impl Collector for Metrics {
             |q| q.enqueued,
             |q| vec![("queue", q.name.clone())],
             |_| vec![("queue", OTHER.to_string())],
+            &mut chosen.queues,
             |a: &mut QueueSums, q| {
                 a.depth = a.depth.saturating_add(q.depth);
                 a.send.add(&q.send_wait_ns);
@@ -386,13 +420,20 @@ impl Collector for Metrics {
 }
 
 impl Metrics {
-    fn encode_stalls(&self, inner: &Inner, e: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+    fn encode_stalls(
+        &self,
+        stalls: &HashMap<Culprit, Tally>,
+        ongoing: &BTreeMap<u64, u64>,
+        chosen: &mut Vec<Culprit>,
+        e: &mut DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
         // The rest are summed by kind.
         let rows = top_and_other(
-            &inner.stalls,
+            stalls,
             |(_, t)| t.ns,
             |(k, _)| (*k).clone(),
             |(k, _)| Culprit::other(k.kind),
+            chosen,
             |a: &mut Tally, (_, t)| {
                 a.stalls += t.stalls;
                 a.ns = a.ns.saturating_add(t.ns);
@@ -424,7 +465,7 @@ impl Metrics {
             rows.iter()
                 .map(|(k, t)| (labels(k), Value::Counter(t.ns as f64 / 1e9))),
         )?;
-        let longest = inner.ongoing.values().copied().max().unwrap_or(0);
+        let longest = ongoing.values().copied().max().unwrap_or(0);
         family(
             e,
             "asyncprof_stalls_running",
@@ -433,7 +474,7 @@ impl Metrics {
             MetricType::Gauge,
             [(
                 Vec::<(&str, String)>::new(),
-                Value::Gauge(inner.ongoing.len() as f64),
+                Value::Gauge(ongoing.len() as f64),
             )],
         )?;
         family(
@@ -712,6 +753,37 @@ mod tests {
         );
         assert!(!text.contains("line=\"5\""), "{text}");
         assert!(text.contains("line=\"6\""), "{text}");
+    }
+
+    #[test]
+    fn other_never_goes_down_when_ranks_change_between_scrapes() {
+        // `other` is a counter: a culprit that rose into the top after it was summed there
+        // must not take its stalls out of it (Prometheus would read a reset).
+        let other = |text: &str| -> u64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("asyncprof_stalls_total{") && l.contains("file=\"other\""))
+                .unwrap_or_else(|| panic!("no other row in {text}"));
+            line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
+        };
+        let state = Arc::new(State::default());
+        // Line 1: 10 stalls of 1 ms, the lightest by stall seconds; lines 2..=TOP+1: one of
+        // 20 ms each.
+        for i in 0..10 {
+            state.stall(&stall(i, 1, 1, false));
+        }
+        for line in 2..=(TOP as u32 + 1) {
+            state.stall(&stall(u64::from(line) * 100, line, 20, false));
+        }
+        let first = other(&scrape(&state));
+        assert_eq!(first, 10);
+        // Line 1 becomes the heaviest.
+        for i in 0..10 {
+            state.stall(&stall(10_000 + i, 1, 100, false));
+        }
+        let second = other(&scrape(&state));
+        assert!(second >= first, "other went from {first} to {second}");
+        assert_eq!(second, 20, "line 1 stays under other");
     }
 
     #[test]
