@@ -135,7 +135,11 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     let old_part = asyncprof_format::previous_part_path(&run_file);
     // A process still records there (another `asyncprof run` of the same program into this
     // folder, one left running): its run is not this one's to set aside.
-    if let Ok(f) = std::fs::File::open(&run_file) {
+    let regular = std::fs::symlink_metadata(&run_file).is_ok_and(|m| m.is_file());
+    if let Some(f) = regular
+        .then(|| std::fs::File::open(&run_file).ok())
+        .flatten()
+    {
         if let Ok(false) = asyncprof_sampler::try_lock_exclusive(&f) {
             bail!(
                 "{} is being recorded by a running process: stop it, or give another --out",
@@ -177,6 +181,11 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
         }
     };
     CHILD.store(child.id(), Relaxed);
+    // A stop signal that came while the program was being started found no program.
+    let early = EARLY_SIGNAL.swap(0, Relaxed);
+    if early != 0 {
+        let _ = asyncprof_sampler::send_signal(child.id(), early);
+    }
     earlier.remove();
 
     let stop_load = Arc::new(AtomicBool::new(false));
@@ -368,12 +377,20 @@ fn forward_stop_signals() -> Result<()> {
             for origin in signals.forever() {
                 INTERRUPTED.store(true, Relaxed);
                 let pid = CHILD.load(Relaxed);
-                // The terminal's signal reached the program too, unless it runs in a process
-                // group of its own (a `setsid` wrapper): then it gets it from here.
+                if pid == 0 {
+                    // The program is being started: passed on once it is.
+                    EARLY_SIGNAL.store(origin.signal, Relaxed);
+                    continue;
+                }
+                let (ours, its) = (stat_fields("self"), stat_fields(&pid.to_string()));
+                // The terminal's Ctrl-C went to its foreground process group: the program got
+                // it too when it is in run's group (not in a `setsid` wrapper's). Its hang-up
+                // goes to the session's leader alone: when that is run, the program did not.
                 let reached = origin.cause == Cause::Kernel
-                    && process_group("self").is_some()
-                    && process_group("self") == process_group(&pid.to_string());
-                if pid != 0 && !reached {
+                    && matches!((ours, its), (Some(o), Some(i)) if o.pgrp == i.pgrp)
+                    && !(origin.signal == libc_sig::HUP
+                        && ours.is_some_and(|o| o.session == u64::from(std::process::id())));
+                if !reached {
                     let _ = asyncprof_sampler::send_signal(pid, origin.signal);
                 }
             }
@@ -382,13 +399,28 @@ fn forward_stop_signals() -> Result<()> {
     Ok(())
 }
 
-/// The process group of process `pid` ("self": this one), from `/proc/PID/stat`.
-fn process_group(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name (in parentheses, which may hold spaces): state, ppid, pgrp.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(2)?.parse().ok()
+/// A process's group and session.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    pgrp: u64,
+    session: u64,
 }
+
+/// The process group and session of process `pid` ("self": this one), from `/proc/PID/stat`.
+fn stat_fields(pid: &str) -> Option<Stat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, which may hold spaces): state, ppid, pgrp,
+    // session.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(2);
+    Some(Stat {
+        pgrp: fields.next()?.parse().ok()?,
+        session: fields.next()?.parse().ok()?,
+    })
+}
+
+/// A stop signal that came before the program was started (0: none).
+static EARLY_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// An earlier run's files, renamed aside (hidden, beside them) until the program starts.
 struct SetAside(Vec<(std::path::PathBuf, std::path::PathBuf)>);

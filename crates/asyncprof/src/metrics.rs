@@ -169,20 +169,19 @@ fn top_and_other<T, K: Ord + Clone, A: Default>(
             chosen.push(k);
         }
     }
-    let mut rows = Vec::new();
+    // Items that share a label (two spawns on one line, two queues of one name) share its
+    // row: a label set twice in one scrape is an error to Prometheus.
+    let mut own: BTreeMap<K, A> = BTreeMap::new();
     let mut other: BTreeMap<K, A> = BTreeMap::new();
     for t in &order {
         let k = key(t);
         if chosen.contains(&k) {
-            let mut a = A::default();
-            fold(&mut a, t);
-            rows.push((k, a));
+            fold(own.entry(k).or_default(), t);
         } else {
             fold(other.entry(other_key(t)).or_default(), t);
         }
     }
-    rows.extend(other);
-    rows
+    own.into_iter().chain(other).collect()
 }
 
 fn label(l: &format::SourceLocation) -> String {
@@ -784,6 +783,31 @@ mod tests {
         let second = other(&scrape(&state));
         assert!(second >= first, "other went from {first} to {second}");
         assert_eq!(second, 20, "line 1 stays under other");
+    }
+
+    #[test]
+    fn items_that_share_a_label_share_its_series() {
+        // Two queues of one name (made at two places): one series, their depths added.
+        let mut snap = format::Snapshot::default();
+        for depth in [3, 4] {
+            let mut q = format::QueueStats::default();
+            q.name = "jobs".into();
+            q.depth = depth;
+            q.enqueued = 10;
+            snap.queues.push(q);
+        }
+        let state = Arc::new(State::default());
+        state.snapshot(snap);
+        let text = scrape(&state);
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("asyncprof_queue_depth{"))
+            .collect();
+        assert_eq!(
+            rows,
+            ["asyncprof_queue_depth{queue=\"jobs\"} 7.0"],
+            "{text}"
+        );
     }
 
     #[test]

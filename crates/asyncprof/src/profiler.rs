@@ -317,13 +317,16 @@ impl Running {
             };
             let frame = match by {
                 None => fold(),
-                // At exit, on a thread of its own and only until the deadline: folding
-                // symbolizes every stack, which can take seconds in a large binary.
+                // At exit, on a thread of its own and for half the time left at most:
+                // folding symbolizes every stack, which can take seconds in a large binary,
+                // and the other half is the last snapshot's and the end record's.
                 Some(by) => std::thread::Builder::new()
                     .name("asyncprof-cpu-fold".into())
                     .spawn(fold)
                     .ok()
                     .and_then(|t| {
+                        let now = Instant::now();
+                        let by = now + by.saturating_duration_since(now) / 2;
                         while !t.is_finished() && Instant::now() < by {
                             std::thread::sleep(Duration::from_millis(1));
                         }

@@ -511,26 +511,78 @@ fn sigterm_to_run_stops_the_program_and_still_reports() {
 
 const SIGINT_CHILD_ENV: &str = "ASYNCPROF_CLI_IT_SIGINT_LOG";
 
-/// Runs only as the program of `ctrl_c_in_a_terminal_reaches_the_program_once`: counts every
-/// SIGINT delivered to it for 2 s, then writes the count to the file the variable names.
+/// Runs only as the program of the terminal tests below: counts every SIGINT and SIGHUP
+/// delivered to it for 2 s, then writes the counts to the file the variable names.
 #[test]
 fn child_counts_its_sigints() {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     let Some(log) = std::env::var_os(SIGINT_CHILD_ENV) else {
         return;
     };
-    static DELIVERED: AtomicUsize = AtomicUsize::new(0);
-    // SAFETY: the handler only increments an atomic, which is async-signal-safe.
+    static INTS: AtomicUsize = AtomicUsize::new(0);
+    static HUPS: AtomicUsize = AtomicUsize::new(0);
+    // SAFETY: the handlers only increment an atomic, which is async-signal-safe.
     unsafe {
         signal_hook::low_level::register(signal_hook::consts::SIGINT, || {
-            DELIVERED.fetch_add(1, SeqCst);
+            INTS.fetch_add(1, SeqCst);
         })
+        .unwrap();
+        signal_hook::low_level::register(signal_hook::consts::SIGHUP, || {
+            HUPS.fetch_add(1, SeqCst);
+        })
+        .unwrap();
     }
-    .unwrap();
     std::fs::write(&log, "started\n").unwrap();
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let n = DELIVERED.load(SeqCst);
-    std::fs::write(&log, format!("started\nsigints={n}\n")).unwrap();
+    let (ints, hups) = (INTS.load(SeqCst), HUPS.load(SeqCst));
+    std::fs::write(&log, format!("started\nsigints={ints}\nsighups={hups}\n")).unwrap();
+}
+
+/// A terminal that hangs up (its window closed) sends SIGHUP to its session's leader alone:
+/// when that is `asyncprof run` itself (started as the window's command), `run` passes it on
+/// to the program, which would otherwise run on, its terminal gone.
+#[test]
+fn a_terminal_hang_up_reaches_the_program_when_run_leads_the_session() {
+    if std::env::var_os(SIGINT_CHILD_ENV).is_some() {
+        return;
+    }
+    let dir = temp("run-hang-up");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("signals.log");
+    let tmux = crate::top::Tmux::new("run-hang-up");
+    let out = tmux.cmd(&[
+        "new-window",
+        "-d",
+        "-n",
+        "hup",
+        &format!(
+            "env {SIGINT_CHILD_ENV}={} {} run --out {} -- {} --exact run::child_counts_its_sigints \
+             --nocapture",
+            log.display(),
+            env!("CARGO_BIN_EXE_asyncprof"),
+            dir.display(),
+            std::env::current_exe().unwrap().display(),
+        ),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the program to start",
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started")),
+    );
+    assert!(tmux.cmd(&["kill-window", "-t", "hup"]).status.success());
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the program to end",
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("sighups=")),
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(text.contains("sighups=1\n"), "{text}");
 }
 
 /// Ctrl-C in a real terminal (tmux) goes to the whole foreground process group: the program

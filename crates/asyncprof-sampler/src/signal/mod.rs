@@ -697,20 +697,25 @@ const SI_QUEUE: libc::c_int = -1;
 /// The value the sampler's signals carry: a signal of the same number that the service sends
 /// itself (`raise`, `pthread_kill`), that another process sends (`kill -USR1` to reopen logs)
 /// or that the kernel sends (a SIGPROF timer) does not, and goes to the service's handler.
-const OUR_VALUE: usize = 0x6173_796e_6370_726f;
+const OUR_VALUE: usize = 0x6173_796e_6370_726f_u64 as usize;
 
-/// `siginfo_t` as `rt_tgsigqueueinfo` reads it for `SI_QUEUE` on 64-bit Linux: the three
-/// ints, the union at offset 16 as its `_rt` member (pid, uid, value), 128 bytes in all.
+/// `siginfo_t` as `rt_tgsigqueueinfo` reads it for `SI_QUEUE` on Linux: the three ints, the
+/// union (at offset 16 on 64-bit targets, 12 on 32-bit ones) as its `_rt` member (pid, uid,
+/// value), 128 bytes in all.
 #[repr(C)]
 struct QueuedInfo {
     signo: libc::c_int,
     errno: libc::c_int,
     code: libc::c_int,
+    #[cfg(target_pointer_width = "64")]
     _pad: libc::c_int,
     pid: libc::pid_t,
     uid: libc::uid_t,
     value: usize,
+    #[cfg(target_pointer_width = "64")]
     _rest: [u64; 12],
+    #[cfg(target_pointer_width = "32")]
+    _rest: [u32; 26],
 }
 
 const _: () = assert!(std::mem::size_of::<QueuedInfo>() == std::mem::size_of::<libc::siginfo_t>());
@@ -722,13 +727,14 @@ fn send_ours(tid: i32, signal: i32) -> libc::c_long {
         signo: signal,
         errno: 0,
         code: SI_QUEUE,
+        #[cfg(target_pointer_width = "64")]
         _pad: 0,
         // SAFETY: getpid and getuid take no arguments and cannot fail.
         pid: unsafe { libc::getpid() },
         // SAFETY: as above.
         uid: unsafe { libc::getuid() },
         value: OUR_VALUE,
-        _rest: [0; 12],
+        _rest: Default::default(),
     };
     // SAFETY: rt_tgsigqueueinfo with our own pid, a thread id, a valid signal number and a
     // pointer to a siginfo-sized, initialized buffer that outlives the call.
@@ -814,8 +820,12 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         // Release: the sampler that sees DONE sees the registers and bytes above.
         SLOT.state.store(DONE, Release);
         IN_HANDLER.with(|f| f.set(false));
+    } else if sig < libc::SIGRTMIN() {
+        // A late signal of ours (its sample timed out). A standard signal is not queued: one
+        // the service sent meanwhile was merged into ours, and is passed on with it.
+        chain(sig, info, ctx);
     }
-    // Else a late signal of ours (its sample timed out): dropped, not the service's.
+    // Else a late real-time signal of ours: queued apart from the service's, dropped.
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
 }
