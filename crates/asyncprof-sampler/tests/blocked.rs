@@ -2,11 +2,12 @@
 //! does) is never sent it: the sample fails at once, and no signal is left queued for the
 //! thread to find later.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use asyncprof_sampler::{SampleError, StackSampler};
+
+mod support;
 
 /// The signals pending for thread `tid` (`SigPnd` in its status).
 fn pending(tid: i32) -> u64 {
@@ -19,32 +20,18 @@ fn pending(tid: i32) -> u64 {
 fn a_thread_that_blocks_the_signal_is_not_sent_it() {
     let sig = asyncprof_sampler::default_signal();
     let mut sampler = StackSampler::install(sig).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let tid = Arc::new(AtomicI32::new(0));
-    let spinner = {
-        let (stop, tid) = (stop.clone(), tid.clone());
-        std::thread::spawn(move || {
-            // SAFETY: a sigset built with the libc calls, then installed as this thread's mask.
-            unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, sig);
-                assert_eq!(
-                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()),
-                    0
-                );
-            }
-            tid.store(asyncprof_sampler::current_tid(), SeqCst);
-            let mut x = 0u64;
-            while !stop.load(SeqCst) {
-                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-            }
-        })
-    };
-    while tid.load(SeqCst) == 0 {
-        std::thread::yield_now();
-    }
-    let tid = tid.load(SeqCst);
+    let (tid, stop, spinner) = support::spinning_thread(move || {
+        // SAFETY: a sigset built with the libc calls, then installed as this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            assert_eq!(
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()),
+                0
+            );
+        }
+    });
     let mut seen = Vec::new();
     for _ in 0..40 {
         let r = sampler.sample(tid, Duration::from_millis(50));

@@ -4,11 +4,12 @@
 //! samples fail cleanly, at once and with no signal sent, and stays installed when the
 //! sampler is dropped.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use asyncprof_sampler::{SampleError, StackSampler};
+
+mod support;
 
 static SERVICE_CALLS: AtomicU64 = AtomicU64::new(0);
 
@@ -71,30 +72,10 @@ fn sample(
     }
 }
 
-/// A thread that spins until told to stop, and its kernel thread id.
-fn spinning_thread() -> (i32, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let tid = Arc::new(AtomicI32::new(0));
-    let handle = {
-        let (stop, tid) = (stop.clone(), tid.clone());
-        std::thread::spawn(move || {
-            tid.store(asyncprof_sampler::current_tid(), SeqCst);
-            let mut x = 0u64;
-            while !stop.load(SeqCst) {
-                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-            }
-        })
-    };
-    while tid.load(SeqCst) == 0 {
-        std::thread::yield_now();
-    }
-    (tid.load(SeqCst), stop, handle)
-}
-
 #[test]
 fn a_service_handler_is_chained_restored_and_survives_being_replaced() {
     let sig = asyncprof_sampler::default_signal();
-    let (tid, stop, spinner) = spinning_thread();
+    let (tid, stop, spinner) = support::spinning_thread(|| {});
     let service = service_handler as *const () as usize;
 
     // The service's handler first, then asyncprof's.

@@ -3,11 +3,12 @@
 //! then, and no sample takes it for its own.
 
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use asyncprof_sampler::{SampleError, StackSampler};
+
+mod support;
 
 static SERVICE_CALLS: AtomicU64 = AtomicU64::new(0);
 
@@ -27,21 +28,7 @@ fn the_services_own_signals_all_reach_its_handler_while_the_thread_is_sampled() 
     let mut sampler = StackSampler::install(sig).unwrap();
 
     // The sampled thread: on CPU all along.
-    let stop = Arc::new(AtomicBool::new(false));
-    let tid = Arc::new(AtomicI32::new(0));
-    let spinner = {
-        let (stop, tid) = (stop.clone(), tid.clone());
-        std::thread::spawn(move || {
-            tid.store(asyncprof_sampler::current_tid(), SeqCst);
-            let mut x = 0u64;
-            while !stop.load(SeqCst) {
-                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-            }
-        })
-    };
-    while tid.load(SeqCst) == 0 {
-        std::thread::yield_now();
-    }
+    let (tid, stop, spinner) = support::spinning_thread(|| {});
     let target = spinner.as_pthread_t();
 
     // The service signals that thread itself (a real-time signal: none is merged with
@@ -56,7 +43,7 @@ fn the_services_own_signals_all_reach_its_handler_while_the_thread_is_sampled() 
     });
     let mut samples = 0;
     while !sender.is_finished() {
-        match sampler.sample(tid.load(SeqCst), Duration::from_secs(2)) {
+        match sampler.sample(tid, Duration::from_secs(2)) {
             Ok(s) => {
                 assert!(!s.ips.is_empty());
                 samples += 1;

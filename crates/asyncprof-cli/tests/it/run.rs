@@ -30,13 +30,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[test]
-fn run_drives_load_and_finds_the_blocking_line() {
-    let dir = temp("run-demo");
+/// `asyncprof run` of the demo service (serving `serve_for` seconds) into `dir`, under the
+/// built-in load (40 requests a second to its blocking endpoint for `load_for`).
+fn run_demo_with_load(
+    dir: &std::path::Path,
+    load_for: &str,
+    serve_for: &str,
+) -> std::process::Output {
     let port = free_port().to_string();
     let url = format!("http://127.0.0.1:{port}/report");
     let service = demo_service();
-    let out = asyncprof(&[
+    asyncprof(&[
         "run",
         "--out",
         dir.to_str().unwrap(),
@@ -45,7 +49,7 @@ fn run_drives_load_and_finds_the_blocking_line() {
         "--rate",
         "40",
         "--duration",
-        "2s",
+        load_for,
         "--timeout",
         "30s",
         "--",
@@ -53,8 +57,14 @@ fn run_drives_load_and_finds_the_blocking_line() {
         "--port",
         &port,
         "--serve-for",
-        "3",
-    ]);
+        serve_for,
+    ])
+}
+
+#[test]
+fn run_drives_load_and_finds_the_blocking_line() {
+    let dir = temp("run-demo");
+    let out = run_demo_with_load(&dir, "2s", "3");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("load: "), "{err}");
@@ -538,6 +548,35 @@ fn child_counts_its_sigints() {
     std::fs::write(&log, format!("started\nsigints={ints}\nsighups={hups}\n")).unwrap();
 }
 
+/// A fresh folder for a run of `child_counts_its_sigints`, and its log there.
+fn counting_dir(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("signals.log");
+    (dir, log)
+}
+
+/// The command line that runs `child_counts_its_sigints` under `asyncprof run` (through
+/// `wrapper`, e.g. "setsid "), logging to `log`.
+fn counting_run(dir: &std::path::Path, log: &std::path::Path, wrapper: &str) -> String {
+    format!(
+        "env {SIGINT_CHILD_ENV}={} {} run --out {} -- {wrapper}{} \
+         --exact run::child_counts_its_sigints --nocapture",
+        log.display(),
+        env!("CARGO_BIN_EXE_asyncprof"),
+        dir.display(),
+        std::env::current_exe().unwrap().display(),
+    )
+}
+
+/// Wait (20 s at most) until the counting child's log holds `text`; the log then.
+fn wait_for_log(log: &std::path::Path, text: &str) -> String {
+    wait_until(std::time::Duration::from_secs(20), text, || {
+        std::fs::read_to_string(log).is_ok_and(|l| l.contains(text))
+    });
+    std::fs::read_to_string(log).unwrap()
+}
+
 /// A terminal that hangs up (its window closed) sends SIGHUP to its session's leader alone:
 /// when that is `asyncprof run` itself (started as the window's command), `run` passes it on
 /// to the program, which would otherwise run on, its terminal gone.
@@ -546,41 +585,23 @@ fn a_terminal_hang_up_reaches_the_program_when_run_leads_the_session() {
     if std::env::var_os(SIGINT_CHILD_ENV).is_some() {
         return;
     }
-    let dir = temp("run-hang-up");
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("signals.log");
+    let (dir, log) = counting_dir("run-hang-up");
     let tmux = crate::top::Tmux::new("run-hang-up");
     let out = tmux.cmd(&[
         "new-window",
         "-d",
         "-n",
         "hup",
-        &format!(
-            "env {SIGINT_CHILD_ENV}={} {} run --out {} -- {} --exact run::child_counts_its_sigints \
-             --nocapture",
-            log.display(),
-            env!("CARGO_BIN_EXE_asyncprof"),
-            dir.display(),
-            std::env::current_exe().unwrap().display(),
-        ),
+        &counting_run(&dir, &log, ""),
     ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_until(
-        std::time::Duration::from_secs(20),
-        "the program to start",
-        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started")),
-    );
+    wait_for_log(&log, "started");
     assert!(tmux.cmd(&["kill-window", "-t", "hup"]).status.success());
-    wait_until(
-        std::time::Duration::from_secs(20),
-        "the program to end",
-        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("sighups=")),
-    );
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = wait_for_log(&log, "sighups=");
     std::fs::remove_dir_all(&dir).ok();
     assert!(text.contains("sighups=1\n"), "{text}");
 }
@@ -596,24 +617,14 @@ fn ctrl_c_in_a_terminal_reaches_the_program_once() {
     }
     for (i, wrapper) in ["", "setsid "].into_iter().enumerate() {
         // A tmux server and a folder for each: a server just killed may still hold its socket.
-        let dir = temp(&format!("run-ctrl-c-{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join("signals.log");
+        let (dir, log) = counting_dir(&format!("run-ctrl-c-{i}"));
         let tmux = crate::top::Tmux::new(&format!("run-ctrl-c-{i}"));
+        // The quotes keep the typed line from showing what the shell prints when run ends.
         tmux.run(&format!(
-            // The quotes keep the typed line from showing what the shell prints when run ends.
-            "env {SIGINT_CHILD_ENV}={} {} run --out {} -- {wrapper}{} \
-             --exact run::child_counts_its_sigints --nocapture; echo run''-exited",
-            log.display(),
-            env!("CARGO_BIN_EXE_asyncprof"),
-            dir.display(),
-            std::env::current_exe().unwrap().display(),
+            "{}; echo run''-exited",
+            counting_run(&dir, &log, wrapper)
         ));
-        wait_until(
-            std::time::Duration::from_secs(20),
-            "the program to start",
-            || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started")),
-        );
+        wait_for_log(&log, "started");
         tmux.keys(&["C-c"]);
         tmux.wait_for("run-exited", std::time::Duration::from_secs(20));
         let text = std::fs::read_to_string(&log).unwrap();
@@ -622,55 +633,13 @@ fn ctrl_c_in_a_terminal_reaches_the_program_once() {
     }
 }
 
-/// A run file a process still records to (another `asyncprof run` of the same program into
-/// the same folder) is not set aside under it: one clear error, the file as it was.
-#[test]
-fn a_run_file_still_being_recorded_is_left_alone() {
-    let dir = temp("run-busy");
-    std::fs::create_dir_all(&dir).unwrap();
-    let busy = dir.join("true.run");
-    std::fs::write(&busy, b"being recorded").unwrap();
-    // Held as a recording process holds its run file.
-    let held = std::fs::File::open(&busy).unwrap();
-    assert!(asyncprof_sampler::try_lock_exclusive(&held).unwrap());
-    let out = asyncprof(&["run", "--out", dir.to_str().unwrap(), "--", "true"]);
-    let kept = std::fs::read(&busy);
-    drop(held);
-    std::fs::remove_dir_all(&dir).ok();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("being recorded by a running process"), "{err}");
-    assert_eq!(kept.unwrap(), b"being recorded");
-}
-
 /// A report file that cannot be written (here its path is a folder) loses no finding: they
 /// are printed first, then the error.
 #[test]
 fn a_report_that_cannot_be_written_loses_no_finding() {
     let dir = temp("run-unwritable");
     std::fs::create_dir_all(dir.join("demo_service.html")).unwrap();
-    let port = free_port().to_string();
-    let url = format!("http://127.0.0.1:{port}/report");
-    let service = demo_service();
-    let out = asyncprof(&[
-        "run",
-        "--out",
-        dir.to_str().unwrap(),
-        "--load",
-        &url,
-        "--rate",
-        "40",
-        "--duration",
-        "1s",
-        "--timeout",
-        "30s",
-        "--",
-        service.to_str().unwrap(),
-        "--port",
-        &port,
-        "--serve-for",
-        "2",
-    ]);
+    let out = run_demo_with_load(&dir, "1s", "2");
     let err = String::from_utf8_lossy(&out.stderr);
     let text = String::from_utf8_lossy(&out.stdout);
     std::fs::remove_dir_all(&dir).ok();
@@ -712,26 +681,49 @@ fn a_crash_after_the_stop_is_not_hidden() {
     assert!(err.contains("exited with exit status: 3"), "{err}");
 }
 
-/// The run file an earlier run left is kept until the program has started: a mistyped
-/// command loses no data.
-#[test]
-fn an_earlier_run_file_is_kept_when_the_program_cannot_start() {
-    let dir = temp("run-earlier");
+/// `asyncprof run --out DIR -- DIR/PROGRAM` with a run file `DIR/PROGRAM.run` there already,
+/// held locked (as a recording process holds its run file) when `locked`: the output, and
+/// what that run file holds afterwards.
+fn run_beside_a_run_file(
+    name: &str,
+    program: &str,
+    locked: bool,
+) -> (std::process::Output, Vec<u8>) {
+    let dir = temp(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let earlier = dir.join("no-such-program.run");
+    let earlier = dir.join(format!("{program}.run"));
     std::fs::write(&earlier, b"an earlier run").unwrap();
-    let missing = dir.join("no-such-program");
+    let held = std::fs::File::open(&earlier).unwrap();
+    if locked {
+        assert!(asyncprof_sampler::try_lock_exclusive(&held).unwrap());
+    }
+    let program = dir.join(program);
     let out = asyncprof(&[
         "run",
         "--out",
         dir.to_str().unwrap(),
         "--",
-        missing.to_str().unwrap(),
+        program.to_str().unwrap(),
     ]);
-    let kept = std::fs::read(&earlier);
+    let kept = std::fs::read(&earlier).unwrap();
+    drop(held);
     std::fs::remove_dir_all(&dir).ok();
+    (out, kept)
+}
+
+/// The run file an earlier run left is kept until the program has started: a mistyped
+/// command loses no data. One a process still records to (another `asyncprof run` of the
+/// same program into the same folder) is not set aside under it: one clear error.
+#[test]
+fn an_earlier_run_file_is_kept_and_one_still_recorded_left_alone() {
+    let (out, kept) = run_beside_a_run_file("run-earlier", "no-such-program", false);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(kept.unwrap(), b"an earlier run");
+    assert_eq!(kept, b"an earlier run");
+    let (out, kept) = run_beside_a_run_file("run-busy", "true", true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("being recorded by a running process"), "{err}");
+    assert_eq!(kept, b"an earlier run");
 }
 
 /// The program may change its working folder before asyncprof starts in it: the run file's

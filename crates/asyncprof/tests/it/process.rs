@@ -129,17 +129,7 @@ fn a_child_given_its_parents_run_file_records_beside_it() {
         SHARED_CHILD_ENV,
         &path,
     );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_bounded(&mut child);
     rt.block_on(async { tokio::spawn(async { 2 }).await.unwrap() });
     drop(rt);
     drop(guard);
@@ -206,17 +196,7 @@ fn a_process_that_exits_without_dropping_its_guard_ends_its_run() {
         EXIT_CHILD_ENV,
         &path,
     );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_bounded(&mut child);
     let run = asyncprof_format::read_path(&path);
     std::fs::remove_file(&path).ok();
     assert!(status.is_some_and(|s| s.success()), "the child: {status:?}");
@@ -225,4 +205,20 @@ fn a_process_that_exits_without_dropping_its_guard_ends_its_run() {
     assert_eq!(run.snapshot.unwrap().runtime.tasks_completed, 1);
     let cpu = run.cpu_profile.expect("the CPU profile is written at exit");
     assert!(cpu.samples > 0, "{cpu:?}");
+}
+
+/// Wait for `child` for 30 s at most (then it is killed): its status, `None` when killed.
+fn wait_bounded(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
