@@ -1,45 +1,8 @@
-//! What a service does as a process stays its own: its arguments whatever their encoding, a
-//! child it forks after the recording started.
+//! What a service does as a process stays its own: a child it forks after the recording
+//! started, a child that inherited its run file, its exit without dropping the guard. (Its
+//! arguments whatever their encoding: `tests/args.rs`.)
 
 use std::time::{Duration, Instant};
-
-/// An argument that is not UTF-8 (a file name in another encoding) is the service's to take:
-/// `examples/demo.rs` (which starts with `asyncprof::init()`) runs with one as it runs
-/// without asyncprof, and records it.
-#[test]
-fn an_argument_that_is_not_utf8_is_the_services_to_take() {
-    use std::os::unix::ffi::OsStrExt;
-    // The examples are built beside the test binaries' folder (target/<profile>/examples).
-    let exe = std::env::current_exe().unwrap();
-    let demo = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/demo");
-    assert!(
-        demo.exists(),
-        "{} is built by `cargo test` (with `--test it` alone: `cargo build -p asyncprof --example demo` first)",
-        demo.display()
-    );
-    let path = crate::support::temp_run_path("non-utf8-arg");
-    let out = std::process::Command::new(&demo)
-        .arg(std::ffi::OsStr::from_bytes(b"caf\xe9.log"))
-        .env("ASYNCPROF_OUT", &path)
-        .output()
-        .unwrap();
-    let run = asyncprof_format::read_path(&path);
-    std::fs::remove_file(&path).ok();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = run.unwrap();
-    assert!(run.ended);
-    assert_eq!(run.header.args, vec!["caf\u{fffd}.log".to_string()]);
-}
 
 /// A child forked after the recording started (a daemon forking before it builds its
 /// runtime, a pre-forking server) has none of asyncprof's threads: dropping its guard must
