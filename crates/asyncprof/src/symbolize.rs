@@ -27,10 +27,32 @@ const MAX_CACHED: usize = 100_000;
 /// The user's line the most samples of a stall reach, and the call it made in the most sampled
 /// stack among them. A poll on CPU leaves a different innermost frame in each sample, so its
 /// stacks differ while its line is the same; ties go to the most sampled stack's line.
-/// `stacks` are sorted, most sampled first.
-fn most_sampled_culprit(stacks: &[StackSample]) -> (Option<Frame>, Option<Frame>) {
+/// `stacks` are sorted, most sampled first; `on_cpu` says for each whether it was taken on
+/// CPU. With `class` CPU-bound, only the stacks taken on CPU count (when one of them names a
+/// line), and with `class` blocking only those copied while the thread slept: a poll that
+/// slept, then computed for longer, is CPU-bound at the line that computed, however many
+/// samples (denser at a stall's start) its sleep got.
+fn most_sampled_culprit(
+    stacks: &[StackSample],
+    on_cpu: &[bool],
+    class: StallClass,
+) -> (Option<Frame>, Option<Frame>) {
+    let wanted = match class {
+        StallClass::CpuBound => Some(true),
+        StallClass::Blocking => Some(false),
+        _ => None,
+    };
+    let of_class = |&(_, &cpu): &(&StackSample, &bool)| wanted.is_none_or(|w| cpu == w);
+    let names_a_line =
+        |(s, _): &(&StackSample, &bool)| culprit::primitive_and_culprit(&s.frames).1.is_some();
+    let pairs: Vec<(&StackSample, &bool)> = stacks.iter().zip(on_cpu).collect();
+    let chosen: Vec<&StackSample> = if pairs.iter().filter(|p| of_class(p)).any(names_a_line) {
+        pairs.iter().filter(|p| of_class(p)).map(|p| p.0).collect()
+    } else {
+        stacks.iter().collect()
+    };
     let mut lines: Vec<(Option<Frame>, Frame, u32)> = Vec::new();
-    for s in stacks {
+    for s in chosen {
         let (primitive, Some(culprit)) = culprit::primitive_and_culprit(&s.frames) else {
             continue;
         };
@@ -140,18 +162,19 @@ impl Symbolizer {
     /// The stall record for the run file.
     /// `run_start_ns` is when the run began on the coarse clock's scale.
     pub(crate) fn record(&mut self, raw: &RawStall, run_start_ns: u64) -> StallRecord {
-        let mut stacks: Vec<StackSample> = raw
+        let mut stacks: Vec<(StackSample, bool)> = raw
             .stacks
             .iter()
             .map(|(ips, &count)| {
                 let mut s = StackSample::default();
                 s.count = count;
                 s.frames = self.stack(ips);
-                s
+                (s, raw.on_cpu_stacks.contains(ips))
             })
             .collect();
-        stacks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
-        let (primitive, culprit) = most_sampled_culprit(&stacks);
+        stacks
+            .sort_by(|(a, _), (b, _)| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
+        let (stacks, on_cpu): (Vec<StackSample>, Vec<bool>) = stacks.into_iter().unzip();
         let classified = raw.on_cpu + raw.asleep;
         let on_cpu_ratio = if classified == 0 {
             0.0
@@ -163,6 +186,7 @@ impl Symbolizer {
             _ if on_cpu_ratio >= 0.5 => StallClass::CpuBound,
             _ => StallClass::Blocking,
         };
+        let (primitive, culprit) = most_sampled_culprit(&stacks, &on_cpu, class);
         let syscall = raw.syscalls.iter().max_by_key(|(_, n)| **n).map(|(nr, _)| {
             asyncprof_sampler::syscall_name(*nr)
                 .map(str::to_string)
@@ -242,13 +266,46 @@ mod tests {
             sample(1, "commit", 40),
             sample(1, "exec", 40),
         ];
-        let (primitive, culprit) = most_sampled_culprit(&stacks);
+        let cpu = [true; 4];
+        let (primitive, culprit) = most_sampled_culprit(&stacks, &cpu, StallClass::CpuBound);
         assert_eq!(culprit.and_then(|c| c.line), Some(40));
         assert!(primitive.is_some_and(|p| p.function.ends_with("step")));
         // Even: the most sampled stack's line.
-        let (_, culprit) = most_sampled_culprit(&stacks[..2]);
+        let (_, culprit) = most_sampled_culprit(&stacks[..2], &cpu, StallClass::CpuBound);
         assert_eq!(culprit.and_then(|c| c.line), Some(197));
-        assert_eq!(most_sampled_culprit(&[]), (None, None));
+        assert_eq!(
+            most_sampled_culprit(&[], &[], StallClass::CpuBound),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn the_culprit_is_a_line_of_the_stalls_class() {
+        // A poll that slept (one stack, sampled four times: a stall's first samples are the
+        // densest), then computed for longer (three on-CPU samples at line 26).
+        let stacks = [
+            sample(4, "clock_nanosleep", 5),
+            sample(1, "step", 26),
+            sample(1, "commit", 26),
+            sample(1, "exec", 26),
+        ];
+        let cpu = [false, true, true, true];
+        let line = |class| {
+            most_sampled_culprit(&stacks, &cpu, class)
+                .1
+                .and_then(|c| c.line)
+        };
+        assert_eq!(line(StallClass::CpuBound), Some(26));
+        assert_eq!(line(StallClass::Blocking), Some(5));
+        // No class: every sample counts.
+        assert_eq!(line(StallClass::Unknown), Some(5));
+        // None of the class's stacks names a line: the others do.
+        assert_eq!(
+            most_sampled_culprit(&stacks[..1], &cpu[..1], StallClass::CpuBound)
+                .1
+                .and_then(|c| c.line),
+            Some(5)
+        );
     }
 
     #[test]

@@ -191,6 +191,10 @@ pub(crate) struct RawStall {
     /// Stacks taken by the signal handler (the thread on CPU), of those kept in `stacks`; the
     /// others were copied from outside while it slept.
     pub(crate) signal_samples: u32,
+    /// The stacks of `stacks` that the signal handler took (the thread was on CPU); the others
+    /// were copied while it slept. (One stack is one or the other: a signal's starts in the
+    /// handler, a copy's at a system call.)
+    pub(crate) on_cpu_stacks: std::collections::HashSet<Vec<usize>>,
 }
 
 /// What the signal samples of a busy-period stall (the stable tier) show of its polls: the
@@ -1314,6 +1318,9 @@ impl Watchdog {
                         }
                     }
                     active.raw.signal_samples += u32::from(sample.capture == Capture::Signal);
+                    if sample.capture == Capture::Signal {
+                        active.raw.on_cpu_stacks.insert(sample.ips.clone());
+                    }
                     // Copied while the thread slept in the stretch: the blocked poll's stack (a
                     // signal's means it woke since the state was read).
                     if active.in_run && matches!(sample.capture, Capture::Frozen { .. }) {
