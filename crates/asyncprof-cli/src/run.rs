@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use signal_hook::consts as sig;
+
 use crate::report::{read_run, writable_dir, write_reports};
 use crate::{term, RunArgs};
 
@@ -240,7 +242,7 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
         }
         // The client is done: once the run file has caught up, stop the program.
         if stop_at.is_some_and(|t| Instant::now() >= t) && terminated_at.is_none() {
-            let _ = asyncprof_sampler::send_signal(child.id(), libc_sig::TERM);
+            let _ = asyncprof_sampler::send_signal(child.id(), sig::SIGTERM);
             terminated_at = Some(Instant::now());
         }
         if let Some(t) = args.timeout {
@@ -249,7 +251,7 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
                     "{name} ran past --timeout {:.1} s: stopping it",
                     t.as_secs_f64()
                 ));
-                let _ = asyncprof_sampler::send_signal(child.id(), libc_sig::TERM);
+                let _ = asyncprof_sampler::send_signal(child.id(), sig::SIGTERM);
                 terminated_at = Some(Instant::now());
             }
         }
@@ -344,19 +346,11 @@ const DEFAULT_CPU_HZ: u32 = 99;
 /// (or SIGKILL, two seconds after SIGTERM), or with a shell's code for one (128 + signal).
 fn ended_as_stopped(status: std::process::ExitStatus) -> bool {
     use std::os::unix::process::ExitStatusExt;
-    const STOPS: [i32; 4] = [libc_sig::HUP, libc_sig::INT, libc_sig::KILL, libc_sig::TERM];
+    const STOPS: [i32; 4] = [sig::SIGHUP, sig::SIGINT, sig::SIGKILL, sig::SIGTERM];
     status.signal().is_some_and(|s| STOPS.contains(&s))
         || status
             .code()
             .is_some_and(|c| STOPS.iter().any(|s| c == 128 + s))
-}
-
-/// The signal numbers (Linux) `run` sends and passes on.
-mod libc_sig {
-    pub(super) const HUP: i32 = 1;
-    pub(super) const INT: i32 = 2;
-    pub(super) const KILL: i32 = 9;
-    pub(super) const TERM: i32 = 15;
 }
 
 /// Pass SIGINT, SIGTERM and SIGHUP on to the program (once it runs) and remember that the
@@ -365,12 +359,12 @@ mod libc_sig {
 /// whole foreground process group, the program with it: passing it on would deliver it twice
 /// (a second Ctrl-C is "quit now" to many programs).
 fn forward_stop_signals() -> Result<()> {
+    use asyncprof_sampler::procfs::group_and_session;
     use signal_hook::iterator::exfiltrator::WithOrigin;
     use signal_hook::iterator::SignalsInfo;
     use signal_hook::low_level::siginfo::Cause;
-    let mut signals =
-        SignalsInfo::<WithOrigin>::new([libc_sig::INT, libc_sig::TERM, libc_sig::HUP])
-            .context("cannot catch SIGINT, SIGTERM and SIGHUP")?;
+    let mut signals = SignalsInfo::<WithOrigin>::new([sig::SIGINT, sig::SIGTERM, sig::SIGHUP])
+        .context("cannot catch SIGINT, SIGTERM and SIGHUP")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -382,14 +376,15 @@ fn forward_stop_signals() -> Result<()> {
                     EARLY_SIGNAL.store(origin.signal, Relaxed);
                     continue;
                 }
-                let (ours, its) = (stat_fields("self"), stat_fields(&pid.to_string()));
+                let me = std::process::id();
+                let (ours, its) = (group_and_session(me), group_and_session(pid));
                 // The terminal's Ctrl-C went to its foreground process group: the program got
                 // it too when it is in run's group (not in a `setsid` wrapper's). Its hang-up
                 // goes to the session's leader alone: when that is run, the program did not.
                 let reached = origin.cause == Cause::Kernel
-                    && matches!((ours, its), (Some(o), Some(i)) if o.pgrp == i.pgrp)
-                    && !(origin.signal == libc_sig::HUP
-                        && ours.is_some_and(|o| o.session == u64::from(std::process::id())));
+                    && matches!((ours, its), (Some(o), Some(i)) if o.0 == i.0)
+                    && !(origin.signal == sig::SIGHUP
+                        && ours.is_some_and(|o| o.1 == u64::from(me)));
                 if !reached {
                     let _ = asyncprof_sampler::send_signal(pid, origin.signal);
                 }
@@ -397,26 +392,6 @@ fn forward_stop_signals() -> Result<()> {
         })
         .context("cannot start the signal thread")?;
     Ok(())
-}
-
-/// A process's group and session.
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    pgrp: u64,
-    session: u64,
-}
-
-/// The process group and session of process `pid` ("self": this one), from `/proc/PID/stat`.
-fn stat_fields(pid: &str) -> Option<Stat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name (in parentheses, which may hold spaces): state, ppid, pgrp,
-    // session.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace().skip(2);
-    Some(Stat {
-        pgrp: fields.next()?.parse().ok()?,
-        session: fields.next()?.parse().ok()?,
-    })
 }
 
 /// A stop signal that came before the program was started (0: none).
@@ -514,12 +489,12 @@ fn stop_client(h: std::thread::JoinHandle<Result<ClientRun>>) {
         let pid = CLIENT.load(Relaxed);
         match termed {
             Some((p, at)) if p == pid && at.elapsed() > Duration::from_secs(2) => {
-                let _ = asyncprof_sampler::send_signal(pid, libc_sig::KILL);
+                let _ = asyncprof_sampler::send_signal(pid, sig::SIGKILL);
                 termed = Some((pid, Instant::now()));
             }
             Some((p, _)) if p == pid => {}
             _ if pid != 0 => {
-                let _ = asyncprof_sampler::send_signal(pid, libc_sig::TERM);
+                let _ = asyncprof_sampler::send_signal(pid, sig::SIGTERM);
                 termed = Some((pid, Instant::now()));
             }
             _ => {}

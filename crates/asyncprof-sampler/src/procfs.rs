@@ -22,12 +22,24 @@ pub struct ThreadState {
     pub wait_ns: Option<u64>,
 }
 
+/// The fields of a `stat` file after the command name, state first. The name is in
+/// parentheses and may hold spaces and parentheses: it ends at the last ')'.
+fn fields_after_name(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
+}
+
+/// Process `pid`'s process group and session (`/proc/PID/stat`); `None` when it is gone.
+pub fn group_and_session(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the name: state, ppid, pgrp, session.
+    let f = fields_after_name(&stat)?;
+    Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+}
+
 /// Read the state of thread `tid` of this process. `None` when the thread is gone.
 pub fn thread_state(tid: i32) -> Option<ThreadState> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields = fields_after_name(&stat)?;
     let state = fields.first()?.chars().next()?;
     // utime and stime are fields 14 and 15 of stat; after the ')' they are at 11 and 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
@@ -145,9 +157,7 @@ fn parse_machine_busy(stat: &str) -> Option<u64> {
 /// resolution, from `/proc/self/stat`. `None` where it is not available.
 pub fn process_cpu_ns() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces): state is the first.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f = fields_after_name(&s)?;
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(ticks * tick_ns())

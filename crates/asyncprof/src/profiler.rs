@@ -252,8 +252,8 @@ impl Builder {
         // the disk takes longer than this; then it follows as soon as the disk allows.
         let _ = written_rx.recv_timeout(WRITER_START_WAIT);
         *active = Some(path.clone());
-        GUARD_PID.store(std::process::id(), Relaxed);
         *lock(&RUNNING) = Some(Running {
+            pid: std::process::id(),
             shared: shared.clone(),
             watchdog,
             // The aggregator first: the events thread ends when it does, the writer after.
@@ -291,6 +291,8 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct Running {
+    /// The process that started them: a child forked from it has none of them.
+    pid: u32,
     shared: Arc<Shared>,
     watchdog: JoinHandle<()>,
     threads: Vec<JoinHandle<()>>,
@@ -302,10 +304,16 @@ impl Running {
     /// With `by` (at exit), a thread not done by then is not waited for.
     fn stop(self, by: Option<Instant>) {
         let Running {
+            pid,
             shared,
             watchdog,
             threads,
         } = self;
+        if pid != std::process::id() {
+            // A forked child: its parent's threads are not here to stop.
+            std::mem::forget((shared, watchdog, threads));
+            return;
+        }
         shared.stop_watchdog.store(true, Relaxed);
         watchdog.thread().unpark();
         join(watchdog, by);
@@ -326,11 +334,9 @@ impl Running {
                     .ok()
                     .and_then(|t| {
                         let now = Instant::now();
-                        let by = now + by.saturating_duration_since(now) / 2;
-                        while !t.is_finished() && Instant::now() < by {
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                        t.is_finished().then(|| t.join().ok().flatten()).flatten()
+                        finished_by(&t, now + by.saturating_duration_since(now) / 2)
+                            .then(|| t.join().ok().flatten())
+                            .flatten()
                     }),
             };
             if let Some(f) = frame {
@@ -346,23 +352,25 @@ impl Running {
     }
 }
 
-/// Wait for `thread` to end, until `by` at most.
-fn join(thread: JoinHandle<()>, by: Option<Instant>) {
-    if let Some(by) = by {
-        while !thread.is_finished() && Instant::now() < by {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if !thread.is_finished() {
-            // The process is exiting: the thread ends with it.
-            return;
-        }
+/// Whether `thread` has ended by `by`, waiting for it until then.
+fn finished_by<T>(thread: &JoinHandle<T>, by: Instant) -> bool {
+    while !thread.is_finished() && Instant::now() < by {
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let _ = thread.join();
+    thread.is_finished()
+}
+
+/// Wait for `thread` to end, until `by` at most (past it, the process is exiting: the thread
+/// ends with it).
+fn join(thread: JoinHandle<()>, by: Option<Instant>) {
+    if by.is_none_or(|by| finished_by(&thread, by)) {
+        let _ = thread.join();
+    }
 }
 
 /// The exit handler's part: end a recording whose guard was not dropped. Never waits for the
-/// lock (a thread stopping the recording right now holds it); does nothing in a child forked
-/// after the start, which has none of the threads.
+/// lock (a thread stopping the recording right now holds it); in a child forked after the
+/// start, [`Running::stop`] does nothing.
 fn stop_at_exit() {
     // `exit` called on one of asyncprof's own threads (a subscriber of the service's, fed by
     // the events thread, that exits): that thread cannot wait for itself, and may hold a lock
@@ -378,16 +386,10 @@ fn stop_at_exit() {
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
         Err(std::sync::TryLockError::WouldBlock) => None,
     };
-    let Some(running) = running else { return };
-    match GUARD_PID.load(Relaxed) {
-        pid if pid == std::process::id() => running.stop(Some(Instant::now() + EXIT_WAIT)),
-        // A forked child: its parent's threads are not here to stop.
-        _ => std::mem::forget(running),
+    if let Some(running) = running {
+        running.stop(Some(Instant::now() + EXIT_WAIT));
     }
 }
-
-/// The process that started the recording in progress.
-static GUARD_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// What the guard shares with asyncprof's threads.
 #[derive(Debug)]

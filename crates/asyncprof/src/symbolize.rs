@@ -42,15 +42,16 @@ fn most_sampled_culprit(
         StallClass::Blocking => Some(false),
         _ => None,
     };
-    let of_class = |&(_, &cpu): &(&StackSample, &bool)| wanted.is_none_or(|w| cpu == w);
-    let names_a_line =
-        |(s, _): &(&StackSample, &bool)| culprit::primitive_and_culprit(&s.frames).1.is_some();
-    let pairs: Vec<(&StackSample, &bool)> = stacks.iter().zip(on_cpu).collect();
-    let chosen: Vec<&StackSample> = if pairs.iter().filter(|p| of_class(p)).any(names_a_line) {
-        pairs.iter().filter(|p| of_class(p)).map(|p| p.0).collect()
-    } else {
-        stacks.iter().collect()
-    };
+    let of_class = |cpu: bool| wanted.is_none_or(|w| cpu == w);
+    let class_names_a_line = stacks
+        .iter()
+        .zip(on_cpu)
+        .any(|(s, &cpu)| of_class(cpu) && culprit::primitive_and_culprit(&s.frames).1.is_some());
+    let chosen = stacks
+        .iter()
+        .zip(on_cpu)
+        .filter(|&(_, &cpu)| !class_names_a_line || of_class(cpu))
+        .map(|(s, _)| s);
     let mut lines: Vec<(Option<Frame>, Frame, u32)> = Vec::new();
     for s in chosen {
         let (primitive, Some(culprit)) = culprit::primitive_and_culprit(&s.frames) else {

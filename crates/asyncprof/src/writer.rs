@@ -170,11 +170,9 @@ fn swap_in_new_part(path: &Path, previous: &Path, prefix: &[u8]) -> Option<File>
             let _ = std::fs::remove_file(&stale);
         }
     }
+    // Locked as the first part was ([`create_run_file`]), before it takes the path.
     let new = create_with(&next, prefix, |at| {
-        let f = run_file_options().create_new(true).open(at)?;
-        // Locked as the first part was ([`create_run_file`]), before it takes the path.
-        let _ = asyncprof_sampler::try_lock_exclusive(&f);
-        Ok(f)
+        locked(run_file_options().create_new(true).open(at)?)
     })
     .ok()?;
     let undo = |names: &[&Path]| {
@@ -270,15 +268,22 @@ pub(crate) fn create_run_file(path: &Path) -> std::io::Result<File> {
     if !file.metadata()?.is_file() {
         return Ok(file);
     }
-    // A file system without locks (some network ones) records unlocked, as before.
-    if let Ok(false) = asyncprof_sampler::try_lock_exclusive(&file) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::ResourceBusy,
-            "another process records to this run file",
-        ));
-    }
+    let file = locked(file)?;
     file.set_len(0)?;
     Ok(file)
+}
+
+/// `file`, locked (`flock`) for as long as this process holds it open; an error of kind
+/// [`std::io::ErrorKind::ResourceBusy`] when another open file (another process) holds the
+/// lock. A file system without locks (some network ones) gives the file unlocked.
+fn locked(file: File) -> std::io::Result<File> {
+    match asyncprof_sampler::try_lock_exclusive(&file) {
+        Ok(false) => Err(std::io::Error::new(
+            std::io::ErrorKind::ResourceBusy,
+            "another process records to this run file",
+        )),
+        _ => Ok(file),
+    }
 }
 
 /// How asyncprof opens the run files it writes: for writing, with the user's umask, never

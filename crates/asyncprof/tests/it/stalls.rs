@@ -120,52 +120,6 @@ fn thread_sleep_is_a_blocking_call_at_its_line() {
     });
 }
 
-#[inline(never)]
-fn compute_a() {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_micros(300) {} // stall: mixed-a
-}
-
-#[inline(never)]
-fn compute_b() {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_micros(300) {} // stall: mixed-b
-}
-
-#[test]
-fn a_stall_is_at_a_line_of_its_own_class() {
-    // A poll that sleeps past the threshold, then computes at two lines by turns: the
-    // stall's first samples, the densest (1, 2, 4 ms apart), are copies of one sleeping stack,
-    // the later ones on CPU split between the two lines. Whatever the class the samples give
-    // it, its line is one of that class: a CPU-bound stall at the sleep's line (the sleep's
-    // one stack outnumbering each computing line) used to be recorded.
-    crate::support::retry_if_disturbed(|| {
-        let run = record_stall("sleep-then-compute", Flavor::MultiThread(2), || async {
-            tokio::spawn(async {
-                std::thread::sleep(Duration::from_millis(13)); // stall: mixed-sleep
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_millis(40) {
-                    compute_a();
-                    compute_b();
-                }
-            })
-            .await
-            .unwrap();
-        });
-        let stall = the_stall(&run);
-        let line = stall.culprit.as_ref().and_then(|c| c.line);
-        let lines = match stall.class {
-            StallClass::CpuBound => vec![stall_line("mixed-a"), stall_line("mixed-b")],
-            _ => vec![stall_line("mixed-sleep")],
-        };
-        assert!(
-            line.is_some_and(|l| lines.contains(&l)),
-            "a {:?} stall at line {line:?}: {stall:#?}",
-            stall.class
-        );
-    });
-}
-
 #[test]
 fn cpu_spin_is_cpu_bound_at_its_line() {
     crate::support::retry_if_disturbed(|| {
