@@ -237,6 +237,46 @@ pub fn holds_no_worker(frames: &[Frame]) -> bool {
     in_block_in_place(frames) || in_blocking_pool_outside_a_worker(frames)
 }
 
+/// Whether the stack shows a thread outside every tokio runtime, running no poll of any: a
+/// current-thread runtime's `block_on` thread after `block_on` returned (its busy period,
+/// begun at its last unpark, ends at a park that does not come), or any thread that once
+/// drove a runtime and now runs code of its own.
+///
+/// True only when the stack tells: it reaches the thread's start (std's thread entry, or
+/// `lang_start` on the main thread), every Rust frame inward of that has its source file (the
+/// debug info names inlined functions, so a runtime inlined into the caller of `block_on` still
+/// shows), no frame is unnamed, and none is tokio's runtime (its files under `src/runtime/`, or
+/// without a file, `tokio::runtime::` names). False whenever it cannot tell: a stack cut short,
+/// a build without debug info, a thread started by foreign code.
+pub fn outside_any_runtime(frames: &[Frame]) -> bool {
+    let Some(start) = frames.iter().rposition(is_thread_start) else {
+        return false;
+    };
+    frames[..=start].iter().all(|f| {
+        let unnamed = f.function.starts_with("0x") || f.function.is_empty();
+        // A C function (the system call's wrapper, a lock wait) has no file and no path.
+        let rust_without_file = f.file.is_none() && f.function.contains("::");
+        !(unnamed || rust_without_file || is_tokio_runtime(f))
+    })
+}
+
+/// std's entry of a thread it started, or of the main thread (`lang_start`), by name.
+fn is_thread_start(frame: &Frame) -> bool {
+    let function = strip_generics(&frame.function);
+    function.ends_with("thread_start") || function.contains("lang_start")
+}
+
+/// A frame of tokio's runtime: by its file when it has one, else by its name.
+fn is_tokio_runtime(frame: &Frame) -> bool {
+    match frame.file.as_deref() {
+        Some(f) => f.contains("tokio") && f.contains("/src/runtime/"),
+        None => frame
+            .function
+            .trim_start_matches('<')
+            .starts_with("tokio::runtime::"),
+    }
+}
+
 const WORKER_FILE: &str = "/runtime/scheduler/multi_thread/worker.rs";
 const WORKER_MODULE: &str = "::scheduler::multi_thread::worker::";
 
@@ -841,5 +881,119 @@ mod tests {
         // Unsymbolized: no frame to go by, nothing said.
         let bare = [fr("0x7f00", None, 0), fr("0x7f01", None, 0)];
         assert!(!holds_no_worker(&bare));
+    }
+
+    /// A current-thread runtime's `block_on` thread: inside `block_on`, a blocking call in the
+    /// future (tokio's loop on the stack); after it returned, the same call in the caller's
+    /// own code (no runtime). Only the second is outside, and only when the stack tells.
+    #[test]
+    fn a_thread_whose_block_on_returned_is_outside_any_runtime() {
+        let sleep = [
+            ("clock_nanosleep", "", 0),
+            (
+                "std::sys::thread::unix::sleep",
+                "s/std/src/sys/thread/unix.rs",
+                579,
+            ),
+            (
+                "std::thread::functions::sleep",
+                "s/std/src/thread/functions.rs",
+                289,
+            ),
+        ];
+        let main = [
+            ("app::main", "/work/app/src/main.rs", 12),
+            (
+                "core::ops::function::FnOnce::call_once",
+                "s/core/src/ops/function.rs",
+                250,
+            ),
+            (
+                "std::rt::lang_start::<()>::{{closure}}",
+                "s/std/src/rt.rs",
+                206,
+            ),
+            ("std::rt::lang_start_internal", "s/std/src/rt.rs", 175),
+            ("main", "", 0),
+            ("0x7f0000001000", "", 0),
+        ];
+        let after = stack(&[&sleep[..], &main[..]].concat());
+        assert!(outside_any_runtime(&after));
+        // On a thread of its own: std's entry, then the C library's unnamed start.
+        let spawned = stack(
+            &[
+                &sleep[..],
+                &[
+                    ("app::sync_part", "/work/app/src/sync.rs", 8),
+                    (
+                        "<std::sys::thread::unix::Thread>::new::thread_start",
+                        "s/std/src/sys/thread/unix.rs",
+                        118,
+                    ),
+                    ("0x7f0000002000", "", 0),
+                ][..],
+            ]
+            .concat(),
+        );
+        assert!(outside_any_runtime(&spawned));
+
+        // Inside `block_on`, full names and bare ones (tokio built with line tables only).
+        for (block_on, set) in [
+            (
+                "tokio::runtime::scheduler::current_thread::CoreGuard::block_on::{{closure}}",
+                "tokio::runtime::context::scoped::Scoped<T>::set",
+            ),
+            ("{closure#0}", "set<scheduler::Context>"),
+        ] {
+            let inside = stack(
+                &[
+                    &sleep[..],
+                    &[
+                        ("app::main::{{closure}}", "/work/app/src/main.rs", 9),
+                        (block_on, "t/runtime/scheduler/current_thread/mod.rs", 742),
+                        (set, "t/runtime/context/scoped.rs", 40),
+                    ][..],
+                    &main[..],
+                ]
+                .concat(),
+            );
+            assert!(!outside_any_runtime(&inside), "{block_on}");
+        }
+        // The runtime's drop waiting for its blocking threads is the runtime's.
+        let dropping = stack(
+            &[
+                &sleep[..1],
+                &[(
+                    "<tokio::runtime::blocking::pool::BlockingPool as core::ops::drop::Drop>::drop",
+                    "t/runtime/blocking/pool.rs",
+                    300,
+                )][..],
+                &main[..],
+            ]
+            .concat(),
+        );
+        assert!(!outside_any_runtime(&dropping));
+
+        // Cannot tell, so not outside: cut short (no thread start), a Rust frame without its
+        // file (no debug info: a runtime inlined there would not show), an unnamed frame
+        // inward of the start, tokio's name without a file.
+        assert!(!outside_any_runtime(&after[..5]));
+        assert!(!outside_any_runtime(&[]));
+        for (i, f) in [
+            (3, fr("app::main", None, 0)),
+            (3, fr("0x55aa00001234", None, 0)),
+            (
+                3,
+                fr(
+                    "tokio::runtime::scheduler::current_thread::CoreGuard::block_on",
+                    None,
+                    0,
+                ),
+            ),
+        ] {
+            let mut changed = after.clone();
+            changed[i] = f;
+            assert!(!outside_any_runtime(&changed), "{changed:?}");
+        }
     }
 }

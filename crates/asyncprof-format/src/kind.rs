@@ -139,6 +139,14 @@ pub fn mostly_without_a_worker(s: &StallRecord) -> bool {
     at_least_half(s, crate::culprit::holds_no_worker)
 }
 
+/// Whether at least half of the stall's stack samples show a thread outside every tokio
+/// runtime ([`crate::culprit::outside_any_runtime`]): a current-thread runtime's `block_on`
+/// returned, and the thread went on with the caller's own code. Its busy period (the stable
+/// tier), begun at its last unpark, has no park to end it; no worker is held.
+pub fn mostly_outside_a_runtime(s: &StallRecord) -> bool {
+    at_least_half(s, crate::culprit::outside_any_runtime)
+}
+
 /// In the most sampled stack, the call the user's code made (the frame inward of its first
 /// frame) is a future's poll or an async function's body: the user's line was an `.await`,
 /// not a blocking call.

@@ -288,8 +288,9 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 15] {
             l.stalls_without_a_poll,
             "stable-tier stalls not recorded: the worker's busy time stood still, but nothing \
              showed one poll holding it (every stack in tokio's scheduler between polls, no \
-             stack taken, samples of several tasks' polls, or waits on the C library's \
-             allocator lock)",
+             stack taken, samples of several tasks' polls, waits on the C library's \
+             allocator lock, or the thread outside any runtime once a current-thread \
+             runtime's `block_on` returned)",
         ),
         (
             l.unwritten_at_file_limit,

@@ -246,6 +246,9 @@ impl WithoutAPoll {
         // Not for a current-thread runtime: one driven from a blocking-pool thread shows the
         // pool in its stacks.
         let no_poll = no_poll || (seen.multi_thread && format::mostly_without_a_worker(record));
+        // A current-thread runtime's `block_on` returned: the thread runs its caller's code,
+        // outside any runtime, its busy period never ended by a park. No worker is held.
+        let no_poll = no_poll || format::mostly_outside_a_runtime(record);
         let admitted = self.ongoing.remove(&record.id).unwrap_or(false) || !no_poll;
         if self.ongoing.len() >= MAX_TRACKED {
             // Only stalls whose last version was lost (the watchdog's board was full) stay

@@ -799,3 +799,59 @@ fn call_among_pollers(poll_us: u64, threshold_ms: u64, call_ms: u64) {
         "rounds whose record had the call's stacks only"
     );
 }
+
+/// A current-thread runtime driven by `block_on` calls from a thread that goes on with code of
+/// its own between them, in the stable tier: the busy period begun at the last unpark of a
+/// `block_on` has no park to end it once `block_on` returns, yet the thread then holds no
+/// worker. The blocking call inside `block_on` is a stall at its line; the one after it
+/// returned is not, and is counted as not recorded.
+#[test]
+fn stable_tier_sees_no_stall_once_block_on_returned() {
+    crate::support::retry_if_disturbed(|| {
+        let path = crate::support::temp_run_path("stable-block-on-returned");
+        let guard = asyncprof::Profiler::builder()
+            .out(&path)
+            .stall_threshold(Duration::from_millis(10))
+            .start()
+            .unwrap();
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        let rt = guard
+            .instrument_stable(&mut b, asyncprof::Hooks::new())
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // The stable tier sees busy periods from the first unpark on.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            std::thread::sleep(Duration::from_millis(60)); // stall: in-block-on
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        });
+        // Returned: the thread's own code, no runtime on its stack.
+        std::thread::sleep(Duration::from_millis(300)); // after-block-on
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+        std::thread::sleep(Duration::from_millis(300)); // after-block-on
+        drop(rt);
+        drop(guard);
+        let (run, ()) = crate::support::read_back(&path, Ok(()));
+        assert_eq!(run.header.tier, asyncprof_format::Tier::Stable);
+        let stall = the_stall(&run);
+        assert_culprit(stall, "in-block-on");
+        assert_eq!(stall.class, StallClass::Blocking);
+        assert!(
+            run.stalls
+                .iter()
+                .all(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(stall_line("in-block-on"))),
+            "{:#?}",
+            run.stalls
+        );
+        let findings = asyncprof_report::diagnose(&run);
+        assert!(
+            findings
+                .iter()
+                .all(|f| f.location.line == stall_line("in-block-on")),
+            "{findings:#?}"
+        );
+        let loss = &run.snapshot.as_ref().unwrap().loss;
+        assert!(loss.stalls_without_a_poll >= 1, "{loss:?}");
+    });
+}
