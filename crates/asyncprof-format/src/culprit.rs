@@ -260,6 +260,12 @@ pub fn outside_any_runtime(frames: &[Frame]) -> bool {
     })
 }
 
+/// Whether any frame of the stack is tokio's runtime (its files under `src/runtime/`, or
+/// without a file, `tokio::runtime::` names): the thread was inside a runtime then.
+pub fn shows_a_runtime(frames: &[Frame]) -> bool {
+    frames.iter().any(is_tokio_runtime)
+}
+
 /// std's entry of a thread it started, or of the main thread (`lang_start`), by name.
 fn is_thread_start(frame: &Frame) -> bool {
     let function = strip_generics(&frame.function);
@@ -973,6 +979,7 @@ mod tests {
             .concat(),
         );
         assert!(!outside_any_runtime(&dropping));
+        assert!(shows_a_runtime(&dropping) && !shows_a_runtime(&after));
 
         // Cannot tell, so not outside: cut short (no thread start), a Rust frame without its
         // file (no debug info: a runtime inlined there would not show), an unnamed frame

@@ -140,11 +140,17 @@ pub fn mostly_without_a_worker(s: &StallRecord) -> bool {
 }
 
 /// Whether at least half of the stall's stack samples show a thread outside every tokio
-/// runtime ([`crate::culprit::outside_any_runtime`]): a current-thread runtime's `block_on`
-/// returned, and the thread went on with the caller's own code. Its busy period (the stable
-/// tier), begun at its last unpark, has no park to end it; no worker is held.
+/// runtime ([`crate::culprit::outside_any_runtime`]) and none shows one of tokio's runtime
+/// frames: a current-thread runtime's `block_on` returned, and the thread went on with the
+/// caller's own code. Its busy period (the stable tier), begun at its last unpark, has no park
+/// to end it; no worker is held. A busy period that runs on into the next `block_on` (tokio
+/// polls its future before it parks) and holds it there shows the runtime in those samples,
+/// and is kept.
 pub fn mostly_outside_a_runtime(s: &StallRecord) -> bool {
-    at_least_half(s, crate::culprit::outside_any_runtime)
+    !s.stacks
+        .iter()
+        .any(|st| crate::culprit::shows_a_runtime(&st.frames))
+        && at_least_half(s, crate::culprit::outside_any_runtime)
 }
 
 /// In the most sampled stack, the call the user's code made (the frame inward of its first
@@ -265,6 +271,61 @@ mod tests {
 
     fn frame(function: &str, file: &str) -> crate::Frame {
         crate::Frame::new(function, Some(file.to_string()), Some(1))
+    }
+
+    /// Known truth: the caller's own code once a current-thread `block_on` returned (no
+    /// runtime frame, from the thread's start in), and a busy period that runs on from there
+    /// into the next `block_on`, blocked inside it: outside in most samples, but one sample
+    /// in the runtime keeps it.
+    #[test]
+    fn a_stall_is_outside_a_runtime_only_when_no_sample_shows_one() {
+        let sample = |count, inner: &[(&str, &str)]| {
+            let mut frames = vec![crate::Frame::new("clock_nanosleep", None, None)];
+            frames.extend(inner.iter().map(|&(f, file)| frame(f, file)));
+            frames.push(frame("app::main", "/work/app/src/main.rs"));
+            frames.push(frame(
+                "std::rt::lang_start_internal",
+                "/rustc/1/library/std/src/rt.rs",
+            ));
+            crate::StackSample { count, frames }
+        };
+        let outside = sample(
+            9,
+            &[(
+                "std::thread::sleep",
+                "/rustc/1/library/std/src/thread/functions.rs",
+            )],
+        );
+        let inside = sample(
+            3,
+            &[
+                (
+                    "std::thread::sleep",
+                    "/rustc/1/library/std/src/thread/functions.rs",
+                ),
+                ("app::main::{{closure}}", "/work/app/src/main.rs"),
+                (
+                    "tokio::runtime::scheduler::current_thread::CoreGuard::block_on",
+                    "/r/registry/src/i/tokio-1.54.1/src/runtime/scheduler/current_thread/mod.rs",
+                ),
+            ],
+        );
+        let mut s = StallRecord {
+            class: StallClass::Blocking,
+            stacks: vec![outside.clone()],
+            ..StallRecord::default()
+        };
+        assert!(mostly_outside_a_runtime(&s));
+        s.stacks.push(inside);
+        assert!(!mostly_outside_a_runtime(&s));
+        // Samples that cannot tell (an unnamed frame) count against "mostly".
+        let mut unnamed = outside.clone();
+        unnamed.frames[1] = crate::Frame::new("0x55aa0000", None, None);
+        unnamed.count = 10;
+        s.stacks = vec![outside, unnamed];
+        assert!(!mostly_outside_a_runtime(&s));
+        s.stacks[1].count = 9;
+        assert!(mostly_outside_a_runtime(&s));
     }
 
     /// A futex wait, sampled with `call` (a function in `file`) as the frame inward of the

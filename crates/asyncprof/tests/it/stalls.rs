@@ -852,6 +852,7 @@ fn stable_tier_sees_no_stall_once_block_on_returned() {
             "{findings:#?}"
         );
         let loss = &run.snapshot.as_ref().unwrap().loss;
-        assert!(loss.stalls_without_a_poll >= 1, "{loss:?}");
+        // The two sleeps after `block_on`, held back and counted.
+        assert!(loss.stalls_without_a_poll >= 2, "{loss:?}");
     });
 }
