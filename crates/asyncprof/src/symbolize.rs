@@ -74,6 +74,21 @@ fn most_sampled_culprit(
     best.map_or((None, None), |(p, c, _)| (p, Some(c)))
 }
 
+/// For each of a stall's stacks, whether it can have held the worker. A busy period (the stable
+/// tier: `task_id` 0) of a current-thread runtime's `block_on` thread runs on after `block_on`
+/// returns, through the caller's own code, until the next `block_on` parks: when some of its
+/// stacks show tokio's runtime, those outside every runtime
+/// ([`culprit::outside_any_runtime`]) are the caller's code, which holds no worker, and do not
+/// name the stall's line. A stall of a task's poll, or one no stack shows in a runtime, keeps
+/// every stack.
+fn held_the_worker(stacks: &[StackSample], task_id: u64) -> Vec<bool> {
+    let mixed = task_id == 0 && stacks.iter().any(|s| culprit::shows_a_runtime(&s.frames));
+    stacks
+        .iter()
+        .map(|s| !mixed || !culprit::outside_any_runtime(&s.frames))
+        .collect()
+}
+
 /// The sigreturn trampoline: every frame above it belongs to the signal handler.
 const TRAMPOLINES: &[&str] = &["__restore_rt", "__kernel_rt_sigreturn"];
 
@@ -187,7 +202,19 @@ impl Symbolizer {
             _ if on_cpu_ratio >= 0.5 => StallClass::CpuBound,
             _ => StallClass::Blocking,
         };
-        let (primitive, culprit) = most_sampled_culprit(&stacks, &on_cpu, class);
+        let held = held_the_worker(&stacks, raw.task_id);
+        let (primitive, culprit) = if held.iter().all(|&h| h) {
+            most_sampled_culprit(&stacks, &on_cpu, class)
+        } else {
+            let (held_stacks, held_cpu): (Vec<StackSample>, Vec<bool>) = stacks
+                .iter()
+                .zip(&on_cpu)
+                .zip(&held)
+                .filter(|(_, &h)| h)
+                .map(|((s, &cpu), _)| (s.clone(), cpu))
+                .unzip();
+            most_sampled_culprit(&held_stacks, &held_cpu, class)
+        };
         let syscall = raw.syscalls.iter().max_by_key(|(_, n)| **n).map(|(nr, _)| {
             asyncprof_sampler::syscall_name(*nr)
                 .map(str::to_string)
@@ -255,6 +282,55 @@ mod tests {
             Frame::new("app::write", Some("/app/src/main.rs".into()), Some(line)),
         ];
         s
+    }
+
+    /// Known truth: a busy period that held its worker in a blocking call inside `block_on`
+    /// (tokio's loop on the stack), then ran on through the caller's own code (from the
+    /// thread's start, no runtime) for more samples.
+    #[test]
+    fn the_callers_code_after_block_on_is_not_the_stalls() {
+        let tokio = "/r/registry/src/i/tokio-1.54.1/src/runtime/scheduler/current_thread/mod.rs";
+        let stack = |count, frames: &[(&str, Option<&str>, u32)]| {
+            let mut s = StackSample::default();
+            s.count = count;
+            s.frames = frames
+                .iter()
+                .map(|&(f, file, line)| Frame::new(f, file.map(str::to_string), Some(line)))
+                .collect();
+            s
+        };
+        let start = (
+            "std::rt::lang_start_internal",
+            Some("/rustc/1/library/std/src/rt.rs"),
+            1,
+        );
+        let after = stack(
+            5,
+            &[
+                ("clock_nanosleep", None, 0),
+                ("app::main", Some("/app/src/main.rs"), 30),
+                start,
+            ],
+        );
+        let inside = stack(
+            3,
+            &[
+                ("clock_nanosleep", None, 0),
+                ("app::main::{{closure}}", Some("/app/src/main.rs"), 22),
+                (
+                    "tokio::runtime::scheduler::current_thread::CoreGuard::block_on",
+                    Some(tokio),
+                    1,
+                ),
+                ("app::main", Some("/app/src/main.rs"), 25),
+                start,
+            ],
+        );
+        let stacks = [after.clone(), inside];
+        assert_eq!(held_the_worker(&stacks, 0), [false, true]);
+        // A task's poll (the hooks tier), or no stack in a runtime: every stack counts.
+        assert_eq!(held_the_worker(&stacks, 7), [true, true]);
+        assert_eq!(held_the_worker(&[after], 0), [true]);
     }
 
     #[test]

@@ -856,3 +856,45 @@ fn stable_tier_sees_no_stall_once_block_on_returned() {
         assert!(loss.stalls_without_a_poll >= 2, "{loss:?}");
     });
 }
+
+/// A blocking call at the end of a current-thread `block_on` (no park after it), then the
+/// caller's own code: one busy period, in the stable tier, that holds the worker only while
+/// inside `block_on`. Its line is the call inside, not the caller's code after it.
+#[test]
+fn stable_tier_names_a_stall_ending_a_block_on_at_its_line() {
+    crate::support::retry_if_disturbed(|| {
+        let path = crate::support::temp_run_path("stable-block-on-end");
+        let guard = asyncprof::Profiler::builder()
+            .out(&path)
+            .stall_threshold(Duration::from_millis(10))
+            .start()
+            .unwrap();
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        let rt = guard
+            .instrument_stable(&mut b, asyncprof::Hooks::new())
+            .enable_all()
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            rt.block_on(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                std::thread::sleep(Duration::from_millis(60)); // stall: ends-block-on
+            });
+            // The caller's own code, longer than the call.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(10)).await });
+        drop(rt);
+        drop(guard);
+        let (run, ()) = crate::support::read_back(&path, Ok(()));
+        let stall = the_stall(&run);
+        assert_culprit(stall, "ends-block-on");
+        let findings = asyncprof_report::diagnose(&run);
+        assert!(
+            findings
+                .iter()
+                .all(|f| f.location.line == stall_line("ends-block-on")),
+            "{findings:#?}"
+        );
+    });
+}
