@@ -245,25 +245,38 @@ pub fn holds_no_worker(frames: &[Frame]) -> bool {
 /// True only when the stack tells: it reaches the thread's start (std's thread entry, or
 /// `lang_start` on the main thread), every Rust frame inward of that has its source file (the
 /// debug info names inlined functions, so a runtime inlined into the caller of `block_on` still
-/// shows), no frame is unnamed, and none is tokio's runtime (its files under `src/runtime/`, or
-/// without a file, `tokio::runtime::` names). False whenever it cannot tell: a stack cut short,
-/// a build without debug info, a thread started by foreign code.
+/// shows), and none is tokio's runtime (its files under `src/runtime/`, or without a file,
+/// `tokio::runtime::` names). Frames without a name are code without symbols in the program's
+/// debug info (the vDSO's clock, a C library without its symbol table), which is not tokio.
+/// False whenever it cannot tell: a stack cut short, a build without debug info, a thread
+/// started by foreign code.
 pub fn outside_any_runtime(frames: &[Frame]) -> bool {
     let Some(start) = frames.iter().rposition(is_thread_start) else {
         return false;
     };
     frames[..=start].iter().all(|f| {
-        let unnamed = f.function.starts_with("0x") || f.function.is_empty();
         // A C function (the system call's wrapper, a lock wait) has no file and no path.
         let rust_without_file = f.file.is_none() && f.function.contains("::");
-        !(unnamed || rust_without_file || is_tokio_runtime(f))
+        !(rust_without_file || is_tokio_runtime(f))
     })
 }
 
-/// Whether any frame of the stack is tokio's runtime (its files under `src/runtime/`, or
-/// without a file, `tokio::runtime::` names): the thread was inside a runtime then.
+/// Whether any frame of the stack is a tokio scheduler's or task's (files under
+/// `src/runtime/scheduler/` or `src/runtime/task/`, or without a file, such names): the thread
+/// was driving a runtime then, inside a `block_on` or a worker's loop. A runtime's drop or
+/// its blocking pool alone is not.
 pub fn shows_a_runtime(frames: &[Frame]) -> bool {
-    frames.iter().any(is_tokio_runtime)
+    frames.iter().any(|f| match f.file.as_deref() {
+        Some(file) => {
+            file.contains("tokio")
+                && (file.contains("/src/runtime/scheduler/") || file.contains("/src/runtime/task/"))
+        }
+        None => {
+            let name = f.function.trim_start_matches('<');
+            name.starts_with("tokio::runtime::scheduler::")
+                || name.starts_with("tokio::runtime::task::")
+        }
+    })
 }
 
 /// std's entry of a thread it started, or of the main thread (`lang_start`), by name.
@@ -964,6 +977,7 @@ mod tests {
                 .concat(),
             );
             assert!(!outside_any_runtime(&inside), "{block_on}");
+            assert!(shows_a_runtime(&inside), "{block_on}");
         }
         // The runtime's drop waiting for its blocking threads is the runtime's.
         let dropping = stack(
@@ -979,16 +993,21 @@ mod tests {
             .concat(),
         );
         assert!(!outside_any_runtime(&dropping));
-        assert!(shows_a_runtime(&dropping) && !shows_a_runtime(&after));
+        // Not outside, nor driving a runtime: neither rule decides on it.
+        assert!(!shows_a_runtime(&dropping) && !shows_a_runtime(&after));
 
+        // An unnamed frame (the vDSO's clock read on CPU, a C library without symbols) is
+        // not tokio's.
+        let mut vdso = after.clone();
+        vdso[0] = fr("0x7ffd0000a6b6", None, 0);
+        assert!(outside_any_runtime(&vdso));
         // Cannot tell, so not outside: cut short (no thread start), a Rust frame without its
-        // file (no debug info: a runtime inlined there would not show), an unnamed frame
-        // inward of the start, tokio's name without a file.
+        // file (no debug info: a runtime inlined there would not show), tokio's name without
+        // a file.
         assert!(!outside_any_runtime(&after[..5]));
         assert!(!outside_any_runtime(&[]));
         for (i, f) in [
             (3, fr("app::main", None, 0)),
-            (3, fr("0x55aa00001234", None, 0)),
             (
                 3,
                 fr(

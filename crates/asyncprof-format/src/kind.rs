@@ -140,8 +140,8 @@ pub fn mostly_without_a_worker(s: &StallRecord) -> bool {
 }
 
 /// Whether at least half of the stall's stack samples show a thread outside every tokio
-/// runtime ([`crate::culprit::outside_any_runtime`]) and none shows one of tokio's runtime
-/// frames: a current-thread runtime's `block_on` returned, and the thread went on with the
+/// runtime ([`crate::culprit::outside_any_runtime`]) and none shows a runtime driven
+/// ([`crate::culprit::shows_a_runtime`]): a current-thread runtime's `block_on` returned, and the thread went on with the
 /// caller's own code. Its busy period (the stable tier), begun at its last unpark, has no park
 /// to end it; no worker is held. A busy period that runs on into the next `block_on` (tokio
 /// polls its future before it parks) and holds it there shows the runtime in those samples,
@@ -318,9 +318,9 @@ mod tests {
         assert!(mostly_outside_a_runtime(&s));
         s.stacks.push(inside);
         assert!(!mostly_outside_a_runtime(&s));
-        // Samples that cannot tell (an unnamed frame) count against "mostly".
+        // Samples that cannot tell (a Rust frame without its file) count against "mostly".
         let mut unnamed = outside.clone();
-        unnamed.frames[1] = crate::Frame::new("0x55aa0000", None, None);
+        unnamed.frames[1] = crate::Frame::new("app::helper", None, None);
         unnamed.count = 10;
         s.stacks = vec![outside, unnamed];
         assert!(!mostly_outside_a_runtime(&s));

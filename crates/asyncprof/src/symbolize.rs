@@ -77,10 +77,10 @@ fn most_sampled_culprit(
 /// For each of a stall's stacks, whether it can have held the worker. A busy period (the stable
 /// tier: `task_id` 0) of a current-thread runtime's `block_on` thread runs on after `block_on`
 /// returns, through the caller's own code, until the next `block_on` parks: when some of its
-/// stacks show tokio's runtime, those outside every runtime
-/// ([`culprit::outside_any_runtime`]) are the caller's code, which holds no worker, and do not
-/// name the stall's line. A stall of a task's poll, or one no stack shows in a runtime, keeps
-/// every stack.
+/// stacks show a runtime driven ([`culprit::shows_a_runtime`]), those outside every runtime
+/// ([`culprit::outside_any_runtime`]) are the caller's code, which holds no worker, and are
+/// not the stall's. A stall of a task's poll, or one no stack shows in a runtime, keeps every
+/// stack.
 fn held_the_worker(stacks: &[StackSample], task_id: u64) -> Vec<bool> {
     let mixed = task_id == 0 && stacks.iter().any(|s| culprit::shows_a_runtime(&s.frames));
     stacks
@@ -202,19 +202,17 @@ impl Symbolizer {
             _ if on_cpu_ratio >= 0.5 => StallClass::CpuBound,
             _ => StallClass::Blocking,
         };
+        // The caller's code after a `block_on` returned is not the stall's: its stacks leave
+        // the record (its line, its call, the stack a finding shows).
         let held = held_the_worker(&stacks, raw.task_id);
-        let (primitive, culprit) = if held.iter().all(|&h| h) {
-            most_sampled_culprit(&stacks, &on_cpu, class)
-        } else {
-            let (held_stacks, held_cpu): (Vec<StackSample>, Vec<bool>) = stacks
-                .iter()
-                .zip(&on_cpu)
-                .zip(&held)
-                .filter(|(_, &h)| h)
-                .map(|((s, &cpu), _)| (s.clone(), cpu))
-                .unzip();
-            most_sampled_culprit(&held_stacks, &held_cpu, class)
-        };
+        let (stacks, on_cpu): (Vec<StackSample>, Vec<bool>) = stacks
+            .into_iter()
+            .zip(on_cpu)
+            .zip(held)
+            .filter(|(_, h)| *h)
+            .map(|(s, _)| s)
+            .unzip();
+        let (primitive, culprit) = most_sampled_culprit(&stacks, &on_cpu, class);
         let syscall = raw.syscalls.iter().max_by_key(|(_, n)| **n).map(|(nr, _)| {
             asyncprof_sampler::syscall_name(*nr)
                 .map(str::to_string)
