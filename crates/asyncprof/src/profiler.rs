@@ -512,6 +512,7 @@ impl Drop for Guard {
         if let Some(r) = running {
             r.stop(None);
         }
+        self.recorder.release_runtime_handles();
         #[cfg(feature = "metrics")]
         drop(self.metrics.take());
         *lock(&ACTIVE) = None;

@@ -438,7 +438,13 @@ impl Recorder {
             .compare_exchange(0, workers, Relaxed, Relaxed);
         let id = runtime_id(handle.id());
         w.runtime.store(id, Relaxed);
-        let keep = (flavor == format::Flavor::MultiThread).then(|| handle.clone());
+        // The stable tier reads tokio's busy time of each worker (see `crate::watchdog`): of a
+        // multi-thread runtime while its threads live, and of a current-thread one too, whose
+        // `block_on` thread tokio never says has stopped: its handle is let go when recording
+        // stops (`Recorder::release_runtime_handles`).
+        let keep = (flavor == format::Flavor::MultiThread
+            || (flavor == format::Flavor::CurrentThread && self.tier() == format::Tier::Stable))
+            .then(|| handle.clone());
         let mut rts = lock(&self.runtimes);
         if let Some(e) = rts.iter_mut().find(|e| e.info.id == id) {
             e.live += 1;
@@ -479,6 +485,17 @@ impl Recorder {
         drop(released);
     }
 
+    /// Recording stopped: let go of every runtime handle kept (a current-thread runtime's is
+    /// otherwise kept until its `block_on` thread ends, with the runtime's driver handles).
+    pub(crate) fn release_runtime_handles(&self) {
+        let released: Vec<_> = lock(&self.runtimes)
+            .iter_mut()
+            .filter_map(|e| e.handle.take())
+            .collect();
+        // Dropped outside the lock.
+        drop(released);
+    }
+
     /// Whether runtime `id` is a multi-thread runtime (as far as known).
     pub(crate) fn is_multi_thread(&self, id: u64) -> bool {
         lock(&self.runtimes)
@@ -494,8 +511,9 @@ impl Recorder {
             .collect()
     }
 
-    /// The handle of multi-thread runtime `id` while it has live threads. Cold: the watchdog
-    /// asks while a stable-tier worker is busy, and keeps the handle no longer than that.
+    /// The handle of runtime `id` while it has live threads (a multi-thread runtime, or in
+    /// the stable tier a current-thread one). Cold: the watchdog asks while a stable-tier worker
+    /// is busy, and keeps the handle no longer than that.
     pub(crate) fn runtime_handle(&self, id: u64) -> Option<tokio::runtime::Handle> {
         lock(&self.runtimes)
             .iter()

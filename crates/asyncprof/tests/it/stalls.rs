@@ -930,3 +930,62 @@ fn stable_tier_names_a_stall_ending_a_block_on_at_its_line() {
         );
     });
 }
+
+/// Healthy, in the stable tier: the future given to a current-thread `block_on` computes in
+/// short steps and yields between them, with no task. tokio polls it again and again without
+/// parking, so the busy period is long, but tokio's busy time for the worker moves at every
+/// turn of its loop: no stall.
+#[test]
+fn stable_tier_takes_no_yielding_block_on_future_for_a_stall() {
+    crate::support::retry_if_disturbed(|| {
+        let path = crate::support::temp_run_path("stable-block-on-yields");
+        let guard = asyncprof::Profiler::builder()
+            .out(&path)
+            .stall_threshold(Duration::from_millis(10))
+            .start()
+            .unwrap();
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        let rt = guard
+            .instrument_stable(&mut b, asyncprof::Hooks::new())
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // The stable tier sees busy periods from the first unpark on.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let until = Instant::now() + Duration::from_millis(600);
+            let mut x = 1u64;
+            while Instant::now() < until {
+                for _ in 0..20_000 {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+                tokio::task::yield_now().await;
+            }
+            // Then one step of 60 ms: a poll that holds the worker.
+            let until = Instant::now() + Duration::from_millis(60);
+            while Instant::now() < until {
+                // stall: yields-then-holds
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        });
+        drop(rt);
+        drop(guard);
+        let (run, ()) = crate::support::read_back(&path, Ok(()));
+        let held = stall_line("yields-then-holds");
+        let lines: Vec<_> = run
+            .stalls
+            .iter()
+            .map(|s| s.culprit.as_ref().and_then(|c| c.line))
+            .collect();
+        // A loop on CPU: its samples reach its condition's line or its body's.
+        assert!(
+            !lines.is_empty()
+                && lines
+                    .iter()
+                    .all(|&l| l == Some(held - 1) || l == Some(held + 1)),
+            "{lines:?}: {:#?}",
+            run.stalls
+        );
+    });
+}
