@@ -509,8 +509,8 @@ pub(crate) struct Watchdog {
     next_id: u64,
     minute_start_ns: u64,
     sampled_this_minute: u32,
-    /// tokio's busy time per worker of each multi-thread runtime with a stable-tier worker
-    /// busy now (see [`BusyTimes`]).
+    /// tokio's busy time per worker of each runtime with a stable-tier worker busy now (see
+    /// [`BusyTimes`]; a current-thread runtime's one worker too).
     busy_times: Vec<BusyTimes>,
     /// Buffers `read_busy_times` reuses, so that a look allocates nothing.
     scratch: (Vec<ThreadPark>, Vec<bool>),
@@ -534,6 +534,8 @@ pub(crate) struct Watchdog {
 /// one), never a guess between a standing worker and a polling one.
 struct BusyTimes {
     runtime: u64,
+    /// A current-thread runtime: its one worker is run by whichever thread calls `block_on`.
+    current_thread: bool,
     metrics: tokio::runtime::RuntimeMetrics,
     workers: Vec<BusyTime>,
     /// Which tokio worker each thread runs, as learned.
@@ -712,7 +714,7 @@ impl Watchdog {
         }
     }
 
-    /// Read tokio's busy times and park states of every multi-thread runtime whose workers
+    /// Read tokio's busy times and park states of every runtime whose workers
     /// asyncprof sees in busy periods (the stable tier: a busy period has no task), from the
     /// first such period until the runtime's last thread stops, and learn which thread runs
     /// which worker. An idle runtime costs nothing here: the watchdog sleeps with its workers.
@@ -727,9 +729,10 @@ impl Watchdog {
             if let Some((_, _, 0)) = observe(w) {
                 let r = w.runtime.load(Relaxed);
                 if !self.busy_times.iter().any(|b| b.runtime == r) {
-                    if let Some(handle) = rec.runtime_handle(r) {
+                    if let Some((handle, current_thread)) = rec.busy_time_handle(r) {
                         self.busy_times.push(BusyTimes {
                             runtime: r,
+                            current_thread,
                             metrics: handle.metrics(),
                             workers: Vec::new(),
                             pairs: Vec::new(),
@@ -759,12 +762,23 @@ impl Watchdog {
         self.scratch = (threads, after);
     }
 
+    /// tokio's busy times of runtime `r`, when they tell its threads apart: not those of a
+    /// current-thread runtime whose `block_on` more than one thread has called (one whose
+    /// `block_on` returned keeps a busy period no park ends, while the one worker's busy time
+    /// is the other's): its busy periods are then judged without them, as before they were kept.
+    fn busy_times_of(&self, r: u64) -> Option<&BusyTimes> {
+        self.busy_times
+            .iter()
+            .find(|b| b.runtime == r && !(b.current_thread && b.extra_threads))
+    }
+
     /// Whether the busy period of worker entry `w` (of runtime `r`), past the threshold, holds
     /// its worker in one poll, and then the earliest that poll can have begun when known.
-    /// `Some(None)` also when tokio's metrics cannot tell (no handle: a current-thread runtime).
+    /// `Some(None)` also when tokio's metrics cannot tell (no handle; or threads that took
+    /// turns driving one current-thread runtime).
     fn busy_stall(&self, w: &Worker, now: u64) -> Option<Option<u64>> {
         let r = w.runtime.load(Relaxed);
-        let Some(b) = self.busy_times.iter().find(|b| b.runtime == r) else {
+        let Some(b) = self.busy_times_of(r) else {
             return Some(None);
         };
         if let Some(index) = b.index_of(w.index, w.tid.load(Relaxed)) {
@@ -849,7 +863,7 @@ impl Watchdog {
     fn held_by_a_still_thread(&mut self, i: usize, w: &Worker, now: u64) -> Option<Option<u64>> {
         let r = w.runtime.load(Relaxed);
         let tid = w.tid.load(Relaxed);
-        let b = self.busy_times.iter().find(|b| b.runtime == r)?;
+        let b = self.busy_times_of(r)?;
         if b.extra_threads || b.index_of(w.index, tid).is_some() {
             return None;
         }
@@ -901,7 +915,7 @@ impl Watchdog {
             let Some(a) = t.stall.as_ref().filter(|a| a.raw.task_id == 0) else {
                 continue;
             };
-            let Some(b) = self.busy_times.iter().find(|b| b.runtime == a.raw.runtime) else {
+            let Some(b) = self.busy_times_of(a.raw.runtime) else {
                 continue;
             };
             match b.index_of(w.index, a.raw.tid) {
@@ -938,7 +952,7 @@ impl Watchdog {
     /// threads than workers (none inside `block_in_place`), and a thread in a busy period holds
     /// no parked worker (see [`BusyTimes::unparked_changed_after`]).
     fn idle_through_change(&mut self, i: usize, r: u64, tid: i32, now: u64) -> bool {
-        let Some(b) = self.busy_times.iter().find(|b| b.runtime == r) else {
+        let Some(b) = self.busy_times_of(r) else {
             return false;
         };
         if b.extra_threads {

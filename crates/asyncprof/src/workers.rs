@@ -55,7 +55,9 @@ pub(crate) struct RuntimeEntry {
     /// Registered threads of this runtime that have not stopped.
     live: u32,
     /// A multi-thread runtime's handle, kept while it has live threads: tokio's metrics say
-    /// which thread holds each worker, and a thread inside `block_in_place` holds none.
+    /// which thread holds each worker, and a thread inside `block_in_place` holds none. In
+    /// the stable tier a current-thread runtime's too, for its worker's busy time, until its
+    /// last registered thread ends or recording stops.
     handle: Option<tokio::runtime::Handle>,
 }
 
@@ -440,8 +442,8 @@ impl Recorder {
         w.runtime.store(id, Relaxed);
         // The stable tier reads tokio's busy time of each worker (see `crate::watchdog`): of a
         // multi-thread runtime while its threads live, and of a current-thread one too, whose
-        // `block_on` thread tokio never says has stopped: its handle is let go when recording
-        // stops (`Recorder::release_runtime_handles`).
+        // `block_on` thread tokio never says has stopped: its handle is let go when that thread
+        // ends or recording stops (`Recorder::release_runtime_handles`).
         let keep = (flavor == format::Flavor::MultiThread
             || (flavor == format::Flavor::CurrentThread && self.tier() == format::Tier::Stable))
             .then(|| handle.clone());
@@ -511,14 +513,27 @@ impl Recorder {
             .collect()
     }
 
-    /// The handle of runtime `id` while it has live threads (a multi-thread runtime, or in
-    /// the stable tier a current-thread one). Cold: the watchdog asks while a stable-tier worker
-    /// is busy, and keeps the handle no longer than that.
+    /// The handle of multi-thread runtime `id` while it has live threads (for its load and for
+    /// which thread holds a worker). Cold.
     pub(crate) fn runtime_handle(&self, id: u64) -> Option<tokio::runtime::Handle> {
         lock(&self.runtimes)
             .iter()
-            .find(|e| e.info.id == id)
+            .find(|e| e.info.id == id && e.info.flavor == format::Flavor::MultiThread)
             .and_then(|e| e.handle.clone())
+    }
+
+    /// The handle of runtime `id` kept for its workers' busy times (a multi-thread runtime
+    /// while it has live threads; in the stable tier a current-thread one too), and whether it
+    /// is a current-thread runtime. Cold: the watchdog asks while a stable-tier worker is busy,
+    /// and keeps the handle no longer than that.
+    pub(crate) fn busy_time_handle(&self, id: u64) -> Option<(tokio::runtime::Handle, bool)> {
+        lock(&self.runtimes)
+            .iter()
+            .find(|e| e.info.id == id)
+            .and_then(|e| {
+                let current_thread = e.info.flavor == format::Flavor::CurrentThread;
+                e.handle.clone().map(|h| (h, current_thread))
+            })
     }
 
     /// Whether runtime `id` still has live threads (and asyncprof its handle).

@@ -989,3 +989,50 @@ fn stable_tier_takes_no_yielding_block_on_future_for_a_stall() {
         );
     });
 }
+
+/// Two threads take turns calling `block_on` on one current-thread runtime, in the stable
+/// tier: the first, its `block_on` returned, keeps a busy period no park ends, while the
+/// second blocks inside its own `block_on`. The second's call is a stall at its line.
+#[test]
+fn stable_tier_sees_a_stall_when_threads_take_turns_on_a_current_thread_runtime() {
+    crate::support::retry_if_disturbed(|| {
+        let path = crate::support::temp_run_path("stable-block-on-turns");
+        let guard = asyncprof::Profiler::builder()
+            .out(&path)
+            .stall_threshold(Duration::from_millis(10))
+            .start()
+            .unwrap();
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        let rt = guard
+            .instrument_stable(&mut b, asyncprof::Hooks::new())
+            .enable_all()
+            .build()
+            .unwrap();
+        let (first_done, first_waits) = std::sync::mpsc::channel::<()>();
+        let (second_done, second_waits) = std::sync::mpsc::channel::<()>();
+        let driven = &rt;
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                driven.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+                first_done.send(()).unwrap();
+                // Returned: this thread lives on, outside the runtime, until the other is done.
+                second_waits.recv().unwrap();
+            });
+            scope.spawn(move || {
+                first_waits.recv().unwrap();
+                driven.block_on(async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    std::thread::sleep(Duration::from_millis(80)); // stall: second-driver
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                });
+                second_done.send(()).unwrap();
+            });
+        });
+        drop(rt);
+        drop(guard);
+        let (run, ()) = crate::support::read_back(&path, Ok(()));
+        let stall = the_stall(&run);
+        assert_culprit(stall, "second-driver");
+        assert_eq!(stall.class, StallClass::Blocking);
+    });
+}
