@@ -800,6 +800,27 @@ fn call_among_pollers(poll_us: u64, threshold_ms: u64, call_ms: u64) {
     );
 }
 
+/// Record what `f` does with a current-thread runtime instrumented in the stable tier (a
+/// 10 ms threshold), from the calling thread.
+fn record_current_thread_stable(name: &str, f: impl FnOnce(&tokio::runtime::Runtime)) -> RunFile {
+    let path = crate::support::temp_run_path(name);
+    let guard = asyncprof::Profiler::builder()
+        .out(&path)
+        .stall_threshold(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    let rt = guard
+        .instrument_stable(&mut b, asyncprof::Hooks::new())
+        .enable_all()
+        .build()
+        .unwrap();
+    f(&rt);
+    drop(rt);
+    drop(guard);
+    crate::support::read_back(&path, Ok(())).0
+}
+
 /// A current-thread runtime driven by `block_on` calls from a thread that goes on with code of
 /// its own between them, in the stable tier: the busy period begun at the last unpark of a
 /// `block_on` has no park to end it once `block_on` returns, yet the thread then holds no
@@ -808,31 +829,18 @@ fn call_among_pollers(poll_us: u64, threshold_ms: u64, call_ms: u64) {
 #[test]
 fn stable_tier_sees_no_stall_once_block_on_returned() {
     crate::support::retry_if_disturbed(|| {
-        let path = crate::support::temp_run_path("stable-block-on-returned");
-        let guard = asyncprof::Profiler::builder()
-            .out(&path)
-            .stall_threshold(Duration::from_millis(10))
-            .start()
-            .unwrap();
-        let mut b = tokio::runtime::Builder::new_current_thread();
-        let rt = guard
-            .instrument_stable(&mut b, asyncprof::Hooks::new())
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            // The stable tier sees busy periods from the first unpark on.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            std::thread::sleep(Duration::from_millis(60)); // stall: in-block-on
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let run = record_current_thread_stable("stable-block-on-returned", |rt| {
+            rt.block_on(async {
+                // The stable tier sees busy periods from the first unpark on.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                std::thread::sleep(Duration::from_millis(60)); // stall: in-block-on
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+            // Returned: the thread's own code, no runtime on its stack.
+            std::thread::sleep(Duration::from_millis(300)); // after-block-on
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+            std::thread::sleep(Duration::from_millis(300)); // after-block-on
         });
-        // Returned: the thread's own code, no runtime on its stack.
-        std::thread::sleep(Duration::from_millis(300)); // after-block-on
-        rt.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
-        std::thread::sleep(Duration::from_millis(300)); // after-block-on
-        drop(rt);
-        drop(guard);
-        let (run, ()) = crate::support::read_back(&path, Ok(()));
         assert_eq!(run.header.tier, asyncprof_format::Tier::Stable);
         let stall = the_stall(&run);
         assert_culprit(stall, "in-block-on");
@@ -874,33 +882,20 @@ fn stable_tier_names_a_stall_ending_a_block_on_at_its_line() {
         x
     }
     crate::support::retry_if_disturbed(|| {
-        let path = crate::support::temp_run_path("stable-block-on-end");
-        let guard = asyncprof::Profiler::builder()
-            .out(&path)
-            .stall_threshold(Duration::from_millis(10))
-            .start()
-            .unwrap();
-        let mut b = tokio::runtime::Builder::new_current_thread();
-        let rt = guard
-            .instrument_stable(&mut b, asyncprof::Hooks::new())
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            let until = Instant::now() + Duration::from_millis(40);
-            let mut x = 1u64;
-            while Instant::now() < until {
-                // stall: ends-block-on
-                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-            }
+        let run = record_current_thread_stable("stable-block-on-end", |rt| {
+            rt.block_on(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let until = Instant::now() + Duration::from_millis(40);
+                let mut x = 1u64;
+                while Instant::now() < until {
+                    // stall: ends-block-on
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            });
+            // The caller's own code, far longer than the poll.
+            std::hint::black_box(spin(1000));
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(10)).await });
         });
-        // The caller's own code, far longer than the poll.
-        std::hint::black_box(spin(1000));
-        rt.block_on(async { tokio::time::sleep(Duration::from_millis(10)).await });
-        drop(rt);
-        drop(guard);
-        let (run, ()) = crate::support::read_back(&path, Ok(()));
         // A loop on CPU: its samples reach its condition's line (reading the clock) or its
         // body's, the lines around each marker.
         let inside = stall_line("ends-block-on") - 1;
@@ -938,40 +933,29 @@ fn stable_tier_names_a_stall_ending_a_block_on_at_its_line() {
 #[test]
 fn stable_tier_takes_no_yielding_block_on_future_for_a_stall() {
     crate::support::retry_if_disturbed(|| {
-        let path = crate::support::temp_run_path("stable-block-on-yields");
-        let guard = asyncprof::Profiler::builder()
-            .out(&path)
-            .stall_threshold(Duration::from_millis(10))
-            .start()
-            .unwrap();
-        let mut b = tokio::runtime::Builder::new_current_thread();
-        let rt = guard
-            .instrument_stable(&mut b, asyncprof::Hooks::new())
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            // The stable tier sees busy periods from the first unpark on.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let until = Instant::now() + Duration::from_millis(600);
-            let mut x = 1u64;
-            while Instant::now() < until {
-                for _ in 0..20_000 {
+        let run = record_current_thread_stable("stable-block-on-yields", |rt| {
+            rt.block_on(async {
+                // The stable tier sees busy periods from the first unpark on.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let until = Instant::now() + Duration::from_millis(600);
+                let mut x = 1u64;
+                while Instant::now() < until {
+                    for _ in 0..20_000 {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                    tokio::task::yield_now().await;
+                }
+                // Then one step of 60 ms: a poll that holds the worker.
+                let until = Instant::now() + Duration::from_millis(60);
+                while Instant::now() < until {
+                    // stall: yields-then-holds
                     x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
                 }
-                tokio::task::yield_now().await;
-            }
-            // Then one step of 60 ms: a poll that holds the worker.
-            let until = Instant::now() + Duration::from_millis(60);
-            while Instant::now() < until {
-                // stall: yields-then-holds
-                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
         });
-        drop(rt);
-        drop(guard);
-        let (run, ()) = crate::support::read_back(&path, Ok(()));
         let held = stall_line("yields-then-holds");
         let lines: Vec<_> = run
             .stalls
@@ -996,41 +980,28 @@ fn stable_tier_takes_no_yielding_block_on_future_for_a_stall() {
 #[test]
 fn stable_tier_sees_a_stall_when_threads_take_turns_on_a_current_thread_runtime() {
     crate::support::retry_if_disturbed(|| {
-        let path = crate::support::temp_run_path("stable-block-on-turns");
-        let guard = asyncprof::Profiler::builder()
-            .out(&path)
-            .stall_threshold(Duration::from_millis(10))
-            .start()
-            .unwrap();
-        let mut b = tokio::runtime::Builder::new_current_thread();
-        let rt = guard
-            .instrument_stable(&mut b, asyncprof::Hooks::new())
-            .enable_all()
-            .build()
-            .unwrap();
-        let (first_done, first_waits) = std::sync::mpsc::channel::<()>();
-        let (second_done, second_waits) = std::sync::mpsc::channel::<()>();
-        let driven = &rt;
-        std::thread::scope(|scope| {
-            scope.spawn(move || {
-                driven.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
-                first_done.send(()).unwrap();
-                // Returned: this thread lives on, outside the runtime, until the other is done.
-                second_waits.recv().unwrap();
-            });
-            scope.spawn(move || {
-                first_waits.recv().unwrap();
-                driven.block_on(async {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    std::thread::sleep(Duration::from_millis(80)); // stall: second-driver
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+        let run = record_current_thread_stable("stable-block-on-turns", |rt| {
+            let (first_done, first_waits) = std::sync::mpsc::channel::<()>();
+            let (second_done, second_waits) = std::sync::mpsc::channel::<()>();
+            let driven = rt;
+            std::thread::scope(|scope| {
+                scope.spawn(move || {
+                    driven.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+                    first_done.send(()).unwrap();
+                    // Returned: this thread lives on, outside the runtime, until the other is done.
+                    second_waits.recv().unwrap();
                 });
-                second_done.send(()).unwrap();
+                scope.spawn(move || {
+                    first_waits.recv().unwrap();
+                    driven.block_on(async {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        std::thread::sleep(Duration::from_millis(80)); // stall: second-driver
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    });
+                    second_done.send(()).unwrap();
+                });
             });
         });
-        drop(rt);
-        drop(guard);
-        let (run, ()) = crate::support::read_back(&path, Ok(()));
         let stall = the_stall(&run);
         assert_culprit(stall, "second-driver");
         assert_eq!(stall.class, StallClass::Blocking);
