@@ -1007,3 +1007,42 @@ fn stable_tier_sees_a_stall_when_threads_take_turns_on_a_current_thread_runtime(
         assert_eq!(stall.class, StallClass::Blocking);
     });
 }
+
+/// A blocking read at the end of a current-thread `block_on` (no park after it), then a
+/// longer sleep in the caller's own code, in one busy period of the stable tier. The stall is
+/// the read, inside `block_on`, at its line (recorded as its stretch asleep); the caller's
+/// sleep is not a finding.
+#[test]
+fn stable_tier_keeps_a_blocking_call_ending_a_block_on_before_a_longer_sleep() {
+    use std::io::{Read, Write};
+    crate::support::retry_if_disturbed(|| {
+        let run = record_current_thread_stable("stable-block-on-read-then-sleep", |rt| {
+            for _ in 0..2 {
+                let (mut ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+                let writer = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(70));
+                    theirs.write_all(b"x").unwrap();
+                });
+                rt.block_on(async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let mut byte = [0u8; 1];
+                    ours.read_exact(&mut byte).unwrap(); // stall: read-ends-block-on
+                });
+                writer.join().unwrap();
+                // The caller's own code, asleep for longer than the read.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(10)).await });
+        });
+        let stall = the_stall(&run);
+        assert_culprit(stall, "read-ends-block-on");
+        let findings = asyncprof_report::diagnose(&run);
+        assert!(
+            !findings.is_empty()
+                && findings
+                    .iter()
+                    .all(|f| f.location.line == stall_line("read-ends-block-on")),
+            "{findings:#?}"
+        );
+    });
+}
