@@ -389,6 +389,15 @@ pub(crate) fn diagnosis<'a>(
                      for this long, as tokio's busy time for it shows; the task is not known. \
                      Build with --cfg tokio_unstable to time every poll.)",
                 );
+            } else if run.header.tier == asyncprof_format::Tier::Hooks
+                && stalls.iter().all(|s| s.task_id == 0)
+            {
+                advice.push_str(
+                    " (No task's poll: the future given to a current-thread runtime's \
+                     `block_on`, or a `LocalSet` task, which tokio's task hooks do not time; \
+                     the worker ran no task and did not park for this long, and tokio's busy \
+                     time for it stood still.)",
+                );
             }
             Finding {
                 kind,

@@ -512,6 +512,9 @@ pub(crate) struct Watchdog {
     /// tokio's busy time per worker of each runtime with a stable-tier worker busy now (see
     /// [`BusyTimes`]; a current-thread runtime's one worker too).
     busy_times: Vec<BusyTimes>,
+    /// The hooks tier: a current-thread runtime's `block_on` thread between its tasks' polls
+    /// is watched too ([`observe_between`]). Set at each look.
+    between_polls: bool,
     /// Buffers `read_busy_times` reuses, so that a look allocates nothing.
     scratch: (Vec<ThreadPark>, Vec<bool>),
     /// A small generator (xorshift) that spreads a busy period's samples in time, so that
@@ -709,6 +712,7 @@ impl Watchdog {
             minute_start_ns: 0,
             sampled_this_minute: 0,
             busy_times: Vec::new(),
+            between_polls: false,
             scratch: Default::default(),
             jitter: clock::exact_ns() | 1,
         }
@@ -721,12 +725,14 @@ impl Watchdog {
     fn read_busy_times(&mut self, now: u64) {
         let rec = self.rec;
         self.busy_times.retain(|b| rec.runtime_live(b.runtime));
-        // Only the stable tier has busy periods (and a look of the hooks tier does no more).
-        if rec.tier() != asyncprof_format::Tier::Stable {
+        // Only the stable tier has busy periods, and the hooks tier a current-thread runtime's
+        // time between its tasks' polls (a look of the hooks tier otherwise does no more).
+        self.between_polls = rec.tier() == asyncprof_format::Tier::Hooks;
+        if rec.tier() != asyncprof_format::Tier::Stable && !self.between_polls {
             return;
         }
         for w in rec.workers() {
-            if let Some((_, _, 0)) = observe(w) {
+            if let Some((_, _, 0)) = self.observe_any(w) {
                 let r = w.runtime.load(Relaxed);
                 if !self.busy_times.iter().any(|b| b.runtime == r) {
                     if let Some((handle, current_thread)) = rec.busy_time_handle(r) {
@@ -887,6 +893,12 @@ impl Watchdog {
         self.asleep_all_along(i, tid, now).map(|_| began)
     }
 
+    /// A worker in a poll ([`observe`]) or, in the hooks tier, a current-thread runtime's
+    /// `block_on` thread between its tasks' polls ([`observe_between`]).
+    fn observe_any(&self, w: &Worker) -> Option<(u64, u64, u64)> {
+        observe(w).or_else(|| self.between_polls.then(|| observe_between(w)).flatten())
+    }
+
     /// Busy periods of runtime `r` past the threshold: (declared stalls, not yet declared).
     fn busy_periods(&self, r: u64, now: u64) -> (usize, usize) {
         let (mut declared, mut waiting) = (0, 0);
@@ -894,7 +906,7 @@ impl Watchdog {
             if let Some(a) = &t.stall {
                 declared += usize::from(a.raw.task_id == 0 && a.raw.runtime == r);
             } else if w.runtime.load(Relaxed) == r
-                && matches!(observe(w), Some((seq, _, 0)) if seq == t.seq)
+                && matches!(self.observe_any(w), Some((seq, _, 0)) if seq == t.seq)
                 && now.saturating_sub(t.lower_ns) >= self.threshold_ns
             {
                 waiting += 1;
@@ -983,7 +995,7 @@ impl Watchdog {
             if self.tracks.len() <= i {
                 self.tracks.resize_with(i + 1, Track::default);
             }
-            let observed = observe(w);
+            let observed = self.observe_any(w);
             let track = &mut self.tracks[i];
             let Some((seq, start, task)) = observed else {
                 // Between polls: nothing to watch on this worker until the next.
@@ -1273,7 +1285,14 @@ impl Watchdog {
             .flatten();
         // Acquire: pairs with the worker's release store when the poll ends. A state read
         // after the poll ended describes the worker's next doings, not the stall.
-        let same_poll = || w.state.load(Acquire) == seq;
+        // An even `seq` is a hooks-tier stretch between polls (`observe_between`).
+        let same_poll = || {
+            if seq & 1 == 1 {
+                w.state.load(Acquire) == seq
+            } else {
+                observe_between(w).is_some_and(|(s, _, _)| s == seq)
+            }
+        };
         if let Some(state) = state.filter(|_| same_poll()) {
             // A runnable thread that got less than half the CPU since the last look was
             // mostly waiting for a core (another thread ran): not evidence of computing.
@@ -1546,7 +1565,7 @@ impl Watchdog {
             };
             let same_poll = workers
                 .get(i)
-                .and_then(|w| observe(w))
+                .and_then(|w| self.observe_any(w))
                 .is_some_and(|(seq, _, _)| seq == t.seq);
             if same_poll {
                 active.raw.last_seen_ns = now;
@@ -1557,6 +1576,25 @@ impl Watchdog {
             }
         }
     }
+}
+
+/// The hooks tier on a current-thread runtime's `block_on` thread, between its tasks' polls
+/// and not parked: the thread may be polling the future given to `block_on`, or a
+/// `LocalSet`'s tasks, which tokio's task hooks do not time. Watched as the stable tier
+/// watches a busy period (task 0, judged by tokio's busy time and the stacks): (an identity
+/// that changes at every poll and every park, always even, so never a poll's state; no
+/// start; task 0).
+fn observe_between(w: &Worker) -> Option<(u64, u64, u64)> {
+    if !w.current_thread.load(Relaxed) || !w.active.load(Acquire) {
+        return None;
+    }
+    let s1 = w.state.load(Acquire);
+    if s1 & 1 == 1 || w.park_since_ns.load(Acquire) != 0 {
+        return None;
+    }
+    let parks = w.parks.load(Relaxed);
+    let s2 = w.state.load(Acquire);
+    (s1 == s2 && w.park_since_ns.load(Acquire) == 0).then_some((s1 ^ (parks << 40), 0, 0))
 }
 
 /// A consistent view of a worker inside a poll: (state, coarse start, task id).

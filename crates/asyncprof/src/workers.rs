@@ -96,6 +96,8 @@ pub(crate) struct Worker {
     /// Span enters that `state` counted as polls and were not (the layer tier's enter of a
     /// task's span to drop its future).
     pub(crate) non_poll_enters: AtomicU64,
+    /// The thread drives a current-thread runtime (calls its `block_on`).
+    pub(crate) current_thread: AtomicBool,
     pub(crate) hists: Mutex<WorkerHists>,
     /// Polls of recently polled tasks by this worker, indexed by task id modulo the table
     /// size and tagged with the id. Only this worker writes it, so counting a poll touches
@@ -235,6 +237,7 @@ impl Worker {
             registered_ns: AtomicU64::new(0),
             stopped_ns: AtomicU64::new(0),
             non_poll_enters: AtomicU64::new(0),
+            current_thread: AtomicBool::new(false),
             task_polls: (0..WORKER_POLL_COUNTS)
                 .map(|_| TaskPollCount::default())
                 .collect::<Box<[_]>>()
@@ -426,6 +429,7 @@ impl Recorder {
     fn note_runtime(&self, w: &Worker) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             w.runtime.store(0, Relaxed);
+            w.current_thread.store(false, Relaxed);
             return;
         };
         let flavor = match handle.runtime_flavor() {
@@ -440,13 +444,18 @@ impl Recorder {
             .compare_exchange(0, workers, Relaxed, Relaxed);
         let id = runtime_id(handle.id());
         w.runtime.store(id, Relaxed);
-        // The stable tier reads tokio's busy time of each worker (see `crate::watchdog`): of a
-        // multi-thread runtime while its threads live, and of a current-thread one too, whose
-        // `block_on` thread tokio never says has stopped: its handle is let go when that thread
-        // ends or recording stops (`Recorder::release_runtime_handles`).
+        w.current_thread
+            .store(flavor == format::Flavor::CurrentThread, Relaxed);
+        // Busy periods (the stable tier's, and in the hooks tier a current-thread runtime's
+        // time between its tasks' polls) are checked against tokio's busy time of each worker
+        // (see `crate::watchdog`): of a multi-thread runtime while its threads live, and of a
+        // current-thread one too, whose `block_on` thread tokio never says has stopped: its
+        // handle is let go when that thread ends or recording stops
+        // (`Recorder::release_runtime_handles`).
         let keep = (flavor == format::Flavor::MultiThread
-            || (flavor == format::Flavor::CurrentThread && self.tier() == format::Tier::Stable))
-            .then(|| handle.clone());
+            || (flavor == format::Flavor::CurrentThread
+                && matches!(self.tier(), format::Tier::Stable | format::Tier::Hooks)))
+        .then(|| handle.clone());
         let mut rts = lock(&self.runtimes);
         if let Some(e) = rts.iter_mut().find(|e| e.info.id == id) {
             e.live += 1;

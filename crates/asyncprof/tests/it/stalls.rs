@@ -1046,3 +1046,90 @@ fn stable_tier_keeps_a_blocking_call_ending_a_block_on_before_a_longer_sleep() {
         );
     });
 }
+
+/// The hooks tier on a current-thread runtime: the future given to `block_on` is no task, and
+/// `LocalSet` tasks get no hooks, yet a blocking call in either holds the runtime's only
+/// worker. Each is a stall at its line; a future and local tasks that compute in short steps
+/// and yield are not.
+#[test]
+fn hooks_tier_sees_stalls_in_the_block_on_future_and_local_tasks() {
+    crate::support::retry_if_disturbed(|| {
+        let run = record_stall("hooks-block-on-future", Flavor::CurrentThread, || async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            std::thread::sleep(Duration::from_millis(60)); // stall: hooks-block-on-future
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        });
+        let stall = the_stall(&run);
+        assert_culprit(stall, "hooks-block-on-future");
+        assert_eq!(stall.class, StallClass::Blocking);
+        assert_finding(&run, "blocking-call", "hooks-block-on-future");
+        let findings = asyncprof_report::diagnose(&run);
+        assert!(
+            findings[0].recommendation.contains("No task's poll"),
+            "{findings:#?}"
+        );
+
+        let run = record_stall("hooks-local-task", Flavor::CurrentThread, || async {
+            let local = tokio::task::LocalSet::new();
+            local
+                .run_until(async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::task::spawn_local(async {
+                        std::thread::sleep(Duration::from_millis(60)); // stall: hooks-local-task
+                    })
+                    .await
+                    .unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                })
+                .await;
+        });
+        let stall = the_stall(&run);
+        assert_culprit(stall, "hooks-local-task");
+        assert_finding(&run, "blocking-call", "hooks-local-task");
+    });
+}
+
+#[test]
+fn hooks_tier_takes_no_yielding_block_on_future_or_local_tasks_for_a_stall() {
+    fn step(x: u64) -> u64 {
+        let mut x = x;
+        for _ in 0..20_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        x
+    }
+    crate::support::retry_if_disturbed(|| {
+        let run = record_stall("hooks-block-on-yields", Flavor::CurrentThread, || async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let until = Instant::now() + Duration::from_millis(500);
+            let mut x = 1;
+            while Instant::now() < until {
+                x = step(x);
+                tokio::task::yield_now().await;
+            }
+            let local = tokio::task::LocalSet::new();
+            local
+                .run_until(async move {
+                    let until = Instant::now() + Duration::from_millis(500);
+                    let tasks: Vec<_> = (0..4u64)
+                        .map(|seed| {
+                            tokio::task::spawn_local(async move {
+                                let mut x = seed;
+                                while Instant::now() < until {
+                                    x = step(x);
+                                    tokio::task::yield_now().await;
+                                }
+                                x
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        std::hint::black_box(t.await.unwrap());
+                    }
+                })
+                .await;
+            std::hint::black_box(x);
+        });
+        assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
+    });
+}
