@@ -279,6 +279,20 @@ pub fn shows_a_runtime(frames: &[Frame]) -> bool {
     })
 }
 
+/// Whether any frame of the stack is a current-thread runtime's scheduler (its `block_on`
+/// loop, its tasks' runs, its park): the thread was inside a current-thread `block_on`.
+pub fn in_current_thread_block_on(frames: &[Frame]) -> bool {
+    frames.iter().any(|f| match f.file.as_deref() {
+        Some(file) => {
+            file.contains("tokio") && file.contains("/src/runtime/scheduler/current_thread/")
+        }
+        None => f
+            .function
+            .trim_start_matches('<')
+            .starts_with("tokio::runtime::scheduler::current_thread::"),
+    })
+}
+
 /// std's entry of a thread it started, or of the main thread (`lang_start`), by name.
 fn is_thread_start(frame: &Frame) -> bool {
     let function = strip_generics(&frame.function);
@@ -978,6 +992,7 @@ mod tests {
             );
             assert!(!outside_any_runtime(&inside), "{block_on}");
             assert!(shows_a_runtime(&inside), "{block_on}");
+            assert!(in_current_thread_block_on(&inside), "{block_on}");
         }
         // The runtime's drop waiting for its blocking threads is the runtime's.
         let dropping = stack(
@@ -995,6 +1010,7 @@ mod tests {
         assert!(!outside_any_runtime(&dropping));
         // Not outside, nor driving a runtime: neither rule decides on it.
         assert!(!shows_a_runtime(&dropping) && !shows_a_runtime(&after));
+        assert!(!in_current_thread_block_on(&dropping) && !in_current_thread_block_on(&after));
 
         // An unnamed frame (the vDSO's clock read on CPU, a C library without symbols) is
         // not tokio's.

@@ -205,7 +205,8 @@ impl WithoutAPoll {
     /// Whether to send this version of a stall record; counts a busy-period stall that ends
     /// unsent into `dropped`.
     fn admit(&mut self, record: &format::StallRecord, seen: Seen, dropped: &AtomicU64) -> bool {
-        // Stalls of the hooks and layer tiers are polls.
+        // Stalls of the hooks and layer tiers are polls (but for the hooks tier's stretches
+        // between a current-thread runtime's task polls, task 0, judged here as busy periods).
         if record.task_id != 0 {
             return true;
         }
@@ -249,6 +250,16 @@ impl WithoutAPoll {
         // A current-thread runtime's `block_on` returned: the thread runs its caller's code,
         // outside any runtime, its busy period never ended by a park. No worker is held.
         let no_poll = no_poll || format::mostly_outside_a_runtime(record);
+        // The hooks tier's stretches between a current-thread runtime's task polls are the
+        // `block_on` future's or a `LocalSet`'s: one whose stacks never show the thread inside
+        // a current-thread `block_on` (none taken, or the thread waiting in another runtime's
+        // `block_on`, or back in a blocking pool) shows no poll of those.
+        let no_poll = no_poll
+            || (seen.hooks
+                && !record
+                    .stacks
+                    .iter()
+                    .any(|s| format::culprit::in_current_thread_block_on(&s.frames)));
         let admitted = self.ongoing.remove(&record.id).unwrap_or(false) || !no_poll;
         if self.ongoing.len() >= MAX_TRACKED {
             // Only stalls whose last version was lost (the watchdog's board was full) stay
@@ -323,6 +334,9 @@ impl WithoutAPoll {
 /// What the watchdog saw of a busy-period stall besides what its record says.
 #[derive(Debug, Clone, Copy, Default)]
 struct Seen {
+    /// The hooks tier: a stall of task 0 is a stretch between a current-thread runtime's task
+    /// polls.
+    hooks: bool,
     polls: PollEvidence,
     /// Looks in a row found its thread asleep for a threshold (`RawStall::stretch`), not for
     /// moments between computings.
@@ -479,6 +493,7 @@ pub(crate) fn aggregator_loop(
             let raw = stretch.as_ref().unwrap_or(raw);
             let record = symbolizer.record(raw, recorder.run_start_ns);
             let seen = Seen {
+                hooks: recorder.tier() == format::Tier::Hooks,
                 multi_thread: recorder.is_multi_thread(raw.runtime),
                 polls: raw.polls,
                 asleep: raw.stretch.blocked(),
@@ -806,6 +821,7 @@ mod tests {
             only_copied: false,
             going_on: false,
             multi_thread: true,
+            hooks: false,
         }
     }
 
@@ -816,6 +832,56 @@ mod tests {
         r.ongoing = ongoing;
         r.stacks = stacks.iter().map(|&p| stack(p)).collect();
         r
+    }
+
+    /// Known truth: the hooks tier's stretch between a current-thread runtime's task polls,
+    /// blocked inside its `block_on` future (the current-thread scheduler on the stack), and
+    /// one whose thread waits in another runtime's `block_on` (no such frame).
+    #[test]
+    fn hooks_tier_stretches_between_polls_need_a_current_thread_block_on_in_their_stacks() {
+        let frame = |f: &str, file: &str| format::Frame::new(f, Some(file.to_string()), Some(1));
+        let tokio = "/c/registry/src/i/tokio-1.54.1/src/runtime";
+        let blocked = |id, inner: format::Frame| {
+            let mut r = StallRecord::default();
+            r.id = id;
+            let mut sample = format::StackSample::default();
+            sample.count = 3;
+            sample.frames = vec![
+                format::Frame::new("futex_wait", None, None),
+                frame("app::main::{{closure}}", "/app/src/main.rs"),
+                inner,
+                frame("app::main", "/app/src/main.rs"),
+            ];
+            r.stacks = vec![sample];
+            r
+        };
+        let inside = blocked(
+            1,
+            frame(
+                "tokio::runtime::scheduler::current_thread::CoreGuard::block_on",
+                &format!("{tokio}/scheduler/current_thread/mod.rs"),
+            ),
+        );
+        let elsewhere = blocked(
+            2,
+            frame(
+                "tokio::runtime::park::CachedParkThread::block_on",
+                &format!("{tokio}/park.rs"),
+            ),
+        );
+        let hooks = Seen {
+            hooks: true,
+            ..seen(PollEvidence::Unknown, true)
+        };
+        let dropped = AtomicU64::new(0);
+        let mut gate = WithoutAPoll::default();
+        assert!(gate.admit(&inside, hooks, &dropped));
+        assert!(!gate.admit(&elsewhere, hooks, &dropped));
+        assert_eq!(dropped.load(Relaxed), 1);
+        // The stable tier's busy period is judged as before.
+        let mut elsewhere = elsewhere;
+        elsewhere.id = 3;
+        assert!(gate.admit(&elsewhere, seen(PollEvidence::Unknown, true), &dropped));
     }
 
     #[test]

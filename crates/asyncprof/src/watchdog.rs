@@ -539,6 +539,13 @@ struct BusyTimes {
     runtime: u64,
     /// A current-thread runtime: its one worker is run by whichever thread calls `block_on`.
     current_thread: bool,
+    /// Of a current-thread runtime: tokio's park and unpark count of its worker when it last
+    /// moved, this runtime's thread's own park count then, and whether that thread has parked
+    /// twice since without tokio's count moving: it drives another runtime now (a thread is
+    /// counted with the first runtime it ran for), whose busy time this is not.
+    park_unparks: u64,
+    parks_then: u64,
+    stale: bool,
     metrics: tokio::runtime::RuntimeMetrics,
     workers: Vec<BusyTime>,
     /// Which tokio worker each thread runs, as learned.
@@ -576,6 +583,25 @@ struct Pair {
 }
 
 impl BusyTimes {
+    /// A current-thread runtime: whether its one thread still drives it (see `stale`).
+    fn follow_parks(&mut self, rec: &Recorder) {
+        let mut ours = rec
+            .workers()
+            .filter(|w| w.active.load(Relaxed) && w.runtime.load(Relaxed) == self.runtime);
+        let (Some(w), None) = (ours.next(), ours.next()) else {
+            return;
+        };
+        let parks = w.parks.load(Relaxed);
+        let theirs = self.metrics.worker_park_unpark_count(0);
+        if theirs != self.park_unparks {
+            self.park_unparks = theirs;
+            self.parks_then = parks;
+            self.stale = false;
+        } else if parks.saturating_sub(self.parks_then) >= 2 {
+            self.stale = true;
+        }
+    }
+
     fn read(&mut self, now: u64) {
         for i in 0..self.metrics.num_workers() {
             let busy_ns = self.metrics.worker_total_busy_duration(i).as_nanos() as u64;
@@ -732,13 +758,21 @@ impl Watchdog {
             return;
         }
         for w in rec.workers() {
-            if let Some((_, _, 0)) = self.observe_any(w) {
+            // In the hooks tier a current-thread runtime's busy times are read from its thread's
+            // registration on, so that its parks are followed (`BusyTimes::follow_parks`)
+            // before any stretch between its polls is long.
+            let current =
+                self.between_polls && w.current_thread.load(Relaxed) && w.active.load(Relaxed);
+            if current || matches!(self.observe_any(w), Some((_, _, 0))) {
                 let r = w.runtime.load(Relaxed);
                 if !self.busy_times.iter().any(|b| b.runtime == r) {
                     if let Some((handle, current_thread)) = rec.busy_time_handle(r) {
                         self.busy_times.push(BusyTimes {
                             runtime: r,
                             current_thread,
+                            park_unparks: u64::MAX,
+                            parks_then: 0,
+                            stale: false,
                             metrics: handle.metrics(),
                             workers: Vec::new(),
                             pairs: Vec::new(),
@@ -763,6 +797,9 @@ impl Watchdog {
             );
             b.parked(&mut after);
             b.extra_threads = threads.len() > after.len();
+            if b.current_thread {
+                b.follow_parks(rec);
+            }
             b.learn(&threads, &after);
         }
         self.scratch = (threads, after);
@@ -775,7 +812,7 @@ impl Watchdog {
     fn busy_times_of(&self, r: u64) -> Option<&BusyTimes> {
         self.busy_times
             .iter()
-            .find(|b| b.runtime == r && !(b.current_thread && b.extra_threads))
+            .find(|b| b.runtime == r && !(b.current_thread && (b.extra_threads || b.stale)))
     }
 
     /// Whether the busy period of worker entry `w` (of runtime `r`), past the threshold, holds
@@ -1032,7 +1069,24 @@ impl Watchdog {
             if task == 0 && running >= self.threshold_ns / 2 {
                 self.read_still(i, w.tid.load(Relaxed), now, false);
             }
-            let busy = if task == 0 && running >= self.threshold_ns {
+            // A hooks-tier stretch between polls (`observe_between`, an even `seq`): no start
+            // of its own, it began after the look before the one that first saw it. It is a
+            // stall only by tokio's busy time, read for this runtime and this thread: without
+            // it, nothing tells a `block_on` future that yields from one that holds the worker.
+            let between = seq & 1 == 0;
+            let start = if between {
+                self.tracks[i].lower_ns
+            } else {
+                start
+            };
+            let busy = if between
+                && self
+                    .busy_times_of(w.runtime.load(Relaxed))
+                    .and_then(|b| b.index_of(w.index, w.tid.load(Relaxed)))
+                    .is_none()
+            {
+                None
+            } else if task == 0 && running >= self.threshold_ns {
                 match self.busy_stall(w, now) {
                     None if self.tracks[i].stall.is_none() => {
                         self.held_by_a_still_thread(i, w, now)

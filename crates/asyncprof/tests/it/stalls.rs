@@ -1133,3 +1133,55 @@ fn hooks_tier_takes_no_yielding_block_on_future_or_local_tasks_for_a_stall() {
         assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
     });
 }
+
+/// The hooks tier follows a thread that drives one runtime, then another (it is counted with
+/// the first): healthy work in the next runtime is no stall of the first. A thread that
+/// waited 300 ms in a multi-thread runtime's `block_on` held no worker; a second current-thread
+/// runtime's `block_on` future that yields in short steps for 500 ms is judged without the
+/// first runtime's busy time, which stood still since it ended.
+#[test]
+fn hooks_tier_takes_no_later_runtime_for_a_stall_of_the_first() {
+    fn current_thread(guard: &asyncprof::Guard) -> tokio::runtime::Runtime {
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        guard.instrument(&mut b).enable_all().build().unwrap()
+    }
+    crate::support::retry_if_disturbed(|| {
+        let (run, ()) = crate::support::record_guarded("hooks-then-multi-thread", |guard| {
+            let first = current_thread(guard);
+            first.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+            drop(first);
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            let next = guard.instrument(&mut b).enable_all().build().unwrap();
+            next.block_on(async {
+                tokio::spawn(async { tokio::time::sleep(Duration::from_millis(300)).await })
+                    .await
+                    .unwrap()
+            });
+        });
+        assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
+
+        let (run, ()) = crate::support::record_guarded("hooks-then-current-thread", |guard| {
+            let first = current_thread(guard);
+            first.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+            drop(first);
+            let next = current_thread(guard);
+            next.block_on(async {
+                for _ in 0..4 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let until = Instant::now() + Duration::from_millis(500);
+                let mut x = 1u64;
+                while Instant::now() < until {
+                    for _ in 0..20_000 {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                    tokio::task::yield_now().await;
+                }
+            });
+        });
+        assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
+    });
+}
