@@ -197,7 +197,8 @@ pub(crate) struct RawStall {
     pub(crate) on_cpu_stacks: std::collections::HashSet<Vec<usize>>,
 }
 
-/// What the signal samples of a busy-period stall (the stable tier) show of its polls: the
+/// What the signal samples of a busy-period stall (the stable tier; in the hooks tier, a
+/// current-thread runtime's stretch between its tasks' polls, watched as one) show of its polls: the
 /// signal handler asks tokio which task the thread is polling at that instant
 /// (`tokio::task::try_id`, none between polls). A busy period whose samples show two polls
 /// (two tasks, or a task and then the scheduler between polls) is not one poll, however long
@@ -535,6 +536,9 @@ pub(crate) struct Watchdog {
 /// counts and in asyncprof's (and from the last one left). Until then a busy period is a stall only when
 /// at least as many workers stand as busy periods are past the threshold (each of them is
 /// one), never a guess between a standing worker and a polling one.
+///
+/// Read too for a current-thread runtime's one worker: in the stable tier, and in the hooks
+/// tier for its `block_on` thread between its tasks' polls (see `observe_between`).
 struct BusyTimes {
     runtime: u64,
     /// A current-thread runtime: its one worker is run by whichever thread calls `block_on`.
@@ -1062,7 +1066,8 @@ impl Watchdog {
                 continue;
             }
             let running = now.saturating_sub(self.tracks[i].lower_ns);
-            // A busy period (the stable tier) holds its worker in one poll only while tokio's
+            // A busy period (the stable tier; the hooks tier's stretch between a current-thread
+            // runtime's polls) holds its worker in one poll only while tokio's
             // busy time for that worker stands still: `None` while it moves.
             // Its thread's exact CPU clock, in a stall too: whether it has not run since
             // before a change is asked of a declared stall as well (`idle_through_change`).
