@@ -293,6 +293,12 @@ pub fn in_current_thread_block_on(frames: &[Frame]) -> bool {
     })
 }
 
+/// Whether the stack reaches the thread's start (std's thread entry, or `lang_start` on the
+/// main thread): it was not cut short.
+pub fn reaches_thread_start(frames: &[Frame]) -> bool {
+    frames.iter().any(is_thread_start)
+}
+
 /// std's entry of a thread it started, or of the main thread (`lang_start`), by name.
 fn is_thread_start(frame: &Frame) -> bool {
     let function = strip_generics(&frame.function);
@@ -1011,6 +1017,7 @@ mod tests {
         // Not outside, nor driving a runtime: neither rule decides on it.
         assert!(!shows_a_runtime(&dropping) && !shows_a_runtime(&after));
         assert!(!in_current_thread_block_on(&dropping) && !in_current_thread_block_on(&after));
+        assert!(reaches_thread_start(&after) && !reaches_thread_start(&after[..5]));
 
         // An unnamed frame (the vDSO's clock read on CPU, a C library without symbols) is
         // not tokio's.

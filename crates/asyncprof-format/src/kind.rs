@@ -139,13 +139,13 @@ pub fn mostly_without_a_worker(s: &StallRecord) -> bool {
     at_least_half(s, crate::culprit::holds_no_worker)
 }
 
-/// Whether at least half of the stall's stack samples show a thread outside every tokio
-/// runtime ([`crate::culprit::outside_any_runtime`]) and none shows a runtime driven
-/// ([`crate::culprit::shows_a_runtime`]): a current-thread runtime's `block_on` returned, and the thread went on with the
-/// caller's own code. Its busy period (the stable tier), begun at its last unpark, has no park
-/// to end it; no worker is held. A busy period that runs on into the next `block_on` (tokio
-/// polls its future before it parks) and holds it there shows the runtime in those samples,
-/// and is kept.
+/// Whether at least half of the stall's stack samples show a thread outside every tokio runtime
+/// ([`crate::culprit::outside_any_runtime`]) and none shows a runtime driven
+/// ([`crate::culprit::shows_a_runtime`]): a current-thread runtime's `block_on` returned, and the
+/// thread went on with the caller's own code. Its busy period (the stable tier), begun at its last
+/// unpark, has no park to end it; no worker is held. A busy period that runs on into the next
+/// `block_on` (tokio polls its future before it parks) and holds it there shows the runtime in
+/// those samples, and is kept.
 pub fn mostly_outside_a_runtime(s: &StallRecord) -> bool {
     !s.stacks
         .iter()

@@ -251,11 +251,17 @@ impl WithoutAPoll {
         // outside any runtime, its busy period never ended by a park. No worker is held.
         let no_poll = no_poll || format::mostly_outside_a_runtime(record);
         // The hooks tier's stretches between a current-thread runtime's task polls are the
-        // `block_on` future's or a `LocalSet`'s: one whose stacks never show the thread inside
-        // a current-thread `block_on` (none taken, or the thread waiting in another runtime's
-        // `block_on`, or back in a blocking pool) shows no poll of those.
+        // `block_on` future's or a `LocalSet`'s: one whose whole stacks (each reaching the
+        // thread's start) never show the thread inside a current-thread `block_on` (waiting in
+        // another runtime's `block_on`, or back in a blocking pool) shows no poll of those. One
+        // without stacks, or with a stack cut short, is judged as a busy period is.
         let no_poll = no_poll
             || (seen.hooks
+                && !record.stacks.is_empty()
+                && record
+                    .stacks
+                    .iter()
+                    .all(|s| format::culprit::reaches_thread_start(&s.frames))
                 && !record
                     .stacks
                     .iter()
@@ -851,6 +857,10 @@ mod tests {
                 frame("app::main::{{closure}}", "/app/src/main.rs"),
                 inner,
                 frame("app::main", "/app/src/main.rs"),
+                frame(
+                    "std::rt::lang_start_internal",
+                    "/rustc/1/library/std/src/rt.rs",
+                ),
             ];
             r.stacks = vec![sample];
             r
@@ -878,6 +888,11 @@ mod tests {
         assert!(gate.admit(&inside, hooks, &dropped));
         assert!(!gate.admit(&elsewhere, hooks, &dropped));
         assert_eq!(dropped.load(Relaxed), 1);
+        // A stack cut short (no thread start) cannot tell: judged as a busy period is.
+        let mut cut = elsewhere.clone();
+        cut.id = 4;
+        cut.stacks[0].frames.pop();
+        assert!(gate.admit(&cut, hooks, &dropped));
         // The stable tier's busy period is judged as before.
         let mut elsewhere = elsewhere;
         elsewhere.id = 3;

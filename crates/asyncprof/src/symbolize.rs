@@ -75,12 +75,12 @@ fn most_sampled_culprit(
 }
 
 /// For each of a stall's stacks, whether it can have held the worker. A busy period (the stable
-/// tier, or the hooks tier's stretch between polls: `task_id` 0) of a current-thread runtime's `block_on` thread runs on after `block_on`
-/// returns, through the caller's own code, until the next `block_on` parks: when some of its
-/// stacks show a runtime driven ([`culprit::shows_a_runtime`]), those outside every runtime
-/// ([`culprit::outside_any_runtime`]) are the caller's code, which holds no worker, and are
-/// not the stall's. A stall of a task's poll, or one no stack shows in a runtime, keeps every
-/// stack.
+/// tier, or the hooks tier's stretch between polls: `task_id` 0) of a current-thread runtime's
+/// `block_on` thread runs on after `block_on` returns, through the caller's own code, until the
+/// next `block_on` parks: when some of its stacks show a runtime driven
+/// ([`culprit::shows_a_runtime`]), those outside every runtime ([`culprit::outside_any_runtime`])
+/// are the caller's code, which holds no worker, and are not the stall's. A stall of a task's poll,
+/// or one no stack shows in a runtime, keeps every stack.
 fn held_the_worker(stacks: &[StackSample], task_id: u64) -> Vec<bool> {
     let mixed = task_id == 0 && stacks.iter().any(|s| culprit::shows_a_runtime(&s.frames));
     stacks

@@ -198,8 +198,8 @@ pub(crate) struct RawStall {
 }
 
 /// What the signal samples of a busy-period stall (the stable tier; in the hooks tier, a
-/// current-thread runtime's stretch between its tasks' polls, watched as one) show of its polls: the
-/// signal handler asks tokio which task the thread is polling at that instant
+/// current-thread runtime's stretch between its tasks' polls, watched as one) show of its
+/// polls: the signal handler asks tokio which task the thread is polling at that instant
 /// (`tokio::task::try_id`, none between polls). A busy period whose samples show two polls
 /// (two tasks, or a task and then the scheduler between polls) is not one poll, however long
 /// tokio's busy time stood still: tokio publishes it only every 61 turns of its loop, so 61
@@ -801,7 +801,9 @@ impl Watchdog {
             );
             b.parked(&mut after);
             b.extra_threads = threads.len() > after.len();
-            if b.current_thread {
+            // The hooks tier's watch between a current-thread runtime's polls only: the stable
+            // tier judges such a runtime's busy periods as it did.
+            if b.current_thread && self.between_polls {
                 b.follow_parks(rec);
             }
             b.learn(&threads, &after);
