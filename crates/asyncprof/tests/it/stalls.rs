@@ -937,16 +937,7 @@ fn stable_tier_takes_no_yielding_block_on_future_for_a_stall() {
             rt.block_on(async {
                 // The stable tier sees busy periods from the first unpark on.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let until = Instant::now() + Duration::from_millis(600);
-                let mut x = 1u64;
-                while Instant::now() < until {
-                    for _ in 0..20_000 {
-                        x = std::hint::black_box(
-                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
-                        );
-                    }
-                    tokio::task::yield_now().await;
-                }
+                let mut x = compute_in_yielding_steps(1, 600).await;
                 // Then one step of 60 ms: a poll that holds the worker.
                 let until = Instant::now() + Duration::from_millis(60);
                 while Instant::now() < until {
@@ -1091,37 +1082,15 @@ fn hooks_tier_sees_stalls_in_the_block_on_future_and_local_tasks() {
 
 #[test]
 fn hooks_tier_takes_no_yielding_block_on_future_or_local_tasks_for_a_stall() {
-    fn step(x: u64) -> u64 {
-        let mut x = x;
-        for _ in 0..20_000 {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
-        x
-    }
     crate::support::retry_if_disturbed(|| {
         let run = record_stall("hooks-block-on-yields", Flavor::CurrentThread, || async {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let until = Instant::now() + Duration::from_millis(500);
-            let mut x = 1;
-            while Instant::now() < until {
-                x = step(x);
-                tokio::task::yield_now().await;
-            }
+            let x = compute_in_yielding_steps(1, 500).await;
             let local = tokio::task::LocalSet::new();
             local
                 .run_until(async move {
-                    let until = Instant::now() + Duration::from_millis(500);
                     let tasks: Vec<_> = (0..4u64)
-                        .map(|seed| {
-                            tokio::task::spawn_local(async move {
-                                let mut x = seed;
-                                while Instant::now() < until {
-                                    x = step(x);
-                                    tokio::task::yield_now().await;
-                                }
-                                x
-                            })
-                        })
+                        .map(|seed| tokio::task::spawn_local(compute_in_yielding_steps(seed, 500)))
                         .collect();
                     for t in tasks {
                         std::hint::black_box(t.await.unwrap());
@@ -1170,18 +1139,23 @@ fn hooks_tier_takes_no_later_runtime_for_a_stall_of_the_first() {
                 for _ in 0..4 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                let until = Instant::now() + Duration::from_millis(500);
-                let mut x = 1u64;
-                while Instant::now() < until {
-                    for _ in 0..20_000 {
-                        x = std::hint::black_box(
-                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
-                        );
-                    }
-                    tokio::task::yield_now().await;
-                }
+                compute_in_yielding_steps(1, 500).await;
             });
         });
         assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
     });
+}
+
+/// Compute for `for_ms` in short steps (20,000 multiplications), yielding to the runtime
+/// between them: many short polls, none holding the worker.
+async fn compute_in_yielding_steps(seed: u64, for_ms: u64) -> u64 {
+    let until = Instant::now() + Duration::from_millis(for_ms);
+    let mut x = seed;
+    while Instant::now() < until {
+        for _ in 0..20_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        tokio::task::yield_now().await;
+    }
+    x
 }
