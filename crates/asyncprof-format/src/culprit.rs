@@ -266,30 +266,21 @@ pub fn outside_any_runtime(frames: &[Frame]) -> bool {
 /// was driving a runtime then, inside a `block_on` or a worker's loop. A runtime's drop or
 /// its blocking pool alone is not.
 pub fn shows_a_runtime(frames: &[Frame]) -> bool {
-    frames.iter().any(|f| match f.file.as_deref() {
-        Some(file) => {
-            file.contains("tokio")
-                && (file.contains("/src/runtime/scheduler/") || file.contains("/src/runtime/task/"))
-        }
-        None => {
-            let name = f.function.trim_start_matches('<');
-            name.starts_with("tokio::runtime::scheduler::")
-                || name.starts_with("tokio::runtime::task::")
-        }
+    frames.iter().any(|f| {
+        in_tokio(f, "/src/runtime/scheduler/", "tokio::runtime::scheduler::")
+            || in_tokio(f, "/src/runtime/task/", "tokio::runtime::task::")
     })
 }
 
 /// Whether any frame of the stack is a current-thread runtime's scheduler (its `block_on`
 /// loop, its tasks' runs, its park): the thread was inside a current-thread `block_on`.
 pub fn in_current_thread_block_on(frames: &[Frame]) -> bool {
-    frames.iter().any(|f| match f.file.as_deref() {
-        Some(file) => {
-            file.contains("tokio") && file.contains("/src/runtime/scheduler/current_thread/")
-        }
-        None => f
-            .function
-            .trim_start_matches('<')
-            .starts_with("tokio::runtime::scheduler::current_thread::"),
+    frames.iter().any(|f| {
+        in_tokio(
+            f,
+            "/src/runtime/scheduler/current_thread/",
+            "tokio::runtime::scheduler::current_thread::",
+        )
     })
 }
 
@@ -305,14 +296,17 @@ fn is_thread_start(frame: &Frame) -> bool {
     function.ends_with("thread_start") || function.contains("lang_start")
 }
 
-/// A frame of tokio's runtime: by its file when it has one, else by its name.
+/// A frame of tokio's runtime (`src/runtime/`).
 fn is_tokio_runtime(frame: &Frame) -> bool {
+    in_tokio(frame, "/src/runtime/", "tokio::runtime::")
+}
+
+/// Whether `frame` is tokio's code under `dir` of its sources: by its file when it has one,
+/// else by its full name, which then starts with `module`.
+fn in_tokio(frame: &Frame, dir: &str, module: &str) -> bool {
     match frame.file.as_deref() {
-        Some(f) => f.contains("tokio") && f.contains("/src/runtime/"),
-        None => frame
-            .function
-            .trim_start_matches('<')
-            .starts_with("tokio::runtime::"),
+        Some(f) => f.contains("tokio") && f.contains(dir),
+        None => frame.function.trim_start_matches('<').starts_with(module),
     }
 }
 

@@ -153,6 +153,23 @@ pub fn mostly_outside_a_runtime(s: &StallRecord) -> bool {
         && at_least_half(s, crate::culprit::outside_any_runtime)
 }
 
+/// Whether the stall's stacks, every one whole (reaching the thread's start), never show the
+/// thread inside a current-thread `block_on` ([`crate::culprit::in_current_thread_block_on`]):
+/// the hooks tier's stretch between a current-thread runtime's task polls, whose thread then
+/// waited in another runtime's `block_on` or was back in a blocking pool, polled neither the
+/// `block_on` future nor a `LocalSet`. False without stacks, or with one cut short: it cannot
+/// tell.
+pub fn never_in_a_current_thread_block_on(s: &StallRecord) -> bool {
+    !s.stacks.is_empty()
+        && s.stacks
+            .iter()
+            .all(|st| crate::culprit::reaches_thread_start(&st.frames))
+        && !s
+            .stacks
+            .iter()
+            .any(|st| crate::culprit::in_current_thread_block_on(&st.frames))
+}
+
 /// In the most sampled stack, the call the user's code made (the frame inward of its first
 /// frame) is a future's poll or an async function's body: the user's line was an `.await`,
 /// not a blocking call.
@@ -326,6 +343,10 @@ mod tests {
         assert!(!mostly_outside_a_runtime(&s));
         s.stacks[1].count = 9;
         assert!(mostly_outside_a_runtime(&s));
+        // Whole stacks, none in a current-thread `block_on`; without stacks it cannot tell.
+        s.stacks.truncate(1);
+        assert!(never_in_a_current_thread_block_on(&s));
+        assert!(!never_in_a_current_thread_block_on(&StallRecord::default()));
     }
 
     /// A futex wait, sampled with `call` (a function in `file`) as the frame inward of the

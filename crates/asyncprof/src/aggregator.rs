@@ -251,21 +251,10 @@ impl WithoutAPoll {
         // outside any runtime, its busy period never ended by a park. No worker is held.
         let no_poll = no_poll || format::mostly_outside_a_runtime(record);
         // The hooks tier's stretches between a current-thread runtime's task polls are the
-        // `block_on` future's or a `LocalSet`'s: one whose whole stacks (each reaching the
-        // thread's start) never show the thread inside a current-thread `block_on` (waiting in
-        // another runtime's `block_on`, or back in a blocking pool) shows no poll of those. One
-        // without stacks, or with a stack cut short, is judged as a busy period is.
-        let no_poll = no_poll
-            || (seen.hooks
-                && !record.stacks.is_empty()
-                && record
-                    .stacks
-                    .iter()
-                    .all(|s| format::culprit::reaches_thread_start(&s.frames))
-                && !record
-                    .stacks
-                    .iter()
-                    .any(|s| format::culprit::in_current_thread_block_on(&s.frames)));
+        // `block_on` future's or a `LocalSet`'s: one whose whole stacks never show the thread
+        // inside a current-thread `block_on` shows no poll of those. One without stacks, or
+        // with a stack cut short, is judged as a busy period is.
+        let no_poll = no_poll || (seen.hooks && format::never_in_a_current_thread_block_on(record));
         let admitted = self.ongoing.remove(&record.id).unwrap_or(false) || !no_poll;
         if self.ongoing.len() >= MAX_TRACKED {
             // Only stalls whose last version was lost (the watchdog's board was full) stay

@@ -74,19 +74,21 @@ fn most_sampled_culprit(
     best.map_or((None, None), |(p, c, _)| (p, Some(c)))
 }
 
-/// For each of a stall's stacks, whether it can have held the worker. A busy period (the stable
-/// tier, or the hooks tier's stretch between polls: `task_id` 0) of a current-thread runtime's
-/// `block_on` thread runs on after `block_on` returns, through the caller's own code, until the
-/// next `block_on` parks: when some of its stacks show a runtime driven
-/// ([`culprit::shows_a_runtime`]), those outside every runtime ([`culprit::outside_any_runtime`])
-/// are the caller's code, which holds no worker, and are not the stall's. A stall of a task's poll,
-/// or one no stack shows in a runtime, keeps every stack.
-fn held_the_worker(stacks: &[StackSample], task_id: u64) -> Vec<bool> {
-    let mixed = task_id == 0 && stacks.iter().any(|s| culprit::shows_a_runtime(&s.frames));
-    stacks
-        .iter()
-        .map(|s| !mixed || !culprit::outside_any_runtime(&s.frames))
-        .collect()
+/// Leave out of a stall's stacks (each with whether it was taken on CPU) those that cannot
+/// have held the worker. A busy period (the stable tier, or the hooks tier's stretch between
+/// polls: `task_id` 0) of a current-thread runtime's `block_on` thread runs on after
+/// `block_on` returns, through the caller's own code, until the next `block_on` parks: when
+/// some of its stacks show a runtime driven ([`culprit::shows_a_runtime`]), those outside
+/// every runtime ([`culprit::outside_any_runtime`]) are the caller's code, which holds no
+/// worker. A stall of a task's poll, or one no stack shows in a runtime, keeps every stack.
+fn leave_out_the_callers_code(stacks: &mut Vec<(StackSample, bool)>, task_id: u64) {
+    let mixed = task_id == 0
+        && stacks
+            .iter()
+            .any(|(s, _)| culprit::shows_a_runtime(&s.frames));
+    if mixed {
+        stacks.retain(|(s, _)| !culprit::outside_any_runtime(&s.frames));
+    }
 }
 
 /// The sigreturn trampoline: every frame above it belongs to the signal handler.
@@ -190,6 +192,9 @@ impl Symbolizer {
             .collect();
         stacks
             .sort_by(|(a, _), (b, _)| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
+        // The caller's code after a `block_on` returned is not the stall's: its stacks leave
+        // the record (its line, its call, the stack a finding shows).
+        leave_out_the_callers_code(&mut stacks, raw.task_id);
         let (stacks, on_cpu): (Vec<StackSample>, Vec<bool>) = stacks.into_iter().unzip();
         let classified = raw.on_cpu + raw.asleep;
         let on_cpu_ratio = if classified == 0 {
@@ -202,16 +207,6 @@ impl Symbolizer {
             _ if on_cpu_ratio >= 0.5 => StallClass::CpuBound,
             _ => StallClass::Blocking,
         };
-        // The caller's code after a `block_on` returned is not the stall's: its stacks leave
-        // the record (its line, its call, the stack a finding shows).
-        let held = held_the_worker(&stacks, raw.task_id);
-        let (stacks, on_cpu): (Vec<StackSample>, Vec<bool>) = stacks
-            .into_iter()
-            .zip(on_cpu)
-            .zip(held)
-            .filter(|(_, h)| *h)
-            .map(|(s, _)| s)
-            .unzip();
         let (primitive, culprit) = most_sampled_culprit(&stacks, &on_cpu, class);
         let syscall = raw.syscalls.iter().max_by_key(|(_, n)| **n).map(|(nr, _)| {
             asyncprof_sampler::syscall_name(*nr)
@@ -324,11 +319,15 @@ mod tests {
                 start,
             ],
         );
-        let stacks = [after.clone(), inside];
-        assert_eq!(held_the_worker(&stacks, 0), [false, true]);
+        let kept = |stacks: &[&StackSample], task_id| {
+            let mut stacks: Vec<_> = stacks.iter().map(|&s| (s.clone(), false)).collect();
+            leave_out_the_callers_code(&mut stacks, task_id);
+            stacks.into_iter().map(|(s, _)| s).collect::<Vec<_>>()
+        };
+        assert_eq!(kept(&[&after, &inside], 0), std::slice::from_ref(&inside));
         // A task's poll (the hooks tier), or no stack in a runtime: every stack counts.
-        assert_eq!(held_the_worker(&stacks, 7), [true, true]);
-        assert_eq!(held_the_worker(&[after], 0), [true]);
+        assert_eq!(kept(&[&after, &inside], 7), [after.clone(), inside]);
+        assert_eq!(kept(&[&after], 0), [after]);
     }
 
     #[test]

@@ -547,7 +547,7 @@ struct BusyTimes {
     /// moved, this runtime's thread's own park count then, and whether that thread has parked
     /// twice since without tokio's count moving: it drives another runtime now (a thread is
     /// counted with the first runtime it ran for), whose busy time this is not.
-    park_unparks: u64,
+    park_unparks: Option<u64>,
     parks_then: u64,
     stale: bool,
     metrics: tokio::runtime::RuntimeMetrics,
@@ -597,8 +597,8 @@ impl BusyTimes {
         };
         let parks = w.parks.load(Relaxed);
         let theirs = self.metrics.worker_park_unpark_count(0);
-        if theirs != self.park_unparks {
-            self.park_unparks = theirs;
+        if self.park_unparks != Some(theirs) {
+            self.park_unparks = Some(theirs);
             self.parks_then = parks;
             self.stale = false;
         } else if parks.saturating_sub(self.parks_then) >= 2 {
@@ -774,7 +774,7 @@ impl Watchdog {
                         self.busy_times.push(BusyTimes {
                             runtime: r,
                             current_thread,
-                            park_unparks: u64::MAX,
+                            park_unparks: None,
                             parks_then: 0,
                             stale: false,
                             metrics: handle.metrics(),

@@ -56,8 +56,8 @@ pub(crate) struct RuntimeEntry {
     live: u32,
     /// A multi-thread runtime's handle, kept while it has live threads: tokio's metrics say
     /// which thread holds each worker, and a thread inside `block_in_place` holds none. In
-    /// the stable tier a current-thread runtime's too, for its worker's busy time, until its
-    /// last registered thread ends or recording stops.
+    /// the stable and hooks tiers a current-thread runtime's too, for its worker's busy time,
+    /// until its last registered thread ends or recording stops.
     handle: Option<tokio::runtime::Handle>,
 }
 
@@ -532,9 +532,9 @@ impl Recorder {
     }
 
     /// The handle of runtime `id` kept for its workers' busy times (a multi-thread runtime
-    /// while it has live threads; in the stable tier a current-thread one too), and whether it
-    /// is a current-thread runtime. Cold: the watchdog asks while a stable-tier worker is busy,
-    /// and keeps the handle no longer than that.
+    /// while it has live threads; in the stable and hooks tiers a current-thread one too), and
+    /// whether it is a current-thread runtime. Cold: the watchdog asks while a busy period or a
+    /// stretch between polls is watched, and keeps the handle no longer than that.
     pub(crate) fn busy_time_handle(&self, id: u64) -> Option<(tokio::runtime::Handle, bool)> {
         lock(&self.runtimes)
             .iter()
