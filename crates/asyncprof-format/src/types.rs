@@ -724,7 +724,10 @@ pub struct StallRecord {
     pub class: StallClass,
     /// The system call the thread slept in most often, by name (or number).
     pub syscall: Option<String>,
-    /// The share of samples that found the thread on CPU.
+    /// The share of the stall on CPU, which decides its class: for a poll's stall, of its
+    /// thread's time on CPU or asleep (its `schedstat`; time waiting for a core left out);
+    /// for a busy period's stall, or without `schedstat`, of the looks that found the thread
+    /// on CPU or asleep.
     pub on_cpu_ratio: f64,
     /// The share of the stall's wall time the thread spent on CPU (its schedstat), from half
     /// the threshold to the end; `None` while it lasts or when unknown. Well under 1 without

@@ -32,6 +32,60 @@ const MAX_CACHED: usize = 100_000;
 /// line), and with `class` blocking only those copied while the thread slept: a poll that
 /// slept, then computed for longer, is CPU-bound at the line that computed, however many
 /// samples (denser at a stall's start) its sleep got.
+/// A stall's class and its share on CPU. A poll's stall is classed by where its time went
+/// (its thread's `schedstat`: on CPU against asleep, time spent waiting for a core left out),
+/// not by the share of looks that found it on CPU: the looks come closest at a stall's start,
+/// so a poll that slept, then computed for longer, had most of its looks asleep. The looks
+/// decide where the time is unknown, for a busy period's stall (several polls' time), and when
+/// no stack of the time's class names a line while one of the looks' class does (signals off,
+/// or every signal sample failed): a class is not given a line it has no evidence for.
+fn classify(raw: &RawStall, stacks: &[StackSample], on_cpu: &[bool]) -> (StallClass, f64) {
+    let looked = raw.on_cpu + raw.asleep;
+    let by_looks = match looked {
+        0 => (StallClass::Unknown, 0.0),
+        _ => {
+            let ratio = f64::from(raw.on_cpu) / f64::from(looked);
+            let class = if ratio >= 0.5 {
+                StallClass::CpuBound
+            } else {
+                StallClass::Blocking
+            };
+            (class, ratio)
+        }
+    };
+    let by_time = match raw.time_split {
+        Some(t) if raw.task_id != 0 => {
+            let ratio = t.on_cpu_ns as f64 / (t.on_cpu_ns + t.asleep_ns) as f64;
+            let class = if ratio >= 0.5 {
+                StallClass::CpuBound
+            } else {
+                StallClass::Blocking
+            };
+            (class, ratio)
+        }
+        _ => return by_looks,
+    };
+    let names_a_line = |class| class_names_a_line(stacks, on_cpu, class);
+    if by_time.0 != by_looks.0 && !names_a_line(by_time.0) && names_a_line(by_looks.0) {
+        return by_looks;
+    }
+    by_time
+}
+
+/// Whether one of the stacks taken as `class` (on CPU: a signal's; blocking: copied while
+/// asleep) names a line of the user's.
+fn class_names_a_line(stacks: &[StackSample], on_cpu: &[bool], class: StallClass) -> bool {
+    let wanted = match class {
+        StallClass::CpuBound => true,
+        StallClass::Blocking => false,
+        _ => return false,
+    };
+    stacks
+        .iter()
+        .zip(on_cpu)
+        .any(|(s, &cpu)| cpu == wanted && culprit::primitive_and_culprit(&s.frames).1.is_some())
+}
+
 fn most_sampled_culprit(
     stacks: &[StackSample],
     on_cpu: &[bool],
@@ -43,10 +97,7 @@ fn most_sampled_culprit(
         _ => None,
     };
     let of_class = |cpu: bool| wanted.is_none_or(|w| cpu == w);
-    let class_names_a_line = stacks
-        .iter()
-        .zip(on_cpu)
-        .any(|(s, &cpu)| of_class(cpu) && culprit::primitive_and_culprit(&s.frames).1.is_some());
+    let class_names_a_line = wanted.is_none() || class_names_a_line(stacks, on_cpu, class);
     let chosen = stacks
         .iter()
         .zip(on_cpu)
@@ -196,17 +247,7 @@ impl Symbolizer {
         // the record (its line, its call, the stack a finding shows).
         leave_out_the_callers_code(&mut stacks, raw.task_id);
         let (stacks, on_cpu): (Vec<StackSample>, Vec<bool>) = stacks.into_iter().unzip();
-        let classified = raw.on_cpu + raw.asleep;
-        let on_cpu_ratio = if classified == 0 {
-            0.0
-        } else {
-            f64::from(raw.on_cpu) / f64::from(classified)
-        };
-        let class = match classified {
-            0 => StallClass::Unknown,
-            _ if on_cpu_ratio >= 0.5 => StallClass::CpuBound,
-            _ => StallClass::Blocking,
-        };
+        let (class, on_cpu_ratio) = classify(raw, &stacks, &on_cpu);
         let (primitive, culprit) = most_sampled_culprit(&stacks, &on_cpu, class);
         let syscall = raw.syscalls.iter().max_by_key(|(_, n)| **n).map(|(nr, _)| {
             asyncprof_sampler::syscall_name(*nr)
@@ -382,6 +423,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_polls_stall_is_classed_by_where_its_time_went() {
+        use crate::watchdog::TimeSplit;
+        // The poll above: four looks asleep, three on CPU; 25 ms asleep, 100 ms on CPU.
+        let stacks = [
+            sample(4, "clock_nanosleep", 5),
+            sample(1, "step", 26),
+            sample(1, "commit", 26),
+            sample(1, "exec", 26),
+        ];
+        let cpu = [false, true, true, true];
+        let mut raw = RawStall {
+            task_id: 7,
+            on_cpu: 3,
+            asleep: 4,
+            time_split: Some(TimeSplit {
+                on_cpu_ns: 100_000_000,
+                asleep_ns: 25_000_000,
+            }),
+            ..RawStall::default()
+        };
+        let (class, ratio) = classify(&raw, &stacks, &cpu);
+        assert_eq!(class, StallClass::CpuBound);
+        assert!((ratio - 0.8).abs() < 1e-9, "{ratio}");
+        // No stack on CPU names a line (signals off): the looks' class, whose line has one.
+        let (class, ratio) = classify(&raw, &stacks[..1], &cpu[..1]);
+        assert_eq!(class, StallClass::Blocking);
+        assert!((ratio - 3.0 / 7.0).abs() < 1e-9, "{ratio}");
+        // No stack at all: the time's class.
+        assert_eq!(classify(&raw, &[], &[]).0, StallClass::CpuBound);
+        // A busy period's stall (several polls' time): the looks decide.
+        raw.task_id = 0;
+        assert_eq!(classify(&raw, &stacks, &cpu).0, StallClass::Blocking);
+        // The time unknown (no `schedstat`): the looks decide.
+        raw.task_id = 7;
+        raw.time_split = None;
+        assert_eq!(classify(&raw, &stacks, &cpu).0, StallClass::Blocking);
+        raw.on_cpu = 0;
+        raw.asleep = 0;
+        assert_eq!(classify(&raw, &stacks, &cpu), (StallClass::Unknown, 0.0));
+    }
     #[test]
     fn a_stack_is_named_in_one_batch_and_then_from_the_cache() {
         let mut s = Symbolizer::default();

@@ -195,6 +195,21 @@ pub(crate) struct RawStall {
     /// were copied while it slept. (One stack is one or the other: a signal's starts in the
     /// handler, a copy's at a system call.)
     pub(crate) on_cpu_stacks: std::collections::HashSet<Vec<usize>>,
+    /// A poll's stall (not a busy period's): the thread's time on CPU and asleep (neither on
+    /// CPU nor waiting for one), ns, from the first read of its times in the stall (at half
+    /// the threshold, or the first look) to the last (at its end, or the latest look while it
+    /// lasts). `None` without `schedstat` (CPU time then in 10 ms ticks) or before two reads.
+    /// The looks come closest at a stall's start, so this, not their count, says where the
+    /// time of a poll that slept, then computed, went.
+    pub(crate) time_split: Option<TimeSplit>,
+}
+
+/// Where a stalled poll's time went, from its thread's `schedstat` (see
+/// [`RawStall::time_split`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TimeSplit {
+    pub(crate) on_cpu_ns: u64,
+    pub(crate) asleep_ns: u64,
 }
 
 /// What the signal samples of a busy-period stall (the stable tier; in the hooks tier, a
@@ -278,6 +293,9 @@ struct Active {
     run_is_recorded: bool,
     /// The same at half the threshold, for the whole stall's CPU share at its end.
     cpu_start: Option<(u64, u64)>,
+    /// A poll's stall: the first read of the thread's times in it, where its time split
+    /// ([`RawStall::time_split`]) counts from.
+    first_mark: Option<SleepMark>,
     /// Busy-period stalls: the task the signal samples show now (0: none yet), the thread's
     /// CPU time at the first sample that showed it, when the last did, and how many did.
     poll_task: u64,
@@ -414,6 +432,17 @@ impl SleepMark {
         before
             .at_ns
             .saturating_add(self.slept_before_ns.unwrap_or_default())
+    }
+
+    /// The thread's time on CPU and asleep from this mark to `later`; `None` without
+    /// `schedstat` (no wait time: the CPU time is then in 10 ms ticks) or for no time at all.
+    fn split_until(&self, later: &SleepMark) -> Option<TimeSplit> {
+        self.wait_ns.and(later.wait_ns)?;
+        let split = TimeSplit {
+            on_cpu_ns: later.cpu_ns.saturating_sub(self.cpu_ns),
+            asleep_ns: self.slept_ns_until(later),
+        };
+        (split.on_cpu_ns + split.asleep_ns > 0).then_some(split)
     }
 
     /// The time the thread slept from this mark to `later`.
@@ -1168,6 +1197,9 @@ impl Watchdog {
                                 }
                             }
                             active.cpu_start = mark;
+                            if task != 0 {
+                                active.first_mark = active.sleep_mark;
+                            }
                             self.tracks[i].stall = Some(active);
                         }
                     }
@@ -1283,6 +1315,7 @@ impl Watchdog {
             in_run: false,
             run_is_recorded: false,
             cpu_start: None,
+            first_mark: None,
             poll_task: 0,
             poll_first_cpu_ns: None,
             poll_last_ns: 0,
@@ -1372,6 +1405,10 @@ impl Watchdog {
                 self.follow_stretch(active, &mark, crowded);
             }
             active.sleep_mark = Some(mark);
+            if active.raw.task_id != 0 {
+                let first = *active.first_mark.get_or_insert(mark);
+                active.raw.time_split = first.split_until(&mark);
+            }
             active.cpu_mark = Some((now, state.cpu_ns));
             if state.state == 'R' {
                 if !preempted {
@@ -1605,12 +1642,17 @@ impl Watchdog {
         Self::close_stretch(&mut active, now, false);
         // The poll just ended: the CPU the thread used since half the threshold says whether
         // it computed or waited for a core (an overloaded machine preempting it).
-        if let (Some((since, cpu0)), Some(st)) = (
-            active.cpu_start,
-            asyncprof_sampler::thread_state(active.raw.tid),
-        ) {
+        let end = asyncprof_sampler::thread_state(active.raw.tid);
+        if let (Some((since, cpu0)), Some(st)) = (active.cpu_start, &end) {
             let wall = now.saturating_sub(since).max(1);
             active.raw.cpu_share = Some(st.cpu_ns.saturating_sub(cpu0) as f64 / wall as f64);
+        }
+        // A poll's time split to its end (else it stands at the last look's read).
+        if let (Some(first), Some(st)) = (active.first_mark, &end) {
+            if active.raw.task_id != 0 {
+                let end = SleepMark::read(st, None);
+                active.raw.time_split = first.split_until(&end).or(active.raw.time_split);
+            }
         }
         self.push(&mut active, now);
     }

@@ -139,6 +139,43 @@ fn cpu_spin_is_cpu_bound_at_its_line() {
     });
 }
 
+/// A poll that first sleeps, then computes for four times as long, is classed by where its
+/// time went, not by where the watchdog's looks fell (they come closest at a stall's start),
+/// and is put at the loop's line; its twin, a short computation then a long sleep, stays a
+/// blocking call at the sleep's line.
+#[test]
+fn a_poll_that_sleeps_then_computes_longer_is_cpu_bound_at_its_loop() {
+    crate::support::retry_if_disturbed(|| {
+        let run = record_stall("sleep-then-spin", Flavor::MultiThread(2), || async {
+            tokio::spawn(async {
+                std::thread::sleep(Duration::from_millis(25));
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(100) {} // stall: sleep-then-spin
+            })
+            .await
+            .unwrap();
+        });
+        let stall = the_stall(&run);
+        assert_eq!(stall.class, StallClass::CpuBound, "{stall:#?}");
+        assert_culprit(stall, "sleep-then-spin");
+        assert_finding(&run, "cpu-bound-poll", "sleep-then-spin");
+
+        let run = record_stall("spin-then-sleep", Flavor::MultiThread(2), || async {
+            tokio::spawn(async {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(25) {}
+                std::thread::sleep(Duration::from_millis(100)); // stall: spin-then-sleep
+            })
+            .await
+            .unwrap();
+        });
+        let stall = the_stall(&run);
+        assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
+        assert_culprit(stall, "spin-then-sleep");
+        assert_finding(&run, "blocking-call", "spin-then-sleep");
+    });
+}
+
 #[test]
 fn contended_std_mutex_blocks_in_futex() {
     crate::support::retry_if_disturbed(|| {
