@@ -1,6 +1,7 @@
 //! `blocking-call`: a poll slept in a system call past the threshold.
 //!
-//! **Measures**: a stall whose thread was asleep in most samples, outside a std lock: a
+//! **Measures**: a stall whose thread was asleep for most of its time (a poll's stall: its
+//! `schedstat`), or in most of the watchdog's looks (a busy period's), outside a std lock: a
 //! `std::thread::sleep`, synchronous file or socket I/O, a blocking HTTP or database client.
 //! The primitive is the call the user's code made; the system call says which kind of wait.
 //! **Why it hurts**: the worker does nothing and runs nothing else for as long as the call

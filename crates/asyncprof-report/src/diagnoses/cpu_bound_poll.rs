@@ -1,6 +1,7 @@
 //! `cpu-bound-poll`: a poll computed on the worker past the threshold.
 //!
-//! **Measures**: a stall whose thread was on CPU in most samples (hashing, parsing,
+//! **Measures**: a stall whose thread was on CPU for most of its time (a poll's stall: its
+//! `schedstat`), or in most of the watchdog's looks (a busy period's) (hashing, parsing,
 //! compressing, indexing, a tight loop). A thread that was runnable but got little CPU is not
 //! counted as computing. On a busy machine every look may find the thread runnable but
 //! waiting for a core, leaving the stall unclassified: if it was never found asleep and still
