@@ -80,8 +80,8 @@ pub use types::previous_part_path;
 pub use types::{
     Config, Continued, CpuProfile, DepthPoint, Flavor, Frame, Header, LoadPoint, LocationStats,
     LossCounters, QueueKind, QueueStats, RuntimeInfo, RuntimeStats, ScheduleSource, Snapshot,
-    SourceLocation, StackSample, StageStats, StallClass, StallRecord, StallTotals, TaskStats, Tier,
-    WorkerStats, DEFAULT_MAX_FILE_BYTES,
+    SourceLocation, StackSample, StageStats, StallClass, StallPart, StallRecord, StallTotals,
+    TaskStats, Tier, WorkerStats, DEFAULT_MAX_FILE_BYTES,
 };
 pub use write::{encode_frame, end_frame, preamble, RecordKind, RunWriter};
 

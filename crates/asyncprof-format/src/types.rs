@@ -745,6 +745,54 @@ pub struct StallRecord {
     pub culprit: Option<Frame>,
     /// The most tasks seen queued (ready, waiting for a worker) while the stall lasted.
     pub max_ready_tasks: u64,
+    /// A poll that both slept and computed past the threshold each, at two lines: the part of
+    /// the other class than the stall's (a blocking call before a longer computation, say).
+    pub part: Option<StallPart>,
+}
+
+/// The smaller part of a poll's stall that both slept and computed past the threshold each
+/// (from its thread's `schedstat`), at a line of its own: the stall's class is the larger
+/// part's, this is the other, with the stacks of its class that name its line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct StallPart {
+    /// On CPU or asleep: the other class than the stall's.
+    pub class: StallClass,
+    /// The thread's time in this class during the stall (ns): on CPU, or asleep.
+    pub duration_ns: u64,
+    /// The system call it slept in most often (a blocking part).
+    pub syscall: Option<String>,
+    /// The stacks of this class, with their counts.
+    pub stacks: Vec<StackSample>,
+    /// The blocking primitive of its line, when one was found.
+    pub primitive: Option<Frame>,
+    /// Its line: the first frame in the user's own code.
+    pub culprit: Option<Frame>,
+}
+
+impl StallRecord {
+    /// The stall's part ([`StallRecord::part`]) as a stall of its own: its class, time, line
+    /// and stacks, the rest as the stall's. Its CPU share is not known (the stall's is the
+    /// whole poll's), so it is never taken for a preempted thread.
+    pub fn part_as_stall(&self) -> Option<StallRecord> {
+        let part = self.part.as_ref()?;
+        let mut s = self.clone();
+        s.class = part.class;
+        s.duration_ns = part.duration_ns;
+        s.on_cpu_ratio = if part.class == StallClass::CpuBound {
+            1.0
+        } else {
+            0.0
+        };
+        s.cpu_share = None;
+        s.syscall = part.syscall.clone();
+        s.stacks = part.stacks.clone();
+        s.primitive = part.primitive.clone();
+        s.culprit = part.culprit.clone();
+        s.part = None;
+        Some(s)
+    }
 }
 
 /// A CPU profile of the whole run: stacks sampled on a timer (SIGPROF) across every thread.

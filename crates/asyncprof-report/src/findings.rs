@@ -214,6 +214,8 @@ fn merge<'a, K: Ord>(
             parts.sort_by_key(|(_, stalls, _)| std::cmp::Reverse(total_duration(stalls)));
             let mut parts = parts.into_iter();
             let (top, mut stalls, mut also) = parts.next().expect("a group has one part");
+            let mut at: BTreeMap<u64, usize> =
+                stalls.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
             for ((kind, loc), more, more_also) in parts {
                 also.push(if loc == top.1 {
                     format!("{} more stalls at this line were {kind}", more.len())
@@ -227,7 +229,18 @@ fn merge<'a, K: Ord>(
                     )
                 });
                 also.extend(more_also);
-                stalls.extend(more);
+                // A stall and its part (`StallRecord::part`, same id) in one group are one
+                // poll: counted once, with the whole poll's time.
+                for s in more {
+                    match at.get(&s.id) {
+                        Some(&i) if stalls[i].duration_ns < s.duration_ns => stalls[i] = s,
+                        Some(_) => {}
+                        None => {
+                            at.insert(s.id, stalls.len());
+                            stalls.push(s);
+                        }
+                    }
+                }
             }
             (top, stalls, also)
         })
@@ -254,6 +267,14 @@ pub(crate) fn diagnosis<'a>(
     // culprit most often seen for the same task location, of a kind their kernel state fits.
     let mut culprits: BTreeMap<String, BTreeMap<(&'static str, FindingLocation), u64>> =
         BTreeMap::new();
+    // A poll that both slept and computed past the threshold at two lines: its other part is
+    // a stall of its own here, at its line (not in the stall counts and times elsewhere).
+    let parts: Vec<StallRecord> = run
+        .stalls
+        .iter()
+        .filter(|s| !crate::diagnoses::preempted(s))
+        .filter_map(StallRecord::part_as_stall)
+        .collect();
     for s in run
         .stalls
         .iter()
@@ -320,6 +341,16 @@ pub(crate) fn diagnosis<'a>(
             }
         };
         groups.entry((stall_kind(s), location)).or_default().push(s);
+    }
+    for s in parts.iter().filter(|s| !crate::diagnoses::preempted(s)) {
+        if let Some(c) = &s.culprit {
+            let location = FindingLocation {
+                file: c.file.clone().unwrap_or_default(),
+                line: c.line.unwrap_or(0),
+                function: c.function.clone(),
+            };
+            groups.entry((stall_kind(s), location)).or_default().push(s);
+        }
     }
     // One finding per kind and function: a function whose stalls land on several of its
     // lines (an insert loop and its commit) is one place to change, shown at the line that
@@ -516,6 +547,67 @@ mod tests {
         let mut asleep = stall(3, StallClass::Blocking, Some((77, "std::thread::sleep")));
         asleep.cpu_share = Some(share + 0.5);
         assert_eq!(super::stall_kind(&asleep), "blocking-call");
+    }
+
+    /// Known truth: one poll called a blocking client (12 ms asleep, at line 50), then
+    /// computed on its answer (the stall, CPU-bound at line 60, 30 ms in all). The call is a
+    /// finding of its own when it is in another function, and listed with the computation
+    /// when it is in the same one; the poll is counted once there, with its whole time.
+    #[test]
+    fn a_stalls_part_is_a_finding_at_its_line_and_its_poll_counts_once() {
+        let with_part = |function: &str| {
+            let mut s = stall(1, StallClass::CpuBound, Some((60, "")));
+            let mut part = asyncprof_format::StallPart::default();
+            part.class = StallClass::Blocking;
+            part.duration_ns = 12_000_000;
+            part.syscall = Some("recvfrom".into());
+            let call = Frame::new(
+                "std::net::TcpStream::read",
+                Some("/rustc/x/library/std/src/net/tcp.rs".into()),
+                Some(1),
+            );
+            let user = Frame::new(function, Some(FILE.into()), Some(50));
+            let mut sample = StackSample::default();
+            sample.count = 3;
+            sample.frames = vec![call.clone(), user.clone()];
+            part.stacks = vec![sample];
+            part.primitive = Some(call);
+            part.culprit = Some(user);
+            s.part = Some(part);
+            s
+        };
+        let found = findings(&[with_part("enrich::fetch")]);
+        let at = |line| {
+            found
+                .iter()
+                .find(|f| f.location.line == line)
+                .unwrap_or_else(|| panic!("{found:#?}"))
+        };
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(
+            (at(60).kind, at(60).count, at(60).total_ms),
+            ("cpu-bound-poll", 1, 30.0)
+        );
+        assert_eq!(
+            (at(50).kind, at(50).count, at(50).max_ms),
+            ("blocking-call", 1, 12.0)
+        );
+        assert_eq!(at(50).syscall.as_deref(), Some("recvfrom"));
+        assert!(at(50).stack[0].contains("TcpStream::read"), "{found:#?}");
+
+        let found = findings(&[with_part("enrich::lookup")]);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(
+            (f.kind, f.location.line, f.count, f.total_ms),
+            ("cpu-bound-poll", 60, 1, 30.0)
+        );
+        assert!(
+            f.also
+                .iter()
+                .any(|a| a.contains(":50 ") && a.contains("blocking-call")),
+            "{f:#?}"
+        );
     }
 
     fn findings(stalls: &[StallRecord]) -> Vec<super::Finding> {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use asyncprof_format::{culprit, Frame, StackSample, StallClass, StallRecord};
+use asyncprof_format::{culprit, Frame, StackSample, StallClass, StallPart, StallRecord};
 
 use crate::watchdog::RawStall;
 
@@ -70,6 +70,62 @@ fn classify(raw: &RawStall, stacks: &[StackSample], on_cpu: &[bool]) -> (StallCl
         return by_looks;
     }
     by_time
+}
+
+/// Whether a stack taken on CPU (`cpu`) or copied asleep is of `class` (every stack is of
+/// an unknown class).
+fn of_class(class: StallClass, cpu: bool) -> bool {
+    match class {
+        StallClass::CpuBound => cpu,
+        StallClass::Blocking => !cpu,
+        _ => true,
+    }
+}
+
+/// A finished poll's stall whose time of the other class than `class` (asleep for a CPU-bound
+/// one, on CPU for a blocking one) reached the threshold too, at a line of the user's that
+/// stacks of that class name and that is not the stall's (`culprit`): that part, with those
+/// stacks. A poll that called a blocking client for 25 ms, then computed on its answer for
+/// 100 ms, is a CPU-bound stall at the computation with a blocking part at the call.
+fn other_part(
+    raw: &RawStall,
+    stacks: &[StackSample],
+    on_cpu: &[bool],
+    class: StallClass,
+    culprit: Option<&Frame>,
+) -> Option<StallPart> {
+    let t = raw
+        .time_split
+        .filter(|_| raw.task_id != 0 && !raw.ongoing)?;
+    let (other, ns) = match class {
+        StallClass::CpuBound => (StallClass::Blocking, t.asleep_ns),
+        StallClass::Blocking => (StallClass::CpuBound, t.on_cpu_ns),
+        _ => return None,
+    };
+    if raw.threshold_ns == 0 || ns < raw.threshold_ns {
+        return None;
+    }
+    let (of, flags): (Vec<StackSample>, Vec<bool>) = stacks
+        .iter()
+        .zip(on_cpu)
+        .filter(|&(_, &cpu)| of_class(other, cpu))
+        .map(|(s, &cpu)| (s.clone(), cpu))
+        .unzip();
+    if !class_names_a_line(&of, &flags, other) {
+        return None;
+    }
+    let (primitive, line) = most_sampled_culprit(&of, &flags, other);
+    let line = line?;
+    if culprit.is_some_and(|c| c.file == line.file && c.line == line.line) {
+        return None;
+    }
+    let mut part = StallPart::default();
+    part.class = other;
+    part.duration_ns = ns;
+    part.stacks = of;
+    part.primitive = primitive;
+    part.culprit = Some(line);
+    Some(part)
 }
 
 /// Whether one of the stacks taken as `class` (on CPU: a signal's; blocking: copied while
@@ -254,6 +310,18 @@ impl Symbolizer {
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("syscall {nr}"))
         });
+        let part = other_part(raw, &stacks, &on_cpu, class, culprit.as_ref()).map(|mut p| {
+            if p.class == StallClass::Blocking {
+                p.syscall.clone_from(&syscall);
+            }
+            p
+        });
+        // The stack a finding shows is the first: one of the stall's class.
+        let (stacks, _): (Vec<StackSample>, Vec<bool>) = {
+            let mut both: Vec<_> = stacks.into_iter().zip(on_cpu).collect();
+            both.sort_by_key(|(_, cpu)| !of_class(class, *cpu));
+            both.into_iter().unzip()
+        };
         let mut r = StallRecord::default();
         r.id = raw.id;
         r.worker = raw.worker;
@@ -280,6 +348,7 @@ impl Symbolizer {
         r.primitive = primitive;
         r.culprit = culprit;
         r.max_ready_tasks = raw.max_ready;
+        r.part = part;
         r
     }
 }

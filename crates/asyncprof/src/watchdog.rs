@@ -202,6 +202,9 @@ pub(crate) struct RawStall {
     /// The looks come closest at a stall's start, so this, not their count, says where the
     /// time of a poll that slept, then computed, went.
     pub(crate) time_split: Option<TimeSplit>,
+    /// The stall threshold (ns): a part of a poll's stall of the other class than its own is
+    /// recorded when its time reaches it (`StallRecord::part`).
+    pub(crate) threshold_ns: u64,
 }
 
 /// Where a stalled poll's time went, from its thread's `schedstat` (see
@@ -1286,6 +1289,7 @@ impl Watchdog {
                 tid: w.tid.load(Relaxed),
                 task_id: task,
                 task_location,
+                threshold_ns: self.threshold_ns,
                 start_ns: start,
                 last_seen_ns: now,
                 detected_ns: now,

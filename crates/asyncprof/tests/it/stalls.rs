@@ -141,14 +141,15 @@ fn cpu_spin_is_cpu_bound_at_its_line() {
 
 /// A poll that first sleeps, then computes for four times as long, is classed by where its
 /// time went, not by where the watchdog's looks fell (they come closest at a stall's start),
-/// and is put at the loop's line; its twin, a short computation then a long sleep, stays a
-/// blocking call at the sleep's line.
+/// and is put at the loop's line, with its sleep, past the threshold too, as its blocking
+/// part; its twin, a short computation then a long sleep, is a blocking call at the sleep's
+/// line with a CPU-bound part at the loop.
 #[test]
 fn a_poll_that_sleeps_then_computes_longer_is_cpu_bound_at_its_loop() {
     crate::support::retry_if_disturbed(|| {
         let run = record_stall("sleep-then-spin", Flavor::MultiThread(2), || async {
             tokio::spawn(async {
-                std::thread::sleep(Duration::from_millis(25));
+                std::thread::sleep(Duration::from_millis(30)); // stall: sleep-before-spin
                 let t = Instant::now();
                 while t.elapsed() < Duration::from_millis(100) {} // stall: sleep-then-spin
             })
@@ -159,11 +160,12 @@ fn a_poll_that_sleeps_then_computes_longer_is_cpu_bound_at_its_loop() {
         assert_eq!(stall.class, StallClass::CpuBound, "{stall:#?}");
         assert_culprit(stall, "sleep-then-spin");
         assert_finding(&run, "cpu-bound-poll", "sleep-then-spin");
+        assert_part(stall, StallClass::Blocking, "sleep-before-spin");
 
         let run = record_stall("spin-then-sleep", Flavor::MultiThread(2), || async {
             tokio::spawn(async {
                 let t = Instant::now();
-                while t.elapsed() < Duration::from_millis(25) {}
+                while t.elapsed() < Duration::from_millis(30) {} // stall: spin-before-sleep
                 std::thread::sleep(Duration::from_millis(100)); // stall: spin-then-sleep
             })
             .await
@@ -173,7 +175,27 @@ fn a_poll_that_sleeps_then_computes_longer_is_cpu_bound_at_its_loop() {
         assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
         assert_culprit(stall, "spin-then-sleep");
         assert_finding(&run, "blocking-call", "spin-then-sleep");
+        assert_part(stall, StallClass::CpuBound, "spin-before-sleep");
     });
+}
+
+/// `stall`'s part is of `class`, at the marked line, and took at least the threshold (10 ms)
+/// and less than the whole stall.
+fn assert_part(stall: &StallRecord, class: StallClass, marker: &str) {
+    let part = stall
+        .part
+        .as_ref()
+        .unwrap_or_else(|| panic!("no part: {stall:#?}"));
+    assert_eq!(part.class, class, "{stall:#?}");
+    assert_eq!(
+        part.culprit.as_ref().and_then(|c| c.line),
+        Some(stall_line(marker)),
+        "{stall:#?}"
+    );
+    assert!(
+        (10_000_000..stall.duration_ns).contains(&part.duration_ns),
+        "{stall:#?}"
+    );
 }
 
 #[test]
