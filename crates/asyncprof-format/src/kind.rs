@@ -21,7 +21,7 @@ pub enum StallKind {
     RuntimeBlocked,
     /// Asleep in `futex` inside a `std::sync` lock.
     LockContention,
-    /// On CPU in most samples, or never found asleep and still on CPU for at least
+    /// Classed on CPU (see [`crate::StallClass`]), or never found asleep and still on CPU for at least
     /// [`PREEMPTED_CPU_SHARE`] of the stall.
     CpuBoundPoll,
     /// Asleep in a system call, or stopped in a call the stack names.
@@ -106,6 +106,8 @@ fn allocator_under_wait(frames: &[crate::Frame]) -> (bool, bool) {
 fn waits_on_the_allocator(s: &StallRecord) -> bool {
     s.stacks
         .iter()
+        // The first of the most sampled: the stall's class's stacks come first.
+        .rev()
         .max_by_key(|st| st.count)
         .is_some_and(|st| allocator_under_wait(&st.frames).1)
 }
@@ -176,6 +178,8 @@ pub fn never_in_a_current_thread_block_on(s: &StallRecord) -> bool {
 fn awaited_a_future(s: &StallRecord) -> bool {
     s.stacks
         .iter()
+        // The first of the most sampled: the stall's class's stacks come first.
+        .rev()
         .max_by_key(|st| st.count)
         .and_then(|st| crate::culprit::call_frame(&st.frames))
         .is_some_and(|f| is_poll(&f.function))

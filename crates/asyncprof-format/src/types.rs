@@ -683,9 +683,10 @@ pub struct StackSample {
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum StallClass {
-    /// On CPU in most samples: computing.
+    /// On CPU for most of its time (a poll's stall, from its thread's `schedstat`), or in most
+    /// of the watchdog's looks (a busy period's): computing.
     CpuBound,
-    /// Asleep in a system call in most samples: waiting.
+    /// Asleep in a system call for most of its time, or in most looks: waiting.
     Blocking,
     /// No sample could be classified.
     #[default]

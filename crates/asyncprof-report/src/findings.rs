@@ -269,11 +269,13 @@ pub(crate) fn diagnosis<'a>(
         BTreeMap::new();
     // A poll that both slept and computed past the threshold at two lines: its other part is
     // a stall of its own here, at its line (not in the stall counts and times elsewhere).
+    // A preempted poll's part counts too: its own time asleep, at its own line, was no core's
+    // doing.
     let parts: Vec<StallRecord> = run
         .stalls
         .iter()
-        .filter(|s| !crate::diagnoses::preempted(s))
         .filter_map(StallRecord::part_as_stall)
+        .filter(|s| !crate::diagnoses::preempted(s))
         .collect();
     for s in run
         .stalls
@@ -342,7 +344,7 @@ pub(crate) fn diagnosis<'a>(
         };
         groups.entry((stall_kind(s), location)).or_default().push(s);
     }
-    for s in parts.iter().filter(|s| !crate::diagnoses::preempted(s)) {
+    for s in &parts {
         if let Some(c) = &s.culprit {
             let location = FindingLocation {
                 file: c.file.clone().unwrap_or_default(),

@@ -44,7 +44,11 @@ pub fn thread_state(tid: i32) -> Option<ThreadState> {
     // utime and stime are fields 14 and 15 of stat; after the ')' they are at 11 and 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok();
+    // A kernel that keeps no scheduler statistics prints `0 0 0`: no figures, not a thread
+    // that never ran (this one has).
+    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .filter(|s| s.split_whitespace().next() != Some("0"));
     let field = |i: usize| {
         schedstat
             .as_deref()

@@ -24,14 +24,6 @@ pub(crate) struct Symbolizer {
 /// Addresses cached at most (a few hundred bytes each); past it the cache starts over.
 const MAX_CACHED: usize = 100_000;
 
-/// The user's line the most samples of a stall reach, and the call it made in the most sampled
-/// stack among them. A poll on CPU leaves a different innermost frame in each sample, so its
-/// stacks differ while its line is the same; ties go to the most sampled stack's line.
-/// `stacks` are sorted, most sampled first; `on_cpu` says for each whether it was taken on
-/// CPU. With `class` CPU-bound, only the stacks taken on CPU count (when one of them names a
-/// line), and with `class` blocking only those copied while the thread slept: a poll that
-/// slept, then computed for longer, is CPU-bound at the line that computed, however many
-/// samples (denser at a stall's start) its sleep got.
 /// A stall's class and its share on CPU. A poll's stall is classed by where its time went
 /// (its thread's `schedstat`: on CPU against asleep, time spent waiting for a core left out),
 /// not by the share of looks that found it on CPU: the looks come closest at a stall's start,
@@ -84,8 +76,8 @@ fn of_class(class: StallClass, cpu: bool) -> bool {
 
 /// A finished poll's stall whose time of the other class than `class` (asleep for a CPU-bound
 /// one, on CPU for a blocking one) reached the threshold too, at a line of the user's that
-/// stacks of that class name and that is not the stall's (`culprit`): that part, with those
-/// stacks. A poll that called a blocking client for 25 ms, then computed on its answer for
+/// stacks of that class name and that is not the stall's (`culprit`), reached by at least two
+/// and half of that class's samples: that part, with those stacks. A poll that called a blocking client for 25 ms, then computed on its answer for
 /// 100 ms, is a CPU-bound stall at the computation with a blocking part at the call.
 fn other_part(
     raw: &RawStall,
@@ -116,7 +108,24 @@ fn other_part(
     }
     let (primitive, line) = most_sampled_culprit(&of, &flags, other);
     let line = line?;
-    if culprit.is_some_and(|c| c.file == line.file && c.line == line.line) {
+    let same = |c: &Frame| c.file == line.file && c.line == line.line;
+    if culprit.is_some_and(same) {
+        return None;
+    }
+    // The line must account for that time: at least two of the class's samples, and half of
+    // them, reach it. Short sleeps spread through a computation (a page fault, a log write)
+    // can add up to the threshold without any one line holding the thread for it.
+    let total: u32 = of.iter().map(|s| s.count).sum();
+    let at_line: u32 = of
+        .iter()
+        .filter(|s| {
+            culprit::primitive_and_culprit(&s.frames)
+                .1
+                .is_some_and(|c| same(&c))
+        })
+        .map(|s| s.count)
+        .sum();
+    if at_line < 2 || at_line * 2 < total {
         return None;
     }
     let mut part = StallPart::default();
@@ -142,6 +151,14 @@ fn class_names_a_line(stacks: &[StackSample], on_cpu: &[bool], class: StallClass
         .any(|(s, &cpu)| cpu == wanted && culprit::primitive_and_culprit(&s.frames).1.is_some())
 }
 
+/// The user's line the most samples of a stall reach, and the call it made in the most sampled
+/// stack among them. A poll on CPU leaves a different innermost frame in each sample, so its
+/// stacks differ while its line is the same; ties go to the most sampled stack's line.
+/// `stacks` are sorted, most sampled first; `on_cpu` says for each whether it was taken on
+/// CPU. With `class` CPU-bound, only the stacks taken on CPU count (when one of them names a
+/// line), and with `class` blocking only those copied while the thread slept: a poll that
+/// slept, then computed for longer, is CPU-bound at the line that computed, however many
+/// samples (denser at a stall's start) its sleep got.
 fn most_sampled_culprit(
     stacks: &[StackSample],
     on_cpu: &[bool],
@@ -490,6 +507,72 @@ mod tests {
                 .and_then(|c| c.line),
             Some(5)
         );
+    }
+
+    /// Known truth: a poll computed at line 26 (three samples on CPU) and slept 25 ms; its
+    /// part is the sleep only where the asleep samples show one line holding the thread.
+    #[test]
+    fn a_part_needs_its_line_to_hold_most_of_its_samples() {
+        use crate::watchdog::TimeSplit;
+        let raw = |asleep_ns| RawStall {
+            task_id: 7,
+            threshold_ns: 10_000_000,
+            time_split: Some(TimeSplit {
+                on_cpu_ns: 100_000_000,
+                asleep_ns,
+            }),
+            ..RawStall::default()
+        };
+        let cpu = || {
+            vec![
+                sample(1, "step", 26),
+                sample(1, "commit", 26),
+                sample(1, "exec", 26),
+            ]
+        };
+        let part_line = |raw: &RawStall, asleep: &[StackSample]| {
+            let mut stacks = cpu();
+            stacks.extend_from_slice(asleep);
+            let on_cpu: Vec<bool> = (0..stacks.len()).map(|i| i < 3).collect();
+            let (_, culprit) = most_sampled_culprit(&stacks, &on_cpu, StallClass::CpuBound);
+            other_part(
+                raw,
+                &stacks,
+                &on_cpu,
+                StallClass::CpuBound,
+                culprit.as_ref(),
+            )
+            .map(|p| (p.class, p.duration_ns, p.culprit.and_then(|c| c.line)))
+        };
+        let sleep = sample(3, "clock_nanosleep", 5);
+        assert_eq!(
+            part_line(&raw(25_000_000), std::slice::from_ref(&sleep)),
+            Some((StallClass::Blocking, 25_000_000, Some(5)))
+        );
+        // Under the threshold: no part.
+        assert_eq!(
+            part_line(&raw(9_000_000), std::slice::from_ref(&sleep)),
+            None
+        );
+        // Short sleeps at three lines, one sample each: no line held the thread.
+        let spread = [
+            sample(1, "write", 7),
+            sample(1, "page_fault", 8),
+            sample(1, "futex", 9),
+        ];
+        assert_eq!(part_line(&raw(25_000_000), &spread), None);
+        // One asleep sample: too little.
+        assert_eq!(
+            part_line(&raw(25_000_000), &[sample(1, "clock_nanosleep", 5)]),
+            None
+        );
+        // Still going on, or a busy period's stall: no part.
+        let mut going_on = raw(25_000_000);
+        going_on.ongoing = true;
+        assert_eq!(part_line(&going_on, std::slice::from_ref(&sleep)), None);
+        let mut busy = raw(25_000_000);
+        busy.task_id = 0;
+        assert_eq!(part_line(&busy, std::slice::from_ref(&sleep)), None);
     }
 
     #[test]

@@ -197,8 +197,9 @@ pub(crate) struct RawStall {
     pub(crate) on_cpu_stacks: std::collections::HashSet<Vec<usize>>,
     /// A poll's stall (not a busy period's): the thread's time on CPU and asleep (neither on
     /// CPU nor waiting for one), ns, from the first read of its times in the stall (at half
-    /// the threshold, or the first look) to the last (at its end, or the latest look while it
-    /// lasts). `None` without `schedstat` (CPU time then in 10 ms ticks) or before two reads.
+    /// the threshold, or the first look) to the last (a tick after its end, or the latest look
+    /// while it lasts), and before the first read as the thread was at it
+    /// ([`Watchdog::time_split`]). `None` without `schedstat` (CPU time then in 10 ms ticks) or before two reads.
     /// The looks come closest at a stall's start, so this, not their count, says where the
     /// time of a poll that slept, then computed, went.
     pub(crate) time_split: Option<TimeSplit>,
@@ -1410,8 +1411,8 @@ impl Watchdog {
             }
             active.sleep_mark = Some(mark);
             if active.raw.task_id != 0 {
-                let first = *active.first_mark.get_or_insert(mark);
-                active.raw.time_split = first.split_until(&mark);
+                active.first_mark.get_or_insert(mark);
+                active.raw.time_split = Self::time_split(active, &mark);
             }
             active.cpu_mark = Some((now, state.cpu_ns));
             if state.state == 'R' {
@@ -1651,14 +1652,32 @@ impl Watchdog {
             let wall = now.saturating_sub(since).max(1);
             active.raw.cpu_share = Some(st.cpu_ns.saturating_sub(cpu0) as f64 / wall as f64);
         }
-        // A poll's time split to its end (else it stands at the last look's read).
-        if let (Some(first), Some(st)) = (active.first_mark, &end) {
-            if active.raw.task_id != 0 {
-                let end = SleepMark::read(st, None);
-                active.raw.time_split = first.split_until(&end).or(active.raw.time_split);
-            }
+        // A poll's time split to its end, read a tick after it (else it stands at the last
+        // look's read): after a late look the read would count what the thread did since the
+        // poll ended (parked, or the next polls) as the poll's.
+        if let Some(st) = end.filter(|_| {
+            active.raw.task_id != 0 && now.saturating_sub(self.prev_look_ns) <= self.gap_ns
+        }) {
+            let end = SleepMark::read(&st, None);
+            active.raw.time_split = Self::time_split(&active, &end).or(active.raw.time_split);
         }
         self.push(&mut active, now);
+    }
+
+    /// A poll's time split from its start to `end`: measured from the first read of the
+    /// thread's times in the stall (half the threshold in), and the time before it counted as
+    /// the thread was at that read, asleep or not (a blocking call that began the poll is
+    /// asleep there; a computation, on CPU).
+    fn time_split(active: &Active, end: &SleepMark) -> Option<TimeSplit> {
+        let first = active.first_mark?;
+        let mut split = first.split_until(end)?;
+        let lead = first.at_ns.saturating_sub(active.raw.start_ns);
+        if first.asleep {
+            split.asleep_ns += lead;
+        } else {
+            split.on_cpu_ns += lead;
+        }
+        Some(split)
     }
 
     /// Recording stops: hand over every stall still running, marked as ongoing.

@@ -79,14 +79,11 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    record_with(
-        name,
-        flavor,
-        |b| b.stall_threshold(Duration::from_millis(10)),
-        f,
-    )
-    .0
+    record_with(name, flavor, |b| b.stall_threshold(THRESHOLD), f).0
 }
+
+/// [`record_stall`]'s stall threshold.
+const THRESHOLD: Duration = Duration::from_millis(10);
 
 #[test]
 fn thread_sleep_is_a_blocking_call_at_its_line() {
@@ -139,7 +136,8 @@ fn cpu_spin_is_cpu_bound_at_its_line() {
     });
 }
 
-/// A poll that first sleeps, then computes for four times as long, is classed by where its
+/// A poll that first sleeps, then computes for four times as long (long enough that a CPU
+/// shared with another busy thread still gives each part the threshold), is classed by where its
 /// time went, not by where the watchdog's looks fell (they come closest at a stall's start),
 /// and is put at the loop's line, with its sleep, past the threshold too, as its blocking
 /// part; its twin, a short computation then a long sleep, is a blocking call at the sleep's
@@ -149,9 +147,9 @@ fn a_poll_that_sleeps_then_computes_longer_is_cpu_bound_at_its_loop() {
     crate::support::retry_if_disturbed(|| {
         let run = record_stall("sleep-then-spin", Flavor::MultiThread(2), || async {
             tokio::spawn(async {
-                std::thread::sleep(Duration::from_millis(30)); // stall: sleep-before-spin
+                std::thread::sleep(Duration::from_millis(40)); // stall: sleep-before-spin
                 let t = Instant::now();
-                while t.elapsed() < Duration::from_millis(100) {} // stall: sleep-then-spin
+                while t.elapsed() < Duration::from_millis(160) {} // stall: sleep-then-spin
             })
             .await
             .unwrap();
@@ -165,8 +163,8 @@ fn a_poll_that_sleeps_then_computes_longer_is_cpu_bound_at_its_loop() {
         let run = record_stall("spin-then-sleep", Flavor::MultiThread(2), || async {
             tokio::spawn(async {
                 let t = Instant::now();
-                while t.elapsed() < Duration::from_millis(30) {} // stall: spin-before-sleep
-                std::thread::sleep(Duration::from_millis(100)); // stall: spin-then-sleep
+                while t.elapsed() < Duration::from_millis(40) {} // stall: spin-before-sleep
+                std::thread::sleep(Duration::from_millis(160)); // stall: spin-then-sleep
             })
             .await
             .unwrap();
@@ -179,8 +177,8 @@ fn a_poll_that_sleeps_then_computes_longer_is_cpu_bound_at_its_loop() {
     });
 }
 
-/// `stall`'s part is of `class`, at the marked line, and took at least the threshold (10 ms)
-/// and less than the whole stall.
+/// `stall`'s part is of `class`, at the marked line, and took at least the threshold
+/// ([`record_stall`]'s) and less than the whole stall.
 fn assert_part(stall: &StallRecord, class: StallClass, marker: &str) {
     let part = stall
         .part
@@ -193,7 +191,7 @@ fn assert_part(stall: &StallRecord, class: StallClass, marker: &str) {
         "{stall:#?}"
     );
     assert!(
-        (10_000_000..stall.duration_ns).contains(&part.duration_ns),
+        (THRESHOLD.as_nanos() as u64..stall.duration_ns).contains(&part.duration_ns),
         "{stall:#?}"
     );
 }
