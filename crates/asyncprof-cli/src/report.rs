@@ -45,13 +45,15 @@ pub(crate) fn source(file: &str) -> Option<String> {
 }
 
 /// The run's summary, its findings' anonymous bodies (`{async_fn#0}`) named after the fn that
-/// holds them where the source is readable: what `report`, `run` and `bench` all show.
+/// holds them, and their merged primitives after the one their line calls, where the source
+/// is readable: what `report`, `run` and `bench` all show.
 pub(crate) fn summarize(
     run: &asyncprof_format::RunFile,
     thresholds: &asyncprof_report::Thresholds,
 ) -> asyncprof_report::Summary {
     let mut summary = asyncprof_report::Summary::with_thresholds(run, thresholds);
     asyncprof_report::name_anonymous(&mut summary.findings, &source);
+    asyncprof_report::name_merged_primitives(&mut summary.findings, &source);
     summary
 }
 

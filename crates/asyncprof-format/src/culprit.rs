@@ -65,8 +65,17 @@ pub fn primitive_and_culprit(frames: &[Frame]) -> (Option<Frame>, Option<Frame>)
         return (None, None);
     };
     let culprit = frames[at].clone();
-    let primitive = call_of(frames, at)
-        .map(|f| Frame::new(primitive_name(&qualified(f)), f.file.clone(), f.line));
+    let primitive = call_of(frames, at).map(|f| {
+        let name = primitive_name(&qualified(f));
+        let mut p = Frame::new(name, f.file.clone(), f.line);
+        for other in &f.same_code {
+            let other = primitive_name(other);
+            if other != p.function && !p.same_code.contains(&other) {
+                p.same_code.push(other);
+            }
+        }
+        p
+    });
     (primitive, Some(culprit))
 }
 
@@ -115,8 +124,9 @@ pub fn qualified(frame: &Frame) -> String {
 /// Mutex<T>::lock`).
 ///
 /// Functions with identical machine code may be merged by the compiler, and the stack then
-/// names the twin: a `TcpStream::read` can show as `UdpSocket::recv`. The system call the
-/// thread slept in tells which kind of I/O it was.
+/// names the twin: a `TcpStream::read` can show as `UdpSocket::recv`. The frame's
+/// `same_code` keeps the other names (named here too, in [`primitive_and_culprit`]), and the
+/// report picks the one the user's line calls where it can read the source.
 pub fn primitive_name(function: &str) -> String {
     let f = function.trim_end_matches("::{{closure}}");
     let known: &[(&[&str], &str)] = &[
@@ -333,16 +343,20 @@ fn tokio_frame(frame: &Frame, file: &str, module: &str, names: &[&str]) -> bool 
     }
 }
 
-/// `a::B<T>::c` → `a::B::c`; `<a::B as c::D>::e` → `a::B::e`.
+/// `a::B<T>::c` → `a::B::c`; `<a::B as c::D>::e` and `<&a::B as c::D>::e` → `a::B::e`;
+/// `<a::B>::c` (an inherent method) → `a::B::c`.
 fn strip_generics(f: &str) -> String {
-    // A qualified path: keep the type, drop the trait.
-    let f = match (f.strip_prefix('<'), f.find(" as ")) {
-        (Some(_), Some(as_at)) => {
+    // A qualified path: keep the type (without a reference), drop the trait.
+    let f = match f.strip_prefix('<') {
+        Some(_) => {
             let close = matching_close(f).unwrap_or(f.len());
-            let rest = f.get(close + 1..).unwrap_or("");
-            format!("{}{}", &f[1..as_at], rest)
+            let ty_end = top_level_as(f).filter(|&a| a < close).unwrap_or(close);
+            let ty = f[1..ty_end]
+                .trim_start_matches('&')
+                .trim_start_matches("mut ");
+            format!("{ty}{}", f.get(close + 1..).unwrap_or(""))
         }
-        _ => f.to_string(),
+        None => f.to_string(),
     };
     let mut out = String::with_capacity(f.len());
     let mut depth = 0usize;
@@ -355,6 +369,20 @@ fn strip_generics(f: &str) -> String {
         }
     }
     out
+}
+
+/// The index of the ` as ` inside the `<` at the start of `f`, not inside a type nested in it.
+fn top_level_as(f: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in f.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            ' ' if depth == 1 && f[i..].starts_with(" as ") => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The index of the `>` that closes the `<` at the start of `f`.
@@ -540,6 +568,48 @@ mod tests {
             "rusqlite::Statement::execute"
         );
         assert_eq!(primitive_name("ureq::Agent<T>::run"), "ureq::Agent::run");
+        // An inherent method's qualified path, a reference's trait impl, a trait nested in
+        // the type.
+        assert_eq!(
+            primitive_name("<std::time::Instant>::elapsed"),
+            "std::time::Instant::elapsed"
+        );
+        assert_eq!(
+            primitive_name("<&myio::Conn as std::io::Read>::read"),
+            "myio::Conn::read"
+        );
+        assert_eq!(
+            primitive_name("<a::Wrap<<b::T as c::Tr>::Out> as d::Run>::run"),
+            "a::Wrap::run"
+        );
+    }
+
+    /// std's `TcpStream::read` and `UdpSocket::recv` are one function in a release build, and
+    /// the debug info names `UdpSocket::recv`: the primitive keeps the other names, as the
+    /// user writes them.
+    #[test]
+    fn a_merged_primitive_keeps_its_other_names() {
+        let mut call = fr(
+            "<std::net::udp::UdpSocket>::recv",
+            Some("/rustc/1/library/std/src/net/udp.rs"),
+            729,
+        );
+        call.same_code = vec![
+            "<std::net::tcp::TcpStream as std::io::Read>::read".into(),
+            "<std::os::unix::net::datagram::UnixDatagram>::recv".into(),
+        ];
+        let user = fr("app::query", Some("src/main.rs"), 35);
+        let (primitive, culprit) = primitive_and_culprit(&[call, user.clone()]);
+        let primitive = primitive.unwrap();
+        assert_eq!(primitive.function, "std::net::UdpSocket::recv");
+        assert_eq!(
+            primitive.same_code,
+            [
+                "std::net::TcpStream::read",
+                "std::os::unix::net::datagram::UnixDatagram::recv"
+            ]
+        );
+        assert_eq!(culprit, Some(user));
     }
 
     const TOKIO: &str =

@@ -644,6 +644,12 @@ pub struct Frame {
     pub file: Option<String>,
     /// The line, when line tables are present.
     pub line: Option<u32>,
+    /// Other names of this function's machine code, demangled: functions whose code was the
+    /// same were merged into one (std's `TcpStream::read` and `UdpSocket::recv` are one
+    /// function in a release build), the debug info names one of them, and the address
+    /// cannot tell which the program called. Empty for a function with one name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub same_code: Vec<String>,
 }
 
 impl Frame {
@@ -653,6 +659,7 @@ impl Frame {
             function: function.into(),
             file,
             line,
+            same_code: Vec::new(),
         }
     }
 }

@@ -62,6 +62,11 @@ pub struct Finding {
     pub location: FindingLocation,
     /// The blocking call made there, when one was found.
     pub primitive: Option<String>,
+    /// Other names of the primitive's machine code (see `asyncprof_format::Frame::same_code`):
+    /// the call made may be any of them. [`crate::name_merged_primitives`] picks the one the
+    /// line's source calls, where it can read it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub primitive_same_code: Vec<String>,
     /// The system call the thread slept in.
     pub syscall: Option<String>,
     /// Stalls grouped here (queue findings: sender waits, or items sent for growth;
@@ -96,6 +101,20 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// The primitive as the report shows it: its name, and the other names of its code when
+    /// the compiler merged several (`A (or B: the same machine code)`).
+    pub fn primitive_text(&self) -> Option<String> {
+        let p = self.primitive.as_deref()?;
+        Some(if self.primitive_same_code.is_empty() {
+            p.to_string()
+        } else {
+            format!(
+                "{p} (or {}: the same machine code)",
+                self.primitive_same_code.join(", ")
+            )
+        })
+    }
+
     /// A finding of a runtime-wide kind: no stall or queue behind it, its evidence in
     /// `evidence`. `location` is empty (file "") where no line can be named.
     pub(crate) fn runtime_wide(
@@ -110,6 +129,7 @@ impl Finding {
             severity,
             location,
             primitive: None,
+            primitive_same_code: Vec::new(),
             syscall: None,
             count: 0,
             total_ms: 0.0,
@@ -175,15 +195,16 @@ pub fn stall_kind(s: &StallRecord) -> &'static str {
 fn recommendation(
     kind: &str,
     primitive: Option<&str>,
+    same_code: &[String],
     syscall: Option<&str>,
     max_ms: f64,
 ) -> String {
     use crate::diagnoses::{blocking_call, cpu_bound_poll, lock_contention, runtime_blocked};
     match kind {
-        runtime_blocked::KIND => runtime_blocked::recommendation(primitive),
-        lock_contention::KIND => lock_contention::recommendation(primitive, max_ms),
+        runtime_blocked::KIND => runtime_blocked::recommendation(primitive, same_code),
+        lock_contention::KIND => lock_contention::recommendation(primitive, same_code, max_ms),
         cpu_bound_poll::KIND => cpu_bound_poll::recommendation(max_ms),
-        _ => blocking_call::recommendation(primitive, syscall, max_ms),
+        _ => blocking_call::recommendation(primitive, same_code, syscall, max_ms),
     }
 }
 
@@ -406,16 +427,23 @@ pub(crate) fn diagnosis<'a>(
                 .unwrap_or(longest);
             let total_ns: u64 = total_duration(&stalls);
             let max_ms = longest.duration_ns as f64 / 1e6;
-            let primitive = stalls
-                .iter()
-                .find_map(|s| s.primitive.as_ref().map(|p| p.function.clone()));
+            let primitive_frame = stalls.iter().find_map(|s| s.primitive.as_ref());
+            let primitive = primitive_frame.map(|p| p.function.clone());
+            let primitive_same_code =
+                primitive_frame.map_or_else(Vec::new, |p| p.same_code.clone());
             let syscall = stalls.iter().find_map(|s| s.syscall.clone());
             let severity = if kind == "runtime-blocked" || max_ms >= 100.0 {
                 Severity::Error
             } else {
                 Severity::Warning
             };
-            let mut advice = recommendation(kind, primitive.as_deref(), syscall.as_deref(), max_ms);
+            let mut advice = recommendation(
+                kind,
+                primitive.as_deref(),
+                &primitive_same_code,
+                syscall.as_deref(),
+                max_ms,
+            );
             if run.header.tier == asyncprof_format::Tier::Stable {
                 advice.push_str(
                     " (Stable tier: the worker neither parked nor moved on to another poll \
@@ -438,6 +466,7 @@ pub(crate) fn diagnosis<'a>(
                 recommendation: advice,
                 location,
                 primitive,
+                primitive_same_code,
                 syscall,
                 count: stalls.len() as u64,
                 total_ms: (total_ns as f64 / 1e4).round() / 100.0,

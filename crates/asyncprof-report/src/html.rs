@@ -180,7 +180,7 @@ fn finding(f: &Finding, seen: Option<&str>, source: &dyn Fn(&str) -> Option<Stri
                 } @else {
                     (f.count) " stalls, " (format!("{:.1}", f.total_ms)) " ms in all, longest "
                     (format!("{:.1}", f.max_ms)) " ms."
-                    @if let Some(p) = &f.primitive { " Calls " code { (p) } "." }
+                    @if let Some(p) = f.primitive_text() { " Calls " code { (p) } "." }
                     @if let Some(s) = &f.syscall { " Asleep in " code { (s) } "." }
                     @if !f.runtimes.is_empty() { " On " (f.runtimes.join(", ")) "." }
                 }

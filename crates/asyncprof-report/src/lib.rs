@@ -46,7 +46,9 @@ pub use findings::{diagnose, diagnose_with, stall_kind, Finding, FindingLocation
 pub use folded::{folded_stalls, folded_stalls_of};
 pub use html::{render_html, render_index, render_merged_html, IndexRow};
 pub use merge::{Instance, InstanceSummary, Merged, MergedFinding};
-pub use names::{anonymous_kind, anonymous_name, enclosing_fn, name_anonymous};
+pub use names::{
+    anonymous_kind, anonymous_name, enclosing_fn, name_anonymous, name_merged_primitives,
+};
 pub use queues::QueueEvidence;
 pub use score::{markers_in, Marker, Score, LINE_WINDOW, MARK};
 pub use summary::loss_counters;

@@ -252,9 +252,12 @@ fn combine(parts: &[(usize, &Finding)], instances: &[Instance<'_>]) -> MergedFin
         .map(|(_, p)| p.severity)
         .max()
         .unwrap_or(f.severity);
-    f.primitive = f
-        .primitive
-        .or_else(|| parts.iter().find_map(|(_, p)| p.primitive.clone()));
+    if f.primitive.is_none() {
+        if let Some((_, p)) = parts.iter().find(|(_, p)| p.primitive.is_some()) {
+            f.primitive.clone_from(&p.primitive);
+            f.primitive_same_code.clone_from(&p.primitive_same_code);
+        }
+    }
     f.syscall = f
         .syscall
         .or_else(|| parts.iter().find_map(|(_, p)| p.syscall.clone()));

@@ -106,6 +106,58 @@ pub fn name_anonymous(findings: &mut [Finding], source: &dyn Fn(&str) -> Option<
     }
 }
 
+/// Name the merged primitive of each finding (`Finding::primitive_same_code`: a function
+/// whose machine code the compiler merged with others', so the address names any of them)
+/// after the one its line calls, where `source` can read the file: the line
+/// `let n = stream.read(&mut buf)?;` calls `read`, so `std::net::TcpStream::read`, not
+/// `std::net::UdpSocket::recv`. A line that calls none of the names, or several (two `read`s
+/// of different types), leaves every name shown.
+pub fn name_merged_primitives(findings: &mut [Finding], source: &dyn Fn(&str) -> Option<String>) {
+    for f in findings {
+        let Some(p) = f.primitive.clone() else {
+            continue;
+        };
+        if f.primitive_same_code.is_empty() || f.location.file.is_empty() {
+            continue;
+        }
+        let Some(text) = source(&f.location.file) else {
+            continue;
+        };
+        let Some(line) = text.lines().nth((f.location.line as usize).wrapping_sub(1)) else {
+            continue;
+        };
+        let names = std::iter::once(&p).chain(&f.primitive_same_code);
+        let called: Vec<&String> = names.filter(|n| calls(line, method_of(n))).collect();
+        let [chosen] = called[..] else {
+            continue;
+        };
+        let before = crate::diagnoses::call(Some(&p), &f.primitive_same_code);
+        let after = crate::diagnoses::call(Some(chosen), &[]);
+        f.recommendation = f.recommendation.replace(&before, &after);
+        f.primitive = Some(chosen.clone());
+        f.primitive_same_code.clear();
+    }
+}
+
+/// The last segment of a path (`std::net::TcpStream::read` → `read`).
+fn method_of(name: &str) -> &str {
+    name.rsplit("::").next().unwrap_or(name)
+}
+
+/// Whether source line `line` calls `method`: `method(` or `method::<`, not inside a longer
+/// name (`read` is not called by `read_line(` or `unread(`).
+fn calls(line: &str, method: &str) -> bool {
+    if method.is_empty() {
+        return false;
+    }
+    line.match_indices(method).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let after = &line[i + method.len()..];
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            && (after.starts_with('(') || after.starts_with("::<"))
+    })
+}
+
 /// An anonymous `function` at `file:line` named after the `fn` that holds that line, as
 /// [`name_anonymous`] names findings (`render (async fn)`); `None` when it has a name of its
 /// own, or `source` cannot read the file, or no `fn` holds the line.
@@ -180,6 +232,7 @@ fn spawn_all(urls: Vec<String>) {
                 function: function.into(),
             },
             primitive: None,
+            primitive_same_code: Vec::new(),
             syscall: None,
             count: 1,
             total_ms: 20.0,
@@ -191,6 +244,59 @@ fn spawn_all(urls: Vec<String>) {
             also: Vec::new(),
             runtimes: Vec::new(),
             evidence: Vec::new(),
+        }
+    }
+
+    /// Known truth: std's `TcpStream::read` and `UdpSocket::recv` are one function in a
+    /// release build and the stack named `UdpSocket::recv`; the line calls `.read(`.
+    #[test]
+    fn a_merged_primitive_is_named_after_the_call_its_line_makes() {
+        let merged = |line: u32| {
+            let mut f = finding("src/db.rs", line, "query");
+            f.primitive = Some("std::net::UdpSocket::recv".into());
+            f.primitive_same_code = vec![
+                "std::net::TcpStream::read".into(),
+                "std::os::unix::net::datagram::UnixDatagram::recv".into(),
+            ];
+            f.recommendation = crate::diagnoses::blocking_call::recommendation(
+                f.primitive.as_deref(),
+                &f.primitive_same_code,
+                Some("recvfrom"),
+                25.0,
+            );
+            f
+        };
+        let src = "fn query(s: &mut TcpStream) -> usize {\n    let n = s.read(&mut buf).unwrap();\n    s.read_line(&mut text).unwrap();\n}\n";
+        let source = |file: &str| (file == "src/db.rs").then(|| src.to_string());
+        let mut found = vec![merged(2), merged(3), merged(9)];
+        assert!(found[0]
+            .recommendation
+            .contains("(or `std::net::TcpStream::read`"));
+        name_merged_primitives(&mut found, &source);
+        assert_eq!(
+            found[0].primitive.as_deref(),
+            Some("std::net::TcpStream::read")
+        );
+        assert!(found[0].primitive_same_code.is_empty());
+        assert!(
+            found[0]
+                .recommendation
+                .starts_with("`std::net::TcpStream::read` blocked the worker thread"),
+            "{}",
+            found[0].recommendation
+        );
+        assert_eq!(
+            found[0].primitive_text().as_deref(),
+            Some("std::net::TcpStream::read")
+        );
+        // `read_line(` is not a call of `read`; a line past the end: every name stays.
+        for f in &found[1..] {
+            assert_eq!(f.primitive.as_deref(), Some("std::net::UdpSocket::recv"));
+            assert_eq!(f.primitive_same_code.len(), 2);
+            assert!(f
+                .primitive_text()
+                .unwrap()
+                .contains("(or std::net::TcpStream::read, "));
         }
     }
 

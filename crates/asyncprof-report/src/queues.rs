@@ -110,6 +110,7 @@ pub(crate) fn queue_finding(
         severity,
         location: location(q),
         primitive: None,
+        primitive_same_code: Vec::new(),
         syscall: None,
         count,
         total_ms,

@@ -102,7 +102,7 @@ pub(crate) fn write_finding(o: &mut String, f: &crate::Finding, seen: Option<&st
             f.count,
             f.total_ms,
             f.max_ms,
-            f.primitive.as_deref().map_or_else(String::new, |p| format!("; calls {p}")),
+            f.primitive_text().map_or_else(String::new, |p| format!("; calls {p}")),
             f.syscall.as_deref().map_or_else(String::new, |p| format!(", asleep in {p}")),
             if f.runtimes.is_empty() {
                 String::new()

@@ -96,7 +96,60 @@ fn resolve_in(m: &ModuleFile, addrs: &[u64]) -> Vec<(u64, Vec<Frame>)> {
         // What this address read leaves the service's memory before the next is read.
         map.release_pages();
     }
+    // A function merged with others of the same code: the debug info names one of them.
+    let stated: Vec<u64> = out.iter().map(|(a, _)| a.wrapping_sub(m.bias)).collect();
+    let names = names_of_merged_code(&obj, &stated);
+    map.release_pages();
+    for (a, frames) in &mut out {
+        let Some(all) = names.get(&a.wrapping_sub(m.bias)) else {
+            continue;
+        };
+        if let Some(f) = frames.last_mut() {
+            f.same_code = all.iter().filter(|n| **n != f.function).cloned().collect();
+        }
+    }
     out
+}
+
+/// The names of each of `addrs` (stated addresses) whose function's code goes by several:
+/// the symbols that start where the innermost symbol covering it starts, demangled, when
+/// there are two or more. One pass over the symbol tables for the batch.
+fn names_of_merged_code(obj: &object::File<'_>, addrs: &[u64]) -> HashMap<u64, Vec<String>> {
+    let mut sorted = addrs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut at: HashMap<u64, (u64, Vec<&str>)> = HashMap::new();
+    for sym in obj.symbols().chain(obj.dynamic_symbols()) {
+        if sym.kind() != object::SymbolKind::Text {
+            continue;
+        }
+        let Ok(name) = sym.name() else {
+            continue;
+        };
+        let start = sym.address();
+        let end = start.saturating_add(sym.size().max(1));
+        let first = sorted.partition_point(|&a| a < start);
+        for &a in sorted[first..].iter().take_while(|&&a| a < end) {
+            let (best, names) = at.entry(a).or_insert((start, Vec::new()));
+            if start > *best {
+                *best = start;
+                names.clear();
+            }
+            if start == *best && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    at.into_iter()
+        .filter_map(|(a, (_, names))| {
+            let mut names: Vec<String> = names.into_iter().map(demangle).collect();
+            // The C library's aliases of one function (`recv`, `__recv`, `__libc_recv`) are
+            // one name.
+            names.sort_by(|x, y| plain(x).cmp(plain(y)).then(x.len().cmp(&y.len())));
+            names.dedup_by(|x, y| plain(x) == plain(y));
+            (names.len() > 1).then_some((a, names))
+        })
+        .collect()
 }
 
 /// The name the symbol tables give stated address `addr`, demangled.
@@ -115,6 +168,15 @@ fn symbol_name(obj: &object::File<'_>, addr: u64) -> Option<String> {
         }
     }
     best.map(|(_, n)| demangle(n))
+}
+
+/// A C symbol without the underscores and prefixes of its internal aliases.
+fn plain(name: &str) -> &str {
+    let n = name.trim_start_matches('_');
+    n.strip_prefix("libc_")
+        .or_else(|| n.strip_prefix("GI_"))
+        .unwrap_or(n)
+        .trim_start_matches('_')
 }
 
 /// `name` demangled without its hash, as `backtrace` shows it.
@@ -469,7 +531,11 @@ mod tests {
                     sym.lineno(),
                 ));
             });
-            let mine = ours.get(a).cloned().unwrap_or_default();
+            // backtrace gives one name per function (its other names are this resolver's).
+            let mut mine = ours.get(a).cloned().unwrap_or_default();
+            for f in &mut mine {
+                f.same_code.clear();
+            }
             if theirs.iter().any(|f| f.file.is_some()) {
                 assert_eq!(mine, theirs, "address {a:#x}");
                 compared += 1;
@@ -479,5 +545,45 @@ mod tests {
         assert!(ours[&addrs[0]]
             .iter()
             .any(|f| f.function.contains("a_known_function")));
+    }
+
+    /// std's `TcpStream::read` and `UdpSocket::recv` have the same machine code and are one
+    /// function (two symbols at one address): the frame says so, whichever name it has; a
+    /// function of one name has none.
+    #[test]
+    fn a_function_merged_with_others_keeps_their_names() {
+        use std::io::Read;
+        let read = <std::net::TcpStream as Read>::read
+            as fn(&mut std::net::TcpStream, &mut [u8]) -> std::io::Result<usize>
+            as usize as u64;
+        let recv = std::net::UdpSocket::recv
+            as fn(&std::net::UdpSocket, &mut [u8]) -> std::io::Result<usize>
+            as usize as u64;
+        let addrs = [read + 4, recv + 4, a_known_function() + 4];
+        let ours = resolve(&addrs);
+        let names = |a: u64| {
+            let f = ours[&a].last().unwrap();
+            let mut all = f.same_code.clone();
+            all.push(f.function.clone());
+            all
+        };
+        if read == recv {
+            for a in [read + 4, recv + 4] {
+                let all = names(a);
+                assert!(
+                    all.iter().any(|n| n.contains("TcpStream") && n.ends_with("::read")),
+                    "{all:?}"
+                );
+                assert!(
+                    all.iter().any(|n| n.contains("UdpSocket") && n.ends_with("::recv")),
+                    "{all:?}"
+                );
+            }
+        } else {
+            eprintln!("this std does not merge TcpStream::read with UdpSocket::recv");
+        }
+        assert!(ours[&(a_known_function() + 4)]
+            .iter()
+            .all(|f| f.same_code.is_empty()));
     }
 }

@@ -13,12 +13,17 @@
 pub const KIND: &str = asyncprof_format::StallKind::BlockingCall.name();
 
 /// What to do.
-pub fn recommendation(primitive: Option<&str>, syscall: Option<&str>, max_ms: f64) -> String {
+pub fn recommendation(
+    primitive: Option<&str>,
+    same_code: &[String],
+    syscall: Option<&str>,
+    max_ms: f64,
+) -> String {
     format!(
         "{} blocked the worker thread for up to {max_ms:.1} ms{}. Use the async equivalent \
          (tokio::time::sleep, tokio::net, tokio::fs, an async client) or move the call into \
          tokio::task::spawn_blocking.",
-        super::call(primitive),
+        super::call(primitive, same_code),
         syscall.map_or_else(String::new, |s| format!(" (asleep in {s})"))
     )
 }

@@ -11,11 +11,11 @@
 pub const KIND: &str = asyncprof_format::StallKind::LockContention.name();
 
 /// What to do.
-pub fn recommendation(primitive: Option<&str>, max_ms: f64) -> String {
+pub fn recommendation(primitive: Option<&str>, same_code: &[String], max_ms: f64) -> String {
     format!(
         "{} waited up to {max_ms:.1} ms for a std lock held elsewhere, holding the worker \
          thread. Do not hold the lock across slow work: shorten the critical section, shard \
          the data, or use tokio::sync::Mutex when it must be held across an .await.",
-        super::call(primitive)
+        super::call(primitive, same_code)
     )
 }

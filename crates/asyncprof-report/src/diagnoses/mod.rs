@@ -86,8 +86,18 @@ pub(crate) fn runtime_label(run: &asyncprof_format::RunFile, id: u64) -> String 
 pub use asyncprof_format::{preempted, PREEMPTED_CPU_SHARE};
 
 /// The blocking call a finding names, for its recommendation.
-pub(crate) fn call(primitive: Option<&str>) -> String {
-    primitive.map_or_else(|| "this call".to_string(), |p| format!("`{p}`"))
+pub(crate) fn call(primitive: Option<&str>, same_code: &[String]) -> String {
+    let Some(p) = primitive else {
+        return "this call".to_string();
+    };
+    if same_code.is_empty() {
+        return format!("`{p}`");
+    }
+    let others: Vec<String> = same_code.iter().map(|o| format!("`{o}`")).collect();
+    format!(
+        "`{p}` (or {}: the compiler merged their identical code, and the address names one)",
+        others.join(", ")
+    )
 }
 
 #[cfg(test)]

@@ -13,11 +13,11 @@
 pub const KIND: &str = asyncprof_format::StallKind::RuntimeBlocked.name();
 
 /// What to do.
-pub fn recommendation(primitive: Option<&str>) -> String {
+pub fn recommendation(primitive: Option<&str>, same_code: &[String]) -> String {
     format!(
         "This poll never returned: {} blocks its worker for good (on a current-thread \
          runtime, the whole runtime stops). Inside async code, `.await` the future instead \
          of blocking on it, and check for a deadlock.",
-        super::call(primitive)
+        super::call(primitive, same_code)
     )
 }
