@@ -646,8 +646,10 @@ pub struct Frame {
     pub line: Option<u32>,
     /// Other names of this function's machine code, demangled: functions whose code was the
     /// same were merged into one (std's `TcpStream::read` and `UdpSocket::recv` are one
-    /// function in a release build), the debug info names one of them, and the address
-    /// cannot tell which the program called. Empty for a function with one name.
+    /// function), the debug info names one of them, and the address cannot tell which the
+    /// program called. Only names of another method than `function`'s (a caller's line tells
+    /// those apart), at most four. Empty for a function with one name, for an inlined frame,
+    /// and where the module has no symbol table.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub same_code: Vec<String>,
 }

@@ -427,7 +427,15 @@ pub(crate) fn diagnosis<'a>(
                 .unwrap_or(longest);
             let total_ns: u64 = total_duration(&stalls);
             let max_ms = longest.duration_ns as f64 / 1e6;
-            let primitive_frame = stalls.iter().find_map(|s| s.primitive.as_ref());
+            // The call made at the finding's own line, where one of its stalls has one (the
+            // line whose source tells a merged primitive's name).
+            let at_line =
+                |s: &&&StallRecord| s.culprit.as_ref().and_then(|c| c.line) == Some(location.line);
+            let primitive_frame = stalls
+                .iter()
+                .filter(at_line)
+                .find_map(|s| s.primitive.as_ref())
+                .or_else(|| stalls.iter().find_map(|s| s.primitive.as_ref()));
             let primitive = primitive_frame.map(|p| p.function.clone());
             let primitive_same_code =
                 primitive_frame.map_or_else(Vec::new, |p| p.same_code.clone());

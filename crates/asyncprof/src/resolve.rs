@@ -9,7 +9,10 @@
 //! `.debug_aranges`, walks that unit's line program and its tree of functions as a stream,
 //! keeping only the rows and entries that contain the address, and lets go of everything
 //! (the mapping included) when the batch is done. A module without DWARF gets names from its
-//! symbol tables. Names, files and lines come out as `addr2line` gives them: the innermost
+//! symbol tables. One pass over the symbol tables per batch (reading only the names of the
+//! symbols that cover an address, and letting go of the pages after) finds the functions whose
+//! code the compiler merged with others' (several symbols at one address): their other names
+//! go with the frame (`Frame::same_code`). Names, files and lines come out as `addr2line` gives them: the innermost
 //! inlined frame first, each frame's function as its debug info names it (demangled), each
 //! file as the line program spells it under the unit's directory.
 
@@ -105,7 +108,7 @@ fn resolve_in(m: &ModuleFile, addrs: &[u64]) -> Vec<(u64, Vec<Frame>)> {
             continue;
         };
         if let Some(f) = frames.last_mut() {
-            f.same_code = all.iter().filter(|n| **n != f.function).cloned().collect();
+            f.same_code = other_names(&f.function, all);
         }
     }
     out
@@ -123,12 +126,16 @@ fn names_of_merged_code(obj: &object::File<'_>, addrs: &[u64]) -> HashMap<u64, V
         if sym.kind() != object::SymbolKind::Text {
             continue;
         }
-        let Ok(name) = sym.name() else {
-            continue;
-        };
         let start = sym.address();
         let end = start.saturating_add(sym.size().max(1));
         let first = sorted.partition_point(|&a| a < start);
+        // Only a symbol that covers an address has its name read.
+        if sorted.get(first).is_none_or(|&a| a >= end) {
+            continue;
+        }
+        let Ok(name) = sym.name() else {
+            continue;
+        };
         for &a in sorted[first..].iter().take_while(|&&a| a < end) {
             let (best, names) = at.entry(a).or_insert((start, Vec::new()));
             if start > *best {
@@ -143,10 +150,8 @@ fn names_of_merged_code(obj: &object::File<'_>, addrs: &[u64]) -> HashMap<u64, V
     at.into_iter()
         .filter_map(|(a, (_, names))| {
             let mut names: Vec<String> = names.into_iter().map(demangle).collect();
-            // The C library's aliases of one function (`recv`, `__recv`, `__libc_recv`) are
-            // one name.
-            names.sort_by(|x, y| plain(x).cmp(plain(y)).then(x.len().cmp(&y.len())));
-            names.dedup_by(|x, y| plain(x) == plain(y));
+            names.sort();
+            names.dedup();
             (names.len() > 1).then_some((a, names))
         })
         .collect()
@@ -170,13 +175,26 @@ fn symbol_name(obj: &object::File<'_>, addr: u64) -> Option<String> {
     best.map(|(_, n)| demangle(n))
 }
 
-/// A C symbol without the underscores and prefixes of its internal aliases.
-fn plain(name: &str) -> &str {
-    let n = name.trim_start_matches('_');
-    n.strip_prefix("libc_")
-        .or_else(|| n.strip_prefix("GI_"))
-        .unwrap_or(n)
-        .trim_start_matches('_')
+/// At most this many other names are kept for a function.
+const MAX_OTHER_NAMES: usize = 4;
+
+/// The names in `all` (a merged function's symbols) that name another function than
+/// `function` (the debug info's name, full or bare): Rust paths whose last segment differs
+/// from its (`TcpStream::read` for `UdpSocket::recv`). Twins of one method name
+/// (`UdpSocket::recv`, `UnixDatagram::recv`) are not told apart by a caller's line, and
+/// the C library's aliases of one function (`recv`, `__recv`) are not Rust paths: both left
+/// out. At most [`MAX_OTHER_NAMES`].
+fn other_names(function: &str, all: &[String]) -> Vec<String> {
+    let method = |n: &str| n.rsplit("::").next().unwrap_or(n).to_string();
+    let own = method(function);
+    let mut out: Vec<String> = Vec::new();
+    for n in all {
+        if n.contains("::") && method(n) != own && out.iter().all(|o| method(o) != method(n)) {
+            out.push(n.clone());
+        }
+    }
+    out.truncate(MAX_OTHER_NAMES);
+    out
 }
 
 /// `name` demangled without its hash, as `backtrace` shows it.
@@ -571,11 +589,13 @@ mod tests {
             for a in [read + 4, recv + 4] {
                 let all = names(a);
                 assert!(
-                    all.iter().any(|n| n.contains("TcpStream") && n.ends_with("::read")),
+                    all.iter()
+                        .any(|n| n.contains("TcpStream") && n.ends_with("::read")),
                     "{all:?}"
                 );
                 assert!(
-                    all.iter().any(|n| n.contains("UdpSocket") && n.ends_with("::recv")),
+                    all.iter()
+                        .any(|n| n.contains("UdpSocket") && n.ends_with("::recv")),
                     "{all:?}"
                 );
             }

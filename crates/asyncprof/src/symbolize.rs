@@ -47,7 +47,8 @@ fn classify(raw: &RawStall, stacks: &[StackSample], on_cpu: &[bool]) -> (StallCl
     };
     let by_time = match raw.time_split {
         Some(t) if raw.task_id != 0 => {
-            let ratio = t.on_cpu_ns as f64 / (t.on_cpu_ns + t.asleep_ns) as f64;
+            let (on_cpu, asleep) = t.estimated();
+            let ratio = on_cpu as f64 / (on_cpu + asleep) as f64;
             let class = if ratio >= 0.5 {
                 StallClass::CpuBound
             } else {
@@ -89,14 +90,21 @@ fn other_part(
     let t = raw
         .time_split
         .filter(|_| raw.task_id != 0 && !raw.ongoing)?;
-    let (other, ns) = match class {
-        StallClass::CpuBound => (StallClass::Blocking, t.asleep_ns),
-        StallClass::Blocking => (StallClass::CpuBound, t.on_cpu_ns),
+    // The part's time must reach the threshold as measured; its time before the first read
+    // (half the threshold, not measured) is counted in the time shown only.
+    let (other, ns, (cpu_ns, asleep_ns)) = match class {
+        StallClass::CpuBound => (StallClass::Blocking, t.asleep_ns, t.estimated()),
+        StallClass::Blocking => (StallClass::CpuBound, t.on_cpu_ns, t.estimated()),
         _ => return None,
     };
     if raw.threshold_ns == 0 || ns < raw.threshold_ns {
         return None;
     }
+    let estimated = if other == StallClass::Blocking {
+        asleep_ns
+    } else {
+        cpu_ns
+    };
     let (of, flags): (Vec<StackSample>, Vec<bool>) = stacks
         .iter()
         .zip(on_cpu)
@@ -130,7 +138,7 @@ fn other_part(
     }
     let mut part = StallPart::default();
     part.class = other;
-    part.duration_ns = ns;
+    part.duration_ns = estimated;
     part.stacks = of;
     part.primitive = primitive;
     part.culprit = Some(line);
@@ -520,6 +528,8 @@ mod tests {
             time_split: Some(TimeSplit {
                 on_cpu_ns: 100_000_000,
                 asleep_ns,
+                lead_ns: 5_000_000,
+                lead_asleep: true,
             }),
             ..RawStall::default()
         };
@@ -545,11 +555,12 @@ mod tests {
             .map(|p| (p.class, p.duration_ns, p.culprit.and_then(|c| c.line)))
         };
         let sleep = sample(3, "clock_nanosleep", 5);
+        // Its time shown counts the 5 ms before the first read (asleep there).
         assert_eq!(
             part_line(&raw(25_000_000), std::slice::from_ref(&sleep)),
-            Some((StallClass::Blocking, 25_000_000, Some(5)))
+            Some((StallClass::Blocking, 30_000_000, Some(5)))
         );
-        // Under the threshold: no part.
+        // Under the threshold as measured, though not with the unmeasured 5 ms: no part.
         assert_eq!(
             part_line(&raw(9_000_000), std::slice::from_ref(&sleep)),
             None
@@ -593,12 +604,26 @@ mod tests {
             time_split: Some(TimeSplit {
                 on_cpu_ns: 100_000_000,
                 asleep_ns: 25_000_000,
+                ..TimeSplit::default()
             }),
             ..RawStall::default()
         };
         let (class, ratio) = classify(&raw, &stacks, &cpu);
         assert_eq!(class, StallClass::CpuBound);
         assert!((ratio - 0.8).abs() < 1e-9, "{ratio}");
+        // A 120 ms sleep then 80 ms of computing, the first 50 ms before the first read
+        // (asleep there): blocking.
+        let mut slept_first = raw.clone();
+        slept_first.time_split = Some(TimeSplit {
+            on_cpu_ns: 80_000_000,
+            asleep_ns: 70_000_000,
+            lead_ns: 50_000_000,
+            lead_asleep: true,
+        });
+        assert_eq!(
+            classify(&slept_first, &stacks, &cpu).0,
+            StallClass::Blocking
+        );
         // No stack on CPU names a line (signals off): the looks' class, whose line has one.
         let (class, ratio) = classify(&raw, &stacks[..1], &cpu[..1]);
         assert_eq!(class, StallClass::Blocking);

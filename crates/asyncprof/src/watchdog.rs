@@ -195,13 +195,10 @@ pub(crate) struct RawStall {
     /// were copied while it slept. (One stack is one or the other: a signal's starts in the
     /// handler, a copy's at a system call.)
     pub(crate) on_cpu_stacks: std::collections::HashSet<Vec<usize>>,
-    /// A poll's stall (not a busy period's): the thread's time on CPU and asleep (neither on
-    /// CPU nor waiting for one), ns, from the first read of its times in the stall (at half
-    /// the threshold, or the first look) to the last (a tick after its end, or the latest look
-    /// while it lasts), and before the first read as the thread was at it
-    /// ([`Watchdog::time_split`]). `None` without `schedstat` (CPU time then in 10 ms ticks) or before two reads.
-    /// The looks come closest at a stall's start, so this, not their count, says where the
-    /// time of a poll that slept, then computed, went.
+    /// A poll's stall (not a busy period's): where its time went ([`TimeSplit`]). `None`
+    /// without `schedstat` (CPU time then in 10 ms ticks) or before two reads. The looks
+    /// come closest at a stall's start, so this, not their count, says where the time of a
+    /// poll that slept, then computed, went.
     pub(crate) time_split: Option<TimeSplit>,
     /// The stall threshold (ns): a part of a poll's stall of the other class than its own is
     /// recorded when its time reaches it (`StallRecord::part`).
@@ -212,8 +209,29 @@ pub(crate) struct RawStall {
 /// [`RawStall::time_split`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct TimeSplit {
+    /// Measured: on CPU and asleep (neither on CPU nor waiting for one), ns, from the first
+    /// read of the thread's times in the stall (half the threshold in, or the first look) to
+    /// the last: a tick after its end, or, after a late look, the latest read in it (reads
+    /// come at least every eighth of the stall's age); while it lasts, the latest read.
     pub(crate) on_cpu_ns: u64,
     pub(crate) asleep_ns: u64,
+    /// The poll's time before the first read, from its start (0 when the start is not known
+    /// closely: first seen after a gap in the looks): not measured, and taken to be spent as
+    /// the thread was at that read, asleep (`lead_asleep`) or not.
+    pub(crate) lead_ns: u64,
+    pub(crate) lead_asleep: bool,
+}
+
+impl TimeSplit {
+    /// On CPU and asleep with the time before the first read counted as the thread was at
+    /// it: the estimate a stall's class is taken from.
+    pub(crate) fn estimated(&self) -> (u64, u64) {
+        if self.lead_asleep {
+            (self.on_cpu_ns, self.asleep_ns + self.lead_ns)
+        } else {
+            (self.on_cpu_ns + self.lead_ns, self.asleep_ns)
+        }
+    }
 }
 
 /// What the signal samples of a busy-period stall (the stable tier; in the hooks tier, a
@@ -300,6 +318,12 @@ struct Active {
     /// A poll's stall: the first read of the thread's times in it, where its time split
     /// ([`RawStall::time_split`]) counts from.
     first_mark: Option<SleepMark>,
+    /// A poll's stall: when the poll began, as closely as known (after a hand-off by
+    /// `block_in_place`, when the thread took its worker back); `None` when it was first seen
+    /// after a gap in the looks. The time from it to `first_mark` is the split's lead.
+    lead_from_ns: Option<u64>,
+    /// A poll's stall: the next look that reads the thread's times for its split.
+    next_split_ns: u64,
     /// Busy-period stalls: the task the signal samples show now (0: none yet), the thread's
     /// CPU time at the first sample that showed it, when the last did, and how many did.
     poll_task: u64,
@@ -445,6 +469,7 @@ impl SleepMark {
         let split = TimeSplit {
             on_cpu_ns: later.cpu_ns.saturating_sub(self.cpu_ns),
             asleep_ns: self.slept_ns_until(later),
+            ..TimeSplit::default()
         };
         (split.on_cpu_ns + split.asleep_ns > 0).then_some(split)
     }
@@ -1203,6 +1228,9 @@ impl Watchdog {
                             active.cpu_start = mark;
                             if task != 0 {
                                 active.first_mark = active.sleep_mark;
+                                let t = &self.tracks[i];
+                                active.lead_from_ns =
+                                    (!t.uncertain_start).then_some(start.max(t.lower_ns));
                             }
                             self.tracks[i].stall = Some(active);
                         }
@@ -1213,6 +1241,9 @@ impl Watchdog {
             let track = &mut self.tracks[i];
             if let Some(mut active) = track.stall.take() {
                 active.raw.last_seen_ns = now;
+                if active.raw.task_id != 0 && now >= active.next_split_ns {
+                    self.read_split(&mut active, now, w, seq);
+                }
                 if now >= active.next_sample_ns {
                     self.sample(&mut active, now, w, seq);
                 }
@@ -1321,6 +1352,8 @@ impl Watchdog {
             run_is_recorded: false,
             cpu_start: None,
             first_mark: None,
+            lead_from_ns: None,
+            next_split_ns: 0,
             poll_task: 0,
             poll_first_cpu_ns: None,
             poll_last_ns: 0,
@@ -1652,14 +1685,14 @@ impl Watchdog {
             let wall = now.saturating_sub(since).max(1);
             active.raw.cpu_share = Some(st.cpu_ns.saturating_sub(cpu0) as f64 / wall as f64);
         }
-        // A poll's time split to its end, read a tick after it (else it stands at the last
-        // look's read): after a late look the read would count what the thread did since the
-        // poll ended (parked, or the next polls) as the poll's.
-        if let Some(st) = end.filter(|_| {
-            active.raw.task_id != 0 && now.saturating_sub(self.prev_look_ns) <= self.gap_ns
-        }) {
+        // A poll's time split to its end, read a tick after it (else it stands at the latest
+        // read in it, at most an eighth of its age old): after a late look the read would
+        // count what the thread did since the poll ended (parked, or the next polls).
+        if let Some(st) = end.filter(|_| active.raw.task_id != 0) {
             let end = SleepMark::read(&st, None);
-            active.raw.time_split = Self::time_split(&active, &end).or(active.raw.time_split);
+            if end.at_ns.saturating_sub(self.prev_look_ns) <= self.gap_ns {
+                active.raw.time_split = Self::time_split(&active, &end).or(active.raw.time_split);
+            }
         }
         self.push(&mut active, now);
     }
@@ -1671,13 +1704,29 @@ impl Watchdog {
     fn time_split(active: &Active, end: &SleepMark) -> Option<TimeSplit> {
         let first = active.first_mark?;
         let mut split = first.split_until(end)?;
-        let lead = first.at_ns.saturating_sub(active.raw.start_ns);
-        if first.asleep {
-            split.asleep_ns += lead;
-        } else {
-            split.on_cpu_ns += lead;
-        }
+        split.lead_ns = active
+            .lead_from_ns
+            .map_or(0, |from| first.at_ns.saturating_sub(from));
+        split.lead_asleep = first.asleep;
         Some(split)
+    }
+
+    /// A poll's stall: read its thread's times for its split at this look (`seq`: the poll's
+    /// state), and set the next read an eighth of the stall's age later (four ticks at least),
+    /// so that the last read before its end is never far from it.
+    fn read_split(&self, active: &mut Active, now: u64, w: &Worker, seq: u64) {
+        let age = now.saturating_sub(active.raw.start_ns);
+        active.next_split_ns = now.saturating_add((age / 8).max(4 * self.tick_ns));
+        let Some(st) = asyncprof_sampler::thread_state(active.raw.tid) else {
+            return;
+        };
+        // Read after the poll ended, it would describe what the worker did next.
+        if self.observe_any(w).map(|o| o.0) != Some(seq) {
+            return;
+        }
+        let mark = SleepMark::read(&st, None);
+        active.first_mark.get_or_insert(mark);
+        active.raw.time_split = Self::time_split(active, &mark);
     }
 
     /// Recording stops: hand over every stall still running, marked as ongoing.
