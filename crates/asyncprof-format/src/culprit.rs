@@ -129,6 +129,9 @@ pub fn qualified(frame: &Frame) -> String {
 /// report picks the one the user's line calls where it can read the source.
 pub fn primitive_name(function: &str) -> String {
     let f = function.trim_end_matches("::{{closure}}");
+    // The known calls are told by the path, not by a type argument: `read_line<BufReader<
+    // TcpStream>>` is not `TcpStream::read`.
+    let path = without_type_arguments(f);
     let known: &[(&[&str], &str)] = &[
         (&["std::thread", "sleep"], "std::thread::sleep"),
         (&["Mutex", "::lock"], "std::sync::Mutex::lock"),
@@ -159,9 +162,14 @@ pub fn primitive_name(function: &str) -> String {
         (&["std::fs::write"], "std::fs::write"),
         (&["File", "sync_all"], "std::fs::File::sync_all"),
         (&["mpsc", "recv"], "std::sync::mpsc::Receiver::recv"),
+        // std::io's trait methods, inlined into the caller and named by their file (io/mod.rs).
+        (&["std::io::read_line"], "std::io::BufRead::read_line"),
+        (&["std::io::read_until"], "std::io::BufRead::read_until"),
+        (&["std::io::read_exact"], "std::io::Read::read_exact"),
+        (&["std::io::write_all"], "std::io::Write::write_all"),
     ];
     for (needles, name) in known {
-        if needles.iter().all(|n| f.contains(n)) {
+        if needles.iter().all(|n| path.contains(n)) {
             return (*name).to_string();
         }
     }
@@ -371,6 +379,26 @@ fn strip_generics(f: &str) -> String {
     out
 }
 
+/// `f` without the type arguments that follow a name (`a::B<T>::c` → `a::B::c`), its
+/// qualified path kept (`<a::B as c::D>::e` stays).
+fn without_type_arguments(f: &str) -> String {
+    let mut out = String::with_capacity(f.len());
+    let mut depth = 0usize;
+    let mut prev = ' ';
+    for c in f.chars() {
+        match c {
+            '<' if depth > 0 || prev.is_alphanumeric() || prev == '_' => depth += 1,
+            '>' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+        if depth == 0 && c != '>' {
+            prev = c;
+        }
+    }
+    out
+}
+
 /// The index of the ` as ` inside the `<` at the start of `f`, not inside a type nested in it.
 fn top_level_as(f: &str) -> Option<usize> {
     let mut depth = 0usize;
@@ -568,6 +596,17 @@ mod tests {
             "rusqlite::Statement::execute"
         );
         assert_eq!(primitive_name("ureq::Agent<T>::run"), "ureq::Agent::run");
+        // A known call's type in another's type arguments does not make it that call.
+        assert_eq!(
+            primitive_name(
+                "std::io::read_line<std::io::buffered::bufreader::BufReader<std::net::tcp::TcpStream>>"
+            ),
+            "std::io::BufRead::read_line"
+        );
+        assert_eq!(
+            primitive_name("<&std::net::tcp::TcpStream as std::io::Read>::read"),
+            "std::net::TcpStream::read"
+        );
         // An inherent method's qualified path, a reference's trait impl, a trait nested in
         // the type.
         assert_eq!(
