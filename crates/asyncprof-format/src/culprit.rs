@@ -145,11 +145,23 @@ pub fn primitive_name(function: &str) -> String {
         (&["RwLock", "::write"], "std::sync::RwLock::write"),
         (&["Condvar", "::wait"], "std::sync::Condvar::wait"),
         (
+            &["std::sync::", "condvar::wait"],
+            "std::sync::Condvar::wait",
+        ),
+        (
+            &["std::sync::", "barrier::wait"],
+            "std::sync::Barrier::wait",
+        ),
+        (
             &["futures_executor", "block_on"],
             "futures::executor::block_on",
         ),
         (&["thread::park"], "std::thread::park"),
         (&["JoinHandle", "::join"], "std::thread::JoinHandle::join"),
+        (
+            &["std::thread::", "join_handle::join"],
+            "std::thread::JoinHandle::join",
+        ),
         (&["TcpStream", "Read", "read"], "std::net::TcpStream::read"),
         (&["TcpStream", "connect"], "std::net::TcpStream::connect"),
         (
@@ -606,6 +618,15 @@ mod tests {
         assert_eq!(
             primitive_name("<&std::net::tcp::TcpStream as std::io::Read>::read"),
             "std::net::TcpStream::read"
+        );
+        // Bare names inlined into the caller, prefixed with their file's module.
+        assert_eq!(
+            primitive_name("std::thread::join_handle::join<()>"),
+            "std::thread::JoinHandle::join"
+        );
+        assert_eq!(
+            primitive_name("std::sync::poison::condvar::wait<bool>"),
+            "std::sync::Condvar::wait"
         );
         // An inherent method's qualified path, a reference's trait impl, a trait nested in
         // the type.
