@@ -5,17 +5,43 @@
 //! **Why it hurts**: the worker thread sleeps until another thread lets go; with the lock held
 //! across slow work, every worker that touches it queues behind it.
 //! **What to do**: never hold a lock across slow work (copy, compute, swap), shorten the
-//! critical section, shard the data, or use `tokio::sync::Mutex` across an `.await`.
+//! critical section, shard the data, or use `tokio::sync::Mutex` across an `.await`; for a
+//! `Condvar` wait (another thread's notification), `tokio::sync::Notify` or a channel.
 
 /// The kind's name.
 pub const KIND: &str = asyncprof_format::StallKind::LockContention.name();
 
-/// What to do.
+/// What to do. A `Condvar` wait waits for another thread's notification, not for a lock.
 pub fn recommendation(primitive: Option<&str>, same_code: &[String], max_ms: f64) -> String {
+    if primitive.is_some_and(|p| p.contains("Condvar")) {
+        return format!(
+            "{} waited up to {max_ms:.1} ms for another thread's notification, holding the \
+             worker thread. Wait for it without blocking the worker: tokio::sync::Notify, a \
+             tokio channel or oneshot the other thread sends on, or move the wait into \
+             tokio::task::spawn_blocking.",
+            super::call(primitive, same_code)
+        );
+    }
     format!(
         "{} waited up to {max_ms:.1} ms for a std lock held elsewhere, holding the worker \
          thread. Do not hold the lock across slow work: shorten the critical section, shard \
          the data, or use tokio::sync::Mutex when it must be held across an .await.",
         super::call(primitive, same_code)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// A `Condvar` wait is told to wait asynchronously, a lock's to shorten what holds it.
+    #[test]
+    fn a_condvar_wait_is_not_told_about_critical_sections() {
+        let condvar = super::recommendation(Some("std::sync::Condvar::wait"), &[], 31.8);
+        assert!(
+            condvar.contains("notification") && condvar.contains("Notify"),
+            "{condvar}"
+        );
+        assert!(!condvar.contains("critical section"), "{condvar}");
+        let mutex = super::recommendation(Some("std::sync::Mutex::lock"), &[], 31.8);
+        assert!(mutex.contains("critical section"), "{mutex}");
+    }
 }
