@@ -782,6 +782,42 @@ pub struct StallPart {
 }
 
 impl StallRecord {
+    /// The stall's time shared among its stacks, ns, by how often each was sampled; with a
+    /// part ([`StallRecord::part`]), the part's time among the part's stacks and the rest
+    /// among the others, since the looks that took them came closest at the stall's start
+    /// (a sleep before a longer computation has the most samples). The shares add up to the
+    /// stall's duration (up to rounding).
+    pub fn stack_times(&self) -> Vec<(&StackSample, u64)> {
+        let part = self.part.as_ref();
+        let in_part =
+            |s: &StackSample| part.is_some_and(|p| p.stacks.iter().any(|q| q.frames == s.frames));
+        let samples = |of_part: bool| -> u64 {
+            self.stacks
+                .iter()
+                .filter(|s| in_part(s) == of_part)
+                .map(|s| u64::from(s.count))
+                .sum()
+        };
+        let (part_n, rest_n) = (samples(true), samples(false));
+        // The part's time among its stacks, the rest among the others; when either has no
+        // stack, the whole among all.
+        let split = part
+            .filter(|_| part_n > 0 && rest_n > 0)
+            .map(|p| p.duration_ns.min(self.duration_ns));
+        self.stacks
+            .iter()
+            .map(|s| {
+                let (ns, n) = match split {
+                    Some(part_ns) if in_part(s) => (part_ns, part_n),
+                    Some(part_ns) => (self.duration_ns - part_ns, rest_n),
+                    None => (self.duration_ns, part_n + rest_n),
+                };
+                let share = u128::from(ns) * u128::from(s.count) / u128::from(n.max(1));
+                (s, share as u64)
+            })
+            .collect()
+    }
+
     /// The stall's part ([`StallRecord::part`]) as a stall of its own: its class, time, line
     /// and stacks, the rest as the stall's. Its CPU share is not known (the stall's is the
     /// whole poll's), so it is never taken for a preempted thread.
@@ -850,5 +886,45 @@ impl LoadPoint {
             (w + p.cpu_wait_ns, r + p.cpu_run_ns)
         });
         (wait + ran > 0).then(|| wait as f64 / (wait + ran) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(count: u32, function: &str) -> StackSample {
+        let mut s = StackSample::default();
+        s.count = count;
+        s.frames = vec![Frame::new(function, Some("src/main.rs".into()), Some(1))];
+        s
+    }
+
+    /// Known truth: a 120 ms poll that slept 25 ms (four samples, the densest: a stall's
+    /// first) and then computed (three samples). Shared by samples alone, the sleep got 4/7 of
+    /// the time; with its part's time, 25 ms.
+    #[test]
+    fn a_parts_time_goes_to_its_stacks() {
+        let mut s = StallRecord::default();
+        s.duration_ns = 120_000_000;
+        s.stacks = vec![stack(4, "sleep"), stack(2, "loop"), stack(1, "hash")];
+        let times = |s: &StallRecord| -> Vec<u64> {
+            s.stack_times().into_iter().map(|(_, ns)| ns).collect()
+        };
+        assert_eq!(times(&s), [68_571_428, 34_285_714, 17_142_857]);
+        let mut part = StallPart::default();
+        part.class = StallClass::Blocking;
+        part.duration_ns = 25_000_000;
+        part.stacks = vec![stack(4, "sleep")];
+        s.part = Some(part.clone());
+        assert_eq!(times(&s), [25_000_000, 63_333_333, 31_666_666]);
+        // A part whose stacks are the stall's only ones: shared as before.
+        s.stacks.truncate(1);
+        assert_eq!(times(&s), [120_000_000]);
+        // A part longer than its stall (a damaged file): capped.
+        part.duration_ns = u64::MAX;
+        s.stacks = vec![stack(1, "sleep"), stack(1, "loop")];
+        s.part = Some(part);
+        assert_eq!(times(&s), [120_000_000, 0]);
     }
 }

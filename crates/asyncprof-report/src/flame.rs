@@ -487,21 +487,16 @@ pub(crate) fn script_json(value: &impl Serialize) -> String {
 }
 
 /// Each stall's sampled stacks with their weight in microseconds of stall time: a stall's
-/// duration is shared among its samples, and every sampled stack weighs at least 1.
+/// duration is shared among its samples (its part's time among the part's,
+/// [`asyncprof_format::StallRecord::stack_times`]), and every sampled stack weighs at least 1.
 pub(crate) fn weighted_stall_stacks(
     run: &RunFile,
 ) -> impl Iterator<Item = (&asyncprof_format::StallRecord, &[Frame], u64)> {
     run.stalls.iter().flat_map(|stall| {
-        let samples: u64 = stall.stacks.iter().map(|s| u64::from(s.count)).sum();
         stall
-            .stacks
-            .iter()
-            .filter(move |_| samples > 0)
-            .map(move |stack| {
-                let us = (u128::from(stall.duration_ns / 1000) * u128::from(stack.count)
-                    / u128::from(samples.max(1))) as u64;
-                (stall, &stack.frames[..], us.max(1))
-            })
+            .stack_times()
+            .into_iter()
+            .map(move |(stack, ns)| (stall, &stack.frames[..], (ns / 1000).max(1)))
     })
 }
 

@@ -191,16 +191,16 @@ pub fn stall_profile(run: &RunFile, source: &dyn Fn(&str) -> Option<String>) -> 
         if total == 0 {
             continue;
         }
-        for st in &s.stacks {
+        for (st, ns) in s.stack_times() {
             let locs: Vec<u64> = st
                 .frames
                 .iter()
                 .map(|f: &Frame| p.location(&function_name(f, source), f.file.as_deref(), f.line))
                 .collect();
             let count = u64::from(st.count);
-            // The stall's time, shared among its stacks by how often each was sampled; the
-            // count in thousandths of a stall, so that shares add up.
-            let ns = (u128::from(s.duration_ns) * u128::from(count) / u128::from(total)) as u64;
+            // The stall's time, shared among its stacks by how often each was sampled (its
+            // part's among the part's: `stack_times`); the count in thousandths of a stall, so
+            // that shares add up.
             let stalls = count * 1000 / total;
             p.samples.push((locs, vec![stalls.max(1), ns]));
         }
