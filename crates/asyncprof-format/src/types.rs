@@ -894,10 +894,10 @@ mod tests {
     use super::*;
 
     fn stack(count: u32, function: &str) -> StackSample {
-        let mut s = StackSample::default();
-        s.count = count;
-        s.frames = vec![Frame::new(function, Some("src/main.rs".into()), Some(1))];
-        s
+        StackSample {
+            count,
+            frames: vec![Frame::new(function, Some("src/main.rs".into()), Some(1))],
+        }
     }
 
     /// Known truth: a 120 ms poll that slept 25 ms (four samples, the densest: a stall's
@@ -905,17 +905,21 @@ mod tests {
     /// the time; with its part's time, 25 ms.
     #[test]
     fn a_parts_time_goes_to_its_stacks() {
-        let mut s = StallRecord::default();
-        s.duration_ns = 120_000_000;
-        s.stacks = vec![stack(4, "sleep"), stack(2, "loop"), stack(1, "hash")];
+        let mut s = StallRecord {
+            duration_ns: 120_000_000,
+            stacks: vec![stack(4, "sleep"), stack(2, "loop"), stack(1, "hash")],
+            ..StallRecord::default()
+        };
         let times = |s: &StallRecord| -> Vec<u64> {
             s.stack_times().into_iter().map(|(_, ns)| ns).collect()
         };
         assert_eq!(times(&s), [68_571_428, 34_285_714, 17_142_857]);
-        let mut part = StallPart::default();
-        part.class = StallClass::Blocking;
-        part.duration_ns = 25_000_000;
-        part.stacks = vec![stack(4, "sleep")];
+        let mut part = StallPart {
+            class: StallClass::Blocking,
+            duration_ns: 25_000_000,
+            stacks: vec![stack(4, "sleep")],
+            ..StallPart::default()
+        };
         s.part = Some(part.clone());
         assert_eq!(times(&s), [25_000_000, 63_333_333, 31_666_666]);
         // A part whose stacks are the stall's only ones: shared as before.
