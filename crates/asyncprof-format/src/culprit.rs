@@ -152,6 +152,7 @@ pub fn primitive_name(function: &str) -> String {
             &["std::sync::", "barrier::wait"],
             "std::sync::Barrier::wait",
         ),
+        (&["Barrier", "::wait"], "std::sync::Barrier::wait"),
         (
             &["futures_executor", "block_on"],
             "futures::executor::block_on",
@@ -396,19 +397,26 @@ fn strip_generics(f: &str) -> String {
 fn without_type_arguments(f: &str) -> String {
     let mut out = String::with_capacity(f.len());
     let mut depth = 0usize;
+    // The last character kept, and the last one read (an arrow's `-`).
     let mut prev = ' ';
+    let mut last = ' ';
     for c in f.chars() {
+        // Type arguments follow a name, a closure's or async body's `}` or a turbofish `::`.
+        let opens = prev.is_alphanumeric() || matches!(prev, '_' | '}' | ':');
         match c {
-            '<' if depth > 0 || prev.is_alphanumeric() || prev == '_' => depth += 1,
-            '>' if depth > 0 => depth -= 1,
+            '<' if depth > 0 || opens => depth += 1,
+            // `fn() -> T` inside type arguments: the arrow closes nothing.
+            '>' if depth > 0 && last != '-' => depth -= 1,
             _ if depth == 0 => out.push(c),
             _ => {}
         }
         if depth == 0 && c != '>' {
             prev = c;
         }
+        last = c;
     }
-    out
+    // A turbofish's `::` left before its arguments (`read_until::<T>` → `read_until`).
+    out.replace("::::", "::").trim_end_matches("::").to_string()
 }
 
 /// The index of the ` as ` inside the `<` at the start of `f`, not inside a type nested in it.
@@ -627,6 +635,23 @@ mod tests {
         assert_eq!(
             primitive_name("std::sync::poison::condvar::wait<bool>"),
             "std::sync::Condvar::wait"
+        );
+        // Type arguments after a closure's name, a turbofish, an arrow inside them.
+        assert_eq!(
+            without_type_arguments("lib::read_all::{closure#0}<std::net::tcp::TcpStream>"),
+            "lib::read_all::{closure#0}"
+        );
+        assert_eq!(
+            without_type_arguments("std::io::read_until::<std::io::BufReader<T>>::inner"),
+            "std::io::read_until::inner"
+        );
+        assert_eq!(
+            without_type_arguments("app::run<fn() -> core::result::Result<u8, E>>::go"),
+            "app::run::go"
+        );
+        assert_eq!(
+            primitive_name("std::sync::barrier::Barrier::wait"),
+            "std::sync::Barrier::wait"
         );
         // An inherent method's qualified path, a reference's trait impl, a trait nested in
         // the type.

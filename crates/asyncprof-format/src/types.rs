@@ -762,7 +762,8 @@ pub struct StallRecord {
 
 /// The smaller part of a poll's stall that both slept and computed past the threshold each
 /// (from its thread's `schedstat`), at a line of its own: the stall's class is the larger
-/// part's, this is the other, with the stacks of its class that name its line.
+/// part's, this is the other, with the stall's stacks of its class (most of which reach its
+/// line).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
@@ -799,6 +800,10 @@ impl StallRecord {
                 .sum()
         };
         let (part_n, rest_n) = (samples(true), samples(false));
+        if part_n + rest_n == 0 {
+            // No sample (a damaged file): nothing to share.
+            return Vec::new();
+        }
         // The part's time among its stacks, the rest among the others; when either has no
         // stack, the whole among all.
         let split = part
@@ -930,5 +935,8 @@ mod tests {
         s.stacks = vec![stack(1, "sleep"), stack(1, "loop")];
         s.part = Some(part);
         assert_eq!(times(&s), [120_000_000, 0]);
+        // No sample at all: nothing.
+        s.stacks = vec![stack(0, "sleep")];
+        assert!(times(&s).is_empty());
     }
 }

@@ -9,7 +9,8 @@ use asyncprof_format::RunFile;
 use crate::flame::{frame_label, weighted_stall_stacks};
 
 /// Every stall's sampled stacks, weighted by stall time in microseconds: a stall's duration
-/// is shared among its samples. Every frame is kept (the HTML report's flamegraph folds the
+/// is shared among its samples (a part's time among the part's,
+/// [`asyncprof_format::StallRecord::stack_times`]). Every frame is kept (the HTML report's flamegraph folds the
 /// runtime's own frames; this text is for other tools).
 pub fn folded_stalls(run: &RunFile) -> String {
     folded_stalls_of(&[run])

@@ -188,20 +188,19 @@ pub fn stall_profile(run: &RunFile, source: &dyn Fn(&str) -> Option<String>) -> 
     );
     for s in &run.stalls {
         let total: u64 = s.stacks.iter().map(|st| u64::from(st.count)).sum();
-        if total == 0 {
-            continue;
-        }
         for (st, ns) in s.stack_times() {
             let locs: Vec<u64> = st
                 .frames
                 .iter()
                 .map(|f: &Frame| p.location(&function_name(f, source), f.file.as_deref(), f.line))
                 .collect();
-            let count = u64::from(st.count);
             // The stall's time, shared among its stacks by how often each was sampled (its
-            // part's among the part's: `stack_times`); the count in thousandths of a stall, so
-            // that shares add up.
-            let stalls = count * 1000 / total;
+            // part's among the part's: `stack_times`); the count in thousandths of a stall,
+            // the same share of it, so that shares add up.
+            let stalls = match s.duration_ns {
+                0 => u64::from(st.count) * 1000 / total.max(1),
+                d => (u128::from(ns) * 1000 / u128::from(d)) as u64,
+            };
             p.samples.push((locs, vec![stalls.max(1), ns]));
         }
     }

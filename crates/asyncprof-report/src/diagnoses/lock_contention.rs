@@ -13,7 +13,8 @@ pub const KIND: &str = asyncprof_format::StallKind::LockContention.name();
 
 /// What to do. A `Condvar` wait waits for another thread's notification, not for a lock.
 pub fn recommendation(primitive: Option<&str>, same_code: &[String], max_ms: f64) -> String {
-    if primitive.is_some_and(|p| p.contains("Condvar")) {
+    // By its public name, or std's own (`std::sync::poison::condvar::wait`, in older runs).
+    if primitive.is_some_and(|p| p.to_ascii_lowercase().contains("condvar")) {
         return format!(
             "{} waited up to {max_ms:.1} ms for another thread's notification, holding the \
              worker thread. Wait for it without blocking the worker: tokio::sync::Notify, a \
@@ -41,6 +42,8 @@ mod tests {
             "{condvar}"
         );
         assert!(!condvar.contains("critical section"), "{condvar}");
+        let older = super::recommendation(Some("std::sync::poison::condvar::wait"), &[], 31.8);
+        assert!(older.contains("notification"), "{older}");
         let mutex = super::recommendation(Some("std::sync::Mutex::lock"), &[], 31.8);
         assert!(mutex.contains("critical section"), "{mutex}");
     }
