@@ -412,6 +412,19 @@ mod tests {
         s
     }
 
+    /// A poll that slept (one stack, sampled four times: a stall's first samples are the
+    /// densest), then computed for longer (three on-CPU samples at line 26): the stacks and
+    /// whether each was taken on CPU.
+    fn slept_then_computed() -> ([StackSample; 4], [bool; 4]) {
+        let stacks = [
+            sample(4, "clock_nanosleep", 5),
+            sample(1, "step", 26),
+            sample(1, "commit", 26),
+            sample(1, "exec", 26),
+        ];
+        (stacks, [false, true, true, true])
+    }
+
     /// Known truth: a busy period that held its worker in a blocking call inside `block_on`
     /// (tokio's loop on the stack), then ran on through the caller's own code (from the
     /// thread's start, no runtime) for more samples.
@@ -490,15 +503,7 @@ mod tests {
 
     #[test]
     fn the_culprit_is_a_line_of_the_stalls_class() {
-        // A poll that slept (one stack, sampled four times: a stall's first samples are the
-        // densest), then computed for longer (three on-CPU samples at line 26).
-        let stacks = [
-            sample(4, "clock_nanosleep", 5),
-            sample(1, "step", 26),
-            sample(1, "commit", 26),
-            sample(1, "exec", 26),
-        ];
-        let cpu = [false, true, true, true];
+        let (stacks, cpu) = slept_then_computed();
         let line = |class| {
             most_sampled_culprit(&stacks, &cpu, class)
                 .1
@@ -533,15 +538,9 @@ mod tests {
             }),
             ..RawStall::default()
         };
-        let cpu = || {
-            vec![
-                sample(1, "step", 26),
-                sample(1, "commit", 26),
-                sample(1, "exec", 26),
-            ]
-        };
         let part_line = |raw: &RawStall, asleep: &[StackSample]| {
-            let mut stacks = cpu();
+            // The computation's three stacks, then `asleep`.
+            let mut stacks = slept_then_computed().0[1..].to_vec();
             stacks.extend_from_slice(asleep);
             let on_cpu: Vec<bool> = (0..stacks.len()).map(|i| i < 3).collect();
             let (_, culprit) = most_sampled_culprit(&stacks, &on_cpu, StallClass::CpuBound);
@@ -589,14 +588,8 @@ mod tests {
     #[test]
     fn a_polls_stall_is_classed_by_where_its_time_went() {
         use crate::watchdog::TimeSplit;
-        // The poll above: four looks asleep, three on CPU; 25 ms asleep, 100 ms on CPU.
-        let stacks = [
-            sample(4, "clock_nanosleep", 5),
-            sample(1, "step", 26),
-            sample(1, "commit", 26),
-            sample(1, "exec", 26),
-        ];
-        let cpu = [false, true, true, true];
+        // Four looks asleep, three on CPU; 25 ms asleep, 100 ms on CPU.
+        let (stacks, cpu) = slept_then_computed();
         let mut raw = RawStall {
             task_id: 7,
             on_cpu: 3,
