@@ -32,29 +32,24 @@ const MAX_CACHED: usize = 100_000;
 /// no stack of the time's class names a line while one of the looks' class does (signals off,
 /// or every signal sample failed): a class is not given a line it has no evidence for.
 fn classify(raw: &RawStall, stacks: &[StackSample], on_cpu: &[bool]) -> (StallClass, f64) {
-    let looked = raw.on_cpu + raw.asleep;
-    let by_looks = match looked {
+    // On CPU for at least half: CPU-bound.
+    let by_ratio = |on_cpu: f64, asleep: f64| {
+        let ratio = on_cpu / (on_cpu + asleep);
+        let class = if ratio >= 0.5 {
+            StallClass::CpuBound
+        } else {
+            StallClass::Blocking
+        };
+        (class, ratio)
+    };
+    let by_looks = match raw.on_cpu + raw.asleep {
         0 => (StallClass::Unknown, 0.0),
-        _ => {
-            let ratio = f64::from(raw.on_cpu) / f64::from(looked);
-            let class = if ratio >= 0.5 {
-                StallClass::CpuBound
-            } else {
-                StallClass::Blocking
-            };
-            (class, ratio)
-        }
+        _ => by_ratio(f64::from(raw.on_cpu), f64::from(raw.asleep)),
     };
     let by_time = match raw.time_split {
         Some(t) if raw.task_id != 0 => {
             let (on_cpu, asleep) = t.estimated();
-            let ratio = on_cpu as f64 / (on_cpu + asleep) as f64;
-            let class = if ratio >= 0.5 {
-                StallClass::CpuBound
-            } else {
-                StallClass::Blocking
-            };
-            (class, ratio)
+            by_ratio(on_cpu as f64, asleep as f64)
         }
         _ => return by_looks,
     };
@@ -92,28 +87,22 @@ fn other_part(
         .filter(|_| raw.task_id != 0 && !raw.ongoing)?;
     // The part's time must reach the threshold as measured; its time before the first read
     // (half the threshold, not measured) is counted in the time shown only.
-    let (other, ns, (cpu_ns, asleep_ns)) = match class {
-        StallClass::CpuBound => (StallClass::Blocking, t.asleep_ns, t.estimated()),
-        StallClass::Blocking => (StallClass::CpuBound, t.on_cpu_ns, t.estimated()),
+    let (cpu_ns, asleep_ns) = t.estimated();
+    let (other, measured, estimated) = match class {
+        StallClass::CpuBound => (StallClass::Blocking, t.asleep_ns, asleep_ns),
+        StallClass::Blocking => (StallClass::CpuBound, t.on_cpu_ns, cpu_ns),
         _ => return None,
     };
-    if raw.threshold_ns == 0 || ns < raw.threshold_ns {
+    if raw.threshold_ns == 0 || measured < raw.threshold_ns {
         return None;
     }
-    let estimated = if other == StallClass::Blocking {
-        asleep_ns
-    } else {
-        cpu_ns
-    };
     let (of, flags): (Vec<StackSample>, Vec<bool>) = stacks
         .iter()
         .zip(on_cpu)
         .filter(|&(_, &cpu)| of_class(other, cpu))
         .map(|(s, &cpu)| (s.clone(), cpu))
         .unzip();
-    if !class_names_a_line(&of, &flags, other) {
-        return None;
-    }
+    // No stack of the class names a line: no line, no part.
     let (primitive, line) = most_sampled_culprit(&of, &flags, other);
     let line = line?;
     let same = |c: &Frame| c.file == line.file && c.line == line.line;
@@ -148,15 +137,10 @@ fn other_part(
 /// Whether one of the stacks taken as `class` (on CPU: a signal's; blocking: copied while
 /// asleep) names a line of the user's.
 fn class_names_a_line(stacks: &[StackSample], on_cpu: &[bool], class: StallClass) -> bool {
-    let wanted = match class {
-        StallClass::CpuBound => true,
-        StallClass::Blocking => false,
-        _ => return false,
-    };
-    stacks
-        .iter()
-        .zip(on_cpu)
-        .any(|(s, &cpu)| cpu == wanted && culprit::primitive_and_culprit(&s.frames).1.is_some())
+    class != StallClass::Unknown
+        && stacks.iter().zip(on_cpu).any(|(s, &cpu)| {
+            of_class(class, cpu) && culprit::primitive_and_culprit(&s.frames).1.is_some()
+        })
 }
 
 /// The user's line the most samples of a stall reach, and the call it made in the most sampled
@@ -172,17 +156,12 @@ fn most_sampled_culprit(
     on_cpu: &[bool],
     class: StallClass,
 ) -> (Option<Frame>, Option<Frame>) {
-    let wanted = match class {
-        StallClass::CpuBound => Some(true),
-        StallClass::Blocking => Some(false),
-        _ => None,
-    };
-    let of_class = |cpu: bool| wanted.is_none_or(|w| cpu == w);
-    let class_names_a_line = wanted.is_none() || class_names_a_line(stacks, on_cpu, class);
+    // Every stack counts when none of the class names a line (or the class is unknown).
+    let only_the_class = class_names_a_line(stacks, on_cpu, class);
     let chosen = stacks
         .iter()
         .zip(on_cpu)
-        .filter(|&(_, &cpu)| !class_names_a_line || of_class(cpu))
+        .filter(|&(_, &cpu)| !only_the_class || of_class(class, cpu))
         .map(|(s, _)| s);
     let mut lines: Vec<(Option<Frame>, Frame, u32)> = Vec::new();
     for s in chosen {

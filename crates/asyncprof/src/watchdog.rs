@@ -1241,11 +1241,12 @@ impl Watchdog {
             let track = &mut self.tracks[i];
             if let Some(mut active) = track.stall.take() {
                 active.raw.last_seen_ns = now;
-                if active.raw.task_id != 0 && now >= active.next_split_ns {
-                    self.read_split(&mut active, now, w, seq);
-                }
                 if now >= active.next_sample_ns {
                     self.sample(&mut active, now, w, seq);
+                }
+                // After the sample: a read it took schedules the next one.
+                if active.raw.task_id != 0 && now >= active.next_split_ns {
+                    self.read_split(&mut active, now, w, seq);
                 }
                 if let Some(floor) = active.poll_changed {
                     // Several polls in this busy period: the record ends here (kept only if
@@ -1444,8 +1445,7 @@ impl Watchdog {
             }
             active.sleep_mark = Some(mark);
             if active.raw.task_id != 0 {
-                active.first_mark.get_or_insert(mark);
-                active.raw.time_split = Self::time_split(active, &mark);
+                self.note_split(active, mark, now);
             }
             active.cpu_mark = Some((now, state.cpu_ns));
             if state.state == 'R' {
@@ -1712,11 +1712,10 @@ impl Watchdog {
     }
 
     /// A poll's stall: read its thread's times for its split at this look (`seq`: the poll's
-    /// state), and set the next read an eighth of the stall's age later (four ticks at least),
-    /// so that the last read before its end is never far from it.
+    /// state), when no sample's read came recently enough ([`Watchdog::note_split`]).
     fn read_split(&self, active: &mut Active, now: u64, w: &Worker, seq: u64) {
-        let age = now.saturating_sub(active.raw.start_ns);
-        active.next_split_ns = now.saturating_add((age / 8).max(4 * self.tick_ns));
+        // Not read (the thread gone, the poll over): tried again four ticks later.
+        active.next_split_ns = now.saturating_add(4 * self.tick_ns);
         let Some(st) = asyncprof_sampler::thread_state(active.raw.tid) else {
             return;
         };
@@ -1724,9 +1723,18 @@ impl Watchdog {
         if self.observe_any(w).map(|o| o.0) != Some(seq) {
             return;
         }
-        let mark = SleepMark::read(&st, None);
+        self.note_split(active, SleepMark::read(&st, None), now);
+    }
+
+    /// A poll's stall: its split to `mark` (a read of its thread's times at this look, by a
+    /// sample or by [`Watchdog::read_split`]), and the next read due an eighth of the stall's
+    /// age later (four ticks at least), so that the last read before its end is never far
+    /// from it.
+    fn note_split(&self, active: &mut Active, mark: SleepMark, now: u64) {
         active.first_mark.get_or_insert(mark);
         active.raw.time_split = Self::time_split(active, &mark);
+        let age = now.saturating_sub(active.raw.start_ns);
+        active.next_split_ns = now.saturating_add((age / 8).max(4 * self.tick_ns));
     }
 
     /// Recording stops: hand over every stall still running, marked as ongoing.
