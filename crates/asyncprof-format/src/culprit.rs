@@ -379,17 +379,15 @@ fn strip_generics(f: &str) -> String {
         }
         None => f.to_string(),
     };
-    let mut out = String::with_capacity(f.len());
-    let mut depth = 0usize;
-    for c in f.chars() {
-        match c {
-            '<' => depth += 1,
-            '>' => depth = depth.saturating_sub(1),
-            _ if depth == 0 => out.push(c),
-            _ => {}
-        }
-    }
-    out
+    without_type_arguments(&f)
+}
+
+/// A function's last path segment without its type arguments, the method a caller's line
+/// names (`<std::net::tcp::TcpStream as std::io::Read>::read` → `read`,
+/// `std::io::read_line<BufReader<TcpStream>>` → `read_line`).
+pub fn last_segment(function: &str) -> String {
+    let path = without_type_arguments(function);
+    path.rsplit("::").next().unwrap_or(&path).to_string()
 }
 
 /// `f` without the type arguments that follow a name (`a::B<T>::c` → `a::B::c`), its

@@ -48,6 +48,15 @@ impl FindingLocation {
             function: String::new(),
         }
     }
+
+    /// A stall's line: its culprit frame.
+    pub(crate) fn of(culprit: &asyncprof_format::Frame) -> Self {
+        FindingLocation {
+            file: culprit.file.clone().unwrap_or_default(),
+            line: culprit.line.unwrap_or(0),
+            function: culprit.function.clone(),
+        }
+    }
 }
 
 /// One diagnosis: its kind, where to change the code, the evidence and what to do.
@@ -304,11 +313,7 @@ pub(crate) fn diagnosis<'a>(
         .filter(|s| !crate::diagnoses::preempted(s))
     {
         if let (Some(c), Some(t)) = (&s.culprit, &s.task_location) {
-            let loc = FindingLocation {
-                file: c.file.clone().unwrap_or_default(),
-                line: c.line.unwrap_or(0),
-                function: c.function.clone(),
-            };
+            let loc = FindingLocation::of(c);
             *culprits
                 .entry(t.to_string())
                 .or_default()
@@ -347,11 +352,7 @@ pub(crate) fn diagnosis<'a>(
             }
         }
         let location = match &s.culprit {
-            Some(c) => FindingLocation {
-                file: c.file.clone().unwrap_or_default(),
-                line: c.line.unwrap_or(0),
-                function: c.function.clone(),
-            },
+            Some(c) => FindingLocation::of(c),
             // No stack showed a line, and no sampled stall of its task took it in: evidence
             // about the task (listed under its spawn location), not a line to change. The
             // spawn line is not where the time went. A stall of an untracked task is counted
@@ -365,13 +366,10 @@ pub(crate) fn diagnosis<'a>(
         };
         groups.entry((stall_kind(s), location)).or_default().push(s);
     }
+    // A part always has its line (apart: `unplaced` holds the run's own records only).
     for s in &parts {
         if let Some(c) = &s.culprit {
-            let location = FindingLocation {
-                file: c.file.clone().unwrap_or_default(),
-                line: c.line.unwrap_or(0),
-                function: c.function.clone(),
-            };
+            let location = FindingLocation::of(c);
             groups.entry((stall_kind(s), location)).or_default().push(s);
         }
     }
@@ -419,18 +417,18 @@ pub(crate) fn diagnosis<'a>(
                 .iter()
                 .max_by_key(|s| s.duration_ns)
                 .expect("a group holds at least one stall");
+            let at_line =
+                |s: &&&StallRecord| s.culprit.as_ref().and_then(|c| c.line) == Some(location.line);
             // The stack shown is one of a stall at the finding's own line.
             let shown = stalls
                 .iter()
-                .filter(|s| s.culprit.as_ref().and_then(|c| c.line) == Some(location.line))
+                .filter(at_line)
                 .max_by_key(|s| s.duration_ns)
                 .unwrap_or(longest);
             let total_ns: u64 = total_duration(&stalls);
             let max_ms = longest.duration_ns as f64 / 1e6;
             // The call made at the finding's own line, where one of its stalls has one (the
             // line whose source tells a merged primitive's name).
-            let at_line =
-                |s: &&&StallRecord| s.culprit.as_ref().and_then(|c| c.line) == Some(location.line);
             let primitive_frame = stalls
                 .iter()
                 .filter(at_line)

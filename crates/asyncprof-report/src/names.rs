@@ -127,7 +127,9 @@ pub fn name_merged_primitives(findings: &mut [Finding], source: &dyn Fn(&str) ->
             continue;
         };
         let names = std::iter::once(&p).chain(&f.primitive_same_code);
-        let called: Vec<&String> = names.filter(|n| calls(line, method_of(n))).collect();
+        let called: Vec<&String> = names
+            .filter(|n| calls(line, &asyncprof_format::culprit::last_segment(n)))
+            .collect();
         let [chosen] = called[..] else {
             continue;
         };
@@ -137,11 +139,6 @@ pub fn name_merged_primitives(findings: &mut [Finding], source: &dyn Fn(&str) ->
         f.primitive = Some(chosen.clone());
         f.primitive_same_code.clear();
     }
-}
-
-/// The last segment of a path (`std::net::TcpStream::read` → `read`).
-fn method_of(name: &str) -> &str {
-    name.rsplit("::").next().unwrap_or(name)
 }
 
 /// Whether source line `line` calls `method`: `method(` or `method::<`, not inside a longer

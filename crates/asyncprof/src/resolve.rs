@@ -185,15 +185,16 @@ const MAX_OTHER_NAMES: usize = 4;
 /// the C library's aliases of one function (`recv`, `__recv`) are not Rust paths: both left
 /// out. At most [`MAX_OTHER_NAMES`].
 fn other_names(function: &str, all: &[String]) -> Vec<String> {
-    let method = |n: &str| n.rsplit("::").next().unwrap_or(n).to_string();
-    let own = method(function);
+    use asyncprof_format::culprit::last_segment;
+    let mut methods = vec![last_segment(function)];
     let mut out: Vec<String> = Vec::new();
-    for n in all {
-        if n.contains("::") && method(n) != own && out.iter().all(|o| method(o) != method(n)) {
+    for n in all.iter().filter(|n| n.contains("::")) {
+        let method = last_segment(n);
+        if out.len() < MAX_OTHER_NAMES && !methods.contains(&method) {
+            methods.push(method);
             out.push(n.clone());
         }
     }
-    out.truncate(MAX_OTHER_NAMES);
     out
 }
 
@@ -568,6 +569,26 @@ mod tests {
     /// std's `TcpStream::read` and `UdpSocket::recv` have the same machine code and are one
     /// function (two symbols at one address): the frame says so, whichever name it has; a
     /// function of one name has none.
+    /// Known truth: std's merged `UdpSocket::recv` (the debug info's name, full or bare), its
+    /// twins `TcpStream::read` and `UnixDatagram::recv`, and the C library's `__recv`.
+    #[test]
+    fn other_names_are_other_methods_of_rust_paths() {
+        let all: Vec<String> = [
+            "<std::net::tcp::TcpStream as std::io::Read>::read",
+            "<std::net::udp::UdpSocket>::recv",
+            "<std::os::unix::net::datagram::UnixDatagram>::recv",
+            "__recv",
+        ]
+        .map(String::from)
+        .to_vec();
+        let read = ["<std::net::tcp::TcpStream as std::io::Read>::read".to_string()];
+        assert_eq!(other_names("<std::net::udp::UdpSocket>::recv", &all), read);
+        assert_eq!(other_names("recv", &all), read);
+        let many: Vec<String> = (0..9).map(|i| format!("a::m{i}")).collect();
+        assert_eq!(other_names("a::f", &many).len(), MAX_OTHER_NAMES);
+        assert!(other_names("a::f", &[]).is_empty());
+    }
+
     #[test]
     fn a_function_merged_with_others_keeps_their_names() {
         use std::io::Read;

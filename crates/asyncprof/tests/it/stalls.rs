@@ -1156,6 +1156,7 @@ fn hooks_tier_takes_no_yielding_block_on_future_or_local_tasks_for_a_stall() {
                 .await;
             std::hint::black_box(x);
         });
+        assert_eq!(run.header.tier, asyncprof_format::Tier::Hooks);
         assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
     });
 }
@@ -1185,6 +1186,7 @@ fn hooks_tier_takes_no_later_runtime_for_a_stall_of_the_first() {
                     .unwrap()
             });
         });
+        assert_eq!(run.header.tier, asyncprof_format::Tier::Hooks);
         assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
 
         let (run, ()) = crate::support::record_guarded("hooks-then-current-thread", |guard| {
