@@ -241,7 +241,7 @@ fn warn_stable_tier() {
     }
 }
 
-fn install<'b>(
+pub(crate) fn install<'b>(
     rec: &'static Recorder,
     b: &'b mut Builder,
     user: Hooks,
@@ -262,10 +262,14 @@ fn install<'b>(
         after_poll,
     } = user;
     // Once per thread: the thread registers at its first event instead, as a thread that
-    // started before recording did.
+    // started before recording did; in the stable tier, a multi-thread runtime's workers
+    // register as they start (see `Recorder::thread_start`).
     b.on_thread_start(move || {
         if let Some(f) = &thread_start {
             f();
+        }
+        if !task_hooks {
+            rec.thread_start();
         }
     });
     // Once per thread: free its worker entry.

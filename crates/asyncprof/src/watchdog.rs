@@ -133,12 +133,13 @@ pub(crate) fn run(
         };
         let idle_since = now.saturating_sub(idle_after);
         let registrations = recorder.registrations.load(SeqCst);
-        if recorder.all_parked_since(idle_since) {
+        let not_a_worker = |w: &Worker| dog.not_a_worker(w);
+        if recorder.all_parked_since(idle_since, not_a_worker) {
             // SeqCst: pairs with the unparking worker's SeqCst swap of its park state and
             // load of this flag (see `Recorder::unpark`), and with a new thread's count of
             // its registration (see `Recorder::register_thread`).
             recorder.watchdog_idle.store(true, SeqCst);
-            if recorder.all_parked_since(idle_since)
+            if recorder.all_parked_since(idle_since, not_a_worker)
                 && recorder.registrations.load(SeqCst) == registrations
                 && !shared.stop_watchdog.load(Relaxed)
             {
@@ -618,6 +619,10 @@ struct BusyTimes {
     extra_threads: bool,
     /// The look of the last read (0: none yet).
     read_ns: u64,
+    /// At the last read, every worker had a thread proven to run it (one that parked): a
+    /// thread presumed a worker at its start that never parked is not one then (see
+    /// [`Watchdog::not_a_worker`]).
+    all_proven: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -840,6 +845,7 @@ impl Watchdog {
                             pairs: Vec::new(),
                             extra_threads: false,
                             read_ns: 0,
+                            all_proven: false,
                         });
                     }
                 }
@@ -848,10 +854,18 @@ impl Watchdog {
         let (mut threads, mut after) = std::mem::take(&mut self.scratch);
         for b in &mut self.busy_times {
             b.read(now);
+            let ours = |w: &&Worker| w.active.load(Relaxed) && w.runtime.load(Relaxed) == b.runtime;
+            let proven = rec
+                .workers()
+                .filter(ours)
+                .filter(|w| w.parks.load(Relaxed) > 0)
+                .count();
+            b.all_proven = proven >= b.metrics.num_workers();
             threads.clear();
             threads.extend(
                 rec.workers()
-                    .filter(|w| w.active.load(Relaxed) && w.runtime.load(Relaxed) == b.runtime)
+                    .filter(ours)
+                    .filter(|w| !(b.all_proven && presumed_only(w)))
                     .map(|w| {
                         let parked = w.park_since_ns.load(Relaxed) != 0;
                         (w.index, w.tid.load(Relaxed), parked)
@@ -997,7 +1011,22 @@ impl Watchdog {
     /// A worker in a poll ([`observe`]) or, in the hooks tier, a current-thread runtime's
     /// `block_on` thread between its tasks' polls ([`observe_between`]).
     fn observe_any(&self, w: &Worker) -> Option<(u64, u64, u64)> {
+        if self.not_a_worker(w) {
+            return None;
+        }
         observe(w).or_else(|| self.between_polls.then(|| observe_between(w)).flatten())
+    }
+
+    /// Stable tier: whether the thread of entry `w`, presumed a worker as it started
+    /// (`Recorder::thread_start`), is none: it never parked, and every worker of its runtime
+    /// has a thread that did. Its busy period is no worker's then (a blocking thread's, begun
+    /// as it started).
+    pub(crate) fn not_a_worker(&self, w: &Worker) -> bool {
+        presumed_only(w)
+            && self
+                .busy_times
+                .iter()
+                .any(|b| b.all_proven && b.runtime == w.runtime.load(Relaxed))
     }
 
     /// Busy periods of runtime `r` past the threshold: (declared stalls, not yet declared).
@@ -1781,6 +1810,11 @@ fn observe_between(w: &Worker) -> Option<(u64, u64, u64)> {
 }
 
 /// A consistent view of a worker inside a poll: (state, coarse start, task id).
+/// Entry `w`'s thread was presumed a worker as it started and has not parked since.
+fn presumed_only(w: &Worker) -> bool {
+    w.presumed.load(Relaxed) && w.parks.load(Relaxed) == 0
+}
+
 fn observe(w: &Worker) -> Option<(u64, u64, u64)> {
     if !w.active.load(Acquire) {
         return None;
@@ -1919,5 +1953,73 @@ mod tests {
             "declared after {} µs of watching",
             seen / 1000
         );
+    }
+
+    /// Wait up to 5 s for `done`.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited 5 s for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_blocking_thread_taken_for_a_worker_as_it_started_is_none_once_every_worker_parked() {
+        let rec: &'static Recorder = Box::leak(Box::new(Recorder::new(Settings {
+            config: asyncprof_format::Config::default(),
+            program: "watchdog-test".into(),
+            args: Vec::new(),
+        })));
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2).enable_all();
+        crate::hooks::install(rec, &mut b, crate::Hooks::new(), false);
+        let rt = b.build().unwrap();
+        let parked = |w: &Worker| w.active.load(Relaxed) && w.park_since_ns.load(Relaxed) != 0;
+        wait_for("both workers parked", || {
+            rec.workers().filter(|w| parked(w)).count() == 2
+        });
+        // What tokio's blocking pool leaves open for a moment: a blocking thread that
+        // counted among the runtime's first threads to start, taken for a worker.
+        crate::hist::lock(&rec.thread_starts).clear();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let blocking = rt.spawn_blocking(move || {
+            rec.thread_start();
+            tid_tx.send(asyncprof_sampler::current_tid()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let entry = rec
+            .workers()
+            .find(|w| w.active.load(Relaxed) && w.tid.load(Relaxed) == tid)
+            .expect("the blocking thread registered");
+        assert!(entry.presumed.load(Relaxed) && crate::poll::in_poll(entry));
+        let mut dog = Watchdog::new(rec, asyncprof_sampler::StackSampler::without_signal());
+        let now = crate::clock::publish();
+        dog.look(now);
+        // Both workers parked once: each has a thread that proved it runs it, so the
+        // blocking thread runs none. Its busy period is no stall, and it does not keep the
+        // watchdog awake while the workers are parked.
+        assert!(dog.not_a_worker(entry));
+        assert!(dog.observe_any(entry).is_none());
+        wait_for("both workers parked again", || {
+            rec.workers().filter(|w| parked(w)).count() == 2
+        });
+        let now = crate::clock::publish();
+        assert!(
+            !rec.all_parked_since(now, |_| false),
+            "the blocking thread counts as busy"
+        );
+        assert!(rec.all_parked_since(now, |w| dog.not_a_worker(w)));
+        // A worker's own thread is never ruled out.
+        for w in rec.workers().filter(|w| w.tid.load(Relaxed) != tid) {
+            assert!(!dog.not_a_worker(w));
+        }
+        drop(done_tx);
+        rt.block_on(blocking).unwrap();
     }
 }

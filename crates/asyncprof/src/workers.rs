@@ -98,6 +98,10 @@ pub(crate) struct Worker {
     pub(crate) non_poll_enters: AtomicU64,
     /// The thread drives a current-thread runtime (calls its `block_on`).
     pub(crate) current_thread: AtomicBool,
+    /// Stable tier: the thread registered as it started, presumed one of its multi-thread
+    /// runtime's workers (see [`Recorder::thread_start`]); its first park (`parks` above 0)
+    /// proves it one.
+    pub(crate) presumed: AtomicBool,
     pub(crate) hists: Mutex<WorkerHists>,
     /// Polls of recently polled tasks by this worker, indexed by task id modulo the table
     /// size and tagged with the id. Only this worker writes it, so counting a poll touches
@@ -238,6 +242,7 @@ impl Worker {
             stopped_ns: AtomicU64::new(0),
             non_poll_enters: AtomicU64::new(0),
             current_thread: AtomicBool::new(false),
+            presumed: AtomicBool::new(false),
             task_polls: (0..WORKER_POLL_COUNTS)
                 .map(|_| TaskPollCount::default())
                 .collect::<Box<[_]>>()
@@ -261,6 +266,48 @@ impl Recorder {
         if let Some(w) = self.current_worker() {
             w.parks.fetch_add(1, Relaxed);
             w.park_since_ns.store(clock::exact_ns().max(1), Relaxed);
+        }
+    }
+
+    /// Stable tier, once per thread at its start: a multi-thread runtime's first threads are
+    /// its workers (tokio starts one per worker as it builds the runtime, before the runtime
+    /// can start any blocking thread). Such a thread registers now and begins a busy period,
+    /// so that a worker busy from its start, which never parks, is watched: its first event
+    /// would otherwise be its first park. A blocking thread that started before a worker's
+    /// thread ran this (a `spawn_blocking` racing the workers' start) is taken for a worker
+    /// until every worker has parked once (see `Watchdog::not_a_worker`).
+    pub(crate) fn thread_start(&'static self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return;
+        }
+        let id = runtime_id(handle.id());
+        let started = {
+            let mut starts = lock(&self.thread_starts);
+            match starts.iter_mut().find(|(r, _)| *r == id) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    if starts.len() >= MAX_RUNTIMES {
+                        starts.remove(0);
+                    }
+                    starts.push((id, 1));
+                    1
+                }
+            }
+        };
+        if started > handle.metrics().num_workers() {
+            return;
+        }
+        if let Some(w) = self.current_worker() {
+            w.presumed.store(true, Relaxed);
+            // As an unpark does: the clock may stand still while the watchdog sleeps.
+            clock::publish();
+            self.busy_start();
         }
     }
 
@@ -302,10 +349,15 @@ impl Recorder {
 
     /// Whether every worker has been parked since `since` or earlier; true with no worker
     /// at all (none yet, or every thread ended). Then the watchdog may sleep until one
-    /// unparks or a thread registers (both wake it).
-    pub(crate) fn all_parked_since(&self, since: u64) -> bool {
+    /// unparks or a thread registers (both wake it). Entries `not_a_worker` rules out (a
+    /// blocking thread taken for a worker as it started) do not count.
+    pub(crate) fn all_parked_since(
+        &self,
+        since: u64,
+        not_a_worker: impl Fn(&Worker) -> bool,
+    ) -> bool {
         for w in self.workers() {
-            if !w.active.load(Acquire) {
+            if !w.active.load(Acquire) || not_a_worker(w) {
                 continue;
             }
             let parked = w.park_since_ns.load(SeqCst);
@@ -393,6 +445,7 @@ impl Recorder {
         *lock(&w.thread) = Some(me.id());
         w.registered_ns.store(clock::exact_ns(), Relaxed);
         w.stopped_ns.store(0, Relaxed);
+        w.presumed.store(false, Relaxed);
         w.park_since_ns.store(0, Relaxed);
         // The entry's poll count continues from where the last thread left it, even: past a
         // poll it left open, so that the watchdog does not take this thread's first poll for

@@ -400,6 +400,87 @@ fn stable_tier_sees_a_worker_busy_without_parking() {
     });
 }
 
+#[test]
+fn stable_tier_sees_a_worker_blocked_from_its_start() {
+    crate::support::retry_if_disturbed(|| {
+        // The worker's first poll blocks: it never parked before it, so its start is the only
+        // event that shows it.
+        let run = record_stable_from_start("stable-from-start", 1, |open| async move {
+            let task = tokio::spawn(async {
+                std::thread::sleep(Duration::from_millis(80)); // stall: stable-from-start
+            });
+            open();
+            task.await.unwrap();
+        });
+        let stall = stall_at(&run, "stable-from-start");
+        assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
+        let ms = stall.duration_ns as f64 / 1e6;
+        assert!((40.0..300.0).contains(&ms), "duration {ms} ms: {stall:#?}");
+        let elsewhere = stalls_elsewhere(&run, stall_line("stable-from-start"));
+        assert!(elsewhere.is_empty(), "{elsewhere:#?}");
+    });
+}
+
+#[test]
+fn stable_tier_sees_no_stall_in_workers_busy_from_their_start() {
+    crate::support::retry_if_disturbed(|| {
+        // The twin: short polls from the workers' start on, never parked, on one worker and
+        // on two. Busy is not stuck.
+        for workers in [1, 2] {
+            let run =
+                record_stable_from_start("stable-busy-from-start", workers, |open| async move {
+                    let busy = tokio::spawn(keep_both_workers_polling(400));
+                    open();
+                    busy.await.unwrap();
+                });
+            assert!(
+                run.stalls.is_empty(),
+                "{workers} workers: {:#?}",
+                run.stalls
+            );
+        }
+    });
+}
+
+/// Record `f` in the stable tier (a 10 ms threshold) on a runtime of `workers` workers whose
+/// threads start their work only once `f` calls the function it is given: `f` queues tasks
+/// first, so a worker finds one at once and has not parked before its first poll.
+fn record_stable_from_start<Fut: std::future::Future<Output = ()>>(
+    name: &str,
+    workers: usize,
+    f: impl FnOnce(Box<dyn FnOnce() + Send>) -> Fut,
+) -> RunFile {
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let path = crate::support::temp_run_path(name);
+    let guard = asyncprof::Profiler::builder()
+        .out(&path)
+        .stall_threshold(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(workers);
+    let held = gate.clone();
+    let hooks = asyncprof::Hooks::new().on_thread_start(move || {
+        let (open, cv) = &*held;
+        let _open = cv.wait_while(open.lock().unwrap(), |open| !*open).unwrap();
+    });
+    let rt = guard
+        .instrument_stable(&mut b, hooks)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(f(Box::new(move || {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    })));
+    drop(rt);
+    drop(guard);
+    let (run, ()) = crate::support::read_back(&path, Ok(()));
+    assert_eq!(run.header.tier, asyncprof_format::Tier::Stable);
+    run
+}
+
 /// Record `f` on a two-worker runtime in the stable tier (a 10 ms threshold).
 fn record_stable<Fut: std::future::Future<Output = ()>>(
     name: &str,
