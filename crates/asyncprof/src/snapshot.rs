@@ -68,7 +68,7 @@ impl Recorder {
         let mut sched = hist::new_fine();
         let (mut polls, mut long_polls, mut sampled_polls, mut sampled_ns) = (0u64, 0, 0, 0);
         for w in self.workers() {
-            if w.registered_ns.load(Relaxed) == 0 {
+            if w.registered_ns.load(Relaxed) == 0 || w.runs_no_worker() {
                 continue;
             }
             // Acquire: pairs with the worker's release store, so the counters read below are

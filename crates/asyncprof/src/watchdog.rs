@@ -133,13 +133,12 @@ pub(crate) fn run(
         };
         let idle_since = now.saturating_sub(idle_after);
         let registrations = recorder.registrations.load(SeqCst);
-        let not_a_worker = |w: &Worker| dog.not_a_worker(w);
-        if recorder.all_parked_since(idle_since, not_a_worker) {
+        if recorder.all_parked_since(idle_since) {
             // SeqCst: pairs with the unparking worker's SeqCst swap of its park state and
             // load of this flag (see `Recorder::unpark`), and with a new thread's count of
             // its registration (see `Recorder::register_thread`).
             recorder.watchdog_idle.store(true, SeqCst);
-            if recorder.all_parked_since(idle_since, not_a_worker)
+            if recorder.all_parked_since(idle_since)
                 && recorder.registrations.load(SeqCst) == registrations
                 && !shared.stop_watchdog.load(Relaxed)
             {
@@ -619,10 +618,6 @@ struct BusyTimes {
     extra_threads: bool,
     /// The look of the last read (0: none yet).
     read_ns: u64,
-    /// At the last read, every worker had a thread proven to run it (one that parked): a
-    /// thread presumed a worker at its start that never parked is not one then (see
-    /// [`Watchdog::not_a_worker`]).
-    all_proven: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -845,7 +840,6 @@ impl Watchdog {
                             pairs: Vec::new(),
                             extra_threads: false,
                             read_ns: 0,
-                            all_proven: false,
                         });
                     }
                 }
@@ -855,17 +849,25 @@ impl Watchdog {
         for b in &mut self.busy_times {
             b.read(now);
             let ours = |w: &&Worker| w.active.load(Relaxed) && w.runtime.load(Relaxed) == b.runtime;
+            // Every worker run by a thread proven to run one (it parked): a thread presumed a
+            // worker as it started that never parked runs none.
             let proven = rec
                 .workers()
                 .filter(ours)
                 .filter(|w| w.parks.load(Relaxed) > 0)
                 .count();
-            b.all_proven = proven >= b.metrics.num_workers();
+            if proven >= b.metrics.num_workers() {
+                for w in rec.workers().filter(ours) {
+                    if w.presumed.load(Relaxed) && w.parks.load(Relaxed) == 0 {
+                        w.ruled_out.store(true, Relaxed);
+                    }
+                }
+            }
             threads.clear();
             threads.extend(
                 rec.workers()
                     .filter(ours)
-                    .filter(|w| !(b.all_proven && presumed_only(w)))
+                    .filter(|w| !w.runs_no_worker())
                     .map(|w| {
                         let parked = w.park_since_ns.load(Relaxed) != 0;
                         (w.index, w.tid.load(Relaxed), parked)
@@ -1011,22 +1013,10 @@ impl Watchdog {
     /// A worker in a poll ([`observe`]) or, in the hooks tier, a current-thread runtime's
     /// `block_on` thread between its tasks' polls ([`observe_between`]).
     fn observe_any(&self, w: &Worker) -> Option<(u64, u64, u64)> {
-        if self.not_a_worker(w) {
+        if w.runs_no_worker() {
             return None;
         }
         observe(w).or_else(|| self.between_polls.then(|| observe_between(w)).flatten())
-    }
-
-    /// Stable tier: whether the thread of entry `w`, presumed a worker as it started
-    /// (`Recorder::thread_start`), is none: it never parked, and every worker of its runtime
-    /// has a thread that did. Its busy period is no worker's then (a blocking thread's, begun
-    /// as it started).
-    pub(crate) fn not_a_worker(&self, w: &Worker) -> bool {
-        presumed_only(w)
-            && self
-                .busy_times
-                .iter()
-                .any(|b| b.all_proven && b.runtime == w.runtime.load(Relaxed))
     }
 
     /// Busy periods of runtime `r` past the threshold: (declared stalls, not yet declared).
@@ -1810,11 +1800,6 @@ fn observe_between(w: &Worker) -> Option<(u64, u64, u64)> {
 }
 
 /// A consistent view of a worker inside a poll: (state, coarse start, task id).
-/// Entry `w`'s thread was presumed a worker as it started and has not parked since.
-fn presumed_only(w: &Worker) -> bool {
-    w.presumed.load(Relaxed) && w.parks.load(Relaxed) == 0
-}
-
 fn observe(w: &Worker) -> Option<(u64, u64, u64)> {
     if !w.active.load(Acquire) {
         return None;
@@ -1998,26 +1983,29 @@ mod tests {
             .find(|w| w.active.load(Relaxed) && w.tid.load(Relaxed) == tid)
             .expect("the blocking thread registered");
         assert!(entry.presumed.load(Relaxed) && crate::poll::in_poll(entry));
-        let mut dog = Watchdog::new(rec, asyncprof_sampler::StackSampler::without_signal());
-        let now = crate::clock::publish();
-        dog.look(now);
-        // Both workers parked once: each has a thread that proved it runs it, so the
-        // blocking thread runs none. Its busy period is no stall, and it does not keep the
-        // watchdog awake while the workers are parked.
-        assert!(dog.not_a_worker(entry));
-        assert!(dog.observe_any(entry).is_none());
         wait_for("both workers parked again", || {
             rec.workers().filter(|w| parked(w)).count() == 2
         });
         let now = crate::clock::publish();
+        assert!(!rec.all_parked_since(now), "taken for a busy worker");
+        let mut dog = Watchdog::new(rec, asyncprof_sampler::StackSampler::without_signal());
+        dog.look(now);
+        // Both workers parked once: each has a thread that proved it runs it, so the
+        // blocking thread runs none. Its busy period is no stall, it does not keep the
+        // watchdog awake while the workers are parked, and reports leave it out.
+        assert!(entry.runs_no_worker());
+        assert!(dog.observe_any(entry).is_none());
+        assert!(rec.all_parked_since(now));
+        let snap = rec.snapshot(0, false);
         assert!(
-            !rec.all_parked_since(now, |_| false),
-            "the blocking thread counts as busy"
+            snap.workers.iter().all(|ws| ws.tid != tid),
+            "{:?}",
+            snap.workers
         );
-        assert!(rec.all_parked_since(now, |w| dog.not_a_worker(w)));
+        assert_eq!(snap.workers.len(), 2);
         // A worker's own thread is never ruled out.
         for w in rec.workers().filter(|w| w.tid.load(Relaxed) != tid) {
-            assert!(!dog.not_a_worker(w));
+            assert!(!w.runs_no_worker());
         }
         drop(done_tx);
         rt.block_on(blocking).unwrap();

@@ -102,6 +102,9 @@ pub(crate) struct Worker {
     /// runtime's workers (see [`Recorder::thread_start`]); its first park (`parks` above 0)
     /// proves it one.
     pub(crate) presumed: AtomicBool,
+    /// The watchdog found that the thread, presumed a worker, runs none (see
+    /// [`Worker::runs_no_worker`]).
+    pub(crate) ruled_out: AtomicBool,
     pub(crate) hists: Mutex<WorkerHists>,
     /// Polls of recently polled tasks by this worker, indexed by task id modulo the table
     /// size and tagged with the id. Only this worker writes it, so counting a poll touches
@@ -114,6 +117,16 @@ pub(crate) struct Worker {
     /// writes them, so the workers do not take turns on a location's counter at every task's
     /// end. Snapshots add them in; see [`Recorder::held_completions`].
     pub(crate) held_completions: [HeldCompletions; HELD_COMPLETIONS],
+}
+
+impl Worker {
+    /// Stable tier: the thread, presumed a worker as it started ([`Recorder::thread_start`]),
+    /// runs none: it never parked, and the watchdog found every worker of its runtime run by
+    /// a thread that did. Its busy period is no worker's (a blocking thread's, begun as it
+    /// started): the watchdog ignores it and reports leave it out.
+    pub(crate) fn runs_no_worker(&self) -> bool {
+        self.ruled_out.load(Relaxed) && self.parks.load(Relaxed) == 0
+    }
 }
 
 /// Untracked completions a worker holds for one location.
@@ -243,6 +256,7 @@ impl Worker {
             non_poll_enters: AtomicU64::new(0),
             current_thread: AtomicBool::new(false),
             presumed: AtomicBool::new(false),
+            ruled_out: AtomicBool::new(false),
             task_polls: (0..WORKER_POLL_COUNTS)
                 .map(|_| TaskPollCount::default())
                 .collect::<Box<[_]>>()
@@ -269,13 +283,15 @@ impl Recorder {
         }
     }
 
-    /// Stable tier, once per thread at its start: a multi-thread runtime's first threads are
-    /// its workers (tokio starts one per worker as it builds the runtime, before the runtime
-    /// can start any blocking thread). Such a thread registers now and begins a busy period,
+    /// Stable tier, once per thread at its start: a multi-thread runtime's first threads to
+    /// take a task from its blocking pool's queue run its workers (tokio queues one task per
+    /// worker as it builds the runtime, before the runtime can queue any other, and the
+    /// queue is first in, first out). Such a thread registers now and begins a busy period,
     /// so that a worker busy from its start, which never parks, is watched: its first event
-    /// would otherwise be its first park. A blocking thread that started before a worker's
-    /// thread ran this (a `spawn_blocking` racing the workers' start) is taken for a worker
-    /// until every worker has parked once (see `Watchdog::not_a_worker`).
+    /// would otherwise be its first park. Threads are counted after they register, as they
+    /// go on to take their task: a thread that starts beside a worker's (a `spawn_blocking`
+    /// as the runtime starts) can still take that worker's place in the count, and is then
+    /// taken for a worker until every worker has parked once (see [`Worker::runs_no_worker`]).
     pub(crate) fn thread_start(&'static self) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
@@ -284,31 +300,37 @@ impl Recorder {
             return;
         }
         let id = runtime_id(handle.id());
-        let started = {
+        let workers = handle.metrics().num_workers();
+        // Threads of this runtime counted so far, plus `add`.
+        let count = |add: usize| {
             let mut starts = lock(&self.thread_starts);
-            match starts.iter_mut().find(|(r, _)| *r == id) {
-                Some((_, n)) => {
-                    *n += 1;
-                    *n
-                }
-                None => {
-                    if starts.len() >= MAX_RUNTIMES {
-                        starts.remove(0);
-                    }
-                    starts.push((id, 1));
-                    1
-                }
+            if let Some((_, n)) = starts.iter_mut().find(|(r, _)| *r == id) {
+                *n += add;
+                return *n;
             }
+            if starts.len() >= MAX_RUNTIMES {
+                starts.remove(0);
+            }
+            starts.push((id, add));
+            add
         };
-        if started > handle.metrics().num_workers() {
+        if count(0) >= workers {
             return;
         }
-        if let Some(w) = self.current_worker() {
-            w.presumed.store(true, Relaxed);
-            // As an unpark does: the clock may stand still while the watchdog sleeps.
-            clock::publish();
-            self.busy_start();
+        let Some(w) = self.current_worker() else {
+            return;
+        };
+        // As an unpark does: the clock may stand still while the watchdog sleeps.
+        clock::publish();
+        if count(1) > workers {
+            // Every worker's place was taken while this thread registered: it leaves no
+            // record (an entry never registered is not reported).
+            w.registered_ns.store(0, Relaxed);
+            self.thread_stop();
+            return;
         }
+        w.presumed.store(true, Relaxed);
+        self.busy_start();
     }
 
     /// Hot path (per unpark): the calling thread unparks. The first worker to unpark while
@@ -349,15 +371,11 @@ impl Recorder {
 
     /// Whether every worker has been parked since `since` or earlier; true with no worker
     /// at all (none yet, or every thread ended). Then the watchdog may sleep until one
-    /// unparks or a thread registers (both wake it). Entries `not_a_worker` rules out (a
-    /// blocking thread taken for a worker as it started) do not count.
-    pub(crate) fn all_parked_since(
-        &self,
-        since: u64,
-        not_a_worker: impl Fn(&Worker) -> bool,
-    ) -> bool {
+    /// unparks or a thread registers (both wake it). A blocking thread taken for a worker as
+    /// it started ([`Worker::runs_no_worker`]) does not count.
+    pub(crate) fn all_parked_since(&self, since: u64) -> bool {
         for w in self.workers() {
-            if !w.active.load(Acquire) || not_a_worker(w) {
+            if !w.active.load(Acquire) || w.runs_no_worker() {
                 continue;
             }
             let parked = w.park_since_ns.load(SeqCst);
@@ -446,6 +464,7 @@ impl Recorder {
         w.registered_ns.store(clock::exact_ns(), Relaxed);
         w.stopped_ns.store(0, Relaxed);
         w.presumed.store(false, Relaxed);
+        w.ruled_out.store(false, Relaxed);
         w.park_since_ns.store(0, Relaxed);
         // The entry's poll count continues from where the last thread left it, even: past a
         // poll it left open, so that the watchdog does not take this thread's first poll for
