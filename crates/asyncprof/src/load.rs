@@ -98,7 +98,10 @@ impl LoadSampler {
                 p.busy_ns = Some(busy_now.saturating_sub(busy_then).as_nanos() as u64);
             }
             for w in recorder.workers() {
-                if !w.active.load(Relaxed) || w.runtime.load(Relaxed) != info.id {
+                if !w.active.load(Relaxed)
+                    || w.runtime.load(Relaxed) != info.id
+                    || w.runs_no_worker()
+                {
                     continue;
                 }
                 let tid = w.tid.load(Relaxed);

@@ -120,9 +120,9 @@ pub(crate) struct Recorder {
     pub(crate) run_start_ns: u64,
     /// The runtimes seen, in the order their first thread registered.
     pub(crate) runtimes: Mutex<Vec<RuntimeEntry>>,
-    /// Stable tier: threads started so far by each multi-thread runtime (its id, the count;
-    /// the last [`MAX_RUNTIMES`] runtimes), see [`Recorder::thread_start`].
-    pub(crate) thread_starts: Mutex<Vec<(u64, usize)>>,
+    /// Stable tier: threads started so far by each multi-thread runtime, see
+    /// [`Recorder::thread_start`].
+    pub(crate) thread_starts: Mutex<crate::workers::ThreadStarts>,
     /// The watchdog sleeps until a worker unparks: every worker has been parked a while, so
     /// there is no poll to time or watch. The coarse clock stands still meanwhile.
     pub(crate) watchdog_idle: AtomicBool,
@@ -159,7 +159,7 @@ impl Recorder {
             stalls: Mutex::new(crate::watchdog::StallBoard::default()),
             run_start_ns: clock::exact_ns(),
             runtimes: Mutex::new(Vec::new()),
-            thread_starts: Mutex::new(Vec::new()),
+            thread_starts: Mutex::new(Default::default()),
             watchdog_idle: AtomicBool::new(false),
             watchdog_thread: OnceLock::new(),
             registrations: AtomicU64::new(0),

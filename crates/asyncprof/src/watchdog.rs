@@ -849,17 +849,21 @@ impl Watchdog {
         for b in &mut self.busy_times {
             b.read(now);
             let ours = |w: &&Worker| w.active.load(Relaxed) && w.runtime.load(Relaxed) == b.runtime;
-            // Every worker run by a thread proven to run one (it parked): a thread presumed a
-            // worker as it started that never parked runs none.
+            // Every worker has parked (tokio's count) and as many threads as workers parked
+            // since they registered: a thread presumed a worker as it started that has not
+            // parked runs none. (Only a worker's thread parks; a thread inside
+            // `block_in_place` keeps its count, so tokio's counts are asked too.)
+            let workers = b.metrics.num_workers();
             let proven = rec
                 .workers()
                 .filter(ours)
-                .filter(|w| w.parks.load(Relaxed) > 0)
+                .filter(|w| w.parked_since_registration())
                 .count();
-            if proven >= b.metrics.num_workers() {
+            if proven >= workers && (0..workers).all(|i| b.metrics.worker_park_count(i) > 0) {
                 for w in rec.workers().filter(ours) {
-                    if w.presumed.load(Relaxed) && w.parks.load(Relaxed) == 0 {
-                        w.ruled_out.store(true, Relaxed);
+                    let registered = w.registered_ns.load(Relaxed);
+                    if w.unproven() && registered != 0 {
+                        w.ruled_out.store(registered, Relaxed);
                     }
                 }
             }
@@ -1968,12 +1972,12 @@ mod tests {
             rec.workers().filter(|w| parked(w)).count() == 2
         });
         // What tokio's blocking pool leaves open for a moment: a blocking thread that
-        // counted among the runtime's first threads to start, taken for a worker.
-        crate::hist::lock(&rec.thread_starts).clear();
+        // counted among the runtime's first threads to start, taken for a worker (the count
+        // starts over here, so the next thread to start is counted first).
+        *crate::hist::lock(&rec.thread_starts) = Default::default();
         let (tid_tx, tid_rx) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel::<()>();
         let blocking = rt.spawn_blocking(move || {
-            rec.thread_start();
             tid_tx.send(asyncprof_sampler::current_tid()).unwrap();
             let _ = done_rx.recv();
         });
@@ -1995,7 +1999,9 @@ mod tests {
         // watchdog awake while the workers are parked, and reports leave it out.
         assert!(entry.runs_no_worker());
         assert!(dog.observe_any(entry).is_none());
-        assert!(rec.all_parked_since(now));
+        wait_for("the watchdog free to sleep", || {
+            rec.all_parked_since(crate::clock::publish())
+        });
         let snap = rec.snapshot(0, false);
         assert!(
             snap.workers.iter().all(|ws| ws.tid != tid),

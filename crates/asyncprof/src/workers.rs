@@ -103,8 +103,11 @@ pub(crate) struct Worker {
     /// proves it one.
     pub(crate) presumed: AtomicBool,
     /// The watchdog found that the thread, presumed a worker, runs none (see
-    /// [`Worker::runs_no_worker`]).
-    pub(crate) ruled_out: AtomicBool,
+    /// [`Worker::runs_no_worker`]): the `registered_ns` of the thread it ruled out (0: none),
+    /// so that a mark stored as that thread stops never holds for the entry's next thread.
+    pub(crate) ruled_out: AtomicU64,
+    /// `parks` when the thread registered: an entry's counts go on from its last thread's.
+    pub(crate) parks_at_registration: AtomicU64,
     pub(crate) hists: Mutex<WorkerHists>,
     /// Polls of recently polled tasks by this worker, indexed by task id modulo the table
     /// size and tagged with the id. Only this worker writes it, so counting a poll touches
@@ -119,13 +122,58 @@ pub(crate) struct Worker {
     pub(crate) held_completions: [HeldCompletions; HELD_COMPLETIONS],
 }
 
+/// Stable tier: the threads of each multi-thread runtime counted as they start (see
+/// [`Recorder::thread_start`]).
+#[derive(Debug, Default)]
+pub(crate) struct ThreadStarts {
+    /// (runtime id, threads counted) of the last [`MAX_RUNTIMES`] runtimes.
+    counts: Vec<(u64, usize)>,
+    /// The highest runtime id let go to make room. tokio numbers runtimes in the order it
+    /// builds them, and the oldest is let go first: a runtime at or below it started long
+    /// ago, its workers counted then.
+    forgotten_up_to: u64,
+}
+
+impl ThreadStarts {
+    /// Threads of runtime `id` counted so far, plus `add`; `None` for a runtime let go.
+    pub(crate) fn count(&mut self, id: u64, add: usize) -> Option<usize> {
+        if let Some((_, n)) = self.counts.iter_mut().find(|(r, _)| *r == id) {
+            *n += add;
+            return Some(*n);
+        }
+        if id <= self.forgotten_up_to {
+            return None;
+        }
+        if self.counts.len() >= MAX_RUNTIMES {
+            if let Some(oldest) = (0..self.counts.len()).min_by_key(|&i| self.counts[i].0) {
+                let (old, _) = self.counts.swap_remove(oldest);
+                self.forgotten_up_to = self.forgotten_up_to.max(old);
+            }
+        }
+        self.counts.push((id, add));
+        Some(add)
+    }
+}
+
 impl Worker {
     /// Stable tier: the thread, presumed a worker as it started ([`Recorder::thread_start`]),
     /// runs none: it never parked, and the watchdog found every worker of its runtime run by
     /// a thread that did. Its busy period is no worker's (a blocking thread's, begun as it
     /// started): the watchdog ignores it and reports leave it out.
     pub(crate) fn runs_no_worker(&self) -> bool {
-        self.ruled_out.load(Relaxed) && self.parks.load(Relaxed) == 0
+        let ruled_out = self.ruled_out.load(Relaxed);
+        ruled_out != 0 && ruled_out == self.registered_ns.load(Relaxed) && self.unproven()
+    }
+
+    /// Stable tier: the thread was presumed a worker as it started and has not parked since
+    /// it registered.
+    pub(crate) fn unproven(&self) -> bool {
+        self.presumed.load(Relaxed) && !self.parked_since_registration()
+    }
+
+    /// The thread parked since it registered (only a worker's thread parks).
+    pub(crate) fn parked_since_registration(&self) -> bool {
+        self.parks.load(Relaxed) > self.parks_at_registration.load(Relaxed)
     }
 }
 
@@ -256,7 +304,8 @@ impl Worker {
             non_poll_enters: AtomicU64::new(0),
             current_thread: AtomicBool::new(false),
             presumed: AtomicBool::new(false),
-            ruled_out: AtomicBool::new(false),
+            ruled_out: AtomicU64::new(0),
+            parks_at_registration: AtomicU64::new(0),
             task_polls: (0..WORKER_POLL_COUNTS)
                 .map(|_| TaskPollCount::default())
                 .collect::<Box<[_]>>()
@@ -299,20 +348,23 @@ impl Recorder {
         if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
             return;
         }
+        // tokio's sharded blocking queue (opt-in, also by this variable in any build) hands
+        // tasks out in no order: no thread is presumed then.
+        static SHARDED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let sharded = SHARDED.get_or_init(|| {
+            std::env::var_os("TOKIO_UNSTABLE_SHARDED_BLOCKING_QUEUE")
+                .is_some_and(|v| !v.is_empty() && v != "0")
+        });
+        if *sharded {
+            return;
+        }
         let id = runtime_id(handle.id());
         let workers = handle.metrics().num_workers();
         // Threads of this runtime counted so far, plus `add`.
         let count = |add: usize| {
-            let mut starts = lock(&self.thread_starts);
-            if let Some((_, n)) = starts.iter_mut().find(|(r, _)| *r == id) {
-                *n += add;
-                return *n;
-            }
-            if starts.len() >= MAX_RUNTIMES {
-                starts.remove(0);
-            }
-            starts.push((id, add));
-            add
+            lock(&self.thread_starts)
+                .count(id, add)
+                .unwrap_or(usize::MAX)
         };
         if count(0) >= workers {
             return;
@@ -464,7 +516,9 @@ impl Recorder {
         w.registered_ns.store(clock::exact_ns(), Relaxed);
         w.stopped_ns.store(0, Relaxed);
         w.presumed.store(false, Relaxed);
-        w.ruled_out.store(false, Relaxed);
+        w.ruled_out.store(0, Relaxed);
+        w.parks_at_registration
+            .store(w.parks.load(Relaxed), Relaxed);
         w.park_since_ns.store(0, Relaxed);
         // The entry's poll count continues from where the last thread left it, even: past a
         // poll it left open, so that the watchdog does not take this thread's first poll for
@@ -672,7 +726,27 @@ fn runtime_id(id: tokio::runtime::Id) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{TaskPollCount, INDEX_BITS};
+    use super::{TaskPollCount, ThreadStarts, INDEX_BITS};
+    use crate::recorder::MAX_RUNTIMES;
+
+    #[test]
+    fn a_runtime_let_go_from_the_thread_counts_is_not_counted_afresh() {
+        let mut starts = ThreadStarts::default();
+        assert_eq!(starts.count(7, 0), Some(0));
+        assert_eq!(starts.count(7, 1), Some(1));
+        assert_eq!(starts.count(7, 1), Some(2));
+        // Newer runtimes push the oldest out: its threads are not counted from zero again
+        // (its later blocking threads would be taken for its workers).
+        for id in 8..8 + MAX_RUNTIMES as u64 {
+            assert_eq!(starts.count(id, 1), Some(1));
+        }
+        assert_eq!(starts.count(7, 1), None);
+        assert_eq!(starts.count(8, 1), Some(2));
+        // A runtime built later is counted.
+        let next = 8 + MAX_RUNTIMES as u64;
+        assert_eq!(starts.count(next, 1), Some(1));
+        assert_eq!(starts.count(8, 0), None, "the oldest left went next");
+    }
 
     #[test]
     fn a_count_entry_counts_its_task_hands_over_to_another_and_says_whose_it_was() {

@@ -438,6 +438,14 @@ fn stable_tier_sees_no_stall_in_workers_busy_from_their_start() {
                 "{workers} workers: {:#?}",
                 run.stalls
             );
+            // Seen from their start: busy for the 400 ms (before, a thread was seen from its
+            // first park on, here as the polling ended).
+            let snap = run.snapshot.as_ref().unwrap();
+            assert_eq!(snap.workers.len(), workers, "{:#?}", snap.workers);
+            for w in &snap.workers {
+                let busy_ms = w.busy_ns as f64 / 1e6;
+                assert!(busy_ms >= 200.0, "busy {busy_ms} ms: {:#?}", snap.workers);
+            }
         }
     });
 }
@@ -450,6 +458,21 @@ fn record_stable_from_start<Fut: std::future::Future<Output = ()>>(
     workers: usize,
     f: impl FnOnce(Box<dyn FnOnce() + Send>) -> Fut,
 ) -> RunFile {
+    /// Opens the gate when dropped: also when `f` panics or returns without opening it, so
+    /// that the runtime's threads, held at their start, do not hold up its drop.
+    struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+    impl Gate {
+        fn open(&self) {
+            let (open, cv) = &*self.0;
+            *open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_all();
+        }
+    }
+    impl Drop for Gate {
+        fn drop(&mut self) {
+            self.open();
+        }
+    }
     let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
     let path = crate::support::temp_run_path(name);
     let guard = asyncprof::Profiler::builder()
@@ -469,11 +492,10 @@ fn record_stable_from_start<Fut: std::future::Future<Output = ()>>(
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(f(Box::new(move || {
-        let (open, cv) = &*gate;
-        *open.lock().unwrap() = true;
-        cv.notify_all();
-    })));
+    // Declared after the runtime: dropped before it.
+    let open_at_exit = Gate(gate.clone());
+    rt.block_on(f(Box::new(move || Gate(gate).open())));
+    drop(open_at_exit);
     drop(rt);
     drop(guard);
     let (run, ()) = crate::support::read_back(&path, Ok(()));
