@@ -44,6 +44,21 @@ fn the_stall(run: &RunFile) -> &StallRecord {
 }
 
 /// The finding the report makes of `run`: exactly one, of `kind`, at the marked line.
+/// The stall at the line marked `// stall: {marker}`, of `class`, lasting a time in `ms`
+/// (milliseconds).
+fn stall_of<'r>(
+    run: &'r RunFile,
+    marker: &str,
+    class: StallClass,
+    ms: std::ops::Range<f64>,
+) -> &'r StallRecord {
+    let stall = stall_at(run, marker);
+    assert_eq!(stall.class, class, "{stall:#?}");
+    let got = stall.duration_ns as f64 / 1e6;
+    assert!(ms.contains(&got), "duration {got} ms: {stall:#?}");
+    stall
+}
+
 fn assert_finding(run: &RunFile, kind: &str, marker: &str) {
     let findings = asyncprof_report::diagnose(run);
     let at_line: Vec<_> = findings
@@ -412,10 +427,7 @@ fn stable_tier_sees_a_worker_blocked_from_its_start() {
             open();
             task.await.unwrap();
         });
-        let stall = stall_at(&run, "stable-from-start");
-        assert_eq!(stall.class, StallClass::Blocking, "{stall:#?}");
-        let ms = stall.duration_ns as f64 / 1e6;
-        assert!((40.0..300.0).contains(&ms), "duration {ms} ms: {stall:#?}");
+        stall_of(&run, "stable-from-start", StallClass::Blocking, 40.0..300.0);
         let elsewhere = stalls_elsewhere(&run, stall_line("stable-from-start"));
         assert!(elsewhere.is_empty(), "{elsewhere:#?}");
     });
@@ -603,10 +615,7 @@ fn stable_tier_tells_a_busy_worker_from_a_stuck_one() {
             .unwrap();
             busy.await.unwrap();
         });
-        let stall = stall_at(&run, "stable-busy-spin");
-        assert_eq!(stall.class, StallClass::CpuBound, "{stall:#?}");
-        let ms = stall.duration_ns as f64 / 1e6;
-        assert!((40.0..200.0).contains(&ms), "duration {ms} ms: {stall:#?}");
+        stall_of(&run, "stable-busy-spin", StallClass::CpuBound, 40.0..200.0);
         let elsewhere = stalls_elsewhere(&run, stall_line("stable-busy-spin"));
         assert!(elsewhere.is_empty(), "{elsewhere:#?}");
     });
@@ -793,10 +802,7 @@ fn stable_tier_does_not_take_short_polls_in_a_row_for_one_long_one() {
             .unwrap();
             busy.await.unwrap();
         });
-        let stall = stall_at(&run, "stable-polls-spin");
-        assert_eq!(stall.class, StallClass::CpuBound, "{stall:#?}");
-        let ms = stall.duration_ns as f64 / 1e6;
-        assert!((40.0..250.0).contains(&ms), "duration {ms} ms: {stall:#?}");
+        stall_of(&run, "stable-polls-spin", StallClass::CpuBound, 40.0..250.0);
         let at_busy = stalls_at_line(&run, busy_line);
         assert!(at_busy.is_empty(), "{at_busy:#?}");
     });
