@@ -487,11 +487,7 @@ fn record_stable_from_start<Fut: std::future::Future<Output = ()>>(
     }
     let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
     let path = crate::support::temp_run_path(name);
-    let guard = asyncprof::Profiler::builder()
-        .out(&path)
-        .stall_threshold(Duration::from_millis(10))
-        .start()
-        .unwrap();
+    let guard = start_recording(&path, Duration::from_millis(10));
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(workers);
     let held = gate.clone();
@@ -515,6 +511,15 @@ fn record_stable_from_start<Fut: std::future::Future<Output = ()>>(
     run
 }
 
+/// A recording to `path`, with stall threshold `threshold`.
+fn start_recording(path: &std::path::Path, threshold: Duration) -> asyncprof::Guard {
+    asyncprof::Profiler::builder()
+        .out(path)
+        .stall_threshold(threshold)
+        .start()
+        .unwrap()
+}
+
 /// Record `f` on a two-worker runtime in the stable tier (a 10 ms threshold).
 fn record_stable<Fut: std::future::Future<Output = ()>>(
     name: &str,
@@ -530,11 +535,7 @@ fn record_stable_at<Fut: std::future::Future<Output = ()>>(
     f: impl FnOnce() -> Fut,
 ) -> RunFile {
     let path = crate::support::temp_run_path(name);
-    let guard = asyncprof::Profiler::builder()
-        .out(&path)
-        .stall_threshold(threshold)
-        .start()
-        .unwrap();
+    let guard = start_recording(&path, threshold);
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(2);
     let rt = guard
@@ -970,11 +971,7 @@ fn call_among_pollers(poll_us: u64, threshold_ms: u64, call_ms: u64) {
 /// 10 ms threshold), from the calling thread.
 fn record_current_thread_stable(name: &str, f: impl FnOnce(&tokio::runtime::Runtime)) -> RunFile {
     let path = crate::support::temp_run_path(name);
-    let guard = asyncprof::Profiler::builder()
-        .out(&path)
-        .stall_threshold(Duration::from_millis(10))
-        .start()
-        .unwrap();
+    let guard = start_recording(&path, Duration::from_millis(10));
     let mut b = tokio::runtime::Builder::new_current_thread();
     let rt = guard
         .instrument_stable(&mut b, asyncprof::Hooks::new())
