@@ -157,7 +157,7 @@ pub fn primitive_name(function: &str) -> String {
             &["futures_executor", "block_on"],
             "futures::executor::block_on",
         ),
-        (&["thread::park"], "std::thread::park"),
+        (&["std::thread", "::park"], "std::thread::park"),
         (&["JoinHandle", "::join"], "std::thread::JoinHandle::join"),
         (
             &["std::thread::", "join_handle::join"],
@@ -183,7 +183,15 @@ pub fn primitive_name(function: &str) -> String {
     ];
     for (needles, name) in known {
         if needles.iter().all(|n| path.contains(n)) {
-            return (*name).to_string();
+            // The needles name a method by its start: a longer sibling (`read_dir` beside
+            // `read`, `wait_timeout` beside `wait`) keeps its own name on the public path.
+            let method = last_segment(&path);
+            return match name.rsplit_once("::") {
+                Some((owner, known)) if method != known && method.starts_with(known) => {
+                    format!("{owner}::{method}")
+                }
+                _ => (*name).to_string(),
+            };
         }
     }
     strip_generics(f)
@@ -634,6 +642,37 @@ mod tests {
             primitive_name("std::sync::poison::condvar::wait<bool>"),
             "std::sync::Condvar::wait"
         );
+        // A known call's longer sibling keeps its own method name: `read_dir` is not `read`.
+        for (function, name) in [
+            ("std::fs::read_dir<&str>", "std::fs::read_dir"),
+            (
+                "<std::net::tcp::TcpStream as std::io::Read>::read_exact",
+                "std::net::TcpStream::read_exact",
+            ),
+            (
+                "std::net::udp::UdpSocket::recv_from",
+                "std::net::UdpSocket::recv_from",
+            ),
+            (
+                "std::sync::poison::condvar::Condvar::wait_timeout<bool>",
+                "std::sync::Condvar::wait_timeout",
+            ),
+            (
+                "std::sync::poison::condvar::wait_while<bool, F>",
+                "std::sync::Condvar::wait_while",
+            ),
+            (
+                "std::thread::functions::park_timeout",
+                "std::thread::park_timeout",
+            ),
+            ("std::thread::functions::park", "std::thread::park"),
+            (
+                "std::io::write_all_vectored<W>",
+                "std::io::Write::write_all_vectored",
+            ),
+        ] {
+            assert_eq!(primitive_name(function), name, "{function}");
+        }
         // Type arguments after a closure's name, a turbofish, an arrow inside them.
         assert_eq!(
             without_type_arguments("lib::read_all::{closure#0}<std::net::tcp::TcpStream>"),
