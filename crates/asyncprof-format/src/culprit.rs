@@ -183,11 +183,21 @@ pub fn primitive_name(function: &str) -> String {
     ];
     for (needles, name) in known {
         if needles.iter().all(|n| path.contains(n)) {
-            // The needles name a method by its start: a longer sibling (`read_dir` beside
+            // The needles name a method by its start: std's longer sibling (`read_dir` beside
             // `read`, `wait_timeout` beside `wait`) keeps its own name on the public path.
-            let method = last_segment(&path);
+            // (Another crate's type the needles match keeps the known name: its owner is not
+            // std's.) A closure's or an inner function's method is the one around it.
+            let std_path = ["std::", "<std::", "<&std::"]
+                .iter()
+                .any(|p| path.starts_with(p));
+            let method = path
+                .rsplit("::")
+                .find(|s| !s.starts_with('{') && *s != "inner")
+                .unwrap_or(&path);
             return match name.rsplit_once("::") {
-                Some((owner, known)) if method != known && method.starts_with(known) => {
+                Some((owner, known))
+                    if std_path && method != known && method.starts_with(known) =>
+                {
                     format!("{owner}::{method}")
                 }
                 _ => (*name).to_string(),
@@ -669,6 +679,16 @@ mod tests {
             (
                 "std::io::write_all_vectored<W>",
                 "std::io::Write::write_all_vectored",
+            ),
+            (
+                "std::sync::mpsc::Receiver<T>::recv_timeout::{closure#0}",
+                "std::sync::mpsc::Receiver::recv_timeout",
+            ),
+            ("std::fs::read_to_string::inner", "std::fs::read_to_string"),
+            // Another crate's type keeps the known name, not a std name that does not exist.
+            (
+                "parking_lot::condvar::Condvar::wait_for<T>",
+                "std::sync::Condvar::wait",
             ),
         ] {
             assert_eq!(primitive_name(function), name, "{function}");
