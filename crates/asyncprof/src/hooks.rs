@@ -6,6 +6,7 @@
 //! part of the poll).
 
 use std::fmt;
+#[cfg(tokio_unstable)]
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
