@@ -186,14 +186,11 @@ pub fn primitive_name(function: &str) -> String {
             // The needles name a method by its start: std's longer sibling (`read_dir` beside
             // `read`, `wait_timeout` beside `wait`) keeps its own name on the public path.
             // (Another crate's type the needles match keeps the known name: its owner is not
-            // std's.) A closure's or an inner function's method is the one around it.
+            // std's.) An inner function's method is the one around it, as a closure's is.
             let std_path = ["std::", "<std::", "<&std::"]
                 .iter()
                 .any(|p| path.starts_with(p));
-            let method = path
-                .rsplit("::")
-                .find(|s| !s.starts_with('{') && *s != "inner")
-                .unwrap_or(&path);
+            let method = last_segment(path.trim_end_matches("::inner"));
             return match name.rsplit_once("::") {
                 Some((owner, known))
                     if std_path && method != known && method.starts_with(known) =>
@@ -402,10 +399,14 @@ fn strip_generics(f: &str) -> String {
 
 /// A function's last path segment without its type arguments, the method a caller's line
 /// names (`<std::net::tcp::TcpStream as std::io::Read>::read` → `read`,
-/// `std::io::read_line<BufReader<TcpStream>>` → `read_line`).
+/// `std::io::read_line<BufReader<TcpStream>>` → `read_line`); a closure's is the one around
+/// it (`Receiver::recv_timeout::{closure#0}` → `recv_timeout`).
 pub fn last_segment(function: &str) -> String {
     let path = without_type_arguments(function);
-    path.rsplit("::").next().unwrap_or(&path).to_string()
+    path.rsplit("::")
+        .find(|s| !s.starts_with('{'))
+        .unwrap_or(&path)
+        .to_string()
 }
 
 /// `f` without the type arguments that follow a name (`a::B<T>::c` → `a::B::c`), its
