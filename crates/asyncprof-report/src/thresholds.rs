@@ -13,6 +13,12 @@ pub struct Thresholds {
     /// full time waiting to send further down is blamed on the queue further down.
     /// Default 0.5.
     pub backpressure_upstream_share: f64,
+    /// `queue-backpressure`: a bounded queue whose items went through faster than one per
+    /// this many microseconds on average (its instances together, over the run) and that
+    /// refused no send is a pipeline running as fast as it can, not a stage that cannot keep
+    /// up: a pipeline fed flat out always fills the queue before its slowest stage, however
+    /// fast that stage is. Default 20 (50,000 items a second).
+    pub backpressure_min_item_us: f64,
     /// Depth samples (ten per second) a queue needs before it is diagnosed. Default 5.
     pub queue_min_samples: u64,
     /// `queue-growth`: the mean depth of the last third of the run must exceed this many
@@ -80,6 +86,7 @@ impl Default for Thresholds {
         Thresholds {
             backpressure_full_share: 0.25,
             backpressure_upstream_share: 0.5,
+            backpressure_min_item_us: 20.0,
             queue_min_samples: 5,
             growth_ratio: 1.5,
             growth_min_depth: 500,
@@ -110,6 +117,7 @@ impl Thresholds {
     pub const NAMES: &'static [&'static str] = &[
         "backpressure_full_share",
         "backpressure_upstream_share",
+        "backpressure_min_item_us",
         "queue_min_samples",
         "growth_ratio",
         "growth_min_depth",
@@ -153,6 +161,7 @@ impl Thresholds {
         match name {
             "backpressure_full_share" => self.backpressure_full_share = x,
             "backpressure_upstream_share" => self.backpressure_upstream_share = x,
+            "backpressure_min_item_us" => self.backpressure_min_item_us = x,
             "queue_min_samples" => self.queue_min_samples = x as u64,
             "growth_ratio" => self.growth_ratio = x,
             "growth_min_depth" => self.growth_min_depth = x as u64,

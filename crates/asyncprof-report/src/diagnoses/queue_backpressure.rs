@@ -9,6 +9,11 @@
 //! concurrency sized to the load, or shed load before the queue; a bigger buffer only delays
 //! the wait. A full queue whose consumers spent most of that time waiting to send to another
 //! full queue is named in that queue's finding instead (it is full because of it).
+//! **Not a finding**: a bounded queue whose items went through faster than one per
+//! `backpressure_min_item_us` (20 µs) on average and that refused nothing. A pipeline fed as
+//! fast as it can go (a batch job, a benchmark) fills the queue before its slowest stage
+//! however fast that stage is; a stage taking a few microseconds an item is its pace, not a
+//! defect to fix.
 
 use std::collections::BTreeMap;
 
@@ -20,20 +25,34 @@ use crate::{Finding, Severity, Thresholds};
 /// The kind's name.
 pub const KIND: &str = "queue-backpressure";
 
-fn is_backpressured(q: &QueueStats, t: &Thresholds) -> bool {
+fn is_backpressured(q: &QueueStats, elapsed_ns: u64, t: &Thresholds) -> bool {
     let bounded = match q.kind {
-        QueueKind::Bounded => q.send_wait_ns.count() > 0 || q.rejected > 0,
+        QueueKind::Bounded => {
+            (q.send_wait_ns.count() > 0 || q.rejected > 0) && !flat_out(q, elapsed_ns, t)
+        }
         QueueKind::Gauge => q.capacity.is_some(),
         _ => false,
     };
     bounded && q.samples >= t.queue_min_samples && share(q) >= t.backpressure_full_share
 }
 
+/// A bounded queue that refused nothing and whose items went through faster than one per
+/// `backpressure_min_item_us` on average: the run's length over the items its instances
+/// delivered, times the instances (each instance's own pace, were they alike; a queue that
+/// lived only part of the run counts as slower than it was, so this errs towards a finding).
+fn flat_out(q: &QueueStats, elapsed_ns: u64, t: &Thresholds) -> bool {
+    if q.rejected > 0 || q.dequeued == 0 {
+        return false;
+    }
+    let per_item_ns = elapsed_ns as f64 * q.instances.max(1) as f64 / q.dequeued as f64;
+    per_item_ns < t.backpressure_min_item_us * 1e3
+}
+
 /// Backpressure findings, one per bottleneck queue.
 pub(crate) fn findings(queues: &[QueueStats], elapsed_ns: u64, t: &Thresholds) -> Vec<Finding> {
     let full: BTreeMap<u64, &QueueStats> = queues
         .iter()
-        .filter(|q| is_backpressured(q, t))
+        .filter(|q| is_backpressured(q, elapsed_ns, t))
         .map(|q| (q.id, q))
         .collect();
     // A full queue whose consumers spent most of its full time blocked sending further down
@@ -93,4 +112,48 @@ pub(crate) fn findings(queues: &[QueueStats], elapsed_ns: u64, t: &Thresholds) -
             queue_finding(KIND, q, ev, severity, waits(q), recommendation)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use asyncprof_format::Histogram;
+
+    /// A bounded queue full in 9 of 10 samples of a 1 s run, its senders having waited 1,000
+    /// times (5 µs each); `dequeued` items went through its `instances`, `rejected` sends
+    /// were refused.
+    fn full_queue(dequeued: u64, rejected: u64, instances: u64) -> QueueStats {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_max(3_600_000_000_000, 2).unwrap();
+        h.record_n(5_000, 1_000).unwrap();
+        let mut q = QueueStats::default();
+        q.id = 1;
+        q.name = "q".into();
+        q.kind = QueueKind::Bounded;
+        q.capacity = Some(256);
+        q.instances = instances;
+        q.enqueued = dequeued;
+        q.dequeued = dequeued;
+        q.rejected = rejected;
+        q.samples = 10;
+        q.full_samples = 9;
+        q.send_wait_ns = Histogram::from_hdr(&h);
+        q
+    }
+
+    #[test]
+    fn a_queue_items_go_through_in_microseconds_is_a_finding_only_when_it_refused_sends() {
+        let t = Thresholds::default();
+        let kinds = |q: QueueStats| findings(&[q], 1_000_000_000, &t).len();
+        // An item every 2 ms: a stage that cannot keep up.
+        assert_eq!(kinds(full_queue(500, 0, 1)), 1);
+        // An item every 0.5 µs: a pipeline running flat out.
+        assert_eq!(kinds(full_queue(2_000_000, 0, 1)), 0);
+        // ... unless sends were refused: items were lost.
+        assert_eq!(kinds(full_queue(2_000_000, 3, 1)), 1);
+        // 100,000 items through 10,000 instances: each an item every 100 ms.
+        assert_eq!(kinds(full_queue(100_000, 0, 10_000)), 1);
+        // Just past the threshold either way (20 µs an item: 50,000 in 1 s).
+        assert_eq!(kinds(full_queue(49_000, 0, 1)), 1);
+        assert_eq!(kinds(full_queue(51_000, 0, 1)), 0);
+    }
 }

@@ -127,6 +127,86 @@ fn balanced_rates_give_no_queue_finding() {
     });
 }
 
+/// source -> `flat-out` -> stage -> `flat-out-results` -> sink, the source sending as fast as it
+/// can for `run_for`; the stage takes `work` per item (none: a few instructions). Returns the
+/// items that went through.
+async fn flat_out(prefix: &str, run_for: Duration, work: Duration) -> u64 {
+    let (tx, mut rx) = mpsc::channel::<u64>(&format!("{prefix}-flat-out"), 256); // queue: flat-out
+    let (out_tx, mut out_rx) = mpsc::channel::<u64>(&format!("{prefix}-flat-out-results"), 256);
+    let source = tokio::spawn(async move {
+        let start = std::time::Instant::now();
+        let mut i = 0u64;
+        while start.elapsed() < run_for {
+            for _ in 0..64 {
+                tx.send(i).await.unwrap();
+                i += 1;
+            }
+        }
+        i
+    });
+    let stage = tokio::spawn(async move {
+        while let Some(i) = rx.recv().await {
+            if !work.is_zero() {
+                tokio::time::sleep(work).await;
+            }
+            out_tx.send(i.wrapping_mul(31) ^ 7).await.unwrap();
+        }
+    });
+    let mut n = 0;
+    while out_rx.recv().await.is_some() {
+        n += 1;
+    }
+    assert_eq!(n, source.await.unwrap());
+    stage.await.unwrap();
+    n
+}
+
+#[test]
+fn a_source_sending_flat_out_into_a_fast_stage_gives_no_queue_finding() {
+    // A pipeline that runs as fast as it can fills the queue before its slowest stage, however
+    // fast that stage is: its senders wait microseconds for room. That is the pace of a healthy
+    // batch pipeline, not a stage that cannot keep up.
+    crate::support::retry_if_disturbed(|| {
+        let (run, _) = record("q-flat-out", Flavor::MultiThread(2), || async {
+            flat_out("fast", Duration::from_millis(900), Duration::ZERO).await;
+        });
+        let q = queue(&run, "fast-flat-out");
+        assert!(q.samples >= 5, "{q:#?}");
+        let h = q.send_wait_ns.to_hdr();
+        eprintln!(
+            "{} items; full {} of {} samples; senders waited {} times, mean {:.1} µs",
+            q.enqueued,
+            q.full_samples,
+            q.samples,
+            h.len(),
+            h.mean() / 1e3
+        );
+        // The queue did fill and its senders waited: the case the diagnosis must tell apart.
+        assert!(h.len() > 100, "{q:#?}");
+        let findings = queue_findings(&run);
+        assert!(findings.is_empty(), "{findings:#?}");
+    });
+}
+
+#[test]
+fn a_source_sending_flat_out_into_a_slow_stage_is_named() {
+    // The same pipeline with a stage that takes a millisecond an item: named.
+    crate::support::retry_if_disturbed(|| {
+        let (run, _) = record("q-flat-out-slow", Flavor::MultiThread(2), || async {
+            flat_out("slow", Duration::from_millis(900), Duration::from_millis(1)).await;
+        });
+        let findings = queue_findings(&run);
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].kind, "queue-backpressure", "{findings:#?}");
+        assert_eq!(findings[0].location.line, queue_line("flat-out"));
+        assert_eq!(
+            findings[0].queue.as_ref().unwrap().name,
+            "slow-flat-out",
+            "{findings:#?}"
+        );
+    });
+}
+
 #[test]
 fn an_unbounded_queue_fed_faster_than_drained_grows() {
     crate::support::retry_if_disturbed(|| {
