@@ -320,6 +320,13 @@ fn thresholds(overrides: &[String]) -> Result<asyncprof_report::Thresholds> {
 }
 
 fn main() -> ExitCode {
+    // `asyncprof run`'s signal witness, not a command of the CLI (see `run::Witness`).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == run::WITNESS_COMMAND)
+    {
+        return run::witness().unwrap_or(ExitCode::FAILURE);
+    }
     let cli = Cli::parse();
     let quiet = cli.quiet;
     match dispatch(cli) {

@@ -355,9 +355,16 @@ fn ended_as_stopped(status: std::process::ExitStatus) -> bool {
 
 /// Pass SIGINT, SIGTERM and SIGHUP on to the program (once it runs) and remember that the
 /// run was stopped, instead of ending asyncprof: a `kill`, `timeout` or CI cancel stops the
-/// program and still gets its report. One the terminal sent (Ctrl-C, a hang-up) went to its
-/// whole foreground process group, the program with it: passing it on would deliver it twice
-/// (a second Ctrl-C is "quit now" to many programs).
+/// program and still gets its report. A signal sent to run's whole process group reached the
+/// program too when it is in that group, and passing it on would deliver it twice (a second
+/// Ctrl-C or SIGTERM is "quit now" to many programs):
+///
+/// - one the terminal sent (Ctrl-C, a hang-up) went to its foreground process group;
+/// - one a process sent is checked against a witness ([`Witness`]), a process of run's group
+///   that blocks these signals: a signal pending in it was sent to the group (GNU `timeout`
+///   signals its child, then the child's whole group; `kill -TERM -PGID`; a service manager
+///   signals every process of the service), not to run alone (`kill PID`, a script's
+///   `kill $!`).
 fn forward_stop_signals() -> Result<()> {
     use asyncprof_sampler::procfs::group_and_session;
     use signal_hook::iterator::exfiltrator::WithOrigin;
@@ -365,33 +372,109 @@ fn forward_stop_signals() -> Result<()> {
     use signal_hook::low_level::siginfo::Cause;
     let mut signals = SignalsInfo::<WithOrigin>::new([sig::SIGINT, sig::SIGTERM, sig::SIGHUP])
         .context("cannot catch SIGINT, SIGTERM and SIGHUP")?;
+    let mut witness = Witness::start();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            for origin in signals.forever() {
+            loop {
+                let Some(first) = signals.forever().next() else {
+                    break;
+                };
                 INTERRUPTED.store(true, Relaxed);
+                if CHILD.load(Relaxed) == 0 {
+                    // The program is being started: passed on once it is.
+                    EARLY_SIGNAL.store(first.signal, Relaxed);
+                    continue;
+                }
+                // A group's signal reaches its processes one by one, and `timeout` signals
+                // run before its group: the witness is read once the burst is in.
+                std::thread::sleep(WITNESS_WAIT);
+                let mut burst = vec![first];
+                burst.extend(signals.pending());
                 let pid = CHILD.load(Relaxed);
                 if pid == 0 {
-                    // The program is being started: passed on once it is.
-                    EARLY_SIGNAL.store(origin.signal, Relaxed);
                     continue;
                 }
                 let me = std::process::id();
                 let (ours, its) = (group_and_session(me), group_and_session(pid));
-                // The terminal's Ctrl-C went to its foreground process group: the program got
-                // it too when it is in run's group (not in a `setsid` wrapper's). Its hang-up
-                // goes to the session's leader alone: when that is run, the program did not.
-                let reached = origin.cause == Cause::Kernel
-                    && matches!((ours, its), (Some(o), Some(i)) if o.0 == i.0)
-                    && !(origin.signal == sig::SIGHUP
-                        && ours.is_some_and(|o| o.1 == u64::from(me)));
-                if !reached {
+                let same_group = matches!((ours, its), (Some(o), Some(i)) if o.0 == i.0);
+                let to_group = witness
+                    .as_mut()
+                    .and_then(Witness::take_pending)
+                    .unwrap_or(0);
+                let mut passed = 0u64;
+                for origin in burst {
+                    let bit = 1u64 << (origin.signal - 1);
+                    // The terminal's Ctrl-C went to its foreground process group: the program
+                    // got it too when it is in run's group (not in a `setsid` wrapper's). Its
+                    // hang-up goes to the session's leader alone: when that is run, the
+                    // program did not.
+                    let from_terminal = origin.cause == Cause::Kernel
+                        && same_group
+                        && !(origin.signal == sig::SIGHUP
+                            && ours.is_some_and(|o| o.1 == u64::from(me)));
+                    let to_run_group = to_group & bit != 0 && same_group;
+                    if from_terminal || to_run_group || passed & bit != 0 {
+                        continue;
+                    }
+                    passed |= bit;
                     let _ = asyncprof_sampler::send_signal(pid, origin.signal);
+                }
+                if to_group != 0 {
+                    witness = Witness::start();
                 }
             }
         })
         .context("cannot start the signal thread")?;
     Ok(())
+}
+
+/// How long the signal thread waits for the rest of a burst of stop signals before it reads
+/// the witness and passes them on.
+const WITNESS_WAIT: Duration = Duration::from_millis(200);
+
+/// A process of run's process group (and of its session and control group) that blocks
+/// SIGINT, SIGTERM and SIGHUP, so that one sent to the group stays pending in it, where
+/// `/proc` shows it. It is this binary (`__signal-witness`), started as "signal-witness" so
+/// that a `pkill -f asyncprof` meant for run does not reach it, and ends when run does (its
+/// standard input, a pipe from run, closes). Started anew once it has seen a signal.
+struct Witness(std::process::Child);
+
+impl Witness {
+    /// None when it cannot start: every signal a process sent is then passed on.
+    fn start() -> Option<Witness> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0("signal-witness")
+            .arg(WITNESS_COMMAND)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        asyncprof_sampler::block_signals_in(&mut cmd, &[sig::SIGINT, sig::SIGTERM, sig::SIGHUP]);
+        cmd.spawn().ok().map(Witness)
+    }
+
+    /// The signals pending in the witness (None when it is gone): those sent to run's group.
+    fn take_pending(&mut self) -> Option<u64> {
+        asyncprof_sampler::procfs::pending_signals(self.0.id())
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The hidden command the witness runs.
+pub(crate) const WITNESS_COMMAND: &str = "__signal-witness";
+
+/// The witness's life: until its standard input closes (run ended).
+pub(crate) fn witness() -> Result<ExitCode> {
+    std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())
+        .context("the signal witness's input")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A stop signal that came before the program was started (0: none).

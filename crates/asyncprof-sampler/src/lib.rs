@@ -45,8 +45,9 @@ pub use procfs::{
 };
 pub use signal::exit::{call_at_exit, remove_at_exit};
 pub use signal::{
-    current_stack, current_tid, default_signal, in_handler, interrupted_syscalls, process_cpu_time,
-    release_free_memory, send_signal, set_task_probe, thread_cpu_ns, try_lock_exclusive, Capture,
-    InstallError, Sample, SampleError, StackSampler, MAX_FRAMES, MIN_ON_CPU, STACK_BYTES,
+    block_signals_in, current_stack, current_tid, default_signal, in_handler, interrupted_syscalls,
+    process_cpu_time, release_free_memory, send_signal, set_task_probe, thread_cpu_ns,
+    try_lock_exclusive, Capture, InstallError, Sample, SampleError, StackSampler, MAX_FRAMES,
+    MIN_ON_CPU, STACK_BYTES,
 };
 pub use syscalls::syscall_name;

@@ -521,8 +521,9 @@ fn sigterm_to_run_stops_the_program_and_still_reports() {
 
 const SIGINT_CHILD_ENV: &str = "ASYNCPROF_CLI_IT_SIGINT_LOG";
 
-/// Runs only as the program of the terminal tests below: counts every SIGINT and SIGHUP
-/// delivered to it for 2 s, then writes the counts to the file the variable names.
+/// Runs only as the program of the signal tests below: counts every SIGINT, SIGHUP and
+/// SIGTERM delivered to it until a second after the first (20 s at most), then writes the
+/// counts to the file the variable names.
 #[test]
 fn child_counts_its_sigints() {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -531,6 +532,7 @@ fn child_counts_its_sigints() {
     };
     static INTS: AtomicUsize = AtomicUsize::new(0);
     static HUPS: AtomicUsize = AtomicUsize::new(0);
+    static TERMS: AtomicUsize = AtomicUsize::new(0);
     // SAFETY: the handlers only increment an atomic, which is async-signal-safe.
     unsafe {
         signal_hook::low_level::register(signal_hook::consts::SIGINT, || {
@@ -541,11 +543,25 @@ fn child_counts_its_sigints() {
             HUPS.fetch_add(1, SeqCst);
         })
         .unwrap();
+        signal_hook::low_level::register(signal_hook::consts::SIGTERM, || {
+            TERMS.fetch_add(1, SeqCst);
+        })
+        .unwrap();
     }
     std::fs::write(&log, "started\n").unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let (ints, hups) = (INTS.load(SeqCst), HUPS.load(SeqCst));
-    std::fs::write(&log, format!("started\nsigints={ints}\nsighups={hups}\n")).unwrap();
+    let counts = || (INTS.load(SeqCst), HUPS.load(SeqCst), TERMS.load(SeqCst));
+    let start = std::time::Instant::now();
+    while counts() == (0, 0, 0) && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Time for a second copy of the signal to arrive, were one sent.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let (ints, hups, terms) = counts();
+    std::fs::write(
+        &log,
+        format!("started\nsigints={ints}\nsighups={hups}\nsigterms={terms}\n"),
+    )
+    .unwrap();
 }
 
 /// A fresh folder for a run of `child_counts_its_sigints`, and its log there.
@@ -630,6 +646,66 @@ fn ctrl_c_in_a_terminal_reaches_the_program_once() {
         let text = std::fs::read_to_string(&log).unwrap();
         std::fs::remove_dir_all(&dir).ok();
         assert!(text.contains("sigints=1\n"), "{wrapper:?}: {text}");
+    }
+}
+
+/// A SIGTERM sent to `asyncprof run`'s whole process group reaches the program once: GNU
+/// `timeout` signals its child (run) and then the child's group, the program with it, and
+/// `kill -TERM -PGID` signals the group alone. One sent to run alone (`kill PID`) is passed
+/// on. run used to pass every signal a process sent on: the program got `timeout`'s twice.
+#[test]
+fn a_sigterm_sent_to_runs_process_group_reaches_the_program_once() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(SIGINT_CHILD_ENV).is_some() {
+        return;
+    }
+    let words = |line: String| -> Vec<String> { shlex::split(&line).unwrap() };
+    // `timeout` (coreutils) after 5 s: time for the program to start on a busy machine.
+    let (dir, log) = counting_dir("run-timeout");
+    let line = words(format!(
+        "timeout -s TERM 5 {}",
+        counting_run(&dir, &log, "")
+    ));
+    let status = std::process::Command::new(&line[0])
+        .args(&line[1..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let text = wait_for_log(&log, "sigterms=");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(status.code(), Some(124), "timeout's own code: {text}");
+    assert!(text.contains("sigterms=1\n"), "timeout: {text}");
+    // run in a process group of its own, signalled alone, then as a group.
+    for (i, whole_group) in [false, true].into_iter().enumerate() {
+        let (dir, log) = counting_dir(&format!("run-group-{i}"));
+        let line = words(counting_run(&dir, &log, ""));
+        // `env` sets the variable and becomes run (exec): the pid is run's.
+        let mut run = std::process::Command::new(&line[0])
+            .args(&line[1..])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_log(&log, "started");
+        let target = if whole_group {
+            format!("-{}", run.id())
+        } else {
+            run.id().to_string()
+        };
+        let sent = std::process::Command::new("kill")
+            .args(["-s", "TERM", "--", &target])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let text = wait_for_log(&log, "sigterms=");
+        let _ = run.wait();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            text.contains("sigterms=1\n"),
+            "whole group {whole_group}: {text}"
+        );
     }
 }
 

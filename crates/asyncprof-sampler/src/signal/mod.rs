@@ -993,6 +993,34 @@ pub fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
     }
 }
 
+/// Start `cmd`'s process with `signals` blocked: they stay pending in it (see
+/// [`crate::procfs::pending_signals`]) instead of running a handler or ending it. A blocked
+/// signal mask survives `exec`; the mask is set after the standard library resets it.
+pub fn block_signals_in(cmd: &mut std::process::Command, signals: &[i32]) {
+    use std::os::unix::process::CommandExt;
+    let signals = signals.to_vec();
+    // SAFETY: the closure runs in the forked child before exec, and calls only
+    // async-signal-safe functions on a set on its own stack; it reads the vector moved into
+    // it, allocated before the fork, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            if libc::sigemptyset(set.as_mut_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for &s in &signals {
+                if libc::sigaddset(set.as_mut_ptr(), s) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            match libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut()) {
+                0 => Ok(()),
+                e => Err(std::io::Error::from_raw_os_error(e)),
+            }
+        });
+    }
+}
+
 /// Take an exclusive advisory lock on `file` (`flock(2)`) without waiting: true when taken,
 /// false when another open file description holds one (another process records to the same
 /// run file). The lock goes with the file's last descriptor.
