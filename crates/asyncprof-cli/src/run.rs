@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -182,9 +182,10 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
             return Err(e).with_context(|| format!("cannot start {shown}"));
         }
     };
-    CHILD.store(child.id(), Relaxed);
-    // A stop signal that came while the program was being started found no program.
-    let early = EARLY_SIGNAL.swap(0, Relaxed);
+    CHILD.store(child.id(), SeqCst);
+    // A stop signal that came while the program was being started found no program (the
+    // signal thread passes it on instead when it sees the program).
+    let early = EARLY_SIGNAL.swap(0, SeqCst);
     if early != 0 {
         let _ = asyncprof_sampler::send_signal(child.id(), early);
     }
@@ -360,51 +361,69 @@ fn ended_as_stopped(status: std::process::ExitStatus) -> bool {
 /// Ctrl-C or SIGTERM is "quit now" to many programs):
 ///
 /// - one the terminal sent (Ctrl-C, a hang-up) went to its foreground process group;
-/// - one a process sent is checked against a witness ([`Witness`]), a process of run's group
-///   that blocks these signals: a signal pending in it was sent to the group (GNU `timeout`
-///   signals its child, then the child's whole group; `kill -TERM -PGID`; a service manager
-///   signals every process of the service), not to run alone (`kill PID`, a script's
-///   `kill $!`).
+/// - one a process sent is checked against the [`Witness`], a process of run's group that
+///   reports the stop signals it gets and who sent them: the same signal from the same sender
+///   there was sent to the group (GNU `timeout` signals its child, then the child's whole
+///   group; `kill -TERM -PGID`; a service manager signals every process of the service), not
+///   to run alone (`kill PID`, a script's `kill $!`).
 fn forward_stop_signals() -> Result<()> {
     use asyncprof_sampler::procfs::group_and_session;
     use signal_hook::iterator::exfiltrator::WithOrigin;
     use signal_hook::iterator::SignalsInfo;
     use signal_hook::low_level::siginfo::Cause;
-    let mut signals = SignalsInfo::<WithOrigin>::new([sig::SIGINT, sig::SIGTERM, sig::SIGHUP])
+    let mut signals = SignalsInfo::<WithOrigin>::new(STOP_SIGNALS)
         .context("cannot catch SIGINT, SIGTERM and SIGHUP")?;
-    let mut witness = Witness::start();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            // The witness inherits this thread's mask: it blocks every signal from its start.
+            // The handlers run on run's other threads.
+            let blocked = asyncprof_sampler::block_all_signals_in_this_thread().is_ok();
+            let mut witness = blocked.then(Witness::start).flatten();
+            let _ = ready_tx.send(());
+            let mut reports: Vec<WitnessReport> = Vec::new();
             loop {
                 let Some(first) = signals.forever().next() else {
                     break;
                 };
-                INTERRUPTED.store(true, Relaxed);
-                if CHILD.load(Relaxed) == 0 {
-                    // The program is being started: passed on once it is.
-                    EARLY_SIGNAL.store(first.signal, Relaxed);
+                INTERRUPTED.store(true, SeqCst);
+                if CHILD.load(SeqCst) == 0 {
+                    // The program is being started: passed on once it is, by whichever of
+                    // this thread and the starting one sees both the program and the signal.
+                    EARLY_SIGNAL.store(first.signal, SeqCst);
+                    let pid = CHILD.load(SeqCst);
+                    let early = EARLY_SIGNAL.swap(0, SeqCst);
+                    if pid != 0 && early != 0 {
+                        let _ = asyncprof_sampler::send_signal(pid, early);
+                    }
                     continue;
                 }
+                let at = Instant::now();
                 // A group's signal reaches its processes one by one, and `timeout` signals
-                // run before its group: the witness is read once the burst is in.
+                // run before its group: the witness is heard once the burst is in.
                 std::thread::sleep(WITNESS_WAIT);
                 let mut burst = vec![first];
                 burst.extend(signals.pending());
-                let pid = CHILD.load(Relaxed);
+                if let Some(w) = witness.as_mut() {
+                    reports.extend(w.reports.try_iter());
+                }
+                // Older reports were of other signals (a `pkill -P` of run's children).
+                reports.retain(|r| r.at + WITNESS_STALE >= at);
+                let pid = CHILD.load(SeqCst);
                 if pid == 0 {
                     continue;
                 }
                 let me = std::process::id();
                 let (ours, its) = (group_and_session(me), group_and_session(pid));
                 let same_group = matches!((ours, its), (Some(o), Some(i)) if o.0 == i.0);
-                let to_group = witness
-                    .as_mut()
-                    .and_then(Witness::take_pending)
-                    .unwrap_or(0);
-                let mut passed = 0u64;
+                let mut handled: Vec<(i32, u32)> = Vec::new();
                 for origin in burst {
-                    let bit = 1u64 << (origin.signal - 1);
+                    let sender = origin.process.map_or(0, |p| p.pid as u32);
+                    if handled.contains(&(origin.signal, sender)) {
+                        continue;
+                    }
+                    handled.push((origin.signal, sender));
                     // The terminal's Ctrl-C went to its foreground process group: the program
                     // got it too when it is in run's group (not in a `setsid` wrapper's). Its
                     // hang-up goes to the session's leader alone: when that is run, the
@@ -413,67 +432,136 @@ fn forward_stop_signals() -> Result<()> {
                         && same_group
                         && !(origin.signal == sig::SIGHUP
                             && ours.is_some_and(|o| o.1 == u64::from(me)));
-                    let to_run_group = to_group & bit != 0 && same_group;
-                    if from_terminal || to_run_group || passed & bit != 0 {
+                    let seen = reports
+                        .iter()
+                        .position(|r| r.signal == origin.signal && r.sender == sender);
+                    if let Some(i) = seen {
+                        reports.remove(i);
+                    }
+                    if from_terminal || (seen.is_some() && same_group) {
                         continue;
                     }
-                    passed |= bit;
                     let _ = asyncprof_sampler::send_signal(pid, origin.signal);
                 }
-                if to_group != 0 {
+                // Killed (SIGKILL, the one signal it cannot block): a new one.
+                if witness.as_mut().is_some_and(|w| !w.alive()) {
                     witness = Witness::start();
                 }
             }
         })
         .context("cannot start the signal thread")?;
+    // The program starts once the witness is there (or could not be).
+    let _ = ready.recv();
     Ok(())
 }
 
-/// How long the signal thread waits for the rest of a burst of stop signals before it reads
-/// the witness and passes them on.
+/// The signals `run` passes on.
+const STOP_SIGNALS: [i32; 3] = [sig::SIGINT, sig::SIGTERM, sig::SIGHUP];
+
+/// How long the signal thread waits for the rest of a burst of stop signals (and the
+/// witness's reports of it) before it passes them on.
 const WITNESS_WAIT: Duration = Duration::from_millis(200);
 
+/// A witness's report older than this when run gets a signal was of another one.
+const WITNESS_STALE: Duration = Duration::from_secs(1);
+
+/// One stop signal the witness got: which, from which process (0: the kernel), and when run
+/// heard of it.
+struct WitnessReport {
+    signal: i32,
+    sender: u32,
+    at: Instant,
+}
+
 /// A process of run's process group (and of its session and control group) that blocks
-/// SIGINT, SIGTERM and SIGHUP, so that one sent to the group stays pending in it, where
-/// `/proc` shows it. It is this binary (`__signal-witness`), started as "signal-witness" so
-/// that a `pkill -f asyncprof` meant for run does not reach it, and ends when run does (its
-/// standard input, a pipe from run, closes). Started anew once it has seen a signal.
-struct Witness(std::process::Child);
+/// every signal and takes SIGINT, SIGTERM and SIGHUP as they come (`sigtimedwait`), writing
+/// each with its sender to run: one that reached both it and run was sent to the group. It is
+/// this binary (`__signal-witness`), started as "signal-witness" so that a `pkill -f
+/// asyncprof` meant for run does not reach it (its process name is `exe`); it ends with
+/// the thread that started it (run's signal thread, which lasts as long as run), and within
+/// half a second of run where that cannot be asked for.
+struct Witness {
+    child: std::process::Child,
+    reports: std::sync::mpsc::Receiver<WitnessReport>,
+}
 
 impl Witness {
     /// None when it cannot start: every signal a process sent is then passed on.
     fn start() -> Option<Witness> {
+        use std::io::BufRead;
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg0("signal-witness")
             .arg(WITNESS_COMMAND)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
-        asyncprof_sampler::block_signals_in(&mut cmd, &[sig::SIGINT, sig::SIGTERM, sig::SIGHUP]);
-        cmd.spawn().ok().map(Witness)
+        asyncprof_sampler::block_all_signals_in(&mut cmd);
+        asyncprof_sampler::end_with_this_thread(&mut cmd);
+        let mut child = cmd.spawn().ok()?;
+        let out = child.stdout.take()?;
+        let (tx, reports) = std::sync::mpsc::channel();
+        let reader = std::thread::Builder::new()
+            .name("signal-witness".into())
+            .spawn(move || {
+                for line in std::io::BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    let mut words = line.split_whitespace().map(str::parse::<u32>);
+                    if let (Some(Ok(signal)), Some(Ok(sender))) = (words.next(), words.next()) {
+                        let at = Instant::now();
+                        let report = WitnessReport {
+                            signal: signal as i32,
+                            sender,
+                            at,
+                        };
+                        if tx.send(report).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        if reader.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        Some(Witness { child, reports })
     }
 
-    /// The signals pending in the witness (None when it is gone): those sent to run's group.
-    fn take_pending(&mut self) -> Option<u64> {
-        asyncprof_sampler::procfs::pending_signals(self.0.id())
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
 impl Drop for Witness {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 /// The hidden command the witness runs.
 pub(crate) const WITNESS_COMMAND: &str = "__signal-witness";
 
-/// The witness's life: until its standard input closes (run ended).
+/// The witness's life (see [`Witness`]): report each stop signal and its sender on stdout
+/// until run, its parent, is gone (it is then another process's child, or its pipe closed).
 pub(crate) fn witness() -> Result<ExitCode> {
-    std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())
-        .context("the signal witness's input")?;
+    use std::io::Write;
+    asyncprof_sampler::block_all_signals_in_this_thread().context("the signal witness's mask")?;
+    let parent = std::os::unix::process::parent_id();
+    let mut out = std::io::stdout().lock();
+    while std::os::unix::process::parent_id() == parent {
+        let got = asyncprof_sampler::wait_for_signal(&STOP_SIGNALS, Duration::from_millis(500))
+            .context("the signal witness's wait")?;
+        if let Some((signal, sender)) = got {
+            if writeln!(out, "{signal} {sender}")
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -288,19 +288,6 @@ pub(crate) fn parse_status(s: &str) -> Option<Status> {
     })
 }
 
-/// The signals pending for process `pid` (`SigPnd` | `ShdPnd` of its `/proc/PID/status`: its
-/// main thread's and the whole process's), bit `n - 1` for signal `n`. `None` when the process
-/// is gone, or a zombie (its status then holds no masks worth reading).
-pub fn pending_signals(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| s.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
-    if field("State:").is_some_and(|v| v.starts_with('Z')) {
-        return None;
-    }
-    let mask = |name: &str| field(name).and_then(|v| u64::from_str_radix(v, 16).ok());
-    Some(mask("SigPnd:")? | mask("ShdPnd:")?)
-}
-
 /// A `kB` field (`VmRSS:`, `VmHWM:`, `RssAnon:`, …) of process `pid`'s `status`, in KiB.
 /// `None` when the process is gone or the field is missing.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {

@@ -521,15 +521,25 @@ fn sigterm_to_run_stops_the_program_and_still_reports() {
 
 const SIGINT_CHILD_ENV: &str = "ASYNCPROF_CLI_IT_SIGINT_LOG";
 
+/// With [`SIGINT_CHILD_ENV`], how long (ms) the counting child waits after the last signal
+/// before it writes its counts (default 1,000).
+const QUIET_MS_ENV: &str = "ASYNCPROF_CLI_IT_QUIET_MS";
+
 /// Runs only as the program of the signal tests below: counts every SIGINT, SIGHUP and
-/// SIGTERM delivered to it until a second after the first (20 s at most), then writes the
+/// SIGTERM delivered to it, noting the counts so far in the log at each, until no signal has
+/// come for a second (or [`QUIET_MS_ENV`]; 20 s at most before the first), then writes the
 /// counts to the file the variable names.
 #[test]
 fn child_counts_its_sigints() {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::time::{Duration, Instant};
     let Some(log) = std::env::var_os(SIGINT_CHILD_ENV) else {
         return;
     };
+    let quiet = std::env::var(QUIET_MS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(1), Duration::from_millis);
     static INTS: AtomicUsize = AtomicUsize::new(0);
     static HUPS: AtomicUsize = AtomicUsize::new(0);
     static TERMS: AtomicUsize = AtomicUsize::new(0);
@@ -550,12 +560,26 @@ fn child_counts_its_sigints() {
     }
     std::fs::write(&log, "started\n").unwrap();
     let counts = || (INTS.load(SeqCst), HUPS.load(SeqCst), TERMS.load(SeqCst));
-    let start = std::time::Instant::now();
-    while counts() == (0, 0, 0) && start.elapsed() < std::time::Duration::from_secs(20) {
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    let start = Instant::now();
+    let mut seen = (0, 0, 0);
+    let mut last: Option<Instant> = None;
+    loop {
+        let now = counts();
+        if now != seen {
+            seen = now;
+            last = Some(Instant::now());
+            let (i, h, t) = now;
+            std::fs::write(&log, format!("started\nso far: INT {i} HUP {h} TERM {t}\n")).unwrap();
+        }
+        let done = match last {
+            Some(at) => at.elapsed() >= quiet,
+            None => start.elapsed() >= Duration::from_secs(20),
+        };
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
-    // Time for a second copy of the signal to arrive, were one sent.
-    std::thread::sleep(std::time::Duration::from_secs(1));
     let (ints, hups, terms) = counts();
     std::fs::write(
         &log,
@@ -652,10 +676,12 @@ fn ctrl_c_in_a_terminal_reaches_the_program_once() {
 /// A SIGTERM sent to `asyncprof run`'s whole process group reaches the program once: GNU
 /// `timeout` signals its child (run) and then the child's group, the program with it, and
 /// `kill -TERM -PGID` signals the group alone. One sent to run alone (`kill PID`) is passed
-/// on. run used to pass every signal a process sent on: the program got `timeout`'s twice.
+/// on, after a group's as well. run used to pass every signal a process sent on: the program
+/// got `timeout`'s twice. Nothing of run's is left in its group once it has ended.
 #[test]
 fn a_sigterm_sent_to_runs_process_group_reaches_the_program_once() {
     use std::os::unix::process::CommandExt;
+    use std::time::Duration;
     if std::env::var_os(SIGINT_CHILD_ENV).is_some() {
         return;
     }
@@ -663,7 +689,7 @@ fn a_sigterm_sent_to_runs_process_group_reaches_the_program_once() {
     // `timeout` (coreutils) after 5 s: time for the program to start on a busy machine.
     let (dir, log) = counting_dir("run-timeout");
     let line = words(format!(
-        "timeout -s TERM 5 {}",
+        "timeout -k 30 -s TERM 5 {}",
         counting_run(&dir, &log, "")
     ));
     let status = std::process::Command::new(&line[0])
@@ -676,37 +702,70 @@ fn a_sigterm_sent_to_runs_process_group_reaches_the_program_once() {
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(status.code(), Some(124), "timeout's own code: {text}");
     assert!(text.contains("sigterms=1\n"), "timeout: {text}");
-    // run in a process group of its own, signalled alone, then as a group.
-    for (i, whole_group) in [false, true].into_iter().enumerate() {
+    // run in a process group of its own, signalled: alone; as a group; as a group and then
+    // alone (two signals sent, two received).
+    let kill = |target: String| {
+        let sent = std::process::Command::new("kill")
+            .args(["-s", "TERM", "--", &target])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    for (i, (targets, expected)) in [
+        (&["run"][..], "sigterms=1\n"),
+        (&["group"][..], "sigterms=1\n"),
+        (&["group", "run"][..], "sigterms=2\n"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let (dir, log) = counting_dir(&format!("run-group-{i}"));
         let line = words(counting_run(&dir, &log, ""));
-        // `env` sets the variable and becomes run (exec): the pid is run's.
+        // `env` sets the variables and becomes run (exec): the pid is run's.
         let mut run = std::process::Command::new(&line[0])
+            .arg(format!("{QUIET_MS_ENV}=3000"))
             .args(&line[1..])
             .process_group(0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        let group = run.id();
         wait_for_log(&log, "started");
-        let target = if whole_group {
-            format!("-{}", run.id())
-        } else {
-            run.id().to_string()
-        };
-        let sent = std::process::Command::new("kill")
-            .args(["-s", "TERM", "--", &target])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        for (n, target) in targets.iter().enumerate() {
+            kill(match *target {
+                "group" => format!("-{group}"),
+                _ => group.to_string(),
+            });
+            // Each received before the next is sent.
+            wait_for_log(&log, &format!("TERM {}", n + 1));
+        }
         let text = wait_for_log(&log, "sigterms=");
-        let _ = run.wait();
+        wait_until(Duration::from_secs(30), "run to end", || {
+            run.try_wait().unwrap().is_some()
+        });
+        wait_until(Duration::from_secs(10), "run's group to be empty", || {
+            group_members(group).is_empty()
+        });
         std::fs::remove_dir_all(&dir).ok();
-        assert!(
-            text.contains("sigterms=1\n"),
-            "whole group {whole_group}: {text}"
-        );
+        assert!(text.contains(expected), "{targets:?}: {text}");
     }
+}
+
+/// The processes of process group `pgid`, zombies left out.
+fn group_members(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            // A zombie waits for its parent (or init) to reap it: it runs nothing.
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, f)| f.starts_with('Z')));
+            !zombie
+                && asyncprof_sampler::procfs::group_and_session(pid)
+                    .is_some_and(|g| g.0 == u64::from(pgid))
+        })
+        .collect()
 }
 
 /// A report file that cannot be written (here its path is a folder) loses no finding: they

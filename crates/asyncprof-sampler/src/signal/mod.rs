@@ -993,31 +993,105 @@ pub fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
     }
 }
 
-/// Start `cmd`'s process with `signals` blocked: they stay pending in it (see
-/// [`crate::procfs::pending_signals`]) instead of running a handler or ending it. A blocked
-/// signal mask survives `exec`; the mask is set after the standard library resets it.
-pub fn block_signals_in(cmd: &mut std::process::Command, signals: &[i32]) {
-    use std::os::unix::process::CommandExt;
-    let signals = signals.to_vec();
-    // SAFETY: the closure runs in the forked child before exec, and calls only
-    // async-signal-safe functions on a set on its own stack; it reads the vector moved into
-    // it, allocated before the fork, and allocates nothing.
+/// Block every signal that can be blocked in the calling thread. A process-directed signal
+/// then goes to another thread of the process; processes the thread starts inherit the mask
+/// (the standard library keeps the spawning thread's), and it survives `exec`.
+///
+/// # Errors
+///
+/// The OS error of `pthread_sigmask`.
+pub fn block_all_signals_in_this_thread() -> std::io::Result<()> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset initialises the set it is given; pthread_sigmask reads it and
+    // changes only the calling thread's mask.
     unsafe {
-        cmd.pre_exec(move || {
+        if libc::sigfillset(set.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        match libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut()) {
+            0 => Ok(()),
+            e => Err(std::io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Start `cmd`'s process with every signal that can be blocked blocked, whatever the mask of
+/// the thread that starts it: they stay pending in it (see [`wait_for_signal`]) instead of
+/// running a handler, stopping or ending it.
+pub fn block_all_signals_in(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions on a set on its own stack; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
             let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-            if libc::sigemptyset(set.as_mut_ptr()) != 0 {
+            if libc::sigfillset(set.as_mut_ptr()) != 0 {
                 return Err(std::io::Error::last_os_error());
-            }
-            for &s in &signals {
-                if libc::sigaddset(set.as_mut_ptr(), s) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
             }
             match libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut()) {
                 0 => Ok(()),
                 e => Err(std::io::Error::from_raw_os_error(e)),
             }
         });
+    }
+}
+
+/// Have the kernel end `cmd`'s process (SIGKILL) when the thread that starts it ends
+/// (`PR_SET_PDEATHSIG`): with the process, for a thread that lasts as long as it does.
+pub fn end_with_this_thread(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and makes one system call
+    // with plain integers; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Wait up to `timeout` for one of `signals`, which the calling thread blocks, and take it
+/// (`sigtimedwait(2)`): its number and the process that sent it (0: the kernel, such as a
+/// terminal's Ctrl-C). `None` when none came (or the wait was interrupted).
+///
+/// # Errors
+///
+/// The OS error, other than a timeout or an interruption.
+pub fn wait_for_signal(
+    signals: &[i32],
+    timeout: std::time::Duration,
+) -> std::io::Result<Option<(i32, u32)>> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: sigemptyset initialises the set before sigaddset and sigtimedwait read it;
+    // sigtimedwait writes the siginfo it is given (zeroed, so it is initialised either way);
+    // si_pid reads the sender's pid, which the kernel fills for the signals a process or the
+    // kernel sends (0 where there is none).
+    unsafe {
+        if libc::sigemptyset(set.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for &s in signals {
+            if libc::sigaddset(set.as_mut_ptr(), s) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        let got = libc::sigtimedwait(set.as_ptr(), info.as_mut_ptr(), &ts);
+        if got < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let pid = info.assume_init_ref().si_pid();
+        Ok(Some((got, u32::try_from(pid).unwrap_or(0))))
     }
 }
 
