@@ -325,7 +325,7 @@ fn main() -> ExitCode {
         .nth(1)
         .is_some_and(|a| a == run::WITNESS_COMMAND)
     {
-        return run::witness().unwrap_or(ExitCode::FAILURE);
+        return run::witness(std::env::args_os().nth(2)).unwrap_or(ExitCode::FAILURE);
     }
     let cli = Cli::parse();
     let quiet = cli.quiet;

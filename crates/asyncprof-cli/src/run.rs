@@ -182,11 +182,7 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
             return Err(e).with_context(|| format!("cannot start {shown}"));
         }
     };
-    CHILD.store(child.id(), SeqCst);
-    // A stop signal that came while the program was being started found no program (the
-    // signal thread passes it on instead when it sees the program).
-    let early = EARLY_SIGNAL.swap(0, SeqCst);
-    if early != 0 {
+    if let Some(early) = program_started(child.id()) {
         let _ = asyncprof_sampler::send_signal(child.id(), early);
     }
     earlier.remove();
@@ -383,21 +379,23 @@ fn forward_stop_signals() -> Result<()> {
             let mut witness = blocked.then(Witness::start).flatten();
             let _ = ready_tx.send(());
             let mut reports: Vec<WitnessReport> = Vec::new();
+            // What was passed on, and when: the witness's report of it, come late, is not
+            // taken for a later signal's.
+            let mut passed: Vec<(i32, u32, Instant)> = Vec::new();
             loop {
                 let Some(first) = signals.forever().next() else {
                     break;
                 };
                 INTERRUPTED.store(true, SeqCst);
                 if CHILD.load(SeqCst) == 0 {
-                    // The program is being started: passed on once it is, by whichever of
-                    // this thread and the starting one sees both the program and the signal.
-                    EARLY_SIGNAL.store(first.signal, SeqCst);
-                    let pid = CHILD.load(SeqCst);
-                    let early = EARLY_SIGNAL.swap(0, SeqCst);
-                    if pid != 0 && early != 0 {
+                    if let Some((pid, early)) = signal_before_the_program(first.signal) {
                         let _ = asyncprof_sampler::send_signal(pid, early);
                     }
                     continue;
+                }
+                // Killed (SIGKILL, the one signal it cannot block): a new one.
+                if witness.as_mut().is_some_and(|w| !w.alive()) {
+                    witness = Witness::start();
                 }
                 let at = Instant::now();
                 // A group's signal reaches its processes one by one, and `timeout` signals
@@ -408,8 +406,16 @@ fn forward_stop_signals() -> Result<()> {
                 if let Some(w) = witness.as_mut() {
                     reports.extend(w.reports.try_iter());
                 }
-                // Older reports were of other signals (a `pkill -P` of run's children).
-                reports.retain(|r| r.at + WITNESS_STALE >= at);
+                passed.retain(|p| p.2 + WITNESS_STALE >= at);
+                reports.retain(|r| {
+                    // A group's signal reaches the witness and run within moments: an earlier
+                    // report was of another signal (a `pkill -P` of run's children), and one
+                    // of a signal passed on was that signal's, late.
+                    r.at + WITNESS_EARLIEST >= at
+                        && !passed
+                            .iter()
+                            .any(|p| (p.0, p.1) == (r.signal, r.sender) && r.at >= p.2)
+                });
                 let pid = CHILD.load(SeqCst);
                 if pid == 0 {
                     continue;
@@ -442,10 +448,7 @@ fn forward_stop_signals() -> Result<()> {
                         continue;
                     }
                     let _ = asyncprof_sampler::send_signal(pid, origin.signal);
-                }
-                // Killed (SIGKILL, the one signal it cannot block): a new one.
-                if witness.as_mut().is_some_and(|w| !w.alive()) {
-                    witness = Witness::start();
+                    passed.push((origin.signal, sender, Instant::now()));
                 }
             }
         })
@@ -460,9 +463,13 @@ const STOP_SIGNALS: [i32; 3] = [sig::SIGINT, sig::SIGTERM, sig::SIGHUP];
 
 /// How long the signal thread waits for the rest of a burst of stop signals (and the
 /// witness's reports of it) before it passes them on.
-const WITNESS_WAIT: Duration = Duration::from_millis(200);
+const WITNESS_WAIT: Duration = Duration::from_millis(300);
 
-/// A witness's report older than this when run gets a signal was of another one.
+/// A witness's report read this long before run got a signal was of another one.
+const WITNESS_EARLIEST: Duration = Duration::from_millis(300);
+
+/// A witness's report of a signal run passed on, read up to this long after, was of that
+/// signal (late), not of a later one.
 const WITNESS_STALE: Duration = Duration::from_secs(1);
 
 /// One stop signal the witness got: which, from which process (0: the kernel), and when run
@@ -493,6 +500,7 @@ impl Witness {
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg0("signal-witness")
             .arg(WITNESS_COMMAND)
+            .arg(std::process::id().to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
@@ -544,13 +552,16 @@ impl Drop for Witness {
 pub(crate) const WITNESS_COMMAND: &str = "__signal-witness";
 
 /// The witness's life (see [`Witness`]): report each stop signal and its sender on stdout
-/// until run, its parent, is gone (it is then another process's child, or its pipe closed).
-pub(crate) fn witness() -> Result<ExitCode> {
+/// until run (`run_pid`, its parent) is gone: it is then another process's child, or its pipe
+/// closed.
+pub(crate) fn witness(run_pid: Option<std::ffi::OsString>) -> Result<ExitCode> {
     use std::io::Write;
     asyncprof_sampler::block_all_signals_in_this_thread().context("the signal witness's mask")?;
-    let parent = std::os::unix::process::parent_id();
+    let run_pid = run_pid
+        .and_then(|p| p.to_str()?.parse::<u32>().ok())
+        .context("the signal witness takes run's pid")?;
     let mut out = std::io::stdout().lock();
-    while std::os::unix::process::parent_id() == parent {
+    while std::os::unix::process::parent_id() == run_pid {
         let got = asyncprof_sampler::wait_for_signal(&STOP_SIGNALS, Duration::from_millis(500))
             .context("the signal witness's wait")?;
         if let Some((signal, sender)) = got {
@@ -563,6 +574,27 @@ pub(crate) fn witness() -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The starting thread: program `pid` has started. A stop signal that came while it was being
+/// started found no program: the one to pass on now, unless the signal thread saw the program
+/// and passed it on itself.
+fn program_started(pid: u32) -> Option<i32> {
+    CHILD.store(pid, SeqCst);
+    Some(EARLY_SIGNAL.swap(0, SeqCst)).filter(|&s| s != 0)
+}
+
+/// The signal thread: stop signal `signal` came while no program ran yet. It is passed on
+/// once the program runs, by whichever of this thread and the starting one (which stores the
+/// program, then takes the signal) sees both: the program and the signal to pass on now
+/// when this one does.
+fn signal_before_the_program(signal: i32) -> Option<(u32, i32)> {
+    EARLY_SIGNAL.store(signal, SeqCst);
+    let pid = CHILD.load(SeqCst);
+    if pid == 0 {
+        return None;
+    }
+    Some((pid, EARLY_SIGNAL.swap(0, SeqCst))).filter(|&(_, s)| s != 0)
 }
 
 /// A stop signal that came before the program was started (0: none).
@@ -685,7 +717,25 @@ const LISTEN_WAIT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
-    use super::check_loopback;
+    use super::{check_loopback, program_started, signal_before_the_program, CHILD};
+
+    /// A stop signal that came while the program was being started is passed on exactly once,
+    /// in every order of the two threads' steps (this test is the only user of the statics in
+    /// this binary).
+    #[test]
+    fn a_stop_signal_during_start_up_is_passed_on_once() {
+        use std::sync::atomic::Ordering::SeqCst;
+        // The signal first: the starting thread passes it on.
+        CHILD.store(0, SeqCst);
+        assert_eq!(signal_before_the_program(15), None);
+        assert_eq!(program_started(42), Some(15));
+        // The program stored as the signal thread looked: that thread passes it on.
+        CHILD.store(0, SeqCst);
+        assert_eq!(program_started(43), None);
+        assert_eq!(signal_before_the_program(2), Some((43, 2)));
+        assert_eq!(program_started(43), None, "not twice");
+        CHILD.store(0, SeqCst);
+    }
 
     #[test]
     fn load_only_targets_loopback() {

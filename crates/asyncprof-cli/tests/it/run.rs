@@ -731,6 +731,17 @@ fn a_sigterm_sent_to_runs_process_group_reaches_the_program_once() {
             .spawn()
             .unwrap();
         let group = run.id();
+        // Ends the group (the program, run and its witness) should an assertion fail.
+        struct KillGroup(u32);
+        impl Drop for KillGroup {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-s", "KILL", "--", &format!("-{}", self.0)])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+        let _guard = KillGroup(group);
         wait_for_log(&log, "started");
         for (n, target) in targets.iter().enumerate() {
             kill(match *target {
