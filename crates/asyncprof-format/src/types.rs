@@ -273,6 +273,13 @@ pub struct LossCounters {
     /// once each: their polls are neither counted nor timed, and the watchdog does not watch
     /// them, so their stalls are not recorded. 0 in files written before this counter existed.
     pub untracked_threads: u64,
+    /// Task polls whose end asyncprof never saw (hooks tier): the worker's next poll began, or
+    /// it parked, while asyncprof still counted the poll as running. tokio keeps one callback
+    /// per hook, so an `on_after_task_poll` set on the runtime's builder after asyncprof's
+    /// replaces it; a thread that drives a second runtime inside `block_in_place` also counts
+    /// here. Each such poll is taken to last until the next one's start or the park (its time
+    /// is not recorded exactly). 0 in files written before this counter existed.
+    pub polls_never_ended: u64,
 }
 
 impl LossCounters {

@@ -228,7 +228,7 @@ pub struct TaskStalls {
 }
 
 /// Every loss counter with what it counts, in plain words, in the order reports list them.
-pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 15] {
+pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 16] {
     [
         (
             l.dropped_records,
@@ -305,6 +305,15 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 15] {
             l.untracked_threads,
             "threads not watched for stalls: they ran while the worker table (256 threads) was \
              full; their polls are neither counted nor timed",
+        ),
+        (
+            l.polls_never_ended,
+            "task polls whose end asyncprof never saw: the worker's next poll began, or it \
+             parked, while asyncprof still counted the poll as running. tokio keeps one \
+             callback per hook: an on_after_task_poll set on the runtime's builder after \
+             guard.instrument replaces asyncprof's (pass yours through guard.instrument_with); \
+             a thread driving a second runtime inside block_in_place also counts. Each is \
+             taken to last until the next poll's start or the park, and not timed exactly",
         ),
     ]
 }

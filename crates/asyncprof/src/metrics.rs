@@ -401,6 +401,7 @@ impl Collector for Metrics {
             ("stalls_without_a_poll", l.stalls_without_a_poll),
             ("unwritten_at_file_limit", l.unwritten_at_file_limit),
             ("untracked_threads", l.untracked_threads),
+            ("polls_never_ended", l.polls_never_ended),
         ];
         family(
             &mut e,

@@ -119,8 +119,11 @@ impl Recorder {
         let Some(w) = self.thread_worker(t) else {
             return;
         };
-        let Some(now) = publish_poll_start(t, w, id) else {
-            return;
+        let now = match publish_poll_start(t, w, id) {
+            Some(now) => now,
+            // Task hooks: the poll this thread is inside never ended as far as asyncprof saw.
+            None if !WAKES => self.poll_never_ended(t, w, id),
+            None => return,
         };
         let entry = w.poll_count(id);
         if !entry.count(id) && self.first_poll_here(w, entry, id, now, sched_ns) {
@@ -136,6 +139,38 @@ impl Recorder {
             self.start_exact_timing(t, w, id, sched_ns);
         } else {
             t.countdown.set(countdown - 1);
+        }
+    }
+
+    /// Task `id`'s poll begins on worker `w` while the poll this thread began before is, as
+    /// far as asyncprof saw, still running: its end was never reported. tokio keeps one
+    /// callback per hook, so an after-poll hook set on the builder after asyncprof's replaces
+    /// it; a thread that drives a second runtime inside `block_in_place` also polls inside a
+    /// poll. The poll before is counted as never ended and this one is published as a poll of
+    /// its own (the watchdog sees a new poll), so that each is timed to the next one's start
+    /// (or the park) instead of every poll of a busy period adding up to one. Cold: never,
+    /// with asyncprof's hooks as installed. Returns the coarse start.
+    #[cold]
+    #[inline(never)]
+    fn poll_never_ended(&self, t: &ThreadState, w: &Worker, id: u64) -> u64 {
+        self.loss.polls_never_ended.fetch_add(1, Relaxed);
+        let now = clock::coarse_ns();
+        let seq = t.seq.get();
+        w.poll_start_ns.store(now, Relaxed);
+        w.task_id.store(id, Relaxed);
+        // Odd still (inside a poll), and another poll's.
+        t.seq.set(seq + 2);
+        w.state.store(seq + 2, Release);
+        now
+    }
+
+    /// Per park: a worker parks only between its polls, so a poll still open on this thread
+    /// never ended as far as asyncprof saw (its after-poll hook was replaced): it ends here,
+    /// and is counted. (The stable tier's busy period ended just before, at `busy_end`.)
+    #[inline]
+    pub(crate) fn parked_with(&'static self, t: &ThreadState, w: &'static Worker) {
+        if t.seq.get() & 1 == 1 && publish_poll_end(t, w) {
+            self.loss.polls_never_ended.fetch_add(1, Relaxed);
         }
     }
 

@@ -326,10 +326,13 @@ impl Recorder {
 
     /// Hot path (per park): the calling thread parks (idles).
     pub(crate) fn park(&'static self) {
-        if let Some(w) = self.current_worker() {
-            w.parks.fetch_add(1, Relaxed);
-            w.park_since_ns.store(clock::exact_ns().max(1), Relaxed);
-        }
+        THREAD.with(|t| {
+            if let Some(w) = self.thread_worker(t) {
+                self.parked_with(t, w);
+                w.parks.fetch_add(1, Relaxed);
+                w.park_since_ns.store(clock::exact_ns().max(1), Relaxed);
+            }
+        })
     }
 
     /// Stable tier, once per thread at its start: a multi-thread runtime's first threads to

@@ -1324,3 +1324,45 @@ async fn compute_in_yielding_steps(seed: u64, for_ms: u64) -> u64 {
     }
     x
 }
+
+/// tokio keeps one callback per hook: an `on_after_task_poll` set on the builder after
+/// `guard.instrument` replaces asyncprof's, which then never sees a poll end. Each poll is
+/// then taken to last until the next one's start (or the park), and counted in
+/// `polls_never_ended`: a healthy busy worker is not one poll held since the first, and a
+/// poll that blocks is still found at its line. (Before, the first poll stayed open: one stall
+/// of the whole busy period.)
+#[cfg(tokio_unstable)]
+#[test]
+fn an_after_poll_hook_set_after_asyncprofs_takes_no_busy_worker_for_a_stall() {
+    crate::support::retry_if_disturbed(|| {
+        let path = crate::support::temp_run_path("late-after-poll");
+        let guard = start_recording(&path, Duration::from_millis(10));
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2).enable_all();
+        guard.instrument(&mut b);
+        let users = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = users.clone();
+        b.on_after_task_poll(move |_| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        let rt = b.build().unwrap();
+        rt.block_on(async {
+            keep_both_workers_polling(300).await;
+            tokio::spawn(async {
+                std::thread::sleep(Duration::from_millis(60)); // stall: late-hook-sleep
+            })
+            .await
+            .unwrap();
+            keep_both_workers_polling(300).await;
+        });
+        drop(rt);
+        drop(guard);
+        let (run, ()) = crate::support::read_back(&path, Ok(()));
+        assert!(users.load(std::sync::atomic::Ordering::Relaxed) > 1000);
+        let elsewhere = stalls_elsewhere(&run, stall_line("late-hook-sleep"));
+        assert!(elsewhere.is_empty(), "{elsewhere:#?}");
+        stall_of(&run, "late-hook-sleep", StallClass::Blocking, 50.0..300.0);
+        let loss = &run.snapshot.as_ref().unwrap().loss;
+        assert!(loss.polls_never_ended > 1000, "{loss:?}");
+    });
+}
