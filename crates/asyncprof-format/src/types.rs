@@ -276,9 +276,9 @@ pub struct LossCounters {
     /// Task polls whose end asyncprof never saw (hooks tier): the worker's next poll began, or
     /// it parked, while asyncprof still counted the poll as running. tokio keeps one callback
     /// per hook, so an `on_after_task_poll` set on the runtime's builder after asyncprof's
-    /// replaces it; a thread that drives a second runtime inside `block_in_place` also counts
-    /// here. Each such poll is taken to last until the next one's start or the park (its time
-    /// is not recorded exactly). 0 in files written before this counter existed.
+    /// replaces it (a second runtime's polls inside `block_in_place` are nested, not counted).
+    /// The watchdog takes each such poll to last until the next one's start or the park; no
+    /// poll time of theirs is recorded. 0 in files written before this counter existed.
     pub polls_never_ended: u64,
 }
 

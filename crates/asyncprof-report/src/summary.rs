@@ -311,9 +311,9 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 16] {
             "task polls whose end asyncprof never saw: the worker's next poll began, or it \
              parked, while asyncprof still counted the poll as running. tokio keeps one \
              callback per hook: an on_after_task_poll set on the runtime's builder after \
-             guard.instrument replaces asyncprof's (pass yours through guard.instrument_with); \
-             a thread driving a second runtime inside block_in_place also counts. Each is \
-             taken to last until the next poll's start or the park, and not timed exactly",
+             guard.instrument replaces asyncprof's (pass yours through guard.instrument_with). \
+             Stalls are watched taking each to last until the next poll's start or the park; \
+             no poll time of theirs is recorded",
         ),
     ]
 }

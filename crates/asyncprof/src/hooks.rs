@@ -161,7 +161,14 @@ fn schedule_latency(meta: &tokio::runtime::TaskMeta<'_>) -> Option<u64> {
 /// `Id` hashes exactly its `u64`, so a hasher that keeps the written value recovers it.
 #[inline(always)]
 pub(crate) fn task_id(id: tokio::task::Id) -> u64 {
-    use std::hash::{Hash, Hasher};
+    hashed_u64(&id)
+}
+
+/// The `u64` a tokio id (a task's, a runtime's) hashes as: the number its `Display` prints,
+/// with no formatting.
+#[inline(always)]
+pub(crate) fn hashed_u64<T: std::hash::Hash>(id: &T) -> u64 {
+    use std::hash::Hasher;
     struct Keep(u64);
     impl Hasher for Keep {
         #[inline(always)]

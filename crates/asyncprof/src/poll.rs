@@ -122,7 +122,7 @@ impl Recorder {
         let now = match publish_poll_start(t, w, id) {
             Some(now) => now,
             // Task hooks: the poll this thread is inside never ended as far as asyncprof saw.
-            None if !WAKES => self.poll_never_ended(t, w, id),
+            None if !WAKES && !in_another_runtime(w) => self.poll_never_ended(t, w, id),
             None => return,
         };
         let entry = w.poll_count(id);
@@ -145,15 +145,17 @@ impl Recorder {
     /// Task `id`'s poll begins on worker `w` while the poll this thread began before is, as
     /// far as asyncprof saw, still running: its end was never reported. tokio keeps one
     /// callback per hook, so an after-poll hook set on the builder after asyncprof's replaces
-    /// it; a thread that drives a second runtime inside `block_in_place` also polls inside a
-    /// poll. The poll before is counted as never ended and this one is published as a poll of
-    /// its own (the watchdog sees a new poll), so that each is timed to the next one's start
-    /// (or the park) instead of every poll of a busy period adding up to one. Cold: never,
-    /// with asyncprof's hooks as installed. Returns the coarse start.
+    /// it (a second runtime's poll inside `block_in_place` nests, and does not come here). The
+    /// poll before is counted as never ended and this one is published as a poll of its own
+    /// (the watchdog sees a new poll), so that each is watched to the next one's start (or the
+    /// park) instead of every poll of a busy period adding up to one. Cold: never, with
+    /// asyncprof's hooks as installed. Returns the coarse start.
     #[cold]
     #[inline(never)]
     fn poll_never_ended(&self, t: &ThreadState, w: &Worker, id: u64) -> u64 {
-        self.loss.polls_never_ended.fetch_add(1, Relaxed);
+        w.never_ended.fetch_add(1, Relaxed);
+        // An exact timing begun in the poll before is not this one's.
+        t.exact_start_ns.set(0);
         let now = clock::coarse_ns();
         let seq = t.seq.get();
         w.poll_start_ns.store(now, Relaxed);
@@ -169,8 +171,9 @@ impl Recorder {
     /// and is counted. (The stable tier's busy period ended just before, at `busy_end`.)
     #[inline]
     pub(crate) fn parked_with(&'static self, t: &ThreadState, w: &'static Worker) {
-        if t.seq.get() & 1 == 1 && publish_poll_end(t, w) {
-            self.loss.polls_never_ended.fetch_add(1, Relaxed);
+        if t.seq.get() & 1 == 1 && !in_another_runtime(w) && publish_poll_end(t, w) {
+            w.never_ended.fetch_add(1, Relaxed);
+            t.exact_start_ns.set(0);
         }
     }
 
@@ -615,6 +618,17 @@ impl Recorder {
         }
         self.task_terminated(id, None);
     }
+}
+
+/// Whether this thread, inside a poll of worker `w`'s runtime, now runs another runtime: a
+/// `block_in_place` in that poll that drives an instrumented runtime, whose polls and parks
+/// nest inside the open poll (its end comes later) rather than follow a poll whose end was
+/// lost. Cold: asked only of a thread found inside a poll.
+fn in_another_runtime(w: &Worker) -> bool {
+    let mine = w.runtime.load(Relaxed);
+    mine != 0
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| crate::workers::runtime_id(h.id()) != mine)
 }
 
 /// Hot path: publish to the watchdog that a poll (or, in the stable tier, a busy period) of

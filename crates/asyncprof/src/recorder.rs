@@ -70,9 +70,6 @@ pub(crate) struct Loss {
     pub(crate) stalls_without_a_poll: AtomicU64,
     /// Records not written: the run file had reached its size limit.
     pub(crate) unwritten_at_file_limit: AtomicU64,
-    /// Task polls whose end the after-poll hook never reported (see
-    /// `Recorder::poll_never_ended`).
-    pub(crate) polls_never_ended: AtomicU64,
 }
 
 /// Counters written once per task. On their own cache lines: a spawn-heavy service writes them

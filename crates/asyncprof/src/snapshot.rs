@@ -266,7 +266,7 @@ impl Recorder {
         l.stalls_without_a_poll = self.loss.stalls_without_a_poll.load(Relaxed);
         l.unwritten_at_file_limit = self.loss.unwritten_at_file_limit.load(Relaxed);
         l.untracked_threads = self.loss.untracked_threads.load(Relaxed);
-        l.polls_never_ended = self.loss.polls_never_ended.load(Relaxed);
+        l.polls_never_ended = self.workers().map(|w| w.never_ended.load(Relaxed)).sum();
         l.untracked_queues = crate::queues::untracked();
         l.dropped_depth_points = crate::queues::dropped_points();
         snap

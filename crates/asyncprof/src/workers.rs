@@ -108,6 +108,9 @@ pub(crate) struct Worker {
     pub(crate) ruled_out: AtomicU64,
     /// `parks` when the thread registered: an entry's counts go on from its last thread's.
     pub(crate) parks_at_registration: AtomicU64,
+    /// Task polls whose end the after-poll hook never reported (see
+    /// [`Recorder::poll_never_ended`]); only the entry's thread writes it, snapshots add them.
+    pub(crate) never_ended: AtomicU64,
     pub(crate) hists: Mutex<WorkerHists>,
     /// Polls of recently polled tasks by this worker, indexed by task id modulo the table
     /// size and tagged with the id. Only this worker writes it, so counting a poll touches
@@ -306,6 +309,7 @@ impl Worker {
             presumed: AtomicBool::new(false),
             ruled_out: AtomicU64::new(0),
             parks_at_registration: AtomicU64::new(0),
+            never_ended: AtomicU64::new(0),
             task_polls: (0..WORKER_POLL_COUNTS)
                 .map(|_| TaskPollCount::default())
                 .collect::<Box<[_]>>()
@@ -723,14 +727,30 @@ impl Recorder {
 }
 
 /// tokio's runtime id as a number (it shows the number it holds).
-fn runtime_id(id: tokio::runtime::Id) -> u64 {
-    id.to_string().parse().unwrap_or(0)
+pub(crate) fn runtime_id(id: tokio::runtime::Id) -> u64 {
+    crate::hooks::hashed_u64(&id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::{TaskPollCount, ThreadStarts, INDEX_BITS};
     use crate::recorder::MAX_RUNTIMES;
+
+    #[test]
+    fn a_runtime_id_is_the_number_tokio_prints() {
+        for rt in [
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap(),
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .build()
+                .unwrap(),
+        ] {
+            let id = rt.handle().id();
+            assert_eq!(super::runtime_id(id).to_string(), id.to_string());
+        }
+    }
 
     #[test]
     fn a_runtime_let_go_from_the_thread_counts_is_not_counted_afresh() {

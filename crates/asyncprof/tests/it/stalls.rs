@@ -1366,3 +1366,47 @@ fn an_after_poll_hook_set_after_asyncprofs_takes_no_busy_worker_for_a_stall() {
         assert!(loss.polls_never_ended > 1000, "{loss:?}");
     });
 }
+
+/// A poll that hands its worker off (`block_in_place`) to drive a second instrumented runtime
+/// runs that runtime's polls and parks inside itself: they are nested, not polls whose end was
+/// lost (`polls_never_ended` stays 0). What the poll blocks on after `block_in_place` holds no
+/// worker either (tokio gave the worker to another thread): no stall.
+#[cfg(tokio_unstable)]
+#[test]
+fn a_second_runtime_driven_inside_block_in_place_is_no_lost_poll_end() {
+    crate::support::retry_if_disturbed(|| {
+        let path = crate::support::temp_run_path("nested-runtime");
+        let guard = start_recording(&path, Duration::from_millis(10));
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2).enable_all();
+        guard.instrument(&mut b);
+        let rt = b.build().unwrap();
+        let mut inner = tokio::runtime::Builder::new_current_thread();
+        inner.enable_all();
+        guard.instrument(&mut inner);
+        let inner = Arc::new(inner.build().unwrap());
+        // The last handle is let go outside any runtime (dropping a runtime inside one panics).
+        let driven = inner.clone();
+        rt.block_on(async move {
+            tokio::spawn(async move {
+                tokio::task::block_in_place(|| {
+                    driven.block_on(async {
+                        tokio::spawn(tokio::time::sleep(Duration::from_millis(20)))
+                            .await
+                            .unwrap();
+                    });
+                });
+                std::thread::sleep(Duration::from_millis(60));
+            })
+            .await
+            .unwrap();
+        });
+        drop(rt);
+        drop(inner);
+        drop(guard);
+        let (run, ()) = crate::support::read_back(&path, Ok(()));
+        let loss = &run.snapshot.as_ref().unwrap().loss;
+        assert_eq!(loss.polls_never_ended, 0, "{loss:?}");
+        assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
+    });
+}
