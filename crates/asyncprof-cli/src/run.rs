@@ -406,15 +406,22 @@ fn forward_stop_signals() -> Result<()> {
                 if let Some(w) = witness.as_mut() {
                     reports.extend(w.reports.try_iter());
                 }
-                passed.retain(|p| p.2 + WITNESS_STALE >= at);
+                passed.retain(|p| p.2 + WITNESS_LATE >= at);
+                // A group's signal reaches the witness and run within moments: an earlier
+                // report was of another signal (a `pkill -P` of run's children), and one of a
+                // signal passed on, read soon after the wait for it, was that signal's, late
+                // (each passed signal accounts for one such report).
+                reports.retain(|r| r.at + WITNESS_EARLIEST >= at);
                 reports.retain(|r| {
-                    // A group's signal reaches the witness and run within moments: an earlier
-                    // report was of another signal (a `pkill -P` of run's children), and one
-                    // of a signal passed on was that signal's, late.
-                    r.at + WITNESS_EARLIEST >= at
-                        && !passed
-                            .iter()
-                            .any(|p| (p.0, p.1) == (r.signal, r.sender) && r.at >= p.2)
+                    let late = passed.iter().position(|p| {
+                        (p.0, p.1) == (r.signal, r.sender)
+                            && r.at >= p.2
+                            && r.at <= p.2 + WITNESS_LATE
+                    });
+                    if let Some(i) = late {
+                        passed.remove(i);
+                    }
+                    late.is_none()
                 });
                 let pid = CHILD.load(SeqCst);
                 if pid == 0 {
@@ -448,7 +455,7 @@ fn forward_stop_signals() -> Result<()> {
                         continue;
                     }
                     let _ = asyncprof_sampler::send_signal(pid, origin.signal);
-                    passed.push((origin.signal, sender, Instant::now()));
+                    passed.push((origin.signal, sender, at));
                 }
             }
         })
@@ -468,9 +475,9 @@ const WITNESS_WAIT: Duration = Duration::from_millis(300);
 /// A witness's report read this long before run got a signal was of another one.
 const WITNESS_EARLIEST: Duration = Duration::from_millis(300);
 
-/// A witness's report of a signal run passed on, read up to this long after, was of that
-/// signal (late), not of a later one.
-const WITNESS_STALE: Duration = Duration::from_secs(1);
+/// A witness's report of a signal run passed on, read up to this long after run got that
+/// signal (past the wait for it), was of that signal, late, not of a later one.
+const WITNESS_LATE: Duration = Duration::from_millis(400);
 
 /// One stop signal the witness got: which, from which process (0: the kernel), and when run
 /// heard of it.

@@ -626,7 +626,10 @@ impl Recorder {
 /// lost. Cold: asked only of a thread found inside a poll.
 fn in_another_runtime(w: &Worker) -> bool {
     let mine = w.runtime.load(Relaxed);
+    // A current-thread runtime's thread cannot `block_in_place` (tokio panics): one that
+    // drives another runtime after the first does so in turn, not nested.
     mine != 0
+        && !w.current_thread.load(Relaxed)
         && tokio::runtime::Handle::try_current()
             .is_ok_and(|h| crate::workers::runtime_id(h.id()) != mine)
 }

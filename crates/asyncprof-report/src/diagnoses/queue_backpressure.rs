@@ -25,11 +25,9 @@ use crate::{Finding, Severity, Thresholds};
 /// The kind's name.
 pub const KIND: &str = "queue-backpressure";
 
-fn is_backpressured(q: &QueueStats, elapsed_ns: u64, t: &Thresholds) -> bool {
+fn is_backpressured(q: &QueueStats, t: &Thresholds) -> bool {
     let bounded = match q.kind {
-        QueueKind::Bounded => {
-            (q.send_wait_ns.count() > 0 || q.rejected > 0) && !flat_out(q, elapsed_ns, t)
-        }
+        QueueKind::Bounded => q.send_wait_ns.count() > 0 || q.rejected > 0,
         QueueKind::Gauge => q.capacity.is_some(),
         _ => false,
     };
@@ -52,7 +50,7 @@ fn flat_out(q: &QueueStats, elapsed_ns: u64, t: &Thresholds) -> bool {
 pub(crate) fn findings(queues: &[QueueStats], elapsed_ns: u64, t: &Thresholds) -> Vec<Finding> {
     let full: BTreeMap<u64, &QueueStats> = queues
         .iter()
-        .filter(|q| is_backpressured(q, elapsed_ns, t))
+        .filter(|q| is_backpressured(q, t))
         .map(|q| (q.id, q))
         .collect();
     // A full queue whose consumers spent most of its full time blocked sending further down
@@ -67,9 +65,9 @@ pub(crate) fn findings(queues: &[QueueStats], elapsed_ns: u64, t: &Thresholds) -
             }
         }
     }
-    for (&up, &down) in &upstream_of {
-        // Follow the chain to the queue that is not itself upstream of another.
-        let mut end = down;
+    // Follow a chain to the queue that is not itself upstream of another.
+    let end_of = |start: u64| {
+        let mut end = start;
         let mut hops = 0;
         while let Some(&next) = upstream_of.get(&end) {
             end = next;
@@ -78,13 +76,19 @@ pub(crate) fn findings(queues: &[QueueStats], elapsed_ns: u64, t: &Thresholds) -
                 break;
             }
         }
+        end
+    };
+    for &up in upstream_of.keys() {
+        let end = end_of(up);
         blamed
             .entry(end)
             .or_default()
             .push(format!("{} ({})", full[&up].name, full[&up].location));
     }
     full.values()
-        .filter(|q| !upstream_of.contains_key(&q.id))
+        // A chain that ends at a queue filled by a pipeline running flat out is that pace,
+        // its queues upstream included (they are full because it is).
+        .filter(|q| !upstream_of.contains_key(&q.id) && !flat_out(q, elapsed_ns, t))
         .map(|q| {
             let mut ev = evidence(q);
             ev.upstream = blamed.remove(&q.id).unwrap_or_default();
@@ -155,5 +159,28 @@ mod tests {
         // Just past the threshold either way (20 µs an item: 50,000 in 1 s).
         assert_eq!(kinds(full_queue(49_000, 0, 1)), 1);
         assert_eq!(kinds(full_queue(51_000, 0, 1)), 0);
+    }
+
+    #[test]
+    fn a_queue_full_because_the_one_after_it_is_full_flat_out_is_no_finding_either() {
+        let t = Thresholds::default();
+        // `a` (an item every 2 ms) feeds a stage that splits each item into many on `b`, and
+        // that stage waited on `b` nearly all the time; `b` moves an item every 0.5 µs.
+        let mut a = full_queue(500, 0, 1);
+        a.name = "a".into();
+        a.consumer_blocked_ns = 900_000_000;
+        a.downstream = Some(2);
+        let mut b = full_queue(2_000_000, 0, 1);
+        b.id = 2;
+        b.name = "b".into();
+        assert!(findings(&[a.clone(), b.clone()], 1_000_000_000, &t).is_empty());
+        // With `b` slow (an item every 2 ms) the finding is `b`'s, `a` named upstream of it.
+        b.dequeued = 500;
+        b.enqueued = 500;
+        let f = findings(&[a, b], 1_000_000_000, &t);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        let q = f[0].queue.as_ref().unwrap();
+        assert_eq!(q.name, "b");
+        assert_eq!(q.upstream.len(), 1, "{q:#?}");
     }
 }
