@@ -1335,11 +1335,7 @@ async fn compute_in_yielding_steps(seed: u64, for_ms: u64) -> u64 {
 #[test]
 fn an_after_poll_hook_set_after_asyncprofs_takes_no_busy_worker_for_a_stall() {
     crate::support::retry_if_disturbed(|| {
-        let path = crate::support::temp_run_path("late-after-poll");
-        let guard = start_recording(&path, Duration::from_millis(10));
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2).enable_all();
-        guard.instrument(&mut b);
+        let (path, guard, mut b) = hooks_tier_builder("late-after-poll");
         let users = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let seen = users.clone();
         b.on_after_task_poll(move |_| {
@@ -1375,11 +1371,7 @@ fn an_after_poll_hook_set_after_asyncprofs_takes_no_busy_worker_for_a_stall() {
 #[test]
 fn a_second_runtime_driven_inside_block_in_place_is_no_lost_poll_end() {
     crate::support::retry_if_disturbed(|| {
-        let path = crate::support::temp_run_path("nested-runtime");
-        let guard = start_recording(&path, Duration::from_millis(10));
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2).enable_all();
-        guard.instrument(&mut b);
+        let (path, guard, mut b) = hooks_tier_builder("nested-runtime");
         let rt = b.build().unwrap();
         let mut inner = tokio::runtime::Builder::new_current_thread();
         inner.enable_all();
@@ -1409,4 +1401,22 @@ fn a_second_runtime_driven_inside_block_in_place_is_no_lost_poll_end() {
         assert_eq!(loss.polls_never_ended, 0, "{loss:?}");
         assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
     });
+}
+
+/// A recording to a fresh run file (a 10 ms threshold), and a two-worker runtime's builder with
+/// asyncprof's hooks on it.
+#[cfg(tokio_unstable)]
+fn hooks_tier_builder(
+    name: &str,
+) -> (
+    std::path::PathBuf,
+    asyncprof::Guard,
+    tokio::runtime::Builder,
+) {
+    let path = crate::support::temp_run_path(name);
+    let guard = start_recording(&path, Duration::from_millis(10));
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2).enable_all();
+    guard.instrument(&mut b);
+    (path, guard, b)
 }
