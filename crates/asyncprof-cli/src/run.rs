@@ -378,10 +378,7 @@ fn forward_stop_signals() -> Result<()> {
             let blocked = asyncprof_sampler::block_all_signals_in_this_thread().is_ok();
             let mut witness = blocked.then(Witness::start).flatten();
             let _ = ready_tx.send(());
-            let mut reports: Vec<WitnessReport> = Vec::new();
-            // What was passed on, and when: the witness's report of it, come late, is not
-            // taken for a later signal's.
-            let mut passed: Vec<(i32, u32, Instant)> = Vec::new();
+            let mut heard = GroupSignals::default();
             loop {
                 let Some(first) = signals.forever().next() else {
                     break;
@@ -403,26 +400,8 @@ fn forward_stop_signals() -> Result<()> {
                 std::thread::sleep(WITNESS_WAIT);
                 let mut burst = vec![first];
                 burst.extend(signals.pending());
-                if let Some(w) = witness.as_mut() {
-                    reports.extend(w.reports.try_iter());
-                }
-                passed.retain(|p| p.2 + WITNESS_LATE >= at);
-                // A group's signal reaches the witness and run within moments: an earlier
-                // report was of another signal (a `pkill -P` of run's children), and one of a
-                // signal passed on, read soon after the wait for it, was that signal's, late
-                // (each passed signal accounts for one such report).
-                reports.retain(|r| r.at + WITNESS_EARLIEST >= at);
-                reports.retain(|r| {
-                    let late = passed.iter().position(|p| {
-                        (p.0, p.1) == (r.signal, r.sender)
-                            && r.at >= p.2
-                            && r.at <= p.2 + WITNESS_LATE
-                    });
-                    if let Some(i) = late {
-                        passed.remove(i);
-                    }
-                    late.is_none()
-                });
+                let new = witness.as_mut().map(|w| w.reports.try_iter().collect());
+                heard.take(new.unwrap_or_default(), at);
                 let pid = CHILD.load(SeqCst);
                 if pid == 0 {
                     continue;
@@ -445,17 +424,12 @@ fn forward_stop_signals() -> Result<()> {
                         && same_group
                         && !(origin.signal == sig::SIGHUP
                             && ours.is_some_and(|o| o.1 == u64::from(me)));
-                    let seen = reports
-                        .iter()
-                        .position(|r| r.signal == origin.signal && r.sender == sender);
-                    if let Some(i) = seen {
-                        reports.remove(i);
-                    }
-                    if from_terminal || (seen.is_some() && same_group) {
+                    let to_group = heard.sent_to_group(origin.signal, sender);
+                    if from_terminal || (to_group && same_group) {
                         continue;
                     }
                     let _ = asyncprof_sampler::send_signal(pid, origin.signal);
-                    passed.push((origin.signal, sender, at));
+                    heard.passed_on(origin.signal, sender, at);
                 }
             }
         })
@@ -487,6 +461,51 @@ struct WitnessReport {
     at: Instant,
 }
 
+/// The witness's reports not yet matched, and the signals run passed on (which, from whom,
+/// when run got it): a report of one of those, come late, is not taken for a later signal's.
+#[derive(Default)]
+struct GroupSignals {
+    reports: Vec<WitnessReport>,
+    passed: Vec<(i32, u32, Instant)>,
+}
+
+impl GroupSignals {
+    /// The witness's reports `new`, for the burst of signals run got at `at`. A group's signal
+    /// reaches the witness and run within moments: an earlier report was of another signal (a
+    /// `pkill -P` of run's children), and one of a signal passed on, read soon after the wait
+    /// for it, was that signal's, late (each signal passed on accounts for one such report).
+    fn take(&mut self, new: Vec<WitnessReport>, at: Instant) {
+        self.reports.extend(new);
+        self.passed.retain(|p| p.2 + WITNESS_LATE >= at);
+        self.reports.retain(|r| r.at + WITNESS_EARLIEST >= at);
+        let passed = &mut self.passed;
+        self.reports.retain(|r| {
+            let late = passed.iter().position(|p| {
+                (p.0, p.1) == (r.signal, r.sender) && r.at >= p.2 && r.at <= p.2 + WITNESS_LATE
+            });
+            if let Some(i) = late {
+                passed.remove(i);
+            }
+            late.is_none()
+        });
+    }
+
+    /// Whether the witness got `signal` from `sender` too (it was sent to run's group); the
+    /// report is used up.
+    fn sent_to_group(&mut self, signal: i32, sender: u32) -> bool {
+        let seen = self
+            .reports
+            .iter()
+            .position(|r| (r.signal, r.sender) == (signal, sender));
+        seen.map(|i| self.reports.remove(i)).is_some()
+    }
+
+    /// Run passed `signal` from `sender`, got at `at`, on to the program.
+    fn passed_on(&mut self, signal: i32, sender: u32, at: Instant) {
+        self.passed.push((signal, sender, at));
+    }
+}
+
 /// A process of run's process group (and of its session and control group) that blocks
 /// every signal and takes SIGINT, SIGTERM and SIGHUP as they come (`sigtimedwait`), writing
 /// each with its sender to run: one that reached both it and run was sent to the group. It is
@@ -511,7 +530,8 @@ impl Witness {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
-        asyncprof_sampler::block_all_signals_in(&mut cmd);
+        // Every signal blocked from its fork on: the mask of the signal thread, which starts
+        // it, and which the standard library hands to the child.
         asyncprof_sampler::end_with_this_thread(&mut cmd);
         let mut child = cmd.spawn().ok()?;
         let out = child.stdout.take()?;
@@ -727,8 +747,8 @@ mod tests {
     use super::{check_loopback, program_started, signal_before_the_program, CHILD};
 
     /// A stop signal that came while the program was being started is passed on exactly once,
-    /// in every order of the two threads' steps (this test is the only user of the statics in
-    /// this binary).
+    /// with either call first (each called whole: the steps inside them are not interleaved
+    /// here). This test is the only user of the statics in this binary.
     #[test]
     fn a_stop_signal_during_start_up_is_passed_on_once() {
         use std::sync::atomic::Ordering::SeqCst;

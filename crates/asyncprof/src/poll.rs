@@ -153,16 +153,11 @@ impl Recorder {
     #[cold]
     #[inline(never)]
     fn poll_never_ended(&self, t: &ThreadState, w: &Worker, id: u64) -> u64 {
-        w.never_ended.fetch_add(1, Relaxed);
-        // An exact timing begun in the poll before is not this one's.
-        t.exact_start_ns.set(0);
+        lost_poll_end(t, w);
         let now = clock::coarse_ns();
-        let seq = t.seq.get();
-        w.poll_start_ns.store(now, Relaxed);
-        w.task_id.store(id, Relaxed);
-        // Odd still (inside a poll), and another poll's.
-        t.seq.set(seq + 2);
-        w.state.store(seq + 2, Release);
+        // Published as if the poll before had ended (its state one on): odd still, and
+        // another poll's.
+        publish_poll_start_at(t, w, id, t.seq.get() + 1, now);
         now
     }
 
@@ -172,8 +167,7 @@ impl Recorder {
     #[inline]
     pub(crate) fn parked_with(&'static self, t: &ThreadState, w: &'static Worker) {
         if t.seq.get() & 1 == 1 && !in_another_runtime(w) && publish_poll_end(t, w) {
-            w.never_ended.fetch_add(1, Relaxed);
-            t.exact_start_ns.set(0);
+            lost_poll_end(t, w);
         }
     }
 
@@ -618,6 +612,13 @@ impl Recorder {
         }
         self.task_terminated(id, None);
     }
+}
+
+/// The poll open on this thread never ended as far as asyncprof saw: counted, and an exact
+/// timing begun in it is not the next poll's.
+fn lost_poll_end(t: &ThreadState, w: &Worker) {
+    w.never_ended.fetch_add(1, Relaxed);
+    t.exact_start_ns.set(0);
 }
 
 /// Whether this thread, inside a poll of worker `w`'s runtime, now runs another runtime: a

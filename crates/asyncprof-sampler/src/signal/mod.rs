@@ -1001,24 +1001,6 @@ pub fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
 ///
 /// The OS error of `pthread_sigmask`.
 pub fn block_all_signals_in_this_thread() -> std::io::Result<()> {
-    block_all_signals()
-}
-
-/// Start `cmd`'s process with every signal that can be blocked blocked, whatever the mask of
-/// the thread that starts it: they stay pending in it (see [`wait_for_signal`]) instead of
-/// running a handler, stopping or ending it.
-pub fn block_all_signals_in(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the function runs in the forked child before exec; it is async-signal-safe and
-    // allocates nothing.
-    unsafe {
-        cmd.pre_exec(block_all_signals);
-    }
-}
-
-/// Block every signal that can be blocked in the calling thread: async-signal-safe (a set on
-/// the stack, two calls), for a forked child before exec too.
-fn block_all_signals() -> std::io::Result<()> {
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigfillset initialises the set it is given; pthread_sigmask reads it and
     // changes only the calling thread's mask.
