@@ -685,6 +685,8 @@ fn task_stalls(stalls: &[&format::StallRecord], signals_off: bool) -> Vec<TaskSt
 }
 
 /// One entry per source location (the recorder may hold two for one place), busiest first.
+/// A location where no task was spawned or polled is left out: only `spawn_blocking` jobs (and tokio's
+/// own worker threads, which it starts as blocking jobs) ended there, with no polls to show.
 pub(crate) fn merge_locations(locs: &[format::LocationStats]) -> Vec<LocationSummary> {
     struct Acc {
         stats: format::LocationStats,
@@ -720,6 +722,7 @@ pub(crate) fn merge_locations(locs: &[format::LocationStats]) -> Vec<LocationSum
     }
     let mut out: Vec<LocationSummary> = by
         .into_values()
+        .filter(|a| a.stats.tasks_spawned > 0 || a.stats.polls > 0)
         .map(|a| {
             let s = a.stats;
             let mut poll = Latency::of(&Histogram::from_hdr(&a.poll));
@@ -750,4 +753,34 @@ pub(crate) fn merge_locations(locs: &[format::LocationStats]) -> Vec<LocationSum
             .then(a.location.cmp(&b.location))
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use asyncprof_format as format;
+
+    fn at(line: u32, spawned: u64, blocking: u64, busy_ns: u64) -> format::LocationStats {
+        let mut l = format::LocationStats::default();
+        l.location = format::SourceLocation::new("src/main.rs", line, 5);
+        l.tasks_spawned = spawned;
+        l.blocking_tasks = blocking;
+        l.busy_ns = busy_ns;
+        l
+    }
+
+    #[test]
+    fn locations_with_only_blocking_jobs_are_not_spawn_locations() {
+        let locs = [
+            at(10, 0, 40, 0),
+            at(20, 3, 0, 5_000_000),
+            at(30, 2, 0, 9_000_000),
+        ];
+        let out = super::merge_locations(&locs);
+        let lines: Vec<u32> = out.iter().map(|l| l.line).collect();
+        assert_eq!(
+            lines,
+            [30, 20],
+            "busiest first, the blocking-only site left out"
+        );
+    }
 }

@@ -479,6 +479,7 @@ impl Recorder {
         };
         self.task_counters.completed.0.fetch_add(1, Relaxed);
         let slot = self.tasks.slot(index);
+        self.last_poll_so_far(slot, id);
         let loc = self.locations.get(slot.location.load(Relaxed));
         let mut counts = slot.counts.load();
         counts.polls = self.task_polls(slot, id);
@@ -517,6 +518,42 @@ impl Recorder {
             }
         }
         self.tasks.release(index);
+    }
+
+    /// Per task end: tokio ends a task inside its last poll (the future returned `Ready`, or
+    /// its cancellation ran there), before that poll's after-poll hook, and the task's slot is
+    /// free by the time the hook runs. When this thread is in that poll, the poll's time so far
+    /// is the task's, timed as its end would time it (exactly when it is sampled, by the
+    /// coarse clock when long); the poll's end still records it for the worker. Without
+    /// this, a task's last poll was missing from its location: a task of one long poll
+    /// showed none.
+    #[inline]
+    fn last_poll_so_far(&self, slot: &TaskSlot, id: u64) {
+        THREAD.with(|t| {
+            let Some(w) = t.worker.get() else { return };
+            if t.generation.get() != self.generation
+                || t.seq.get() & 1 == 0
+                || w.task_id.load(Relaxed) != id
+            {
+                return;
+            }
+            let coarse = clock::coarse_ns().saturating_sub(w.poll_start_ns.load(Relaxed));
+            let exact_start = t.exact_start_ns.get();
+            if coarse < self.long_threshold_ns && exact_start == 0 {
+                // A short poll not sampled: counted (its task's count), timed at the mean.
+                return;
+            }
+            let ns = if exact_start != 0 {
+                clock::exact_ns().saturating_sub(exact_start)
+            } else {
+                coarse
+            };
+            let long = coarse >= self.long_threshold_ns || ns >= self.long_threshold_ns;
+            slot.counts.add_poll(ns, long);
+            if long {
+                self.record_long(slot, ns, LongValue::Poll);
+            }
+        })
     }
 
     /// Hot path (per task end of an untracked task): count the completion at location `li`.

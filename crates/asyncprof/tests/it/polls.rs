@@ -108,6 +108,49 @@ fn five_polls_of_10ms_by_the_coarse_clock_multi_thread() {
     });
 }
 
+/// Three tasks of one poll of `poll` each: tokio ends a task (its terminate hook) inside its
+/// last poll, before the after-poll hook; that poll still counts at the task's location.
+fn check_one_poll_tasks(flavor: Flavor, name: &str, poll: Duration, sample_every: u32) {
+    let line = marked_line(file!(), "one-poll");
+    let (run, _) = record_with(
+        name,
+        flavor,
+        |b| b.sample_every(sample_every),
+        || async move {
+            for _ in 0..3 {
+                // spawn: one-poll
+                tokio::spawn(async move { spin(poll) }).await.unwrap();
+            }
+        },
+    );
+    let loc = location(&run, file!(), line);
+    assert_eq!(loc.tasks_completed, 3);
+    assert_eq!(loc.polls, 3, "exact poll count");
+    assert_eq!(loc.poll_ns.count(), 3, "histogram count is exact");
+    assert_near("p50 poll", loc.poll_ns.quantile(0.5), poll, 0.25);
+    assert!(
+        loc.max_poll_ns >= poll.as_nanos() as u64 * 3 / 4,
+        "max poll {} ns",
+        loc.max_poll_ns
+    );
+    assert!(loc.max_poll_ns < poll.as_nanos() as u64 * 10);
+    assert_near("busy time", loc.busy_ns, poll * 3, 0.5);
+}
+
+#[test]
+fn a_task_s_only_poll_counts_at_its_location() {
+    crate::support::retry_if_disturbed(|| {
+        for (flavor, name) in [
+            (Flavor::CurrentThread, "one-poll-ct"),
+            (Flavor::MultiThread(2), "one-poll-mt"),
+        ] {
+            // By the coarse clock (long), then timed exactly (every poll sampled).
+            check_one_poll_tasks(flavor, name, Duration::from_millis(10), 64);
+            check_one_poll_tasks(flavor, name, Duration::from_millis(2), 1);
+        }
+    });
+}
+
 #[test]
 fn short_polls_are_counted_exactly_and_sampled() {
     crate::support::retry_if_disturbed(|| {
