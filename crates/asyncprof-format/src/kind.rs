@@ -241,8 +241,13 @@ impl StallKind {
     }
 }
 
+/// Crates whose locks park a thread in `futex` as std's do, by their registry directory.
+const LOCK_CRATES: &[&str] = &["/lock_api-", "/parking_lot-"];
+
 /// Asleep in `futex` inside `std::sync::Mutex`, `RwLock` or `Condvar` (by name, or by std's
-/// source file when the debug info gives bare names).
+/// source file when the debug info gives bare names), or inside the `parking_lot` crate's
+/// (called through `lock_api`, its locks' generic front: bare names such as `lock_api::lock`
+/// are told by the crate's file).
 fn is_lock_wait(s: &StallRecord) -> bool {
     let primitive = s.primitive.as_ref().map_or("", |p| p.function.as_str());
     let file = s
@@ -253,7 +258,7 @@ fn is_lock_wait(s: &StallRecord) -> bool {
     let lockish = ["Mutex", "RwLock", "Condvar"]
         .iter()
         .any(|l| primitive.contains(l))
-        || (file.contains("/sync/")
+        || ((file.contains("/sync/") || LOCK_CRATES.iter().any(|c| file.contains(c)))
             && ["mutex", "rwlock", "condvar"]
                 .iter()
                 .any(|l| file.contains(l)));
@@ -375,6 +380,39 @@ mod tests {
             }],
             ..StallRecord::default()
         }
+    }
+
+    /// Known truth: a handler that took a `parking_lot::Mutex` another thread held for 35 ms,
+    /// built with `debug = "line-tables-only"` (bare names: its call shows as
+    /// `lock_api::lock` in lock_api's `mutex.rs`), and one asleep on a crossbeam channel's
+    /// `recv` (a call, not a lock).
+    #[test]
+    fn a_parking_lot_lock_wait_is_lock_contention_and_a_channel_wait_is_not() {
+        let reg = "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f";
+        let waiting = |function: &str, file: String| StallRecord {
+            primitive: Some(crate::Frame::new(function, Some(file), Some(213))),
+            ..futex_wait(
+                "park",
+                "/r/parking_lot_core-0.9.12/src/parking_lot.rs",
+                None,
+            )
+        };
+        for (function, file) in [
+            ("lock_api::lock", "lock_api-0.4.14/src/mutex.rs"),
+            ("lock_api::write", "lock_api-0.4.14/src/rwlock.rs"),
+            (
+                "parking_lot::wait_while",
+                "parking_lot-0.12.5/src/condvar.rs",
+            ),
+        ] {
+            let s = waiting(function, format!("{reg}/{file}"));
+            assert_eq!(StallKind::of(&s), StallKind::LockContention, "{function}");
+        }
+        let recv = waiting(
+            "crossbeam_channel::recv",
+            format!("{reg}/crossbeam-channel-0.5.17/src/channel.rs"),
+        );
+        assert_eq!(StallKind::of(&recv), StallKind::BlockingCall);
     }
 
     /// Known truth: the scraper's fixed twin, on a machine where other processes took the

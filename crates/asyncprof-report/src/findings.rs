@@ -437,7 +437,12 @@ pub(crate) fn diagnosis<'a>(
             let primitive = primitive_frame.map(|p| p.function.clone());
             let primitive_same_code =
                 primitive_frame.map_or_else(Vec::new, |p| p.same_code.clone());
-            let syscall = stalls.iter().find_map(|s| s.syscall.clone());
+            // The kernel's call of the finding's own kind: a function's lock waits merged
+            // into its computation's finding do not make that computation "asleep in futex".
+            let syscall = stalls
+                .iter()
+                .filter(|s| stall_kind(s) == kind)
+                .find_map(|s| s.syscall.clone());
             let severity = if kind == "runtime-blocked" || max_ms >= 100.0 {
                 Severity::Error
             } else {
@@ -720,6 +725,8 @@ mod tests {
                 .any(|a| a.contains(":37 ") && a.contains("blocking-call")),
             "{f:#?}"
         );
+        // The computation's finding does not say it was asleep in the insert's write.
+        assert_eq!(f[0].syscall, None, "{f:#?}");
 
         let mut elsewhere = insert;
         if let Some(c) = elsewhere.culprit.as_mut() {
