@@ -57,11 +57,50 @@ pub fn is_user_file(file: &str) -> bool {
     !foreign_file
 }
 
+/// The crate of the profiled program's executable (its file's name, `-` read as `_`), set by
+/// the recorder as it starts: see [`primitive_and_culprit`].
+static OWN_CRATE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Name the crate of the program being profiled (its executable's name): a frame with no
+/// source file whose function is in that crate is the user's code (a build without debug
+/// info). The first call wins.
+pub fn set_own_crate(executable_name: &str) {
+    let _ = OWN_CRATE.set(executable_name.replace('-', "_"));
+}
+
+/// Whether `function` (a demangled path, or a `<Type as Trait>` form) is in crate `krate`.
+fn in_crate(function: &str, krate: &str) -> bool {
+    !krate.is_empty()
+        && function
+            .trim_start_matches(['<', '&'])
+            .strip_prefix(krate)
+            .is_some_and(|rest| rest.starts_with("::"))
+}
+
 /// The first frame of the user's code (the culprit) and the call it made (the blocking
 /// primitive), innermost first. The primitive is `None` when the user's own code was running
 /// (a CPU-bound loop).
+///
+/// A program built without debug info (cargo's release profile strips it unless `debug` is
+/// set) has frames with names but no files: then the first frame without a file whose
+/// function is in the program's own crate ([`set_own_crate`]) is the culprit, a function with
+/// no line.
 pub fn primitive_and_culprit(frames: &[Frame]) -> (Option<Frame>, Option<Frame>) {
-    let Some(at) = frames.iter().position(is_user_frame) else {
+    primitive_and_culprit_in(frames, OWN_CRATE.get().map(String::as_str))
+}
+
+/// [`primitive_and_culprit`] with the program's crate given (`None`: not known).
+pub fn primitive_and_culprit_in(
+    frames: &[Frame],
+    own_crate: Option<&str>,
+) -> (Option<Frame>, Option<Frame>) {
+    let at = frames.iter().position(is_user_frame).or_else(|| {
+        let own = own_crate?;
+        frames
+            .iter()
+            .position(|f| f.file.is_none() && in_crate(&f.function, own))
+    });
+    let Some(at) = at else {
         return (None, None);
     };
     let culprit = frames[at].clone();
@@ -132,6 +171,19 @@ pub fn primitive_name(function: &str) -> String {
     // The known calls are told by the path, not by a type argument: `read_line<BufReader<
     // TcpStream>>` is not `TcpStream::read`.
     let path = without_type_arguments(f);
+    // parking_lot's locks (through lock_api, their generic front) have std's method names:
+    // named as they are, not as std's.
+    if [
+        "lock_api::",
+        "parking_lot::",
+        "<lock_api::",
+        "<parking_lot::",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
+    {
+        return strip_generics(f);
+    }
     let known: &[(&[&str], &str)] = &[
         (&["std::thread", "sleep"], "std::thread::sleep"),
         (&["Mutex", "::lock"], "std::sync::Mutex::lock"),
@@ -508,6 +560,50 @@ mod tests {
         assert_eq!(c.line, Some(42));
     }
 
+    /// Known truth: a release build without debug info (cargo's default) of a program
+    /// `order-service` blocked in `Receiver::recv` in a spawned async block; its frames have
+    /// names and no files. The program's own frame is the culprit, with no line; the call it
+    /// made is the primitive. A library's frame (`ureq::`) is not the program's, and with
+    /// the program's crate unknown nothing is named.
+    #[test]
+    fn without_debug_info_the_program_s_own_function_is_the_culprit() {
+        let frames = [
+            fr("syscall", None, 0),
+            fr("<std::thread::thread::Thread>::park", None, 0),
+            fr("std::sync::mpmc::list::Channel<T>::recv", None, 0),
+            fr("std::sync::mpsc::Receiver<T>::recv", None, 0),
+            fr("ureq::run", None, 0),
+            fr("order_service::main::{{closure}}::{{closure}}", None, 0),
+            fr("tokio::runtime::task::core::Core<T,S>::poll", None, 0),
+        ];
+        let (p, c) = primitive_and_culprit_in(&frames, Some("order_service"));
+        assert_eq!(
+            c.map(|c| (c.function, c.file)),
+            Some((
+                "order_service::main::{{closure}}::{{closure}}".to_string(),
+                None
+            ))
+        );
+        assert_eq!(p.unwrap().function, "ureq::run");
+        let (p, c) = primitive_and_culprit_in(&frames[..4], Some("order_service"));
+        assert!(p.is_none() && c.is_none());
+        assert_eq!(primitive_and_culprit_in(&frames, None), (None, None));
+        assert_eq!(
+            primitive_name("lock_api::mutex::Mutex<R,T>::lock"),
+            "lock_api::mutex::Mutex::lock"
+        );
+        // A trait method of the program's type, and a crate whose name starts the same.
+        assert!(in_crate(
+            "<order_service::Db as core::ops::Drop>::drop",
+            "order_service"
+        ));
+        assert!(!in_crate("order_service_client::get", "order_service"));
+        assert!(!in_crate(
+            "<tokio::X<order_service::Y>>::poll",
+            "order_service"
+        ));
+    }
+
     /// A build with its own CARGO_HOME (a CI cache, a container's /usr/local/cargo) keeps the
     /// downloaded crates elsewhere than ~/.cargo: they are still not the user's code.
     #[test]
@@ -686,9 +782,14 @@ mod tests {
                 "std::sync::mpsc::Receiver::recv_timeout",
             ),
             ("std::fs::read_to_string::inner", "std::fs::read_to_string"),
-            // Another crate's type keeps the known name, not a std name that does not exist.
+            // parking_lot's locks keep their own names (std has no `wait_for`).
             (
                 "parking_lot::condvar::Condvar::wait_for<T>",
+                "parking_lot::condvar::Condvar::wait_for",
+            ),
+            // Another crate's type keeps the known name, not a std name that does not exist.
+            (
+                "my_db::pool::Condvar::wait_for<T>",
                 "std::sync::Condvar::wait",
             ),
         ] {

@@ -165,12 +165,18 @@ impl Finding {
     }
 
     /// Why it names no line, as reports print it in place of its location; `None` when it
-    /// names one.
-    pub fn no_line_reason(&self) -> Option<&'static str> {
+    /// names one. A stall in a program built without debug info names its function only.
+    pub fn no_line_reason(&self) -> Option<String> {
         if self.blames_the_machine() {
-            Some("(the machine, not a line)")
+            Some("(the machine, not a line)".into())
+        } else if self.names_no_line() && !self.location.function.is_empty() {
+            Some(format!(
+                "in {} (no line: the program was built without debug info; set debug = \
+                 \"line-tables-only\" under [profile.release])",
+                self.location.function
+            ))
         } else if self.names_no_line() {
-            Some("(runtime-wide: no line of the program to name)")
+            Some("(runtime-wide: no line of the program to name)".into())
         } else {
             None
         }

@@ -526,6 +526,15 @@ impl Summary {
                 "the run has no end record: the process was killed or is still running".into()
             });
         }
+        if stacks_without_files(run) {
+            s.warnings.push(
+                "the stall stacks have no source files or lines: the program was built without \
+                 debug info (cargo's release profile leaves it out). Findings name the \
+                 program's functions only; for file and line, set debug = \"line-tables-only\" \
+                 under [profile.release] in Cargo.toml and build again"
+                    .into(),
+            );
+        }
         if h.tier == format::Tier::Stable {
             s.warnings.push(
                 "recorded in the stable tier (no tokio task hooks: a build without \
@@ -684,6 +693,18 @@ fn task_stalls(stalls: &[&format::StallRecord], signals_off: bool) -> Vec<TaskSt
     out.into_iter().map(|(_, t)| t).collect()
 }
 
+/// Whether the run's stalls have stacks and not one of their frames has a source file: a
+/// program built without debug info (its libraries and the standard library too).
+fn stacks_without_files(run: &RunFile) -> bool {
+    let mut frames = run
+        .stalls
+        .iter()
+        .flat_map(|s| &s.stacks)
+        .flat_map(|st| &st.frames)
+        .peekable();
+    frames.peek().is_some() && frames.all(|f| f.file.is_none())
+}
+
 /// One entry per source location (the recorder may hold two for one place), busiest first.
 /// A location where no task was spawned or polled is left out: only `spawn_blocking` jobs (and tokio's
 /// own worker threads, which it starts as blocking jobs) ended there, with no polls to show.
@@ -766,6 +787,41 @@ mod tests {
         l.blocking_tasks = blocking;
         l.busy_ns = busy_ns;
         l
+    }
+
+    /// A run whose stall stacks have frames with no file at all (a build without debug info)
+    /// says how to get lines; one frame with a file (a build with line tables, whose vDSO
+    /// and C library frames have none) does not.
+    #[test]
+    fn a_run_without_debug_info_says_how_to_get_lines() {
+        let stall = |file: Option<&str>| {
+            let mut st = format::StackSample::default();
+            st.count = 1;
+            st.frames = vec![
+                format::Frame::new("syscall", None, None),
+                format::Frame::new("svc::main::{{closure}}", file.map(str::to_string), Some(9)),
+            ];
+            let mut s = format::StallRecord::default();
+            s.duration_ns = 30_000_000;
+            s.stacks = vec![st];
+            s
+        };
+        let warned = |stalls: &[format::StallRecord]| {
+            let mut bytes = Vec::new();
+            let mut w = format::RunWriter::new(&mut bytes, &format::Header::new("svc")).unwrap();
+            for s in stalls {
+                w.write_stall(s).unwrap();
+            }
+            w.write_end().unwrap();
+            let run = format::read_bytes(&bytes).unwrap();
+            crate::Summary::of(&run)
+                .warnings
+                .iter()
+                .any(|w| w.contains("line-tables-only"))
+        };
+        assert!(warned(&[stall(None), stall(None)]));
+        assert!(!warned(&[stall(None), stall(Some("src/main.rs"))]));
+        assert!(!warned(&[]), "no stacks, nothing to say");
     }
 
     #[test]

@@ -82,6 +82,13 @@ impl Builder {
                     .into_owned()
             })
             .unwrap_or_default();
+        // A build without debug info names its frames with no files: the executable's crate
+        // tells the program's own functions from its libraries'.
+        let exe = std::env::current_exe().ok();
+        let stem = exe.as_deref().and_then(Path::file_stem);
+        asyncprof_format::culprit::set_own_crate(
+            &stem.map_or_else(|| program.clone(), |s| s.to_string_lossy().into_owned()),
+        );
         let settings = Settings {
             config: self.config.clone(),
             program,
