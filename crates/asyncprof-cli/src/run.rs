@@ -309,9 +309,10 @@ pub(crate) fn run(args: &RunArgs, quiet: bool) -> Result<ExitCode> {
     };
     let written = write_reports(&run_file, &run, &summary);
     if written.is_ok() {
+        let n = summary.findings.len();
         eprintln!(
-            "{} findings; run file {}, report {} (also .txt, .json)",
-            summary.findings.len(),
+            "{n} finding{}; run file {}, report {} (also .txt, .json)",
+            if n == 1 { "" } else { "s" },
             run_file.display(),
             run_file.with_extension("html").display(),
         );

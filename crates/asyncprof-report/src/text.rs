@@ -183,18 +183,24 @@ pub(crate) fn write_unblamed(o: &mut String, unattributed: u64, preempted: u64) 
     }
 }
 
+/// "1 finding", "3 findings".
+fn findings_count(n: u64) -> String {
+    format!("{n} finding{}", if n == 1 { "" } else { "s" })
+}
+
 /// Render the summary as text for a terminal.
 pub fn render_text(s: &Summary) -> Vec<u8> {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{} (pid {}): {:.1}s, {:?} tier, {:?} runtime, {} workers",
+        "{} (pid {}): {:.1}s, {:?} tier, {:?} runtime, {} worker{}",
         s.program,
         s.pid,
         s.duration_ms / 1e3,
         s.tier,
         s.flavor,
-        s.workers
+        s.workers,
+        if s.workers == 1 { "" } else { "s" }
     );
     if s.config.stall_signal == 0 {
         let _ = writeln!(o, "{}", crate::SIGNALS_OFF);
@@ -322,14 +328,14 @@ pub fn render_merged_text(m: &crate::Merged) -> Vec<u8> {
     for i in &m.instances {
         let _ = writeln!(
             o,
-            "  {} ({} pid {}): {:.1}s, {} stalls ({:.1} ms), {} findings{}",
+            "  {} ({} pid {}): {:.1}s, {} stalls ({:.1} ms), {}{}",
             i.name,
             i.program,
             i.pid,
             i.duration_ms / 1e3,
             i.stalls,
             i.stall_ms,
-            i.findings,
+            findings_count(i.findings as u64),
             if i.truncated { ", truncated" } else { "" }
         );
     }
@@ -365,13 +371,13 @@ pub fn render_diff_text(d: &crate::Diff) -> Vec<u8> {
     for (label, i) in [("base", &d.base), ("new ", &d.new)] {
         let _ = writeln!(
             o,
-            "{label}: {} ({} pid {}): {:.1}s, {} stalls, {} findings{}",
+            "{label}: {} ({} pid {}): {:.1}s, {} stalls, {}{}",
             i.name,
             i.program,
             i.pid,
             i.duration_ms / 1e3,
             i.stalls,
-            i.findings,
+            findings_count(i.findings as u64),
             if i.truncated { ", truncated" } else { "" }
         );
     }
