@@ -207,8 +207,13 @@ impl WithoutAPoll {
     fn admit(&mut self, record: &format::StallRecord, seen: Seen, dropped: &AtomicU64) -> bool {
         // Stalls of the hooks and layer tiers are polls (but for the hooks tier's stretches
         // between a current-thread runtime's task polls, task 0, judged here as busy periods).
+        // A poll inside `block_in_place` gave its worker to another thread, which the
+        // watchdog learns from tokio at most every 10 ms (a new blocking thread may take longer
+        // to start on a busy machine): one whose stacks mostly show it there holds no worker.
+        // Once one of its records is sent, it is sent to its end.
         if record.task_id != 0 {
-            return true;
+            let no_worker = seen.multi_thread && format::mostly_without_a_worker(record);
+            return self.admit_poll(record, !no_worker, dropped);
         }
         let time = (record.start_ns, record.duration_ns);
         let before = self.ended.get(&record.id).copied();
@@ -305,6 +310,26 @@ impl WithoutAPoll {
     /// Nor does one at least half of whose samples waited for the C library's allocator lock
     /// ([`format::mostly_waits_on_the_allocator`]): the stable tier cannot tell one poll held
     /// there from short polls waiting on it in turn, and records neither.
+    /// A task's poll stall: `keep` this version unless it is held back; one of its versions
+    /// sent, every later one is sent too. One that ends never sent is counted in `dropped`.
+    fn admit_poll(
+        &mut self,
+        record: &format::StallRecord,
+        keep: bool,
+        dropped: &AtomicU64,
+    ) -> bool {
+        let admitted = self.ongoing.remove(&record.id).unwrap_or(false) || keep;
+        if record.ongoing {
+            if self.ongoing.len() >= MAX_TRACKED {
+                self.stop(dropped);
+            }
+            self.ongoing.insert(record.id, admitted);
+        } else if !admitted {
+            dropped.fetch_add(1, Relaxed);
+        }
+        admitted
+    }
+
     fn no_poll_in(record: &format::StallRecord, seen: Seen) -> bool {
         if record.stacks.is_empty() {
             seen.stacks_sought || record.class == format::StallClass::Unknown
@@ -829,6 +854,49 @@ mod tests {
         r
     }
 
+    /// Known truth: a task's poll on a multi-thread runtime sorting inside `block_in_place`
+    /// (its worker handed to another thread, which the watchdog learned only after the stall
+    /// began) holds no worker: not sent, counted. A task's poll elsewhere is sent; one whose
+    /// first version was sent stays sent to its end, whatever its later stacks show; on a
+    /// current-thread runtime the check does not apply.
+    #[test]
+    fn a_task_s_poll_inside_block_in_place_holds_no_worker() {
+        let file = format!(
+            "{}/src/runtime/scheduler/multi_thread/worker.rs",
+            WORKER.split("/src/runtime").next().unwrap()
+        );
+        let in_bip = |id: u64, ongoing: bool| {
+            let mut r = stall(id, 7, ongoing, &[true]);
+            r.stacks[0]
+                .frames
+                .insert(0, Frame::new("block_in_place", Some(file.clone()), Some(3)));
+            r.stacks[0].count = 3;
+            r
+        };
+        let task = |multi_thread| Seen {
+            hooks: true,
+            multi_thread,
+            ..seen(PollEvidence::Unknown, false)
+        };
+        let dropped = AtomicU64::new(0);
+        let mut gate = WithoutAPoll::default();
+        assert!(!gate.admit(&in_bip(1, true), task(true), &dropped));
+        assert!(!gate.admit(&in_bip(1, false), task(true), &dropped));
+        assert_eq!(dropped.load(Relaxed), 1, "counted once, at its end");
+        assert!(gate.admit(&stall(2, 7, false, &[true]), task(true), &dropped));
+        // Sent before its stacks showed `block_in_place`: sent to its end.
+        assert!(gate.admit(&stall(3, 7, true, &[true]), task(true), &dropped));
+        let mut later = in_bip(3, true);
+        later.stacks.push(stack(true));
+        later.stacks[0].count = 5;
+        assert!(gate.admit(&later, task(true), &dropped));
+        later.ongoing = false;
+        assert!(gate.admit(&later, task(true), &dropped));
+        assert!(gate.admit(&in_bip(4, false), task(false), &dropped));
+        assert_eq!(dropped.load(Relaxed), 1);
+        assert!(gate.ongoing.is_empty(), "nothing left tracked");
+    }
+
     /// Known truth: the hooks tier's stretch between a current-thread runtime's task polls,
     /// blocked inside its `block_on` future (the current-thread scheduler on the stack), and
     /// one whose thread waits in another runtime's `block_on` (no such frame).
@@ -1016,10 +1084,12 @@ mod tests {
         assert!(gate.admit(&pool, current, &dropped));
         // Mostly outside it: judged as before.
         assert!(gate.admit(&in_place(4, 1, 3), asleep, &dropped));
-        // A task's stall (the hooks tier sees the hand-off itself) is a poll.
+        // A task's stall too (the hooks tier asks tokio about the hand-off, but at most every
+        // 10 ms, and a new thread to take the worker may start later on a busy machine).
         let mut task = in_place(5, 1, 0);
         task.task_id = 7;
-        assert!(gate.admit(&task, asleep, &dropped));
+        assert!(!gate.admit(&task, asleep, &dropped));
+        assert_eq!(dropped.load(Relaxed), 4);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `blocking-pool-saturated`: `spawn_blocking` jobs queue for a thread of the blocking pool.
 //!
 //! **Measures**: ten times a second, tokio's blocking queue depth and its blocking threads
-//! (busy and idle; a build with `tokio_unstable`). A sample is saturated when jobs waited and
-//! no blocking thread was idle; at least `saturated_min_share` (25%) of at least
+//! (busy and idle; a build with `tokio_unstable`). A sample is saturated when jobs waited, no
+//! blocking thread was idle and the pool had not grown since the sample before (below its
+//! limit, it starts a thread for each such job: `block_in_place` moving a worker to a new
+//! thread, a burst of jobs); at least `saturated_min_share` (25%) of at least
 //! `load_min_points` samples must be. The location is the `spawn_blocking` call whose jobs
 //! finished most often (tokio reports a blocking job's location when it ends).
 //! **Why it hurts**: every job waits behind the others, and the task awaiting it with it;
@@ -27,9 +29,19 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
         if (points.len() as u64) < t.load_min_points {
             continue;
         }
+        // A pool below its thread limit starts a thread for a job that finds none idle: the
+        // job waits for that thread to start (longer on a busy machine), and the pool has
+        // grown since the sample before. Only a pool that could not grow is full.
         let saturated: Vec<_> = points
             .iter()
-            .filter(|p| p.blocking_queue > 0 && p.blocking_idle == 0)
+            .enumerate()
+            .filter(|(i, p)| {
+                let grew = i
+                    .checked_sub(1)
+                    .is_some_and(|b| p.blocking_threads > points[b].blocking_threads);
+                p.blocking_queue > 0 && p.blocking_idle == 0 && !grew
+            })
+            .map(|(_, p)| *p)
             .collect();
         let share = saturated.len() as f64 / points.len() as f64;
         if share < t.saturated_min_share {
@@ -139,6 +151,39 @@ mod tests {
         );
         assert!(f[0].evidence.iter().any(|e| e.contains("src/files.rs:12")));
         assert!(findings(4, 0).is_empty());
+    }
+
+    /// Known truth: `block_in_place` on a busy machine moves each worker to a new blocking
+    /// thread, and that job waits for its thread to start: the pool grows from 2 threads to
+    /// 21, jobs waiting and none idle in every sample. Not full. The same pool stopped at its
+    /// limit of 12 threads with jobs still waiting is.
+    #[test]
+    fn a_pool_growing_while_jobs_wait_for_their_new_threads_is_not_full() {
+        let run = |limit: u64| {
+            let points = (0..20)
+                .map(|i| {
+                    let mut p = point(i, 0.1, 0, 0.0);
+                    p.blocking_threads = (2 + i).min(limit);
+                    p.blocking_queue = 1;
+                    p.blocking_idle = 0;
+                    p
+                })
+                .collect();
+            let mut relaunch = at(
+                &location("/r/tokio-1.54.1/src/runtime/scheduler/w.rs", 506),
+                0,
+                0,
+                0,
+            );
+            relaunch.blocking_tasks = 100;
+            super::findings(&load_run(points, vec![relaunch]), &Thresholds::default())
+        };
+        assert!(run(u64::MAX).is_empty(), "{:?}", run(u64::MAX));
+        let f = run(12);
+        assert_eq!(f.len(), 1, "{f:?}");
+        // Samples 11 to 19 stayed at the limit (sample 10 reached it); sample 0 has none
+        // before it to tell.
+        assert_eq!(f[0].count, 10);
     }
 
     #[test]
