@@ -463,9 +463,11 @@ pub(crate) fn diagnosis<'a>(
             );
             if run.header.tier == asyncprof_format::Tier::Stable {
                 advice.push_str(
-                    " (Stable tier: the worker neither parked nor moved on to another poll \
-                     for this long, as tokio's busy time for it shows; the task is not known. \
-                     Build with --cfg tokio_unstable to time every poll.)",
+                    " (Stable tier: the worker neither parked nor moved on to another task's \
+                     poll for this long, as tokio's busy time for it shows; the task is not \
+                     known, and polls of one task in a row (one that yields between chunks \
+                     with nothing else to run) read as one. Build with --cfg tokio_unstable to \
+                     time every poll.)",
                 );
             } else if run.header.tier == asyncprof_format::Tier::Hooks
                 && stalls.iter().all(|s| s.task_id == 0)
