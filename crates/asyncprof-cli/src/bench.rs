@@ -531,12 +531,13 @@ fn run_variant(
     let score = Score::of(&findings, &expected);
     if !quiet && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!(
-            "{} {} ({} tier): {:.1} s, {} findings",
+            "{} {} ({} tier): {:.1} s, {} finding{}",
             p.name,
             variant.name(),
             tier.name(),
             elapsed.as_secs_f64(),
-            findings.len()
+            findings.len(),
+            if findings.len() == 1 { "" } else { "s" }
         );
     }
     Ok(RunResult {

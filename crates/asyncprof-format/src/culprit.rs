@@ -65,15 +65,30 @@ static OWN_CRATE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// source file whose function is in that crate is the user's code (a build without debug
 /// info). The first call wins.
 pub fn set_own_crate(executable_name: &str) {
-    let _ = OWN_CRATE.set(executable_name.replace('-', "_"));
+    let _ = OWN_CRATE.set(crate_of_executable(executable_name));
+}
+
+/// The crate an executable's file name names: `-` read as `_`, and the hash cargo puts after
+/// the names of test and bench executables (`it-0123456789abcdef`) left off. An executable
+/// renamed after its build names no crate of the program.
+fn crate_of_executable(name: &str) -> String {
+    let name = match name.rsplit_once('-') {
+        Some((stem, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            stem
+        }
+        _ => name,
+    };
+    name.replace('-', "_")
 }
 
 /// Whether `function` (a demangled path, or a `<Type as Trait>` form) is in crate `krate`.
 fn in_crate(function: &str, krate: &str) -> bool {
+    let mut f = function.trim_start_matches(['<', '&']);
+    for prefix in ["mut ", "dyn "] {
+        f = f.strip_prefix(prefix).unwrap_or(f);
+    }
     !krate.is_empty()
-        && function
-            .trim_start_matches(['<', '&'])
-            .strip_prefix(krate)
+        && f.strip_prefix(krate)
             .is_some_and(|rest| rest.starts_with("::"))
 }
 
@@ -94,13 +109,7 @@ pub fn primitive_and_culprit_in(
     frames: &[Frame],
     own_crate: Option<&str>,
 ) -> (Option<Frame>, Option<Frame>) {
-    let at = frames.iter().position(is_user_frame).or_else(|| {
-        let own = own_crate?;
-        frames
-            .iter()
-            .position(|f| f.file.is_none() && in_crate(&f.function, own))
-    });
-    let Some(at) = at else {
+    let Some(at) = culprit_at(frames, own_crate) else {
         return (None, None);
     };
     let culprit = frames[at].clone();
@@ -121,7 +130,21 @@ pub fn primitive_and_culprit_in(
 /// The call the user's code made, as the stack names it (not renamed to its public path): the
 /// frame inward of the first frame of the user's code, innermost first.
 pub fn call_frame(frames: &[Frame]) -> Option<&Frame> {
-    call_of(frames, frames.iter().position(is_user_frame)?)
+    call_of(
+        frames,
+        culprit_at(frames, OWN_CRATE.get().map(String::as_str))?,
+    )
+}
+
+/// Where the first frame of the user's code is: by its file, or, with none so found, the
+/// first frame without a file in the program's crate (see [`primitive_and_culprit`]).
+fn culprit_at(frames: &[Frame], own_crate: Option<&str>) -> Option<usize> {
+    frames.iter().position(is_user_frame).or_else(|| {
+        let own = own_crate?;
+        frames
+            .iter()
+            .position(|f| f.file.is_none() && in_crate(&f.function, own))
+    })
 }
 
 fn call_of(frames: &[Frame], culprit_at: usize) -> Option<&Frame> {
@@ -598,6 +621,14 @@ mod tests {
             "order_service"
         ));
         assert!(!in_crate("order_service_client::get", "order_service"));
+        assert!(in_crate(
+            "<&mut order_service::Db as core::ops::Drop>::drop",
+            "order_service"
+        ));
+        // cargo's test and bench executables carry a hash after the crate's name.
+        assert_eq!(crate_of_executable("order-service"), "order_service");
+        assert_eq!(crate_of_executable("it-0123456789abcdef"), "it");
+        assert_eq!(crate_of_executable("svc-v2"), "svc_v2");
         assert!(!in_crate(
             "<tokio::X<order_service::Y>>::poll",
             "order_service"

@@ -261,8 +261,9 @@ pub struct LossCounters {
     /// were on or every look found the thread waiting for a CPU, or the samples showed two
     /// polls (two tasks) before one poll was confirmed, or too few agreed on one, or the
     /// stacks it was judged by waited on the C library's allocator lock, or showed the thread
-    /// outside any runtime (a current-thread runtime's `block_on` had returned). 0 in files
-    /// written before this counter existed.
+    /// outside any runtime (a current-thread runtime's `block_on` had returned). In any tier,
+    /// also a task's poll whose stacks were mostly inside `block_in_place` (its worker handed
+    /// to another thread). 0 in files written before this counter existed.
     pub stalls_without_a_poll: u64,
     /// Records (stalls, snapshots) not written because the run file had reached its size
     /// limit ([`Config::max_file_bytes`]) and the run could not go on in a new file (the

@@ -287,14 +287,15 @@ impl Diff {
         let mut regressions: Vec<String> = new_findings
             .iter()
             .map(|f| {
+                let place = f.no_line_reason().unwrap_or_else(|| {
+                    format!(
+                        "at {}:{} in {}",
+                        f.location.file, f.location.line, f.location.function
+                    )
+                });
                 format!(
-                    "new finding: {} at {}:{} in {} ({} events, {:.1} ms in all)",
-                    f.kind,
-                    f.location.file,
-                    f.location.line,
-                    f.location.function,
-                    f.count,
-                    f.total_ms
+                    "new finding: {} {place} ({} events, {:.1} ms in all)",
+                    f.kind, f.count, f.total_ms
                 )
             })
             .collect();
@@ -361,6 +362,32 @@ mod tests {
             &Instance::new("new.run", new, &ns),
             t,
         )
+    }
+
+    /// Known truth: a build without debug info, its culprits named by function only (no
+    /// file, no line). A blocking call in a new function is a new finding, not the old
+    /// function's persisting.
+    #[test]
+    fn findings_without_a_line_are_told_apart_by_their_function() {
+        let in_fn = |id, function: &str| {
+            let mut s = stall(id, 20, 150, false);
+            s.task_location = None;
+            let user = asyncprof_format::Frame::new(function, None, None);
+            s.stacks[0].frames[1] = user.clone();
+            s.culprit = Some(user);
+            s
+        };
+        let base = run("svc", &[in_fn(1, "svc::load")]);
+        let new = run("svc", &[in_fn(1, "svc::load"), in_fn(2, "svc::save")]);
+        let d = diff(&base, &new);
+        assert_eq!(d.persisting_findings.len(), 1, "{d:#?}");
+        assert_eq!(d.new_findings.len(), 1, "{d:#?}");
+        assert_eq!(d.new_findings[0].location.function, "svc::save");
+        assert!(
+            d.regressions[0].starts_with("new finding: blocking-call in svc::save (no line:"),
+            "{:?}",
+            d.regressions
+        );
     }
 
     #[test]

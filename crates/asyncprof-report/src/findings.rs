@@ -397,7 +397,14 @@ pub(crate) fn diagnosis<'a>(
             .iter()
             .find_map(|s| s.task_location.as_ref())
             .map_or_else(
-                || format!("{}:{}", location.file, location.line),
+                // A culprit with no file (a build without debug info) by its function.
+                || {
+                    if location.file.is_empty() {
+                        format!("in {}", location.function)
+                    } else {
+                        format!("{}:{}", location.file, location.line)
+                    }
+                },
                 ToString::to_string,
             );
         (*kind, task)
@@ -658,6 +665,44 @@ mod tests {
                 .any(|a| a.contains(":50 ") && a.contains("blocking-call")),
             "{f:#?}"
         );
+    }
+
+    /// Known truth: a stable-tier run (no task known) of a program built without debug info
+    /// computed in two functions: each culprit has a function and no file or line. Two
+    /// findings, one per function, each saying how to get its line.
+    #[test]
+    fn culprits_without_files_in_two_functions_are_two_findings() {
+        let at = |id, function: &str| {
+            let mut s = stall(id, StallClass::CpuBound, None);
+            s.task_location = None;
+            let user = Frame::new(function, None, None);
+            let mut sample = StackSample::default();
+            sample.count = 2;
+            sample.frames = vec![Frame::new("core::slice::sort", None, None), user.clone()];
+            s.stacks = vec![sample];
+            s.culprit = Some(user);
+            s
+        };
+        let f = findings(&[
+            at(1, "svc::parse"),
+            at(2, "svc::render"),
+            at(3, "svc::parse"),
+        ]);
+        let got: Vec<_> = f
+            .iter()
+            .map(|f| (f.kind, f.location.function.as_str(), f.count))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cpu-bound-poll", "svc::parse", 2),
+                ("cpu-bound-poll", "svc::render", 1)
+            ],
+            "{f:#?}"
+        );
+        assert!(f[1]
+            .no_line_reason()
+            .is_some_and(|r| r.contains("svc::render") && r.contains("line-tables-only")));
     }
 
     fn findings(stalls: &[StallRecord]) -> Vec<super::Finding> {

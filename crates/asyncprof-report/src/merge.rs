@@ -95,12 +95,19 @@ pub(crate) fn stall_time_ns(run: &RunFile) -> u64 {
         .fold(0u64, |a, s| a.saturating_add(s.duration_ns))
 }
 
-/// What makes two findings of different runs the same one: kind, file and line.
-pub(crate) type SameFinding<'a> = (&'static str, &'a str, u32);
+/// What makes two findings of different runs the same one: kind, file and line; with no
+/// file (a build without debug info names its culprit's function only), kind and function.
+pub(crate) type SameFinding<'a> = (&'static str, &'a str, u32, &'a str);
 
 /// The [`SameFinding`] key of `f`.
 pub(crate) fn same_finding(f: &Finding) -> SameFinding<'_> {
-    (f.kind, f.location.file.as_str(), f.location.line)
+    let l = &f.location;
+    let function = if l.file.is_empty() {
+        l.function.as_str()
+    } else {
+        ""
+    };
+    (f.kind, l.file.as_str(), l.line, function)
 }
 
 /// A finding merged across instances.

@@ -286,14 +286,15 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 16] {
         ),
         (
             l.stalls_without_a_poll,
-            "stable-tier stalls not recorded: the worker's busy time stood still, but nothing \
-             showed one poll holding it (every stack in tokio's scheduler between polls, no \
-             stack taken, samples of several tasks' polls, a poll on CPU that ended before \
-             four samples half a threshold of its CPU time apart confirmed it, waits on the C \
-             library's allocator lock, or the thread outside any runtime once a \
-             current-thread runtime's `block_on` returned). A poll that computes for under \
-             about one and a half thresholds can be one of these: build with --cfg \
-             tokio_unstable to time every poll",
+            "stalls not recorded because they held no worker: a task's poll mostly inside \
+             `block_in_place` (its worker handed to another thread); or, in the stable tier, \
+             a worker's busy time stood still but nothing showed one poll holding it (every \
+             stack in tokio's scheduler between polls, no stack taken, samples of several \
+             tasks' polls, a poll on CPU that ended before four samples half a threshold of \
+             its CPU time apart confirmed it, waits on the C library's allocator lock, or the \
+             thread outside any runtime once a current-thread runtime's `block_on` returned), \
+             where a poll that computes for under about one and a half thresholds can be one \
+             of these: build with --cfg tokio_unstable to time every poll",
         ),
         (
             l.unwritten_at_file_limit,

@@ -183,6 +183,16 @@ pub(crate) fn write_unblamed(o: &mut String, unattributed: u64, preempted: u64) 
     }
 }
 
+/// Where a finding is, as a diff lists it: `at FILE:LINE in FUNCTION`; a culprit with no file
+/// (a build without debug info) by its function; none at all, runtime-wide.
+fn place(l: &crate::findings::FindingLocation) -> String {
+    match (l.file.is_empty(), l.function.is_empty()) {
+        (false, _) => format!("at {}:{} in {}", l.file, l.line, l.function),
+        (true, false) => format!("in {} (no line)", l.function),
+        (true, true) => "(runtime-wide)".to_string(),
+    }
+}
+
 /// "1 finding", "3 findings".
 fn findings_count(n: u64) -> String {
     format!("{n} finding{}", if n == 1 { "" } else { "s" })
@@ -403,8 +413,11 @@ pub fn render_diff_text(d: &crate::Diff) -> Vec<u8> {
         for f in &d.vanished_findings {
             let _ = writeln!(
                 o,
-                "  {} at {}:{} in {} ({} events, {:.1} ms in all)",
-                f.kind, f.location.file, f.location.line, f.location.function, f.count, f.total_ms
+                "  {} {} ({} events, {:.1} ms in all)",
+                f.kind,
+                f.no_line_reason().unwrap_or_else(|| place(&f.location)),
+                f.count,
+                f.total_ms
             );
         }
     }
@@ -413,11 +426,9 @@ pub fn render_diff_text(d: &crate::Diff) -> Vec<u8> {
         for f in &d.persisting_findings {
             let _ = writeln!(
                 o,
-                "  {} at {}:{} in {}: {} → {} events, {:.1} → {:.1} ms in all",
+                "  {} {}: {} → {} events, {:.1} → {:.1} ms in all",
                 f.kind,
-                f.location.file,
-                f.location.line,
-                f.location.function,
+                place(&f.location),
                 f.base_count,
                 f.new_count,
                 f.base_total_ms,

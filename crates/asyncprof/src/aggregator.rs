@@ -300,16 +300,6 @@ impl WithoutAPoll {
         self.ended.get(&id).is_some_and(|e| e.sent)
     }
 
-    /// Whether nothing in a busy-period stall's stacks (or, without one, its class) shows a
-    /// poll. Without a stack its class counts only with signals off (all such a stall can
-    /// have): when every try failed (a thread that kept going to sleep for a moment is never
-    /// signalled), or the per-minute budget of sampled stalls was spent (a saturated worker's
-    /// busy periods, refuted one after another, can spend it), a look that found the thread
-    /// running does not show a poll.
-    ///
-    /// Nor does one at least half of whose samples waited for the C library's allocator lock
-    /// ([`format::mostly_waits_on_the_allocator`]): the stable tier cannot tell one poll held
-    /// there from short polls waiting on it in turn, and records neither.
     /// A task's poll stall: `keep` this version unless it is held back; one of its versions
     /// sent, every later one is sent too. One that ends never sent is counted in `dropped`.
     fn admit_poll(
@@ -330,6 +320,16 @@ impl WithoutAPoll {
         admitted
     }
 
+    /// Whether nothing in a busy-period stall's stacks (or, without one, its class) shows a
+    /// poll. Without a stack its class counts only with signals off (all such a stall can
+    /// have): when every try failed (a thread that kept going to sleep for a moment is never
+    /// signalled), or the per-minute budget of sampled stalls was spent (a saturated worker's
+    /// busy periods, refuted one after another, can spend it), a look that found the thread
+    /// running does not show a poll.
+    ///
+    /// Nor does one at least half of whose samples waited for the C library's allocator lock
+    /// ([`format::mostly_waits_on_the_allocator`]): the stable tier cannot tell one poll held
+    /// there from short polls waiting on it in turn, and records neither.
     fn no_poll_in(record: &format::StallRecord, seen: Seen) -> bool {
         if record.stacks.is_empty() {
             seen.stacks_sought || record.class == format::StallClass::Unknown

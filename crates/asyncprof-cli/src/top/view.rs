@@ -333,6 +333,9 @@ pub(crate) fn task_rows(m: &Moment<'_>) -> Vec<Row> {
     m.now
         .locations
         .iter()
+        // Where no task was spawned or polled, only `spawn_blocking` jobs (and tokio's own
+        // worker threads) ended: nothing to show here.
+        .filter(|l| l.tasks_spawned > 0 || l.polls > 0)
         .map(|l| {
             let before = m.earlier(|b| &b.locations, |o| o.location == l.location);
             let (poll50, poll99) = window_quantiles(&l.poll_ns, before.map(|b| &b.poll_ns));

@@ -68,8 +68,8 @@ pub(crate) fn findings(run: &RunFile, t: &Thresholds) -> Vec<Finding> {
         sites.sort_by_key(|l| std::cmp::Reverse(l.blocking_tasks));
         let mut evidence = vec![
             format!(
-                "{} of {} samples (ten a second) found jobs waiting for a blocking thread and \
-                 none idle",
+                "{} of {} samples (ten a second) found jobs waiting for a blocking thread, \
+                 none idle and the pool no larger than at the sample before",
                 saturated.len(),
                 points.len()
             ),
