@@ -253,15 +253,17 @@ fn merge<'a, K: Ord>(
             let mut at: BTreeMap<u64, usize> =
                 stalls.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
             for ((kind, loc), more, more_also) in parts {
+                let n = more.len();
+                let s = if n == 1 { "" } else { "s" };
                 also.push(if loc == top.1 {
-                    format!("{} more stalls at this line were {kind}", more.len())
+                    let were = if n == 1 { "was" } else { "were" };
+                    format!("{n} more stall{s} at this line {were} {kind}")
+                } else if loc.file.is_empty() {
+                    format!("{} ({n} stall{s}, {kind})", loc.function)
                 } else {
                     format!(
-                        "{}:{} in {} ({} stalls, {kind})",
-                        loc.file,
-                        loc.line,
-                        loc.function,
-                        more.len()
+                        "{}:{} in {} ({n} stall{s}, {kind})",
+                        loc.file, loc.line, loc.function
                     )
                 });
                 also.extend(more_also);
