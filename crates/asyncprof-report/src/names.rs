@@ -93,6 +93,12 @@ pub fn enclosing_fn(source: &str, line: u32) -> Option<String> {
 /// files `source` cannot read, stay as they are.
 pub fn name_anonymous(findings: &mut [Finding], source: &dyn Fn(&str) -> Option<String>) {
     for f in findings {
+        // The other lines of a merged finding (`FILE:LINE in FUNCTION (N stalls, KIND)`).
+        for also in &mut f.also {
+            if let Some(named) = name_also(also, source) {
+                *also = named;
+            }
+        }
         let l = &mut f.location;
         if let Some(name) = anonymous_name(&l.function, &l.file, l.line, source) {
             l.function = name;
@@ -153,6 +159,16 @@ fn calls(line: &str, method: &str) -> bool {
         !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
             && (after.starts_with('(') || after.starts_with("::<"))
     })
+}
+
+/// A merged finding's other line, `FILE:LINE in FUNCTION (…)`, with its anonymous function
+/// named as [`anonymous_name`] names it; `None` when it is not of that form or keeps its name.
+fn name_also(also: &str, source: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let (at, rest) = also.split_once(" in ")?;
+    let (function, tail) = rest.split_once(" (")?;
+    let (file, line) = at.rsplit_once(':')?;
+    let name = anonymous_name(function, file, line.parse().ok()?, source)?;
+    Some(format!("{at} in {name} ({tail}"))
 }
 
 /// An anonymous `function` at `file:line` named after the `fn` that holds that line, as
@@ -308,6 +324,28 @@ fn spawn_all(urls: Vec<String>) {
         assert_eq!(
             other.location.function, "{closure#0}",
             "no source: unchanged"
+        );
+    }
+
+    /// A merged finding's other lines are named as its own: the lock wait of a deadlock's
+    /// second task, in an async block of `spawn_all`.
+    #[test]
+    fn a_merged_finding_s_other_lines_get_their_names_too() {
+        let mut f = finding("src/render.rs", 5, "{async_fn#0}");
+        f.also = vec![
+            "src/render.rs:13 in {async_block#1} (1 stall, runtime-blocked)".into(),
+            "src/gone.rs:7 in {closure#0} (2 stalls, blocking-call)".into(),
+            "3 more stalls at this line were blocking-call".into(),
+        ];
+        let source = |file: &str| (file == "src/render.rs").then(|| SRC.to_string());
+        name_anonymous(std::slice::from_mut(&mut f), &source);
+        assert_eq!(
+            f.also,
+            [
+                "src/render.rs:13 in spawn_all (async block) (1 stall, runtime-blocked)",
+                "src/gone.rs:7 in {closure#0} (2 stalls, blocking-call)",
+                "3 more stalls at this line were blocking-call",
+            ]
         );
     }
 }
