@@ -137,14 +137,29 @@ pub fn call_frame(frames: &[Frame]) -> Option<&Frame> {
 }
 
 /// Where the first frame of the user's code is: by its file, or, with none so found, the
-/// first frame without a file in the program's crate (see [`primitive_and_culprit`]).
+/// first frame without a file in the program's crate (see [`primitive_and_culprit`]) inward
+/// of tokio's poll of a task or of a `block_on` future: outward of it is the code that runs
+/// the runtime (`main` calling `block_on`), not the poll's. A poll's code the compiler inlined
+/// into tokio's has no frame of its own without debug info: then there is none.
 fn culprit_at(frames: &[Frame], own_crate: Option<&str>) -> Option<usize> {
     frames.iter().position(is_user_frame).or_else(|| {
         let own = own_crate?;
-        frames
+        let runs_the_poll = frames
+            .iter()
+            .position(|f| polls_for_tokio(&f.function))
+            .unwrap_or(frames.len());
+        frames[..runs_the_poll]
             .iter()
             .position(|f| f.file.is_none() && in_crate(&f.function, own))
     })
+}
+
+/// Whether `function` (a full name) is tokio's poll of a task (its task harness) or its
+/// `block_on` of a future.
+fn polls_for_tokio(function: &str) -> bool {
+    let f = function.trim_start_matches('<');
+    f.starts_with("tokio::runtime::task::")
+        || (f.starts_with("tokio::runtime::") && f.contains("block_on"))
 }
 
 fn call_of(frames: &[Frame], culprit_at: usize) -> Option<&Frame> {
@@ -610,6 +625,19 @@ mod tests {
         assert_eq!(p.unwrap().function, "ureq::run");
         let (p, c) = primitive_and_culprit_in(&frames[..4], Some("order_service"));
         assert!(p.is_none() && c.is_none());
+        // The poll's code inlined into tokio's: the program's `main` outward of the runtime
+        // is not its culprit.
+        let inlined = [
+            fr("clock_nanosleep", None, 0),
+            fr("std::thread::functions::sleep", None, 0),
+            fr("tokio::runtime::task::core::Core<T,S>::poll", None, 0),
+            fr("tokio::runtime::runtime::Runtime::block_on", None, 0),
+            fr("order_service::main", None, 0),
+        ];
+        assert_eq!(
+            primitive_and_culprit_in(&inlined, Some("order_service")),
+            (None, None)
+        );
         assert_eq!(primitive_and_culprit_in(&frames, None), (None, None));
         assert_eq!(
             primitive_name("lock_api::mutex::Mutex<R,T>::lock"),

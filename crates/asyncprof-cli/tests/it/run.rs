@@ -339,6 +339,59 @@ fn a_program_stuck_for_good_is_stopped_at_the_timeout_and_its_stall_reported() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Known truth: the hanging service built without debug info (its copy with the DWARF
+/// stripped, as cargo's release profile leaves it out; the symbol table stays). Its frames
+/// have names and no files: the finding names its own function, with no line, and says how
+/// to get lines; the report warns at its top.
+#[test]
+fn a_program_without_debug_info_is_named_by_its_function_and_told_how_to_get_lines() {
+    let dir = temp("run-stripped");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_asyncprof"));
+    let service = bin.parent().unwrap().join("examples/hang_service");
+    let stripped = dir.join("hang_service");
+    let strip = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&service)
+        .status()
+        .expect("strip (binutils) runs");
+    assert!(strip.success());
+    let out_dir = dir.join("out");
+    let out = asyncprof(&[
+        "run",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--timeout",
+        "3s",
+        "--",
+        stripped.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("hang_service.json")).unwrap()).unwrap();
+    let f = &json["findings"][0];
+    assert_eq!(f["kind"], "runtime-blocked", "{json:#}");
+    assert_eq!(f["location"]["file"], "", "{json:#}");
+    assert_eq!(
+        f["location"]["function"], "hang_service::wait_for_the_ledger",
+        "{json:#}"
+    );
+    assert_eq!(f["primitive"], "std::thread::sleep", "{json:#}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("runtime-blocked in hang_service::wait_for_the_ledger (no line: the program was built without debug info"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: the stall stacks have no source files or lines"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A run whose file reached its size limit (ASYNCPROF_MAX_FILE_MB, here 1 MiB: parts of 512
 /// KiB) and went on in a new one: `run` reports both parts as one run, every stall in them.
 #[test]
