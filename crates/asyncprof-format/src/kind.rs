@@ -47,8 +47,10 @@ pub const CROWDED_SHARE: f64 = 0.5;
 ///   (the machine had more runnable threads than cores);
 /// - or it slept in `futex` inside a future the user's code awaited (a library's own lock, or
 ///   the C library's allocator lock), or on the C library's allocator lock anywhere (`malloc`,
-///   `realloc`, `free`: held for a few hundred instructions), not in a `std::sync` lock or a
-///   blocking call the user's code made, while the machine was crowded in at least
+///   `realloc`, `free`: held for a few hundred instructions), or in a call into tokio itself
+///   (its blocking pool's lock in `spawn_blocking`, held while it starts a thread), not in a
+///   `std::sync` lock or a blocking call the user's code made, while the machine was crowded
+///   in at least
 ///   [`CROWDED_SHARE`] of the looks: the lock's holder, in a short critical section, was
 ///   waiting for a core. The user's line waited on nothing of its own.
 pub fn preempted(s: &StallRecord) -> bool {
@@ -64,7 +66,20 @@ fn holder_preempted(s: &StallRecord) -> bool {
         && s.syscall.as_deref() == Some("futex")
         && !is_lock_wait(s)
         && s.crowded_share.is_some_and(|c| c >= CROWDED_SHARE)
-        && (awaited_a_future(s) || waits_on_the_allocator(s))
+        && (awaited_a_future(s) || waits_on_the_allocator(s) || waits_inside_tokio(s))
+}
+
+/// The call the user's code made (the stall's primitive, named as the recorder found it) is
+/// tokio's own (`spawn_blocking` waiting for its pool's lock, a timer's or a channel's
+/// internals): tokio holds its internal locks for moments, and a call of tokio's that would
+/// block for good in async code panics instead.
+fn waits_inside_tokio(s: &StallRecord) -> bool {
+    s.primitive.as_ref().is_some_and(|p| {
+        p.function.trim_start_matches('<').starts_with("tokio::")
+            || p.file
+                .as_deref()
+                .is_some_and(|file| file.contains("/registry/src/") && file.contains("/tokio-1."))
+    })
 }
 
 /// The C library's allocator entry points and internals that take its arena lock.
@@ -413,6 +428,34 @@ mod tests {
             format!("{reg}/crossbeam-channel-0.5.17/src/channel.rs"),
         );
         assert_eq!(StallKind::of(&recv), StallKind::BlockingCall);
+    }
+
+    /// Known truth: a handler's `spawn_blocking` (the fix for its sort) slept 49 ms in futex on
+    /// tokio's blocking-pool lock, held by a thread starting a new pool thread while sorts
+    /// took both cores. With the machine crowded, the holder's wait for a core; not crowded,
+    /// the poll's.
+    #[test]
+    fn a_futex_wait_inside_tokio_s_spawn_blocking_on_a_crowded_machine_is_preempted() {
+        let pool = "/r/registry/src/i/tokio-1.54.1/src/runtime/blocking/pool.rs";
+        let spawn = "tokio::runtime::blocking::pool::spawn_blocking";
+        let waited = |file: Option<&str>, crowded| StallRecord {
+            primitive: Some(crate::Frame::new(spawn, file.map(str::to_string), Some(1))),
+            ..futex_wait(spawn, pool, crowded)
+        };
+        assert!(preempted(&waited(Some(pool), Some(0.9))));
+        // Without files (a build without debug info), by its name.
+        assert!(preempted(&waited(None, Some(0.9))));
+        assert!(!preempted(&waited(Some(pool), Some(0.2))));
+        assert_eq!(
+            StallKind::label(&waited(Some(pool), Some(0.2))),
+            "blocking-call"
+        );
+        // A call into the program's own library: the poll's.
+        let own = StallRecord {
+            primitive: Some(crate::Frame::new("svc_db::query", None, None)),
+            ..futex_wait("svc_db::query", "/app/db/src/lib.rs", Some(0.9))
+        };
+        assert!(!preempted(&own));
     }
 
     /// Known truth: the scraper's fixed twin, on a machine where other processes took the
