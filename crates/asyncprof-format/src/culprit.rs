@@ -144,9 +144,11 @@ pub fn call_frame(frames: &[Frame]) -> Option<&Frame> {
 fn culprit_at(frames: &[Frame], own_crate: Option<&str>) -> Option<usize> {
     frames.iter().position(is_user_frame).or_else(|| {
         let own = own_crate?;
+        // The outermost: tokio's task code inward of the user's (a `JoinHandle`'s poll, a
+        // spawn binding its task) is no boundary.
         let runs_the_poll = frames
             .iter()
-            .position(|f| polls_for_tokio(&f.function))
+            .rposition(polls_for_tokio)
             .unwrap_or(frames.len());
         frames[..runs_the_poll]
             .iter()
@@ -154,12 +156,19 @@ fn culprit_at(frames: &[Frame], own_crate: Option<&str>) -> Option<usize> {
     })
 }
 
-/// Whether `function` (a full name) is tokio's poll of a task (its task harness) or its
-/// `block_on` of a future.
-fn polls_for_tokio(function: &str) -> bool {
-    let f = function.trim_start_matches('<');
-    f.starts_with("tokio::runtime::task::")
-        || (f.starts_with("tokio::runtime::") && f.contains("block_on"))
+/// Whether `frame` is tokio's poll of a task (its task harness, `Core::poll`) or its
+/// `block_on` of a future: by its file, or without one by its full name.
+fn polls_for_tokio(frame: &Frame) -> bool {
+    let name = last_segment(&frame.function);
+    (name == "block_on" && in_tokio(frame, "/src/runtime/", "tokio::runtime::"))
+        || (name == "poll"
+            && [
+                "/src/runtime/task/harness.rs",
+                "/src/runtime/task/core.rs",
+                "/src/runtime/task/raw.rs",
+            ]
+            .iter()
+            .any(|file| tokio_frame(frame, file, "::runtime::task::", &["poll"])))
 }
 
 fn call_of(frames: &[Frame], culprit_at: usize) -> Option<&Frame> {
@@ -638,6 +647,19 @@ mod tests {
             primitive_and_culprit_in(&inlined, Some("order_service")),
             (None, None)
         );
+        // A spawn in a loop (tokio's task code inward of the program's) keeps its culprit.
+        let spawning = [
+            fr("tokio::runtime::task::list::OwnedTasks<S>::bind", None, 0),
+            fr("tokio::task::spawn::spawn", None, 0),
+            fr("order_service::fan_out", None, 0),
+            fr("tokio::runtime::task::core::Core<T,S>::poll", None, 0),
+            fr("tokio::runtime::task::harness::Harness<T,S>::poll", None, 0),
+            fr("tokio::runtime::runtime::Runtime::block_on", None, 0),
+            fr("order_service::main", None, 0),
+        ];
+        let (p, c) = primitive_and_culprit_in(&spawning, Some("order_service"));
+        assert_eq!(c.unwrap().function, "order_service::fan_out");
+        assert_eq!(p.unwrap().function, "tokio::task::spawn::spawn");
         assert_eq!(primitive_and_culprit_in(&frames, None), (None, None));
         assert_eq!(
             primitive_name("lock_api::mutex::Mutex<R,T>::lock"),

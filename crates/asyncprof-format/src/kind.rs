@@ -70,15 +70,17 @@ fn holder_preempted(s: &StallRecord) -> bool {
 }
 
 /// The call the user's code made (the stall's primitive, named as the recorder found it) is
-/// tokio's own (`spawn_blocking` waiting for its pool's lock, a timer's or a channel's
-/// internals): tokio holds its internal locks for moments, and a call of tokio's that would
-/// block for good in async code panics instead.
+/// one of tokio's spawns (`spawn_blocking` waiting for its blocking pool's lock, held while a
+/// thread starts; `spawn` binding the task to its runtime): tokio holds those locks for
+/// moments. Not its other calls: a `watch` channel's lock is held while the user's own
+/// closure or borrow runs.
 fn waits_inside_tokio(s: &StallRecord) -> bool {
     s.primitive.as_ref().is_some_and(|p| {
-        p.function.trim_start_matches('<').starts_with("tokio::")
+        let tokio = p.function.trim_start_matches('<').starts_with("tokio::")
             || p.file
                 .as_deref()
-                .is_some_and(|file| file.contains("/registry/src/") && file.contains("/tokio-1."))
+                .is_some_and(|file| file.contains("/registry/src/") && file.contains("/tokio-1."));
+        tokio && crate::culprit::last_segment(&p.function).starts_with("spawn")
     })
 }
 
@@ -450,6 +452,17 @@ mod tests {
             StallKind::label(&waited(Some(pool), Some(0.2))),
             "blocking-call"
         );
+        // Another call of tokio's (a `watch` channel's lock, held while the sender's closure
+        // runs): the poll's.
+        let watch = StallRecord {
+            primitive: Some(crate::Frame::new(
+                "tokio::sync::watch::Receiver<T>::borrow",
+                Some("/r/registry/src/i/tokio-1.54.1/src/sync/watch.rs".into()),
+                Some(1),
+            )),
+            ..futex_wait("tokio::sync::watch::Receiver<T>::borrow", pool, Some(0.9))
+        };
+        assert!(!preempted(&watch));
         // A call into the program's own library: the poll's.
         let own = StallRecord {
             primitive: Some(crate::Frame::new("svc_db::query", None, None)),

@@ -432,8 +432,16 @@ pub(crate) fn diagnosis<'a>(
                 .iter()
                 .max_by_key(|s| s.duration_ns)
                 .expect("a group holds at least one stall");
-            let at_line =
-                |s: &&&StallRecord| s.culprit.as_ref().and_then(|c| c.line) == Some(location.line);
+            // A culprit with no file (a build without debug info) is at its function.
+            let at_line = |s: &&&StallRecord| {
+                s.culprit.as_ref().is_some_and(|c| {
+                    if location.file.is_empty() {
+                        c.file.is_none() && c.function == location.function
+                    } else {
+                        c.line == Some(location.line)
+                    }
+                })
+            };
             // The stack shown is one of a stall at the finding's own line.
             let shown = stalls
                 .iter()

@@ -35,6 +35,7 @@ impl Marker {
     pub fn matches(&self, f: &Finding) -> bool {
         let (a, b) = (f.location.file.as_str(), self.file.as_str());
         f.kind == self.kind
+            && !a.is_empty()
             && (a.ends_with(b) || b.ends_with(a))
             && f.location.line.abs_diff(self.line) <= LINE_WINDOW
     }
@@ -169,5 +170,34 @@ impl Score {
     /// Every marker found and every finding expected.
     pub fn perfect(&self) -> bool {
         self.missed.is_empty() && self.unexpected.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Marker;
+
+    /// A finding with no file (a build without debug info names its function only) is at
+    /// no marked line: every path ends with the empty one, which matched any marker of its
+    /// kind within the line window of line 0.
+    #[test]
+    fn a_finding_with_no_file_matches_no_marker() {
+        let mut f = crate::Finding::runtime_wide(
+            "blocking-call",
+            crate::Severity::Warning,
+            crate::FindingLocation {
+                file: "src/svc.rs".into(),
+                line: 4,
+                function: "svc::handle".into(),
+            },
+            String::new(),
+            Vec::new(),
+        );
+        let marker = Marker::new("blocking-call", "src/svc.rs", 3);
+        assert!(marker.matches(&f));
+        f.location.file.clear();
+        f.location.line = 0;
+        f.location.function = "svc::handle".into();
+        assert!(!marker.matches(&f));
     }
 }

@@ -97,8 +97,11 @@ impl StallEvent {
         let line = line.unwrap_or(0);
         let duration = Duration::from_nanos(self.duration_ns);
         let duration_ms = self.duration_ns as f64 / 1e6;
-        let at = if file.is_empty() {
+        let at = if file.is_empty() && function.is_empty() {
             "a poll".to_string()
+        } else if file.is_empty() {
+            // A build without debug info: the function, no line.
+            format!("in {function}")
         } else {
             format!("{}:{} in {}", file, line, function)
         };

@@ -105,7 +105,7 @@ fn other_part(
     // No stack of the class names a line: no line, no part.
     let (primitive, line) = most_sampled_culprit(&of, &flags, other);
     let line = line?;
-    let same = |c: &Frame| c.file == line.file && c.line == line.line;
+    let same = |c: &Frame| same_line(c, &line);
     if culprit.is_some_and(same) {
         return None;
     }
@@ -132,6 +132,12 @@ fn other_part(
     part.primitive = primitive;
     part.culprit = Some(line);
     Some(part)
+}
+
+/// Whether two culprits are one line: its file and line, or, without a file (a build without
+/// debug info), its function.
+fn same_line(a: &Frame, b: &Frame) -> bool {
+    a.file == b.file && a.line == b.line && (a.file.is_some() || a.function == b.function)
 }
 
 /// Whether one of the stacks taken as `class` (on CPU: a signal's; blocking: copied while
@@ -168,10 +174,7 @@ fn most_sampled_culprit(
         let (primitive, Some(culprit)) = culprit::primitive_and_culprit(&s.frames) else {
             continue;
         };
-        match lines
-            .iter_mut()
-            .find(|(_, c, _)| c.file == culprit.file && c.line == culprit.line)
-        {
+        match lines.iter_mut().find(|(_, c, _)| same_line(c, &culprit)) {
             Some((_, _, n)) => *n += s.count,
             None => lines.push((primitive, culprit, s.count)),
         }
@@ -477,6 +480,34 @@ mod tests {
         assert_eq!(
             most_sampled_culprit(&[], &[], StallClass::CpuBound),
             (None, None)
+        );
+    }
+
+    /// Known truth: a poll of a program built without debug info, sampled once in one of its
+    /// functions and twice in another: no files, no lines; the function most samples reach is
+    /// the culprit, not every function counted as one "line".
+    #[test]
+    fn without_debug_info_the_culprit_is_the_function_most_samples_reach() {
+        asyncprof_format::culprit::set_own_crate("asyncprof");
+        let at = |function: &str| {
+            let mut s = StackSample::default();
+            s.count = 1;
+            s.frames = vec![
+                Frame::new("core::slice::sort::quicksort", None, None),
+                Frame::new(function, None, None),
+                Frame::new("tokio::runtime::task::core::Core<T,S>::poll", None, None),
+            ];
+            s
+        };
+        let stacks = [
+            at("asyncprof::orders::parse"),
+            at("asyncprof::orders::rank"),
+            at("asyncprof::orders::rank"),
+        ];
+        let (_, culprit) = most_sampled_culprit(&stacks, &[true; 3], StallClass::CpuBound);
+        assert_eq!(
+            culprit.map(|c| c.function),
+            Some("asyncprof::orders::rank".to_string())
         );
     }
 
