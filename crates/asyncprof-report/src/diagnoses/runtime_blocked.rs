@@ -13,11 +13,25 @@
 /// The kind's name.
 pub const KIND: &str = asyncprof_format::StallKind::RuntimeBlocked.name();
 
-/// What to do: for a lock, its holder never let go (a deadlock); for a `Condvar`, the
+/// What to do: for a one-time initialisation (`Once`, `OnceLock`, `LazyLock`), it never
+/// finished; for a lock, its holder never let go (a deadlock); for a `Condvar`, the
 /// notification never came; for anything else (`block_on`, a channel's `recv`), `.await` it.
 pub fn recommendation(primitive: Option<&str>, same_code: &[String]) -> String {
     let call = super::call(primitive, same_code);
     let p = primitive.unwrap_or("").to_ascii_lowercase();
+    if ["once", "lazylock", "lazy_static", "lazy::"]
+        .iter()
+        .any(|l| p.contains(l))
+    {
+        return format!(
+            "This poll never returned: {call} waited for good for a one-time initialisation \
+             that never finished, holding its worker (on a current-thread runtime, the whole \
+             runtime stops): the initialiser is stuck, or it waits (directly or through a lock \
+             or a channel) for something that needs this value, itself included. Make the \
+             initialiser independent of what waits on it, or initialise the value before the \
+             runtime starts."
+        );
+    }
     if p.contains("condvar") {
         return format!(
             "This poll never returned: {call} waited for good for a notification that never \
@@ -64,5 +78,16 @@ mod tests {
         assert!(block_on.contains("`.await` the future"), "{block_on}");
         let condvar = super::recommendation(Some("std::sync::Condvar::wait"), &[]);
         assert!(condvar.contains("notification"), "{condvar}");
+        for once in [
+            "std::sync::poison::once::Once::call_once",
+            "std::sync::once_lock::OnceLock<T>::get_or_init",
+            "std::sync::lazy_lock::LazyLock<T,F>::force",
+        ] {
+            let advice = super::recommendation(Some(once), &[]);
+            assert!(
+                advice.contains("one-time initialisation"),
+                "{once}: {advice}"
+            );
+        }
     }
 }
