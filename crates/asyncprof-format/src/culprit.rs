@@ -101,7 +101,12 @@ fn in_crate(function: &str, krate: &str) -> bool {
 /// function is in the program's own crate ([`set_own_crate`]) is the culprit, a function with
 /// no line.
 pub fn primitive_and_culprit(frames: &[Frame]) -> (Option<Frame>, Option<Frame>) {
-    primitive_and_culprit_in(frames, OWN_CRATE.get().map(String::as_str))
+    primitive_and_culprit_in(frames, own_crate())
+}
+
+/// The program's crate, once the recorder named it ([`set_own_crate`]).
+fn own_crate() -> Option<&'static str> {
+    OWN_CRATE.get().map(String::as_str)
 }
 
 /// [`primitive_and_culprit`] with the program's crate given (`None`: not known).
@@ -130,10 +135,7 @@ pub fn primitive_and_culprit_in(
 /// The call the user's code made, as the stack names it (not renamed to its public path): the
 /// frame inward of the first frame of the user's code, innermost first.
 pub fn call_frame(frames: &[Frame]) -> Option<&Frame> {
-    call_of(
-        frames,
-        culprit_at(frames, OWN_CRATE.get().map(String::as_str))?,
-    )
+    call_of(frames, culprit_at(frames, own_crate())?)
 }
 
 /// Where the first frame of the user's code is: by its file, or, with none so found, the
@@ -156,19 +158,15 @@ fn culprit_at(frames: &[Frame], own_crate: Option<&str>) -> Option<usize> {
     })
 }
 
-/// Whether `frame` is tokio's poll of a task (its task harness, `Core::poll`) or its
-/// `block_on` of a future: by its file, or without one by its full name.
+/// Whether `frame` is tokio's poll of a task or its `block_on` of a future (the outermost
+/// such frame is the task harness's or the runtime's): by its file, or without one by its full
+/// name.
 fn polls_for_tokio(frame: &Frame) -> bool {
-    let name = last_segment(&frame.function);
-    (name == "block_on" && in_tokio(frame, "/src/runtime/", "tokio::runtime::"))
-        || (name == "poll"
-            && [
-                "/src/runtime/task/harness.rs",
-                "/src/runtime/task/core.rs",
-                "/src/runtime/task/raw.rs",
-            ]
-            .iter()
-            .any(|file| tokio_frame(frame, file, "::runtime::task::", &["poll"])))
+    match last_segment(&frame.function).as_str() {
+        "block_on" => in_tokio(frame, "/src/runtime/", "tokio::runtime::"),
+        "poll" => in_tokio(frame, "/src/runtime/task/", "tokio::runtime::task::"),
+        _ => false,
+    }
 }
 
 fn call_of(frames: &[Frame], culprit_at: usize) -> Option<&Frame> {
@@ -448,7 +446,7 @@ fn is_tokio_runtime(frame: &Frame) -> bool {
 
 /// Whether `frame` is tokio's code under `dir` of its sources: by its file when it has one,
 /// else by its full name, which then starts with `module`.
-fn in_tokio(frame: &Frame, dir: &str, module: &str) -> bool {
+pub(crate) fn in_tokio(frame: &Frame, dir: &str, module: &str) -> bool {
     match frame.file.as_deref() {
         Some(f) => f.contains("tokio") && f.contains(dir),
         None => frame.function.trim_start_matches('<').starts_with(module),

@@ -76,11 +76,8 @@ fn holder_preempted(s: &StallRecord) -> bool {
 /// closure or borrow runs.
 fn waits_inside_tokio(s: &StallRecord) -> bool {
     s.primitive.as_ref().is_some_and(|p| {
-        let tokio = p.function.trim_start_matches('<').starts_with("tokio::")
-            || p.file
-                .as_deref()
-                .is_some_and(|file| file.contains("/registry/src/") && file.contains("/tokio-1."));
-        tokio && crate::culprit::last_segment(&p.function).starts_with("spawn")
+        crate::culprit::in_tokio(p, "/tokio-1.", "tokio::")
+            && crate::culprit::last_segment(&p.function).starts_with("spawn")
     })
 }
 

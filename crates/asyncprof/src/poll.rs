@@ -206,9 +206,7 @@ impl Recorder {
         }
         // The start this thread published (`publish_poll_start`): only it writes it.
         let coarse = clock::coarse_ns().saturating_sub(w.poll_start_ns.load(Relaxed));
-        if coarse >= self.long_threshold_ns || t.exact_start_ns.get() != 0 {
-            self.record_timed_poll(t, w, coarse);
-        }
+        self.record_timed_poll(t, w, coarse);
     }
 
     /// Hot path (stable tier, at every unpark): the calling worker is busy from now on. The
@@ -397,13 +395,10 @@ impl Recorder {
     #[cold]
     #[inline(never)]
     fn record_timed_poll(&self, t: &ThreadState, w: &Worker, coarse: u64) {
-        let exact_start = t.exact_start_ns.replace(0);
-        let ns = if exact_start != 0 {
-            clock::exact_ns().saturating_sub(exact_start)
-        } else {
-            coarse
+        // A short poll not sampled is not timed.
+        let Some((ns, long)) = self.timed(coarse, t.exact_start_ns.replace(0)) else {
+            return;
         };
-        let long = coarse >= self.long_threshold_ns || ns >= self.long_threshold_ns;
         let outliers = &self.loss.histogram_outliers;
         {
             let mut h = lock(&w.hists);
@@ -414,12 +409,8 @@ impl Recorder {
             }
         }
         w.counts.add_poll(ns, long);
-        let Some(s) = self.tasks.find(w.task_id.load(Relaxed)) else {
-            return;
-        };
-        s.counts.add_poll(ns, long);
-        if long {
-            self.record_long(s, ns, LongValue::Poll);
+        if let Some(s) = self.tasks.find(w.task_id.load(Relaxed)) {
+            self.add_task_poll(s, ns, long);
         }
     }
 
@@ -538,22 +529,36 @@ impl Recorder {
                 return;
             }
             let coarse = clock::coarse_ns().saturating_sub(w.poll_start_ns.load(Relaxed));
-            let exact_start = t.exact_start_ns.get();
-            if coarse < self.long_threshold_ns && exact_start == 0 {
-                // A short poll not sampled: counted (its task's count), timed at the mean.
-                return;
-            }
-            let ns = if exact_start != 0 {
-                clock::exact_ns().saturating_sub(exact_start)
-            } else {
-                coarse
-            };
-            let long = coarse >= self.long_threshold_ns || ns >= self.long_threshold_ns;
-            slot.counts.add_poll(ns, long);
-            if long {
-                self.record_long(slot, ns, LongValue::Poll);
+            // A short poll not sampled: counted (its task's count), timed at the mean.
+            if let Some((ns, long)) = self.timed(coarse, t.exact_start_ns.get()) {
+                self.add_task_poll(slot, ns, long);
             }
         })
+    }
+
+    /// A poll's length so far and whether it is long, from its coarse length and its exact
+    /// start (0: not sampled); `None` for a short poll not sampled, which is not timed.
+    fn timed(&self, coarse: u64, exact_start: u64) -> Option<(u64, bool)> {
+        if coarse < self.long_threshold_ns && exact_start == 0 {
+            return None;
+        }
+        let ns = if exact_start != 0 {
+            clock::exact_ns().saturating_sub(exact_start)
+        } else {
+            coarse
+        };
+        Some((
+            ns,
+            coarse >= self.long_threshold_ns || ns >= self.long_threshold_ns,
+        ))
+    }
+
+    /// A timed poll of the task in `s`: into its counters, a long one one by one.
+    fn add_task_poll(&self, s: &TaskSlot, ns: u64, long: bool) {
+        s.counts.add_poll(ns, long);
+        if long {
+            self.record_long(s, ns, LongValue::Poll);
+        }
     }
 
     /// Hot path (per task end of an untracked task): count the completion at location `li`.
