@@ -508,7 +508,7 @@ pub fn last_segment(function: &str) -> String {
 
 /// `f` without the type arguments that follow a name (`a::B<T>::c` → `a::B::c`), its
 /// qualified path kept (`<a::B as c::D>::e` stays).
-fn without_type_arguments(f: &str) -> String {
+pub(crate) fn without_type_arguments(f: &str) -> String {
     let mut out = String::with_capacity(f.len());
     let mut depth = 0usize;
     // The last character kept, and the last one read (an arrow's `-`).

@@ -200,9 +200,12 @@ fn awaited_a_future(s: &StallRecord) -> bool {
 }
 
 /// `<Pending as Future>::poll`, `poll_next`, `Response::text::{{closure}}` (an async fn's
-/// body), `{async_block#0}`: names of code that runs when a future is polled.
+/// body), `{async_block#0}`: names of code that runs when a future is polled. Read without
+/// type arguments: a generic function whose last type argument is a closure
+/// (`reduce<Map<..>, handle::{async_fn#0}::{closure_env#5}>`) is a call, not a closure.
 fn is_poll(function: &str) -> bool {
-    let last = function.rsplit("::").next().unwrap_or(function);
+    let function = crate::culprit::without_type_arguments(function);
+    let last = function.rsplit("::").next().unwrap_or(&function);
     last.starts_with("poll") || last.contains("{closure") || last.contains("{async")
 }
 
@@ -509,6 +512,17 @@ mod tests {
             let s = futex_wait(call, "/r/x.rs", Some(1.0));
             assert!(!preempted(&s), "{call}");
         }
+        // Known truth: a handler's rayon `reduce`, asleep while rayon's threads computed (60 of
+        // 60 requests, the machine crowded by them), its closures among the type arguments as
+        // line-tables-only debug info names it. Read as an awaited closure, it was preempted.
+        let rayon = futex_wait(
+            "reduce<rayon::iter::map::Map<rayon::range::Iter<u64>, fn(u64) -> u64>, \
+             shop::handle::{async_fn#0}::{closure_env#5}, shop::handle::{async_fn#0}::{closure_env#4}>",
+            "/r/registry/src/index/rayon-1.12.0/src/iter/mod.rs",
+            Some(1.0),
+        );
+        assert!(!preempted(&rayon));
+        assert_eq!(StallKind::label(&rayon), "blocking-call");
         // Still running at the end of the run: not preempted, whatever the machine.
         let ongoing = StallRecord {
             ongoing: true,
