@@ -24,7 +24,9 @@ pub enum StallKind {
     /// Classed on CPU (see [`crate::StallClass`]), or never found asleep and still on CPU for at least
     /// [`PREEMPTED_CPU_SHARE`] of the stall.
     CpuBoundPoll,
-    /// Asleep in a system call, or stopped in a call the stack names.
+    /// Asleep in a system call, or stopped in a call the stack names; or on CPU inside a
+    /// system call ([`in_a_system_call_on_cpu`]: a read copying a large file from the page
+    /// cache).
     BlockingCall,
 }
 
@@ -228,7 +230,11 @@ impl StallKind {
             || (s.class == StallClass::Unknown
                 && s.cpu_share.is_some_and(|c| c >= PREEMPTED_CPU_SHARE))
         {
-            StallKind::CpuBoundPoll
+            if in_a_system_call_on_cpu(s).is_some() {
+                StallKind::BlockingCall
+            } else {
+                StallKind::CpuBoundPoll
+            }
         } else if s.class == StallClass::Blocking || s.primitive.is_some() {
             StallKind::BlockingCall
         } else {
@@ -258,6 +264,70 @@ impl StallKind {
     }
 }
 
+/// The C library's system-call wrappers, without the prefixes and suffix of their internal
+/// names (`__libc_read`, `__GI___libc_write`, `__read_nocancel`): calls into the kernel that
+/// can compute there for long on a thread that stays on CPU (copies to and from the page
+/// cache, `getrandom`, `copy_file_range`).
+const SYSCALL_WRAPPERS: &[&str] = &[
+    "read",
+    "write",
+    "pread64",
+    "pwrite64",
+    "readv",
+    "writev",
+    "preadv",
+    "pwritev",
+    "preadv2",
+    "pwritev2",
+    "copy_file_range",
+    "sendfile",
+    "sendfile64",
+    "splice",
+    "getrandom",
+    "fsync",
+    "fdatasync",
+    "syscall",
+];
+
+/// The system call a stall on CPU computed in: at least half of its sampled stacks begin in
+/// the C library's wrapper of one (named here, `read`). A signal sent to a thread computing
+/// inside a system call runs its handler only as the call returns (a read from the page cache
+/// is not interrupted), so the stack it copies begins in the wrapper, the user's call under
+/// it: the poll did blocking I/O, on CPU in the kernel, not a computation of its own.
+pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> Option<String> {
+    if s.class == StallClass::Blocking {
+        return None;
+    }
+    let wrapper = |st: &crate::StackSample| {
+        let top = st.frames.first().filter(|f| f.file.is_none())?;
+        let name = top.function.as_str();
+        let name = ["__GI___libc_", "__libc_", "__GI___", "__"]
+            .iter()
+            .find_map(|p| name.strip_prefix(p))
+            .unwrap_or(name);
+        let name = name.strip_suffix("_nocancel").unwrap_or(name);
+        SYSCALL_WRAPPERS.iter().copied().find(|w| *w == name)
+    };
+    let total: u32 = s.stacks.iter().map(|st| st.count).sum();
+    let mut counts: Vec<(&str, u32)> = Vec::new();
+    for st in &s.stacks {
+        if let Some(name) = wrapper(st) {
+            match counts.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, c)) => *c += st.count,
+                None => counts.push((name, st.count)),
+            }
+        }
+    }
+    let in_calls: u32 = counts.iter().map(|(_, c)| c).sum();
+    if total == 0 || in_calls * 2 < total {
+        return None;
+    }
+    counts
+        .iter()
+        .max_by_key(|(_, c)| *c)
+        .map(|(n, _)| n.to_string())
+}
+
 /// Crates whose locks park a thread in `futex` as std's do, by their registry directory.
 const LOCK_CRATES: &[&str] = &["/lock_api-", "/parking_lot-"];
 
@@ -285,6 +355,67 @@ fn is_lock_wait(s: &StallRecord) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Known truth: a handler reading a 96 MiB file from the page cache with `std::fs::read`,
+    /// 50-70 ms on CPU inside one `read` (the stack its signal took as the call returned, as
+    /// recorded); a computation whose samples mostly landed in its own code, one at a
+    /// `write`.
+    #[test]
+    fn a_poll_on_cpu_inside_a_read_is_a_blocking_call() {
+        let std_file = |f: &str| Some(format!("/rustc/abc/library/std/src/{f}"));
+        let frames = |top: &str| {
+            vec![
+                crate::Frame::new(top, None, None),
+                crate::Frame::new(
+                    "<std::sys::fs::unix::File>::read_buf",
+                    std_file("sys/fs/unix.rs"),
+                    Some(1711),
+                ),
+                crate::Frame::new("std::fs::read::inner", std_file("fs.rs"), Some(346)),
+                crate::Frame::new(
+                    "media::handle::{async_fn#0}",
+                    Some("src/main.rs".into()),
+                    Some(146),
+                ),
+            ]
+        };
+        let on_cpu = |stacks: Vec<(&str, u32)>| StallRecord {
+            class: StallClass::CpuBound,
+            cpu_share: Some(0.99),
+            duration_ns: 60_000_000,
+            stacks: stacks
+                .into_iter()
+                .map(|(top, count)| crate::StackSample {
+                    count,
+                    frames: frames(top),
+                })
+                .collect(),
+            ..StallRecord::default()
+        };
+        for top in [
+            "read",
+            "__libc_read",
+            "__GI___libc_read",
+            "__read_nocancel",
+            "pread64",
+        ] {
+            let s = on_cpu(vec![(top, 1)]);
+            assert_eq!(StallKind::of(&s), StallKind::BlockingCall, "{top}");
+            assert!(!preempted(&s));
+        }
+        assert_eq!(
+            in_a_system_call_on_cpu(&on_cpu(vec![("__libc_pread64", 2)])).as_deref(),
+            Some("pread64")
+        );
+        // Mostly in its own code: a computation.
+        let computing = on_cpu(vec![("media::checksum", 5), ("write", 1)]);
+        assert_eq!(in_a_system_call_on_cpu(&computing), None);
+        assert_eq!(StallKind::of(&computing), StallKind::CpuBoundPoll);
+        // A function of the program's own named `read` has a file.
+        let mut own = on_cpu(vec![("read", 1)]);
+        own.stacks[0].frames[0].file = Some("src/codec.rs".into());
+        assert_eq!(StallKind::of(&own), StallKind::CpuBoundPoll);
+    }
 
     /// Known truth: a render on CPU cut by the end of the recording after 150 ms (a service
     /// stopped while it served a request), and a `block_on` asleep for good for 4 s.

@@ -1537,6 +1537,9 @@ impl Watchdog {
                     return;
                 }
                 Err(SampleError::NotYet) => active.stack_retries = 0,
+                // The thread computes inside a system call: its handler runs as the call
+                // returns, and a later look or the stall's end takes that stack.
+                Err(SampleError::Pending) => {}
                 Err(_) => {
                     self.rec.loss.missed_samples.fetch_add(1, Relaxed);
                 }
@@ -1697,9 +1700,10 @@ impl Watchdog {
         }
     }
 
-    fn finish(&self, mut active: Active, now: u64) {
+    fn finish(&mut self, mut active: Active, now: u64) {
         active.raw.ongoing = false;
         active.raw.last_seen_ns = now;
+        self.take_pending_stack(&mut active);
         Self::close_stretch(&mut active, now, false);
         // The poll just ended: the CPU the thread used since half the threshold says whether
         // it computed or waited for a core (an overloaded machine preempting it).
@@ -1718,6 +1722,36 @@ impl Watchdog {
             }
         }
         self.push(&mut active, now);
+    }
+
+    /// A stall's signal that its thread had not answered when the stall ended (it computed
+    /// inside a system call, a large read from the page cache, which a signal does not
+    /// interrupt): the handler ran as the call returned, inside the stalled poll, before the
+    /// poll could end, and its stack is the stall's. Kept for a task's poll when the handler
+    /// saw that task (a busy period's polls are told apart by more looks than this one).
+    fn take_pending_stack(&mut self, active: &mut Active) {
+        if !self.sampler.is_pending(active.raw.tid) {
+            return;
+        }
+        match self.sampler.take_pending() {
+            Some((_, Ok(sample)))
+                if active.raw.task_id != 0
+                    && sample.task == active.raw.task_id
+                    && active.samples < MAX_SAMPLES =>
+            {
+                active.samples += 1;
+                active.raw.signal_samples += 1;
+                active.raw.on_cpu_stacks.insert(sample.ips.clone());
+                *active.raw.stacks.entry(sample.ips).or_default() += 1;
+            }
+            Some(_) => {
+                self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+            }
+            None => {
+                self.sampler.cancel_pending();
+                self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     /// A poll's time split from its start to `end`: measured from the first read of the

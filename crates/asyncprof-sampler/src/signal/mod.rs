@@ -17,7 +17,11 @@
 //!   copies its registers and raw stack bytes into a preallocated slot. It does not unwind.
 //!   The thread is signalled only after it stayed awake for [`MIN_ON_CPU`] (no voluntary
 //!   context switch, on CPU at least half the time), so a thread that alternates short bursts of CPU with blocking
-//!   calls is never signalled (it is copied from outside while it sleeps).
+//!   calls is never signalled (it is copied from outside while it sleeps). A thread on CPU
+//!   inside a system call (a read copying a large file from the page cache, which a signal
+//!   does not interrupt) runs the handler only as the call returns: the slot stays armed for
+//!   it ([`SampleError::Pending`]) and the stack it copies then, the call's return with the
+//!   caller under it, is collected later ([`StackSampler::take_pending`]).
 //!
 //! Both copies are unwound on the watchdog's thread with DWARF call-frame information
 //! (`crate::unwind`, `framehop`).
@@ -33,7 +37,7 @@
 //! 6. a signal the sampler did not send (it sends its own with `rt_tgsigqueueinfo`, carrying
 //!    a value of its own) is passed to the previous handler (or ignored when there was none),
 //!    whatever the slot's state; one of the sampler's that finds the slot not armed for its
-//!    thread (late: its sample timed out) is dropped;
+//!    thread (late: its sample was given up) is dropped;
 //! 7. it stores raw registers and stack bytes only (one `pread` of `/proc/self/mem`, opened
 //!    before the handler is installed, which stops at an unmapped page instead of faulting;
 //!    the stack's end is not known in the handler); unwinding and symbolization happen later,
@@ -79,6 +83,12 @@ pub const MIN_ON_CPU: Duration = Duration::from_micros(500);
 
 /// Threads whose time on CPU the sampler follows at once (the oldest is forgotten first).
 const ON_CPU_MARKS: usize = 64;
+
+/// How long a signal that was not answered in time stays armed for its thread
+/// ([`SampleError::Pending`]) while other threads' signal samples wait for the slot: a thread
+/// computing inside one system call answers when it returns, a copy of a large file from the
+/// page cache tens of milliseconds later.
+const PENDING_MAX: Duration = Duration::from_millis(200);
 
 /// The kernel thread id of the calling thread (`gettid(2)`), or 0 off Linux.
 pub fn current_tid() -> i32 {
@@ -202,9 +212,13 @@ pub enum SampleError {
     Busy,
     /// The thread is gone.
     NoThread,
-    /// The thread did not run the handler in time (it is in uninterruptible sleep, or it
-    /// blocks the signal).
-    Timeout,
+    /// The thread on CPU did not run the handler in time: it computes inside a system call
+    /// (a read that copies a large file from the page cache), which a signal does not
+    /// interrupt, or waits for a core. The signal stays armed: the handler copies the stack
+    /// when the thread next returns to its own code, right where the call returns, and
+    /// [`StackSampler::take_pending`] collects it. Until then (at most 200 ms), other
+    /// threads' signal samples are [`SampleError::Busy`].
+    Pending,
     /// The thread is on CPU and the sampler has no signal (signals are off).
     NoSignal,
     /// The thread is on CPU but has not stayed there for [`MIN_ON_CPU`] without sleeping
@@ -273,6 +287,9 @@ pub struct StackSampler {
     buf: Vec<u8>,
     /// Threads seen on CPU (at most [`ON_CPU_MARKS`]).
     on_cpu: Vec<OnCpu>,
+    /// The thread whose signal is still armed ([`SampleError::Pending`]), and when it was
+    /// sent.
+    pending: Option<(i32, Instant)>,
 }
 
 /// Why the handler could not be installed.
@@ -313,6 +330,7 @@ impl StackSampler {
             stack: None,
             buf: Vec::new(),
             on_cpu: Vec::new(),
+            pending: None,
         }
     }
 
@@ -391,7 +409,9 @@ impl StackSampler {
 
     /// Capture the stack of thread `tid` of this process. A thread off CPU is copied from
     /// outside, without a signal; a thread on CPU is signalled (if this sampler has a signal)
-    /// and its handler waited for up to `timeout`.
+    /// and its handler waited for up to `timeout` ([`SampleError::Pending`] past it: the
+    /// handler's stack is then returned by a later sample of the same thread or by
+    /// [`StackSampler::take_pending`]).
     ///
     /// # Errors
     ///
@@ -414,9 +434,16 @@ impl StackSampler {
         timeout: Duration,
     ) -> Result<Sample, SampleError> {
         self.stack = stack.filter(|r| r.start < r.end);
+        if self.is_pending(tid) {
+            if let Some((_, answered)) = self.take_pending() {
+                return answered;
+            }
+        }
         match procfs::locate(tid) {
             Where::Frozen { nr, sp, pc, line } => self.sample_frozen(tid, nr, sp, pc, &line),
             Where::Running if self.signal.is_none() => Err(SampleError::NoSignal),
+            // Its signal is on its way still: no other is sent.
+            Where::Running if self.is_pending(tid) => Err(SampleError::Pending),
             Where::Running => {
                 // Only a thread that stayed awake (on CPU, or runnable and waiting for one)
                 // since it was first seen there, at least MIN_ON_CPU ago, is signalled: it is
@@ -556,6 +583,12 @@ impl StackSampler {
         if !our_handler_installed(signal) {
             return Err(SampleError::NoSignal);
         }
+        if self
+            .pending
+            .is_some_and(|(_, sent)| sent.elapsed() >= PENDING_MAX)
+        {
+            self.cancel_pending();
+        }
         // The slot is this sampler's alone while IDLE: set it up, then arm it. Release: the
         // handler that claims the armed slot (AcqRel) sees the target and range.
         SLOT.len.store(0, Relaxed);
@@ -588,14 +621,10 @@ impl StackSampler {
             match SLOT.state.load(Acquire) {
                 DONE => break,
                 ARMED if Instant::now() >= deadline => {
-                    // Take the slot back unless the handler started writing just now.
-                    if SLOT
-                        .state
-                        .compare_exchange(ARMED, IDLE, AcqRel, Acquire)
-                        .is_ok()
-                    {
-                        return Err(SampleError::Timeout);
-                    }
+                    // The signal stays armed for the thread: its handler runs when the thread
+                    // next returns to its own code.
+                    self.pending = Some((tid, Instant::now()));
+                    return Err(SampleError::Pending);
                 }
                 // A handler runs within microseconds on a thread that is on CPU; past that,
                 // the thread waits for a CPU, and spinning would take one from it.
@@ -606,6 +635,62 @@ impl StackSampler {
                 _ => std::thread::sleep(Duration::from_micros(50)),
             }
         }
+        self.collect()
+    }
+
+    /// Whether the signal sent to thread `tid` is still armed, not answered yet
+    /// ([`SampleError::Pending`]).
+    pub fn is_pending(&self, tid: i32) -> bool {
+        self.pending.is_some_and(|(t, _)| t == tid)
+    }
+
+    /// The thread whose signal was not answered in time ([`SampleError::Pending`]) and its
+    /// stack, once its handler ran: taken where the thread returned to its own code (a system
+    /// call's return). `None` while it has not run, or when no signal is pending.
+    pub fn take_pending(&mut self) -> Option<(i32, Result<Sample, SampleError>)> {
+        let (tid, _) = self.pending?;
+        match SLOT.state.load(Acquire) {
+            DONE => {}
+            // The handler is copying (microseconds): wait for it.
+            WRITING => {
+                let deadline = Instant::now() + Duration::from_millis(100);
+                while SLOT.state.load(Acquire) == WRITING && Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+                if SLOT.state.load(Acquire) != DONE {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+        self.pending = None;
+        Some((tid, self.collect()))
+    }
+
+    /// Give up the signal still armed for a thread ([`SampleError::Pending`]): its handler,
+    /// when it runs, finds the slot no longer armed and copies nothing; a stack it copied
+    /// already is dropped.
+    pub fn cancel_pending(&mut self) {
+        if self.pending.take().is_none() {
+            return;
+        }
+        // Take the slot back unless the handler is writing: then wait for it (a copy is
+        // microseconds), and drop what it wrote.
+        if SLOT
+            .state
+            .compare_exchange(ARMED, IDLE, AcqRel, Acquire)
+            .is_err()
+        {
+            let deadline = Instant::now() + Duration::from_millis(100);
+            while SLOT.state.load(Acquire) == WRITING && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            let _ = SLOT.state.compare_exchange(DONE, IDLE, AcqRel, Acquire);
+        }
+    }
+
+    /// The sample the handler wrote into the slot (its state DONE), and the slot free again.
+    fn collect(&mut self) -> Result<Sample, SampleError> {
         let regs = Regs {
             pc: SLOT.pc.load(Relaxed),
             sp: SLOT.sp.load(Relaxed),
@@ -821,7 +906,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         SLOT.state.store(DONE, Release);
         IN_HANDLER.with(|f| f.set(false));
     } else if sig < libc::SIGRTMIN() {
-        // A late signal of ours (its sample timed out). A standard signal is not queued: one
+        // A late signal of ours (its sample was given up). A standard signal is not queued: one
         // the service sent meanwhile was merged into ours, and is passed on with it.
         chain(sig, info, ctx);
     }

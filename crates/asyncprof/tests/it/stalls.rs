@@ -132,6 +132,38 @@ fn thread_sleep_is_a_blocking_call_at_its_line() {
     });
 }
 
+/// Known truth: a task reading a 96 MiB file from the page cache with `std::fs::read`: tens
+/// of milliseconds on CPU inside one `read`, which a signal does not interrupt. The signal's
+/// handler runs as the read returns, inside the poll: the stall has that stack, at the read's
+/// line, a blocking call. Before, the watchdog gave the signal up after 5 ms and the stall
+/// had no stack (no finding).
+#[test]
+fn a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_at_its_line() {
+    const BYTES: usize = 96 << 20;
+    let path = std::env::temp_dir().join(format!("asyncprof-it-read-{}", std::process::id()));
+    std::fs::write(&path, vec![7u8; BYTES]).unwrap();
+    crate::support::retry_if_disturbed(|| {
+        let p = path.clone();
+        let run = record_stall("file-read", Flavor::MultiThread(2), || async move {
+            tokio::spawn(async move {
+                let n = std::fs::read(&p).unwrap().len(); // stall: file-read
+                assert_eq!(n, BYTES);
+            })
+            .await
+            .unwrap();
+        });
+        let stall = stall_at(&run, "file-read");
+        assert_culprit(stall, "file-read");
+        assert_finding(&run, "blocking-call", "file-read");
+        assert_eq!(
+            stall.primitive.as_ref().map(|p| p.function.as_str()),
+            Some("std::fs::read"),
+            "{stall:#?}"
+        );
+    });
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn cpu_spin_is_cpu_bound_at_its_line() {
     crate::support::retry_if_disturbed(|| {
