@@ -98,8 +98,8 @@ pub(crate) fn write_finding(o: &mut String, f: &crate::Finding, seen: Option<&st
             }
         ),
         None => format!(
-            "{} stalls, {:.1} ms in all, longest {:.1} ms{}{}{}",
-            f.count,
+            "{}, {:.1} ms in all, longest {:.1} ms{}{}{}",
+            stalls_count(f.count as u64),
             f.total_ms,
             f.max_ms,
             f.primitive_text().map_or_else(String::new, |p| format!("; calls {p}")),
@@ -198,6 +198,11 @@ fn findings_count(n: u64) -> String {
     format!("{n} finding{}", if n == 1 { "" } else { "s" })
 }
 
+/// "1 stall", "3 stalls".
+fn stalls_count(n: u64) -> String {
+    format!("{n} stall{}", if n == 1 { "" } else { "s" })
+}
+
 /// Render the summary as text for a terminal.
 pub fn render_text(s: &Summary) -> Vec<u8> {
     let mut o = String::new();
@@ -277,9 +282,9 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
         for t in &s.stalls_without_culprit {
             let _ = writeln!(
                 o,
-                "  task spawned at {}: {} stalls, {:.1} ms in all, longest {:.1} ms; {}",
+                "  task spawned at {}: {}, {:.1} ms in all, longest {:.1} ms; {}",
                 t.task_location,
-                t.stalls,
+                stalls_count(t.stalls as u64),
                 t.total_ms,
                 t.max_ms,
                 task_stall_evidence(t)
@@ -381,12 +386,12 @@ pub fn render_diff_text(d: &crate::Diff) -> Vec<u8> {
     for (label, i) in [("base", &d.base), ("new ", &d.new)] {
         let _ = writeln!(
             o,
-            "{label}: {} ({} pid {}): {:.1}s, {} stalls, {}{}",
+            "{label}: {} ({} pid {}): {:.1}s, {}, {}{}",
             i.name,
             i.program,
             i.pid,
             i.duration_ms / 1e3,
-            i.stalls,
+            stalls_count(i.stalls as u64),
             findings_count(i.findings as u64),
             if i.truncated { ", truncated" } else { "" }
         );

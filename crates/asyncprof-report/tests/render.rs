@@ -74,7 +74,7 @@ fn a_run_without_signals_says_so_once_and_its_stalls_on_cpu_without_a_stack_poin
     assert_eq!(text.matches(sentence).count(), 1, "{text}");
     assert_eq!(text.lines().nth(1), Some(sentence), "{text}");
     assert!(
-        text.contains("src/service.rs:60:9: 1 stalls, 40.0 ms in all, longest 40.0 ms; 1 on CPU (no stack: signals were off)"),
+        text.contains("src/service.rs:60:9: 1 stall, 40.0 ms in all, longest 40.0 ms; 1 on CPU (no stack: signals were off)"),
         "{text}"
     );
     let html = render_html(&run, &summary, &|_| None);

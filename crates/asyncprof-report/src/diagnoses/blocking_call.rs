@@ -14,7 +14,8 @@
 /// The kind's name.
 pub const KIND: &str = asyncprof_format::StallKind::BlockingCall.name();
 
-/// What to do.
+/// What to do: the async equivalent of the call when it is a known one, else the general
+/// advice.
 pub fn recommendation(
     primitive: Option<&str>,
     same_code: &[String],
@@ -22,10 +23,130 @@ pub fn recommendation(
     max_ms: f64,
 ) -> String {
     format!(
-        "{} blocked the worker thread for up to {max_ms:.1} ms{}. Use the async equivalent \
-         (tokio::time::sleep, tokio::net, tokio::fs, an async client) or move the call into \
-         tokio::task::spawn_blocking.",
+        "{} blocked the worker thread for up to {max_ms:.1} ms{}. {}",
         super::call(primitive, same_code),
-        syscall.map_or_else(String::new, |s| format!(" (asleep in {s})"))
+        syscall.map_or_else(String::new, |s| format!(" (asleep in {s})")),
+        primitive.and_then(instead_of).unwrap_or(
+            "Use the async equivalent (tokio::time::sleep, tokio::net, tokio::fs, an async \
+             client) or move the call into tokio::task::spawn_blocking."
+        )
     )
+}
+
+/// What to use instead of a known blocking call (its name as the finding gives it:
+/// `std::thread::sleep`, `rayon::reduce`, `std::process::Command::output`), most specific
+/// first.
+fn instead_of(primitive: &str) -> Option<&'static str> {
+    const ADVICE: &[(&[&str], &str)] = &[
+        (
+            &["std::thread::sleep"],
+            "Use tokio::time::sleep(..).await, which lets the worker run other tasks meanwhile.",
+        ),
+        (
+            &["JoinHandle::join"],
+            "Run the work with tokio::task::spawn_blocking and .await its JoinHandle, or have \
+             the thread send its result on a tokio::sync::oneshot and .await that.",
+        ),
+        (
+            &[
+                "std::process::",
+                "Command::output",
+                "Command::status",
+                "Child::wait",
+            ],
+            "Use tokio::process::Command, whose output(), status() and wait() are awaited.",
+        ),
+        (
+            &["rayon::", "rayon_core::"],
+            "A rayon call waits for rayon's threads on the worker thread: hand the work to \
+             rayon with rayon::spawn and .await its result on a tokio::sync::oneshot, or run \
+             the call inside tokio::task::spawn_blocking.",
+        ),
+        (
+            &["futures::executor::", "futures_executor::", "block_on"],
+            "Do not block on a future inside the runtime: .await it.",
+        ),
+        (
+            &[
+                "std::sync::mpsc::",
+                "crossbeam_channel::",
+                "crossbeam::channel::",
+                "flume::",
+            ],
+            "Use an async channel (tokio::sync::mpsc, or tokio::sync::oneshot for one reply) \
+             and .await it, or move the wait into tokio::task::spawn_blocking.",
+        ),
+        (
+            &["std::fs::"],
+            "Use tokio::fs, or move the file work into tokio::task::spawn_blocking (one call \
+             there for many small operations).",
+        ),
+        (
+            &["std::net::", "std::os::unix::net::"],
+            "Use tokio::net's sockets, whose reads, writes and connects are awaited.",
+        ),
+        (
+            &["ureq::", "reqwest::blocking::", "attohttpc::", "minreq::"],
+            "Use an async HTTP client (reqwest) and .await the request, or move the call into \
+             tokio::task::spawn_blocking.",
+        ),
+        (
+            &[
+                "rusqlite::",
+                "postgres::",
+                "mysql::",
+                "diesel::",
+                "r2d2::",
+                "redis::",
+            ],
+            "A synchronous database client blocks the worker for every query: move the call \
+             into tokio::task::spawn_blocking, or use an async driver (sqlx, tokio-postgres, \
+             redis's async connection).",
+        ),
+    ];
+    ADVICE
+        .iter()
+        .find(|(names, _)| names.iter().any(|n| primitive.contains(n)))
+        .map(|(_, advice)| *advice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recommendation;
+
+    /// Known truth: the calls a media service's handlers blocked in (a sleep, a child
+    /// process's output, a thread's join, a rayon reduce, a sync channel's send, a file
+    /// read), each told the call that replaces it; an unknown call keeps the general advice.
+    #[test]
+    fn a_known_blocking_call_is_told_its_async_equivalent() {
+        let advice = |p: &str| recommendation(Some(p), &[], Some("futex"), 25.0);
+        for (call, want) in [
+            ("std::thread::sleep", "tokio::time::sleep"),
+            ("std::process::Command::output", "tokio::process::Command"),
+            (
+                "std::thread::JoinHandle::join",
+                "spawn_blocking and .await its JoinHandle",
+            ),
+            ("rayon::reduce", "rayon::spawn"),
+            ("std::sync::mpsc::send", "tokio::sync::mpsc"),
+            ("crossbeam_channel::Receiver::recv", "tokio::sync::mpsc"),
+            ("futures_executor::local_pool::block_on", ".await it"),
+            ("std::fs::read", "tokio::fs"),
+            ("std::net::TcpStream::connect", "tokio::net"),
+            ("ureq::call", "async HTTP client"),
+            ("rusqlite::Connection::execute", "spawn_blocking"),
+        ] {
+            let text = advice(call);
+            assert!(text.contains(want), "{call}: {text}");
+            assert!(
+                text.starts_with(&format!(
+                    "`{call}` blocked the worker thread for up to 25.0 ms"
+                )),
+                "{text}"
+            );
+        }
+        let unknown = advice("acme::Client::fetch");
+        assert!(unknown.contains("Use the async equivalent"), "{unknown}");
+        assert!(recommendation(None, &[], None, 12.0).starts_with("this call blocked"));
+    }
 }
