@@ -99,7 +99,7 @@ pub(crate) fn write_finding(o: &mut String, f: &crate::Finding, seen: Option<&st
         ),
         None => format!(
             "{}, {:.1} ms in all, longest {:.1} ms{}{}{}",
-            stalls_count(f.count as u64),
+            stalls_count(f.count),
             f.total_ms,
             f.max_ms,
             f.primitive_text().map_or_else(String::new, |p| format!("; calls {p}")),
@@ -284,7 +284,7 @@ pub fn render_text(s: &Summary) -> Vec<u8> {
                 o,
                 "  task spawned at {}: {}, {:.1} ms in all, longest {:.1} ms; {}",
                 t.task_location,
-                stalls_count(t.stalls as u64),
+                stalls_count(t.stalls),
                 t.total_ms,
                 t.max_ms,
                 task_stall_evidence(t)
@@ -391,7 +391,7 @@ pub fn render_diff_text(d: &crate::Diff) -> Vec<u8> {
             i.program,
             i.pid,
             i.duration_ms / 1e3,
-            stalls_count(i.stalls as u64),
+            stalls_count(i.stalls),
             findings_count(i.findings as u64),
             if i.truncated { ", truncated" } else { "" }
         );
