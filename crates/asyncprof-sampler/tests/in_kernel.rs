@@ -1,15 +1,19 @@
 //! A thread that computes inside one system call (a read copying a large file from the page
 //! cache) runs the sampling signal's handler only as the call returns. The signal stays armed
 //! ([`SampleError::Pending`]) and its stack is collected then: taken at the call's return,
-//! with the reading function under it. The read itself returns what it returns unsampled:
-//! the whole file, every time.
+//! the C library's `read` on top and the reading function under it. Meanwhile another
+//! thread's signal sample waits (busy) and leaves the pending one intact; once collected,
+//! both threads are sampled as usual. The read itself returns what it returns unsampled: the
+//! whole file, every time.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asyncprof_sampler::{Capture, SampleError, StackSampler};
+use asyncprof_sampler::{Capture, Sample, SampleError, StackSampler};
+
+mod support;
 
 /// The file's size: a read of it takes tens of milliseconds on CPU in the kernel.
 const FILE_BYTES: usize = 96 << 20;
@@ -31,6 +35,51 @@ fn read_whole_file(path: &std::path::Path, buf: &mut Vec<u8>) -> usize {
     buf.clear();
     let n = std::fs::File::open(path).unwrap().read_to_end(buf).unwrap();
     std::hint::black_box(n)
+}
+
+/// Sample `tid` until its signal is left pending (it was inside a read when the signal came),
+/// sample `other` once meanwhile (true when it was busy), then collect the pending stack.
+fn one_pending_stack(sampler: &mut StackSampler, tid: i32, other: i32) -> (Sample, bool) {
+    sampler.watch(other);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no signal left pending in 60 s: {seen:?}"
+        );
+        match sampler.sample(tid, Duration::from_millis(2)) {
+            Err(SampleError::Pending) => break,
+            Err(e) => seen.push(e),
+            Ok(_) => {}
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    assert!(sampler.is_pending(tid));
+    // The other thread, on CPU: its signal waits for the slot; the pending one stays.
+    let busy = sampler.sample(other, Duration::from_millis(50));
+    assert!(
+        matches!(busy, Err(SampleError::Busy | SampleError::NotYet)),
+        "{busy:?}"
+    );
+    let busy = busy == Err(SampleError::Busy);
+    assert!(sampler.is_pending(tid));
+    // The same thread again: no second signal while the first is on its way.
+    let again = sampler.sample(tid, Duration::from_millis(1));
+    match again {
+        Ok(s) => return (s, busy),
+        Err(SampleError::Pending) => {}
+        Err(e) => panic!("{e:?}"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some((t, s)) = sampler.take_pending() {
+            assert_eq!(t, tid);
+            return (s.unwrap(), busy);
+        }
+        assert!(Instant::now() < deadline, "the handler never ran");
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
 #[test]
@@ -60,71 +109,47 @@ fn a_thread_computing_inside_a_read_is_sampled_as_the_read_returns() {
             }
         })
     };
+    let (spinner_tid, spinner_stop, spinner) = support::spinning_thread(|| {});
     while tid.load(SeqCst) == 0 {
         std::thread::yield_now();
     }
     let tid = tid.load(SeqCst);
-    // Sample until a signal is left pending: the thread was inside a read when it came.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    let mut pending = false;
-    while Instant::now() < deadline && !pending {
-        let r = sampler.sample(tid, Duration::from_millis(2));
-        pending = r == Err(SampleError::Pending);
-        if let Err(e) = r {
-            seen.push(e);
+    // A pending signal's handler runs at the thread's next return to its own code: inside
+    // the read's caller when the read was what it computed in (nearly always: the thread
+    // spends its time there), elsewhere when it was only waiting for a core. Take a few.
+    let (mut at_read, mut busy) = (0, 0);
+    for _ in 0..5 {
+        let (sample, was_busy) = one_pending_stack(&mut sampler, tid, spinner_tid);
+        busy += u32::from(was_busy);
+        assert_eq!(sample.capture, Capture::Signal);
+        assert!(sample.late);
+        assert!(!sampler.is_pending(tid));
+        let names = names(&sample.ips);
+        if names.first().is_some_and(|n| n.contains("read"))
+            && names.iter().any(|n| n.contains("read_whole_file"))
+        {
+            at_read += 1;
         }
-        std::thread::sleep(Duration::from_micros(300));
     }
-    assert!(pending, "no signal left pending in 60 s: {seen:?}");
-    assert!(sampler.is_pending(tid));
-    // Another sample of the same thread sends no second signal while the first is on its way.
-    let again = sampler.sample(tid, Duration::from_millis(1));
+    assert!(at_read >= 3, "{at_read} of 5 stacks began in the read");
     assert!(
-        matches!(again, Err(SampleError::Pending) | Ok(_)),
-        "{again:?}"
+        busy >= 1,
+        "the other thread was never signalled while one was pending"
     );
-    let mut taken = again.ok().map(|s| (tid, Ok(s)));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while taken.is_none() && Instant::now() < deadline {
-        taken = sampler.take_pending();
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let (t, sample) = taken.expect("the handler ran once the read returned");
-    assert_eq!(t, tid);
-    let sample = sample.unwrap();
-    assert_eq!(sample.capture, Capture::Signal);
-    assert!(!sampler.is_pending(tid));
-    let names = names(&sample.ips);
-    assert!(
-        names.iter().any(|n| n.contains("read_whole_file")),
-        "{names:#?}"
-    );
-    // After it, the thread is sampled again as any other.
-    let mut next = Err(SampleError::NotYet);
+    // Both threads are sampled as usual afterwards: the slot is free.
+    let mut spun = sampler.sample(spinner_tid, Duration::from_millis(500));
     for _ in 0..2000 {
-        next = sampler.sample(tid, Duration::from_millis(200));
-        match next {
-            Err(SampleError::Pending) => {
-                // Inside a read again: wait for its end.
-                for _ in 0..1000 {
-                    if let Some((_, s)) = sampler.take_pending() {
-                        next = s;
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                break;
-            }
-            Err(SampleError::NotYet | SampleError::Inconsistent) => {
-                std::thread::sleep(Duration::from_micros(300))
-            }
-            _ => break,
+        if spun != Err(SampleError::NotYet) {
+            break;
         }
+        std::thread::sleep(asyncprof_sampler::MIN_ON_CPU / 2);
+        spun = sampler.sample(spinner_tid, Duration::from_millis(500));
     }
-    assert!(next.is_ok(), "{next:?}");
+    assert!(spun.as_ref().is_ok_and(|s| !s.late), "{spun:?}");
     stop.store(true, SeqCst);
+    spinner_stop.store(true, SeqCst);
     reader.join().unwrap();
+    spinner.join().unwrap();
     let _ = std::fs::remove_file(&path);
     assert!(reads.load(SeqCst) >= 1);
     assert_eq!(short.load(SeqCst), 0, "every read returned the whole file");

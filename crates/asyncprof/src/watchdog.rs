@@ -1494,6 +1494,11 @@ impl Watchdog {
                 Ok(_) if !same_poll() => {
                     self.rec.loss.missed_samples.fetch_add(1, Relaxed);
                 }
+                // A busy period's polls are told apart by when each sample saw which task: a
+                // late stack is of an earlier moment than this look.
+                Ok(sample) if sample.late && active.raw.task_id == 0 => {
+                    self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+                }
                 Ok(sample) => {
                     active.samples += 1;
                     if active.raw.task_id == 0 && sample.capture == Capture::Signal {

@@ -90,6 +90,14 @@ const ON_CPU_MARKS: usize = 64;
 /// page cache tens of milliseconds later.
 const PENDING_MAX: Duration = Duration::from_millis(200);
 
+/// How long a stack a pending signal's handler copied waits to be collected
+/// ([`StackSampler::take_pending`]) before another thread's signal sample frees the slot.
+const ANSWERED_MAX: Duration = Duration::from_secs(1);
+
+/// How long freeing the slot waits for a handler that is copying into it (microseconds,
+/// unless its thread lost its core mid-copy): past it, the slot is freed later.
+const WRITING_WAIT: Duration = Duration::from_millis(10);
+
 /// The kernel thread id of the calling thread (`gettid(2)`), or 0 off Linux.
 pub fn current_tid() -> i32 {
     #[cfg(target_os = "linux")]
@@ -215,9 +223,10 @@ pub enum SampleError {
     /// The thread on CPU did not run the handler in time: it computes inside a system call
     /// (a read that copies a large file from the page cache), which a signal does not
     /// interrupt, or waits for a core. The signal stays armed: the handler copies the stack
-    /// when the thread next returns to its own code, right where the call returns, and
-    /// [`StackSampler::take_pending`] collects it. Until then (at most 200 ms), other
-    /// threads' signal samples are [`SampleError::Busy`].
+    /// when the thread next returns to its own code (as the call returns, or where it was
+    /// preempted), and a later sample of the thread or [`StackSampler::take_pending`]
+    /// collects it ([`Sample::late`]). Until then (at most 200 ms unanswered, 1 s
+    /// uncollected), other threads' signal samples are [`SampleError::Busy`].
     Pending,
     /// The thread is on CPU and the sampler has no signal (signals are off).
     NoSignal,
@@ -264,6 +273,9 @@ pub struct Sample {
     /// What the task probe ([`set_task_probe`]) returned on the sampled thread when the
     /// handler ran; 0 without a probe, and for a stack copied from outside.
     pub task: u64,
+    /// Taken by a signal not answered in time ([`SampleError::Pending`]): the stack is of the
+    /// moment the thread next returned to its own code, not of the sample's call.
+    pub late: bool,
 }
 
 /// A thread seen on CPU: its CPU time and voluntary context switches then, and when.
@@ -354,7 +366,7 @@ impl StackSampler {
         // Invariant 5: the slot is static and already initialized; reset it anyway. The
         // memory file the handler reads is opened now, before the handler is installed: without
         // it the handler could copy nothing, and a signal would be a risk for nothing.
-        SLOT.state.store(IDLE, Release);
+        reclaim_slot();
         if !remote::open_memory() {
             INSTALLED.store(0, Release);
             return Err(InstallError::Memory);
@@ -437,6 +449,9 @@ impl StackSampler {
         if self.is_pending(tid) {
             if let Some((_, answered)) = self.take_pending() {
                 return answered;
+            }
+            if self.pending_is_dead(tid) {
+                self.cancel_pending();
             }
         }
         match procfs::locate(tid) {
@@ -573,8 +588,8 @@ impl StackSampler {
             return Err(SampleError::NoSignal);
         };
         let signal = *signal;
-        // A thread that blocks the signal, or has one pending already (an earlier sample
-        // timed out before it ran), is not sent another: it would queue up, and reach the
+        // A thread that blocks the signal, or has one pending already (an earlier sample's,
+        // given up before it ran), is not sent another: it would queue up, and reach the
         // service later through a signalfd, sigwait or a masked ppoll.
         if status.holds(signal) {
             return Err(SampleError::Blocked);
@@ -583,14 +598,24 @@ impl StackSampler {
         if !our_handler_installed(signal) {
             return Err(SampleError::NoSignal);
         }
-        if self
-            .pending
-            .is_some_and(|(_, sent)| sent.elapsed() >= PENDING_MAX)
-        {
+        // Another thread's signal is pending: the slot is its, until that signal is answered
+        // and collected, or given up.
+        if let Some((_, sent)) = self.pending {
+            let answered = SLOT.state.load(Acquire) == DONE;
+            let age = sent.elapsed();
+            if age < PENDING_MAX || (answered && age < ANSWERED_MAX) {
+                return Err(SampleError::Busy);
+            }
             self.cancel_pending();
         }
-        // The slot is this sampler's alone while IDLE: set it up, then arm it. Release: the
-        // handler that claims the armed slot (AcqRel) sees the target and range.
+        // With no signal pending, a slot not IDLE was left by a given-up signal's handler (or
+        // by a sampler before this one): free it, unless a handler is copying into it now.
+        if !reclaim_slot() {
+            return Err(SampleError::Busy);
+        }
+        // The slot is IDLE and no handler can claim it before it is armed: set it up, then
+        // arm it. Release: the handler that claims the armed slot (AcqRel) sees the target
+        // and range.
         SLOT.len.store(0, Relaxed);
         let (lo, hi) = match &self.stack {
             Some(r) => (r.start, r.end),
@@ -610,6 +635,7 @@ impl StackSampler {
         // here (a /proc read, tens of µs) was measured to widen the window in which it can
         // enter a blocking call before the signal lands (EINTR in `sample_cost`'s race: 1.5%
         // of signals against 0.55% without it).
+        let sent = Instant::now();
         let rc = send_ours(tid, signal);
         if rc != 0 {
             SLOT.state.store(IDLE, Release);
@@ -623,7 +649,7 @@ impl StackSampler {
                 ARMED if Instant::now() >= deadline => {
                     // The signal stays armed for the thread: its handler runs when the thread
                     // next returns to its own code.
-                    self.pending = Some((tid, Instant::now()));
+                    self.pending = Some((tid, sent));
                     return Err(SampleError::Pending);
                 }
                 // A handler runs within microseconds on a thread that is on CPU; past that,
@@ -635,7 +661,7 @@ impl StackSampler {
                 _ => std::thread::sleep(Duration::from_micros(50)),
             }
         }
-        self.collect()
+        self.collect(false)
     }
 
     /// Whether the signal sent to thread `tid` is still armed, not answered yet
@@ -653,7 +679,7 @@ impl StackSampler {
             DONE => {}
             // The handler is copying (microseconds): wait for it.
             WRITING => {
-                let deadline = Instant::now() + Duration::from_millis(100);
+                let deadline = Instant::now() + WRITING_WAIT;
                 while SLOT.state.load(Acquire) == WRITING && Instant::now() < deadline {
                     std::thread::yield_now();
                 }
@@ -664,7 +690,23 @@ impl StackSampler {
             _ => return None,
         }
         self.pending = None;
-        Some((tid, self.collect()))
+        Some((tid, self.collect(true)))
+    }
+
+    /// Whether the signal pending for thread `tid`, not answered, never will be: unanswered
+    /// for [`PENDING_MAX`], or no longer queued for the thread while the slot is still armed
+    /// (taken by the service's own handler, installed since, or lost to a given-up signal's
+    /// handler that held the slot for a moment). A signal on its way right now may be taken
+    /// for dead: that sample is lost, nothing else.
+    fn pending_is_dead(&self, tid: i32) -> bool {
+        let Some((_, sent)) = self.pending else {
+            return false;
+        };
+        if sent.elapsed() >= PENDING_MAX {
+            return true;
+        }
+        SLOT.state.load(Acquire) == ARMED
+            && procfs::status(tid).is_some_and(|st| !st.holds(self.signal()))
     }
 
     /// Give up the signal still armed for a thread ([`SampleError::Pending`]): its handler,
@@ -674,23 +716,17 @@ impl StackSampler {
         if self.pending.take().is_none() {
             return;
         }
-        // Take the slot back unless the handler is writing: then wait for it (a copy is
-        // microseconds), and drop what it wrote.
-        if SLOT
-            .state
-            .compare_exchange(ARMED, IDLE, AcqRel, Acquire)
-            .is_err()
-        {
-            let deadline = Instant::now() + Duration::from_millis(100);
-            while SLOT.state.load(Acquire) == WRITING && Instant::now() < deadline {
-                std::thread::yield_now();
-            }
-            let _ = SLOT.state.compare_exchange(DONE, IDLE, AcqRel, Acquire);
+        // Take the slot back, dropping what a handler wrote; a handler writing now is waited
+        // for a moment, else the slot is freed by the next sample (`reclaim_slot`).
+        let deadline = Instant::now() + WRITING_WAIT;
+        while !reclaim_slot() && Instant::now() < deadline {
+            std::thread::yield_now();
         }
     }
 
-    /// The sample the handler wrote into the slot (its state DONE), and the slot free again.
-    fn collect(&mut self) -> Result<Sample, SampleError> {
+    /// The sample the handler wrote into the slot (its state DONE), and the slot free again;
+    /// `late` for a signal that was not answered in time.
+    fn collect(&mut self, late: bool) -> Result<Sample, SampleError> {
         let regs = Regs {
             pc: SLOT.pc.load(Relaxed),
             sp: SLOT.sp.load(Relaxed),
@@ -705,6 +741,7 @@ impl StackSampler {
         let sample = if len >= 16 && regs.pc != 0 {
             walked(&mut self.walker, regs, stack, Capture::Signal, handler_ns).map(|mut s| {
                 s.task = SLOT.task.load(Relaxed);
+                s.late = late;
                 s
             })
         } else {
@@ -713,6 +750,32 @@ impl StackSampler {
         SLOT.state.store(IDLE, Release);
         sample
     }
+}
+
+/// Free the slot from a state no sample owns, when no signal is pending for a thread: a
+/// given-up signal's handler left it ARMED (put back after finding another thread's target)
+/// or DONE, or a sampler before this one left it so. True when the slot is IDLE after it;
+/// false while a handler is copying into it (WRITING). The sampler is the only one that arms
+/// the slot, so outside its own sample and pending signal, ARMED and DONE are no one's.
+fn reclaim_slot() -> bool {
+    // A given-up signal's handler can hold the slot for a moment (ARMED, WRITING, ARMED):
+    // a few tries.
+    for _ in 0..8 {
+        match SLOT.state.load(Acquire) {
+            IDLE => return true,
+            s @ (ARMED | DONE) => {
+                if SLOT
+                    .state
+                    .compare_exchange(s, IDLE, AcqRel, Acquire)
+                    .is_ok()
+                {
+                    return true;
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// Walk a copied stack into a sample; no frame at all is [`SampleError::Unreadable`].
@@ -734,6 +797,7 @@ fn walked(
         stack_bytes: stack.len(),
         handler_ns,
         task: 0,
+        late: false,
     })
 }
 
@@ -742,15 +806,17 @@ impl Drop for StackSampler {
         let Some((signal, previous)) = self.signal.take() else {
             return;
         };
-        // Wait for a handler still writing (bounded: a copy is microseconds), then restore.
+        // Free the slot, waiting for a handler still writing (bounded: a copy is microseconds;
+        // one still writing past it leaves the slot to the next sampler's `reclaim_slot`),
+        // then restore.
+        self.pending = None;
         let deadline = Instant::now() + Duration::from_millis(100);
-        while SLOT.state.load(Acquire) == WRITING && Instant::now() < deadline {
+        while !reclaim_slot() && Instant::now() < deadline {
             std::thread::yield_now();
         }
-        SLOT.state.store(IDLE, Release);
         if our_handler_installed(signal) {
-            // A signal of ours still pending (a sample that timed out on a thread that had not
-            // run yet) would meet the restored action, by default one that ends the process:
+            // A signal of ours still pending (a sample given up on a thread that had not run
+            // yet) would meet the restored action, by default one that ends the process:
             // ignoring the signal first discards every pending instance of it.
             // SAFETY: an all-zero sigaction with SIG_IGN (0 is SIG_DFL; set explicitly).
             let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -858,7 +924,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     }
     let me = current_tid();
     // Claim the armed slot, then check it was armed for this thread (AcqRel: the target and
-    // range stored before arming are seen). A late signal of an earlier, timed-out sample
+    // range stored before arming are seen). A late signal of an earlier, given-up sample
     // that finds the slot armed for another thread gives it back untouched.
     let claimed = SLOT
         .state
