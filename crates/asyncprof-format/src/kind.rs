@@ -25,7 +25,7 @@ pub enum StallKind {
     /// [`PREEMPTED_CPU_SHARE`] of the stall.
     CpuBoundPoll,
     /// Asleep in a system call, or stopped in a call the stack names; or on CPU inside a
-    /// system call ([`in_a_system_call_on_cpu`]: a read copying a large file from the page
+    /// system call (`in_a_system_call_on_cpu`: a read copying a large file from the page
     /// cache).
     BlockingCall,
 }

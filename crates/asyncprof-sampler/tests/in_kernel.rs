@@ -6,7 +6,7 @@
 //! both threads are sampled as usual. The read itself returns what it returns unsampled: the
 //! whole file, every time.
 
-use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,11 +30,11 @@ fn names(ips: &[usize]) -> Vec<String> {
     out
 }
 
+/// One `pread` of the whole file: a signal that cut it short would show as fewer bytes or
+/// an error (`read_to_end` would retry both).
 #[inline(never)]
-fn read_whole_file(path: &std::path::Path, buf: &mut Vec<u8>) -> usize {
-    buf.clear();
-    let n = std::fs::File::open(path).unwrap().read_to_end(buf).unwrap();
-    std::hint::black_box(n)
+fn read_whole_file(file: &std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    std::hint::black_box(file.read_at(buf, 0))
 }
 
 /// Sample `tid` until its signal is left pending (it was inside a read when the signal came),
@@ -56,8 +56,16 @@ fn one_pending_stack(sampler: &mut StackSampler, tid: i32, other: i32) -> (Sampl
         std::thread::sleep(Duration::from_micros(300));
     }
     assert!(sampler.is_pending(tid));
-    // The other thread, on CPU: its signal waits for the slot; the pending one stays.
-    let busy = sampler.sample(other, Duration::from_millis(50));
+    // The other thread, on CPU: its signal waits for the slot; the pending one stays. (Not
+    // signalled before it stayed on CPU long enough: tried again for a moment.)
+    let mut busy = sampler.sample(other, Duration::from_millis(50));
+    for _ in 0..20 {
+        if busy != Err(SampleError::NotYet) || !sampler.is_pending(tid) {
+            break;
+        }
+        std::thread::sleep(asyncprof_sampler::MIN_ON_CPU);
+        busy = sampler.sample(other, Duration::from_millis(50));
+    }
     assert!(
         matches!(busy, Err(SampleError::Busy | SampleError::NotYet)),
         "{busy:?}"
@@ -100,9 +108,10 @@ fn a_thread_computing_inside_a_read_is_sampled_as_the_read_returns() {
         );
         std::thread::spawn(move || {
             tid.store(asyncprof_sampler::current_tid(), SeqCst);
-            let mut buf = Vec::with_capacity(FILE_BYTES + 1);
+            let file = std::fs::File::open(&path).unwrap();
+            let mut buf = vec![0u8; FILE_BYTES];
             while !stop.load(SeqCst) {
-                if read_whole_file(&path, &mut buf) != FILE_BYTES {
+                if read_whole_file(&file, &mut buf).ok() != Some(FILE_BYTES) {
                     short.fetch_add(1, SeqCst);
                 }
                 reads.fetch_add(1, SeqCst);
@@ -152,6 +161,6 @@ fn a_thread_computing_inside_a_read_is_sampled_as_the_read_returns() {
     spinner.join().unwrap();
     let _ = std::fs::remove_file(&path);
     assert!(reads.load(SeqCst) >= 1);
-    assert_eq!(short.load(SeqCst), 0, "every read returned the whole file");
+    assert_eq!(short.load(SeqCst), 0, "every pread returned the whole file");
     drop(sampler);
 }

@@ -1543,7 +1543,13 @@ impl Watchdog {
                 }
                 Err(SampleError::NotYet) => active.stack_retries = 0,
                 // The thread computes inside a system call: its handler runs as the call
-                // returns, and a later look or the stall's end takes that stack.
+                // returns, and a later look or the stall's end takes that stack. A busy
+                // period does not use late stacks: the signal is given up at once, leaving
+                // the sampler to the other workers.
+                Err(SampleError::Pending) if active.raw.task_id == 0 => {
+                    self.sampler.cancel_pending();
+                    self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+                }
                 Err(SampleError::Pending) => {}
                 Err(_) => {
                     self.rec.loss.missed_samples.fetch_add(1, Relaxed);

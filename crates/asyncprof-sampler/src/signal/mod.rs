@@ -638,7 +638,9 @@ impl StackSampler {
         let sent = Instant::now();
         let rc = send_ours(tid, signal);
         if rc != 0 {
-            SLOT.state.store(IDLE, Release);
+            // No signal went out. A given-up signal's handler may hold the slot for a moment
+            // (WRITING, then ARMED again): not overwritten; `reclaim_slot` frees it later.
+            let _ = SLOT.state.compare_exchange(ARMED, IDLE, AcqRel, Acquire);
             return Err(SampleError::NoThread);
         }
         let deadline = Instant::now() + timeout;
@@ -693,20 +695,17 @@ impl StackSampler {
         Some((tid, self.collect(true)))
     }
 
-    /// Whether the signal pending for thread `tid`, not answered, never will be: unanswered
-    /// for [`PENDING_MAX`], or no longer queued for the thread while the slot is still armed
-    /// (taken by the service's own handler, installed since, or lost to a given-up signal's
-    /// handler that held the slot for a moment). A signal on its way right now may be taken
-    /// for dead: that sample is lost, nothing else.
+    /// Whether the signal pending for thread `tid`, not answered, never will be: the thread
+    /// is gone, or the signal is no longer queued for it while the slot is still armed (taken
+    /// by the service's own handler, installed since, or lost to a given-up signal's handler
+    /// that held the slot for a moment). Its age does not count here: a thread inside a read
+    /// of a gigabyte answers after hundreds of milliseconds, and its own stall waits for it
+    /// (only another thread's sample gives it up, [`PENDING_MAX`]). A signal on its way right
+    /// now may be taken for dead: that sample is lost, nothing else.
     fn pending_is_dead(&self, tid: i32) -> bool {
-        let Some((_, sent)) = self.pending else {
-            return false;
-        };
-        if sent.elapsed() >= PENDING_MAX {
-            return true;
-        }
-        SLOT.state.load(Acquire) == ARMED
-            && procfs::status(tid).is_some_and(|st| !st.holds(self.signal()))
+        self.is_pending(tid)
+            && SLOT.state.load(Acquire) == ARMED
+            && procfs::status(tid).is_none_or(|st| !st.holds(self.signal()))
     }
 
     /// Give up the signal still armed for a thread ([`SampleError::Pending`]): its handler,
