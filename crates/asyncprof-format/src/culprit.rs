@@ -138,6 +138,29 @@ pub fn call_frame(frames: &[Frame]) -> Option<&Frame> {
     call_of(frames, culprit_at(frames, own_crate())?)
 }
 
+/// The async code that called the culprit's function, when that function is a plain one (a
+/// helper `fn` doing the blocking call or the computation, a hand-written `Future::poll`):
+/// the first frame of the user's code outward of the culprit that is an async body
+/// (`{async_fn#0}`, `{async_block#0}`; `{{closure}}` as older compilers name them). That line
+/// is where the call can be moved into `spawn_blocking`, or an async equivalent awaited.
+/// `None` when the culprit is itself an async body, or no such frame has a line.
+pub fn async_caller(frames: &[Frame]) -> Option<&Frame> {
+    let at = culprit_at(frames, own_crate())?;
+    if is_async_body(&frames[at].function) {
+        return None;
+    }
+    frames[at + 1..]
+        .iter()
+        .find(|f| is_user_frame(f) && is_async_body(&f.function))
+}
+
+/// An async fn's or block's body by its name's last segment.
+fn is_async_body(function: &str) -> bool {
+    let f = without_type_arguments(function);
+    let last = f.rsplit("::").next().unwrap_or(&f);
+    last.starts_with("{async_fn") || last.starts_with("{async_block") || last == "{{closure}}"
+}
+
 /// Where the first frame of the user's code is: by its file, or, with none so found, the
 /// first frame without a file in the program's crate (see [`primitive_and_culprit`]) inward
 /// of tokio's poll of a task or of a `block_on` future: outward of it is the code that runs
@@ -571,6 +594,73 @@ mod tests {
 
     fn fr(function: &str, file: Option<&str>, line: u32) -> Frame {
         Frame::new(function, file.map(str::to_string), Some(line))
+    }
+
+    /// Known truth: a gateway whose handlers reach `std::thread::sleep` through a helper
+    /// `fn slow` (line 12) from a `tokio::select!` branch (line 97); a hand-written
+    /// `Future::poll` spinning at line 59, awaited at line 153; a sleep straight in an async
+    /// fn, which has no caller to name.
+    #[test]
+    fn a_plain_function_s_stall_names_the_async_code_that_called_it() {
+        let tokio = Some("/r/registry/src/i/tokio-1.54.1/src/runtime/task/raw.rs");
+        let select = [
+            fr("clock_nanosleep", None, 0),
+            fr(
+                "std::thread::sleep",
+                Some("/rustc/x/library/std/src/thread/mod.rs"),
+                1,
+            ),
+            fr("slow", Some("src/main.rs"), 12),
+            fr(
+                "{async_block#0}<gateway::handle::{async_fn#0}::{closure_env#0}>",
+                Some("src/main.rs"),
+                97,
+            ),
+            fr(
+                "poll<(), ..>",
+                Some("/r/registry/src/i/tokio-1.54.1/src/future/poll_fn.rs"),
+                58,
+            ),
+            fr("{async_fn#0}", Some("src/main.rs"), 93),
+            fr("poll", tokio, 1),
+        ];
+        let caller = async_caller(&select).expect("the select branch");
+        assert_eq!(
+            (caller.line, caller.function.as_str()),
+            (Some(97), select[3].function.as_str())
+        );
+        let future = [
+            fr(
+                "<gateway::Deadline as core::future::future::Future>::poll",
+                Some("src/main.rs"),
+                59,
+            ),
+            fr("gateway::handle::{async_fn#0}", Some("src/main.rs"), 153),
+            fr("poll", tokio, 1),
+        ];
+        assert_eq!(async_caller(&future).and_then(|f| f.line), Some(153));
+        let inline = [
+            fr("clock_nanosleep", None, 0),
+            fr(
+                "std::thread::sleep",
+                Some("/rustc/x/library/std/src/thread/mod.rs"),
+                1,
+            ),
+            fr("gateway::handle::{async_fn#0}", Some("src/main.rs"), 40),
+            fr("poll", tokio, 1),
+        ];
+        assert_eq!(async_caller(&inline), None);
+        // A helper called only from plain code (a thread's body): no async caller.
+        let threaded = [
+            fr("slow", Some("src/main.rs"), 12),
+            fr("gateway::worker", Some("src/main.rs"), 200),
+            fr(
+                "std::sys::thread::start",
+                Some("/rustc/x/library/std/src/sys/thread.rs"),
+                1,
+            ),
+        ];
+        assert_eq!(async_caller(&threaded), None);
     }
 
     #[test]

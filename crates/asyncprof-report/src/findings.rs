@@ -101,6 +101,11 @@ pub struct Finding {
     /// Other lines whose stalls were folded into this finding (same function, or same
     /// task), as `file:line in function (N stalls)`.
     pub also: Vec<String>,
+    /// When the finding's line is in a plain function (a helper the async code calls): the
+    /// async code that called it, as `file:line in function (N stalls)`, most stalls first
+    /// (at most three): where to move the call into `spawn_blocking` or await an async
+    /// equivalent.
+    pub called_from: Vec<String>,
     /// In a process with several runtimes: the ones whose workers these stalls held, by name
     /// (or `runtime <id>`). Empty when the run saw one runtime.
     pub runtimes: Vec<String>,
@@ -148,6 +153,7 @@ impl Finding {
             stack: Vec::new(),
             queue: None,
             also: Vec::new(),
+            called_from: Vec::new(),
             runtimes: Vec::new(),
             evidence,
         }
@@ -181,6 +187,36 @@ impl Finding {
             None
         }
     }
+}
+
+/// The async code that called the plain function of `stalls`' line
+/// (`asyncprof_format::culprit::async_caller` of each stall's most sampled stack), as
+/// `file:line in function (N stalls)`, most stalls first, at most three.
+fn async_callers<'a>(stalls: impl Iterator<Item = &'a StallRecord>) -> Vec<String> {
+    let mut by: BTreeMap<(String, u32, String), usize> = BTreeMap::new();
+    for s in stalls {
+        let Some(stack) = s.stacks.iter().rev().max_by_key(|st| st.count) else {
+            continue;
+        };
+        if let Some(f) = asyncprof_format::culprit::async_caller(&stack.frames) {
+            let key = (
+                f.file.clone().unwrap_or_default(),
+                f.line.unwrap_or(0),
+                f.function.clone(),
+            );
+            *by.entry(key).or_default() += 1;
+        }
+    }
+    let mut callers: Vec<_> = by.into_iter().collect();
+    callers.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    callers
+        .into_iter()
+        .take(3)
+        .map(|((file, line, function), n)| {
+            let s = if n == 1 { "" } else { "s" };
+            format!("{file}:{line} in {function} ({n} stall{s})")
+        })
+        .collect()
 }
 
 /// The runtimes of `stalls`, by label, when the run saw more than one runtime.
@@ -496,6 +532,7 @@ pub(crate) fn diagnosis<'a>(
                      time for it stood still.)",
                 );
             }
+            let called_from = async_callers(stalls.iter().filter(at_line).copied());
             Finding {
                 kind,
                 severity,
@@ -515,6 +552,7 @@ pub(crate) fn diagnosis<'a>(
                     .unwrap_or_default(),
                 queue: None,
                 also,
+                called_from,
                 runtimes: runtime_labels(run, &stalls),
                 evidence: Vec::new(),
             }

@@ -192,6 +192,9 @@ fn finding(f: &Finding, seen: Option<&str>, source: &dyn Fn(&str) -> Option<Stri
                 }
             }
             div.fix { (f.recommendation) }
+            @if !f.called_from.is_empty() {
+                p.muted { "Called from: " (f.called_from.join("; ")) }
+            }
             @if !f.also.is_empty() {
                 p.muted { "Also: " (f.also.join("; ")) }
             }

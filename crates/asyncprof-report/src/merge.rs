@@ -274,6 +274,13 @@ fn combine(parts: &[(usize, &Finding)], instances: &[Instance<'_>]) -> MergedFin
                 f.also.push(a.clone());
             }
         }
+        // The same caller on several instances is listed once (its first instance's count).
+        let place = |c: &str| c.split(" (").next().unwrap_or(c).to_string();
+        for c in &p.called_from {
+            if !f.called_from.iter().any(|x| place(x) == place(c)) {
+                f.called_from.push(c.clone());
+            }
+        }
         f.runtimes.extend(p.runtimes.iter().cloned());
     }
     f.runtimes.sort();

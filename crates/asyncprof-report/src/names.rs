@@ -94,7 +94,7 @@ pub fn enclosing_fn(source: &str, line: u32) -> Option<String> {
 pub fn name_anonymous(findings: &mut [Finding], source: &dyn Fn(&str) -> Option<String>) {
     for f in findings {
         // The other lines of a merged finding (`FILE:LINE in FUNCTION (N stalls, KIND)`).
-        for also in &mut f.also {
+        for also in f.also.iter_mut().chain(f.called_from.iter_mut()) {
             if let Some(named) = name_also(also, source) {
                 *also = named;
             }
@@ -255,6 +255,7 @@ fn spawn_all(urls: Vec<String>) {
             stack: Vec::new(),
             queue: None,
             also: Vec::new(),
+            called_from: Vec::new(),
             runtimes: Vec::new(),
             evidence: Vec::new(),
         }

@@ -120,6 +120,7 @@ pub(crate) fn queue_finding(
         stack: Vec::new(),
         queue: Some(ev),
         also: Vec::new(),
+        called_from: Vec::new(),
         runtimes: Vec::new(),
         evidence: Vec::new(),
     }

@@ -128,6 +128,9 @@ pub(crate) fn write_finding(o: &mut String, f: &crate::Finding, seen: Option<&st
         evidence,
         f.recommendation
     );
+    for c in &f.called_from {
+        let _ = writeln!(o, "    called from: {c}");
+    }
     for a in &f.also {
         let _ = writeln!(o, "    also: {a}");
     }
