@@ -138,27 +138,57 @@ pub fn call_frame(frames: &[Frame]) -> Option<&Frame> {
     call_of(frames, culprit_at(frames, own_crate())?)
 }
 
-/// The async code that called the culprit's function, when that function is a plain one (a
-/// helper `fn` doing the blocking call or the computation, a hand-written `Future::poll`):
-/// the first frame of the user's code outward of the culprit that is an async body
-/// (`{async_fn#0}`, `{async_block#0}`; `{{closure}}` as older compilers name them). That line
-/// is where the call can be moved into `spawn_blocking`, or an async equivalent awaited.
-/// `None` when the culprit is itself an async body, or no such frame has a line.
-pub fn async_caller(frames: &[Frame]) -> Option<&Frame> {
+/// The async code that called the culprit's function in `frames`, when that function is a
+/// plain one (a helper `fn` doing the blocking call or the computation, a hand-written
+/// `Future::poll`): the first frame of the user's code outward of the culprit, inside the
+/// same task (inward of tokio's poll of it), that is an async body (`{async_fn#0}`,
+/// `{async_block#0}`, `{async_closure#0}`). That line is where the call can be moved into
+/// `spawn_blocking`, or an async equivalent awaited. `None` when the stack's culprit is not
+/// `culprit` (the line the stall was recorded at), when the culprit is an async body or a
+/// closure (names that mangled symbols give both sync closures and async bodies,
+/// `{{closure}}` and `{closure#0}`, cannot tell which: no caller is named rather than a wrong
+/// one), or when no such frame is found.
+pub fn async_caller<'f>(frames: &'f [Frame], culprit: &Frame) -> Option<&'f Frame> {
     let at = culprit_at(frames, own_crate())?;
-    if is_async_body(&frames[at].function) {
+    let found = &frames[at];
+    if found.file != culprit.file || found.line != culprit.line {
+        return None;
+    }
+    if !matches!(body_kind(&found.function), Body::Plain) {
         return None;
     }
     frames[at + 1..]
         .iter()
-        .find(|f| is_user_frame(f) && is_async_body(&f.function))
+        .take_while(|f| !polls_for_tokio(f))
+        .filter(|f| is_user_frame(f))
+        .find(|f| !matches!(body_kind(&f.function), Body::Plain))
+        .filter(|f| matches!(body_kind(&f.function), Body::Async))
 }
 
-/// An async fn's or block's body by its name's last segment.
-fn is_async_body(function: &str) -> bool {
+/// What a function's name says it is.
+enum Body {
+    /// An async fn's, block's or closure's body.
+    Async,
+    /// A closure, or an async body named as one (`{{closure}}`, `{closure#0}`).
+    Closure,
+    /// A named function.
+    Plain,
+}
+
+/// What `function` is, by its last segment without type arguments.
+fn body_kind(function: &str) -> Body {
     let f = without_type_arguments(function);
     let last = f.rsplit("::").next().unwrap_or(&f);
-    last.starts_with("{async_fn") || last.starts_with("{async_block") || last == "{{closure}}"
+    if ["{async_fn", "{async_block", "{async_closure"]
+        .iter()
+        .any(|p| last.starts_with(p))
+    {
+        Body::Async
+    } else if last.starts_with("{{closure") || last.starts_with("{closure") {
+        Body::Closure
+    } else {
+        Body::Plain
+    }
 }
 
 /// Where the first frame of the user's code is: by its file, or, with none so found, the
@@ -531,7 +561,7 @@ pub fn last_segment(function: &str) -> String {
 
 /// `f` without the type arguments that follow a name (`a::B<T>::c` → `a::B::c`), its
 /// qualified path kept (`<a::B as c::D>::e` stays).
-pub(crate) fn without_type_arguments(f: &str) -> String {
+pub fn without_type_arguments(f: &str) -> String {
     let mut out = String::with_capacity(f.len());
     let mut depth = 0usize;
     // The last character kept, and the last one read (an arrow's `-`).
@@ -624,7 +654,7 @@ mod tests {
             fr("{async_fn#0}", Some("src/main.rs"), 93),
             fr("poll", tokio, 1),
         ];
-        let caller = async_caller(&select).expect("the select branch");
+        let caller = async_caller(&select, &select[2]).expect("the select branch");
         assert_eq!(
             (caller.line, caller.function.as_str()),
             (Some(97), select[3].function.as_str())
@@ -638,7 +668,12 @@ mod tests {
             fr("gateway::handle::{async_fn#0}", Some("src/main.rs"), 153),
             fr("poll", tokio, 1),
         ];
-        assert_eq!(async_caller(&future).and_then(|f| f.line), Some(153));
+        assert_eq!(
+            async_caller(&future, &future[0]).and_then(|f| f.line),
+            Some(153)
+        );
+        // A stack whose culprit is another line than the stall's: none.
+        assert_eq!(async_caller(&future, &select[2]), None);
         let inline = [
             fr("clock_nanosleep", None, 0),
             fr(
@@ -649,7 +684,7 @@ mod tests {
             fr("gateway::handle::{async_fn#0}", Some("src/main.rs"), 40),
             fr("poll", tokio, 1),
         ];
-        assert_eq!(async_caller(&inline), None);
+        assert_eq!(async_caller(&inline, &inline[2]), None);
         // A helper called only from plain code (a thread's body): no async caller.
         let threaded = [
             fr("slow", Some("src/main.rs"), 12),
@@ -660,7 +695,37 @@ mod tests {
                 1,
             ),
         ];
-        assert_eq!(async_caller(&threaded), None);
+        assert_eq!(async_caller(&threaded, &threaded[0]), None);
+        // Names of mangled symbols (full debug info): a sync closure and an async body are
+        // both `{{closure}}`; the first one outward decides, and names no caller.
+        let legacy = [
+            fr("slow", Some("src/main.rs"), 12),
+            fr("gateway::sum::{{closure}}", Some("src/main.rs"), 30),
+            fr("gateway::handle::{{closure}}", Some("src/main.rs"), 97),
+            fr("poll", tokio, 1),
+        ];
+        assert_eq!(async_caller(&legacy, &legacy[0]), None);
+        // A `LocalSet` task's helper: the search stops at tokio's poll of the task, not at
+        // the `run_until` in `main`'s body that polls the set.
+        let local = [
+            fr("slow", Some("src/main.rs"), 12),
+            fr("poll", tokio, 1),
+            fr("{async_block#0}", Some("src/main.rs"), 300),
+        ];
+        assert_eq!(async_caller(&local, &local[0]), None);
+        // An async closure's body is async code itself.
+        let closure = [
+            fr("clock_nanosleep", None, 0),
+            fr(
+                "std::thread::sleep",
+                Some("/rustc/x/library/std/src/thread/mod.rs"),
+                1,
+            ),
+            fr("gateway::route::{async_closure#0}", Some("src/main.rs"), 70),
+            fr("gateway::handle::{async_fn#0}", Some("src/main.rs"), 90),
+            fr("poll", tokio, 1),
+        ];
+        assert_eq!(async_caller(&closure, &closure[2]), None);
     }
 
     #[test]

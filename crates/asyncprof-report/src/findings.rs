@@ -189,34 +189,59 @@ impl Finding {
     }
 }
 
-/// The async code that called the plain function of `stalls`' line
-/// (`asyncprof_format::culprit::async_caller` of each stall's most sampled stack), as
-/// `file:line in function (N stalls)`, most stalls first, at most three.
+/// The async code that called the plain function of `stalls`' line: per stall, the caller
+/// (`asyncprof_format::culprit::async_caller`) most of its samples at its recorded culprit
+/// show; as `file:line in function (N stalls)`, most stalls first, at most three.
 fn async_callers<'a>(stalls: impl Iterator<Item = &'a StallRecord>) -> Vec<String> {
-    let mut by: BTreeMap<(String, u32, String), usize> = BTreeMap::new();
+    let mut by: BTreeMap<(String, u32, String), u64> = BTreeMap::new();
     for s in stalls {
-        let Some(stack) = s.stacks.iter().rev().max_by_key(|st| st.count) else {
+        let Some(culprit) = &s.culprit else {
             continue;
         };
-        if let Some(f) = asyncprof_format::culprit::async_caller(&stack.frames) {
-            let key = (
-                f.file.clone().unwrap_or_default(),
-                f.line.unwrap_or(0),
-                f.function.clone(),
-            );
+        let mut samples: BTreeMap<(String, u32, String), u32> = BTreeMap::new();
+        for st in &s.stacks {
+            if let Some(f) = asyncprof_format::culprit::async_caller(&st.frames, culprit) {
+                let key = (
+                    f.file.clone().unwrap_or_default(),
+                    f.line.unwrap_or(0),
+                    asyncprof_format::culprit::without_type_arguments(&f.function),
+                );
+                *samples.entry(key).or_default() += st.count;
+            }
+        }
+        if let Some((key, _)) = samples.into_iter().max_by_key(|(_, n)| *n) {
             *by.entry(key).or_default() += 1;
         }
     }
-    let mut callers: Vec<_> = by.into_iter().collect();
-    callers.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-    callers
-        .into_iter()
+    callers_text(
+        by.into_iter()
+            .map(|((f, l, func), n)| (format!("{f}:{l} in {func}"), n)),
+    )
+}
+
+/// Callers as `place (N stalls)`, most stalls first (then by place), at most three; the same
+/// place given twice counts once with both counts.
+pub(crate) fn callers_text(callers: impl Iterator<Item = (String, u64)>) -> Vec<String> {
+    let mut by: BTreeMap<String, u64> = BTreeMap::new();
+    for (place, n) in callers {
+        *by.entry(place).or_default() += n;
+    }
+    let mut list: Vec<(String, u64)> = by.into_iter().collect();
+    list.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    list.into_iter()
         .take(3)
-        .map(|((file, line, function), n)| {
+        .map(|(place, n)| {
             let s = if n == 1 { "" } else { "s" };
-            format!("{file}:{line} in {function} ({n} stall{s})")
+            format!("{place} ({n} stall{s})")
         })
         .collect()
+}
+
+/// A caller as [`callers_text`] wrote it, split into its place and its stall count.
+pub(crate) fn caller_parts(text: &str) -> Option<(String, u64)> {
+    let (place, tail) = text.rsplit_once(" (")?;
+    let n = tail.split(' ').next()?.parse().ok()?;
+    Some((place.to_string(), n))
 }
 
 /// The runtimes of `stalls`, by label, when the run saw more than one runtime.
@@ -630,6 +655,86 @@ mod tests {
             s.culprit = Some(user);
         }
         s
+    }
+
+    /// Known truth: a poll that slept 4 samples in helper `audit` (called from line 55) and
+    /// then computed at line 26 of helper `score` (called from line 60) for longer: recorded
+    /// on CPU at line 26. Its caller is the one of line 26's stacks (60), though the asleep
+    /// stack has the most samples; a second such stall adds to the count; a stall recorded
+    /// at an async fn's own line names no caller.
+    #[test]
+    fn a_finding_in_a_helper_names_the_caller_of_its_own_line() {
+        let f = |name: &str, line: u32| Frame::new(name, Some(FILE.into()), Some(line));
+        let std =
+            |name: &str| Frame::new(name, Some("/rustc/x/library/std/src/x.rs".into()), Some(1));
+        let sample = |count: u32, frames: Vec<Frame>| {
+            let mut st = StackSample::default();
+            st.count = count;
+            st.frames = frames;
+            st
+        };
+        let helper = |id: u64| {
+            let mut s = stall(id, StallClass::CpuBound, None);
+            s.duration_ns = 60_000_000;
+            s.culprit = Some(f("score", 26));
+            s.stacks = vec![
+                sample(
+                    4,
+                    vec![
+                        std("std::thread::sleep"),
+                        f("audit", 8),
+                        f("enrich::handle::{async_fn#0}", 55),
+                    ],
+                ),
+                sample(
+                    1,
+                    vec![f("score", 26), f("enrich::handle::{async_fn#0}", 60)],
+                ),
+                sample(
+                    1,
+                    vec![
+                        std("core::slice::sort"),
+                        f("score", 26),
+                        f("enrich::handle::{async_fn#0}", 60),
+                    ],
+                ),
+            ];
+            s
+        };
+        let findings = findings(&[helper(1), helper(2)]);
+        let at_26: Vec<_> = findings.iter().filter(|x| x.location.line == 26).collect();
+        assert_eq!(at_26.len(), 1, "{findings:#?}");
+        assert_eq!(
+            at_26[0].called_from,
+            [format!(
+                "{FILE}:60 in enrich::handle::{{async_fn#0}} (2 stalls)"
+            )],
+            "{findings:#?}"
+        );
+        let mut inline = stall(3, StallClass::Blocking, Some((70, "std::thread::sleep")));
+        inline.stacks[0].frames[1] = f("enrich::handle::{async_fn#0}", 70);
+        inline.culprit = Some(f("enrich::handle::{async_fn#0}", 70));
+        let findings = self::findings(&[inline]);
+        assert!(
+            findings.iter().all(|x| x.called_from.is_empty()),
+            "{findings:#?}"
+        );
+        // Merged across instances: one place, the counts added, at most three.
+        assert_eq!(
+            super::callers_text(
+                [
+                    ("a.rs:1 in f".to_string(), 2),
+                    ("b.rs:2 in g".to_string(), 1),
+                    ("a.rs:1 in f".to_string(), 3)
+                ]
+                .into_iter()
+            ),
+            ["a.rs:1 in f (5 stalls)", "b.rs:2 in g (1 stall)"]
+        );
+        assert_eq!(
+            super::caller_parts("/home/u/svc (copy)/a.rs:1 in f (5 stalls)"),
+            Some(("/home/u/svc (copy)/a.rs:1 in f".to_string(), 5))
+        );
     }
 
     /// On a busy machine every look found the thread runnable but waiting for a core, so the

@@ -268,21 +268,22 @@ fn combine(parts: &[(usize, &Finding)], instances: &[Instance<'_>]) -> MergedFin
     f.syscall = f
         .syscall
         .or_else(|| parts.iter().find_map(|(_, p)| p.syscall.clone()));
+    // Each instance's callers, their stall counts added up per place.
+    let mut callers: Vec<(String, u64)> = Vec::new();
     for (_, p) in parts {
         for a in &p.also {
             if !f.also.contains(a) {
                 f.also.push(a.clone());
             }
         }
-        // The same caller on several instances is listed once (its first instance's count).
-        let place = |c: &str| c.split(" (").next().unwrap_or(c).to_string();
-        for c in &p.called_from {
-            if !f.called_from.iter().any(|x| place(x) == place(c)) {
-                f.called_from.push(c.clone());
-            }
-        }
+        callers.extend(
+            p.called_from
+                .iter()
+                .filter_map(|c| crate::findings::caller_parts(c)),
+        );
         f.runtimes.extend(p.runtimes.iter().cloned());
     }
+    f.called_from = crate::findings::callers_text(callers.into_iter());
     f.runtimes.sort();
     f.runtimes.dedup();
     // By index, not name: the same file given twice is two instances.
