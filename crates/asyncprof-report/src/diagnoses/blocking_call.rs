@@ -43,7 +43,8 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
             "Use tokio::time::sleep(..).await, which lets the worker run other tasks meanwhile.",
         ),
         (
-            &["JoinHandle::join"],
+            // Without debug info, std's inner join names the call.
+            &["JoinHandle::join", "JoinInner::join"],
             "Run the work with tokio::task::spawn_blocking and .await its JoinHandle, or have \
              the thread send its result on a tokio::sync::oneshot and .await that.",
         ),
@@ -125,6 +126,10 @@ mod tests {
             ("std::process::Command::output", "tokio::process::Command"),
             (
                 "std::thread::JoinHandle::join",
+                "spawn_blocking and .await its JoinHandle",
+            ),
+            (
+                "std::thread::lifecycle::JoinInner::join",
                 "spawn_blocking and .await its JoinHandle",
             ),
             ("rayon::reduce", "rayon::spawn"),
