@@ -27,17 +27,9 @@ fn frozen_outer_poll(ms: i32) {
     std::hint::black_box(());
 }
 
-/// The function names of a sample's frames.
-fn names(ips: &[usize]) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, ip) in ips.iter().enumerate() {
-        let at = if i == 0 { *ip } else { ip - 1 };
-        backtrace::resolve(at as *mut std::ffi::c_void, |s| {
-            out.push(s.name().map(|n| format!("{n:#}")).unwrap_or_default());
-        });
-    }
-    out
-}
+mod support;
+
+use support::names;
 
 /// Sample a thread running `f` while it sleeps; returns the frame names of a frozen sample.
 fn frozen_stack(f: fn()) -> Vec<String> {

@@ -15,20 +15,10 @@ use asyncprof_sampler::{Capture, Sample, SampleError, StackSampler};
 
 mod support;
 
+use support::names;
+
 /// The file's size: a read of it takes tens of milliseconds on CPU in the kernel.
 const FILE_BYTES: usize = 96 << 20;
-
-/// The function names of a sample's frames.
-fn names(ips: &[usize]) -> Vec<String> {
-    let mut out = Vec::new();
-    for (i, ip) in ips.iter().enumerate() {
-        let at = if i == 0 { *ip } else { ip - 1 };
-        backtrace::resolve(at as *mut std::ffi::c_void, |s| {
-            out.push(s.name().map(|n| format!("{n:#}")).unwrap_or_default());
-        });
-    }
-    out
-}
 
 /// One `pread` of the whole file: a signal that cut it short would show as fewer bytes or
 /// an error (`read_to_end` would retry both).
