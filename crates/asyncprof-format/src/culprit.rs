@@ -157,16 +157,19 @@ pub fn async_caller<'f>(frames: &'f [Frame], culprit: &Frame) -> Option<&'f Fram
     if !matches!(body_kind(&found.function), Body::Plain) {
         return None;
     }
+    // The first body outward decides: a closure (sync, or async named as a closure) names
+    // none.
     frames[at + 1..]
         .iter()
         .take_while(|f| !polls_for_tokio(f))
         .filter(|f| is_user_frame(f))
-        .find(|f| !matches!(body_kind(&f.function), Body::Plain))
-        .filter(|f| matches!(body_kind(&f.function), Body::Async))
+        .map(|f| (f, body_kind(&f.function)))
+        .find(|(_, kind)| !matches!(kind, Body::Plain))
+        .and_then(|(f, kind)| matches!(kind, Body::Async).then_some(f))
 }
 
 /// What a function's name says it is.
-enum Body {
+pub(crate) enum Body {
     /// An async fn's, block's or closure's body.
     Async,
     /// A closure, or an async body named as one (`{{closure}}`, `{closure#0}`).
@@ -175,10 +178,17 @@ enum Body {
     Plain,
 }
 
-/// What `function` is, by its last segment without type arguments.
-fn body_kind(function: &str) -> Body {
+/// A function's last path segment without its type arguments, `{..}` segments kept
+/// (`reduce<Map<..>, h::{closure_env#5}>` → `reduce`, `handle::{async_fn#0}` →
+/// `{async_fn#0}`); [`last_segment`] skips those to the function around.
+pub(crate) fn innermost_segment(function: &str) -> String {
     let f = without_type_arguments(function);
-    let last = f.rsplit("::").next().unwrap_or(&f);
+    f.rsplit("::").next().unwrap_or(&f).to_string()
+}
+
+/// What `function` is, by its last segment without type arguments.
+pub(crate) fn body_kind(function: &str) -> Body {
+    let last = innermost_segment(function);
     if ["{async_fn", "{async_block", "{async_closure"]
         .iter()
         .any(|p| last.starts_with(p))

@@ -206,9 +206,11 @@ fn awaited_a_future(s: &StallRecord) -> bool {
 /// type arguments: a generic function whose last type argument is a closure
 /// (`reduce<Map<..>, handle::{async_fn#0}::{closure_env#5}>`) is a call, not a closure.
 fn is_poll(function: &str) -> bool {
-    let function = crate::culprit::without_type_arguments(function);
-    let last = function.rsplit("::").next().unwrap_or(&function);
-    last.starts_with("poll") || last.contains("{closure") || last.contains("{async")
+    crate::culprit::innermost_segment(function).starts_with("poll")
+        || !matches!(
+            crate::culprit::body_kind(function),
+            crate::culprit::Body::Plain
+        )
 }
 
 impl StallKind {
@@ -230,7 +232,7 @@ impl StallKind {
             || (s.class == StallClass::Unknown
                 && s.cpu_share.is_some_and(|c| c >= PREEMPTED_CPU_SHARE))
         {
-            if in_a_system_call_on_cpu(s).is_some() {
+            if in_a_system_call_on_cpu(s) {
                 StallKind::BlockingCall
             } else {
                 StallKind::CpuBoundPoll
@@ -288,44 +290,32 @@ const SYSCALL_WRAPPERS: &[&str] = &[
     "fdatasync",
 ];
 
-/// The system call a stall on CPU computed in: more than half of its sampled stacks begin in
-/// the C library's wrapper of one (named here, `read`; not the generic `syscall`, through
-/// which std's and parking_lot's futex waits go). A signal sent to a thread computing
-/// inside a system call runs its handler only as the call returns (a read from the page cache
-/// is not interrupted), so the stack it copies begins in the wrapper, the user's call under
-/// it: the poll did blocking I/O, on CPU in the kernel, not a computation of its own.
-pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> Option<String> {
+/// Whether a stall on CPU computed inside system calls: more than half of its sampled stacks
+/// begin in the C library's wrapper of one (`read`; not the generic `syscall`, through which
+/// std's and parking_lot's futex waits go). A signal sent to a thread computing inside a
+/// system call runs its handler only as the call returns (a read from the page cache is not
+/// interrupted), so the stack it copies begins in the wrapper, the user's call under it: the
+/// poll did blocking I/O, on CPU in the kernel, not a computation of its own.
+pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> bool {
     if s.class == StallClass::Blocking {
-        return None;
+        return false;
     }
-    let wrapper = |st: &crate::StackSample| {
-        let top = st.frames.first().filter(|f| f.file.is_none())?;
-        let name = top.function.as_str();
-        let name = ["__GI___libc_", "__libc_", "__GI___", "__"]
-            .iter()
-            .find_map(|p| name.strip_prefix(p))
-            .unwrap_or(name);
-        let name = name.strip_suffix("_nocancel").unwrap_or(name);
-        SYSCALL_WRAPPERS.iter().copied().find(|w| *w == name)
+    let in_wrapper = |st: &&crate::StackSample| {
+        st.frames
+            .first()
+            .filter(|f| f.file.is_none())
+            .is_some_and(|top| {
+                let name = top.function.as_str();
+                let name = ["__GI___libc_", "__libc_", "__GI___", "__"]
+                    .iter()
+                    .find_map(|p| name.strip_prefix(p))
+                    .unwrap_or(name);
+                SYSCALL_WRAPPERS.contains(&name.strip_suffix("_nocancel").unwrap_or(name))
+            })
     };
     let total: u32 = s.stacks.iter().map(|st| st.count).sum();
-    let mut counts: Vec<(&str, u32)> = Vec::new();
-    for st in &s.stacks {
-        if let Some(name) = wrapper(st) {
-            match counts.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, c)) => *c += st.count,
-                None => counts.push((name, st.count)),
-            }
-        }
-    }
-    let in_calls: u32 = counts.iter().map(|(_, c)| c).sum();
-    if total == 0 || in_calls * 2 <= total {
-        return None;
-    }
-    counts
-        .iter()
-        .max_by_key(|(_, c)| *c)
-        .map(|(n, _)| n.to_string())
+    let in_calls: u32 = s.stacks.iter().filter(in_wrapper).map(|st| st.count).sum();
+    in_calls * 2 > total
 }
 
 /// Crates whose locks park a thread in `futex` as std's do, by their registry directory.
@@ -403,10 +393,10 @@ mod tests {
             assert_eq!(StallKind::of(&s), StallKind::BlockingCall, "{top}");
             assert!(!preempted(&s));
         }
-        assert_eq!(
-            in_a_system_call_on_cpu(&on_cpu(vec![("__libc_pread64", 2)])).as_deref(),
-            Some("pread64")
-        );
+        assert!(in_a_system_call_on_cpu(&on_cpu(vec![(
+            "__libc_pread64",
+            2
+        )])));
         // Mostly in its own code, or half: a computation (a signal during a log line's
         // `write` lands at its return).
         for stacks in [
@@ -415,7 +405,7 @@ mod tests {
             vec![("syscall", 3)],
         ] {
             let computing = on_cpu(stacks);
-            assert_eq!(in_a_system_call_on_cpu(&computing), None);
+            assert!(!in_a_system_call_on_cpu(&computing));
             assert_eq!(StallKind::of(&computing), StallKind::CpuBoundPoll);
         }
         // A function of the program's own named `read` has a file.

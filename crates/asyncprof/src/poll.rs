@@ -206,7 +206,10 @@ impl Recorder {
         }
         // The start this thread published (`publish_poll_start`): only it writes it.
         let coarse = clock::coarse_ns().saturating_sub(w.poll_start_ns.load(Relaxed));
-        self.record_timed_poll(t, w, coarse);
+        // A short poll not sampled is not timed: no call into the cold recording for it.
+        if coarse >= self.long_threshold_ns || t.exact_start_ns.get() != 0 {
+            self.record_timed_poll(t, w, coarse);
+        }
     }
 
     /// Hot path (stable tier, at every unpark): the calling worker is busy from now on. The
@@ -395,7 +398,7 @@ impl Recorder {
     #[cold]
     #[inline(never)]
     fn record_timed_poll(&self, t: &ThreadState, w: &Worker, coarse: u64) {
-        // A short poll not sampled is not timed.
+        // Called for a long or sampled poll only (`poll_end_on`).
         let Some((ns, long)) = self.timed(coarse, t.exact_start_ns.replace(0)) else {
             return;
         };

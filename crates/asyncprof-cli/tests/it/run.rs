@@ -1,7 +1,7 @@
 //! `asyncprof run` end to end against a small instrumented HTTP service with a known defect
 //! (`examples/demo_service.rs`), under its built-in load generator.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::{asyncprof, temp};
 
@@ -293,15 +293,19 @@ fn a_program_without_asyncprof_says_so() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
-fn a_program_stuck_for_good_is_stopped_at_the_timeout_and_its_stall_reported() {
-    let dir = temp("run-hang");
+/// The example that hangs for good (`examples/hang_service`), built beside the CLI.
+fn hang_service() -> PathBuf {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_asyncprof"));
-    let service = bin.parent().unwrap().join("examples/hang_service");
+    bin.parent().unwrap().join("examples/hang_service")
+}
+
+/// `asyncprof run --timeout 3s` on `service` (a copy of the hanging example) into `out_dir`:
+/// its output, after checking that asyncprof stopped it (exit 0), and the report's JSON.
+fn run_hanging(out_dir: &Path, service: &Path) -> (std::process::Output, serde_json::Value) {
     let out = asyncprof(&[
         "run",
         "--out",
-        dir.to_str().unwrap(),
+        out_dir.to_str().unwrap(),
         // The stall must have lasted the second that makes it runtime-blocked by the time the
         // program is stopped, even when a loaded machine starts the program late.
         "--timeout",
@@ -312,9 +316,17 @@ fn a_program_stuck_for_good_is_stopped_at_the_timeout_and_its_stall_reported() {
     let err = String::from_utf8_lossy(&out.stderr);
     // Stopped by asyncprof: not the program's failure.
     assert_eq!(out.status.code(), Some(0), "{err}");
+    let json =
+        serde_json::from_slice(&std::fs::read(out_dir.join("hang_service.json")).unwrap()).unwrap();
+    (out, json)
+}
+
+#[test]
+fn a_program_stuck_for_good_is_stopped_at_the_timeout_and_its_stall_reported() {
+    let dir = temp("run-hang");
+    let (out, json) = run_hanging(&dir, &hang_service());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ran past --timeout"), "{err}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("hang_service.json")).unwrap()).unwrap();
     let f = &json["findings"][0];
     assert_eq!(f["kind"], "runtime-blocked", "{json:#}");
     assert!(f["location"]["file"]
@@ -347,8 +359,7 @@ fn a_program_stuck_for_good_is_stopped_at_the_timeout_and_its_stall_reported() {
 fn a_program_without_debug_info_is_named_by_its_function_and_told_how_to_get_lines() {
     let dir = temp("run-stripped");
     std::fs::create_dir_all(&dir).unwrap();
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_asyncprof"));
-    let service = bin.parent().unwrap().join("examples/hang_service");
+    let service = hang_service();
     let stripped = dir.join("hang_service");
     let strip = std::process::Command::new("strip")
         .arg("--strip-debug")
@@ -358,20 +369,7 @@ fn a_program_without_debug_info_is_named_by_its_function_and_told_how_to_get_lin
         .status()
         .expect("strip (binutils) runs");
     assert!(strip.success());
-    let out_dir = dir.join("out");
-    let out = asyncprof(&[
-        "run",
-        "--out",
-        out_dir.to_str().unwrap(),
-        "--timeout",
-        "3s",
-        "--",
-        stripped.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out_dir.join("hang_service.json")).unwrap()).unwrap();
+    let (out, json) = run_hanging(&dir.join("out"), &stripped);
     let f = &json["findings"][0];
     assert_eq!(f["kind"], "runtime-blocked", "{json:#}");
     assert_eq!(f["location"]["file"], "", "{json:#}");
