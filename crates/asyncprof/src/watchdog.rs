@@ -333,6 +333,21 @@ struct Active {
     /// Busy-period stalls: a sample showed another poll than the one before; the poll running
     /// now began after this time. The stall ends at this look.
     poll_changed: Option<u64>,
+    /// Busy-period stalls: the signal its thread has not answered yet
+    /// ([`SampleError::Pending`]), as the looks since it was sent saw it.
+    held: Option<Held>,
+}
+
+/// A busy-period stall's signal not answered yet: a handler runs as soon as its thread comes
+/// back to its own code, so from the look that sent it to the latest look that found it
+/// unanswered the thread stayed where it was (inside one system call, or waiting for a CPU),
+/// in the poll whose task the handler then sees. The thread's CPU time at both looks (read
+/// before the signal was found unanswered) says how long that poll held it computing.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    cpu_sent_ns: u64,
+    cpu_seen_ns: u64,
+    seen_ns: u64,
 }
 
 /// A stretch asleep of a busy-period stall: looks in a row that each found its thread asleep
@@ -1383,6 +1398,7 @@ impl Watchdog {
             poll_last_ns: 0,
             poll_samples: 0,
             poll_changed: None,
+            held: None,
         }
     }
 
@@ -1428,6 +1444,29 @@ impl Watchdog {
         }
     }
 
+    /// A busy-period stall's late signal sample (taken at `now`) found the thread polling
+    /// `task`: it was in that poll from the look that sent the signal on, through the looks
+    /// that found it unanswered (`held`). That proves one poll as [`CONFIRM_SAMPLES`] samples
+    /// do, when the thread computed for half a threshold meanwhile (a thread waiting for a CPU
+    /// holds its poll too, but the machine, not the poll, made that wait).
+    fn follow_held(&self, a: &mut Active, now: u64, task: u64, held: Held) {
+        let (at, cpu) = match (task, a.poll_task) {
+            // Between polls when the handler ran, some time after the latest look.
+            (0, _) => (now, held.cpu_seen_ns),
+            // The task's first sample: seen from the send on.
+            (_, 0) => (held.seen_ns, held.cpu_sent_ns),
+            _ => (held.seen_ns, held.cpu_seen_ns),
+        };
+        self.follow_polls(a, at, task, Some(cpu));
+        if task != 0
+            && a.poll_task == task
+            && a.raw.polls == PollEvidence::Unconfirmed
+            && held.cpu_seen_ns.saturating_sub(held.cpu_sent_ns) >= self.threshold_ns / 2
+        {
+            a.raw.polls = PollEvidence::Confirmed;
+        }
+    }
+
     /// Take one sample of a stalled worker: its kernel state, then its stack.
     /// `seq` is the stalled poll's state: a stack taken after the poll ended (the worker
     /// moved on while the signal was on its way) is not kept.
@@ -1439,6 +1478,7 @@ impl Watchdog {
         let state = (!retry)
             .then(|| asyncprof_sampler::thread_state(tid))
             .flatten();
+        let cpu_now = state.as_ref().map(|s| s.cpu_ns);
         // Acquire: pairs with the worker's release store when the poll ends. A state read
         // after the poll ended describes the worker's next doings, not the stall.
         // An even `seq` is a hooks-tier stretch between polls (`observe_between`).
@@ -1490,25 +1530,49 @@ impl Watchdog {
         active.raw.max_ready = active.raw.max_ready.max(ready);
         if active.stacks && active.samples < MAX_SAMPLES {
             let stack = w.stack_lo.load(Relaxed)..w.stack_hi.load(Relaxed);
-            match self.sampler.sample_in(tid, Some(stack), SAMPLE_TIMEOUT) {
+            let result = self.sampler.sample_in(tid, Some(stack), SAMPLE_TIMEOUT);
+            if active.raw.task_id == 0 {
+                if self.sampler.is_pending(tid) {
+                    // Sent now, or found unanswered by this call (after `cpu_now` was read).
+                    if let Some(cpu) = cpu_now {
+                        let held = active.held.get_or_insert(Held {
+                            cpu_sent_ns: cpu,
+                            cpu_seen_ns: cpu,
+                            seen_ns: now,
+                        });
+                        held.cpu_seen_ns = cpu;
+                        held.seen_ns = now;
+                    }
+                } else if !result.as_ref().is_ok_and(|s| s.late) {
+                    // Given up (the thread gone, or the signal taken by another handler).
+                    active.held = None;
+                }
+            }
+            match result {
                 Ok(_) if !same_poll() => {
                     self.rec.loss.missed_samples.fetch_add(1, Relaxed);
                 }
                 // A busy period's polls are told apart by when each sample saw which task: a
-                // late stack is of an earlier moment than this look.
-                Ok(sample) if sample.late && active.raw.task_id == 0 => {
+                // late stack is of an earlier moment than this look, known only from the
+                // looks that found its signal unanswered.
+                Ok(sample) if sample.late && active.raw.task_id == 0 && active.held.is_none() => {
                     self.rec.loss.missed_samples.fetch_add(1, Relaxed);
                 }
                 Ok(sample) => {
                     active.samples += 1;
                     if active.raw.task_id == 0 && sample.capture == Capture::Signal {
-                        // The thread's CPU time at this look (read above), or just after the
-                        // sample on a look that only retried the stack.
-                        let cpu_ns = match active.cpu_mark {
-                            Some((at, cpu)) if at == now => Some(cpu),
-                            _ => asyncprof_sampler::thread_state(tid).map(|s| s.cpu_ns),
-                        };
-                        self.follow_polls(active, now, sample.task, cpu_ns);
+                        match active.held.take().filter(|_| sample.late) {
+                            Some(held) => self.follow_held(active, now, sample.task, held),
+                            None => {
+                                // The thread's CPU time at this look (read above), or just
+                                // after the sample on a look that only retried the stack.
+                                let cpu_ns = match active.cpu_mark {
+                                    Some((at, cpu)) if at == now => Some(cpu),
+                                    _ => asyncprof_sampler::thread_state(tid).map(|s| s.cpu_ns),
+                                };
+                                self.follow_polls(active, now, sample.task, cpu_ns);
+                            }
+                        }
                         if active.poll_changed.is_some() {
                             // Another poll's stack, not this stall's: the stall ends.
                             return;
@@ -1543,13 +1607,8 @@ impl Watchdog {
                 }
                 Err(SampleError::NotYet) => active.stack_retries = 0,
                 // The thread computes inside a system call: its handler runs as the call
-                // returns, and a later look or the stall's end takes that stack. A busy
-                // period does not use late stacks: the signal is given up at once, leaving
-                // the sampler to the other workers.
-                Err(SampleError::Pending) if active.raw.task_id == 0 => {
-                    self.sampler.cancel_pending();
-                    self.rec.loss.missed_samples.fetch_add(1, Relaxed);
-                }
+                // returns, and a later look or the stall's end takes that stack (a busy
+                // period's, with what the looks meanwhile saw: `Held`).
                 Err(SampleError::Pending) => {}
                 Err(_) => {
                     self.rec.loss.missed_samples.fetch_add(1, Relaxed);
@@ -1714,7 +1773,7 @@ impl Watchdog {
     fn finish(&mut self, mut active: Active, now: u64) {
         active.raw.ongoing = false;
         active.raw.last_seen_ns = now;
-        self.take_pending_stack(&mut active);
+        self.take_pending_stack(&mut active, now);
         Self::close_stretch(&mut active, now, false);
         // The poll just ended: the CPU the thread used since half the threshold says whether
         // it computed or waited for a core (an overloaded machine preempting it).
@@ -1739,29 +1798,40 @@ impl Watchdog {
     /// inside a system call, a large read from the page cache, which a signal does not
     /// interrupt): the handler ran as the call returned, inside the stalled poll, before the
     /// poll could end, and its stack is the stall's. Kept for a task's poll when the handler
-    /// saw that task (a busy period's polls are told apart by more looks than this one).
-    fn take_pending_stack(&mut self, active: &mut Active) {
+    /// saw that task; for a busy period, when the looks that found it unanswered
+    /// ([`Held`]) and the task it saw make it this stall's poll.
+    fn take_pending_stack(&mut self, active: &mut Active, now: u64) {
+        let held = active.held.take();
         if !self.sampler.is_pending(active.raw.tid) {
             return;
         }
-        match self.sampler.take_pending() {
-            Some((_, Ok(sample)))
-                if active.raw.task_id != 0
-                    && sample.task == active.raw.task_id
-                    && active.samples < MAX_SAMPLES =>
-            {
-                active.samples += 1;
-                active.raw.signal_samples += 1;
-                active.raw.on_cpu_stacks.insert(sample.ips.clone());
-                *active.raw.stacks.entry(sample.ips).or_default() += 1;
-            }
+        let sample = match self.sampler.take_pending() {
+            Some((_, Ok(sample))) if active.samples < MAX_SAMPLES => sample,
             Some(_) => {
                 self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+                return;
             }
             None => {
                 self.sampler.cancel_pending();
                 self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+                return;
             }
+        };
+        let ours = match (active.raw.task_id, held) {
+            (0, Some(held)) => {
+                self.follow_held(active, now, sample.task, held);
+                sample.task != 0 && active.poll_changed.is_none()
+            }
+            (0, None) => false,
+            (task, _) => sample.task == task,
+        };
+        if ours {
+            active.samples += 1;
+            active.raw.signal_samples += 1;
+            active.raw.on_cpu_stacks.insert(sample.ips.clone());
+            *active.raw.stacks.entry(sample.ips).or_default() += 1;
+        } else {
+            self.rec.loss.missed_samples.fetch_add(1, Relaxed);
         }
     }
 

@@ -164,6 +164,50 @@ fn a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_at_its_line() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// The same read in the stable tier, where a stall is a busy period and no poll is timed:
+/// the looks that find the signal unanswered prove the thread stayed where it was, in the poll
+/// of the task the handler then sees, and that stack is the stall's. Before, a busy period
+/// gave the signal up at once, nothing showed one poll holding the worker and the stall was
+/// not recorded. The twin reads in `spawn_blocking` (as `tokio::fs` does): no stall.
+#[test]
+fn stable_tier_a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_at_its_line() {
+    const BYTES: usize = 96 << 20;
+    let path = std::env::temp_dir().join(format!("asyncprof-it-read-st-{}", std::process::id()));
+    std::fs::write(&path, vec![7u8; BYTES]).unwrap();
+    crate::support::retry_if_disturbed(|| {
+        let p = path.clone();
+        let run = record_stable("stable-file-read", || async move {
+            tokio::spawn(async move {
+                let n = std::fs::read(&p).unwrap().len(); // stall: stable-file-read
+                assert_eq!(n, BYTES);
+            })
+            .await
+            .unwrap();
+        });
+        let stall = stall_at(&run, "stable-file-read");
+        assert_culprit(stall, "stable-file-read");
+        assert_finding(&run, "blocking-call", "stable-file-read");
+        assert_eq!(
+            stall.primitive.as_ref().map(|p| p.function.as_str()),
+            Some("std::fs::read"),
+            "{stall:#?}"
+        );
+
+        let p = path.clone();
+        let run = record_stable("stable-file-read-twin", || async move {
+            tokio::spawn(async move {
+                let read = tokio::task::spawn_blocking(move || std::fs::read(&p));
+                let n = read.await.unwrap().unwrap().len();
+                assert_eq!(n, BYTES);
+            })
+            .await
+            .unwrap();
+        });
+        assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
+    });
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn cpu_spin_is_cpu_bound_at_its_line() {
     crate::support::retry_if_disturbed(|| {
