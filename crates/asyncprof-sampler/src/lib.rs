@@ -48,6 +48,6 @@ pub use signal::{
     block_all_signals_in_this_thread, current_stack, current_tid, default_signal,
     end_with_this_thread, in_handler, interrupted_syscalls, process_cpu_time, release_free_memory,
     send_signal, set_task_probe, thread_cpu_ns, try_lock_exclusive, wait_for_signal, Capture,
-    InstallError, Sample, SampleError, StackSampler, MAX_FRAMES, MIN_ON_CPU, STACK_BYTES,
+    InstallError, Pending, Sample, SampleError, StackSampler, MAX_FRAMES, MIN_ON_CPU, STACK_BYTES,
 };
 pub use syscalls::syscall_name;

@@ -270,6 +270,15 @@ impl Status {
             .unwrap_or(0);
         (self.blocked | self.pending) & bit != 0
     }
+
+    /// Whether signal `signal` is queued for the thread and it does not block it: its
+    /// handler runs as soon as the thread comes back to its own code.
+    pub(crate) fn awaits(&self, signal: i32) -> bool {
+        let bit = 1u64
+            .checked_shl(signal.saturating_sub(1) as u32)
+            .unwrap_or(0);
+        self.pending & bit != 0 && self.blocked & bit == 0
+    }
 }
 
 /// Read thread `tid`'s [`Status`]. `None` when it cannot be read.
@@ -459,6 +468,17 @@ mod tests {
         assert!(!st.holds(39));
         let me = status(crate::current_tid()).unwrap();
         assert!(!me.holds(libc::SIGRTMIN() + 5));
+        // Queued for the thread (SigPnd bit 38: signal 39) or the process (ShdPnd bit 37:
+        // signal 38), blocked or not: only a queued signal the thread does not block awaits
+        // its handler.
+        let text = "SigPnd:\t0000004000000000\nShdPnd:\t0000002000000000\n\
+                    SigBlk:\t0000002800000000\nvoluntary_ctxt_switches:\t1\n";
+        let st = parse_status(text).unwrap();
+        assert!(st.awaits(39));
+        assert!(!st.awaits(38), "blocked");
+        assert!(!st.awaits(36), "blocked, not queued");
+        assert!(!st.awaits(40), "neither");
+        assert!(!me.awaits(libc::SIGRTMIN() + 5));
     }
 
     #[test]

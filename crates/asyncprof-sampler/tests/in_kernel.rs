@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asyncprof_sampler::{Capture, Sample, SampleError, StackSampler};
+use asyncprof_sampler::{Capture, Pending, Sample, SampleError, StackSampler};
 
 mod support;
 
@@ -68,10 +68,18 @@ fn one_pending_stack(sampler: &mut StackSampler, tid: i32, other: i32) -> (Sampl
         Err(SampleError::Pending) => {}
         Err(e) => panic!("{e:?}"),
     }
+    // The signal sent first, queued for the thread, which does not block it: unanswered
+    // until the read returns, then answered.
+    let sent = sampler.pending(tid).map(|(sent, _)| sent);
+    assert!(sent.is_some());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        let (now_sent, state) = sampler.pending(tid).unwrap();
+        assert_eq!(Some(now_sent), sent);
+        assert_ne!(state, Pending::HeldBack);
         if let Some((t, s)) = sampler.take_pending() {
             assert_eq!(t, tid);
+            assert_eq!(sampler.pending(tid), None);
             return (s.unwrap(), busy);
         }
         assert!(Instant::now() < deadline, "the handler never ran");

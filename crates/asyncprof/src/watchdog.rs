@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use asyncprof_format::SourceLocation;
-use asyncprof_sampler::{Capture, SampleError, StackSampler};
+use asyncprof_sampler::{Capture, Pending, SampleError, StackSampler};
 
 use crate::clock;
 use crate::hist::lock;
@@ -339,12 +339,15 @@ struct Active {
 }
 
 /// A busy-period stall's signal not answered yet: a handler runs as soon as its thread comes
-/// back to its own code, so from the look that sent it to the latest look that found it
-/// unanswered the thread stayed where it was (inside one system call, or waiting for a CPU),
-/// in the poll whose task the handler then sees. The thread's CPU time at both looks (read
-/// before the signal was found unanswered) says how long that poll held it computing.
+/// back to its own code, so from the first look that found it unanswered (the one that sent
+/// it, or the first after) to the latest, the thread stayed where it was (inside one system
+/// call, or waiting for a CPU), in the poll whose task the handler then sees. The thread's
+/// exact CPU time at the first (read after the send) and at the latest (read before the
+/// signal was found unanswered) bounds from below how long that poll held it computing.
 #[derive(Debug, Clone, Copy)]
 struct Held {
+    /// The signal's ([`asyncprof_sampler::StackSampler::pending`]).
+    sent: std::time::Instant,
     cpu_sent_ns: u64,
     cpu_seen_ns: u64,
     seen_ns: u64,
@@ -1467,6 +1470,42 @@ impl Watchdog {
         }
     }
 
+    /// A busy-period stall's signal not answered in time, at a look (before its sample, which
+    /// may take the answer, and after a sample that sent one): a signal still unanswered
+    /// proves the thread stayed where it was since it was sent ([`Held`]).
+    fn follow_pending(&self, active: &mut Active, now: u64) {
+        let tid = active.raw.tid;
+        if !self.sampler.is_pending(tid) {
+            active.held = None;
+            return;
+        }
+        // The exact clock, read before the signal is found unanswered.
+        let cpu = asyncprof_sampler::thread_cpu_ns(tid);
+        let pending = self.sampler.pending(tid);
+        let ours = |h: &Held| pending.is_some_and(|(sent, _)| sent == h.sent);
+        active.held = match (pending, cpu) {
+            (Some((sent, Pending::Unanswered)), Some(cpu)) => Some(match active.held {
+                Some(h) if ours(&h) => Held {
+                    cpu_seen_ns: cpu,
+                    seen_ns: now,
+                    ..h
+                },
+                // Sent at this look (the clock read after the send) or before it, when no
+                // look has followed it yet: from now on.
+                _ => Held {
+                    sent,
+                    cpu_sent_ns: cpu,
+                    cpu_seen_ns: cpu,
+                    seen_ns: now,
+                },
+            }),
+            // Its proof is in what the looks before saw.
+            (Some((_, Pending::Answered)), _) => active.held.filter(ours),
+            // Blocked by the thread, lost, or the thread gone: no proof of anything.
+            _ => None,
+        };
+    }
+
     /// Take one sample of a stalled worker: its kernel state, then its stack.
     /// `seq` is the stalled poll's state: a stack taken after the poll ended (the worker
     /// moved on while the signal was on its way) is not kept.
@@ -1478,7 +1517,6 @@ impl Watchdog {
         let state = (!retry)
             .then(|| asyncprof_sampler::thread_state(tid))
             .flatten();
-        let cpu_now = state.as_ref().map(|s| s.cpu_ns);
         // Acquire: pairs with the worker's release store when the poll ends. A state read
         // after the poll ended describes the worker's next doings, not the stall.
         // An even `seq` is a hooks-tier stretch between polls (`observe_between`).
@@ -1528,51 +1566,40 @@ impl Watchdog {
         }
         let ready = self.rec.tasks.ready_count();
         active.raw.max_ready = active.raw.max_ready.max(ready);
+        if active.raw.task_id == 0 {
+            self.follow_pending(active, now);
+        }
         if active.stacks && active.samples < MAX_SAMPLES {
             let stack = w.stack_lo.load(Relaxed)..w.stack_hi.load(Relaxed);
             let result = self.sampler.sample_in(tid, Some(stack), SAMPLE_TIMEOUT);
-            if active.raw.task_id == 0 {
-                if self.sampler.is_pending(tid) {
-                    // Sent now, or found unanswered by this call (after `cpu_now` was read).
-                    if let Some(cpu) = cpu_now {
-                        let held = active.held.get_or_insert(Held {
-                            cpu_sent_ns: cpu,
-                            cpu_seen_ns: cpu,
-                            seen_ns: now,
-                        });
-                        held.cpu_seen_ns = cpu;
-                        held.seen_ns = now;
-                    }
-                } else if !result.as_ref().is_ok_and(|s| s.late) {
-                    // Given up (the thread gone, or the signal taken by another handler).
-                    active.held = None;
-                }
+            if active.raw.task_id == 0 && matches!(result, Err(SampleError::Pending)) {
+                self.follow_pending(active, now);
             }
             match result {
-                Ok(_) if !same_poll() => {
+                // A late stack is of the moment the thread came back from the system call it
+                // was in when this stall sent the signal, before its poll could end: the
+                // stall's, though the poll may have ended since.
+                Ok(sample) if !sample.late && !same_poll() => {
                     self.rec.loss.missed_samples.fetch_add(1, Relaxed);
                 }
-                // A busy period's polls are told apart by when each sample saw which task: a
-                // late stack is of an earlier moment than this look, known only from the
-                // looks that found its signal unanswered.
-                Ok(sample) if sample.late && active.raw.task_id == 0 && active.held.is_none() => {
-                    self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+                Ok(sample) if sample.late => {
+                    let held = active.held.take();
+                    self.take_late_stack(active, sample, held, now);
+                    if active.poll_changed.is_some() {
+                        // Another poll's stack, not this stall's: the stall ends.
+                        return;
+                    }
                 }
                 Ok(sample) => {
                     active.samples += 1;
                     if active.raw.task_id == 0 && sample.capture == Capture::Signal {
-                        match active.held.take().filter(|_| sample.late) {
-                            Some(held) => self.follow_held(active, now, sample.task, held),
-                            None => {
-                                // The thread's CPU time at this look (read above), or just
-                                // after the sample on a look that only retried the stack.
-                                let cpu_ns = match active.cpu_mark {
-                                    Some((at, cpu)) if at == now => Some(cpu),
-                                    _ => asyncprof_sampler::thread_state(tid).map(|s| s.cpu_ns),
-                                };
-                                self.follow_polls(active, now, sample.task, cpu_ns);
-                            }
-                        }
+                        // The thread's CPU time at this look (read above), or just after the
+                        // sample on a look that only retried the stack.
+                        let cpu_ns = match active.cpu_mark {
+                            Some((at, cpu)) if at == now => Some(cpu),
+                            _ => asyncprof_sampler::thread_state(tid).map(|s| s.cpu_ns),
+                        };
+                        self.follow_polls(active, now, sample.task, cpu_ns);
                         if active.poll_changed.is_some() {
                             // Another poll's stack, not this stall's: the stall ends.
                             return;
@@ -1797,16 +1824,14 @@ impl Watchdog {
     /// A stall's signal that its thread had not answered when the stall ended (it computed
     /// inside a system call, a large read from the page cache, which a signal does not
     /// interrupt): the handler ran as the call returned, inside the stalled poll, before the
-    /// poll could end, and its stack is the stall's. Kept for a task's poll when the handler
-    /// saw that task; for a busy period, when the looks that found it unanswered
-    /// ([`Held`]) and the task it saw make it this stall's poll.
+    /// poll could end, and its stack is the stall's ([`Watchdog::take_late_stack`]).
     fn take_pending_stack(&mut self, active: &mut Active, now: u64) {
-        let held = active.held.take();
-        if !self.sampler.is_pending(active.raw.tid) {
+        let Some((sent, _)) = self.sampler.pending(active.raw.tid) else {
             return;
-        }
+        };
+        let held = active.held.take().filter(|h| h.sent == sent);
         let sample = match self.sampler.take_pending() {
-            Some((_, Ok(sample))) if active.samples < MAX_SAMPLES => sample,
+            Some((_, Ok(sample))) => sample,
             Some(_) => {
                 self.rec.loss.missed_samples.fetch_add(1, Relaxed);
                 return;
@@ -1817,15 +1842,32 @@ impl Watchdog {
                 return;
             }
         };
+        self.take_late_stack(active, sample, held, now);
+    }
+
+    /// A late stack ([`Sample::late`]), taken at `now`: kept when the handler saw the
+    /// stall's task; for a busy period, when the looks that found its signal unanswered
+    /// (`held`) and the task it saw make it this stall's poll ([`Watchdog::follow_held`]).
+    /// The samples budget limits the stacks kept, not what a late sample proves.
+    fn take_late_stack(
+        &mut self,
+        active: &mut Active,
+        sample: asyncprof_sampler::Sample,
+        held: Option<Held>,
+        now: u64,
+    ) {
         let ours = match (active.raw.task_id, held) {
             (0, Some(held)) => {
                 self.follow_held(active, now, sample.task, held);
                 sample.task != 0 && active.poll_changed.is_none()
             }
+            // A busy period's polls are told apart by when each sample saw which task: a late
+            // stack is of an earlier moment than its look, known only from the looks that
+            // found its signal unanswered.
             (0, None) => false,
             (task, _) => sample.task == task,
         };
-        if ours {
+        if ours && active.samples < MAX_SAMPLES {
             active.samples += 1;
             active.raw.signal_samples += 1;
             active.raw.on_cpu_stacks.insert(sample.ips.clone());

@@ -257,6 +257,21 @@ pub enum Capture {
     Signal,
 }
 
+/// Where a signal not answered in time stands ([`StackSampler::pending`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// Its handler has not run; the signal is queued for the thread, which does not block
+    /// it: the handler runs as soon as the thread comes back to its own code. Until then the
+    /// thread has not run its own code since the signal was sent: it is inside one system
+    /// call, or waits for a CPU.
+    Unanswered,
+    /// Its handler ran (or is copying): [`StackSampler::take_pending`] has the stack.
+    Answered,
+    /// Not answered, and not sure to be as the thread comes back: it blocks the signal, or
+    /// the signal is no longer queued for it.
+    HeldBack,
+}
+
 /// One stack: the stopped instruction first, then return addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -670,6 +685,21 @@ impl StackSampler {
     /// ([`SampleError::Pending`]).
     pub fn is_pending(&self, tid: i32) -> bool {
         self.pending.is_some_and(|(t, _)| t == tid)
+    }
+
+    /// The signal pending for thread `tid` ([`SampleError::Pending`]): when it was sent (each
+    /// signal sent has its own) and where it stands. `None` when none is pending for it. A
+    /// few small `/proc` reads.
+    pub fn pending(&self, tid: i32) -> Option<(Instant, Pending)> {
+        let (_, sent) = self.pending.filter(|(t, _)| *t == tid)?;
+        let state = match SLOT.state.load(Acquire) {
+            ARMED if procfs::status(tid).is_some_and(|st| st.awaits(self.signal())) => {
+                Pending::Unanswered
+            }
+            ARMED => Pending::HeldBack,
+            _ => Pending::Answered,
+        };
+        Some((sent, state))
     }
 
     /// The thread whose signal was not answered in time ([`SampleError::Pending`]) and its

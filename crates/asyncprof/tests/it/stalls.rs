@@ -164,13 +164,14 @@ fn a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_at_its_line() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// The same read in the stable tier, where a stall is a busy period and no poll is timed:
-/// the looks that find the signal unanswered prove the thread stayed where it was, in the poll
-/// of the task the handler then sees, and that stack is the stall's. Before, a busy period
-/// gave the signal up at once, nothing showed one poll holding the worker and the stall was
-/// not recorded. The twin reads in `spawn_blocking` (as `tokio::fs` does): no stall.
+/// The same read where a stall is a busy period and no poll is timed (the stable tier, and a
+/// `LocalSet`'s tasks, which get no hooks): the looks that find the signal unanswered prove
+/// the thread stayed where it was, in the poll of the task the handler then sees, and that
+/// stack is the stall's. Before, a busy period gave the signal up at once, nothing showed one
+/// poll holding the worker and the stall was not recorded. The twin reads in `spawn_blocking`
+/// (as `tokio::fs` does): no stall.
 #[test]
-fn stable_tier_a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_at_its_line() {
+fn a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_in_a_busy_period() {
     const BYTES: usize = 96 << 20;
     let path = std::env::temp_dir().join(format!("asyncprof-it-read-st-{}", std::process::id()));
     std::fs::write(&path, vec![7u8; BYTES]).unwrap();
@@ -192,6 +193,24 @@ fn stable_tier_a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_at_its_
             Some("std::fs::read"),
             "{stall:#?}"
         );
+
+        let p = path.clone();
+        let run = record_stall("local-file-read", Flavor::CurrentThread, || async move {
+            let local = tokio::task::LocalSet::new();
+            local
+                .run_until(async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::task::spawn_local(async move {
+                        let n = std::fs::read(&p).unwrap().len(); // stall: local-file-read
+                        assert_eq!(n, BYTES);
+                    })
+                    .await
+                    .unwrap();
+                })
+                .await;
+        });
+        assert_culprit(stall_at(&run, "local-file-read"), "local-file-read");
+        assert_finding(&run, "blocking-call", "local-file-read");
 
         let p = path.clone();
         let run = record_stable("stable-file-read-twin", || async move {
