@@ -36,6 +36,32 @@ pub fn syscall_name(nr: u64) -> Option<&'static str> {
         libc::SYS_openat => "openat",
         libc::SYS_epoll_pwait => "epoll_pwait",
         libc::SYS_epoll_pwait2 => "epoll_pwait2",
+        // File locks, file I/O and copies that wait on a disk or another process.
+        libc::SYS_flock => "flock",
+        libc::SYS_fcntl => "fcntl",
+        libc::SYS_preadv => "preadv",
+        libc::SYS_pwritev => "pwritev",
+        libc::SYS_sendfile => "sendfile",
+        libc::SYS_splice => "splice",
+        libc::SYS_copy_file_range => "copy_file_range",
+        libc::SYS_msync => "msync",
+        libc::SYS_sync => "sync",
+        libc::SYS_syncfs => "syncfs",
+        libc::SYS_fallocate => "fallocate",
+        libc::SYS_ftruncate => "ftruncate",
+        libc::SYS_getdents64 => "getdents64",
+        libc::SYS_statx => "statx",
+        libc::SYS_newfstatat => "newfstatat",
+        libc::SYS_getrandom => "getrandom",
+        // Waits on a child, a queue or a signal.
+        libc::SYS_waitid => "waitid",
+        libc::SYS_io_getevents => "io_getevents",
+        libc::SYS_io_uring_enter => "io_uring_enter",
+        libc::SYS_semtimedop => "semtimedop",
+        libc::SYS_msgrcv => "msgrcv",
+        libc::SYS_msgsnd => "msgsnd",
+        libc::SYS_mq_timedreceive => "mq_timedreceive",
+        libc::SYS_rt_sigtimedwait => "rt_sigtimedwait",
         // Calls that newer architectures (aarch64) have only in their `p`/`at` forms.
         #[cfg(target_arch = "x86_64")]
         libc::SYS_poll => "poll",
@@ -69,6 +95,9 @@ mod tests {
             assert_eq!(syscall_name(202), Some("futex"));
             assert_eq!(syscall_name(232), Some("epoll_wait"));
         }
+        assert_eq!(syscall_name(libc::SYS_flock as u64), Some("flock"));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(syscall_name(73), Some("flock"));
         assert_eq!(syscall_name(u64::MAX), None);
         assert_eq!(syscall_name(libc::SYS_getpid as u64), None);
     }

@@ -78,6 +78,20 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
              and .await it, or move the wait into tokio::task::spawn_blocking.",
         ),
         (
+            // std's file locks, and the crates' (fs2, fs4, fd-lock) before them.
+            &[
+                "File::lock",
+                "File::lock_shared",
+                "lock_exclusive",
+                "fs2::",
+                "fs4::",
+                "fd_lock::",
+            ],
+            "A file lock waits for whoever holds it, and tokio has none that is awaited: take \
+             it (and do the work under it) inside tokio::task::spawn_blocking, or try it with \
+             File::try_lock and retry after tokio::time::sleep(..).await.",
+        ),
+        (
             &["std::fs::"],
             "Use tokio::fs, or move the file work into tokio::task::spawn_blocking (one call \
              there for many small operations).",
@@ -117,7 +131,8 @@ mod tests {
 
     /// Known truth: the calls a media service's handlers blocked in (a sleep, a child
     /// process's output, a thread's join, a rayon reduce, a sync channel's send, a file
-    /// read), each told the call that replaces it; an unknown call keeps the general advice.
+    /// read) and an inventory service's file lock, each told the call that replaces it; an
+    /// unknown call keeps the general advice.
     #[test]
     fn a_known_blocking_call_is_told_its_async_equivalent() {
         let advice = |p: &str| recommendation(Some(p), &[], Some("futex"), 25.0);
@@ -137,6 +152,8 @@ mod tests {
             ("crossbeam_channel::Receiver::recv", "tokio::sync::mpsc"),
             ("futures_executor::local_pool::block_on", ".await it"),
             ("std::fs::read", "tokio::fs"),
+            ("std::fs::File::lock", "try_lock"),
+            ("fs2::FileExt::lock_exclusive", "spawn_blocking"),
             ("std::net::TcpStream::connect", "tokio::net"),
             ("ureq::call", "async HTTP client"),
             ("rusqlite::Connection::execute", "spawn_blocking"),
@@ -150,6 +167,7 @@ mod tests {
                 "{text}"
             );
         }
+        assert!(!advice("std::fs::File::lock").contains("Use tokio::fs"));
         let unknown = advice("acme::Client::fetch");
         assert!(unknown.contains("Use the async equivalent"), "{unknown}");
         assert!(recommendation(None, &[], None, 12.0).starts_with("this call blocked"));
