@@ -138,17 +138,18 @@ pub fn call_frame(frames: &[Frame]) -> Option<&Frame> {
     call_of(frames, culprit_at(frames, own_crate())?)
 }
 
-/// The async code that called the culprit's function in `frames`, when that function is a
-/// plain one (a helper `fn` doing the blocking call or the computation, a hand-written
+/// The code that called the culprit's function in `frames`, when that function is a plain
+/// one (a helper `fn` doing the blocking call or the computation, a hand-written
 /// `Future::poll`): the first frame of the user's code outward of the culprit, inside the
-/// same task (inward of tokio's poll of it), that is an async body (`{async_fn#0}`,
-/// `{async_block#0}`, `{async_closure#0}`). That line is where the call can be moved into
-/// `spawn_blocking`, or an async equivalent awaited. `None` when the stack's culprit is not
+/// same task (inward of tokio's poll of it), that is not a plain function: an async body
+/// (`{async_fn#0}`, `{async_block#0}`, `{async_closure#0}`), where the call can be moved into
+/// `spawn_blocking` or an async equivalent awaited, or a closure (`{closure#0}`: a stream's
+/// or an iterator's closure, whose line is where the helper is called from; with full debug
+/// info every async body is named `{{closure}}` too). `None` when the stack's culprit is not
 /// `culprit` (the line the stall was recorded at), when the culprit is an async body or a
-/// closure (names that mangled symbols give both sync closures and async bodies,
-/// `{{closure}}` and `{closure#0}`, cannot tell which: no caller is named rather than a wrong
-/// one), or when no such frame is found.
-pub fn async_caller<'f>(frames: &'f [Frame], culprit: &Frame) -> Option<&'f Frame> {
+/// closure itself, or when no such frame is found (a helper called only from plain
+/// functions, or from code the runtime calls without a body of the user's around it).
+pub fn caller<'f>(frames: &'f [Frame], culprit: &Frame) -> Option<&'f Frame> {
     let at = culprit_at(frames, own_crate())?;
     let found = &frames[at];
     if found.file != culprit.file || found.line != culprit.line {
@@ -157,15 +158,11 @@ pub fn async_caller<'f>(frames: &'f [Frame], culprit: &Frame) -> Option<&'f Fram
     if !matches!(body_kind(&found.function), Body::Plain) {
         return None;
     }
-    // The first body outward decides: a closure (sync, or async named as a closure) names
-    // none.
     frames[at + 1..]
         .iter()
         .take_while(|f| !polls_for_tokio(f))
         .filter(|f| is_user_frame(f))
-        .map(|f| (f, body_kind(&f.function)))
-        .find(|(_, kind)| !matches!(kind, Body::Plain))
-        .and_then(|(f, kind)| matches!(kind, Body::Async).then_some(f))
+        .find(|f| !matches!(body_kind(&f.function), Body::Plain))
 }
 
 /// What a function's name says it is.
@@ -641,7 +638,7 @@ mod tests {
     /// `Future::poll` spinning at line 59, awaited at line 153; a sleep straight in an async
     /// fn, which has no caller to name.
     #[test]
-    fn a_plain_function_s_stall_names_the_async_code_that_called_it() {
+    fn a_plain_function_s_stall_names_the_code_that_called_it() {
         let tokio = Some("/r/registry/src/i/tokio-1.54.1/src/runtime/task/raw.rs");
         let select = [
             fr("clock_nanosleep", None, 0),
@@ -664,9 +661,9 @@ mod tests {
             fr("{async_fn#0}", Some("src/main.rs"), 93),
             fr("poll", tokio, 1),
         ];
-        let caller = async_caller(&select, &select[2]).expect("the select branch");
+        let branch = caller(&select, &select[2]).expect("the select branch");
         assert_eq!(
-            (caller.line, caller.function.as_str()),
+            (branch.line, branch.function.as_str()),
             (Some(97), select[3].function.as_str())
         );
         let future = [
@@ -678,12 +675,9 @@ mod tests {
             fr("gateway::handle::{async_fn#0}", Some("src/main.rs"), 153),
             fr("poll", tokio, 1),
         ];
-        assert_eq!(
-            async_caller(&future, &future[0]).and_then(|f| f.line),
-            Some(153)
-        );
+        assert_eq!(caller(&future, &future[0]).and_then(|f| f.line), Some(153));
         // A stack whose culprit is another line than the stall's: none.
-        assert_eq!(async_caller(&future, &select[2]), None);
+        assert_eq!(caller(&future, &select[2]), None);
         let inline = [
             fr("clock_nanosleep", None, 0),
             fr(
@@ -694,7 +688,7 @@ mod tests {
             fr("gateway::handle::{async_fn#0}", Some("src/main.rs"), 40),
             fr("poll", tokio, 1),
         ];
-        assert_eq!(async_caller(&inline, &inline[2]), None);
+        assert_eq!(caller(&inline, &inline[2]), None);
         // A helper called only from plain code (a thread's body): no async caller.
         let threaded = [
             fr("slow", Some("src/main.rs"), 12),
@@ -705,16 +699,39 @@ mod tests {
                 1,
             ),
         ];
-        assert_eq!(async_caller(&threaded, &threaded[0]), None);
+        assert_eq!(caller(&threaded, &threaded[0]), None);
         // Names of mangled symbols (full debug info): a sync closure and an async body are
-        // both `{{closure}}`; the first one outward decides, and names no caller.
+        // both `{{closure}}`; the first one outward is the caller, whichever it is.
         let legacy = [
             fr("slow", Some("src/main.rs"), 12),
             fr("gateway::sum::{{closure}}", Some("src/main.rs"), 30),
             fr("gateway::handle::{{closure}}", Some("src/main.rs"), 97),
             fr("poll", tokio, 1),
         ];
-        assert_eq!(async_caller(&legacy, &legacy[0]), None);
+        assert_eq!(caller(&legacy, &legacy[0]).and_then(|f| f.line), Some(30));
+        // A response body's stream, polled by the HTTP server's task after the handler
+        // returned: the helper's caller is the stream's closure in the handler's code.
+        let stream = [
+            fr("api::spin", Some("src/main.rs"), 23),
+            fr("api::compress", Some("src/main.rs"), 106),
+            fr(
+                "{closure#0}<api::export::{async_fn#0}::{closure_env#0}>",
+                Some("src/main.rs"),
+                113,
+            ),
+            fr(
+                "poll_next<..>",
+                Some("/r/registry/src/i/futures-util-0.3.31/src/stream/stream/map.rs"),
+                58,
+            ),
+            fr(
+                "poll_frame",
+                Some("/r/registry/src/i/axum-core-0.5.5/src/body.rs"),
+                120,
+            ),
+            fr("poll", tokio, 1),
+        ];
+        assert_eq!(caller(&stream, &stream[0]).and_then(|f| f.line), Some(113));
         // A `LocalSet` task's helper: the search stops at tokio's poll of the task, not at
         // the `run_until` in `main`'s body that polls the set.
         let local = [
@@ -722,7 +739,7 @@ mod tests {
             fr("poll", tokio, 1),
             fr("{async_block#0}", Some("src/main.rs"), 300),
         ];
-        assert_eq!(async_caller(&local, &local[0]), None);
+        assert_eq!(caller(&local, &local[0]), None);
         // An async closure's body is async code itself.
         let closure = [
             fr("clock_nanosleep", None, 0),
@@ -735,7 +752,7 @@ mod tests {
             fr("gateway::handle::{async_fn#0}", Some("src/main.rs"), 90),
             fr("poll", tokio, 1),
         ];
-        assert_eq!(async_caller(&closure, &closure[2]), None);
+        assert_eq!(caller(&closure, &closure[2]), None);
     }
 
     #[test]

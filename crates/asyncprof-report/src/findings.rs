@@ -189,16 +189,16 @@ impl Finding {
     }
 }
 
-/// The async code that called the plain function of `stalls`' line: per stall, the caller
-/// (`asyncprof_format::culprit::async_caller`) most of its samples at its recorded culprit
-/// show; as `file:line in function (N stalls)`, most stalls first, at most three.
-fn async_callers<'a>(stalls: impl Iterator<Item = &'a StallRecord>) -> Vec<String> {
+/// The code that called the plain function of `stalls`' line: per stall, the caller
+/// (`asyncprof_format::culprit::caller`) most of its samples at its recorded culprit show; as
+/// `file:line in function (N stalls)`, most stalls first, at most three.
+fn callers<'a>(stalls: impl Iterator<Item = &'a StallRecord>) -> Vec<String> {
     let callers = stalls.filter_map(|s| {
         let culprit = s.culprit.as_ref()?;
         // Its stacks' callers (frames of the user's code: with a file and a line), by samples.
         let mut samples: BTreeMap<String, u32> = BTreeMap::new();
         for st in &s.stacks {
-            if let Some(f) = asyncprof_format::culprit::async_caller(&st.frames, culprit) {
+            if let Some(f) = asyncprof_format::culprit::caller(&st.frames, culprit) {
                 let place = format!(
                     "{}:{} in {}",
                     f.file.as_deref().unwrap_or(""),
@@ -549,7 +549,7 @@ pub(crate) fn diagnosis<'a>(
                      time for it stood still.)",
                 );
             }
-            let called_from = async_callers(stalls.iter().filter(at_line).copied());
+            let called_from = callers(stalls.iter().filter(at_line).copied());
             Finding {
                 kind,
                 severity,
