@@ -140,15 +140,15 @@ pub fn call_frame(frames: &[Frame]) -> Option<&Frame> {
 
 /// The code that called the culprit's function in `frames`, when that function is a plain
 /// one (a helper `fn` doing the blocking call or the computation, a hand-written
-/// `Future::poll`): the first frame of the user's code outward of the culprit, inside the
-/// same task (inward of tokio's poll of it), that is not a plain function: an async body
-/// (`{async_fn#0}`, `{async_block#0}`, `{async_closure#0}`), where the call can be moved into
-/// `spawn_blocking` or an async equivalent awaited, or a closure (`{closure#0}`: a stream's
-/// or an iterator's closure, whose line is where the helper is called from; with full debug
-/// info every async body is named `{{closure}}` too). `None` when the stack's culprit is not
-/// `culprit` (the line the stall was recorded at), when the culprit is an async body or a
-/// closure itself, or when no such frame is found (a helper called only from plain
-/// functions, or from code the runtime calls without a body of the user's around it).
+/// `Future::poll`): of the user's code outward of the culprit, inside the same task (inward
+/// of tokio's poll of it), the first async body (`{async_fn#0}`, `{async_block#0}`,
+/// `{async_closure#0}`), where the call can be moved into `spawn_blocking` or an async
+/// equivalent awaited; without one, the first closure (a response body's stream closure,
+/// polled by the server after the handler returned; with full debug info, where every async
+/// body is named `{{closure}}` as sync closures are, the first of those, which may be a
+/// closure inside a helper). `None` when the stack's culprit is not `culprit` (the line the
+/// stall was recorded at), when the culprit is an async body or a closure itself, or when
+/// neither is found (a helper called only from plain functions).
 pub fn caller<'f>(frames: &'f [Frame], culprit: &Frame) -> Option<&'f Frame> {
     let at = culprit_at(frames, own_crate())?;
     let found = &frames[at];
@@ -158,11 +158,14 @@ pub fn caller<'f>(frames: &'f [Frame], culprit: &Frame) -> Option<&'f Frame> {
     if !matches!(body_kind(&found.function), Body::Plain) {
         return None;
     }
-    frames[at + 1..]
+    let mut outward = frames[at + 1..]
         .iter()
         .take_while(|f| !polls_for_tokio(f))
-        .filter(|f| is_user_frame(f))
-        .find(|f| !matches!(body_kind(&f.function), Body::Plain))
+        .filter(|f| is_user_frame(f));
+    outward
+        .clone()
+        .find(|f| matches!(body_kind(&f.function), Body::Async))
+        .or_else(|| outward.find(|f| matches!(body_kind(&f.function), Body::Closure)))
 }
 
 /// What a function's name says it is.
@@ -732,6 +735,25 @@ mod tests {
             fr("poll", tokio, 1),
         ];
         assert_eq!(caller(&stream, &stream[0]).and_then(|f| f.line), Some(113));
+        // An iterator's closure inside a helper the handler calls: the handler's line, where
+        // the helper's call can move, not the closure's inside the helper.
+        let helper = [
+            fr("api::score", Some("src/main.rs"), 40),
+            fr(
+                "{closure#0}<api::summarize::{closure_env#0}>",
+                Some("src/main.rs"),
+                50,
+            ),
+            fr(
+                "fold<..>",
+                Some("/rustc/x/library/core/src/iter/adapters/map.rs"),
+                1,
+            ),
+            fr("api::summarize", Some("src/main.rs"), 50),
+            fr("api::handle::{async_fn#0}", Some("src/main.rs"), 70),
+            fr("poll", tokio, 1),
+        ];
+        assert_eq!(caller(&helper, &helper[0]).and_then(|f| f.line), Some(70));
         // A `LocalSet` task's helper: the search stops at tokio's poll of the task, not at
         // the `run_until` in `main`'s body that polls the set.
         let local = [

@@ -231,7 +231,8 @@ pub struct LossCounters {
     /// exited, or had finished the stalled poll when its stack came back.
     pub missed_samples: u64,
     /// Stack samples not taken, by design rather than failure: a stall that began after the
-    /// per-minute budget of sampled stalls was spent (counted once per stall), or a look at a
+    /// per-minute budget of sampled stalls was spent (counted once per stall), a stack past a
+    /// stall's 64 (a late one, collected at the stall's end), or a look at a
     /// thread on CPU while signals are off ([`Config::stall_signal`] 0). Such stalls are still
     /// recorded and classified from the thread's kernel state, without stacks. 0 in files
     /// written before this counter existed (they counted budget skips in `missed_samples`).

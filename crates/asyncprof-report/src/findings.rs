@@ -102,9 +102,10 @@ pub struct Finding {
     /// task), as `file:line in function (N stalls)`.
     pub also: Vec<String>,
     /// When the finding's line is in a plain function (a helper the async code calls): the
-    /// async code that called it, as `file:line in function (N stalls)`, most stalls first
-    /// (at most three): where to move the call into `spawn_blocking` or await an async
-    /// equivalent.
+    /// code that called it (`asyncprof_format::culprit::caller`: an async body, where to move
+    /// the call into `spawn_blocking` or await an async equivalent, else a closure such as a
+    /// response stream's), as `file:line in function (N stalls)`, most stalls first (at most
+    /// three).
     pub called_from: Vec<String>,
     /// In a process with several runtimes: the ones whose workers these stalls held, by name
     /// (or `runtime <id>`). Empty when the run saw one runtime.

@@ -271,8 +271,8 @@ impl Status {
         (self.blocked | self.pending) & bit != 0
     }
 
-    /// Whether signal `signal` is queued for the thread and it does not block it: its
-    /// handler runs as soon as the thread comes back to its own code.
+    /// Whether signal `signal` is queued (for the thread, or for the process) and the thread
+    /// does not block it: its handler runs as soon as the thread comes back to its own code.
     pub(crate) fn awaits(&self, signal: i32) -> bool {
         let bit = 1u64
             .checked_shl(signal.saturating_sub(1) as u32)

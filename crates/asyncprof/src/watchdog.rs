@@ -1453,14 +1453,17 @@ impl Watchdog {
     /// do, when the thread computed for half a threshold meanwhile (a thread waiting for a CPU
     /// holds its poll too, but the machine, not the poll, made that wait).
     fn follow_held(&self, a: &mut Active, now: u64, task: u64, held: Held) {
+        // `follow_polls` compares CPU times its other samples read from `schedstat`, which
+        // lags the exact clock by up to a tick: an exact time is given it only where that
+        // can understate a span, not overstate one.
         let (at, cpu) = match (task, a.poll_task) {
             // Between polls when the handler ran, some time after the latest look.
-            (0, _) => (now, held.cpu_seen_ns),
+            (0, _) => (now, None),
             // The task's first sample: seen from the send on.
-            (_, 0) => (held.seen_ns, held.cpu_sent_ns),
-            _ => (held.seen_ns, held.cpu_seen_ns),
+            (_, 0) => (held.seen_ns, Some(held.cpu_sent_ns)),
+            _ => (held.seen_ns, None),
         };
-        self.follow_polls(a, at, task, Some(cpu));
+        self.follow_polls(a, at, task, cpu);
         if task != 0
             && a.poll_task == task
             && a.raw.polls == PollEvidence::Unconfirmed
@@ -1867,13 +1870,15 @@ impl Watchdog {
             (0, None) => false,
             (task, _) => sample.task == task,
         };
-        if ours && active.samples < MAX_SAMPLES {
+        if !ours {
+            self.rec.loss.missed_samples.fetch_add(1, Relaxed);
+        } else if active.samples >= MAX_SAMPLES {
+            self.rec.loss.skipped_samples.fetch_add(1, Relaxed);
+        } else {
             active.samples += 1;
             active.raw.signal_samples += 1;
             active.raw.on_cpu_stacks.insert(sample.ips.clone());
             *active.raw.stacks.entry(sample.ips).or_default() += 1;
-        } else {
-            self.rec.loss.missed_samples.fetch_add(1, Relaxed);
         }
     }
 

@@ -78,14 +78,11 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
              and .await it, or move the wait into tokio::task::spawn_blocking.",
         ),
         (
-            // std's file locks, and the crates' (fs2, fs4, fd-lock) before them.
+            // std's file locks (`lock`, `lock_shared`), and fs2's and fs4's before them.
             &[
                 "File::lock",
-                "File::lock_shared",
-                "lock_exclusive",
-                "fs2::",
-                "fs4::",
-                "fd_lock::",
+                "FileExt::lock_exclusive",
+                "FileExt::lock_shared",
             ],
             "A file lock waits for whoever holds it, and tokio has none that is awaited: take \
              it (and do the work under it) inside tokio::task::spawn_blocking, or try it with \
@@ -154,6 +151,7 @@ mod tests {
             ("std::fs::read", "tokio::fs"),
             ("std::fs::File::lock", "try_lock"),
             ("fs2::FileExt::lock_exclusive", "spawn_blocking"),
+            ("std::fs::File::lock_shared", "try_lock"),
             ("std::net::TcpStream::connect", "tokio::net"),
             ("ureq::call", "async HTTP client"),
             ("rusqlite::Connection::execute", "spawn_blocking"),
@@ -168,6 +166,9 @@ mod tests {
             );
         }
         assert!(!advice("std::fs::File::lock").contains("Use tokio::fs"));
+        // Not every call of a crate that has file locks is one, nor every lock.
+        assert!(!advice("fs2::FileExt::allocate").contains("file lock"));
+        assert!(!advice("parking_lot::RawRwLock::lock_exclusive_slow").contains("file lock"));
         let unknown = advice("acme::Client::fetch");
         assert!(unknown.contains("Use the async equivalent"), "{unknown}");
         assert!(recommendation(None, &[], None, 12.0).starts_with("this call blocked"));

@@ -692,10 +692,14 @@ impl StackSampler {
     /// few small `/proc` reads.
     pub fn pending(&self, tid: i32) -> Option<(Instant, Pending)> {
         let (_, sent) = self.pending.filter(|(t, _)| *t == tid)?;
+        if SLOT.state.load(Acquire) != ARMED {
+            return Some((sent, Pending::Answered));
+        }
+        let awaits = procfs::status(tid).is_some_and(|st| st.awaits(self.signal()));
+        // The handler may have run during the read (the signal no longer queued): the slot
+        // says so after it.
         let state = match SLOT.state.load(Acquire) {
-            ARMED if procfs::status(tid).is_some_and(|st| st.awaits(self.signal())) => {
-                Pending::Unanswered
-            }
+            ARMED if awaits => Pending::Unanswered,
             ARMED => Pending::HeldBack,
             _ => Pending::Answered,
         };
