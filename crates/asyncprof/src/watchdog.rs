@@ -1260,10 +1260,20 @@ impl Watchdog {
                                     .still
                                     .filter(|s| s.tid == tid)
                                     .map_or(0, |s| s.ran_after_ns);
+                                // Unless the read taken in the stall before shows it slept
+                                // longer than that since: it slept through most of the time
+                                // after that read but for a moment awake, after which its
+                                // clock stood still (a pipe write that copies a chunk each
+                                // time the reader drains one).
                                 if let Some(mark) = self.asleep_all_along(i, tid, now) {
-                                    active.sleep_mark = Some(mark);
-                                    active.asleep_since_ns =
-                                        self.tracks[i].still.map(|s| s.since_ns);
+                                    let proved = mark.slept_before_ns.unwrap_or_default();
+                                    let measured =
+                                        active.sleep_mark.and_then(|b| b.slept_until(&mark));
+                                    if measured.is_none_or(|ns| ns <= proved) {
+                                        active.sleep_mark = Some(mark);
+                                        active.asleep_since_ns =
+                                            self.tracks[i].still.map(|s| s.since_ns);
+                                    }
                                 }
                             }
                             active.cpu_start = mark;

@@ -670,6 +670,32 @@ async fn keep_both_workers_polling(for_ms: u64) {
     }
 }
 
+/// Known truth: a blocking call its thread wakes in for a moment (a pipe write that copies a
+/// chunk each time the reader drains one), here two sleeps of 9.5 ms back to back in one poll.
+/// The stable tier measures it asleep from the read half a threshold in, which the looks show
+/// it slept through but for that moment. Before, the proof that the thread had not run
+/// (its CPU clock standing still) replaced that read whenever it existed, and it begins only
+/// after the moment the thread woke, just before the stall is declared: 9.5 ms left, under
+/// the threshold, and no stall.
+#[test]
+fn stable_tier_records_a_blocking_call_its_thread_wakes_in_for_a_moment() {
+    crate::support::retry_if_disturbed(|| {
+        let run = record_stable("stable-woken-call", || async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::spawn(async {
+                for _ in 0..2 {
+                    std::thread::sleep(Duration::from_micros(9_500)); // stall: stable-woken-call
+                }
+            })
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        });
+        stall_of(&run, "stable-woken-call", StallClass::Blocking, 9.0..100.0);
+        assert_finding(&run, "blocking-call", "stable-woken-call");
+    });
+}
+
 #[test]
 fn stable_tier_tells_a_busy_worker_from_a_stuck_one() {
     crate::support::retry_if_disturbed(|| {
