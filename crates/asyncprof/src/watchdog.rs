@@ -1260,16 +1260,24 @@ impl Watchdog {
                                     .still
                                     .filter(|s| s.tid == tid)
                                     .map_or(0, |s| s.ran_after_ns);
-                                // Unless the read taken in the stall before shows it slept
-                                // longer than that since: it slept through most of the time
-                                // after that read but for a moment awake, after which its
-                                // clock stood still (a pipe write that copies a chunk each
-                                // time the reader drains one).
+                                // Unless the read taken in the stall before shows it asleep
+                                // through most of the time from that read to the clock's
+                                // standing still as well, but for a moment awake (a pipe
+                                // write that copies a chunk each time the reader drains one):
+                                // its time asleep then counts from that read (its start
+                                // stays after the moment awake).
                                 if let Some(mark) = self.asleep_all_along(i, tid, now) {
                                     let proved = mark.slept_before_ns.unwrap_or_default();
-                                    let measured =
-                                        active.sleep_mark.and_then(|b| b.slept_until(&mark));
-                                    if measured.is_none_or(|ns| ns <= proved) {
+                                    let since = mark.at_ns.saturating_sub(proved);
+                                    let before_proof = active
+                                        .sleep_mark
+                                        .filter(|b| b.wait_ns.is_some() && mark.wait_ns.is_some())
+                                        .filter(|b| b.at_ns < since)
+                                        .and_then(|b| Some((b, b.slept_until(&mark)?)))
+                                        .map(|(b, ns)| {
+                                            (ns.saturating_sub(proved), since - b.at_ns)
+                                        });
+                                    if before_proof.is_none_or(|(slept, of)| slept * 2 <= of) {
                                         active.sleep_mark = Some(mark);
                                         active.asleep_since_ns =
                                             self.tracks[i].still.map(|s| s.since_ns);

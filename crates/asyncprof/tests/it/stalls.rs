@@ -161,6 +161,7 @@ fn a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_at_its_line() {
             "{stall:#?}"
         );
     });
+    a_large_file_read_in_a_busy_period(&path);
     let _ = std::fs::remove_file(&path);
 }
 
@@ -169,14 +170,12 @@ fn a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_at_its_line() {
 /// the thread stayed where it was, in the poll of the task the handler then sees, and that
 /// stack is the stall's. Before, a busy period gave the signal up at once, nothing showed one
 /// poll holding the worker and the stall was not recorded. The twin reads in `spawn_blocking`
-/// (as `tokio::fs` does): no stall.
-#[test]
-fn a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_in_a_busy_period() {
+/// (as `tokio::fs` does): no stall. (Run after the hooks tier's read, not beside it: the
+/// process has one signal slot, which a pending signal holds.)
+fn a_large_file_read_in_a_busy_period(path: &std::path::Path) {
     const BYTES: usize = 96 << 20;
-    let path = std::env::temp_dir().join(format!("asyncprof-it-read-st-{}", std::process::id()));
-    std::fs::write(&path, vec![7u8; BYTES]).unwrap();
     crate::support::retry_if_disturbed(|| {
-        let p = path.clone();
+        let p = path.to_path_buf();
         let run = record_stable("stable-file-read", || async move {
             tokio::spawn(async move {
                 let n = std::fs::read(&p).unwrap().len(); // stall: stable-file-read
@@ -194,7 +193,7 @@ fn a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_in_a_busy_period() 
             "{stall:#?}"
         );
 
-        let p = path.clone();
+        let p = path.to_path_buf();
         let run = record_stall("local-file-read", Flavor::CurrentThread, || async move {
             let local = tokio::task::LocalSet::new();
             local
@@ -212,7 +211,7 @@ fn a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_in_a_busy_period() 
         assert_culprit(stall_at(&run, "local-file-read"), "local-file-read");
         assert_finding(&run, "blocking-call", "local-file-read");
 
-        let p = path.clone();
+        let p = path.to_path_buf();
         let run = record_stable("stable-file-read-twin", || async move {
             tokio::spawn(async move {
                 let read = tokio::task::spawn_blocking(move || std::fs::read(&p));
@@ -224,7 +223,6 @@ fn a_large_file_read_on_cpu_in_the_kernel_is_a_blocking_call_in_a_busy_period() 
         });
         assert!(run.stalls.is_empty(), "{:#?}", run.stalls);
     });
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
@@ -672,8 +670,9 @@ async fn keep_both_workers_polling(for_ms: u64) {
 
 /// Known truth: a blocking call its thread wakes in for a moment (a pipe write that copies a
 /// chunk each time the reader drains one), here two sleeps of 9.5 ms back to back in one poll.
-/// The stable tier measures it asleep from the read half a threshold in, which the looks show
-/// it slept through but for that moment. Before, the proof that the thread had not run
+/// The stable tier counts its time asleep from the read half a threshold in, which the looks
+/// show it slept through but for that moment (the record's start stays after that moment, so
+/// its duration is about the second sleep's). Before, the proof that the thread had not run
 /// (its CPU clock standing still) replaced that read whenever it existed, and it begins only
 /// after the moment the thread woke, just before the stall is declared: 9.5 ms left, under
 /// the threshold, and no stall.
