@@ -265,20 +265,22 @@ impl Status {
     /// Whether signal `signal` would wait rather than run a handler now: the thread blocks
     /// it, or one is already pending.
     pub(crate) fn holds(&self, signal: i32) -> bool {
-        let bit = 1u64
-            .checked_shl(signal.saturating_sub(1) as u32)
-            .unwrap_or(0);
+        let bit = signal_bit(signal);
         (self.blocked | self.pending) & bit != 0
     }
 
     /// Whether signal `signal` is queued (for the thread, or for the process) and the thread
     /// does not block it: its handler runs as soon as the thread comes back to its own code.
     pub(crate) fn awaits(&self, signal: i32) -> bool {
-        let bit = 1u64
-            .checked_shl(signal.saturating_sub(1) as u32)
-            .unwrap_or(0);
+        let bit = signal_bit(signal);
         self.pending & bit != 0 && self.blocked & bit == 0
     }
+}
+
+/// Signal `signal`'s bit in a `/proc` signal mask (bit `n - 1` for signal `n`; 0 for none).
+fn signal_bit(signal: i32) -> u64 {
+    1u64.checked_shl(signal.saturating_sub(1) as u32)
+        .unwrap_or(0)
 }
 
 /// Read thread `tid`'s [`Status`]. `None` when it cannot be read.

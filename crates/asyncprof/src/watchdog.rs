@@ -1593,7 +1593,11 @@ impl Watchdog {
         if active.stacks && active.samples < MAX_SAMPLES {
             let stack = w.stack_lo.load(Relaxed)..w.stack_hi.load(Relaxed);
             let result = self.sampler.sample_in(tid, Some(stack), SAMPLE_TIMEOUT);
-            if active.raw.task_id == 0 && matches!(result, Err(SampleError::Pending)) {
+            // A signal sent by this sample (one this look followed already is left alone).
+            if active.raw.task_id == 0
+                && matches!(result, Err(SampleError::Pending))
+                && active.held.is_none_or(|h| h.seen_ns != now)
+            {
                 self.follow_pending(active, now);
             }
             match result {
@@ -1626,17 +1630,13 @@ impl Watchdog {
                             return;
                         }
                     }
-                    active.raw.signal_samples += u32::from(sample.capture == Capture::Signal);
-                    if sample.capture == Capture::Signal {
-                        active.raw.on_cpu_stacks.insert(sample.ips.clone());
-                    }
                     // Copied while the thread slept in the stretch: the blocked poll's stack (a
                     // signal's means it woke since the state was read).
                     if active.in_run && matches!(sample.capture, Capture::Frozen { .. }) {
                         *active.run.stacks.entry(sample.ips.clone()).or_default() += 1;
                         Self::keep_longest_stretch(active);
                     }
-                    *active.raw.stacks.entry(sample.ips).or_default() += 1;
+                    Self::keep_stack(active, sample);
                 }
                 Err(SampleError::Busy) => {
                     self.rec.loss.sampler_busy.fetch_add(1, Relaxed);
@@ -1894,10 +1894,18 @@ impl Watchdog {
             self.rec.loss.skipped_samples.fetch_add(1, Relaxed);
         } else {
             active.samples += 1;
+            Self::keep_stack(active, sample);
+        }
+    }
+
+    /// A stack sample into the stall's record (a signal's, taken on CPU, also among its
+    /// stacks on CPU); the caller counts it against the samples budget.
+    fn keep_stack(active: &mut Active, sample: asyncprof_sampler::Sample) {
+        if sample.capture == Capture::Signal {
             active.raw.signal_samples += 1;
             active.raw.on_cpu_stacks.insert(sample.ips.clone());
-            *active.raw.stacks.entry(sample.ips).or_default() += 1;
         }
+        *active.raw.stacks.entry(sample.ips).or_default() += 1;
     }
 
     /// A poll's time split from its start to `end`: measured from the first read of the
