@@ -292,6 +292,14 @@ pub fn primitive_name(function: &str) -> String {
     {
         return strip_generics(f);
     }
+    // Drop glue: the value dropped (its type argument) is what the user's line names, and
+    // its `Drop` is what blocks (`core::ptr::drop_in_place::<app::Conn>`).
+    if ["core::mem::drop", "core::ptr::drop_in_place"].contains(&path.as_str()) {
+        return match f.find('<') {
+            Some(at) if !f[..at].ends_with("::") => format!("{}::{}", &f[..at], &f[at..]),
+            _ => f.to_string(),
+        };
+    }
     let known: &[(&[&str], &str)] = &[
         (&["std::thread", "sleep"], "std::thread::sleep"),
         (&["Mutex", "::lock"], "std::sync::Mutex::lock"),
@@ -1012,6 +1020,19 @@ mod tests {
             "rusqlite::Statement::execute"
         );
         assert_eq!(primitive_name("ureq::Agent<T>::run"), "ureq::Agent::run");
+        // Drop glue keeps the type it drops.
+        assert_eq!(
+            primitive_name(&qualified(&Frame::new(
+                "drop<app::RenderLog>",
+                Some("/rustc/5980/library/core/src/mem/mod.rs".into()),
+                Some(975),
+            ))),
+            "core::mem::drop::<app::RenderLog>"
+        );
+        assert_eq!(
+            primitive_name("core::ptr::drop_in_place<rusqlite::Connection>"),
+            "core::ptr::drop_in_place::<rusqlite::Connection>"
+        );
         // A known call's type in another's type arguments does not make it that call.
         assert_eq!(
             primitive_name(

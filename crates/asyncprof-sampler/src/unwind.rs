@@ -48,6 +48,10 @@ pub(crate) struct Regs {
 /// needed the frame pointer and did not have it.
 const MAX_FP_GUESSES: usize = 64;
 
+/// At most this many bytes of a function's code are read to find a jump that ends it by
+/// going to another function (a tail call).
+const MAX_TAIL_SCAN: usize = 16 << 10;
+
 /// A stack walker over this process's modules.
 pub(crate) struct StackWalker {
     unwinder: UnwinderNative<Bytes, MayAllocateDuringUnwind>,
@@ -131,6 +135,12 @@ impl StackWalker {
     /// The first address of the function that holds code address `addr`, from its unwind
     /// table entry (FDE).
     fn function_start(&self, addr: u64) -> Option<u64> {
+        self.function_code(addr).map(|r| r.start)
+    }
+
+    /// The code of the function that holds code address `addr`, from its unwind table entry
+    /// (FDE).
+    fn function_code(&self, addr: u64) -> Option<Range<u64>> {
         use gimli::{BaseAddresses, EhFrame, EhFrameHdr, LittleEndian, UnwindSection};
         let t = self.tables.iter().find(|t| t.code.contains(&addr))?;
         let bases = BaseAddresses::default()
@@ -149,7 +159,47 @@ impl StackWalker {
                 EhFrame::cie_from_offset,
             )
             .ok()?;
-        Some(fde.initial_address().wrapping_add(t.bias))
+        let start = fde.initial_address().wrapping_add(t.bias);
+        Some(start..start.wrapping_add(fde.len()))
+    }
+
+    /// Whether function `f`'s code jumps to `target` (`jmp rel32`, `e9`; `jmp [rip+disp32]`,
+    /// `ff 25`, through a pointer; `jcc rel32`, `0f 8x`): `f` ends by handing its frame to
+    /// `target` (a tail call), so a return address after a call to `f` can be `target`'s.
+    /// Reads at most [`MAX_TAIL_SCAN`] bytes of `f`. A byte pattern inside another instruction
+    /// would have to name `target` exactly to count.
+    fn tail_jumps_to(&self, f: u64, target: u64) -> bool {
+        let Some(code) = self.function_code(f).filter(|r| r.start == f) else {
+            return false;
+        };
+        let len = (code.end.saturating_sub(code.start) as usize).min(MAX_TAIL_SCAN);
+        let mut bytes = vec![0u8; len];
+        let len = remote::copy_own_memory(f, &mut bytes);
+        let bytes = &bytes[..len];
+        let rel32 = |at: usize| {
+            bytes
+                .get(at..at + 4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+        };
+        // The address after an instruction of `n` bytes at `i`, plus its displacement.
+        let dest = |i: usize, n: usize| {
+            rel32(i + n - 4).map(|d| f.wrapping_add((i + n) as u64).wrapping_add(d as u64))
+        };
+        for i in 0..bytes.len() {
+            let to = match (bytes[i], bytes.get(i + 1)) {
+                (0xe9, _) => dest(i, 5),
+                (0x0f, Some(b)) if b & 0xf0 == 0x80 => dest(i, 6),
+                (0xff, Some(0x25)) => dest(i, 6).and_then(|slot| {
+                    let mut ptr = [0u8; 8];
+                    (remote::copy_own_memory(slot, &mut ptr) == 8).then(|| u64::from_le_bytes(ptr))
+                }),
+                _ => None,
+            };
+            if to == Some(target) {
+                return true;
+            }
+        }
+        false
     }
 
     /// What the instruction just before `ret` is: a call to a named function (`call rel32`,
@@ -220,7 +270,8 @@ impl StackWalker {
     /// walk there as if the stack ended. That frame's rbp points at the slot where it saved
     /// its caller's rbp, followed by its return address. Above the last frame found, the
     /// first slot followed by a return address whose call instruction called that very
-    /// frame's function is taken. Stale return addresses (of calls that already returned)
+    /// frame's function (or a function that jumps to it as it ends: a tail call, which leaves
+    /// no frame of its own) is taken. Stale return addresses (of calls that already returned)
     /// rarely pass, and when no slot does, the walk stays as it was: shorter, never wrong.
     fn find_frame_pointer(&self, regs: Regs, stack: &[u8]) -> Option<u64> {
         let (&last, n) = (self.frames.last()?, self.frames.len());
@@ -251,10 +302,13 @@ impl StackWalker {
                 break;
             }
             // The first slot whose return address follows a call that went to this frame's
-            // function; failing that, the first after a call through a pointer that could
-            // have. A call to another function, or no call at all, is a stale value.
+            // function, or to one that jumped to it; failing that, the first after a call
+            // through a pointer that could have. A call to another function, or no call at
+            // all, is a stale value.
             match self.call_before(ret) {
-                Call::To(target) if target == start => return Some(regs.sp + (i as u64) * 8),
+                Call::To(target) if target == start || self.tail_jumps_to(target, start) => {
+                    return Some(regs.sp + (i as u64) * 8)
+                }
                 Call::Indirect if indirect.is_none() => indirect = Some(regs.sp + (i as u64) * 8),
                 Call::To(_) | Call::Indirect | Call::None => {}
             }

@@ -20,6 +20,21 @@ fn frozen_inner_sleep(d: Duration) {
     std::hint::black_box(());
 }
 
+/// Calls its tail-called sleeper, then does more: its frame stays on the stack.
+#[inline(never)]
+fn frozen_outer_tail(d: Duration) {
+    frozen_tail_sleep(d);
+    std::hint::black_box(());
+}
+
+/// Ends in the sleep: the call compiles to a jump (a tail call), so this function's frame is
+/// gone while std's sleep runs, and the slot above std's frame holds a return address into
+/// the caller, after a call to this function, not to std's sleep.
+#[inline(never)]
+fn frozen_tail_sleep(d: Duration) {
+    std::thread::sleep(d)
+}
+
 #[inline(never)]
 fn frozen_outer_poll(ms: i32) {
     // SAFETY: no descriptors: poll only waits for its timeout.
@@ -77,6 +92,28 @@ fn a_sleep_through_std_unwinds_to_the_callers() {
         "{names:#?}"
     );
     // The thread's start: the walk reached the end of the stack.
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("start_thread") || n.contains("clone")),
+        "{names:#?}"
+    );
+}
+
+/// Known truth: `frozen_tail_sleep` jumps to std's sleep (its frame is not on the stack:
+/// checked, or this test would show nothing), so the walk must find std's frame pointer
+/// through a call to the function that jumped, and go on to `frozen_outer_tail`. (Before, it
+/// took a slot further up, after an indirect call, and the caller's frames were missing.)
+#[test]
+fn a_sleep_reached_through_a_tail_call_unwinds_to_the_caller() {
+    let names = frozen_stack(|| frozen_outer_tail(Duration::from_millis(300)));
+    let at = |f: &str| names.iter().position(|n| n.contains(f));
+    assert!(at("nanosleep").is_some(), "{names:#?}");
+    assert!(
+        at("frozen_tail_sleep").is_none(),
+        "not a tail call: {names:#?}"
+    );
+    assert!(at("frozen_outer_tail").is_some(), "{names:#?}");
     assert!(
         names
             .iter()

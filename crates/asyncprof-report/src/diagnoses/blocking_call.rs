@@ -37,6 +37,18 @@ pub fn recommendation(
 /// `std::thread::sleep`, `rayon::reduce`, `std::process::Command::output`), most specific
 /// first.
 fn instead_of(primitive: &str) -> Option<&'static str> {
+    // Drop glue, or a type's own `Drop::drop` (named `Type::drop`): dropping the value
+    // blocked, whatever its type's crate.
+    if primitive.contains("core::mem::drop")
+        || primitive.contains("core::ptr::drop_in_place")
+        || primitive.ends_with("::drop")
+    {
+        return Some(
+            "Dropping the value here runs its Drop, which blocks: drop it inside \
+             tokio::task::spawn_blocking (move it into the closure), or close it with an async \
+             method, awaited, before it goes out of scope.",
+        );
+    }
     const ADVICE: &[(&[&str], &str)] = &[
         (
             &["std::thread::sleep"],
@@ -155,6 +167,12 @@ mod tests {
             ("std::net::TcpStream::connect", "tokio::net"),
             ("ureq::call", "async HTTP client"),
             ("rusqlite::Connection::execute", "spawn_blocking"),
+            ("core::mem::drop::<app::RenderLog>", "Dropping the value"),
+            (
+                "core::ptr::drop_in_place::<rusqlite::Connection>",
+                "Dropping the value",
+            ),
+            ("rusqlite::Connection::drop", "Dropping the value"),
         ] {
             let text = advice(call);
             assert!(text.contains(want), "{call}: {text}");
