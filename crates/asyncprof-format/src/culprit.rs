@@ -168,6 +168,41 @@ pub fn caller<'f>(frames: &'f [Frame], culprit: &Frame) -> Option<&'f Frame> {
         .or_else(|| outward.find(|f| matches!(body_kind(&f.function), Body::Closure)))
 }
 
+/// At most this many plain functions between a culprit and its [`caller`] are named.
+const MAX_CHAIN: usize = 2;
+
+/// The way from the culprit's function to its [`caller`] in `frames`: the plain functions of
+/// the user's code between them (innermost first, at most [`MAX_CHAIN`], a line given once),
+/// then the caller. A helper's direct caller can be a plain function that returns a future
+/// (a `Service::call`, a builder): the line to change is there, awaited from the async body.
+/// Empty when there is no caller.
+pub fn caller_chain<'f>(frames: &'f [Frame], culprit: &Frame) -> Vec<&'f Frame> {
+    let Some(end) = caller(frames, culprit) else {
+        return Vec::new();
+    };
+    let (Some(at), Some(end_at)) = (
+        culprit_at(frames, own_crate()),
+        frames.iter().position(|f| std::ptr::eq(f, end)),
+    ) else {
+        return vec![end];
+    };
+    let mut chain: Vec<&Frame> = Vec::new();
+    for f in frames.get(at + 1..end_at).unwrap_or(&[]) {
+        let same_line = |g: &&Frame| g.file == f.file && g.line == f.line;
+        if is_user_frame(f)
+            && matches!(body_kind(&f.function), Body::Plain)
+            && !same_line(&&frames[at])
+            && !same_line(&end)
+            && !chain.iter().any(same_line)
+        {
+            chain.push(f);
+        }
+    }
+    chain.truncate(MAX_CHAIN);
+    chain.push(end);
+    chain
+}
+
 /// What a function's name says it is.
 pub(crate) enum Body {
     /// An async fn's, block's or closure's body.
@@ -762,6 +797,35 @@ mod tests {
             fr("poll", tokio, 1),
         ];
         assert_eq!(caller(&helper, &helper[0]).and_then(|f| f.line), Some(70));
+        // The way there: the helper's plain caller (its closure at the same line is not a
+        // step of its own), then the handler.
+        let lines = |c: Vec<&Frame>| c.iter().map(|f| f.line).collect::<Vec<_>>();
+        assert_eq!(
+            lines(caller_chain(&helper, &helper[0])),
+            [Some(50), Some(70)]
+        );
+        assert_eq!(
+            lines(caller_chain(&stream, &stream[0])),
+            [Some(106), Some(113)]
+        );
+        assert_eq!(lines(caller_chain(&future, &future[0])), [Some(153)]);
+        assert!(caller_chain(&inline, &inline[2]).is_empty());
+        // A service's `call`, a plain function that computes, then returns a future the
+        // handler awaits: the line to change is in `call`.
+        let service = [
+            fr("quotes::checksum", Some("src/main.rs"), 15),
+            fr(
+                "<quotes::Quote as quotes::Service>::call",
+                Some("src/main.rs"),
+                65,
+            ),
+            fr("quotes::handle::{async_fn#0}", Some("src/main.rs"), 132),
+            fr("poll", tokio, 1),
+        ];
+        assert_eq!(
+            lines(caller_chain(&service, &service[0])),
+            [Some(65), Some(132)]
+        );
         // A `LocalSet` task's helper: the search stops at tokio's poll of the task, not at
         // the `run_until` in `main`'s body that polls the set.
         let local = [

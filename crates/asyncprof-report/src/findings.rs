@@ -105,7 +105,8 @@ pub struct Finding {
     /// code that called it (`asyncprof_format::culprit::caller`: an async body, where to move
     /// the call into `spawn_blocking` or await an async equivalent, else a closure such as a
     /// response stream's), as `file:line in function (N stalls)`, most stalls first (at most
-    /// three).
+    /// three); plain functions on the way come first (`file:line in call, called from
+    /// file:line in handle (N stalls)`).
     pub called_from: Vec<String>,
     /// In a process with several runtimes: the ones whose workers these stalls held, by name
     /// (or `runtime <id>`). Empty when the run saw one runtime.
@@ -190,22 +191,34 @@ impl Finding {
     }
 }
 
+/// Between the steps of a caller's way from the finding's function (`a:65 in call, called
+/// from a:132 in handle`).
+pub(crate) const CALLED_FROM: &str = ", called from ";
+
 /// The code that called the plain function of `stalls`' line: per stall, the caller
-/// (`asyncprof_format::culprit::caller`) most of its samples at its recorded culprit show; as
-/// `file:line in function (N stalls)`, most stalls first, at most three.
+/// (`asyncprof_format::culprit::caller_chain`: the plain functions on the way, then the
+/// caller) most of its samples at its recorded culprit show; as `file:line in function (N
+/// stalls)`, steps joined by [`CALLED_FROM`], most stalls first, at most three.
 fn callers<'a>(stalls: impl Iterator<Item = &'a StallRecord>) -> Vec<String> {
     let callers = stalls.filter_map(|s| {
         let culprit = s.culprit.as_ref()?;
         // Its stacks' callers (frames of the user's code: with a file and a line), by samples.
         let mut samples: BTreeMap<String, u32> = BTreeMap::new();
         for st in &s.stacks {
-            if let Some(f) = asyncprof_format::culprit::caller(&st.frames, culprit) {
-                let place = format!(
-                    "{}:{} in {}",
-                    f.file.as_deref().unwrap_or(""),
-                    f.line.unwrap_or(0),
-                    asyncprof_format::culprit::without_type_arguments(&f.function)
-                );
+            let chain = asyncprof_format::culprit::caller_chain(&st.frames, culprit);
+            if !chain.is_empty() {
+                let place = chain
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{}:{} in {}",
+                            f.file.as_deref().unwrap_or(""),
+                            f.line.unwrap_or(0),
+                            asyncprof_format::culprit::without_type_arguments(&f.function)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(CALLED_FROM);
                 *samples.entry(place).or_default() += st.count;
             }
         }

@@ -164,11 +164,27 @@ fn calls(line: &str, method: &str) -> bool {
 /// A merged finding's other line, `FILE:LINE in FUNCTION (…)`, with its anonymous function
 /// named as [`anonymous_name`] names it; `None` when it is not of that form or keeps its name.
 fn name_also(also: &str, source: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    // A caller's way (`a:65 in call, called from a:132 in {async_fn#0} (N stalls)`): each
+    // step named, the last with the counts.
+    if let Some((first, rest)) = also.split_once(crate::findings::CALLED_FROM) {
+        let first = name_place(first, source).unwrap_or_else(|| first.to_string());
+        let rest = name_also(rest, source).unwrap_or_else(|| rest.to_string());
+        return Some(format!("{first}{}{rest}", crate::findings::CALLED_FROM));
+    }
     let (at, rest) = also.split_once(" in ")?;
     let (function, tail) = rest.split_once(" (")?;
     let (file, line) = at.rsplit_once(':')?;
     let name = anonymous_name(function, file, line.parse().ok()?, source)?;
     Some(format!("{at} in {name} ({tail}"))
+}
+
+/// One step of a caller's way, `file:line in function` (no counts), with its function named
+/// as [`name_also`] names it.
+fn name_place(place: &str, source: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let (at, function) = place.split_once(" in ")?;
+    let (file, line) = at.rsplit_once(':')?;
+    let name = anonymous_name(function, file, line.parse().ok()?, source)?;
+    Some(format!("{at} in {name}"))
 }
 
 /// An anonymous `function` at `file:line` named after the `fn` that holds that line, as
@@ -346,6 +362,19 @@ fn spawn_all(urls: Vec<String>) {
                 "src/render.rs:13 in spawn_all (async block) (1 stall, runtime-blocked)",
                 "src/gone.rs:7 in {closure#0} (2 stalls, blocking-call)",
                 "3 more stalls at this line were blocking-call",
+            ]
+        );
+        // A caller's way: each step named, the counts kept at the end.
+        f.called_from = vec![
+            "src/render.rs:15 in {closure#0}, called from src/render.rs:4 in {async_fn#0} (2 stalls)"
+                .into(),
+        ];
+        name_anonymous(std::slice::from_mut(&mut f), &source);
+        assert_eq!(
+            f.called_from,
+            [
+                "src/render.rs:15 in spawn_all (closure), called from src/render.rs:4 in \
+              render_markdown (async fn) (2 stalls)"
             ]
         );
     }
