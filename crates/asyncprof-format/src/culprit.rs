@@ -172,11 +172,13 @@ pub fn caller<'f>(frames: &'f [Frame], culprit: &Frame) -> Option<&'f Frame> {
 const MAX_CHAIN: usize = 2;
 
 /// The way from the culprit's function to its [`caller`] in `frames`: the plain functions of
-/// the user's code between them (innermost first, at most [`MAX_CHAIN`], a line given once),
-/// then the caller. A helper's direct caller can be a plain function that returns a future
-/// (a `Service::call`, a builder): the line to change is there, awaited from the async body.
+/// the user's code between them (innermost first, a line given once), then the caller. A
+/// helper's direct caller can be a plain function that returns a future (a `Service::call`,
+/// a builder): the line to change is there, awaited from the async body. Past
+/// [`MAX_CHAIN`] plain functions, the innermost and the outermost are kept (the helper's
+/// caller, and the function the async body called) and `None` stands for those between.
 /// Empty when there is no caller.
-pub fn caller_chain<'f>(frames: &'f [Frame], culprit: &Frame) -> Vec<&'f Frame> {
+pub fn caller_chain<'f>(frames: &'f [Frame], culprit: &Frame) -> Vec<Option<&'f Frame>> {
     let Some(end) = caller(frames, culprit) else {
         return Vec::new();
     };
@@ -184,7 +186,7 @@ pub fn caller_chain<'f>(frames: &'f [Frame], culprit: &Frame) -> Vec<&'f Frame> 
         culprit_at(frames, own_crate()),
         frames.iter().position(|f| std::ptr::eq(f, end)),
     ) else {
-        return vec![end];
+        return vec![Some(end)];
     };
     let mut chain: Vec<&Frame> = Vec::new();
     for f in frames.get(at + 1..end_at).unwrap_or(&[]) {
@@ -198,9 +200,12 @@ pub fn caller_chain<'f>(frames: &'f [Frame], culprit: &Frame) -> Vec<&'f Frame> 
             chain.push(f);
         }
     }
-    chain.truncate(MAX_CHAIN);
-    chain.push(end);
-    chain
+    let mut way: Vec<Option<&Frame>> = match chain.len() {
+        n if n > MAX_CHAIN => vec![Some(chain[0]), None, Some(chain[n - 1])],
+        _ => chain.into_iter().map(Some).collect(),
+    };
+    way.push(Some(end));
+    way
 }
 
 /// What a function's name says it is.
@@ -799,7 +804,8 @@ mod tests {
         assert_eq!(caller(&helper, &helper[0]).and_then(|f| f.line), Some(70));
         // The way there: the helper's plain caller (its closure at the same line is not a
         // step of its own), then the handler.
-        let lines = |c: Vec<&Frame>| c.iter().map(|f| f.line).collect::<Vec<_>>();
+        let lines =
+            |c: Vec<Option<&Frame>>| c.iter().map(|f| f.and_then(|f| f.line)).collect::<Vec<_>>();
         assert_eq!(
             lines(caller_chain(&helper, &helper[0])),
             [Some(50), Some(70)]
@@ -825,6 +831,31 @@ mod tests {
         assert_eq!(
             lines(caller_chain(&service, &service[0])),
             [Some(65), Some(132)]
+        );
+        // Past two plain functions: the helper's caller and the one the handler called, a
+        // gap between; a function's second frame at the same line is no step of its own.
+        let deep = [
+            fr("quotes::checksum", Some("src/main.rs"), 15),
+            fr("quotes::a", Some("src/main.rs"), 20),
+            fr("quotes::b", Some("src/main.rs"), 30),
+            fr("quotes::b", Some("src/main.rs"), 30),
+            fr("quotes::c", Some("src/main.rs"), 40),
+            fr(
+                "<quotes::Quote as quotes::Service>::call",
+                Some("src/main.rs"),
+                65,
+            ),
+            fr("quotes::handle::{async_fn#0}", Some("src/main.rs"), 132),
+            fr("poll", tokio, 1),
+        ];
+        assert_eq!(
+            lines(caller_chain(&deep, &deep[0])),
+            [Some(20), None, Some(65), Some(132)]
+        );
+        let two = [&deep[..2], &deep[5..]].concat();
+        assert_eq!(
+            lines(caller_chain(&two, &two[0])),
+            [Some(20), Some(65), Some(132)]
         );
         // A `LocalSet` task's helper: the search stops at tokio's poll of the task, not at
         // the `run_until` in `main`'s body that polls the set.

@@ -326,7 +326,11 @@ const LOCK_CRATES: &[&str] = &["/lock_api-", "/parking_lot-"];
 /// (called through `lock_api`, its locks' generic front: bare names such as `lock_api::lock`
 /// are told by the crate's file).
 fn is_lock_wait(s: &StallRecord) -> bool {
-    let primitive = s.primitive.as_ref().map_or("", |p| p.function.as_str());
+    // By its path: drop glue keeps the type it drops (`drop_in_place::<Arc<Mutex<T>>>`),
+    // which is no lock wait.
+    let primitive = crate::culprit::without_type_arguments(
+        s.primitive.as_ref().map_or("", |p| p.function.as_str()),
+    );
     let file = s
         .primitive
         .as_ref()
@@ -632,6 +636,18 @@ mod tests {
         };
         assert!(!preempted(&std_lock));
         assert_eq!(StallKind::label(&std_lock), "lock-contention");
+        // Dropping a value whose type holds a lock (its `Drop` joins a thread, in futex) is
+        // no lock wait: the type argument of the drop glue does not count.
+        let drop_glue = StallRecord {
+            primitive: Some(crate::Frame::new(
+                "core::ptr::drop_in_place::<alloc::sync::Arc<std::sync::Mutex<app::Pool>>>",
+                Some("/rustc/abc/library/core/src/ptr/mod.rs".into()),
+                Some(805),
+            )),
+            crowded_share: Some(0.0),
+            ..std_lock.clone()
+        };
+        assert_eq!(StallKind::label(&drop_glue), "blocking-call");
         for call in [
             "futures_executor::local_pool::block_on",
             "std::sync::mpsc::Receiver<T>::recv",

@@ -209,13 +209,15 @@ fn callers<'a>(stalls: impl Iterator<Item = &'a StallRecord>) -> Vec<String> {
             if !chain.is_empty() {
                 let place = chain
                     .iter()
-                    .map(|f| {
-                        format!(
+                    .map(|f| match f {
+                        Some(f) => format!(
                             "{}:{} in {}",
                             f.file.as_deref().unwrap_or(""),
                             f.line.unwrap_or(0),
                             asyncprof_format::culprit::without_type_arguments(&f.function)
-                        )
+                        ),
+                        // Plain functions left out between two named.
+                        None => "…".to_string(),
                     })
                     .collect::<Vec<_>>()
                     .join(CALLED_FROM);

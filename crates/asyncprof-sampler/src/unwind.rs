@@ -24,6 +24,7 @@ type Bytes = Arc<[u8]>;
 #[derive(Debug)]
 struct Tables {
     code: Range<u64>,
+    mapped: Range<u64>,
     bias: u64,
     hdr_svma: u64,
     hdr: Bytes,
@@ -52,6 +53,13 @@ const MAX_FP_GUESSES: usize = 64;
 /// going to another function (a tail call).
 const MAX_TAIL_SCAN: usize = 16 << 10;
 
+/// At most this many functions' code is read per search for a frame pointer (results are
+/// kept: see [`StackWalker::jumps`]).
+const MAX_TAIL_READS: usize = 8;
+
+/// At most this many functions' jump targets are kept.
+const MAX_JUMPS_KEPT: usize = 4096;
+
 /// A stack walker over this process's modules.
 pub(crate) struct StackWalker {
     unwinder: UnwinderNative<Bytes, MayAllocateDuringUnwind>,
@@ -60,6 +68,10 @@ pub(crate) struct StackWalker {
     tables: Vec<Tables>,
     generation: Option<(u64, u64)>,
     frames: Vec<u64>,
+    /// Functions' jump targets, by the function's first address ([`StackWalker::jumps`]):
+    /// the same functions come back sample after sample. Emptied when a module is loaded or
+    /// unloaded, or when full.
+    jumps: std::collections::HashMap<u64, Arc<[u64]>>,
 }
 
 impl std::fmt::Debug for StackWalker {
@@ -80,6 +92,7 @@ impl Default for StackWalker {
             tables: Vec::new(),
             generation: None,
             frames: Vec::new(),
+            jumps: std::collections::HashMap::new(),
         }
     }
 }
@@ -105,6 +118,7 @@ impl StackWalker {
         self.generation = Some(gen);
         self.unwinder = UnwinderNative::new();
         self.cache = CacheNative::new();
+        self.jumps.clear();
         self.code.clear();
         self.tables.clear();
         for m in modules::loaded() {
@@ -113,6 +127,7 @@ impl StackWalker {
             self.code.push(m.code.clone());
             self.tables.push(Tables {
                 code: m.code.clone(),
+                mapped: m.mapped.clone(),
                 bias: m.bias,
                 hdr_svma: m.eh_frame_hdr_svma.start,
                 hdr: hdr.clone(),
@@ -163,43 +178,79 @@ impl StackWalker {
         Some(start..start.wrapping_add(fde.len()))
     }
 
-    /// Whether function `f`'s code jumps to `target` (`jmp rel32`, `e9`; `jmp [rip+disp32]`,
-    /// `ff 25`, through a pointer; `jcc rel32`, `0f 8x`): `f` ends by handing its frame to
-    /// `target` (a tail call), so a return address after a call to `f` can be `target`'s.
-    /// Reads at most [`MAX_TAIL_SCAN`] bytes of `f`. A byte pattern inside another instruction
-    /// would have to name `target` exactly to count.
-    fn tail_jumps_to(&self, f: u64, target: u64) -> bool {
-        let Some(code) = self.function_code(f).filter(|r| r.start == f) else {
-            return false;
-        };
+    /// Where function `f`'s code jumps to another function: `jmp rel32` (`e9`), `jcc rel32`
+    /// (`0f 8x`) and `jmp [rip+disp32]` (`ff 25`, through a pointer of `f`'s own module, read),
+    /// the targets that lie in a loaded module's code outside `f`, at most [`MAX_TAIL_SCAN`]
+    /// bytes of `f` read. A byte pattern inside another instruction yields a target too;
+    /// callers compare targets with one function's first address, which such a pattern would
+    /// have to name exactly. `None` when `f` is no function's first address, or `budget` (the
+    /// reads left) is spent; known functions cost no read.
+    fn jumps(&mut self, f: u64, budget: &mut usize) -> Option<Arc<[u64]>> {
+        if let Some(known) = self.jumps.get(&f) {
+            return Some(known.clone());
+        }
+        if *budget == 0 {
+            return None;
+        }
+        *budget -= 1;
+        let code = self.function_code(f).filter(|r| r.start == f)?;
+        let mapped = self
+            .tables
+            .iter()
+            .find(|t| t.code.contains(&f))
+            .map(|t| t.mapped.clone())?;
         let len = (code.end.saturating_sub(code.start) as usize).min(MAX_TAIL_SCAN);
         let mut bytes = vec![0u8; len];
         let len = remote::copy_own_memory(f, &mut bytes);
         let bytes = &bytes[..len];
-        let rel32 = |at: usize| {
-            bytes
-                .get(at..at + 4)
-                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
-        };
         // The address after an instruction of `n` bytes at `i`, plus its displacement.
         let dest = |i: usize, n: usize| {
-            rel32(i + n - 4).map(|d| f.wrapping_add((i + n) as u64).wrapping_add(d as u64))
+            let d = bytes.get(i + n - 4..i + n)?;
+            let d = i32::from_le_bytes([d[0], d[1], d[2], d[3]]) as i64;
+            Some(f.wrapping_add((i + n) as u64).wrapping_add(d as u64))
         };
+        let mut out: Vec<u64> = Vec::new();
         for i in 0..bytes.len() {
             let to = match (bytes[i], bytes.get(i + 1)) {
                 (0xe9, _) => dest(i, 5),
                 (0x0f, Some(b)) if b & 0xf0 == 0x80 => dest(i, 6),
-                (0xff, Some(0x25)) => dest(i, 6).and_then(|slot| {
-                    let mut ptr = [0u8; 8];
-                    (remote::copy_own_memory(slot, &mut ptr) == 8).then(|| u64::from_le_bytes(ptr))
-                }),
+                (0xff, Some(0x25)) => dest(i, 6)
+                    .filter(|slot| mapped.contains(slot) && mapped.contains(&(slot + 7)))
+                    .and_then(|slot| {
+                        let mut ptr = [0u8; 8];
+                        (remote::copy_own_memory(slot, &mut ptr) == 8)
+                            .then(|| u64::from_le_bytes(ptr))
+                    }),
                 _ => None,
             };
-            if to == Some(target) {
-                return true;
+            if let Some(to) = to.filter(|t| !code.contains(t) && self.is_code(*t)) {
+                if !out.contains(&to) {
+                    out.push(to);
+                }
             }
         }
-        false
+        if self.jumps.len() >= MAX_JUMPS_KEPT {
+            self.jumps.clear();
+        }
+        let out: Arc<[u64]> = out.into();
+        self.jumps.insert(f, out.clone());
+        Some(out)
+    }
+
+    /// Whether function `f` ends by handing its frame to `target`: it jumps there (a tail
+    /// call), or to a function that does (two in a row: a wrapper of a wrapper). A return
+    /// address after a call to `f` can then be `target`'s.
+    fn tail_jumps_to(&mut self, f: u64, target: u64, budget: &mut usize) -> bool {
+        let Some(first) = self.jumps(f, budget) else {
+            return false;
+        };
+        if first.contains(&target) {
+            return true;
+        }
+        first.iter().any(|&g| {
+            self.jumps(g, budget)
+                .is_some_and(|second| second.contains(&target))
+        })
     }
 
     /// What the instruction just before `ret` is: a call to a named function (`call rel32`,
@@ -270,10 +321,13 @@ impl StackWalker {
     /// walk there as if the stack ended. That frame's rbp points at the slot where it saved
     /// its caller's rbp, followed by its return address. Above the last frame found, the
     /// first slot followed by a return address whose call instruction called that very
-    /// frame's function (or a function that jumps to it as it ends: a tail call, which leaves
-    /// no frame of its own) is taken. Stale return addresses (of calls that already returned)
-    /// rarely pass, and when no slot does, the walk stays as it was: shorter, never wrong.
-    fn find_frame_pointer(&self, regs: Regs, stack: &[u8]) -> Option<u64> {
+    /// frame's function (or a function that jumps to it as it ends, directly or through one
+    /// more: a tail call, which leaves no frame of its own) is taken. Stale return addresses
+    /// (of calls that already returned) rarely pass; a function that both calls this one
+    /// through a pointer and jumps to it elsewhere could be taken for its caller's caller,
+    /// and its frame would be missing. When no slot passes, the walk stays as it was,
+    /// shorter. At most [`MAX_TAIL_READS`] functions' code is read (their jumps are kept).
+    fn find_frame_pointer(&mut self, regs: Regs, stack: &[u8]) -> Option<u64> {
         let (&last, n) = (self.frames.last()?, self.frames.len());
         // The last frame's function: its address is a return address unless it is the first.
         let lookup = if n == 1 { last } else { last.wrapping_sub(1) };
@@ -292,6 +346,7 @@ impl StackWalker {
         };
         let mut tried = 0;
         let mut indirect = None;
+        let mut budget = MAX_TAIL_READS;
         for i in from..words.saturating_sub(1) {
             let ret = word(i + 1);
             if !self.is_code(ret) {
@@ -306,7 +361,9 @@ impl StackWalker {
             // through a pointer that could have. A call to another function, or no call at
             // all, is a stale value.
             match self.call_before(ret) {
-                Call::To(target) if target == start || self.tail_jumps_to(target, start) => {
+                Call::To(target)
+                    if target == start || self.tail_jumps_to(target, start, &mut budget) =>
+                {
                     return Some(regs.sp + (i as u64) * 8)
                 }
                 Call::Indirect if indirect.is_none() => indirect = Some(regs.sp + (i as u64) * 8),

@@ -1593,10 +1593,17 @@ impl Watchdog {
         if active.stacks && active.samples < MAX_SAMPLES {
             let stack = w.stack_lo.load(Relaxed)..w.stack_hi.load(Relaxed);
             let result = self.sampler.sample_in(tid, Some(stack), SAMPLE_TIMEOUT);
-            // A signal sent by this sample (one this look followed already is left alone).
+            // A signal sent by this sample (one this look followed already is left alone; a
+            // new one the sample sent after giving up a dead one is not that one).
             if active.raw.task_id == 0
                 && matches!(result, Err(SampleError::Pending))
-                && active.held.is_none_or(|h| h.seen_ns != now)
+                && active.held.is_none_or(|h| {
+                    h.seen_ns != now
+                        || self
+                            .sampler
+                            .pending(tid)
+                            .is_some_and(|(sent, _)| sent != h.sent)
+                })
             {
                 self.follow_pending(active, now);
             }

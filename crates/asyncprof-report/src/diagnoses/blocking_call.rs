@@ -37,11 +37,9 @@ pub fn recommendation(
 /// `std::thread::sleep`, `rayon::reduce`, `std::process::Command::output`), most specific
 /// first.
 fn instead_of(primitive: &str) -> Option<&'static str> {
-    // Drop glue, or a type's own `Drop::drop` (named `Type::drop`): dropping the value
-    // blocked, whatever its type's crate.
-    if primitive.contains("core::mem::drop")
-        || primitive.contains("core::ptr::drop_in_place")
-        || primitive.ends_with("::drop")
+    // Drop glue: dropping the value blocked, whatever its type's crate. (Not every method
+    // named `drop` is a `Drop`: a database client's `Collection::drop` is a request.)
+    if primitive.starts_with("core::mem::drop") || primitive.starts_with("core::ptr::drop_in_place")
     {
         return Some(
             "Dropping the value here runs its Drop, which blocks: drop it inside \
@@ -172,7 +170,10 @@ mod tests {
                 "core::ptr::drop_in_place::<rusqlite::Connection>",
                 "Dropping the value",
             ),
-            ("rusqlite::Connection::drop", "Dropping the value"),
+            (
+                "mongodb::sync::Collection::drop",
+                "Use the async equivalent",
+            ),
         ] {
             let text = advice(call);
             assert!(text.contains(want), "{call}: {text}");

@@ -18,6 +18,9 @@ pub(crate) struct ModuleImage {
     pub(crate) bias: u64,
     /// Actual addresses of the module's executable segments (lowest start to highest end).
     pub(crate) code: Range<u64>,
+    /// Actual addresses of all its loaded segments (lowest start to highest end): its code,
+    /// its data and the pointers its code calls and jumps through.
+    pub(crate) mapped: Range<u64>,
     /// Stated addresses and bytes of `.eh_frame_hdr`.
     pub(crate) eh_frame_hdr_svma: Range<u64>,
     pub(crate) eh_frame_hdr: Vec<u8>,
@@ -125,8 +128,16 @@ unsafe extern "C" fn module_cb(
 /// of a module loaded at `bias`).
 fn image(name: &str, bias: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<ModuleImage> {
     let mut code: Option<Range<u64>> = None;
+    let mut mapped: Option<Range<u64>> = None;
     let mut hdr: Option<Range<u64>> = None;
     for p in phdrs {
+        if p.p_type == libc::PT_LOAD {
+            let r = p.p_vaddr..p.p_vaddr + p.p_memsz;
+            mapped = Some(match mapped {
+                Some(m) => m.start.min(r.start)..m.end.max(r.end),
+                None => r,
+            });
+        }
         if p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0 {
             let r = p.p_vaddr..p.p_vaddr + p.p_memsz;
             code = Some(match code {
@@ -139,6 +150,7 @@ fn image(name: &str, bias: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<ModuleImag
         }
     }
     let code = code?;
+    let mapped = mapped?;
     let hdr = hdr?;
     // The segment that holds a stated address, as the stated range of its file bytes.
     let segment_of = |svma: u64| {
@@ -163,6 +175,7 @@ fn image(name: &str, bias: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<ModuleImag
         name: name.to_owned(),
         bias,
         code: code.start.wrapping_add(bias)..code.end.wrapping_add(bias),
+        mapped: mapped.start.wrapping_add(bias)..mapped.end.wrapping_add(bias),
         eh_frame_hdr_svma: hdr,
         eh_frame_hdr: hdr_bytes,
         eh_frame_svma: eh_frame_start..eh_frame_start + len as u64,
