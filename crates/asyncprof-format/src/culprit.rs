@@ -175,7 +175,7 @@ const MAX_CHAIN: usize = 2;
 /// the user's code between them (innermost first, a line given once), then the caller. A
 /// helper's direct caller can be a plain function that returns a future (a `Service::call`,
 /// a builder): the line to change is there, awaited from the async body. Past
-/// [`MAX_CHAIN`] plain functions, the innermost and the outermost are kept (the helper's
+/// two (`MAX_CHAIN`) plain functions, the innermost and the outermost are kept (the helper's
 /// caller, and the function the async body called) and `None` stands for those between.
 /// Empty when there is no caller.
 pub fn caller_chain<'f>(frames: &'f [Frame], culprit: &Frame) -> Vec<Option<&'f Frame>> {
