@@ -119,7 +119,10 @@ pub fn primitive_and_culprit_in(
     };
     let culprit = frames[at].clone();
     let primitive = call_of(frames, at).map(|f| {
-        let name = primitive_name(&qualified(f));
+        let name = match macro_call(f) {
+            Some(m) => m.to_string(),
+            None => primitive_name(&qualified(f)),
+        };
         let mut p = Frame::new(name, f.file.clone(), f.line);
         for other in &f.same_code {
             let other = primitive_name(other);
@@ -130,6 +133,24 @@ pub fn primitive_and_culprit_in(
         p
     });
     (primitive, Some(culprit))
+}
+
+/// A logging macro's expansion, by the file its code comes from: an event of `tracing`'s
+/// macros (`info!`, `warn!`, ...: a closure of `tracing/src/macros.rs` whose name, with full
+/// debug info, is the user's function's), or `log`'s (its `__private_api`).
+fn macro_call(frame: &Frame) -> Option<&'static str> {
+    let file = frame.file.as_deref()?;
+    let dir = &file[file.find("/registry/src/")? + "/registry/src/".len()..];
+    // index.crates.io-<hash>/<crate>-<version>/src/...
+    let mut parts = dir.split('/').skip(1);
+    let krate = parts.next()?;
+    let krate = &krate[..krate.rfind('-')?];
+    let path = parts.collect::<Vec<_>>().join("/");
+    match (krate, path.as_str()) {
+        ("tracing", "src/macros.rs") => Some("tracing::event!"),
+        ("log", "src/__private_api.rs") => Some("log::log!"),
+        _ => None,
+    }
 }
 
 /// The call the user's code made, as the stack names it (not renamed to its public path): the
@@ -1115,6 +1136,30 @@ mod tests {
             "rusqlite::Statement::execute"
         );
         assert_eq!(primitive_name("ureq::Agent<T>::run"), "ureq::Agent::run");
+        // A logging macro's expansion, named by its file: line tables only, full debug info.
+        let event = |function: &str| {
+            let frames = [
+                fr(
+                    "write_all",
+                    Some("/r/registry/src/i/tracing-subscriber-0.3.20/src/fmt/writer.rs"),
+                    840,
+                ),
+                fr(
+                    function,
+                    Some("/r/registry/src/i/tracing-0.1.41/src/macros.rs"),
+                    905,
+                ),
+                fr("quotes::handle::{async_fn#0}", Some("src/main.rs"), 135),
+            ];
+            primitive_and_culprit_in(&frames, None)
+                .0
+                .map(|p| p.function)
+        };
+        assert_eq!(event("{closure#7}").as_deref(), Some("tracing::event!"));
+        assert_eq!(
+            event("quotes::handle::{{closure}}::{{closure}}").as_deref(),
+            Some("tracing::event!")
+        );
         // Drop glue keeps the type it drops.
         assert_eq!(
             primitive_name(&qualified(&Frame::new(

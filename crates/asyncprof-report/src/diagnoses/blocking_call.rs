@@ -47,6 +47,24 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
              method, awaited, before it goes out of scope.",
         );
     }
+    // A log line written on the worker thread (`tracing::event!`, `log::log!`, or a call
+    // inside their crates; by the path's start: `catalog::` is no `log::`).
+    if [
+        "tracing::",
+        "tracing_core::",
+        "tracing_subscriber::",
+        "log::",
+    ]
+    .iter()
+    .any(|c| primitive.starts_with(c))
+    {
+        return Some(
+            "The log line was written to its destination on the worker thread (a pipe or \
+             terminal read slowly, a file on a slow disk, or a writer's lock held by another \
+             thread's write): write logs through tracing_appender::non_blocking (a writer \
+             thread of its own) and keep large values out of log lines.",
+        );
+    }
     const ADVICE: &[(&[&str], &str)] = &[
         (
             &["std::thread::sleep"],
@@ -174,6 +192,9 @@ mod tests {
                 "mongodb::sync::Collection::drop",
                 "Use the async equivalent",
             ),
+            ("tracing::event!", "tracing_appender::non_blocking"),
+            ("log::log!", "tracing_appender::non_blocking"),
+            ("shop::catalog::fetch", "Use the async equivalent"),
         ] {
             let text = advice(call);
             assert!(text.contains(want), "{call}: {text}");
