@@ -363,6 +363,9 @@ pub fn primitive_name(function: &str) -> String {
     }
     let known: &[(&[&str], &str)] = &[
         (&["std::thread", "sleep"], "std::thread::sleep"),
+        // The print macros' function (`println!` expands to a call of it).
+        (&["std::io::stdio::_print"], "std::println!"),
+        (&["std::io::stdio::_eprint"], "std::eprintln!"),
         (&["Mutex", "::lock"], "std::sync::Mutex::lock"),
         (&["std::sync::", "mutex::lock"], "std::sync::Mutex::lock"),
         (&["std::sync::", "rwlock::read"], "std::sync::RwLock::read"),
@@ -1156,6 +1159,15 @@ mod tests {
                 .map(|p| p.function)
         };
         assert_eq!(event("{closure#7}").as_deref(), Some("tracing::event!"));
+        assert_eq!(
+            primitive_name(&qualified(&Frame::new(
+                "_print",
+                Some("/rustc/5980/library/std/src/io/stdio.rs".into()),
+                Some(1227),
+            ))),
+            "std::println!"
+        );
+        assert_eq!(primitive_name("std::io::stdio::_eprint"), "std::eprintln!");
         assert_eq!(
             event("quotes::handle::{{closure}}::{{closure}}").as_deref(),
             Some("tracing::event!")

@@ -67,6 +67,18 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
     }
     const ADVICE: &[(&[&str], &str)] = &[
         (
+            &[
+                "std::println!",
+                "std::eprintln!",
+                "std::io::stdio::_print",
+                "std::io::stdio::_eprint",
+            ],
+            "println! (eprintln!) writes stdout (stderr) synchronously, under its lock, on \
+             the worker thread: when that is a pipe read slowly (a container's log collector, \
+             a terminal), the worker waits with it. Log through tracing with \
+             tracing_appender::non_blocking, or write with tokio::io::stdout() (stderr()).",
+        ),
+        (
             &["std::thread::sleep"],
             "Use tokio::time::sleep(..).await, which lets the worker run other tasks meanwhile.",
         ),
@@ -195,6 +207,8 @@ mod tests {
             ("tracing::event!", "tracing_appender::non_blocking"),
             ("log::log!", "tracing_appender::non_blocking"),
             ("shop::catalog::fetch", "Use the async equivalent"),
+            ("std::println!", "tokio::io::stdout"),
+            ("std::eprintln!", "tokio::io::stdout"),
         ] {
             let text = advice(call);
             assert!(text.contains(want), "{call}: {text}");
