@@ -137,18 +137,21 @@ pub fn primitive_and_culprit_in(
 
 /// A logging macro's expansion, by the file its code comes from: an event of `tracing`'s
 /// macros (`info!`, `warn!`, ...: a closure of `tracing/src/macros.rs` whose name, with full
-/// debug info, is the user's function's), or `log`'s (its `__private_api`).
-fn macro_call(frame: &Frame) -> Option<&'static str> {
+/// debug info, is the user's function's), or `log`'s (its `__private_api`). The crate is the
+/// directory `src/` is in, without its version (`tracing-0.1.41` from the registry, `tracing`
+/// in a git checkout; `tracing-subscriber-0.3.20` is another crate).
+pub(crate) fn macro_call(frame: &Frame) -> Option<&'static str> {
     let file = frame.file.as_deref()?;
-    let dir = &file[file.find("/registry/src/")? + "/registry/src/".len()..];
-    // index.crates.io-<hash>/<crate>-<version>/src/...
-    let mut parts = dir.split('/').skip(1);
-    let krate = parts.next()?;
-    let krate = &krate[..krate.rfind('-')?];
-    let path = parts.collect::<Vec<_>>().join("/");
-    match (krate, path.as_str()) {
-        ("tracing", "src/macros.rs") => Some("tracing::event!"),
-        ("log", "src/__private_api.rs") => Some("log::log!"),
+    let (dir, path) = file.rsplit_once("/src/")?;
+    let dir = dir.rsplit('/').next()?;
+    // The version begins at the first `-` followed by a digit.
+    let krate = dir
+        .char_indices()
+        .find(|&(i, c)| c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+        .map_or(dir, |(i, _)| &dir[..i]);
+    match (krate, path) {
+        ("tracing", "macros.rs") => Some("tracing::event!"),
+        ("log", "__private_api.rs") => Some("log::log!"),
         _ => None,
     }
 }
@@ -366,6 +369,8 @@ pub fn primitive_name(function: &str) -> String {
         // The print macros' function (`println!` expands to a call of it).
         (&["std::io::stdio::_print"], "std::println!"),
         (&["std::io::stdio::_eprint"], "std::eprintln!"),
+        // `log`'s macros before its `__private_api` module (see `macro_call`).
+        (&["log::__private_api_log"], "log::log!"),
         (&["Mutex", "::lock"], "std::sync::Mutex::lock"),
         (&["std::sync::", "mutex::lock"], "std::sync::Mutex::lock"),
         (&["std::sync::", "rwlock::read"], "std::sync::RwLock::read"),
@@ -1172,6 +1177,27 @@ mod tests {
             event("quotes::handle::{{closure}}::{{closure}}").as_deref(),
             Some("tracing::event!")
         );
+        let at = |file: &str| macro_call(&Frame::new("f", Some(file.into()), Some(1)));
+        // A git checkout, a pre-release; another crate's macros; log's.
+        assert_eq!(
+            at("/h/.cargo/git/checkouts/tracing-1a2b/3c4d/tracing/src/macros.rs"),
+            Some("tracing::event!")
+        );
+        assert_eq!(
+            at("/r/registry/src/i/tracing-0.1.42-alpha.1/src/macros.rs"),
+            Some("tracing::event!")
+        );
+        assert_eq!(
+            at("/r/registry/src/i/tracing-subscriber-0.3.20/src/macros.rs"),
+            None
+        );
+        assert_eq!(at("/r/registry/src/i/tracing-0.1.41/src/span.rs"), None);
+        assert_eq!(
+            at("/r/registry/src/i/log-0.4.28/src/__private_api.rs"),
+            Some("log::log!")
+        );
+        assert_eq!(at("src/macros.rs"), None);
+        assert_eq!(primitive_name("log::__private_api_log"), "log::log!");
         // Drop glue keeps the type it drops.
         assert_eq!(
             primitive_name(&qualified(&Frame::new(

@@ -198,7 +198,8 @@ fn awaited_a_future(s: &StallRecord) -> bool {
         .rev()
         .max_by_key(|st| st.count)
         .and_then(|st| crate::culprit::call_frame(&st.frames))
-        .is_some_and(|f| is_poll(&f.function))
+        // A logging macro's closure (`tracing::info!`'s) is a call, not a future's body.
+        .is_some_and(|f| is_poll(&f.function) && crate::culprit::macro_call(f).is_none())
 }
 
 /// `<Pending as Future>::poll`, `poll_next`, `Response::text::{{closure}}` (an async fn's
@@ -648,6 +649,19 @@ mod tests {
             ..std_lock.clone()
         };
         assert_eq!(StallKind::label(&drop_glue), "blocking-call");
+        // A log line waiting for its writer's lock (another thread's write holds it): the
+        // macro's closure is a call, not an awaited future's body, so a crowded machine
+        // does not make it the machine's doing.
+        let log_line = StallRecord {
+            primitive: Some(crate::Frame::new("tracing::event!", None, None)),
+            ..futex_wait(
+                "{closure#7}",
+                "/r/registry/src/i/tracing-0.1.41/src/macros.rs",
+                Some(1.0),
+            )
+        };
+        assert!(!preempted(&log_line));
+        assert_eq!(StallKind::label(&log_line), "blocking-call");
         for call in [
             "futures_executor::local_pool::block_on",
             "std::sync::mpsc::Receiver<T>::recv",

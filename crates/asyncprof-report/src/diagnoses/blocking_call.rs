@@ -47,22 +47,26 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
              method, awaited, before it goes out of scope.",
         );
     }
-    // A log line written on the worker thread (`tracing::event!`, `log::log!`, or a call
-    // inside their crates; by the path's start: `catalog::` is no `log::`).
-    if [
-        "tracing::",
-        "tracing_core::",
-        "tracing_subscriber::",
-        "log::",
-    ]
-    .iter()
-    .any(|c| primitive.starts_with(c))
+    // A log line written on the worker thread: a logging macro's call, or the event's way
+    // to its writer (not every call into tracing is a log line: an `Instrumented` future's
+    // poll, a span's `in_scope`).
+    if primitive == "tracing::event!"
+        || primitive == "log::log!"
+        || [
+            "tracing_core::event::",
+            "tracing_core::dispatcher::",
+            "tracing_subscriber::fmt::",
+            "log::__private_api",
+        ]
+        .iter()
+        .any(|c| primitive.starts_with(c))
     {
         return Some(
             "The log line was written to its destination on the worker thread (a pipe or \
              terminal read slowly, a file on a slow disk, or a writer's lock held by another \
              thread's write): write logs through tracing_appender::non_blocking (a writer \
-             thread of its own) and keep large values out of log lines.",
+             thread of its own; with .lossy(false) a full buffer waits too) and keep large \
+             values out of log lines.",
         );
     }
     const ADVICE: &[(&[&str], &str)] = &[
@@ -73,8 +77,8 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
                 "std::io::stdio::_print",
                 "std::io::stdio::_eprint",
             ],
-            "println! (eprintln!) writes stdout (stderr) synchronously, under its lock, on \
-             the worker thread: when that is a pipe read slowly (a container's log collector, \
+            "println! (print!, eprintln!, dbg!) writes stdout (stderr) synchronously, under \
+             its lock, on the worker thread: when that is a pipe read slowly (a container's log collector, \
              a terminal), the worker waits with it. Log through tracing with \
              tracing_appender::non_blocking, or write with tokio::io::stdout() (stderr()).",
         ),
@@ -204,11 +208,21 @@ mod tests {
                 "mongodb::sync::Collection::drop",
                 "Use the async equivalent",
             ),
-            ("tracing::event!", "tracing_appender::non_blocking"),
-            ("log::log!", "tracing_appender::non_blocking"),
+            ("tracing::event!", "The log line was written"),
+            ("log::log!", "The log line was written"),
+            (
+                "tracing_subscriber::fmt::Layer::on_event",
+                "The log line was written",
+            ),
+            // Not log lines: a future instrumented with a span, a span's closure.
+            (
+                "tracing::instrument::Instrumented::poll",
+                "Use the async equivalent",
+            ),
+            ("tracing::span::Span::in_scope", "Use the async equivalent"),
             ("shop::catalog::fetch", "Use the async equivalent"),
-            ("std::println!", "tokio::io::stdout"),
-            ("std::eprintln!", "tokio::io::stdout"),
+            ("std::println!", "writes stdout (stderr) synchronously"),
+            ("std::eprintln!", "writes stdout (stderr) synchronously"),
         ] {
             let text = advice(call);
             assert!(text.contains(want), "{call}: {text}");
