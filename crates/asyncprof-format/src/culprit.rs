@@ -324,7 +324,27 @@ pub fn qualified(frame: &Frame) -> String {
         let module = path.trim_end_matches(".rs").trim_end_matches("/mod");
         Some(format!("{krate}::{}", module.replace('/', "::")))
     };
-    match crate_dir.or_else(std_module) {
+    // lock_api (parking_lot's locks' generic front) names the lock by its file: `lock` in
+    // `mutex.rs` is `Mutex::lock`, as full debug info names it.
+    let lock_type = |krate: &str| {
+        let stem = frame
+            .file
+            .as_deref()?
+            .rsplit('/')
+            .next()?
+            .strip_suffix(".rs")?;
+        let ty = match (krate, stem) {
+            ("lock_api", "mutex") => "mutex::Mutex",
+            ("lock_api", "rwlock") => "rwlock::RwLock",
+            ("lock_api", "remutex") => "remutex::ReentrantMutex",
+            _ => return None,
+        };
+        Some(format!("{krate}::{ty}"))
+    };
+    match crate_dir
+        .map(|k| lock_type(&k).unwrap_or(k))
+        .or_else(std_module)
+    {
         Some(prefix) => format!("{prefix}::{}", frame.function),
         None => frame.function.clone(),
     }
@@ -989,6 +1009,23 @@ mod tests {
         assert_eq!(
             primitive_name("lock_api::mutex::Mutex<R,T>::lock"),
             "lock_api::mutex::Mutex::lock"
+        );
+        // With line tables only, the bare name and its file say the same.
+        assert_eq!(
+            primitive_name(&qualified(&fr(
+                "lock",
+                Some("/r/registry/src/i/lock_api-0.4.14/src/mutex.rs"),
+                213
+            ))),
+            "lock_api::mutex::Mutex::lock"
+        );
+        assert_eq!(
+            primitive_name(&qualified(&fr(
+                "lock",
+                Some("/r/registry/src/i/lock_api-0.4.14/src/lib.rs"),
+                1
+            ))),
+            "lock_api::lock"
         );
         // A trait method of the program's type, and a crate whose name starts the same.
         assert!(in_crate(
