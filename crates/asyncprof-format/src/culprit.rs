@@ -143,17 +143,35 @@ pub fn primitive_and_culprit_in(
 pub(crate) fn macro_call(frame: &Frame) -> Option<&'static str> {
     let file = frame.file.as_deref()?;
     let (dir, path) = file.rsplit_once("/src/")?;
-    let dir = dir.rsplit('/').next()?;
-    // The version begins at the first `-` followed by a digit.
-    let krate = dir
-        .char_indices()
-        .find(|&(i, c)| c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
-        .map_or(dir, |(i, _)| &dir[..i]);
-    match (krate, path) {
+    match (without_version(dir.rsplit('/').next()?), path) {
         ("tracing", "macros.rs") => Some("tracing::event!"),
         ("log", "__private_api.rs") => Some("log::log!"),
         _ => None,
     }
+}
+
+/// A crate's source directory name without its version, which begins at the first `-`
+/// followed by a digit: `tracing-subscriber-0.3.20` → `tracing-subscriber`,
+/// `tracing-0.1.42-alpha.1` → `tracing`; a directory without one (a git checkout's crate
+/// directory) as it is.
+fn without_version(dir: &str) -> &str {
+    dir.char_indices()
+        .find(|&(i, c)| c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+        .map_or(dir, |(i, _)| &dir[..i])
+}
+
+/// Whether `function` is drop glue (`core::ptr::drop_in_place<T>`, `core::mem::drop<T>`,
+/// qualified or bare, with or without its type argument), whose type argument names the type
+/// dropped. A type's own `Drop::drop` is not: it names its type in its path.
+pub fn is_drop_glue(function: &str) -> bool {
+    let path = without_type_arguments(function);
+    [
+        "core::ptr::drop_in_place",
+        "core::mem::drop",
+        "drop_in_place",
+        "drop",
+    ]
+    .contains(&path.trim_end_matches("::"))
 }
 
 /// The call the user's code made, as the stack names it (not renamed to its public path): the
@@ -312,8 +330,7 @@ pub fn qualified(frame: &Frame) -> String {
         let rest = &file[file.find("/registry/src/")? + "/registry/src/".len()..];
         // index.crates.io-<hash>/<crate>-<version>/src/...
         let dir = rest.split('/').nth(1)?;
-        let cut = dir.rfind('-')?;
-        Some(dir[..cut].replace('-', "_"))
+        Some(without_version(dir).replace('-', "_"))
     });
     // The standard library: /rustc/<hash>/library/std/src/sync/poison/mutex.rs names
     // std::sync::poison::mutex.
@@ -378,7 +395,7 @@ pub fn primitive_name(function: &str) -> String {
     }
     // Drop glue: the value dropped (its type argument) is what the user's line names, and
     // its `Drop` is what blocks (`core::ptr::drop_in_place::<app::Conn>`).
-    if ["core::mem::drop", "core::ptr::drop_in_place"].contains(&path.as_str()) {
+    if path.contains("::") && is_drop_glue(&path) {
         return match f.find('<') {
             Some(at) if !f[..at].ends_with("::") => format!("{}::{}", &f[..at], &f[at..]),
             _ => f.to_string(),
@@ -1226,6 +1243,18 @@ mod tests {
         );
         assert_eq!(at("src/macros.rs"), None);
         assert_eq!(primitive_name("log::__private_api_log"), "log::log!");
+        // Drop glue, in each form it is named in; a type's own `Drop`, or a method named
+        // `drop`, is not.
+        for glue in [
+            "core::ptr::drop_in_place<app::Log>",
+            "drop<app::Log>",
+            "core::mem::drop::<app::Log>",
+            "core::ptr::drop_in_place",
+        ] {
+            assert!(is_drop_glue(glue), "{glue}");
+        }
+        assert!(!is_drop_glue("<app::Log as core::ops::drop::Drop>::drop"));
+        assert!(!is_drop_glue("mongodb::sync::Collection::drop"));
         // Drop glue keeps the type it drops.
         assert_eq!(
             primitive_name(&qualified(&Frame::new(

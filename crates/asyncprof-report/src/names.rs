@@ -173,9 +173,8 @@ fn name_also(also: &str, source: &dyn Fn(&str) -> Option<String>) -> Option<Stri
     }
     let (at, rest) = also.split_once(" in ")?;
     let (function, tail) = rest.split_once(" (")?;
-    let (file, line) = at.rsplit_once(':')?;
-    let name = anonymous_name(function, file, line.parse().ok()?, source)?;
-    Some(format!("{at} in {name} ({tail}"))
+    let named = name_place(&format!("{at} in {function}"), source)?;
+    Some(format!("{named} ({tail}"))
 }
 
 /// One step of a caller's way, `file:line in function` (no counts), with its function named

@@ -157,7 +157,7 @@ impl StackWalker {
     /// (FDE).
     fn function_code(&self, addr: u64) -> Option<Range<u64>> {
         use gimli::{BaseAddresses, EhFrame, EhFrameHdr, LittleEndian, UnwindSection};
-        let t = self.tables.iter().find(|t| t.code.contains(&addr))?;
+        let t = self.module_of(addr)?;
         let bases = BaseAddresses::default()
             .set_eh_frame_hdr(t.hdr_svma)
             .set_eh_frame(t.eh_frame_svma);
@@ -194,11 +194,7 @@ impl StackWalker {
         }
         *budget -= 1;
         let code = self.function_code(f).filter(|r| r.start == f)?;
-        let mapped = self
-            .tables
-            .iter()
-            .find(|t| t.code.contains(&f))
-            .map(|t| t.mapped.clone())?;
+        let mapped = self.module_of(f)?.mapped.clone();
         let len = (code.end.saturating_sub(code.start) as usize).min(MAX_TAIL_SCAN);
         let mut bytes = vec![0u8; len];
         let len = remote::copy_own_memory(f, &mut bytes);
@@ -286,6 +282,11 @@ impl StackWalker {
         } else {
             Call::None
         }
+    }
+
+    /// The loaded module whose code holds `addr`.
+    fn module_of(&self, addr: u64) -> Option<&Tables> {
+        self.tables.iter().find(|t| t.code.contains(&addr))
     }
 
     /// Whether `addr` lies in a loaded module's code.

@@ -109,7 +109,7 @@ fn resolve_in(m: &ModuleFile, addrs: &[u64]) -> Vec<(u64, Vec<Frame>)> {
         };
         if let Some(f) = frames.last_mut() {
             f.same_code = other_names(&f.function, all);
-            if is_drop_glue(&f.function) {
+            if asyncprof_format::culprit::is_drop_glue(&f.function) {
                 // Drop glue of several types compiled to one code: which type this drop
                 // was is not known, so none is named.
                 f.function = asyncprof_format::culprit::without_type_arguments(&f.function);
@@ -117,19 +117,6 @@ fn resolve_in(m: &ModuleFile, addrs: &[u64]) -> Vec<(u64, Vec<Frame>)> {
         }
     }
     out
-}
-
-/// Whether `function` is drop glue (`core::ptr::drop_in_place<T>`, `core::mem::drop<T>`,
-/// or their bare names), whose type argument names the type dropped.
-fn is_drop_glue(function: &str) -> bool {
-    let path = asyncprof_format::culprit::without_type_arguments(function);
-    [
-        "drop_in_place",
-        "core::ptr::drop_in_place",
-        "drop",
-        "core::mem::drop",
-    ]
-    .contains(&path.as_str())
 }
 
 /// The names of each of `addrs` (stated addresses) whose function's code goes by several:
@@ -605,10 +592,6 @@ mod tests {
         let many: Vec<String> = (0..9).map(|i| format!("a::m{i}")).collect();
         assert_eq!(other_names("a::f", &many).len(), MAX_OTHER_NAMES);
         assert!(other_names("a::f", &[]).is_empty());
-        assert!(is_drop_glue("core::ptr::drop_in_place<app::Log>"));
-        assert!(is_drop_glue("drop<app::Log>"));
-        assert!(!is_drop_glue("<app::Log as core::ops::drop::Drop>::drop"));
-        assert!(!is_drop_glue("mongodb::sync::Collection::drop"));
     }
 
     #[test]

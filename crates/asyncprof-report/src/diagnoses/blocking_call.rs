@@ -39,8 +39,7 @@ pub fn recommendation(
 fn instead_of(primitive: &str) -> Option<&'static str> {
     // Drop glue: dropping the value blocked, whatever its type's crate. (Not every method
     // named `drop` is a `Drop`: a database client's `Collection::drop` is a request.)
-    if primitive.starts_with("core::mem::drop") || primitive.starts_with("core::ptr::drop_in_place")
-    {
+    if asyncprof_format::culprit::is_drop_glue(primitive) {
         return Some(
             "Dropping the value here runs its Drop, which blocks: drop it inside \
              tokio::task::spawn_blocking (move it into the closure), or close it with an async \

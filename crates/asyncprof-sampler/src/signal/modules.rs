@@ -130,20 +130,20 @@ fn image(name: &str, bias: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<ModuleImag
     let mut code: Option<Range<u64>> = None;
     let mut mapped: Option<Range<u64>> = None;
     let mut hdr: Option<Range<u64>> = None;
+    // The lowest start to the highest end of the ranges widened in.
+    let widen = |span: &mut Option<Range<u64>>, r: Range<u64>| {
+        *span = Some(match span.take() {
+            Some(s) => s.start.min(r.start)..s.end.max(r.end),
+            None => r,
+        });
+    };
     for p in phdrs {
         if p.p_type == libc::PT_LOAD {
             let r = p.p_vaddr..p.p_vaddr + p.p_memsz;
-            mapped = Some(match mapped {
-                Some(m) => m.start.min(r.start)..m.end.max(r.end),
-                None => r,
-            });
-        }
-        if p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0 {
-            let r = p.p_vaddr..p.p_vaddr + p.p_memsz;
-            code = Some(match code {
-                Some(c) => c.start.min(r.start)..c.end.max(r.end),
-                None => r,
-            });
+            widen(&mut mapped, r.clone());
+            if p.p_flags & libc::PF_X != 0 {
+                widen(&mut code, r);
+            }
         }
         if p.p_type == libc::PT_GNU_EH_FRAME {
             hdr = Some(p.p_vaddr..p.p_vaddr + p.p_memsz);
