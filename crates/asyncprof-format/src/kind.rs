@@ -344,7 +344,95 @@ fn is_lock_wait(s: &StallRecord) -> bool {
             && ["mutex", "rwlock", "condvar"]
                 .iter()
                 .any(|l| file.contains(l)));
-    s.class == StallClass::Blocking && s.syscall.as_deref() == Some("futex") && lockish
+    s.class == StallClass::Blocking
+        && s.syscall.as_deref() == Some("futex")
+        && (lockish || waits_inside_a_lock(s))
+}
+
+/// Whether most of a stall's stacks through its primitive (the call the user's code made, by
+/// its file and line: a poll that waited and then computed has stacks of both) wait inside a
+/// lock's acquisition below that call: a crate's own lock built on `lock_api` (dashmap's
+/// shards, whose guards hold them until dropped: the call is `DashMap::entry`, `get_mut`), or
+/// a lock's contended path reached through a library's call. Read from the innermost frame
+/// outwards, up to the first of the user's frames; a `Condvar` met first is a wait for a
+/// notification (rayon's latch, tokio's parker), not for a lock. Not for calls of std, tokio
+/// and the logging crates: a `println!` or a log line waits for its writer's lock behind a
+/// slow write (a blocking call, with advice of its own), and their own locks are named above.
+fn waits_inside_a_lock(s: &StallRecord) -> bool {
+    let primitive = s.primitive.as_ref().map_or("", |p| p.function.as_str());
+    if KEEP_THEIR_KIND.iter().any(|c| {
+        primitive
+            .strip_prefix(c)
+            .is_some_and(|r| r.starts_with("::") || r.starts_with('!'))
+    }) {
+        return false;
+    }
+    let call = s
+        .primitive
+        .as_ref()
+        .and_then(|p| Some((p.file.as_deref()?, p.line?)));
+    let through_call = |st: &&crate::StackSample| {
+        call.is_none_or(|(file, line)| {
+            st.frames
+                .iter()
+                .any(|f| f.line == Some(line) && f.file.as_deref() == Some(file))
+        })
+    };
+    let locked = |st: &&crate::StackSample| {
+        for f in st
+            .frames
+            .iter()
+            .take_while(|f| !crate::culprit::is_user_frame(f))
+        {
+            let file = f.file.as_deref().unwrap_or("");
+            if f.function.contains("Condvar") || file.contains("condvar") {
+                return false;
+            }
+            if acquires_a_lock(&f.function, file) {
+                return true;
+            }
+        }
+        false
+    };
+    let through: Vec<&crate::StackSample> = s.stacks.iter().filter(through_call).collect();
+    let total: u32 = through.iter().map(|st| st.count).sum();
+    let locked: u32 = through
+        .iter()
+        .copied()
+        .filter(locked)
+        .map(|st| st.count)
+        .sum();
+    total > 0 && locked * 2 > total
+}
+
+/// Crates whose calls keep their kind when a lock is found inside them
+/// ([`waits_inside_a_lock`]).
+const KEEP_THEIR_KIND: &[&str] = &[
+    "std",
+    "core",
+    "alloc",
+    "tokio",
+    "tracing",
+    "tracing_core",
+    "tracing_subscriber",
+    "log",
+];
+
+/// A frame of a lock's acquisition: `lock_api`'s front (`Mutex::lock`, `RwLock::write`, by its
+/// files), a raw lock's methods as `lock_api` names them (`lock_exclusive`, `lock_shared`,
+/// `lock_upgradable` and their slow paths, in any crate that implements them), or std's
+/// contended paths (`lock_contended`, `read_contended`, `write_contended`).
+fn acquires_a_lock(function: &str, file: &str) -> bool {
+    let in_lock_api = (file.contains("/lock_api-") || file.contains("/lock_api/"))
+        && ["mutex.rs", "rwlock.rs", "remutex.rs"]
+            .iter()
+            .any(|f| file.ends_with(f));
+    let name = crate::culprit::last_segment(function);
+    in_lock_api
+        || ["lock_exclusive", "lock_shared", "lock_upgradable"]
+            .iter()
+            .any(|m| name.starts_with(m))
+        || ["lock_contended", "read_contended", "write_contended"].contains(&name.as_str())
 }
 
 #[cfg(test)]
@@ -563,6 +651,147 @@ mod tests {
             format!("{reg}/crossbeam-channel-0.5.17/src/channel.rs"),
         );
         assert_eq!(StallKind::of(&recv), StallKind::BlockingCall);
+    }
+
+    /// Known truth, as recorded from an accounts service (`line-tables-only`, bare names):
+    /// a handler whose `DashMap::entry` waited 25 ms for its shard, write-locked by another
+    /// handler computing under its `RefMut`, and that then computed under its own (two stacks
+    /// in its checksum, not through the call); a handler whose rayon `sum` waited for rayon's
+    /// threads (a `Condvar`, no lock); and a `println!` that waited for stdout's lock behind a
+    /// write to a slow pipe (std's call keeps its kind and its advice).
+    #[test]
+    fn a_wait_inside_a_library_s_lock_is_lock_contention_and_a_latch_is_not() {
+        let reg = "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f";
+        let std = "/rustc/59807616e/library/std/src";
+        let user = (
+            "accounts::handle::{async_fn#0}",
+            "/srv/accounts/src/main.rs".to_string(),
+            102,
+        );
+        let stall = |primitive: (&str, String, u32),
+                     waiting: Vec<(&str, String)>,
+                     computing: u32| {
+            let mut frames = vec![crate::Frame::new("syscall", None, None)];
+            frames.extend(waiting.into_iter().map(|(f, file)| frame(f, &file)));
+            let call = crate::Frame::new(primitive.0, Some(primitive.1.clone()), Some(primitive.2));
+            frames.push(call.clone());
+            frames.push(crate::Frame::new(
+                user.0,
+                Some(user.1.clone()),
+                Some(user.2),
+            ));
+            let mut stacks = vec![crate::StackSample { count: 2, frames }];
+            if computing > 0 {
+                stacks.push(crate::StackSample {
+                    count: computing,
+                    frames: vec![
+                        frame(
+                            "wrapping_mul",
+                            &format!("{std}/../../core/src/num/uint_macros.rs"),
+                        ),
+                        crate::Frame::new("accounts::checksum", Some(user.1.clone()), Some(53)),
+                        crate::Frame::new(user.0, Some(user.1.clone()), Some(107)),
+                    ],
+                });
+            }
+            StallRecord {
+                class: StallClass::Blocking,
+                syscall: Some("futex".into()),
+                duration_ns: 25_000_000,
+                primitive: Some(crate::Frame::new(
+                    crate::culprit::primitive_name(&crate::culprit::qualified(&call)),
+                    call.file.clone(),
+                    call.line,
+                )),
+                stacks,
+                ..StallRecord::default()
+            }
+        };
+        let dashmap = |computing| {
+            stall(
+                (
+                    "entry<u64, accounts::Session>",
+                    format!("{reg}/dashmap-6.2.1/src/lib.rs"),
+                    872,
+                ),
+                vec![
+                    (
+                        "futex_wait",
+                        format!("{reg}/parking_lot_core-0.9.12/src/thread_parker/linux.rs"),
+                    ),
+                    (
+                        "park<dashmap::lock::{impl#2}::lock_exclusive_slow::{closure_env#0}>",
+                        format!("{reg}/parking_lot_core-0.9.12/src/parking_lot.rs"),
+                    ),
+                    (
+                        "lock_exclusive_slow",
+                        format!("{reg}/dashmap-6.2.1/src/lock.rs"),
+                    ),
+                    ("lock_exclusive", format!("{reg}/dashmap-6.2.1/src/lock.rs")),
+                    (
+                        "write<dashmap::lock::RawRwLock, hashbrown::raw::RawTable<u64>>",
+                        format!("{reg}/lock_api-0.4.14/src/rwlock.rs"),
+                    ),
+                    (
+                        "_entry<u64, accounts::Session>",
+                        format!("{reg}/dashmap-6.2.1/src/lib.rs"),
+                    ),
+                ],
+                computing,
+            )
+        };
+        assert_eq!(
+            dashmap(0).primitive.as_ref().unwrap().function,
+            "dashmap::entry"
+        );
+        assert_eq!(StallKind::of(&dashmap(0)), StallKind::LockContention);
+        // Its stacks computing after the wait are not through the call.
+        assert_eq!(StallKind::of(&dashmap(2)), StallKind::LockContention);
+        assert_eq!(StallKind::of(&dashmap(3)), StallKind::LockContention);
+        let rayon = stall(
+            (
+                "sum<rayon::iter::map::Map<rayon::slice::Iter<f64>>, f64>",
+                format!("{reg}/rayon-1.11.0/src/iter/mod.rs"),
+                1381,
+            ),
+            vec![
+                (
+                    "std::sys::pal::unix::futex::futex_wait",
+                    format!("{std}/sys/pal/unix/futex.rs"),
+                ),
+                (
+                    "<std::sys::sync::condvar::futex::Condvar>::wait_optional_timeout",
+                    format!("{std}/sys/sync/condvar/futex.rs"),
+                ),
+                ("wait<bool>", format!("{std}/sync/poison/condvar.rs")),
+                (
+                    "wait_and_reset",
+                    format!("{reg}/rayon-core-1.13.0/src/latch.rs"),
+                ),
+                (
+                    "in_worker_cold<rayon_core::join::join_context::{closure_env#0}>",
+                    format!("{reg}/rayon-core-1.13.0/src/registry.rs"),
+                ),
+            ],
+            0,
+        );
+        assert_eq!(StallKind::of(&rayon), StallKind::BlockingCall);
+        let println = stall(
+            ("_print", format!("{std}/io/stdio.rs"), 1200),
+            vec![
+                (
+                    "std::sys::pal::unix::futex::futex_wait",
+                    format!("{std}/sys/pal/unix/futex.rs"),
+                ),
+                (
+                    "<std::sys::sync::mutex::futex::Mutex>::lock_contended",
+                    format!("{std}/sys/sync/mutex/futex.rs"),
+                ),
+                ("lock", format!("{std}/sync/reentrant_lock.rs")),
+            ],
+            0,
+        );
+        assert_eq!(StallKind::of(&println), StallKind::BlockingCall);
     }
 
     /// Known truth: a handler's `spawn_blocking` (the fix for its sort) slept 49 ms in futex on

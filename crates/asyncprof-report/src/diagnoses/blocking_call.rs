@@ -111,6 +111,24 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
             "Do not block on a future inside the runtime: .await it.",
         ),
         (
+            // A wait for another thread's first initialization of a lazily initialized
+            // value (std's, once_cell's, lazy_static's).
+            &[
+                "std::sync::lazy_lock::",
+                "std::sync::once_lock::",
+                "std::sync::once::",
+                "LazyLock",
+                "OnceLock",
+                "once_cell::",
+                "lazy_static::",
+            ],
+            "The worker waited for another thread to initialize this lazily initialized \
+             value (a LazyLock, OnceLock, once_cell or lazy_static whose initializer is slow): \
+             initialize it before serving (LazyLock::force at start-up, or in \
+             tokio::task::spawn_blocking), or use tokio::sync::OnceCell, whose get_or_init is \
+             awaited.",
+        ),
+        (
             &[
                 "std::sync::mpsc::",
                 "crossbeam_channel::",
@@ -222,6 +240,15 @@ mod tests {
             ("shop::catalog::fetch", "Use the async equivalent"),
             ("std::println!", "writes stdout (stderr) synchronously"),
             ("std::eprintln!", "writes stdout (stderr) synchronously"),
+            (
+                "std::sync::lazy_lock::deref",
+                "initialize it before serving",
+            ),
+            (
+                "std::sync::OnceLock::get_or_init",
+                "initialize it before serving",
+            ),
+            ("once_cell::sync::Lazy::force", "tokio::sync::OnceCell"),
         ] {
             let text = advice(call);
             assert!(text.contains(want), "{call}: {text}");

@@ -2,7 +2,8 @@
 //!
 //! **Measures**: a stall whose thread slept in `futex` inside `std::sync::Mutex`, `RwLock` or
 //! `Condvar`, or `parking_lot`'s (by name, or by the source file when the debug info gives
-//! bare names).
+//! bare names), or in a lock's acquisition inside a library's call (dashmap's shard locks,
+//! any lock built on `lock_api`).
 //! **Why it hurts**: the worker thread sleeps until another thread lets go; with the lock held
 //! across slow work, every worker that touches it queues behind it.
 //! **What to do**: never hold a lock across slow work (copy, compute, swap), shorten the
@@ -21,6 +22,31 @@ pub fn recommendation(primitive: Option<&str>, same_code: &[String], max_ms: f64
              worker thread. Wait for it without blocking the worker: tokio::sync::Notify, a \
              tokio channel or oneshot the other thread sends on, or move the wait into \
              tokio::task::spawn_blocking.",
+            super::call(primitive, same_code)
+        );
+    }
+    // dashmap's guards hold their shard's lock until they are dropped.
+    if primitive.is_some_and(|p| p.starts_with("dashmap::")) {
+        return format!(
+            "{} waited up to {max_ms:.1} ms for a shard of the map locked elsewhere, holding \
+             the worker thread. A dashmap guard (Ref, RefMut, an Entry, an iterator's item) \
+             holds its shard's lock until it is dropped, and other keys share the shard: \
+             clone or copy what you need and drop the guard before slow work or an .await.",
+            super::call(primitive, same_code)
+        );
+    }
+    // A lock inside a library's call (its name is not a lock's): held by another call of
+    // it, not by the caller's code.
+    if primitive.is_some_and(|p| {
+        !["mutex", "rwlock", "lock"]
+            .iter()
+            .any(|l| p.to_ascii_lowercase().contains(l))
+    }) {
+        return format!(
+            "{} waited up to {max_ms:.1} ms for a lock inside it, held by another thread in \
+             the same library (another call, or work it runs under the lock), holding the \
+             worker thread. Use the library's async API if it has one, keep slow work out of \
+             what runs under that lock, or move the call into tokio::task::spawn_blocking.",
             super::call(primitive, same_code)
         );
     }
@@ -47,5 +73,17 @@ mod tests {
         assert!(older.contains("notification"), "{older}");
         let mutex = super::recommendation(Some("std::sync::Mutex::lock"), &[], 31.8);
         assert!(mutex.contains("critical section"), "{mutex}");
+        let lock_api = super::recommendation(Some("lock_api::mutex::Mutex::lock"), &[], 31.8);
+        assert!(lock_api.contains("critical section"), "{lock_api}");
+        let dashmap = super::recommendation(Some("dashmap::entry"), &[], 44.5);
+        assert!(
+            dashmap.contains("guard") && dashmap.contains("drop the guard"),
+            "{dashmap}"
+        );
+        let inside = super::recommendation(Some("moka::get_with"), &[], 25.3);
+        assert!(
+            inside.contains("lock inside it") && !inside.contains("critical section"),
+            "{inside}"
+        );
     }
 }
