@@ -259,6 +259,8 @@ pub(crate) struct Status {
     pub(crate) blocked: u64,
     /// Signals pending for it or for the whole process (`SigPnd` | `ShdPnd`).
     pub(crate) pending: u64,
+    /// On a CPU or waiting for one (`State: R`).
+    pub(crate) runnable: bool,
 }
 
 impl Status {
@@ -269,11 +271,16 @@ impl Status {
         (self.blocked | self.pending) & bit != 0
     }
 
-    /// Whether signal `signal` is queued (for the thread, or for the process) and the thread
-    /// does not block it: its handler runs as soon as the thread comes back to its own code.
-    pub(crate) fn awaits(&self, signal: i32) -> bool {
-        let bit = signal_bit(signal);
-        self.pending & bit != 0 && self.blocked & bit == 0
+    /// Whether signal `signal` is queued (for the thread, or for the process): with the
+    /// thread not blocking it, its handler runs as soon as the thread comes back to its own
+    /// code.
+    pub(crate) fn queued(&self, signal: i32) -> bool {
+        self.pending & signal_bit(signal) != 0
+    }
+
+    /// Whether it blocks signal `signal` (a handler of it running blocks it, too).
+    pub(crate) fn blocks(&self, signal: i32) -> bool {
+        self.blocked & signal_bit(signal) != 0
     }
 }
 
@@ -296,6 +303,7 @@ pub(crate) fn parse_status(s: &str) -> Option<Status> {
         voluntary_switches: field("voluntary_ctxt_switches:")?.parse().ok()?,
         blocked: mask("SigBlk:")?,
         pending: mask("SigPnd:").unwrap_or(0) | mask("ShdPnd:").unwrap_or(0),
+        runnable: field("State:").is_some_and(|v| v.starts_with('R')),
     })
 }
 
@@ -471,16 +479,18 @@ mod tests {
         let me = status(crate::current_tid()).unwrap();
         assert!(!me.holds(libc::SIGRTMIN() + 5));
         // Queued for the thread (SigPnd bit 38: signal 39) or the process (ShdPnd bit 37:
-        // signal 38), blocked or not: only a queued signal the thread does not block awaits
-        // its handler.
-        let text = "SigPnd:\t0000004000000000\nShdPnd:\t0000002000000000\n\
+        // signal 38), blocked or not; blocked (SigBlk bits 35 and 37), queued or not.
+        let text = "State:\tR (running)\nSigPnd:\t0000004000000000\nShdPnd:\t0000002000000000\n\
                     SigBlk:\t0000002800000000\nvoluntary_ctxt_switches:\t1\n";
         let st = parse_status(text).unwrap();
-        assert!(st.awaits(39));
-        assert!(!st.awaits(38), "blocked");
-        assert!(!st.awaits(36), "blocked, not queued");
-        assert!(!st.awaits(40), "neither");
-        assert!(!me.awaits(libc::SIGRTMIN() + 5));
+        assert!(st.runnable);
+        assert!(st.queued(39) && !st.blocks(39));
+        assert!(st.queued(38) && st.blocks(38));
+        assert!(!st.queued(36) && st.blocks(36));
+        assert!(!st.queued(40) && !st.blocks(40));
+        assert!(!me.queued(libc::SIGRTMIN() + 5));
+        let asleep = parse_status(&text.replace("R (running)", "S (sleeping)")).unwrap();
+        assert!(!asleep.runnable);
     }
 
     #[test]

@@ -243,6 +243,27 @@ pub enum SampleError {
     Unreadable,
 }
 
+/// Where an armed signal stands ([`StackSampler::standing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Its handler ran or is copying.
+    Answered,
+    /// Queued for the thread, which does not block it.
+    Queued,
+    /// Queued for the thread, which blocks it.
+    Masked,
+    /// Off the queue and blocked: its handler is running, before it claims the slot.
+    Delivered,
+    /// Neither queued nor blocked, past [`DELIVERY_WAIT`] (or the thread asleep, or gone):
+    /// taken by another handler, or the thread exited.
+    Lost,
+}
+
+/// How long a signal off the thread's queue and not blocked, its handler not run yet, is given
+/// to reach its handler before it counts as lost (the kernel's delivery, when the thread
+/// loses its CPU in it). Waited on the watchdog's thread, once for a signal that is lost.
+const DELIVERY_WAIT: Duration = Duration::from_millis(2);
+
 /// How a sample was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -695,15 +716,46 @@ impl StackSampler {
         if SLOT.state.load(Acquire) != ARMED {
             return Some((sent, Pending::Answered));
         }
-        let awaits = procfs::status(tid).is_some_and(|st| st.awaits(self.signal()));
-        // The handler may have run during the read (the signal no longer queued): the slot
-        // says so after it.
-        let state = match SLOT.state.load(Acquire) {
-            ARMED if awaits => Pending::Unanswered,
-            ARMED => Pending::HeldBack,
-            _ => Pending::Answered,
+        let state = match self.standing(tid) {
+            Standing::Answered => Pending::Answered,
+            Standing::Queued | Standing::Delivered => Pending::Unanswered,
+            Standing::Masked | Standing::Lost => Pending::HeldBack,
         };
         Some((sent, state))
+    }
+
+    /// Where the signal armed for thread `tid` stands, from the slot and the thread's
+    /// `status` (a few small `/proc` reads). One reading for [`pending`](Self::pending) and
+    /// [`pending_is_dead`](Self::pending_is_dead). Between the kernel taking the signal off
+    /// the thread's queue and its handler claiming the slot, the signal shows nowhere for a
+    /// moment (microseconds, or longer when the thread loses its CPU right then), as for a
+    /// signal lost to another handler: a runnable thread is given that moment
+    /// ([`DELIVERY_WAIT`]) before its signal counts as lost.
+    fn standing(&self, tid: i32) -> Standing {
+        let signal = self.signal();
+        let deadline = Instant::now() + DELIVERY_WAIT;
+        loop {
+            let status = procfs::status(tid);
+            // The handler may have run during the read (the signal no longer queued): the
+            // slot says so after it.
+            if SLOT.state.load(Acquire) != ARMED {
+                return Standing::Answered;
+            }
+            let Some(st) = status else {
+                return Standing::Lost;
+            };
+            match (st.queued(signal), st.blocks(signal)) {
+                (true, false) => return Standing::Queued,
+                (true, true) => return Standing::Masked,
+                // Taken off the queue, and blocked while its handler runs (the handler is
+                // installed without SA_NODEFER): about to claim the slot.
+                (false, true) => return Standing::Delivered,
+                (false, false) if !st.runnable || Instant::now() >= deadline => {
+                    return Standing::Lost
+                }
+                (false, false) => std::thread::yield_now(),
+            }
+        }
     }
 
     /// The thread whose signal was not answered in time ([`SampleError::Pending`]) and its
@@ -737,9 +789,7 @@ impl StackSampler {
     /// (only another thread's sample gives it up, [`PENDING_MAX`]). A signal on its way right
     /// now may be taken for dead: that sample is lost, nothing else.
     fn pending_is_dead(&self, tid: i32) -> bool {
-        self.is_pending(tid)
-            && SLOT.state.load(Acquire) == ARMED
-            && procfs::status(tid).is_none_or(|st| !st.holds(self.signal()))
+        self.is_pending(tid) && self.standing(tid) == Standing::Lost
     }
 
     /// Give up the signal still armed for a thread ([`SampleError::Pending`]): its handler,
