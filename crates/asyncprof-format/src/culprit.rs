@@ -449,6 +449,16 @@ pub fn primitive_name(function: &str) -> String {
         (&["std::fs::write"], "std::fs::write"),
         (&["File", "sync_all"], "std::fs::File::sync_all"),
         (&["mpsc", "recv"], "std::sync::mpsc::Receiver::recv"),
+        // Standard input, on std's internal path (`std::io::stdio::Stdin::read_line`).
+        (
+            &["std::io::stdio::Stdin", "read_line"],
+            "std::io::Stdin::read_line",
+        ),
+        (
+            &["std::io::stdio::Stdin", "read_to_string"],
+            "std::io::Stdin::read_to_string",
+        ),
+        (&["std::io::stdio::Stdin", "lines"], "std::io::Stdin::lines"),
         // std::io's trait methods, inlined into the caller and named by their file (io/mod.rs).
         (&["std::io::read_line"], "std::io::BufRead::read_line"),
         (&["std::io::read_until"], "std::io::BufRead::read_until"),
@@ -1218,6 +1228,12 @@ mod tests {
             "std::println!"
         );
         assert_eq!(primitive_name("std::io::stdio::_eprint"), "std::eprintln!");
+        // Standard input, as a release build's inlined frame names it (recorded on a
+        // service reading lines a slow writer piped in).
+        assert_eq!(
+            primitive_name("std::io::stdio::Stdin::read_line"),
+            "std::io::Stdin::read_line"
+        );
         assert_eq!(
             event("quotes::handle::{{closure}}::{{closure}}").as_deref(),
             Some("tracing::event!")

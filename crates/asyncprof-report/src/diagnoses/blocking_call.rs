@@ -82,6 +82,12 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
              tracing_appender::non_blocking, or write with tokio::io::stdout() (stderr()).",
         ),
         (
+            &["std::io::Stdin", "std::io::stdio::Stdin", "StdinLock"],
+            "Reading standard input waits, on the worker thread, until the other end writes: \
+             read it with tokio::io::stdin() (in a tokio::io::BufReader for lines), or on a \
+             thread of its own that sends each line on a tokio channel.",
+        ),
+        (
             &["std::thread::sleep"],
             "Use tokio::time::sleep(..).await, which lets the worker run other tasks meanwhile.",
         ),
@@ -249,6 +255,8 @@ mod tests {
                 "initialize it before serving",
             ),
             ("once_cell::sync::Lazy::force", "tokio::sync::OnceCell"),
+            ("std::io::Stdin::read_line", "tokio::io::stdin()"),
+            ("std::io::stdio::StdinLock::read_line", "tokio::io::stdin()"),
         ] {
             let text = advice(call);
             assert!(text.contains(want), "{call}: {text}");
