@@ -355,16 +355,21 @@ fn is_lock_wait(s: &StallRecord) -> bool {
 /// shards, whose guards hold them until dropped: the call is `DashMap::entry`, `get_mut`), or
 /// a lock's contended path reached through a library's call. Read from the innermost frame
 /// outwards, up to the first of the user's frames; a `Condvar` met first is a wait for a
-/// notification (rayon's latch, tokio's parker), not for a lock. Not for calls of std, tokio
-/// and the logging crates: a `println!` or a log line waits for its writer's lock behind a
-/// slow write (a blocking call, with advice of its own), and their own locks are named above.
+/// notification (rayon's latch, tokio's parker), not for a lock, and so is std's standard
+/// output or error met first (its `ReentrantLock`): a print through any crate (`println!`,
+/// `anstream`, a terminal crate) waits there behind a slow write, a blocking call with advice
+/// of its own. Not for calls of std, tokio, `tracing` and `log` (their locks are named
+/// above; a log line waits for its writer's lock behind a slow write), nor for an awaited
+/// future (a client's `Pending::poll` waiting for its pool's lock: the call is async
+/// already, and on a crowded machine the holder waited for a core, [`holder_preempted`]).
 fn waits_inside_a_lock(s: &StallRecord) -> bool {
     let primitive = s.primitive.as_ref().map_or("", |p| p.function.as_str());
     if KEEP_THEIR_KIND.iter().any(|c| {
         primitive
             .strip_prefix(c)
-            .is_some_and(|r| r.starts_with("::") || r.starts_with('!'))
-    }) {
+            .is_some_and(|r| r.starts_with("::"))
+    }) || awaited_a_future(s)
+    {
         return false;
     }
     let call = s
@@ -379,11 +384,22 @@ fn waits_inside_a_lock(s: &StallRecord) -> bool {
         })
     };
     let locked = |st: &&crate::StackSample| {
-        for f in st
-            .frames
-            .iter()
-            .take_while(|f| !crate::culprit::is_user_frame(f))
-        {
+        let below_call = || {
+            st.frames
+                .iter()
+                .take_while(|f| !crate::culprit::is_user_frame(f))
+        };
+        // Standard output's or error's lock, wherever the print came from.
+        let stdio = |f: &crate::Frame| {
+            let file = f.file.as_deref().unwrap_or("");
+            f.function.contains("ReentrantLock")
+                || file.ends_with("/io/stdio.rs")
+                || file.ends_with("/sync/reentrant_lock.rs")
+        };
+        if below_call().any(stdio) {
+            return false;
+        }
+        for f in below_call() {
             let file = f.file.as_deref().unwrap_or("");
             if f.function.contains("Condvar") || file.contains("condvar") {
                 return false;
@@ -792,6 +808,80 @@ mod tests {
             0,
         );
         assert_eq!(StallKind::of(&println), StallKind::BlockingCall);
+        // The same lock reached through another crate's print (`anstream::println!`).
+        let anstream = stall(
+            (
+                "write_fmt<anstream::auto::AutoStream<std::io::stdio::Stdout>>",
+                format!("{reg}/anstream-0.6.18/src/auto.rs"),
+                220,
+            ),
+            vec![
+                (
+                    "std::sys::pal::unix::futex::futex_wait",
+                    format!("{std}/sys/pal/unix/futex.rs"),
+                ),
+                (
+                    "<std::sys::sync::mutex::futex::Mutex>::lock_contended",
+                    format!("{std}/sys/sync/mutex/futex.rs"),
+                ),
+                ("lock", format!("{std}/sync/reentrant_lock.rs")),
+                ("lock", format!("{std}/io/stdio.rs")),
+            ],
+            0,
+        );
+        assert_eq!(StallKind::of(&anstream), StallKind::BlockingCall);
+        // An awaited client future waiting for its pool's lock (a std `Mutex` in
+        // hyper-util's pool under reqwest's `Pending::poll`): the call is async already, and
+        // on a crowded machine the holder waited for a core.
+        let mut pool = stall(
+            (
+                "<reqwest::async_impl::client::Pending as core::future::future::Future>::poll",
+                format!("{reg}/reqwest-0.12.28/src/async_impl/client.rs"),
+                2791,
+            ),
+            vec![
+                (
+                    "std::sys::pal::unix::futex::futex_wait",
+                    format!("{std}/sys/pal/unix/futex.rs"),
+                ),
+                (
+                    "<std::sys::sync::mutex::futex::Mutex>::lock_contended",
+                    format!("{std}/sys/sync/mutex/futex.rs"),
+                ),
+                (
+                    "lock<hyper_util::client::legacy::pool::PoolInner>",
+                    format!("{std}/sync/poison/mutex.rs"),
+                ),
+                (
+                    "checkout",
+                    format!("{reg}/hyper-util-0.1.21/src/client/legacy/pool.rs"),
+                ),
+            ],
+            0,
+        );
+        assert_eq!(StallKind::of(&pool), StallKind::BlockingCall);
+        pool.crowded_share = Some(0.9);
+        assert!(preempted(&pool));
+        // A `Condvar` met before a lock, inward to outward: a wait for a notification.
+        let notified = stall(
+            ("recv<app::Job>", format!("{reg}/jobq-0.3.0/src/lib.rs"), 40),
+            vec![
+                (
+                    "futex_wait",
+                    format!("{reg}/parking_lot_core-0.9.12/src/thread_parker/linux.rs"),
+                ),
+                (
+                    "wait_until_internal",
+                    format!("{reg}/parking_lot-0.12.5/src/condvar.rs"),
+                ),
+                (
+                    "read<parking_lot::raw_rwlock::RawRwLock, app::Queue>",
+                    format!("{reg}/lock_api-0.4.14/src/rwlock.rs"),
+                ),
+            ],
+            0,
+        );
+        assert_eq!(StallKind::of(&notified), StallKind::BlockingCall);
     }
 
     /// Known truth: a handler's `spawn_blocking` (the fix for its sort) slept 49 ms in futex on

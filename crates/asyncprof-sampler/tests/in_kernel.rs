@@ -4,11 +4,12 @@
 //! the C library's `read` on top and the reading function under it. Meanwhile another
 //! thread's signal sample waits (busy) and leaves the pending one intact; once collected,
 //! both threads are sampled as usual. The read itself returns what it returns unsampled: the
-//! whole file, every time.
+//! whole file, every time. A pending signal discarded before its handler ran is taken for lost
+//! once, and the thread is sampled again.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use asyncprof_sampler::{Capture, Pending, Sample, SampleError, StackSampler};
@@ -19,6 +20,41 @@ use support::names;
 
 /// The file's size: a read of it takes tens of milliseconds on CPU in the kernel.
 const FILE_BYTES: usize = 96 << 20;
+
+/// One sampler per process: the tests of this file take turns.
+static ONE_SAMPLER: Mutex<()> = Mutex::new(());
+
+/// A thread reading the whole file in a loop until `stop`: its tid once it runs, and how many
+/// reads came back short.
+fn reading_thread(
+    path: std::path::PathBuf,
+) -> (
+    i32,
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+    std::thread::JoinHandle<()>,
+) {
+    let tid = Arc::new(AtomicI32::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let short = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (tid, stop, short) = (tid.clone(), stop.clone(), short.clone());
+        std::thread::spawn(move || {
+            tid.store(asyncprof_sampler::current_tid(), SeqCst);
+            let file = std::fs::File::open(&path).unwrap();
+            let mut buf = vec![0u8; FILE_BYTES];
+            while !stop.load(SeqCst) {
+                if read_whole_file(&file, &mut buf).ok() != Some(FILE_BYTES) {
+                    short.fetch_add(1, SeqCst);
+                }
+            }
+        })
+    };
+    while tid.load(SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    (tid.load(SeqCst), stop, short, reader)
+}
 
 /// One `pread` of the whole file: a signal that cut it short would show as fewer bytes or
 /// an error (`read_to_end` would retry both).
@@ -89,30 +125,12 @@ fn one_pending_stack(sampler: &mut StackSampler, tid: i32, other: i32) -> (Sampl
 
 #[test]
 fn a_thread_computing_inside_a_read_is_sampled_as_the_read_returns() {
+    let _one = ONE_SAMPLER.lock().unwrap_or_else(|p| p.into_inner());
     let path = std::env::temp_dir().join(format!("asyncprof-in-kernel-{}", std::process::id()));
     std::fs::write(&path, vec![7u8; FILE_BYTES]).unwrap();
     let mut sampler = StackSampler::install(asyncprof_sampler::default_signal()).unwrap();
-    let tid = Arc::new(AtomicI32::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let short = Arc::new(AtomicU64::new(0));
-    let reader = {
-        let (tid, stop, short, path) = (tid.clone(), stop.clone(), short.clone(), path.clone());
-        std::thread::spawn(move || {
-            tid.store(asyncprof_sampler::current_tid(), SeqCst);
-            let file = std::fs::File::open(&path).unwrap();
-            let mut buf = vec![0u8; FILE_BYTES];
-            while !stop.load(SeqCst) {
-                if read_whole_file(&file, &mut buf).ok() != Some(FILE_BYTES) {
-                    short.fetch_add(1, SeqCst);
-                }
-            }
-        })
-    };
+    let (tid, stop, short, reader) = reading_thread(path.clone());
     let (spinner_tid, spinner_stop, spinner) = support::spinning_thread(|| {});
-    while tid.load(SeqCst) == 0 {
-        std::thread::yield_now();
-    }
-    let tid = tid.load(SeqCst);
     // A pending signal's handler runs at the thread's next return to its own code: inside
     // the read's caller when the read was what it computed in (nearly always: the thread
     // spends its time there), elsewhere when it was only waiting for a core. Take a few.
@@ -152,4 +170,69 @@ fn a_thread_computing_inside_a_read_is_sampled_as_the_read_returns() {
     let _ = std::fs::remove_file(&path);
     assert_eq!(short.load(SeqCst), 0, "every pread returned the whole file");
     drop(sampler);
+}
+
+/// Known truth: a signal left pending for a thread inside a long read, then discarded before
+/// its handler ran (setting the signal's action to "ignore" drops a pending one, as another
+/// handler taking it would leave it): neither queued nor on its way, with the thread on CPU.
+/// It is held back, found so after one wait for a delivery that never comes (the first look)
+/// and at once after that (before, every look waited); the next sample gives it up and
+/// signals again, and with the handler back the thread is sampled.
+#[test]
+fn a_discarded_pending_signal_is_lost_after_one_wait() {
+    let _one = ONE_SAMPLER.lock().unwrap_or_else(|p| p.into_inner());
+    let path =
+        std::env::temp_dir().join(format!("asyncprof-in-kernel-lost-{}", std::process::id()));
+    std::fs::write(&path, vec![7u8; FILE_BYTES]).unwrap();
+    let sig = asyncprof_sampler::default_signal();
+    let mut sampler = StackSampler::install(sig).unwrap();
+    let (tid, stop, short, reader) = reading_thread(path.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sampler.sample(tid, Duration::from_millis(2)) != Err(SampleError::Pending) {
+        assert!(Instant::now() < deadline, "no signal left pending in 60 s");
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    // SAFETY: an all-zero sigaction is valid; SIG_IGN as its handler; `ours` receives the
+    // sampler's action, put back below.
+    let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
+    ignore.sa_sigaction = libc::SIG_IGN;
+    let mut ours: libc::sigaction = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::sigaction(sig, &ignore, &mut ours) }, 0);
+    let first = Instant::now();
+    let (_, state) = sampler.pending(tid).unwrap();
+    let first = first.elapsed();
+    assert_eq!(state, Pending::HeldBack);
+    let again = Instant::now();
+    let (_, state) = sampler.pending(tid).unwrap();
+    let again = again.elapsed();
+    assert_eq!(state, Pending::HeldBack);
+    assert!(
+        first >= Duration::from_millis(2) && again < Duration::from_millis(2),
+        "first look {first:?}, the next {again:?}"
+    );
+    // SAFETY: the action the sampler installed, read above.
+    assert_eq!(
+        unsafe { libc::sigaction(sig, &ours, std::ptr::null_mut()) },
+        0
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match sampler.sample(tid, Duration::from_millis(2)) {
+            Ok(_) => break,
+            Err(SampleError::Pending) => {
+                if let Some((t, s)) = sampler.take_pending() {
+                    assert_eq!(t, tid);
+                    assert!(s.is_ok(), "{s:?}");
+                    break;
+                }
+            }
+            Err(_) => {}
+        }
+        assert!(Instant::now() < deadline, "never sampled again");
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    stop.store(true, SeqCst);
+    reader.join().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(short.load(SeqCst), 0, "every pread returned the whole file");
 }

@@ -1601,8 +1601,8 @@ impl Watchdog {
                     h.seen_ns != now
                         || self
                             .sampler
-                            .pending(tid)
-                            .is_some_and(|(sent, _)| sent != h.sent)
+                            .pending_sent(tid)
+                            .is_some_and(|sent| sent != h.sent)
                 })
             {
                 self.follow_pending(active, now);
@@ -1854,7 +1854,7 @@ impl Watchdog {
     /// interrupt): the handler ran as the call returned, inside the stalled poll, before the
     /// poll could end, and its stack is the stall's ([`Watchdog::take_late_stack`]).
     fn take_pending_stack(&mut self, active: &mut Active, now: u64) {
-        let Some((sent, _)) = self.sampler.pending(active.raw.tid) else {
+        let Some(sent) = self.sampler.pending_sent(active.raw.tid) else {
             return;
         };
         let held = active.held.take().filter(|h| h.sent == sent);

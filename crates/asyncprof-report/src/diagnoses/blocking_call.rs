@@ -123,6 +123,8 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
                 "std::sync::lazy_lock::",
                 "std::sync::once_lock::",
                 "std::sync::once::",
+                "::once::",
+                "Once::call_once",
                 "LazyLock",
                 "OnceLock",
                 "once_cell::",
@@ -255,6 +257,10 @@ mod tests {
                 "initialize it before serving",
             ),
             ("once_cell::sync::Lazy::force", "tokio::sync::OnceCell"),
+            (
+                "std::sync::poison::once::Once::call_once",
+                "tokio::sync::OnceCell",
+            ),
             ("std::io::Stdin::read_line", "tokio::io::stdin()"),
             ("std::io::stdio::StdinLock::read_line", "tokio::io::stdin()"),
         ] {

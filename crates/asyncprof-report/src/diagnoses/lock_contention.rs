@@ -37,11 +37,7 @@ pub fn recommendation(primitive: Option<&str>, same_code: &[String], max_ms: f64
     }
     // A lock inside a library's call (its name is not a lock's): held by another call of
     // it, not by the caller's code.
-    if primitive.is_some_and(|p| {
-        !["mutex", "rwlock", "lock"]
-            .iter()
-            .any(|l| p.to_ascii_lowercase().contains(l))
-    }) {
+    if primitive.is_some_and(|p| !names_a_lock(p)) {
         return format!(
             "{} waited up to {max_ms:.1} ms for a lock inside it, held by another thread in \
              the same library (another call, or work it runs under the lock), holding the \
@@ -56,6 +52,24 @@ pub fn recommendation(primitive: Option<&str>, same_code: &[String], max_ms: f64
          the data, or use tokio::sync::Mutex when it must be held across an .await.",
         super::call(primitive, same_code)
     )
+}
+
+/// Whether a call's path names a lock: a type segment that is one (`Mutex`, `RwLock`,
+/// `ReentrantMutex`, `SpinLock`; in a bare name's file-derived path, `mutex`, `rwlock`), or a
+/// lock's method (`lock`, `read`, `write`, `try_lock`, `lock_exclusive`, `lock_shared`, …).
+/// Not `block_on`, `blocking` or `clock`, which only contain the word.
+fn names_a_lock(path: &str) -> bool {
+    let path = asyncprof_format::culprit::without_type_arguments(path);
+    let segments: Vec<&str> = path
+        .split("::")
+        .map(|s| s.trim_start_matches('<').trim_end_matches('>'))
+        .collect();
+    let method = segments.last().copied().unwrap_or("");
+    segments.iter().any(|s| {
+        let s = s.to_ascii_lowercase();
+        s.ends_with("mutex") || s.ends_with("rwlock") || s.ends_with("spinlock") || s == "lock"
+    }) || ["read", "write", "try_lock", "try_read", "try_write"].contains(&method)
+        || method.starts_with("lock")
 }
 
 #[cfg(test)]
@@ -80,10 +94,28 @@ mod tests {
             dashmap.contains("guard") && dashmap.contains("drop the guard"),
             "{dashmap}"
         );
-        let inside = super::recommendation(Some("moka::get_with"), &[], 25.3);
-        assert!(
-            inside.contains("lock inside it") && !inside.contains("critical section"),
-            "{inside}"
-        );
+        for call in [
+            "moka::get_with",
+            "futures::executor::block_on",
+            "reqwest::blocking::Client::get",
+            "quanta::clock::now",
+        ] {
+            let inside = super::recommendation(Some(call), &[], 25.3);
+            assert!(
+                inside.contains("lock inside it") && !inside.contains("critical section"),
+                "{inside}"
+            );
+        }
+        for call in [
+            "parking_lot::Mutex::lock",
+            "std::sync::RwLock::write",
+            "spin::mutex::lock",
+            "lock_api::rwlock::RwLock::read",
+            "async_lock::Mutex::lock_blocking",
+            "app::SpinLock::acquire",
+        ] {
+            let lock = super::recommendation(Some(call), &[], 25.3);
+            assert!(lock.contains("critical section"), "{call}: {lock}");
+        }
     }
 }

@@ -284,12 +284,14 @@ pub enum Pending {
     /// Its handler has not run; the signal is queued for the thread, which does not block
     /// it: the handler runs as soon as the thread comes back to its own code. Until then the
     /// thread has not run its own code since the signal was sent: it is inside one system
-    /// call, or waits for a CPU.
+    /// call, or waits for a CPU. Also a signal the kernel has taken off the queue on its way
+    /// to the handler, which then runs within moments.
     Unanswered,
     /// Its handler ran (or is copying): [`StackSampler::take_pending`] has the stack.
     Answered,
     /// Not answered, and not sure to be as the thread comes back: it blocks the signal, or
-    /// the signal is no longer queued for it.
+    /// the signal is lost (neither queued nor on its way to the handler: taken by another
+    /// handler).
     HeldBack,
 }
 
@@ -338,6 +340,9 @@ pub struct StackSampler {
     /// The thread whose signal is still armed ([`SampleError::Pending`]), and when it was
     /// sent.
     pending: Option<(i32, Instant)>,
+    /// The pending signal (when it was sent) found neither queued nor blocked for the whole
+    /// of [`DELIVERY_WAIT`]: lost, and not waited for again.
+    delivery_waited: Cell<Option<Instant>>,
 }
 
 /// Why the handler could not be installed.
@@ -379,6 +384,7 @@ impl StackSampler {
             buf: Vec::new(),
             on_cpu: Vec::new(),
             pending: None,
+            delivery_waited: Cell::new(None),
         }
     }
 
@@ -708,9 +714,18 @@ impl StackSampler {
         self.pending.is_some_and(|(t, _)| t == tid)
     }
 
+    /// When the signal pending for thread `tid` ([`SampleError::Pending`]) was sent (each
+    /// signal sent has its own); `None` when none is pending for it. No `/proc` read.
+    pub fn pending_sent(&self, tid: i32) -> Option<Instant> {
+        self.pending
+            .filter(|(t, _)| *t == tid)
+            .map(|(_, sent)| sent)
+    }
+
     /// The signal pending for thread `tid` ([`SampleError::Pending`]): when it was sent (each
     /// signal sent has its own) and where it stands. `None` when none is pending for it. A
-    /// few small `/proc` reads.
+    /// few small `/proc` reads; for a signal off the thread's queue and not blocked, its
+    /// handler not run, up to [`DELIVERY_WAIT`] of them, once for each signal.
     pub fn pending(&self, tid: i32) -> Option<(Instant, Pending)> {
         let (_, sent) = self.pending.filter(|(t, _)| *t == tid)?;
         if SLOT.state.load(Acquire) != ARMED {
@@ -733,7 +748,14 @@ impl StackSampler {
     /// ([`DELIVERY_WAIT`]) before its signal counts as lost.
     fn standing(&self, tid: i32) -> Standing {
         let signal = self.signal();
-        let deadline = Instant::now() + DELIVERY_WAIT;
+        let sent = self.pending.map(|(_, sent)| sent);
+        // Waited for once: a lost signal costs the watchdog one wait, not one at every look.
+        let wait = if sent.is_some() && self.delivery_waited.get() == sent {
+            Duration::ZERO
+        } else {
+            DELIVERY_WAIT
+        };
+        let deadline = Instant::now() + wait;
         loop {
             let status = procfs::status(tid);
             // The handler may have run during the read (the signal no longer queued): the
@@ -750,10 +772,12 @@ impl StackSampler {
                 // Taken off the queue, and blocked while its handler runs (the handler is
                 // installed without SA_NODEFER): about to claim the slot.
                 (false, true) => return Standing::Delivered,
-                (false, false) if !st.runnable || Instant::now() >= deadline => {
-                    return Standing::Lost
+                (false, false) if !st.runnable => return Standing::Lost,
+                (false, false) if Instant::now() >= deadline => {
+                    self.delivery_waited.set(sent);
+                    return Standing::Lost;
                 }
-                (false, false) => std::thread::yield_now(),
+                (false, false) => std::thread::sleep(Duration::from_micros(50)),
             }
         }
     }
