@@ -725,7 +725,7 @@ impl StackSampler {
     /// The signal pending for thread `tid` ([`SampleError::Pending`]): when it was sent (each
     /// signal sent has its own) and where it stands. `None` when none is pending for it. A
     /// few small `/proc` reads; for a signal off the thread's queue and not blocked, its
-    /// handler not run, up to [`DELIVERY_WAIT`] of them, once for each signal.
+    /// handler not run, for up to 2 ms, once for each signal.
     pub fn pending(&self, tid: i32) -> Option<(Instant, Pending)> {
         let (_, sent) = self.pending.filter(|(t, _)| *t == tid)?;
         if SLOT.state.load(Acquire) != ARMED {
