@@ -118,11 +118,16 @@ pub fn primitive_and_culprit_in(
         return (None, None);
     };
     let culprit = frames[at].clone();
-    let primitive = call_of(frames, at).map(|f| {
+    let primitive = call_of(frames, at).and_then(|f| {
         let name = match macro_call(f) {
             Some(m) => m.to_string(),
             None => primitive_name(&qualified(f)),
         };
+        // An operator inlined into the line (`wrapping_mul`, a range's `next`) is the line's
+        // own computation, not a call it made.
+        if is_an_operation(&name) {
+            return None;
+        }
         let mut p = Frame::new(name, f.file.clone(), f.line);
         for other in &f.same_code {
             let other = primitive_name(other);
@@ -130,9 +135,29 @@ pub fn primitive_and_culprit_in(
                 p.same_code.push(other);
             }
         }
-        p
+        Some(p)
     });
     (primitive, Some(culprit))
+}
+
+/// Whether a call's name is one of core's operators and integer methods, which the compiler
+/// inlines into the line that uses them (`core::num::uint_macros::wrapping_mul`,
+/// `core::ops::arith::add_assign`, `core::cmp::max`, a range's or a slice iterator's `next`,
+/// an index): the line's own computation, not a call it made. Not `core::slice::sort` and
+/// the like, nor `core::hint::spin_loop` (a spin-wait says what it is), nor drop glue.
+pub fn is_an_operation(name: &str) -> bool {
+    let name = name.trim_start_matches('<');
+    [
+        "core::num::",
+        "core::ops::",
+        "core::cmp::",
+        "core::intrinsics::",
+        "core::iter::range::",
+        "core::slice::iter::",
+        "core::slice::index::",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// A logging macro's expansion, by the file its code comes from: an event of `tracing`'s
@@ -977,6 +1002,41 @@ mod tests {
         let c = c.unwrap();
         assert_eq!(c.file.as_deref(), Some("src/scraper.rs"));
         assert_eq!(c.line, Some(42));
+    }
+
+    /// Known truth, as recorded from an accounts service hashing a session's history under a
+    /// `DashMap` guard (`line-tables-only`): the signal's stack at its loop begins in core's
+    /// `wrapping_mul`, inlined into the line, which is no call the line made; a sort called
+    /// from a line is one.
+    #[test]
+    fn an_operator_inlined_into_the_line_is_no_call() {
+        let core = "/rustc/59807616e/library/core/src";
+        let at_loop = |inner: &str, file: &str| {
+            [
+                fr(inner, Some(&format!("{core}/{file}")), 1),
+                fr("checksum", Some("/srv/accounts/src/main.rs"), 53),
+                fr(
+                    "accounts::handle::{async_fn#0}",
+                    Some("/srv/accounts/src/main.rs"),
+                    107,
+                ),
+            ]
+        };
+        for (inner, file) in [
+            ("wrapping_mul", "num/uint_macros.rs"),
+            ("add_assign", "ops/arith.rs"),
+            ("next<usize>", "iter/range.rs"),
+            ("max<u64>", "cmp.rs"),
+        ] {
+            let (p, c) = primitive_and_culprit(&at_loop(inner, file));
+            assert_eq!(p, None, "{inner}");
+            assert_eq!(c.and_then(|c| c.line), Some(53));
+        }
+        let (p, _) = primitive_and_culprit(&at_loop("sort_unstable<u64>", "slice/mod.rs"));
+        assert_eq!(
+            p.map(|p| p.function),
+            Some("core::slice::sort_unstable".to_string())
+        );
     }
 
     /// Known truth: a release build without debug info (cargo's default) of a program
