@@ -119,13 +119,15 @@ pub fn primitive_and_culprit_in(
     };
     let culprit = frames[at].clone();
     let primitive = call_of(frames, at).and_then(|f| {
+        let full = qualified(f);
         let name = match macro_call(f) {
             Some(m) => m.to_string(),
-            None => primitive_name(&qualified(f)),
+            None => primitive_name(&full),
         };
         // An operator inlined into the line (`wrapping_mul`, a range's `next`) is the line's
-        // own computation, not a call it made.
-        if is_an_operation(&name) {
+        // own computation, not a call it made: by its bare name's path, or by the trait of a
+        // full name (`<u64 as core::ops::arith::AddAssign>::add_assign`).
+        if is_an_operation(&name) || is_an_operation(&full) {
             return None;
         }
         let mut p = Frame::new(name, f.file.clone(), f.line);
@@ -146,18 +148,27 @@ pub fn primitive_and_culprit_in(
 /// an index): the line's own computation, not a call it made. Not `core::slice::sort` and
 /// the like, nor `core::hint::spin_loop` (a spin-wait says what it is), nor drop glue.
 pub fn is_an_operation(name: &str) -> bool {
-    let name = name.trim_start_matches('<');
-    [
+    const OPERATIONS: &[&str] = &[
         "core::num::",
-        "core::ops::",
+        "core::ops::arith::",
+        "core::ops::bit::",
+        "core::ops::range::",
+        "core::ops::index::",
         "core::cmp::",
         "core::intrinsics::",
         "core::iter::range::",
         "core::slice::iter::",
         "core::slice::index::",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p))
+    ];
+    let name = name.trim_start_matches('<');
+    // `<T as Trait>::method`: the trait says what it is (not `Drop`, `Deref` or the `Fn`
+    // traits, which are not in the list: a type's own `Drop` is a call of its own).
+    let of_trait = name
+        .split_once(" as ")
+        .map(|(_, t)| t.trim_start_matches('<'));
+    OPERATIONS
+        .iter()
+        .any(|p| name.starts_with(p) || of_trait.is_some_and(|t| t.starts_with(p)))
 }
 
 /// A logging macro's expansion, by the file its code comes from: an event of `tracing`'s
@@ -405,6 +416,10 @@ pub fn primitive_name(function: &str) -> String {
     // The known calls are told by the path, not by a type argument: `read_line<BufReader<
     // TcpStream>>` is not `TcpStream::read`.
     let path = without_type_arguments(f);
+    // The lines of standard input (`stdin.lock().lines()`): told by the type argument.
+    if path.contains("std::io::Lines") && f.contains("std::io::stdio::Stdin") {
+        return "std::io::Stdin::lines".to_string();
+    }
     // parking_lot's locks (through lock_api, their generic front) have std's method names:
     // named as they are, not as std's.
     if [
@@ -474,16 +489,16 @@ pub fn primitive_name(function: &str) -> String {
         (&["std::fs::write"], "std::fs::write"),
         (&["File", "sync_all"], "std::fs::File::sync_all"),
         (&["mpsc", "recv"], "std::sync::mpsc::Receiver::recv"),
-        // Standard input, on std's internal path (`std::io::stdio::Stdin::read_line`).
+        // Standard input, on std's internal path (`std::io::stdio::Stdin::read_line`, or a
+        // bare `read_line` in std's stdio.rs: only standard input reads there).
         (
-            &["std::io::stdio::Stdin", "read_line"],
+            &["std::io::stdio::", "read_line"],
             "std::io::Stdin::read_line",
         ),
         (
-            &["std::io::stdio::Stdin", "read_to_string"],
+            &["std::io::stdio::", "read_to_string"],
             "std::io::Stdin::read_to_string",
         ),
-        (&["std::io::stdio::Stdin", "lines"], "std::io::Stdin::lines"),
         // std::io's trait methods, inlined into the caller and named by their file (io/mod.rs).
         (&["std::io::read_line"], "std::io::BufRead::read_line"),
         (&["std::io::read_until"], "std::io::BufRead::read_until"),
@@ -1032,6 +1047,23 @@ mod tests {
             assert_eq!(p, None, "{inner}");
             assert_eq!(c.and_then(|c| c.line), Some(53));
         }
+        // Full debug info's names, the trait after the type.
+        for full in [
+            "<u64 as core::ops::arith::AddAssign>::add_assign",
+            "<usize as core::slice::index::SliceIndex<[u64]>>::index",
+            "<u64 as core::cmp::PartialOrd>::lt",
+        ] {
+            let (p, _) = primitive_and_culprit(&at_loop(full, "ops/arith.rs"));
+            assert_eq!(p, None, "{full}");
+        }
+        // A closure called through `FnOnce` and a library type's `Drop` are calls.
+        for call in [
+            "core::ops::function::FnOnce::call_once",
+            "<rusqlite::Connection as core::ops::drop::Drop>::drop",
+        ] {
+            let (p, _) = primitive_and_culprit(&at_loop(call, "ops/function.rs"));
+            assert!(p.is_some(), "{call}");
+        }
         let (p, _) = primitive_and_culprit(&at_loop("sort_unstable<u64>", "slice/mod.rs"));
         assert_eq!(
             p.map(|p| p.function),
@@ -1292,6 +1324,17 @@ mod tests {
         // service reading lines a slow writer piped in).
         assert_eq!(
             primitive_name("std::io::stdio::Stdin::read_line"),
+            "std::io::Stdin::read_line"
+        );
+        assert_eq!(
+            primitive_name(
+                "<std::io::Lines<std::io::stdio::StdinLock> as core::iter::traits::iterator::Iterator>::next"
+            ),
+            "std::io::Stdin::lines"
+        );
+        // std built with line tables only: a bare name in stdio.rs.
+        assert_eq!(
+            primitive_name("std::io::stdio::read_line"),
             "std::io::Stdin::read_line"
         );
         assert_eq!(

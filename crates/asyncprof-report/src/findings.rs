@@ -520,12 +520,18 @@ pub(crate) fn diagnosis<'a>(
             let total_ns: u64 = total_duration(&stalls);
             let max_ms = longest.duration_ns as f64 / 1e6;
             // The call made at the finding's own line, where one of its stalls has one (the
-            // line whose source tells a merged primitive's name).
+            // line whose source tells a merged primitive's name). A computation at its line
+            // without one (an operator's loop) names none: another line's call is not its.
+            let computes = kind == crate::diagnoses::cpu_bound_poll::KIND;
             let primitive_frame = stalls
                 .iter()
                 .filter(at_line)
                 .find_map(|s| s.primitive.as_ref())
-                .or_else(|| stalls.iter().find_map(|s| s.primitive.as_ref()));
+                .or_else(|| {
+                    (!computes)
+                        .then(|| stalls.iter().find_map(|s| s.primitive.as_ref()))
+                        .flatten()
+                });
             let primitive = primitive_frame.map(|p| p.function.clone());
             let primitive_same_code =
                 primitive_frame.map_or_else(Vec::new, |p| p.same_code.clone());

@@ -262,7 +262,8 @@ mod tests {
                 "tokio::sync::OnceCell",
             ),
             ("std::io::Stdin::read_line", "tokio::io::stdin()"),
-            ("std::io::stdio::StdinLock::read_line", "tokio::io::stdin()"),
+            // `stdin.lock().lines()`'s `next`, as the recorder names it.
+            ("std::io::Stdin::lines", "tokio::io::stdin()"),
         ] {
             let text = advice(call);
             assert!(text.contains(want), "{call}: {text}");
