@@ -82,7 +82,7 @@ fn crate_of_executable(name: &str) -> String {
 }
 
 /// Whether `function` (a demangled path, or a `<Type as Trait>` form) is in crate `krate`.
-fn in_crate(function: &str, krate: &str) -> bool {
+pub(crate) fn in_crate(function: &str, krate: &str) -> bool {
     let mut f = function.trim_start_matches(['<', '&']);
     for prefix in ["mut ", "dyn "] {
         f = f.strip_prefix(prefix).unwrap_or(f);
@@ -120,16 +120,16 @@ pub fn primitive_and_culprit_in(
     let culprit = frames[at].clone();
     let primitive = call_of(frames, at).and_then(|f| {
         let full = qualified(f);
+        // An operator inlined into the line (`wrapping_mul`, a range's `next`) is the line's
+        // own computation, not a call it made: by its bare name's path, or by the trait of a
+        // full name (`<u64 as core::ops::arith::AddAssign>::add_assign`).
+        if is_an_operation(&full) {
+            return None;
+        }
         let name = match macro_call(f) {
             Some(m) => m.to_string(),
             None => primitive_name(&full),
         };
-        // An operator inlined into the line (`wrapping_mul`, a range's `next`) is the line's
-        // own computation, not a call it made: by its bare name's path, or by the trait of a
-        // full name (`<u64 as core::ops::arith::AddAssign>::add_assign`).
-        if is_an_operation(&name) || is_an_operation(&full) {
-            return None;
-        }
         let mut p = Frame::new(name, f.file.clone(), f.line);
         for other in &f.same_code {
             let other = primitive_name(other);

@@ -528,9 +528,10 @@ pub(crate) fn diagnosis<'a>(
                 .filter(at_line)
                 .find_map(|s| s.primitive.as_ref())
                 .or_else(|| {
-                    (!computes)
-                        .then(|| stalls.iter().find_map(|s| s.primitive.as_ref()))
-                        .flatten()
+                    stalls
+                        .iter()
+                        .filter(|_| !computes)
+                        .find_map(|s| s.primitive.as_ref())
                 });
             let primitive = primitive_frame.map(|p| p.function.clone());
             let primitive_same_code =

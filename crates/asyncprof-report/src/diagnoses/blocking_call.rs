@@ -82,7 +82,7 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
              tracing_appender::non_blocking, or write with tokio::io::stdout() (stderr()).",
         ),
         (
-            &["std::io::Stdin", "std::io::stdio::Stdin", "StdinLock"],
+            &["std::io::Stdin", "std::io::stdio::Stdin"],
             "Reading standard input waits, on the worker thread, until the other end writes: \
              read it with tokio::io::stdin() (in a tokio::io::BufReader for lines), or on a \
              thread of its own that sends each line on a tokio channel.",
@@ -122,7 +122,6 @@ fn instead_of(primitive: &str) -> Option<&'static str> {
             &[
                 "std::sync::lazy_lock::",
                 "std::sync::once_lock::",
-                "std::sync::once::",
                 "::once::",
                 "Once::call_once",
                 "LazyLock",

@@ -711,7 +711,7 @@ impl StackSampler {
     /// Whether the signal sent to thread `tid` is still armed, not answered yet
     /// ([`SampleError::Pending`]).
     pub fn is_pending(&self, tid: i32) -> bool {
-        self.pending.is_some_and(|(t, _)| t == tid)
+        self.pending_sent(tid).is_some()
     }
 
     /// When the signal pending for thread `tid` ([`SampleError::Pending`]) was sent (each
@@ -727,7 +727,7 @@ impl StackSampler {
     /// few small `/proc` reads; for a signal off the thread's queue and not blocked, its
     /// handler not run, for up to 2 ms, once for each signal.
     pub fn pending(&self, tid: i32) -> Option<(Instant, Pending)> {
-        let (_, sent) = self.pending.filter(|(t, _)| *t == tid)?;
+        let sent = self.pending_sent(tid)?;
         if SLOT.state.load(Acquire) != ARMED {
             return Some((sent, Pending::Answered));
         }
