@@ -4,8 +4,9 @@
 //! the C library's `read` on top and the reading function under it. Meanwhile another
 //! thread's signal sample waits (busy) and leaves the pending one intact; once collected,
 //! both threads are sampled as usual. The read itself returns what it returns unsampled: the
-//! whole file, every time. A pending signal discarded before its handler ran is taken for lost
-//! once, and the thread is sampled again.
+//! whole file, every time. The handler of a pending signal began milliseconds after the
+//! signal was sent, and the sample says so. A pending signal discarded before its handler ran
+//! is taken for lost once, and the thread is sampled again.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
@@ -140,6 +141,8 @@ fn a_thread_computing_inside_a_read_is_sampled_as_the_read_returns() {
         busy += u32::from(was_busy);
         assert_eq!(sample.capture, Capture::Signal);
         assert!(sample.late);
+        // Unanswered for the first sample's 2 ms: its handler began later than that.
+        assert!(sample.answer_ns >= 2_000_000, "{sample:?}");
         assert!(!sampler.is_pending(tid));
         let names = names(&sample.ips);
         if names.first().is_some_and(|n| n.contains("read"))
@@ -163,6 +166,12 @@ fn a_thread_computing_inside_a_read_is_sampled_as_the_read_returns() {
         spun = sampler.sample(spinner_tid, Duration::from_millis(500));
     }
     assert!(spun.as_ref().is_ok_and(|s| !s.late), "{spun:?}");
+    // Answered within its 500 ms, after it was sent.
+    assert!(
+        spun.as_ref()
+            .is_ok_and(|s| s.answer_ns > 0 && s.answer_ns < 500_000_000),
+        "{spun:?}"
+    );
     stop.store(true, SeqCst);
     spinner_stop.store(true, SeqCst);
     reader.join().unwrap();

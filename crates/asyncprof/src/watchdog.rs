@@ -195,6 +195,11 @@ pub(crate) struct RawStall {
     /// were copied while it slept. (One stack is one or the other: a signal's starts in the
     /// handler, a copy's at a system call.)
     pub(crate) on_cpu_stacks: std::collections::HashSet<Vec<usize>>,
+    /// Of the samples in `stacks`, by stack, those that found the thread inside a system call
+    /// for a while ([`asyncprof_format::StackSample::in_a_call`]): copied while it slept, or
+    /// taken by a signal it answered [`asyncprof_format::IN_A_CALL_NS`] or more after it was
+    /// sent.
+    pub(crate) in_a_call: HashMap<Vec<usize>, u32>,
     /// A poll's stall (not a busy period's): where its time went ([`TimeSplit`]). `None`
     /// without `schedstat` (CPU time then in 10 ms ticks) or before two reads. The looks
     /// come closest at a stall's start, so this, not their count, says where the time of a
@@ -1911,6 +1916,9 @@ impl Watchdog {
         if sample.capture == Capture::Signal {
             active.raw.signal_samples += 1;
             active.raw.on_cpu_stacks.insert(sample.ips.clone());
+        }
+        if sample.capture != Capture::Signal || sample.answer_ns >= asyncprof_format::IN_A_CALL_NS {
+            *active.raw.in_a_call.entry(sample.ips.clone()).or_default() += 1;
         }
         *active.raw.stacks.entry(sample.ips).or_default() += 1;
     }

@@ -3,8 +3,9 @@
 //! **Measures**: a stall whose thread was asleep for most of its time (a poll's stall: its
 //! `schedstat`), or in most of the watchdog's looks (a busy period's), outside a std lock: a
 //! `std::thread::sleep`, synchronous file or socket I/O, a blocking HTTP or database client;
-//! or one on CPU whose stacks mostly begin in the C library's wrapper of a system call (a
-//! `read` copying a large file from the page cache, sampled as the call returned).
+//! or one on CPU whose stacks mostly begin in the C library's wrapper of a system call that
+//! kept the thread past the signal (a `read` copying a large file from the page cache,
+//! sampled as the call returned; not short calls between steps of a computation).
 //! The primitive is the call the user's code made; the system call says which kind of wait.
 //! **Why it hurts**: the worker does nothing and runs nothing else for as long as the call
 //! takes; every task queued on it waits.

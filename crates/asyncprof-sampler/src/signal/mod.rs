@@ -128,6 +128,8 @@ struct Slot {
     len: AtomicUsize,
     /// How long the handler ran.
     handler_ns: AtomicU64,
+    /// When the handler began (the monotonic clock, as `StackSampler::sent_ns`).
+    entered_ns: AtomicU64,
     /// What the task probe returned (0 without one).
     task: AtomicU64,
     /// The target thread's stack, when known (0, 0: not known): the handler copies no
@@ -152,6 +154,7 @@ static SLOT: Slot = Slot {
     lr: AtomicU64::new(0),
     len: AtomicUsize::new(0),
     handler_ns: AtomicU64::new(0),
+    entered_ns: AtomicU64::new(0),
     task: AtomicU64::new(0),
     stack_lo: AtomicU64::new(0),
     stack_hi: AtomicU64::new(0),
@@ -314,6 +317,12 @@ pub struct Sample {
     /// Taken by a signal not answered in time ([`SampleError::Pending`]): the stack is of the
     /// moment the thread next returned to its own code, not of the sample's call.
     pub late: bool,
+    /// How long after its signal was sent the handler began, in nanoseconds; 0 for a stack
+    /// copied from outside. A thread on CPU in its own code takes a signal within
+    /// microseconds; one inside a system call only as the call returns, so a handler that
+    /// began later than a short call could last, its stack starting in the call's wrapper,
+    /// shows the thread was that long in the kernel.
+    pub answer_ns: u64,
 }
 
 /// A thread seen on CPU: its CPU time and voluntary context switches then, and when.
@@ -340,6 +349,8 @@ pub struct StackSampler {
     /// The thread whose signal is still armed ([`SampleError::Pending`]), and when it was
     /// sent.
     pending: Option<(i32, Instant)>,
+    /// When the last signal was sent, on the clock the handler reads (`monotonic_ns`).
+    sent_ns: u64,
     /// The pending signal (when it was sent) found neither queued nor blocked for the whole
     /// of [`DELIVERY_WAIT`]: lost, and not waited for again.
     delivery_waited: Cell<Option<Instant>>,
@@ -384,6 +395,7 @@ impl StackSampler {
             buf: Vec::new(),
             on_cpu: Vec::new(),
             pending: None,
+            sent_ns: 0,
             delivery_waited: Cell::new(None),
         }
     }
@@ -678,6 +690,7 @@ impl StackSampler {
         // enter a blocking call before the signal lands (EINTR in `sample_cost`'s race: 1.5%
         // of signals against 0.55% without it).
         let sent = Instant::now();
+        self.sent_ns = monotonic_ns();
         let rc = send_ours(tid, signal);
         if rc != 0 {
             // No signal went out. A given-up signal's handler may hold the slot for a moment
@@ -845,10 +858,13 @@ impl StackSampler {
         // until the state is ARMED, which only this sampler sets (below, IDLE first).
         let stack: &[u8] = unsafe { &(&*SLOT.stack.get())[..len] };
         let handler_ns = SLOT.handler_ns.load(Relaxed);
+        // A handler of an earlier signal, given up, began before this one was sent: 0.
+        let answer_ns = SLOT.entered_ns.load(Relaxed).saturating_sub(self.sent_ns);
         let sample = if len >= 16 && regs.pc != 0 {
             walked(&mut self.walker, regs, stack, Capture::Signal, handler_ns).map(|mut s| {
                 s.task = SLOT.task.load(Relaxed);
                 s.late = late;
+                s.answer_ns = answer_ns;
                 s
             })
         } else {
@@ -905,6 +921,7 @@ fn walked(
         handler_ns,
         task: 0,
         late: false,
+        answer_ns: 0,
     })
 }
 
@@ -1043,6 +1060,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     }
     if mine {
         let entered = monotonic_ns();
+        SLOT.entered_ns.store(entered, Relaxed);
         IN_HANDLER.with(|f| f.set(true));
         // Before the stack copy: the probe's answer is about the instant of the registers.
         SLOT.task

@@ -225,6 +225,91 @@ fn a_large_file_read_in_a_busy_period(path: &std::path::Path) {
     });
 }
 
+/// Known truth: a task whose polls compute in their own code with a short system call
+/// between steps (a checksum over a 4 KiB block, then the block written to a file in the page
+/// cache with `pwrite`: microseconds in the kernel against more in its own code, the share
+/// measured below), 20 ms a poll, 12 polls. A signal at a stall's threshold lands in the
+/// write now and then, answered at once as the call returns. Every stall is cpu-bound, and so
+/// is the report's finding. Before, a stall whose one sample landed in the write was a
+/// blocking call (SQLite's commit in `asyncprof bench log-aggregator`: 2 runs in 11).
+#[test]
+fn a_computation_between_short_system_calls_is_cpu_bound() {
+    use std::os::unix::fs::FileExt;
+    let path = std::env::temp_dir().join(format!("asyncprof-it-writes-{}", std::process::id()));
+    crate::support::retry_if_disturbed(|| {
+        let file = Arc::new(std::fs::File::create(&path).unwrap());
+        // The polls' CPU time in their own code and in the kernel.
+        let times = Arc::new(Mutex::new((Duration::ZERO, Duration::ZERO)));
+        let (f, t) = (file.clone(), times.clone());
+        let run = record_stall("short-calls", Flavor::MultiThread(2), || async move {
+            tokio::spawn(async move {
+                for _ in 0..12 {
+                    let (user, kernel) = thread_cpu_times();
+                    let start = Instant::now();
+                    let (mut block, mut sum, mut at) = ([0u8; 4096], 0u64, 0u64);
+                    while start.elapsed() < Duration::from_millis(20) {
+                        for (i, b) in block.iter_mut().enumerate() {
+                            sum = sum.wrapping_mul(31).wrapping_add(i as u64);
+                            *b = sum as u8;
+                        }
+                        f.write_at(&block, at).unwrap();
+                        at = (at + 4096) % (1 << 20);
+                    }
+                    let (user_after, kernel_after) = thread_cpu_times();
+                    {
+                        let mut times = t.lock().unwrap();
+                        times.0 += user_after - user;
+                        times.1 += kernel_after - kernel;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap();
+        });
+        let (user, kernel) = *times.lock().unwrap();
+        assert!(
+            kernel < user,
+            "the polls computed mostly in the kernel ({kernel:?} against {user:?} in their code)"
+        );
+        let stalls: Vec<_> = run.stalls.iter().filter(|s| !s.stacks.is_empty()).collect();
+        assert!(stalls.len() >= 4, "{:#?}", run.stalls);
+        for s in &stalls {
+            assert_eq!(
+                asyncprof_format::StallKind::of(s),
+                asyncprof_format::StallKind::CpuBoundPoll,
+                "{s:#?}"
+            );
+        }
+        let findings = asyncprof_report::diagnose(&run);
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.kind == "cpu-bound-poll"
+                    && f.location.file.ends_with("tests/it/stalls.rs")),
+            "{findings:#?}"
+        );
+        assert!(
+            findings.iter().all(|f| f.kind != "blocking-call"),
+            "{findings:#?}"
+        );
+    });
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The calling thread's CPU time in its own code and in the kernel (`getrusage`).
+fn thread_cpu_times() -> (Duration, Duration) {
+    // SAFETY: `getrusage` writes only the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_THREAD is the calling thread.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    assert_eq!(rc, 0);
+    let d = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    (d(ru.ru_utime), d(ru.ru_stime))
+}
+
 #[test]
 fn cpu_spin_is_cpu_bound_at_its_line() {
     crate::support::retry_if_disturbed(|| {
