@@ -308,9 +308,13 @@ const SYSCALL_WRAPPERS: &[&str] = &[
 /// its CPU time in the kernel, had 56 of 59 samples in `pwrite`, answered in 25–94 µs
 /// (SQLite's commit of a full-text index, its page reads and writes a sixth of its CPU time,
 /// was made a blocking call so in 2 bench runs of 11). So a sample counts only when its
-/// thread stayed in the call at least [`IN_A_CALL_NS`] after the signal was sent, or was
+/// thread used at least [`IN_A_CALL_NS`] of CPU time between the signal's sending and its
+/// handler (it computed in the call; one that waited for a core meanwhile used none), or was
 /// copied from outside asleep in it ([`crate::StackSample::in_a_call`]; a record without the
-/// count: all of them).
+/// count: all of them but `pread` and `pwrite`, which it did not name). A poll that spends
+/// most of its time in many short calls (a file read in 8 KiB pieces) is so a `cpu-bound-poll`
+/// too, its call still named as the primitive: the samples cannot tell it from a computation
+/// between such calls.
 pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> bool {
     if s.class == StallClass::Blocking {
         return false;
@@ -325,7 +329,10 @@ pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> bool {
                     .iter()
                     .find_map(|p| name.strip_prefix(p))
                     .unwrap_or(name);
-                SYSCALL_WRAPPERS.contains(&name.strip_suffix("_nocancel").unwrap_or(name))
+                let name = name.strip_suffix("_nocancel").unwrap_or(name);
+                // A record from before the count read `pread` and `pwrite` as computing.
+                SYSCALL_WRAPPERS.contains(&name)
+                    && (st.in_a_call.is_some() || !["pread", "pwrite"].contains(&name))
             })
     };
     let total: u32 = s.stacks.iter().map(|st| st.count).sum();
@@ -338,11 +345,11 @@ pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> bool {
     stayed * 2 > total
 }
 
-/// How long after its signal was sent a thread on CPU must have taken it, its stack starting
-/// in a system call's wrapper, for the sample to show a call that kept the thread in the
-/// kernel (0.2 ms): a thread in its own code, or in a short call (a page read from the page
-/// cache, microseconds), takes it within tens of microseconds; one copying a large file from
-/// the page cache, as the read returns, milliseconds later.
+/// How much CPU time a thread on CPU must have used between a signal's sending and its
+/// handler, its stack starting in a system call's wrapper, for the sample to show a call that
+/// kept it computing in the kernel (0.2 ms): a thread in its own code, or in a short call (a
+/// page read from the page cache, microseconds), takes it within tens of microseconds; one
+/// copying a large file from the page cache, as the read returns, milliseconds later.
 pub const IN_A_CALL_NS: u64 = 200_000;
 
 /// Crates whose locks park a thread in `futex` as std's do, by their registry directory.
@@ -521,7 +528,6 @@ mod tests {
             let stacks = stacks.into_iter().map(|(top, n)| (top, n, Some(n)));
             on_cpu_in_calls(stacks.collect())
         };
-        let on_cpu = stayed;
         for top in [
             "read",
             "__libc_read",
@@ -529,14 +535,19 @@ mod tests {
             "__read_nocancel",
             "pread64",
         ] {
-            let s = on_cpu(vec![(top, 1)]);
+            let s = stayed(vec![(top, 1)]);
             assert_eq!(StallKind::of(&s), StallKind::BlockingCall, "{top}");
             assert!(!preempted(&s));
             // A record from before the count reads so too.
             let old = on_cpu_in_calls(vec![(top, 1, None)]);
             assert_eq!(StallKind::of(&old), StallKind::BlockingCall, "{top}");
         }
-        assert!(in_a_system_call_on_cpu(&on_cpu(vec![(
+        // It read `pread` and `pwrite` as a computation's.
+        for top in ["pread", "pwrite"] {
+            let old = on_cpu_in_calls(vec![(top, 1, None)]);
+            assert_eq!(StallKind::of(&old), StallKind::CpuBoundPoll, "{top}");
+        }
+        assert!(in_a_system_call_on_cpu(&stayed(vec![(
             "__libc_pread64",
             2
         )])));
@@ -564,6 +575,14 @@ mod tests {
         for stacks in [
             vec![("pread64", 3, Some(2))],
             vec![("pread64", 2, Some(2)), ("pwrite64", 1, Some(0))],
+            vec![("pwrite", 1, Some(1))],
+            vec![("pread", 1, Some(1))],
+            // A count past the samples' (a damaged file) is read as all of them.
+            vec![
+                ("write", 1, Some(7)),
+                ("media::checksum", 1, Some(0)),
+                ("read", 1, Some(1)),
+            ],
         ] {
             assert!(
                 in_a_system_call_on_cpu(&on_cpu_in_calls(stacks.clone())),
@@ -577,12 +596,12 @@ mod tests {
             vec![("media::checksum", 1), ("write", 1)],
             vec![("syscall", 3)],
         ] {
-            let computing = on_cpu(stacks);
+            let computing = stayed(stacks);
             assert!(!in_a_system_call_on_cpu(&computing));
             assert_eq!(StallKind::of(&computing), StallKind::CpuBoundPoll);
         }
         // A function of the program's own named `read` has a file.
-        let mut own = on_cpu(vec![("read", 1)]);
+        let mut own = stayed(vec![("read", 1)]);
         own.stacks[0].frames[0].file = Some("src/codec.rs".into());
         assert_eq!(StallKind::of(&own), StallKind::CpuBoundPoll);
     }

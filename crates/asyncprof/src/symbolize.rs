@@ -301,7 +301,7 @@ impl Symbolizer {
                 let mut s = StackSample::default();
                 s.count = count;
                 s.frames = self.stack(ips);
-                s.in_a_call = Some(raw.in_a_call.get(ips).copied().unwrap_or(0));
+                s.in_a_call = Some(raw.in_a_call.get(ips).map_or(0, |&n| n.min(count)));
                 (s, raw.on_cpu_stacks.contains(ips))
             })
             .collect();

@@ -197,8 +197,8 @@ pub(crate) struct RawStall {
     pub(crate) on_cpu_stacks: std::collections::HashSet<Vec<usize>>,
     /// Of the samples in `stacks`, by stack, those that found the thread inside a system call
     /// for a while ([`asyncprof_format::StackSample::in_a_call`]): copied while it slept, or
-    /// taken by a signal it answered [`asyncprof_format::IN_A_CALL_NS`] or more after it was
-    /// sent.
+    /// taken by a signal it answered after [`asyncprof_format::IN_A_CALL_NS`] or more of CPU
+    /// time ([`asyncprof_sampler::Sample::answer_cpu_ns`]).
     pub(crate) in_a_call: HashMap<Vec<usize>, u32>,
     /// A poll's stall (not a busy period's): where its time went ([`TimeSplit`]). `None`
     /// without `schedstat` (CPU time then in 10 ms ticks) or before two reads. The looks
@@ -401,6 +401,8 @@ impl RawStall {
         let start_ns = self.start_ns.max(s.from_ns);
         Some(RawStall {
             stacks: s.stacks.clone(),
+            // Copied while the thread slept, every one.
+            in_a_call: s.stacks.clone(),
             start_ns,
             last_seen_ns: s.to_ns.unwrap_or(self.last_seen_ns).max(start_ns),
             detected_ns: s.detected_ns.unwrap_or(self.detected_ns).max(start_ns),
@@ -1917,7 +1919,9 @@ impl Watchdog {
             active.raw.signal_samples += 1;
             active.raw.on_cpu_stacks.insert(sample.ips.clone());
         }
-        if sample.capture != Capture::Signal || sample.answer_ns >= asyncprof_format::IN_A_CALL_NS {
+        if sample.capture != Capture::Signal
+            || sample.answer_cpu_ns >= asyncprof_format::IN_A_CALL_NS
+        {
             *active.raw.in_a_call.entry(sample.ips.clone()).or_default() += 1;
         }
         *active.raw.stacks.entry(sample.ips).or_default() += 1;

@@ -38,16 +38,17 @@
 //!    a value of its own) is passed to the previous handler (or ignored when there was none),
 //!    whatever the slot's state; one of the sampler's that finds the slot not armed for its
 //!    thread (late: its sample was given up) is dropped;
-//! 7. it stores raw registers and stack bytes only (one `pread` of `/proc/self/mem`, opened
+//! 7. it stores raw registers and stack bytes (one `pread` of `/proc/self/mem`, opened
 //!    before the handler is installed, which stops at an unmapped page instead of faulting;
-//!    the stack's end is not known in the handler); unwinding and symbolization happen later,
-//!    on the cold path;
+//!    the stack's end is not known in the handler) and numbers read with `clock_gettime`;
+//!    unwinding and symbolization happen later, on the cold path;
 //! 8. it is installed with `SA_SIGINFO | SA_RESTART` (not `SA_ONSTACK`: a signal nested in
 //!    it would run on the small alternate stack too), the previous action is kept, and it is restored when the [`StackSampler`] is dropped, unless the service has
 //!    installed its own since; pending signals of ours are discarded first (`SIG_IGN`);
-//! 9. beside the registers and stack it stores one number: what the task probe
-//!    ([`set_task_probe`]), when one is set, returns on the sampled thread; the probe's
-//!    contract is that of this list (read with one atomic load of a `OnceLock`).
+//! 9. beside the registers and stack it stores the thread's CPU time at its start, how long
+//!    it ran, and what the task probe ([`set_task_probe`]), when one is set, returns on the
+//!    sampled thread; the probe's contract is that of this list (read with one atomic load
+//!    of a `OnceLock`).
 //!
 //! The residual race: a thread that computed for [`MIN_ON_CPU`] may enter a blocking system
 //! call in the microseconds between the last look and the signal's arrival. The handler
@@ -128,8 +129,9 @@ struct Slot {
     len: AtomicUsize,
     /// How long the handler ran.
     handler_ns: AtomicU64,
-    /// When the handler began (the monotonic clock, as `StackSampler::sent_ns`).
-    entered_ns: AtomicU64,
+    /// The sampled thread's CPU time when the handler began (its CPU-time clock, as
+    /// `StackSampler::sent_cpu_ns`).
+    entered_cpu_ns: AtomicU64,
     /// What the task probe returned (0 without one).
     task: AtomicU64,
     /// The target thread's stack, when known (0, 0: not known): the handler copies no
@@ -154,7 +156,7 @@ static SLOT: Slot = Slot {
     lr: AtomicU64::new(0),
     len: AtomicUsize::new(0),
     handler_ns: AtomicU64::new(0),
-    entered_ns: AtomicU64::new(0),
+    entered_cpu_ns: AtomicU64::new(0),
     task: AtomicU64::new(0),
     stack_lo: AtomicU64::new(0),
     stack_hi: AtomicU64::new(0),
@@ -317,12 +319,14 @@ pub struct Sample {
     /// Taken by a signal not answered in time ([`SampleError::Pending`]): the stack is of the
     /// moment the thread next returned to its own code, not of the sample's call.
     pub late: bool,
-    /// How long after its signal was sent the handler began, in nanoseconds; 0 for a stack
-    /// copied from outside. A thread on CPU in its own code takes a signal within
-    /// microseconds; one inside a system call only as the call returns, so a handler that
-    /// began later than a short call could last, its stack starting in the call's wrapper,
-    /// shows the thread was that long in the kernel.
-    pub answer_ns: u64,
+    /// The CPU time the sampled thread used between its signal's sending and the handler's
+    /// start, in nanoseconds; 0 for a stack copied from outside. A thread in its own code takes
+    /// a signal through an interrupt, tens of microseconds after it was sent (18–50 µs on a
+    /// 2-core virtual machine); one inside a system call only as the call returns, so a
+    /// handler that began after more CPU time than a short call takes, its stack starting in
+    /// the call's wrapper, shows the thread computed that long in the kernel. CPU time, not
+    /// wall time: a thread that waited for a core meanwhile used none.
+    pub answer_cpu_ns: u64,
 }
 
 /// A thread seen on CPU: its CPU time and voluntary context switches then, and when.
@@ -349,8 +353,9 @@ pub struct StackSampler {
     /// The thread whose signal is still armed ([`SampleError::Pending`]), and when it was
     /// sent.
     pending: Option<(i32, Instant)>,
-    /// When the last signal was sent, on the clock the handler reads (`monotonic_ns`).
-    sent_ns: u64,
+    /// The target's CPU time just before the last signal was armed (its CPU-time clock, which
+    /// the handler reads on the thread itself).
+    sent_cpu_ns: u64,
     /// The pending signal (when it was sent) found neither queued nor blocked for the whole
     /// of [`DELIVERY_WAIT`]: lost, and not waited for again.
     delivery_waited: Cell<Option<Instant>>,
@@ -395,7 +400,7 @@ impl StackSampler {
             buf: Vec::new(),
             on_cpu: Vec::new(),
             pending: None,
-            sent_ns: 0,
+            sent_cpu_ns: 0,
             delivery_waited: Cell::new(None),
         }
     }
@@ -667,6 +672,9 @@ impl StackSampler {
         if !reclaim_slot() {
             return Err(SampleError::Busy);
         }
+        // The thread's CPU time before the signal can be taken (a clock read, about a
+        // microsecond; unknown: no sample counts as late on CPU).
+        self.sent_cpu_ns = remote::cpu_ns(tid).unwrap_or(u64::MAX);
         // The slot is IDLE and no handler can claim it before it is armed: set it up, then
         // arm it. Release: the handler that claims the armed slot (AcqRel) sees the target
         // and range.
@@ -690,7 +698,6 @@ impl StackSampler {
         // enter a blocking call before the signal lands (EINTR in `sample_cost`'s race: 1.5%
         // of signals against 0.55% without it).
         let sent = Instant::now();
-        self.sent_ns = monotonic_ns();
         let rc = send_ours(tid, signal);
         if rc != 0 {
             // No signal went out. A given-up signal's handler may hold the slot for a moment
@@ -858,13 +865,16 @@ impl StackSampler {
         // until the state is ARMED, which only this sampler sets (below, IDLE first).
         let stack: &[u8] = unsafe { &(&*SLOT.stack.get())[..len] };
         let handler_ns = SLOT.handler_ns.load(Relaxed);
-        // A handler of an earlier signal, given up, began before this one was sent: 0.
-        let answer_ns = SLOT.entered_ns.load(Relaxed).saturating_sub(self.sent_ns);
+        // Read before the slot was armed: no handler of this signal began earlier.
+        let answer_cpu_ns = SLOT
+            .entered_cpu_ns
+            .load(Relaxed)
+            .saturating_sub(self.sent_cpu_ns);
         let sample = if len >= 16 && regs.pc != 0 {
             walked(&mut self.walker, regs, stack, Capture::Signal, handler_ns).map(|mut s| {
                 s.task = SLOT.task.load(Relaxed);
                 s.late = late;
-                s.answer_ns = answer_ns;
+                s.answer_cpu_ns = answer_cpu_ns;
                 s
             })
         } else {
@@ -921,7 +931,7 @@ fn walked(
         handler_ns,
         task: 0,
         late: false,
-        answer_ns: 0,
+        answer_cpu_ns: 0,
     })
 }
 
@@ -1060,7 +1070,8 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     }
     if mine {
         let entered = monotonic_ns();
-        SLOT.entered_ns.store(entered, Relaxed);
+        SLOT.entered_cpu_ns
+            .store(clock_ns(libc::CLOCK_THREAD_CPUTIME_ID), Relaxed);
         IN_HANDLER.with(|f| f.set(true));
         // Before the stack copy: the probe's answer is about the instant of the registers.
         SLOT.task
@@ -1138,12 +1149,17 @@ pub fn current_stack() -> Option<Range<u64>> {
 
 /// The monotonic clock in nanoseconds (`clock_gettime` is async-signal-safe).
 fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// A clock every kernel has, in nanoseconds (async-signal-safe: `clock_gettime`).
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: a valid, writable timespec and a clock every kernel has.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

@@ -280,6 +280,8 @@ fn a_computation_between_short_system_calls_is_cpu_bound() {
                 asyncprof_format::StallKind::CpuBoundPoll,
                 "{s:#?}"
             );
+            // Every stack says how many of its samples stayed in a call.
+            assert!(s.stacks.iter().all(|st| st.in_a_call.is_some()), "{s:#?}");
         }
         let findings = asyncprof_report::diagnose(&run);
         assert!(
