@@ -319,30 +319,46 @@ pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> bool {
     if s.class == StallClass::Blocking {
         return false;
     }
-    let in_wrapper = |st: &&crate::StackSample| {
-        st.frames
-            .first()
-            .filter(|f| f.file.is_none())
-            .is_some_and(|top| {
-                let name = top.function.as_str();
-                let name = ["__GI___libc_", "__libc_", "__GI___", "__"]
-                    .iter()
-                    .find_map(|p| name.strip_prefix(p))
-                    .unwrap_or(name);
-                let name = name.strip_suffix("_nocancel").unwrap_or(name);
-                // A record from before the count read `pread` and `pwrite` as computing.
-                SYSCALL_WRAPPERS.contains(&name)
-                    && (st.in_a_call.is_some() || !["pread", "pwrite"].contains(&name))
-            })
-    };
     let total: u32 = s.stacks.iter().map(|st| st.count).sum();
     let stayed: u32 = s
         .stacks
         .iter()
-        .filter(in_wrapper)
-        .map(|st| st.in_a_call.unwrap_or(st.count).min(st.count))
+        .filter(|st| begins_in_a_call(st))
+        .map(|st| st.count - samples_at_a_short_call(st))
         .sum();
     stayed * 2 > total
+}
+
+/// Whether a stack begins in the C library's wrapper of a system call that can compute in the
+/// kernel for long ([`SYSCALL_WRAPPERS`]; by its name, a frame with no file).
+pub fn begins_in_a_call(st: &crate::StackSample) -> bool {
+    st.frames
+        .first()
+        .filter(|f| f.file.is_none())
+        .is_some_and(|top| {
+            let name = top.function.as_str();
+            let name = ["__GI___libc_", "__libc_", "__GI___", "__"]
+                .iter()
+                .find_map(|p| name.strip_prefix(p))
+                .unwrap_or(name);
+            let name = name.strip_suffix("_nocancel").unwrap_or(name);
+            // A record from before the count read `pread` and `pwrite` as computing.
+            SYSCALL_WRAPPERS.contains(&name)
+                && (st.in_a_call.is_some() || !["pread", "pwrite"].contains(&name))
+        })
+}
+
+/// Of a stack's samples, those taken as a short system call returned: the stack begins in a
+/// call's wrapper ([`begins_in_a_call`]) and the thread did not stay in it
+/// ([`crate::StackSample::in_a_call`]; a record without the count: none). Such a sample shows
+/// the thread computing in its own code in the moments before the call, not where: the
+/// signal's interrupt was overtaken by the call.
+pub fn samples_at_a_short_call(st: &crate::StackSample) -> u32 {
+    if begins_in_a_call(st) {
+        st.count - st.in_a_call.unwrap_or(st.count).min(st.count)
+    } else {
+        0
+    }
 }
 
 /// How much CPU time a thread on CPU must have used between a signal's sending and its

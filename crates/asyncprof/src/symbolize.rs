@@ -157,6 +157,11 @@ fn class_names_a_line(stacks: &[StackSample], on_cpu: &[bool], class: StallClass
 /// line), and with `class` blocking only those copied while the thread slept: a poll that
 /// slept, then computed for longer, is CPU-bound at the line that computed, however many
 /// samples (denser at a stall's start) its sleep got.
+///
+/// Samples taken as a short system call returned ([`asyncprof_format::samples_at_a_short_call`]: the
+/// signal's interrupt overtaken by the call) count only when no other sample names a line:
+/// they show the thread computing just before the call, not where. A loop that computes and
+/// then writes a line of output has most of its samples in the write, all answered at once.
 fn most_sampled_culprit(
     stacks: &[StackSample],
     on_cpu: &[bool],
@@ -169,23 +174,30 @@ fn most_sampled_culprit(
         .zip(on_cpu)
         .filter(|&(_, &cpu)| !only_the_class || of_class(class, cpu))
         .map(|(s, _)| s);
-    let mut lines: Vec<(Option<Frame>, Frame, u32)> = Vec::new();
+    // Per line: the call, the line, its samples not at a short call, and all of them.
+    let mut lines: Vec<(Option<Frame>, Frame, u32, u32)> = Vec::new();
     for s in chosen {
         let (primitive, Some(culprit)) = culprit::primitive_and_culprit(&s.frames) else {
             continue;
         };
-        match lines.iter_mut().find(|(_, c, _)| same_line(c, &culprit)) {
-            Some((_, _, n)) => *n += s.count,
-            None => lines.push((primitive, culprit, s.count)),
+        let placed = s.count - asyncprof_format::samples_at_a_short_call(s);
+        match lines.iter_mut().find(|(_, c, _, _)| same_line(c, &culprit)) {
+            Some((_, _, p, n)) => {
+                *p += placed;
+                *n += s.count;
+            }
+            None => lines.push((primitive, culprit, placed, s.count)),
         }
     }
-    let mut best: Option<(Option<Frame>, Frame, u32)> = None;
+    let placed = lines.iter().any(|l| l.2 > 0);
+    let weight = |l: &(Option<Frame>, Frame, u32, u32)| if placed { l.2 } else { l.3 };
+    let mut best: Option<(Option<Frame>, Frame, u32, u32)> = None;
     for l in lines {
-        if best.as_ref().is_none_or(|b| l.2 > b.2) {
+        if best.as_ref().is_none_or(|b| weight(&l) > weight(b)) {
             best = Some(l);
         }
     }
-    best.map_or((None, None), |(p, c, _)| (p, Some(c)))
+    best.map_or((None, None), |(p, c, _, _)| (p, Some(c)))
 }
 
 /// Leave out of a stall's stacks (each with whether it was taken on CPU) those that cannot
@@ -482,6 +494,50 @@ mod tests {
             most_sampled_culprit(&[], &[], StallClass::CpuBound),
             (None, None)
         );
+    }
+
+    /// Known truth: a loop that hashes (line 12) and writes each result with `pwrite` (line
+    /// 14): three samples in the write, answered at once (the signal's interrupt overtaken by
+    /// the call), one in the hashing. The line is the hashing's. A write the thread stayed in
+    /// (its samples counted in `in_a_call`) is the write's; with only samples at short calls,
+    /// theirs; a record without the count reads as before.
+    #[test]
+    fn samples_at_a_short_call_place_no_line_beside_others() {
+        let at = |count, top: Frame, line, in_a_call| {
+            let mut s = StackSample::default();
+            s.count = count;
+            s.in_a_call = in_a_call;
+            s.frames = vec![
+                top,
+                Frame::new(
+                    "app::handle::{{closure}}",
+                    Some("/app/src/main.rs".into()),
+                    Some(line),
+                ),
+            ];
+            s
+        };
+        let write = |n, stayed| at(n, Frame::new("pwrite", None, None), 14, stayed);
+        let hash = at(
+            1,
+            Frame::new(
+                "<core::hash::sip::Hasher<S> as core::hash::Hasher>::write",
+                Some("/rustc/abc/library/core/src/hash/sip.rs".into()),
+                Some(250),
+            ),
+            12,
+            Some(0),
+        );
+        let line = |stacks: &[StackSample]| {
+            let cpu = vec![true; stacks.len()];
+            most_sampled_culprit(stacks, &cpu, StallClass::CpuBound)
+                .1
+                .and_then(|c| c.line)
+        };
+        assert_eq!(line(&[write(3, Some(0)), hash.clone()]), Some(12));
+        assert_eq!(line(&[write(3, Some(2)), hash.clone()]), Some(14));
+        assert_eq!(line(&[write(3, Some(0))]), Some(14));
+        assert_eq!(line(&[write(3, None), hash]), Some(14));
     }
 
     /// Known truth: a poll of a program built without debug info, sampled once in one of its
