@@ -304,8 +304,9 @@ const SYSCALL_WRAPPERS: &[&str] = &[
 /// A stack in a wrapper whose handler ran at once is no such evidence: a signal reaches a
 /// thread in its own code through an interrupt (18–50 µs after it was sent, measured on a
 /// 2-core virtual machine), and one that enters a short system call before then takes it as
-/// that call returns. A loop computing a 4 KiB block and writing it with `pwrite`, 2–9% of
-/// its CPU time in the kernel, had 56 of 59 samples in `pwrite`, answered in 25–94 µs
+/// that call returns. A loop computing a 4 KiB block (one pass) and writing it with `pwrite`,
+/// 2–9% of its CPU time in the kernel, had 56 of 59 samples in `pwrite`, answered 25–94 µs
+/// after their signals (wall time)
 /// (SQLite's commit of a full-text index, its page reads and writes a sixth of its CPU time,
 /// was made a blocking call so in 2 bench runs of 11). So a sample counts only when its
 /// thread used at least [`IN_A_CALL_NS`] of CPU time between the signal's sending and its
@@ -330,10 +331,21 @@ pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> bool {
 }
 
 /// Whether a stack begins in the C library's wrapper of a system call that can compute in the
-/// kernel for long ([`SYSCALL_WRAPPERS`]; by its name, a frame with no file).
+/// kernel for long (`read`, `write`, `pread64`, `pwrite`, `getrandom`, `copy_file_range` and
+/// the like, by the name of a frame with no file; under the cancellation frames that newer C
+/// libraries put above the call). `pread` and `pwrite` count only in a record that says how
+/// many of the stack's samples stayed in a call ([`crate::StackSample::in_a_call`]): one from
+/// before did not name them.
 pub fn begins_in_a_call(st: &crate::StackSample) -> bool {
     st.frames
-        .first()
+        .iter()
+        .find(|f| {
+            !(f.file.is_none()
+                && matches!(
+                    f.function.as_str(),
+                    "__syscall_cancel_arch" | "__internal_syscall_cancel" | "__syscall_cancel"
+                ))
+        })
         .filter(|f| f.file.is_none())
         .is_some_and(|top| {
             let name = top.function.as_str();

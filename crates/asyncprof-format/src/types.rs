@@ -695,10 +695,11 @@ pub struct StackSample {
     /// The frames, innermost first (the signal handler's own frames removed).
     pub frames: Vec<Frame>,
     /// Of `count`, the samples that found the thread inside a system call for a while: copied
-    /// from outside while it slept in one, or taken by a signal that it answered at least
-    /// [`crate::IN_A_CALL_NS`] after it was sent (a handler runs as a call returns). The others
-    /// were answered at once, in the thread's own code or as a short call returned. `None` in
-    /// a record written before asyncprof counted them.
+    /// from outside while it slept in one, or taken by a signal whose handler began only after
+    /// the thread had used [`crate::IN_A_CALL_NS`] or more of CPU time since it was sent (a
+    /// handler runs as a call returns). The others were answered at once, in the thread's own
+    /// code or as a short call returned. `None` in a record written before asyncprof counted
+    /// them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_a_call: Option<u32>,
 }

@@ -271,6 +271,30 @@ fn runtime_labels(run: &RunFile, stalls: &[&StallRecord]) -> Vec<String> {
     labels
 }
 
+/// The stack a finding shows of its stall `s`: the first (the stall's class's come first)
+/// through the stall's line with a sample not taken as a short system call returned
+/// ([`asyncprof_format::samples_at_a_short_call`]: those place no line beside others), else
+/// the first through its line, else the first.
+fn shown_stack(s: &StallRecord) -> Option<&asyncprof_format::StackSample> {
+    let at_line = |st: &&asyncprof_format::StackSample| {
+        let culprit = asyncprof_format::culprit::primitive_and_culprit(&st.frames).1;
+        match (culprit, s.culprit.as_ref()) {
+            (Some(c), Some(line)) => {
+                c.file == line.file
+                    && c.line == line.line
+                    && (c.file.is_some() || c.function == line.function)
+            }
+            _ => false,
+        }
+    };
+    s.stacks
+        .iter()
+        .filter(at_line)
+        .find(|st| st.count > asyncprof_format::samples_at_a_short_call(st))
+        .or_else(|| s.stacks.iter().find(at_line))
+        .or(s.stacks.first())
+}
+
 /// The kind of one stall.
 pub fn stall_kind(s: &StallRecord) -> &'static str {
     asyncprof_format::StallKind::of(s).name()
@@ -585,9 +609,7 @@ pub(crate) fn diagnosis<'a>(
                 total_ms: (total_ns as f64 / 1e4).round() / 100.0,
                 max_ms: (max_ms * 100.0).round() / 100.0,
                 task_location: shown.task_location.as_ref().map(|l| l.to_string()),
-                stack: shown
-                    .stacks
-                    .first()
+                stack: shown_stack(shown)
                     .map(|s| s.frames.iter().map(|f| f.to_string()).collect())
                     .unwrap_or_default(),
                 queue: None,
@@ -670,6 +692,54 @@ mod tests {
             s.culprit = Some(user);
         }
         s
+    }
+
+    /// Known truth: a loop that hashes at line 12 and writes each result at line 14, recorded
+    /// at line 12 (its samples in the write, three, were taken as the short call returned):
+    /// the finding shows the hashing's stack, not the write's, though the write's comes first.
+    /// A record with only the write's shows it.
+    #[test]
+    fn a_finding_shows_a_stack_through_its_line_not_a_short_calls() {
+        let f = |name: &str, line: u32| Frame::new(name, Some(FILE.into()), Some(line));
+        let sample = |count: u32, frames: Vec<Frame>, in_a_call| {
+            let mut st = StackSample::default();
+            st.count = count;
+            st.frames = frames;
+            st.in_a_call = in_a_call;
+            st
+        };
+        let write = sample(
+            3,
+            vec![Frame::new("pwrite", None, None), f("enrich::store", 14)],
+            Some(0),
+        );
+        let hash = sample(
+            1,
+            vec![
+                Frame::new(
+                    "<core::hash::sip::Hasher<S> as core::hash::Hasher>::write",
+                    Some("/rustc/x/library/core/src/hash/sip.rs".into()),
+                    Some(250),
+                ),
+                f("enrich::store", 12),
+            ],
+            Some(0),
+        );
+        let mut s = stall(1, StallClass::CpuBound, None);
+        s.culprit = Some(f("enrich::store", 12));
+        s.stacks = vec![write.clone(), hash.clone()];
+        let findings = findings(std::slice::from_ref(&s));
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].kind, "cpu-bound-poll", "{findings:#?}");
+        assert_eq!(findings[0].location.line, 12, "{findings:#?}");
+        assert!(
+            findings[0].stack[0].starts_with("<core::hash::sip"),
+            "{findings:#?}"
+        );
+        assert_eq!(super::shown_stack(&s), Some(&hash));
+        s.culprit = Some(f("enrich::store", 14));
+        s.stacks = vec![write.clone()];
+        assert_eq!(super::shown_stack(&s), Some(&write));
     }
 
     /// Known truth: a poll that slept 4 samples in helper `audit` (called from line 55) and

@@ -111,8 +111,12 @@ fn other_part(
     }
     // The line must account for that time: at least two of the class's samples, and half of
     // them, reach it. Short sleeps spread through a computation (a page fault, a log write)
-    // can add up to the threshold without any one line holding the thread for it.
-    let total: u32 = of.iter().map(|s| s.count).sum();
+    // can add up to the threshold without any one line holding the thread for it. Samples
+    // taken as a short call returned count as they did for the line.
+    let named = |s: &&StackSample| culprit::primitive_and_culprit(&s.frames).1.is_some();
+    let placed = any_placed(of.iter().filter(named));
+    let weight = |s: &StackSample| placing_weight(s, placed);
+    let total: u32 = of.iter().map(&weight).sum();
     let at_line: u32 = of
         .iter()
         .filter(|s| {
@@ -120,7 +124,7 @@ fn other_part(
                 .1
                 .is_some_and(|c| same(&c))
         })
-        .map(|s| s.count)
+        .map(&weight)
         .sum();
     if at_line < 2 || at_line * 2 < total {
         return None;
@@ -169,35 +173,51 @@ fn most_sampled_culprit(
 ) -> (Option<Frame>, Option<Frame>) {
     // Every stack counts when none of the class names a line (or the class is unknown).
     let only_the_class = class_names_a_line(stacks, on_cpu, class);
-    let chosen = stacks
+    let mut chosen: Vec<(&StackSample, Frame, Option<Frame>)> = stacks
         .iter()
         .zip(on_cpu)
         .filter(|&(_, &cpu)| !only_the_class || of_class(class, cpu))
-        .map(|(s, _)| s);
-    // Per line: the call, the line, its samples not at a short call, and all of them.
-    let mut lines: Vec<(Option<Frame>, Frame, u32, u32)> = Vec::new();
-    for s in chosen {
-        let (primitive, Some(culprit)) = culprit::primitive_and_culprit(&s.frames) else {
-            continue;
-        };
-        let placed = s.count - asyncprof_format::samples_at_a_short_call(s);
-        match lines.iter_mut().find(|(_, c, _, _)| same_line(c, &culprit)) {
-            Some((_, _, p, n)) => {
-                *p += placed;
-                *n += s.count;
-            }
-            None => lines.push((primitive, culprit, placed, s.count)),
+        .filter_map(|(s, _)| {
+            let (primitive, culprit) = culprit::primitive_and_culprit(&s.frames);
+            Some((s, culprit?, primitive))
+        })
+        .collect();
+    let placed = any_placed(chosen.iter().map(|(s, _, _)| *s));
+    let weight = |s: &StackSample| placing_weight(s, placed);
+    // Heaviest first (stable: most sampled first among equals): a line's call is its
+    // heaviest stack's, and ties go to the line whose heaviest stack comes first.
+    chosen.sort_by_key(|(s, _, _)| std::cmp::Reverse(weight(s)));
+    let mut lines: Vec<(Option<Frame>, Frame, u32)> = Vec::new();
+    for (s, culprit, primitive) in chosen {
+        match lines.iter_mut().find(|(_, c, _)| same_line(c, &culprit)) {
+            Some((_, _, n)) => *n += weight(s),
+            None => lines.push((primitive, culprit, weight(s))),
         }
     }
-    let placed = lines.iter().any(|l| l.2 > 0);
-    let weight = |l: &(Option<Frame>, Frame, u32, u32)| if placed { l.2 } else { l.3 };
-    let mut best: Option<(Option<Frame>, Frame, u32, u32)> = None;
+    let mut best: Option<(Option<Frame>, Frame, u32)> = None;
     for l in lines {
-        if best.as_ref().is_none_or(|b| weight(&l) > weight(b)) {
+        if best.as_ref().is_none_or(|b| l.2 > b.2) {
             best = Some(l);
         }
     }
-    best.map_or((None, None), |(p, c, _, _)| (p, Some(c)))
+    best.map_or((None, None), |(p, c, _)| (p, Some(c)))
+}
+
+/// Whether, among `stacks` (those that name a line), one has a sample not taken as a short
+/// system call returned ([`asyncprof_format::samples_at_a_short_call`]): then only such samples
+/// place a stall's line ([`placing_weight`]).
+fn any_placed<'a>(mut stacks: impl Iterator<Item = &'a StackSample>) -> bool {
+    stacks.any(|s| s.count > asyncprof_format::samples_at_a_short_call(s))
+}
+
+/// What a stack's samples weigh in placing a stall's line: all of them, or with `placed`
+/// ([`any_placed`]) only those not taken as a short system call returned.
+fn placing_weight(s: &StackSample, placed: bool) -> u32 {
+    if placed {
+        s.count - asyncprof_format::samples_at_a_short_call(s)
+    } else {
+        s.count
+    }
 }
 
 /// Leave out of a stall's stacks (each with whether it was taken on CPU) those that cannot
@@ -538,6 +558,25 @@ mod tests {
         assert_eq!(line(&[write(3, Some(2)), hash.clone()]), Some(14));
         assert_eq!(line(&[write(3, Some(0))]), Some(14));
         assert_eq!(line(&[write(3, None), hash]), Some(14));
+        // One line that serializes and writes what it made: its call is the one its samples
+        // outside the write show.
+        let serialize = at(
+            1,
+            Frame::new(
+                "serde_json::ser::to_string",
+                Some("/r/registry/src/i/serde_json-1.0.140/src/ser.rs".into()),
+                Some(2210),
+            ),
+            14,
+            Some(0),
+        );
+        let stacks = [write(3, Some(0)), serialize];
+        let (primitive, culprit) = most_sampled_culprit(&stacks, &[true; 2], StallClass::CpuBound);
+        assert_eq!(culprit.and_then(|c| c.line), Some(14));
+        assert_eq!(
+            primitive.map(|p| p.function),
+            Some("serde_json::ser::to_string".to_string())
+        );
     }
 
     /// Known truth: a poll of a program built without debug info, sampled once in one of its
@@ -650,6 +689,44 @@ mod tests {
         let mut busy = raw(25_000_000);
         busy.task_id = 0;
         assert_eq!(part_line(&busy, std::slice::from_ref(&sleep)), None);
+    }
+
+    /// Known truth: a poll slept at line 5, then hashed at line 12 and wrote each result at
+    /// line 14 for 30 ms: its samples on CPU, three in the write (taken as the short call
+    /// returned) and two in the hashing. Its on-CPU part is at the hashing's line, whose
+    /// samples are all of those that place a line.
+    #[test]
+    fn a_part_s_line_is_weighed_without_short_calls() {
+        use crate::watchdog::TimeSplit;
+        let raw = RawStall {
+            task_id: 7,
+            threshold_ns: 10_000_000,
+            time_split: Some(TimeSplit {
+                on_cpu_ns: 30_000_000,
+                asleep_ns: 100_000_000,
+                lead_ns: 5_000_000,
+                lead_asleep: true,
+            }),
+            ..RawStall::default()
+        };
+        let mut write = sample(3, "pwrite", 14);
+        write.frames[0].file = None;
+        write.in_a_call = Some(0);
+        let mut hash = sample(2, "hash", 12);
+        hash.in_a_call = Some(0);
+        let stacks = [sample(4, "clock_nanosleep", 5), write, hash];
+        let on_cpu = [false, true, true];
+        let (_, culprit) = most_sampled_culprit(&stacks, &on_cpu, StallClass::Blocking);
+        assert_eq!(culprit.as_ref().and_then(|c| c.line), Some(5));
+        let part = other_part(
+            &raw,
+            &stacks,
+            &on_cpu,
+            StallClass::Blocking,
+            culprit.as_ref(),
+        )
+        .map(|p| (p.class, p.culprit.and_then(|c| c.line)));
+        assert_eq!(part, Some((StallClass::CpuBound, Some(12))));
     }
 
     #[test]

@@ -253,7 +253,7 @@ fn a_computation_between_short_system_calls_is_cpu_bound() {
                     while start.elapsed() < Duration::from_millis(20) {
                         sum = (0..16).fold(sum, |h, _| h ^ state.hash_one((h, &block[..]))); // stall: short-calls-sum
                         block[(sum % 4096) as usize] = sum as u8;
-                        f.write_at(&block, at).unwrap(); // stall: short-calls-write
+                        f.write_at(&block, at).unwrap();
                         at = (at + 4096) % (1 << 20);
                     }
                     let (user_after, kernel_after) = thread_cpu_times();
@@ -324,6 +324,13 @@ fn a_computation_between_short_system_calls_is_cpu_bound() {
             sampled_hashing.len()
         );
         assert_finding(&run, "cpu-bound-poll", "short-calls-sum");
+        // And shows a stack through that line, not one of the write's.
+        let finding = findings.iter().find(|f| f.location.line == sum).unwrap();
+        let through = format!("tests/it/stalls.rs:{sum})");
+        assert!(
+            finding.stack.iter().any(|f| f.ends_with(&through)),
+            "{finding:#?}"
+        );
     });
     let _ = std::fs::remove_file(&path);
 }
