@@ -337,27 +337,32 @@ pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> bool {
 /// many of the stack's samples stayed in a call ([`crate::StackSample::in_a_call`]): one from
 /// before did not name them.
 pub fn begins_in_a_call(st: &crate::StackSample) -> bool {
-    st.frames
+    call_wrapper(st).is_some()
+}
+
+/// The system call a stack begins in ([`begins_in_a_call`]), by its wrapper's plain name
+/// (`write` for `__GI___libc_write`, `read` for `__read_nocancel`).
+pub fn call_wrapper(st: &crate::StackSample) -> Option<&str> {
+    let top = st.frames.iter().find(|f| {
+        !(f.file.is_none()
+            && matches!(
+                f.function.as_str(),
+                "__syscall_cancel_arch" | "__internal_syscall_cancel" | "__syscall_cancel"
+            ))
+    })?;
+    if top.file.is_some() {
+        return None;
+    }
+    let name = top.function.as_str();
+    let name = ["__GI___libc_", "__libc_", "__GI___", "__"]
         .iter()
-        .find(|f| {
-            !(f.file.is_none()
-                && matches!(
-                    f.function.as_str(),
-                    "__syscall_cancel_arch" | "__internal_syscall_cancel" | "__syscall_cancel"
-                ))
-        })
-        .filter(|f| f.file.is_none())
-        .is_some_and(|top| {
-            let name = top.function.as_str();
-            let name = ["__GI___libc_", "__libc_", "__GI___", "__"]
-                .iter()
-                .find_map(|p| name.strip_prefix(p))
-                .unwrap_or(name);
-            let name = name.strip_suffix("_nocancel").unwrap_or(name);
-            // A record from before the count read `pread` and `pwrite` as computing.
-            SYSCALL_WRAPPERS.contains(&name)
-                && (st.in_a_call.is_some() || !["pread", "pwrite"].contains(&name))
-        })
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name);
+    let name = name.strip_suffix("_nocancel").unwrap_or(name);
+    // A record from before the count read `pread` and `pwrite` as computing.
+    let known = SYSCALL_WRAPPERS.contains(&name)
+        && (st.in_a_call.is_some() || !["pread", "pwrite"].contains(&name));
+    known.then_some(name)
 }
 
 /// Of a stack's samples, those taken as a short system call returned: the stack begins in a

@@ -271,6 +271,24 @@ fn runtime_labels(run: &RunFile, stalls: &[&StallRecord]) -> Vec<String> {
     labels
 }
 
+/// When at least two samples and more than half of the stack samples of `stalls` came as a
+/// short system call returned ([`asyncprof_format::samples_at_a_short_call`]): the call most
+/// of those were in, their count and all samples'.
+fn mostly_at_short_calls<'a>(stalls: &[&'a StallRecord]) -> Option<(&'a str, u64, u64)> {
+    let mut total = 0u64;
+    let mut by_call: BTreeMap<&str, u64> = BTreeMap::new();
+    for st in stalls.iter().flat_map(|s| &s.stacks) {
+        total += u64::from(st.count);
+        let short = asyncprof_format::samples_at_a_short_call(st);
+        if let (Some(call), true) = (asyncprof_format::call_wrapper(st), short > 0) {
+            *by_call.entry(call).or_default() += u64::from(short);
+        }
+    }
+    let short: u64 = by_call.values().sum();
+    let (call, _) = by_call.into_iter().max_by_key(|(_, n)| *n)?;
+    (short >= 2 && short * 2 > total).then_some((call, short, total))
+}
+
 /// The stack a finding shows of its stall `s`: the first (the stall's class's come first)
 /// through the stall's line with a sample not taken as a short system call returned
 /// ([`asyncprof_format::samples_at_a_short_call`]: those place no line beside others), else
@@ -578,6 +596,13 @@ pub(crate) fn diagnosis<'a>(
                 syscall.as_deref(),
                 max_ms,
             );
+            if kind == crate::diagnoses::cpu_bound_poll::KIND {
+                if let Some((call, short, total)) = mostly_at_short_calls(&stalls) {
+                    advice.push_str(&crate::diagnoses::cpu_bound_poll::at_short_calls(
+                        call, short, total,
+                    ));
+                }
+            }
             if run.header.tier == asyncprof_format::Tier::Stable {
                 advice.push_str(
                     " (Stable tier: the worker neither parked nor moved on to another task's \
@@ -696,8 +721,8 @@ mod tests {
 
     /// Known truth: a loop that hashes at line 12 and writes each result at line 14, recorded
     /// at line 12 (its samples in the write, three, were taken as the short call returned):
-    /// the finding shows the hashing's stack, not the write's, though the write's comes first.
-    /// A record with only the write's shows it.
+    /// the finding shows the hashing's stack, not the write's, though the write's comes first,
+    /// and its advice says the poll writes often. A record with only the write's shows it.
     #[test]
     fn a_finding_shows_a_stack_through_its_line_not_a_short_calls() {
         let f = |name: &str, line: u32| Frame::new(name, Some(FILE.into()), Some(line));
@@ -728,15 +753,29 @@ mod tests {
         let mut s = stall(1, StallClass::CpuBound, None);
         s.culprit = Some(f("enrich::store", 12));
         s.stacks = vec![write.clone(), hash.clone()];
-        let findings = findings(std::slice::from_ref(&s));
-        assert_eq!(findings.len(), 1, "{findings:#?}");
-        assert_eq!(findings[0].kind, "cpu-bound-poll", "{findings:#?}");
-        assert_eq!(findings[0].location.line, 12, "{findings:#?}");
+        let found = findings(std::slice::from_ref(&s));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].kind, "cpu-bound-poll", "{found:#?}");
+        assert_eq!(found[0].location.line, 12, "{found:#?}");
         assert!(
-            findings[0].stack[0].starts_with("<core::hash::sip"),
-            "{findings:#?}"
+            found[0].stack[0].starts_with("<core::hash::sip"),
+            "{found:#?}"
         );
+        // Most samples at the write: the advice says it calls often.
+        let often = "3 of its 4 stack samples came as a `pwrite` system call returned";
+        assert!(found[0].recommendation.contains(often), "{found:#?}");
         assert_eq!(super::shown_stack(&s), Some(&hash));
+        // Most in the hashing, or the write's samples stayed in it: no such words.
+        for (hashing, stayed) in [(3, 0), (1, 3)] {
+            let mut other = s.clone();
+            other.stacks[0].in_a_call = Some(stayed);
+            other.stacks[1].count = hashing;
+            let these = findings(std::slice::from_ref(&other));
+            assert!(
+                !these[0].recommendation.contains("system call returned"),
+                "{these:#?}"
+            );
+        }
         s.culprit = Some(f("enrich::store", 14));
         s.stacks = vec![write.clone()];
         assert_eq!(super::shown_stack(&s), Some(&write));
