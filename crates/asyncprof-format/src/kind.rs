@@ -306,9 +306,8 @@ const SYSCALL_WRAPPERS: &[&str] = &[
 /// 2-core virtual machine), and one that enters a short system call before then takes it as
 /// that call returns. A loop computing a 4 KiB block (one pass) and writing it with `pwrite`,
 /// 2–9% of its CPU time in the kernel, had 56 of 59 samples in `pwrite`, answered 25–94 µs
-/// after their signals (wall time)
-/// (SQLite's commit of a full-text index, its page reads and writes a sixth of its CPU time,
-/// was made a blocking call so in 2 bench runs of 11). So a sample counts only when its
+/// after their signals in wall time; SQLite's commit of a full-text index, its page reads and
+/// writes a sixth of its CPU time, was made a blocking call so in 2 bench runs of 11. So a sample counts only when its
 /// thread used at least [`IN_A_CALL_NS`] of CPU time between the signal's sending and its
 /// handler (it computed in the call; one that waited for a core meanwhile used none), or was
 /// copied from outside asleep in it ([`crate::StackSample::in_a_call`]; a record without the

@@ -94,7 +94,9 @@ pub struct Finding {
     pub recommendation: String,
     /// Where the stalled task was spawned (queue findings: where the consumer receives).
     pub task_location: Option<String>,
-    /// The most sampled stack of the longest stall, innermost first.
+    /// A stack of the longest stall at the finding's line, innermost first: the first through
+    /// that line with a sample not taken as a short system call returned (the stall's class's
+    /// stacks come first, most sampled first).
     pub stack: Vec<String>,
     /// For queue findings: the queue and what it showed.
     pub queue: Option<crate::QueueEvidence>,
@@ -271,13 +273,18 @@ fn runtime_labels(run: &RunFile, stalls: &[&StallRecord]) -> Vec<String> {
     labels
 }
 
+/// Short system calls by name with their samples (most first), those samples and all.
+type ShortCalls<'a> = (Vec<(&'a str, u64)>, u64, u64);
+
 /// When at least two samples and more than half of the stack samples of `stalls` came as a
-/// short system call returned ([`asyncprof_format::samples_at_a_short_call`]): the call most
-/// of those were in, their count and all samples'.
-fn mostly_at_short_calls<'a>(stalls: &[&'a StallRecord]) -> Option<(&'a str, u64, u64)> {
+/// short system call returned ([`asyncprof_format::samples_at_a_short_call`]): those calls
+/// with their counts, most first, and the count of those samples and of all.
+fn mostly_at_short_calls<'a>(
+    stalls: impl Iterator<Item = &'a StallRecord>,
+) -> Option<ShortCalls<'a>> {
     let mut total = 0u64;
     let mut by_call: BTreeMap<&str, u64> = BTreeMap::new();
-    for st in stalls.iter().flat_map(|s| &s.stacks) {
+    for st in stalls.flat_map(|s| &s.stacks) {
         total += u64::from(st.count);
         let short = asyncprof_format::samples_at_a_short_call(st);
         if let (Some(call), true) = (asyncprof_format::call_wrapper(st), short > 0) {
@@ -285,8 +292,9 @@ fn mostly_at_short_calls<'a>(stalls: &[&'a StallRecord]) -> Option<(&'a str, u64
         }
     }
     let short: u64 = by_call.values().sum();
-    let (call, _) = by_call.into_iter().max_by_key(|(_, n)| *n)?;
-    (short >= 2 && short * 2 > total).then_some((call, short, total))
+    let mut calls: Vec<(&str, u64)> = by_call.into_iter().collect();
+    calls.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    (short >= 2 && short * 2 > total).then_some((calls, short, total))
 }
 
 /// The stack a finding shows of its stall `s`: the first (the stall's class's come first)
@@ -596,10 +604,16 @@ pub(crate) fn diagnosis<'a>(
                 syscall.as_deref(),
                 max_ms,
             );
+            // Of the stalls at the finding's line and of its kind: not those of other lines
+            // and kinds merged into it.
+            let own = stalls
+                .iter()
+                .copied()
+                .filter(|s| at_line(&s) && stall_kind(s) == kind);
             if kind == crate::diagnoses::cpu_bound_poll::KIND {
-                if let Some((call, short, total)) = mostly_at_short_calls(&stalls) {
+                if let Some((calls, short, total)) = mostly_at_short_calls(own) {
                     advice.push_str(&crate::diagnoses::cpu_bound_poll::at_short_calls(
-                        call, short, total,
+                        &calls, short, total,
                     ));
                 }
             }
@@ -762,20 +776,45 @@ mod tests {
             "{found:#?}"
         );
         // Most samples at the write: the advice says it calls often.
-        let often = "3 of its 4 stack samples came as a `pwrite` system call returned";
+        let often = "3 of the 4 stack samples of these stalls came as a short system call \
+                     returned (`pwrite` 3)";
         assert!(found[0].recommendation.contains(often), "{found:#?}");
         assert_eq!(super::shown_stack(&s), Some(&hash));
-        // Most in the hashing, or the write's samples stayed in it: no such words.
-        for (hashing, stayed) in [(3, 0), (1, 3)] {
+        // Written 4 times beside one hashing: none stayed in the call, some did, the hashing
+        // three times. Still cpu-bound (under half the samples stayed in the call).
+        for (writes, stayed, hashing, words) in [
+            (4, 0, 1, Some("4 of the 5 stack samples")),
+            (4, 2, 1, None),
+            (1, 0, 3, None),
+        ] {
             let mut other = s.clone();
+            other.stacks[0].count = writes;
             other.stacks[0].in_a_call = Some(stayed);
             other.stacks[1].count = hashing;
             let these = findings(std::slice::from_ref(&other));
-            assert!(
-                !these[0].recommendation.contains("system call returned"),
-                "{these:#?}"
-            );
+            assert_eq!(these[0].kind, "cpu-bound-poll", "{these:#?}");
+            let said = these[0].recommendation.contains("system call returned");
+            assert_eq!(said, words.is_some(), "{these:#?}");
+            assert!(words.is_none_or(|w| these[0].recommendation.contains(w)));
         }
+        // Another line's stall merged into the finding (a function's) adds none of its samples.
+        let mut elsewhere = stall(2, StallClass::CpuBound, None);
+        elsewhere.duration_ns = 10_000_000;
+        elsewhere.culprit = Some(f("enrich::store", 14));
+        elsewhere.stacks = vec![sample(
+            9,
+            vec![Frame::new("pwrite", None, None), f("enrich::store", 14)],
+            Some(0),
+        )];
+        let mut mostly_hashing = s.clone();
+        mostly_hashing.stacks[1].count = 3;
+        let these = findings(&[mostly_hashing, elsewhere]);
+        assert_eq!(these.len(), 1, "{these:#?}");
+        assert_eq!(these[0].location.line, 12, "{these:#?}");
+        assert!(
+            !these[0].recommendation.contains("system call returned"),
+            "{these:#?}"
+        );
         s.culprit = Some(f("enrich::store", 14));
         s.stacks = vec![write.clone()];
         assert_eq!(super::shown_stack(&s), Some(&write));

@@ -162,10 +162,11 @@ fn class_names_a_line(stacks: &[StackSample], on_cpu: &[bool], class: StallClass
 /// slept, then computed for longer, is CPU-bound at the line that computed, however many
 /// samples (denser at a stall's start) its sleep got.
 ///
-/// Samples taken as a short system call returned ([`asyncprof_format::samples_at_a_short_call`]: the
-/// signal's interrupt overtaken by the call) count only when no other sample names a line:
-/// they show the thread computing just before the call, not where. A loop that computes and
-/// then writes a line of output has most of its samples in the write, all answered at once.
+/// Samples taken as a short system call the user's line made through std
+/// ([`deferred_samples`]: the signal's interrupt overtaken by the call) count only when no
+/// other sample names a line: they show the thread computing just before the call, elsewhere.
+/// A loop that computes and then writes a line of output has most of its samples in the
+/// write, all answered at once.
 fn most_sampled_culprit(
     stacks: &[StackSample],
     on_cpu: &[bool],
@@ -203,18 +204,48 @@ fn most_sampled_culprit(
     best.map_or((None, None), |(p, c, _)| (p, Some(c)))
 }
 
-/// Whether, among `stacks` (those that name a line), one has a sample not taken as a short
-/// system call returned ([`asyncprof_format::samples_at_a_short_call`]): then only such samples
-/// place a stall's line ([`placing_weight`]).
+/// Of a stack's samples, those that place no line while others do: taken as a short system
+/// call returned ([`asyncprof_format::samples_at_a_short_call`]) that the user's line made
+/// through the standard library alone (`File::write_at`, `println!`: std does little besides
+/// the call), so the thread was computing just before it elsewhere in the user's code (a loop
+/// that hashes at one line and writes at the next). A call made inside another library keeps
+/// them: that library computed before it, under the same line (SQLite's page reads under
+/// `commit`).
+fn deferred_samples(s: &StackSample) -> u32 {
+    let short = asyncprof_format::samples_at_a_short_call(s);
+    let Some(call) = s
+        .frames
+        .iter()
+        .position(|f| f.file.is_none() && !f.function.contains("syscall_cancel"))
+    else {
+        return 0;
+    };
+    let through_std = s.frames[call + 1..]
+        .iter()
+        .take_while(|f| !culprit::is_user_frame(f))
+        .all(|f| {
+            f.file
+                .as_deref()
+                .is_some_and(|file| file.starts_with("/rustc/") || file.starts_with("library/"))
+        });
+    if through_std {
+        short
+    } else {
+        0
+    }
+}
+
+/// Whether, among `stacks` (those that name a line), one has a sample that places a line
+/// ([`deferred_samples`]): then only such samples do ([`placing_weight`]).
 fn any_placed<'a>(mut stacks: impl Iterator<Item = &'a StackSample>) -> bool {
-    stacks.any(|s| s.count > asyncprof_format::samples_at_a_short_call(s))
+    stacks.any(|s| s.count > deferred_samples(s))
 }
 
 /// What a stack's samples weigh in placing a stall's line: all of them, or with `placed`
-/// ([`any_placed`]) only those not taken as a short system call returned.
+/// ([`any_placed`]) only those that place a line ([`deferred_samples`]).
 fn placing_weight(s: &StackSample, placed: bool) -> u32 {
     if placed {
-        s.count - asyncprof_format::samples_at_a_short_call(s)
+        s.count - deferred_samples(s)
     } else {
         s.count
     }
@@ -356,7 +387,8 @@ impl Symbolizer {
             }
             p
         });
-        // The stack a finding shows is the first: one of the stall's class.
+        // The stall's class's stacks first: a finding shows the first of them through the
+        // stall's line (one not taken as a short call returned, where there is one).
         let (stacks, _): (Vec<StackSample>, Vec<bool>) = {
             let mut both: Vec<_> = stacks.into_iter().zip(on_cpu).collect();
             both.sort_by_key(|(_, cpu)| !of_class(class, *cpu));
@@ -520,7 +552,8 @@ mod tests {
     /// 14): three samples in the write, answered at once (the signal's interrupt overtaken by
     /// the call), one in the hashing. The line is the hashing's. A write the thread stayed in
     /// (its samples counted in `in_a_call`) is the write's; with only samples at short calls,
-    /// theirs; a record without the count reads as before.
+    /// theirs; a record without the count reads as before; a short call inside another library
+    /// places its line.
     #[test]
     fn samples_at_a_short_call_place_no_line_beside_others() {
         let at = |count, top: Frame, line, in_a_call| {
@@ -570,13 +603,32 @@ mod tests {
             14,
             Some(0),
         );
-        let stacks = [write(3, Some(0)), serialize];
+        let stacks = [write(3, Some(0)), serialize.clone()];
         let (primitive, culprit) = most_sampled_culprit(&stacks, &[true; 2], StallClass::CpuBound);
         assert_eq!(culprit.and_then(|c| c.line), Some(14));
         assert_eq!(
             primitive.map(|p| p.function),
             Some("serde_json::ser::to_string".to_string())
         );
+        // A call made inside another library (SQLite's page read under `commit`, line 40):
+        // the library computed before it, under that line, which keeps its samples beside the
+        // serialization at line 14.
+        let mut page_read = at(
+            2,
+            Frame::new(
+                "seekAndRead",
+                Some("/r/registry/src/i/libsqlite3-sys-0.35.0/sqlite3/sqlite3.c".into()),
+                Some(42159),
+            ),
+            40,
+            Some(0),
+        );
+        page_read
+            .frames
+            .insert(0, Frame::new("pread64", None, None));
+        assert_eq!(line(&[page_read.clone(), serialize]), Some(40));
+        assert_eq!(deferred_samples(&page_read), 0);
+        assert_eq!(deferred_samples(&write(3, Some(1))), 2);
     }
 
     /// Known truth: a poll of a program built without debug info, sampled once in one of its

@@ -23,15 +23,22 @@ pub fn recommendation(max_ms: f64) -> String {
     )
 }
 
-/// What to add when most of a finding's stack samples (`short` of `total`) came as a short
-/// system call (`call`) returned: the poll makes such calls often. A signal reaches a thread
-/// in its own code tens of microseconds after it is sent, and one that enters a call before
-/// then takes it as the call returns, so the samples say how often it calls, not how much of
-/// its time the calls took.
-pub fn at_short_calls(call: &str, short: u64, total: u64) -> String {
+/// What to add when most of the stack samples of a finding's stalls (`short` of `total`)
+/// came as a short system call returned (`calls`, with their counts, most first): the poll
+/// makes such calls often. A signal reaches a thread in its own code tens of microseconds
+/// after it is sent, and one that enters a call before then takes it as the call returns, so
+/// the samples say how often it calls, not how much of its time the calls took.
+pub fn at_short_calls(calls: &[(&str, u64)], short: u64, total: u64) -> String {
+    let named: Vec<String> = calls
+        .iter()
+        .take(3)
+        .map(|(call, n)| format!("`{call}` {n}"))
+        .collect();
     format!(
-        " {short} of its {total} stack samples came as a `{call}` system call returned: the \
-         poll makes such calls often, between steps of its work. If they are file or socket \
-         I/O, tokio::fs, tokio::net or spawn_blocking takes them off the worker with the rest."
+        " {short} of the {total} stack samples of these stalls came as a short system call \
+         returned ({}): the poll makes such calls often, between steps of its work. If they are \
+         file or socket I/O, tokio::fs, tokio::net or spawn_blocking takes them off the worker \
+         with the rest.",
+        named.join(", ")
     )
 }
