@@ -1599,7 +1599,12 @@ impl Watchdog {
         }
         if active.stacks && active.samples < MAX_SAMPLES {
             let stack = w.stack_lo.load(Relaxed)..w.stack_hi.load(Relaxed);
-            let result = self.sampler.sample_in(tid, Some(stack), SAMPLE_TIMEOUT);
+            // Checked the moment the stack is copied, not after it is unwound: an unwind can
+            // take milliseconds (the first of a run reads the binary's unwind tables), and a
+            // short stall's poll ended meanwhile lost a stack taken in it.
+            let result = self
+                .sampler
+                .sample_in_while(tid, Some(stack), SAMPLE_TIMEOUT, &same_poll);
             // A signal sent by this sample (one this look followed already is left alone; a
             // new one the sample sent after giving up a dead one is not that one).
             if active.raw.task_id == 0
@@ -1618,9 +1623,6 @@ impl Watchdog {
                 // A late stack is of the moment the thread came back from the system call it
                 // was in when this stall sent the signal, before its poll could end: the
                 // stall's, though the poll may have ended since.
-                Ok(sample) if !sample.late && !same_poll() => {
-                    self.rec.loss.missed_samples.fetch_add(1, Relaxed);
-                }
                 Ok(sample) if sample.late => {
                     let held = active.held.take();
                     self.take_late_stack(active, sample, held, now);

@@ -246,6 +246,9 @@ pub enum SampleError {
     Blocked,
     /// The thread's registers or stack could not be read, or no frame could be unwound.
     Unreadable,
+    /// The caller's check ([`StackSampler::sample_in_while`]) said, the moment the stack was
+    /// copied, that the thread had moved on: the copy was discarded, not unwound.
+    Moved,
 }
 
 /// Where an armed signal stands ([`StackSampler::standing`]).
@@ -504,6 +507,27 @@ impl StackSampler {
         stack: Option<Range<u64>>,
         timeout: Duration,
     ) -> Result<Sample, SampleError> {
+        self.sample_in_while(tid, stack, timeout, &|| true)
+    }
+
+    /// [`sample_in`](Self::sample_in), keeping a new stack only when `current()` says so the
+    /// moment it is copied (its signal's handler answered, or its copy from outside checked),
+    /// before it is unwound: unwinding takes up to milliseconds (the first of a process reads
+    /// the binary's unwind tables), and what the caller checks (that the thread is still in
+    /// the poll it sampled) can have changed by then, the copy taken in it. A late stack
+    /// ([`Sample::late`]) is returned without the check.
+    ///
+    /// # Errors
+    ///
+    /// [`SampleError`] says why no stack was taken; [`SampleError::Moved`] when `current()`
+    /// said no.
+    pub fn sample_in_while(
+        &mut self,
+        tid: i32,
+        stack: Option<Range<u64>>,
+        timeout: Duration,
+        current: &dyn Fn() -> bool,
+    ) -> Result<Sample, SampleError> {
         self.stack = stack.filter(|r| r.start < r.end);
         if self.is_pending(tid) {
             if let Some((_, answered)) = self.take_pending() {
@@ -514,7 +538,9 @@ impl StackSampler {
             }
         }
         match procfs::locate(tid) {
-            Where::Frozen { nr, sp, pc, line } => self.sample_frozen(tid, nr, sp, pc, &line),
+            Where::Frozen { nr, sp, pc, line } => {
+                self.sample_frozen(tid, nr, sp, pc, &line, current)
+            }
             Where::Running if self.signal.is_none() => Err(SampleError::NoSignal),
             // Its signal is on its way still: no other is sent.
             Where::Running if self.is_pending(tid) => Err(SampleError::Pending),
@@ -530,9 +556,9 @@ impl StackSampler {
                         // One more look, the moment before the signal: a thread that went to
                         // sleep meanwhile is copied from outside instead.
                         match procfs::locate(tid) {
-                            Where::Running => self.sample_signal(tid, status, timeout),
+                            Where::Running => self.sample_signal(tid, status, timeout, current),
                             Where::Frozen { nr, sp, pc, line } => {
-                                self.sample_frozen(tid, nr, sp, pc, &line)
+                                self.sample_frozen(tid, nr, sp, pc, &line, current)
                             }
                             Where::Unknown => Err(SampleError::NoThread),
                         }
@@ -609,6 +635,7 @@ impl StackSampler {
         sp: u64,
         pc: u64,
         line: &str,
+        current: &dyn Fn() -> bool,
     ) -> Result<Sample, SampleError> {
         let runs = procfs::run_count(tid);
         if self.buf.len() < STACK_BYTES {
@@ -626,6 +653,9 @@ impl StackSampler {
         if n < 16 {
             return Err(SampleError::Unreadable);
         }
+        if !current() {
+            return Err(SampleError::Moved);
+        }
         let regs = Regs {
             pc,
             sp,
@@ -642,6 +672,7 @@ impl StackSampler {
         tid: i32,
         status: procfs::Status,
         timeout: Duration,
+        current: &dyn Fn() -> bool,
     ) -> Result<Sample, SampleError> {
         let Some((signal, _)) = self.signal.as_ref() else {
             return Err(SampleError::NoSignal);
@@ -724,6 +755,11 @@ impl StackSampler {
                 }
                 _ => std::thread::sleep(Duration::from_micros(50)),
             }
+        }
+        if !current() {
+            // DONE: the handler is finished with the slot, which only this sampler arms.
+            SLOT.state.store(IDLE, Release);
+            return Err(SampleError::Moved);
         }
         self.collect(false)
     }

@@ -1,0 +1,85 @@
+//! A caller's check at the moment a stack is copied ([`StackSampler::sample_in_while`]): said
+//! once per sample, before the stack is unwound; a "no" discards the copy
+//! ([`SampleError::Moved`]) and leaves the sampler ready for the next sample, on CPU (the
+//! signal's slot freed) and asleep (a copy from outside) alike.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI32, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use asyncprof_sampler::{Capture, SampleError, StackSampler};
+
+mod support;
+
+/// Sample `tid` with the check `current` until the thread has been on CPU (or asleep) long
+/// enough to be sampled: the first answer that is not [`SampleError::NotYet`].
+fn sample_until_ready(
+    sampler: &mut StackSampler,
+    tid: i32,
+    current: &dyn Fn() -> bool,
+) -> Result<asyncprof_sampler::Sample, SampleError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match sampler.sample_in_while(tid, None, Duration::from_millis(500), current) {
+            Err(SampleError::NotYet) if Instant::now() < deadline => {
+                std::thread::sleep(asyncprof_sampler::MIN_ON_CPU / 2);
+            }
+            other => return other,
+        }
+    }
+}
+
+#[test]
+fn a_stack_the_caller_says_moved_on_is_discarded_before_it_is_unwound() {
+    let mut sampler = StackSampler::install(asyncprof_sampler::default_signal()).unwrap();
+    // On CPU: signalled, answered, then discarded; the slot is free for the next.
+    let (spinner, stop, handle) = support::spinning_thread(|| {});
+    let asked = Cell::new(0);
+    let no = || {
+        asked.set(asked.get() + 1);
+        false
+    };
+    assert_eq!(
+        sample_until_ready(&mut sampler, spinner, &no),
+        Err(SampleError::Moved)
+    );
+    assert_eq!(asked.get(), 1, "asked once, after the copy");
+    let kept = sample_until_ready(&mut sampler, spinner, &|| true);
+    assert!(
+        kept.as_ref()
+            .is_ok_and(|s| s.capture == Capture::Signal && !s.late && !s.ips.is_empty()),
+        "{kept:?}"
+    );
+    stop.store(true, SeqCst);
+    handle.join().unwrap();
+
+    // Asleep: copied from outside, then discarded; the next copy is kept.
+    let tid = Arc::new(AtomicI32::new(0));
+    let sleeper = {
+        let tid = tid.clone();
+        std::thread::spawn(move || {
+            tid.store(asyncprof_sampler::current_tid(), SeqCst);
+            std::thread::sleep(Duration::from_secs(1));
+        })
+    };
+    while tid.load(SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let tid = tid.load(SeqCst);
+    asked.set(0);
+    assert_eq!(
+        sample_until_ready(&mut sampler, tid, &no),
+        Err(SampleError::Moved)
+    );
+    assert_eq!(asked.get(), 1);
+    let kept = sample_until_ready(&mut sampler, tid, &|| true);
+    assert!(
+        kept.as_ref()
+            .is_ok_and(|s| matches!(s.capture, Capture::Frozen { .. })),
+        "{kept:?}"
+    );
+    sleeper.join().unwrap();
+    drop(sampler);
+}
