@@ -44,7 +44,7 @@ fn a_stack_the_caller_says_moved_on_is_discarded_before_it_is_unwound() {
         sample_until_ready(&mut sampler, spinner, &no),
         Err(SampleError::Moved)
     );
-    assert_eq!(asked.get(), 1, "asked once, after the copy");
+    assert_eq!(asked.get(), 1, "asked once");
     let kept = sample_until_ready(&mut sampler, spinner, &|| true);
     assert!(
         kept.as_ref()
@@ -54,13 +54,15 @@ fn a_stack_the_caller_says_moved_on_is_discarded_before_it_is_unwound() {
     stop.store(true, SeqCst);
     handle.join().unwrap();
 
-    // Asleep: copied from outside, then discarded; the next copy is kept.
+    // Asleep (in a channel's receive until both samples are taken): copied from outside,
+    // then discarded; the next copy is kept.
     let tid = Arc::new(AtomicI32::new(0));
+    let (wake, woken) = std::sync::mpsc::channel::<()>();
     let sleeper = {
         let tid = tid.clone();
         std::thread::spawn(move || {
             tid.store(asyncprof_sampler::current_tid(), SeqCst);
-            std::thread::sleep(Duration::from_secs(1));
+            let _ = woken.recv();
         })
     };
     while tid.load(SeqCst) == 0 {
@@ -80,6 +82,7 @@ fn a_stack_the_caller_says_moved_on_is_discarded_before_it_is_unwound() {
             .is_ok_and(|s| matches!(s.capture, Capture::Frozen { .. })),
         "{kept:?}"
     );
+    wake.send(()).unwrap();
     sleeper.join().unwrap();
     drop(sampler);
 }

@@ -1635,10 +1635,16 @@ impl Watchdog {
                     active.samples += 1;
                     if active.raw.task_id == 0 && sample.capture == Capture::Signal {
                         // The thread's CPU time at this look (read above), or just after the
-                        // sample on a look that only retried the stack.
+                        // sample on a look that only retried the stack, while the poll still
+                        // runs (the stack was unwound since it was copied: a CPU time read
+                        // after the poll ended would overstate its span; unknown confirms
+                        // nothing).
                         let cpu_ns = match active.cpu_mark {
                             Some((at, cpu)) if at == now => Some(cpu),
-                            _ => asyncprof_sampler::thread_state(tid).map(|s| s.cpu_ns),
+                            _ if same_poll() => {
+                                asyncprof_sampler::thread_state(tid).map(|s| s.cpu_ns)
+                            }
+                            _ => None,
                         };
                         self.follow_polls(active, now, sample.task, cpu_ns);
                         if active.poll_changed.is_some() {
