@@ -45,16 +45,28 @@ pub fn is_user_file(file: &str) -> bool {
     // container's /usr/local/cargo): `<home>/registry/src/<index>/<crate>-<version>/` and
     // `<home>/git/checkouts/<repo>-<hash>/<rev>/`.
     let foreign_file = !file.ends_with(".rs")
-        || file.starts_with("/rustc/")
-        // The standard library's own dependencies (hashbrown, …), as the toolchain names them.
-        || file.starts_with("/rust/deps/")
+        || is_toolchain_file(file)
         || file.contains("/registry/src/")
         || file.contains("/git/checkouts/")
         || file.contains("/.cargo/registry/")
-        || file.contains("/.cargo/git/")
-        || file.contains("/rustlib/")
-        || file.starts_with("library/");
+        || file.contains("/.cargo/git/");
     !foreign_file
+}
+
+/// True when `file` is a source of the toolchain's own libraries (std, core, alloc, and the
+/// standard library's dependencies), as their debug info names it.
+pub fn is_toolchain_file(file: &str) -> bool {
+    file.starts_with("/rustc/")
+        // The standard library's own dependencies (hashbrown, …), as the toolchain names them.
+        || file.starts_with("/rust/deps/")
+        || file.contains("/rustlib/")
+        || file.starts_with("library/")
+}
+
+/// Whether two frames are at one line of code: its file and line, or, without a file (a
+/// build without debug info), its function.
+pub fn same_line(a: &Frame, b: &Frame) -> bool {
+    a.file == b.file && a.line == b.line && (a.file.is_some() || a.function == b.function)
 }
 
 /// The crate of the profiled program's executable (its file's name, `-` read as `_`), set by

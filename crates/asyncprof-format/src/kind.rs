@@ -307,11 +307,12 @@ const SYSCALL_WRAPPERS: &[&str] = &[
 /// that call returns. A loop computing a 4 KiB block (one pass) and writing it with `pwrite`,
 /// 2–9% of its CPU time in the kernel, had 56 of 59 samples in `pwrite`, answered 25–94 µs
 /// after their signals in wall time; SQLite's commit of a full-text index, its page reads and
-/// writes a sixth of its CPU time, was made a blocking call so in 2 bench runs of 11. So a sample counts only when its
-/// thread used at least [`IN_A_CALL_NS`] of CPU time between the signal's sending and its
-/// handler (it computed in the call; one that waited for a core meanwhile used none), or was
-/// copied from outside asleep in it ([`crate::StackSample::in_a_call`]; a record without the
-/// count: all of them but `pread` and `pwrite`, which it did not name). A poll that spends
+/// writes a sixth of its CPU time, was made a blocking call so in 2 bench runs of 11. So a
+/// sample counts only when its thread used at least [`IN_A_CALL_NS`] of CPU time between the
+/// signal's sending and its handler (it computed in the call; one that waited for a core
+/// meanwhile used none), or was copied from outside asleep in it
+/// ([`crate::StackSample::in_a_call`]; a record without the count: all of them but `pread`
+/// and `pwrite`, which it did not name). A poll that spends
 /// most of its time in many short calls (a file read in 8 KiB pieces) is so a `cpu-bound-poll`
 /// too, its call still named as the primitive: the samples cannot tell it from a computation
 /// between such calls.
@@ -320,12 +321,7 @@ pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> bool {
         return false;
     }
     let total: u32 = s.stacks.iter().map(|st| st.count).sum();
-    let stayed: u32 = s
-        .stacks
-        .iter()
-        .filter(|st| begins_in_a_call(st))
-        .map(|st| st.count - samples_at_a_short_call(st))
-        .sum();
+    let stayed: u32 = s.stacks.iter().map(samples_in_a_call).sum();
     stayed * 2 > total
 }
 
@@ -342,7 +338,12 @@ pub fn begins_in_a_call(st: &crate::StackSample) -> bool {
 /// The system call a stack begins in ([`begins_in_a_call`]), by its wrapper's plain name
 /// (`write` for `__GI___libc_write`, `read` for `__read_nocancel`).
 pub fn call_wrapper(st: &crate::StackSample) -> Option<&str> {
-    let top = st.frames.iter().find(|f| {
+    wrapper_frame(st).map(|(_, name)| name)
+}
+
+/// [`call_wrapper`], with the wrapper's index among the stack's frames.
+fn wrapper_frame(st: &crate::StackSample) -> Option<(usize, &str)> {
+    let (at, top) = st.frames.iter().enumerate().find(|(_, f)| {
         !(f.file.is_none()
             && matches!(
                 f.function.as_str(),
@@ -361,17 +362,54 @@ pub fn call_wrapper(st: &crate::StackSample) -> Option<&str> {
     // A record from before the count read `pread` and `pwrite` as computing.
     let known = SYSCALL_WRAPPERS.contains(&name)
         && (st.in_a_call.is_some() || !["pread", "pwrite"].contains(&name));
-    known.then_some(name)
+    known.then_some((at, name))
+}
+
+/// Of a stack's samples, those that stayed in the system call it begins in
+/// ([`begins_in_a_call`], [`crate::StackSample::in_a_call`]; a record without the count: all
+/// of them); 0 for a stack that begins in no call.
+fn samples_in_a_call(st: &crate::StackSample) -> u32 {
+    if begins_in_a_call(st) {
+        st.in_a_call.unwrap_or(st.count).min(st.count)
+    } else {
+        0
+    }
 }
 
 /// Of a stack's samples, those taken as a short system call returned: the stack begins in a
 /// call's wrapper ([`begins_in_a_call`]) and the thread did not stay in it
 /// ([`crate::StackSample::in_a_call`]; a record without the count: none). Such a sample shows
-/// the thread computing in its own code in the moments before the call, not where: the
-/// signal's interrupt was overtaken by the call.
+/// the thread computing in the moments before the call: the signal's interrupt was overtaken
+/// by the call.
 pub fn samples_at_a_short_call(st: &crate::StackSample) -> u32 {
     if begins_in_a_call(st) {
-        st.count - st.in_a_call.unwrap_or(st.count).min(st.count)
+        st.count - samples_in_a_call(st)
+    } else {
+        0
+    }
+}
+
+/// Of a stack's samples, those that place no line of the user's while other samples of its
+/// stall do: taken as a short system call returned ([`samples_at_a_short_call`]) that the
+/// user's line made through the toolchain's libraries alone (`File::write_at`, `println!`:
+/// std does little besides the call), so the thread was computing just before it elsewhere in
+/// the user's code (a loop that hashes at one line and writes at the next). A call made inside
+/// another library keeps them: that library computed before it, under the same line (SQLite's
+/// page reads under `commit`).
+pub fn samples_placing_no_line(st: &crate::StackSample) -> u32 {
+    let Some((at, _)) = wrapper_frame(st) else {
+        return 0;
+    };
+    let through_std = st.frames[at + 1..]
+        .iter()
+        .take_while(|f| !crate::culprit::is_user_frame(f))
+        .all(|f| {
+            f.file
+                .as_deref()
+                .is_some_and(crate::culprit::is_toolchain_file)
+        });
+    if through_std {
+        samples_at_a_short_call(st)
     } else {
         0
     }
@@ -595,6 +633,8 @@ mod tests {
                 ("media::checksum", 1, Some(0)),
                 ("read", 1, Some(0)),
             ],
+            // A count past the samples' (a damaged file) is read as all of them, not more.
+            vec![("write", 1, Some(7)), ("media::checksum", 3, Some(0))],
         ] {
             let commit = on_cpu_in_calls(stacks.clone());
             assert!(!in_a_system_call_on_cpu(&commit), "{stacks:?}");
@@ -609,12 +649,6 @@ mod tests {
             vec![("pread64", 2, Some(2)), ("pwrite64", 1, Some(0))],
             vec![("pwrite", 1, Some(1))],
             vec![("pread", 1, Some(1))],
-            // A count past the samples' (a damaged file) is read as all of them.
-            vec![
-                ("write", 1, Some(7)),
-                ("media::checksum", 1, Some(0)),
-                ("read", 1, Some(1)),
-            ],
         ] {
             assert!(
                 in_a_system_call_on_cpu(&on_cpu_in_calls(stacks.clone())),

@@ -95,8 +95,8 @@ pub struct Finding {
     /// Where the stalled task was spawned (queue findings: where the consumer receives).
     pub task_location: Option<String>,
     /// A stack of the longest stall at the finding's line, innermost first: the first through
-    /// that line with a sample not taken as a short system call returned (the stall's class's
-    /// stacks come first, most sampled first).
+    /// that line with a sample that places a line (not one taken as a short call through std
+    /// returned; the stall's class's stacks come first, most sampled first).
     pub stack: Vec<String>,
     /// For queue findings: the queue and what it showed.
     pub queue: Option<crate::QueueEvidence>,
@@ -298,25 +298,20 @@ fn mostly_at_short_calls<'a>(
 }
 
 /// The stack a finding shows of its stall `s`: the first (the stall's class's come first)
-/// through the stall's line with a sample not taken as a short system call returned
-/// ([`asyncprof_format::samples_at_a_short_call`]: those place no line beside others), else
-/// the first through its line, else the first.
+/// through the stall's line with a sample that places a line
+/// ([`asyncprof_format::samples_placing_no_line`], as the recorder placed it), else the first
+/// through its line, else the first.
 fn shown_stack(s: &StallRecord) -> Option<&asyncprof_format::StackSample> {
+    use asyncprof_format::culprit;
     let at_line = |st: &&asyncprof_format::StackSample| {
-        let culprit = asyncprof_format::culprit::primitive_and_culprit(&st.frames).1;
-        match (culprit, s.culprit.as_ref()) {
-            (Some(c), Some(line)) => {
-                c.file == line.file
-                    && c.line == line.line
-                    && (c.file.is_some() || c.function == line.function)
-            }
-            _ => false,
-        }
+        let c = culprit::primitive_and_culprit(&st.frames).1;
+        c.zip(s.culprit.as_ref())
+            .is_some_and(|(c, line)| culprit::same_line(&c, line))
     };
     s.stacks
         .iter()
         .filter(at_line)
-        .find(|st| st.count > asyncprof_format::samples_at_a_short_call(st))
+        .find(|st| st.count > asyncprof_format::samples_placing_no_line(st))
         .or_else(|| s.stacks.iter().find(at_line))
         .or(s.stacks.first())
 }

@@ -105,7 +105,7 @@ fn other_part(
     // No stack of the class names a line: no line, no part.
     let (primitive, line) = most_sampled_culprit(&of, &flags, other);
     let line = line?;
-    let same = |c: &Frame| same_line(c, &line);
+    let same = |c: &Frame| culprit::same_line(c, &line);
     if culprit.is_some_and(same) {
         return None;
     }
@@ -138,12 +138,6 @@ fn other_part(
     Some(part)
 }
 
-/// Whether two culprits are one line: its file and line, or, without a file (a build without
-/// debug info), its function.
-fn same_line(a: &Frame, b: &Frame) -> bool {
-    a.file == b.file && a.line == b.line && (a.file.is_some() || a.function == b.function)
-}
-
 /// Whether one of the stacks taken as `class` (on CPU: a signal's; blocking: copied while
 /// asleep) names a line of the user's.
 fn class_names_a_line(stacks: &[StackSample], on_cpu: &[bool], class: StallClass) -> bool {
@@ -163,7 +157,8 @@ fn class_names_a_line(stacks: &[StackSample], on_cpu: &[bool], class: StallClass
 /// samples (denser at a stall's start) its sleep got.
 ///
 /// Samples taken as a short system call the user's line made through std
-/// ([`deferred_samples`]: the signal's interrupt overtaken by the call) count only when no
+/// ([`asyncprof_format::samples_placing_no_line`]: the signal's interrupt overtaken by the
+/// call) count only when no
 /// other sample names a line: they show the thread computing just before the call, elsewhere.
 /// A loop that computes and then writes a line of output has most of its samples in the
 /// write, all answered at once.
@@ -190,7 +185,10 @@ fn most_sampled_culprit(
     chosen.sort_by_key(|(s, _, _)| std::cmp::Reverse(weight(s)));
     let mut lines: Vec<(Option<Frame>, Frame, u32)> = Vec::new();
     for (s, culprit, primitive) in chosen {
-        match lines.iter_mut().find(|(_, c, _)| same_line(c, &culprit)) {
+        match lines
+            .iter_mut()
+            .find(|(_, c, _)| culprit::same_line(c, &culprit))
+        {
             Some((_, _, n)) => *n += weight(s),
             None => lines.push((primitive, culprit, weight(s))),
         }
@@ -204,48 +202,18 @@ fn most_sampled_culprit(
     best.map_or((None, None), |(p, c, _)| (p, Some(c)))
 }
 
-/// Of a stack's samples, those that place no line while others do: taken as a short system
-/// call returned ([`asyncprof_format::samples_at_a_short_call`]) that the user's line made
-/// through the standard library alone (`File::write_at`, `println!`: std does little besides
-/// the call), so the thread was computing just before it elsewhere in the user's code (a loop
-/// that hashes at one line and writes at the next). A call made inside another library keeps
-/// them: that library computed before it, under the same line (SQLite's page reads under
-/// `commit`).
-fn deferred_samples(s: &StackSample) -> u32 {
-    let short = asyncprof_format::samples_at_a_short_call(s);
-    let Some(call) = s
-        .frames
-        .iter()
-        .position(|f| f.file.is_none() && !f.function.contains("syscall_cancel"))
-    else {
-        return 0;
-    };
-    let through_std = s.frames[call + 1..]
-        .iter()
-        .take_while(|f| !culprit::is_user_frame(f))
-        .all(|f| {
-            f.file
-                .as_deref()
-                .is_some_and(|file| file.starts_with("/rustc/") || file.starts_with("library/"))
-        });
-    if through_std {
-        short
-    } else {
-        0
-    }
-}
-
 /// Whether, among `stacks` (those that name a line), one has a sample that places a line
-/// ([`deferred_samples`]): then only such samples do ([`placing_weight`]).
+/// ([`asyncprof_format::samples_placing_no_line`]): then only such samples do
+/// ([`placing_weight`]).
 fn any_placed<'a>(mut stacks: impl Iterator<Item = &'a StackSample>) -> bool {
-    stacks.any(|s| s.count > deferred_samples(s))
+    stacks.any(|s| s.count > asyncprof_format::samples_placing_no_line(s))
 }
 
 /// What a stack's samples weigh in placing a stall's line: all of them, or with `placed`
-/// ([`any_placed`]) only those that place a line ([`deferred_samples`]).
+/// ([`any_placed`]) only those that place a line.
 fn placing_weight(s: &StackSample, placed: bool) -> u32 {
     if placed {
-        s.count - deferred_samples(s)
+        s.count - asyncprof_format::samples_placing_no_line(s)
     } else {
         s.count
     }
@@ -627,8 +595,11 @@ mod tests {
             .frames
             .insert(0, Frame::new("pread64", None, None));
         assert_eq!(line(&[page_read.clone(), serialize]), Some(40));
-        assert_eq!(deferred_samples(&page_read), 0);
-        assert_eq!(deferred_samples(&write(3, Some(1))), 2);
+        assert_eq!(asyncprof_format::samples_placing_no_line(&page_read), 0);
+        assert_eq!(
+            asyncprof_format::samples_placing_no_line(&write(3, Some(1))),
+            2
+        );
     }
 
     /// Known truth: a poll of a program built without debug info, sampled once in one of its
