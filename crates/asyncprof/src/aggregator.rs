@@ -504,6 +504,8 @@ pub(crate) fn aggregator_loop(
         }
         let header_first = header_frame.is_some();
         frames.extend(header_frame);
+        // Every new address of these stalls' stacks in one lookup.
+        symbolizer.look_up_stalls(unsent.values());
         for raw in unsent.values() {
             let whole_going_on = raw.ongoing;
             // A busy-period stall whose thread slept a threshold in looks in a row (a thread

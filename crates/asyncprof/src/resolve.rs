@@ -76,28 +76,33 @@ fn resolve_in(m: &ModuleFile, addrs: &[u64]) -> Vec<(u64, Vec<Frame>)> {
         Ok(EndianSlice::new(section(id.name()), endian))
     })
     .ok();
+    let stated: Vec<u64> = addrs.iter().map(|a| a.wrapping_sub(m.bias)).collect();
+    let mut found: Vec<Vec<Frame>> = match &dwarf {
+        Some(d) => frames_from_dwarf(d, &stated, || map.release_pages()),
+        None => vec![Vec::new(); stated.len()],
+    };
+    // Functions the debug info does not name, named from the symbol tables in one pass.
+    let unnamed: Vec<u64> = stated
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.last().is_none_or(|f| f.function.is_empty()))
+        .map(|(&a, _)| a)
+        .collect();
+    let names = symbol_names(&obj, &unnamed);
+    map.release_pages();
     let mut out = Vec::with_capacity(addrs.len());
-    for &a in addrs {
-        let stated = a.wrapping_sub(m.bias);
-        let mut frames = dwarf
-            .as_ref()
-            .and_then(|d| frames_from_dwarf(d, stated).ok().flatten())
-            .unwrap_or_default();
+    for ((&a, s), mut frames) in addrs.iter().zip(&stated).zip(found.drain(..)) {
+        let name = names.get(s);
         if frames.is_empty() {
-            if let Some(name) = symbol_name(&obj, stated) {
-                frames.push(Frame::new(name, None, None));
+            if let Some(name) = name {
+                frames.push(Frame::new(name.clone(), None, None));
             }
-        } else if frames.last().is_some_and(|f| f.function.is_empty()) {
+        } else if let Some(f) = frames.last_mut().filter(|f| f.function.is_empty()) {
             // The outermost function unnamed by the debug info: the symbol tables name it.
-            let name = symbol_name(&obj, stated).unwrap_or_default();
-            if let Some(f) = frames.last_mut() {
-                f.function = name;
-            }
+            f.function = name.cloned().unwrap_or_default();
         }
         frames.retain(|f| !f.function.is_empty() || f.file.is_some());
         out.push((a, frames));
-        // What this address read leaves the service's memory before the next is read.
-        map.release_pages();
     }
     // A function merged with others of the same code: the debug info names one of them.
     let stated: Vec<u64> = out.iter().map(|(a, _)| a.wrapping_sub(m.bias)).collect();
@@ -162,22 +167,40 @@ fn names_of_merged_code(obj: &object::File<'_>, addrs: &[u64]) -> HashMap<u64, V
         .collect()
 }
 
-/// The name the symbol tables give stated address `addr`, demangled.
-fn symbol_name(obj: &object::File<'_>, addr: u64) -> Option<String> {
-    let mut best: Option<(u64, &str)> = None;
+/// The names the symbol tables give stated addresses `addrs` (the innermost symbol covering
+/// each), demangled, in one pass over the tables.
+fn symbol_names(obj: &object::File<'_>, addrs: &[u64]) -> HashMap<u64, String> {
+    let mut sorted = addrs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.is_empty() {
+        return HashMap::new();
+    }
+    let mut best: HashMap<u64, (u64, &str)> = HashMap::new();
     for sym in obj.symbols().chain(obj.dynamic_symbols()) {
         if sym.kind() != object::SymbolKind::Text {
             continue;
         }
         let start = sym.address();
-        let covers = start <= addr && (addr < start + sym.size().max(1));
-        if covers && best.is_none_or(|(b, _)| start > b) {
-            if let Ok(name) = sym.name() {
-                best = Some((start, name));
+        let end = start.saturating_add(sym.size().max(1));
+        let first = sorted.partition_point(|&a| a < start);
+        // Only a symbol that covers an address has its name read.
+        if sorted.get(first).is_none_or(|&a| a >= end) {
+            continue;
+        }
+        let Ok(name) = sym.name() else {
+            continue;
+        };
+        for &a in sorted[first..].iter().take_while(|&&a| a < end) {
+            let b = best.entry(a).or_insert((start, name));
+            if start > b.0 {
+                *b = (start, name);
             }
         }
     }
-    best.map(|(_, n)| demangle(n))
+    best.into_iter()
+        .map(|(a, (_, name))| (a, demangle(name)))
+        .collect()
 }
 
 /// At most this many other names are kept for a function.
@@ -218,27 +241,91 @@ struct Scope {
     call: Option<(u64, u32)>,
 }
 
-/// The frames at stated address `addr`, innermost first; `None` when no unit covers it.
-fn frames_from_dwarf(dwarf: &gimli::Dwarf<R<'_>>, addr: u64) -> gimli::Result<Option<Vec<Frame>>> {
-    let Some(offset) = unit_of(dwarf, addr)? else {
-        return Ok(None);
-    };
+/// The frames at each of stated addresses `addrs`, innermost first (none where no unit covers
+/// it). The addresses of one unit are found in one pass over its line program and one over its
+/// tree of functions; `release` lets go of what a unit read before the next is read. A unit
+/// whose entries cannot be read as a whole is read again for each of its addresses, so that
+/// one damaged entry costs only the addresses inside it their frames.
+fn frames_from_dwarf(
+    dwarf: &gimli::Dwarf<R<'_>>,
+    addrs: &[u64],
+    release: impl Fn(),
+) -> Vec<Vec<Frame>> {
+    let mut out = vec![Vec::new(); addrs.len()];
+    let units = units_of(dwarf, addrs);
+    let mut by_unit: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, unit) in units.iter().enumerate() {
+        if let Some(u) = unit {
+            by_unit.entry(u.0).or_default().push(i);
+        }
+    }
+    for (unit, members) in by_unit {
+        let these: Vec<u64> = members.iter().map(|&i| addrs[i]).collect();
+        let offset = gimli::DebugInfoOffset(unit);
+        match frames_in_unit(dwarf, offset, &these) {
+            Ok(frames) => {
+                for (i, f) in members.iter().zip(frames) {
+                    out[*i] = f;
+                }
+            }
+            Err(_) => {
+                for (&i, &a) in members.iter().zip(&these) {
+                    if let Ok(mut f) = frames_in_unit(dwarf, offset, &[a]) {
+                        out[i] = f.pop().unwrap_or_default();
+                    }
+                }
+            }
+        }
+        release();
+    }
+    out
+}
+
+/// The frames at each of `addrs`, stated addresses that unit `offset` covers.
+fn frames_in_unit(
+    dwarf: &gimli::Dwarf<R<'_>>,
+    offset: gimli::DebugInfoOffset,
+    addrs: &[u64],
+) -> gimli::Result<Vec<Vec<Frame>>> {
+    let n = addrs.len();
     let header = dwarf.debug_info.header_from_offset(offset)?;
     let unit = dwarf.unit(header)?;
     let unit = gimli::UnitRef::new(dwarf, &unit);
     let Some(program) = unit.line_program.clone() else {
-        return Ok(None);
+        return Ok(vec![Vec::new(); n]);
     };
-    // The line-table row that covers the address.
-    let mut at: Option<(u64, u32)> = None;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by_key(|&i| addrs[i]);
+    let sorted: Vec<u64> = order.iter().map(|&i| addrs[i]).collect();
+    // The line-table row that covers each address (the first that does), in one pass that
+    // stops once every address has one.
+    let mut at: Vec<Option<(u64, u32)>> = vec![None; n];
+    let mut left = n;
     let mut prev: Option<(u64, u64, u32)> = None;
+    // The first address at or past the previous row's: rows of a sequence go up, so it moves
+    // only forward within one (and is found again where they do not).
+    let mut next = 0;
     let mut rows = program.rows();
-    while let Some((_, row)) = rows.next_row()? {
+    while left > 0 {
+        let Some((_, row)) = rows.next_row()? else {
+            break;
+        };
         let line = row.line().map_or(0, |l| l.get() as u32);
         if let Some((pa, pf, pl)) = prev {
-            if pa <= addr && addr < row.address() {
-                at = Some((pf, pl));
-                break;
+            if next > 0 && sorted[next - 1] >= pa {
+                next = sorted.partition_point(|&a| a < pa);
+            }
+            if next < n && sorted[next] < pa {
+                next += sorted[next..].partition_point(|&a| a < pa);
+            }
+            for k in next..n {
+                if sorted[k] >= row.address() {
+                    break;
+                }
+                if at[order[k]].is_none() {
+                    at[order[k]] = Some((pf, pl));
+                    left -= 1;
+                }
             }
         }
         prev = if row.end_sequence() {
@@ -252,46 +339,58 @@ fn frames_from_dwarf(dwarf: &gimli::Dwarf<R<'_>>, addr: u64) -> gimli::Result<Op
         let entry = header.file(index)?;
         render_file(unit, entry, &header).ok()
     };
-    // The functions that contain it, outermost first.
-    let mut scopes = Vec::new();
+    // The functions that contain each address, outermost first.
+    let mut scopes: Vec<Vec<Scope>> = (0..n).map(|_| Vec::new()).collect();
     let mut tree = unit.entries_tree(None)?;
-    walk(unit, tree.root()?, addr, &mut scopes)?;
+    walk(unit, tree.root()?, addrs, (0..n).collect(), &mut scopes)?;
 
-    let (mut file_at, mut line_at) = match at {
-        Some((f, l)) => (file(f), (l != 0).then_some(l)),
-        None => (None, None),
-    };
-    if scopes.is_empty() {
-        return Ok(file_at
-            .is_some()
-            .then(|| vec![Frame::new(String::new(), file_at, line_at)]));
-    }
-    let mut frames = Vec::with_capacity(scopes.len());
-    for s in scopes.into_iter().rev() {
-        frames.push(Frame::new(s.name, file_at.take(), line_at.take()));
-        if let Some((f, l)) = s.call {
-            file_at = file(f);
-            line_at = (l != 0).then_some(l);
+    let mut out = Vec::with_capacity(n);
+    for (at, scopes) in at.into_iter().zip(scopes) {
+        let (mut file_at, mut line_at) = match at {
+            Some((f, l)) => (file(f), (l != 0).then_some(l)),
+            None => (None, None),
+        };
+        if scopes.is_empty() {
+            out.push(match file_at {
+                Some(_) => vec![Frame::new(String::new(), file_at, line_at)],
+                None => Vec::new(),
+            });
+            continue;
         }
+        let mut frames = Vec::with_capacity(scopes.len());
+        for s in scopes.into_iter().rev() {
+            frames.push(Frame::new(s.name, file_at.take(), line_at.take()));
+            if let Some((f, l)) = s.call {
+                file_at = file(f);
+                line_at = (l != 0).then_some(l);
+            }
+        }
+        out.push(frames);
     }
-    Ok(Some(frames))
+    Ok(out)
 }
 
-/// Collect into `scopes` the subprogram and inlined-call entries under `node` that contain
-/// `addr`, outermost first; subtrees that do not contain it are skipped.
+/// For each of `addrs` (by index) in `pending`, collect into its `scopes` the subprogram and
+/// inlined-call entries under `node` that contain it, outermost first: at each level the first
+/// that contains it; subtrees that contain none of them are skipped.
 fn walk<'d>(
     unit: gimli::UnitRef<'_, R<'d>>,
     node: gimli::EntriesTreeNode<'_, '_, R<'d>>,
-    addr: u64,
-    scopes: &mut Vec<Scope>,
+    addrs: &[u64],
+    mut pending: Vec<usize>,
+    scopes: &mut [Vec<Scope>],
 ) -> gimli::Result<()> {
     let mut children = node.children();
-    while let Some(child) = children.next()? {
+    while !pending.is_empty() {
+        let Some(child) = children.next()? else {
+            break;
+        };
         let entry = child.entry();
         let tag = entry.tag();
         let function = tag == gimli::DW_TAG_subprogram || tag == gimli::DW_TAG_inlined_subroutine;
         if function {
-            if !contains(unit, entry, addr)? {
+            let inside = contained(unit, entry, addrs, &pending)?;
+            if inside.is_empty() {
                 continue;
             }
             let call = if tag == gimli::DW_TAG_inlined_subroutine {
@@ -310,8 +409,15 @@ fn walk<'d>(
             };
             // A name that cannot be read leaves the frame unnamed, not the address.
             let name = name_of(unit, entry, 4).ok().flatten().unwrap_or_default();
-            scopes.push(Scope { name, call });
-            return walk(unit, child, addr, scopes);
+            for &i in &inside {
+                scopes[i].push(Scope {
+                    name: name.clone(),
+                    call,
+                });
+            }
+            pending.retain(|i| !inside.contains(i));
+            walk(unit, child, addrs, inside, scopes)?;
+            continue;
         }
         // Namespaces and lexical blocks hold functions too.
         if tag == gimli::DW_TAG_namespace
@@ -320,29 +426,39 @@ fn walk<'d>(
             || tag == gimli::DW_TAG_enumeration_type
             || tag == gimli::DW_TAG_union_type
         {
-            let before = scopes.len();
-            walk(unit, child, addr, scopes)?;
-            if scopes.len() > before {
-                return Ok(());
-            }
+            let before: Vec<usize> = pending.iter().map(|&i| scopes[i].len()).collect();
+            walk(unit, child, addrs, pending.clone(), scopes)?;
+            let mut k = 0;
+            pending.retain(|&i| {
+                let unfound = scopes[i].len() == before[k];
+                k += 1;
+                unfound
+            });
         }
     }
     Ok(())
 }
 
-/// Whether `entry`'s code ranges contain `addr`.
-fn contains<'d>(
+/// Those of `pending` (indices into `addrs`) whose address `entry`'s code ranges contain.
+fn contained<'d>(
     unit: gimli::UnitRef<'_, R<'d>>,
     entry: &gimli::DebuggingInformationEntry<R<'d>>,
-    addr: u64,
-) -> gimli::Result<bool> {
+    addrs: &[u64],
+    pending: &[usize],
+) -> gimli::Result<Vec<usize>> {
+    let mut inside = Vec::new();
     let mut ranges = unit.die_ranges(entry)?;
     while let Some(r) = ranges.next()? {
-        if r.begin <= addr && addr < r.end {
-            return Ok(true);
+        for &i in pending {
+            if r.begin <= addrs[i] && addrs[i] < r.end && !inside.contains(&i) {
+                inside.push(i);
+            }
+        }
+        if inside.len() == pending.len() {
+            break;
         }
     }
-    Ok(false)
+    Ok(inside)
 }
 
 /// The name of a function entry: its linkage name, else its name, else its origin's
@@ -463,43 +579,54 @@ fn path_push(path: &mut String, p: &str) {
     }
 }
 
-/// The unit whose address ranges in `.debug_aranges` hold `addr`; without that section, the
-/// unit whose own ranges do (a streaming pass over every unit's first entry). An address the
-/// section does not hold (code without debug info) is named from the symbol tables, without
-/// reading every unit.
-fn unit_of(
-    dwarf: &gimli::Dwarf<R<'_>>,
-    addr: u64,
-) -> gimli::Result<Option<gimli::DebugInfoOffset>> {
-    let mut headers = dwarf.debug_aranges.headers();
-    let mut any = false;
-    while let Some(h) = headers.next()? {
-        any = true;
-        let mut entries = h.entries();
-        while let Some(e) = entries.next()? {
-            let r = e.range();
-            if r.begin <= addr && addr < r.end {
-                return Ok(Some(h.debug_info_offset()));
+/// The unit whose address ranges in `.debug_aranges` hold each of `addrs` (the first that
+/// does), in one pass over that small section; without it, the unit whose own ranges do (a
+/// streaming pass over every unit's first entry). An address the section does not hold (code
+/// without debug info) is named from the symbol tables, without reading every unit. Where the
+/// pass fails, the addresses claimed before keep their unit.
+fn units_of(dwarf: &gimli::Dwarf<R<'_>>, addrs: &[u64]) -> Vec<Option<gimli::DebugInfoOffset>> {
+    let mut order: Vec<usize> = (0..addrs.len()).collect();
+    order.sort_unstable_by_key(|&i| addrs[i]);
+    let sorted: Vec<u64> = order.iter().map(|&i| addrs[i]).collect();
+    let mut out = vec![None; addrs.len()];
+    let mut claim = |begin: u64, end: u64, unit: gimli::DebugInfoOffset| {
+        let first = sorted.partition_point(|&a| a < begin);
+        for k in first..sorted.len() {
+            if sorted[k] >= end {
+                break;
+            }
+            out[order[k]].get_or_insert(unit);
+        }
+    };
+    let mut pass = || -> gimli::Result<()> {
+        let mut headers = dwarf.debug_aranges.headers();
+        let mut any = false;
+        while let Some(h) = headers.next()? {
+            any = true;
+            let mut entries = h.entries();
+            while let Some(e) = entries.next()? {
+                let r = e.range();
+                claim(r.begin, r.end, h.debug_info_offset());
             }
         }
-    }
-    if any {
-        return Ok(None);
-    }
-    let mut units = dwarf.units();
-    while let Some(header) = units.next()? {
-        let Some(offset) = header.offset().to_debug_info_offset(&header) else {
-            continue;
-        };
-        let unit = dwarf.unit(header)?;
-        let mut ranges = dwarf.unit_ranges(&unit)?;
-        while let Some(r) = ranges.next()? {
-            if r.begin <= addr && addr < r.end {
-                return Ok(Some(offset));
+        if any {
+            return Ok(());
+        }
+        let mut units = dwarf.units();
+        while let Some(header) = units.next()? {
+            let Some(offset) = header.offset().to_debug_info_offset(&header) else {
+                continue;
+            };
+            let unit = dwarf.unit(header)?;
+            let mut ranges = dwarf.unit_ranges(&unit)?;
+            while let Some(r) = ranges.next()? {
+                claim(r.begin, r.end, offset);
             }
         }
-    }
-    Ok(None)
+        Ok(())
+    };
+    let _ = pass();
+    out
 }
 
 #[cfg(test)]

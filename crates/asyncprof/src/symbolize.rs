@@ -285,25 +285,43 @@ impl Symbolizer {
         }
     }
 
+    /// Look up every address of `stacks` not cached yet, in two batches for them all (a
+    /// module's unit is read once per batch, whatever the number of its addresses).
+    fn look_up_stacks<'s>(&mut self, stacks: impl Iterator<Item = &'s [usize]> + Clone) {
+        self.look_up(stacks.clone().flatten().map(|&ip| (ip, false)));
+        let exact: Vec<(usize, bool)> = stacks
+            .filter_map(|ips| ips.get(self.interrupted_at(ips)?).map(|&ip| (ip, true)))
+            .collect();
+        self.look_up(exact.into_iter());
+    }
+
+    /// Look up every address of `stalls`' stacks not cached yet, in one lookup for them all.
+    pub(crate) fn look_up_stalls<'r>(
+        &mut self,
+        stalls: impl Iterator<Item = &'r RawStall> + Clone,
+    ) {
+        self.look_up_stacks(stalls.flat_map(|raw| raw.stacks.keys().map(Vec::as_slice)));
+    }
+
+    /// Where the interrupted instruction is in a captured stack: the frame after the sigreturn
+    /// trampoline (`None`: no trampoline, a stack copied from outside).
+    fn interrupted_at(&self, ips: &[usize]) -> Option<usize> {
+        ips.iter()
+            .position(|&ip| {
+                self.frames_at(ip, false)
+                    .iter()
+                    .any(|f| TRAMPOLINES.iter().any(|t| f.function.contains(t)))
+            })
+            .map(|i| i + 1)
+    }
+
     /// A captured stack as named frames, innermost first, without the handler's own frames.
     pub(crate) fn stack(&mut self, ips: &[usize]) -> Vec<Frame> {
-        self.look_up(ips.iter().map(|&ip| (ip, false)));
-        // Find the trampoline; the frame after it is the interrupted instruction.
-        let mut start = None;
-        for (i, &ip) in ips.iter().enumerate() {
-            let frames = self.frames_at(ip, false);
-            if frames
-                .iter()
-                .any(|f| TRAMPOLINES.iter().any(|t| f.function.contains(t)))
-            {
-                start = Some(i + 1);
-                break;
-            }
-        }
+        self.look_up_stacks(std::iter::once(ips));
+        let start = self.interrupted_at(ips);
         let mut out = Vec::new();
         match start {
             Some(first) => {
-                self.look_up(ips.get(first).map(|&ip| (ip, true)).into_iter());
                 for (k, &ip) in ips.iter().enumerate().skip(first) {
                     out.extend_from_slice(self.frames_at(ip, k == first));
                 }
@@ -325,6 +343,7 @@ impl Symbolizer {
     /// The stall record for the run file.
     /// `run_start_ns` is when the run began on the coarse clock's scale.
     pub(crate) fn record(&mut self, raw: &RawStall, run_start_ns: u64) -> StallRecord {
+        self.look_up_stacks(raw.stacks.keys().map(Vec::as_slice));
         let mut stacks: Vec<(StackSample, bool)> = raw
             .stacks
             .iter()
