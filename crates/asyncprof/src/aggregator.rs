@@ -487,8 +487,14 @@ pub(crate) fn aggregator_loop(
         let facts = Facts::of(recorder);
         let learnt = facts != written;
         let snapshot_due = stopping || asked || learnt || now >= next_snapshot;
-        let unsent = std::mem::take(&mut lock(&recorder.stalls).unsent);
-        if unsent.is_empty() && !snapshot_due {
+        let (replaced, unsent) = {
+            let mut board = lock(&recorder.stalls);
+            (
+                std::mem::take(&mut board.replaced),
+                std::mem::take(&mut board.unsent),
+            )
+        };
+        if unsent.is_empty() && replaced.is_empty() && !snapshot_due {
             continue;
         }
         let mut frames = Vec::new();
@@ -505,8 +511,9 @@ pub(crate) fn aggregator_loop(
         let header_first = header_frame.is_some();
         frames.extend(header_frame);
         // Every new address of these stalls' stacks in one lookup.
-        symbolizer.look_up_stalls(unsent.values());
-        for raw in unsent.values() {
+        symbolizer.look_up_stalls(replaced.iter().chain(unsent.values()));
+        // A stall's replaced versions before its latest, as they came.
+        for raw in replaced.iter().chain(unsent.values()) {
             let whole_going_on = raw.ongoing;
             // A busy-period stall whose thread slept a threshold in looks in a row (a thread
             // waiting in turn on a lock whose holder lost its CPU sleeps for a few of the

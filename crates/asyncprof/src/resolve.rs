@@ -759,4 +759,42 @@ mod tests {
             .iter()
             .all(|f| f.same_code.is_empty()));
     }
+
+    /// Known truth: each address looked up alone. A batch reads each unit once for all of its
+    /// addresses (sorted, with inlined calls nested differently under each): it must name
+    /// every address as the lookup of that address alone does.
+    #[test]
+    fn a_batch_names_each_address_as_it_is_named_alone() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let main = module_files().into_iter().find(|m| m.path == exe).unwrap();
+        // Addresses close together (several in one unit, one function, one inlined call) and
+        // spread over the code.
+        let mut addrs = Vec::new();
+        for r in &main.code {
+            let step = ((r.end - r.start) / 150).max(1);
+            for i in 0..150 {
+                let a = r.start + i * step;
+                addrs.extend(
+                    [a + 3, a + 40, a + 41]
+                        .into_iter()
+                        .filter(|a| r.contains(a)),
+                );
+            }
+        }
+        addrs.push(a_known_function() + 4);
+        // Out of address order, as a stack's are.
+        addrs.reverse();
+        let batch = resolve(&addrs);
+        let mut named = 0;
+        for a in &addrs {
+            let alone = resolve(&[*a]);
+            assert_eq!(batch.get(a), alone.get(a), "address {a:#x}");
+            named += usize::from(
+                alone
+                    .get(a)
+                    .is_some_and(|f| f.iter().any(|f| f.line.is_some())),
+            );
+        }
+        assert!(named >= 200, "only {named} addresses had lines");
+    }
 }

@@ -266,6 +266,10 @@ pub(crate) enum PollEvidence {
 #[derive(Debug, Default)]
 pub(crate) struct StallBoard {
     pub(crate) unsent: BTreeMap<u64, RawStall>,
+    /// Busy-period stalls as they were when a longer stretch asleep took the place of their
+    /// recorded one, which had ended (see [`Watchdog::keep_longest_stretch`]), in that order:
+    /// each is judged before its stall's later versions.
+    pub(crate) replaced: Vec<RawStall>,
 }
 
 /// Signal samples of one task, at least half a threshold apart from first to last with no
@@ -1656,7 +1660,7 @@ impl Watchdog {
                     // signal's means it woke since the state was read).
                     if active.in_run && matches!(sample.capture, Capture::Frozen { .. }) {
                         *active.run.stacks.entry(sample.ips.clone()).or_default() += 1;
-                        Self::keep_longest_stretch(active);
+                        self.keep_longest_stretch(active);
                     }
                     Self::keep_stack(active, sample);
                 }
@@ -1775,7 +1779,7 @@ impl Watchdog {
                     run.detected_ns = Some(mark.at_ns);
                 }
                 active.in_run = true;
-                Self::keep_longest_stretch(active);
+                self.keep_longest_stretch(active);
             }
             None => {
                 if std::mem::take(&mut active.run_is_recorded) {
@@ -1811,9 +1815,22 @@ impl Watchdog {
         }
     }
 
-    /// The stretch going on becomes the stall's when it has a stack and is the longest yet.
-    fn keep_longest_stretch(active: &mut Active) {
+    /// The stretch going on becomes the stall's when it has a stack and is the longest yet. A
+    /// recorded stretch that ended is handed to the aggregator as it was before the new one
+    /// takes its place: the aggregator takes the board's latest version every stall period, and
+    /// may have taken none since it ended (a blocking call at the end of a `block_on`, then the
+    /// caller's own longer sleep, in one busy period: the call's record would be lost, and the
+    /// sleep's take its place in the file).
+    fn keep_longest_stretch(&self, active: &mut Active) {
         if !active.run.stacks.is_empty() && active.run.slept_ns >= active.raw.stretch.slept_ns {
+            if active.raw.stretch.to_ns.is_some() && !active.raw.stretch.stacks.is_empty() {
+                let mut board = lock(&self.rec.stalls);
+                if board.unsent.len() + board.replaced.len() >= MAX_UNSENT {
+                    self.rec.loss.dropped_records.fetch_add(1, Relaxed);
+                } else {
+                    board.replaced.push(active.raw.clone());
+                }
+            }
             active.raw.stretch.clone_from(&active.run);
             active.run_is_recorded = true;
         }
