@@ -415,7 +415,7 @@ fn walk<'d>(
                     call,
                 });
             }
-            pending.retain(|i| !inside.contains(i));
+            pending.retain(|i| inside.binary_search(i).is_err());
             walk(unit, child, addrs, inside, scopes)?;
             continue;
         }
@@ -439,7 +439,8 @@ fn walk<'d>(
     Ok(())
 }
 
-/// Those of `pending` (indices into `addrs`) whose address `entry`'s code ranges contain.
+/// Those of `pending` (indices into `addrs`) whose address `entry`'s code ranges contain, in
+/// index order.
 fn contained<'d>(
     unit: gimli::UnitRef<'_, R<'d>>,
     entry: &gimli::DebuggingInformationEntry<R<'d>>,
@@ -449,15 +450,23 @@ fn contained<'d>(
     let mut inside = Vec::new();
     let mut ranges = unit.die_ranges(entry)?;
     while let Some(r) = ranges.next()? {
-        for &i in pending {
-            if r.begin <= addrs[i] && addrs[i] < r.end && !inside.contains(&i) {
-                inside.push(i);
+        inside.extend(
+            pending
+                .iter()
+                .copied()
+                .filter(|&i| r.begin <= addrs[i] && addrs[i] < r.end),
+        );
+        if inside.len() >= pending.len() {
+            inside.sort_unstable();
+            inside.dedup();
+            // Every one inside: the ranges after are not read.
+            if inside.len() == pending.len() {
+                return Ok(inside);
             }
         }
-        if inside.len() == pending.len() {
-            break;
-        }
     }
+    inside.sort_unstable();
+    inside.dedup();
     Ok(inside)
 }
 
@@ -589,14 +598,19 @@ fn units_of(dwarf: &gimli::Dwarf<R<'_>>, addrs: &[u64]) -> Vec<Option<gimli::Deb
     order.sort_unstable_by_key(|&i| addrs[i]);
     let sorted: Vec<u64> = order.iter().map(|&i| addrs[i]).collect();
     let mut out = vec![None; addrs.len()];
+    let mut unclaimed = addrs.len();
     let mut claim = |begin: u64, end: u64, unit: gimli::DebugInfoOffset| {
         let first = sorted.partition_point(|&a| a < begin);
         for k in first..sorted.len() {
             if sorted[k] >= end {
                 break;
             }
-            out[order[k]].get_or_insert(unit);
+            if out[order[k]].is_none() {
+                out[order[k]] = Some(unit);
+                unclaimed -= 1;
+            }
         }
+        unclaimed
     };
     let mut pass = || -> gimli::Result<()> {
         let mut headers = dwarf.debug_aranges.headers();
@@ -606,7 +620,9 @@ fn units_of(dwarf: &gimli::Dwarf<R<'_>>, addrs: &[u64]) -> Vec<Option<gimli::Deb
             let mut entries = h.entries();
             while let Some(e) = entries.next()? {
                 let r = e.range();
-                claim(r.begin, r.end, h.debug_info_offset());
+                if claim(r.begin, r.end, h.debug_info_offset()) == 0 {
+                    return Ok(());
+                }
             }
         }
         if any {
@@ -620,7 +636,9 @@ fn units_of(dwarf: &gimli::Dwarf<R<'_>>, addrs: &[u64]) -> Vec<Option<gimli::Deb
             let unit = dwarf.unit(header)?;
             let mut ranges = dwarf.unit_ranges(&unit)?;
             while let Some(r) = ranges.next()? {
-                claim(r.begin, r.end, offset);
+                if claim(r.begin, r.end, offset) == 0 {
+                    return Ok(());
+                }
             }
         }
         Ok(())

@@ -1821,10 +1821,14 @@ impl Watchdog {
     /// may have taken none since it ended (a blocking call at the end of a `block_on`, then the
     /// caller's own longer sleep, in one busy period: the call's record would be lost, and the
     /// sleep's take its place in the file).
+    /// Only a stall recorded as its stretch (see [`RawStall::as_stretch`]) is: otherwise the
+    /// record is the whole stall's, whichever stretch it carries. The version handed over is
+    /// the newest, so an older one the board holds is dropped.
     fn keep_longest_stretch(&self, active: &mut Active) {
         if !active.run.stacks.is_empty() && active.run.slept_ns >= active.raw.stretch.slept_ns {
-            if active.raw.stretch.to_ns.is_some() && !active.raw.stretch.stacks.is_empty() {
+            if active.raw.stretch.to_ns.is_some() && active.raw.as_stretch().is_some() {
                 let mut board = lock(&self.rec.stalls);
+                board.unsent.remove(&active.raw.id);
                 if board.unsent.len() + board.replaced.len() >= MAX_UNSENT {
                     self.rec.loss.dropped_records.fetch_add(1, Relaxed);
                 } else {
