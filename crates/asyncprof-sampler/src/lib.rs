@@ -47,7 +47,8 @@ pub use signal::exit::{call_at_exit, remove_at_exit};
 pub use signal::{
     block_all_signals_in_this_thread, current_stack, current_tid, default_signal,
     end_with_this_thread, in_handler, interrupted_syscalls, process_cpu_time, release_free_memory,
-    send_signal, set_task_probe, thread_cpu_ns, try_lock_exclusive, wait_for_signal, Capture,
-    InstallError, Pending, Sample, SampleError, StackSampler, MAX_FRAMES, MIN_ON_CPU, STACK_BYTES,
+    send_signal, set_poll_probe, set_task_probe, thread_cpu_ns, try_lock_exclusive,
+    wait_for_signal, Capture, InstallError, Pending, Sample, SampleError, StackSampler, MAX_FRAMES,
+    MIN_ON_CPU, STACK_BYTES,
 };
 pub use syscalls::syscall_name;

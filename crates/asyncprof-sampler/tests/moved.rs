@@ -12,12 +12,15 @@ use asyncprof_sampler::{Capture, SampleError, StackSampler};
 
 mod support;
 
+/// One sampler per process at a time: the tests of this binary take turns.
+static ONE_SAMPLER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Sample `tid` with the check `current` until the thread has been on CPU (or asleep) long
 /// enough to be sampled: the first answer that is not [`SampleError::NotYet`].
 fn sample_until_ready(
     sampler: &mut StackSampler,
     tid: i32,
-    current: &dyn Fn() -> bool,
+    current: &dyn Fn(Option<u64>) -> bool,
 ) -> Result<asyncprof_sampler::Sample, SampleError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -32,11 +35,12 @@ fn sample_until_ready(
 
 #[test]
 fn a_stack_the_caller_says_moved_on_is_discarded_before_it_is_unwound() {
+    let _one = ONE_SAMPLER.lock().unwrap_or_else(|p| p.into_inner());
     let mut sampler = StackSampler::install(asyncprof_sampler::default_signal()).unwrap();
     // On CPU: signalled, answered, then discarded; the slot is free for the next.
     let (spinner, stop, handle) = support::spinning_thread(|| {});
     let asked = Cell::new(0);
-    let no = || {
+    let no = |_: Option<u64>| {
         asked.set(asked.get() + 1);
         false
     };
@@ -45,7 +49,7 @@ fn a_stack_the_caller_says_moved_on_is_discarded_before_it_is_unwound() {
         Err(SampleError::Moved)
     );
     assert_eq!(asked.get(), 1, "asked once");
-    let kept = sample_until_ready(&mut sampler, spinner, &|| true);
+    let kept = sample_until_ready(&mut sampler, spinner, &|_| true);
     assert!(
         kept.as_ref()
             .is_ok_and(|s| s.capture == Capture::Signal && !s.late && !s.ips.is_empty()),
@@ -76,11 +80,86 @@ fn a_stack_the_caller_says_moved_on_is_discarded_before_it_is_unwound() {
         Err(SampleError::Moved)
     );
     assert_eq!(asked.get(), 1);
-    let kept = sample_until_ready(&mut sampler, tid, &|| true);
+    let kept = sample_until_ready(&mut sampler, tid, &|_| true);
     assert!(
         kept.as_ref()
             .is_ok_and(|s| matches!(s.capture, Capture::Frozen { .. })),
         "{kept:?}"
+    );
+    wake.send(()).unwrap();
+    sleeper.join().unwrap();
+    drop(sampler);
+}
+
+thread_local! {
+    /// What the poll probe of this binary says on each thread: set on the thread sampled.
+    static SAID: Cell<u64> = const { Cell::new(0) };
+}
+
+fn probe() -> u64 {
+    SAID.with(Cell::get)
+}
+
+/// Known truth: the sampled thread set its own thread-local to 41, the sampler's thread left
+/// its at 0. The check of a stack a signal took gets what the poll probe returned in the
+/// handler, on the sampled thread (41, not what the sampler's thread would read); the check
+/// of a copy from outside gets nothing, and judges by what it sees then.
+#[test]
+fn a_signals_stack_is_checked_with_what_its_thread_said_as_it_was_taken() {
+    asyncprof_sampler::set_poll_probe(probe);
+    let _one = ONE_SAMPLER.lock().unwrap_or_else(|p| p.into_inner());
+    let mut sampler = StackSampler::install(asyncprof_sampler::default_signal()).unwrap();
+    let (spinner, stop, handle) = support::spinning_thread(|| SAID.with(|s| s.set(41)));
+    let seen = Cell::new(None);
+    let check = |said: Option<u64>| {
+        seen.set(Some(said));
+        said == Some(41)
+    };
+    let kept = sample_until_ready(&mut sampler, spinner, &check);
+    assert!(
+        kept.as_ref()
+            .is_ok_and(|s| s.capture == Capture::Signal && !s.ips.is_empty()),
+        "{kept:?}"
+    );
+    assert_eq!(seen.get(), Some(Some(41)));
+    // The same thread, a check that wants another state: the copy is discarded.
+    let other = |said: Option<u64>| said == Some(42);
+    assert_eq!(
+        sample_until_ready(&mut sampler, spinner, &other),
+        Err(SampleError::Moved)
+    );
+    stop.store(true, SeqCst);
+    handle.join().unwrap();
+
+    let tid = Arc::new(AtomicI32::new(0));
+    let (wake, woken) = std::sync::mpsc::channel::<()>();
+    let sleeper = {
+        let tid = tid.clone();
+        std::thread::spawn(move || {
+            SAID.with(|s| s.set(41));
+            tid.store(asyncprof_sampler::current_tid(), SeqCst);
+            let _ = woken.recv();
+        })
+    };
+    while tid.load(SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    seen.set(None);
+    let copied = sample_until_ready(&mut sampler, tid.load(SeqCst), &|said| {
+        seen.set(Some(said));
+        true
+    });
+    assert!(
+        copied
+            .as_ref()
+            .is_ok_and(|s| matches!(s.capture, Capture::Frozen { .. })),
+        "{copied:?}"
+    );
+    assert_eq!(
+        seen.get(),
+        Some(None),
+        "a copy from outside has no probe's answer"
     );
     wake.send(()).unwrap();
     sleeper.join().unwrap();

@@ -725,6 +725,14 @@ fn publish_poll_end_at(t: &ThreadState, w: &Worker, seq: u64) {
     w.state.store(seq + 1, Release);
 }
 
+/// The stack sampler's poll probe, run inside its signal handler on a worker thread: this
+/// thread's worker state as it last wrote it (odd: inside that poll or busy period). A
+/// constant-initialized thread-local of plain cells with nothing to drop: reading it
+/// allocates nothing, takes no lock and cannot panic.
+pub(crate) fn thread_poll_state() -> u64 {
+    THREAD.try_with(|t| t.seq.get()).unwrap_or(0)
+}
+
 /// Whether worker `w` is inside a poll now (its state is odd); for the watchdog's idle check.
 /// Acquire: pairs with the release stores above.
 #[inline]

@@ -166,6 +166,9 @@ impl Builder {
         // A sample taken by the signal says which task its thread was polling (the stable
         // tier tells one long poll from many short ones by it). Set once per process.
         asyncprof_sampler::set_task_probe(polled_task);
+        // And which of its worker's polls: a stack is judged by the poll its thread was in
+        // as the handler took it, not when the watchdog (which may wait for a CPU) saw it.
+        asyncprof_sampler::set_poll_probe(crate::poll::thread_poll_state);
         // Threads asleep in a system call get stacks without a signal; the signal is only
         // for threads on CPU.
         let sampler = match self.config.stall_signal {

@@ -1606,9 +1606,17 @@ impl Watchdog {
             // Checked the moment the stack is copied, not after it is unwound: an unwind can
             // take milliseconds (the first of a run reads the binary's unwind tables), and a
             // short stall's poll ended meanwhile lost a stack taken in it.
+            // A signal's stack by the poll its thread was in as the handler took it (the
+            // thread's own record of its state: this thread may see the answer milliseconds
+            // later when it waited for a CPU, the poll ended since); a copy from outside by
+            // the worker's state right after the copy.
+            let current = |at_handler: Option<u64>| match at_handler {
+                Some(state) if seq & 1 == 1 => state == seq,
+                _ => same_poll(),
+            };
             let result = self
                 .sampler
-                .sample_in_while(tid, Some(stack), SAMPLE_TIMEOUT, &same_poll);
+                .sample_in_while(tid, Some(stack), SAMPLE_TIMEOUT, &current);
             // A signal sent by this sample (one this look followed already is left alone; a
             // new one the sample sent after giving up a dead one is not that one).
             if active.raw.task_id == 0

@@ -134,6 +134,8 @@ struct Slot {
     entered_cpu_ns: AtomicU64,
     /// What the task probe returned (0 without one).
     task: AtomicU64,
+    /// What the poll probe returned, plus one (0: no probe).
+    poll: AtomicU64,
     /// The target thread's stack, when known (0, 0: not known): the handler copies no
     /// further than its top.
     stack_lo: AtomicU64,
@@ -158,6 +160,7 @@ static SLOT: Slot = Slot {
     handler_ns: AtomicU64::new(0),
     entered_cpu_ns: AtomicU64::new(0),
     task: AtomicU64::new(0),
+    poll: AtomicU64::new(0),
     stack_lo: AtomicU64::new(0),
     stack_hi: AtomicU64::new(0),
     stack: UnsafeCell::new([0; STACK_BYTES]),
@@ -173,6 +176,19 @@ static TASK_PROBE: OnceLock<fn() -> u64> = OnceLock::new();
 /// already). One probe per process: false when one was set already.
 pub fn set_task_probe(probe: fn() -> u64) -> bool {
     TASK_PROBE.set(probe).is_ok()
+}
+
+/// Called by the handler on the sampled thread ([`set_poll_probe`]).
+static POLL_PROBE: OnceLock<fn() -> u64> = OnceLock::new();
+
+/// Have the signal handler call `probe` on each thread it samples and hand what it returns to
+/// the check of [`StackSampler::sample_in_while`]: the thread's own record of the poll it is
+/// in at that instant, say, so that the check judges the moment the stack was taken, not
+/// the moment the sampler saw the answer (a sampler that waited for a CPU sees it late).
+/// `probe` runs inside the signal handler, under the rules of [`set_task_probe`]. One probe
+/// per process: false when one was set already.
+pub fn set_poll_probe(probe: fn() -> u64) -> bool {
+    POLL_PROBE.set(probe).is_ok()
 }
 
 /// System calls the handler found interrupted with `EINTR` just before it ran.
@@ -507,26 +523,29 @@ impl StackSampler {
         stack: Option<Range<u64>>,
         timeout: Duration,
     ) -> Result<Sample, SampleError> {
-        self.sample_in_while(tid, stack, timeout, &|| true)
+        self.sample_in_while(tid, stack, timeout, &|_| true)
     }
 
-    /// [`sample_in`](Self::sample_in), keeping a new stack only when `current()` says so the
+    /// [`sample_in`](Self::sample_in), keeping a new stack only when `current` says so the
     /// moment it is copied (its signal's handler answered, or its copy from outside checked),
     /// before it is unwound: unwinding takes up to milliseconds (the first of a process reads
     /// the binary's unwind tables), and what the caller checks (that the thread is still in
-    /// the poll it sampled) can have changed by then, the copy taken in it. A late stack
+    /// the poll it sampled) can have changed by then, the copy taken in it. For a stack a
+    /// signal took with a poll probe set ([`set_poll_probe`]), `current` gets what the probe
+    /// returned in the handler, on the thread, as it took the stack: the caller can judge that
+    /// instant, however late it saw the answer; otherwise `None`. A late stack
     /// ([`Sample::late`]) is returned without the check.
     ///
     /// # Errors
     ///
-    /// [`SampleError`] says why no stack was taken; [`SampleError::Moved`] when `current()`
+    /// [`SampleError`] says why no stack was taken; [`SampleError::Moved`] when `current`
     /// said no.
     pub fn sample_in_while(
         &mut self,
         tid: i32,
         stack: Option<Range<u64>>,
         timeout: Duration,
-        current: &dyn Fn() -> bool,
+        current: &dyn Fn(Option<u64>) -> bool,
     ) -> Result<Sample, SampleError> {
         self.stack = stack.filter(|r| r.start < r.end);
         if self.is_pending(tid) {
@@ -635,7 +654,7 @@ impl StackSampler {
         sp: u64,
         pc: u64,
         line: &str,
-        current: &dyn Fn() -> bool,
+        current: &dyn Fn(Option<u64>) -> bool,
     ) -> Result<Sample, SampleError> {
         let runs = procfs::run_count(tid);
         if self.buf.len() < STACK_BYTES {
@@ -653,7 +672,7 @@ impl StackSampler {
         if n < 16 {
             return Err(SampleError::Unreadable);
         }
-        if !current() {
+        if !current(None) {
             return Err(SampleError::Moved);
         }
         let regs = Regs {
@@ -672,7 +691,7 @@ impl StackSampler {
         tid: i32,
         status: procfs::Status,
         timeout: Duration,
-        current: &dyn Fn() -> bool,
+        current: &dyn Fn(Option<u64>) -> bool,
     ) -> Result<Sample, SampleError> {
         let Some((signal, _)) = self.signal.as_ref() else {
             return Err(SampleError::NoSignal);
@@ -756,7 +775,8 @@ impl StackSampler {
                 _ => std::thread::sleep(Duration::from_micros(50)),
             }
         }
-        if !current() {
+        let probed = SLOT.poll.load(Relaxed).checked_sub(1);
+        if !current(probed) {
             // DONE: the handler is finished with the slot, which only this sampler arms.
             SLOT.state.store(IDLE, Release);
             return Err(SampleError::Moved);
@@ -1112,6 +1132,12 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         // Before the stack copy: the probe's answer is about the instant of the registers.
         SLOT.task
             .store(TASK_PROBE.get().map_or(0, |probe| probe()), Relaxed);
+        SLOT.poll.store(
+            POLL_PROBE
+                .get()
+                .map_or(0, |probe| probe().saturating_add(1)),
+            Relaxed,
+        );
         let regs = interrupted_regs(ctx);
         let mut len = 0;
         if let Some(r) = regs {
