@@ -646,7 +646,10 @@ impl StackSampler {
     }
 
     /// Copy the stack of a thread that is off CPU, and keep it if the thread did not run
-    /// while it was copied.
+    /// while it was copied. The caller's check is asked before the copy: the thread, not
+    /// running from then until the copy is checked, cannot have moved on meanwhile, and a
+    /// check asked after it (by a caller that may lose its CPU in between) could see a later
+    /// moment than the copy's.
     fn sample_frozen(
         &mut self,
         tid: i32,
@@ -657,6 +660,9 @@ impl StackSampler {
         current: &dyn Fn(Option<u64>) -> bool,
     ) -> Result<Sample, SampleError> {
         let runs = procfs::run_count(tid);
+        if !current(None) {
+            return Err(SampleError::Moved);
+        }
         if self.buf.len() < STACK_BYTES {
             self.buf.resize(STACK_BYTES, 0);
         }
@@ -671,9 +677,6 @@ impl StackSampler {
         }
         if n < 16 {
             return Err(SampleError::Unreadable);
-        }
-        if !current(None) {
-            return Err(SampleError::Moved);
         }
         let regs = Regs {
             pc,
