@@ -244,13 +244,14 @@ impl Symbolizer {
     /// interrupted instruction itself; other addresses are return addresses, looked up one
     /// byte back so that they name the call, not the line after it.
     fn look_up(&mut self, keys: impl Iterator<Item = (usize, bool)>) {
-        let mut missing: Vec<(usize, bool)> =
+        // Each once as it is met: a batch of many stalls' stacks repeats their shared frames.
+        let missing: std::collections::HashSet<(usize, bool)> =
             keys.filter(|k| !self.cache.contains_key(k)).collect();
         if missing.is_empty() {
             return;
         }
+        let mut missing: Vec<(usize, bool)> = missing.into_iter().collect();
         missing.sort_unstable();
-        missing.dedup();
         if self.cache.len() + missing.len() > MAX_CACHED {
             self.cache.clear();
         }
