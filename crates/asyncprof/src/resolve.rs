@@ -55,27 +55,7 @@ fn resolve_in(m: &ModuleFile, addrs: &[u64]) -> Vec<(u64, Vec<Frame>)> {
     let Ok(obj) = object::File::parse(&*map) else {
         return Vec::new();
     };
-    let endian = if obj.is_little_endian() {
-        RunTimeEndian::Little
-    } else {
-        RunTimeEndian::Big
-    };
-    let section = |name: &str| -> &[u8] {
-        obj.section_by_name(name)
-            // Compressed debug sections would have to be inflated whole: not here.
-            .filter(|s| {
-                matches!(
-                    s.compressed_file_range().map(|r| r.format),
-                    Ok(object::CompressionFormat::None)
-                )
-            })
-            .and_then(|s| s.data().ok())
-            .unwrap_or(&[])
-    };
-    let dwarf = gimli::Dwarf::load(|id| -> Result<R<'_>, ()> {
-        Ok(EndianSlice::new(section(id.name()), endian))
-    })
-    .ok();
+    let dwarf = load_dwarf(&obj, |_| true);
     let stated: Vec<u64> = addrs.iter().map(|a| a.wrapping_sub(m.bias)).collect();
     let mut found: Vec<Vec<Frame>> = match &dwarf {
         Some(d) => frames_from_dwarf(d, &stated, || map.release_pages()),
@@ -122,6 +102,35 @@ fn resolve_in(m: &ModuleFile, addrs: &[u64]) -> Vec<(u64, Vec<Frame>)> {
         }
     }
     out
+}
+
+/// The module's DWARF sections (those `keep` keeps; the others read as empty), uncompressed
+/// ones only: compressed sections would have to be inflated whole.
+fn load_dwarf<'a>(
+    obj: &object::File<'a>,
+    keep: impl Fn(gimli::SectionId) -> bool,
+) -> Option<gimli::Dwarf<R<'a>>> {
+    let endian = if obj.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    let section = |name: &str| -> &'a [u8] {
+        obj.section_by_name(name)
+            .filter(|s| {
+                matches!(
+                    s.compressed_file_range().map(|r| r.format),
+                    Ok(object::CompressionFormat::None)
+                )
+            })
+            .and_then(|s| s.data().ok())
+            .unwrap_or(&[])
+    };
+    gimli::Dwarf::load(|id| -> Result<R<'a>, ()> {
+        let data = if keep(id) { section(id.name()) } else { &[] };
+        Ok(EndianSlice::new(data, endian))
+    })
+    .ok()
 }
 
 /// The names of each of `addrs` (stated addresses) whose function's code goes by several:
@@ -814,5 +823,40 @@ mod tests {
             );
         }
         assert!(named >= 200, "only {named} addresses had lines");
+    }
+
+    /// Known truth: the units `.debug_aranges` gives. Without that section (a toolchain or
+    /// linker may leave it out) the addresses are claimed from the units' own ranges, all in
+    /// one pass: each address the section places gets the same unit there.
+    #[test]
+    fn without_aranges_each_address_gets_the_unit_the_section_gives() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let main = module_files().into_iter().find(|m| m.path == exe).unwrap();
+        let map = MappedFile::map(&main.path).unwrap();
+        let obj = object::File::parse(&*map).unwrap();
+        let mut stated = Vec::new();
+        for r in &main.code {
+            let step = ((r.end - r.start) / 300).max(1);
+            stated.extend(
+                (0..300)
+                    .map(|i| r.start + i * step + 3)
+                    .filter(|a| r.contains(a))
+                    .map(|a| a.wrapping_sub(main.bias)),
+            );
+        }
+        stated.reverse();
+        let with = units_of(&load_dwarf(&obj, |_| true).unwrap(), &stated);
+        let without = units_of(
+            &load_dwarf(&obj, |id| id != gimli::SectionId::DebugAranges).unwrap(),
+            &stated,
+        );
+        let mut compared = 0;
+        for (a, (w, wo)) in stated.iter().zip(with.iter().zip(&without)) {
+            if let Some(unit) = w {
+                assert_eq!(Some(*unit), *wo, "stated address {a:#x}");
+                compared += 1;
+            }
+        }
+        assert!(compared >= 100, "only {compared} addresses in a unit");
     }
 }
