@@ -61,45 +61,36 @@ fn resolve_in(m: &ModuleFile, addrs: &[u64]) -> Vec<(u64, Vec<Frame>)> {
         Some(d) => frames_from_dwarf(d, &stated, || map.release_pages()),
         None => vec![Vec::new(); stated.len()],
     };
-    // Functions the debug info does not name, named from the symbol tables in one pass.
-    let unnamed: Vec<u64> = stated
-        .iter()
-        .zip(&found)
-        .filter(|(_, f)| f.last().is_none_or(|f| f.function.is_empty()))
-        .map(|(&a, _)| a)
-        .collect();
-    let names = symbol_names(&obj, &unnamed);
+    // The symbols covering each address, in one pass over the symbol tables: they name the
+    // functions the debug info does not, and a function merged with others of the same code
+    // (the debug info names one of them) goes by all of theirs.
+    let covering = covering_symbols(&obj, &stated);
     map.release_pages();
     let mut out = Vec::with_capacity(addrs.len());
     for ((&a, s), mut frames) in addrs.iter().zip(&stated).zip(found.drain(..)) {
-        let name = names.get(s);
+        let names = covering.get(s).map_or(&[][..], Vec::as_slice);
+        let name = names.first().map(|n| demangle(n));
         if frames.is_empty() {
             if let Some(name) = name {
-                frames.push(Frame::new(name.clone(), None, None));
+                frames.push(Frame::new(name, None, None));
             }
         } else if let Some(f) = frames.last_mut().filter(|f| f.function.is_empty()) {
             // The outermost function unnamed by the debug info: the symbol tables name it.
-            f.function = name.cloned().unwrap_or_default();
+            f.function = name.unwrap_or_default();
         }
         frames.retain(|f| !f.function.is_empty() || f.file.is_some());
-        out.push((a, frames));
-    }
-    // A function merged with others of the same code: the debug info names one of them.
-    let stated: Vec<u64> = out.iter().map(|(a, _)| a.wrapping_sub(m.bias)).collect();
-    let names = names_of_merged_code(&obj, &stated);
-    map.release_pages();
-    for (a, frames) in &mut out {
-        let Some(all) = names.get(&a.wrapping_sub(m.bias)) else {
-            continue;
-        };
-        if let Some(f) = frames.last_mut() {
-            f.same_code = other_names(&f.function, all);
+        let mut all: Vec<String> = names.iter().map(|n| demangle(n)).collect();
+        all.sort();
+        all.dedup();
+        if let (true, Some(f)) = (all.len() > 1, frames.last_mut()) {
+            f.same_code = other_names(&f.function, &all);
             if asyncprof_format::culprit::is_drop_glue(&f.function) {
                 // Drop glue of several types compiled to one code: which type this drop
                 // was is not known, so none is named.
                 f.function = asyncprof_format::culprit::without_type_arguments(&f.function);
             }
         }
+        out.push((a, frames));
     }
     out
 }
@@ -133,14 +124,18 @@ fn load_dwarf<'a>(
     .ok()
 }
 
-/// The names of each of `addrs` (stated addresses) whose function's code goes by several:
-/// the symbols that start where the innermost symbol covering it starts, demangled, when
-/// there are two or more. One pass over the symbol tables for the batch.
-fn names_of_merged_code(obj: &object::File<'_>, addrs: &[u64]) -> HashMap<u64, Vec<String>> {
+/// The symbols covering each of `addrs` (stated addresses): the names of the innermost ones
+/// (those starting last at or below it: several where functions of the same code were
+/// merged), as met, each once; in one pass over the symbol tables, reading only the names of
+/// symbols that cover an address.
+fn covering_symbols<'a>(obj: &object::File<'a>, addrs: &[u64]) -> HashMap<u64, Vec<&'a str>> {
     let mut sorted = addrs.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let mut at: HashMap<u64, (u64, Vec<&str>)> = HashMap::new();
+    let mut at: HashMap<u64, (u64, Vec<&'a str>)> = HashMap::new();
+    if sorted.is_empty() {
+        return HashMap::new();
+    }
     for sym in obj.symbols().chain(obj.dynamic_symbols()) {
         if sym.kind() != object::SymbolKind::Text {
             continue;
@@ -148,7 +143,6 @@ fn names_of_merged_code(obj: &object::File<'_>, addrs: &[u64]) -> HashMap<u64, V
         let start = sym.address();
         let end = start.saturating_add(sym.size().max(1));
         let first = sorted.partition_point(|&a| a < start);
-        // Only a symbol that covers an address has its name read.
         if sorted.get(first).is_none_or(|&a| a >= end) {
             continue;
         }
@@ -166,50 +160,7 @@ fn names_of_merged_code(obj: &object::File<'_>, addrs: &[u64]) -> HashMap<u64, V
             }
         }
     }
-    at.into_iter()
-        .filter_map(|(a, (_, names))| {
-            let mut names: Vec<String> = names.into_iter().map(demangle).collect();
-            names.sort();
-            names.dedup();
-            (names.len() > 1).then_some((a, names))
-        })
-        .collect()
-}
-
-/// The names the symbol tables give stated addresses `addrs` (the innermost symbol covering
-/// each), demangled, in one pass over the tables.
-fn symbol_names(obj: &object::File<'_>, addrs: &[u64]) -> HashMap<u64, String> {
-    let mut sorted = addrs.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    if sorted.is_empty() {
-        return HashMap::new();
-    }
-    let mut best: HashMap<u64, (u64, &str)> = HashMap::new();
-    for sym in obj.symbols().chain(obj.dynamic_symbols()) {
-        if sym.kind() != object::SymbolKind::Text {
-            continue;
-        }
-        let start = sym.address();
-        let end = start.saturating_add(sym.size().max(1));
-        let first = sorted.partition_point(|&a| a < start);
-        // Only a symbol that covers an address has its name read.
-        if sorted.get(first).is_none_or(|&a| a >= end) {
-            continue;
-        }
-        let Ok(name) = sym.name() else {
-            continue;
-        };
-        for &a in sorted[first..].iter().take_while(|&&a| a < end) {
-            let b = best.entry(a).or_insert((start, name));
-            if start > b.0 {
-                *b = (start, name);
-            }
-        }
-    }
-    best.into_iter()
-        .map(|(a, (_, name))| (a, demangle(name)))
-        .collect()
+    at.into_iter().map(|(a, (_, names))| (a, names)).collect()
 }
 
 /// At most this many other names are kept for a function.
@@ -698,6 +649,14 @@ mod tests {
             );
         }
         let ours = resolve(&addrs);
+        let map = MappedFile::map(&main.path).unwrap();
+        let obj = object::File::parse(&*map).unwrap();
+        let merged = |a: u64| {
+            let stated = a.wrapping_sub(main.bias);
+            covering_symbols(&obj, &[stated])
+                .get(&stated)
+                .is_some_and(|names| names.len() > 1)
+        };
         let mut compared = 0;
         for a in &addrs {
             let mut theirs = Vec::new();
@@ -709,10 +668,21 @@ mod tests {
                     sym.lineno(),
                 ));
             });
-            // backtrace gives one name per function (its other names are this resolver's).
+            // backtrace gives one name per function (its other names are this resolver's),
+            // and names drop glue that several types share (several symbols at its address)
+            // by the debug info's one type (this resolver by none).
             let mut mine = ours.get(a).cloned().unwrap_or_default();
             for f in &mut mine {
                 f.same_code.clear();
+            }
+            if let (Some(m), Some(t)) = (mine.last(), theirs.last_mut()) {
+                use asyncprof_format::culprit::{is_drop_glue, without_type_arguments};
+                if is_drop_glue(&t.function)
+                    && m.function == without_type_arguments(&t.function)
+                    && merged(*a)
+                {
+                    t.function.clone_from(&m.function);
+                }
             }
             if theirs.iter().any(|f| f.file.is_some()) {
                 assert_eq!(mine, theirs, "address {a:#x}");
