@@ -242,14 +242,24 @@ fn run_with_its_own_load_client_finds_the_blocking_line() {
         String::from_utf8_lossy(&go.stderr)
     );
     assert!(top.contains("Type: stall_time"), "{top}");
+    // By its share, not its rank: every frame the stalls' stacks share (tokio's worker loop,
+    // hyper's dispatch) ties at the top, ranked by name, and a stack taken in the same poll
+    // outside the call puts the line a point below them all.
     let wanted = format!("demo_service.rs:{}", marker_line());
-    let rank = top
+    let cum_share = top
         .lines()
         .skip_while(|l| !l.trim_start().starts_with("flat"))
-        .position(|l| l.contains(&wanted));
+        .find(|l| l.contains(&wanted))
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(4)?
+                .strip_suffix('%')?
+                .parse::<f64>()
+                .ok()
+        });
     assert!(
-        rank.is_some_and(|r| r <= 40),
-        "{wanted} not in the top entries:\n{top}"
+        cum_share.is_some_and(|c| c >= 50.0),
+        "{wanted} not in most of the stall time:\n{top}"
     );
 
     // A client that fails: its status is shown, the report is still written, exit 1.
