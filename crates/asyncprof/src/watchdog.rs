@@ -1609,7 +1609,7 @@ impl Watchdog {
             // A signal's stack by the poll its thread was in as the handler took it (the
             // thread's own record of its state: this thread may see the answer milliseconds
             // later when it waited for a CPU, the poll ended since); a copy from outside by
-            // the worker's state right after the copy.
+            // the worker's state while the thread is proven asleep in it (see the sampler).
             let current = |at_handler: Option<u64>| match at_handler {
                 Some(state) if seq & 1 == 1 => state == seq,
                 _ => same_poll(),

@@ -527,7 +527,8 @@ impl StackSampler {
     }
 
     /// [`sample_in`](Self::sample_in), keeping a new stack only when `current` says so the
-    /// moment it is copied (its signal's handler answered, or its copy from outside checked),
+    /// moment it is copied (its signal's handler answered; for a copy from outside, asked
+    /// while the thread is proven asleep through the copy, or right after it),
     /// before it is unwound: unwinding takes up to milliseconds (the first of a process reads
     /// the binary's unwind tables), and what the caller checks (that the thread is still in
     /// the poll it sampled) can have changed by then, the copy taken in it. For a stack a
@@ -646,10 +647,13 @@ impl StackSampler {
     }
 
     /// Copy the stack of a thread that is off CPU, and keep it if the thread did not run
-    /// while it was copied. The caller's check is asked before the copy: the thread, not
-    /// running from then until the copy is checked, cannot have moved on meanwhile, and a
-    /// check asked after it (by a caller that may lose its CPU in between) could see a later
-    /// moment than the copy's.
+    /// while it was copied. The caller's check is asked before the copy when the thread is
+    /// proven asleep from then until the copy is checked: found asleep in the same call after
+    /// its count of times put on a CPU was read, that count unchanged at the end (a thread
+    /// running when the count is read can run on without adding to it, so being found asleep
+    /// after it is what makes it count). A check asked after the copy, by a caller that may
+    /// lose its CPU in between, could see a later moment than the copy's. Without the count,
+    /// the check is asked after the copy.
     fn sample_frozen(
         &mut self,
         tid: i32,
@@ -660,7 +664,9 @@ impl StackSampler {
         current: &dyn Fn(Option<u64>) -> bool,
     ) -> Result<Sample, SampleError> {
         let runs = procfs::run_count(tid);
-        if !current(None) {
+        let proven = runs.is_some()
+            && matches!(procfs::locate(tid), Where::Frozen { line: l, .. } if l == line);
+        if proven && !current(None) {
             return Err(SampleError::Moved);
         }
         if self.buf.len() < STACK_BYTES {
@@ -677,6 +683,9 @@ impl StackSampler {
         }
         if n < 16 {
             return Err(SampleError::Unreadable);
+        }
+        if !proven && !current(None) {
+            return Err(SampleError::Moved);
         }
         let regs = Regs {
             pc,
