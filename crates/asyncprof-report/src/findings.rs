@@ -300,8 +300,8 @@ fn mostly_at_short_calls<'a>(
 /// The stack a finding shows of its stall `s`: the first (the stall's class's come first)
 /// through the stall's line with a sample that places a line
 /// ([`asyncprof_format::samples_placing_no_line`], as the recorder placed it), else the first
-/// through its line, else the first.
-fn shown_stack(s: &StallRecord) -> Option<&asyncprof_format::StackSample> {
+/// through its line, else the first. `asyncprof top` lists it first among a stall's stacks.
+pub fn shown_stack(s: &StallRecord) -> Option<&asyncprof_format::StackSample> {
     use asyncprof_format::culprit;
     let at_line = |st: &&asyncprof_format::StackSample| {
         let c = culprit::primitive_and_culprit(&st.frames).1;

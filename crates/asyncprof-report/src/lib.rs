@@ -42,7 +42,9 @@ pub use diff::{
     Change, Diff, DiffThresholds, FindingChange, LocationChange, DEFAULT_P99_FLOOR_MS,
     DEFAULT_STALL_FLOOR_MS, MIN_VALUES,
 };
-pub use findings::{diagnose, diagnose_with, stall_kind, Finding, FindingLocation, Severity};
+pub use findings::{
+    diagnose, diagnose_with, shown_stack, stall_kind, Finding, FindingLocation, Severity,
+};
 pub use folded::{folded_stalls, folded_stalls_of};
 pub use html::{render_html, render_index, render_merged_html, IndexRow};
 pub use merge::{Instance, InstanceSummary, Merged, MergedFinding};

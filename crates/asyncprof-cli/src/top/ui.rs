@@ -583,7 +583,9 @@ fn tail(text: &str, width: usize) -> String {
     out
 }
 
-/// The stacks of one stall, innermost frame first, the culprit and the call it made marked.
+/// The stacks of one stall, innermost frame first, the culprit and the call it made marked;
+/// first the one the report shows (through the stall's line, taken in its code rather than as
+/// a short system call returned), then the others in the record's order.
 fn stack_text(s: &StallRecord) -> Text<'static> {
     let mut lines = vec![
         Line::styled(
@@ -608,7 +610,12 @@ fn stack_text(s: &StallRecord) -> Text<'static> {
             "no stack was sampled for this stall (see the loss counters)",
         ));
     }
-    for stack in &s.stacks {
+    let shown = asyncprof_report::shown_stack(s);
+    let others = s
+        .stacks
+        .iter()
+        .filter(|st| !shown.is_some_and(|f| std::ptr::eq(f, *st)));
+    for stack in shown.into_iter().chain(others) {
         lines.push(Line::styled(
             format!(
                 "{} sample{}:",
@@ -648,4 +655,58 @@ fn overlay(f: &mut Frame<'_>, title: &'static str, text: Text<'static>, scroll: 
             .scroll((scroll, 0)),
         inner,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use asyncprof_format::{Frame, StackSample, StallClass, StallRecord};
+
+    fn frame(function: &str, line: u32) -> Frame {
+        Frame::new(
+            function,
+            Some(format!("/app/src/{function}.rs")),
+            Some(line),
+        )
+    }
+
+    /// Known truth: a loop that hashes a block and writes it; three of its four samples came
+    /// as the short `pwrite` returned (the record lists that stack first, by count), the stall's
+    /// line is the hashing's. The stack view starts with the hashing's stack.
+    #[test]
+    fn a_stalls_stacks_start_with_the_one_through_its_line() {
+        let mut write = StackSample::default();
+        write.count = 3;
+        write.in_a_call = Some(3);
+        write.frames = vec![
+            Frame::new("pwrite", None, None),
+            frame("std_fs_write_at", 5),
+            frame("store", 14),
+        ];
+        let mut hash = StackSample::default();
+        hash.count = 1;
+        hash.in_a_call = Some(0);
+        hash.frames = vec![
+            Frame::new("<core::hash::sip::Hasher>::write", None, None),
+            frame("store", 12),
+        ];
+        let mut s = StallRecord::default();
+        s.class = StallClass::CpuBound;
+        s.culprit = Some(frame("store", 12));
+        s.stacks = vec![write, hash];
+        let text: Vec<String> = super::stack_text(&s)
+            .lines
+            .iter()
+            .map(|l| l.spans.iter().map(|sp| sp.content.as_ref()).collect())
+            .collect();
+        let first = text
+            .iter()
+            .position(|l| l.ends_with("sample:") || l.ends_with("samples:"));
+        let first = first.expect("a stack header");
+        assert_eq!(text[first], "1 sample:", "{text:#?}");
+        assert!(text[first + 1].contains("sip::Hasher"), "{text:#?}");
+        assert!(
+            text.iter().any(|l| l == "3 samples:"),
+            "both stacks listed: {text:#?}"
+        );
+    }
 }
