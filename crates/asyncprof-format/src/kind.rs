@@ -370,10 +370,15 @@ fn wrapper_frame(st: &crate::StackSample) -> Option<(usize, &str)> {
 /// of them); 0 for a stack that begins in no call.
 fn samples_in_a_call(st: &crate::StackSample) -> u32 {
     if begins_in_a_call(st) {
-        st.in_a_call.unwrap_or(st.count).min(st.count)
+        stayed_in_the_call(st)
     } else {
         0
     }
+}
+
+/// [`samples_in_a_call`] of a stack known to begin in a call.
+fn stayed_in_the_call(st: &crate::StackSample) -> u32 {
+    st.in_a_call.unwrap_or(st.count).min(st.count)
 }
 
 /// Of a stack's samples, those taken as a short system call returned: the stack begins in a
@@ -383,7 +388,7 @@ fn samples_in_a_call(st: &crate::StackSample) -> u32 {
 /// by the call.
 pub fn samples_at_a_short_call(st: &crate::StackSample) -> u32 {
     if begins_in_a_call(st) {
-        st.count - samples_in_a_call(st)
+        st.count - stayed_in_the_call(st)
     } else {
         0
     }
@@ -409,7 +414,7 @@ pub fn samples_placing_no_line(st: &crate::StackSample) -> u32 {
                 .is_some_and(crate::culprit::is_toolchain_file)
         });
     if through_std {
-        samples_at_a_short_call(st)
+        st.count - stayed_in_the_call(st)
     } else {
         0
     }

@@ -33,6 +33,33 @@ fn sample_until_ready(
     }
 }
 
+/// A thread that runs `setup`, then sleeps in a channel's receive until the sender it
+/// returns sends (or is dropped): its id, that sender and its handle, once it has slept a
+/// moment.
+fn sleeping_thread(
+    setup: impl FnOnce() + Send + 'static,
+) -> (
+    i32,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let tid = Arc::new(AtomicI32::new(0));
+    let (wake, woken) = std::sync::mpsc::channel::<()>();
+    let sleeper = {
+        let tid = tid.clone();
+        std::thread::spawn(move || {
+            setup();
+            tid.store(asyncprof_sampler::current_tid(), SeqCst);
+            let _ = woken.recv();
+        })
+    };
+    while tid.load(SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    (tid.load(SeqCst), wake, sleeper)
+}
+
 #[test]
 fn a_stack_the_caller_says_moved_on_is_discarded_before_it_is_unwound() {
     let _one = ONE_SAMPLER.lock().unwrap_or_else(|p| p.into_inner());
@@ -60,20 +87,7 @@ fn a_stack_the_caller_says_moved_on_is_discarded_before_it_is_unwound() {
 
     // Asleep (in a channel's receive until both samples are taken): copied from outside,
     // then discarded; the next copy is kept.
-    let tid = Arc::new(AtomicI32::new(0));
-    let (wake, woken) = std::sync::mpsc::channel::<()>();
-    let sleeper = {
-        let tid = tid.clone();
-        std::thread::spawn(move || {
-            tid.store(asyncprof_sampler::current_tid(), SeqCst);
-            let _ = woken.recv();
-        })
-    };
-    while tid.load(SeqCst) == 0 {
-        std::thread::yield_now();
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    let tid = tid.load(SeqCst);
+    let (tid, wake, sleeper) = sleeping_thread(|| {});
     asked.set(0);
     assert_eq!(
         sample_until_ready(&mut sampler, tid, &no),
@@ -131,22 +145,9 @@ fn a_signals_stack_is_checked_with_what_its_thread_said_as_it_was_taken() {
     stop.store(true, SeqCst);
     handle.join().unwrap();
 
-    let tid = Arc::new(AtomicI32::new(0));
-    let (wake, woken) = std::sync::mpsc::channel::<()>();
-    let sleeper = {
-        let tid = tid.clone();
-        std::thread::spawn(move || {
-            SAID.with(|s| s.set(41));
-            tid.store(asyncprof_sampler::current_tid(), SeqCst);
-            let _ = woken.recv();
-        })
-    };
-    while tid.load(SeqCst) == 0 {
-        std::thread::yield_now();
-    }
-    std::thread::sleep(Duration::from_millis(50));
+    let (tid, wake, sleeper) = sleeping_thread(|| SAID.with(|s| s.set(41)));
     seen.set(None);
-    let copied = sample_until_ready(&mut sampler, tid.load(SeqCst), &|said| {
+    let copied = sample_until_ready(&mut sampler, tid, &|said| {
         seen.set(Some(said));
         true
     });

@@ -254,9 +254,7 @@ fn frames_in_unit(
     let Some(program) = unit.line_program.clone() else {
         return Ok(vec![Vec::new(); n]);
     };
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_unstable_by_key(|&i| addrs[i]);
-    let sorted: Vec<u64> = order.iter().map(|&i| addrs[i]).collect();
+    let (order, sorted) = in_address_order(addrs);
     // The line-table row that covers each address (the first that does), in one pass that
     // stops once every address has one.
     let mut at: Vec<Option<(u64, u32)>> = vec![None; n];
@@ -328,6 +326,14 @@ fn frames_in_unit(
         out.push(frames);
     }
     Ok(out)
+}
+
+/// The indices of `addrs` in address order, and the addresses in that order.
+fn in_address_order(addrs: &[u64]) -> (Vec<usize>, Vec<u64>) {
+    let mut order: Vec<usize> = (0..addrs.len()).collect();
+    order.sort_unstable_by_key(|&i| addrs[i]);
+    let sorted = order.iter().map(|&i| addrs[i]).collect();
+    (order, sorted)
 }
 
 /// For each of `addrs` (by index) in `pending`, collect into its `scopes` the subprogram and
@@ -554,9 +560,7 @@ fn path_push(path: &mut String, p: &str) {
 /// without debug info) is named from the symbol tables, without reading every unit. Where the
 /// pass fails, the addresses claimed before keep their unit.
 fn units_of(dwarf: &gimli::Dwarf<R<'_>>, addrs: &[u64]) -> Vec<Option<gimli::DebugInfoOffset>> {
-    let mut order: Vec<usize> = (0..addrs.len()).collect();
-    order.sort_unstable_by_key(|&i| addrs[i]);
-    let sorted: Vec<u64> = order.iter().map(|&i| addrs[i]).collect();
+    let (order, sorted) = in_address_order(addrs);
     let mut out = vec![None; addrs.len()];
     let mut unclaimed = addrs.len();
     let mut claim = |begin: u64, end: u64, unit: gimli::DebugInfoOffset| {

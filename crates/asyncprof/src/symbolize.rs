@@ -343,8 +343,9 @@ impl Symbolizer {
 
     /// The stall record for the run file.
     /// `run_start_ns` is when the run began on the coarse clock's scale.
+    /// Its stacks' addresses are looked up as [`Symbolizer::stack`] meets them, unless
+    /// [`Symbolizer::look_up_stalls`] took them with those of the other stalls at hand.
     pub(crate) fn record(&mut self, raw: &RawStall, run_start_ns: u64) -> StallRecord {
-        self.look_up_stacks(raw.stacks.keys().map(Vec::as_slice));
         let mut stacks: Vec<(StackSample, bool)> = raw
             .stacks
             .iter()

@@ -394,14 +394,20 @@ impl Stretch {
 }
 
 impl RawStall {
+    /// Whether this stall is recorded as its stretch asleep ([`RawStall::as_stretch`]): a busy
+    /// period's, with a blocked stretch and no poll confirmed on CPU.
+    pub(crate) fn recorded_as_stretch(&self) -> bool {
+        self.task_id == 0 && self.polls != PollEvidence::Confirmed && self.stretch.blocked()
+    }
+
     /// This busy-period stall as its blocked stretch saw it (its time, stacks, looks and
     /// system calls), not as the polls before and after it in the busy period did; `None`
     /// when no stretch is blocked, or one poll of it was confirmed on CPU.
     pub(crate) fn as_stretch(&self) -> Option<RawStall> {
-        let s = &self.stretch;
-        if self.task_id != 0 || self.polls == PollEvidence::Confirmed || !s.blocked() {
+        if !self.recorded_as_stretch() {
             return None;
         }
+        let s = &self.stretch;
         let start_ns = self.start_ns.max(s.from_ns);
         Some(RawStall {
             stacks: s.stacks.clone(),
@@ -1834,7 +1840,7 @@ impl Watchdog {
     /// the newest, so an older one the board holds is dropped.
     fn keep_longest_stretch(&self, active: &mut Active) {
         if !active.run.stacks.is_empty() && active.run.slept_ns >= active.raw.stretch.slept_ns {
-            if active.raw.stretch.to_ns.is_some() && active.raw.as_stretch().is_some() {
+            if active.raw.stretch.to_ns.is_some() && active.raw.recorded_as_stretch() {
                 let mut board = lock(&self.rec.stalls);
                 board.unsent.remove(&active.raw.id);
                 if board.unsent.len() + board.replaced.len() >= MAX_UNSENT {
