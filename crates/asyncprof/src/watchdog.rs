@@ -63,6 +63,8 @@ const BUSY_ABOVE: u64 = 100_000;
 const RATE_WINDOW_NS: u64 = 20_000_000;
 /// A quiet service's watchdog looks every half threshold, at most this far apart: a poll that
 /// reaches half the threshold makes it look every tick again, so stalls are declared as soon.
+/// After a look that found no poll going on it sleeps half a threshold longer (see
+/// [`Watchdog::quiet_sleep`]).
 const MAX_QUIET_TICK_NS: u64 = 5_000_000;
 
 /// The watchdog thread: publish the coarse clock every `tick` (or, while the service is quiet,
@@ -80,7 +82,7 @@ pub(crate) fn run(
     let mut dog = Watchdog::new(recorder, sampler);
     let _ = recorder.watchdog_thread.set(std::thread::current());
     let tick_ns = tick.as_nanos() as u64;
-    let quiet_tick = Duration::from_nanos((dog.threshold_ns / 2).clamp(tick_ns, MAX_QUIET_TICK_NS));
+    let quiet_tick = (dog.threshold_ns / 2).clamp(tick_ns, MAX_QUIET_TICK_NS);
     let mut last = clock::publish();
     // A thread that first ran long after it was started (a busy machine) left the clock
     // standing still meanwhile: a gap like any other.
@@ -92,7 +94,7 @@ pub(crate) fn run(
     let mut rate = (last, recorder.polls_begun());
     while !shared.stop_watchdog.load(Relaxed) {
         let sleep = if quiet && !dog.watching() {
-            quiet_tick
+            Duration::from_nanos(dog.quiet_sleep(quiet_tick))
         } else {
             tick
         };
@@ -105,7 +107,7 @@ pub(crate) fn run(
         last = now;
         dog.gap_ns = sleep.as_nanos() as u64 * clock::GAP_TICKS;
         dog.look(now);
-        // Quiet after a whole window under QUIET_BELOW; busy again at the first look (5 ms
+        // Quiet after a whole window under QUIET_BELOW; busy again at the first look (5–10 ms
         // apart while quiet) that saw more than BUSY_ABOVE, so that a load that starts pays
         // for the exact clock a few milliseconds at most.
         if quiet || now.saturating_sub(rate.0) >= RATE_WINDOW_NS {
@@ -611,6 +613,9 @@ pub(crate) struct Watchdog {
     between_polls: bool,
     /// Buffers `read_busy_times` reuses, so that a look allocates nothing.
     scratch: (Vec<ThreadPark>, Vec<bool>),
+    /// The last look found a worker inside a poll (or a busy period, or a stretch between
+    /// polls): see [`Watchdog::quiet_sleep`].
+    saw_a_poll: bool,
     /// A small generator (xorshift) that spreads a busy period's samples in time, so that
     /// they do not fall in step with a worker that polls the same few tasks in turn.
     jitter: u64,
@@ -837,6 +842,7 @@ impl Watchdog {
             busy_times: Vec::new(),
             between_polls: false,
             scratch: Default::default(),
+            saw_a_poll: false,
             jitter: clock::exact_ns() | 1,
         }
     }
@@ -1144,9 +1150,35 @@ impl Watchdog {
             .any(|t| t.stall.is_some() || t.cpu_base.is_some())
     }
 
+    /// How long a quiet service's watchdog, watching no poll past half the threshold, sleeps
+    /// after a look, for looks `quiet_tick` (half the threshold, at most) apart: a poll is
+    /// first looked at past half the threshold, where its thread's CPU clock and sleep are
+    /// read to judge it by, before the poll is a half threshold plus `quiet_tick` old (its
+    /// stall is declared at the threshold, the look every tick from then).
+    ///
+    /// After a look that found every worker parked or between polls, the next poll begins
+    /// after it: sleeping half a threshold plus `quiet_tick` keeps that bound, and the next
+    /// look finds such a poll either past half the threshold or young, to be looked at again
+    /// `quiet_tick` later, as now. Where a poll was going on, it may be young, so
+    /// `quiet_tick`. A service whose workers are mostly parked (a pipeline at its real rate)
+    /// wakes the watchdog about half as often for the same stalls, declared as soon. Only
+    /// the hooks tier's polls of multi-thread runtimes: a busy period or a stretch between
+    /// polls is timed from the look before the one that first saw it, and tokio's busy times
+    /// are read at each look.
+    pub(crate) fn quiet_sleep(&self, quiet_tick: u64) -> u64 {
+        let polls_only =
+            self.rec.tier() == asyncprof_format::Tier::Hooks && self.busy_times.is_empty();
+        if polls_only && !self.saw_a_poll {
+            self.threshold_ns / 2 + quiet_tick
+        } else {
+            quiet_tick
+        }
+    }
+
     /// Look at every worker once. `now` is the time just published.
     pub(crate) fn look(&mut self, now: u64) {
         let rec = self.rec;
+        self.saw_a_poll = false;
         self.read_busy_times(now);
         self.end_resumed_busy_stalls(now);
         for w in rec.workers() {
@@ -1155,6 +1187,7 @@ impl Watchdog {
                 self.tracks.resize_with(i + 1, Track::default);
             }
             let observed = self.observe_any(w);
+            self.saw_a_poll |= observed.is_some();
             let track = &mut self.tracks[i];
             let Some((seq, start, task)) = observed else {
                 // Between polls: nothing to watch on this worker until the next.

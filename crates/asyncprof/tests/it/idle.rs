@@ -171,3 +171,91 @@ fn the_watchdog_sleeps_once_every_runtime_thread_has_ended() {
         detected_soon(&run, "after-all-ended");
     });
 }
+
+/// A quiet service (a task ticking every millisecond: its workers park between ticks) keeps
+/// the watchdog looking for stalls, but after a look that found no poll going on it sleeps a
+/// whole threshold (half of one more than it would after a look that found one), which is the
+/// most it can sleep and still look at a stall past half the threshold as early as before.
+#[test]
+fn a_quiet_services_watchdog_wakes_about_once_a_threshold() {
+    crate::support::retry_if_disturbed(|| {
+        let _ = crate::support::record_with(
+            "quiet-wakes",
+            Flavor::MultiThread(2),
+            |b| b.stall_threshold(Duration::from_millis(10)),
+            || async {
+                let ticker = tokio::spawn(async {
+                    let mut every = tokio::time::interval(Duration::from_millis(1));
+                    for _ in 0..900 {
+                        every.tick().await;
+                    }
+                });
+                // The service is quiet after the first 20 ms window of polls counted.
+                std::thread::sleep(Duration::from_millis(200));
+                let before = watchdog_switches();
+                std::thread::sleep(Duration::from_millis(500));
+                let wakes = watchdog_switches() - before;
+                eprintln!("{wakes} watchdog wake-ups in 500 ms");
+                // Every 10 ms, 50 in 500 ms (a look that finds a tick's poll going on sleeps
+                // 5 ms); every 5 ms, as a quiet watchdog looked before, 100.
+                assert!(
+                    (25..=75).contains(&wakes),
+                    "{wakes} watchdog wake-ups in 500 ms of a quiet service"
+                );
+                ticker.await.unwrap();
+            },
+        );
+    });
+}
+
+/// Stalls that begin at every point of a quiet watchdog's longer sleep are declared at the
+/// threshold, at their lines, asleep in a call (the stack copied from outside) or on CPU (the
+/// thread signalled, once the watchdog has seen it stay on CPU since half the threshold).
+#[test]
+fn stalls_beginning_while_a_quiet_watchdog_sleeps_are_declared_at_the_threshold() {
+    crate::support::retry_if_disturbed(|| {
+        const THRESHOLD: Duration = Duration::from_millis(10);
+        let (run, _) = crate::support::record_with(
+            "quiet-stalls",
+            Flavor::MultiThread(2),
+            |b| b.stall_threshold(THRESHOLD),
+            || async {
+                for i in 0..16u64 {
+                    // Parked for 1 to 14 ms: each stall begins at another point of the
+                    // watchdog's sleep.
+                    let idle = Duration::from_micros(1_000 + i * 7_919 % 13_000);
+                    tokio::time::sleep(idle).await;
+                    tokio::spawn(async move {
+                        if i % 2 == 0 {
+                            std::thread::sleep(Duration::from_millis(25)); // stall: quiet-asleep
+                        } else {
+                            let t = std::time::Instant::now();
+                            while t.elapsed() < Duration::from_millis(25) {} // stall: quiet-spin
+                        }
+                    })
+                    .await
+                    .unwrap();
+                }
+            },
+        );
+        let mut late = Vec::new();
+        for marker in ["quiet-asleep", "quiet-spin"] {
+            let line = crate::stalls::stall_line(marker);
+            let at: Vec<_> = run
+                .stalls
+                .iter()
+                .filter(|s| s.culprit.as_ref().is_some_and(|c| c.line == Some(line)))
+                .collect();
+            assert_eq!(at.len(), 8, "{marker}: {:#?}", run.stalls);
+            late.extend(
+                at.iter()
+                    .map(|s| (s.detection_latency_ns as f64 - THRESHOLD.as_nanos() as f64) / 1e6),
+            );
+        }
+        late.sort_by(f64::total_cmp);
+        eprintln!("declared after the threshold (ms): {late:.2?}");
+        assert!(late[0] >= -0.5, "declared before the threshold: {late:?}");
+        assert!(late[late.len() / 2] <= 3.0, "{late:?}");
+        assert!(late[late.len() - 1] <= 25.0, "{late:?}");
+    });
+}
