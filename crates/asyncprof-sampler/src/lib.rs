@@ -40,8 +40,8 @@ mod syscalls;
 mod unwind;
 
 pub use procfs::{
-    machine_busy_ns, machine_crowded, process_cpu_ns, rss_bytes, run_delay_ns, sched_times,
-    thread_state, throttled_ns, ThreadState,
+    machine_crowded, process_cpu_ns, run_delay_ns, sched_times, thread_state, LoadFiles,
+    ThreadState,
 };
 pub use signal::exit::{call_at_exit, remove_at_exit};
 pub use signal::{

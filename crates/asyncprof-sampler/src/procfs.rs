@@ -129,12 +129,112 @@ fn tick_ns() -> u64 {
     })
 }
 
-/// CPU time the whole machine spent busy (user, nice, system, interrupts, and time the
-/// hypervisor stole), and the CPUs online, from `/proc/stat`; nanoseconds at clock-tick
-/// resolution. `None` where it is not available.
-pub fn machine_busy_ns() -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string("/proc/stat").ok()?;
-    Some((parse_machine_busy(&s)? * tick_ns(), online_cpus()))
+/// A small file of `/proc` or `/sys` read again and again, kept open: each read starts at
+/// offset 0 (`pread`), where the kernel writes the file's text afresh, into a buffer kept for
+/// the next read. Opening is most of what reading such a file costs (a path walk,
+/// allocations, and a security module's hooks where the host has them): the aggregator's
+/// opens of its load files every 100 ms were a third of its CPU time on a pipeline at its real
+/// rate. A file that does not exist or may not be read is not tried again; one that fails
+/// otherwise (no descriptor left in the process, say) is tried at the next read.
+#[derive(Debug)]
+struct KeptFile {
+    path: &'static str,
+    file: Option<std::fs::File>,
+    /// Opening failed for good.
+    missing: bool,
+    buf: Vec<u8>,
+}
+
+impl KeptFile {
+    const fn new(path: &'static str) -> Self {
+        KeptFile {
+            path,
+            file: None,
+            missing: false,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The file's whole text now; `None` when it cannot be opened or read.
+    fn read(&mut self) -> Option<&str> {
+        use std::os::unix::fs::FileExt;
+        if self.file.is_none() {
+            if self.missing {
+                return None;
+            }
+            match std::fs::File::open(self.path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    use std::io::ErrorKind::{NotFound, PermissionDenied};
+                    self.missing = matches!(e.kind(), NotFound | PermissionDenied);
+                    return None;
+                }
+            }
+        }
+        let file = self.file.as_ref()?;
+        let mut len = 0;
+        loop {
+            if self.buf.len() - len < 1024 {
+                self.buf.resize((self.buf.len() * 2).max(4096), 0);
+            }
+            match file.read_at(&mut self.buf[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.file = None;
+                    return None;
+                }
+            }
+        }
+        std::str::from_utf8(&self.buf[..len]).ok()
+    }
+}
+
+/// The machine's and this process's load files, read by one thread again and again (the
+/// aggregator's load sample, every 100 ms): `/proc/stat`, `/proc/self/statm` and the cgroup's
+/// `cpu.stat`, each opened once and kept open (three descriptors at most, for the life of the
+/// reader: see [`KeptFile`]).
+#[derive(Debug)]
+pub struct LoadFiles {
+    stat: KeptFile,
+    statm: KeptFile,
+    cpu_stat: KeptFile,
+}
+
+impl Default for LoadFiles {
+    fn default() -> Self {
+        LoadFiles {
+            stat: KeptFile::new("/proc/stat"),
+            statm: KeptFile::new("/proc/self/statm"),
+            cpu_stat: KeptFile::new("/sys/fs/cgroup/cpu.stat"),
+        }
+    }
+}
+
+impl LoadFiles {
+    /// CPU time the whole machine spent busy (user, nice, system, interrupts, and time the
+    /// hypervisor stole), and the CPUs online, from `/proc/stat`; nanoseconds at clock-tick
+    /// resolution. `None` where it is not available.
+    pub fn machine_busy_ns(&mut self) -> Option<(u64, u64)> {
+        let busy = parse_machine_busy(self.stat.read()?)?;
+        Some((busy * tick_ns(), online_cpus()))
+    }
+
+    /// Time this process's cgroup was throttled by its CPU quota (cgroup v2 `cpu.stat`),
+    /// nanoseconds. `None` outside a cgroup v2 with a quota's statistics.
+    pub fn throttled_ns(&mut self) -> Option<u64> {
+        parse_throttled(self.cpu_stat.read()?)
+    }
+
+    /// This process's resident memory in bytes (`/proc/self/statm`). `None` where it is not
+    /// available.
+    pub fn rss_bytes(&mut self) -> Option<u64> {
+        let pages: u64 = self.statm.read()?.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Some(pages * u64::try_from(page).ok().filter(|p| *p > 0)?)
+    }
 }
 
 /// The busy ticks of `/proc/stat`'s first line: every field but idle and iowait (guest time
@@ -157,34 +257,27 @@ fn parse_machine_busy(stat: &str) -> Option<u64> {
     )
 }
 
-/// CPU time this process used (all its threads, user and system), nanoseconds at clock-tick
-/// resolution, from `/proc/self/stat`. `None` where it is not available.
+/// CPU time this process used (all its threads, user and system), nanoseconds (the
+/// process's CPU clock: a system call, no file). `None` where it is not available.
 pub fn process_cpu_ns() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let f = fields_after_name(&s)?;
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks * tick_ns())
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        return None;
+    }
+    Some(u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?)
 }
 
-/// Time this process's cgroup was throttled by its CPU quota (cgroup v2 `cpu.stat`),
-/// nanoseconds. `None` outside a cgroup v2 with a quota's statistics.
-pub fn throttled_ns() -> Option<u64> {
-    let s = std::fs::read_to_string("/sys/fs/cgroup/cpu.stat").ok()?;
-    s.lines()
+/// The throttled time of a cgroup v2 `cpu.stat`, nanoseconds.
+fn parse_throttled(cpu_stat: &str) -> Option<u64> {
+    cpu_stat
+        .lines()
         .find_map(|l| l.strip_prefix("throttled_usec "))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|us| us * 1000)
-}
-
-/// This process's resident memory in bytes (`/proc/self/statm`). `None` where it is not
-/// available.
-pub fn rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok().filter(|p| *p > 0)?)
 }
 
 /// Where a thread is, as `/proc/self/task/<tid>/syscall` tells it.
@@ -387,7 +480,53 @@ mod tests {
         );
         assert_eq!(super::parse_machine_busy("intr 1 2 3\n"), None);
         assert!(super::process_cpu_ns().is_some());
-        assert!(super::machine_busy_ns().is_some_and(|(_, cpus)| cpus >= 1));
+        assert!(LoadFiles::default()
+            .machine_busy_ns()
+            .is_some_and(|(_, cpus)| cpus >= 1));
+        let cpu_stat = "usage_usec 900\nnr_throttled 2\nthrottled_usec 1500\n";
+        assert_eq!(super::parse_throttled(cpu_stat), Some(1_500_000));
+    }
+
+    /// The load files stay open: each read gives the file's text as it is now, read from its
+    /// start (and a file that does not exist gives nothing, again).
+    #[test]
+    fn a_kept_file_reads_the_text_as_it_is_now() {
+        let mut files = LoadFiles::default();
+        let before = files.rss_bytes().unwrap();
+        // 64 MiB touched: resident now.
+        let big = vec![1u8; 64 << 20];
+        std::hint::black_box(&big);
+        let after = files.rss_bytes().unwrap();
+        assert!(after >= before + (48 << 20), "{before} -> {after}");
+        drop(big);
+        // A file larger than the first buffer comes whole, and a shorter text after it has
+        // nothing of the longer one's end.
+        let path = std::env::temp_dir().join(format!("asyncprof-kept-{}", std::process::id()));
+        let long: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &long).unwrap();
+        let mut kept = KeptFile::new(Box::leak(path.to_str().unwrap().to_string().into()));
+        assert_eq!(kept.read(), Some(long.as_str()));
+        std::fs::write(&path, "short\n").unwrap();
+        assert_eq!(kept.read(), Some("short\n"));
+        std::fs::remove_file(&path).unwrap();
+        let mut missing = KeptFile::new("/proc/self/no-such-file");
+        assert!(missing.read().is_none());
+        assert!(missing.missing);
+        assert!(missing.read().is_none());
+    }
+
+    /// The process's CPU clock counts every thread's time.
+    #[test]
+    fn the_process_cpu_time_counts_every_thread() {
+        let before = super::process_cpu_ns().unwrap();
+        std::thread::spawn(|| {
+            let t = std::time::Instant::now();
+            while t.elapsed() < std::time::Duration::from_millis(50) {}
+        })
+        .join()
+        .unwrap();
+        let used = super::process_cpu_ns().unwrap() - before;
+        assert!(used >= 40_000_000, "{used} ns");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub(crate) struct LoadSampler {
     pub(crate) dropped: u64,
     /// Polls begun on every worker, and when, at the last sample.
     last: Option<(u64, u64)>,
+    /// The machine's and the process's load files, kept open between samples.
+    files: asyncprof_sampler::LoadFiles,
 }
 
 impl LoadSampler {
@@ -47,14 +49,14 @@ impl LoadSampler {
             }
         }
         self.last = Some((polls, elapsed_ns));
-        let rss = asyncprof_sampler::rss_bytes().unwrap_or(0);
+        let rss = self.files.rss_bytes().unwrap_or(0);
         // What everything else on the machine took since the previous sample.
         let (mut others_cpu_ns, mut machine_ns) = (0, 0);
         if let (Some((busy, cpus)), Some(own)) = (
-            asyncprof_sampler::machine_busy_ns(),
+            self.files.machine_busy_ns(),
             asyncprof_sampler::process_cpu_ns(),
         ) {
-            let throttled = asyncprof_sampler::throttled_ns().unwrap_or(0);
+            let throttled = self.files.throttled_ns().unwrap_or(0);
             if let Some((busy0, own0, throttled0, then)) =
                 self.machine.replace((busy, own, throttled, elapsed_ns))
             {

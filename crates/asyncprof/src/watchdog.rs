@@ -61,16 +61,23 @@ const QUIET_BELOW: u64 = 50_000;
 const BUSY_ABOVE: u64 = 100_000;
 /// The poll rate is measured over windows at least this long.
 const RATE_WINDOW_NS: u64 = 20_000_000;
-/// A quiet service's watchdog looks every half threshold, at most this far apart: a poll that
-/// reaches half the threshold makes it look every tick again, so stalls are declared as soon.
-/// After a look that found no poll going on it sleeps half a threshold longer (see
-/// [`Watchdog::quiet_sleep`]).
+/// A quiet service's watchdog looks every half threshold, this far apart at most (and a tick
+/// apart at least), while a poll goes on: a poll that reaches half the threshold makes it look
+/// every tick again, so stalls are declared as soon. After a look that found none going on it
+/// sleeps longer, twice this at most (see [`Watchdog::quiet_sleep`]).
 const MAX_QUIET_TICK_NS: u64 = 5_000_000;
 
+/// The interval between a quiet service's looks while a poll goes on (see
+/// [`MAX_QUIET_TICK_NS`]), for stall threshold `threshold_ns` and clock tick `tick_ns`.
+fn quiet_tick_ns(threshold_ns: u64, tick_ns: u64) -> u64 {
+    (threshold_ns / 2).min(MAX_QUIET_TICK_NS).max(tick_ns)
+}
+
 /// The watchdog thread: publish the coarse clock every `tick` (or, while the service is quiet,
-/// let polls read the exact time and look every half threshold), look at every worker, sleep
-/// while every worker is parked. `published` is when `start` last published the clock;
-/// `running` hears once the first tick ran.
+/// let polls read the exact time and look every half threshold or so: see
+/// [`Watchdog::quiet_sleep`]), look at every worker, sleep while every worker is parked.
+/// `published` is when `start` last published the clock; `running` hears once the first tick
+/// ran.
 pub(crate) fn run(
     recorder: &'static Recorder,
     sampler: StackSampler,
@@ -82,7 +89,7 @@ pub(crate) fn run(
     let mut dog = Watchdog::new(recorder, sampler);
     let _ = recorder.watchdog_thread.set(std::thread::current());
     let tick_ns = tick.as_nanos() as u64;
-    let quiet_tick = (dog.threshold_ns / 2).clamp(tick_ns, MAX_QUIET_TICK_NS);
+    let quiet_tick = quiet_tick_ns(dog.threshold_ns, tick_ns);
     let mut last = clock::publish();
     // A thread that first ran long after it was started (a busy machine) left the clock
     // standing still meanwhile: a gap like any other.
@@ -147,6 +154,9 @@ pub(crate) fn run(
                 std::thread::park_timeout(IDLE_WAKE);
             }
             recorder.watchdog_idle.store(false, Relaxed);
+            // A worker unparked (or the wait timed out): a poll may be going on already, so
+            // the next look comes at the shorter interval (see `Watchdog::quiet_sleep`).
+            dog.saw_a_poll = true;
             // The rate's window goes on: time parked is time with no polls (resetting it
             // here kept a service that parks every few milliseconds busy for good).
             last = clock::publish();
@@ -1151,25 +1161,28 @@ impl Watchdog {
     }
 
     /// How long a quiet service's watchdog, watching no poll past half the threshold, sleeps
-    /// after a look, for looks `quiet_tick` (half the threshold, at most) apart: a poll is
-    /// first looked at past half the threshold, where its thread's CPU clock and sleep are
-    /// read to judge it by, before the poll is a half threshold plus `quiet_tick` old (its
-    /// stall is declared at the threshold, the look every tick from then).
+    /// after a look, for looks `quiet_tick` ([`quiet_tick_ns`]) apart while polls go on: a
+    /// poll is first looked at past half the threshold, where its thread's CPU clock and sleep
+    /// are first read to judge it by, before it is a half threshold plus `quiet_tick` old (on
+    /// time; a late look is as late either way), and its stall is declared at the threshold,
+    /// the look every tick from half of it.
     ///
     /// After a look that found every worker parked or between polls, the next poll begins
-    /// after it: sleeping half a threshold plus `quiet_tick` keeps that bound, and the next
-    /// look finds such a poll either past half the threshold or young, to be looked at again
-    /// `quiet_tick` later, as now. Where a poll was going on, it may be young, so
-    /// `quiet_tick`. A service whose workers are mostly parked (a pipeline at its real rate)
-    /// wakes the watchdog about half as often for the same stalls, declared as soon. Only
-    /// the hooks tier's polls of multi-thread runtimes: a busy period or a stretch between
-    /// polls is timed from the look before the one that first saw it, and tokio's busy times
-    /// are read at each look.
+    /// after it: sleeping up to half a threshold plus `quiet_tick` keeps that bound (the next
+    /// look finds such a poll either past half the threshold, or young, to be looked at again
+    /// `quiet_tick` later). Where a poll was going on, or a worker just woke the watchdog from
+    /// its idle wait, it may be young: `quiet_tick`. A service whose workers are mostly parked
+    /// (a pipeline at its real rate) wakes the watchdog about half as often, for the same
+    /// stalls, declared as soon. Only the hooks tier's polls of multi-thread runtimes: a busy
+    /// period or a stretch between polls has no start of its own (it is timed from the look
+    /// before the one that first saw it, or from tokio's busy times, read at each look).
     pub(crate) fn quiet_sleep(&self, quiet_tick: u64) -> u64 {
         let polls_only =
             self.rec.tier() == asyncprof_format::Tier::Hooks && self.busy_times.is_empty();
         if polls_only && !self.saw_a_poll {
-            self.threshold_ns / 2 + quiet_tick
+            (self.threshold_ns / 2 + quiet_tick)
+                .min(2 * MAX_QUIET_TICK_NS)
+                .max(quiet_tick)
         } else {
             quiet_tick
         }
@@ -1200,6 +1213,12 @@ impl Watchdog {
                 let track = &mut self.tracks[i];
                 track.seq = seq;
                 track.lower_ns = start.max(self.prev_look_ns);
+                if seq & 1 == 0 {
+                    // A stretch between polls (no start of its own) began after its thread
+                    // registered too (a thread that registered during a quiet watchdog's
+                    // longer sleep: after the look before).
+                    track.lower_ns = track.lower_ns.max(w.registered_ns.load(Relaxed));
+                }
                 track.uncertain_start = now.saturating_sub(self.prev_look_ns) > self.gap_ns;
                 track.cpu_base = None;
                 track.sleep_base = None;
