@@ -194,7 +194,8 @@ impl KeptFile {
 /// The machine's and this process's load files, read by one thread again and again (the
 /// aggregator's load sample, every 100 ms): `/proc/stat`, `/proc/self/statm` and the cgroup's
 /// `cpu.stat`, each opened once and kept open (three descriptors at most, for the life of the
-/// reader: see [`KeptFile`]).
+/// reader), each read from its start with `pread`: opening is most of what reading such a file
+/// costs.
 #[derive(Debug)]
 pub struct LoadFiles {
     stat: KeptFile,
