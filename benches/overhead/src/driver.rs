@@ -307,6 +307,15 @@ pub struct Row {
     pub extra_rss_mib: Option<f64>,
     /// Median bytes the instrumentation wrote.
     pub output_bytes: Option<u64>,
+    /// Median CPU seconds of asyncprof's own threads (see [`Sample::own_threads_cpu_s`]).
+    pub own_threads_cpu_s: Option<f64>,
+    /// Their CPU as a share of plain tokio's CPU, per round: the median.
+    pub own_threads_share: Option<f64>,
+    /// Its confidence interval, as `ratio_ci`.
+    pub own_threads_share_ci: Option<(f64, f64)>,
+    /// The per-round shares, for the targets.
+    #[serde(skip)]
+    pub own_threads_shares: Vec<f64>,
 }
 
 /// One workload's table.
@@ -451,6 +460,13 @@ fn table(workload: Workload, p: &Params, polls: Option<u64>, runs: &[(Config, Ru
             let cpu_ci = median_ci(cpu_ratios.iter().copied(), LEVEL);
             let rss = median(r.samples().map(|s| s.peak_rss_kib as f64));
             let out = median(r.samples().filter_map(|s| s.output_bytes.map(|b| b as f64)));
+            let round_own: Vec<Option<f64>> = r
+                .by_round
+                .iter()
+                .map(|s| s.as_ref().and_then(|s| s.own_threads_cpu_s))
+                .collect();
+            let own_shares = paired(&round_own, &plain_cpus, |o, b| o / b.max(1e-9));
+            let own_ci = median_ci(own_shares.iter().copied(), LEVEL);
             Row {
                 config: config.key(),
                 label: config.label(),
@@ -475,6 +491,10 @@ fn table(workload: Workload, p: &Params, polls: Option<u64>, runs: &[(Config, Ru
                 peak_rss_mib: rss.map(|k| k / 1024.0),
                 extra_rss_mib: rss.zip(plain_rss).map(|(c, b)| (c - b) / 1024.0),
                 output_bytes: out.map(|b| b as u64),
+                own_threads_cpu_s: median(r.samples().filter_map(|s| s.own_threads_cpu_s)),
+                own_threads_share: median(own_shares.iter().copied()),
+                own_threads_share_ci: own_ci.map(|(lo, hi, _)| (lo, hi)),
+                own_threads_shares: own_shares,
             }
         })
         .collect();
@@ -568,6 +588,16 @@ fn targets(tables: &[Table]) -> Vec<Target> {
                     true,
                 )
             });
+        }
+        if t.workload == "w5-pipeline" && !us.own_threads_shares.is_empty() {
+            // Part of the extra CPU, measured apart from the machine's spread: what asyncprof's
+            // own threads spent, by their CPU clocks, against plain tokio's CPU of the round.
+            out.extend(Target::check(
+                "hooks tier's own threads' CPU on w5 <= 2% of plain's".into(),
+                us.own_threads_shares.clone(),
+                0.02,
+                false,
+            ));
         }
         if t.workload == "w5-pipeline" {
             if let Some(tm) = row(t, "tokio-metrics") {
@@ -776,6 +806,19 @@ fn print_table(t: &Table) {
             opt(r.extra_rss_mib, 1),
             r.output_bytes.map_or("-".into(), human_bytes),
         );
+    }
+    for r in &t.rows {
+        if let (Some(cpu), Some(share)) = (r.own_threads_cpu_s, r.own_threads_share) {
+            let ci = r.own_threads_share_ci.map_or(String::new(), |(a, b)| {
+                format!(" ({:.2}%-{:.2}%)", a * 100.0, b * 100.0)
+            });
+            println!(
+                "  {}: its own threads {:.2} ms of CPU, {:.2}%{ci} of plain tokio's",
+                r.label,
+                cpu * 1e3,
+                share * 100.0
+            );
+        }
     }
 }
 

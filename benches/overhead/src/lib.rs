@@ -213,6 +213,11 @@ pub struct Sample {
     /// Tasks asyncprof still tracks once the workload is over (completed tasks keep nothing).
     #[serde(default)]
     pub asyncprof_tasks_tracked: Option<u64>,
+    /// CPU time of asyncprof's own threads (watchdog, aggregator, writer, …) during the
+    /// workload, seconds, each by its thread's CPU clock: the part of `cpu_s` the service's
+    /// threads do not spend, measured apart from the machine's noise. `None` without them.
+    #[serde(default)]
+    pub own_threads_cpu_s: Option<f64>,
 }
 
 /// A temporary path for this process's output files.
@@ -223,6 +228,43 @@ pub(crate) fn temp_path(what: &str) -> PathBuf {
 /// CPU time of this process so far (user + system, every thread).
 pub fn process_cpu() -> Duration {
     asyncprof_sampler::process_cpu_time().unwrap_or_default()
+}
+
+/// CPU nanoseconds so far of each of this process's threads named `asyncprof-…` (asyncprof's
+/// own background threads; the process's main thread, whatever its name, left out), by thread
+/// id.
+pub(crate) fn own_threads_cpu_ns() -> Vec<(i32, u64)> {
+    let main = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| e.file_name() != main.as_str())
+        .filter_map(|e| {
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let tid: i32 = e.file_name().to_str()?.parse().ok()?;
+            comm.starts_with("asyncprof-")
+                .then(|| Some((tid, asyncprof_sampler::thread_cpu_ns(tid)?)))
+                .flatten()
+        })
+        .collect()
+}
+
+/// The CPU asyncprof's own threads used between `before` (from [`own_threads_cpu_ns`]) and now;
+/// a thread started since counts from 0. `None` when there are none.
+pub(crate) fn own_threads_cpu_since(before: &[(i32, u64)]) -> Option<Duration> {
+    let now = own_threads_cpu_ns();
+    if now.is_empty() {
+        return None;
+    }
+    let ns = now
+        .iter()
+        .map(|(tid, ns)| {
+            let then = before.iter().find(|(t, _)| t == tid).map_or(0, |(_, n)| *n);
+            ns.saturating_sub(then)
+        })
+        .sum();
+    Some(Duration::from_nanos(ns))
 }
 
 /// Peak resident set of this process, KiB.
@@ -259,4 +301,44 @@ pub fn worker_main(args: &[String]) -> anyhow::Result<()> {
     let sample = workloads::measure(config, workload, Params::of(size))?;
     println!("{}", serde_json::to_string(&sample)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// A thread named `asyncprof-…` is counted from the first read on, and only it: the
+    /// calling thread's own spinning is not.
+    #[test]
+    fn own_threads_count_the_asyncprof_threads_only() {
+        let before = super::own_threads_cpu_ns();
+        // Spins until the calling thread has used `d` of CPU (a busy machine may take its
+        // CPU meanwhile).
+        let spin = |d: Duration| {
+            let tid = asyncprof_sampler::current_tid();
+            let cpu = || asyncprof_sampler::thread_cpu_ns(tid).unwrap();
+            let start = cpu();
+            while cpu() - start < d.as_nanos() as u64 {}
+        };
+        let (started, go) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let named = std::thread::Builder::new()
+            .name("asyncprof-test".into())
+            .spawn(move || {
+                spin(Duration::from_millis(60));
+                started.send(()).unwrap();
+                // Alive (and idle) while it is read.
+                let _ = stopped.recv();
+            })
+            .unwrap();
+        go.recv().unwrap();
+        spin(Duration::from_millis(100));
+        let own = super::own_threads_cpu_since(&before).expect("the named thread");
+        stop.send(()).unwrap();
+        named.join().unwrap();
+        assert!(
+            (Duration::from_millis(60)..Duration::from_millis(95)).contains(&own),
+            "{own:?}"
+        );
+    }
 }

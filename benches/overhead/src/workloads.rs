@@ -334,6 +334,7 @@ pub(crate) fn measure(config: Config, workload: Workload, p: Params) -> anyhow::
     let mut inst = Instruments::start(config)?;
     let spawner = inst.spawner.clone();
     let channels = config.asyncprof_channels();
+    let own0 = crate::own_threads_cpu_ns();
     let cpu0 = crate::process_cpu();
     let start = Instant::now();
     // The pipeline's own clock: from its first item to its last, without its upstream
@@ -362,6 +363,7 @@ pub(crate) fn measure(config: Config, workload: Workload, p: Params) -> anyhow::
     };
     let wall = pipeline_wall.unwrap_or_else(|| start.elapsed());
     let cpu = crate::process_cpu().saturating_sub(cpu0);
+    let own = crate::own_threads_cpu_since(&own0);
     let polls = inst.polls.as_ref().map(|p| p.load(Relaxed));
     let footprint = inst.asyncprof.as_ref().map(|g| g.footprint());
     let output_bytes = inst.finish();
@@ -374,6 +376,7 @@ pub(crate) fn measure(config: Config, workload: Workload, p: Params) -> anyhow::
         output_bytes,
         asyncprof_tables_kib: footprint.as_ref().map(|f| f.table_bytes as u64 / 1024),
         asyncprof_tasks_tracked: footprint.map(|f| f.tasks_tracked as u64),
+        own_threads_cpu_s: own.map(|d| d.as_secs_f64()),
     })
 }
 

@@ -40,8 +40,7 @@ mod syscalls;
 mod unwind;
 
 pub use procfs::{
-    machine_crowded, process_cpu_ns, run_delay_ns, sched_times, thread_state, LoadFiles,
-    ThreadState,
+    machine_crowded, run_delay_ns, sched_times, thread_state, LoadFiles, ThreadState,
 };
 pub use signal::exit::{call_at_exit, remove_at_exit};
 pub use signal::{

@@ -258,20 +258,6 @@ fn parse_machine_busy(stat: &str) -> Option<u64> {
     )
 }
 
-/// CPU time this process used (all its threads, user and system), nanoseconds (the
-/// process's CPU clock: a system call, no file). `None` where it is not available.
-pub fn process_cpu_ns() -> Option<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
-        return None;
-    }
-    Some(u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?)
-}
-
 /// The throttled time of a cgroup v2 `cpu.stat`, nanoseconds.
 fn parse_throttled(cpu_stat: &str) -> Option<u64> {
     cpu_stat
@@ -480,7 +466,6 @@ mod tests {
             Some(100 + 2 + 30 + 6 + 7 + 8)
         );
         assert_eq!(super::parse_machine_busy("intr 1 2 3\n"), None);
-        assert!(super::process_cpu_ns().is_some());
         assert!(LoadFiles::default()
             .machine_busy_ns()
             .is_some_and(|(_, cpus)| cpus >= 1));
@@ -516,17 +501,18 @@ mod tests {
         assert!(missing.read().is_none());
     }
 
-    /// The process's CPU clock counts every thread's time.
+    /// The process's CPU clock (the load sample's own CPU time) counts every thread's time.
     #[test]
     fn the_process_cpu_time_counts_every_thread() {
-        let before = super::process_cpu_ns().unwrap();
+        let cpu_ns = || crate::process_cpu_time().unwrap().as_nanos() as u64;
+        let before = cpu_ns();
         std::thread::spawn(|| {
             let t = std::time::Instant::now();
             while t.elapsed() < std::time::Duration::from_millis(50) {}
         })
         .join()
         .unwrap();
-        let used = super::process_cpu_ns().unwrap() - before;
+        let used = cpu_ns() - before;
         assert!(used >= 40_000_000, "{used} ns");
     }
 

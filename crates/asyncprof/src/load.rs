@@ -54,7 +54,7 @@ impl LoadSampler {
         let (mut others_cpu_ns, mut machine_ns) = (0, 0);
         if let (Some((busy, cpus)), Some(own)) = (
             self.files.machine_busy_ns(),
-            asyncprof_sampler::process_cpu_ns(),
+            asyncprof_sampler::process_cpu_time().map(|d| d.as_nanos() as u64),
         ) {
             let throttled = self.files.throttled_ns().unwrap_or(0);
             if let Some((busy0, own0, throttled0, then)) =
