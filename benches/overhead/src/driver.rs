@@ -314,7 +314,6 @@ pub struct Row {
     /// Its confidence interval, as `ratio_ci`.
     pub own_threads_share_ci: Option<(f64, f64)>,
     /// The per-round shares, for the targets.
-    #[serde(skip)]
     pub own_threads_shares: Vec<f64>,
 }
 

@@ -231,8 +231,9 @@ pub fn process_cpu() -> Duration {
 }
 
 /// CPU nanoseconds so far of each of this process's threads named `asyncprof-…` (asyncprof's
-/// own background threads; the process's main thread, whatever its name, left out), by thread
-/// id.
+/// own background threads), by thread id. Left out: the process's main thread, and any thread
+/// named after this binary (`asyncprof-overhead…`, truncated to `asyncprof-overh` by Linux:
+/// a thread spawned without a name takes its parent's).
 pub(crate) fn own_threads_cpu_ns() -> Vec<(i32, u64)> {
     let main = std::process::id().to_string();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
@@ -243,7 +244,7 @@ pub(crate) fn own_threads_cpu_ns() -> Vec<(i32, u64)> {
         .filter_map(|e| {
             let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
             let tid: i32 = e.file_name().to_str()?.parse().ok()?;
-            comm.starts_with("asyncprof-")
+            (comm.starts_with("asyncprof-") && !comm.starts_with("asyncprof-overh"))
                 .then(|| Some((tid, asyncprof_sampler::thread_cpu_ns(tid)?)))
                 .flatten()
         })

@@ -120,7 +120,7 @@ fn a_stall_in_a_new_threads_first_poll_wakes_an_idle_watchdog() {
             idle_switches
         });
         // The case is exercised: the watchdog slept through each idle period (awake, it
-        // would wake every 250 µs, or every 5 ms on a quiet service).
+        // would wake every 250 µs, or every 5 to 10 ms on a quiet service).
         assert!(
             idle_switches.iter().all(|n| *n <= 30),
             "watchdog wake-ups in each idle period: {idle_switches:?}"
