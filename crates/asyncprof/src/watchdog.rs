@@ -99,13 +99,17 @@ pub(crate) fn run(
     let _ = running.send(());
     let mut quiet = false;
     let mut rate = (last, recorder.polls_begun());
+    // The idle wait just ended with every worker still parked: look at once, not after a sleep.
+    let mut look_now = false;
     while !shared.stop_watchdog.load(Relaxed) {
         let sleep = if quiet && !dog.watching() {
             Duration::from_nanos(dog.quiet_sleep(quiet_tick))
         } else {
             tick
         };
-        std::thread::sleep(sleep);
+        if !std::mem::take(&mut look_now) {
+            std::thread::sleep(sleep);
+        }
         let now = clock::publish();
         // While quiet, polls are timed exactly: a late look delays no clock.
         if !quiet && now.saturating_sub(last) > tick_ns * clock::GAP_TICKS {
@@ -154,9 +158,12 @@ pub(crate) fn run(
                 std::thread::park_timeout(IDLE_WAKE);
             }
             recorder.watchdog_idle.store(false, Relaxed);
-            // A worker unparked (or the wait timed out): a poll may be going on already, so
-            // the next look comes at the shorter interval (see `Watchdog::quiet_sleep`).
-            dog.saw_a_poll = true;
+            // The wait timed out with every worker parked all along: nothing ran, so the next
+            // look comes at once and, finding them parked still, waits again (one wake-up a
+            // wait, not two). A worker that unparked may be in a poll already: the next look
+            // comes at the shorter interval (see `Watchdog::quiet_sleep`).
+            look_now = recorder.all_parked_since(idle_since);
+            dog.saw_a_poll = !look_now;
             // The rate's window goes on: time parked is time with no polls (resetting it
             // here kept a service that parks every few milliseconds busy for good).
             last = clock::publish();
