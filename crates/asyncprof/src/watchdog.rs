@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use asyncprof_format::SourceLocation;
 use asyncprof_sampler::{Capture, Pending, SampleError, StackSampler};
@@ -99,17 +99,13 @@ pub(crate) fn run(
     let _ = running.send(());
     let mut quiet = false;
     let mut rate = (last, recorder.polls_begun());
-    // The idle wait just ended with every worker still parked: look at once, not after a sleep.
-    let mut look_now = false;
     while !shared.stop_watchdog.load(Relaxed) {
         let sleep = if quiet && !dog.watching() {
             Duration::from_nanos(dog.quiet_sleep(quiet_tick))
         } else {
             tick
         };
-        if !std::mem::take(&mut look_now) {
-            std::thread::sleep(sleep);
-        }
+        std::thread::sleep(sleep);
         let now = clock::publish();
         // While quiet, polls are timed exactly: a late look delays no clock.
         if !quiet && now.saturating_sub(last) > tick_ns * clock::GAP_TICKS {
@@ -151,24 +147,16 @@ pub(crate) fn run(
             // load of this flag (see `Recorder::unpark`), and with a new thread's count of
             // its registration (see `Recorder::register_thread`).
             recorder.watchdog_idle.store(true, SeqCst);
-            let mut timed_out = false;
             if recorder.all_parked_since(idle_since)
                 && recorder.registrations.load(SeqCst) == registrations
                 && !shared.stop_watchdog.load(Relaxed)
             {
-                let waited = Instant::now();
                 std::thread::park_timeout(IDLE_WAKE);
-                timed_out = waited.elapsed() >= IDLE_WAKE;
             }
             recorder.watchdog_idle.store(false, Relaxed);
-            // The wait timed out with every worker parked all along: nothing ran, so the next
-            // look comes at once and, finding them parked still, waits again (one wake-up a
-            // wait, not two). A thread that woke it (a worker unparking, or a thread without
-            // a worker entry, which no look sees) may be in a poll already: the next look
-            // comes at the shorter interval (see `Watchdog::quiet_sleep`), and such wake-ups
-            // come no faster than that.
-            look_now = timed_out && recorder.all_parked_since(idle_since);
-            dog.saw_a_poll = !look_now;
+            // A worker unparked (or the wait timed out): a poll may be going on already, so
+            // the next look comes at the shorter interval (see `Watchdog::quiet_sleep`).
+            dog.saw_a_poll = true;
             // The rate's window goes on: time parked is time with no polls (resetting it
             // here kept a service that parks every few milliseconds busy for good).
             last = clock::publish();
