@@ -669,26 +669,37 @@ mod tests {
         )
     }
 
+    /// A stack of `count` samples, `in_a_call` of them staying in a call.
+    fn stack(count: u32, in_a_call: u32, frames: Vec<Frame>) -> StackSample {
+        let mut st = StackSample::default();
+        st.count = count;
+        st.in_a_call = Some(in_a_call);
+        st.frames = frames;
+        st
+    }
+
     /// Known truth: a loop that hashes a block and writes it; three of its four samples came
     /// as the short `pwrite` returned (the record lists that stack first, by count), the stall's
     /// line is the hashing's. The stack view starts with the hashing's stack.
     #[test]
     fn a_stalls_stacks_start_with_the_one_through_its_line() {
-        let mut write = StackSample::default();
-        write.count = 3;
-        write.in_a_call = Some(3);
-        write.frames = vec![
-            Frame::new("pwrite", None, None),
-            frame("std_fs_write_at", 5),
-            frame("store", 14),
-        ];
-        let mut hash = StackSample::default();
-        hash.count = 1;
-        hash.in_a_call = Some(0);
-        hash.frames = vec![
-            Frame::new("<core::hash::sip::Hasher>::write", None, None),
-            frame("store", 12),
-        ];
+        let write = stack(
+            3,
+            3,
+            vec![
+                Frame::new("pwrite", None, None),
+                frame("std_fs_write_at", 5),
+                frame("store", 14),
+            ],
+        );
+        let hash = stack(
+            1,
+            0,
+            vec![
+                Frame::new("<core::hash::sip::Hasher>::write", None, None),
+                frame("store", 12),
+            ],
+        );
         let mut s = StallRecord::default();
         s.class = StallClass::CpuBound;
         s.culprit = Some(frame("store", 12));
