@@ -40,7 +40,8 @@ mod syscalls;
 mod unwind;
 
 pub use procfs::{
-    machine_crowded, run_delay_ns, sched_times, thread_state, LoadFiles, ThreadState,
+    machine_crowded, run_delay_ns, sched_times, thread_state, LoadFiles, ThreadSchedFiles,
+    ThreadState, MAX_KEPT_THREADS,
 };
 pub use signal::exit::{call_at_exit, remove_at_exit};
 pub use signal::{

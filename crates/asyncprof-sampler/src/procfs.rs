@@ -182,8 +182,10 @@ impl KeptFile {
                 Ok(0) => break,
                 Ok(n) => len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.file = None;
+                Err(e) => {
+                    if let Some(f) = self.file.take() {
+                        let _ = discard(f, &e);
+                    }
                     return None;
                 }
             }
@@ -236,6 +238,83 @@ impl LoadFiles {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         Some(pages * u64::try_from(page).ok().filter(|p| *p > 0)?)
+    }
+}
+
+/// Let go of a kept file whose read failed with `e`. A descriptor the kernel no longer knows
+/// (`EBADF`: something in the process closed it) is not closed again: its number may be
+/// another file's by now. Returns the number left alone, if any.
+fn discard(f: std::fs::File, e: &std::io::Error) -> Option<i32> {
+    use std::os::fd::IntoRawFd;
+    if e.raw_os_error() == Some(libc::EBADF) {
+        Some(f.into_raw_fd())
+    } else {
+        drop(f);
+        None
+    }
+}
+
+/// The most threads whose `schedstat` a [`ThreadSchedFiles`] keeps open; the times of
+/// threads past it are read by opening their file each time.
+pub const MAX_KEPT_THREADS: usize = 16;
+
+/// The `schedstat` files of a few threads of this process (a runtime's workers), read by one
+/// thread again and again (the aggregator's load sample, every 100 ms) and kept open between
+/// reads, as [`LoadFiles`] keeps its own: opening the file was half of the load sample's CPU
+/// time on a pipeline at its real rate. At most [`MAX_KEPT_THREADS`] descriptors, each closed
+/// when its thread is gone (its file then fails with `ESRCH`, whatever thread took its id
+/// since) or when [`ThreadSchedFiles::retain`] drops it.
+#[derive(Debug, Default)]
+pub struct ThreadSchedFiles {
+    files: std::collections::HashMap<i32, std::fs::File>,
+}
+
+impl ThreadSchedFiles {
+    /// Thread `tid`'s time on a CPU and time waiting for one, as [`sched_times`] reads them.
+    pub fn times(&mut self, tid: i32) -> Option<(u64, u64)> {
+        use std::os::unix::fs::FileExt;
+        if !self.files.contains_key(&tid) {
+            if self.files.len() >= MAX_KEPT_THREADS {
+                return sched_times(tid);
+            }
+            let f = std::fs::File::open(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+            self.files.insert(tid, f);
+        }
+        let file = self.files.get(&tid)?;
+        // Three numbers of at most 20 digits: one read holds the whole text.
+        let mut buf = [0u8; 128];
+        let read = loop {
+            match file.read_at(&mut buf, 0) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                r => break r,
+            }
+        };
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => {
+                if let Some(f) = self.files.remove(&tid) {
+                    let _ = discard(f, &e);
+                }
+                // A thread gone, or a new one with its id: this read opens the file afresh,
+                // the next keeps it.
+                return sched_times(tid);
+            }
+        };
+        let mut f = std::str::from_utf8(&buf[..n])
+            .ok()?
+            .split_whitespace()
+            .map(str::parse::<u64>);
+        Some((f.next()?.ok()?, f.next()?.ok()?))
+    }
+
+    /// Close the files of the threads `keep` says no.
+    pub fn retain(&mut self, mut keep: impl FnMut(i32) -> bool) {
+        self.files.retain(|tid, _| keep(*tid));
+    }
+
+    /// How many files are open now.
+    pub fn kept(&self) -> usize {
+        self.files.len()
     }
 }
 
@@ -500,6 +579,81 @@ mod tests {
         assert!(missing.read().is_none());
         assert!(missing.missing);
         assert!(missing.read().is_none());
+    }
+
+    /// A kept `schedstat` file reads its thread's times as they are now; the file of a thread
+    /// that ended is closed at the next read, and threads past the limit are read without
+    /// keeping their file.
+    #[test]
+    fn kept_schedstat_files_follow_their_threads() {
+        use std::sync::mpsc;
+        let mut files = super::ThreadSchedFiles::default();
+        // Threads that wait until told to end, each sending its id first.
+        let (tids_tx, tids) = mpsc::channel();
+        let mut ends = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..=super::MAX_KEPT_THREADS {
+            let tids_tx = tids_tx.clone();
+            let (end_tx, end) = mpsc::channel::<()>();
+            ends.push(end_tx);
+            threads.push(std::thread::spawn(move || {
+                let tid = crate::current_tid();
+                if i == 0 {
+                    // 20 ms of this thread's own CPU, then its id.
+                    let start = crate::thread_cpu_ns(tid).unwrap();
+                    while crate::thread_cpu_ns(tid).unwrap() - start < 20_000_000 {}
+                }
+                tids_tx.send((i, tid)).unwrap();
+                let _ = end.recv();
+            }));
+        }
+        let mut tids: Vec<(usize, i32)> = tids.iter().take(threads.len()).collect();
+        tids.sort_unstable();
+        let tids: Vec<i32> = tids.into_iter().map(|(_, tid)| tid).collect();
+        let spinner = tids[0];
+        for &tid in &tids {
+            assert!(files.times(tid).is_some(), "thread {tid}");
+        }
+        assert_eq!(files.kept(), super::MAX_KEPT_THREADS);
+        // The spinner's time, kept or not, is at least what it spun.
+        let (run, _) = files.times(spinner).unwrap();
+        assert!(run >= 20_000_000, "{run} ns");
+        assert!(super::sched_times(spinner).is_some_and(|(r, _)| r >= run));
+        // Every thread ends: every file read fails and is closed.
+        drop(ends);
+        for t in threads {
+            t.join().unwrap();
+        }
+        for &tid in &tids {
+            assert_eq!(files.times(tid), None, "thread {tid}");
+        }
+        assert_eq!(files.kept(), 0);
+        // A thread of this process read again is kept again; `retain` closes it.
+        let me = crate::current_tid();
+        assert!(files.times(me).is_some());
+        assert_eq!(files.kept(), 1);
+        files.retain(|tid| tid != me);
+        assert_eq!(files.kept(), 0);
+    }
+
+    /// A kept file whose descriptor something else closed is not closed again: its number
+    /// may be another file's by then.
+    #[test]
+    fn a_descriptor_closed_elsewhere_is_not_closed_again() {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        let raw = f.as_raw_fd();
+        let ebadf = std::io::Error::from_raw_os_error(libc::EBADF);
+        assert_eq!(super::discard(f, &ebadf), Some(raw));
+        // SAFETY: `raw` is an open descriptor of this test's own, closed here once.
+        unsafe {
+            assert_ne!(
+                libc::fcntl(raw, libc::F_GETFD),
+                -1,
+                "descriptor {raw} closed"
+            );
+            libc::close(raw);
+        }
     }
 
     /// The process's CPU clock (the load sample's own CPU time) counts every thread's time.

@@ -37,6 +37,8 @@ pub(crate) struct LoadSampler {
     last: Option<(u64, u64)>,
     /// The machine's and the process's load files, kept open between samples.
     files: asyncprof_sampler::LoadFiles,
+    /// The worker threads' `schedstat` files, kept open between samples.
+    sched_files: asyncprof_sampler::ThreadSchedFiles,
 }
 
 impl LoadSampler {
@@ -107,7 +109,7 @@ impl LoadSampler {
                     continue;
                 }
                 let tid = w.tid.load(Relaxed);
-                let Some((run, wait)) = asyncprof_sampler::sched_times(tid) else {
+                let Some((run, wait)) = self.sched_files.times(tid) else {
                     continue;
                 };
                 seen_threads.push(tid);
@@ -128,6 +130,7 @@ impl LoadSampler {
         }
         // Threads that stopped are forgotten (a new thread may reuse the id).
         self.sched.retain(|tid, _| seen_threads.contains(tid));
+        self.sched_files.retain(|tid| seen_threads.contains(&tid));
     }
 
     /// The points sampled since the last call, for a snapshot.
