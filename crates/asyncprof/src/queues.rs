@@ -98,14 +98,14 @@ impl WaitHist {
     }
 
     pub(crate) fn to_format(&self, outliers: &AtomicU64) -> format::Histogram {
-        let mut h = hist::new_fine();
+        let mut h = hist::Gather::default();
         self.add_to(&mut h, outliers);
-        format::Histogram::from_hdr(&h)
+        h.finish()
     }
 
     /// Add every value recorded here to `h` (at its bucket's middle), clamping what `h`
     /// cannot hold and counting it in `outliers`.
-    pub(crate) fn add_to(&self, h: &mut hdrhistogram::Histogram<u64>, outliers: &AtomicU64) {
+    pub(crate) fn add_to(&self, h: &mut impl hist::Sink, outliers: &AtomicU64) {
         for (i, b) in self.buckets.iter().enumerate() {
             let n = b.load(Relaxed);
             if n > 0 {
@@ -116,7 +116,7 @@ impl WaitHist {
                 } else {
                     v
                 };
-                h.saturating_record_n(v, n);
+                h.add_n(v, n);
             }
         }
     }

@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use asyncprof_format as format;
-use hdrhistogram::Histogram;
 
 use crate::clock;
-use crate::hist::{self, lock};
+use crate::hist::{self, lock, Gather, Sink};
 use crate::recorder::{Recorder, SNAPSHOT_TASKS};
 use crate::tables::Counts;
 use crate::tables::TaskSlot;
@@ -18,8 +17,8 @@ use crate::tables::TaskSlot;
 struct LiveLocation {
     counts: Counts,
     alive: u64,
-    poll: Option<Histogram<u64>>,
-    sched: Option<Histogram<u64>>,
+    poll: Gather,
+    sched: Gather,
 }
 
 struct LiveTask {
@@ -27,6 +26,8 @@ struct LiveTask {
     location: u32,
     name: Option<String>,
     counts: Counts,
+    /// Its time inside polls, short ones at the sampled mean.
+    busy_ns: u64,
     age_ns: u64,
     /// Its index in the task table, to read its histograms if it is among the busiest.
     slot: usize,
@@ -34,22 +35,22 @@ struct LiveTask {
 
 impl Recorder {
     /// Add live task `slot`'s long polls and delays (its histograms and the values still
-    /// waiting in the slot) to `poll` and `sched`, creating them when there is something to add.
-    fn add_task_hists(
-        &self,
-        slot: &TaskSlot,
-        poll: &mut Option<Histogram<u64>>,
-        sched: &mut Option<Histogram<u64>>,
-    ) {
+    /// waiting in the slot) to `poll` and `sched`.
+    fn add_task_hists(&self, slot: &TaskSlot, poll: &mut Gather, sched: &mut Gather) {
         if let Some(h) = lock(&slot.hists).as_ref() {
-            hist::merge(poll.get_or_insert_with(hist::new_fine), &h.poll);
-            hist::merge(sched.get_or_insert_with(hist::new_fine), &h.sched);
+            hist::merge(poll, &h.poll);
+            hist::merge(sched, &h.sched);
         }
         for (h, first) in [(poll, &slot.first_long[0]), (sched, &slot.first_long[1])] {
             let v = first.load(Relaxed);
             if v != 0 {
-                let h = h.get_or_insert_with(hist::new_fine);
-                hist::record(h, v, &self.loss.histogram_outliers);
+                let v = if v > h.high() {
+                    self.loss.histogram_outliers.fetch_add(1, Relaxed);
+                    h.high()
+                } else {
+                    v
+                };
+                h.add_n(v, 1);
             }
         }
     }
@@ -137,13 +138,14 @@ impl Recorder {
             entry.counts.add(&counts);
             entry.alive += 1;
             // Into the location's histograms directly: one pair per location, however many
-            // tasks are alive (a pair per task would cost ~100 KiB each, every snapshot).
+            // tasks are alive.
             self.add_task_hists(slot, &mut entry.poll, &mut entry.sched);
             tasks.push(LiveTask {
                 id,
                 location,
                 name: lock(&slot.name).as_deref().map(str::to_string),
                 counts,
+                busy_ns: 0,
                 age_ns: now.saturating_sub(slot.spawned_ns.load(Relaxed)),
                 slot: index,
             });
@@ -154,18 +156,20 @@ impl Recorder {
         let held_completions = self.held_completions();
         // What of them the locations counted (never past their spawns): the runtime's too.
         let mut held_counted = 0u64;
-        for (index, loc) in self.locations.slots().iter().enumerate() {
+        for index in self.locations.used() {
+            let loc = self.locations.get(index);
             let Some(info) = loc.info.get().map(|k| k.source()) else {
                 continue;
             };
+            let index = index as usize;
             let spawned = self.locations.spawned(index as u32).load(Relaxed);
             let blocking = loc.blocking_completed.load(Relaxed);
             if spawned == 0 && blocking == 0 {
                 continue;
             }
             let mut counts = loc.folded.load();
-            let mut poll = hist::new_fine();
-            let mut sched = hist::new_fine();
+            let mut poll = Gather::default();
+            let mut sched = Gather::default();
             if let Some(h) = lock(&loc.hists).as_ref() {
                 hist::merge(&mut poll, &h.poll);
                 hist::merge(&mut sched, &h.sched);
@@ -176,12 +180,8 @@ impl Recorder {
             }
             if let Some(l) = live.get(&(index as u32)) {
                 counts.add(&l.counts);
-                if let Some(p) = &l.poll {
-                    hist::merge(&mut poll, p);
-                }
-                if let Some(s) = &l.sched {
-                    hist::merge(&mut sched, s);
-                }
+                poll.append(&l.poll);
+                sched.append(&l.sched);
             }
             fill_short(&mut poll, &mut sched, &counts, mean_short_ns);
             let mut ls = format::LocationStats::default();
@@ -199,24 +199,31 @@ impl Recorder {
             ls.polls = counts.polls;
             ls.busy_ns = counts.busy_ns(mean_short_ns);
             ls.max_poll_ns = counts.max_poll_ns;
-            ls.poll_ns = format::Histogram::from_hdr(&poll);
-            ls.scheduled_ns = format::Histogram::from_hdr(&sched);
+            ls.poll_ns = poll.finish();
+            ls.scheduled_ns = sched.finish();
             snap.locations.push(ls);
         }
 
-        // The busiest live tasks.
-        tasks.sort_by_key(|t| std::cmp::Reverse(t.counts.busy_ns(mean_short_ns)));
-        for t in tasks.into_iter().take(SNAPSHOT_TASKS) {
-            let (mut poll, mut sched) = (None, None);
+        // The busiest live tasks, busiest first (in the table's order among equals): the
+        // rest are only picked out from, not sorted.
+        for t in &mut tasks {
+            t.busy_ns = t.counts.busy_ns(mean_short_ns);
+        }
+        let busiest = |t: &LiveTask| (std::cmp::Reverse(t.busy_ns), t.slot);
+        if tasks.len() > SNAPSHOT_TASKS {
+            tasks.select_nth_unstable_by_key(SNAPSHOT_TASKS, busiest);
+            tasks.truncate(SNAPSHOT_TASKS);
+        }
+        tasks.sort_unstable_by_key(busiest);
+        for t in tasks {
+            let (mut poll, mut sched) = (Gather::default(), Gather::default());
             let slot = self.tasks.slot(t.slot);
             // The task may have ended since the scan: then its histograms are gone with it.
             if self.tasks.id_at(t.slot) == t.id {
                 self.add_task_hists(slot, &mut poll, &mut sched);
             }
-            let mut poll = poll.unwrap_or_else(hist::new_fine);
-            let mut sched = sched.unwrap_or_else(hist::new_fine);
             fill_short(&mut poll, &mut sched, &t.counts, mean_short_ns);
-            let busy = t.counts.busy_ns(mean_short_ns);
+            let busy = t.busy_ns;
             let mut ts = format::TaskStats::default();
             ts.id = t.id;
             ts.name = t.name;
@@ -231,8 +238,8 @@ impl Recorder {
             ts.busy_ns = busy;
             ts.idle_ns = t.age_ns.saturating_sub(busy);
             ts.max_poll_ns = t.counts.max_poll_ns;
-            ts.poll_ns = format::Histogram::from_hdr(&poll);
-            ts.scheduled_ns = format::Histogram::from_hdr(&sched);
+            ts.poll_ns = poll.finish();
+            ts.scheduled_ns = sched.finish();
             snap.tasks.push(ts);
         }
 
@@ -275,18 +282,66 @@ impl Recorder {
 
 /// Short polls and delays were counted, not recorded one by one: add them at their mean, so
 /// a histogram's count equals the number of polls.
-fn fill_short(poll: &mut Histogram<u64>, sched: &mut Histogram<u64>, c: &Counts, mean_ns: u64) {
+fn fill_short<S: Sink>(poll: &mut S, sched: &mut S, c: &Counts, mean_ns: u64) {
     let short = c.polls.saturating_sub(c.long_polls);
     if short > 0 {
-        poll.saturating_record_n(c.sampled_mean_ns().unwrap_or(mean_ns), short);
+        poll.add_n(c.sampled_mean_ns().unwrap_or(mean_ns), short);
     }
     let (n, mean) = c.short_sched();
     if n > 0 {
-        sched.saturating_record_n(mean, n);
+        sched.add_n(mean, n);
     }
 }
 
 /// A completion count with the completions workers still hold added, never past the spawns.
 fn with_held(stored: u64, held: u64, spawned: u64) -> u64 {
     stored.saturating_add(held.min(spawned.saturating_sub(stored)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use crate::recorder::{Recorder, Settings, SNAPSHOT_TASKS};
+    use crate::tables::LocKey;
+
+    /// The snapshot's live tasks are the busiest, busiest first, and among tasks equally
+    /// busy, the table's first: what sorting them all gave, without sorting them all.
+    #[test]
+    fn a_snapshot_lists_the_busiest_tasks_first_and_equals_in_table_order() {
+        let rec: &'static Recorder = Box::leak(Box::new(Recorder::new(Settings {
+            config: asyncprof_format::Config::default(),
+            program: "snapshot-test".into(),
+            args: Vec::new(),
+        })));
+        let here = LocKey {
+            file: "src/snapshot_test.rs",
+            line: 7,
+            col: 9,
+        };
+        // 250 tasks over 50 levels of busy time: five tasks at each, the cut among equals.
+        for id in 1..=250u64 {
+            rec.task_spawned(id, here, None);
+            let slot = rec.tasks.find(id).unwrap();
+            slot.counts.long_polls.store(1, Relaxed);
+            slot.counts
+                .long_total_ns
+                .store((id * 7 % 50) * 1_000_000, Relaxed);
+        }
+        let mut expected: Vec<(u64, u64)> = rec
+            .tasks
+            .iter()
+            .map(|(_, id, slot)| (id, slot.counts.long_total_ns.load(Relaxed)))
+            .collect();
+        // A stable sort keeps the table's order among equals.
+        expected.sort_by_key(|&(_, busy)| std::cmp::Reverse(busy));
+        expected.truncate(SNAPSHOT_TASKS);
+        let snap = rec.snapshot(0, false);
+        let got: Vec<(u64, u64)> = snap.tasks.iter().map(|t| (t.id, t.busy_ns)).collect();
+        assert_eq!(got, expected);
+        assert_eq!(
+            snap.locations.iter().map(|l| l.tasks_spawned).sum::<u64>(),
+            250
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //! numbers fold into its spawn location and its slot is freed. Tasks spawned while the task
 //! table is full are counted in `untracked_tasks`, and still counted by their worker.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Mutex, OnceLock};
 
 use asyncprof_format::SourceLocation;
@@ -439,6 +439,10 @@ pub(crate) struct LocationTable {
     /// while workers write the slots' completion counts and read their keys; on one cache
     /// line they would bounce between them at every spawn.
     spawned: Box<[AtomicU64]>,
+    /// The indices of the interned slots, in the order they were interned (0 where an index
+    /// is being written), and how many: a snapshot reads these slots, not the whole table.
+    used: Box<[AtomicU32]>,
+    used_len: AtomicUsize,
     mask: usize,
 }
 
@@ -455,6 +459,8 @@ impl LocationTable {
         LocationTable {
             slots,
             spawned: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+            used: (0..cap).map(|_| AtomicU32::new(0)).collect(),
+            used_len: AtomicUsize::new(0),
             mask: cap - 1,
         }
     }
@@ -475,6 +481,12 @@ impl LocationTable {
                     match slot.key.compare_exchange(0, key, AcqRel, Acquire) {
                         Ok(_) => {
                             let _ = slot.info.set(loc);
+                            // Once per location (this thread took the slot): the slot's
+                            // index for the snapshot, after its location (Release).
+                            let n = self.used_len.fetch_add(1, Relaxed);
+                            if let Some(u) = self.used.get(n) {
+                                u.store(i as u32, Release);
+                            }
                             return (i as u32, true);
                         }
                         Err(other) if other == key => return (i as u32, true),
@@ -505,9 +517,28 @@ impl LocationTable {
         None
     }
 
-    /// Bytes the table holds (slots and spawn counts).
+    /// Bytes the table holds (slots, spawn counts and the list of interned slots).
     pub(crate) fn bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.slots) + std::mem::size_of_val(&*self.spawned)
+        std::mem::size_of_val(&*self.slots)
+            + std::mem::size_of_val(&*self.spawned)
+            + std::mem::size_of_val(&*self.used)
+    }
+
+    /// Cold path (a snapshot): the indices of the slots that hold a location, "other" (0)
+    /// first, then in ascending order. A location being interned right now may be left
+    /// out until the next call.
+    pub(crate) fn used(&self) -> Vec<u32> {
+        let len = self.used_len.load(Relaxed).min(self.used.len());
+        let mut used: Vec<u32> = std::iter::once(0)
+            .chain(
+                self.used[..len]
+                    .iter()
+                    .map(|u| u.load(Acquire))
+                    .filter(|&i| i != 0),
+            )
+            .collect();
+        used.sort_unstable();
+        used
     }
 
     /// Tasks spawned at location `index` so far.
@@ -568,5 +599,31 @@ mod tests {
         assert_eq!(l.spawned(i).load(Relaxed), 2);
         assert_eq!(l.spawned(0).load(Relaxed), 0, "other locations untouched");
         assert_eq!(l.get(i).info.get().unwrap().source().line, 3);
+    }
+
+    /// A snapshot reads the interned slots only: every one of them, each once, "other"
+    /// first, then in the table's order; a full table's extra locations go to "other".
+    #[test]
+    fn the_interned_slots_are_listed_for_the_snapshot() {
+        let l = LocationTable::new(16);
+        assert_eq!(l.used(), [0]);
+        let file: &'static str = "src/lib.rs";
+        let mut interned = Vec::new();
+        for line in 1..=20 {
+            let key = LocKey { file, line, col: 1 };
+            let (i, known) = l.intern(key);
+            // Again: the same slot, not listed twice.
+            assert_eq!(l.intern(key), (i, known));
+            if known {
+                interned.push(i);
+            }
+        }
+        // 15 slots besides "other".
+        assert_eq!(interned.len(), 15);
+        interned.push(0);
+        interned.sort_unstable();
+        assert_eq!(l.used(), interned);
+        let every: Vec<u32> = (0..16).filter(|&i| l.get(i).info.get().is_some()).collect();
+        assert_eq!(l.used(), every);
     }
 }
