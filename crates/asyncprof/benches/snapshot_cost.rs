@@ -20,7 +20,7 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     tasks: u64,
     /// Seconds each round records.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     secs: u64,
     /// Rounds, each a recording of its own.
     #[arg(long, default_value_t = 3)]

@@ -60,12 +60,23 @@ impl Sink for Histogram<u64> {
 
 /// A fine histogram gathered for a snapshot (a location's or a busy task's, from the
 /// histograms and values that make it up): the values and their counts as they come, put in
-/// a fine histogram's buckets only by [`Gather::finish`]. The stored histogram is the one
-/// recording them all into a [`new_fine`] histogram gives, without that histogram's 35 KiB
-/// of counts to clear and walk for every location and busy task at every snapshot. Cold path.
+/// a fine histogram's buckets when stored ([`Gather::finish`]), or sooner once they are many
+/// (so it never holds more than about twice a fine histogram's buckets, whatever the number
+/// of tasks it gathers). The stored histogram is the one recording them all into a
+/// [`new_fine`] histogram gives, without that histogram's 36 KiB of counts to clear and walk
+/// for every location and busy task at every snapshot. Cold path.
 #[derive(Debug, Default)]
 pub(crate) struct Gather {
     values: Vec<[u64; 2]>,
+}
+
+/// Past this many values a [`Gather`] puts them in their buckets (64 KiB of values).
+const GATHER_COMPACT_AT: usize = 4096;
+
+/// A fine histogram for the process, for its bucket bounds only (its counts stay empty).
+fn fine_bounds() -> &'static Histogram<u64> {
+    static FINE: std::sync::OnceLock<Histogram<u64>> = std::sync::OnceLock::new();
+    FINE.get_or_init(new_fine)
 }
 
 impl Sink for Gather {
@@ -73,10 +84,16 @@ impl Sink for Gather {
         HIGH_NS
     }
 
-    /// Values above [`HIGH_NS`] are stored at it (every caller clamps and counts them first).
+    /// Values above [`HIGH_NS`] are stored at it. Merges and `WaitHist::add_to` clamp and count
+    /// them first; a fine histogram would keep a value up to about 1.2 hours in a bucket of its
+    /// own, which only the means of short polls and delays that `fill_short` adds could reach
+    /// (they are under a millisecond or so).
     fn add_n(&mut self, value: u64, n: u64) {
         if n > 0 {
             self.values.push([value.min(HIGH_NS), n]);
+            if self.values.len() >= GATHER_COMPACT_AT {
+                self.compact();
+            }
         }
     }
 }
@@ -85,29 +102,40 @@ impl Gather {
     /// Add what `other` gathered.
     pub(crate) fn append(&mut self, other: &Gather) {
         self.values.extend_from_slice(&other.values);
+        if self.values.len() >= GATHER_COMPACT_AT {
+            self.compact();
+        }
+    }
+
+    /// Put the values in their buckets, one entry per bucket, in ascending order.
+    fn compact(&mut self) {
+        let fine = fine_bounds();
+        for v in &mut self.values {
+            v[0] = fine.highest_equivalent(v[0].min(fine.high()));
+        }
+        self.values.sort_unstable_by_key(|v| v[0]);
+        let mut kept = 0;
+        for i in 0..self.values.len() {
+            let [value, n] = self.values[i];
+            if kept > 0 && self.values[kept - 1][0] == value {
+                self.values[kept - 1][1] = self.values[kept - 1][1].saturating_add(n);
+            } else {
+                self.values[kept] = [value, n];
+                kept += 1;
+            }
+        }
+        self.values.truncate(kept);
     }
 
     /// The gathered values in a fine histogram's buckets, as
     /// [`asyncprof_format::Histogram::from_hdr`] stores a fine histogram.
     pub(crate) fn finish(mut self) -> asyncprof_format::Histogram {
-        // One fine histogram for the process, for its bucket bounds only.
-        static FINE: std::sync::OnceLock<Histogram<u64>> = std::sync::OnceLock::new();
-        let fine = FINE.get_or_init(new_fine);
-        for v in &mut self.values {
-            v[0] = fine.highest_equivalent(v[0].min(fine.high()));
-        }
-        self.values.sort_unstable_by_key(|v| v[0]);
-        let mut buckets: Vec<[u64; 2]> = Vec::with_capacity(self.values.len());
-        for [value, n] in self.values {
-            match buckets.last_mut() {
-                Some(last) if last[0] == value => last[1] = last[1].saturating_add(n),
-                _ => buckets.push([value, n]),
-            }
-        }
+        self.compact();
+        let fine = fine_bounds();
         let mut h = asyncprof_format::Histogram::default();
         h.sigfig = fine.sigfig();
         h.high = fine.high();
-        h.buckets = buckets;
+        h.buckets = self.values;
         h
     }
 }
@@ -167,6 +195,31 @@ mod tests {
         assert_eq!(
             Gather::default().finish(),
             asyncprof_format::Histogram::from_hdr(&new_fine())
+        );
+    }
+
+    /// However many values it gathers (a location with thousands of live tasks), a gathered
+    /// histogram holds at most a fine histogram's buckets plus the values since it last put
+    /// them in buckets, and is stored as the fine one would be.
+    #[test]
+    fn a_gathered_histogram_stays_bounded() {
+        let mut dense = new_fine();
+        let mut gathered = Gather::default();
+        let buckets = new_fine().distinct_values();
+        for i in 0..200_000u64 {
+            // Every bucket up to about 30 s, again and again.
+            let v = ((i * 7919) % 30_000_000_000) >> (i % 20);
+            dense.add_n(v, 1 + i % 3);
+            gathered.add_n(v, 1 + i % 3);
+            assert!(gathered.values.len() < buckets + GATHER_COMPACT_AT, "{i}");
+        }
+        let mut part = Gather::default();
+        part.add_n(5, 2);
+        dense.add_n(5, 2);
+        gathered.append(&part);
+        assert_eq!(
+            gathered.finish(),
+            asyncprof_format::Histogram::from_hdr(&dense)
         );
     }
 }
