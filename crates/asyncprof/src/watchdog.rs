@@ -626,6 +626,9 @@ pub(crate) struct Watchdog {
     /// The last look found a worker inside a poll (or a busy period, or a stretch between
     /// polls): see [`Watchdog::quiet_sleep`].
     saw_a_poll: bool,
+    /// The earliest time a poll (or busy period, or stretch) the last look saw, younger than
+    /// half the threshold, reaches half of it: see [`Watchdog::quiet_sleep`].
+    next_half_ns: Option<u64>,
     /// A small generator (xorshift) that spreads a busy period's samples in time, so that
     /// they do not fall in step with a worker that polls the same few tasks in turn.
     jitter: u64,
@@ -721,6 +724,21 @@ impl BusyTimes {
             let parked = self.metrics.worker_park_unpark_count(i) & 1 == 1;
             match self.workers.get_mut(i) {
                 Some(w) if w.busy_ns == busy_ns && w.parked == parked => {}
+                // Unparked, its busy time as it was: unmoved since the read before at least,
+                // the earliest the unpark can have been (the busy period that began with it is
+                // timed by the unpark itself). A quiet service's looks are half a threshold
+                // apart: timed from this read, a stall in the first busy period a look saw
+                // stood only a threshold after it, too late for one of under twice the
+                // threshold.
+                Some(w) if w.busy_ns == busy_ns && w.parked && !parked && self.read_ns != 0 => {
+                    *w = BusyTime {
+                        busy_ns,
+                        parked,
+                        since_ns: self.read_ns,
+                        moved: true,
+                        changed_after_ns: self.read_ns,
+                    }
+                }
                 Some(w) => {
                     *w = BusyTime {
                         busy_ns,
@@ -853,14 +871,16 @@ impl Watchdog {
             between_polls: false,
             scratch: Default::default(),
             saw_a_poll: false,
+            next_half_ns: None,
             jitter: clock::exact_ns() | 1,
         }
     }
 
     /// Read tokio's busy times and park states of every runtime whose workers
     /// asyncprof sees in busy periods (the stable tier: a busy period has no task), from the
-    /// first such period until the runtime's last thread stops, and learn which thread runs
-    /// which worker. An idle runtime costs nothing here: the watchdog sleeps with its workers.
+    /// first look after one of its threads registered until the runtime's last thread stops,
+    /// and learn which thread runs which worker. An idle runtime costs nothing here: the
+    /// watchdog sleeps with its workers.
     fn read_busy_times(&mut self, now: u64) {
         let rec = self.rec;
         self.busy_times.retain(|b| rec.runtime_live(b.runtime));
@@ -876,7 +896,12 @@ impl Watchdog {
             // before any stretch between its polls is long.
             let current =
                 self.between_polls && w.current_thread.load(Relaxed) && w.active.load(Relaxed);
-            if current || matches!(self.observe_any(w), Some((_, _, 0))) {
+            // In the stable tier, from the first look after a thread of the runtime registered,
+            // parked or not: the first busy period a look sees is then timed from the read
+            // before it (a quiet service's looks are half a threshold apart, and a busy time
+            // first read in the busy period stands only a threshold after that read).
+            let stable = !self.between_polls && w.active.load(Relaxed) && !w.runs_no_worker();
+            if current || stable || matches!(self.observe_any(w), Some((_, _, 0))) {
                 let r = w.runtime.load(Relaxed);
                 if !self.busy_times.iter().any(|b| b.runtime == r) {
                     if let Some((handle, current_thread)) = rec.busy_time_handle(r) {
@@ -1179,12 +1204,20 @@ impl Watchdog {
     pub(crate) fn quiet_sleep(&self, quiet_tick: u64) -> u64 {
         let polls_only =
             self.rec.tier() == asyncprof_format::Tier::Hooks && self.busy_times.is_empty();
-        if polls_only && !self.saw_a_poll {
+        let sleep = if polls_only && !self.saw_a_poll {
             (self.threshold_ns / 2 + quiet_tick)
                 .min(2 * MAX_QUIET_TICK_NS)
                 .max(quiet_tick)
         } else {
             quiet_tick
+        };
+        // A poll the last look saw that reaches half the threshold before the next look would
+        // come is looked at as it does, where its evidence begins (its thread's CPU clock and
+        // sleep, a stack copied while it sleeps): a quiet interval later left a blocking call
+        // of under twice the threshold little time to be proved asleep in.
+        match self.next_half_ns {
+            Some(half) => sleep.min(half.saturating_sub(self.prev_look_ns).max(self.tick_ns)),
+            None => sleep,
         }
     }
 
@@ -1192,6 +1225,7 @@ impl Watchdog {
     pub(crate) fn look(&mut self, now: u64) {
         let rec = self.rec;
         self.saw_a_poll = false;
+        self.next_half_ns = None;
         self.read_busy_times(now);
         self.end_resumed_busy_stalls(now);
         for w in rec.workers() {
@@ -1236,6 +1270,10 @@ impl Watchdog {
                 continue;
             }
             let running = now.saturating_sub(self.tracks[i].lower_ns);
+            if running < self.threshold_ns / 2 {
+                let half = self.tracks[i].lower_ns + self.threshold_ns / 2;
+                self.next_half_ns = Some(self.next_half_ns.map_or(half, |h| h.min(half)));
+            }
             // A busy period (the stable tier; the hooks tier's stretch between a current-thread
             // runtime's polls) holds its worker in one poll only while tokio's
             // busy time for that worker stands still: `None` while it moves.
