@@ -103,7 +103,6 @@ pub(crate) fn run(
         let sleep = if quiet && !dog.watching() {
             Duration::from_nanos(dog.quiet_sleep(quiet_tick))
         } else {
-            dog.shortened = false;
             tick
         };
         std::thread::sleep(sleep);
@@ -616,7 +615,7 @@ pub(crate) struct Watchdog {
     next_id: u64,
     minute_start_ns: u64,
     sampled_this_minute: u32,
-    /// tokio's busy time per worker of each stable-tier runtime whose threads registered (see
+    /// tokio's busy time per worker of each runtime with a stable-tier worker busy now (see
     /// [`BusyTimes`]; a current-thread runtime's one worker too).
     busy_times: Vec<BusyTimes>,
     /// The hooks tier: a current-thread runtime's `block_on` thread between its tasks' polls
@@ -627,11 +626,6 @@ pub(crate) struct Watchdog {
     /// The last look found a worker inside a poll (or a busy period, or a stretch between
     /// polls): see [`Watchdog::quiet_sleep`].
     saw_a_poll: bool,
-    /// The earliest time a poll (or busy period, or stretch) the last look saw, younger than
-    /// half the threshold, reaches half of it: see [`Watchdog::quiet_sleep`].
-    next_half_ns: Option<u64>,
-    /// The last sleep was cut short for such a poll (see [`Watchdog::quiet_sleep`]).
-    shortened: bool,
     /// A small generator (xorshift) that spreads a busy period's samples in time, so that
     /// they do not fall in step with a worker that polls the same few tasks in turn.
     jitter: u64,
@@ -643,8 +637,7 @@ pub(crate) struct Watchdog {
 /// default), so a worker inside one long poll is an unparked worker whose busy time stands
 /// still (and so does one between polls: see `aggregator::WithoutAPoll`). A busy
 /// period past the threshold is a stall only when its thread's worker stands so; the handle is
-/// held from the first look after one of the runtime's threads registered until its last
-/// thread stops.
+/// held only while a worker of the runtime is busy.
 ///
 /// tokio's stable metrics do not say which thread runs which worker: the watchdog learns it from
 /// park states, when exactly one worker is parked (or exactly one is not) both in tokio's
@@ -681,12 +674,8 @@ struct BusyTimes {
 struct BusyTime {
     busy_ns: u64,
     parked: bool,
-    /// The value stands from this time: when the watchdog first saw it (the first read: when it
-    /// began reading), or for a worker found unparked with its busy time as it was, the read
-    /// before (see [`BusyTimes::read`]).
+    /// When the watchdog first saw this value (the first read: when it began reading).
     since_ns: u64,
-    /// When the watchdog first saw this value and park state: `since_ns` but for such a worker.
-    seen_ns: u64,
     /// Whether `since_ns` is when the value moved (a look saw it change), not the first read.
     moved: bool,
     /// It changed after this time: the look of the read before the one that saw it change
@@ -732,31 +721,11 @@ impl BusyTimes {
             let parked = self.metrics.worker_park_unpark_count(i) & 1 == 1;
             match self.workers.get_mut(i) {
                 Some(w) if w.busy_ns == busy_ns && w.parked == parked => {}
-                // Unparked, its busy time as it was: unmoved since the read before at least,
-                // the earliest the unpark can have been (the busy period that began with it is
-                // timed by the unpark itself). A quiet service's looks are half a threshold
-                // apart: timed from this read, a stall in the first busy period a look saw
-                // stood only a threshold after it, too late for one of under twice the
-                // threshold.
-                // Only for a worker whose thread is known (`stands` with `paired`): counted
-                // early for a busy period of another thread, a worker just unparked by a short
-                // poll would stand for that one.
-                Some(w) if w.busy_ns == busy_ns && w.parked && !parked => {
-                    *w = BusyTime {
-                        busy_ns,
-                        parked,
-                        since_ns: self.read_ns,
-                        seen_ns: now,
-                        moved: true,
-                        changed_after_ns: self.read_ns,
-                    }
-                }
                 Some(w) => {
                     *w = BusyTime {
                         busy_ns,
                         parked,
                         since_ns: now,
-                        seen_ns: now,
                         moved: true,
                         changed_after_ns: self.read_ns,
                     }
@@ -765,7 +734,6 @@ impl BusyTimes {
                     busy_ns,
                     parked,
                     since_ns: now,
-                    seen_ns: now,
                     moved: false,
                     changed_after_ns: 0,
                 }),
@@ -780,7 +748,7 @@ impl BusyTimes {
     /// that ends asyncprof's busy period, and an unpark before the one that begins it.
     fn unparked_changed_after(&self, now: u64, min_ns: u64) -> Option<u64> {
         (0..self.workers.len())
-            .filter(|&i| !self.workers[i].parked && self.stands(i, now, min_ns, 0, false).is_none())
+            .filter(|&i| !self.workers[i].parked && self.stands(i, now, min_ns, 0).is_none())
             .map(|i| self.workers[i].changed_after_ns)
             .min()
     }
@@ -841,21 +809,11 @@ impl BusyTimes {
 
     /// Whether tokio's worker `index` is unparked with a busy time unmoved for `min_ns`, and
     /// then the earliest a poll holding it can have begun, when known (the look before the
-    /// value last moved). `paired`: asked for the busy period of the thread known to run it,
-    /// which may count a worker found just unparked from the read before (see
-    /// [`BusyTimes::read`]); otherwise from the read that found it so.
-    fn stands(
-        &self,
-        index: usize,
-        now: u64,
-        min_ns: u64,
-        tick_ns: u64,
-        paired: bool,
-    ) -> Option<Option<u64>> {
+    /// value last moved).
+    fn stands(&self, index: usize, now: u64, min_ns: u64, tick_ns: u64) -> Option<Option<u64>> {
         let w = self.workers.get(index)?;
-        let since = if paired { w.since_ns } else { w.seen_ns };
-        (!w.parked && now.saturating_sub(since) >= min_ns)
-            .then(|| w.moved.then(|| since.saturating_sub(tick_ns)))
+        (!w.parked && now.saturating_sub(w.since_ns) >= min_ns)
+            .then(|| w.moved.then(|| w.since_ns.saturating_sub(tick_ns)))
     }
 
     /// The standing workers (see [`BusyTimes::stands`]) and the earliest of their begin times.
@@ -863,7 +821,7 @@ impl BusyTimes {
         let mut n = 0;
         let mut began: Option<u64> = None;
         for i in 0..self.workers.len() {
-            if let Some(b) = self.stands(i, now, min_ns, tick_ns, false) {
+            if let Some(b) = self.stands(i, now, min_ns, tick_ns) {
                 n += 1;
                 if let Some(b) = b {
                     began = Some(began.map_or(b, |e| e.min(b)));
@@ -895,17 +853,14 @@ impl Watchdog {
             between_polls: false,
             scratch: Default::default(),
             saw_a_poll: false,
-            next_half_ns: None,
-            shortened: false,
             jitter: clock::exact_ns() | 1,
         }
     }
 
     /// Read tokio's busy times and park states of every runtime whose workers
     /// asyncprof sees in busy periods (the stable tier: a busy period has no task), from the
-    /// first look after one of its threads registered until the runtime's last thread stops,
-    /// and learn which thread runs which worker. An idle runtime costs nothing here: the
-    /// watchdog sleeps with its workers.
+    /// first such period until the runtime's last thread stops, and learn which thread runs
+    /// which worker. An idle runtime costs nothing here: the watchdog sleeps with its workers.
     fn read_busy_times(&mut self, now: u64) {
         let rec = self.rec;
         self.busy_times.retain(|b| rec.runtime_live(b.runtime));
@@ -921,12 +876,7 @@ impl Watchdog {
             // before any stretch between its polls is long.
             let current =
                 self.between_polls && w.current_thread.load(Relaxed) && w.active.load(Relaxed);
-            // In the stable tier, from the first look after a thread of the runtime registered,
-            // parked or not: the first busy period a look sees is then timed from the read
-            // before it (a quiet service's looks are half a threshold apart, and a busy time
-            // first read in the busy period stands only a threshold after that read).
-            let stable = !self.between_polls && w.active.load(Relaxed) && !w.runs_no_worker();
-            if current || stable || matches!(self.observe_any(w), Some((_, _, 0))) {
+            if current || matches!(self.observe_any(w), Some((_, _, 0))) {
                 let r = w.runtime.load(Relaxed);
                 if !self.busy_times.iter().any(|b| b.runtime == r) {
                     if let Some((handle, current_thread)) = rec.busy_time_handle(r) {
@@ -1010,7 +960,7 @@ impl Watchdog {
             return Some(None);
         };
         if let Some(index) = b.index_of(w.index, w.tid.load(Relaxed)) {
-            return b.stands(index, now, self.threshold_ns, self.tick_ns, true);
+            return b.stands(index, now, self.threshold_ns, self.tick_ns);
         }
         // Which worker this thread runs is not known: a stall only if every busy period past
         // the threshold that is no stall yet has a standing worker of its own.
@@ -1157,7 +1107,7 @@ impl Watchdog {
             };
             match b.index_of(w.index, a.raw.tid) {
                 Some(index) => {
-                    if b.stands(index, now, self.threshold_ns, self.tick_ns, true)
+                    if b.stands(index, now, self.threshold_ns, self.tick_ns)
                         .is_none()
                     {
                         ended.push((i, None));
@@ -1226,36 +1176,22 @@ impl Watchdog {
     /// stalls, declared as soon. Only the hooks tier's polls of multi-thread runtimes: a busy
     /// period or a stretch between polls has no start of its own (it is timed from the look
     /// before the one that first saw it, or from tokio's busy times, read at each look).
-    pub(crate) fn quiet_sleep(&mut self, quiet_tick: u64) -> u64 {
+    pub(crate) fn quiet_sleep(&self, quiet_tick: u64) -> u64 {
         let polls_only =
             self.rec.tier() == asyncprof_format::Tier::Hooks && self.busy_times.is_empty();
-        let sleep = if polls_only && !self.saw_a_poll {
+        if polls_only && !self.saw_a_poll {
             (self.threshold_ns / 2 + quiet_tick)
                 .min(2 * MAX_QUIET_TICK_NS)
                 .max(quiet_tick)
         } else {
             quiet_tick
-        };
-        // A poll the last look saw that reaches half the threshold before the next look would
-        // come is looked at as it does, where its evidence begins (its thread's CPU clock and
-        // sleep, a stack copied while it sleeps): a quiet interval later left a blocking call
-        // of under twice the threshold little time to be proved asleep in. Not two sleeps in a
-        // row: a quiet service whose workers run polls of a few milliseconds back to back
-        // wakes the watchdog at most twice as often for it.
-        let half = self
-            .next_half_ns
-            .filter(|_| !self.shortened)
-            .map(|h| h.saturating_sub(self.prev_look_ns).max(self.tick_ns))
-            .filter(|&d| d < sleep);
-        self.shortened = half.is_some();
-        half.unwrap_or(sleep)
+        }
     }
 
     /// Look at every worker once. `now` is the time just published.
     pub(crate) fn look(&mut self, now: u64) {
         let rec = self.rec;
         self.saw_a_poll = false;
-        self.next_half_ns = None;
         self.read_busy_times(now);
         self.end_resumed_busy_stalls(now);
         for w in rec.workers() {
@@ -1300,10 +1236,6 @@ impl Watchdog {
                 continue;
             }
             let running = now.saturating_sub(self.tracks[i].lower_ns);
-            if running < self.threshold_ns / 2 {
-                let half = self.tracks[i].lower_ns + self.threshold_ns / 2;
-                self.next_half_ns = Some(self.next_half_ns.map_or(half, |h| h.min(half)));
-            }
             // A busy period (the stable tier; the hooks tier's stretch between a current-thread
             // runtime's polls) holds its worker in one poll only while tokio's
             // busy time for that worker stands still: `None` while it moves.

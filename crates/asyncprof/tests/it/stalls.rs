@@ -750,19 +750,8 @@ fn record_stable_at<Fut: std::future::Future<Output = ()>>(
     name: &str,
     f: impl FnOnce() -> Fut,
 ) -> RunFile {
-    record_stable_built_after(threshold, Duration::ZERO, name, f)
-}
-
-/// The same, with the runtime built `after` the recording started.
-fn record_stable_built_after<Fut: std::future::Future<Output = ()>>(
-    threshold: Duration,
-    after: Duration,
-    name: &str,
-    f: impl FnOnce() -> Fut,
-) -> RunFile {
     let path = crate::support::temp_run_path(name);
     let guard = start_recording(&path, threshold);
-    std::thread::sleep(after);
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(2);
     let rt = guard
@@ -826,38 +815,6 @@ fn stable_tier_records_a_blocking_call_its_thread_wakes_in_for_a_moment() {
         });
         stall_of(&run, "stable-woken-call", StallClass::Blocking, 9.0..100.0);
         assert_finding(&run, "blocking-call", "stable-woken-call");
-    });
-}
-
-/// Known truth: the blocking call of the test above (its thread wakes in it for a moment),
-/// 20 ms into the life of a runtime built 200 ms after the recording started: the watchdog,
-/// seeing no poll, looks half a threshold apart by then.
-#[test]
-fn stable_tier_records_a_stall_early_in_a_runtime_built_late() {
-    crate::support::retry_if_disturbed(|| {
-        let run = record_stable_built_after(
-            Duration::from_millis(10),
-            Duration::from_millis(200),
-            "stable-late-runtime",
-            || async {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                tokio::spawn(async {
-                    for _ in 0..2 {
-                        std::thread::sleep(Duration::from_micros(9_500)); // stall: stable-late-runtime
-                    }
-                })
-                .await
-                .unwrap();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            },
-        );
-        stall_of(
-            &run,
-            "stable-late-runtime",
-            StallClass::Blocking,
-            9.0..100.0,
-        );
-        assert_finding(&run, "blocking-call", "stable-late-runtime");
     });
 }
 
