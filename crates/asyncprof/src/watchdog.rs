@@ -114,6 +114,13 @@ pub(crate) fn run(
         last = now;
         dog.gap_ns = sleep.as_nanos() as u64 * clock::GAP_TICKS;
         dog.look(now);
+        // A stack sample in the look let polls read the exact time and published the clock
+        // again as it ended: the clock did not stand still for its length.
+        if !quiet {
+            if let Some(published) = clock::published_ns() {
+                last = last.max(published);
+            }
+        }
         // Quiet after a whole window under QUIET_BELOW; busy again at the first look (5–10 ms
         // apart while quiet) that saw more than BUSY_ABOVE, so that a load that starts pays
         // for the exact clock a few milliseconds at most.
@@ -1672,9 +1679,22 @@ impl Watchdog {
                 Some(state) if seq & 1 == 1 => state == seq,
                 _ => same_poll(),
             };
+            // A sample can keep this thread for milliseconds (the first unwind of a run reads
+            // the binary's unwind tables: over 10 ms in a debug build), and the coarse clock it
+            // publishes would stand still meanwhile: polls that begin then would be timed from
+            // the stale clock (a task spawned before a stall and first polled during its first
+            // sample had its delay measured short by that long). The clock reads the exact
+            // time while the sample runs.
+            let published = clock::published_ns().is_some();
+            if published {
+                clock::set_quiet(true);
+            }
             let result = self
                 .sampler
                 .sample_in_while(tid, Some(stack), SAMPLE_TIMEOUT, &current);
+            if published {
+                clock::set_quiet(false);
+            }
             // A signal sent by this sample (one this look followed already is left alone; a
             // new one the sample sent after giving up a dead one is not that one).
             if active.raw.task_id == 0
