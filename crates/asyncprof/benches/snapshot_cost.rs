@@ -35,7 +35,8 @@ async fn work(n: u64) {
     }
 }
 
-/// One task at each of the 64 spawn locations, the `i`-th of each.
+/// One task at each of the 64 spawn locations, the `i`-th of each: every line below is a
+/// spawn location of its own (tokio names a spawn by its call site), so they are written out.
 fn spawn_at_every_location(tasks: &mut Vec<tokio::task::JoinHandle<()>>, i: u64) {
     tasks.push(tokio::spawn(work(i * 64)));
     tasks.push(tokio::spawn(work(i * 64 + 1)));

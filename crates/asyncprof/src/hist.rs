@@ -46,6 +46,18 @@ pub(crate) trait Sink {
     fn high(&self) -> u64;
     /// Add `value` `n` times, as [`Histogram::saturating_record_n`] does.
     fn add_n(&mut self, value: u64, n: u64);
+
+    /// Add `value` `n` times, clamped to [`Sink::high`]; the values clamped are counted in
+    /// `outliers` (as [`record`] does for one value).
+    fn add_n_counted(&mut self, value: u64, n: u64, outliers: &AtomicU64) {
+        let value = if value > self.high() {
+            outliers.fetch_add(n, Relaxed);
+            self.high()
+        } else {
+            value
+        };
+        self.add_n(value, n);
+    }
 }
 
 impl Sink for Histogram<u64> {

@@ -109,14 +109,7 @@ impl WaitHist {
         for (i, b) in self.buckets.iter().enumerate() {
             let n = b.load(Relaxed);
             if n > 0 {
-                let v = bucket_value(i);
-                let v = if v > h.high() {
-                    outliers.fetch_add(n, Relaxed);
-                    h.high()
-                } else {
-                    v
-                };
-                h.add_n(v, n);
+                h.add_n_counted(bucket_value(i), n, outliers);
             }
         }
     }

@@ -44,13 +44,7 @@ impl Recorder {
         for (h, first) in [(poll, &slot.first_long[0]), (sched, &slot.first_long[1])] {
             let v = first.load(Relaxed);
             if v != 0 {
-                let v = if v > h.high() {
-                    self.loss.histogram_outliers.fetch_add(1, Relaxed);
-                    h.high()
-                } else {
-                    v
-                };
-                h.add_n(v, 1);
+                h.add_n_counted(v, 1, &self.loss.histogram_outliers);
             }
         }
     }
