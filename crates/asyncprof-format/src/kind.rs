@@ -270,8 +270,12 @@ impl StallKind {
 /// The C library's system-call wrappers, without the prefixes and suffix of their internal
 /// names (`__libc_read`, `__GI___libc_write`, `__read_nocancel`): calls into the kernel that
 /// can compute there for long on a thread that stays on CPU (copies to and from the page
-/// cache, `getrandom`, `copy_file_range`).
+/// cache, `getrandom`, `copy_file_range`; unmapping a large buffer as it is freed, `munmap`,
+/// several milliseconds for 100 MiB, and its kin that give memory back or move it).
 const SYSCALL_WRAPPERS: &[&str] = &[
+    "munmap",
+    "madvise",
+    "mremap",
     "read",
     "write",
     "pread",
@@ -292,6 +296,10 @@ const SYSCALL_WRAPPERS: &[&str] = &[
     "fsync",
     "fdatasync",
 ];
+
+/// Of [`SYSCALL_WRAPPERS`], those a record without [`crate::StackSample::in_a_call`] did not
+/// name (read as computing there).
+const NAMED_WITH_THE_COUNT: &[&str] = &["pread", "pwrite", "munmap", "madvise", "mremap"];
 
 /// Whether a stall on CPU computed inside system calls: more than half of its sampled stacks
 /// begin in the C library's wrapper of one (`read`; not the generic `syscall`, through which
@@ -359,9 +367,10 @@ fn wrapper_frame(st: &crate::StackSample) -> Option<(usize, &str)> {
         .find_map(|p| name.strip_prefix(p))
         .unwrap_or(name);
     let name = name.strip_suffix("_nocancel").unwrap_or(name);
-    // A record from before the count read `pread` and `pwrite` as computing.
+    // A record from before the count read `pread` and `pwrite` as computing, and `munmap`
+    // and its kin.
     let known = SYSCALL_WRAPPERS.contains(&name)
-        && (st.in_a_call.is_some() || !["pread", "pwrite"].contains(&name));
+        && (st.in_a_call.is_some() || !NAMED_WITH_THE_COUNT.contains(&name));
     known.then_some((at, name))
 }
 
@@ -675,6 +684,64 @@ mod tests {
         let mut own = stayed(vec![("read", 1)]);
         own.stacks[0].frames[0].file = Some("src/codec.rs".into());
         assert_eq!(StallKind::of(&own), StallKind::CpuBoundPoll);
+    }
+
+    /// Known truth: a task that reads a 96 MiB file from the page cache (`std::fs::read`) and
+    /// drops it, 50 ms on CPU: one sample as the read returned, its signal held for 35 ms, and
+    /// one in `munmap` as the buffer was freed, held too (`it::stalls`' large file read, in
+    /// the stable tier). Both samples stayed in a call: a blocking call. Unmapping answered at
+    /// once is not evidence of one; a record from before the count read `munmap` as computing.
+    #[test]
+    fn a_large_buffer_freed_in_the_kernel_is_inside_a_call_too() {
+        let user = crate::Frame::new(
+            "media::load::{closure}",
+            Some("src/main.rs".into()),
+            Some(181),
+        );
+        let stack = |frames: Vec<crate::Frame>, in_a_call| crate::StackSample {
+            count: 1,
+            frames,
+            in_a_call,
+        };
+        let read = |in_a_call| {
+            stack(
+                vec![
+                    crate::Frame::new("read", None, None),
+                    crate::Frame::new(
+                        "std::fs::read",
+                        Some("/rustc/abc/library/std/src/fs.rs".into()),
+                        Some(346),
+                    ),
+                    user.clone(),
+                ],
+                in_a_call,
+            )
+        };
+        let unmap = |top: &str, in_a_call| {
+            stack(
+                vec![
+                    crate::Frame::new(top, None, None),
+                    crate::Frame::new("__libc_free", None, None),
+                    user.clone(),
+                ],
+                in_a_call,
+            )
+        };
+        let stall = |stacks| StallRecord {
+            class: StallClass::CpuBound,
+            cpu_share: Some(1.0),
+            duration_ns: 50_000_000,
+            stacks,
+            ..StallRecord::default()
+        };
+        for top in ["__munmap", "munmap", "__GI___munmap", "madvise", "mremap"] {
+            let s = stall(vec![unmap(top, Some(1)), read(Some(1))]);
+            assert_eq!(StallKind::of(&s), StallKind::BlockingCall, "{top}");
+            let s = stall(vec![unmap(top, Some(0)), read(Some(1))]);
+            assert_eq!(StallKind::of(&s), StallKind::CpuBoundPoll, "{top}");
+            let old = stall(vec![unmap(top, None), read(None)]);
+            assert_eq!(StallKind::of(&old), StallKind::CpuBoundPoll, "{top}");
+        }
     }
 
     /// Known truth: a render on CPU cut by the end of the recording after 150 ms (a service

@@ -147,6 +147,22 @@ fn class_names_a_line(stacks: &[StackSample], on_cpu: &[bool], class: StallClass
         })
 }
 
+/// A stall's stacks (each with whether it was taken on CPU, and the CPU time its signals'
+/// answers waited for: [`RawStall::call_cpu_ns`]), most sampled first; among those sampled as
+/// often, the one whose thread computed longer inside its call before answering first (a
+/// read from the page cache that held the signal for 35 ms before the moment its buffer was
+/// freed, `munmap`, answered in one), then by frames: the stall's call is the first's
+/// ([`most_sampled_culprit`]).
+fn most_sampled_first(mut stacks: Vec<(StackSample, bool, u64)>) -> Vec<(StackSample, bool)> {
+    stacks.sort_by(|(a, _, a_cpu), (b, _, b_cpu)| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| b_cpu.cmp(a_cpu))
+            .then_with(|| a.frames.cmp(&b.frames))
+    });
+    stacks.into_iter().map(|(s, cpu, _)| (s, cpu)).collect()
+}
+
 /// The user's line the most samples of a stall reach, and the call it made in the most sampled
 /// stack among them. A poll on CPU leaves a different innermost frame in each sample, so its
 /// stacks differ while its line is the same; ties go to the most sampled stack's line.
@@ -346,7 +362,7 @@ impl Symbolizer {
     /// Its stacks' addresses are looked up as [`Symbolizer::stack`] meets them, unless
     /// [`Symbolizer::look_up_stalls`] took them with those of the other stalls at hand.
     pub(crate) fn record(&mut self, raw: &RawStall, run_start_ns: u64) -> StallRecord {
-        let mut stacks: Vec<(StackSample, bool)> = raw
+        let stacks: Vec<(StackSample, bool, u64)> = raw
             .stacks
             .iter()
             .map(|(ips, &count)| {
@@ -354,11 +370,11 @@ impl Symbolizer {
                 s.count = count;
                 s.frames = self.stack(ips);
                 s.in_a_call = Some(raw.in_a_call.get(ips).map_or(0, |&n| n.min(count)));
-                (s, raw.on_cpu_stacks.contains(ips))
+                let call_cpu = raw.call_cpu_ns.get(ips).copied().unwrap_or(0);
+                (s, raw.on_cpu_stacks.contains(ips), call_cpu)
             })
             .collect();
-        stacks
-            .sort_by(|(a, _), (b, _)| b.count.cmp(&a.count).then_with(|| a.frames.cmp(&b.frames)));
+        let mut stacks = most_sampled_first(stacks);
         // The caller's code after a `block_on` returned is not the stall's: its stacks leave
         // the record (its line, its call, the stack a finding shows).
         leave_out_the_callers_code(&mut stacks, raw.task_id);
@@ -534,6 +550,77 @@ mod tests {
         assert_eq!(
             most_sampled_culprit(&[], &[], StallClass::CpuBound),
             (None, None)
+        );
+    }
+
+    /// Known truth: a poll that reads a 96 MiB file from the page cache and drops the buffer
+    /// (`it::stalls`' large file read): one sample as the read returned, its signal held for
+    /// 35 ms of CPU in it, and one as freeing the buffer (`munmap` under `free`) returned, held
+    /// for 1 ms. The call is the read's, which held the worker longer, whichever stack's
+    /// frames sort first; a stack sampled more often still comes first.
+    #[test]
+    fn between_stacks_sampled_as_often_the_longer_call_comes_first() {
+        let at = |top: &str, call: Frame| {
+            let mut s = StackSample::default();
+            s.count = 1;
+            s.in_a_call = Some(1);
+            s.frames = vec![
+                Frame::new(top, None, None),
+                call,
+                Frame::new(
+                    "app::load::{{closure}}",
+                    Some("/app/src/main.rs".into()),
+                    Some(181),
+                ),
+            ];
+            s
+        };
+        let read = at(
+            "read",
+            Frame::new(
+                "std::fs::read",
+                Some("/rustc/abc/library/std/src/fs.rs".into()),
+                Some(346),
+            ),
+        );
+        let free = at("__munmap", Frame::new("__libc_free", None, None));
+        let call = |stacks: Vec<(StackSample, bool, u64)>| {
+            let (stacks, cpu): (Vec<_>, Vec<_>) = most_sampled_first(stacks).into_iter().unzip();
+            let (primitive, culprit) = most_sampled_culprit(&stacks, &cpu, StallClass::CpuBound);
+            assert_eq!(culprit.and_then(|c| c.line), Some(181));
+            primitive.map(|p| p.function)
+        };
+        let read_call = Some("std::fs::read".to_string());
+        assert_eq!(
+            call(vec![
+                (free.clone(), true, 1_000_000),
+                (read.clone(), true, 35_000_000)
+            ]),
+            read_call
+        );
+        assert_eq!(
+            call(vec![
+                (read.clone(), true, 35_000_000),
+                (free.clone(), true, 1_000_000)
+            ]),
+            read_call
+        );
+        // As often and as long: by frames, whatever order they came in.
+        let free_call = Some("__libc_free".to_string());
+        assert_eq!(
+            call(vec![(read.clone(), true, 0), (free.clone(), true, 0)]),
+            free_call
+        );
+        // More samples outweigh a longer call.
+        let mut freed_often = free.clone();
+        freed_often.count = 2;
+        freed_often.in_a_call = Some(2);
+        assert_eq!(
+            call(vec![
+                (read, true, 35_000_000),
+                (freed_often, true, 2_000_000)
+            ]),
+            free_call
         );
     }
 

@@ -219,6 +219,12 @@ pub(crate) struct RawStall {
     /// taken by a signal it answered after [`asyncprof_format::IN_A_CALL_NS`] or more of CPU
     /// time ([`asyncprof_sampler::Sample::answer_cpu_ns`]).
     pub(crate) in_a_call: HashMap<Vec<usize>, u32>,
+    /// Of the signal samples in `stacks`, by stack, the CPU time their thread used between
+    /// each signal's sending and its handler ([`asyncprof_sampler::Sample::answer_cpu_ns`],
+    /// summed): how long it computed inside the call the stack begins in. Between stacks
+    /// sampled as often, the call with more of it held the worker longer (see
+    /// [`crate::symbolize`]).
+    pub(crate) call_cpu_ns: HashMap<Vec<usize>, u64>,
     /// A poll's stall (not a busy period's): where its time went ([`TimeSplit`]). `None`
     /// without `schedstat` (CPU time then in 10 ms ticks) or before two reads. The looks
     /// come closest at a stall's start, so this, not their count, says where the time of a
@@ -430,8 +436,9 @@ impl RawStall {
         let start_ns = self.start_ns.max(s.from_ns);
         Some(RawStall {
             stacks: s.stacks.clone(),
-            // Copied while the thread slept, every one.
+            // Copied while the thread slept, every one: no signal's answer among them.
             in_a_call: s.stacks.clone(),
+            call_cpu_ns: HashMap::new(),
             start_ns,
             last_seen_ns: s.to_ns.unwrap_or(self.last_seen_ns).max(start_ns),
             detected_ns: s.detected_ns.unwrap_or(self.detected_ns).max(start_ns),
@@ -2033,6 +2040,11 @@ impl Watchdog {
         if sample.capture == Capture::Signal {
             active.raw.signal_samples += 1;
             active.raw.on_cpu_stacks.insert(sample.ips.clone());
+            *active
+                .raw
+                .call_cpu_ns
+                .entry(sample.ips.clone())
+                .or_default() += sample.answer_cpu_ns;
         }
         if sample.capture != Capture::Signal
             || sample.answer_cpu_ns >= asyncprof_format::IN_A_CALL_NS
