@@ -319,8 +319,8 @@ const NAMED_WITH_THE_COUNT: &[&str] = &["pread", "pwrite", "munmap", "madvise", 
 /// sample counts only when its thread used at least [`IN_A_CALL_NS`] of CPU time between the
 /// signal's sending and its handler (it computed in the call; one that waited for a core
 /// meanwhile used none), or was copied from outside asleep in it
-/// ([`crate::StackSample::in_a_call`]; a record without the count: all of them but `pread`
-/// and `pwrite`, which it did not name). A poll that spends
+/// ([`crate::StackSample::in_a_call`]; a record without the count: all of them but those it
+/// did not name, `NAMED_WITH_THE_COUNT`). A poll that spends
 /// most of its time in many short calls (a file read in 8 KiB pieces) is so a `cpu-bound-poll`
 /// too, its call still named as the primitive: the samples cannot tell it from a computation
 /// between such calls.
@@ -336,9 +336,10 @@ pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> bool {
 /// Whether a stack begins in the C library's wrapper of a system call that can compute in the
 /// kernel for long (`read`, `write`, `pread64`, `pwrite`, `getrandom`, `copy_file_range` and
 /// the like, by the name of a frame with no file; under the cancellation frames that newer C
-/// libraries put above the call). `pread` and `pwrite` count only in a record that says how
-/// many of the stack's samples stayed in a call ([`crate::StackSample::in_a_call`]): one from
-/// before did not name them.
+/// libraries put above the call). `pread`, `pwrite`, `munmap`, `madvise` and `mremap` count
+/// only in a record that says how many of the stack's samples stayed in a call
+/// ([`crate::StackSample::in_a_call`]): one from before did not name them
+/// (`NAMED_WITH_THE_COUNT`).
 pub fn begins_in_a_call(st: &crate::StackSample) -> bool {
     call_wrapper(st).is_some()
 }

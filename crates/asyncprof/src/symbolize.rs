@@ -148,11 +148,11 @@ fn class_names_a_line(stacks: &[StackSample], on_cpu: &[bool], class: StallClass
 }
 
 /// A stall's stacks (each with whether it was taken on CPU, and the CPU time its signals'
-/// answers waited for: [`RawStall::call_cpu_ns`]), most sampled first; among those sampled as
-/// often, the one whose thread computed longer inside its call before answering first (a
-/// read from the page cache that held the signal for 35 ms before the moment its buffer was
-/// freed, `munmap`, answered in one), then by frames: the stall's call is the first's
-/// ([`most_sampled_culprit`]).
+/// answers waited for inside a call: [`RawStall::call_cpu_ns`]), most sampled first; among
+/// those sampled as often, the one whose thread computed longer inside its call before
+/// answering first (a read from the page cache that held the signal for 35 ms before the
+/// moment its buffer was freed, `munmap`, held for one), then by frames. Among the stacks of
+/// one line that weigh the same, the first's call is the line's ([`most_sampled_culprit`]).
 fn most_sampled_first(mut stacks: Vec<(StackSample, bool, u64)>) -> Vec<(StackSample, bool)> {
     stacks.sort_by(|(a, _, a_cpu), (b, _, b_cpu)| {
         b.count

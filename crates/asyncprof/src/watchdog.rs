@@ -219,11 +219,12 @@ pub(crate) struct RawStall {
     /// taken by a signal it answered after [`asyncprof_format::IN_A_CALL_NS`] or more of CPU
     /// time ([`asyncprof_sampler::Sample::answer_cpu_ns`]).
     pub(crate) in_a_call: HashMap<Vec<usize>, u32>,
-    /// Of the signal samples in `stacks`, by stack, the CPU time their thread used between
-    /// each signal's sending and its handler ([`asyncprof_sampler::Sample::answer_cpu_ns`],
-    /// summed): how long it computed inside the call the stack begins in. Between stacks
-    /// sampled as often, the call with more of it held the worker longer (see
-    /// [`crate::symbolize`]).
+    /// Of the signal samples in `stacks` that stayed in a call (counted in `in_a_call`), by
+    /// stack, the CPU time their thread used between each signal's sending and its handler
+    /// ([`asyncprof_sampler::Sample::answer_cpu_ns`], summed): how long it computed inside the
+    /// call the stack begins in. A sample answered at once adds nothing (its wait was the
+    /// signal's way to the thread, not a call). Between stacks sampled as often, the call with
+    /// more of it held the worker longer (see [`crate::symbolize`]).
     pub(crate) call_cpu_ns: HashMap<Vec<usize>, u64>,
     /// A poll's stall (not a busy period's): where its time went ([`TimeSplit`]). `None`
     /// without `schedstat` (CPU time then in 10 ms ticks) or before two reads. The looks
@@ -2040,16 +2041,18 @@ impl Watchdog {
         if sample.capture == Capture::Signal {
             active.raw.signal_samples += 1;
             active.raw.on_cpu_stacks.insert(sample.ips.clone());
-            *active
-                .raw
-                .call_cpu_ns
-                .entry(sample.ips.clone())
-                .or_default() += sample.answer_cpu_ns;
         }
         if sample.capture != Capture::Signal
             || sample.answer_cpu_ns >= asyncprof_format::IN_A_CALL_NS
         {
             *active.raw.in_a_call.entry(sample.ips.clone()).or_default() += 1;
+            if sample.capture == Capture::Signal {
+                *active
+                    .raw
+                    .call_cpu_ns
+                    .entry(sample.ips.clone())
+                    .or_default() += sample.answer_cpu_ns;
+            }
         }
         *active.raw.stacks.entry(sample.ips).or_default() += 1;
     }
