@@ -270,12 +270,8 @@ impl StallKind {
 /// The C library's system-call wrappers, without the prefixes and suffix of their internal
 /// names (`__libc_read`, `__GI___libc_write`, `__read_nocancel`): calls into the kernel that
 /// can compute there for long on a thread that stays on CPU (copies to and from the page
-/// cache, `getrandom`, `copy_file_range`; unmapping a large buffer as it is freed, `munmap`,
-/// several milliseconds for 100 MiB, and its kin that give memory back or move it).
+/// cache, `getrandom`, `copy_file_range`); and [`MEMORY_CALLS`].
 const SYSCALL_WRAPPERS: &[&str] = &[
-    "munmap",
-    "madvise",
-    "mremap",
     "read",
     "write",
     "pread",
@@ -297,9 +293,24 @@ const SYSCALL_WRAPPERS: &[&str] = &[
     "fdatasync",
 ];
 
-/// Of [`SYSCALL_WRAPPERS`], those a record without [`crate::StackSample::in_a_call`] did not
-/// name (read as computing there).
-const NAMED_WITH_THE_COUNT: &[&str] = &["pread", "pwrite", "munmap", "madvise", "mremap"];
+/// Calls that give memory back to the kernel or move it, which can compute there for long
+/// too: unmapping a large buffer as it is freed (`munmap`, several milliseconds for 100 MiB),
+/// and its kin. The C library's allocator makes them; a sample at one answered at once shows
+/// the allocator at work, not I/O ([`gives_memory_back`]).
+const MEMORY_CALLS: &[&str] = &["munmap", "madvise", "mremap"];
+
+/// Whether `call` (a [`call_wrapper`]'s name) gives memory back to the kernel or moves it
+/// (`munmap`, `madvise`, `mremap`): the allocator's doing, not the program's I/O.
+pub fn gives_memory_back(call: &str) -> bool {
+    MEMORY_CALLS.contains(&call)
+}
+
+/// Of the calls [`begins_in_a_call`] knows, those a record without
+/// [`crate::StackSample::in_a_call`] did not name (read as computing there): `pread`, `pwrite`
+/// and [`MEMORY_CALLS`].
+fn named_with_the_count(name: &str) -> bool {
+    ["pread", "pwrite"].contains(&name) || gives_memory_back(name)
+}
 
 /// Whether a stall on CPU computed inside system calls: more than half of its sampled stacks
 /// begin in the C library's wrapper of one (`read`; not the generic `syscall`, through which
@@ -320,7 +331,7 @@ const NAMED_WITH_THE_COUNT: &[&str] = &["pread", "pwrite", "munmap", "madvise", 
 /// signal's sending and its handler (it computed in the call; one that waited for a core
 /// meanwhile used none), or was copied from outside asleep in it
 /// ([`crate::StackSample::in_a_call`]; a record without the count: all of them but those it
-/// did not name, `NAMED_WITH_THE_COUNT`). A poll that spends
+/// did not name, `pread`, `pwrite` and `MEMORY_CALLS`). A poll that spends
 /// most of its time in many short calls (a file read in 8 KiB pieces) is so a `cpu-bound-poll`
 /// too, its call still named as the primitive: the samples cannot tell it from a computation
 /// between such calls.
@@ -338,8 +349,7 @@ pub(crate) fn in_a_system_call_on_cpu(s: &StallRecord) -> bool {
 /// the like, by the name of a frame with no file; under the cancellation frames that newer C
 /// libraries put above the call). `pread`, `pwrite`, `munmap`, `madvise` and `mremap` count
 /// only in a record that says how many of the stack's samples stayed in a call
-/// ([`crate::StackSample::in_a_call`]): one from before did not name them
-/// (`NAMED_WITH_THE_COUNT`).
+/// ([`crate::StackSample::in_a_call`]): one from before did not name them.
 pub fn begins_in_a_call(st: &crate::StackSample) -> bool {
     call_wrapper(st).is_some()
 }
@@ -370,8 +380,8 @@ fn wrapper_frame(st: &crate::StackSample) -> Option<(usize, &str)> {
     let name = name.strip_suffix("_nocancel").unwrap_or(name);
     // A record from before the count read `pread` and `pwrite` as computing, and `munmap`
     // and its kin.
-    let known = SYSCALL_WRAPPERS.contains(&name)
-        && (st.in_a_call.is_some() || !NAMED_WITH_THE_COUNT.contains(&name));
+    let known = (SYSCALL_WRAPPERS.contains(&name) || gives_memory_back(name))
+        && (st.in_a_call.is_some() || !named_with_the_count(name));
     known.then_some((at, name))
 }
 

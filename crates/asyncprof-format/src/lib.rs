@@ -68,10 +68,10 @@ mod write;
 pub use error::{Error, Result};
 pub use hist::Histogram;
 pub use kind::{
-    begins_in_a_call, call_wrapper, mostly_outside_a_runtime, mostly_waits_on_the_allocator,
-    mostly_without_a_worker, never_in_a_current_thread_block_on, preempted,
-    samples_at_a_short_call, samples_placing_no_line, StallKind, CROWDED_SHARE, IN_A_CALL_NS,
-    NEVER_RETURNED_NS, PREEMPTED_CPU_SHARE,
+    begins_in_a_call, call_wrapper, gives_memory_back, mostly_outside_a_runtime,
+    mostly_waits_on_the_allocator, mostly_without_a_worker, never_in_a_current_thread_block_on,
+    preempted, samples_at_a_short_call, samples_placing_no_line, StallKind, CROWDED_SHARE,
+    IN_A_CALL_NS, NEVER_RETURNED_NS, PREEMPTED_CPU_SHARE,
 };
 pub use read::{
     join_parts, read_bytes, read_path, LocationPoint, Record, RunFile, RunReader, SeriesPoint,

@@ -278,7 +278,9 @@ type ShortCalls<'a> = (Vec<(&'a str, u64)>, u64, u64);
 
 /// When at least two samples and more than half of the stack samples of `stalls` came as a
 /// short system call returned ([`asyncprof_format::samples_at_a_short_call`]): those calls
-/// with their counts, most first, and the count of those samples and of all.
+/// with their counts, most first, and the count of those samples and of all. Calls that give
+/// memory back ([`asyncprof_format::gives_memory_back`]: the allocator's `madvise`, `munmap`)
+/// are not among them: the advice is about the poll's own I/O.
 fn mostly_at_short_calls<'a>(
     stalls: impl Iterator<Item = &'a StallRecord>,
 ) -> Option<ShortCalls<'a>> {
@@ -287,8 +289,11 @@ fn mostly_at_short_calls<'a>(
     for st in stalls.flat_map(|s| &s.stacks) {
         total += u64::from(st.count);
         let short = asyncprof_format::samples_at_a_short_call(st);
-        if let (Some(call), true) = (asyncprof_format::call_wrapper(st), short > 0) {
-            *by_call.entry(call).or_default() += u64::from(short);
+        match asyncprof_format::call_wrapper(st) {
+            Some(call) if short > 0 && !asyncprof_format::gives_memory_back(call) => {
+                *by_call.entry(call).or_default() += u64::from(short);
+            }
+            _ => {}
         }
     }
     let short: u64 = by_call.values().sum();
@@ -806,6 +811,24 @@ mod tests {
         let these = findings(&[mostly_hashing, elsewhere]);
         assert_eq!(these.len(), 1, "{these:#?}");
         assert_eq!(these[0].location.line, 12, "{these:#?}");
+        assert!(
+            !these[0].recommendation.contains("system call returned"),
+            "{these:#?}"
+        );
+        // The allocator giving memory back between steps (`madvise` answered at once, three
+        // samples of four): no word of I/O calls.
+        let mut allocating = s.clone();
+        allocating.stacks[0] = sample(
+            3,
+            vec![
+                Frame::new("madvise", None, None),
+                Frame::new("__libc_free", None, None),
+                f("enrich::store", 12),
+            ],
+            Some(0),
+        );
+        let these = findings(std::slice::from_ref(&allocating));
+        assert_eq!(these[0].kind, "cpu-bound-poll", "{these:#?}");
         assert!(
             !these[0].recommendation.contains("system call returned"),
             "{these:#?}"
