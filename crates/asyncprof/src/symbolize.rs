@@ -148,11 +148,12 @@ fn class_names_a_line(stacks: &[StackSample], on_cpu: &[bool], class: StallClass
 }
 
 /// A stall's stacks (each with whether it was taken on CPU, and the CPU time its signals'
-/// answers waited for inside a call: [`RawStall::call_cpu_ns`]), most sampled first; among
-/// those sampled as often, the one whose thread computed longer inside its call before
-/// answering first (a read from the page cache that held the signal for 35 ms before the
-/// moment its buffer was freed, `munmap`, held for one), then by frames. Among the stacks of
-/// one line that weigh the same, the first's call is the line's ([`most_sampled_culprit`]).
+/// answers waited for inside a call: [`crate::watchdog::InCall::cpu_ns`]), most sampled
+/// first; among those sampled as often, the one whose thread computed longer inside its call
+/// before answering first (a read from the page cache, its signal held until the read
+/// returned, before the unmapping of its buffer as it was freed, `munmap`), then by frames.
+/// Among the stacks of one line that weigh the same, the first's call is the line's
+/// ([`most_sampled_culprit`]).
 fn most_sampled_first(mut stacks: Vec<(StackSample, bool, u64)>) -> Vec<(StackSample, bool)> {
     stacks.sort_by(|(a, _, a_cpu), (b, _, b_cpu)| {
         b.count
@@ -369,9 +370,9 @@ impl Symbolizer {
                 let mut s = StackSample::default();
                 s.count = count;
                 s.frames = self.stack(ips);
-                s.in_a_call = Some(raw.in_a_call.get(ips).map_or(0, |&n| n.min(count)));
-                let call_cpu = raw.call_cpu_ns.get(ips).copied().unwrap_or(0);
-                (s, raw.on_cpu_stacks.contains(ips), call_cpu)
+                let in_call = raw.in_a_call.get(ips).copied().unwrap_or_default();
+                s.in_a_call = Some(in_call.samples.min(count));
+                (s, raw.on_cpu_stacks.contains(ips), in_call.cpu_ns)
             })
             .collect();
         let mut stacks = most_sampled_first(stacks);
@@ -554,10 +555,10 @@ mod tests {
     }
 
     /// Known truth: a poll that reads a 96 MiB file from the page cache and drops the buffer
-    /// (`it::stalls`' large file read): one sample as the read returned, its signal held for
-    /// 35 ms of CPU in it, and one as freeing the buffer (`munmap` under `free`) returned, held
-    /// for 1 ms. The call is the read's, which held the worker longer, whichever stack's
-    /// frames sort first; a stack sampled more often still comes first.
+    /// (`it::stalls`' large file read): one sample as the read returned and one as freeing the
+    /// buffer (`munmap` under `free`) returned, each held in its call (here 35 ms and 1 ms of
+    /// CPU: the test's figures). The call is the read's, which held the worker longer,
+    /// whichever stack's frames sort first; a stack sampled more often still comes first.
     #[test]
     fn between_stacks_sampled_as_often_the_longer_call_comes_first() {
         let at = |top: &str, call: Frame| {

@@ -217,15 +217,9 @@ pub(crate) struct RawStall {
     /// Of the samples in `stacks`, by stack, those that found the thread inside a system call
     /// for a while ([`asyncprof_format::StackSample::in_a_call`]): copied while it slept, or
     /// taken by a signal it answered after [`asyncprof_format::IN_A_CALL_NS`] or more of CPU
-    /// time ([`asyncprof_sampler::Sample::answer_cpu_ns`]).
-    pub(crate) in_a_call: HashMap<Vec<usize>, u32>,
-    /// Of the signal samples in `stacks` that stayed in a call (counted in `in_a_call`), by
-    /// stack, the CPU time their thread used between each signal's sending and its handler
-    /// ([`asyncprof_sampler::Sample::answer_cpu_ns`], summed): how long it computed inside the
-    /// call the stack begins in. A sample answered at once adds nothing (its wait was the
-    /// signal's way to the thread, not a call). Between stacks sampled as often, the call with
-    /// more of it held the worker longer (see [`crate::symbolize`]).
-    pub(crate) call_cpu_ns: HashMap<Vec<usize>, u64>,
+    /// time ([`asyncprof_sampler::Sample::answer_cpu_ns`]); with that CPU time (see
+    /// [`InCall`]).
+    pub(crate) in_a_call: HashMap<Vec<usize>, InCall>,
     /// A poll's stall (not a busy period's): where its time went ([`TimeSplit`]). `None`
     /// without `schedstat` (CPU time then in 10 ms ticks) or before two reads. The looks
     /// come closest at a stall's start, so this, not their count, says where the time of a
@@ -438,8 +432,11 @@ impl RawStall {
         Some(RawStall {
             stacks: s.stacks.clone(),
             // Copied while the thread slept, every one: no signal's answer among them.
-            in_a_call: s.stacks.clone(),
-            call_cpu_ns: HashMap::new(),
+            in_a_call: s
+                .stacks
+                .iter()
+                .map(|(ips, &samples)| (ips.clone(), InCall { samples, cpu_ns: 0 }))
+                .collect(),
             start_ns,
             last_seen_ns: s.to_ns.unwrap_or(self.last_seen_ns).max(start_ns),
             detected_ns: s.detected_ns.unwrap_or(self.detected_ns).max(start_ns),
@@ -456,6 +453,17 @@ impl RawStall {
             ..self.clone()
         })
     }
+}
+
+/// A stack's samples that stayed in the call it begins in ([`RawStall::in_a_call`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct InCall {
+    pub(crate) samples: u32,
+    /// The CPU time the thread used between each of those samples' signals and its handler,
+    /// summed (a copy taken while it slept adds none): how long it computed inside the call.
+    /// Between stacks sampled as often, the call with more of it held the worker longer (see
+    /// [`crate::symbolize`]).
+    pub(crate) cpu_ns: u64,
 }
 
 /// A thread's CPU time and time waiting for a CPU, read at `at_ns` (the exact clock, when
@@ -2045,13 +2053,10 @@ impl Watchdog {
         if sample.capture != Capture::Signal
             || sample.answer_cpu_ns >= asyncprof_format::IN_A_CALL_NS
         {
-            *active.raw.in_a_call.entry(sample.ips.clone()).or_default() += 1;
+            let in_call = active.raw.in_a_call.entry(sample.ips.clone()).or_default();
+            in_call.samples += 1;
             if sample.capture == Capture::Signal {
-                *active
-                    .raw
-                    .call_cpu_ns
-                    .entry(sample.ips.clone())
-                    .or_default() += sample.answer_cpu_ns;
+                in_call.cpu_ns += sample.answer_cpu_ns;
             }
         }
         *active.raw.stacks.entry(sample.ips).or_default() += 1;
