@@ -239,8 +239,11 @@ pub struct LossCounters {
     pub skipped_samples: u64,
     /// Stack samples refused because the sampler slot was still busy.
     pub sampler_busy: u64,
-    /// Times the coarse clock's thread woke more than four ticks late (it was descheduled).
-    /// A poll that fell entirely inside such a gap was timed as short.
+    /// Times the watchdog (the coarse clock's thread) ran more than four of its intervals
+    /// late: after a tick, after a quiet service's longer sleep, or after a worker woke it from
+    /// its idle wait; the machine gave it no CPU. A poll that fell entirely inside such a gap
+    /// was timed as short (not while the service was quiet: its polls read the exact time),
+    /// and a stall inside it was looked at late, or not at all.
     pub clock_gaps: u64,
     /// Queues created while the queue registry was full: they work, but are not reported.
     pub untracked_queues: u64,

@@ -105,14 +105,19 @@ pub(crate) fn run(
         } else {
             tick
         };
+        // While quiet the clock is not published: the sleep is timed from its start, after
+        // the look (a look that took a sample can take milliseconds).
+        let slept_from = if quiet { clock::exact_ns() } else { last };
         std::thread::sleep(sleep);
         let now = clock::publish();
-        // While quiet, polls are timed exactly: a late look delays no clock.
-        if !quiet && now.saturating_sub(last) > tick_ns * clock::GAP_TICKS {
+        dog.gap_ns = sleep.as_nanos() as u64 * clock::GAP_TICKS;
+        // Late: the coarse clock stood still meanwhile (a poll inside the gap was timed
+        // short), and a stall was looked at late, or not at all. While quiet, polls are
+        // timed exactly, but the looks are as late.
+        if now.saturating_sub(slept_from) > dog.gap_ns {
             recorder.loss.clock_gaps.fetch_add(1, Relaxed);
         }
         last = now;
-        dog.gap_ns = sleep.as_nanos() as u64 * clock::GAP_TICKS;
         dog.look(now);
         // A stack sample in the look let polls read the exact time and published the clock
         // again as it ended: the clock did not stand still for its length.
@@ -167,6 +172,16 @@ pub(crate) fn run(
             // The rate's window goes on: time parked is time with no polls (resetting it
             // here kept a service that parks every few milliseconds busy for good).
             last = clock::publish();
+            // Woken by a thread that unparked (or registered) in this wait: this thread
+            // should have run at once, and ran late when the machine gave it no CPU (one
+            // core busy, the other's thread in a long system call that nothing preempts):
+            // the clock stood still and nothing was looked at meanwhile, a gap like a late
+            // tick's. (A wake noted before this wait began is a late note of the last.)
+            let woken = recorder.watchdog_woken_ns.swap(0, Relaxed);
+            let interval = if quiet { quiet_tick } else { tick_ns };
+            if woken >= now && last.saturating_sub(woken) > interval * clock::GAP_TICKS {
+                recorder.loss.clock_gaps.fetch_add(1, Relaxed);
+            }
         }
     }
     clock::set_quiet(false);

@@ -406,14 +406,17 @@ impl Recorder {
             }
         }
         if self.watchdog_idle.load(SeqCst) {
-            self.wake_watchdog();
+            self.wake_watchdog(now);
         }
     }
 
+    /// Wake the idle watchdog, noting when (`now`, the clock just published): the thread
+    /// unpark's release and park's acquire make the watchdog see it once awake.
     #[cold]
     #[inline(never)]
-    fn wake_watchdog(&self) {
+    fn wake_watchdog(&self, now: u64) {
         if self.watchdog_idle.swap(false, Relaxed) {
+            self.watchdog_woken_ns.store(now.max(1), Relaxed);
             if let Some(t) = self.watchdog_thread.get() {
                 t.unpark();
             }
@@ -549,8 +552,7 @@ impl Recorder {
         self.registrations.fetch_add(1, SeqCst);
         if self.watchdog_idle.load(SeqCst) {
             // As an unpark does: the clock stood still while the watchdog slept.
-            clock::publish();
-            self.wake_watchdog();
+            self.wake_watchdog(clock::publish());
         }
         Some(w)
     }

@@ -9,6 +9,7 @@ mod edges;
 mod eintr;
 mod filelimit;
 mod footprint;
+mod gaps;
 mod idle;
 mod killed;
 mod macro_main;

@@ -30,7 +30,13 @@ pub(crate) fn stall_at<'r>(run: &'r RunFile, marker: &str) -> &'r StallRecord {
     run.stalls
         .iter()
         .find(|s| s.culprit.as_ref().is_some_and(|c| c.line == Some(line)))
-        .unwrap_or_else(|| panic!("no stall at line {line} ({marker}): {:#?}", run.stalls))
+        .unwrap_or_else(|| {
+            panic!(
+                "no stall at line {line} ({marker}): {:#?} {:?}",
+                run.stalls,
+                run.snapshot.as_ref().map(|s| &s.loss)
+            )
+        })
 }
 
 fn the_stall(run: &RunFile) -> &StallRecord {
