@@ -248,8 +248,8 @@ pub fn loss_counters(l: &format::LossCounters) -> [(u64, &'static str); 16] {
         ),
         (
             l.clock_gaps,
-            "times the coarse clock's thread woke late (the machine was busy): a poll that fell \
-             inside such a gap was timed as short",
+            "times the watchdog ran late (the machine was busy): a poll that fell inside such a \
+             gap may be timed as short, and a stall in it seen late or not at all",
         ),
         (
             l.missed_samples,

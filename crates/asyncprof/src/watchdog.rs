@@ -105,27 +105,27 @@ pub(crate) fn run(
         } else {
             tick
         };
-        // While quiet the clock is not published: the sleep is timed from its start, after
-        // the look (a look that took a sample can take milliseconds).
-        let slept_from = if quiet { clock::exact_ns() } else { last };
         std::thread::sleep(sleep);
         let now = clock::publish();
         dog.gap_ns = sleep.as_nanos() as u64 * clock::GAP_TICKS;
         // Late: the coarse clock stood still meanwhile (a poll inside the gap was timed
         // short), and a stall was looked at late, or not at all. While quiet, polls are
         // timed exactly, but the looks are as late.
-        if now.saturating_sub(slept_from) > dog.gap_ns {
+        if now.saturating_sub(last) > dog.gap_ns {
             recorder.loss.clock_gaps.fetch_add(1, Relaxed);
         }
         last = now;
         dog.look(now);
         // A stack sample in the look let polls read the exact time and published the clock
-        // again as it ended: the clock did not stand still for its length.
+        // again as it ended: the clock did not stand still for its length. Nor is the
+        // watchdog late for the time its samples took (their unwinding can take
+        // milliseconds), quiet or not.
         if !quiet {
             if let Some(published) = clock::published_ns() {
                 last = last.max(published);
             }
         }
+        last = last.max(dog.sampled_until_ns);
         // Quiet after a whole window under QUIET_BELOW; busy again at the first look (5–10 ms
         // apart while quiet) that saw more than BUSY_ABOVE, so that a load that starts pays
         // for the exact clock a few milliseconds at most.
@@ -176,7 +176,8 @@ pub(crate) fn run(
             // should have run at once, and ran late when the machine gave it no CPU (one
             // core busy, the other's thread in a long system call that nothing preempts):
             // the clock stood still and nothing was looked at meanwhile, a gap like a late
-            // tick's. (A wake noted before this wait began is a late note of the last.)
+            // tick's. (A wake whose waker read the clock before the look that preceded this
+            // wait belongs to an earlier wait, noted late: not counted.)
             let woken = recorder.watchdog_woken_ns.swap(0, Relaxed);
             let interval = if quiet { quiet_tick } else { tick_ns };
             if woken >= now && last.saturating_sub(woken) > interval * clock::GAP_TICKS {
@@ -667,6 +668,9 @@ pub(crate) struct Watchdog {
     /// A small generator (xorshift) that spreads a busy period's samples in time, so that
     /// they do not fall in step with a worker that polls the same few tasks in turn.
     jitter: u64,
+    /// When the watchdog's latest stack sample (or late stack taken) ended, by the exact
+    /// clock: its own work, not time it was kept off a CPU (see `run`).
+    sampled_until_ns: u64,
 }
 
 /// The stable tier sees when a worker is busy (unparked), not its polls: a busy, healthy worker
@@ -892,6 +896,7 @@ impl Watchdog {
             scratch: Default::default(),
             saw_a_poll: false,
             jitter: clock::exact_ns() | 1,
+            sampled_until_ns: 0,
         }
     }
 
@@ -1723,6 +1728,7 @@ impl Watchdog {
             let result = self
                 .sampler
                 .sample_in_while(tid, Some(stack), SAMPLE_TIMEOUT, &current);
+            self.sampled_until_ns = clock::exact_ns();
             if published {
                 clock::set_quiet(false);
             }
@@ -2011,7 +2017,9 @@ impl Watchdog {
             return;
         };
         let held = active.held.take().filter(|h| h.sent == sent);
-        let sample = match self.sampler.take_pending() {
+        let taken = self.sampler.take_pending();
+        self.sampled_until_ns = clock::exact_ns();
+        let sample = match taken {
             Some((_, Ok(sample))) => sample,
             Some(_) => {
                 self.rec.loss.missed_samples.fetch_add(1, Relaxed);

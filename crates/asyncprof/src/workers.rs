@@ -410,8 +410,9 @@ impl Recorder {
         }
     }
 
-    /// Wake the idle watchdog, noting when (`now`, the clock just published): the thread
-    /// unpark's release and park's acquire make the watchdog see it once awake.
+    /// Wake the idle watchdog, noting when (`now`, the exact time this thread just read):
+    /// stored before the thread unpark, whose token the watchdog's park consumes, so the
+    /// watchdog that this wake ends its wait sees it.
     #[cold]
     #[inline(never)]
     fn wake_watchdog(&self, now: u64) {
