@@ -126,9 +126,9 @@ pub(crate) struct Recorder {
     /// The watchdog sleeps until a worker unparks: every worker has been parked a while, so
     /// there is no poll to time or watch. The coarse clock stands still meanwhile.
     pub(crate) watchdog_idle: AtomicBool,
-    /// When a thread last woke the idle watchdog, by the clock it read before (0: none since
-    /// the watchdog's last idle wait ended): how late the watchdog then ran is a gap like a
-    /// late tick's.
+    /// When a thread last woke the idle watchdog: the exact time it read just before
+    /// (`clock::publish`; 0: none since the watchdog's last idle wait ended). How late the
+    /// watchdog then ran is a gap like a late tick's.
     pub(crate) watchdog_woken_ns: AtomicU64,
     /// The watchdog's thread, for the worker that unparks first to wake it.
     pub(crate) watchdog_thread: OnceLock<std::thread::Thread>,

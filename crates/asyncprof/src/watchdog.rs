@@ -116,16 +116,16 @@ pub(crate) fn run(
         }
         last = now;
         dog.look(now);
-        // A stack sample in the look let polls read the exact time and published the clock
-        // again as it ended: the clock did not stand still for its length. Nor is the
-        // watchdog late for the time its samples took (their unwinding can take
-        // milliseconds), quiet or not.
+        // The time the look spent in the sampler (a stack's unwinding can take milliseconds)
+        // is the watchdog's own work, not time it was kept off a CPU, quiet or not; and a
+        // stack sample let polls read the exact time and published the clock again as it
+        // ended: the clock did not stand still for its length.
+        last = last.saturating_add(std::mem::take(&mut dog.sampling_ns));
         if !quiet {
             if let Some(published) = clock::published_ns() {
                 last = last.max(published);
             }
         }
-        last = last.max(dog.sampled_until_ns);
         // Quiet after a whole window under QUIET_BELOW; busy again at the first look (5–10 ms
         // apart while quiet) that saw more than BUSY_ABOVE, so that a load that starts pays
         // for the exact clock a few milliseconds at most.
@@ -668,9 +668,9 @@ pub(crate) struct Watchdog {
     /// A small generator (xorshift) that spreads a busy period's samples in time, so that
     /// they do not fall in step with a worker that polls the same few tasks in turn.
     jitter: u64,
-    /// When the watchdog's latest stack sample (or late stack taken) ended, by the exact
-    /// clock: its own work, not time it was kept off a CPU (see `run`).
-    sampled_until_ns: u64,
+    /// The time spent in the sampler (stack samples, late stacks taken) since `run` last
+    /// took it, by the exact clock: the watchdog's own work, not time it was kept off a CPU.
+    sampling_ns: u64,
 }
 
 /// The stable tier sees when a worker is busy (unparked), not its polls: a busy, healthy worker
@@ -896,7 +896,7 @@ impl Watchdog {
             scratch: Default::default(),
             saw_a_poll: false,
             jitter: clock::exact_ns() | 1,
-            sampled_until_ns: 0,
+            sampling_ns: 0,
         }
     }
 
@@ -1725,10 +1725,11 @@ impl Watchdog {
             if published {
                 clock::set_quiet(true);
             }
+            let began = clock::exact_ns();
             let result = self
                 .sampler
                 .sample_in_while(tid, Some(stack), SAMPLE_TIMEOUT, &current);
-            self.sampled_until_ns = clock::exact_ns();
+            self.sampling_ns += clock::exact_ns().saturating_sub(began);
             if published {
                 clock::set_quiet(false);
             }
@@ -2017,8 +2018,9 @@ impl Watchdog {
             return;
         };
         let held = active.held.take().filter(|h| h.sent == sent);
+        let began = clock::exact_ns();
         let taken = self.sampler.take_pending();
-        self.sampled_until_ns = clock::exact_ns();
+        self.sampling_ns += clock::exact_ns().saturating_sub(began);
         let sample = match taken {
             Some((_, Ok(sample))) => sample,
             Some(_) => {

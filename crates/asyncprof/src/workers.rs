@@ -411,8 +411,8 @@ impl Recorder {
     }
 
     /// Wake the idle watchdog, noting when (`now`, the exact time this thread just read):
-    /// stored before the thread unpark, whose token the watchdog's park consumes, so the
-    /// watchdog that this wake ends its wait sees it.
+    /// stored before the thread unpark, so the watchdog, whose wait this unpark ends, sees it
+    /// (an unpark synchronizes with the park that takes its token).
     #[cold]
     #[inline(never)]
     fn wake_watchdog(&self, now: u64) {
