@@ -242,11 +242,11 @@ pub struct LossCounters {
     /// Times the watchdog (the coarse clock's thread) ran late, the machine giving it no CPU:
     /// when it first ran, more than four ticks after the recording started; more than four of
     /// its intervals after its last look (a tick, or a quiet service's longer sleep), less the
-    /// time that look spent taking stacks; or, woken from its idle wait by a thread, more than
-    /// four ticks after the wake (four of a quiet service's look intervals: 20 ms at the
-    /// default threshold). A poll that fell entirely inside such a gap was timed as short (not
-    /// while the service was quiet: its polls read the exact time then), and a stall inside it
-    /// was looked at late, or not at all.
+    /// time that look spent sampling stalls; or, woken from its idle wait by a thread, more
+    /// than four ticks after the wake (while the service is quiet, four of its look intervals:
+    /// 20 ms at the default threshold). A poll that fell entirely inside such a gap was timed
+    /// as short (not while the service was quiet: its polls read the exact time then), and a
+    /// stall inside it was looked at late, or not at all.
     pub clock_gaps: u64,
     /// Queues created while the queue registry was full: they work, but are not reported.
     pub untracked_queues: u64,

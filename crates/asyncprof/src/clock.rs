@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// The watchdog running later than this many of its intervals is a gap (a tick, a quiet
-/// service's sleep, or the time from a thread's wake to its run after its idle wait; see
-/// `watchdog::run`): it did not run on time, and the clock, which it publishes, stood still
-/// meanwhile (while the service is busy) and nothing was looked at.
+/// This many of the watchdog's intervals between its looks (a tick, or a quiet service's
+/// sleep; from a thread's wake to its run after its idle wait, a tick, or a quiet service's
+/// look interval) are a gap (see `watchdog::run`): it did not run on time, the clock, which
+/// it publishes, stood still meanwhile (while the service is busy), and nothing was looked
+/// at.
 pub(crate) const GAP_TICKS: u64 = 4;
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -116,16 +116,10 @@ pub(crate) fn run(
         }
         last = now;
         dog.look(now);
-        // The time the look spent in the sampler (a stack's unwinding can take milliseconds)
-        // is the watchdog's own work, not time it was kept off a CPU, quiet or not; and a
-        // stack sample let polls read the exact time and published the clock again as it
-        // ended: the clock did not stand still for its length.
+        // The time the look spent sampling stalls (a stack's unwinding can take milliseconds,
+        // a signal's answer is waited for) is the watchdog's own work, not time it was kept
+        // off a CPU (while a stack was taken or unwound, polls read the exact time).
         last = last.saturating_add(std::mem::take(&mut dog.sampling_ns));
-        if !quiet {
-            if let Some(published) = clock::published_ns() {
-                last = last.max(published);
-            }
-        }
         // Quiet after a whole window under QUIET_BELOW; busy again at the first look (5–10 ms
         // apart while quiet) that saw more than BUSY_ABOVE, so that a load that starts pays
         // for the exact clock a few milliseconds at most.
@@ -174,7 +168,7 @@ pub(crate) fn run(
             last = clock::publish();
             // Woken by a thread that unparked (or registered) in this wait: this thread
             // should have run at once, and ran late when the machine gave it no CPU (one
-            // core busy, the other's thread in a long system call that nothing preempts):
+            // core busy, the other's thread in a long system call):
             // the clock stood still and nothing was looked at meanwhile, a gap like a late
             // tick's. (A wake whose waker read the clock before the look that preceded this
             // wait belongs to an earlier wait, noted late: not counted.)
@@ -668,8 +662,9 @@ pub(crate) struct Watchdog {
     /// A small generator (xorshift) that spreads a busy period's samples in time, so that
     /// they do not fall in step with a worker that polls the same few tasks in turn.
     jitter: u64,
-    /// The time spent in the sampler (stack samples, late stacks taken) since `run` last
-    /// took it, by the exact clock: the watchdog's own work, not time it was kept off a CPU.
+    /// The time spent sampling stalls (`Watchdog::sample`, late stacks taken at a stall's
+    /// end) since `run` last took it, by the exact clock: the watchdog's own work, not time
+    /// it was kept off a CPU.
     sampling_ns: u64,
 }
 
@@ -1413,7 +1408,9 @@ impl Watchdog {
             if let Some(mut active) = track.stall.take() {
                 active.raw.last_seen_ns = now;
                 if now >= active.next_sample_ns {
+                    let began = clock::exact_ns();
                     self.sample(&mut active, now, w, seq);
+                    self.sampling_ns += clock::exact_ns().saturating_sub(began);
                 }
                 // After the sample: a read it took schedules the next one.
                 if active.raw.task_id != 0 && now >= active.next_split_ns {
@@ -1725,11 +1722,9 @@ impl Watchdog {
             if published {
                 clock::set_quiet(true);
             }
-            let began = clock::exact_ns();
             let result = self
                 .sampler
                 .sample_in_while(tid, Some(stack), SAMPLE_TIMEOUT, &current);
-            self.sampling_ns += clock::exact_ns().saturating_sub(began);
             if published {
                 clock::set_quiet(false);
             }
@@ -1988,7 +1983,9 @@ impl Watchdog {
     fn finish(&mut self, mut active: Active, now: u64) {
         active.raw.ongoing = false;
         active.raw.last_seen_ns = now;
+        let began = clock::exact_ns();
         self.take_pending_stack(&mut active, now);
+        self.sampling_ns += clock::exact_ns().saturating_sub(began);
         Self::close_stretch(&mut active, now, false);
         // The poll just ended: the CPU the thread used since half the threshold says whether
         // it computed or waited for a core (an overloaded machine preempting it).
@@ -2018,9 +2015,16 @@ impl Watchdog {
             return;
         };
         let held = active.held.take().filter(|h| h.sent == sent);
-        let began = clock::exact_ns();
+        // Its unwinding can take milliseconds: polls read the exact time meanwhile, as during
+        // a sample.
+        let published = clock::published_ns().is_some();
+        if published {
+            clock::set_quiet(true);
+        }
         let taken = self.sampler.take_pending();
-        self.sampling_ns += clock::exact_ns().saturating_sub(began);
+        if published {
+            clock::set_quiet(false);
+        }
         let sample = match taken {
             Some((_, Ok(sample))) => sample,
             Some(_) => {
