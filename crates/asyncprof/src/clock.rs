@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// This many of the watchdog's intervals between its looks (a tick, or a quiet service's
-/// sleep; from a thread's wake to its run after its idle wait, a tick, or a quiet service's
-/// look interval) are a gap (see `watchdog::run`): it did not run on time, the clock, which
-/// it publishes, stood still meanwhile (while the service is busy), and nothing was looked
-/// at.
+/// More than this many of the watchdog's intervals from one look to the next (a tick, or a
+/// quiet service's sleep), or from a thread's wake to the watchdog's run after its idle wait
+/// (a tick, or a quiet service's look interval), are a gap (see `watchdog::run`): it did not
+/// run on time, the clock, which it publishes, stood still meanwhile (while the service is
+/// busy), and nothing was looked at.
 pub(crate) const GAP_TICKS: u64 = 4;
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -116,9 +116,8 @@ pub(crate) fn run(
         }
         last = now;
         dog.look(now);
-        // The time the look spent sampling stalls (a stack's unwinding can take milliseconds,
-        // a signal's answer is waited for) is the watchdog's own work, not time it was kept
-        // off a CPU (while a stack was taken or unwound, polls read the exact time).
+        // The time the look spent sampling stalls is the watchdog's own work, during which
+        // polls read the exact time (see `Watchdog::sampling`).
         last = last.saturating_add(std::mem::take(&mut dog.sampling_ns));
         // Quiet after a whole window under QUIET_BELOW; busy again at the first look (5–10 ms
         // apart while quiet) that saw more than BUSY_ABOVE, so that a load that starts pays
@@ -662,9 +661,7 @@ pub(crate) struct Watchdog {
     /// A small generator (xorshift) that spreads a busy period's samples in time, so that
     /// they do not fall in step with a worker that polls the same few tasks in turn.
     jitter: u64,
-    /// The time spent sampling stalls (`Watchdog::sample`, late stacks taken at a stall's
-    /// end) since `run` last took it, by the exact clock: the watchdog's own work, not time
-    /// it was kept off a CPU.
+    /// The time spent sampling stalls since `run` last took it ([`Watchdog::sampling`]).
     sampling_ns: u64,
 }
 
@@ -1408,9 +1405,7 @@ impl Watchdog {
             if let Some(mut active) = track.stall.take() {
                 active.raw.last_seen_ns = now;
                 if now >= active.next_sample_ns {
-                    let began = clock::exact_ns();
-                    self.sample(&mut active, now, w, seq);
-                    self.sampling_ns += clock::exact_ns().saturating_sub(began);
+                    self.sampling(|dog| dog.sample(&mut active, now, w, seq));
                 }
                 // After the sample: a read it took schedules the next one.
                 if active.raw.task_id != 0 && now >= active.next_split_ns {
@@ -1712,22 +1707,10 @@ impl Watchdog {
                 Some(state) if seq & 1 == 1 => state == seq,
                 _ => same_poll(),
             };
-            // A sample can keep this thread for milliseconds (the first unwind of a run reads
-            // the binary's unwind tables: over 10 ms in a debug build), and the coarse clock it
-            // publishes would stand still meanwhile: polls that begin then would be timed from
-            // the stale clock (a task spawned before a stall and first polled during its first
-            // sample had its delay measured short by that long). The clock reads the exact
-            // time while the sample runs.
-            let published = clock::published_ns().is_some();
-            if published {
-                clock::set_quiet(true);
-            }
+            // The clock reads the exact time meanwhile (see `Watchdog::sampling`).
             let result = self
                 .sampler
                 .sample_in_while(tid, Some(stack), SAMPLE_TIMEOUT, &current);
-            if published {
-                clock::set_quiet(false);
-            }
             // A signal sent by this sample (one this look followed already is left alone; a
             // new one the sample sent after giving up a dead one is not that one).
             if active.raw.task_id == 0
@@ -1980,12 +1963,33 @@ impl Watchdog {
         }
     }
 
+    /// Run `work`, a stall's sample or the late stack taken at its end, as the watchdog's own
+    /// slow work. It can keep this thread for milliseconds (a signal's answer waited for; an
+    /// unwind, and the first of a run reads the binary's unwind tables: over 10 ms in a debug
+    /// build), and the coarse clock it publishes would stand still meanwhile: polls that
+    /// begin then would be timed from the stale clock (a task spawned before a stall and first
+    /// polled during its first sample had its delay measured short by that long). So polls
+    /// read the exact time while it runs, and its time, by the wall clock, is added to
+    /// `sampling_ns`, not counted as the watchdog running late (a watchdog kept off its CPU
+    /// during it is not told apart).
+    fn sampling<T>(&mut self, work: impl FnOnce(&mut Self) -> T) -> T {
+        let published = clock::published_ns().is_some();
+        if published {
+            clock::set_quiet(true);
+        }
+        let began = clock::exact_ns();
+        let out = work(self);
+        self.sampling_ns += clock::exact_ns().saturating_sub(began);
+        if published {
+            clock::set_quiet(false);
+        }
+        out
+    }
+
     fn finish(&mut self, mut active: Active, now: u64) {
         active.raw.ongoing = false;
         active.raw.last_seen_ns = now;
-        let began = clock::exact_ns();
-        self.take_pending_stack(&mut active, now);
-        self.sampling_ns += clock::exact_ns().saturating_sub(began);
+        self.sampling(|dog| dog.take_pending_stack(&mut active, now));
         Self::close_stretch(&mut active, now, false);
         // The poll just ended: the CPU the thread used since half the threshold says whether
         // it computed or waited for a core (an overloaded machine preempting it).
@@ -2015,17 +2019,9 @@ impl Watchdog {
             return;
         };
         let held = active.held.take().filter(|h| h.sent == sent);
-        // Its unwinding can take milliseconds: polls read the exact time meanwhile, as during
-        // a sample.
-        let published = clock::published_ns().is_some();
-        if published {
-            clock::set_quiet(true);
-        }
-        let taken = self.sampler.take_pending();
-        if published {
-            clock::set_quiet(false);
-        }
-        let sample = match taken {
+        // Its unwinding can take milliseconds: the clock reads the exact time meanwhile (see
+        // `Watchdog::sampling`).
+        let sample = match self.sampler.take_pending() {
             Some((_, Ok(sample))) => sample,
             Some(_) => {
                 self.rec.loss.missed_samples.fetch_add(1, Relaxed);

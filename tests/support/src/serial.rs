@@ -80,9 +80,9 @@ const ATTEMPTS: u32 = 4;
 ///
 /// Timings and stall detection rest on the watchdog thread running on time: it publishes the
 /// coarse clock and looks at every worker. A run file counts each time it ran late: more than
-/// four of its intervals after its last look, or after a thread woke it from its idle wait
-/// (`clock_gaps`): the machine did not give it a CPU, as when a virtual machine's host takes
-/// the CPUs for tens of milliseconds. An attempt that fails after such a gap measured the
+/// four of its intervals after its last look began (less the time that look spent sampling
+/// stalls), or after a thread woke it from its idle wait (`clock_gaps`): the machine did not
+/// give it a CPU, as when a virtual machine's host takes the CPUs for tens of milliseconds. An attempt that fails after such a gap measured the
 /// machine, not asyncprof, and is tried again, `ATTEMPTS` times in all. An attempt that fails
 /// without a gap fails the test at once, and so does the last one. The test runs alone
 /// ([`serial`]).

@@ -1,5 +1,5 @@
 //! The watchdog held off its CPU: a machine that gives it none (one core busy, the other's
-//! thread inside a long system call that nothing preempts) leaves the coarse clock standing
+//! thread inside a long system call) leaves the coarse clock standing
 //! and stalls unwatched. The run counts each such gap (`clock_gaps`), so that what it timed
 //! meanwhile is read with that in mind. Played here by a signal whose handler holds the
 //! watchdog's thread for [`HOLD`].
