@@ -166,11 +166,11 @@ pub(crate) fn run(
             // here kept a service that parks every few milliseconds busy for good).
             last = clock::publish();
             // Woken by a thread that unparked (or registered) in this wait: this thread
-            // should have run at once, and ran late when the machine gave it no CPU (one
-            // core busy, the other's thread in a long system call):
-            // the clock stood still and nothing was looked at meanwhile, a gap like a late
-            // tick's. (A wake whose waker read the clock before the look that preceded this
-            // wait belongs to an earlier wait, noted late: not counted.)
+            // should have run at once, and ran late when the machine gave it no CPU (one core
+            // busy, the other's thread in a long system call): the clock stood still and
+            // nothing was looked at meanwhile, a gap like a late tick's. (A wake whose waker
+            // read the clock before the look that preceded this wait belongs to an earlier
+            // wait, noted late: not counted.)
             let woken = recorder.watchdog_woken_ns.swap(0, Relaxed);
             let interval = if quiet { quiet_tick } else { tick_ns };
             if woken >= now && last.saturating_sub(woken) > interval * clock::GAP_TICKS {
