@@ -270,7 +270,8 @@ impl StallKind {
 /// The C library's system-call wrappers, without the prefixes and suffix of their internal
 /// names (`__libc_read`, `__GI___libc_write`, `__read_nocancel`): calls into the kernel that
 /// can compute there for long on a thread that stays on CPU (copies to and from the page
-/// cache, `getrandom`, `copy_file_range`); and [`MEMORY_CALLS`].
+/// cache, `getrandom`, `copy_file_range`). The calls that give memory back, which can too, are
+/// [`MEMORY_CALLS`], apart: the allocator's, not the program's I/O.
 const SYSCALL_WRAPPERS: &[&str] = &[
     "read",
     "write",

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use crate::support::record_guarded;
+use crate::support::{record_guarded, wait_for_run, watchdog_tid};
 
 /// How long the handler holds the watchdog's thread: far past any gap's bound (four ticks, or
 /// four of a quiet watchdog's intervals: 40 ms at most at these tests' 10 ms threshold).
@@ -61,23 +61,6 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The watchdog thread's id (its name, cut to 15 bytes by the kernel).
-fn watchdog_tid() -> libc::pid_t {
-    let mut tid = None;
-    wait_until("the watchdog thread", || {
-        tid = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .flatten()
-            .find(|e| {
-                std::fs::read_to_string(e.path().join("comm"))
-                    .is_ok_and(|c| c.trim_end() == "asyncprof-watch")
-            })
-            .and_then(|e| e.file_name().to_str()?.parse().ok());
-        tid.is_some()
-    });
-    tid.unwrap()
-}
-
 /// The system call thread `tid` is blocked in, if any (`/proc/.../syscall`'s first number).
 fn syscall_of(tid: libc::pid_t) -> Option<libc::c_long> {
     let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
@@ -91,18 +74,16 @@ fn clock_gaps(run: &asyncprof_format::RunFile) -> u64 {
 /// The gaps `guard`'s recording counted so far: it writes a snapshot now, read back once in
 /// its file.
 fn gaps_so_far(guard: &asyncprof::Guard) -> u64 {
-    let read = || asyncprof_format::read_path(guard.path()).unwrap().snapshot;
-    let before = read().map(|s| s.elapsed_ns);
+    let before = asyncprof_format::read_path(guard.path())
+        .unwrap()
+        .snapshot
+        .map(|s| s.elapsed_ns);
     guard.flush();
-    let mut gaps = 0;
-    wait_until("a new snapshot", || match read() {
-        Some(s) if Some(s.elapsed_ns) > before => {
-            gaps = s.loss.clock_gaps;
-            true
-        }
-        _ => false,
-    });
-    gaps
+    wait_for_run(guard.path(), Duration::from_secs(10), |run| {
+        let s = run.snapshot.filter(|s| Some(s.elapsed_ns) > before)?;
+        Some(s.loss.clock_gaps)
+    })
+    .expect("no new snapshot in 10 s")
 }
 
 /// A multi-thread runtime of two workers, instrumented by `guard`.

@@ -7,34 +7,15 @@ use crate::support::{record, record_guarded, task_on_a_new_thread, Flavor};
 
 /// The watchdog thread's voluntary context switches so far (each sleep and wake is one).
 fn watchdog_switches() -> u64 {
-    let mut seen = Vec::new();
-    // A new thread names itself when it first runs, which on a busy machine can come
-    // milliseconds after the recording started; and listing /proc/self/task while threads
-    // start and end can skip an entry. List again, for at most 10 s, before concluding.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        seen.clear();
-        for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let dir = entry.path();
-            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-            if comm.trim_end() == "asyncprof-watch" {
-                let status = std::fs::read_to_string(dir.join("status")).unwrap();
-                return status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                    .unwrap()
-                    .trim()
-                    .parse()
-                    .unwrap();
-            }
-            seen.push(comm.trim_end().to_string());
-        }
-        if std::time::Instant::now() >= deadline {
-            break;
-        }
-        std::thread::yield_now();
-    }
-    panic!("no asyncprof-watchdog thread among {seen:?}")
+    let tid = crate::support::watchdog_tid();
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// The stall at the line marked `// stall: {marker}`, asserting the watchdog declared it

@@ -123,6 +123,31 @@ pub(crate) fn spawn_child(test: &str, env: &str, path: &std::path::Path) -> std:
         .unwrap()
 }
 
+/// The id of the recording's watchdog thread (`asyncprof-watchdog`, cut to 15 bytes by the
+/// kernel). A new thread names itself when it first runs, which on a busy machine can come
+/// milliseconds after the recording started, and listing `/proc/self/task` while threads
+/// start and end can skip an entry: it lists again, for at most 10 s, before it gives up.
+pub(crate) fn watchdog_tid() -> libc::pid_t {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() == "asyncprof-watch" {
+                if let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) {
+                    return tid;
+                }
+            }
+            seen.push(comm.trim_end().to_string());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no asyncprof-watchdog thread among {seen:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// Read the run file at `path` until `found` picks something from it or `timeout` passes:
 /// waiting on a condition, bounded in time.
 pub(crate) fn wait_for_run<T>(
