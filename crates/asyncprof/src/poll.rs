@@ -251,7 +251,10 @@ impl Recorder {
     #[cold]
     #[inline(never)]
     fn start_exact_timing(&self, t: &ThreadState, w: &Worker, id: u64, sched_ns: Option<u64>) {
-        t.exact_start_ns.set(clock::exact_ns().max(1));
+        let now = clock::exact_ns().max(1);
+        t.exact_start_ns.set(now);
+        // The clock's tick is half the long threshold.
+        clock::refresh(now, self.long_threshold_ns / 2);
         if let Some(ns) = sched_ns {
             self.record_sched_delay(w, self.tasks.find(id), ns);
         }

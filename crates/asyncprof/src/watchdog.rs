@@ -73,6 +73,34 @@ fn quiet_tick_ns(threshold_ns: u64, tick_ns: u64) -> u64 {
     (threshold_ns / 2).min(MAX_QUIET_TICK_NS).max(tick_ns)
 }
 
+/// Ticks between a busy service's looks while its workers keep the clock fresh themselves
+/// (see [`busy_look_ns`]).
+const BUSY_LOOK_TICKS: u64 = 4;
+
+/// The interval between a busy service's looks while its workers keep the clock to within a
+/// tick or two themselves (each publishes the exact time it reads for a poll in
+/// `sample_every` once the clock has stood a tick: [`clock::refresh`]) and no poll has run
+/// past half the threshold: [`BUSY_LOOK_TICKS`] ticks, a quarter threshold at most, a tick
+/// at least. A poll is then first looked at past half the threshold before it is three
+/// quarters of it old, and every tick from there, so its stall is declared as soon; the
+/// clock's resolution stays a tick while the workers keep it, and the watchdog looks every
+/// tick again from the first look that finds it stood longer. (A clock standing four ticks
+/// between two looks is what a watchdog late by less than a gap leaves anyway.) On w1-yield,
+/// 4,000 wake-ups a second of a thread that takes a core from a busy worker each time.
+fn busy_look_ns(threshold_ns: u64, tick_ns: u64) -> u64 {
+    (tick_ns * BUSY_LOOK_TICKS)
+        .min(threshold_ns / 4)
+        .max(tick_ns)
+}
+
+/// Whether the workers kept the clock fresh through the watchdog's last sleep: the clock as
+/// the watchdog found it at `now` (`seen`, `None` while the service is quiet) was published
+/// by someone else after the watchdog's own last publication (`own`), and stood no more than
+/// two ticks.
+fn kept_fresh(seen: Option<u64>, own: u64, now: u64, tick_ns: u64) -> bool {
+    seen.is_some_and(|seen| seen > own && now.saturating_sub(seen) <= 2 * tick_ns)
+}
+
 /// The watchdog thread: publish the coarse clock every `tick` (or, while the service is quiet,
 /// let polls read the exact time and look every half threshold or so: see
 /// [`Watchdog::quiet_sleep`]), look at every worker, sleep while every worker is parked.
@@ -90,7 +118,11 @@ pub(crate) fn run(
     let _ = recorder.watchdog_thread.set(std::thread::current());
     let tick_ns = tick.as_nanos() as u64;
     let quiet_tick = quiet_tick_ns(dog.threshold_ns, tick_ns);
+    let busy_look = Duration::from_nanos(busy_look_ns(dog.threshold_ns, tick_ns));
     let mut last = clock::publish();
+    // What this thread published last, and whether the workers kept the clock fresh since.
+    let mut own = last;
+    let mut fresh = false;
     // A thread that first ran long after it was started (a busy machine) left the clock
     // standing still meanwhile: a gap like any other.
     if last.saturating_sub(published) > tick_ns * clock::GAP_TICKS {
@@ -102,11 +134,15 @@ pub(crate) fn run(
     while !shared.stop_watchdog.load(Relaxed) {
         let sleep = if quiet && !dog.watching() {
             Duration::from_nanos(dog.quiet_sleep(quiet_tick))
+        } else if !quiet && fresh && dog.polls_only() && !dog.watching() {
+            busy_look
         } else {
             tick
         };
         std::thread::sleep(sleep);
-        let now = clock::publish();
+        let (now, seen) = clock::publish_seen();
+        fresh = kept_fresh(seen, own, now, tick_ns);
+        own = now;
         dog.gap_ns = sleep.as_nanos() as u64 * clock::GAP_TICKS;
         // Late: the coarse clock stood still meanwhile (a poll inside the gap was timed
         // short), and a stall was looked at late, or not at all. While quiet, polls are
@@ -165,6 +201,7 @@ pub(crate) fn run(
             // The rate's window goes on: time parked is time with no polls (resetting it
             // here kept a service that parks every few milliseconds busy for good).
             last = clock::publish();
+            (own, fresh) = (last, false);
             // Woken by a thread that unparked (or registered) in this wait: this thread
             // should have run at once, and ran late when the machine gave it no CPU (one core
             // busy, the other's thread in a long system call): the clock stood still and
@@ -1212,15 +1249,20 @@ impl Watchdog {
     /// period or a stretch between polls has no start of its own (it is timed from the look
     /// before the one that first saw it, or from tokio's busy times, read at each look).
     pub(crate) fn quiet_sleep(&self, quiet_tick: u64) -> u64 {
-        let polls_only =
-            self.rec.tier() == asyncprof_format::Tier::Hooks && self.busy_times.is_empty();
-        if polls_only && !self.saw_a_poll {
+        if self.polls_only() && !self.saw_a_poll {
             (self.threshold_ns / 2 + quiet_tick)
                 .min(2 * MAX_QUIET_TICK_NS)
                 .max(quiet_tick)
         } else {
             quiet_tick
         }
+    }
+
+    /// Only the hooks tier's polls of multi-thread runtimes are watched: each has a start of
+    /// its own. (A busy period or a stretch between polls has none: it is timed from the look
+    /// before the one that first saw it, or from tokio's busy times, read at each look.)
+    fn polls_only(&self) -> bool {
+        self.rec.tier() == asyncprof_format::Tier::Hooks && self.busy_times.is_empty()
     }
 
     /// Look at every worker once. `now` is the time just published.
