@@ -251,10 +251,7 @@ impl Recorder {
     #[cold]
     #[inline(never)]
     fn start_exact_timing(&self, t: &ThreadState, w: &Worker, id: u64, sched_ns: Option<u64>) {
-        let now = clock::exact_ns().max(1);
-        t.exact_start_ns.set(now);
-        // The clock's tick is half the long threshold.
-        clock::refresh(now, self.long_threshold_ns / 2);
+        t.exact_start_ns.set(clock::exact_ns().max(1));
         if let Some(ns) = sched_ns {
             self.record_sched_delay(w, self.tasks.find(id), ns);
         }
@@ -406,9 +403,15 @@ impl Recorder {
     #[inline(never)]
     fn record_timed_poll(&self, t: &ThreadState, w: &Worker, coarse: u64) {
         // Called for a long or sampled poll only (`poll_end_on`).
-        let Some((ns, long)) = self.timed(coarse, t.exact_start_ns.replace(0)) else {
+        let exact_start = t.exact_start_ns.replace(0);
+        let Some((ns, long)) = self.timed(coarse, exact_start) else {
             return;
         };
+        if exact_start != 0 {
+            // The exact time at its end keeps the clock fresh (half a tick: the long threshold
+            // is two), read after the poll's timing so as not to add to it.
+            clock::refresh(exact_start + ns, self.long_threshold_ns / 4);
+        }
         let outliers = &self.loss.histogram_outliers;
         {
             let mut h = lock(&w.hists);
