@@ -66,36 +66,7 @@ pub(crate) fn set_quiet(quiet: bool) {
 /// unparks, so the first poll after an idle period does not start from a stale time.
 /// `fetch_max` keeps the clock monotonic when two threads publish at once.
 pub(crate) fn publish() -> u64 {
-    publish_seen().0
-}
-
-/// [`publish`], also returning the clock as it stood just before: `None` while the service is
-/// quiet (the clock then reads the exact time).
-pub(crate) fn publish_seen() -> (u64, Option<u64>) {
     let now = exact_ns();
-    let before = COARSE_NS.fetch_max(now, Relaxed);
-    (now, (before != EXACT).then_some(before))
-}
-
-/// Times a worker published the clock in [`refresh`], for the watchdog to tell whether the
-/// workers keep it fresh.
-static REFRESHES: AtomicU64 = AtomicU64::new(0);
-
-/// Rare (a poll in `sample_every`, timed exactly): a worker that read the exact time `now`
-/// publishes it when the clock has stood for `stale_ns` (half a tick) or more. A busy service
-/// of short polls thus keeps the clock to within about half a tick by itself, which lets the
-/// watchdog look less often (see `watchdog::run`); a quiet service's clock is left to read
-/// the exact time (`fetch_max` leaves [`EXACT`], the largest value, as it is).
-#[inline]
-pub(crate) fn refresh(now: u64, stale_ns: u64) {
-    let ns = COARSE_NS.load(Relaxed);
-    if ns != EXACT && now.saturating_sub(ns) >= stale_ns {
-        COARSE_NS.fetch_max(now, Relaxed);
-        REFRESHES.fetch_add(1, Relaxed);
-    }
-}
-
-/// How many times the workers published the clock so far ([`refresh`]).
-pub(crate) fn refreshes() -> u64 {
-    REFRESHES.load(Relaxed)
+    COARSE_NS.fetch_max(now, Relaxed);
+    now
 }

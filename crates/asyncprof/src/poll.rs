@@ -403,15 +403,9 @@ impl Recorder {
     #[inline(never)]
     fn record_timed_poll(&self, t: &ThreadState, w: &Worker, coarse: u64) {
         // Called for a long or sampled poll only (`poll_end_on`).
-        let exact_start = t.exact_start_ns.replace(0);
-        let Some((ns, long)) = self.timed(coarse, exact_start) else {
+        let Some((ns, long)) = self.timed(coarse, t.exact_start_ns.replace(0)) else {
             return;
         };
-        if exact_start != 0 {
-            // The exact time at its end keeps the clock fresh (half a tick: the long threshold
-            // is two), read after the poll's timing so as not to add to it.
-            clock::refresh(exact_start + ns, self.long_threshold_ns / 4);
-        }
         let outliers = &self.loss.histogram_outliers;
         {
             let mut h = lock(&w.hists);

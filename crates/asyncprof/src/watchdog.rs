@@ -73,44 +73,6 @@ fn quiet_tick_ns(threshold_ns: u64, tick_ns: u64) -> u64 {
     (threshold_ns / 2).min(MAX_QUIET_TICK_NS).max(tick_ns)
 }
 
-/// Ticks between a busy service's looks while its workers keep the clock fresh themselves
-/// (see [`busy_look_ns`]).
-const BUSY_LOOK_TICKS: u64 = 4;
-
-/// The interval between a busy service's looks while its workers keep the clock fresh
-/// themselves (each publishes the exact time it reads for a poll in `sample_every` once the
-/// clock has stood half a tick: [`clock::refresh`]; see [`kept_fresh`]) and no poll has run
-/// past half the threshold: [`BUSY_LOOK_TICKS`] ticks, a quarter threshold at most, a tick
-/// at least. A poll is then first looked at past half the threshold before it is three
-/// quarters of it old, and every tick from there, so its stall is declared as soon; the
-/// clock's resolution stays a tick while the workers keep it, and the watchdog looks every
-/// tick again from the first look that finds they did not. (A clock standing four ticks
-/// between two looks, as it may once when every worker stops keeping it, is what a watchdog
-/// late by less than a gap leaves anyway.) On w1-yield the watchdog woke 4,000 times a second
-/// before, each time taking a core from a busy worker.
-fn busy_look_ns(threshold_ns: u64, tick_ns: u64) -> u64 {
-    (tick_ns * BUSY_LOOK_TICKS)
-        .min(threshold_ns / 4)
-        .max(tick_ns)
-}
-
-/// Whether the workers kept the clock fresh through the watchdog's last sleep, of `slept_ns`:
-/// they published it ([`clock::refresh`]) at least once a tick on average (`refreshes` times),
-/// and the clock as the watchdog found it at `now` (`seen`; `None` while the service is
-/// quiet) was published after the watchdog's own last publication (`own`) and had stood a
-/// tick at most.
-fn kept_fresh(
-    seen: Option<u64>,
-    own: u64,
-    now: u64,
-    refreshes: u64,
-    slept_ns: u64,
-    tick_ns: u64,
-) -> bool {
-    refreshes >= (slept_ns / tick_ns.max(1)).max(1)
-        && seen.is_some_and(|seen| seen > own && now.saturating_sub(seen) <= tick_ns)
-}
-
 /// The watchdog thread: publish the coarse clock every `tick` (or, while the service is quiet,
 /// let polls read the exact time and look every half threshold or so: see
 /// [`Watchdog::quiet_sleep`]), look at every worker, sleep while every worker is parked.
@@ -128,13 +90,7 @@ pub(crate) fn run(
     let _ = recorder.watchdog_thread.set(std::thread::current());
     let tick_ns = tick.as_nanos() as u64;
     let quiet_tick = quiet_tick_ns(dog.threshold_ns, tick_ns);
-    let busy_look = Duration::from_nanos(busy_look_ns(dog.threshold_ns, tick_ns));
     let mut last = clock::publish();
-    // What this thread published last, the workers' publications counted then, and whether
-    // they kept the clock fresh since.
-    let mut own = last;
-    let mut refreshes = clock::refreshes();
-    let mut fresh = false;
     // A thread that first ran long after it was started (a busy machine) left the clock
     // standing still meanwhile: a gap like any other.
     if last.saturating_sub(published) > tick_ns * clock::GAP_TICKS {
@@ -146,23 +102,11 @@ pub(crate) fn run(
     while !shared.stop_watchdog.load(Relaxed) {
         let sleep = if quiet && !dog.watching() {
             Duration::from_nanos(dog.quiet_sleep(quiet_tick))
-        } else if !quiet && fresh && dog.polls_only() && !dog.watching() {
-            busy_look
         } else {
             tick
         };
         std::thread::sleep(sleep);
-        let (now, seen) = clock::publish_seen();
-        let refreshed = clock::refreshes();
-        fresh = kept_fresh(
-            seen,
-            own,
-            now,
-            refreshed.saturating_sub(refreshes),
-            now.saturating_sub(own),
-            tick_ns,
-        );
-        (own, refreshes) = (now, refreshed);
+        let now = clock::publish();
         dog.gap_ns = sleep.as_nanos() as u64 * clock::GAP_TICKS;
         // Late: the coarse clock stood still meanwhile (a poll inside the gap was timed
         // short), and a stall was looked at late, or not at all. While quiet, polls are
@@ -221,7 +165,6 @@ pub(crate) fn run(
             // The rate's window goes on: time parked is time with no polls (resetting it
             // here kept a service that parks every few milliseconds busy for good).
             last = clock::publish();
-            (own, refreshes, fresh) = (last, clock::refreshes(), false);
             // Woken by a thread that unparked (or registered) in this wait: this thread
             // should have run at once, and ran late when the machine gave it no CPU (one core
             // busy, the other's thread in a long system call): the clock stood still and
@@ -1269,20 +1212,15 @@ impl Watchdog {
     /// period or a stretch between polls has no start of its own (it is timed from the look
     /// before the one that first saw it, or from tokio's busy times, read at each look).
     pub(crate) fn quiet_sleep(&self, quiet_tick: u64) -> u64 {
-        if self.polls_only() && !self.saw_a_poll {
+        let polls_only =
+            self.rec.tier() == asyncprof_format::Tier::Hooks && self.busy_times.is_empty();
+        if polls_only && !self.saw_a_poll {
             (self.threshold_ns / 2 + quiet_tick)
                 .min(2 * MAX_QUIET_TICK_NS)
                 .max(quiet_tick)
         } else {
             quiet_tick
         }
-    }
-
-    /// Only the hooks tier's polls of multi-thread runtimes are watched: each has a start of
-    /// its own. (A busy period or a stretch between polls has none: it is timed from the look
-    /// before the one that first saw it, or from tokio's busy times, read at each look.)
-    fn polls_only(&self) -> bool {
-        self.rec.tier() == asyncprof_format::Tier::Hooks && self.busy_times.is_empty()
     }
 
     /// Look at every worker once. `now` is the time just published.
@@ -2262,33 +2200,6 @@ mod tests {
     const TICK: u64 = 250_000;
     /// Where the test's clock starts (any time after the recorder's zero).
     const T0: u64 = 1_000 * MS;
-
-    #[test]
-    fn a_busy_service_s_longer_looks_come_before_a_quarter_threshold() {
-        // Four ticks at the default threshold; a quarter of a short one; never under a tick.
-        assert_eq!(super::busy_look_ns(10 * MS, TICK), 4 * TICK);
-        assert_eq!(super::busy_look_ns(2 * MS, TICK), MS / 2);
-        assert_eq!(super::busy_look_ns(MS, TICK), TICK);
-        assert_eq!(super::busy_look_ns(MS, 10 * MS), 10 * MS);
-    }
-
-    #[test]
-    fn the_clock_is_kept_fresh_only_by_workers_publishing_it_every_tick() {
-        let fresh = |seen, refreshes, slept| {
-            super::kept_fresh(seen, T0, T0 + slept, refreshes, slept, TICK)
-        };
-        // Four ticks asleep, the workers published it four times, the last a tick ago at most.
-        assert!(fresh(Some(T0 + 3 * TICK), 4, 4 * TICK));
-        assert!(fresh(Some(T0 + TICK / 2), 1, TICK));
-        // Fewer publications than ticks asleep: they kept it only part of the time.
-        assert!(!fresh(Some(T0 + 3 * TICK), 3, 4 * TICK));
-        assert!(!fresh(Some(T0 + TICK / 2), 0, TICK));
-        // Standing over a tick when the watchdog came back.
-        assert!(!fresh(Some(T0 + 2 * TICK), 8, 4 * TICK));
-        // Not published since the watchdog's own publication, or a quiet service's clock.
-        assert!(!fresh(Some(T0), 4, 4 * TICK));
-        assert!(!fresh(None, 4, 4 * TICK));
-    }
 
     /// A recorder with a 10 ms threshold, and worker 0 played by a thread that sleeps on a
     /// channel (kernel state `S`, so no look mistakes it for a preempted thread). Dropping the

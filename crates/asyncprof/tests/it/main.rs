@@ -2,7 +2,6 @@
 
 mod beside_pprof;
 mod blocked;
-mod busy;
 mod cpu;
 mod diskfull;
 mod dropin;
