@@ -2,6 +2,7 @@
 
 mod beside_pprof;
 mod blocked;
+mod busy;
 mod cpu;
 mod diskfull;
 mod dropin;
