@@ -1,47 +1,50 @@
-//! A busy service of short polls: the watchdog publishes the clock and looks at every worker
-//! every tick, and a stall among the short polls is declared at the threshold, at its line,
-//! timed whole, with no stall blamed on the healthy busy task beside it.
+//! Stalls beside a busy service of short polls: the watchdog, watching a runtime whose worker
+//! never parks, finds each stall of another runtime at the threshold, at its line, timed
+//! whole, and never takes the busy worker for a stalled one.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use asyncprof_format::StallClass;
+
 use crate::support::record_guarded;
 
-/// A multi-thread runtime of two workers instrumented by `guard`, and a task on it that
-/// yields in a loop until `stop`: a busy service of short polls.
-fn yielding(
-    guard: &asyncprof::Guard,
-    stop: &Arc<AtomicBool>,
-) -> (tokio::runtime::Runtime, tokio::task::JoinHandle<()>) {
+/// A multi-thread runtime of one worker, named `name`, instrumented by `guard`.
+fn runtime(guard: &asyncprof::Guard, name: &str) -> tokio::runtime::Runtime {
     let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
-    let stop = stop.clone();
-    let task = rt.spawn(async move {
-        while !stop.load(Relaxed) {
-            tokio::task::yield_now().await;
-        }
-    });
-    (rt, task)
+    b.worker_threads(1).thread_name(name);
+    guard.instrument(&mut b).enable_all().build().unwrap()
 }
 
-/// Known truth: one task yields in a loop (hundreds of thousands of polls of well under a
-/// microsecond: a busy service) while sixteen tasks each hold the other worker 25 ms, asleep
-/// or on CPU, 1 to 14 ms apart: each is a stall at its line, declared at the threshold and
-/// timed whole, and the yielding task is never one.
+/// Known truth: one runtime's worker runs a task that yields in a loop (hundreds of thousands
+/// of polls of well under a microsecond: a busy service; a worker of its own, so that no stall
+/// holds it), while on a second runtime's worker sixteen tasks each hold it 25 ms, asleep or
+/// on CPU, 1 to 14 ms apart. Each is a stall of the second runtime's worker, timed whole, at
+/// its line with its class (or, where no stack could be taken, at none: never elsewhere),
+/// declared at the threshold; the yielding worker has none.
 #[test]
-fn stalls_among_short_polls_are_declared_at_the_threshold() {
+fn stalls_beside_a_busy_service_are_declared_at_the_threshold() {
     crate::support::retry_if_disturbed(|| {
         const THRESHOLD: Duration = Duration::from_millis(10);
         let stop = Arc::new(AtomicBool::new(false));
-        let (run, ()) = record_guarded("busy-stalls", |guard| {
-            let (rt, task) = yielding(guard, &stop);
+        let (run, yields) = record_guarded("busy-stalls", |guard| {
+            let busy = runtime(guard, "busy-yielding");
+            let stop2 = stop.clone();
+            let yielding = busy.spawn(async move {
+                let mut n = 0u64;
+                while !stop2.load(Relaxed) {
+                    tokio::task::yield_now().await;
+                    n += 1;
+                }
+                n
+            });
+            let stalled = runtime(guard, "busy-stalled");
             std::thread::sleep(Duration::from_millis(100));
             for i in 0..16u64 {
                 // 1 to 14 ms apart: each stall begins at another point of a tick.
                 std::thread::sleep(Duration::from_micros(1_000 + i * 7_919 % 13_000));
-                rt.block_on(async move {
+                stalled.block_on(async move {
                     tokio::spawn(async move {
                         if i % 2 == 0 {
                             std::thread::sleep(Duration::from_millis(25)); // stall: busy-asleep
@@ -55,25 +58,36 @@ fn stalls_among_short_polls_are_declared_at_the_threshold() {
                 });
             }
             stop.store(true, Relaxed);
-            rt.block_on(task).unwrap();
+            busy.block_on(yielding).unwrap()
         });
-        let polls = run.snapshot.as_ref().map_or(0, |s| s.runtime.polls);
-        assert!(polls >= 100_000, "{polls} polls: not a busy service");
-        assert_eq!(run.stalls.len(), 16, "{:#?}", run.stalls);
-        let lines = [
+        let snapshot = run.snapshot.as_ref();
+        let polls = snapshot.map_or(0, |s| s.runtime.polls);
+        let gaps = snapshot.map_or(0, |s| s.loss.clock_gaps);
+        eprintln!("{yields} yields, {polls} polls in all, {gaps} clock gaps");
+        assert!(yields >= 100_000, "{yields} yields: not a busy service");
+        let (asleep, spin) = (
             crate::stalls::stall_line("busy-asleep"),
             crate::stalls::stall_line("busy-spin"),
-        ];
+        );
+        assert_eq!(run.stalls.len(), 16, "{:#?}", run.stalls);
         let mut late = Vec::new();
         for s in &run.stalls {
-            // Timed whole (a spin the machine took the core from runs longer).
+            assert_eq!(s.thread_name, "busy-stalled", "{s:#?}");
+            // Timed whole (a spin the machine kept off its core runs longer).
             let ms = s.duration_ns as f64 / 1e6;
             assert!((22.5..100.0).contains(&ms), "{ms:.2} ms: {s:#?}");
             late.push((s.detection_latency_ns as f64 - THRESHOLD.as_nanos() as f64) / 1e6);
             // At its line, or, where no stack could be taken (a busy machine keeps the
             // spinning thread off its core when the signal comes), at none: never elsewhere.
             if let Some(c) = &s.culprit {
-                assert!(lines.contains(&c.line.unwrap_or(0)), "{s:#?}");
+                let file = c.file.as_deref().unwrap_or("");
+                assert!(file.ends_with("tests/it/busy.rs"), "{s:#?}");
+                let class = match c.line {
+                    Some(l) if l == asleep => StallClass::Blocking,
+                    Some(l) if l == spin => StallClass::CpuBound,
+                    _ => panic!("a stall at neither line: {s:#?}"),
+                };
+                assert_eq!(s.class, class, "{s:#?}");
             }
         }
         let placed = run.stalls.iter().filter(|s| s.culprit.is_some()).count();
@@ -84,8 +98,10 @@ fn stalls_among_short_polls_are_declared_at_the_threshold() {
         );
         late.sort_by(f64::total_cmp);
         eprintln!("declared after the threshold (ms): {late:.2?}");
-        // Never before the threshold; at it, give or take a tick and the watchdog's wake-up.
+        // Not before the threshold (the start is read from the coarse clock, up to a tick
+        // early); at it, give or take a tick and the watchdog's wake-up; none far later.
         assert!(late[0] >= -0.5, "{late:?}");
         assert!(late[8] <= 3.0, "{late:?}");
+        assert!(late[15] <= 15.0, "{late:?}");
     });
 }
