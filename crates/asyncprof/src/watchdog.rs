@@ -93,9 +93,7 @@ pub(crate) fn run(
     let mut last = clock::publish();
     // A thread that first ran long after it was started (a busy machine) left the clock
     // standing still meanwhile: a gap like any other.
-    if last.saturating_sub(published) > tick_ns * clock::GAP_TICKS {
-        recorder.loss.clock_gaps.fetch_add(1, Relaxed);
-    }
+    count_gap(recorder, last.saturating_sub(published), tick_ns);
     let _ = running.send(());
     let mut quiet = false;
     let mut rate = (last, recorder.polls_begun());
@@ -107,13 +105,12 @@ pub(crate) fn run(
         };
         std::thread::sleep(sleep);
         let now = clock::publish();
-        dog.gap_ns = sleep.as_nanos() as u64 * clock::GAP_TICKS;
+        let slept = sleep.as_nanos() as u64;
+        dog.gap_ns = slept * clock::GAP_TICKS;
         // Late: the coarse clock stood still meanwhile (a poll inside the gap was timed
         // short), and a stall was looked at late, or not at all. While quiet, polls are
         // timed exactly, but the looks are as late.
-        if now.saturating_sub(last) > dog.gap_ns {
-            recorder.loss.clock_gaps.fetch_add(1, Relaxed);
-        }
+        count_gap(recorder, now.saturating_sub(last), slept);
         last = now;
         dog.look(now);
         // The time the look spent sampling stalls is the watchdog's own work, during which
@@ -172,14 +169,22 @@ pub(crate) fn run(
             // read the clock before the look that preceded this wait belongs to an earlier
             // wait, noted late: not counted.)
             let woken = recorder.watchdog_woken_ns.swap(0, Relaxed);
-            let interval = if quiet { quiet_tick } else { tick_ns };
-            if woken >= now && last.saturating_sub(woken) > interval * clock::GAP_TICKS {
-                recorder.loss.clock_gaps.fetch_add(1, Relaxed);
+            if woken >= now {
+                let interval = if quiet { quiet_tick } else { tick_ns };
+                count_gap(recorder, last.saturating_sub(woken), interval);
             }
         }
     }
     clock::set_quiet(false);
     dog.shutdown();
+}
+
+/// Count a clock gap when the watchdog ran `late_ns` after it should have, more than
+/// [`clock::GAP_TICKS`] of its `interval_ns`.
+fn count_gap(recorder: &Recorder, late_ns: u64, interval_ns: u64) {
+    if late_ns > interval_ns.saturating_mul(clock::GAP_TICKS) {
+        recorder.loss.clock_gaps.fetch_add(1, Relaxed);
+    }
 }
 
 /// A stall as the watchdog sees it: raw stacks, not yet symbolized.

@@ -82,10 +82,10 @@ const ATTEMPTS: u32 = 4;
 /// coarse clock and looks at every worker. A run file counts each time it ran late: more than
 /// four of its intervals after its last look began (less the time that look spent sampling
 /// stalls), or after a thread woke it from its idle wait (`clock_gaps`): the machine did not
-/// give it a CPU, as when a virtual machine's host takes the CPUs for tens of milliseconds. An attempt that fails after such a gap measured the
-/// machine, not asyncprof, and is tried again, `ATTEMPTS` times in all. An attempt that fails
-/// without a gap fails the test at once, and so does the last one. The test runs alone
-/// ([`serial`]).
+/// give it a CPU, as when a virtual machine's host takes the CPUs for tens of milliseconds.
+/// An attempt that fails after such a gap measured the machine, not asyncprof, and is tried
+/// again, `ATTEMPTS` times in all. An attempt that fails without a gap fails the test at once,
+/// and so does the last one. The test runs alone ([`serial`]).
 ///
 /// The same holds for an attempt during which the hypervisor took CPU time from this machine
 /// (`steal` in `/proc/stat`): a worker whose CPU was taken mid-poll shows a longer poll, with

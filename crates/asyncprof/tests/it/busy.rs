@@ -8,14 +8,7 @@ use std::time::{Duration, Instant};
 
 use asyncprof_format::StallClass;
 
-use crate::support::record_guarded;
-
-/// A multi-thread runtime of one worker, named `name`, instrumented by `guard`.
-fn runtime(guard: &asyncprof::Guard, name: &str) -> tokio::runtime::Runtime {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(1).thread_name(name);
-    guard.instrument(&mut b).enable_all().build().unwrap()
-}
+use crate::support::{multi_thread, record_guarded};
 
 /// Known truth: one runtime's worker runs a task that yields in a loop (hundreds of thousands
 /// of polls of well under a microsecond: a busy service; a worker of its own, so that no stall
@@ -29,7 +22,7 @@ fn stalls_beside_a_busy_service_are_declared_at_the_threshold() {
         const THRESHOLD: Duration = Duration::from_millis(10);
         let stop = Arc::new(AtomicBool::new(false));
         let (run, yields) = record_guarded("busy-stalls", |guard| {
-            let busy = runtime(guard, "busy-yielding");
+            let busy = multi_thread(guard, 1, Some("busy-yielding"));
             let stop2 = stop.clone();
             let yielding = busy.spawn(async move {
                 let mut n = 0u64;
@@ -39,7 +32,7 @@ fn stalls_beside_a_busy_service_are_declared_at_the_threshold() {
                 }
                 n
             });
-            let stalled = runtime(guard, "busy-stalled");
+            let stalled = multi_thread(guard, 1, Some("busy-stalled"));
             std::thread::sleep(Duration::from_millis(100));
             for i in 0..16u64 {
                 // 1 to 14 ms apart: each stall begins at another point of a tick.

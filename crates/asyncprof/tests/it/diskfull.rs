@@ -20,9 +20,7 @@ fn child_workload_recorded_to_the_given_path() {
         .flush_interval(Duration::from_millis(50))
         .start()
         .unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    let rt = crate::support::multi_thread(&guard, 2, None);
     let mut best = Duration::MAX;
     for _ in 0..5 {
         let start = Instant::now();
@@ -134,9 +132,7 @@ fn recording(path: &str) -> (asyncprof::Guard, tokio::runtime::Runtime) {
         .flush_interval(Duration::from_millis(50))
         .start()
         .unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    let rt = crate::support::multi_thread(&guard, 2, None);
     (guard, rt)
 }
 

@@ -142,9 +142,7 @@ fn a_runtime_shut_down_mid_stall_leaves_the_stall_in_the_file() {
     crate::support::retry_if_disturbed(|| {
         let path = crate::support::temp_run_path("shutdown-mid-stall");
         let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2);
-        let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+        let rt = crate::support::multi_thread(&guard, 2, None);
         let (started, is_started) = std::sync::mpsc::channel();
         rt.spawn(async move {
             started.send(()).unwrap();

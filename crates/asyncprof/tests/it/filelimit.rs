@@ -37,9 +37,7 @@ fn record_stalls(name: &str, max_file_bytes: u64) -> Recorded {
         .max_file_size(max_file_bytes)
         .start()
         .unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    let rt = crate::support::multi_thread(&guard, 2, None);
     rt.block_on(async {
         for _ in 0..STALLS {
             tokio::spawn(async {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use crate::support::{record_guarded, wait_for_run, watchdog_tid};
+use crate::support::{multi_thread, record_guarded, wait_for_run, watchdog_tid};
 
 /// How long the handler holds the watchdog's thread: far past any gap's bound (four ticks, or
 /// four of a quiet watchdog's intervals: 40 ms at most at these tests' 10 ms threshold).
@@ -86,13 +86,6 @@ fn gaps_so_far(guard: &asyncprof::Guard) -> u64 {
     .expect("no new snapshot in 10 s")
 }
 
-/// A multi-thread runtime of two workers, instrumented by `guard`.
-fn runtime(guard: &asyncprof::Guard) -> tokio::runtime::Runtime {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    guard.instrument(&mut b).enable_all().build().unwrap()
-}
-
 /// Known truth: every worker parked, the watchdog waits for one to unpark; it is held off its
 /// CPU as a worker wakes it (a task spawned from outside the runtime), and runs 100 ms late:
 /// one gap more than before. Before, a late wake from that wait counted nothing: the file
@@ -101,7 +94,7 @@ fn runtime(guard: &asyncprof::Guard) -> tokio::runtime::Runtime {
 #[test]
 fn a_watchdog_woken_late_from_its_idle_wait_counts_a_clock_gap() {
     let (run, before) = record_guarded("late-wake", |guard| {
-        let rt = runtime(guard);
+        let rt = multi_thread(guard, 2, None);
         let tid = watchdog_tid();
         // Every worker parked: the watchdog waits for an unpark (a futex), not in its sleep
         // between looks.
@@ -124,7 +117,7 @@ fn a_watchdog_woken_late_from_its_idle_wait_counts_a_clock_gap() {
 #[test]
 fn a_late_look_while_the_service_is_quiet_counts_a_clock_gap() {
     let (run, before) = record_guarded("late-look", |guard| {
-        let rt = runtime(guard);
+        let rt = multi_thread(guard, 2, None);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let task = rt.spawn(async move {

@@ -81,9 +81,7 @@ fn a_stall_in_a_new_threads_first_poll_wakes_an_idle_watchdog() {
     crate::support::retry_if_disturbed(|| {
         let (run, idle_switches) = record_guarded("first-poll", |guard| {
             // One worker the watchdog knows: it polls once, then parks for good.
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(1);
-            let idle = guard.instrument(&mut b).enable_all().build().unwrap();
+            let idle = crate::support::multi_thread(guard, 1, None);
             idle.block_on(async { tokio::spawn(async {}).await.unwrap() });
             let mut idle_switches = Vec::new();
             // Idle periods of different lengths, so that the stalls below begin at different

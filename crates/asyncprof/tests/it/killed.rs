@@ -17,9 +17,7 @@ fn child_service_that_never_ends() {
         .flush_interval(Duration::from_millis(100))
         .start()
         .unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    let rt = crate::support::multi_thread(&guard, 2, None);
     rt.block_on(async {
         loop {
             tokio::spawn(async { crate::support::spin(Duration::from_millis(1)) })

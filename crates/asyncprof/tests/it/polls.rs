@@ -231,9 +231,7 @@ fn untracked_tasks_are_counted_where_they_were_spawned_exactly() {
             .task_capacity(64)
             .start()
             .unwrap();
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(2);
-        let rt = guard.instrument(&mut builder).enable_all().build().unwrap();
+        let rt = crate::support::multi_thread(&guard, 2, None);
         rt.block_on(async {
             let (go, ready) = tokio::sync::watch::channel(false);
             let mut handles = Vec::new();

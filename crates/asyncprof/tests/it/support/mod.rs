@@ -123,6 +123,21 @@ pub(crate) fn spawn_child(test: &str, env: &str, path: &std::path::Path) -> std:
         .unwrap()
 }
 
+/// A multi-thread runtime of `workers` workers instrumented by `guard` (the hooks tier), its
+/// threads named `name` when given.
+pub(crate) fn multi_thread(
+    guard: &asyncprof::Guard,
+    workers: usize,
+    name: Option<&str>,
+) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(workers);
+    if let Some(name) = name {
+        b.thread_name(name);
+    }
+    guard.instrument(&mut b).enable_all().build().unwrap()
+}
+
 /// The id of the recording's watchdog thread (`asyncprof-watchdog`, cut to 15 bytes by the
 /// kernel). A new thread names itself when it first runs, which on a busy machine can come
 /// milliseconds after the recording started, and listing `/proc/self/task` while threads
