@@ -241,8 +241,8 @@ pub struct LossCounters {
     pub sampler_busy: u64,
     /// Times the watchdog (the coarse clock's thread) ran late, the machine giving it no CPU:
     /// when it first ran, more than four ticks after the recording started; more than four of
-    /// its intervals after its last look (a tick, or a quiet service's longer sleep), less the
-    /// time that look spent sampling stalls; or, woken from its idle wait by a thread, more
+    /// its intervals after its last look began (a tick, or a quiet service's longer sleep),
+    /// less the time that look spent sampling stalls; or, woken from its idle wait by a thread, more
     /// than four ticks after the wake (while the service is quiet, four of its look intervals:
     /// 20 ms at the default threshold). A poll that fell entirely inside such a gap was timed
     /// as short (not while the service was quiet: its polls read the exact time then), and a

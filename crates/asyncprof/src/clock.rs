@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// More than this many of the watchdog's intervals from one look to the next (a tick, or a
 /// quiet service's sleep), or from a thread's wake to the watchdog's run after its idle wait
-/// (a tick, or a quiet service's look interval), are a gap (see `watchdog::run`): it did not
+/// (a tick, or a quiet service's look interval), are a gap (`watchdog::count_gap`): it did not
 /// run on time, the clock, which it publishes, stood still meanwhile (while the service is
 /// busy), and nothing was looked at.
 pub(crate) const GAP_TICKS: u64 = 4;

@@ -106,7 +106,7 @@ pub(crate) fn run(
         std::thread::sleep(sleep);
         let now = clock::publish();
         let slept = sleep.as_nanos() as u64;
-        dog.gap_ns = slept * clock::GAP_TICKS;
+        dog.gap_ns = gap_bound(slept);
         // Late: the coarse clock stood still meanwhile (a poll inside the gap was timed
         // short), and a stall was looked at late, or not at all. While quiet, polls are
         // timed exactly, but the looks are as late.
@@ -180,11 +180,17 @@ pub(crate) fn run(
 }
 
 /// Count a clock gap when the watchdog ran `late_ns` after it should have, more than
-/// [`clock::GAP_TICKS`] of its `interval_ns`.
+/// [`gap_bound`] of its `interval_ns`.
 fn count_gap(recorder: &Recorder, late_ns: u64, interval_ns: u64) {
-    if late_ns > interval_ns.saturating_mul(clock::GAP_TICKS) {
+    if late_ns > gap_bound(interval_ns) {
         recorder.loss.clock_gaps.fetch_add(1, Relaxed);
     }
+}
+
+/// The longest the watchdog may take from one look to the next, for looks `interval_ns`
+/// apart, before it counts as late: [`clock::GAP_TICKS`] intervals.
+fn gap_bound(interval_ns: u64) -> u64 {
+    interval_ns.saturating_mul(clock::GAP_TICKS)
 }
 
 /// A stall as the watchdog sees it: raw stacks, not yet symbolized.
@@ -877,11 +883,7 @@ impl Watchdog {
             rec,
             sampler,
             threshold_ns: rec.settings.config.stall_threshold_us.saturating_mul(1000),
-            gap_ns: rec
-                .settings
-                .config
-                .clock_tick_ns
-                .saturating_mul(clock::GAP_TICKS),
+            gap_ns: gap_bound(rec.settings.config.clock_tick_ns),
             tick_ns: rec.settings.config.clock_tick_ns,
             tracks: Vec::new(),
             prev_look_ns: 0,
@@ -1994,7 +1996,7 @@ impl Watchdog {
     fn finish(&mut self, mut active: Active, now: u64) {
         active.raw.ongoing = false;
         active.raw.last_seen_ns = now;
-        self.sampling(|dog| dog.take_pending_stack(&mut active, now));
+        self.take_pending_stack(&mut active, now);
         Self::close_stretch(&mut active, now, false);
         // The poll just ended: the CPU the thread used since half the threshold says whether
         // it computed or waited for a core (an overloaded machine preempting it).
@@ -2024,21 +2026,23 @@ impl Watchdog {
             return;
         };
         let held = active.held.take().filter(|h| h.sent == sent);
-        // Its unwinding can take milliseconds: the clock reads the exact time meanwhile (see
-        // `Watchdog::sampling`).
-        let sample = match self.sampler.take_pending() {
-            Some((_, Ok(sample))) => sample,
-            Some(_) => {
-                self.rec.loss.missed_samples.fetch_add(1, Relaxed);
-                return;
-            }
-            None => {
-                self.sampler.cancel_pending();
-                self.rec.loss.missed_samples.fetch_add(1, Relaxed);
-                return;
-            }
-        };
-        self.take_late_stack(active, sample, held, now);
+        // Its unwinding can take milliseconds: the watchdog's own slow work, during which the
+        // clock reads the exact time (see `Watchdog::sampling`).
+        self.sampling(|dog| {
+            let sample = match dog.sampler.take_pending() {
+                Some((_, Ok(sample))) => sample,
+                Some(_) => {
+                    dog.rec.loss.missed_samples.fetch_add(1, Relaxed);
+                    return;
+                }
+                None => {
+                    dog.sampler.cancel_pending();
+                    dog.rec.loss.missed_samples.fetch_add(1, Relaxed);
+                    return;
+                }
+            };
+            dog.take_late_stack(active, sample, held, now);
+        });
     }
 
     /// A late stack ([`Sample::late`]), taken at `now`: kept when the handler saw the

@@ -38,9 +38,7 @@ fn a_child_forked_after_the_start_exits_as_it_would_without_asyncprof() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let waited = started.elapsed();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    let rt = crate::support::multi_thread(&guard, 2, None);
     rt.block_on(async { tokio::spawn(async { 1 }).await.unwrap() });
     drop(rt);
     drop(guard);
@@ -83,9 +81,7 @@ fn a_child_given_its_parents_run_file_records_beside_it() {
     let _one = crate::support::serial();
     let path = crate::support::temp_run_path("shared");
     let guard = asyncprof::Profiler::builder().out(&path).start().unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    let rt = crate::support::multi_thread(&guard, 2, None);
     rt.block_on(async { tokio::spawn(async { 1 }).await.unwrap() });
     let mut child = crate::support::spawn_child(
         "process::child_records_to_its_parents_run_file",
@@ -134,9 +130,7 @@ fn child_exits_with_its_guard_alive() {
         .cpu_profile(99)
         .start()
         .unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2);
-    let rt = guard.instrument(&mut b).enable_all().build().unwrap();
+    let rt = crate::support::multi_thread(&guard, 2, None);
     rt.block_on(async {
         tokio::spawn(async { crate::support::spin(Duration::from_millis(300)) })
             .await

@@ -23,6 +23,18 @@ pub(crate) fn stall_line(marker: &str) -> u32 {
     panic!("no line ends with {needle:?} in {}", dir.display())
 }
 
+/// How long after `threshold` each of `run`'s stalls was declared, in milliseconds, sorted
+/// (negative: before it).
+pub(crate) fn declared_after(run: &RunFile, threshold: Duration) -> Vec<f64> {
+    let mut late: Vec<f64> = run
+        .stalls
+        .iter()
+        .map(|s| (s.detection_latency_ns as f64 - threshold.as_nanos() as f64) / 1e6)
+        .collect();
+    late.sort_by(f64::total_cmp);
+    late
+}
+
 /// The stall whose culprit is the line marked `// stall: {marker}`; panics listing the stalls
 /// when there is none.
 pub(crate) fn stall_at<'r>(run: &'r RunFile, marker: &str) -> &'r StallRecord {
@@ -576,12 +588,7 @@ fn detection_latency_is_within_threshold_plus_5ms() {
             },
         );
         let gaps = run.snapshot.as_ref().map_or(0, |s| s.loss.clock_gaps);
-        let mut late: Vec<f64> = run
-            .stalls
-            .iter()
-            .map(|s| (s.detection_latency_ns as f64 - THRESHOLD.as_nanos() as f64) / 1e6)
-            .collect();
-        late.sort_by(f64::total_cmp);
+        let late = declared_after(&run, THRESHOLD);
         let at = |q: f64| late[((late.len() - 1) as f64 * q).round() as usize];
         assert!(late.len() <= 20, "{:#?}", run.stalls);
         if late.is_empty() || gaps == 0 {
@@ -1532,9 +1539,7 @@ fn hooks_tier_takes_no_later_runtime_for_a_stall_of_the_first() {
             let first = current_thread(guard);
             first.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
             drop(first);
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(2);
-            let next = guard.instrument(&mut b).enable_all().build().unwrap();
+            let next = crate::support::multi_thread(guard, 2, None);
             next.block_on(async {
                 tokio::spawn(async { tokio::time::sleep(Duration::from_millis(300)).await })
                     .await
